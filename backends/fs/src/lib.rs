@@ -1,0 +1,1 @@
+//! chatvault backend: a local folder (the default, embedded backend)

@@ -1,0 +1,1 @@
+//! chatvault record layout over any object_store::ObjectStore (shared by the fs and s3 backends)

@@ -1,0 +1,1 @@
+//! chatvault backend: S3 and S3-compatible object stores

@@ -1,0 +1,1 @@
+//! chatvault backend: Supabase (PostgREST + SQL migrations with RLS)

@@ -1,0 +1,1 @@
+//! The default [`Cipher`](crate::Cipher): envelope encryption (being built).

@@ -1,0 +1,51 @@
+//! chatvault-core: the pieces every chatvault backend and application share.
+//!
+//! - [`chat`]: the chat model, a CRDT whose [`Chat::merge`] lets devices
+//!   converge whatever order they sync in;
+//! - [`hlc`]: hybrid logical clocks that order edits across devices;
+//! - [`storage`]: the [`Storage`] trait backends implement, with its contract;
+//! - [`cipher`] and [`envelope`]: sealing record parts, and the default
+//!   envelope cipher (an age-encrypted key file plus XChaCha20-Poly1305);
+//! - [`transport`]: when the sync engine pulls (polling, or a backend's push);
+//! - [`codec`]: versioned encodings of what gets sealed.
+//!
+//! ```
+//! use chatvault_core::{Chat, ChatId, Clock, DeviceId, Role};
+//!
+//! let (laptop, phone) = (Clock::new(DeviceId(1)), Clock::new(DeviceId(2)));
+//! let mut on_laptop = Chat::new(ChatId::new(), "Trip plans", laptop.tick());
+//! let mut on_phone = on_laptop.clone();
+//!
+//! // Both devices add a message while offline…
+//! on_laptop.add_message(Role::User, "Book the train", laptop.tick());
+//! on_phone.add_message(Role::User, "Pack the tent", phone.tick());
+//!
+//! // …and after syncing, in either order, both keep every message.
+//! let mut a = on_laptop.clone();
+//! a.merge(&on_phone);
+//! let mut b = on_phone.clone();
+//! b.merge(&on_laptop);
+//! assert_eq!(a, b);
+//! assert_eq!(a.message_count(), 2);
+//! ```
+
+pub mod chat;
+pub mod cipher;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+pub mod hlc;
+pub mod ids;
+pub mod storage;
+pub mod transport;
+
+pub use chat::{Chat, ChatSummary, Lww, Message, MessageBody, Role};
+pub use cipher::{Aad, Cipher};
+pub use error::{BoxError, Error, Result};
+pub use hlc::{Clock, Hlc};
+pub use ids::{ChatId, DeviceId, MessageId, VaultId};
+pub use storage::{
+    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, Part, PutPrecondition,
+    SealedRecord, Storage,
+};
+pub use transport::{Polling, PullOutcome, Transport};

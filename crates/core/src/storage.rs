@@ -1,0 +1,256 @@
+//! The [`Storage`] trait: where sealed records live.
+//!
+//! A backend stores one vault's records and nothing else; it only ever sees
+//! ciphertext plus the metadata in [`SealedRecord`] (ids, versions, sizes).
+//! The contract below is what `chatvault-conformance` tests, so a backend
+//! that passes the suite works with the sync engine.
+
+use crate::ids::ChatId;
+use crate::transport::Transport;
+use crate::Result;
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// Which parts of a record [`Storage::get`] returns.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Part {
+    /// The sealed summary only (sidebar: title, last activity, count, star).
+    Summary,
+    /// The sealed summary and the sealed body (all messages).
+    Full,
+}
+
+/// One chat's record as the server stores it: metadata in the clear, the
+/// content sealed by a [`Cipher`](crate::Cipher).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedRecord {
+    /// The chat this record belongs to.
+    pub chat: ChatId,
+    /// The record's version; strictly increasing per chat. Bound into the
+    /// sealed blobs, so a server cannot replay an older blob as a newer one.
+    pub version: u64,
+    /// True for a tombstone: the chat was deleted.
+    pub deleted: bool,
+    /// The sealed summary (for a tombstone: the sealed deletion marker).
+    pub summary: Bytes,
+    /// The sealed body: `None` when only the summary was asked for, and for
+    /// tombstones.
+    pub body: Option<Bytes>,
+}
+
+impl SealedRecord {
+    /// Bytes this record occupies in storage (summary + body).
+    pub fn size(&self) -> usize {
+        self.summary.len() + self.body.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+impl fmt::Debug for SealedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedRecord")
+            .field("chat", &self.chat)
+            .field("version", &self.version)
+            .field("deleted", &self.deleted)
+            .field("summary_len", &self.summary.len())
+            .field("body_len", &self.body.as_ref().map(Bytes::len))
+            .finish()
+    }
+}
+
+/// What must be true of the stored record for a put to commit.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PutPrecondition {
+    /// No expectation beyond monotonic versions: commits iff the new
+    /// version is greater than the stored one (or nothing is stored).
+    None,
+    /// Commits iff no record (live or tombstone) exists for the chat.
+    Absent,
+    /// Commits iff the stored version is exactly this one.
+    Version(u64),
+}
+
+/// An opaque position in a vault's change feed. Backends define its content;
+/// callers store it and hand it back. [`Cursor::start`] reads from the
+/// beginning.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(pub String);
+
+impl Cursor {
+    /// The position before every change.
+    pub fn start() -> Self {
+        Self(String::new())
+    }
+
+    /// True for [`Cursor::start`].
+    pub fn is_start(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// One entry of the change feed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The chat that changed.
+    pub chat: ChatId,
+    /// Its version after the change.
+    pub version: u64,
+    /// True if the change deleted the chat.
+    pub deleted: bool,
+    /// The sealed summary, when the backend returns it inline (saves a
+    /// [`Storage::get`] for the sidebar).
+    pub summary: Option<Bytes>,
+}
+
+impl fmt::Debug for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Change")
+            .field("chat", &self.chat)
+            .field("version", &self.version)
+            .field("deleted", &self.deleted)
+            .field("summary_len", &self.summary.as_ref().map(Bytes::len))
+            .finish()
+    }
+}
+
+/// A page of the change feed.
+#[derive(Clone, Debug)]
+pub struct ChangePage {
+    /// Changes in commit order.
+    pub changes: Vec<Change>,
+    /// Where the next call continues. Store it only after the changes are
+    /// applied.
+    pub cursor: Cursor,
+    /// True if more changes were already committed past this page.
+    pub has_more: bool,
+}
+
+/// The vault's key file (an age-encrypted keyring) and its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyringBlob {
+    /// The key file's bytes.
+    pub bytes: Bytes,
+    /// Its version, for [`Storage::put_keyring`] preconditions.
+    pub version: u64,
+}
+
+/// What a backend can do; the engine and the conformance suite adapt to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The backend offers a push [`Transport`] ([`Storage::push`]).
+    pub push: bool,
+    /// Most ids one [`Storage::get`] and most records one
+    /// [`Storage::put_batch`] should carry.
+    pub max_batch: usize,
+    /// Largest record (summary + body) the backend accepts, in bytes.
+    pub max_record_bytes: usize,
+    /// Preconditions are atomic under concurrent writers (two racing
+    /// `Absent` puts: exactly one commits). A backend that cannot promise
+    /// this says so, and the suite reports the concurrency contracts it
+    /// skips.
+    pub atomic_preconditions: bool,
+    /// [`Change::summary`] is filled in by [`Storage::changes`].
+    pub inline_summaries: bool,
+}
+
+/// Where a vault's sealed records live.
+///
+/// # Contract
+///
+/// A `Storage` holds the records of exactly one vault (one user). All data it
+/// receives is already sealed; it never needs a key.
+///
+/// - **`put(record, precondition)`** commits the record atomically or not at
+///   all. Versions per chat strictly increase: a put whose version is not
+///   greater than the stored one fails with [`Error::Conflict`] carrying the
+///   stored version, whatever the precondition. [`PutPrecondition::Absent`]
+///   fails with `Conflict` if any record or tombstone exists;
+///   [`PutPrecondition::Version`]`(v)` fails with `Conflict` unless the stored
+///   version is `v`. A conflict never overwrites. Records over
+///   [`Capabilities::max_record_bytes`] fail with [`Error::TooLarge`].
+/// - **`delete`** is a put of a tombstone (`deleted: true`, no body); the
+///   tombstone is reported by `changes` and `get` like any record.
+/// - **`changes(since, limit)`** returns the changes committed after `since`
+///   in commit order, at most `limit` of them, and a cursor to continue from.
+///   It never skips a committed change, even while other writers commit
+///   concurrently, and never reports the same commit twice across pages. A
+///   call with nothing new costs one small request, independent of how many
+///   chats exist. A page may hold several changes of one chat; the last wins.
+/// - **`get(ids, part)`** returns the current record of each id that exists
+///   (tombstones included), in any order; ids without a record are left out.
+///   With [`Part::Summary`] bodies are `None`.
+/// - **`get_keyring` / `put_keyring`** store the vault's key file with the
+///   same precondition rules (`Version` compares the keyring version).
+/// - Errors are typed: [`Error::Unavailable`] for anything retriable,
+///   [`Error::Unauthorized`], [`Error::Conflict`], [`Error::TooLarge`],
+///   [`Error::Rejected`], [`Error::Corrupt`] for data the backend itself
+///   cannot decode.
+///
+/// [`Error::Conflict`]: crate::Error::Conflict
+/// [`Error::TooLarge`]: crate::Error::TooLarge
+/// [`Error::Unavailable`]: crate::Error::Unavailable
+/// [`Error::Unauthorized`]: crate::Error::Unauthorized
+/// [`Error::Rejected`]: crate::Error::Rejected
+/// [`Error::Corrupt`]: crate::Error::Corrupt
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Changes committed after `since`, in commit order, at most `limit`.
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage>;
+
+    /// The current records of `chats` (missing ids are left out).
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>>;
+
+    /// Commits `record` if `precondition` holds.
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()>;
+
+    /// Commits several records, each with its own precondition, returning one
+    /// result per record in order. The default calls [`Storage::put`] for
+    /// each; backends with a batch request override it.
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for (record, precondition) in batch {
+            results.push(self.put(record, precondition).await);
+        }
+        results
+    }
+
+    /// Leaves a tombstone for `chat` at `version`: a put of a record with
+    /// `deleted: true`, the sealed deletion marker `summary`, and no body.
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        let tombstone = SealedRecord {
+            chat,
+            version,
+            deleted: true,
+            summary,
+            body: None,
+        };
+        self.put(tombstone, precondition).await
+    }
+
+    /// The vault's key file, if one was stored.
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>>;
+
+    /// Stores the vault's key file; returns the new keyring version.
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64>;
+
+    /// A push transport that wakes the engine when this backend changes, if
+    /// the backend has one ([`Capabilities::push`]).
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        None
+    }
+}
+
+/// A shared, type-erased storage.
+pub type DynStorage = Arc<dyn Storage>;
