@@ -1,0 +1,1 @@
+//! Storage wrappers for tests and benches: counting and fault injection.

@@ -1,0 +1,1 @@
+//! The Storage contract suite.
