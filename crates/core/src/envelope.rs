@@ -1,1 +1,0 @@
-//! The default [`Cipher`](crate::Cipher): envelope encryption (being built).

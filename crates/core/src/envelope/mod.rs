@@ -1,0 +1,395 @@
+//! The default [`Cipher`]: envelope encryption.
+//!
+//! Each vault has a keyring of random 256-bit data keys, each with a `u32`
+//! key id; one of them is *current*. Every blob is sealed with the current
+//! key using XChaCha20-Poly1305 and a fresh random 24-byte nonce, so sealing
+//! and opening a record costs microseconds: no public-key operation per
+//! record. The keyring itself is stored in the backend as a *key file*
+//! (see [`EnvelopeCipher::to_key_file`]) whose slots are standard age files
+//! protected by a passphrase and/or X25519 recipients.
+//!
+//! # Sealed blob format (version 1)
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 1 | format version, `1` |
+//! | 4 | key id, big-endian |
+//! | 24 | XChaCha20 nonce, random per seal |
+//! | n + 16 | ciphertext and Poly1305 tag |
+//!
+//! The AEAD's associated data is [`Aad::to_bytes`] followed by the key id
+//! (big-endian), so a blob moved to another vault, chat, part or version, or
+//! relabelled with another key id, fails to open with
+//! [`Error::Tampered`].
+//!
+//! # Errors when opening
+//!
+//! - empty, format byte `0`, or shorter than the 45-byte minimum:
+//!   [`Error::Corrupt`];
+//! - a format byte newer than this build reads: [`Error::UnsupportedFormat`];
+//! - a key id the keyring does not hold: [`Error::UnknownKeyId`];
+//! - anything else that fails authentication (a flipped bit, a truncated
+//!   tail, a different [`Aad`]): [`Error::Tampered`].
+//!
+//! # Rotation
+//!
+//! [`EnvelopeCipher::rotate`] adds a new data key and makes it current; old
+//! keys stay so old blobs still open. Once every blob has been re-sealed
+//! under the new key ([`EnvelopeCipher::sealed_key_id`] tells which key a blob
+//! uses), [`EnvelopeCipher::retire`] drops the old key. Rotation and
+//! retirement take `&self` (the keyring sits behind an `RwLock`), so a cipher
+//! already shared as `Arc<dyn Cipher>` can be rotated in place; sealing and
+//! opening only take the read side of the lock. After either, write the
+//! key file again ([`EnvelopeCipher::to_key_file`] and
+//! [`Storage::put_keyring`](crate::Storage::put_keyring)), or the change is
+//! lost on the next unlock.
+//!
+//! # Secrets
+//!
+//! Data keys live in [`Zeroizing`] buffers and in AEAD instances that zeroize
+//! themselves on drop; the plaintext keyring is encoded into a zeroizing
+//! buffer. `Debug` output shows key ids, never keys.
+//!
+//! # Example
+//!
+//! ```
+//! use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+//! use chatvault_core::{Aad, ChatId, Cipher, Part, VaultId};
+//! use age::secrecy::SecretString;
+//! use std::sync::Arc;
+//!
+//! # fn main() -> chatvault_core::Result<()> {
+//! // First device: create the vault's keyring and store its key file.
+//! let cipher = EnvelopeCipher::generate(VaultId::new());
+//! let protection = KeyProtection::for_passphrase(SecretString::from("correct horse battery"))
+//!     .with_work_factor(10); // low for the example; omit to use age's default (≈1 s)
+//! let key_file: Vec<u8> = cipher.to_key_file(&protection)?; // → Storage::put_keyring
+//!
+//! let aad = Aad { vault: cipher.vault(), chat: ChatId::new(), part: Part::Summary, version: 1 };
+//! let cipher: Arc<dyn Cipher> = Arc::new(cipher);
+//! let sealed = cipher.seal(&aad, b"hello")?;
+//!
+//! // Another device: unlock once, then open records.
+//! let unlocked = EnvelopeCipher::from_key_file(
+//!     &key_file,
+//!     &Unlock::Passphrase(SecretString::from("correct horse battery")),
+//! )?;
+//! assert_eq!(unlocked.open(&aad, &sealed)?, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+mod export;
+mod keyfile;
+
+pub use export::{export_age, ExportTarget};
+pub use keyfile::{KeyProtection, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT};
+
+use crate::cipher::{Aad, Cipher};
+use crate::ids::VaultId;
+use crate::storage::Part;
+use crate::{Error, Result};
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
+use rand::rngs::OsRng;
+use rand::RngCore;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use zeroize::Zeroizing;
+
+/// Format version of sealed blobs written by this build.
+pub const BLOB_FORMAT: u8 = 1;
+/// Length of a sealed blob's header: format byte, key id and nonce.
+pub const BLOB_HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
+/// Bytes a sealed blob adds to its plaintext: header plus the 16-byte tag.
+pub const BLOB_OVERHEAD: usize = BLOB_HEADER_LEN + TAG_LEN;
+/// Length of a data key in bytes (256 bits).
+pub const DATA_KEY_LEN: usize = 32;
+
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+/// One data key: its bytes (kept to write the key file) and the AEAD keyed
+/// with them (kept so no key schedule runs per record). Both zeroize on drop.
+pub(crate) struct DataKey {
+    bytes: Zeroizing<[u8; DATA_KEY_LEN]>,
+    aead: XChaCha20Poly1305,
+}
+
+impl DataKey {
+    pub(crate) fn from_bytes(bytes: Zeroizing<[u8; DATA_KEY_LEN]>) -> Self {
+        let aead = XChaCha20Poly1305::new(Key::from_slice(bytes.as_slice()));
+        Self { bytes, aead }
+    }
+
+    fn random() -> Self {
+        let mut bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
+        OsRng.fill_bytes(bytes.as_mut_slice());
+        Self::from_bytes(bytes)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8; DATA_KEY_LEN] {
+        &self.bytes
+    }
+}
+
+/// A vault's data keys. Invariant: `keys` holds `current`.
+pub(crate) struct Keyring {
+    pub(crate) vault: VaultId,
+    pub(crate) current: u32,
+    pub(crate) keys: BTreeMap<u32, DataKey>,
+}
+
+/// The default [`Cipher`]: a vault's keyring of data keys, sealing with
+/// XChaCha20-Poly1305. See the [module docs](self) for formats and errors.
+///
+/// Share it as `Arc<EnvelopeCipher>` or `Arc<dyn Cipher>`; every method takes
+/// `&self`.
+pub struct EnvelopeCipher {
+    keyring: RwLock<Keyring>,
+}
+
+impl fmt::Debug for EnvelopeCipher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ring = self.read();
+        f.debug_struct("EnvelopeCipher")
+            .field("vault", &ring.vault)
+            .field("current_key_id", &ring.current)
+            .field("key_ids", &ring.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnvelopeCipher {
+    /// A new keyring for `vault` holding one fresh random data key (key id 1),
+    /// drawn from the operating system's random number generator.
+    pub fn generate(vault: VaultId) -> Self {
+        let mut keys = BTreeMap::new();
+        keys.insert(1, DataKey::random());
+        Self::from_keyring(Keyring {
+            vault,
+            current: 1,
+            keys,
+        })
+    }
+
+    pub(crate) fn from_keyring(keyring: Keyring) -> Self {
+        Self {
+            keyring: RwLock::new(keyring),
+        }
+    }
+
+    // A panic while holding the lock cannot leave the keyring half-updated
+    // (every write is a single insert/remove/assignment), so a poisoned lock
+    // is still safe to use.
+    fn read(&self) -> RwLockReadGuard<'_, Keyring> {
+        self.keyring.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Keyring> {
+        self.keyring.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The vault this keyring belongs to.
+    pub fn vault(&self) -> VaultId {
+        self.read().vault
+    }
+
+    /// The id of the key new blobs are sealed with.
+    pub fn current_key_id(&self) -> u32 {
+        self.read().current
+    }
+
+    /// Every key id in the keyring, ascending (the current one included).
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.read().keys.keys().copied().collect()
+    }
+
+    /// Adds a fresh random data key, makes it current and returns its id
+    /// (one more than the largest id so far). Old keys stay, so blobs sealed
+    /// under them still open. Store the key file again afterwards.
+    pub fn rotate(&self) -> u32 {
+        let mut ring = self.write();
+        let next = ring
+            .keys
+            .keys()
+            .next_back()
+            .and_then(|max| max.checked_add(1))
+            .or_else(|| (1..=u32::MAX).find(|id| !ring.keys.contains_key(id)))
+            .unwrap_or(0);
+        ring.keys.insert(next, DataKey::random());
+        ring.current = next;
+        next
+    }
+
+    /// Drops key `key_id` once no blob needs it any more; blobs sealed under
+    /// it then fail with [`Error::UnknownKeyId`]. Store the key file again
+    /// afterwards.
+    ///
+    /// Errors: [`Error::InvalidInput`] for the current key (rotate first),
+    /// [`Error::UnknownKeyId`] if the keyring does not hold `key_id`.
+    pub fn retire(&self, key_id: u32) -> Result<()> {
+        let mut ring = self.write();
+        if key_id == ring.current {
+            return Err(Error::invalid(format!(
+                "key {key_id} is the current data key; rotate to a new key before retiring it"
+            )));
+        }
+        match ring.keys.remove(&key_id) {
+            Some(_) => Ok(()),
+            None => Err(Error::UnknownKeyId { key_id }),
+        }
+    }
+
+    /// The key id a sealed blob names in its header, without opening it:
+    /// lets a re-encryption pass find the blobs still under an old key.
+    ///
+    /// Errors as for [`Cipher::open`] on the header: [`Error::Corrupt`] or
+    /// [`Error::UnsupportedFormat`]. The id is not authenticated until the
+    /// blob is opened.
+    pub fn sealed_key_id(sealed: &[u8]) -> Result<u32> {
+        parse_header(sealed, "sealed blob").map(|(key_id, _, _)| key_id)
+    }
+}
+
+fn describe(aad: &Aad) -> String {
+    let part = match aad.part {
+        Part::Summary => "summary",
+        Part::Full => "body",
+    };
+    format!("chat {} {part} version {}", aad.chat, aad.version)
+}
+
+fn aead_aad(aad: &Aad, key_id: u32) -> Vec<u8> {
+    let mut bytes = aad.to_bytes();
+    bytes.extend_from_slice(&key_id.to_be_bytes());
+    bytes
+}
+
+/// Splits a blob into key id, nonce and ciphertext-with-tag, checking the
+/// format byte and the minimum length.
+fn parse_header<'a>(sealed: &'a [u8], what: &str) -> Result<(u32, &'a [u8], &'a [u8])> {
+    let Some(&format) = sealed.first() else {
+        return Err(Error::corrupt(what, "empty sealed blob"));
+    };
+    if format == 0 {
+        return Err(Error::corrupt(what, "format version 0 is not valid"));
+    }
+    if format > BLOB_FORMAT {
+        return Err(Error::UnsupportedFormat {
+            what: "sealed blob".to_string(),
+            found: u32::from(format),
+            supported: u32::from(BLOB_FORMAT),
+        });
+    }
+    if sealed.len() < BLOB_OVERHEAD {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "sealed blob is {} bytes, shorter than the {BLOB_OVERHEAD}-byte minimum",
+                sealed.len()
+            ),
+        ));
+    }
+    let (header, body) = sealed.split_at(BLOB_HEADER_LEN);
+    let key_id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    Ok((key_id, &header[5..], body))
+}
+
+impl Cipher for EnvelopeCipher {
+    /// Seals `plaintext` under the current key.
+    ///
+    /// Errors: [`Error::InvalidInput`] if `aad.vault` is not this keyring's
+    /// vault (sealing for another vault with this vault's key is a bug).
+    fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let ring = self.read();
+        if aad.vault != ring.vault {
+            return Err(Error::invalid(format!(
+                "cannot seal for vault {} with the keyring of vault {}",
+                aad.vault, ring.vault
+            )));
+        }
+        let key_id = ring.current;
+        let key = ring
+            .keys
+            .get(&key_id)
+            .ok_or(Error::UnknownKeyId { key_id })?;
+        let mut nonce = [0u8; NONCE_LEN];
+        // ThreadRng is a CSPRNG seeded from the OS; with 192-bit nonces random
+        // collisions are negligible, and it avoids a syscall per seal.
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let mut out = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
+        out.push(BLOB_FORMAT);
+        out.extend_from_slice(&key_id.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let tag = key
+            .aead
+            .encrypt_in_place_detached(
+                XNonce::from_slice(&nonce),
+                &aead_aad(aad, key_id),
+                &mut out[BLOB_HEADER_LEN..],
+            )
+            .map_err(|_| Error::invalid("plaintext too large for XChaCha20-Poly1305"))?;
+        out.extend_from_slice(&tag);
+        Ok(out)
+    }
+
+    fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {
+        let what = describe(aad);
+        let (key_id, nonce, body) = parse_header(sealed, &what)?;
+        let ring = self.read();
+        let key = ring
+            .keys
+            .get(&key_id)
+            .ok_or(Error::UnknownKeyId { key_id })?;
+        let (ciphertext, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plaintext = ciphertext.to_vec();
+        key.aead
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aead_aad(aad, key_id),
+                &mut plaintext,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::Tampered { what })?;
+        Ok(plaintext)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::ChatId;
+
+    #[test]
+    fn sealing_for_another_vault_is_refused() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let aad = Aad {
+            vault: VaultId::new(),
+            chat: ChatId::new(),
+            part: Part::Full,
+            version: 1,
+        };
+        assert!(matches!(
+            cipher.seal(&aad, b"x"),
+            Err(Error::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn debug_output_shows_key_ids_but_no_key_bytes() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let key_hex: String = cipher.read().keys[&1]
+            .bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let shown = format!("{cipher:?}");
+        assert!(shown.contains("current_key_id: 1"), "{shown}");
+        assert!(!shown.contains(&key_hex[..8]), "{shown}");
+        let key_decimal = format!("{:?}", cipher.read().keys[&1].bytes());
+        assert!(!shown.contains(&key_decimal), "{shown}");
+    }
+}
