@@ -36,6 +36,7 @@ pub mod envelope;
 pub mod error;
 pub mod hlc;
 pub mod ids;
+pub mod replica;
 pub mod storage;
 pub mod transport;
 
@@ -44,6 +45,7 @@ pub use cipher::{Aad, Cipher};
 pub use error::{BoxError, Error, Result};
 pub use hlc::{Clock, Hlc};
 pub use ids::{ChatId, DeviceId, MessageId, VaultId};
+pub use replica::Replica;
 pub use storage::{
     Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, Part, PutPrecondition,
     SealedRecord, Storage,

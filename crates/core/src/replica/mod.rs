@@ -1,0 +1,436 @@
+//! The local replica: this device's crash-safe copy of the vault.
+//!
+//! A [`Replica`] is one [redb](https://docs.rs/redb) file holding
+//!
+//! - every chat's record **exactly as sealed for the server** (summary and,
+//!   when this device has loaded it, body), so the replica is encrypted at
+//!   rest with the vault's cipher and reading it needs the unlocked keyring;
+//! - the **outbox**: one entry per chat whose local state the server has not
+//!   confirmed yet, naming the version to push and the server version it was
+//!   built on (so pending saves of one chat collapse to its latest state);
+//! - the **pull cursor**: how far this device has read the change feed;
+//! - metadata: the replica format version, the vault and device ids, and a
+//!   copy of the vault's key file (sealed with age, as on the server) so the
+//!   vault can be unlocked offline.
+//!
+//! # Durability contract
+//!
+//! Every change goes through one [`ReplicaWrite`] transaction, committed with
+//! redb's immediate durability: **when [`ReplicaWrite::commit`] returns `Ok`,
+//! the change is on disk** (fsync'd) and survives a crash or power loss; if
+//! the process dies before that, none of the transaction is visible after
+//! restart. In terms of the sync engine:
+//!
+//! - **A local save is durable when the save call returns.** Its sealed
+//!   record and its outbox entry commit in the same transaction: after a
+//!   crash there is either both (and the push is replayed) or neither (the
+//!   save never returned `Ok`).
+//! - **Pulled records and the cursor that covers them commit together.** A
+//!   crash mid-pull re-reads the same page after restart; applying it twice
+//!   changes nothing.
+//! - **An outbox entry is removed only after the server confirmed the push**,
+//!   in a later transaction. A crash between the two replays the push; the
+//!   engine recognises its own record on the server (or merges, which is
+//!   idempotent), so nothing is lost or duplicated.
+//! - **A failed write changes nothing.** A full disk or an I/O error aborts
+//!   the transaction and surfaces as [`Error::Local`]; the file keeps its
+//!   last committed state. After an I/O error redb refuses further writes
+//!   through the same handle, so reopen the replica (restart the app) once
+//!   space is freed.
+//!
+//! A file that is not a chatvault replica, or is corrupt, fails to open with
+//! [`Error::Local`]; one written by a newer chatvault fails with
+//! [`Error::UnsupportedFormat`]. Neither is ever silently reset: the replica
+//! may hold changes the server has not seen.
+//!
+//! ```
+//! use chatvault_core::replica::Replica;
+//! use chatvault_core::{ChatId, Cursor, SealedRecord};
+//!
+//! # fn main() -> chatvault_core::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::local("tempdir", e))?;
+//! let replica = Replica::open(dir.path().join("replica.redb"))?;
+//! let record = SealedRecord {
+//!     chat: ChatId::new(),
+//!     version: 1,
+//!     deleted: false,
+//!     summary: b"sealed summary".to_vec().into(),
+//!     body: Some(b"sealed body".to_vec().into()),
+//! };
+//! // A local save: the record and its outbox entry commit together.
+//! let mut write = replica.write()?;
+//! write.put_local(&record, None)?;
+//! write.commit()?;
+//! assert_eq!(replica.outbox()?.len(), 1);
+//! assert_eq!(replica.cursor()?, Cursor::start());
+//! # Ok(())
+//! # }
+//! ```
+
+mod encoding;
+mod write;
+
+pub use encoding::{OutboxEntry, RecordHeader};
+pub use write::ReplicaWrite;
+
+use crate::ids::{ChatId, DeviceId, VaultId};
+use crate::storage::{Cursor, SealedRecord};
+use crate::{Error, Result};
+use encoding::{decode_body, decode_outbox, decode_summary};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use std::path::{Path, PathBuf};
+
+/// Format version of replica files written by this build.
+pub const REPLICA_FORMAT: u32 = 1;
+
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub(crate) const SUMMARIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("summaries");
+pub(crate) const BODIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bodies");
+pub(crate) const OUTBOX: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("outbox");
+
+pub(crate) const META_FORMAT: &str = "format";
+pub(crate) const META_VAULT: &str = "vault";
+pub(crate) const META_DEVICE: &str = "device";
+pub(crate) const META_CURSOR: &str = "cursor";
+pub(crate) const META_KEY_FILE: &str = "key_file";
+
+/// A record's sealed summary as stored in the replica, for the sidebar.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSummary {
+    /// The chat.
+    pub chat: ChatId,
+    /// The version the summary was sealed for.
+    pub version: u64,
+    /// True for a tombstone.
+    pub deleted: bool,
+    /// The sealed summary.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSummary")
+            .field("chat", &self.chat)
+            .field("version", &self.version)
+            .field("deleted", &self.deleted)
+            .field("sealed_len", &self.sealed.len())
+            .finish()
+    }
+}
+
+/// This device's crash-safe copy of a vault: sealed records, outbox, cursor.
+/// See the [module docs](self) for the durability contract.
+pub struct Replica {
+    db: Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("path", &self.path).finish()
+    }
+}
+
+/// Turns a redb failure into [`Error::Local`], naming what was being done and
+/// saying "disk full" in words when that is the cause.
+pub(crate) fn local_error(context: &str, error: impl Into<redb::Error>) -> Error {
+    let error: redb::Error = error.into();
+    match error {
+        redb::Error::Io(io) => {
+            let message = if io.kind() == std::io::ErrorKind::StorageFull {
+                format!("{context}: the disk is full; nothing was written")
+            } else {
+                format!("{context}: I/O error: {io}")
+            };
+            Error::local(message, io)
+        }
+        redb::Error::DatabaseAlreadyOpen => Error::Local {
+            message: format!(
+                "{context}: the replica file is already open (another ChatVault or process uses it)"
+            ),
+            source: None,
+        },
+        redb::Error::Corrupted(reason) => Error::Local {
+            message: format!("{context}: the replica file is corrupt: {reason}"),
+            source: None,
+        },
+        other => Error::Local {
+            message: format!("{context}: {other}"),
+            source: None,
+        },
+    }
+}
+
+impl Replica {
+    /// Opens the replica at `path`, creating it (and its parent folder) if it
+    /// does not exist.
+    ///
+    /// Fails with [`Error::Local`] if the file is corrupt, not a chatvault
+    /// replica, or already open, and with [`Error::UnsupportedFormat`] if a
+    /// newer chatvault wrote it.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                Error::local(
+                    format!("cannot create the replica folder {}", parent.display()),
+                    e,
+                )
+            })?;
+        }
+        let db = Database::create(&path)
+            .map_err(|e| local_error(&format!("cannot open the replica {}", path.display()), e))?;
+        Self::init(db, path)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self> {
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| local_error("cannot open the replica", e))?;
+        Self::init(db, PathBuf::from("<test backend>"))
+    }
+
+    fn init(db: Database, path: PathBuf) -> Result<Self> {
+        let replica = Self { db, path };
+        let format = replica.meta_value(META_FORMAT)?;
+        match format {
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| {
+                        Error::local_message(format!(
+                            "the replica {} has a malformed format marker",
+                            replica.path.display()
+                        ))
+                    })?;
+                if found > REPLICA_FORMAT {
+                    return Err(Error::UnsupportedFormat {
+                        what: format!("local replica {}", replica.path.display()),
+                        found,
+                        supported: REPLICA_FORMAT,
+                    });
+                }
+                if found == 0 {
+                    return Err(Error::local_message(format!(
+                        "the replica {} has format version 0, which is not valid",
+                        replica.path.display()
+                    )));
+                }
+            }
+            None => replica.initialize()?,
+        }
+        Ok(replica)
+    }
+
+    /// Writes the format marker and creates the tables of a new replica;
+    /// refuses a redb file that already holds other data.
+    fn initialize(&self) -> Result<()> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| local_error("cannot initialize the replica", e))?;
+        let foreign = txn
+            .list_tables()
+            .map_err(|e| local_error("cannot initialize the replica", e))?
+            .next()
+            .is_some();
+        if foreign {
+            return Err(Error::local_message(format!(
+                "{} is a redb file but not a chatvault replica (it has no format marker); \
+                 refusing to touch it",
+                self.path.display()
+            )));
+        }
+        {
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| local_error("cannot initialize the replica", e))?;
+            meta.insert(META_FORMAT, REPLICA_FORMAT.to_be_bytes().as_slice())
+                .map_err(|e| local_error("cannot initialize the replica", e))?;
+            for table in [SUMMARIES, BODIES, OUTBOX] {
+                txn.open_table(table)
+                    .map_err(|e| local_error("cannot initialize the replica", e))?;
+            }
+        }
+        txn.commit()
+            .map_err(|e| local_error("cannot initialize the replica", e))
+    }
+
+    /// Where the replica file lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a write transaction. Only one runs at a time; a second call
+    /// blocks until the first commits or is dropped (dropping aborts).
+    pub fn write(&self) -> Result<ReplicaWrite> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| local_error("cannot start a replica write", e))?;
+        Ok(ReplicaWrite::new(txn))
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction> {
+        self.db
+            .begin_read()
+            .map_err(|e| local_error("cannot read the replica", e))
+    }
+
+    fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        let meta = match txn.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(local_error("cannot read the replica metadata", e)),
+        };
+        let value = meta
+            .get(key)
+            .map_err(|e| local_error("cannot read the replica metadata", e))?
+            .map(|v| v.value().to_vec());
+        Ok(value)
+    }
+
+    /// The vault and device this replica belongs to, once recorded.
+    pub fn identity(&self) -> Result<Option<(VaultId, DeviceId)>> {
+        let vault = self.meta_value(META_VAULT)?;
+        let device = self.meta_value(META_DEVICE)?;
+        match (vault, device) {
+            (Some(vault), Some(device)) => {
+                let vault = <[u8; 16]>::try_from(vault.as_slice()).map_err(|_| {
+                    Error::local_message("the replica's vault id is malformed".to_string())
+                })?;
+                let device = <[u8; 8]>::try_from(device.as_slice()).map_err(|_| {
+                    Error::local_message("the replica's device id is malformed".to_string())
+                })?;
+                Ok(Some((
+                    VaultId::from_bytes(vault),
+                    DeviceId(u64::from_be_bytes(device)),
+                )))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The copy of the vault's key file kept for offline unlock, if any.
+    pub fn key_file(&self) -> Result<Option<Vec<u8>>> {
+        self.meta_value(META_KEY_FILE)
+    }
+
+    /// The pull cursor: how far this device has applied the change feed.
+    pub fn cursor(&self) -> Result<Cursor> {
+        match self.meta_value(META_CURSOR)? {
+            None => Ok(Cursor::start()),
+            Some(bytes) => String::from_utf8(bytes).map(Cursor).map_err(|_| {
+                Error::local_message("the replica's pull cursor is not UTF-8".to_string())
+            }),
+        }
+    }
+
+    /// Every stored summary, tombstones included, in chat id order.
+    pub fn summaries(&self) -> Result<Vec<StoredSummary>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(SUMMARIES)
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let len = table
+            .len()
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        let iter = table
+            .iter()
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        for item in iter {
+            let (key, value) =
+                item.map_err(|e| local_error("cannot read the replica summaries", e))?;
+            let chat = ChatId::from_bytes(*key.value());
+            let (header, sealed) = decode_summary(chat, value.value())?;
+            out.push(StoredSummary {
+                chat,
+                version: header.version,
+                deleted: header.deleted,
+                sealed: sealed.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The version and tombstone flag stored for `chat`, if any.
+    pub fn header(&self, chat: ChatId) -> Result<Option<RecordHeader>> {
+        let txn = self.read()?;
+        write::read_header(&txn, chat)
+    }
+
+    /// The stored record of `chat`; the body is included when `with_body` and
+    /// this device holds it.
+    pub fn record(&self, chat: ChatId, with_body: bool) -> Result<Option<SealedRecord>> {
+        let txn = self.read()?;
+        write::read_record(&txn, chat, with_body)
+    }
+
+    /// Whether this device holds the body of `chat` (at the summary's version).
+    pub fn has_body(&self, chat: ChatId) -> Result<bool> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(BODIES)
+            .map_err(|e| local_error("cannot read the replica bodies", e))?;
+        let present = table
+            .get(chat.as_bytes())
+            .map_err(|e| local_error("cannot read the replica bodies", e))?
+            .map(|v| decode_body(chat, v.value()).map(|_| ()))
+            .transpose()?
+            .is_some();
+        Ok(present)
+    }
+
+    /// Every outbox entry, in chat id order.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OUTBOX)
+            .map_err(|e| local_error("cannot read the outbox", e))?;
+        let mut out = Vec::new();
+        let iter = table
+            .iter()
+            .map_err(|e| local_error("cannot read the outbox", e))?;
+        for item in iter {
+            let (key, value) = item.map_err(|e| local_error("cannot read the outbox", e))?;
+            out.push(decode_outbox(
+                ChatId::from_bytes(*key.value()),
+                value.value(),
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Number of chats waiting to be pushed.
+    pub fn outbox_len(&self) -> Result<u64> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OUTBOX)
+            .map_err(|e| local_error("cannot read the outbox", e))?;
+        table
+            .len()
+            .map_err(|e| local_error("cannot read the outbox", e))
+    }
+
+    /// The outbox entry of `chat`, if its local state is not yet pushed.
+    pub fn pending(&self, chat: ChatId) -> Result<Option<OutboxEntry>> {
+        let txn = self.read()?;
+        write::read_pending(&txn, chat)
+    }
+}
+
+impl Error {
+    /// [`Error::Local`] without a source.
+    pub(crate) fn local_message(message: String) -> Self {
+        Error::Local {
+            message,
+            source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

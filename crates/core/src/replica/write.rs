@@ -1,0 +1,303 @@
+//! [`ReplicaWrite`]: one atomic change to the replica.
+
+use super::encoding::{
+    decode_body, decode_outbox, decode_summary, encode_body, encode_outbox, encode_summary,
+    OutboxEntry, RecordHeader,
+};
+use super::{
+    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_VAULT, OUTBOX,
+    SUMMARIES,
+};
+use crate::ids::{ChatId, DeviceId, VaultId};
+use crate::storage::{Cursor, SealedRecord};
+use crate::Result;
+use bytes::Bytes;
+use redb::{ReadableTable, WriteTransaction};
+
+/// One atomic change to the [`Replica`](super::Replica): everything done
+/// through it becomes durable together when [`commit`](Self::commit) returns,
+/// or not at all (dropping it aborts).
+pub struct ReplicaWrite {
+    txn: WriteTransaction,
+}
+
+impl std::fmt::Debug for ReplicaWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaWrite").finish_non_exhaustive()
+    }
+}
+
+/// Reads shared by read and write transactions.
+pub(crate) trait Tables {
+    fn summary_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>>;
+    fn body_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>>;
+    fn outbox_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>>;
+}
+
+macro_rules! impl_tables {
+    ($txn:ty) => {
+        impl Tables for $txn {
+            fn summary_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>> {
+                let table = self
+                    .open_table(SUMMARIES)
+                    .map_err(|e| local_error("cannot read the replica summaries", e))?;
+                let value = table
+                    .get(chat.as_bytes())
+                    .map_err(|e| local_error("cannot read the replica summaries", e))?
+                    .map(|v| v.value().to_vec());
+                Ok(value)
+            }
+
+            fn body_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>> {
+                let table = self
+                    .open_table(BODIES)
+                    .map_err(|e| local_error("cannot read the replica bodies", e))?;
+                let value = table
+                    .get(chat.as_bytes())
+                    .map_err(|e| local_error("cannot read the replica bodies", e))?
+                    .map(|v| v.value().to_vec());
+                Ok(value)
+            }
+
+            fn outbox_value(&self, chat: ChatId) -> Result<Option<Vec<u8>>> {
+                let table = self
+                    .open_table(OUTBOX)
+                    .map_err(|e| local_error("cannot read the outbox", e))?;
+                let value = table
+                    .get(chat.as_bytes())
+                    .map_err(|e| local_error("cannot read the outbox", e))?
+                    .map(|v| v.value().to_vec());
+                Ok(value)
+            }
+        }
+    };
+}
+
+impl_tables!(redb::ReadTransaction);
+impl_tables!(WriteTransaction);
+
+pub(crate) fn read_header(txn: &impl Tables, chat: ChatId) -> Result<Option<RecordHeader>> {
+    txn.summary_value(chat)?
+        .map(|v| decode_summary(chat, &v).map(|(header, _)| header))
+        .transpose()
+}
+
+pub(crate) fn read_pending(txn: &impl Tables, chat: ChatId) -> Result<Option<OutboxEntry>> {
+    txn.outbox_value(chat)?
+        .map(|v| decode_outbox(chat, &v))
+        .transpose()
+}
+
+pub(crate) fn read_record(
+    txn: &impl Tables,
+    chat: ChatId,
+    with_body: bool,
+) -> Result<Option<SealedRecord>> {
+    let Some(summary) = txn.summary_value(chat)? else {
+        return Ok(None);
+    };
+    let (header, sealed_summary) = decode_summary(chat, &summary)?;
+    let body = if with_body && !header.deleted {
+        match txn.body_value(chat)? {
+            Some(value) => {
+                let (version, sealed) = decode_body(chat, &value)?;
+                (version == header.version).then(|| Bytes::copy_from_slice(sealed))
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(Some(SealedRecord {
+        chat,
+        version: header.version,
+        deleted: header.deleted,
+        summary: Bytes::copy_from_slice(sealed_summary),
+        body,
+    }))
+}
+
+impl ReplicaWrite {
+    pub(crate) fn new(mut txn: WriteTransaction) -> Self {
+        txn.set_durability(redb::Durability::Immediate);
+        Self { txn }
+    }
+
+    /// Commits everything written through this transaction; durable when
+    /// this returns `Ok`. On error nothing of it is visible.
+    pub fn commit(self) -> Result<()> {
+        self.txn
+            .commit()
+            .map_err(|e| local_error("cannot commit to the replica", e))
+    }
+
+    /// The version and tombstone flag stored for `chat`, as of this
+    /// transaction.
+    pub fn header(&self, chat: ChatId) -> Result<Option<RecordHeader>> {
+        read_header(&self.txn, chat)
+    }
+
+    /// The stored record of `chat`, as of this transaction.
+    pub fn record(&self, chat: ChatId, with_body: bool) -> Result<Option<SealedRecord>> {
+        read_record(&self.txn, chat, with_body)
+    }
+
+    /// The outbox entry of `chat`, as of this transaction.
+    pub fn pending(&self, chat: ChatId) -> Result<Option<OutboxEntry>> {
+        read_pending(&self.txn, chat)
+    }
+
+    fn store(&mut self, record: &SealedRecord) -> Result<()> {
+        let key = record.chat.as_bytes();
+        {
+            let mut summaries = self
+                .txn
+                .open_table(SUMMARIES)
+                .map_err(|e| local_error("cannot write the replica summaries", e))?;
+            summaries
+                .insert(
+                    key,
+                    encode_summary(record.version, record.deleted, &record.summary).as_slice(),
+                )
+                .map_err(|e| local_error("cannot write the replica summaries", e))?;
+        }
+        let mut bodies = self
+            .txn
+            .open_table(BODIES)
+            .map_err(|e| local_error("cannot write the replica bodies", e))?;
+        match &record.body {
+            // A stale body would not open (its AAD names an older version):
+            // without a new one this device simply no longer holds it.
+            None => {
+                bodies
+                    .remove(key)
+                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
+            }
+            Some(body) => {
+                bodies
+                    .insert(key, encode_body(record.version, body).as_slice())
+                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_pending(&mut self, entry: &OutboxEntry) -> Result<()> {
+        let mut outbox = self
+            .txn
+            .open_table(OUTBOX)
+            .map_err(|e| local_error("cannot write the outbox", e))?;
+        outbox
+            .insert(entry.chat.as_bytes(), encode_outbox(entry).as_slice())
+            .map_err(|e| local_error("cannot write the outbox", e))?;
+        Ok(())
+    }
+
+    fn remove_pending(&mut self, chat: ChatId) -> Result<()> {
+        let mut outbox = self
+            .txn
+            .open_table(OUTBOX)
+            .map_err(|e| local_error("cannot write the outbox", e))?;
+        outbox
+            .remove(chat.as_bytes())
+            .map_err(|e| local_error("cannot write the outbox", e))?;
+        Ok(())
+    }
+
+    /// A local change: stores `record` and queues it for push, built on server
+    /// version `base`. Replaces any earlier pending entry of the chat, so
+    /// pending saves collapse to the latest state.
+    pub fn put_local(&mut self, record: &SealedRecord, base: Option<u64>) -> Result<()> {
+        self.store(record)?;
+        self.set_pending(&OutboxEntry {
+            chat: record.chat,
+            base,
+            version: record.version,
+            attempts: 0,
+            not_before: 0,
+        })
+    }
+
+    /// A record as the server holds it: stores it and drops any pending
+    /// entry of the chat (the caller has established that the server's
+    /// record already covers the local state).
+    pub fn put_remote(&mut self, record: &SealedRecord) -> Result<()> {
+        self.store(record)?;
+        self.remove_pending(record.chat)
+    }
+
+    /// Keeps a body fetched on demand, if it belongs to the stored summary's
+    /// version. Returns false (and stores nothing) otherwise.
+    pub fn put_body(&mut self, chat: ChatId, version: u64, body: &[u8]) -> Result<bool> {
+        match self.header(chat)? {
+            Some(header) if header.version == version && !header.deleted => {
+                let mut bodies = self
+                    .txn
+                    .open_table(BODIES)
+                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
+                bodies
+                    .insert(chat.as_bytes(), encode_body(version, body).as_slice())
+                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The server confirmed version `version` of `chat`. Removes the outbox
+    /// entry if it still names that version; if the chat changed locally
+    /// meanwhile, the entry stays and is now built on `version`.
+    pub fn mark_pushed(&mut self, chat: ChatId, version: u64) -> Result<()> {
+        match self.pending(chat)? {
+            Some(entry) if entry.version == version => self.remove_pending(chat),
+            Some(entry) if entry.base.is_none_or(|base| base < version) => {
+                self.set_pending(&OutboxEntry {
+                    base: Some(version),
+                    attempts: 0,
+                    not_before: 0,
+                    ..entry
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A push of `chat` failed: records the attempt and when to retry.
+    pub fn reschedule(&mut self, chat: ChatId, attempts: u32, not_before: u64) -> Result<()> {
+        match self.pending(chat)? {
+            Some(entry) => self.set_pending(&OutboxEntry {
+                attempts,
+                not_before,
+                ..entry
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        let mut meta = self
+            .txn
+            .open_table(META)
+            .map_err(|e| local_error("cannot write the replica metadata", e))?;
+        meta.insert(key, value)
+            .map_err(|e| local_error("cannot write the replica metadata", e))?;
+        Ok(())
+    }
+
+    /// Moves the pull cursor: commit it with the records it covers.
+    pub fn set_cursor(&mut self, cursor: &Cursor) -> Result<()> {
+        self.set_meta(META_CURSOR, cursor.0.as_bytes())
+    }
+
+    /// Records which vault and device this replica belongs to.
+    pub fn set_identity(&mut self, vault: VaultId, device: DeviceId) -> Result<()> {
+        self.set_meta(META_VAULT, vault.as_bytes())?;
+        self.set_meta(META_DEVICE, &device.0.to_be_bytes())
+    }
+
+    /// Keeps a copy of the vault's (age-encrypted) key file for offline
+    /// unlock.
+    pub fn set_key_file(&mut self, key_file: &[u8]) -> Result<()> {
+        self.set_meta(META_KEY_FILE, key_file)
+    }
+}
