@@ -1,0 +1,326 @@
+//! [`SupabaseStorage`]: the [`Storage`] contract over the chatvault RPCs.
+
+use crate::client::{RpcClient, TransferStats};
+use crate::wire::{self, GetPage, PullPage, PushItem, PushResult, WireKeyring};
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_core::{
+    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, Part, PutPrecondition,
+    Result, SealedRecord, Storage,
+};
+use serde_json::json;
+use std::collections::HashSet;
+use std::fmt;
+use uuid::Uuid;
+
+/// Largest record (summary + body) the shipped migration accepts:
+/// `chatvault_max_record_bytes()` in SQL.
+pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+
+/// Most changes one `chatvault_pull` returns (the SQL caps `lim` there too;
+/// Supabase's max-rows never cuts it because the RPC returns one JSON value).
+pub const MAX_PULL: usize = 1000;
+
+/// Most ids or records this client puts in one request.
+pub const MAX_BATCH: usize = 500;
+
+/// Most base64 bytes of records this client puts in one push request.
+const PUSH_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// A vault stored in a Supabase project (or any PostgREST in front of a
+/// PostgreSQL with chatvault's migrations), scoped to the signed-in user by
+/// row-level security. Build it with [`SupabaseStorage::builder`].
+pub struct SupabaseStorage {
+    pub(crate) rpc: RpcClient,
+    pub(crate) max_record_bytes: usize,
+}
+
+impl fmt::Debug for SupabaseStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupabaseStorage")
+            .field("rpc", &self.rpc)
+            .field("max_record_bytes", &self.max_record_bytes)
+            .finish()
+    }
+}
+
+impl SupabaseStorage {
+    /// Requests and bytes exchanged with the server so far.
+    pub fn transfer_stats(&self) -> TransferStats {
+        self.rpc.stats()
+    }
+
+    /// Sends `items` (already validated) as one push request and returns one
+    /// result per item.
+    async fn push_chunk(&self, items: &[(ChatId, PushItem)]) -> Vec<Result<()>> {
+        let only = (items.len() == 1).then(|| items[0].0);
+        let records: Vec<&PushItem> = items.iter().map(|(_, item)| item).collect();
+        let answer: Result<Vec<PushResult>> = self
+            .rpc
+            .call("chatvault_push", &json!({ "records": records }), only)
+            .await;
+        match answer {
+            Ok(results) if results.len() == items.len() => items
+                .iter()
+                .zip(results)
+                .map(|((chat, _), result)| {
+                    if result.ok {
+                        Ok(())
+                    } else {
+                        Err(Error::Conflict {
+                            chat: *chat,
+                            current: result.current,
+                        })
+                    }
+                })
+                .collect(),
+            Ok(results) => {
+                let reason = format!("{} results for {} records", results.len(), items.len());
+                items
+                    .iter()
+                    .map(|_| Err(Error::corrupt("response of chatvault_push", reason.clone())))
+                    .collect()
+            }
+            Err(error) => items.iter().map(|_| Err(same_error(&error))).collect(),
+        }
+    }
+}
+
+/// The error a whole request failed with, once per record it carried.
+fn same_error(error: &Error) -> Error {
+    match error {
+        Error::Unavailable { message, .. } => Error::Unavailable {
+            message: message.clone(),
+            source: None,
+        },
+        Error::Unauthorized { message } => Error::Unauthorized {
+            message: message.clone(),
+        },
+        Error::Conflict { chat, current } => Error::Conflict {
+            chat: *chat,
+            current: *current,
+        },
+        Error::NotFound { what } => Error::NotFound { what: what.clone() },
+        Error::TooLarge { size, limit } => Error::TooLarge {
+            size: *size,
+            limit: *limit,
+        },
+        Error::Rejected { code, message } => Error::Rejected {
+            code: code.clone(),
+            message: message.clone(),
+        },
+        Error::Corrupt { what, reason } => Error::corrupt(what.clone(), reason.clone()),
+        other => Error::Rejected {
+            code: "batch".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+fn parse_cursor(cursor: &Cursor) -> Result<u64> {
+    if cursor.is_start() {
+        return Ok(0);
+    }
+    cursor
+        .0
+        .parse()
+        .map_err(|_| Error::invalid(format!("not a Supabase change cursor: {:?}", cursor.0)))
+}
+
+#[async_trait]
+impl Storage for SupabaseStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push: false,
+            max_batch: MAX_BATCH,
+            max_record_bytes: self.max_record_bytes,
+            atomic_preconditions: true,
+            inline_summaries: true,
+        }
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        let since_seq = parse_cursor(since)?;
+        if limit == 0 {
+            return Err(Error::invalid("changes needs a limit of at least 1"));
+        }
+        let page: PullPage = self
+            .rpc
+            .call(
+                "chatvault_pull",
+                &json!({ "since": since_seq, "lim": limit.min(MAX_PULL), "with_bodies": false }),
+                None,
+            )
+            .await?;
+        if page.cursor < since_seq || page.changes.len() > limit {
+            return Err(Error::corrupt(
+                "response of chatvault_pull",
+                format!(
+                    "cursor {} before {since_seq} or {} changes over the limit {limit}",
+                    page.cursor,
+                    page.changes.len()
+                ),
+            ));
+        }
+        let changes = page
+            .changes
+            .into_iter()
+            .map(|row| {
+                let record = row.into_record(false)?;
+                Ok(Change {
+                    chat: record.chat,
+                    version: record.version,
+                    deleted: record.deleted,
+                    summary: Some(record.summary),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ChangePage {
+            changes,
+            cursor: Cursor(page.cursor.to_string()),
+            has_more: page.more,
+        })
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        let with_bodies = part == Part::Full;
+        let mut seen = HashSet::new();
+        let wanted: Vec<Uuid> = chats
+            .iter()
+            .filter(|c| seen.insert(**c))
+            .map(|c| c.0)
+            .collect();
+        let mut records = Vec::with_capacity(wanted.len());
+        for chunk in wanted.chunks(MAX_BATCH) {
+            let mut ask: Vec<Uuid> = chunk.to_vec();
+            while !ask.is_empty() {
+                let page: GetPage = self
+                    .rpc
+                    .call(
+                        "chatvault_get",
+                        &json!({ "ids": ask, "with_bodies": with_bodies }),
+                        None,
+                    )
+                    .await?;
+                let asked: HashSet<Uuid> = ask.iter().copied().collect();
+                if page.records.is_empty() && !page.deferred.is_empty()
+                    || page.records.iter().any(|r| !asked.contains(&r.chat))
+                    || page.deferred.iter().any(|id| !asked.contains(id))
+                {
+                    return Err(Error::corrupt(
+                        "response of chatvault_get",
+                        "records that were not asked for, or deferral without progress",
+                    ));
+                }
+                for row in page.records {
+                    records.push(row.into_record(with_bodies)?);
+                }
+                ask = page.deferred;
+            }
+        }
+        Ok(records)
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        self.put_batch(vec![(record, precondition)])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(Error::corrupt("chatvault_push", "no result for the record")))
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = Vec::with_capacity(batch.len());
+        // Index into `batch` and the validated request item, in order.
+        let mut pending: Vec<(usize, ChatId, PushItem)> = Vec::new();
+        for (index, (record, precondition)) in batch.iter().enumerate() {
+            let size = record.size();
+            if size > self.max_record_bytes {
+                results.push(Some(Err(Error::TooLarge {
+                    size,
+                    limit: self.max_record_bytes,
+                })));
+                continue;
+            }
+            match PushItem::new(record, *precondition) {
+                Ok(item) => {
+                    results.push(None);
+                    pending.push((index, record.chat, item));
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut chunk: Vec<(ChatId, PushItem)> = Vec::new();
+        let mut chunk_indices: Vec<usize> = Vec::new();
+        let mut chunk_bytes = 0;
+        let mut pending = pending.into_iter().peekable();
+        while let Some((index, chat, item)) = pending.next() {
+            chunk_bytes += item.wire_len();
+            chunk.push((chat, item));
+            chunk_indices.push(index);
+            let full = match pending.peek() {
+                None => true,
+                Some((_, _, next)) => {
+                    chunk.len() >= MAX_BATCH || chunk_bytes + next.wire_len() > PUSH_REQUEST_BYTES
+                }
+            };
+            if full {
+                let outcome = self.push_chunk(&chunk).await;
+                for (i, result) in chunk_indices.drain(..).zip(outcome) {
+                    results[i] = Some(result);
+                }
+                chunk.clear();
+                chunk_bytes = 0;
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Error::corrupt("chatvault_push", "no result for the record"))
+                })
+            })
+            .collect()
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        let keyring: Option<WireKeyring> = self
+            .rpc
+            .call("chatvault_keyring_get", &json!({}), None)
+            .await?;
+        keyring
+            .map(|k| {
+                Ok(KeyringBlob {
+                    bytes: wire::decode(&k.bytes, "key file")?,
+                    version: k.version,
+                })
+            })
+            .transpose()
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        let (pre, expected) = match precondition {
+            PutPrecondition::None => ("none", None),
+            PutPrecondition::Absent => ("absent", None),
+            PutPrecondition::Version(v) => ("version", Some(wire::to_bigint(v)?)),
+        };
+        let result: PushResult = self
+            .rpc
+            .call(
+                "chatvault_keyring_put",
+                &json!({ "keyring": wire::encode(&bytes), "pre": pre, "expected": expected }),
+                Some(crate::KEYRING_CHAT),
+            )
+            .await?;
+        match (result.ok, result.version) {
+            (true, Some(version)) => Ok(version),
+            (true, None) => Err(Error::corrupt(
+                "response of chatvault_keyring_put",
+                "no version",
+            )),
+            (false, _) => Err(Error::Conflict {
+                chat: crate::KEYRING_CHAT,
+                current: result.current,
+            }),
+        }
+    }
+}

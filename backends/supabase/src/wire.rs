@@ -1,0 +1,135 @@
+//! The JSON the chatvault RPCs exchange, and base64 for sealed bytes.
+//!
+//! Sealed bytes travel as standard base64 without line breaks: the SQL
+//! functions `encode`/`decode` them, so PostgREST's hex rendering of bytea
+//! (`"\x…"`, twice the size) is never used.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use chatvault_core::{ChatId, Error, PutPrecondition, Result, SealedRecord};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `chatvault_pull`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PullPage {
+    pub changes: Vec<WireRecord>,
+    pub cursor: u64,
+    pub more: bool,
+}
+
+/// `chatvault_get`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct GetPage {
+    pub records: Vec<WireRecord>,
+    pub deferred: Vec<Uuid>,
+}
+
+/// One record as the RPCs return it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireRecord {
+    pub chat: Uuid,
+    pub version: u64,
+    pub deleted: bool,
+    pub summary: String,
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+impl WireRecord {
+    /// Decodes the base64 parts; `with_body` false drops any body.
+    pub(crate) fn into_record(self, with_body: bool) -> Result<SealedRecord> {
+        let what = format!("record of chat {}", self.chat);
+        let summary = decode(&self.summary, &what)?;
+        let body = match (with_body, self.body) {
+            (true, Some(body)) => Some(decode(&body, &what)?),
+            _ => None,
+        };
+        Ok(SealedRecord {
+            chat: ChatId(self.chat),
+            version: self.version,
+            deleted: self.deleted,
+            summary,
+            body,
+        })
+    }
+}
+
+/// One record of a `chatvault_push` request.
+#[derive(Debug, Serialize)]
+pub(crate) struct PushItem {
+    pub chat: Uuid,
+    pub version: i64,
+    pub deleted: bool,
+    pub summary: String,
+    pub body: Option<String>,
+    pub pre: &'static str,
+    pub expected: Option<i64>,
+}
+
+impl PushItem {
+    pub(crate) fn new(record: &SealedRecord, precondition: PutPrecondition) -> Result<Self> {
+        let (pre, expected) = match precondition {
+            PutPrecondition::None => ("none", None),
+            PutPrecondition::Absent => ("absent", None),
+            PutPrecondition::Version(v) => ("version", Some(to_bigint(v)?)),
+        };
+        Ok(Self {
+            chat: record.chat.0,
+            version: to_bigint(record.version)?,
+            deleted: record.deleted,
+            summary: STANDARD.encode(&record.summary),
+            body: if record.deleted {
+                None
+            } else {
+                record.body.as_ref().map(|b| STANDARD.encode(b))
+            },
+            pre,
+            expected,
+        })
+    }
+
+    /// Bytes this item adds to a request body, roughly.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.summary.len() + self.body.as_ref().map_or(0, String::len) + 160
+    }
+}
+
+/// One result of `chatvault_push` (or `chatvault_keyring_put`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct PushResult {
+    pub ok: bool,
+    #[serde(default)]
+    pub current: Option<u64>,
+    #[serde(default)]
+    pub version: Option<u64>,
+}
+
+/// `chatvault_keyring_get`'s answer (JSON null when none is stored).
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireKeyring {
+    pub version: u64,
+    pub bytes: String,
+}
+
+pub(crate) fn encode(bytes: &[u8]) -> String {
+    STANDARD.encode(bytes)
+}
+
+pub(crate) fn decode(text: &str, what: &str) -> Result<Bytes> {
+    STANDARD
+        .decode(text)
+        .map(Bytes::from)
+        .map_err(|e| Error::corrupt(what, format!("invalid base64 from the server: {e}")))
+}
+
+/// Versions are `bigint` in SQL: the top half of `u64` cannot be stored.
+pub(crate) fn to_bigint(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| {
+        Error::invalid(format!(
+            "version {n} exceeds the largest version PostgreSQL stores ({})",
+            i64::MAX
+        ))
+    })
+}
