@@ -233,7 +233,13 @@ impl Chat {
     }
 
     /// Adds (or, if the id exists, edits) message `id` at `at`.
-    pub fn insert_message(&mut self, id: MessageId, role: Role, content: impl Into<String>, at: Hlc) {
+    pub fn insert_message(
+        &mut self,
+        id: MessageId,
+        role: Role,
+        content: impl Into<String>,
+        at: Hlc,
+    ) {
         if self.is_deleted() {
             return;
         }
@@ -390,7 +396,11 @@ mod tests {
         a.add_message(Role::User, "from a", at(2, 1));
         b.add_message(Role::User, "from b", at(2, 2));
         a.merge(&b);
-        let texts: Vec<_> = a.messages().iter().map(|m| m.content().to_string()).collect();
+        let texts: Vec<_> = a
+            .messages()
+            .iter()
+            .map(|m| m.content().to_string())
+            .collect();
         assert_eq!(texts, vec!["from a", "from b"]);
     }
 

@@ -75,20 +75,32 @@ mod tests {
         let decoded = decode_chat(&encode_chat(&chat).expect("encode")).expect("decode");
         assert_eq!(decoded, chat);
         let summary = chat.summary();
-        assert_eq!(decode_summary(&encode_summary(&summary).expect("encode")).expect("decode"), summary);
+        assert_eq!(
+            decode_summary(&encode_summary(&summary).expect("encode")).expect("decode"),
+            summary
+        );
     }
 
     #[test]
     fn newer_format_is_refused_with_a_typed_error() {
         let err = decode_chat(&[CHAT_FORMAT + 1, b'{', b'}']).unwrap_err();
-        assert!(matches!(err, Error::UnsupportedFormat { found: 2, .. }), "{err}");
+        assert!(
+            matches!(err, Error::UnsupportedFormat { found: 2, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_and_malformed_json_are_corrupt() {
         assert!(matches!(decode_chat(&[]), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_chat(&[CHAT_FORMAT, b'{']), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_summary(&[SUMMARY_FORMAT, b'[', b']']), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode_chat(&[CHAT_FORMAT, b'{']),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_summary(&[SUMMARY_FORMAT, b'[', b']']),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     proptest! {

@@ -61,7 +61,9 @@ pub struct Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Clock").field("device", &self.device).finish()
+        f.debug_struct("Clock")
+            .field("device", &self.device)
+            .finish()
     }
 }
 
