@@ -249,7 +249,7 @@ impl EnvelopeCipher {
     /// [`Error::UnsupportedFormat`]. The id is not authenticated until the
     /// blob is opened.
     pub fn sealed_key_id(sealed: &[u8]) -> Result<u32> {
-        parse_header(sealed, "sealed blob").map(|(key_id, _, _)| key_id)
+        parse_header(sealed, || "sealed blob".to_string()).map(|(key_id, _, _)| key_id)
     }
 }
 
@@ -268,13 +268,14 @@ fn aead_aad(aad: &Aad, key_id: u32) -> Vec<u8> {
 }
 
 /// Splits a blob into key id, nonce and ciphertext-with-tag, checking the
-/// format byte and the minimum length.
-fn parse_header<'a>(sealed: &'a [u8], what: &str) -> Result<(u32, &'a [u8], &'a [u8])> {
+/// format byte and the minimum length. `what` names the blob in errors; it
+/// is only called on failure, keeping formatting off the hot path.
+fn parse_header(sealed: &[u8], what: impl Fn() -> String) -> Result<(u32, &[u8], &[u8])> {
     let Some(&format) = sealed.first() else {
-        return Err(Error::corrupt(what, "empty sealed blob"));
+        return Err(Error::corrupt(what(), "empty sealed blob"));
     };
     if format == 0 {
-        return Err(Error::corrupt(what, "format version 0 is not valid"));
+        return Err(Error::corrupt(what(), "format version 0 is not valid"));
     }
     if format > BLOB_FORMAT {
         return Err(Error::UnsupportedFormat {
@@ -285,7 +286,7 @@ fn parse_header<'a>(sealed: &'a [u8], what: &str) -> Result<(u32, &'a [u8], &'a 
     }
     if sealed.len() < BLOB_OVERHEAD {
         return Err(Error::corrupt(
-            what,
+            what(),
             format!(
                 "sealed blob is {} bytes, shorter than the {BLOB_OVERHEAD}-byte minimum",
                 sealed.len()
@@ -337,8 +338,7 @@ impl Cipher for EnvelopeCipher {
     }
 
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {
-        let what = describe(aad);
-        let (key_id, nonce, body) = parse_header(sealed, &what)?;
+        let (key_id, nonce, body) = parse_header(sealed, || describe(aad))?;
         let ring = self.read();
         let key = ring
             .keys
@@ -353,7 +353,9 @@ impl Cipher for EnvelopeCipher {
                 &mut plaintext,
                 Tag::from_slice(tag),
             )
-            .map_err(|_| Error::Tampered { what })?;
+            .map_err(|_| Error::Tampered {
+                what: describe(aad),
+            })?;
         Ok(plaintext)
     }
 }
