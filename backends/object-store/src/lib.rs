@@ -1,1 +1,332 @@
-//! chatvault record layout over any object_store::ObjectStore (shared by the fs and s3 backends)
+//! chatvault's record layout over any [`object_store::ObjectStore`]: a local
+//! folder, S3 or anything S3-compatible, in-memory for tests. The `fs` and
+//! `s3` backends are this crate plus a store.
+//!
+//! [`ObjectStoreStorage`] needs only atomic whole-object puts, create-if-absent
+//! (`PutMode::Create`), ranged GET, LIST with an offset, and DELETE. It never
+//! overwrites an object that readers rely on, so stores without If-Match
+//! updates (local files) work.
+//!
+//! # Layout
+//!
+//! Under the vault's prefix:
+//!
+//! ```text
+//! rec/<chat>/<version>-<write id>   immutable blob: sealed summary + sealed body
+//! log/<seq, 20 digits>              change log; slot N+1 is written after N exists
+//! snap/<seq, 20 digits>             compaction snapshot: every chat at slot seq
+//! keyring/<version, 20 digits>      the vault's key file, one object per version
+//! ```
+//!
+//! A log entry names one or more records: chat, version, write id, deleted
+//! flag, sizes, the precondition it was written under, and the sealed summary
+//! inline (summaries up to [`ObjectStoreOptions::with_max_inline_summary`]).
+//!
+//! # The commit point
+//!
+//! A put (1) writes its blob under a fresh random write id, then (2) creates
+//! the next free log slot with `PutMode::Create`. Step 2 is the single commit
+//! point: nothing before it is visible (a writer that dies after step 1 leaves
+//! an orphan blob that compaction deletes), and once the slot exists the
+//! record is complete, because its blob was written (and, on the fs backend,
+//! fsynced) first. A writer that loses the slot race reads the new entries,
+//! re-checks its precondition and tries the next slot; it never tries slot
+//! N+1 before it has seen slot N, so slots appear in order and a reader
+//! listing after its cursor never skips one. A reader that sees a hole (a
+//! file-sync tool delivering slots out of order, a directory listing racing a
+//! writer) stops before it and resumes at the next poll.
+//!
+//! # Validity
+//!
+//! Preconditions are decided by the log, not by object names: an item is
+//! valid iff, replaying the log in order, its precondition admits it against
+//! the chat's state after every earlier valid item. Writers check before
+//! claiming a slot, so invalid items normally never appear; readers replay
+//! anyway, so a misbehaving or racing writer on a store whose create is not
+//! atomic cannot make two readers disagree. A writer learns whether it won by
+//! replaying up to its own slot: a losing item fails with
+//! [`Error::Conflict`](chatvault_core::Error::Conflict) carrying the current
+//! version.
+//!
+//! # Costs
+//!
+//! - **Idle poll** (`changes` at the head): one LIST after the cursor,
+//!   whatever the number of chats.
+//! - **k changes**: the LIST, then the new entries fetched concurrently (their
+//!   inline summaries fill [`Change::summary`](chatvault_core::Change::summary));
+//!   `get` then runs one LIST concurrently with the blob GETs.
+//! - **Put**: two requests when this handle is up to date (blob PUT, slot
+//!   create); losing a race adds a LIST and the GETs of the entries it missed.
+//! - **First use of a handle**: the index (each chat's current version, about
+//!   100 bytes per chat) is rebuilt from the latest snapshot plus the log
+//!   after it: one LIST of `snap/`, one GET, one LIST of `log/` and one GET per
+//!   entry after the snapshot. Compact regularly to keep that tail short.
+//!
+//! # Compaction
+//!
+//! [`ObjectStoreStorage::compact`] writes `snap/<head>` (every chat's latest
+//! valid record as of the head, summaries inline) and then deletes log
+//! entries, older snapshots, superseded blobs and superseded keyring versions
+//! older than a horizon. A reader whose cursor points into the deleted part
+//! of the log restarts from the snapshot: it is sent every chat whose latest
+//! record was committed after its cursor (a full resync in the worst case;
+//! nothing is lost, intermediate versions are skipped and the engine ignores
+//! versions it already holds), then continues with the log after the snapshot.
+//!
+//! # Damaged and foreign objects
+//!
+//! - A log entry that cannot be decoded counts, for every reader alike, as a
+//!   slot with no valid record: it is skipped with a `tracing` warning and the
+//!   rest of the feed still syncs.
+//! - A record blob that is missing, truncated or garbled fails
+//!   [`get`](chatvault_core::Storage::get) with
+//!   [`Error::Corrupt`](chatvault_core::Error::Corrupt) whose `what` is
+//!   `"chat <uuid> …"`; the call fails as a whole, so a caller fetching a batch
+//!   retries the other ids without that one (or one by one) to keep the rest
+//!   syncing.
+//! - An object written by a newer chatvault (a newer format byte) fails with
+//!   [`Error::UnsupportedFormat`](chatvault_core::Error::UnsupportedFormat):
+//!   replaying past it could make this reader disagree with newer ones.
+//! - Objects whose names do not fit the layout (a stray `log/notes.txt`,
+//!   Syncthing's `.syncthing.*.tmp`, `*.sync-conflict-*` copies) are ignored
+//!   with a warning, once per name and process.
+//!
+//! # Example
+//!
+//! ```
+//! use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, SealedRecord, Storage};
+//! use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+//! use object_store::{memory::InMemory, path::Path};
+//! use std::sync::Arc;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> chatvault_core::Result<()> {
+//! let store = Arc::new(InMemory::new());
+//! let vault = ObjectStoreStorage::new(store, Path::from("users/alice"), ObjectStoreOptions::default());
+//! let chat = ChatId::new();
+//! let record = SealedRecord { chat, version: 1, deleted: false, summary: "s".into(), body: Some("b".into()) };
+//! vault.put(record.clone(), PutPrecondition::Absent).await?;
+//!
+//! let page = vault.changes(&Cursor::start(), 100).await?;
+//! assert_eq!(page.changes[0].chat, chat);
+//! assert_eq!(vault.get(&[chat], Part::Full).await?, vec![record]);
+//! // Nothing new: one LIST request.
+//! assert!(vault.changes(&page.cursor, 100).await?.changes.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod compaction;
+mod entry;
+mod error;
+mod feed;
+mod index;
+mod keyring;
+mod layout;
+mod log;
+mod records;
+mod snapshot;
+
+pub use compaction::{CompactOptions, CompactReport};
+
+use crate::index::Index;
+use crate::layout::{ForeignFiles, Layout};
+use crate::snapshot::Snapshot;
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_core::{
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result, SealedRecord, Storage,
+};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Tuning and capabilities of an [`ObjectStoreStorage`].
+///
+/// ```
+/// use chatvault_object_store::ObjectStoreOptions;
+/// let options = ObjectStoreOptions::default()
+///     .with_max_record_bytes(4 << 20)
+///     .with_atomic_create(true);
+/// assert_eq!(options.max_record_bytes(), 4 << 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ObjectStoreOptions {
+    atomic_create: bool,
+    max_record_bytes: usize,
+    max_batch: usize,
+    max_inline_summary: usize,
+    concurrency: usize,
+    max_claim_delay: Duration,
+}
+
+impl Default for ObjectStoreOptions {
+    fn default() -> Self {
+        Self {
+            atomic_create: true,
+            max_record_bytes: 16 << 20,
+            max_batch: 100,
+            max_inline_summary: 64 << 10,
+            concurrency: 32,
+            max_claim_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ObjectStoreOptions {
+    /// Whether the store's `PutMode::Create` is atomic (exactly one of two
+    /// racing creates succeeds): true for `LocalFileSystem`, `InMemory` and
+    /// S3 with conditional writes. Reported as
+    /// [`Capabilities::atomic_preconditions`]. Default `true`.
+    pub fn with_atomic_create(mut self, atomic: bool) -> Self {
+        self.atomic_create = atomic;
+        self
+    }
+
+    /// Largest record (sealed summary + body) a put accepts; larger ones fail
+    /// with `Error::TooLarge`. Default 16 MiB.
+    pub fn with_max_record_bytes(mut self, bytes: usize) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
+    /// Most records one log entry (one `put_batch` commit) carries, and the
+    /// batch size advertised to the engine. Default 100.
+    pub fn with_max_batch(mut self, records: usize) -> Self {
+        self.max_batch = records.max(1);
+        self
+    }
+
+    /// Sealed summaries up to this size are copied into the log entry, so
+    /// the change feed carries them. Larger ones are only in the blob and
+    /// their [`Change::summary`](chatvault_core::Change::summary) is `None`.
+    /// Default 64 KiB.
+    pub fn with_max_inline_summary(mut self, bytes: usize) -> Self {
+        self.max_inline_summary = bytes;
+        self
+    }
+
+    /// Requests in flight at once when fetching entries and blobs. Default 32.
+    pub fn with_concurrency(mut self, requests: usize) -> Self {
+        self.concurrency = requests.max(1);
+        self
+    }
+
+    /// A put whose blobs were written longer ago than this gives up (with a
+    /// retriable error) instead of claiming a slot, so that compaction, which
+    /// deletes unreferenced blobs older than its horizon, never deletes the
+    /// blob of a put that is about to commit. Keep it well below
+    /// [`CompactOptions::with_min_age`]. Default 5 minutes.
+    pub fn with_max_claim_delay(mut self, delay: Duration) -> Self {
+        self.max_claim_delay = delay;
+        self
+    }
+
+    /// See [`ObjectStoreOptions::with_max_record_bytes`].
+    pub fn max_record_bytes(&self) -> usize {
+        self.max_record_bytes
+    }
+}
+
+/// What one handle knows about the log, shared by its tasks.
+struct State {
+    /// False until the index was rebuilt from the store once.
+    loaded: bool,
+    index: Index,
+    /// The snapshot a resyncing reader is being served from; dropped once no
+    /// reader needs it.
+    resync: Option<Arc<Snapshot>>,
+}
+
+/// A vault stored with the shared-log layout on an [`ObjectStore`].
+///
+/// See the [crate docs](crate) for the layout, the commit point, costs,
+/// compaction, and how damaged and foreign objects are handled. Several
+/// handles (processes, devices) may share one vault; each keeps its own index
+/// in memory.
+pub struct ObjectStoreStorage {
+    store: Arc<dyn ObjectStore>,
+    layout: Layout,
+    options: ObjectStoreOptions,
+    state: tokio::sync::Mutex<State>,
+    foreign: ForeignFiles,
+}
+
+impl fmt::Debug for ObjectStoreStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ObjectStoreStorage")
+            .field("store", &self.store.to_string())
+            .field("layout", &self.layout)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ObjectStoreStorage {
+    /// A vault under `prefix` in `store` (an empty prefix uses the store's
+    /// root). One prefix holds exactly one vault; give each user their own.
+    /// Nothing is read until the first call.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, options: ObjectStoreOptions) -> Self {
+        Self {
+            store,
+            layout: Layout::new(&prefix),
+            options,
+            state: tokio::sync::Mutex::new(State {
+                loaded: false,
+                index: Index::genesis(),
+                resync: None,
+            }),
+            foreign: ForeignFiles::default(),
+        }
+    }
+
+    /// The options this vault was opened with.
+    pub fn options(&self) -> &ObjectStoreOptions {
+        &self.options
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+}
+
+#[async_trait]
+impl Storage for ObjectStoreStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push: false,
+            max_batch: self.options.max_batch,
+            max_record_bytes: self.options.max_record_bytes,
+            atomic_preconditions: self.options.atomic_create,
+            inline_summaries: true,
+        }
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        self.changes_page(since, limit).await
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.get_records(chats, part).await
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        let mut results = self.put_records(vec![(record, precondition)]).await;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        self.put_records(batch).await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.read_keyring().await
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        self.write_keyring(bytes, precondition).await
+    }
+}

@@ -1,0 +1,226 @@
+//! Compaction: a snapshot of every chat at the head, then deletion of what
+//! it makes unnecessary.
+//!
+//! Order matters for crash safety: the snapshot is written (create-if-absent,
+//! durable) before anything is deleted, and only objects older than the
+//! horizon are deleted, so a compaction that dies half way leaves a vault
+//! every reader can still read. Deleting a log prefix never loses a change:
+//! a reader positioned in the deleted part resyncs from the snapshot.
+
+use crate::entry::Precondition;
+use crate::error::map_store_error;
+use crate::index::{Index, Position};
+use crate::layout::WriteId;
+use crate::snapshot::{encode_snapshot, Snapshot, SnapshotChat};
+use crate::ObjectStoreStorage;
+use chatvault_core::{ChatId, Result};
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{ObjectMeta, PutMode, PutOptions};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How [`ObjectStoreStorage::compact`] chooses what to delete.
+#[derive(Clone, Debug)]
+pub struct CompactOptions {
+    min_age: Duration,
+}
+
+impl Default for CompactOptions {
+    fn default() -> Self {
+        Self {
+            min_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl CompactOptions {
+    /// Only objects last modified longer ago than this are deleted (log
+    /// entries, superseded blobs, old keyring versions). It must exceed
+    /// [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay)
+    /// plus the clock skew between this device and the store, or a put in
+    /// flight may lose its blob. Readers whose cursor is older than the
+    /// oldest kept log entry resync from the snapshot, so a longer horizon
+    /// also spares devices that were offline for a while a resync.
+    /// Default one hour.
+    pub fn with_min_age(mut self, min_age: Duration) -> Self {
+        self.min_age = min_age;
+        self
+    }
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// The slot the newest snapshot describes (0: the log is empty).
+    pub snapshot_seq: u64,
+    /// Log entries deleted.
+    pub log_entries_deleted: usize,
+    /// Superseded snapshots deleted.
+    pub snapshots_deleted: usize,
+    /// Record blobs deleted: superseded versions and orphans of puts that
+    /// never committed.
+    pub blobs_deleted: usize,
+    /// Superseded keyring versions deleted.
+    pub keyring_versions_deleted: usize,
+}
+
+impl ObjectStoreStorage {
+    /// Writes a snapshot at the head of the log, then deletes log entries,
+    /// older snapshots, blobs no current record references, and superseded
+    /// keyring versions, all only if older than
+    /// [`CompactOptions::with_min_age`]. Safe to run while other devices
+    /// read and write, and from several devices at once; run it now and then
+    /// (say daily) from one of them to keep storage and first-use cost
+    /// bounded.
+    pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let min_age_ms = i64::try_from(options.min_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff_ms = now_ms.saturating_sub(min_age_ms);
+        let old = |meta: &ObjectMeta| meta.last_modified.timestamp_millis() <= cutoff_ms;
+
+        let base = self.latest_snapshot().await?;
+        let base_seq = base.as_ref().map(|s| s.seq);
+        let (mut index, mut chats) = match base {
+            Some(snapshot) => (
+                Index::from_snapshot(&snapshot),
+                snapshot.chats.into_iter().map(|c| (c.item.chat, c)).collect(),
+            ),
+            None => (Index::genesis(), HashMap::new()),
+        };
+        let log = self.list_numbered(self.layout.log_dir(), 0).await?;
+        let tail: Vec<u64> = log
+            .iter()
+            .map(|(seq, _)| *seq)
+            .skip_while(|&seq| seq <= index.head())
+            .enumerate()
+            .take_while(|&(i, seq)| seq == index.head() + 1 + i as u64)
+            .map(|(_, seq)| seq)
+            .collect();
+        for chunk in tail.chunks(512) {
+            for (seq, entry) in self.fetch_entries(chunk).await? {
+                let validity = index.apply(seq, entry.as_ref());
+                let Some(entry) = entry else { continue };
+                for (idx, (item, valid)) in entry.items.into_iter().zip(validity).enumerate() {
+                    if valid {
+                        let at = Position {
+                            seq,
+                            idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                        };
+                        let item = crate::entry::EntryItem {
+                            pre: Precondition::None,
+                            ..item
+                        };
+                        chats.insert(item.chat, SnapshotChat { at, item });
+                    }
+                }
+            }
+        }
+        let head = index.head();
+        let mut report = CompactReport {
+            snapshot_seq: head,
+            ..CompactReport::default()
+        };
+        if head == 0 {
+            return Ok(report);
+        }
+
+        // Delete a prefix of the log, and only entries the snapshot covers.
+        let deletable: Vec<(u64, Path)> = log
+            .iter()
+            .take_while(|(seq, meta)| *seq <= head && old(meta))
+            .map(|(seq, meta)| (*seq, meta.location.clone()))
+            .collect();
+        let delete_through = deletable.last().map_or(0, |(seq, _)| *seq);
+
+        if base_seq != Some(head) {
+            let validity_from = (delete_through + 1).max(index.validity_from());
+            let mut chats: Vec<SnapshotChat> = chats.values().cloned().collect();
+            chats.sort_by_key(|c| c.at);
+            let snapshot = Snapshot {
+                seq: head,
+                validity_from,
+                invalid: index.invalid_from(validity_from).collect(),
+                chats,
+            };
+            let path = self.layout.snapshot(head);
+            match self
+                .store
+                .put_opts(&path, encode_snapshot(&snapshot)?.into(), PutOptions::from(PutMode::Create))
+                .await
+            {
+                Ok(_) => {}
+                // Another device compacted at the same head; replay is
+                // deterministic, so its snapshot says the same.
+                Err(e) if crate::error::is_taken(&e) => {}
+                Err(e) => return Err(map_store_error(e, &format!("writing {path}"))),
+            }
+        }
+
+        report.log_entries_deleted = self.delete_all(deletable.into_iter().map(|(_, p)| p)).await?;
+
+        let snapshots = self.list_numbered(self.layout.snap_dir(), 0).await?;
+        let superseded = snapshots
+            .into_iter()
+            .filter(|(seq, _)| *seq < head)
+            .map(|(_, meta)| meta.location);
+        report.snapshots_deleted = self.delete_all(superseded).await?;
+
+        let keep: HashSet<(ChatId, u64, WriteId)> = chats
+            .values()
+            .map(|c| (c.item.chat, c.item.version, c.item.write))
+            .collect();
+        let mut blobs = Vec::new();
+        let mut listing = self.store.list(Some(self.layout.rec_dir()));
+        while let Some(item) = listing.next().await {
+            let meta = match item {
+                Ok(meta) => meta,
+                Err(object_store::Error::InvalidPath { .. }) => continue,
+                Err(e) => return Err(map_store_error(e, "listing record blobs")),
+            };
+            match self.layout.parse_blob(&meta.location) {
+                Some(key) if !keep.contains(&key) && old(&meta) => blobs.push(meta.location),
+                Some(_) => {}
+                None => self.foreign.report(&meta.location),
+            }
+        }
+        report.blobs_deleted = self.delete_all(blobs.into_iter()).await?;
+
+        let mut keyrings = self.list_numbered(self.layout.keyring_dir(), 0).await?;
+        keyrings.pop();
+        let superseded = keyrings
+            .into_iter()
+            .filter(|(_, meta)| old(meta))
+            .map(|(_, meta)| meta.location);
+        report.keyring_versions_deleted = self.delete_all(superseded).await?;
+
+        self.state.lock().await.resync = None;
+        tracing::info!(?report, "compacted the vault");
+        Ok(report)
+    }
+
+    /// Deletes `paths` concurrently; objects already gone count as deleted
+    /// by someone else and are not counted.
+    async fn delete_all(&self, paths: impl Iterator<Item = Path>) -> Result<usize> {
+        let results: Vec<Result<bool>> = futures::stream::iter(paths)
+            .map(|path| async move {
+                match self.store.delete(&path).await {
+                    Ok(()) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(map_store_error(e, &format!("deleting {path}"))),
+                }
+            })
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
+        let mut deleted = 0;
+        for result in results {
+            if result? {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+}

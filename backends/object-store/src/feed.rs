@@ -1,0 +1,238 @@
+//! The change feed: `changes(cursor, limit)`.
+//!
+//! The cursor names a position in the log: every item before it was
+//! reported. A call lists the log after `min(cursor, head)` (one request; at
+//! the head that is the whole idle poll), replays anything new into the
+//! index, then reports the valid items from the cursor on. A cursor that
+//! points into a compacted part of the log is served from the snapshot
+//! instead (see the crate docs).
+
+use crate::index::Position;
+use crate::log::Fetched;
+use crate::snapshot::Snapshot;
+use crate::{ObjectStoreStorage, State};
+use chatvault_core::{Change, ChangePage, Cursor, Error, Result};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The next item a reader has not seen. Encoded as `"<last complete slot>"`,
+/// or `"<last complete slot>.<items of the next slot already seen>"` when a
+/// page ended inside a multi-record entry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct FeedPosition(Position);
+
+impl FeedPosition {
+    const START: Self = Self(Position { seq: 1, idx: 0 });
+
+    fn parse(cursor: &Cursor) -> Result<Self> {
+        if cursor.is_start() {
+            return Ok(Self::START);
+        }
+        let bad = || Error::invalid(format!("{:?} is not a cursor of the object-store backend", cursor.0));
+        let (done, idx) = match cursor.0.split_once('.') {
+            Some((done, idx)) => (done, idx.parse::<u32>().map_err(|_| bad())?),
+            None => (cursor.0.as_str(), 0),
+        };
+        let done = done.parse::<u64>().map_err(|_| bad())?;
+        let seq = done.checked_add(1).ok_or_else(bad)?;
+        Ok(Self(Position { seq, idx }))
+    }
+
+    fn to_cursor(self) -> Cursor {
+        let done = self.0.seq - 1;
+        match self.0.idx {
+            0 => Cursor(done.to_string()),
+            idx => Cursor(format!("{done}.{idx}")),
+        }
+    }
+
+    /// The position right after the item at `at`.
+    fn after(at: Position) -> Self {
+        Self(Position {
+            seq: at.seq,
+            idx: at.idx.saturating_add(1),
+        })
+    }
+
+    fn at_slot(seq: u64) -> Self {
+        Self(Position { seq, idx: 0 })
+    }
+}
+
+impl ObjectStoreStorage {
+    pub(crate) async fn changes_page(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        let limit = limit.max(1);
+        let mut pos = FeedPosition::parse(since)?;
+        let mut state = self.state.lock().await;
+        self.ensure_loaded(&mut state).await?;
+
+        let floor = (pos.0.seq - 1).min(state.index.head());
+        let mut listed = self.list_log(floor).await?;
+        let window = pos.0.seq..=pos.0.seq.saturating_add(limit as u64);
+        let caught = self.catch_up(&mut state, &listed, Some(window)).await?;
+        let head = state.index.head();
+
+        let beyond_head = pos.0.seq > head + 1 || (pos.0.seq == head + 1 && pos.0.idx > 0);
+        if beyond_head && !caught.stalled {
+            tracing::warn!(
+                cursor = %since.0,
+                head,
+                "cursor is past the end of the log (was the vault recreated?); restarting the feed"
+            );
+            pos = FeedPosition::START;
+            listed = self.list_log(0).await?;
+        }
+
+        let missing = pos.0.seq <= head && listed.binary_search(&pos.0.seq).is_err();
+        if pos.0.seq < state.index.validity_from() || missing {
+            return self.resync_page(&mut state, pos, limit, &listed).await;
+        }
+        state.resync = None;
+        self.log_page(&state, pos, limit, caught.fetched).await
+    }
+
+    /// Reports valid items from `pos` on, reading entries up to the head.
+    async fn log_page(
+        &self,
+        state: &State,
+        pos: FeedPosition,
+        limit: usize,
+        mut fetched: BTreeMap<u64, Fetched>,
+    ) -> Result<ChangePage> {
+        let head = state.index.head();
+        if pos.0.seq > head {
+            return Ok(ChangePage {
+                changes: Vec::new(),
+                cursor: pos.to_cursor(),
+                has_more: false,
+            });
+        }
+        // Every entry holds at least one item, so `limit` entries can fill the page.
+        let last = head.min(pos.0.seq.saturating_add(limit as u64 - 1));
+        let wanted: Vec<u64> = (pos.0.seq..=last).filter(|seq| !fetched.contains_key(seq)).collect();
+        fetched.extend(self.fetch_entries(&wanted).await?);
+
+        let mut changes = Vec::new();
+        let mut next = FeedPosition::at_slot(last + 1);
+        'entries: for (&seq, entry) in fetched.range(pos.0.seq..=last) {
+            let Some(entry) = entry else { continue };
+            for (idx, item) in entry.items.iter().enumerate() {
+                let at = Position {
+                    seq,
+                    idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                };
+                if at < pos.0 {
+                    continue;
+                }
+                if changes.len() == limit {
+                    next = FeedPosition(at);
+                    break 'entries;
+                }
+                if state.index.is_valid(at) {
+                    changes.push(Change {
+                        chat: item.chat,
+                        version: item.version,
+                        deleted: item.deleted,
+                        summary: item.summary.clone(),
+                    });
+                }
+            }
+        }
+        Ok(ChangePage {
+            changes,
+            cursor: next.to_cursor(),
+            has_more: next.0.seq <= head,
+        })
+    }
+
+    /// Serves a reader whose position is in the compacted part of the log:
+    /// every chat whose latest record (as of the snapshot) is at or after
+    /// the position, in log order; then the log after the snapshot.
+    async fn resync_page(
+        &self,
+        state: &mut State,
+        pos: FeedPosition,
+        limit: usize,
+        listed: &[u64],
+    ) -> Result<ChangePage> {
+        // The snapshot must reach the reader's position, and the log must go
+        // on right after it (compaction only deletes slots it covers).
+        let head = state.index.head();
+        let covers = |s: &Snapshot| {
+            s.seq + 1 >= pos.0.seq && (s.seq >= head || listed.binary_search(&(s.seq + 1)).is_ok())
+        };
+        let snapshot = match state.resync.clone() {
+            Some(s) if covers(&s) => s,
+            _ => match self.latest_snapshot().await? {
+                Some(s) if covers(&s) => {
+                    let s = Arc::new(s);
+                    state.resync = Some(Arc::clone(&s));
+                    s
+                }
+                _ => {
+                    return Err(Error::corrupt(
+                        format!("change log of {}", self.store),
+                        format!(
+                            "log slot {} is gone and no snapshot covers it; restart the feed from \
+                             Cursor::start()",
+                            pos.0.seq
+                        ),
+                    ))
+                }
+            },
+        };
+        tracing::debug!(snapshot = snapshot.seq, cursor = ?pos, "serving a reader from the compaction snapshot");
+        let start = snapshot.chats.partition_point(|c| c.at < pos.0);
+        let remaining = &snapshot.chats[start..];
+        let page = &remaining[..remaining.len().min(limit)];
+        let changes = page
+            .iter()
+            .map(|c| Change {
+                chat: c.item.chat,
+                version: c.item.version,
+                deleted: c.item.deleted,
+                summary: c.item.summary.clone(),
+            })
+            .collect();
+        let next = match page.last() {
+            Some(last) if page.len() < remaining.len() => FeedPosition::after(last.at),
+            _ => FeedPosition::at_slot(snapshot.seq + 1),
+        };
+        let has_more = next.0.seq <= snapshot.seq || snapshot.seq < head;
+        if next.0.seq > snapshot.seq {
+            state.resync = None;
+        }
+        Ok(ChangePage {
+            changes,
+            cursor: next.to_cursor(),
+            has_more,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        for pos in [
+            FeedPosition::START,
+            FeedPosition::at_slot(42),
+            FeedPosition(Position { seq: 7, idx: 3 }),
+        ] {
+            assert_eq!(FeedPosition::parse(&pos.to_cursor()).expect("parses"), pos);
+        }
+        assert_eq!(FeedPosition::START.to_cursor().0, "0");
+    }
+
+    #[test]
+    fn foreign_cursors_are_invalid_input() {
+        for text in ["abc", "1.x", "-1", "18446744073709551615", "1.2.3"] {
+            assert!(
+                matches!(FeedPosition::parse(&Cursor(text.into())), Err(Error::InvalidInput { .. })),
+                "{text}"
+            );
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! The vault's key file: `keyring/<version>`, one immutable object per
+//! version, each claimed with create-if-absent exactly like a log slot (a
+//! writer tries version N+1 only after seeing N). The newest version is the
+//! key file; compaction removes older ones.
+//!
+//! The key file is not a chat, but [`Error::Conflict`] names one: conflicts
+//! on the keyring carry the nil chat id.
+
+use crate::entry::Precondition;
+use crate::error::{is_taken, map_store_error};
+use crate::ObjectStoreStorage;
+use bytes::Bytes;
+use chatvault_core::{ChatId, Error, KeyringBlob, PutPrecondition, Result};
+use object_store::{PutMode, PutOptions};
+
+/// Attempts before a put under heavy contention gives up (retriable).
+const MAX_ATTEMPTS: usize = 64;
+
+impl ObjectStoreStorage {
+    pub(crate) async fn read_keyring(&self) -> Result<Option<KeyringBlob>> {
+        for _ in 0..MAX_ATTEMPTS {
+            let listed = self.list_numbered(self.layout.keyring_dir(), 0).await?;
+            let Some((version, meta)) = listed.into_iter().next_back() else {
+                return Ok(None);
+            };
+            let bytes = match self.store.get(&meta.location).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            match bytes {
+                Ok(bytes) => return Ok(Some(KeyringBlob { bytes, version })),
+                // Superseded and compacted between the LIST and the GET.
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(map_store_error(e, &format!("reading {}", meta.location))),
+            }
+        }
+        Err(Error::Unavailable {
+            message: "the keyring kept changing while being read; retry".into(),
+            source: None,
+        })
+    }
+
+    pub(crate) async fn write_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        if bytes.len() > self.options.max_record_bytes {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit: self.options.max_record_bytes,
+            });
+        }
+        let pre = Precondition::from(precondition);
+        for _ in 0..MAX_ATTEMPTS {
+            let listed = self.list_numbered(self.layout.keyring_dir(), 0).await?;
+            let current = listed.last().map(|(version, _)| *version);
+            let version = current.map_or(1, |v| v + 1);
+            if !pre.admits(current, version) {
+                return Err(Error::Conflict {
+                    chat: ChatId(uuid::Uuid::nil()),
+                    current,
+                });
+            }
+            let path = self.layout.keyring(version);
+            match self
+                .store
+                .put_opts(&path, bytes.clone().into(), PutOptions::from(PutMode::Create))
+                .await
+            {
+                Ok(_) => return Ok(version),
+                Err(e) if is_taken(&e) => continue,
+                Err(e) => return Err(map_store_error(e, &format!("writing {path}"))),
+            }
+        }
+        Err(Error::Unavailable {
+            message: "the keyring kept changing while being written; retry".into(),
+            source: None,
+        })
+    }
+}

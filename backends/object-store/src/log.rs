@@ -1,0 +1,216 @@
+//! Reading the log: listing slots, fetching entries, rebuilding and advancing
+//! a handle's index.
+
+use crate::entry::{decode_entry, LogEntry};
+use crate::error::map_store_error;
+use crate::index::Index;
+use crate::layout::Layout;
+use crate::snapshot::{decode_snapshot, Snapshot};
+use crate::{ObjectStoreStorage, State};
+use chatvault_core::{Error, Result};
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::ObjectMeta;
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+/// Entries fetched per round while replaying a long tail.
+const REPLAY_CHUNK: usize = 512;
+
+/// A log entry as read: `None` if it could not be decoded (see
+/// [`ObjectStoreStorage::fetch_entry`]).
+pub(crate) type Fetched = Option<LogEntry>;
+
+/// What a catch-up did.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// Entries replayed whose slot was in the range the caller asked to keep.
+    pub(crate) fetched: BTreeMap<u64, Fetched>,
+    /// A hole in the log stopped the replay below slots that exist.
+    pub(crate) stalled: bool,
+}
+
+impl ObjectStoreStorage {
+    /// Numbered objects directly inside `dir` after `after`, ascending.
+    /// Foreign objects are reported and skipped.
+    pub(crate) async fn list_numbered(&self, dir: &Path, after: u64) -> Result<Vec<(u64, ObjectMeta)>> {
+        let offset = Layout::numbered_path(dir, after);
+        let mut stream = self.store.list_with_offset(Some(dir), &offset);
+        let mut found = Vec::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(meta) => match Layout::numbered_child(dir, &meta.location) {
+                    Some(n) if n > after => found.push((n, meta)),
+                    Some(_) => {}
+                    None => self.foreign.report(&meta.location),
+                },
+                // A local file whose name is not a valid object path (control
+                // characters, not UTF-8): foreign by definition.
+                Err(object_store::Error::InvalidPath { source }) => {
+                    tracing::warn!(dir = %dir, error = %source, "ignoring an object with an invalid name");
+                }
+                Err(e) => return Err(map_store_error(e, &format!("listing {dir}"))),
+            }
+        }
+        found.sort_by_key(|(n, _)| *n);
+        found.dedup_by_key(|(n, _)| *n);
+        Ok(found)
+    }
+
+    /// Log slots after `after`, ascending.
+    pub(crate) async fn list_log(&self, after: u64) -> Result<Vec<u64>> {
+        let listed = self.list_numbered(self.layout.log_dir(), after).await?;
+        Ok(listed.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// Reads slot `seq`. An entry nobody can decode is `Ok(None)` (logged),
+    /// so all readers skip it alike; a newer format is an error, since
+    /// skipping it would make this reader disagree with newer ones.
+    pub(crate) async fn fetch_entry(&self, seq: u64) -> Result<Fetched> {
+        let path = self.layout.log_entry(seq);
+        let bytes = match self.store.get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::Unavailable {
+                    message: format!("log entry {path} vanished while being read (compaction running?); retry"),
+                    source: None,
+                })
+            }
+            Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
+        };
+        match decode_entry(&bytes, path.as_ref()) {
+            Ok(entry) => Ok(Some(entry)),
+            Err(e @ Error::Corrupt { .. }) => {
+                tracing::warn!(error = %e, "skipping an undecodable log entry; it holds no valid record for any reader");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads several slots concurrently, in order.
+    pub(crate) async fn fetch_entries(&self, seqs: &[u64]) -> Result<Vec<(u64, Fetched)>> {
+        futures::stream::iter(seqs.iter().copied())
+            .map(|seq| async move { self.fetch_entry(seq).await.map(|entry| (seq, entry)) })
+            .buffered(self.options.concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// The newest snapshot that decodes, if any. Damaged snapshots are
+    /// skipped for older ones.
+    pub(crate) async fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
+        let listed = self.list_numbered(self.layout.snap_dir(), 0).await?;
+        for (seq, meta) in listed.into_iter().rev() {
+            let bytes = match self.store.get(&meta.location).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = match bytes {
+                Ok(bytes) => bytes,
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(map_store_error(e, &format!("reading {}", meta.location))),
+            };
+            match decode_snapshot(&bytes, meta.location.as_ref()) {
+                Ok(snapshot) if snapshot.seq == seq => return Ok(Some(snapshot)),
+                Ok(_) => tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot"),
+                Err(e @ Error::Corrupt { .. }) => tracing::warn!(error = %e, "skipping a damaged snapshot"),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Rebuilds the index on a handle's first use: the latest snapshot, or
+    /// the start of the log if there is none.
+    pub(crate) async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
+        if state.loaded {
+            return Ok(());
+        }
+        match self.latest_snapshot().await? {
+            Some(snapshot) => {
+                state.index = Index::from_snapshot(&snapshot);
+                state.resync = Some(Arc::new(snapshot));
+            }
+            None => state.index = Index::genesis(),
+        }
+        state.loaded = true;
+        Ok(())
+    }
+
+    /// Replays the slots in `listed` (ascending, every slot after some
+    /// offset at or below the head) that follow the index head, keeping the
+    /// entries whose slot is in `keep`.
+    ///
+    /// A hole right after the head is either compaction (a snapshot covers
+    /// it: the index restarts from that snapshot) or slots still on their
+    /// way (a file-sync tool, a listing that raced a writer): the replay stops
+    /// there and the next call retries.
+    pub(crate) async fn catch_up(
+        &self,
+        state: &mut State,
+        listed: &[u64],
+        keep: Option<RangeInclusive<u64>>,
+    ) -> Result<CatchUp> {
+        let mut outcome = CatchUp::default();
+        let after_head = |index: &Index| {
+            let head = index.head();
+            listed.partition_point(|&seq| seq <= head)
+        };
+        let mut start = after_head(&state.index);
+        if let Some(&first) = listed.get(start) {
+            if first > state.index.head() + 1 {
+                match self.latest_snapshot().await? {
+                    Some(snapshot) if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() => {
+                        state.index = Index::from_snapshot(&snapshot);
+                        state.resync = Some(Arc::new(snapshot));
+                        start = after_head(&state.index);
+                    }
+                    _ => {
+                        tracing::warn!(
+                            head = state.index.head(),
+                            next = first,
+                            "log slots are missing after the head; waiting for them to appear"
+                        );
+                        outcome.stalled = true;
+                        return Ok(outcome);
+                    }
+                }
+            }
+        }
+        let pending = &listed[start..];
+        let contiguous = pending
+            .iter()
+            .enumerate()
+            .take_while(|(i, &seq)| seq == state.index.head() + 1 + *i as u64)
+            .count();
+        if contiguous < pending.len() {
+            tracing::warn!(
+                at = pending.get(contiguous).copied(),
+                "a log slot is missing before later ones; replaying up to the hole"
+            );
+            outcome.stalled = true;
+        }
+        for chunk in pending[..contiguous].chunks(REPLAY_CHUNK) {
+            for (seq, entry) in self.fetch_entries(chunk).await? {
+                state.index.apply(seq, entry.as_ref());
+                if keep.as_ref().is_some_and(|k| k.contains(&seq)) {
+                    outcome.fetched.insert(seq, entry);
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Lists after the head and replays what is new.
+    pub(crate) async fn refresh(&self, state: &mut State, keep: Option<RangeInclusive<u64>>) -> Result<CatchUp> {
+        self.ensure_loaded(state).await?;
+        let listed = self.list_log(state.index.head()).await?;
+        self.catch_up(state, &listed, keep).await
+    }
+}

@@ -1,0 +1,419 @@
+//! Reading and writing records: `get`, `put`, `put_batch`.
+
+use crate::entry::{decode_blob, encode_blob, encode_entry, EntryItem, LogEntry, Precondition, HEADER_LEN};
+use crate::error::{is_taken, map_store_error};
+use crate::index::{Current, Position};
+use crate::layout::WriteId;
+use crate::{ObjectStoreStorage, State};
+use chatvault_core::{ChatId, Error, Part, PutPrecondition, Result, SealedRecord};
+use futures::StreamExt;
+use object_store::{PutMode, PutOptions};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// One record of a put on its way to the log.
+struct Pending {
+    /// Its place in the caller's batch.
+    slot: usize,
+    record: SealedRecord,
+    pre: Precondition,
+    write: WriteId,
+}
+
+impl ObjectStoreStorage {
+    /// `get`: resolves each chat's current record from the index and fetches
+    /// the blobs while, concurrently, one LIST checks the log for newer
+    /// commits; chats that turn out to have changed are fetched again.
+    pub(crate) async fn get_records(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        let mut ids = chats.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let resolved = {
+            let mut state = self.state.lock().await;
+            self.ensure_loaded(&mut state).await?;
+            resolve(&state, &ids)
+        };
+        let refresh = async {
+            let mut state = self.state.lock().await;
+            self.refresh(&mut state, None).await?;
+            Ok::<_, Error>(resolve(&state, &ids))
+        };
+        let (latest, first_try) = futures::join!(refresh, self.fetch_records(&resolved, part));
+        let latest = latest?;
+
+        let mut first_try: HashMap<ChatId, (Current, Result<SealedRecord>)> = resolved
+            .iter()
+            .zip(first_try)
+            .map(|(&(chat, current), result)| (chat, (current, result)))
+            .collect();
+        let mut records = Vec::with_capacity(latest.len());
+        let mut again = Vec::new();
+        for (chat, current) in latest {
+            match first_try.remove(&chat) {
+                Some((seen, result)) if seen == current => records.push(result?),
+                _ => again.push((chat, current)),
+            }
+        }
+        for result in self.fetch_records(&again, part).await {
+            records.push(result?);
+        }
+        Ok(records)
+    }
+
+    /// Fetches the blobs of `resolved`, one result per entry, in order.
+    async fn fetch_records(&self, resolved: &[(ChatId, Current)], part: Part) -> Vec<Result<SealedRecord>> {
+        futures::stream::iter(resolved.iter().copied())
+            .map(|(chat, current)| self.fetch_record(chat, current, part))
+            .buffered(self.options.concurrency)
+            .collect()
+            .await
+    }
+
+    async fn fetch_record(&self, chat: ChatId, current: Current, part: Part) -> Result<SealedRecord> {
+        let path = self.layout.blob(chat, current.version, current.write);
+        let what = format!("chat {chat} version {} ({path})", current.version);
+        let full = part == Part::Full && current.body_len.is_some();
+        let ranged = async {
+            let end = (HEADER_LEN as u64).saturating_add(current.summary_len);
+            self.store.get_range(&path, 0..end).await
+        };
+        let whole = async {
+            match self.store.get(&path).await {
+                Ok(result) => result.bytes().await,
+                Err(e) => Err(e),
+            }
+        };
+        let bytes = if full {
+            whole.await
+        } else {
+            match ranged.await {
+                // An empty or short object makes some stores refuse the
+                // range; reading it whole lets the decoder say what is wrong.
+                Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => whole.await,
+                other => other,
+            }
+        };
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::corrupt(what, "the record's blob is missing"));
+            }
+            Err(e) => return Err(map_store_error(e, &what)),
+        };
+        let (summary, body) = decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
+        Ok(SealedRecord {
+            chat,
+            version: current.version,
+            deleted: current.deleted,
+            summary,
+            body: if part == Part::Full { body } else { None },
+        })
+    }
+
+    /// `put` and `put_batch`: blobs first, then one log entry per
+    /// `max_batch` records.
+    pub(crate) async fn put_records(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..batch.len()).map(|_| None).collect();
+        let mut pending = Vec::with_capacity(batch.len());
+        for (slot, (record, pre)) in batch.into_iter().enumerate() {
+            if record.size() > self.options.max_record_bytes {
+                results[slot] = Some(Err(Error::TooLarge {
+                    size: record.size(),
+                    limit: self.options.max_record_bytes,
+                }));
+            } else if record.deleted && record.body.is_some() {
+                results[slot] = Some(Err(Error::invalid(format!(
+                    "tombstone for chat {} carries a body",
+                    record.chat
+                ))));
+            } else {
+                pending.push(Pending {
+                    slot,
+                    record,
+                    pre: pre.into(),
+                    write: WriteId::random(),
+                });
+            }
+        }
+        let mut pending = pending.into_iter().peekable();
+        while pending.peek().is_some() {
+            let chunk: Vec<Pending> = pending.by_ref().take(self.options.max_batch).collect();
+            for (slot, result) in self.commit(chunk).await {
+                results[slot] = Some(result);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::invalid("record was not processed"))))
+            .collect()
+    }
+
+    /// Commits up to `max_batch` records in one log entry.
+    async fn commit(&self, chunk: Vec<Pending>) -> Vec<(usize, Result<()>)> {
+        let mut done = Vec::with_capacity(chunk.len());
+        let admitted = match self.precheck(chunk, &mut done).await {
+            Ok(admitted) => admitted,
+            Err((chunk, e)) => return fail_all(chunk, &e, done),
+        };
+        if admitted.is_empty() {
+            return done;
+        }
+
+        // Blobs first: once a slot names them they must exist.
+        let blobs: Vec<_> = admitted
+            .iter()
+            .map(|p| {
+                let path = self.layout.blob(p.record.chat, p.record.version, p.write);
+                (path, encode_blob(&p.record.summary, p.record.body.as_deref()))
+            })
+            .collect();
+        let uploads = futures::stream::iter(blobs)
+            .map(|(path, blob)| async move {
+                self.store
+                    .put(&path, blob.into())
+                    .await
+                    .map_err(|e| map_store_error(e, &format!("writing {path}")))
+            })
+            .buffered(self.options.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let written_at = Instant::now();
+        let mut uploaded = Vec::with_capacity(admitted.len());
+        for (p, result) in admitted.into_iter().zip(uploads) {
+            match result {
+                Ok(_) => uploaded.push(p),
+                Err(e) => done.push((p.slot, Err(e))),
+            }
+        }
+        if uploaded.is_empty() {
+            return done;
+        }
+
+        let mut state = self.state.lock().await;
+        match self.claim(&mut state, uploaded, written_at).await {
+            Ok(claimed) => done.extend(claimed),
+            Err((left, e)) => return fail_all(left, &e, done),
+        }
+        done
+    }
+
+    /// Drops the records whose precondition already fails (reporting
+    /// `Conflict`), catching up first if the cached index says no.
+    async fn precheck(
+        &self,
+        chunk: Vec<Pending>,
+        done: &mut Vec<(usize, Result<()>)>,
+    ) -> Result<Vec<Pending>, (Vec<Pending>, Error)> {
+        let mut state = self.state.lock().await;
+        if let Err(e) = self.ensure_loaded(&mut state).await {
+            return Err((chunk, e));
+        }
+        if !conflicts(&state, &chunk).is_empty() {
+            // The cached index may just be stale.
+            if let Err(e) = self.refresh(&mut state, None).await {
+                return Err((chunk, e));
+            }
+        }
+        let losers = conflicts(&state, &chunk);
+        let mut admitted = Vec::with_capacity(chunk.len());
+        for (i, p) in chunk.into_iter().enumerate() {
+            match losers.iter().find(|(j, _)| *j == i) {
+                Some(&(_, current)) => done.push((p.slot, Err(conflict(p.record.chat, current)))),
+                None => admitted.push(p),
+            }
+        }
+        Ok(admitted)
+    }
+
+    /// Claims the next free slot for `items`, catching up and re-checking
+    /// after every lost race. The index is at slot N when slot N+1 is tried,
+    /// so a successful create is valid by construction; replaying it (as
+    /// every reader will) confirms that.
+    async fn claim(
+        &self,
+        state: &mut State,
+        mut items: Vec<Pending>,
+        written_at: Instant,
+    ) -> Result<Vec<(usize, Result<()>)>, (Vec<Pending>, Error)> {
+        let mut done = Vec::new();
+        let mut lost = 0u32;
+        loop {
+            if written_at.elapsed() > self.options.max_claim_delay {
+                let e = Error::Unavailable {
+                    message: "the log was too busy to commit before the blobs could be compacted away; retry"
+                        .into(),
+                    source: None,
+                };
+                return Err((items, e));
+            }
+            let losers = conflicts(state, &items);
+            for &(i, current) in losers.iter().rev() {
+                let p = items.remove(i);
+                done.push((p.slot, Err(conflict(p.record.chat, current))));
+            }
+            if items.is_empty() {
+                return Ok(done);
+            }
+            let entry = LogEntry {
+                items: items.iter().map(|p| self.entry_item(p)).collect(),
+            };
+            let bytes = match encode_entry(&entry) {
+                Ok(bytes) => bytes,
+                Err(e) => return Err((items, e)),
+            };
+            let seq = state.index.head() + 1;
+            let path = self.layout.log_entry(seq);
+            match self
+                .store
+                .put_opts(&path, bytes.into(), PutOptions::from(PutMode::Create))
+                .await
+            {
+                Ok(_) => {
+                    let validity = state.index.apply(seq, Some(&entry));
+                    done.extend(self.outcomes(state, items, &validity));
+                    return Ok(done);
+                }
+                Err(e) if is_taken(&e) => {
+                    lost += 1;
+                    let before = state.index.head();
+                    if let Err(e) = self.refresh(state, None).await {
+                        return Err((items, e));
+                    }
+                    if state.index.head() == before {
+                        // The slot exists but the listing does not show it
+                        // yet (or a hole stalls the replay): back off a little.
+                        tokio::time::sleep(Duration::from_millis(u64::from(lost.min(50)) * 10)).await;
+                    }
+                }
+                Err(e) => {
+                    // The create may have happened before the error: look.
+                    let error = map_store_error(e, &format!("committing {path}"));
+                    return match self.refresh(state, Some(seq..=seq)).await {
+                        Ok(caught) if caught.fetched.get(&seq) == Some(&Some(entry)) => {
+                            let validity: Vec<bool> = (0..items.len())
+                                .map(|idx| {
+                                    state.index.is_valid(Position {
+                                        seq,
+                                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                                    })
+                                })
+                                .collect();
+                            done.extend(self.outcomes(state, items, &validity));
+                            Ok(done)
+                        }
+                        _ => Err((items, error)),
+                    };
+                }
+            }
+        }
+    }
+
+    fn entry_item(&self, p: &Pending) -> EntryItem {
+        let summary = &p.record.summary;
+        EntryItem {
+            chat: p.record.chat,
+            version: p.record.version,
+            write: p.write,
+            deleted: p.record.deleted,
+            pre: p.pre,
+            summary_len: summary.len() as u64,
+            body_len: p.record.body.as_ref().map(|b| b.len() as u64),
+            summary: (summary.len() <= self.options.max_inline_summary).then(|| summary.clone()),
+        }
+    }
+
+    fn outcomes(&self, state: &State, items: Vec<Pending>, validity: &[bool]) -> Vec<(usize, Result<()>)> {
+        items
+            .into_iter()
+            .zip(validity.iter().copied().chain(std::iter::repeat(false)))
+            .map(|(p, valid)| {
+                let result = if valid {
+                    Ok(())
+                } else {
+                    let current = state.index.current(&p.record.chat).map(|c| c.version);
+                    Err(conflict(p.record.chat, current))
+                };
+                (p.slot, result)
+            })
+            .collect()
+    }
+}
+
+/// The records of `items` (by index, ascending) whose precondition fails
+/// against the index, each with the version it found. Earlier records of the
+/// same batch count, as they will when the entry is replayed.
+fn conflicts(state: &State, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
+    let mut staged: HashMap<ChatId, u64> = HashMap::new();
+    let mut losers = Vec::new();
+    for (i, p) in items.iter().enumerate() {
+        let chat = p.record.chat;
+        let current = staged
+            .get(&chat)
+            .copied()
+            .or_else(|| state.index.current(&chat).map(|c| c.version));
+        if p.pre.admits(current, p.record.version) {
+            staged.insert(chat, p.record.version);
+        } else {
+            losers.push((i, current));
+        }
+    }
+    losers
+}
+
+fn conflict(chat: ChatId, current: Option<u64>) -> Error {
+    Error::Conflict { chat, current }
+}
+
+fn resolve(state: &State, ids: &[ChatId]) -> Vec<(ChatId, Current)> {
+    ids.iter()
+        .filter_map(|&chat| state.index.current(&chat).map(|current| (chat, current)))
+        .collect()
+}
+
+fn fail_all(
+    items: Vec<Pending>,
+    error: &Error,
+    mut done: Vec<(usize, Result<()>)>,
+) -> Vec<(usize, Result<()>)> {
+    for p in items {
+        done.push((p.slot, Err(copy_error(error))));
+    }
+    done
+}
+
+/// `Error` is not `Clone` (it may hold a source); every record of a failed
+/// batch gets an equivalent error.
+fn copy_error(error: &Error) -> Error {
+    match error {
+        Error::Unavailable { message, source } => Error::Unavailable {
+            message: match source {
+                Some(source) => format!("{message}: {source}"),
+                None => message.clone(),
+            },
+            source: None,
+        },
+        Error::Unauthorized { message } => Error::Unauthorized {
+            message: message.clone(),
+        },
+        Error::Rejected { code, message } => Error::Rejected {
+            code: code.clone(),
+            message: message.clone(),
+        },
+        Error::NotFound { what } => Error::NotFound { what: what.clone() },
+        Error::Corrupt { what, reason } => Error::corrupt(what.clone(), reason.clone()),
+        Error::UnsupportedFormat {
+            what,
+            found,
+            supported,
+        } => Error::UnsupportedFormat {
+            what: what.clone(),
+            found: *found,
+            supported: *supported,
+        },
+        Error::InvalidInput { message } => Error::invalid(message.clone()),
+        other => Error::Unavailable {
+            message: other.to_string(),
+            source: None,
+        },
+    }
+}

@@ -1,0 +1,252 @@
+//! Test wrappers around a real `ObjectStore` (`InMemory`): one counts
+//! requests, and can make the Nth request fail in one of three ways.
+
+#![allow(dead_code)]
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_core::{ChatId, SealedRecord};
+use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult,
+};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// How an injected fault behaves.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FaultMode {
+    /// The request fails and has no effect.
+    Lost,
+    /// The request takes effect, then the response is lost (an error).
+    AppliedThenLost,
+    /// The request and every later one fail: the process died.
+    Dead,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Fault {
+    at: u64,
+    mode: FaultMode,
+}
+
+enum Decision {
+    Pass,
+    Fail,
+    ApplyThenFail,
+}
+
+/// Counts requests to the wrapped store and injects faults.
+pub struct Instrumented {
+    inner: Arc<dyn ObjectStore>,
+    requests: AtomicU64,
+    lists: AtomicU64,
+    fault: Mutex<Option<Fault>>,
+}
+
+impl fmt::Debug for Instrumented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instrumented({})", self.inner)
+    }
+}
+
+impl fmt::Display for Instrumented {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+impl Instrumented {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            requests: AtomicU64::new(0),
+            lists: AtomicU64::new(0),
+            fault: Mutex::new(None),
+        })
+    }
+
+    /// Requests since the last reset.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// LIST requests since the last reset.
+    pub fn lists(&self) -> u64 {
+        self.lists.load(Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.requests.store(0, Ordering::SeqCst);
+        self.lists.store(0, Ordering::SeqCst);
+    }
+
+    /// The `at`-th request from now (1-based) fails as `mode` says.
+    pub fn fail_request(&self, at: u64, mode: FaultMode) {
+        self.reset();
+        *self.fault.lock().unwrap() = Some(Fault { at, mode });
+    }
+
+    pub fn heal(&self) {
+        *self.fault.lock().unwrap() = None;
+    }
+
+    fn decide(&self) -> Decision {
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        match *self.fault.lock().unwrap() {
+            Some(Fault { at, mode }) if n == at => match mode {
+                FaultMode::AppliedThenLost => Decision::ApplyThenFail,
+                _ => Decision::Fail,
+            },
+            Some(Fault { at, mode: FaultMode::Dead }) if n > at => Decision::Fail,
+            _ => Decision::Pass,
+        }
+    }
+}
+
+fn injected() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "Instrumented",
+        source: "injected fault".into(),
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Instrumented {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+        match self.decide() {
+            Decision::Pass => self.inner.put_opts(location, payload, opts).await,
+            Decision::Fail => Err(injected()),
+            Decision::ApplyThenFail => {
+                let _ = self.inner.put_opts(location, payload, opts).await;
+                Err(injected())
+            }
+        }
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        match self.decide() {
+            Decision::Pass => self.inner.put_multipart_opts(location, opts).await,
+            _ => Err(injected()),
+        }
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+        match self.decide() {
+            Decision::Pass => self.inner.get_opts(location, options).await,
+            _ => Err(injected()),
+        }
+    }
+
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        match self.decide() {
+            Decision::Pass => self.inner.delete(location).await,
+            Decision::Fail => Err(injected()),
+            Decision::ApplyThenFail => {
+                let _ = self.inner.delete(location).await;
+                Err(injected())
+            }
+        }
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        match self.decide() {
+            Decision::Pass => self.inner.list(prefix),
+            _ => futures::stream::once(async { Err(injected()) }).boxed(),
+        }
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        match self.decide() {
+            Decision::Pass => self.inner.list_with_offset(prefix, offset),
+            _ => futures::stream::once(async { Err(injected()) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        match self.decide() {
+            Decision::Pass => self.inner.list_with_delimiter(prefix).await,
+            _ => Err(injected()),
+        }
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        match self.decide() {
+            Decision::Pass => self.inner.copy(from, to).await,
+            _ => Err(injected()),
+        }
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        match self.decide() {
+            Decision::Pass => self.inner.copy_if_not_exists(from, to).await,
+            _ => Err(injected()),
+        }
+    }
+}
+
+pub fn memory() -> Arc<dyn ObjectStore> {
+    Arc::new(InMemory::new())
+}
+
+pub fn vault(store: Arc<dyn ObjectStore>) -> ObjectStoreStorage {
+    ObjectStoreStorage::new(store, Path::from("users/alice"), ObjectStoreOptions::default())
+}
+
+/// A record whose bytes say which chat and version they belong to.
+pub fn record(chat: ChatId, version: u64) -> SealedRecord {
+    SealedRecord {
+        chat,
+        version,
+        deleted: false,
+        summary: Bytes::from(format!("summary {chat} v{version}")),
+        body: Some(Bytes::from(format!("body {chat} v{version} ").repeat(8))),
+    }
+}
+
+pub fn tombstone(chat: ChatId, version: u64) -> SealedRecord {
+    SealedRecord {
+        chat,
+        version,
+        deleted: true,
+        summary: Bytes::from(format!("deleted {chat} v{version}")),
+        body: None,
+    }
+}
+
+/// Every change from the start of the feed, paging with `limit`.
+pub async fn drain(
+    storage: &dyn chatvault_core::Storage,
+    from: &chatvault_core::Cursor,
+    limit: usize,
+) -> (Vec<chatvault_core::Change>, chatvault_core::Cursor) {
+    let mut cursor = from.clone();
+    let mut all = Vec::new();
+    for _ in 0..1_000_000 {
+        let page = storage.changes(&cursor, limit).await.expect("changes");
+        assert!(page.changes.len() <= limit, "page larger than the limit");
+        all.extend(page.changes);
+        cursor = page.cursor;
+        if !page.has_more {
+            return (all, cursor);
+        }
+    }
+    panic!("feed never ended");
+}
