@@ -24,6 +24,23 @@ pub struct TransferStats {
     pub bytes_received: u64,
 }
 
+/// One HTTP request the backend made, reported to the observer set with
+/// [`SupabaseStorageBuilder::on_request`](crate::SupabaseStorageBuilder::on_request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestEvent {
+    /// The RPC function called, e.g. `chatvault_pull`.
+    pub function: String,
+    /// The HTTP status, or `None` when no response arrived.
+    pub status: Option<u16>,
+    /// Bytes sent: request line, headers and body.
+    pub bytes_sent: u64,
+    /// Bytes received: status line, headers and body.
+    pub bytes_received: u64,
+}
+
+/// A callback told about every HTTP request (metrics, tests).
+pub(crate) type RequestObserver = Arc<dyn Fn(&RequestEvent) + Send + Sync>;
+
 #[derive(Default)]
 struct Counters {
     requests: AtomicU64,
@@ -37,6 +54,7 @@ pub(crate) struct RpcClient {
     anon_key: String,
     tokens: Arc<dyn TokenSource>,
     counters: Counters,
+    observer: Option<RequestObserver>,
 }
 
 impl fmt::Debug for RpcClient {
@@ -58,6 +76,7 @@ impl RpcClient {
         rest: Url,
         anon_key: String,
         tokens: Arc<dyn TokenSource>,
+        observer: Option<RequestObserver>,
     ) -> Self {
         Self {
             http,
@@ -65,6 +84,23 @@ impl RpcClient {
             anon_key,
             tokens,
             counters: Counters::default(),
+            observer,
+        }
+    }
+
+    fn observe(&self, function: &str, status: Option<u16>, sent: usize, received: usize) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.sent.fetch_add(sent as u64, Ordering::Relaxed);
+        self.counters
+            .received
+            .fetch_add(received as u64, Ordering::Relaxed);
+        if let Some(observer) = &self.observer {
+            observer(&RequestEvent {
+                function: function.to_owned(),
+                status,
+                bytes_sent: sent as u64,
+                bytes_received: received as u64,
+            });
         }
     }
 
@@ -94,11 +130,13 @@ impl RpcClient {
                 let token = self.tokens.refresh().await?;
                 match self.attempt(function, &body, &token, chat).await? {
                     Attempt::Done(bytes) => bytes,
-                    Attempt::TokenRejected(again) => return Err(Error::Unauthorized {
-                        message: format!(
+                    Attempt::TokenRejected(again) => {
+                        return Err(Error::Unauthorized {
+                            message: format!(
                             "the server rejected the access token, also after a refresh: {again}"
                         ),
-                    }),
+                        })
+                    }
                 }
             }
         };
@@ -132,23 +170,23 @@ impl RpcClient {
             .build()
             .map_err(|e| Error::invalid(format!("request for {function}: {e}")))?;
         let sent = request_line_len(&request) + headers_len(request.headers()) + body.len();
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        self.counters.sent.fetch_add(sent as u64, Ordering::Relaxed);
-
-        let response = self
-            .http
-            .execute(request)
-            .await
-            .map_err(|e| transport_error(function, e))?;
+        let response = match self.http.execute(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                self.observe(function, None, sent, 0);
+                return Err(transport_error(function, e));
+            }
+        };
         let status = response.status().as_u16();
         let head = 17 + headers_len(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(function, e))?;
-        self.counters
-            .received
-            .fetch_add((head + bytes.len()) as u64, Ordering::Relaxed);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.observe(function, Some(status), sent, head);
+                return Err(transport_error(function, e));
+            }
+        };
+        self.observe(function, Some(status), sent, head + bytes.len());
 
         if (200..300).contains(&status) {
             return Ok(Attempt::Done(bytes));

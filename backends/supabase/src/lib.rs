@@ -40,7 +40,7 @@ mod storage;
 mod token;
 mod wire;
 
-pub use client::TransferStats;
+pub use client::{RequestEvent, TransferStats};
 pub use storage::{SupabaseStorage, MAX_BATCH, MAX_PULL, MAX_RECORD_BYTES};
 pub use token::{StaticToken, TokenSource};
 
@@ -74,6 +74,7 @@ pub struct SupabaseStorageBuilder {
     timeout: Duration,
     connect_timeout: Duration,
     max_record_bytes: usize,
+    observer: Option<client::RequestObserver>,
 }
 
 impl std::fmt::Debug for SupabaseStorageBuilder {
@@ -96,6 +97,7 @@ impl SupabaseStorage {
             timeout: DEFAULT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             max_record_bytes: MAX_RECORD_BYTES,
+            observer: None,
         })
     }
 }
@@ -141,6 +143,13 @@ impl SupabaseStorageBuilder {
         self
     }
 
+    /// Calls `observer` after every HTTP request with its function, status
+    /// and sizes (for metrics; keep it cheap, it runs on the request path).
+    pub fn on_request(mut self, observer: impl Fn(&RequestEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
     /// Builds the storage.
     pub fn build(self) -> Result<SupabaseStorage> {
         let anon_key = self
@@ -160,7 +169,7 @@ impl SupabaseStorageBuilder {
             .join("rest/v1/rpc/")
             .map_err(|e| Error::invalid(format!("Supabase URL: {e}")))?;
         Ok(SupabaseStorage {
-            rpc: client::RpcClient::new(http, rest, anon_key, tokens),
+            rpc: client::RpcClient::new(http, rest, anon_key, tokens, self.observer),
             max_record_bytes: self.max_record_bytes,
         })
     }

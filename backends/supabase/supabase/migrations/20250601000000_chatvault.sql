@@ -20,6 +20,14 @@
 -- size); these functions exchange sealed bytes as standard base64 text
 -- without line breaks instead (encode/decode in SQL), a third smaller.
 --
+-- Change feed. `chatvault_changes` is an append-only log with one entry per
+-- committed record version (its summary inline, so the sidebar needs no
+-- second request); `chatvault_records` holds each chat's current record.
+-- Entries superseded by a later version of their chat are pruned after
+-- chatvault_history_retention(), so the log stays bounded by the number of
+-- chats plus recent history, and a reader whose cursor is older than that
+-- still meets every chat's latest version.
+--
 -- Paging. Supabase caps set-returning responses at the project's max rows
 -- (1,000 by default). The RPCs return one jsonb value, which that cap does
 -- not cut, and page explicitly: a page says whether more changes follow
@@ -42,6 +50,12 @@ as $$ select 1048576::bigint $$;
 create function public.chatvault_page_bytes() returns bigint
 language sql immutable parallel safe set search_path = ''
 as $$ select 8388608::bigint $$;
+
+-- How long a change-log entry superseded by a later version of its chat
+-- is kept, so that readers polling within that time see every commit.
+create function public.chatvault_history_retention() returns interval
+language sql immutable parallel safe set search_path = ''
+as $$ select interval '30 days' $$;
 
 -- One row per user: the next sequence number of that user's change feed.
 -- Writers of one user serialize on this row (its lock is held until
@@ -76,6 +90,20 @@ create table public.chatvault_records (
 
 create unique index chatvault_records_feed on public.chatvault_records (owner, seq);
 
+-- One entry per committed record version, in commit order per user.
+create table public.chatvault_changes (
+  owner uuid not null default auth.uid(),
+  seq bigint not null,
+  chat uuid not null,
+  version bigint not null,
+  deleted boolean not null,
+  summary bytea not null,
+  created_at timestamptz not null default now(),
+  primary key (owner, seq)
+);
+
+create index chatvault_changes_by_chat on public.chatvault_changes (owner, chat, seq);
+
 -- The vault's key file (an age file encrypted to passphrase or devices).
 create table public.chatvault_keyrings (
   owner uuid primary key default auth.uid(),
@@ -86,7 +114,8 @@ create table public.chatvault_keyrings (
 );
 
 -- Every write of a record, through the RPCs or straight through the table
--- endpoint, gets its sequence number here, under its user's head row lock.
+-- endpoint, gets its sequence number here, under its user's head row lock,
+-- and its entry in the change log.
 create function public.chatvault_records_stamp() returns trigger
 language plpgsql security invoker set search_path = ''
 as $$
@@ -115,6 +144,13 @@ begin
     on conflict (owner) do update set next_seq = h.next_seq + 1, updated_at = now()
     returning h.next_seq - 1 into new.seq;
   new.updated_at := now();
+  insert into public.chatvault_changes (owner, seq, chat, version, deleted, summary)
+    values (new.owner, new.seq, new.chat, new.version, new.deleted, new.summary);
+  if tg_op = 'UPDATE' then
+    delete from public.chatvault_changes c
+      where c.owner = new.owner and c.chat = new.chat and c.seq < new.seq
+        and c.created_at < now() - public.chatvault_history_retention();
+  end if;
   return new;
 end
 $$;
@@ -127,6 +163,7 @@ create trigger chatvault_records_stamp
 alter table public.chatvault_heads enable row level security;
 alter table public.chatvault_records enable row level security;
 alter table public.chatvault_keyrings enable row level security;
+alter table public.chatvault_changes enable row level security;
 
 create policy chatvault_heads_own_select on public.chatvault_heads
   for select to authenticated using (owner = (select auth.uid()));
@@ -144,6 +181,13 @@ create policy chatvault_records_own_update on public.chatvault_records
   for update to authenticated
   using (owner = (select auth.uid())) with check (owner = (select auth.uid()));
 
+create policy chatvault_changes_own_select on public.chatvault_changes
+  for select to authenticated using (owner = (select auth.uid()));
+create policy chatvault_changes_own_insert on public.chatvault_changes
+  for insert to authenticated with check (owner = (select auth.uid()));
+create policy chatvault_changes_own_delete on public.chatvault_changes
+  for delete to authenticated using (owner = (select auth.uid()));
+
 create policy chatvault_keyrings_own_select on public.chatvault_keyrings
   for select to authenticated using (owner = (select auth.uid()));
 create policy chatvault_keyrings_own_insert on public.chatvault_keyrings
@@ -154,18 +198,23 @@ create policy chatvault_keyrings_own_update on public.chatvault_keyrings
 
 -- Changes committed after `since`, in commit order: at most `lim` (capped
 -- at 1,000) and at most chatvault_page_bytes() of sealed data, summaries
--- inline, bodies only when asked. `cursor` is where the next call continues;
--- `more` says whether further changes were already committed.
+-- inline. With `with_bodies`, an entry that is its chat's current version
+-- carries the body too (older entries have none). `cursor` is where the
+-- next call continues; `more` says whether further changes were already
+-- committed.
 create function public.chatvault_pull(since bigint default 0, lim integer default 1000, with_bodies boolean default false)
 returns jsonb
 language sql stable security invoker set search_path = ''
 as $$
   with page as (
-    select r.seq, r.chat, r.version, r.deleted, r.summary,
-           case when with_bodies then r.body end as body
-    from public.chatvault_records r
-    where r.owner = (select auth.uid()) and r.seq > greatest(since, 0)
-    order by r.seq
+    select c.seq, c.chat, c.version, c.deleted, c.summary,
+           case when with_bodies then (
+             select r.body from public.chatvault_records r
+             where r.owner = c.owner and r.chat = c.chat and r.version = c.version
+           ) end as body
+    from public.chatvault_changes c
+    where c.owner = (select auth.uid()) and c.seq > greatest(since, 0)
+    order by c.seq
     limit least(greatest(lim, 1), 1000) + 1
   ),
   sized as (
@@ -364,15 +413,17 @@ $$;
 -- Privileges: the signed-in user's role only. Supabase's default privileges
 -- grant everything new in `public` to anon and authenticated, and Postgres
 -- grants EXECUTE on functions to PUBLIC, so both are taken back first.
-revoke all on table public.chatvault_heads, public.chatvault_records, public.chatvault_keyrings
+revoke all on table public.chatvault_heads, public.chatvault_records, public.chatvault_changes, public.chatvault_keyrings
   from public, anon, authenticated;
 grant select, insert, update on table public.chatvault_heads, public.chatvault_records, public.chatvault_keyrings
   to authenticated;
+grant select, insert, delete on table public.chatvault_changes to authenticated;
 
 revoke all on function
   public.chatvault_max_record_bytes(),
   public.chatvault_max_keyring_bytes(),
   public.chatvault_page_bytes(),
+  public.chatvault_history_retention(),
   public.chatvault_records_stamp(),
   public.chatvault_pull(bigint, integer, boolean),
   public.chatvault_get(uuid[], boolean),
@@ -384,6 +435,7 @@ grant execute on function
   public.chatvault_max_record_bytes(),
   public.chatvault_max_keyring_bytes(),
   public.chatvault_page_bytes(),
+  public.chatvault_history_retention(),
   public.chatvault_pull(bigint, integer, boolean),
   public.chatvault_get(uuid[], boolean),
   public.chatvault_push(jsonb),
