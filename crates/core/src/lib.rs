@@ -32,6 +32,7 @@
 pub mod chat;
 pub mod cipher;
 pub mod codec;
+pub mod engine;
 pub mod envelope;
 pub mod error;
 pub mod hlc;
@@ -42,6 +43,7 @@ pub mod transport;
 
 pub use chat::{Chat, ChatSummary, Lww, Message, MessageBody, Role};
 pub use cipher::{Aad, Cipher};
+pub use engine::{Engine, EngineConfig, Event, SyncReport, SyncStatus};
 pub use error::{BoxError, Error, Result};
 pub use hlc::{Clock, Hlc};
 pub use ids::{ChatId, DeviceId, MessageId, VaultId};

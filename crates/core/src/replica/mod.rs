@@ -118,6 +118,19 @@ impl std::fmt::Debug for StoredSummary {
     }
 }
 
+/// What the replica holds of one chat.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct LocalState {
+    /// The chat.
+    pub chat: ChatId,
+    /// Its stored record's version and tombstone flag, if any.
+    pub header: Option<RecordHeader>,
+    /// Its outbox entry, if local changes await the server.
+    pub pending: Option<OutboxEntry>,
+    /// True if the body of the stored version is held.
+    pub has_body: bool,
+}
+
 /// This device's crash-safe copy of a vault: sealed records, outbox, cursor.
 /// See the [module docs](self) for the durability contract.
 pub struct Replica {
@@ -384,6 +397,29 @@ impl Replica {
         Ok(present)
     }
 
+    /// What this device holds of each of `chats`, read in one snapshot (the
+    /// pull uses it to decide what to fetch).
+    pub fn local_states(&self, chats: &[ChatId]) -> Result<Vec<LocalState>> {
+        let txn = self.read()?;
+        chats
+            .iter()
+            .map(|&chat| {
+                let header = write::read_header(&txn, chat)?;
+                let pending = write::read_pending(&txn, chat)?;
+                let has_body = match (header, write::Tables::body_value(&txn, chat)?) {
+                    (Some(h), Some(value)) => decode_body(chat, &value)?.0 == h.version,
+                    _ => false,
+                };
+                Ok(LocalState {
+                    chat,
+                    header,
+                    pending,
+                    has_body,
+                })
+            })
+            .collect()
+    }
+
     /// Every outbox entry, in chat id order.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>> {
         let txn = self.read()?;
@@ -404,6 +440,56 @@ impl Replica {
         Ok(out)
     }
 
+    /// Outbox entries due by `now` (Unix ms; `None`: all of them) whose chat
+    /// id sorts after `after`, with the records they name, read in one
+    /// snapshot: at most `limit`, in chat id order.
+    pub fn due(
+        &self,
+        now: Option<u64>,
+        after: Option<ChatId>,
+        limit: usize,
+    ) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
+        use std::ops::Bound;
+        let txn = self.read()?;
+        let table = txn
+            .open_table(OUTBOX)
+            .map_err(|e| local_error("cannot read the outbox", e))?;
+        let start = after.map(|a| *a.as_bytes());
+        let lower = match &start {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let iter = table
+            .range::<&[u8; 16]>((lower, Bound::Unbounded))
+            .map_err(|e| local_error("cannot read the outbox", e))?;
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(|e| local_error("cannot read the outbox", e))?;
+            let entry = decode_outbox(ChatId::from_bytes(*key.value()), value.value())?;
+            if now.is_some_and(|now| entry.not_before > now) {
+                continue;
+            }
+            out.push((entry, pending_record(&txn, entry)?));
+        }
+        Ok(out)
+    }
+
+    /// The outbox entries of `chats` that exist, with their records, read in
+    /// one snapshot.
+    pub fn pending_records(&self, chats: &[ChatId]) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
+        let txn = self.read()?;
+        let mut out = Vec::new();
+        for &chat in chats {
+            if let Some(entry) = write::read_pending(&txn, chat)? {
+                out.push((entry, pending_record(&txn, entry)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Number of chats waiting to be pushed.
     pub fn outbox_len(&self) -> Result<u64> {
         let txn = self.read()?;
@@ -420,6 +506,15 @@ impl Replica {
         let txn = self.read()?;
         write::read_pending(&txn, chat)
     }
+}
+
+fn pending_record(txn: &redb::ReadTransaction, entry: OutboxEntry) -> Result<SealedRecord> {
+    write::read_record(txn, entry.chat, true)?.ok_or_else(|| {
+        Error::local_message(format!(
+            "the outbox names chat {} but the replica holds no record of it",
+            entry.chat
+        ))
+    })
 }
 
 impl Error {

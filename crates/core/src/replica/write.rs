@@ -262,6 +262,20 @@ impl ReplicaWrite {
         }
     }
 
+    /// The server no longer holds the version `chat`'s pending entry was
+    /// built on: push it next with base `base` instead.
+    pub fn rebase(&mut self, chat: ChatId, base: Option<u64>) -> Result<()> {
+        match self.pending(chat)? {
+            Some(entry) => self.set_pending(&OutboxEntry {
+                base,
+                attempts: 0,
+                not_before: 0,
+                ..entry
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// A push of `chat` failed: records the attempt and when to retry.
     pub fn reschedule(&mut self, chat: ChatId, attempts: u32, not_before: u64) -> Result<()> {
         match self.pending(chat)? {

@@ -1,0 +1,283 @@
+//! [`ChatVaultBuilder`]: storage, replica path and unlock → [`ChatVault`].
+
+use crate::url::open_url;
+use crate::vault::ChatVault;
+use age::secrecy::SecretString;
+use chatvault_core::engine::{Engine, EngineConfig};
+use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault_core::{DeviceId, DynStorage, Error, PutPrecondition, Replica, Result, VaultId};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the builder gets its storage from.
+enum StorageSource {
+    Shared(DynStorage),
+    Url(String),
+}
+
+/// Configures and opens a [`ChatVault`]; see [`ChatVault::builder`].
+///
+/// Required: a storage ([`storage`](Self::storage) or
+/// [`storage_url`](Self::storage_url)), a [`replica_path`](Self::replica_path)
+/// and a way to unlock ([`passphrase`](Self::passphrase) or
+/// [`identity`](Self::identity)).
+pub struct ChatVaultBuilder {
+    storage: Option<StorageSource>,
+    replica_path: Option<PathBuf>,
+    unlock: Option<Unlock>,
+    device: Option<DeviceId>,
+    sync_every: Option<Duration>,
+    cache_bytes: Option<u64>,
+    work_factor: Option<u8>,
+}
+
+impl std::fmt::Debug for ChatVaultBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatVaultBuilder")
+            .field("replica_path", &self.replica_path)
+            .field("unlock", &self.unlock)
+            .field("device", &self.device)
+            .field("sync_every", &self.sync_every)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatVaultBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            storage: None,
+            replica_path: None,
+            unlock: None,
+            device: None,
+            sync_every: None,
+            cache_bytes: None,
+            work_factor: None,
+        }
+    }
+
+    /// The backend, already built (any [`Storage`](chatvault_core::Storage)
+    /// implementation, wrapped or not).
+    pub fn storage(mut self, storage: DynStorage) -> Self {
+        self.storage = Some(StorageSource::Shared(storage));
+        self
+    }
+
+    /// The backend, from a URL ([`open_url`]): `file:///path`,
+    /// `s3://bucket/prefix`, `supabase+https://project.supabase.co`.
+    pub fn storage_url(mut self, url: impl Into<String>) -> Self {
+        self.storage = Some(StorageSource::Url(url.into()));
+        self
+    }
+
+    /// Where this device keeps its replica file (created if missing). One
+    /// file per vault and device; it holds only ciphertext.
+    pub fn replica_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.replica_path = Some(path.into());
+        self
+    }
+
+    /// Unlocks with a passphrase. On the first device, a new vault's key
+    /// file is created protected by it.
+    pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
+        self.unlock = Some(Unlock::Passphrase(SecretString::from(passphrase.into())));
+        self
+    }
+
+    /// Unlocks with an age X25519 identity. On the first device, a new
+    /// vault's key file is created for its public key.
+    pub fn identity(mut self, identity: age::x25519::Identity) -> Self {
+        self.unlock = Some(Unlock::Identity(identity));
+        self
+    }
+
+    /// This device's id (the tie-break of its clock). Default: the id stored
+    /// in the replica, or a random one recorded there on first open.
+    pub fn device_id(mut self, device: DeviceId) -> Self {
+        self.device = Some(device);
+        self
+    }
+
+    /// Starts background sync right after opening, polling every `interval`
+    /// (or woken by the backend's push notifications, with polling as a
+    /// safety net). Without it, sync runs on [`ChatVault::sync_now`] and
+    /// after [`ChatVault::start_sync`].
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.sync_every = Some(interval);
+        self
+    }
+
+    /// Byte bound of the in-memory cache of full chats (default 32 MiB).
+    pub fn cache_bytes(mut self, bytes: u64) -> Self {
+        self.cache_bytes = Some(bytes);
+        self
+    }
+
+    /// scrypt work factor (`log2 N`, 1..=22) of the passphrase slot when this
+    /// open creates a new vault. Default: age's, about one second per unlock.
+    /// Lower only for tests and demos.
+    pub fn scrypt_work_factor(mut self, log_n: u8) -> Self {
+        self.work_factor = Some(log_n);
+        self
+    }
+
+    /// Opens the vault: opens the replica, unlocks the key file (creating
+    /// the vault if the backend has none), and loads the sidebar from the
+    /// replica.
+    ///
+    /// Errors: [`Error::InvalidInput`] for a missing setting or a replica of
+    /// another vault; [`Error::WrongKey`] when the passphrase or identity
+    /// does not unlock the vault; [`Error::Local`] or
+    /// [`Error::UnsupportedFormat`] for an unusable replica file;
+    /// [`Error::Unavailable`] when the backend is unreachable and this
+    /// device has never unlocked the vault before.
+    pub async fn open(self) -> Result<ChatVault> {
+        let storage = match self.storage {
+            Some(StorageSource::Shared(storage)) => storage,
+            Some(StorageSource::Url(url)) => open_url(&url).await?,
+            None => {
+                return Err(Error::invalid(
+                    "no storage: call ChatVaultBuilder::storage or ::storage_url",
+                ))
+            }
+        };
+        let path = self.replica_path.ok_or_else(|| {
+            Error::invalid("no replica path: call ChatVaultBuilder::replica_path")
+        })?;
+        let unlock = self.unlock.ok_or_else(|| {
+            Error::invalid("no key: call ChatVaultBuilder::passphrase or ::identity")
+        })?;
+        let replica = blocking(move || Replica::open(path)).await?;
+        let replica = Arc::new(replica);
+        let cipher = unlock_vault(&storage, &replica, unlock, self.work_factor).await?;
+        let replica = Arc::try_unwrap(replica).map_err(|_| Error::Local {
+            message: "the replica is still in use after unlocking".into(),
+            source: None,
+        })?;
+        let device = match self.device {
+            Some(device) => device,
+            None => match replica.identity()? {
+                Some((_, device)) => device,
+                None => DeviceId::random(),
+            },
+        };
+        let mut config = EngineConfig::new(cipher.vault(), device);
+        if let Some(bytes) = self.cache_bytes {
+            config.cache_bytes = bytes;
+        }
+        let engine = Engine::open(storage, replica, cipher.clone(), config).await?;
+        let vault = ChatVault::new(engine, cipher);
+        if let Some(interval) = self.sync_every {
+            vault.start_sync(interval)?;
+        }
+        Ok(vault)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Local {
+            message: format!("a background task failed: {e}"),
+            source: None,
+        })?
+}
+
+fn protection(unlock: &Unlock, work_factor: Option<u8>) -> KeyProtection {
+    let protection = match unlock {
+        Unlock::Passphrase(passphrase) => KeyProtection::for_passphrase(passphrase.clone()),
+        Unlock::Identity(identity) => KeyProtection::for_recipients([identity.to_public()]),
+    };
+    match work_factor {
+        Some(log_n) => protection.with_work_factor(log_n),
+        None => protection,
+    }
+}
+
+/// Decrypts a key file off the runtime (scrypt is deliberately slow).
+async fn open_key_file(key_file: Vec<u8>, unlock: Unlock) -> Result<EnvelopeCipher> {
+    blocking(move || EnvelopeCipher::from_key_file(&key_file, &unlock)).await
+}
+
+/// Unlocks the vault's key file from the backend (keeping a copy in the
+/// replica for offline unlock), or from that copy when the backend is
+/// unreachable, or creates the vault when the backend has no key file.
+async fn unlock_vault(
+    storage: &DynStorage,
+    replica: &Arc<Replica>,
+    unlock: Unlock,
+    work_factor: Option<u8>,
+) -> Result<Arc<EnvelopeCipher>> {
+    // Two devices creating the same vault at once: one key file wins, the
+    // other device unlocks it on the second pass.
+    for _ in 0..2 {
+        let key_file = match storage.get_keyring().await {
+            Ok(Some(blob)) => blob.bytes.to_vec(),
+            Ok(None) => {
+                let cipher = match replica.key_file()? {
+                    // The backend lost (or never had) the key file this
+                    // replica was unlocked with: restore it.
+                    Some(local) => open_key_file(local, unlock.clone()).await?,
+                    None => EnvelopeCipher::generate(VaultId::new()),
+                };
+                let protection = protection(&unlock, work_factor);
+                let key_file = cipher.to_key_file(&protection)?;
+                match storage
+                    .put_keyring(key_file.clone().into(), PutPrecondition::Absent)
+                    .await
+                {
+                    Ok(_) => {
+                        keep_key_file(replica, &cipher, key_file).await?;
+                        return Ok(Arc::new(cipher));
+                    }
+                    Err(Error::Conflict { .. }) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) if e.is_retriable() => match replica.key_file()? {
+                Some(local) => {
+                    tracing::info!(error = %e, "backend unreachable; unlocking with the replica's copy of the key file");
+                    return open_key_file(local, unlock).await.map(Arc::new);
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        };
+        let cipher = open_key_file(key_file.clone(), unlock.clone()).await?;
+        keep_key_file(replica, &cipher, key_file).await?;
+        return Ok(Arc::new(cipher));
+    }
+    Err(Error::Unavailable {
+        message: "the vault's key file changed twice while unlocking; try again".into(),
+        source: None,
+    })
+}
+
+/// Keeps a copy of the key file in the replica, unless the replica belongs to
+/// another vault (then opening fails, before anything is overwritten).
+async fn keep_key_file(
+    replica: &Arc<Replica>,
+    cipher: &EnvelopeCipher,
+    key_file: Vec<u8>,
+) -> Result<()> {
+    if let Some((vault, _)) = replica.identity()? {
+        if vault != cipher.vault() {
+            return Err(Error::invalid(format!(
+                "the replica {} belongs to vault {vault}, but the backend holds vault {}; \
+                 use another replica path for this backend",
+                replica.path().display(),
+                cipher.vault()
+            )));
+        }
+    }
+    if replica.key_file()?.as_deref() == Some(key_file.as_slice()) {
+        return Ok(());
+    }
+    let replica = replica.clone();
+    blocking(move || {
+        let mut write = replica.write()?;
+        write.set_key_file(&key_file)?;
+        write.commit()
+    })
+    .await
+}

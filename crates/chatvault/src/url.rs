@@ -1,0 +1,135 @@
+//! [`open_url`]: pick a backend at run time from a URL.
+
+use chatvault_core::{DynStorage, Error, Result};
+
+/// The backends `open_url` knows, by URL scheme, and the Cargo feature each
+/// needs.
+const SCHEMES: &[(&str, &str)] = &[
+    ("file://", "fs"),
+    ("s3://", "s3"),
+    ("supabase+https://", "supabase"),
+    ("supabase+http://", "supabase"),
+];
+
+fn feature_disabled(url: &str, feature: &str) -> Error {
+    Error::invalid(format!(
+        "{url:?} needs the `{feature}` backend, which this build of chatvault leaves out; \
+         enable the Cargo feature `{feature}` of the `chatvault` crate"
+    ))
+}
+
+/// Opens the backend a URL names:
+///
+/// | URL | backend | Cargo feature |
+/// |---|---|---|
+/// | `file:///path/to/folder` | a local (or synced) folder | `fs` (default) |
+/// | `s3://bucket/prefix` | S3 or an S3-compatible store; credentials, region and endpoint from the usual `AWS_*` environment | `s3` |
+/// | `supabase+https://project.supabase.co` | Supabase; the anon key and the user's access token from `SUPABASE_ANON_KEY` and `SUPABASE_ACCESS_TOKEN` | `supabase` |
+///
+/// A URL whose backend's feature is off fails with [`Error::InvalidInput`]
+/// naming the feature to enable; so does an unknown scheme. Applications
+/// that refresh Supabase tokens build `chatvault_supabase::SupabaseStorage`
+/// with their own token source and pass it to
+/// [`ChatVaultBuilder::storage`](crate::ChatVaultBuilder::storage).
+pub async fn open_url(url: &str) -> Result<DynStorage> {
+    let Some(&(scheme, feature)) = SCHEMES.iter().find(|(scheme, _)| url.starts_with(scheme))
+    else {
+        return Err(Error::invalid(format!(
+            "unsupported storage URL {url:?}: expected file:///path, s3://bucket/prefix \
+             or supabase+https://project.supabase.co"
+        )));
+    };
+    match feature {
+        "fs" => open_fs(url, scheme).await,
+        "s3" => open_s3(url).await,
+        _ => open_supabase(url).await,
+    }
+}
+
+#[cfg(feature = "fs")]
+async fn open_fs(url: &str, scheme: &str) -> Result<DynStorage> {
+    let path = &url[scheme.len()..];
+    if path.is_empty() {
+        return Err(Error::invalid(format!("{url:?} names no folder")));
+    }
+    let storage = chatvault_fs::FsStorage::open(path)?;
+    Ok(std::sync::Arc::new(storage))
+}
+
+#[cfg(not(feature = "fs"))]
+async fn open_fs(url: &str, _scheme: &str) -> Result<DynStorage> {
+    Err(feature_disabled(url, "fs"))
+}
+
+#[cfg(feature = "s3")]
+async fn open_s3(url: &str) -> Result<DynStorage> {
+    let storage = chatvault_s3::S3Storage::from_url(url)?;
+    Ok(std::sync::Arc::new(storage))
+}
+
+#[cfg(not(feature = "s3"))]
+async fn open_s3(url: &str) -> Result<DynStorage> {
+    Err(feature_disabled(url, "s3"))
+}
+
+#[cfg(feature = "supabase")]
+async fn open_supabase(url: &str) -> Result<DynStorage> {
+    let variable = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            Error::invalid(format!(
+                "{url:?}: set the environment variable {name}, or build a SupabaseStorage \
+                 with your own token source and pass it to ChatVaultBuilder::storage"
+            ))
+        })
+    };
+    let storage = chatvault_supabase::SupabaseStorage::builder(url)?
+        .anon_key(variable("SUPABASE_ANON_KEY")?)
+        .token_source(chatvault_supabase::StaticToken::new(variable(
+            "SUPABASE_ACCESS_TOKEN",
+        )?))
+        .build()?;
+    Ok(std::sync::Arc::new(storage))
+}
+
+#[cfg(not(feature = "supabase"))]
+async fn open_supabase(url: &str) -> Result<DynStorage> {
+    Err(feature_disabled(url, "supabase"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_schemes_are_invalid_input() {
+        let err = open_url("ftp://example.com/chats")
+            .await
+            .expect_err("ftp is not a backend");
+        assert!(
+            matches!(err, Error::InvalidInput { ref message } if message.contains("unsupported storage URL")),
+            "{err}"
+        );
+    }
+
+    #[cfg(not(feature = "s3"))]
+    #[tokio::test]
+    async fn an_s3_url_without_the_s3_feature_names_the_feature() {
+        let err = open_url("s3://bucket/prefix").await.expect_err("s3 is off");
+        assert!(
+            matches!(err, Error::InvalidInput { ref message } if message.contains("Cargo feature `s3`")),
+            "{err}"
+        );
+    }
+
+    #[cfg(not(feature = "supabase"))]
+    #[tokio::test]
+    async fn a_supabase_url_without_the_supabase_feature_names_the_feature() {
+        let err = open_url("supabase+https://abcd.supabase.co")
+            .await
+            .expect_err("supabase is off");
+        assert!(
+            matches!(err, Error::InvalidInput { ref message } if message.contains("Cargo feature `supabase`")),
+            "{err}"
+        );
+    }
+}

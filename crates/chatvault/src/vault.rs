@@ -1,0 +1,296 @@
+//! [`ChatVault`]: what an application holds.
+
+use crate::builder::ChatVaultBuilder;
+use chatvault_core::engine::{Engine, Event, SyncReport, SyncStatus, SyncWorker};
+use chatvault_core::envelope::{export_age, EnvelopeCipher, ExportTarget};
+use chatvault_core::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role};
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch};
+
+/// Format name of [`ChatVault::export_age`]'s plaintext.
+pub const EXPORT_FORMAT: &str = "chatvault-export/1";
+
+/// One user's chats: local-first, end-to-end encrypted, synced.
+///
+/// Reads ([`sidebar`](Self::sidebar), [`chat`](Self::chat)) come from memory;
+/// writes return once they are durable on this device and are pushed in the
+/// background (or by [`sync_now`](Self::sync_now)). Cheap to share behind an
+/// `Arc`; every method takes `&self`. See the [crate docs](crate) for an
+/// example.
+pub struct ChatVault {
+    engine: Engine,
+    cipher: Arc<EnvelopeCipher>,
+    worker: Mutex<Option<SyncWorker>>,
+}
+
+impl std::fmt::Debug for ChatVault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatVault")
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct Export<'a> {
+    format: &'static str,
+    vault: String,
+    chats: Vec<&'a Chat>,
+}
+
+impl ChatVault {
+    /// Starts configuring a vault: storage, replica path, unlock.
+    pub fn builder() -> ChatVaultBuilder {
+        ChatVaultBuilder::new()
+    }
+
+    pub(crate) fn new(engine: Engine, cipher: Arc<EnvelopeCipher>) -> Self {
+        Self {
+            engine,
+            cipher,
+            worker: Mutex::new(None),
+        }
+    }
+
+    fn worker(&self) -> MutexGuard<'_, Option<SyncWorker>> {
+        // Only an Option<SyncWorker> is guarded; a panic cannot leave it
+        // half-updated.
+        self.worker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sync engine underneath, for what the facade does not cover.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The vault's cipher (to rotate keys, or write the key file for another
+    /// passphrase or recipient).
+    pub fn cipher(&self) -> &Arc<EnvelopeCipher> {
+        &self.cipher
+    }
+
+    /// The vault's id.
+    pub fn vault_id(&self) -> chatvault_core::VaultId {
+        self.engine.vault()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> chatvault_core::DeviceId {
+        self.engine.device()
+    }
+
+    // ----- loading ---------------------------------------------------------
+
+    /// Brings the sidebar up to date with the server (one pull; offline is
+    /// not an error, the replica's sidebar is returned) and returns it.
+    pub async fn load_sidebar(&self) -> Result<Vec<ChatSummary>> {
+        match self.engine.pull().await {
+            Ok(_) => {}
+            Err(e) if e.is_retriable() => {}
+            Err(e) => return Err(e),
+        }
+        Ok(self.sidebar())
+    }
+
+    /// Live chats' summaries (title, last activity, message count, star),
+    /// most recently active first. In memory, no I/O; available offline from
+    /// the moment the vault is open.
+    pub fn sidebar(&self) -> Vec<ChatSummary> {
+        self.engine.sidebar()
+    }
+
+    /// Loads `chat` in full (memory → replica → server) and returns it.
+    /// [`Error::NotFound`] for an unknown or deleted chat.
+    pub async fn load_full_chat(&self, chat: ChatId) -> Result<Arc<Chat>> {
+        self.engine.load_full_chat(chat).await
+    }
+
+    /// The full chat if it is loaded (see [`load_full_chat`](Self::load_full_chat)).
+    pub fn chat(&self, chat: ChatId) -> Option<Arc<Chat>> {
+        self.engine.chat(chat)
+    }
+
+    // ----- writing ---------------------------------------------------------
+
+    /// Saves a whole chat state: merged with what is stored (so nothing
+    /// written concurrently elsewhere is lost) and queued for push. Returns
+    /// the merged state.
+    pub async fn save_chat(&self, chat: Chat) -> Result<Arc<Chat>> {
+        self.engine.save_chat(chat).await
+    }
+
+    /// Creates an empty chat titled `title`.
+    pub async fn new_chat(&self, title: impl Into<String>) -> Result<Arc<Chat>> {
+        let chat = Chat::new(ChatId::new(), title, self.engine.clock().tick());
+        self.engine.save_chat(chat).await
+    }
+
+    /// Renames `chat`.
+    pub async fn rename(&self, chat: ChatId, title: impl Into<String>) -> Result<()> {
+        let title = title.into();
+        self.engine
+            .update(chat, move |c, clock| {
+                c.rename(title, clock.tick());
+                Ok(())
+            })
+            .await
+    }
+
+    /// Stars or unstars `chat`.
+    pub async fn star(&self, chat: ChatId, starred: bool) -> Result<()> {
+        self.engine
+            .update(chat, move |c, clock| {
+                c.star(starred, clock.tick());
+                Ok(())
+            })
+            .await
+    }
+
+    /// Appends a message to `chat` and returns its id.
+    pub async fn add_message(
+        &self,
+        chat: ChatId,
+        role: Role,
+        content: impl Into<String>,
+    ) -> Result<MessageId> {
+        let content = content.into();
+        self.engine
+            .update(chat, move |c, clock| {
+                Ok(c.add_message(role, content, clock.tick()))
+            })
+            .await
+    }
+
+    /// Replaces the text of message `message` in `chat`.
+    /// [`Error::NotFound`] if there is no such live message.
+    pub async fn edit_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        content: impl Into<String>,
+    ) -> Result<()> {
+        let content = content.into();
+        self.engine
+            .update(chat, move |c, clock| {
+                if c.edit_message(message, content, clock.tick()) {
+                    Ok(())
+                } else {
+                    Err(message_not_found(chat, message))
+                }
+            })
+            .await
+    }
+
+    /// Deletes message `message` from `chat` (a tombstone: it stays deleted
+    /// on every device). [`Error::NotFound`] if there is no such message.
+    pub async fn delete_message(&self, chat: ChatId, message: MessageId) -> Result<()> {
+        self.engine
+            .update(chat, move |c, clock| {
+                if c.delete_message(message, clock.tick()) {
+                    Ok(())
+                } else {
+                    Err(message_not_found(chat, message))
+                }
+            })
+            .await
+    }
+
+    /// Deletes `chat` on every device; edits made elsewhere without having
+    /// seen the deletion do not bring it back.
+    pub async fn delete_chat(&self, chat: ChatId) -> Result<()> {
+        self.engine.delete_chat(chat).await
+    }
+
+    // ----- sync and notifications -------------------------------------------
+
+    /// Events: [`Event::ChatUpserted`], [`Event::ChatDeleted`],
+    /// [`Event::SyncStatus`], [`Event::RecordSkipped`].
+    pub fn changes(&self) -> broadcast::Receiver<Event> {
+        self.engine.subscribe()
+    }
+
+    /// The current sync status.
+    pub fn status(&self) -> SyncStatus {
+        self.engine.status()
+    }
+
+    /// A receiver that always holds the latest sync status.
+    pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
+        self.engine.watch_status()
+    }
+
+    /// Chats with local changes the server has not confirmed yet.
+    pub fn pending_changes(&self) -> Result<u64> {
+        self.engine.pending()
+    }
+
+    /// Syncs now: pulls every change, then pushes every queued one.
+    pub async fn sync_now(&self) -> Result<SyncReport> {
+        self.engine.sync_now().await
+    }
+
+    /// Syncs in the background, polling every `interval` (5 s is the usual
+    /// choice), woken early by the backend's push notifications if it has
+    /// them and by local saves. Replaces a sync already running. Must be
+    /// called within a Tokio runtime ([`Error::InvalidInput`] otherwise).
+    pub fn start_sync(&self, interval: Duration) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::invalid(
+                "start_sync must be called from within a Tokio runtime",
+            ));
+        }
+        let worker = self.engine.start_polling(interval);
+        *self.worker() = Some(worker);
+        Ok(())
+    }
+
+    /// Stops background sync (after the round in progress). Queued changes
+    /// stay queued.
+    pub async fn stop_sync(&self) {
+        let worker = self.worker().take();
+        if let Some(worker) = worker {
+            worker.stop().await;
+        }
+    }
+
+    /// True while background sync runs.
+    pub fn is_syncing(&self) -> bool {
+        self.worker().as_ref().is_some_and(SyncWorker::is_running)
+    }
+
+    /// Exports every live chat as a standard age file (decrypt it with the
+    /// `age` or `rage` tools): JSON `{"format": "chatvault-export/1",
+    /// "vault": …, "chats": [...]}`. Loads chat bodies from the server as
+    /// needed.
+    pub async fn export_age(&self, to: &ExportTarget) -> Result<Vec<u8>> {
+        let chats = self.engine.all_chats().await?;
+        let export = Export {
+            format: EXPORT_FORMAT,
+            vault: self.vault_id().to_string(),
+            chats: chats.iter().map(Arc::as_ref).collect(),
+        };
+        let json = serde_json::to_vec(&export)
+            .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
+        let to = to.clone();
+        tokio::task::spawn_blocking(move || export_age(&json, &to))
+            .await
+            .map_err(|e| Error::Local {
+                message: format!("the export task failed: {e}"),
+                source: None,
+            })?
+    }
+
+    /// Stops background sync and closes the vault, releasing the replica
+    /// file (it can then be opened again, e.g. by a new `ChatVault`).
+    pub async fn close(self) {
+        self.stop_sync().await;
+    }
+}
+
+fn message_not_found(chat: ChatId, message: MessageId) -> Error {
+    Error::NotFound {
+        what: format!("message {message} in chat {chat}"),
+    }
+}

@@ -1,0 +1,444 @@
+//! The sync engine: local-first chat state that converges across devices.
+//!
+//! An [`Engine`] ties together a [`Storage`] (the server copy), a
+//! [`Replica`] (this device's crash-safe copy), a [`Cipher`] and the chat
+//! CRDT:
+//!
+//! - **Save** ([`Engine::save_chat`], [`Engine::update`], [`Engine::delete_chat`]):
+//!   merge into the current state → seal summary and body bound to
+//!   `Aad { vault, chat, part, version }` → store the record and its outbox
+//!   entry in one replica transaction → notify listeners → wake the
+//!   background push. The call returns once the change is durable on this
+//!   device; it never waits for the network.
+//! - **Push** (the outbox): each pending chat is put with the precondition
+//!   "the server still holds the version I built on". A conflict is
+//!   resolved by fetch → merge → re-seal as a new version → retry (bounded);
+//!   retriable failures keep the entry queued with backoff; replaying an
+//!   entry that already reached the server is recognised, so a crash
+//!   between push and confirmation loses and duplicates nothing.
+//! - **Pull**: [`Storage::changes`] from the stored cursor, page by page →
+//!   fetch what changed (summaries, inline when the backend provides them;
+//!   bodies only for chats this device holds in full) → open, decode and
+//!   merge on blocking threads, in batches → store with the advanced cursor
+//!   in one transaction → notify. A record that fails to open is reported
+//!   ([`Event::RecordSkipped`], [`SyncReport::skipped`]) and skipped; the
+//!   rest still syncs. An idle pull is one `changes` request: no work is
+//!   proportional to the number of chats.
+//! - **When**: [`Engine::sync_now`] runs one round; [`Engine::start`] runs
+//!   rounds in the background, woken by a [`Transport`] (polling, or the
+//!   backend's push plus polling as a safety net) and by local saves.
+//!
+//! In memory the engine keeps the sidebar (every live chat's summary, in a
+//! `DashMap`) and recently opened chats (a `moka` cache bounded by bytes).
+//! Both are rebuilt from the replica on open, so the sidebar is available
+//! offline and instantly.
+//!
+//! Most applications use the `chatvault` crate's `ChatVault`, which builds an
+//! engine (unlocking the vault, opening the replica) and adds chat-level
+//! helpers on top.
+
+mod outbox;
+mod pull;
+mod save;
+mod sealing;
+mod state;
+mod status;
+mod worker;
+
+pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
+pub use worker::SyncWorker;
+
+use crate::chat::{Chat, ChatSummary};
+use crate::cipher::Cipher;
+use crate::hlc::Clock;
+use crate::ids::{ChatId, DeviceId, VaultId};
+use crate::replica::Replica;
+use crate::storage::{Capabilities, DynStorage};
+use crate::transport::Transport;
+use crate::{Error, Result};
+use sealing::Sealer;
+use state::State;
+use status::Notifier;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{broadcast, watch, Notify};
+
+/// Settings of an [`Engine`].
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The vault the records belong to (bound into every sealed blob).
+    pub vault: VaultId,
+    /// This device (the tie-break of its clock).
+    pub device: DeviceId,
+    /// Byte bound of the full-chat cache.
+    pub cache_bytes: u64,
+    /// Most conflict rounds one push makes before leaving a chat queued for
+    /// the next sync.
+    pub max_conflict_rounds: u32,
+    /// Most changes asked for per [`Storage::changes`](crate::Storage::changes) page.
+    pub page_size: usize,
+}
+
+impl EngineConfig {
+    /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
+    /// rounds, pages of 1,000 changes.
+    pub fn new(vault: VaultId, device: DeviceId) -> Self {
+        Self {
+            vault,
+            device,
+            cache_bytes: 32 << 20,
+            max_conflict_rounds: 5,
+            page_size: 1000,
+        }
+    }
+}
+
+/// Everything the engine's tasks share.
+pub(crate) struct Inner {
+    storage: DynStorage,
+    capabilities: Capabilities,
+    replica: Replica,
+    sealer: Sealer,
+    clock: Clock,
+    config: EngineConfig,
+    state: State,
+    notifier: Notifier,
+    /// Serialises local commits and pull applications: each reads the
+    /// current state, merges and commits, and the in-memory view follows
+    /// the replica in commit order.
+    write_lock: Mutex<()>,
+    /// One push or pull at a time.
+    sync_lock: tokio::sync::Mutex<()>,
+    /// Wakes the background worker after a local save.
+    wake: Notify,
+}
+
+impl Inner {
+    fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is the replica, which is transactional: a panic
+        // mid-write aborted its transaction, so the lock is safe to reuse.
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn max_batch(&self) -> usize {
+        self.capabilities.max_batch.max(1)
+    }
+}
+
+/// Runs `f` on a blocking thread: decryption, parsing, merging and replica
+/// I/O stay off the async runtime.
+async fn blocking<T: Send + 'static>(
+    inner: &Arc<Inner>,
+    f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let inner = inner.clone();
+    tokio::task::spawn_blocking(move || f(&inner))
+        .await
+        .map_err(|e| Error::Local {
+            message: format!("a background task of the sync engine failed: {e}"),
+            source: None,
+        })?
+}
+
+/// The sync engine. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("vault", &self.inner.config.vault)
+            .field("device", &self.inner.config.device)
+            .field("replica", &self.inner.replica)
+            .field("storage", &self.inner.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens the engine over `storage` and `replica` with an unlocked
+    /// `cipher`, and loads the sidebar from the replica (no network).
+    ///
+    /// Records the vault and device in a new replica; fails with
+    /// [`Error::InvalidInput`] if the replica belongs to another vault.
+    pub async fn open(
+        storage: DynStorage,
+        replica: Replica,
+        cipher: Arc<dyn Cipher>,
+        config: EngineConfig,
+    ) -> Result<Self> {
+        let capabilities = storage.capabilities();
+        let inner = Arc::new(Inner {
+            storage,
+            capabilities,
+            sealer: Sealer::new(cipher, config.vault),
+            clock: Clock::new(config.device),
+            state: State::new(config.cache_bytes),
+            notifier: Notifier::new(),
+            write_lock: Mutex::new(()),
+            sync_lock: tokio::sync::Mutex::new(()),
+            wake: Notify::new(),
+            replica,
+            config,
+        });
+        blocking(&inner, |inner| {
+            inner.check_identity()?;
+            inner.load_sidebar_from_replica()
+        })
+        .await?;
+        Ok(Self { inner })
+    }
+
+    /// The vault this engine syncs.
+    pub fn vault(&self) -> VaultId {
+        self.inner.config.vault
+    }
+
+    /// This device.
+    pub fn device(&self) -> DeviceId {
+        self.inner.config.device
+    }
+
+    /// This device's clock: stamps for edits made through [`Engine::update`].
+    pub fn clock(&self) -> &Clock {
+        &self.inner.clock
+    }
+
+    /// The backend.
+    pub fn storage(&self) -> &DynStorage {
+        &self.inner.storage
+    }
+
+    /// The local replica.
+    pub fn replica(&self) -> &Replica {
+        &self.inner.replica
+    }
+
+    /// Live chats' summaries, most recently active first. In memory; no I/O.
+    pub fn sidebar(&self) -> Vec<ChatSummary> {
+        self.inner.state.sidebar()
+    }
+
+    /// Number of live chats in the sidebar.
+    pub fn chat_count(&self) -> usize {
+        self.inner.state.len()
+    }
+
+    /// The summary of `chat`, if it is live.
+    pub fn summary(&self, chat: ChatId) -> Option<ChatSummary> {
+        self.inner.state.summary(chat)
+    }
+
+    /// The full chat if it is loaded in memory (see [`Engine::load_full_chat`]).
+    pub fn chat(&self, chat: ChatId) -> Option<Arc<Chat>> {
+        self.inner.state.cached(chat).filter(|c| !c.is_deleted())
+    }
+
+    /// Bytes held by the full-chat cache.
+    pub fn cached_bytes(&self) -> u64 {
+        self.inner.state.cached_bytes()
+    }
+
+    /// Subscribes to change and status events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.notifier.subscribe()
+    }
+
+    /// The current sync status.
+    pub fn status(&self) -> SyncStatus {
+        self.inner.notifier.status()
+    }
+
+    /// A receiver that always holds the latest sync status.
+    pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
+        self.inner.notifier.watch_status()
+    }
+
+    /// Number of chats with local changes the server has not confirmed.
+    pub fn pending(&self) -> Result<u64> {
+        self.inner.replica.outbox_len()
+    }
+
+    /// Loads `chat` in full: from memory, else from the replica, else from
+    /// the server (then kept in the replica). Fails with
+    /// [`Error::NotFound`] for an unknown or deleted chat.
+    pub async fn load_full_chat(&self, chat: ChatId) -> Result<Arc<Chat>> {
+        save::load_full_chat(&self.inner, chat).await
+    }
+
+    /// Merges `chat` (a whole state, e.g. edited by the application) into the
+    /// stored state and queues it for push. Returns the merged state.
+    pub async fn save_chat(&self, chat: Chat) -> Result<Arc<Chat>> {
+        save::save_chat(&self.inner, chat).await
+    }
+
+    /// Applies `edit` to the current full state of `chat` (loading it first
+    /// if needed) and queues the result for push. `edit` receives this
+    /// device's clock for stamps and returns a value passed back to the
+    /// caller. Fails with [`Error::NotFound`] for an unknown or deleted
+    /// chat.
+    pub async fn update<T, F>(&self, chat: ChatId, edit: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Chat, &Clock) -> Result<T> + Send + 'static,
+    {
+        save::update(&self.inner, chat, edit).await
+    }
+
+    /// Deletes `chat`: a tombstone that wins over edits other devices make
+    /// without having seen it. Deleting a deleted chat does nothing; an
+    /// unknown chat is [`Error::NotFound`].
+    pub async fn delete_chat(&self, chat: ChatId) -> Result<()> {
+        save::delete_chat(&self.inner, chat).await
+    }
+
+    /// Every live chat in full, loading bodies from the server as needed
+    /// (for exports).
+    pub async fn all_chats(&self) -> Result<Vec<Arc<Chat>>> {
+        let mut out = Vec::with_capacity(self.chat_count());
+        for summary in self.sidebar() {
+            match self.load_full_chat(summary.id).await {
+                Ok(chat) => out.push(chat),
+                // Deleted by a concurrent pull since the sidebar was read.
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one sync round now: pull every change, then push the outbox
+    /// (including entries waiting for their backoff). Updates the status and
+    /// returns what was done; on failure the status says why and queued
+    /// changes stay queued.
+    pub async fn sync_now(&self) -> Result<SyncReport> {
+        self.round(true, true).await
+    }
+
+    /// Pulls every change without pushing.
+    pub async fn pull(&self) -> Result<SyncReport> {
+        self.round(true, false).await
+    }
+
+    /// Pushes the outbox without pulling.
+    pub async fn push(&self) -> Result<SyncReport> {
+        self.round(false, true).await
+    }
+
+    async fn round(&self, pull: bool, push: bool) -> Result<SyncReport> {
+        self.round_with(pull, push, true).await
+    }
+
+    /// One round; `force` pushes entries still in their backoff too.
+    pub(crate) async fn round_with(
+        &self,
+        pull: bool,
+        push: bool,
+        force: bool,
+    ) -> Result<SyncReport> {
+        let inner = &self.inner;
+        let _one_at_a_time = inner.sync_lock.lock().await;
+        inner.notifier.set_status(SyncStatus::Syncing);
+        let mut report = SyncReport::default();
+        let mut result = Ok(());
+        if pull {
+            result = pull::pull(inner, &mut report).await;
+        }
+        if push && result.is_ok() {
+            result = outbox::push(inner, &mut report, force).await;
+        }
+        let pending = inner.replica.outbox_len();
+        match (result, pending) {
+            (Ok(()), Ok(pending)) => {
+                report.pending = pending;
+                inner.notifier.finish_round(None);
+                Ok(report)
+            }
+            (Err(e), _) | (Ok(()), Err(e)) => {
+                inner.notifier.finish_round(Some(&e));
+                Err(e)
+            }
+        }
+    }
+
+    /// Starts syncing in the background: a round whenever `transport` says
+    /// so (and after each pull that failed, with its backoff), a push after
+    /// every local save. Stop it with [`SyncWorker::stop`]; dropping the
+    /// worker stops it too. Must be called within a Tokio runtime.
+    pub fn start(&self, transport: Arc<dyn Transport>) -> SyncWorker {
+        worker::start(self.clone(), transport)
+    }
+
+    /// Starts syncing in the background with the default transport: the
+    /// backend's push notifications if it has them ([`Storage::push`]), raced
+    /// with polling every `interval` (jittered, backing off while pulls fail).
+    ///
+    /// [`Storage::push`]: crate::Storage::push
+    pub fn start_polling(&self, interval: Duration) -> SyncWorker {
+        let push = self.inner.storage.push();
+        self.start(Arc::new(worker::PushOrPoll::new(push, interval)))
+    }
+}
+
+impl Inner {
+    fn check_identity(&self) -> Result<()> {
+        match self.replica.identity()? {
+            Some((vault, _)) if vault != self.config.vault => Err(Error::invalid(format!(
+                "the replica {} belongs to vault {vault}, not to vault {}; use another replica path",
+                self.replica.path().display(),
+                self.config.vault
+            ))),
+            Some((_, device)) if device == self.config.device => Ok(()),
+            _ => {
+                let mut write = self.replica.write()?;
+                write.set_identity(self.config.vault, self.config.device)?;
+                write.commit()
+            }
+        }
+    }
+
+    fn load_sidebar_from_replica(&self) -> Result<()> {
+        let stored: Vec<_> = self
+            .replica
+            .summaries()?
+            .into_iter()
+            .filter(|s| !s.deleted)
+            .collect();
+        let opened = sealing::par_map(stored, |s| {
+            (
+                s.chat,
+                self.sealer.open_summary(s.chat, s.version, &s.sealed),
+            )
+        });
+        let mut summaries = Vec::with_capacity(opened.len());
+        for (chat, result) in opened {
+            match result {
+                Ok(summary) => {
+                    self.clock.observe(summary.last_activity);
+                    summaries.push(summary);
+                }
+                Err(e) => {
+                    tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
+                    self.notifier.emit(Event::RecordSkipped {
+                        chat,
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+        self.state.fill(summaries);
+        Ok(())
+    }
+
+    /// Applies a committed state to memory and tells subscribers.
+    fn publish(&self, summary: ChatSummary, version: u64, full: Option<Arc<Chat>>) {
+        let id = summary.id;
+        if self.state.apply(summary, version, full) {
+            self.notifier.emit(Event::ChatDeleted(id));
+        } else {
+            self.notifier.emit(Event::ChatUpserted(id));
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The push flow: the outbox → conditional puts → confirm, or resolve
+//! conflicts by fetch → merge → re-seal → retry.
+//!
+//! Every put carries the precondition "the server holds the version this
+//! state was built on" ([`PutPrecondition::Version`], or
+//! [`PutPrecondition::Absent`] for a chat new to the server), so a push
+//! never overwrites a change it has not merged. Replaying an entry whose
+//! push already landed (the process died before confirming it) conflicts
+//! with our own record; the engine recognises it byte for byte and simply
+//! confirms.
+
+use super::status::SyncReport;
+use super::{blocking, Inner};
+use crate::chat::Chat;
+use crate::ids::ChatId;
+use crate::replica::OutboxEntry;
+use crate::storage::{Part, PutPrecondition, SealedRecord};
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest wait between retries of one outbox entry.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Delay before retry number `attempts` (1 s, 2 s, 4 s … capped).
+fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)))
+        .min(MAX_BACKOFF)
+}
+
+fn precondition(entry: &OutboxEntry) -> PutPrecondition {
+    entry
+        .base
+        .map_or(PutPrecondition::Absent, PutPrecondition::Version)
+}
+
+/// Pushes due outbox entries (all of them with `force`). Stops at the first
+/// retriable failure and returns it; other failures leave their entries
+/// queued with backoff and the first of them is returned at the end.
+pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
+    let mut refused: Option<Error> = None;
+    let now = (!force).then(now_millis);
+    let limit = inner.max_batch().saturating_mul(8);
+    // First the whole outbox, page by page; then only chats whose push lost
+    // a race and was merged, for a bounded number of rounds.
+    let mut conflicts = Vec::new();
+    let mut after = None;
+    loop {
+        let due = blocking(inner, move |inner| inner.replica.due(now, after, limit)).await?;
+        let Some((last, _)) = due.last() else {
+            break;
+        };
+        after = Some(last.chat);
+        conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
+    }
+    for _ in 0..inner.config.max_conflict_rounds {
+        if conflicts.is_empty() {
+            break;
+        }
+        let chats = resolve(inner, std::mem::take(&mut conflicts), report, &mut refused).await?;
+        let retry = blocking(inner, move |inner| inner.replica.pending_records(&chats)).await?;
+        conflicts = push_batch(inner, retry, report, &mut refused).await?;
+    }
+    refused.map_or(Ok(()), Err)
+}
+
+/// Puts `due` in batches; returns the entries whose push conflicted.
+async fn push_batch(
+    inner: &Arc<Inner>,
+    due: Vec<(OutboxEntry, SealedRecord)>,
+    report: &mut SyncReport,
+    refused: &mut Option<Error>,
+) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
+    let mut conflicts = Vec::new();
+    for chunk in due.chunks(inner.max_batch()) {
+        let puts = chunk
+            .iter()
+            .map(|(entry, record)| (record.clone(), precondition(entry)))
+            .collect();
+        let results = inner.storage.put_batch(puts).await;
+        let mut confirmed = Vec::new();
+        let mut failed = Vec::new();
+        let mut offline = None;
+        for ((entry, record), result) in chunk.iter().zip(results) {
+            match result {
+                Ok(()) => confirmed.push((entry.chat, record.version)),
+                Err(Error::Conflict { .. }) => conflicts.push((*entry, record.clone())),
+                Err(e) if e.is_retriable() => {
+                    failed.push(*entry);
+                    offline.get_or_insert(e);
+                }
+                Err(e) => {
+                    tracing::warn!(chat = %entry.chat, error = %e, "push refused; the change stays queued");
+                    failed.push(*entry);
+                    refused.get_or_insert(e);
+                }
+            }
+        }
+        report.pushed += confirmed.len();
+        blocking(inner, move |inner| inner.record_push(&confirmed, &failed)).await?;
+        if let Some(e) = offline {
+            return Err(e);
+        }
+    }
+    Ok(conflicts)
+}
+
+/// Fetches the server's records of conflicting chats and merges them in;
+/// returns the chats merged successfully (to push again).
+async fn resolve(
+    inner: &Arc<Inner>,
+    conflicts: Vec<(OutboxEntry, SealedRecord)>,
+    report: &mut SyncReport,
+    refused: &mut Option<Error>,
+) -> Result<Vec<ChatId>> {
+    let ids: Vec<ChatId> = conflicts.iter().map(|(e, _)| e.chat).collect();
+    let mut theirs: HashMap<ChatId, SealedRecord> = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(inner.max_batch()) {
+        for record in inner.storage.get(chunk, Part::Full).await? {
+            theirs.insert(record.chat, record);
+        }
+    }
+    let outcomes = blocking(inner, move |inner| {
+        Ok(conflicts
+            .into_iter()
+            .map(|(entry, ours)| {
+                let chat = entry.chat;
+                let result = inner.resolve_conflict(&ours, theirs.remove(&chat));
+                (entry, result)
+            })
+            .collect::<Vec<_>>())
+    })
+    .await?;
+    let mut failed = Vec::new();
+    let mut resolved = Vec::new();
+    for (entry, outcome) in outcomes {
+        match outcome {
+            Ok(()) => {
+                report.conflicts_resolved += 1;
+                resolved.push(entry.chat);
+            }
+            Err(e) => {
+                tracing::warn!(chat = %entry.chat, error = %e, "cannot merge the server's record; the change stays queued");
+                failed.push(entry);
+                refused.get_or_insert(e);
+            }
+        }
+    }
+    if !failed.is_empty() {
+        blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
+    }
+    Ok(resolved)
+}
+
+impl Inner {
+    /// Confirms pushed versions and schedules retries, in one transaction.
+    fn record_push(&self, confirmed: &[(ChatId, u64)], failed: &[OutboxEntry]) -> Result<()> {
+        if confirmed.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        for &(chat, version) in confirmed {
+            write.mark_pushed(chat, version)?;
+        }
+        let now = now_millis();
+        for entry in failed {
+            let attempts = entry.attempts.saturating_add(1);
+            let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
+            write.reschedule(entry.chat, attempts, now.saturating_add(delay))?;
+        }
+        write.commit()
+    }
+
+    /// Our push of `ours` lost to the server's record `theirs`: fold the
+    /// server's state into the local one so the next push can win.
+    fn resolve_conflict(&self, ours: &SealedRecord, theirs: Option<SealedRecord>) -> Result<()> {
+        let chat = ours.chat;
+        let opened = match &theirs {
+            Some(t) if t.version == ours.version && t.summary == ours.summary => None,
+            Some(t) => Some(self.sealer.open(t.clone())?),
+            None => None,
+        };
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        if write.pending(chat)?.is_none() {
+            return Ok(());
+        }
+        let Some(theirs) = theirs else {
+            // The precondition failed yet the server holds nothing: whatever
+            // we built on is gone, so push as a new chat.
+            write.rebase(chat, None)?;
+            return write.commit();
+        };
+        let Some(remote) = opened else {
+            // Our own earlier push, replayed after a crash: it landed.
+            write.mark_pushed(chat, ours.version)?;
+            return write.commit();
+        };
+        self.clock.observe(remote.summary.last_activity);
+        let header = write.header(chat)?;
+        let version = theirs.version;
+        if theirs.deleted {
+            write.put_remote(&remote.sealed)?;
+            write.commit()?;
+            self.publish(remote.summary, version, remote.chat.map(Arc::new));
+            return Ok(());
+        }
+        let remote_chat = remote.chat.map(Arc::new).ok_or_else(|| {
+            Error::corrupt(
+                format!("record of chat {chat} version {version}"),
+                "the server returned no body for a full get",
+            )
+        })?;
+        let local = match self.current(chat, header, || write.record(chat, true), true)? {
+            Some(super::save::Current::Full(local)) => local,
+            _ => {
+                return Err(Error::Local {
+                    message: format!("chat {chat} is queued for push but its body is missing"),
+                    source: None,
+                })
+            }
+        };
+        let merged = Chat::merged(&local, &remote_chat);
+        if merged == *remote_chat {
+            write.put_remote(&remote.sealed)?;
+            write.commit()?;
+            self.publish(remote.summary, version, Some(remote_chat));
+            return Ok(());
+        }
+        let next_version = header.map_or(0, |h| h.version).max(version) + 1;
+        let sealed = self.sealer.seal(&merged, next_version)?;
+        write.put_local(&sealed, Some(version))?;
+        write.commit()?;
+        self.publish(merged.summary(), next_version, Some(Arc::new(merged)));
+        Ok(())
+    }
+}

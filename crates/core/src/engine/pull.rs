@@ -1,0 +1,211 @@
+//! The pull flow: change feed → fetch → open off the runtime → merge → store
+//! with the cursor → notify.
+
+use super::sealing::OpenedRecord;
+use super::status::{Event, SkippedRecord, SyncReport};
+use super::{blocking, Inner};
+use crate::chat::{Chat, ChatSummary};
+use crate::ids::ChatId;
+use crate::replica::LocalState;
+use crate::storage::{Change, Cursor, Part, SealedRecord};
+use crate::Result;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What a pulled change needs before it can be applied.
+enum Need {
+    /// Nothing: this device already holds that version (often its own push).
+    Nothing,
+    /// The change carried its summary; no request needed.
+    Inline(SealedRecord),
+    /// The summary must be fetched.
+    Summary(ChatId),
+    /// Summary and body must be fetched: the chat is held in full here, or
+    /// has local changes to merge with.
+    Full(ChatId),
+}
+
+fn plan(change: Change, local: &LocalState) -> Need {
+    let known = match local.pending {
+        Some(entry) => entry.base.is_some_and(|base| base >= change.version),
+        None => local.header.is_some_and(|h| h.version >= change.version),
+    };
+    if known {
+        return Need::Nothing;
+    }
+    let wants_body = !change.deleted && (local.pending.is_some() || local.has_body);
+    match change.summary {
+        _ if wants_body => Need::Full(change.chat),
+        Some(summary) => Need::Inline(SealedRecord {
+            chat: change.chat,
+            version: change.version,
+            deleted: change.deleted,
+            summary,
+            body: None,
+        }),
+        None => Need::Summary(change.chat),
+    }
+}
+
+async fn fetch(inner: &Arc<Inner>, ids: Vec<ChatId>, part: Part) -> Result<Vec<SealedRecord>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(inner.max_batch()) {
+        out.extend(inner.storage.get(chunk, part).await?);
+    }
+    Ok(out)
+}
+
+/// Pulls every change after the stored cursor, page by page.
+pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
+    let mut cursor = inner.replica.cursor()?;
+    loop {
+        let page = inner
+            .storage
+            .changes(&cursor, inner.config.page_size.max(1))
+            .await?;
+        // Within a page the last change of a chat wins.
+        let mut latest: HashMap<ChatId, Change> = HashMap::with_capacity(page.changes.len());
+        for change in page.changes {
+            latest.insert(change.chat, change);
+        }
+        let changes: Vec<Change> = latest.into_values().collect();
+        let needs = blocking(inner, move |inner| {
+            let ids: Vec<ChatId> = changes.iter().map(|c| c.chat).collect();
+            let locals = inner.replica.local_states(&ids)?;
+            Ok(changes
+                .into_iter()
+                .zip(locals.iter())
+                .map(|(change, local)| plan(change, local))
+                .collect::<Vec<Need>>())
+        })
+        .await?;
+
+        let mut records = Vec::new();
+        let (mut summaries, mut fulls) = (Vec::new(), Vec::new());
+        for need in needs {
+            match need {
+                Need::Nothing => {}
+                Need::Inline(record) => records.push(record),
+                Need::Summary(id) => summaries.push(id),
+                Need::Full(id) => fulls.push(id),
+            }
+        }
+        records.extend(fetch(inner, fulls, Part::Full).await?);
+        records.extend(fetch(inner, summaries, Part::Summary).await?);
+
+        let next = page.cursor.clone();
+        if !records.is_empty() || next != cursor {
+            let applied = blocking(inner, move |inner| inner.apply_pulled(records, &next)).await?;
+            report.pulled += applied.pulled;
+            report.skipped.extend(applied.skipped);
+        }
+        cursor = page.cursor;
+        if !page.has_more {
+            return Ok(());
+        }
+    }
+}
+
+/// A committed state to show: summary, version, and the whole chat if known.
+type Published = (ChatSummary, u64, Option<Arc<Chat>>);
+
+struct Applied {
+    pulled: usize,
+    skipped: Vec<SkippedRecord>,
+}
+
+impl Inner {
+    /// Opens `records`, merges them into local state and stores them together
+    /// with `cursor` in one transaction.
+    fn apply_pulled(&self, records: Vec<SealedRecord>, cursor: &Cursor) -> Result<Applied> {
+        let opened = self.sealer.open_all(records);
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let mut published: Vec<Published> = Vec::new();
+        let mut skipped = Vec::new();
+        for (chat, version, result) in opened {
+            let record = match result {
+                Ok(record) => record,
+                Err(error) => {
+                    tracing::warn!(%chat, version, %error, "skipping a pulled record that does not open");
+                    skipped.push(SkippedRecord {
+                        chat,
+                        version,
+                        error,
+                    });
+                    continue;
+                }
+            };
+            if let Some(state) = self.merge_pulled(&mut write, record)? {
+                published.push(state);
+            }
+        }
+        write.set_cursor(cursor)?;
+        write.commit()?;
+        let pulled = published.len();
+        for (summary, version, full) in published {
+            self.publish(summary, version, full);
+        }
+        for s in &skipped {
+            self.notifier.emit(Event::RecordSkipped {
+                chat: s.chat,
+                reason: s.error.to_string(),
+            });
+        }
+        Ok(Applied { pulled, skipped })
+    }
+
+    /// Folds one opened remote record into the replica. Returns the state to
+    /// publish, or `None` if the record brought nothing new.
+    fn merge_pulled(
+        &self,
+        write: &mut crate::replica::ReplicaWrite,
+        record: OpenedRecord,
+    ) -> Result<Option<Published>> {
+        let chat = record.sealed.chat;
+        let version = record.sealed.version;
+        let header = write.header(chat)?;
+        let pending = write.pending(chat)?;
+        self.clock.observe(record.summary.last_activity);
+        let remote = record.chat.map(Arc::new);
+
+        let Some(entry) = pending else {
+            if header.is_some_and(|h| h.version >= version) {
+                return Ok(None);
+            }
+            write.put_remote(&record.sealed)?;
+            return Ok(Some((record.summary, version, remote)));
+        };
+        if entry.base.is_some_and(|base| base >= version) {
+            return Ok(None);
+        }
+        if record.sealed.deleted {
+            // Deletion wins over the local edits: nothing of them survives a
+            // merge with the tombstone, so the server's record is the state.
+            write.put_remote(&record.sealed)?;
+            return Ok(Some((record.summary, version, remote)));
+        }
+        // Without the body there is nothing to merge with yet; the push of
+        // the pending entry will conflict and merge then.
+        let Some(remote) = remote else {
+            return Ok(None);
+        };
+        let local = match self.current(chat, header, || write.record(chat, true), true)? {
+            Some(super::save::Current::Full(local)) => local,
+            _ => return Ok(None),
+        };
+        let merged = Chat::merged(&local, &remote);
+        if merged == *remote {
+            write.put_remote(&record.sealed)?;
+            return Ok(Some((record.summary, version, Some(remote))));
+        }
+        let next_version = header.map_or(0, |h| h.version).max(version) + 1;
+        let sealed = self.sealer.seal(&merged, next_version)?;
+        write.put_local(&sealed, Some(version))?;
+        Ok(Some((
+            merged.summary(),
+            next_version,
+            Some(Arc::new(merged)),
+        )))
+    }
+}

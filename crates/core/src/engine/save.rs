@@ -1,0 +1,318 @@
+//! Local changes and on-demand loading.
+//!
+//! Every local change runs [`Inner::commit_local`] on a blocking thread under
+//! the write lock: read the current state (cache, else the replica), apply
+//! the edit, seal the result as the next version, and store the record with
+//! its outbox entry in one replica transaction. Only then does memory change
+//! and do listeners hear of it.
+
+use super::{blocking, Inner};
+use crate::chat::{Chat, ChatSummary};
+use crate::hlc::Clock;
+use crate::ids::ChatId;
+use crate::replica::RecordHeader;
+use crate::storage::{Part, SealedRecord};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// How often a change that needs a chat's body fetches it before giving up
+/// (each fetch races only with pulls replacing that same chat).
+const BODY_ATTEMPTS: usize = 3;
+
+/// A chat's current state as a local change sees it.
+pub(super) enum Current {
+    /// No record of the chat exists here.
+    Missing,
+    /// Only the summary is held locally (the body was never loaded).
+    Summary(ChatSummary),
+    /// The whole state (a deleted chat is its tombstone).
+    Full(Arc<Chat>),
+}
+
+/// What an edit decided: the new state, if it changed anything, and the
+/// value handed back to the caller.
+type Decision<T> = (Option<Chat>, T);
+
+fn not_found(chat: ChatId) -> Error {
+    Error::NotFound {
+        what: format!("chat {chat}"),
+    }
+}
+
+fn deleted(chat: ChatId) -> Error {
+    Error::NotFound {
+        what: format!("chat {chat} (it was deleted)"),
+    }
+}
+
+/// What the replica holds of a chat's body.
+enum LocalBody {
+    Loaded(Arc<Chat>),
+    Missing,
+    Deleted,
+    NotLocal,
+}
+
+impl Inner {
+    /// The current state of `chat` inside write transaction `header`'s view.
+    /// `None` when `needs_body` and only the summary is held.
+    pub(super) fn current(
+        &self,
+        chat: ChatId,
+        header: Option<RecordHeader>,
+        record: impl FnOnce() -> Result<Option<SealedRecord>>,
+        needs_body: bool,
+    ) -> Result<Option<Current>> {
+        let Some(header) = header else {
+            return Ok(Some(Current::Missing));
+        };
+        if let Some(cached) = self.state.cached_at(chat, header.version) {
+            return Ok(Some(Current::Full(cached)));
+        }
+        let record = record()?.ok_or_else(|| not_found(chat))?;
+        if header.deleted {
+            let summary = self
+                .sealer
+                .open_summary(chat, record.version, &record.summary)?;
+            let at = summary.deleted.unwrap_or(summary.last_activity);
+            return Ok(Some(Current::Full(Arc::new(Chat::tombstone(
+                chat,
+                summary.created,
+                at,
+            )))));
+        }
+        match &record.body {
+            Some(body) => Ok(Some(Current::Full(Arc::new(self.sealer.open_body(
+                chat,
+                record.version,
+                body,
+            )?)))),
+            None if needs_body => Ok(None),
+            None => Ok(Some(Current::Summary(self.sealer.open_summary(
+                chat,
+                record.version,
+                &record.summary,
+            )?))),
+        }
+    }
+
+    /// Applies `edit` to `chat` and commits the result with its outbox entry.
+    /// Hands `edit` back unused if it needs the body and this device does not
+    /// hold it.
+    pub(super) fn commit_local<T, F>(
+        &self,
+        chat: ChatId,
+        needs_body: bool,
+        edit: F,
+    ) -> Result<Result<T, F>>
+    where
+        F: FnOnce(Current, &Clock) -> Result<Decision<T>>,
+    {
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let header = write.header(chat)?;
+        let current = self.current(chat, header, || write.record(chat, true), needs_body)?;
+        let Some(current) = current else {
+            return Ok(Err(edit));
+        };
+        let (next, out) = edit(current, &self.clock)?;
+        // Dropping the transaction unused aborts it: nothing changed.
+        let Some(next) = next else {
+            return Ok(Ok(out));
+        };
+        let base = match write.pending(chat)? {
+            Some(entry) => entry.base,
+            None => header.map(|h| h.version),
+        };
+        let version = header
+            .map_or(0, |h| h.version)
+            .max(base.unwrap_or(0))
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))?;
+        let record = self.sealer.seal(&next, version)?;
+        write.put_local(&record, base)?;
+        write.commit()?;
+        self.publish(next.summary(), version, Some(Arc::new(next)));
+        self.wake.notify_one();
+        Ok(Ok(out))
+    }
+
+    /// Reads `chat`'s body from the replica and caches it.
+    fn load_local_body(&self, chat: ChatId) -> Result<LocalBody> {
+        let Some(record) = self.replica.record(chat, true)? else {
+            return Ok(LocalBody::Missing);
+        };
+        if record.deleted {
+            return Ok(LocalBody::Deleted);
+        }
+        let Some(body) = &record.body else {
+            return Ok(LocalBody::NotLocal);
+        };
+        let loaded = Arc::new(self.sealer.open_body(chat, record.version, body)?);
+        let _writes = self.lock_writes();
+        // Cache only if no commit replaced the record meanwhile.
+        if self.replica.header(chat)?.map(|h| h.version) == Some(record.version) {
+            self.state.cache(record.version, loaded.clone());
+        }
+        Ok(LocalBody::Loaded(loaded))
+    }
+
+    /// Stores a record fetched on demand: its body if it matches the local
+    /// version, or the whole record if the server is ahead and nothing local
+    /// is pending (then it is what the next pull would have brought).
+    fn store_fetched(&self, record: SealedRecord) -> Result<()> {
+        let opened = self.sealer.open(record)?;
+        let chat = opened.sealed.chat;
+        let version = opened.sealed.version;
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let header = write.header(chat)?;
+        let pending = write.pending(chat)?;
+        let full = opened.chat.map(Arc::new);
+        match header {
+            Some(h) if h.version == version => {
+                if let (Some(body), Some(chat_state)) = (&opened.sealed.body, &full) {
+                    if write.put_body(chat, version, body)? {
+                        write.commit()?;
+                        self.state.cache(version, chat_state.clone());
+                    }
+                }
+            }
+            Some(h) if h.version > version || pending.is_some() => {}
+            _ => {
+                write.put_remote(&opened.sealed)?;
+                write.commit()?;
+                if let Some(c) = &full {
+                    self.clock.observe(c.last_activity());
+                }
+                self.publish(opened.summary, version, full);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fetches `chat` in full from the server and keeps it locally.
+async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
+    let records = inner.storage.get(&[chat], Part::Full).await?;
+    let record = records
+        .into_iter()
+        .find(|r| r.chat == chat)
+        .ok_or_else(|| Error::NotFound {
+            what: format!("chat {chat} on the server"),
+        })?;
+    blocking(inner, move |inner| inner.store_fetched(record)).await
+}
+
+pub(super) async fn load_full_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<Arc<Chat>> {
+    if let Some(cached) = inner.state.cached(chat) {
+        return if cached.is_deleted() {
+            Err(deleted(chat))
+        } else {
+            Ok(cached)
+        };
+    }
+    for _ in 0..BODY_ATTEMPTS {
+        match blocking(inner, move |inner| inner.load_local_body(chat)).await? {
+            LocalBody::Loaded(loaded) => return Ok(loaded),
+            LocalBody::Missing => return Err(not_found(chat)),
+            LocalBody::Deleted => return Err(deleted(chat)),
+            LocalBody::NotLocal => fetch_body(inner, chat).await?,
+        }
+    }
+    Err(body_keeps_changing(chat))
+}
+
+fn body_keeps_changing(chat: ChatId) -> Error {
+    Error::Unavailable {
+        message: format!("chat {chat} changed on the server while it was being loaded; try again"),
+        source: None,
+    }
+}
+
+/// Runs a local edit, fetching the chat's body first when the edit needs it
+/// and this device does not hold it.
+async fn run_edit<T, F>(inner: &Arc<Inner>, chat: ChatId, needs_body: bool, edit: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Current, &Clock) -> Result<Decision<T>> + Send + 'static,
+{
+    let mut edit = edit;
+    for _ in 0..BODY_ATTEMPTS {
+        match blocking(inner, move |inner| {
+            inner.commit_local(chat, needs_body, edit)
+        })
+        .await?
+        {
+            Ok(out) => return Ok(out),
+            Err(unused) => {
+                edit = unused;
+                fetch_body(inner, chat).await?;
+            }
+        }
+    }
+    Err(body_keeps_changing(chat))
+}
+
+pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat>> {
+    inner.clock.observe(chat.last_activity());
+    let id = chat.id;
+    run_edit(inner, id, true, move |current, _| match current {
+        Current::Missing => {
+            let saved = Arc::new(chat.clone());
+            Ok((Some(chat), saved))
+        }
+        Current::Full(stored) => {
+            let merged = Chat::merged(&stored, &chat);
+            if merged == *stored {
+                Ok((None, stored))
+            } else {
+                let saved = Arc::new(merged.clone());
+                Ok((Some(merged), saved))
+            }
+        }
+        Current::Summary(_) => Err(Error::Local {
+            message: format!("chat {id} has no local body after loading it"),
+            source: None,
+        }),
+    })
+    .await
+}
+
+pub(super) async fn update<T, F>(inner: &Arc<Inner>, chat: ChatId, edit: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Chat, &Clock) -> Result<T> + Send + 'static,
+{
+    run_edit(inner, chat, true, move |current, clock| match current {
+        Current::Missing => Err(not_found(chat)),
+        Current::Full(stored) if stored.is_deleted() => Err(deleted(chat)),
+        Current::Full(stored) => {
+            let mut next = (*stored).clone();
+            let out = edit(&mut next, clock)?;
+            Ok((if next == *stored { None } else { Some(next) }, out))
+        }
+        Current::Summary(_) => Err(Error::Local {
+            message: format!("chat {chat} has no local body after loading it"),
+            source: None,
+        }),
+    })
+    .await
+}
+
+pub(super) async fn delete_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
+    run_edit(inner, chat, false, move |current, clock| match current {
+        Current::Missing => Err(not_found(chat)),
+        Current::Full(stored) if stored.is_deleted() => Ok((None, ())),
+        Current::Full(stored) => {
+            let mut next = (*stored).clone();
+            next.delete(clock.tick());
+            Ok((Some(next), ()))
+        }
+        Current::Summary(summary) => Ok((
+            Some(Chat::tombstone(chat, summary.created, clock.tick())),
+            (),
+        )),
+    })
+    .await
+}

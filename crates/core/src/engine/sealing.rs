@@ -1,0 +1,167 @@
+//! Turning chats into sealed records and back.
+//!
+//! Each part is bound to `Aad { vault, chat, part, version }`: the summary
+//! with [`Part::Summary`], the body with [`Part::Full`]. Opening also checks
+//! that the decoded chat is the one the record claims to be.
+
+use crate::chat::{Chat, ChatSummary};
+use crate::cipher::{Aad, Cipher};
+use crate::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
+use crate::ids::{ChatId, VaultId};
+use crate::storage::{Part, SealedRecord};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// A pulled or stored record, opened.
+#[derive(Debug)]
+pub(crate) struct OpenedRecord {
+    /// The sealed record as received (kept to store it unchanged).
+    pub sealed: SealedRecord,
+    /// Its summary.
+    pub summary: ChatSummary,
+    /// Its body, if the record carried one.
+    pub chat: Option<Chat>,
+}
+
+/// Seals and opens records of one vault.
+pub(crate) struct Sealer {
+    cipher: Arc<dyn Cipher>,
+    vault: VaultId,
+}
+
+impl Sealer {
+    pub(crate) fn new(cipher: Arc<dyn Cipher>, vault: VaultId) -> Self {
+        Self { cipher, vault }
+    }
+
+    fn aad(&self, chat: ChatId, part: Part, version: u64) -> Aad {
+        Aad {
+            vault: self.vault,
+            chat,
+            part,
+            version,
+        }
+    }
+
+    /// Seals `chat` as version `version`: summary always, body unless the
+    /// chat is deleted (a tombstone carries only its sealed summary).
+    pub(crate) fn seal(&self, chat: &Chat, version: u64) -> Result<SealedRecord> {
+        let summary = encode_summary(&chat.summary())?;
+        let summary = self
+            .cipher
+            .seal(&self.aad(chat.id, Part::Summary, version), &summary)?;
+        let body = if chat.is_deleted() {
+            None
+        } else {
+            let body = encode_chat(chat)?;
+            Some(
+                self.cipher
+                    .seal(&self.aad(chat.id, Part::Full, version), &body)?
+                    .into(),
+            )
+        };
+        Ok(SealedRecord {
+            chat: chat.id,
+            version,
+            deleted: chat.is_deleted(),
+            summary: summary.into(),
+            body,
+        })
+    }
+
+    pub(crate) fn open_summary(
+        &self,
+        chat: ChatId,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<ChatSummary> {
+        let plain = self
+            .cipher
+            .open(&self.aad(chat, Part::Summary, version), sealed)?;
+        let summary = decode_summary(&plain)?;
+        if summary.id != chat {
+            return Err(Error::corrupt(
+                format!("summary of chat {chat}"),
+                format!("it describes chat {}", summary.id),
+            ));
+        }
+        Ok(summary)
+    }
+
+    pub(crate) fn open_body(&self, chat: ChatId, version: u64, sealed: &[u8]) -> Result<Chat> {
+        let plain = self
+            .cipher
+            .open(&self.aad(chat, Part::Full, version), sealed)?;
+        let decoded = decode_chat(&plain)?;
+        if decoded.id != chat {
+            return Err(Error::corrupt(
+                format!("body of chat {chat}"),
+                format!("it holds chat {}", decoded.id),
+            ));
+        }
+        Ok(decoded)
+    }
+
+    /// Opens a whole record. A tombstone's state is rebuilt from its summary.
+    pub(crate) fn open(&self, sealed: SealedRecord) -> Result<OpenedRecord> {
+        let summary = self.open_summary(sealed.chat, sealed.version, &sealed.summary)?;
+        if sealed.deleted != summary.deleted.is_some() {
+            return Err(Error::corrupt(
+                format!("record of chat {}", sealed.chat),
+                "its deleted flag disagrees with its sealed summary",
+            ));
+        }
+        let chat = match (&summary.deleted, &sealed.body) {
+            (Some(deleted), _) => Some(Chat::tombstone(sealed.chat, summary.created, *deleted)),
+            (None, Some(body)) => Some(self.open_body(sealed.chat, sealed.version, body)?),
+            (None, None) => None,
+        };
+        Ok(OpenedRecord {
+            sealed,
+            summary,
+            chat,
+        })
+    }
+
+    /// Opens many records, spreading the work over the machine's cores; each
+    /// result stands alone, so one bad record does not spoil the batch.
+    pub(crate) fn open_all(
+        &self,
+        records: Vec<SealedRecord>,
+    ) -> Vec<(ChatId, u64, Result<OpenedRecord>)> {
+        par_map(records, |r| (r.chat, r.version, self.open(r)))
+    }
+}
+
+/// Maps `items` with `f` on up to one thread per core (in order), for the
+/// CPU-bound batches of decryption and parsing; small batches stay on the
+/// calling thread.
+pub(crate) fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    const MIN_PER_THREAD: usize = 256;
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1);
+    if items.len() < 2 * MIN_PER_THREAD || threads < 2 {
+        return items.into_iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads).max(MIN_PER_THREAD);
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(chunk).collect());
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}

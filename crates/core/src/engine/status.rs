@@ -1,0 +1,142 @@
+//! What the engine tells the application: sync status, change events and
+//! per-sync reports.
+
+use crate::ids::ChatId;
+use crate::Error;
+use tokio::sync::{broadcast, watch};
+
+/// Where synchronisation stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncStatus {
+    /// The backend is unreachable (or no sync has run yet); local changes
+    /// are kept in the outbox and pushed once it answers again.
+    Offline {
+        /// Why, in words.
+        reason: String,
+    },
+    /// A sync round is running.
+    Syncing,
+    /// The last round pulled every change and pushed every local change.
+    Synced,
+    /// The last round failed in a way retrying alone will not fix (refused
+    /// credentials, a record the server rejects). Local changes stay queued.
+    Error {
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// A change applications react to (refresh the sidebar, the open chat, a
+/// status line). Delivered on a broadcast channel: a receiver that falls more
+/// than its capacity behind gets `RecvError::Lagged` and should re-read
+/// [`Engine::sidebar`](super::Engine::sidebar).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A chat was created or changed, locally or by a pull.
+    ChatUpserted(ChatId),
+    /// A chat was deleted, locally or by a pull.
+    ChatDeleted(ChatId),
+    /// The sync status changed.
+    SyncStatus(SyncStatus),
+    /// A pulled record could not be opened (corrupt, tampered with, or from
+    /// a newer chatvault) and was skipped; the rest of the vault still syncs.
+    RecordSkipped {
+        /// The chat whose record was skipped.
+        chat: ChatId,
+        /// The error, in words.
+        reason: String,
+    },
+}
+
+/// A pulled record that could not be opened and was skipped.
+#[derive(Debug)]
+pub struct SkippedRecord {
+    /// The chat.
+    pub chat: ChatId,
+    /// The version that failed to open.
+    pub version: u64,
+    /// Why ([`Error::Tampered`], [`Error::Corrupt`],
+    /// [`Error::UnsupportedFormat`], [`Error::UnknownKeyId`]).
+    pub error: Error,
+}
+
+/// What one sync round did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Chats whose newer server state was applied locally.
+    pub pulled: usize,
+    /// Local changes the server confirmed.
+    pub pushed: usize,
+    /// Pushes that lost a race and were merged and re-sealed.
+    pub conflicts_resolved: usize,
+    /// Pulled records that failed to open.
+    pub skipped: Vec<SkippedRecord>,
+    /// Chats still waiting in the outbox after the round.
+    pub pending: u64,
+}
+
+/// Fans events out to subscribers and keeps the current status.
+pub(crate) struct Notifier {
+    events: broadcast::Sender<Event>,
+    status: watch::Sender<SyncStatus>,
+}
+
+/// How many events a slow subscriber may fall behind before it lags.
+const EVENT_CAPACITY: usize = 4096;
+
+impl Notifier {
+    pub(crate) fn new() -> Self {
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        let (status, _) = watch::channel(SyncStatus::Offline {
+            reason: "not synced since the vault was opened".to_string(),
+        });
+        Self { events, status }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn watch_status(&self) -> watch::Receiver<SyncStatus> {
+        self.status.subscribe()
+    }
+
+    pub(crate) fn status(&self) -> SyncStatus {
+        self.status.borrow().clone()
+    }
+
+    pub(crate) fn emit(&self, event: Event) {
+        // No subscriber is not an error: nobody is listening yet.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn set_status(&self, status: SyncStatus) {
+        let changed = self.status.send_if_modified(|current| {
+            if *current == status {
+                false
+            } else {
+                *current = status.clone();
+                true
+            }
+        });
+        if changed {
+            self.emit(Event::SyncStatus(status));
+        }
+    }
+
+    /// The status after a round ended with `error` (or none).
+    pub(crate) fn finish_round(&self, error: Option<&Error>) {
+        let status = match error {
+            None => SyncStatus::Synced,
+            Some(e) if e.is_retriable() => SyncStatus::Offline {
+                reason: e.to_string(),
+            },
+            Some(e) => SyncStatus::Error {
+                reason: e.to_string(),
+            },
+        };
+        self.set_status(status);
+    }
+}
