@@ -86,7 +86,11 @@ impl ObjectStoreStorage {
         let (mut index, mut chats) = match base {
             Some(snapshot) => (
                 Index::from_snapshot(&snapshot),
-                snapshot.chats.into_iter().map(|c| (c.item.chat, c)).collect(),
+                snapshot
+                    .chats
+                    .into_iter()
+                    .map(|c| (c.item.chat, c))
+                    .collect(),
             ),
             None => (Index::genesis(), HashMap::new()),
         };
@@ -148,7 +152,11 @@ impl ObjectStoreStorage {
             let path = self.layout.snapshot(head);
             match self
                 .store
-                .put_opts(&path, encode_snapshot(&snapshot)?.into(), PutOptions::from(PutMode::Create))
+                .put_opts(
+                    &path,
+                    encode_snapshot(&snapshot)?.into(),
+                    PutOptions::from(PutMode::Create),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -159,7 +167,9 @@ impl ObjectStoreStorage {
             }
         }
 
-        report.log_entries_deleted = self.delete_all(deletable.into_iter().map(|(_, p)| p)).await?;
+        report.log_entries_deleted = self
+            .delete_all(deletable.into_iter().map(|(_, p)| p))
+            .await?;
 
         let snapshots = self.list_numbered(self.layout.snap_dir(), 0).await?;
         let superseded = snapshots

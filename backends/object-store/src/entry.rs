@@ -48,7 +48,11 @@ pub(crate) struct EntryItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) body_len: Option<u64>,
     /// The sealed summary, unless it was larger than the inline limit.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "base64_bytes")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
     pub(crate) summary: Option<Bytes>,
 }
 
@@ -105,14 +109,21 @@ pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Bytes> {
 /// Decodes and checks a log entry; `what` names it in errors.
 pub(crate) fn decode_entry(bytes: &[u8], what: &str) -> Result<LogEntry> {
     let json = check_header(bytes, ENTRY_MAGIC, ENTRY_FORMAT, "log entry", what)?;
-    let entry: LogEntry =
-        serde_json::from_slice(json).map_err(|e| Error::corrupt(what, format!("malformed log entry: {e}")))?;
+    let entry: LogEntry = serde_json::from_slice(json)
+        .map_err(|e| Error::corrupt(what, format!("malformed log entry: {e}")))?;
     if entry.items.is_empty() {
         return Err(Error::corrupt(what, "log entry without records"));
     }
     for item in &entry.items {
-        if item.summary.as_ref().is_some_and(|s| s.len() as u64 != item.summary_len) {
-            return Err(Error::corrupt(what, "inline summary length disagrees with summary_len"));
+        if item
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.len() as u64 != item.summary_len)
+        {
+            return Err(Error::corrupt(
+                what,
+                "inline summary length disagrees with summary_len",
+            ));
         }
         if item.deleted && item.body_len.is_some() {
             return Err(Error::corrupt(what, "tombstone with a body"));
@@ -155,7 +166,12 @@ pub(crate) fn decode_blob(
         (false, _) => None,
         (true, None) if rest == 0 => None,
         (true, Some(len)) if rest == len => Some(bytes.slice(summary_end..)),
-        _ => return Err(Error::corrupt(what, "blob length disagrees with its log entry")),
+        _ => {
+            return Err(Error::corrupt(
+                what,
+                "blob length disagrees with its log entry",
+            ))
+        }
     };
     Ok((summary, body))
 }
@@ -169,7 +185,10 @@ pub(crate) fn check_header<'a>(
     what: &str,
 ) -> Result<&'a [u8]> {
     if bytes.len() < HEADER_LEN || &bytes[..3] != magic {
-        return Err(Error::corrupt(what, format!("not a chatvault {kind} (bad magic or truncated)")));
+        return Err(Error::corrupt(
+            what,
+            format!("not a chatvault {kind} (bad magic or truncated)"),
+        ));
     }
     match bytes[3] {
         found if found == format => Ok(&bytes[HEADER_LEN..]),
@@ -179,7 +198,10 @@ pub(crate) fn check_header<'a>(
             found: u32::from(found),
             supported: u32::from(format),
         }),
-        found => Err(Error::corrupt(what, format!("{kind} with retired format {found}"))),
+        found => Err(Error::corrupt(
+            what,
+            format!("{kind} with retired format {found}"),
+        )),
     }
 }
 
@@ -190,14 +212,19 @@ pub(crate) mod base64_bytes {
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(crate) fn serialize<S: Serializer>(value: &Option<Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Bytes>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         match value {
             Some(bytes) => serializer.serialize_str(&STANDARD.encode(bytes)),
             None => serializer.serialize_none(),
         }
     }
 
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Bytes>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Bytes>, D::Error> {
         match Option::<String>::deserialize(deserializer)? {
             Some(text) => STANDARD
                 .decode(text)
@@ -228,19 +255,21 @@ mod tests {
             any::<u64>(),
             any::<u64>(),
         )
-            .prop_map(|(chat, version, write, deleted, pre, summary, summary_len, body_len)| {
-                let summary = summary.map(Bytes::from);
-                EntryItem {
-                    chat: ChatId::from_bytes(chat),
-                    version,
-                    write: WriteId(write),
-                    deleted,
-                    pre,
-                    summary_len: summary.as_ref().map_or(summary_len, |s| s.len() as u64),
-                    body_len: (!deleted).then_some(body_len),
-                    summary,
-                }
-            })
+            .prop_map(
+                |(chat, version, write, deleted, pre, summary, summary_len, body_len)| {
+                    let summary = summary.map(Bytes::from);
+                    EntryItem {
+                        chat: ChatId::from_bytes(chat),
+                        version,
+                        write: WriteId(write),
+                        deleted,
+                        pre,
+                        summary_len: summary.as_ref().map_or(summary_len, |s| s.len() as u64),
+                        body_len: (!deleted).then_some(body_len),
+                        summary,
+                    }
+                },
+            )
     }
 
     proptest! {
@@ -279,7 +308,11 @@ mod tests {
         bytes.extend_from_slice(b"{}");
         assert!(matches!(
             decode_entry(&bytes, "t"),
-            Err(Error::UnsupportedFormat { found: 2, supported: 1, .. })
+            Err(Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+                ..
+            })
         ));
     }
 
@@ -299,18 +332,37 @@ mod tests {
         };
         let encoded = encode_entry(&entry).expect("encodes");
         for cut in [0, 2, 4, encoded.len() - 1] {
-            assert!(matches!(decode_entry(&encoded[..cut], "t"), Err(Error::Corrupt { .. })), "cut at {cut}");
+            assert!(
+                matches!(
+                    decode_entry(&encoded[..cut], "t"),
+                    Err(Error::Corrupt { .. })
+                ),
+                "cut at {cut}"
+            );
         }
-        assert!(matches!(decode_entry(b"hello world", "t"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode_entry(b"hello world", "t"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
     fn a_blob_shorter_than_its_entry_says_is_corrupt() {
         let blob = encode_blob(b"summary", Some(b"body"));
-        assert!(matches!(decode_blob(blob.slice(..8), 7, Some(4), false, "t"), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_blob(blob.slice(..11), 7, Some(4), true, "t"), Err(Error::Corrupt { .. })));
-        assert!(matches!(decode_blob(blob.clone(), 7, Some(5), true, "t"), Err(Error::Corrupt { .. })));
-        let (summary, body) = decode_blob(blob.slice(..11), 7, Some(4), false, "t").expect("head decodes");
+        assert!(matches!(
+            decode_blob(blob.slice(..8), 7, Some(4), false, "t"),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_blob(blob.slice(..11), 7, Some(4), true, "t"),
+            Err(Error::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_blob(blob.clone(), 7, Some(5), true, "t"),
+            Err(Error::Corrupt { .. })
+        ));
+        let (summary, body) =
+            decode_blob(blob.slice(..11), 7, Some(4), false, "t").expect("head decodes");
         assert_eq!((&summary[..], body), (&b"summary"[..], None));
     }
 

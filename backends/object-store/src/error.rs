@@ -25,7 +25,9 @@ pub(crate) fn map_store_error(err: object_store::Error, what: &str) -> Error {
             code: "precondition_failed".into(),
             message: format!("{what}: {err}"),
         },
-        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => Error::invalid(format!("{what}: {err}")),
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => {
+            Error::invalid(format!("{what}: {err}"))
+        }
         other => Error::unavailable(format!("{what}: object store request failed"), other),
     }
 }
@@ -57,12 +59,18 @@ mod tests {
             path: "p".into(),
             source: boxed("403"),
         };
-        assert!(matches!(map_store_error(denied, "x"), Error::Unauthorized { .. }));
+        assert!(matches!(
+            map_store_error(denied, "x"),
+            Error::Unauthorized { .. }
+        ));
         let unauthenticated = object_store::Error::Unauthenticated {
             path: "p".into(),
             source: boxed("401"),
         };
-        assert!(matches!(map_store_error(unauthenticated, "x"), Error::Unauthorized { .. }));
+        assert!(matches!(
+            map_store_error(unauthenticated, "x"),
+            Error::Unauthorized { .. }
+        ));
         assert!(matches!(
             map_store_error(object_store::Error::NotImplemented, "x"),
             Error::Rejected { .. }
@@ -71,6 +79,9 @@ mod tests {
             path: "p".into(),
             source: boxed("404"),
         };
-        assert!(matches!(map_store_error(missing, "x"), Error::NotFound { .. }));
+        assert!(matches!(
+            map_store_error(missing, "x"),
+            Error::NotFound { .. }
+        ));
     }
 }

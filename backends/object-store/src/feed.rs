@@ -28,7 +28,12 @@ impl FeedPosition {
         if cursor.is_start() {
             return Ok(Self::START);
         }
-        let bad = || Error::invalid(format!("{:?} is not a cursor of the object-store backend", cursor.0));
+        let bad = || {
+            Error::invalid(format!(
+                "{:?} is not a cursor of the object-store backend",
+                cursor.0
+            ))
+        };
         let (done, idx) = match cursor.0.split_once('.') {
             Some((done, idx)) => (done, idx.parse::<u32>().map_err(|_| bad())?),
             None => (cursor.0.as_str(), 0),
@@ -109,7 +114,9 @@ impl ObjectStoreStorage {
         }
         // Every entry holds at least one item, so `limit` entries can fill the page.
         let last = head.min(pos.0.seq.saturating_add(limit as u64 - 1));
-        let wanted: Vec<u64> = (pos.0.seq..=last).filter(|seq| !fetched.contains_key(seq)).collect();
+        let wanted: Vec<u64> = (pos.0.seq..=last)
+            .filter(|seq| !fetched.contains_key(seq))
+            .collect();
         fetched.extend(self.fetch_entries(&wanted).await?);
 
         let mut changes = Vec::new();
@@ -230,7 +237,10 @@ mod tests {
     fn foreign_cursors_are_invalid_input() {
         for text in ["abc", "1.x", "-1", "18446744073709551615", "1.2.3"] {
             assert!(
-                matches!(FeedPosition::parse(&Cursor(text.into())), Err(Error::InvalidInput { .. })),
+                matches!(
+                    FeedPosition::parse(&Cursor(text.into())),
+                    Err(Error::InvalidInput { .. })
+                ),
                 "{text}"
             );
         }

@@ -107,7 +107,12 @@ impl Index {
 
     /// `Err(current version)` if a put of `version` under `pre` would not
     /// commit now.
-    pub(crate) fn check(&self, chat: &ChatId, version: u64, pre: Precondition) -> Result<(), Option<u64>> {
+    pub(crate) fn check(
+        &self,
+        chat: &ChatId,
+        version: u64,
+        pre: Precondition,
+    ) -> Result<(), Option<u64>> {
         let current = self.chats.get(chat).map(|c| c.version);
         if pre.admits(current, version) {
             Ok(())

@@ -40,7 +40,11 @@ impl ObjectStoreStorage {
         })
     }
 
-    pub(crate) async fn write_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+    pub(crate) async fn write_keyring(
+        &self,
+        bytes: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<u64> {
         if bytes.len() > self.options.max_record_bytes {
             return Err(Error::TooLarge {
                 size: bytes.len(),
@@ -61,7 +65,11 @@ impl ObjectStoreStorage {
             let path = self.layout.keyring(version);
             match self
                 .store
-                .put_opts(&path, bytes.clone().into(), PutOptions::from(PutMode::Create))
+                .put_opts(
+                    &path,
+                    bytes.clone().into(),
+                    PutOptions::from(PutMode::Create),
+                )
                 .await
             {
                 Ok(_) => return Ok(version),

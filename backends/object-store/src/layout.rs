@@ -55,7 +55,8 @@ impl Serialize for WriteId {
 impl<'de> Deserialize<'de> for WriteId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        parse_write_id(&text).ok_or_else(|| serde::de::Error::custom("write id is not 16 hex digits"))
+        parse_write_id(&text)
+            .ok_or_else(|| serde::de::Error::custom("write id is not 16 hex digits"))
     }
 }
 
@@ -222,7 +223,11 @@ mod tests {
             "v/log/sub/00000000000000000001",
             "v/snap/00000000000000000001",
         ] {
-            assert_eq!(Layout::numbered_child(layout.log_dir(), &Path::from(name)), None, "{name}");
+            assert_eq!(
+                Layout::numbered_child(layout.log_dir(), &Path::from(name)),
+                None,
+                "{name}"
+            );
         }
     }
 

@@ -135,7 +135,8 @@ use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result, SealedRecord, Storage,
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result,
+    SealedRecord, Storage,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;

@@ -34,7 +34,11 @@ pub(crate) struct CatchUp {
 impl ObjectStoreStorage {
     /// Numbered objects directly inside `dir` after `after`, ascending.
     /// Foreign objects are reported and skipped.
-    pub(crate) async fn list_numbered(&self, dir: &Path, after: u64) -> Result<Vec<(u64, ObjectMeta)>> {
+    pub(crate) async fn list_numbered(
+        &self,
+        dir: &Path,
+        after: u64,
+    ) -> Result<Vec<(u64, ObjectMeta)>> {
         let offset = Layout::numbered_path(dir, after);
         let mut stream = self.store.list_with_offset(Some(dir), &offset);
         let mut found = Vec::new();
@@ -73,16 +77,17 @@ impl ObjectStoreStorage {
             Ok(result) => result.bytes().await,
             Err(e) => Err(e),
         };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::Unavailable {
-                    message: format!("log entry {path} vanished while being read (compaction running?); retry"),
+        let bytes =
+            match bytes {
+                Ok(bytes) => bytes,
+                Err(object_store::Error::NotFound { .. }) => return Err(Error::Unavailable {
+                    message: format!(
+                        "log entry {path} vanished while being read (compaction running?); retry"
+                    ),
                     source: None,
-                })
-            }
-            Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
-        };
+                }),
+                Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
+            };
         match decode_entry(&bytes, path.as_ref()) {
             Ok(entry) => Ok(Some(entry)),
             Err(e @ Error::Corrupt { .. }) => {
@@ -118,8 +123,12 @@ impl ObjectStoreStorage {
             };
             match decode_snapshot(&bytes, meta.location.as_ref()) {
                 Ok(snapshot) if snapshot.seq == seq => return Ok(Some(snapshot)),
-                Ok(_) => tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot"),
-                Err(e @ Error::Corrupt { .. }) => tracing::warn!(error = %e, "skipping a damaged snapshot"),
+                Ok(_) => {
+                    tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot")
+                }
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::warn!(error = %e, "skipping a damaged snapshot")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -166,7 +175,9 @@ impl ObjectStoreStorage {
         if let Some(&first) = listed.get(start) {
             if first > state.index.head() + 1 {
                 match self.latest_snapshot().await? {
-                    Some(snapshot) if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() => {
+                    Some(snapshot)
+                        if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() =>
+                    {
                         state.index = Index::from_snapshot(&snapshot);
                         state.resync = Some(Arc::new(snapshot));
                         start = after_head(&state.index);
@@ -208,7 +219,11 @@ impl ObjectStoreStorage {
     }
 
     /// Lists after the head and replays what is new.
-    pub(crate) async fn refresh(&self, state: &mut State, keep: Option<RangeInclusive<u64>>) -> Result<CatchUp> {
+    pub(crate) async fn refresh(
+        &self,
+        state: &mut State,
+        keep: Option<RangeInclusive<u64>>,
+    ) -> Result<CatchUp> {
         self.ensure_loaded(state).await?;
         let listed = self.list_log(state.index.head()).await?;
         self.catch_up(state, &listed, keep).await

@@ -1,6 +1,8 @@
 //! Reading and writing records: `get`, `put`, `put_batch`.
 
-use crate::entry::{decode_blob, encode_blob, encode_entry, EntryItem, LogEntry, Precondition, HEADER_LEN};
+use crate::entry::{
+    decode_blob, encode_blob, encode_entry, EntryItem, LogEntry, Precondition, HEADER_LEN,
+};
 use crate::error::{is_taken, map_store_error};
 use crate::index::{Current, Position};
 use crate::layout::WriteId;
@@ -24,7 +26,11 @@ impl ObjectStoreStorage {
     /// `get`: resolves each chat's current record from the index and fetches
     /// the blobs while, concurrently, one LIST checks the log for newer
     /// commits; chats that turn out to have changed are fetched again.
-    pub(crate) async fn get_records(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+    pub(crate) async fn get_records(
+        &self,
+        chats: &[ChatId],
+        part: Part,
+    ) -> Result<Vec<SealedRecord>> {
         let mut ids = chats.to_vec();
         ids.sort_unstable();
         ids.dedup();
@@ -61,7 +67,11 @@ impl ObjectStoreStorage {
     }
 
     /// Fetches the blobs of `resolved`, one result per entry, in order.
-    async fn fetch_records(&self, resolved: &[(ChatId, Current)], part: Part) -> Vec<Result<SealedRecord>> {
+    async fn fetch_records(
+        &self,
+        resolved: &[(ChatId, Current)],
+        part: Part,
+    ) -> Vec<Result<SealedRecord>> {
         futures::stream::iter(resolved.iter().copied())
             .map(|(chat, current)| self.fetch_record(chat, current, part))
             .buffered(self.options.concurrency)
@@ -69,7 +79,12 @@ impl ObjectStoreStorage {
             .await
     }
 
-    async fn fetch_record(&self, chat: ChatId, current: Current, part: Part) -> Result<SealedRecord> {
+    async fn fetch_record(
+        &self,
+        chat: ChatId,
+        current: Current,
+        part: Part,
+    ) -> Result<SealedRecord> {
         let path = self.layout.blob(chat, current.version, current.write);
         let what = format!("chat {chat} version {} ({path})", current.version);
         let full = part == Part::Full && current.body_len.is_some();
@@ -100,7 +115,8 @@ impl ObjectStoreStorage {
             }
             Err(e) => return Err(map_store_error(e, &what)),
         };
-        let (summary, body) = decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
+        let (summary, body) =
+            decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
         Ok(SealedRecord {
             chat,
             version: current.version,
@@ -112,7 +128,10 @@ impl ObjectStoreStorage {
 
     /// `put` and `put_batch`: blobs first, then one log entry per
     /// `max_batch` records.
-    pub(crate) async fn put_records(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+    pub(crate) async fn put_records(
+        &self,
+        batch: Vec<(SealedRecord, PutPrecondition)>,
+    ) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = (0..batch.len()).map(|_| None).collect();
         let mut pending = Vec::with_capacity(batch.len());
         for (slot, (record, pre)) in batch.into_iter().enumerate() {
@@ -164,7 +183,10 @@ impl ObjectStoreStorage {
             .iter()
             .map(|p| {
                 let path = self.layout.blob(p.record.chat, p.record.version, p.write);
-                (path, encode_blob(&p.record.summary, p.record.body.as_deref()))
+                (
+                    path,
+                    encode_blob(&p.record.summary, p.record.body.as_deref()),
+                )
             })
             .collect();
         let uploads = futures::stream::iter(blobs)
@@ -282,7 +304,8 @@ impl ObjectStoreStorage {
                     if state.index.head() == before {
                         // The slot exists but the listing does not show it
                         // yet (or a hole stalls the replay): back off a little.
-                        tokio::time::sleep(Duration::from_millis(u64::from(lost.min(50)) * 10)).await;
+                        tokio::time::sleep(Duration::from_millis(u64::from(lost.min(50)) * 10))
+                            .await;
                     }
                 }
                 Err(e) => {
@@ -322,7 +345,12 @@ impl ObjectStoreStorage {
         }
     }
 
-    fn outcomes(&self, state: &State, items: Vec<Pending>, validity: &[bool]) -> Vec<(usize, Result<()>)> {
+    fn outcomes(
+        &self,
+        state: &State,
+        items: Vec<Pending>,
+        validity: &[bool],
+    ) -> Vec<(usize, Result<()>)> {
         items
             .into_iter()
             .zip(validity.iter().copied().chain(std::iter::repeat(false)))

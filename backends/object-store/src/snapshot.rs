@@ -46,13 +46,23 @@ pub(crate) fn encode_snapshot(snapshot: &Snapshot) -> Result<Bytes> {
 
 pub(crate) fn decode_snapshot(bytes: &[u8], what: &str) -> Result<Snapshot> {
     let json = check_header(bytes, SNAPSHOT_MAGIC, SNAPSHOT_FORMAT, "snapshot", what)?;
-    let mut snapshot: Snapshot =
-        serde_json::from_slice(json).map_err(|e| Error::corrupt(what, format!("malformed snapshot: {e}")))?;
+    let mut snapshot: Snapshot = serde_json::from_slice(json)
+        .map_err(|e| Error::corrupt(what, format!("malformed snapshot: {e}")))?;
     if snapshot.validity_from == 0 || snapshot.validity_from > snapshot.seq.saturating_add(1) {
-        return Err(Error::corrupt(what, "snapshot validity range out of bounds"));
+        return Err(Error::corrupt(
+            what,
+            "snapshot validity range out of bounds",
+        ));
     }
-    if snapshot.chats.iter().any(|c| c.at.seq > snapshot.seq || c.at.seq == 0) {
-        return Err(Error::corrupt(what, "snapshot names a commit after its own slot"));
+    if snapshot
+        .chats
+        .iter()
+        .any(|c| c.at.seq > snapshot.seq || c.at.seq == 0)
+    {
+        return Err(Error::corrupt(
+            what,
+            "snapshot names a commit after its own slot",
+        ));
     }
     snapshot.chats.sort_by_key(|c| c.at);
     Ok(snapshot)
@@ -86,7 +96,8 @@ mod tests {
             invalid: vec![Position { seq: 4, idx: 1 }],
             chats: vec![chat(5), chat(2), chat(3)],
         };
-        let decoded = decode_snapshot(&encode_snapshot(&snapshot).expect("encodes"), "t").expect("decodes");
+        let decoded =
+            decode_snapshot(&encode_snapshot(&snapshot).expect("encodes"), "t").expect("decodes");
         let mut sorted = snapshot.clone();
         sorted.chats.sort_by_key(|c| c.at);
         assert_eq!(decoded, sorted);
@@ -113,6 +124,9 @@ mod tests {
             }],
         };
         let bytes = encode_snapshot(&snapshot).expect("encodes");
-        assert!(matches!(decode_snapshot(&bytes, "t"), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            decode_snapshot(&bytes, "t"),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -29,15 +29,27 @@ async fn racing_writers_each_commit_exactly_once_in_order_without_gaps() {
             chat
         })
     });
-    let chats: Vec<ChatId> = join_all(tasks).await.into_iter().map(|r| r.unwrap()).collect();
+    let chats: Vec<ChatId> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
 
     let reader = vault(store.clone());
     let (changes, _) = drain(&reader, &Cursor::start(), 17).await;
-    assert_eq!(changes.len(), WRITERS * PUTS as usize, "every commit reported exactly once");
+    assert_eq!(
+        changes.len(),
+        WRITERS * PUTS as usize,
+        "every commit reported exactly once"
+    );
     let mut last: HashMap<ChatId, u64> = HashMap::new();
     for change in &changes {
         let previous = last.insert(change.chat, change.version).unwrap_or(0);
-        assert_eq!(change.version, previous + 1, "versions of a chat appear in commit order");
+        assert_eq!(
+            change.version,
+            previous + 1,
+            "versions of a chat appear in commit order"
+        );
     }
     assert_eq!(last.len(), chats.len());
 
@@ -73,9 +85,22 @@ async fn of_racing_absent_puts_exactly_one_commits() {
     }))
     .await;
     let results: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
-    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
     for err in results.iter().filter_map(|r| r.as_ref().err()) {
-        assert!(matches!(err, Error::Conflict { current: Some(1), .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                Error::Conflict {
+                    current: Some(1),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
     let (changes, _) = drain(&vault(store), &Cursor::start(), 100).await;
     assert_eq!(changes.len(), 1, "losers are invisible");
@@ -85,7 +110,10 @@ async fn of_racing_absent_puts_exactly_one_commits() {
 async fn racing_version_puts_on_one_chat_have_one_winner_per_version() {
     let store = memory();
     let chat = ChatId::new();
-    vault(store.clone()).put(record(chat, 1), PutPrecondition::Absent).await.unwrap();
+    vault(store.clone())
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
     let handles: Vec<_> = (0..6).map(|_| Arc::new(vault(store.clone()))).collect();
     // Each writer does fetch-merge-retry like the engine: on a conflict it
     // builds on the version it was told about.
@@ -95,12 +123,17 @@ async fn racing_version_puts_on_one_chat_have_one_winner_per_version() {
             let mut base = 1;
             let mut wins = 0;
             while wins < 5 {
-                match h.put(record(chat, base + 1), PutPrecondition::Version(base)).await {
+                match h
+                    .put(record(chat, base + 1), PutPrecondition::Version(base))
+                    .await
+                {
                     Ok(()) => {
                         wins += 1;
                         base += 1;
                     }
-                    Err(Error::Conflict { current: Some(v), .. }) => base = v,
+                    Err(Error::Conflict {
+                        current: Some(v), ..
+                    }) => base = v,
                     Err(e) => panic!("{e:?}"),
                 }
             }
@@ -111,7 +144,11 @@ async fn racing_version_puts_on_one_chat_have_one_winner_per_version() {
     }
     let (changes, _) = drain(&vault(store), &Cursor::start(), 1000).await;
     let versions: Vec<u64> = changes.iter().map(|c| c.version).collect();
-    assert_eq!(versions, (1..=31).collect::<Vec<_>>(), "one commit per version, in order");
+    assert_eq!(
+        versions,
+        (1..=31).collect::<Vec<_>>(),
+        "one commit per version, in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -125,7 +162,10 @@ async fn a_reader_polling_during_writes_never_misses_a_commit() {
             let mut chats = Vec::new();
             for _ in 0..200 {
                 let chat = ChatId::new();
-                writer.put(record(chat, 1), PutPrecondition::Absent).await.unwrap();
+                writer
+                    .put(record(chat, 1), PutPrecondition::Absent)
+                    .await
+                    .unwrap();
                 chats.push(chat);
             }
             chats

@@ -12,8 +12,8 @@ use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,7 +104,10 @@ impl Instrumented {
                 FaultMode::AppliedThenLost => Decision::ApplyThenFail,
                 _ => Decision::Fail,
             },
-            Some(Fault { at, mode: FaultMode::Dead }) if n > at => Decision::Fail,
+            Some(Fault {
+                at,
+                mode: FaultMode::Dead,
+            }) if n > at => Decision::Fail,
             _ => Decision::Pass,
         }
     }
@@ -119,7 +122,12 @@ fn injected() -> object_store::Error {
 
 #[async_trait]
 impl ObjectStore for Instrumented {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> object_store::Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
         match self.decide() {
             Decision::Pass => self.inner.put_opts(location, payload, opts).await,
             Decision::Fail => Err(injected()),
@@ -141,7 +149,11 @@ impl ObjectStore for Instrumented {
         }
     }
 
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
         match self.decide() {
             Decision::Pass => self.inner.get_opts(location, options).await,
             _ => Err(injected()),
@@ -207,7 +219,11 @@ pub fn memory() -> Arc<dyn ObjectStore> {
 }
 
 pub fn vault(store: Arc<dyn ObjectStore>) -> ObjectStoreStorage {
-    ObjectStoreStorage::new(store, Path::from("users/alice"), ObjectStoreOptions::default())
+    ObjectStoreStorage::new(
+        store,
+        Path::from("users/alice"),
+        ObjectStoreOptions::default(),
+    )
 }
 
 /// A record whose bytes say which chat and version they belong to.

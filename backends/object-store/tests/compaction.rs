@@ -1,0 +1,281 @@
+//! Compaction bounds storage and never costs a reader a change, however old
+//! its cursor.
+
+mod common;
+
+use chatvault_core::{Change, ChatId, Cursor, Part, PutPrecondition, Storage};
+use chatvault_object_store::CompactOptions;
+use common::{drain, memory, record, tombstone, vault, FaultMode, Instrumented};
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn now() -> CompactOptions {
+    CompactOptions::default().with_min_age(Duration::ZERO)
+}
+
+async fn names(store: &Arc<dyn ObjectStore>, dir: &str) -> Vec<String> {
+    let listed: Vec<_> = store
+        .list(Some(&Path::from(format!("users/alice/{dir}"))))
+        .try_collect()
+        .await
+        .unwrap();
+    let mut names: Vec<String> = listed.into_iter().map(|m| m.location.to_string()).collect();
+    names.sort();
+    names
+}
+
+/// The last version a feed reported per chat.
+fn latest(feed: &[Change]) -> HashMap<ChatId, (u64, bool)> {
+    feed.iter()
+        .map(|c| (c.chat, (c.version, c.deleted)))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_old_cursor_resyncs_from_the_snapshot_and_loses_nothing() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let chats: Vec<ChatId> = (0..10).map(|_| ChatId::new()).collect();
+    for version in 1..=3 {
+        for &chat in &chats {
+            let pre = if version == 1 {
+                PutPrecondition::Absent
+            } else {
+                PutPrecondition::Version(version - 1)
+            };
+            writer.put(record(chat, version), pre).await.unwrap();
+        }
+    }
+    writer
+        .delete(chats[9], 4, "gone".into(), PutPrecondition::Version(3))
+        .await
+        .unwrap();
+
+    let behind = vault(store.clone());
+    let first = behind.changes(&Cursor::start(), 12).await.unwrap();
+    let mut behind_feed = first.changes.clone();
+    let current = vault(store.clone());
+    let (current_feed, current_cursor) = drain(&current, &Cursor::start(), 100).await;
+
+    let report = vault(store.clone()).compact(now()).await.unwrap();
+    assert_eq!(report.snapshot_seq, 31);
+    assert_eq!(report.log_entries_deleted, 31);
+    assert_eq!(
+        report.blobs_deleted, 21,
+        "the superseded versions: two of each chat, three of the deleted one"
+    );
+    assert!(names(&store, "log").await.is_empty());
+    assert_eq!(
+        names(&store, "snap").await,
+        vec![format!("users/alice/snap/{:020}", 31)]
+    );
+
+    let extra = ChatId::new();
+    writer
+        .put(record(extra, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(chats[0], 4), PutPrecondition::Version(3))
+        .await
+        .unwrap();
+
+    // The reader that was behind resyncs: it ends with the truth.
+    let (rest, _) = drain(&behind, &first.cursor, 4).await;
+    behind_feed.extend(rest);
+    // The reader that was current reads only the new commits.
+    let (new, _) = drain(&current, &current_cursor, 4).await;
+    assert_eq!(
+        new.iter().map(|c| (c.chat, c.version)).collect::<Vec<_>>(),
+        vec![(extra, 1), (chats[0], 4)]
+    );
+    // A new device starts from the snapshot.
+    let (fresh_feed, _) = drain(&vault(store.clone()), &Cursor::start(), 3).await;
+
+    let mut truth = latest(&current_feed);
+    truth.extend(latest(&new));
+    assert_eq!(latest(&behind_feed), truth);
+    assert_eq!(latest(&fresh_feed), truth);
+    assert_eq!(truth[&chats[9]], (4, true));
+    assert!(
+        fresh_feed.iter().all(|c| c.summary.is_some()),
+        "snapshots carry the summaries"
+    );
+
+    // Current records survive compaction, in every part.
+    let reader = vault(store.clone());
+    let mut got = reader.get(&chats[..9], Part::Full).await.unwrap();
+    got.sort_by_key(|r| r.chat);
+    let mut want: Vec<_> = chats[..9]
+        .iter()
+        .map(|&c| record(c, if c == chats[0] { 4 } else { 3 }))
+        .collect();
+    want.sort_by_key(|r| r.chat);
+    assert_eq!(got, want);
+    assert_eq!(
+        reader.get(&[chats[9]], Part::Full).await.unwrap(),
+        vec![{
+            let mut t = tombstone(chats[9], 4);
+            t.summary = "gone".into();
+            t
+        }]
+    );
+    // And a handle that starts from the snapshot can still write.
+    reader
+        .put(record(chats[1], 4), PutPrecondition::Version(3))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_reader_between_kept_entries_continues_from_the_log() {
+    let store = memory();
+    let writer = vault(store.clone());
+    for _ in 0..5 {
+        writer
+            .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let reader = vault(store.clone());
+    let page = reader.changes(&Cursor::start(), 5).await.unwrap();
+    // Nothing is old enough to delete: the snapshot is written, the log kept.
+    let report = vault(store.clone())
+        .compact(CompactOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.snapshot_seq,
+            report.log_entries_deleted,
+            report.blobs_deleted
+        ),
+        (5, 0, 0)
+    );
+    assert_eq!(names(&store, "log").await.len(), 5);
+    let chat = ChatId::new();
+    writer
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let next = reader.changes(&page.cursor, 10).await.unwrap();
+    assert_eq!(
+        next.changes.iter().map(|c| c.chat).collect::<Vec<_>>(),
+        vec![chat]
+    );
+    // A fresh handle loads its index from the snapshot and reads the tail.
+    let fresh = vault(store);
+    let (feed, _) = drain(&fresh, &Cursor::start(), 2).await;
+    assert_eq!(feed.len(), 6);
+}
+
+#[tokio::test]
+async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(store.clone());
+    let chat = ChatId::new();
+    writer
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // Warm put: the blob lands, then the writer dies before claiming a slot.
+    store.fail_request(2, FaultMode::Dead);
+    assert!(writer
+        .put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .is_err());
+    store.heal();
+    assert_eq!(names(&inner, "rec").await.len(), 2);
+
+    let young = vault(inner.clone())
+        .compact(CompactOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        young.blobs_deleted, 0,
+        "a blob younger than the horizon may belong to a put in flight"
+    );
+    let old = vault(inner.clone()).compact(now()).await.unwrap();
+    assert_eq!(old.blobs_deleted, 1);
+    assert_eq!(names(&inner, "rec").await.len(), 1);
+    assert_eq!(
+        vault(inner).get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 1)]
+    );
+}
+
+#[tokio::test]
+async fn compaction_keeps_only_the_newest_keyring_and_snapshot() {
+    let store = memory();
+    let storage = vault(store.clone());
+    for i in 0..3u8 {
+        storage
+            .put_keyring(vec![i].into(), PutPrecondition::None)
+            .await
+            .unwrap();
+        storage
+            .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+        storage.compact(now()).await.unwrap();
+    }
+    assert_eq!(
+        names(&store, "keyring").await,
+        vec![format!("users/alice/keyring/{:020}", 3)]
+    );
+    assert_eq!(
+        names(&store, "snap").await,
+        vec![format!("users/alice/snap/{:020}", 3)]
+    );
+    assert_eq!(
+        storage.get_keyring().await.unwrap().unwrap().bytes.as_ref(),
+        &[2]
+    );
+    assert_eq!(drain(&vault(store), &Cursor::start(), 10).await.0.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_while_writers_write_loses_no_commit() {
+    let store = memory();
+    let writer = Arc::new(vault(store.clone()));
+    let reader = vault(store.clone());
+    let writing = {
+        let writer = Arc::clone(&writer);
+        tokio::spawn(async move {
+            let mut written = Vec::new();
+            for _ in 0..150 {
+                let chat = ChatId::new();
+                writer
+                    .put(record(chat, 1), PutPrecondition::Absent)
+                    .await
+                    .unwrap();
+                written.push(chat);
+                tokio::task::yield_now().await;
+            }
+            written
+        })
+    };
+    let compactor = vault(store.clone());
+    let mut cursor = Cursor::start();
+    let mut seen = Vec::new();
+    while !writing.is_finished() {
+        compactor.compact(now()).await.unwrap();
+        let page = reader.changes(&cursor, 10).await.unwrap();
+        seen.extend(page.changes);
+        cursor = page.cursor;
+        tokio::task::yield_now().await;
+    }
+    let written = writing.await.unwrap();
+    let (rest, _) = drain(&reader, &cursor, 10).await;
+    seen.extend(rest);
+    let seen: std::collections::HashSet<ChatId> = seen.into_iter().map(|c| c.chat).collect();
+    assert!(
+        written.iter().all(|c| seen.contains(c)),
+        "every commit reached the reader"
+    );
+}

@@ -1,0 +1,273 @@
+//! Damaged, newer and foreign objects: typed errors for the record
+//! concerned, the rest keeps syncing, nothing panics.
+
+mod common;
+
+use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
+use chatvault_object_store::CompactOptions;
+use common::{drain, memory, record, vault, Instrumented};
+use object_store::path::Path;
+use object_store::ObjectStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn raw_put(store: &Arc<dyn ObjectStore>, path: &str, bytes: &'static [u8]) {
+    store.put(&Path::from(path), bytes.into()).await.unwrap();
+}
+
+fn slot(seq: u64) -> String {
+    format!("users/alice/log/{seq:020}")
+}
+
+#[tokio::test]
+async fn an_undecodable_log_entry_is_skipped_and_the_rest_syncs() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let chats: Vec<ChatId> = (0..3).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        writer
+            .put(record(chat, 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    raw_put(&store, &slot(2), b"\x00garbage").await;
+    let reader = vault(store.clone());
+    let (feed, cursor) = drain(&reader, &Cursor::start(), 10).await;
+    assert_eq!(
+        feed.iter().map(|c| c.chat).collect::<Vec<_>>(),
+        vec![chats[0], chats[2]]
+    );
+    assert!(reader
+        .get(&[chats[1]], Part::Full)
+        .await
+        .unwrap()
+        .is_empty());
+    // Writers go on after it.
+    let chat = ChatId::new();
+    reader
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let next = reader.changes(&cursor, 10).await.unwrap();
+    assert_eq!(
+        next.changes.iter().map(|c| c.chat).collect::<Vec<_>>(),
+        vec![chat]
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_log_entry_is_skipped_like_a_garbled_one() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let (a, b) = (ChatId::new(), ChatId::new());
+    writer
+        .put(record(a, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(b, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let path = Path::from(slot(1));
+    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+    store
+        .put(&path, bytes.slice(..bytes.len() / 2).into())
+        .await
+        .unwrap();
+    let (feed, _) = drain(&vault(store), &Cursor::start(), 10).await;
+    assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![b]);
+}
+
+#[tokio::test]
+async fn a_log_entry_from_a_newer_chatvault_is_unsupported_format() {
+    let store = memory();
+    vault(store.clone())
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    raw_put(&store, &slot(2), b"cvl\x09{\"items\":[]}").await;
+    let err = vault(store)
+        .changes(&Cursor::start(), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::UnsupportedFormat {
+                found: 9,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_still_load() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let (bad, good) = (ChatId::new(), ChatId::new());
+    writer
+        .put(record(bad, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(good, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let blob = {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = store
+            .list(Some(&Path::from(format!("users/alice/rec/{bad}"))))
+            .try_collect()
+            .await
+            .unwrap();
+        listed[0].location.clone()
+    };
+    store
+        .put(&blob, b"cvb\x01short".as_slice().into())
+        .await
+        .unwrap();
+
+    let reader = vault(store.clone());
+    for part in [Part::Full, Part::Summary] {
+        let err = reader.get(&[good, bad], part).await.unwrap_err();
+        match err {
+            Error::Corrupt { what, .. } => {
+                assert!(what.starts_with(&format!("chat {bad}")), "{what}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        reader.get(&[good], Part::Full).await.unwrap(),
+        vec![record(good, 1)]
+    );
+    assert_eq!(
+        drain(&reader, &Cursor::start(), 10).await.0.len(),
+        2,
+        "the feed is unaffected"
+    );
+
+    store.delete(&blob).await.unwrap();
+    assert!(matches!(
+        reader.get(&[bad], Part::Full).await,
+        Err(Error::Corrupt { .. })
+    ));
+    raw_put(&store, blob.as_ref(), b"").await;
+    assert!(matches!(
+        reader.get(&[bad], Part::Summary).await,
+        Err(Error::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn foreign_files_are_ignored_everywhere() {
+    let store = memory();
+    for path in [
+        "users/alice/log/notes.txt",
+        "users/alice/log/.syncthing.00000000000000000001.tmp",
+        "users/alice/log/00000000000000000001.sync-conflict-20240101-120000-ABCDEFG",
+        "users/alice/log/sub/00000000000000000001",
+        "users/alice/rec/not-a-chat/x",
+        "users/alice/snap/README",
+        "users/alice/keyring/.DS_Store",
+        "users/alice/desktop.ini",
+    ] {
+        raw_put(&store, path, b"not chatvault's").await;
+    }
+    let counted = Instrumented::new(store.clone());
+    let storage = vault(counted.clone());
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    storage
+        .put_keyring("k".into(), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let (feed, cursor) = drain(&storage, &Cursor::start(), 10).await;
+    assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![chat]);
+    assert_eq!(
+        storage.get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 1)]
+    );
+    assert_eq!(storage.get_keyring().await.unwrap().unwrap().version, 1);
+    counted.reset();
+    assert!(storage
+        .changes(&cursor, 10)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
+    assert_eq!(
+        counted.requests(),
+        1,
+        "foreign files do not make an idle poll cost more"
+    );
+    storage
+        .compact(CompactOptions::default().with_min_age(Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .head(&Path::from("users/alice/log/notes.txt"))
+            .await
+            .is_ok(),
+        "compaction leaves foreign files alone"
+    );
+    assert_eq!(
+        vault(store).get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 1)]
+    );
+}
+
+#[tokio::test]
+async fn a_damaged_snapshot_falls_back_to_an_older_one() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let (a, b) = (ChatId::new(), ChatId::new());
+    writer
+        .put(record(a, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer.compact(CompactOptions::default()).await.unwrap();
+    writer
+        .put(record(b, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // A later snapshot that is garbage must not hide the log it would cover.
+    raw_put(&store, &format!("users/alice/snap/{:020}", 2), b"cvs\x01{").await;
+    let (feed, _) = drain(&vault(store), &Cursor::start(), 10).await;
+    assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![a, b]);
+}
+
+#[tokio::test]
+async fn a_hole_in_the_log_stalls_the_feed_until_it_fills() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let (a, b) = (ChatId::new(), ChatId::new());
+    writer
+        .put(record(a, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(b, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // As a file-sync tool might deliver them: slot 2 before slot 1.
+    let path = Path::from(slot(1));
+    let first = store.get(&path).await.unwrap().bytes().await.unwrap();
+    store.delete(&path).await.unwrap();
+    let reader = vault(store.clone());
+    let page = reader.changes(&Cursor::start(), 10).await.unwrap();
+    assert!(
+        page.changes.is_empty(),
+        "nothing after a hole is reported before the hole fills"
+    );
+    store.put(&path, first.into()).await.unwrap();
+    let (feed, _) = drain(&reader, &page.cursor, 10).await;
+    assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![a, b]);
+}
