@@ -8,7 +8,7 @@ use crate::chat::{Chat, ChatSummary};
 use crate::ids::ChatId;
 use crate::replica::LocalState;
 use crate::storage::{Change, Cursor, Part, SealedRecord};
-use crate::Result;
+use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,10 +47,35 @@ fn plan(change: Change, local: &LocalState) -> Need {
     }
 }
 
-async fn fetch(inner: &Arc<Inner>, ids: Vec<ChatId>, part: Part) -> Result<Vec<SealedRecord>> {
+/// Gets `ids` in batches. A batch the backend cannot decode
+/// ([`Error::Corrupt`]) is retried id by id, so one damaged record is
+/// reported in `skipped` and the others still arrive.
+async fn fetch(
+    inner: &Arc<Inner>,
+    ids: Vec<ChatId>,
+    part: Part,
+    versions: &HashMap<ChatId, u64>,
+    skipped: &mut Vec<SkippedRecord>,
+) -> Result<Vec<SealedRecord>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(inner.max_batch()) {
-        out.extend(inner.storage.get(chunk, part).await?);
+        match inner.storage.get(chunk, part).await {
+            Ok(records) => out.extend(records),
+            Err(Error::Corrupt { .. }) => {
+                for &chat in chunk {
+                    match inner.storage.get(&[chat], part).await {
+                        Ok(records) => out.extend(records),
+                        Err(error @ Error::Corrupt { .. }) => skipped.push(SkippedRecord {
+                            chat,
+                            version: versions.get(&chat).copied().unwrap_or(0),
+                            error,
+                        }),
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
@@ -69,6 +94,7 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
             latest.insert(change.chat, change);
         }
         let changes: Vec<Change> = latest.into_values().collect();
+        let versions: HashMap<ChatId, u64> = changes.iter().map(|c| (c.chat, c.version)).collect();
         let needs = blocking(inner, move |inner| {
             let ids: Vec<ChatId> = changes.iter().map(|c| c.chat).collect();
             let locals = inner.replica.local_states(&ids)?;
@@ -90,8 +116,17 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
                 Need::Full(id) => fulls.push(id),
             }
         }
-        records.extend(fetch(inner, fulls, Part::Full).await?);
-        records.extend(fetch(inner, summaries, Part::Summary).await?);
+        let mut unreadable = Vec::new();
+        records.extend(fetch(inner, fulls, Part::Full, &versions, &mut unreadable).await?);
+        records.extend(fetch(inner, summaries, Part::Summary, &versions, &mut unreadable).await?);
+        for s in &unreadable {
+            tracing::warn!(chat = %s.chat, error = %s.error, "skipping a record the backend cannot decode");
+            inner.notifier.emit(Event::RecordSkipped {
+                chat: s.chat,
+                reason: s.error.to_string(),
+            });
+        }
+        report.skipped.extend(unreadable);
 
         let next = page.cursor.clone();
         if !records.is_empty() || next != cursor {
