@@ -1,0 +1,604 @@
+//! The Supabase backend against real PostgreSQL with the crate's
+//! migrations, through PostgREST or the PostgREST-compatible gateway:
+//! isolation by row-level security, token refresh, size limits, and the
+//! commit-ordered change feed under concurrent writers.
+
+mod common;
+
+use bytes::Bytes;
+use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
+use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
+use common::{builder, client, fixture, record, rpc, ScriptedTokens};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_can_neither_read_nor_write_another_users_records() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let (alice, bob) = (client(fixture, alice_id), client(fixture, bob_id));
+    let chat = ChatId::new();
+    alice
+        .put(record(chat, 1, "alice"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    alice
+        .put_keyring(
+            Bytes::from_static(b"alice's key file"),
+            PutPrecondition::Absent,
+        )
+        .await
+        .unwrap();
+
+    // Through the storage API, Bob's vault is empty.
+    assert!(bob.get(&[chat], Part::Full).await.unwrap().is_empty());
+    assert!(bob
+        .changes(&Cursor::start(), 100)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
+    assert_eq!(bob.get_keyring().await.unwrap(), None);
+    // A precondition naming Alice's version finds nothing of Bob's.
+    match bob
+        .put(record(chat, 2, "bob"), PutPrecondition::Version(1))
+        .await
+    {
+        Err(Error::Conflict {
+            chat: c,
+            current: None,
+        }) => assert_eq!(c, chat),
+        other => panic!("expected a conflict with no current version, got {other:?}"),
+    }
+
+    // Calling the RPCs directly with Alice's ids returns nothing of hers.
+    let bob_token = fixture.user_token(bob_id, 3600);
+    let (status, body) = rpc(
+        fixture,
+        Some(&bob_token),
+        "chatvault_get",
+        json!({ "ids": [chat.0], "with_bodies": true }),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({ "records": [], "deferred": [] }))
+    );
+    let (status, body) = rpc(
+        fixture,
+        Some(&bob_token),
+        "chatvault_pull",
+        json!({ "since": 0, "lim": 1000 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["changes"], json!([]));
+    let (status, body) = rpc(
+        fixture,
+        Some(&bob_token),
+        "chatvault_keyring_get",
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, body), (200, Value::Null));
+
+    // Bob writing "Alice's" chat id writes his own row; hers is untouched.
+    bob.put(record(chat, 7, "bob"), PutPrecondition::None)
+        .await
+        .unwrap();
+    let alices = alice.get(&[chat], Part::Full).await.unwrap();
+    assert_eq!(alices, vec![record(chat, 1, "alice")]);
+    let admin = fixture.postgres.connect().await.unwrap();
+    let rows = admin
+        .query(
+            "select owner, version from public.chatvault_records where chat = $1 order by version",
+            &[&chat.0],
+        )
+        .await
+        .unwrap();
+    let owners: Vec<(Uuid, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(owners, vec![(alice_id, 1), (bob_id, 7)]);
+
+    // A token for Alice's id signed with another secret is refused.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({ "sub": alice_id.to_string(), "role": "authenticated", "exp": 4_000_000_000u64 }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not the project secret"),
+    )
+    .unwrap();
+    let (status, body) = rpc(
+        fixture,
+        Some(&forged),
+        "chatvault_get",
+        json!({ "ids": [chat.0] }),
+    )
+    .await;
+    assert_eq!((status, body["code"].as_str()), (401, Some("PGRST301")));
+    let forger = builder(fixture)
+        .token_source(StaticToken::new(forged))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        forger.get(&[chat], Part::Full).await,
+        Err(Error::Unauthorized { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_anon_key_alone_reads_and_writes_nothing() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let owner = client(fixture, Uuid::now_v7());
+    let chat = ChatId::new();
+    owner
+        .put(record(chat, 1, "owner"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let push = json!({ "records": [{ "chat": ChatId::new().0, "version": 1, "summary": "eA==", "pre": "none" }] });
+    let calls = [
+        ("chatvault_pull", json!({ "since": 0 })),
+        ("chatvault_get", json!({ "ids": [chat.0] })),
+        ("chatvault_push", push),
+        ("chatvault_keyring_get", json!({})),
+        ("chatvault_keyring_put", json!({ "keyring": "eA==" })),
+    ];
+    // Without a token (role anon), and with the anon key as the bearer
+    // token, as supabase-js sends it before sign-in.
+    for bearer in [None, Some(fixture.anon_key.as_str())] {
+        for (function, args) in &calls {
+            let (status, body) = rpc(fixture, bearer, function, args.clone()).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (401, Some("42501")),
+                "{function} with bearer {:?}: {body}",
+                bearer.is_some()
+            );
+        }
+    }
+    let anonymous = builder(fixture)
+        .token_source(StaticToken::new(fixture.anon_key.clone()))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        anonymous.changes(&Cursor::start(), 10).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    assert!(matches!(
+        anonymous.get(&[chat], Part::Summary).await,
+        Err(Error::Unauthorized { .. })
+    ));
+    // Nothing was written by any of those calls.
+    let admin = fixture.postgres.connect().await.unwrap();
+    let anon_rows: i64 = admin
+        .query_one(
+            "select count(*) from public.chatvault_records where owner is null",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(anon_rows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_token_is_refreshed_once_and_the_request_retried() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let user = Uuid::now_v7();
+    let tokens = Arc::new(ScriptedTokens::new(
+        fixture.user_token(user, -3600),
+        vec![fixture.user_token(user, 3600)],
+    ));
+    let storage = builder(fixture)
+        .shared_token_source(tokens.clone())
+        .build()
+        .unwrap();
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    assert_eq!(tokens.refreshes(), 1);
+    assert_eq!(
+        storage.transfer_stats().requests,
+        2,
+        "the rejected request and its retry"
+    );
+    // The refreshed token keeps working without further refreshes.
+    assert_eq!(
+        storage.get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 1, "a")]
+    );
+    assert_eq!(tokens.refreshes(), 1);
+    assert_eq!(storage.transfer_stats().requests, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_rejected_again_after_its_refresh_is_unauthorized() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let user = Uuid::now_v7();
+    let tokens = Arc::new(ScriptedTokens::new(
+        fixture.user_token(user, -3600),
+        vec![
+            fixture.user_token(user, -1800),
+            fixture.user_token(user, 3600),
+        ],
+    ));
+    let storage = builder(fixture)
+        .shared_token_source(tokens.clone())
+        .build()
+        .unwrap();
+    match storage.changes(&Cursor::start(), 10).await {
+        Err(Error::Unauthorized { message }) => {
+            assert!(message.contains("JWT expired"), "{message}")
+        }
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert_eq!(tokens.refreshes(), 1, "exactly one refresh per request");
+    assert_eq!(storage.transfer_stats().requests, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_size_records_fail_too_large_locally_and_on_the_server() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let user = Uuid::now_v7();
+    let storage = client(fixture, user);
+    let chat = ChatId::new();
+    let big = |size: usize| chatvault_core::SealedRecord {
+        chat,
+        version: 1,
+        deleted: false,
+        summary: Bytes::from_static(b"s"),
+        body: Some(Bytes::from(vec![7u8; size - 1])),
+    };
+    // Exactly the limit fits.
+    storage
+        .put(big(MAX_RECORD_BYTES), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // One byte over fails before any upload.
+    let before = storage.transfer_stats().requests;
+    match storage
+        .put(big(MAX_RECORD_BYTES + 1), PutPrecondition::None)
+        .await
+    {
+        Err(Error::TooLarge { size, limit }) => {
+            assert_eq!((size, limit), (MAX_RECORD_BYTES + 1, MAX_RECORD_BYTES))
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert_eq!(storage.transfer_stats().requests, before);
+
+    // A client configured above the server's limit is stopped by the SQL,
+    // and the server's answer maps to the same error with the server's numbers.
+    let loose = builder(fixture)
+        .token_source(StaticToken::new(fixture.user_token(user, 3600)))
+        .max_record_bytes(MAX_RECORD_BYTES * 2)
+        .build()
+        .unwrap();
+    let mut over = big(MAX_RECORD_BYTES + 1);
+    over.version = 2;
+    match loose.put(over, PutPrecondition::Version(1)).await {
+        Err(Error::TooLarge { size, limit }) => {
+            assert_eq!((size, limit), (MAX_RECORD_BYTES + 1, MAX_RECORD_BYTES))
+        }
+        other => panic!("expected TooLarge from the server, got {other:?}"),
+    }
+    assert_eq!(loose.transfer_stats().requests, 1);
+    assert_eq!(
+        storage.get(&[chat], Part::Summary).await.unwrap()[0].version,
+        1,
+        "nothing was written"
+    );
+
+    // In a batch, only the over-size record fails.
+    let small = ChatId::new();
+    let results = storage
+        .put_batch(vec![
+            (big(MAX_RECORD_BYTES + 10), PutPrecondition::None),
+            (record(small, 1, "a"), PutPrecondition::Absent),
+        ])
+        .await;
+    assert!(matches!(results[0], Err(Error::TooLarge { .. })));
+    assert!(results[1].is_ok());
+
+    // The key file has its own limit (1 MiB), enforced in SQL as well.
+    match storage
+        .put_keyring(
+            Bytes::from(vec![1u8; 1024 * 1024 + 1]),
+            PutPrecondition::None,
+        )
+        .await
+    {
+        Err(Error::TooLarge { size, limit }) => {
+            assert_eq!((size, limit), (1024 * 1024 + 1, 1024 * 1024))
+        }
+        other => panic!("expected TooLarge for the key file, got {other:?}"),
+    }
+}
+
+/// Fifty clients of one user commit concurrently while a reader polls the
+/// feed in small pages; the reader ends with every commit exactly once, each
+/// chat's versions in order, and the feed's sequence numbers have no gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    const WRITERS: usize = 50;
+    const VERSIONS: u64 = 5;
+    const CHATS_PER_WRITER: usize = 2;
+    let user = Uuid::now_v7();
+    let done = Arc::new(AtomicBool::new(false));
+
+    let reader = {
+        let storage = client(fixture, user);
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = Cursor::start();
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let page = storage.changes(&cursor, 7).await.unwrap();
+                seen.extend(page.changes.iter().map(|c| (c.chat, c.version)));
+                cursor = page.cursor;
+                if finished && page.changes.is_empty() && !page.has_more {
+                    return seen;
+                }
+            }
+        })
+    };
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let storage = client(fixture, user);
+            tokio::spawn(async move {
+                let chats: Vec<ChatId> = (0..CHATS_PER_WRITER).map(|_| ChatId::new()).collect();
+                let mut committed = Vec::new();
+                for version in 1..=VERSIONS {
+                    for chat in &chats {
+                        let precondition = if version == 1 {
+                            PutPrecondition::Absent
+                        } else {
+                            PutPrecondition::Version(version - 1)
+                        };
+                        storage
+                            .put(record(*chat, version, &format!("w{w}")), precondition)
+                            .await
+                            .unwrap();
+                        committed.push((*chat, version));
+                    }
+                }
+                committed
+            })
+        })
+        .collect();
+    let mut expected = HashSet::new();
+    for writer in writers {
+        expected.extend(writer.await.unwrap());
+    }
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+
+    let total = WRITERS * CHATS_PER_WRITER * VERSIONS as usize;
+    assert_eq!(expected.len(), total);
+    assert_eq!(
+        seen.len(),
+        total,
+        "the reader saw {} changes for {total} commits",
+        seen.len()
+    );
+    let unique: HashSet<_> = seen.iter().copied().collect();
+    assert_eq!(unique, expected, "every commit exactly once");
+    let mut last: BTreeMap<ChatId, u64> = BTreeMap::new();
+    for (chat, version) in &seen {
+        let previous = last.insert(*chat, *version).unwrap_or(0);
+        assert!(
+            *version > previous,
+            "chat {chat}: version {version} after {previous}"
+        );
+    }
+
+    // The feed's positions are exactly 1..=total: no gaps, no repeats.
+    let token = fixture.user_token(user, 3600);
+    let mut seqs = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = rpc(
+            fixture,
+            Some(&token),
+            "chatvault_pull",
+            json!({ "since": since, "lim": 1000 }),
+        )
+        .await;
+        assert_eq!(status, 200);
+        seqs.extend(
+            page["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["seq"].as_u64().unwrap()),
+        );
+        since = page["cursor"].as_u64().unwrap();
+        if !page["more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!(seqs, (1..=total as u64).collect::<Vec<_>>());
+}
+
+/// The mechanism behind the feed, step by step in SQL: while one writer of
+/// a user is in flight, a second writer of that user waits for it and a
+/// reader sees neither; a writer of another user does not wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let session = |user: Uuid, name: &'static str| async move {
+        let client = fixture.postgres.connect().await.unwrap();
+        client
+            .batch_execute(&format!(
+                "set application_name = '{name}-{user}'; begin; set local role authenticated; \
+                 select set_config('request.jwt.claims', '{{\"sub\":\"{user}\",\"role\":\"authenticated\"}}', true);"
+            ))
+            .await
+            .unwrap();
+        client
+    };
+    let push = |chat: ChatId| {
+        format!(
+            "select public.chatvault_push('[{{\"chat\":\"{}\",\"version\":1,\"summary\":\"eA==\",\"pre\":\"absent\"}}]')::text",
+            chat.0
+        )
+    };
+    let pull = "select public.chatvault_pull(0, 100, false)::text";
+    let seqs_of = |json: &str| -> Vec<u64> {
+        let v: Value = serde_json::from_str(json).unwrap();
+        v["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    let first = session(user, "first").await;
+    let one: String = first
+        .query_one(&push(ChatId::new()), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(one.contains("\"seq\": 1"), "{one}");
+
+    let second = session(user, "second").await;
+    let second_push = tokio::spawn(async move {
+        let two: String = second
+            .query_one(&push(ChatId::new()), &[])
+            .await
+            .unwrap()
+            .get(0);
+        second.batch_execute("commit").await.unwrap();
+        two
+    });
+    // Wait (bounded) until the second writer is blocked on a lock.
+    let admin = fixture.postgres.connect().await.unwrap();
+    let blocked_name = format!("second-{user}");
+    let mut waited = 0;
+    loop {
+        let blocked: i64 = admin
+            .query_one(
+                "select count(*) from pg_stat_activity where application_name = $1 and wait_event_type = 'Lock'",
+                &[&blocked_name],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if blocked == 1 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 600, "the second writer never waited for the first");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A reader sees neither commit yet.
+    let reader = session(user, "reader").await;
+    let nothing: String = reader.query_one(pull, &[]).await.unwrap().get(0);
+    assert_eq!(seqs_of(&nothing), Vec::<u64>::new());
+    reader.batch_execute("commit").await.unwrap();
+
+    // Another user's writer is not held back: it commits while both wait.
+    let stranger = session(other, "stranger").await;
+    let theirs = tokio::time::timeout(
+        Duration::from_secs(60),
+        stranger.query_one(&push(ChatId::new()), &[]),
+    )
+    .await
+    .expect("another user's push must not wait for this user's writer")
+    .unwrap();
+    let theirs: String = theirs.get(0);
+    assert!(theirs.contains("\"seq\": 1"), "{theirs}");
+    stranger.batch_execute("commit").await.unwrap();
+
+    // The first commits; the second then gets the next position.
+    first.batch_execute("commit").await.unwrap();
+    let two = second_push.await.unwrap();
+    assert!(two.contains("\"seq\": 2"), "{two}");
+    let reader = session(user, "reader-after").await;
+    let both: String = reader.query_one(pull, &[]).await.unwrap().get(0);
+    assert_eq!(seqs_of(&both), vec![1, 2]);
+}
+
+/// The gateway caps set-returning functions at max rows, like Supabase,
+/// which is why the chatvault RPCs return one JSON value and page
+/// explicitly: 1,500 records still come back whole, page by page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let admin = fixture.postgres.connect().await.unwrap();
+    admin
+        .batch_execute(
+            "create or replace function public.cv_test_series(n integer) returns setof integer \
+             language sql stable as $$ select generate_series(1, n) $$; \
+             grant execute on function public.cv_test_series(integer) to authenticated;",
+        )
+        .await
+        .unwrap();
+    let token = fixture.user_token(Uuid::now_v7(), 3600);
+    let (status, rows) = rpc(
+        fixture,
+        Some(&token),
+        "cv_test_series",
+        json!({ "n": 1500 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(1000),
+        "max rows cut the set"
+    );
+
+    let user = Uuid::now_v7();
+    let storage = client(fixture, user);
+    let chats: Vec<ChatId> = (0..1500).map(|_| ChatId::new()).collect();
+    for chunk in chats.chunks(500) {
+        let batch = chunk
+            .iter()
+            .map(|c| (record(*c, 1, "bulk"), PutPrecondition::Absent))
+            .collect();
+        for result in storage.put_batch(batch).await {
+            result.unwrap();
+        }
+    }
+    let mut cursor = Cursor::start();
+    let mut seen = HashSet::new();
+    loop {
+        let page = storage.changes(&cursor, 5000).await.unwrap();
+        assert!(page.changes.len() <= 1000);
+        seen.extend(page.changes.iter().map(|c| c.chat));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 1500);
+    let fetched = storage.get(&chats, Part::Summary).await.unwrap();
+    assert_eq!(fetched.len(), 1500);
+}
