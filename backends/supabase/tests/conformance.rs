@@ -1,4 +1,5 @@
-//! The chatvault conformance suite against Supabase: real PostgreSQL with
+//! The chatvault conformance suites (Storage contracts and end-to-end sync
+//! through the facade) against Supabase: real PostgreSQL with
 //! the crate's migrations, behind PostgREST or the PostgREST-compatible
 //! gateway (see `chatvault_conformance::fixtures::postgres`).
 
@@ -72,5 +73,8 @@ impl TestBackend for Supabase {
 }
 
 fn main() -> std::process::ExitCode {
-    chatvault_conformance::run(Supabase::default())
+    chatvault_conformance::Suite::new(Supabase::default())
+        .with_storage_contracts()
+        .with_contracts(chatvault_conformance::sync::contracts())
+        .run()
 }
