@@ -76,7 +76,8 @@ impl RedbStorage {
         };
         // Create the tables once so that read transactions can open them.
         let tx = storage.write()?;
-        tx.open_table(RECORDS).map_err(|e| local("records table", e))?;
+        tx.open_table(RECORDS)
+            .map_err(|e| local("records table", e))?;
         tx.open_table(FEED).map_err(|e| local("feed table", e))?;
         tx.open_table(META).map_err(|e| local("meta table", e))?;
         tx.commit().map_err(|e| local("commit", e))?;
@@ -115,14 +116,20 @@ impl RedbStorage {
     }
 
     /// Checks and writes one record inside `tx`; the caller commits.
-    fn put_in(tx: &redb::WriteTransaction, record: &SealedRecord, precondition: PutPrecondition) -> Result<()> {
+    fn put_in(
+        tx: &redb::WriteTransaction,
+        record: &SealedRecord,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
         if record.size() > MAX_RECORD_BYTES {
             return Err(Error::TooLarge {
                 size: record.size(),
                 limit: MAX_RECORD_BYTES,
             });
         }
-        let mut records = tx.open_table(RECORDS).map_err(|e| local("records table", e))?;
+        let mut records = tx
+            .open_table(RECORDS)
+            .map_err(|e| local("records table", e))?;
         let key = record.chat.as_bytes();
         let current = match records.get(key).map_err(|e| local("read record", e))? {
             Some(value) => Some(decode_record(record.chat, value.value(), Part::Summary)?.version),
@@ -143,8 +150,12 @@ impl RedbStorage {
             .insert(key, encode_record(record).as_slice())
             .map_err(|e| local("write record", e))?;
         let mut meta = tx.open_table(META).map_err(|e| local("meta table", e))?;
-        let last = match meta.get(LAST_COMMIT).map_err(|e| local("read counter", e))? {
-            Some(value) => read_u64(value.value(), 0).ok_or_else(|| Error::corrupt("commit counter", "not 8 bytes"))?,
+        let last = match meta
+            .get(LAST_COMMIT)
+            .map_err(|e| local("read counter", e))?
+        {
+            Some(value) => read_u64(value.value(), 0)
+                .ok_or_else(|| Error::corrupt("commit counter", "not 8 bytes"))?,
             None => 0,
         };
         let next = last + 1;
@@ -173,10 +184,9 @@ impl Storage for RedbStorage {
         let after: u64 = if since.is_start() {
             0
         } else {
-            since
-                .0
-                .parse()
-                .map_err(|_| Error::invalid(format!("not a cursor of this backend: {:?}", since.0)))?
+            since.0.parse().map_err(|_| {
+                Error::invalid(format!("not a cursor of this backend: {:?}", since.0))
+            })?
         };
         self.blocking(move |this| {
             let tx = this.read()?;
@@ -206,10 +216,15 @@ impl Storage for RedbStorage {
         let chats = chats.to_vec();
         self.blocking(move |this| {
             let tx = this.read()?;
-            let records = tx.open_table(RECORDS).map_err(|e| local("records table", e))?;
+            let records = tx
+                .open_table(RECORDS)
+                .map_err(|e| local("records table", e))?;
             let mut found = Vec::with_capacity(chats.len());
             for chat in chats {
-                if let Some(value) = records.get(chat.as_bytes()).map_err(|e| local("read record", e))? {
+                if let Some(value) = records
+                    .get(chat.as_bytes())
+                    .map_err(|e| local("read record", e))?
+                {
                     found.push(decode_record(chat, value.value(), part)?);
                 }
             }
@@ -271,7 +286,8 @@ impl Storage for RedbStorage {
                 return Ok(None);
             };
             let bytes = value.value();
-            let version = read_u64(bytes, 0).ok_or_else(|| Error::corrupt("keyring", "shorter than its header"))?;
+            let version = read_u64(bytes, 0)
+                .ok_or_else(|| Error::corrupt("keyring", "shorter than its header"))?;
             Ok(Some(KeyringBlob {
                 bytes: Bytes::copy_from_slice(&bytes[8..]),
                 version,
@@ -287,7 +303,8 @@ impl Storage for RedbStorage {
                 let mut meta = tx.open_table(META).map_err(|e| local("meta table", e))?;
                 let current = match meta.get(KEYRING).map_err(|e| local("read keyring", e))? {
                     Some(value) => Some(
-                        read_u64(value.value(), 0).ok_or_else(|| Error::corrupt("keyring", "shorter than its header"))?,
+                        read_u64(value.value(), 0)
+                            .ok_or_else(|| Error::corrupt("keyring", "shorter than its header"))?,
                     ),
                     None => None,
                 };
@@ -360,7 +377,9 @@ fn decode_record(chat: ChatId, bytes: &[u8], part: Part) -> Result<SealedRecord>
         _ => return Err(corrupt("bad deleted flag")),
     };
     let summary_len = read_u32(bytes, 10).ok_or_else(|| corrupt("truncated summary length"))?;
-    let summary = bytes.get(14..14 + summary_len).ok_or_else(|| corrupt("truncated summary"))?;
+    let summary = bytes
+        .get(14..14 + summary_len)
+        .ok_or_else(|| corrupt("truncated summary"))?;
     let at = 14 + summary_len;
     let body = match bytes.get(at) {
         Some(0) if bytes.len() == at + 1 => None,
@@ -394,7 +413,10 @@ fn encode_change(record: &SealedRecord) -> Vec<u8> {
 
 fn decode_change(number: u64, bytes: &[u8]) -> Result<Change> {
     let corrupt = || Error::corrupt(format!("feed entry {number}"), "shorter than its header");
-    let chat: [u8; 16] = bytes.get(..16).and_then(|b| b.try_into().ok()).ok_or_else(corrupt)?;
+    let chat: [u8; 16] = bytes
+        .get(..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
     Ok(Change {
         chat: ChatId::from_bytes(chat),
         version: read_u64(bytes, 16).ok_or_else(corrupt)?,

@@ -34,8 +34,7 @@ use chatvault_core::{
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::client::{
-    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService,
-    ReqwestConnector,
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
 };
 use object_store::path::Path;
 use object_store::{
@@ -224,8 +223,7 @@ impl Storage for CountingStorage {
     }
 
     async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.counter
-            .record(Op::Put.name(), record.size() as u64, 0);
+        self.counter.record(Op::Put.name(), record.size() as u64, 0);
         self.inner.put(record, precondition).await
     }
 
@@ -244,7 +242,9 @@ impl Storage for CountingStorage {
     ) -> Result<()> {
         self.counter
             .record(Op::Delete.name(), summary.len() as u64, 0);
-        self.inner.delete(chat, version, summary, precondition).await
+        self.inner
+            .delete(chat, version, summary, precondition)
+            .await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
@@ -288,12 +288,17 @@ pub enum Fault {
 impl Fault {
     fn error(self, op: Op) -> Error {
         let message = match self {
-            Fault::Unavailable => format!("injected fault: network unreachable during {}", op.name()),
+            Fault::Unavailable => {
+                format!("injected fault: network unreachable during {}", op.name())
+            }
             Fault::Timeout(after) => {
                 format!("injected fault: {} timed out after {after:?}", op.name())
             }
             Fault::ServerError => {
-                format!("injected fault: HTTP 500 Internal Server Error on {}", op.name())
+                format!(
+                    "injected fault: HTTP 500 Internal Server Error on {}",
+                    op.name()
+                )
             }
             Fault::LostResponse => format!(
                 "injected fault: connection reset after the server committed {}",
@@ -461,7 +466,9 @@ impl Storage for FaultyStorage {
     async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         let len = batch.len();
         match self
-            .guard(Op::PutBatch, async { Ok(self.inner.put_batch(batch).await) })
+            .guard(Op::PutBatch, async {
+                Ok(self.inner.put_batch(batch).await)
+            })
             .await
         {
             Ok(results) => results,
@@ -555,7 +562,8 @@ impl ObjectStore for CountingObjectStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
-        self.counter.record("put", payload.content_length() as u64, 0);
+        self.counter
+            .record("put", payload.content_length() as u64, 0);
         self.inner.put_opts(location, payload, opts).await
     }
 

@@ -65,7 +65,9 @@ pub struct Contract {
 
 impl fmt::Debug for Contract {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Contract").field("name", &self.name).finish()
+        f.debug_struct("Contract")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

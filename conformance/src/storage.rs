@@ -41,17 +41,35 @@ pub fn contracts() -> Vec<Contract> {
         contract!("storage", put_absent_conflicts_when_record_exists),
         contract!("storage", put_absent_conflicts_when_tombstone_exists),
         contract!("storage", put_version_commits_when_stored_version_matches),
-        contract!("storage", put_version_conflicts_with_current_version_when_stale),
-        contract!("storage", put_version_conflicts_with_none_when_record_missing),
+        contract!(
+            "storage",
+            put_version_conflicts_with_current_version_when_stale
+        ),
+        contract!(
+            "storage",
+            put_version_conflicts_with_none_when_record_missing
+        ),
         contract!("storage", put_none_commits_greater_versions),
         contract!("storage", put_rejects_versions_not_greater_than_stored),
         contract!("storage", put_batch_returns_one_result_per_record_in_order),
         contract!("storage", delete_leaves_tombstone_in_get_and_changes),
         contract!("storage", delete_with_stale_precondition_conflicts),
-        contract!("storage", put_over_tombstone_with_greater_version_revives_chat),
-        contract!("storage", changes_report_commits_in_order_with_increasing_versions),
-        contract!("storage", changes_paginate_with_small_limits_without_gaps_or_duplicates),
-        contract!("storage", changes_after_saved_cursor_report_only_later_commits),
+        contract!(
+            "storage",
+            put_over_tombstone_with_greater_version_revives_chat
+        ),
+        contract!(
+            "storage",
+            changes_report_commits_in_order_with_increasing_versions
+        ),
+        contract!(
+            "storage",
+            changes_paginate_with_small_limits_without_gaps_or_duplicates
+        ),
+        contract!(
+            "storage",
+            changes_after_saved_cursor_report_only_later_commits
+        ),
         contract!("storage", cursor_from_one_client_works_on_another),
         contract!("storage", changes_inline_summaries_match_stored_summaries),
         contract!("storage", put_over_max_record_bytes_fails_too_large),
@@ -62,8 +80,14 @@ pub fn contracts() -> Vec<Contract> {
         contract!("storage", idle_poll_costs_one_request_in_large_vault),
         contract!("storage", concurrent_absent_puts_commit_exactly_once),
         contract!("storage", concurrent_version_puts_commit_exactly_once),
-        contract!("storage", concurrent_writers_feed_reports_every_commit_once_in_one_order),
-        contract!("storage", corrupt_record_fails_corrupt_and_others_stay_readable),
+        contract!(
+            "storage",
+            concurrent_writers_feed_reports_every_commit_once_in_one_order
+        ),
+        contract!(
+            "storage",
+            corrupt_record_fails_corrupt_and_others_stay_readable
+        ),
     ]
 }
 
@@ -131,7 +155,11 @@ fn ids(changes: &[Change]) -> Vec<(ChatId, u64, bool)> {
         .collect()
 }
 
-async fn get_one(storage: &DynStorage, chat: ChatId, part: Part) -> Result<Option<SealedRecord>, Failure> {
+async fn get_one(
+    storage: &DynStorage,
+    chat: ChatId,
+    part: Part,
+) -> Result<Option<SealedRecord>, Failure> {
     let mut records = storage.get(&[chat], part).await?;
     ensure!(
         records.len() <= 1,
@@ -155,7 +183,11 @@ fn expect_conflict(
             if let Some(chat) = chat {
                 ensure_eq!(got_chat, chat, "{what}: Conflict names the wrong chat");
             }
-            ensure_eq!(got, current, "{what}: Conflict must carry the stored version");
+            ensure_eq!(
+                got,
+                current,
+                "{what}: Conflict must carry the stored version"
+            );
             Ok(())
         }
         other => Err(Failure(format!(
@@ -237,14 +269,25 @@ pub async fn empty_vault_has_no_changes_records_or_keyring(backend: &dyn TestBac
         .open("empty_vault_has_no_changes_records_or_keyring")
         .await?;
     let page = storage.changes(&Cursor::start(), 100).await?;
-    ensure!(page.changes.is_empty(), "new vault reports {:?}", page.changes);
+    ensure!(
+        page.changes.is_empty(),
+        "new vault reports {:?}",
+        page.changes
+    );
     ensure!(!page.has_more, "new vault's feed claims more pages");
     let again = storage.changes(&page.cursor, 100).await?;
-    ensure!(again.changes.is_empty(), "feed after its own cursor reports {:?}", again.changes);
+    ensure!(
+        again.changes.is_empty(),
+        "feed after its own cursor reports {:?}",
+        again.changes
+    );
     let records = storage
         .get(&[ChatId::new(), ChatId::new()], Part::Full)
         .await?;
-    ensure!(records.is_empty(), "get of unknown ids returned {records:?}");
+    ensure!(
+        records.is_empty(),
+        "get of unknown ids returned {records:?}"
+    );
     ensure!(
         storage.get_keyring().await?.is_none(),
         "new vault has a keyring"
@@ -254,7 +297,9 @@ pub async fn empty_vault_has_no_changes_records_or_keyring(backend: &dyn TestBac
 
 /// `get(Full)` returns exactly the summary and body that were put.
 pub async fn put_then_get_returns_summary_and_body(backend: &dyn TestBackend) -> Outcome {
-    let storage = backend.open("put_then_get_returns_summary_and_body").await?;
+    let storage = backend
+        .open("put_then_get_returns_summary_and_body")
+        .await?;
     let chat = ChatId::new();
     let written = record(chat, 7, "a");
     storage
@@ -263,7 +308,9 @@ pub async fn put_then_get_returns_summary_and_body(backend: &dyn TestBackend) ->
     let read = get_one(&storage, chat, Part::Full).await?;
     ensure_eq!(read, Some(written.clone()), "get(Full) after put");
     // A second client (another device) sees the same record.
-    let other = backend.open("put_then_get_returns_summary_and_body").await?;
+    let other = backend
+        .open("put_then_get_returns_summary_and_body")
+        .await?;
     let read = get_one(&other, chat, Part::Full).await?;
     ensure_eq!(read, Some(written), "get(Full) from another client");
     Ok(Verdict::Passed)
@@ -291,8 +338,12 @@ pub async fn get_summary_part_omits_bodies(backend: &dyn TestBackend) -> Outcome
 pub async fn get_leaves_out_missing_ids(backend: &dyn TestBackend) -> Outcome {
     let storage = backend.open("get_leaves_out_missing_ids").await?;
     let (a, b) = (ChatId::new(), ChatId::new());
-    storage.put(record(a, 1, "a"), PutPrecondition::Absent).await?;
-    storage.put(record(b, 2, "b"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(a, 1, "a"), PutPrecondition::Absent)
+        .await?;
+    storage
+        .put(record(b, 2, "b"), PutPrecondition::Absent)
+        .await?;
     let mut read = storage
         .get(&[ChatId::new(), b, ChatId::new(), a], Part::Full)
         .await?;
@@ -376,7 +427,9 @@ pub async fn put_absent_commits_when_no_record_exists(backend: &dyn TestBackend)
         .open("put_absent_commits_when_no_record_exists")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     ensure_eq!(
         get_one(&storage, chat, Part::Full).await?,
         Some(record(chat, 1, "a")),
@@ -392,8 +445,12 @@ pub async fn put_absent_conflicts_when_record_exists(backend: &dyn TestBackend) 
         .open("put_absent_conflicts_when_record_exists")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 4, "a"), PutPrecondition::Absent).await?;
-    let result = storage.put(record(chat, 9, "b"), PutPrecondition::Absent).await;
+    storage
+        .put(record(chat, 4, "a"), PutPrecondition::Absent)
+        .await?;
+    let result = storage
+        .put(record(chat, 9, "b"), PutPrecondition::Absent)
+        .await;
     expect_conflict(result, Some(chat), Some(4), "second put(Absent)")?;
     ensure_eq!(
         get_one(&storage, chat, Part::Full).await?,
@@ -401,7 +458,11 @@ pub async fn put_absent_conflicts_when_record_exists(backend: &dyn TestBackend) 
         "record after the conflicting put"
     );
     let (changes, _) = drain(&storage, &Cursor::start(), 100).await?;
-    ensure_eq!(ids(&changes), vec![(chat, 4, false)], "feed after the conflicting put");
+    ensure_eq!(
+        ids(&changes),
+        vec![(chat, 4, false)],
+        "feed after the conflicting put"
+    );
     Ok(Verdict::Passed)
 }
 
@@ -411,11 +472,20 @@ pub async fn put_absent_conflicts_when_tombstone_exists(backend: &dyn TestBacken
         .open("put_absent_conflicts_when_tombstone_exists")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
     storage
-        .delete(chat, 2, tombstone_summary(chat, 2), PutPrecondition::Version(1))
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
         .await?;
-    let result = storage.put(record(chat, 3, "b"), PutPrecondition::Absent).await;
+    storage
+        .delete(
+            chat,
+            2,
+            tombstone_summary(chat, 2),
+            PutPrecondition::Version(1),
+        )
+        .await?;
+    let result = storage
+        .put(record(chat, 3, "b"), PutPrecondition::Absent)
+        .await;
     expect_conflict(result, Some(chat), Some(2), "put(Absent) over a tombstone")?;
     let read = get_one(&storage, chat, Part::Full).await?;
     ensure!(
@@ -431,7 +501,9 @@ pub async fn put_version_commits_when_stored_version_matches(backend: &dyn TestB
         .open("put_version_commits_when_stored_version_matches")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     storage
         .put(record(chat, 2, "b"), PutPrecondition::Version(1))
         .await?;
@@ -455,14 +527,21 @@ pub async fn put_version_conflicts_with_current_version_when_stale(
         .open("put_version_conflicts_with_current_version_when_stale")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     storage
         .put(record(chat, 2, "a"), PutPrecondition::Version(1))
         .await?;
     let result = storage
         .put(record(chat, 3, "stale"), PutPrecondition::Version(1))
         .await;
-    expect_conflict(result, Some(chat), Some(2), "put(Version(1)) over version 2")?;
+    expect_conflict(
+        result,
+        Some(chat),
+        Some(2),
+        "put(Version(1)) over version 2",
+    )?;
     ensure_eq!(
         get_one(&storage, chat, Part::Full).await?,
         Some(record(chat, 2, "a")),
@@ -483,7 +562,12 @@ pub async fn put_version_conflicts_with_none_when_record_missing(
     let result = storage
         .put(record(chat, 2, "a"), PutPrecondition::Version(1))
         .await;
-    expect_conflict(result, Some(chat), None, "put(Version(1)) on a missing chat")?;
+    expect_conflict(
+        result,
+        Some(chat),
+        None,
+        "put(Version(1)) on a missing chat",
+    )?;
     ensure!(
         get_one(&storage, chat, Part::Full).await?.is_none(),
         "a record appeared after the failed put"
@@ -515,10 +599,21 @@ pub async fn put_rejects_versions_not_greater_than_stored(backend: &dyn TestBack
         .open("put_rejects_versions_not_greater_than_stored")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 5, "a"), PutPrecondition::Absent).await?;
-    let equal = storage.put(record(chat, 5, "b"), PutPrecondition::None).await;
-    expect_conflict(equal, Some(chat), Some(5), "put(None) at the stored version")?;
-    let lower = storage.put(record(chat, 4, "b"), PutPrecondition::None).await;
+    storage
+        .put(record(chat, 5, "a"), PutPrecondition::Absent)
+        .await?;
+    let equal = storage
+        .put(record(chat, 5, "b"), PutPrecondition::None)
+        .await;
+    expect_conflict(
+        equal,
+        Some(chat),
+        Some(5),
+        "put(None) at the stored version",
+    )?;
+    let lower = storage
+        .put(record(chat, 4, "b"), PutPrecondition::None)
+        .await;
     expect_conflict(lower, Some(chat), Some(5), "put(None) at a lower version")?;
     let same = storage
         .put(record(chat, 5, "b"), PutPrecondition::Version(5))
@@ -545,25 +640,39 @@ pub async fn put_batch_returns_one_result_per_record_in_order(
         .open("put_batch_returns_one_result_per_record_in_order")
         .await?;
     let (taken, a, b) = (ChatId::new(), ChatId::new(), ChatId::new());
-    storage.put(record(taken, 3, "first"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(taken, 3, "first"), PutPrecondition::Absent)
+        .await?;
     let results = storage
         .put_batch(vec![
             (record(a, 1, "batch"), PutPrecondition::Absent),
             (record(taken, 4, "batch"), PutPrecondition::Absent),
             (record(b, 1, "batch"), PutPrecondition::Absent),
-            (record(ChatId::new(), 2, "batch"), PutPrecondition::Version(1)),
+            (
+                record(ChatId::new(), 2, "batch"),
+                PutPrecondition::Version(1),
+            ),
         ])
         .await;
     ensure_eq!(results.len(), 4, "results for a batch of 4");
     let mut results = results.into_iter();
     let mut next = move || results.next().unwrap_or(Ok(()));
     ensure!(next().is_ok(), "entry 0 (fresh chat, Absent) failed");
-    expect_conflict(next(), Some(taken), Some(3), "entry 1 (existing chat, Absent)")?;
+    expect_conflict(
+        next(),
+        Some(taken),
+        Some(3),
+        "entry 1 (existing chat, Absent)",
+    )?;
     ensure!(next().is_ok(), "entry 2 (fresh chat, Absent) failed");
     expect_conflict(next(), None, None, "entry 3 (missing chat, Version(1))")?;
     let mut read = storage.get(&[a, taken, b], Part::Full).await?;
     read.sort_by_key(|r| r.chat);
-    let mut expected = vec![record(a, 1, "batch"), record(taken, 3, "first"), record(b, 1, "batch")];
+    let mut expected = vec![
+        record(a, 1, "batch"),
+        record(taken, 3, "first"),
+        record(b, 1, "batch"),
+    ];
     expected.sort_by_key(|r| r.chat);
     ensure_eq!(read, expected, "records after the batch");
     Ok(Verdict::Passed)
@@ -579,10 +688,17 @@ pub async fn delete_leaves_tombstone_in_get_and_changes(backend: &dyn TestBacken
         .open("delete_leaves_tombstone_in_get_and_changes")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     let (_, cursor) = drain(&storage, &Cursor::start(), 100).await?;
     storage
-        .delete(chat, 2, tombstone_summary(chat, 2), PutPrecondition::Version(1))
+        .delete(
+            chat,
+            2,
+            tombstone_summary(chat, 2),
+            PutPrecondition::Version(1),
+        )
         .await?;
     let tombstone = SealedRecord {
         chat,
@@ -602,7 +718,11 @@ pub async fn delete_leaves_tombstone_in_get_and_changes(backend: &dyn TestBacken
         "get(Summary) of a deleted chat"
     );
     let (changes, _) = drain(&storage, &cursor, 100).await?;
-    ensure_eq!(ids(&changes), vec![(chat, 2, true)], "feed after the delete");
+    ensure_eq!(
+        ids(&changes),
+        vec![(chat, 2, true)],
+        "feed after the delete"
+    );
     let (all, _) = drain(&storage, &Cursor::start(), 100).await?;
     ensure_eq!(
         all.last().map(|c| (c.chat, c.version, c.deleted)),
@@ -619,14 +739,26 @@ pub async fn delete_with_stale_precondition_conflicts(backend: &dyn TestBackend)
         .open("delete_with_stale_precondition_conflicts")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     storage
         .put(record(chat, 2, "a"), PutPrecondition::Version(1))
         .await?;
     let result = storage
-        .delete(chat, 3, tombstone_summary(chat, 3), PutPrecondition::Version(1))
+        .delete(
+            chat,
+            3,
+            tombstone_summary(chat, 3),
+            PutPrecondition::Version(1),
+        )
         .await;
-    expect_conflict(result, Some(chat), Some(2), "delete with Version(1) over version 2")?;
+    expect_conflict(
+        result,
+        Some(chat),
+        Some(2),
+        "delete with Version(1) over version 2",
+    )?;
     ensure_eq!(
         get_one(&storage, chat, Part::Full).await?,
         Some(record(chat, 2, "a")),
@@ -643,9 +775,16 @@ pub async fn put_over_tombstone_with_greater_version_revives_chat(
         .open("put_over_tombstone_with_greater_version_revives_chat")
         .await?;
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
     storage
-        .delete(chat, 2, tombstone_summary(chat, 2), PutPrecondition::Version(1))
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
+    storage
+        .delete(
+            chat,
+            2,
+            tombstone_summary(chat, 2),
+            PutPrecondition::Version(1),
+        )
         .await?;
     storage
         .put(record(chat, 3, "b"), PutPrecondition::Version(2))
@@ -708,8 +847,13 @@ pub async fn changes_report_commits_in_order_with_increasing_versions(
             );
         }
         last.insert(change.chat, change.version);
-        let position = order.iter().position(|&(c, v)| c == change.chat && v == change.version);
-        ensure!(position.is_some(), "feed reports a commit never made: {change:?}");
+        let position = order
+            .iter()
+            .position(|&(c, v)| c == change.chat && v == change.version);
+        ensure!(
+            position.is_some(),
+            "feed reports a commit never made: {change:?}"
+        );
         ensure!(
             previous_position < position,
             "feed is not in commit order at {change:?}"
@@ -756,7 +900,11 @@ pub async fn changes_paginate_with_small_limits_without_gaps_or_duplicates(
                 break;
             }
         }
-        ensure_eq!(ids(&paged), ids(&all), "limit {limit}: paged feed vs one page");
+        ensure_eq!(
+            ids(&paged),
+            ids(&all),
+            "limit {limit}: paged feed vs one page"
+        );
         let after = storage.changes(&cursor, limit).await?;
         ensure!(
             after.changes.is_empty() && !after.has_more,
@@ -765,7 +913,11 @@ pub async fn changes_paginate_with_small_limits_without_gaps_or_duplicates(
         );
     }
     let after = storage.changes(&end, 1000).await?;
-    ensure!(after.changes.is_empty(), "end cursor reports {:?}", after.changes);
+    ensure!(
+        after.changes.is_empty(),
+        "end cursor reports {:?}",
+        after.changes
+    );
     Ok(Verdict::Passed)
 }
 
@@ -778,14 +930,20 @@ pub async fn changes_after_saved_cursor_report_only_later_commits(
         .open("changes_after_saved_cursor_report_only_later_commits")
         .await?;
     let early = ChatId::new();
-    storage.put(record(early, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(early, 1, "a"), PutPrecondition::Absent)
+        .await?;
     let (_, cursor) = drain(&storage, &Cursor::start(), 100).await?;
     let (x, y) = (ChatId::new(), ChatId::new());
-    storage.put(record(x, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(x, 1, "a"), PutPrecondition::Absent)
+        .await?;
     storage
         .put(record(early, 2, "a"), PutPrecondition::Version(1))
         .await?;
-    storage.put(record(y, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(y, 1, "a"), PutPrecondition::Absent)
+        .await?;
     let (later, next) = drain(&storage, &cursor, 100).await?;
     ensure_eq!(
         ids(&later),
@@ -808,12 +966,18 @@ pub async fn cursor_from_one_client_works_on_another(backend: &dyn TestBackend) 
         .await?;
     let (_, cursor) = drain(&first, &Cursor::start(), 100).await?;
     let chat = ChatId::new();
-    first.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
+    first
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
     let second = backend
         .open("cursor_from_one_client_works_on_another")
         .await?;
     let (later, _) = drain(&second, &cursor, 100).await?;
-    ensure_eq!(ids(&later), vec![(chat, 1, false)], "second client's feed after the cursor");
+    ensure_eq!(
+        ids(&later),
+        vec![(chat, 1, false)],
+        "second client's feed after the cursor"
+    );
     Ok(Verdict::Passed)
 }
 
@@ -829,15 +993,25 @@ pub async fn changes_inline_summaries_match_stored_summaries(backend: &dyn TestB
         ));
     }
     let chat = ChatId::new();
-    storage.put(record(chat, 1, "a"), PutPrecondition::Absent).await?;
     storage
-        .delete(chat, 2, tombstone_summary(chat, 2), PutPrecondition::Version(1))
+        .put(record(chat, 1, "a"), PutPrecondition::Absent)
+        .await?;
+    storage
+        .delete(
+            chat,
+            2,
+            tombstone_summary(chat, 2),
+            PutPrecondition::Version(1),
+        )
         .await?;
     let (changes, _) = drain(&storage, &Cursor::start(), 100).await?;
     let summaries: Vec<Option<Bytes>> = changes.into_iter().map(|c| c.summary).collect();
     ensure_eq!(
         summaries,
-        vec![Some(record(chat, 1, "a").summary), Some(tombstone_summary(chat, 2))],
+        vec![
+            Some(record(chat, 1, "a").summary),
+            Some(tombstone_summary(chat, 2))
+        ],
         "inline summaries"
     );
     Ok(Verdict::Passed)
@@ -867,7 +1041,9 @@ pub async fn put_over_max_record_bytes_fails_too_large(backend: &dyn TestBackend
         body: Some(Bytes::from(vec![b'b'; size - summary.len()])),
     };
     let fits = ChatId::new();
-    storage.put(record_of(fits, limit), PutPrecondition::Absent).await?;
+    storage
+        .put(record_of(fits, limit), PutPrecondition::Absent)
+        .await?;
     let too_big = ChatId::new();
     match storage
         .put(record_of(too_big, limit + 1), PutPrecondition::Absent)
@@ -902,14 +1078,17 @@ pub async fn vaults_are_isolated(backend: &dyn TestBackend) -> Outcome {
     let alice = backend.open("vaults_are_isolated_alice").await?;
     let bob = backend.open("vaults_are_isolated_bob").await?;
     let chat = ChatId::new();
-    alice.put(record(chat, 5, "alice"), PutPrecondition::Absent).await?;
+    alice
+        .put(record(chat, 5, "alice"), PutPrecondition::Absent)
+        .await?;
     ensure!(
         get_one(&bob, chat, Part::Full).await?.is_none(),
         "bob reads alice's record"
     );
     let (bob_changes, _) = drain(&bob, &Cursor::start(), 100).await?;
     ensure!(bob_changes.is_empty(), "bob's feed shows {bob_changes:?}");
-    bob.put(record(chat, 1, "bob"), PutPrecondition::Absent).await?;
+    bob.put(record(chat, 1, "bob"), PutPrecondition::Absent)
+        .await?;
     ensure_eq!(
         get_one(&alice, chat, Part::Full).await?,
         Some(record(chat, 5, "alice")),
@@ -931,11 +1110,19 @@ pub async fn keyring_round_trips_with_preconditions(backend: &dyn TestBackend) -
     let storage = backend
         .open("keyring_round_trips_with_preconditions")
         .await?;
-    ensure!(storage.get_keyring().await?.is_none(), "new vault has a keyring");
+    ensure!(
+        storage.get_keyring().await?.is_none(),
+        "new vault has a keyring"
+    );
     let missing = storage
         .put_keyring(Bytes::from_static(b"k0"), PutPrecondition::Version(1))
         .await;
-    expect_conflict(missing, None, None, "put_keyring(Version(1)) with no keyring")?;
+    expect_conflict(
+        missing,
+        None,
+        None,
+        "put_keyring(Version(1)) with no keyring",
+    )?;
     let v1 = storage
         .put_keyring(Bytes::from_static(b"k1"), PutPrecondition::Absent)
         .await?;
@@ -980,7 +1167,10 @@ pub async fn keyring_is_isolated_between_vaults(backend: &dyn TestBackend) -> Ou
     alice
         .put_keyring(Bytes::from_static(b"alice"), PutPrecondition::Absent)
         .await?;
-    ensure!(bob.get_keyring().await?.is_none(), "bob reads alice's keyring");
+    ensure!(
+        bob.get_keyring().await?.is_none(),
+        "bob reads alice's keyring"
+    );
     bob.put_keyring(Bytes::from_static(b"bob"), PutPrecondition::Absent)
         .await?;
     ensure_eq!(
@@ -1007,7 +1197,10 @@ pub async fn large_vault_pages_through_feed_and_get(backend: &dyn TestBackend) -
     let unique: HashSet<ChatId> = first.iter().map(|c| c.chat).collect();
     ensure_eq!(unique.len(), count, "distinct chats in the feed");
     let wanted: HashSet<ChatId> = chats.iter().copied().collect();
-    ensure!(unique == wanted, "the feed reports other chats than were written");
+    ensure!(
+        unique == wanted,
+        "the feed reports other chats than were written"
+    );
     let other = backend
         .open("large_vault_pages_through_feed_and_get")
         .await?;
@@ -1023,7 +1216,12 @@ pub async fn large_vault_pages_through_feed_and_get(backend: &dyn TestBackend) -
     for ids in chats.chunks(batch) {
         let records = storage.get(ids, Part::Summary).await?;
         for r in &records {
-            ensure_eq!(r.summary, record(r.chat, 1, "bulk").summary, "summary of {}", r.chat);
+            ensure_eq!(
+                r.summary,
+                record(r.chat, 1, "bulk").summary,
+                "summary of {}",
+                r.chat
+            );
         }
         found += records.len();
     }
@@ -1070,12 +1268,15 @@ pub async fn idle_poll_costs_one_request_in_large_vault(backend: &dyn TestBacken
 const RACERS: usize = 8;
 
 fn require_atomic(storage: &DynStorage) -> Option<Verdict> {
-    (!storage.capabilities().atomic_preconditions).then(|| {
-        Verdict::Skipped("capabilities().atomic_preconditions is false".into())
-    })
+    (!storage.capabilities().atomic_preconditions)
+        .then(|| Verdict::Skipped("capabilities().atomic_preconditions is false".into()))
 }
 
-async fn clients(backend: &dyn TestBackend, vault: &str, n: usize) -> Result<Vec<DynStorage>, Failure> {
+async fn clients(
+    backend: &dyn TestBackend,
+    vault: &str,
+    n: usize,
+) -> Result<Vec<DynStorage>, Failure> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         clients.push(backend.open(vault).await?);
@@ -1094,11 +1295,18 @@ pub async fn concurrent_absent_puts_commit_exactly_once(backend: &dyn TestBacken
     let racers = clients(backend, vault, RACERS).await?;
     let chat = ChatId::new();
     let results = futures::future::join_all(racers.iter().enumerate().map(|(i, c)| {
-        c.put(record(chat, 10 + i as u64, &format!("racer{i}")), PutPrecondition::Absent)
+        c.put(
+            record(chat, 10 + i as u64, &format!("racer{i}")),
+            PutPrecondition::Absent,
+        )
     }))
     .await;
     let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].is_ok()).collect();
-    ensure_eq!(winners.len(), 1, "racers whose put(Absent) committed ({results:?})");
+    ensure_eq!(
+        winners.len(),
+        1,
+        "racers whose put(Absent) committed ({results:?})"
+    );
     let winner = winners[0];
     let version = 10 + winner as u64;
     for (i, result) in results.into_iter().enumerate() {
@@ -1112,7 +1320,11 @@ pub async fn concurrent_absent_puts_commit_exactly_once(backend: &dyn TestBacken
         "stored record"
     );
     let (changes, _) = drain(&first, &Cursor::start(), 100).await?;
-    ensure_eq!(ids(&changes), vec![(chat, version, false)], "feed after the race");
+    ensure_eq!(
+        ids(&changes),
+        vec![(chat, version, false)],
+        "feed after the race"
+    );
     Ok(Verdict::Passed)
 }
 
@@ -1124,14 +1336,23 @@ pub async fn concurrent_version_puts_commit_exactly_once(backend: &dyn TestBacke
         return Ok(skip);
     }
     let chat = ChatId::new();
-    first.put(record(chat, 1, "base"), PutPrecondition::Absent).await?;
+    first
+        .put(record(chat, 1, "base"), PutPrecondition::Absent)
+        .await?;
     let racers = clients(backend, vault, RACERS).await?;
     let results = futures::future::join_all(racers.iter().enumerate().map(|(i, c)| {
-        c.put(record(chat, 2 + i as u64, &format!("racer{i}")), PutPrecondition::Version(1))
+        c.put(
+            record(chat, 2 + i as u64, &format!("racer{i}")),
+            PutPrecondition::Version(1),
+        )
     }))
     .await;
     let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].is_ok()).collect();
-    ensure_eq!(winners.len(), 1, "racers whose put(Version(1)) committed ({results:?})");
+    ensure_eq!(
+        winners.len(),
+        1,
+        "racers whose put(Version(1)) committed ({results:?})"
+    );
     let winner = winners[0];
     let version = 2 + winner as u64;
     for (i, result) in results.into_iter().enumerate() {
@@ -1215,7 +1436,11 @@ pub async fn concurrent_writers_feed_reports_every_commit_once_in_one_order(
     ensure_eq!(committed.len(), WRITERS * PUTS, "distinct commits made");
     let (fresh, _) = drain(&first, &Cursor::start(), 1000).await?;
     let (fresh_small, _) = drain(&writer_clients[0], &Cursor::start(), 13).await?;
-    for (who, feed) in [("polling reader", &polled), ("fresh reader", &fresh), ("fresh reader, limit 13", &fresh_small)] {
+    for (who, feed) in [
+        ("polling reader", &polled),
+        ("fresh reader", &fresh),
+        ("fresh reader, limit 13", &fresh_small),
+    ] {
         let mut counts: HashMap<ChatId, usize> = HashMap::new();
         for change in feed.iter() {
             *counts.entry(change.chat).or_default() += 1;
@@ -1229,12 +1454,21 @@ pub async fn concurrent_writers_feed_reports_every_commit_once_in_one_order(
             committed.len()
         );
     }
-    ensure!(ids(&polled) == ids(&fresh), "the polling reader saw another order than a fresh reader");
-    ensure!(ids(&fresh_small) == ids(&fresh), "readers with limits 13 and 1000 saw different orders");
+    ensure!(
+        ids(&polled) == ids(&fresh),
+        "the polling reader saw another order than a fresh reader"
+    );
+    ensure!(
+        ids(&fresh_small) == ids(&fresh),
+        "readers with limits 13 and 1000 saw different orders"
+    );
     let position: HashMap<ChatId, usize> =
         fresh.iter().enumerate().map(|(i, c)| (c.chat, i)).collect();
     for (w, mine) in per_writer.iter().enumerate() {
-        let positions: Vec<usize> = mine.iter().filter_map(|c| position.get(c).copied()).collect();
+        let positions: Vec<usize> = mine
+            .iter()
+            .filter_map(|c| position.get(c).copied())
+            .collect();
         ensure!(
             positions.windows(2).all(|p| p[0] < p[1]),
             "writer {w}'s sequential commits appear out of order in the feed"
@@ -1254,8 +1488,12 @@ pub async fn corrupt_record_fails_corrupt_and_others_stay_readable(
     let vault = "corrupt_record_fails_corrupt_and_others_stay_readable";
     let storage = backend.open(vault).await?;
     let (bad, good) = (ChatId::new(), ChatId::new());
-    storage.put(record(bad, 1, "a"), PutPrecondition::Absent).await?;
-    storage.put(record(good, 1, "a"), PutPrecondition::Absent).await?;
+    storage
+        .put(record(bad, 1, "a"), PutPrecondition::Absent)
+        .await?;
+    storage
+        .put(record(good, 1, "a"), PutPrecondition::Absent)
+        .await?;
     let Some(corrupted) = backend.corrupt_record(vault, bad).await else {
         return Ok(Verdict::Skipped(
             "the test backend cannot damage stored records (TestBackend::corrupt_record)".into(),
@@ -1277,7 +1515,9 @@ pub async fn corrupt_record_fails_corrupt_and_others_stay_readable(
         "the undamaged record"
     );
     let fresh = ChatId::new();
-    reader.put(record(fresh, 1, "b"), PutPrecondition::Absent).await?;
+    reader
+        .put(record(fresh, 1, "b"), PutPrecondition::Absent)
+        .await?;
     let by_chat: BTreeMap<ChatId, u64> = match drain(&reader, &Cursor::start(), 100).await {
         Ok((changes, _)) => changes.iter().map(|c| (c.chat, c.version)).collect(),
         Err(failure) => {

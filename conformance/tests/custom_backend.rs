@@ -26,7 +26,10 @@ struct Redb {
 
 impl Redb {
     fn database(&self, vault: &str) -> Result<Arc<Database>> {
-        let mut vaults = self.vaults.lock().map_err(|_| chatvault_core::Error::invalid("poisoned"))?;
+        let mut vaults = self
+            .vaults
+            .lock()
+            .map_err(|_| chatvault_core::Error::invalid("poisoned"))?;
         if let Some(db) = vaults.get(vault) {
             return Ok(Arc::clone(db));
         }
@@ -52,7 +55,11 @@ impl TestBackend for Redb {
         Ok(Arc::new(RedbStorage::new(self.database(vault)?)?))
     }
 
-    async fn open_counting(&self, vault: &str, requests: RequestCounter) -> Option<Result<DynStorage>> {
+    async fn open_counting(
+        &self,
+        vault: &str,
+        requests: RequestCounter,
+    ) -> Option<Result<DynStorage>> {
         let storage = match self.database(vault).and_then(RedbStorage::new) {
             Ok(storage) => storage,
             Err(e) => return Some(Err(e)),

@@ -1,1 +1,173 @@
-//! chatvault backend: S3 and S3-compatible object stores
+//! chatvault backend for S3 and S3-compatible stores (MinIO, Cloudflare R2,
+//! Supabase Storage, Ceph, Garage…).
+//!
+//! [`S3Storage`] is chatvault's shared-log record layout
+//! ([`chatvault_object_store`]) over `object_store`'s S3 client: the commit
+//! point of every put is creating the next log object with
+//! `If-None-Match: *`, so the bucket needs conditional writes (AWS S3 since
+//! 2024, MinIO, R2). One vault lives under one key prefix: give each user
+//! their own (`users/<user id>`).
+//!
+//! ```no_run
+//! use chatvault_s3::S3Storage;
+//!
+//! # fn demo() -> chatvault_core::Result<()> {
+//! // Credentials and region from the usual AWS_* environment variables.
+//! let vault = S3Storage::builder()
+//!     .with_bucket("chat-backups")
+//!     .with_prefix("users/3f1c…")
+//!     .build()?;
+//!
+//! // A local MinIO: custom endpoint, path-style requests, plain HTTP.
+//! let local = S3Storage::builder()
+//!     .with_endpoint("http://127.0.0.1:9000")
+//!     .with_credentials("minioadmin", "minioadmin")
+//!     .with_bucket("chats")
+//!     .with_prefix("alice")
+//!     .build()?;
+//!
+//! // Or from a URL, as `ChatVault::open_url` does.
+//! let from_url = S3Storage::from_url("s3://chat-backups/users/alice?endpoint=http://127.0.0.1:9000")?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Servers
+//!
+//! | server | settings |
+//! |---|---|
+//! | AWS S3 | `from_env()`, bucket, prefix |
+//! | MinIO | `with_endpoint("http://host:9000")` (path-style and HTTP follow) |
+//! | Cloudflare R2 | `with_endpoint("https://<account>.r2.cloudflarestorage.com")`, region `auto` |
+//! | Supabase Storage | `with_endpoint("https://<project>.supabase.co/storage/v1/s3")`, the project's S3 access keys, region of the project |
+//!
+//! A server whose `If-None-Match: *` is checked before the write instead of
+//! atomically with it (some small test servers) must be declared with
+//! [`S3StorageBuilder::with_atomic_conditional_put`]`(false)`: two devices
+//! writing at the same moment could then both claim one log slot, and the
+//! backend says so in `Capabilities::atomic_preconditions`.
+
+mod builder;
+
+pub use builder::S3StorageBuilder;
+pub use chatvault_object_store::{CompactOptions, CompactReport, ObjectStoreOptions};
+pub use object_store::aws::S3ConditionalPut;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_core::{
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result,
+    SealedRecord, Storage,
+};
+use chatvault_object_store::ObjectStoreStorage;
+use object_store::path::Path;
+use object_store::ObjectStore;
+use std::fmt;
+use std::sync::Arc;
+
+/// One vault in an S3 bucket, under one key prefix.
+pub struct S3Storage {
+    inner: ObjectStoreStorage,
+    bucket: String,
+    prefix: String,
+}
+
+impl fmt::Debug for S3Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Storage")
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("layout", &self.inner)
+            .finish()
+    }
+}
+
+impl S3Storage {
+    /// A builder seeded from the `AWS_*` environment
+    /// ([`S3StorageBuilder::from_env`]).
+    pub fn builder() -> S3StorageBuilder {
+        S3StorageBuilder::from_env()
+    }
+
+    /// Opens `s3://bucket/prefix`, with credentials and region from the
+    /// `AWS_*` environment. Query parameters `endpoint`, `region` and
+    /// `allow_http` (`true`/`false`) override the environment, e.g.
+    /// `s3://chats/users/alice?endpoint=http://127.0.0.1:9000`.
+    pub fn from_url(url: &str) -> Result<Self> {
+        S3StorageBuilder::from_env().with_url(url)?.build()
+    }
+
+    /// The layout over an already configured store (e.g. an `AmazonS3`
+    /// wrapped in a counting or throttling layer). `bucket` is only used in
+    /// messages.
+    pub fn from_store(
+        store: Arc<dyn ObjectStore>,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+        options: ObjectStoreOptions,
+    ) -> Self {
+        let prefix = prefix.into();
+        Self {
+            inner: ObjectStoreStorage::new(store, Path::from(prefix.as_str()), options),
+            bucket: bucket.into(),
+            prefix,
+        }
+    }
+
+    /// The bucket this vault lives in.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The vault's key prefix inside the bucket.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The layout underneath: compaction and layout options live there.
+    pub fn layout(&self) -> &ObjectStoreStorage {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        self.inner.changes(since, limit).await
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.inner.get(chats, part).await
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        self.inner.put(record, precondition).await
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        self.inner.put_batch(batch).await
+    }
+
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        self.inner
+            .delete(chat, version, summary, precondition)
+            .await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.inner.get_keyring().await
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        self.inner.put_keyring(bytes, precondition).await
+    }
+}

@@ -1,0 +1,206 @@
+//! The Storage contract suite against `S3Storage` on a real S3 server: the
+//! endpoint from `CHATVAULT_TEST_S3_ENDPOINT`, else a container, else the
+//! in-process s3s-fs stand-in (see `chatvault_conformance::fixtures::s3`).
+//! The first line of output says which one served.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_conformance::fixtures::s3::S3Fixture;
+use chatvault_conformance::layers::{CountingHttpConnector, RequestCounter};
+use chatvault_conformance::{contract, ensure, Failure, Outcome, Suite, TestBackend, Verdict};
+use chatvault_core::{
+    ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, Result, SealedRecord, Storage,
+};
+use chatvault_s3::S3StorageBuilder;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload, RetryConfig};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
+
+/// The fixture shared by every contract of this binary.
+static FIXTURE: OnceCell<S3Fixture> = OnceCell::const_new();
+
+fn fixture() -> Result<&'static S3Fixture> {
+    FIXTURE
+        .get()
+        .ok_or_else(|| Error::invalid("the S3 fixture was not started"))
+}
+
+/// A client of `vault` (a prefix of the fixture's bucket).
+fn builder(vault: &str) -> Result<S3StorageBuilder> {
+    let fixture = fixture()?;
+    Ok(S3StorageBuilder::new()
+        .with_endpoint(&fixture.endpoint)
+        .with_region(&fixture.region)
+        .with_credentials(&fixture.access_key_id, &fixture.secret_access_key)
+        .with_bucket(&fixture.bucket)
+        .with_prefix(fixture.vault_prefix(vault))
+        .with_atomic_conditional_put(fixture.atomic_conditional_put))
+}
+
+/// Opens vaults as prefixes of the fixture's bucket.
+struct S3;
+
+#[async_trait]
+impl TestBackend for S3 {
+    fn name(&self) -> String {
+        "s3".into()
+    }
+
+    async fn start(&self) -> Result<String> {
+        let fixture = FIXTURE.get_or_try_init(S3Fixture::start).await?;
+        Ok(fixture.describe())
+    }
+
+    async fn open(&self, vault: &str) -> Result<DynStorage> {
+        Ok(Arc::new(builder(vault)?.build()?))
+    }
+
+    async fn open_counting(
+        &self,
+        vault: &str,
+        requests: RequestCounter,
+    ) -> Option<Result<DynStorage>> {
+        let storage = builder(vault).and_then(|b| {
+            b.with_http_connector(CountingHttpConnector::new(requests))
+                .build()
+        });
+        Some(storage.map(|s| Arc::new(s) as DynStorage))
+    }
+
+    async fn corrupt_record(&self, vault: &str, chat: ChatId) -> Option<Result<()>> {
+        Some(damage_blobs(vault, chat).await)
+    }
+
+    async fn stop(&self) {
+        if let Some(fixture) = FIXTURE.get() {
+            fixture.stop().await;
+        }
+    }
+}
+
+/// Cuts every stored blob of `chat` (the layout's `rec/<chat>/…`) in half,
+/// as a torn upload or a buggy sync tool would.
+async fn damage_blobs(vault: &str, chat: ChatId) -> Result<()> {
+    let fixture = fixture()?;
+    let store = fixture
+        .amazon_s3_builder()
+        .build()
+        .map_err(|e| Error::invalid(e.to_string()))?;
+    let dir = Path::from(format!("{}/rec/{chat}", fixture.vault_prefix(vault)));
+    let blobs: Vec<_> = store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(|e| Error::unavailable("list blobs", e))?;
+    if blobs.is_empty() {
+        return Err(Error::NotFound {
+            what: format!("blobs under {dir}"),
+        });
+    }
+    for blob in blobs {
+        let bytes = store
+            .get(&blob.location)
+            .await
+            .map_err(|e| Error::unavailable("read blob", e))?
+            .bytes()
+            .await
+            .map_err(|e| Error::unavailable("read blob", e))?;
+        let torn = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
+        store
+            .put(&blob.location, PutPayload::from(torn))
+            .await
+            .map_err(|e| Error::unavailable("overwrite blob", e))?;
+    }
+    Ok(())
+}
+
+fn record(chat: ChatId, version: u64) -> SealedRecord {
+    SealedRecord {
+        chat,
+        version,
+        deleted: false,
+        summary: Bytes::from(format!("summary {chat} {version}")),
+        body: Some(Bytes::from(format!("body {chat} {version}"))),
+    }
+}
+
+/// `S3Storage::from_url("s3://bucket/prefix?endpoint=…")` opens the same
+/// vault as the builder with that bucket and prefix.
+async fn from_url_opens_the_vault_the_builder_wrote(backend: &dyn TestBackend) -> Outcome {
+    let vault = "from_url_opens_the_vault_the_builder_wrote";
+    let writer = backend.open(vault).await?;
+    let chat = ChatId::new();
+    writer.put(record(chat, 1), PutPrecondition::Absent).await?;
+    let fixture = fixture()?;
+    let url = format!(
+        "s3://{}/{}?endpoint={}&region={}",
+        fixture.bucket,
+        fixture.vault_prefix(vault),
+        fixture.endpoint,
+        fixture.region
+    );
+    let reader = S3StorageBuilder::new()
+        .with_credentials(&fixture.access_key_id, &fixture.secret_access_key)
+        .with_atomic_conditional_put(fixture.atomic_conditional_put)
+        .with_url(&url)?
+        .build()?;
+    let records = reader.get(&[chat], Part::Full).await?;
+    ensure!(
+        records == vec![record(chat, 1)],
+        "read through {url}: {records:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// A wrong secret key fails with `Unauthorized`, not a retriable error.
+async fn wrong_secret_fails_unauthorized(backend: &dyn TestBackend) -> Outcome {
+    let _ = backend;
+    let storage = builder("wrong_secret_fails_unauthorized")?
+        .with_credentials("chatvault", "not-the-secret")
+        .with_s3(|b| b.with_retry(no_retries()))
+        .build()?;
+    match storage.changes(&Cursor::start(), 10).await {
+        Err(Error::Unauthorized { .. }) => Ok(Verdict::Passed),
+        other => Err(Failure(format!("expected Unauthorized, got {other:?}"))),
+    }
+}
+
+/// An endpoint where nothing listens fails with the retriable
+/// `Unavailable`, which keeps changes queued.
+async fn unreachable_endpoint_fails_unavailable(_backend: &dyn TestBackend) -> Outcome {
+    let storage = S3StorageBuilder::new()
+        .with_endpoint("http://127.0.0.1:9")
+        .with_credentials("k", "s")
+        .with_bucket("nowhere")
+        .with_prefix("alice")
+        .with_s3(|b| b.with_retry(no_retries()))
+        .build()?;
+    let result = storage
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await;
+    ensure!(
+        matches!(&result, Err(e) if e.is_retriable()),
+        "expected a retriable Unavailable, got {result:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+fn no_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 0,
+        ..RetryConfig::default()
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    Suite::new(S3)
+        .with_storage_contracts()
+        .with_contracts([
+            contract!("s3", from_url_opens_the_vault_the_builder_wrote),
+            contract!("s3", wrong_secret_fails_unauthorized),
+            contract!("s3", unreachable_endpoint_fails_unavailable),
+        ])
+        .run()
+}
