@@ -150,6 +150,11 @@ impl Suite {
         self.with_contracts(crate::storage::contracts())
     }
 
+    /// Adds the end-to-end sync contracts ([`crate::sync::contracts`]).
+    pub fn with_sync_contracts(self) -> Self {
+        self.with_contracts(crate::sync::contracts())
+    }
+
     /// Adds more contracts (e.g. the sync suite, or a backend's own).
     pub fn with_contracts(mut self, contracts: impl IntoIterator<Item = Contract>) -> Self {
         self.contracts.extend(contracts);
@@ -241,10 +246,14 @@ impl Suite {
     }
 }
 
-/// Runs the Storage contracts against `backend`: the one call an
-/// out-of-tree backend needs in its `harness = false` test target.
+/// Runs the Storage contracts and the end-to-end sync contracts against
+/// `backend`: the one call an out-of-tree backend needs in its
+/// `harness = false` test target.
 pub fn run(backend: impl TestBackend) -> ExitCode {
-    Suite::new(backend).with_storage_contracts().run()
+    Suite::new(backend)
+        .with_storage_contracts()
+        .with_sync_contracts()
+        .run()
 }
 
 /// True when the `CI` environment variable asks for every service to be

@@ -5,7 +5,10 @@
 //! and its push.
 //!
 //! Each function's one-line doc is the guarantee it checks. [`contracts`]
-//! lists them for the runner, next to the Storage contracts:
+//! lists them for the runner; [`run`](crate::run) and
+//! [`storage_suite!`](crate::storage_suite) include them next to the Storage
+//! contracts, and a [`Suite`](crate::Suite) adds them with
+//! `with_sync_contracts`:
 //!
 //! ```no_run
 //! # use chatvault_conformance::{Suite, TestBackend};
@@ -20,7 +23,7 @@
 //! # fn main() -> std::process::ExitCode {
 //! Suite::new(MyBackend)
 //!     .with_storage_contracts()
-//!     .with_contracts(chatvault_conformance::sync::contracts())
+//!     .with_sync_contracts()
 //!     .run()
 //! # }
 //! ```

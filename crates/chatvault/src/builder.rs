@@ -214,14 +214,23 @@ async fn unlock_vault(
         let key_file = match storage.get_keyring().await {
             Ok(Some(blob)) => blob.bytes.to_vec(),
             Ok(None) => {
-                let cipher = match replica.key_file()? {
-                    // The backend lost (or never had) the key file this
-                    // replica was unlocked with: restore it.
-                    Some(local) => open_key_file(local, unlock.clone()).await?,
-                    None => EnvelopeCipher::generate(VaultId::new()),
-                };
+                if let Some((vault, _)) = replica.identity()? {
+                    // Recreating the vault here would give this backend a
+                    // key file but none of the vault's records.
+                    return Err(Error::invalid(format!(
+                        "the replica {} belongs to vault {vault}, but the backend holds no \
+                         vault; use another replica path for this backend",
+                        replica.path().display()
+                    )));
+                }
                 let protection = protection(&unlock, work_factor);
-                let key_file = cipher.to_key_file(&protection)?;
+                // Sealing the key file runs scrypt: keep it off the runtime.
+                let (cipher, key_file) = blocking(move || {
+                    let cipher = EnvelopeCipher::generate(VaultId::new());
+                    let key_file = cipher.to_key_file(&protection)?;
+                    Ok((cipher, key_file))
+                })
+                .await?;
                 match storage
                     .put_keyring(key_file.clone().into(), PutPrecondition::Absent)
                     .await
