@@ -1,1 +1,322 @@
-//! chatvault backend: a local folder (the default, embedded backend)
+//! chatvault-fs: a vault in a local folder, the default backend.
+//!
+//! [`FsStorage`] is [`ObjectStoreStorage`] (the shared-log layout of
+//! `chatvault-object-store`; read its docs for the commit point, costs and
+//! compaction) over `object_store`'s `LocalFileSystem`, plus fsync and a
+//! push transport from filesystem notifications.
+//!
+//! ```
+//! use chatvault_core::{ChatId, Cursor, PutPrecondition, SealedRecord, Storage};
+//! use chatvault_fs::FsStorage;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> chatvault_core::Result<()> {
+//! # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
+//! let vault = FsStorage::open(dir.path())?;
+//! let chat = ChatId::new();
+//! let record = SealedRecord { chat, version: 1, deleted: false, summary: "s".into(), body: Some("b".into()) };
+//! vault.put(record, PutPrecondition::Absent).await?;
+//! assert_eq!(vault.changes(&Cursor::start(), 10).await?.changes[0].chat, chat);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Atomicity and durability
+//!
+//! `LocalFileSystem` writes every object to a staging file next to it
+//! (`name#1`) and moves it into place in one step: a rename for ordinary
+//! writes, a hard link for create-if-absent, which the kernel refuses if the
+//! name exists. So readers never see a half-written object, and of two
+//! processes creating the same log slot exactly one succeeds
+//! ([`Capabilities::atomic_preconditions`] is true), on local disks and on
+//! network file systems with working `link(2)` (NFSv3+, SMB with Unix
+//! extensions).
+//!
+//! `LocalFileSystem` does not fsync. [`FsStorage`] does: before a put
+//! returns, the file and the directories it may have created are fsynced.
+//! A record's blob is therefore on disk before the log slot that commits it
+//! is created, and a `put` that returned `Ok` survives a power cut. Turn it
+//! off with [`FsStorageBuilder::fsync`] only for throwaway vaults (tests,
+//! benchmarks). Deletions (compaction) are not fsynced: an entry that comes
+//! back after a crash was already covered by the snapshot.
+//!
+//! # Folders shared by Syncthing, Dropbox, a NAS
+//!
+//! The folder may be synced between devices by a file-sync tool. Files
+//! such a tool leaves behind are ignored with a warning and never fail a
+//! pull: temporary files (`.syncthing.*.tmp`, `~*.tmp`), staging files of a
+//! writer that died (`name#1`), conflict copies (`*.sync-conflict-*`,
+//! `* (conflicted copy) *`), `.DS_Store` and the like. Log slots that arrive
+//! out of order stall the feed at the hole until the missing slot arrives;
+//! nothing is skipped.
+//!
+//! What a file-sync tool cannot give is atomic create-if-absent *between*
+//! devices: two devices that commit while they cannot see each other both
+//! claim the same slot, the tool keeps one file and renames the other to a
+//! conflict copy, and the commit in the copy is not part of the vault (a
+//! warning names the copy when a listing meets it). Its device still holds
+//! the chat in its replica, and a handle opened afterwards replays the slot
+//! as everyone else does, so the next write of that chat conflicts and goes
+//! through merge; until then that device's running handle believes its
+//! commit landed. Open such a folder with
+//! [`FsStorageBuilder::shared_by_sync_tool`] so the capabilities say so, and
+//! prefer one writing device at a time, or the s3 backend when several
+//! devices write at once.
+//!
+//! # Push
+//!
+//! [`Storage::push`] returns an [`FsPush`]: it wakes the sync engine when
+//! anything appears in the vault's `log/` directory, and polls every
+//! [`FsStorageBuilder::poll_interval`] (default 5 s) as a safety net.
+
+mod durable;
+mod listing;
+mod watch;
+
+pub use watch::FsPush;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault_core::{
+    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, Part, PutPrecondition, Result,
+    SealedRecord, Storage, Transport,
+};
+use chatvault_object_store::{
+    CompactOptions, CompactReport, ObjectStoreOptions, ObjectStoreStorage,
+};
+use durable::DurableLocalFileSystem;
+use object_store::local::LocalFileSystem;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use watch::LogWatcher;
+
+/// Options for opening an [`FsStorage`].
+///
+/// ```
+/// # fn main() -> chatvault_core::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
+/// use std::time::Duration;
+/// let vault = chatvault_fs::FsStorage::builder(dir.path())
+///     .poll_interval(Duration::from_secs(30))
+///     .open()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct FsStorageBuilder {
+    dir: PathBuf,
+    options: ObjectStoreOptions,
+    poll_interval: Duration,
+    fsync: bool,
+}
+
+impl FsStorageBuilder {
+    /// Layout options (record size limit, batch size…).
+    pub fn options(mut self, options: ObjectStoreOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// How often the push transport polls when no notification arrives.
+    /// Default 5 seconds.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Whether puts are fsynced before they return. Default `true`; `false`
+    /// only for vaults you can afford to lose.
+    pub fn fsync(mut self, fsync: bool) -> Self {
+        self.fsync = fsync;
+        self
+    }
+
+    /// The folder is synced between devices by a file-sync tool, so
+    /// create-if-absent is only atomic on this device: reported as
+    /// `atomic_preconditions: false`. See the crate docs.
+    pub fn shared_by_sync_tool(mut self, shared: bool) -> Self {
+        self.options = self.options.with_atomic_create(!shared);
+        self
+    }
+
+    /// Opens the vault, creating the folder if it does not exist.
+    pub fn open(self) -> Result<FsStorage> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| folder_error(&self.dir, e))?;
+        let root = std::fs::canonicalize(&self.dir).map_err(|e| folder_error(&self.dir, e))?;
+        if !root.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} is not a folder",
+                self.dir.display()
+            )));
+        }
+        let local = LocalFileSystem::new_with_prefix(&root).map_err(|e| {
+            Error::invalid(format!(
+                "cannot open vault folder {}: {e}",
+                self.dir.display()
+            ))
+        })?;
+        let store = Arc::new(DurableLocalFileSystem::new(local, root, self.fsync));
+        let inner =
+            ObjectStoreStorage::new(store, object_store::path::Path::default(), self.options);
+        Ok(FsStorage {
+            dir: self.dir,
+            inner,
+            poll_interval: self.poll_interval,
+            watcher: OnceLock::new(),
+        })
+    }
+}
+
+fn folder_error(dir: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => Error::Unauthorized {
+            message: format!("cannot create vault folder {}: {e}", dir.display()),
+        },
+        _ => Error::invalid(format!("cannot create vault folder {}: {e}", dir.display())),
+    }
+}
+
+/// A vault in a local folder. See the [crate docs](crate).
+pub struct FsStorage {
+    dir: PathBuf,
+    inner: ObjectStoreStorage,
+    poll_interval: Duration,
+    watcher: OnceLock<Arc<LogWatcher>>,
+}
+
+impl std::fmt::Debug for FsStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorage")
+            .field("dir", &self.dir)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FsStorage {
+    /// Opens (creating if needed) the vault in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(dir).open()
+    }
+
+    /// Opens the vault a `file:///absolute/path` URL names.
+    ///
+    /// ```
+    /// # fn main() -> chatvault_core::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
+    /// let url = format!("file://{}", dir.path().display());
+    /// let vault = chatvault_fs::FsStorage::open_url(&url)?;
+    /// assert_eq!(vault.dir(), dir.path());
+    /// assert!(chatvault_fs::FsStorage::open_url("s3://bucket/x").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open_url(url: &str) -> Result<Self> {
+        Self::open(path_from_url(url)?)
+    }
+
+    /// A builder for the vault in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> FsStorageBuilder {
+        FsStorageBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            options: ObjectStoreOptions::default(),
+            poll_interval: Duration::from_secs(5),
+            fsync: true,
+        }
+    }
+
+    /// The vault's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The layout underneath, for what [`Storage`] does not cover.
+    pub fn layout(&self) -> &ObjectStoreStorage {
+        &self.inner
+    }
+
+    /// Compacts the vault; see [`ObjectStoreStorage::compact`].
+    pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
+        self.inner.compact(options).await
+    }
+}
+
+/// The folder a `file://` URL names.
+fn path_from_url(url: &str) -> Result<PathBuf> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::invalid(format!("not a URL: {url:?}: {e}")))?;
+    if parsed.scheme() != "file" {
+        return Err(Error::invalid(format!(
+            "the fs backend opens file:// URLs, not {:?}",
+            parsed.scheme()
+        )));
+    }
+    parsed
+        .to_file_path()
+        .map_err(|()| Error::invalid(format!("{url:?} does not name a local folder")))
+}
+
+#[async_trait]
+impl Storage for FsStorage {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            push: true,
+            ..self.inner.capabilities()
+        }
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        self.inner.changes(since, limit).await
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.inner.get(chats, part).await
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        self.inner.put(record, precondition).await
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        self.inner.put_batch(batch).await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.inner.get_keyring().await
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        self.inner.put_keyring(bytes, precondition).await
+    }
+
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        let watcher = self
+            .watcher
+            .get_or_init(|| LogWatcher::start(&self.dir.join("log")));
+        Some(Arc::new(watcher.transport(self.poll_interval)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_name_folders_and_other_schemes_are_invalid_input() {
+        assert_eq!(
+            path_from_url("file:///tmp/vault").unwrap(),
+            PathBuf::from("/tmp/vault")
+        );
+        assert_eq!(
+            path_from_url("file:///tmp/my%20vault").unwrap(),
+            PathBuf::from("/tmp/my vault")
+        );
+        for bad in ["s3://bucket/p", "/tmp/vault", "file://remote-host/x"] {
+            assert!(
+                matches!(path_from_url(bad), Err(Error::InvalidInput { .. })),
+                "{bad}"
+            );
+        }
+    }
+}

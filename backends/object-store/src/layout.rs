@@ -179,7 +179,7 @@ impl ForeignFiles {
         if !first_time {
             return;
         }
-        if name.contains(".sync-conflict-") {
+        if name.contains(".sync-conflict-") || name.contains("conflicted copy") {
             tracing::warn!(
                 object = name,
                 "ignoring a file-sync conflict copy: two devices wrote the same object before \

@@ -77,17 +77,18 @@ impl ObjectStoreStorage {
             Ok(result) => result.bytes().await,
             Err(e) => Err(e),
         };
-        let bytes =
-            match bytes {
-                Ok(bytes) => bytes,
-                Err(object_store::Error::NotFound { .. }) => return Err(Error::Unavailable {
+        let bytes = match bytes {
+            Ok(bytes) => bytes,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::Unavailable {
                     message: format!(
                         "log entry {path} vanished while being read (compaction running?); retry"
                     ),
                     source: None,
-                }),
-                Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
-            };
+                })
+            }
+            Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
+        };
         match decode_entry(&bytes, path.as_ref()) {
             Ok(entry) => Ok(Some(entry)),
             Err(e @ Error::Corrupt { .. }) => {

@@ -13,6 +13,10 @@ use object_store::{PutMode, PutOptions};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Lost slot races in a row without the log advancing before a put gives up
+/// (about five seconds of backoff).
+const MAX_STUCK: u32 = 30;
+
 /// One record of a put on its way to the log.
 struct Pending {
     /// Its place in the caller's batch.
@@ -258,7 +262,7 @@ impl ObjectStoreStorage {
         written_at: Instant,
     ) -> Result<Vec<(usize, Result<()>)>, (Vec<Pending>, Error)> {
         let mut done = Vec::new();
-        let mut lost = 0u32;
+        let mut stuck = 0u32;
         loop {
             if written_at.elapsed() > self.options.max_claim_delay {
                 let e = Error::Unavailable {
@@ -296,17 +300,27 @@ impl ObjectStoreStorage {
                     return Ok(done);
                 }
                 Err(e) if is_taken(&e) => {
-                    lost += 1;
                     let before = state.index.head();
                     if let Err(e) = self.refresh(state, None).await {
                         return Err((items, e));
                     }
-                    if state.index.head() == before {
-                        // The slot exists but the listing does not show it
-                        // yet (or a hole stalls the replay): back off a little.
-                        tokio::time::sleep(Duration::from_millis(u64::from(lost.min(50)) * 10))
-                            .await;
+                    if state.index.head() > before {
+                        stuck = 0;
+                        continue;
                     }
+                    // The slot exists but the listing does not show it yet
+                    // (or a hole stalls the replay): back off, then give up.
+                    stuck += 1;
+                    if stuck > MAX_STUCK {
+                        let e = Error::Unavailable {
+                            message: format!(
+                                "log slot {path} exists but does not show in listings; retry later"
+                            ),
+                            source: None,
+                        };
+                        return Err((items, e));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10 * u64::from(stuck))).await;
                 }
                 Err(e) => {
                     // The create may have happened before the error: look.

@@ -1,0 +1,101 @@
+//! Push for a local folder: filesystem notifications on `log/`, with
+//! polling as the safety net.
+//!
+//! One watcher per [`FsStorage`](crate::FsStorage) feeds every transport it
+//! hands out. A transport wakes when anything appears in `log/` (a local
+//! writer, another process, a file-sync tool renaming a file into place) or
+//! when its polling interval elapses, whichever comes first. Notifications
+//! can be lost (a full kernel queue, a network file system that sends none);
+//! the interval bounds the delay then.
+
+use async_trait::async_trait;
+use chatvault_core::{Polling, PullOutcome, Transport};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The folder watcher shared by a storage's transports.
+pub(crate) struct LogWatcher {
+    changes: watch::Sender<u64>,
+    /// Kept alive for as long as a transport may wait on it; `None` if the
+    /// platform refused a watch (then transports only poll).
+    _watcher: Mutex<Option<RecommendedWatcher>>,
+}
+
+impl LogWatcher {
+    /// Starts watching `log_dir` (created if missing).
+    pub(crate) fn start(log_dir: &Path) -> Arc<Self> {
+        let (changes, _) = watch::channel(0u64);
+        let notifier = changes.clone();
+        let watcher = std::fs::create_dir_all(log_dir)
+            .map_err(notify::Error::io)
+            .and_then(|()| {
+                notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event
+                {
+                    Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
+                    Ok(_) => notifier.send_modify(|n| *n = n.wrapping_add(1)),
+                    // A lost event (queue overflow): wake up and look.
+                    Err(_) => notifier.send_modify(|n| *n = n.wrapping_add(1)),
+                })
+            })
+            .and_then(|mut watcher| {
+                watcher.watch(log_dir, RecursiveMode::NonRecursive)?;
+                Ok(watcher)
+            });
+        let watcher = match watcher {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(dir = %log_dir.display(), error = %e, "cannot watch the vault folder; polling only");
+                None
+            }
+        };
+        Arc::new(Self {
+            changes,
+            _watcher: Mutex::new(watcher),
+        })
+    }
+
+    pub(crate) fn transport(self: &Arc<Self>, interval: Duration) -> FsPush {
+        FsPush {
+            changes: tokio::sync::Mutex::new(self.changes.subscribe()),
+            polling: Polling::new(interval),
+            _watcher: Arc::clone(self),
+        }
+    }
+}
+
+/// A [`Transport`] that wakes on filesystem notifications or, at the latest,
+/// after its polling interval (with jitter and backoff while pulls fail).
+pub struct FsPush {
+    changes: tokio::sync::Mutex<watch::Receiver<u64>>,
+    polling: Polling,
+    _watcher: Arc<LogWatcher>,
+}
+
+impl std::fmt::Debug for FsPush {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsPush")
+            .field("polling", &self.polling)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl Transport for FsPush {
+    async fn wait(&self, previous: PullOutcome) {
+        let notified = async {
+            let mut changes = self.changes.lock().await;
+            if changes.changed().await.is_err() {
+                // The sender lives in `_watcher`, which this transport owns;
+                // if it is ever gone, fall back to the interval alone.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = notified => {}
+            () = self.polling.wait(previous) => {}
+        }
+    }
+}
