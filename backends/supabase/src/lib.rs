@@ -23,6 +23,17 @@
 //!   status map to chatvault's typed errors: connection and 5xx failures are
 //!   retriable, an over-size record is `TooLarge`, and so on.
 //!
+//! # Setting up a project
+//!
+//! Copy `supabase/migrations/*.sql` from this crate into your project's
+//! `supabase/migrations/` and run `supabase db push` (or apply
+//! [`MIGRATIONS`] in order with any migration tool, as the project owner).
+//! They create `chatvault_*` tables and functions in `public`, grant them to
+//! `authenticated` only, and revoke Supabase's default grants to `anon`.
+//! Every function is `SECURITY INVOKER`, so row-level security on
+//! `auth.uid()` is the one access check. Realtime is not used: the engine
+//! polls, and an idle poll is one small request.
+//!
 //! ```no_run
 //! use chatvault_supabase::{StaticToken, SupabaseStorage};
 //!
