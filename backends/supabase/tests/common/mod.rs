@@ -12,6 +12,7 @@ use chatvault_supabase::{
     StaticToken, SupabaseStorage, SupabaseStorageBuilder, TokenSource, MIGRATIONS,
 };
 use serde_json::Value;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uuid::Uuid;
@@ -23,11 +24,13 @@ pub async fn fixture() -> Option<&'static SupabaseFixture> {
     match SupabaseFixture::shared(MIGRATIONS).await {
         Ok(fixture) => {
             static PRINTED: std::sync::Once = std::sync::Once::new();
+            // Written past libtest's output capture, so every run shows it.
             PRINTED.call_once(|| {
-                eprintln!(
+                let _ = writeln!(
+                    std::io::stderr(),
                     "chatvault-supabase tests: served by {}",
                     fixture.description()
-                )
+                );
             });
             Some(fixture)
         }
@@ -35,7 +38,10 @@ pub async fn fixture() -> Option<&'static SupabaseFixture> {
             panic!("CI is set and the Supabase services are missing: {e}")
         }
         Err(e) => {
-            eprintln!("SKIPPED: no PostgreSQL for the Supabase tests: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: no PostgreSQL for the Supabase tests: {e}"
+            );
             None
         }
     }
