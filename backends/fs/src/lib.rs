@@ -86,6 +86,7 @@ use chatvault_object_store::{
 };
 use durable::DurableLocalFileSystem;
 use object_store::local::LocalFileSystem;
+use object_store::ObjectStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -103,12 +104,28 @@ use watch::LogWatcher;
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct FsStorageBuilder {
     dir: PathBuf,
     options: ObjectStoreOptions,
     poll_interval: Duration,
     fsync: bool,
+    layer: Option<StoreLayer>,
+}
+
+/// Wraps the folder's object store (see [`FsStorageBuilder::layer`]).
+type StoreLayer = Arc<dyn Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync>;
+
+impl std::fmt::Debug for FsStorageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsStorageBuilder")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .field("poll_interval", &self.poll_interval)
+            .field("fsync", &self.fsync)
+            .field("layer", &self.layer.is_some())
+            .finish()
+    }
 }
 
 impl FsStorageBuilder {
@@ -140,6 +157,17 @@ impl FsStorageBuilder {
         self
     }
 
+    /// Wraps the folder's object store (already durable) in another one:
+    /// request counting, tracing, fault injection, in the spirit of
+    /// `object_store`'s `PrefixStore` or OpenDAL's layers.
+    pub fn layer(
+        mut self,
+        layer: impl Fn(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore> + Send + Sync + 'static,
+    ) -> Self {
+        self.layer = Some(Arc::new(layer));
+        self
+    }
+
     /// Opens the vault, creating the folder if it does not exist.
     pub fn open(self) -> Result<FsStorage> {
         std::fs::create_dir_all(&self.dir).map_err(|e| folder_error(&self.dir, e))?;
@@ -156,7 +184,11 @@ impl FsStorageBuilder {
                 self.dir.display()
             ))
         })?;
-        let store = Arc::new(DurableLocalFileSystem::new(local, root, self.fsync));
+        let mut store: Arc<dyn ObjectStore> =
+            Arc::new(DurableLocalFileSystem::new(local, root, self.fsync));
+        if let Some(layer) = &self.layer {
+            store = layer(store);
+        }
         let inner =
             ObjectStoreStorage::new(store, object_store::path::Path::default(), self.options);
         Ok(FsStorage {
@@ -223,6 +255,7 @@ impl FsStorage {
             options: ObjectStoreOptions::default(),
             poll_interval: Duration::from_secs(5),
             fsync: true,
+            layer: None,
         }
     }
 

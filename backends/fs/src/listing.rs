@@ -55,17 +55,30 @@ pub(crate) fn walk(
                 continue;
             };
             let child = location.child(part);
-            // `metadata` follows symlinks; a broken one is skipped.
-            let Ok(meta) = std::fs::metadata(entry.path()) else {
+            let Ok(file_type) = entry.file_type() else {
                 continue;
             };
-            if meta.is_dir() {
+            // Symlinks are followed; a broken one is skipped.
+            let is_dir = if file_type.is_symlink() {
+                match std::fs::metadata(entry.path()) {
+                    Ok(meta) => meta.is_dir(),
+                    Err(_) => continue,
+                }
+            } else {
+                file_type.is_dir()
+            };
+            if is_dir {
                 pending.push((entry.path(), child));
                 continue;
             }
+            // Filter before `stat`: an idle poll of a long log then costs one
+            // directory read and no per-file system call.
             if offset.as_ref().is_some_and(|offset| &child <= offset) {
                 continue;
             }
+            let Ok(meta) = std::fs::metadata(entry.path()) else {
+                continue;
+            };
             let last_modified = meta
                 .modified()
                 .map(DateTime::<Utc>::from)
