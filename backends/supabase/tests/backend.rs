@@ -11,6 +11,7 @@ use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
 use common::{builder, client, fixture, record, rpc, ScriptedTokens};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -601,4 +602,51 @@ async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
     assert_eq!(seen.len(), 1500);
     let fetched = storage.get(&chats, Part::Summary).await.unwrap();
     assert_eq!(fetched.len(), 1500);
+}
+
+/// An idle poll does not grow with the vault: at 10,000 chats it is one
+/// request, and request plus response (headers included) stay under 1 KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let user = Uuid::now_v7();
+    let storage = client(fixture, user);
+    let chats: Vec<ChatId> = (0..10_000).map(|_| ChatId::new()).collect();
+    for chunk in chats.chunks(chatvault_supabase::MAX_BATCH) {
+        let batch = chunk
+            .iter()
+            .map(|c| (record(*c, 1, "bulk"), PutPrecondition::Absent))
+            .collect();
+        for result in storage.put_batch(batch).await {
+            result.unwrap();
+        }
+    }
+    let mut cursor = Cursor::start();
+    let mut seen = 0;
+    loop {
+        let page = storage.changes(&cursor, 1000).await.unwrap();
+        seen += page.changes.len();
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, 10_000);
+
+    let poller = client(fixture, user);
+    let idle = poller.changes(&cursor, 1000).await.unwrap();
+    assert!(idle.changes.is_empty() && !idle.has_more);
+    assert_eq!(idle.cursor, cursor);
+    let stats = poller.transfer_stats();
+    let _ = writeln!(
+        std::io::stderr(),
+        "idle poll at 10,000 chats: {} request, {} bytes sent, {} bytes received",
+        stats.requests,
+        stats.bytes_sent,
+        stats.bytes_received
+    );
+    assert_eq!(stats.requests, 1);
+    assert!(stats.bytes_sent + stats.bytes_received < 1024, "{stats:?}");
 }
