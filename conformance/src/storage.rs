@@ -1191,8 +1191,11 @@ pub async fn large_vault_pages_through_feed_and_get(backend: &dyn TestBackend) -
         .open("large_vault_pages_through_feed_and_get")
         .await?;
     let count = large_vault_records();
+    let started = std::time::Instant::now();
     let chats = fill(&storage, count, "bulk").await?;
+    let filled = started.elapsed();
     let (first, end) = drain(&storage, &Cursor::start(), 1000).await?;
+    let drained = started.elapsed();
     ensure_eq!(first.len(), count, "changes reported for {count} puts");
     let unique: HashSet<ChatId> = first.iter().map(|c| c.chat).collect();
     ensure_eq!(unique.len(), count, "distinct chats in the feed");
@@ -1226,6 +1229,12 @@ pub async fn large_vault_pages_through_feed_and_get(backend: &dyn TestBackend) -
         found += records.len();
     }
     ensure_eq!(found, count, "records returned by get");
+    // Information for whoever tunes a backend; nothing asserts on time.
+    println!(
+        "storage::large_vault_pages_through_feed_and_get: {count} records: put_batch {filled:?}, first full feed read {:?}, total {:?}",
+        drained - filled,
+        started.elapsed()
+    );
     Ok(Verdict::Passed)
 }
 

@@ -159,7 +159,7 @@ async fn wrong_secret_fails_unauthorized(backend: &dyn TestBackend) -> Outcome {
     let _ = backend;
     if !fixture()?.checks_credentials {
         return Ok(Verdict::Skipped(
-            "the S3 server accepts any credentials (image label org.chatvault.s3.checks-credentials=false)".into(),
+            "the S3 server accepts any credentials (S3Fixture::checks_credentials is false)".into(),
         ));
     }
     let storage = builder("wrong_secret_fails_unauthorized")?
@@ -202,6 +202,7 @@ fn no_retries() -> RetryConfig {
 fn main() -> std::process::ExitCode {
     Suite::new(S3)
         .with_storage_contracts()
+        .with_sync_contracts()
         .with_contracts([
             contract!("s3", from_url_opens_the_vault_the_builder_wrote),
             contract!("s3", wrong_secret_fails_unauthorized),

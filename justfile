@@ -1,0 +1,34 @@
+# Developer recipes. `just --list` shows them; install just with `cargo install just`.
+
+# Unit, integration and conformance tests of the whole workspace.
+test:
+    cargo test --workspace --all-features
+
+# Lints exactly as CI runs them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+# Formats every crate.
+fmt:
+    cargo fmt --all
+
+# Criterion benchmarks (performance targets live here, never in tests).
+bench:
+    cargo bench --workspace
+
+# Builds the registry-free test images (chatvault-test/s3, chatvault-test/postgres).
+# Needs root, debootstrap and a running Docker engine; pass --force to rebuild.
+images *args:
+    bash conformance/images/build.sh {{args}}
+
+# The conformance suite against every backend. With the local images built
+# (`just images`) the S3 and PostgreSQL fixtures run in containers; without
+# Docker they fall back to in-process stand-ins and say so in the first line.
+# Extra arguments go to the test binaries, e.g. `just conformance storage::put`.
+conformance *args:
+    CHATVAULT_TEST_S3_IMAGE="${CHATVAULT_TEST_S3_IMAGE:-chatvault-test/s3:latest}" \
+    CHATVAULT_TEST_PG_IMAGE="${CHATVAULT_TEST_PG_IMAGE:-chatvault-test/postgres:latest}" \
+    cargo test --no-fail-fast --all-features --test conformance --test custom_backend \
+        -p chatvault-conformance -p chatvault-object-store -p chatvault-fs -p chatvault-s3 -p chatvault-supabase \
+        -- {{args}}
