@@ -63,6 +63,14 @@
 //! prefer one writing device at a time, or the s3 backend when several
 //! devices write at once.
 //!
+//! # Costs on a folder
+//!
+//! An idle poll is one read of the `log/` directory (no file is opened or
+//! stat'ed); a listing of a vault that is never compacted grows with its
+//! history, so run [`FsStorage::compact`] now and then. Files whose names
+//! are not valid UTF-8 are skipped with a warning (`LocalFileSystem`'s own
+//! listing would stop at them).
+//!
 //! # Push
 //!
 //! [`Storage::push`] returns an [`FsPush`]: it wakes the sync engine when

@@ -243,10 +243,30 @@ struct State {
 
 /// A vault stored with the shared-log layout on an [`ObjectStore`].
 ///
-/// See the [crate docs](crate) for the layout, the commit point, costs,
-/// compaction, and how damaged and foreign objects are handled. Several
-/// handles (processes, devices) may share one vault; each keeps its own index
-/// in memory.
+/// See the [crate docs](crate) for the layout, the commit point, costs and
+/// compaction. Several handles (processes, devices) may share one vault;
+/// each keeps its own index in memory and learns the head of the log from
+/// its cached head plus one LIST with an offset (there is no "head" object
+/// to trust or to keep up to date).
+///
+/// # Errors
+///
+/// - `changes` skips a log entry nobody can decode (a `tracing` warning, the
+///   same for every reader) and keeps going; it fails with
+///   `UnsupportedFormat` on an entry from a newer chatvault, and with
+///   `Corrupt` only if log entries a reader still needs were removed without
+///   a snapshot covering them (restart that reader from `Cursor::start()`).
+/// - `get` fails as a whole with `Corrupt { what: "chat <uuid> …" }` if one
+///   requested record's blob is missing, torn or garbled; fetch the other ids
+///   again without it (or one by one) and they load.
+/// - `put` fails with `Conflict { current }` when its precondition does not
+///   hold at its slot, `TooLarge` above
+///   [`ObjectStoreOptions::with_max_record_bytes`], `InvalidInput` for a
+///   tombstone with a body; a put whose commit request failed ambiguously
+///   looks the slot up and reports success if its entry landed.
+/// - Store failures map as: network, timeouts, 5xx, a full disk →
+///   `Unavailable` (retriable); 401/403 → `Unauthorized`; unsupported
+///   operations → `Rejected`.
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,
     layout: Layout,

@@ -271,3 +271,29 @@ async fn a_hole_in_the_log_stalls_the_feed_until_it_fills() {
     let (feed, _) = drain(&reader, &page.cursor, 10).await;
     assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![a, b]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_gives_up_retriably_when_a_taken_slot_never_shows_in_listings() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(store.clone());
+    let chat = ChatId::new();
+    writer
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let other = vault(inner.clone());
+    other
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    store.hide_from_listings(Path::from(slot(2)));
+    let err = writer
+        .put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap_err();
+    assert!(err.is_retriable(), "{err:?}");
+    store.heal();
+    let (feed, _) = drain(&vault(inner), &Cursor::start(), 10).await;
+    assert_eq!(feed.len(), 2, "the abandoned put left nothing visible");
+}

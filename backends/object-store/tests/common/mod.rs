@@ -48,6 +48,7 @@ pub struct Instrumented {
     requests: AtomicU64,
     lists: AtomicU64,
     fault: Mutex<Option<Fault>>,
+    hidden: Arc<Mutex<Vec<Path>>>,
 }
 
 impl fmt::Debug for Instrumented {
@@ -69,6 +70,7 @@ impl Instrumented {
             requests: AtomicU64::new(0),
             lists: AtomicU64::new(0),
             fault: Mutex::new(None),
+            hidden: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -91,6 +93,25 @@ impl Instrumented {
     pub fn fail_request(&self, at: u64, mode: FaultMode) {
         self.reset();
         *self.fault.lock().unwrap() = Some(Fault { at, mode });
+    }
+
+    /// Listings leave `path` out, as an eventually consistent listing would.
+    pub fn hide_from_listings(&self, path: Path) {
+        self.hidden.lock().unwrap().push(path);
+    }
+
+    fn visible(
+        &self,
+        stream: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let hidden = Arc::clone(&self.hidden);
+        stream
+            .filter(move |item| {
+                let hide =
+                    matches!(item, Ok(meta) if hidden.lock().unwrap().contains(&meta.location));
+                futures::future::ready(!hide)
+            })
+            .boxed()
     }
 
     pub fn heal(&self) {
@@ -174,7 +195,7 @@ impl ObjectStore for Instrumented {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.inner.list(prefix),
+            Decision::Pass => self.visible(self.inner.list(prefix)),
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
@@ -186,7 +207,7 @@ impl ObjectStore for Instrumented {
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.inner.list_with_offset(prefix, offset),
+            Decision::Pass => self.visible(self.inner.list_with_offset(prefix, offset)),
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
