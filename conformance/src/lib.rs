@@ -81,6 +81,9 @@
 //! chatvault_conformance::storage_suite!(MyBackend);
 //! ```
 //!
+//! [`run`] holds it to the Storage contracts and the end-to-end sync
+//! contracts (three devices, offline edits, lost responses, crashes; see
+//! [`sync`]); use [`Suite`] to pick contracts or add your own.
 //! `cargo test --test conformance` then prints one line per contract:
 //!
 //! ```text
@@ -115,7 +118,8 @@ pub use backend::TestBackend;
 pub use runner::{run, services_required, Contract, ContractFn, Failure, Outcome, Suite, Verdict};
 
 /// Defines `fn main()` for a `harness = false` test target that runs the
-/// Storage contracts against a [`TestBackend`] built by the expression.
+/// Storage and sync contracts ([`run`]) against a [`TestBackend`] built by
+/// the expression.
 ///
 /// ```no_run
 /// # use chatvault_conformance::TestBackend;
