@@ -11,6 +11,7 @@ const SCHEMES: &[(&str, &str)] = &[
     ("supabase+http://", "supabase"),
 ];
 
+#[cfg(not(all(feature = "fs", feature = "s3", feature = "supabase")))]
 fn feature_disabled(url: &str, feature: &str) -> Error {
     Error::invalid(format!(
         "{url:?} needs the `{feature}` backend, which this build of chatvault leaves out; \
@@ -32,32 +33,34 @@ fn feature_disabled(url: &str, feature: &str) -> Error {
 /// with their own token source and pass it to
 /// [`ChatVaultBuilder::storage`](crate::ChatVaultBuilder::storage).
 pub async fn open_url(url: &str) -> Result<DynStorage> {
-    let Some(&(scheme, feature)) = SCHEMES.iter().find(|(scheme, _)| url.starts_with(scheme))
-    else {
+    let Some(&(_, feature)) = SCHEMES.iter().find(|(scheme, _)| url.starts_with(scheme)) else {
         return Err(Error::invalid(format!(
             "unsupported storage URL {url:?}: expected file:///path, s3://bucket/prefix \
              or supabase+https://project.supabase.co"
         )));
     };
     match feature {
-        "fs" => open_fs(url, scheme).await,
+        "fs" => open_fs(url).await,
         "s3" => open_s3(url).await,
         _ => open_supabase(url).await,
     }
 }
 
 #[cfg(feature = "fs")]
-async fn open_fs(url: &str, scheme: &str) -> Result<DynStorage> {
-    let path = &url[scheme.len()..];
-    if path.is_empty() {
-        return Err(Error::invalid(format!("{url:?} names no folder")));
-    }
-    let storage = chatvault_fs::FsStorage::open(path)?;
+async fn open_fs(url: &str) -> Result<DynStorage> {
+    let url = url.to_string();
+    // Creating the folder is file-system work: keep it off the runtime.
+    let storage = tokio::task::spawn_blocking(move || chatvault_fs::FsStorage::open_url(&url))
+        .await
+        .map_err(|e| Error::Local {
+            message: format!("opening the folder failed: {e}"),
+            source: None,
+        })??;
     Ok(std::sync::Arc::new(storage))
 }
 
 #[cfg(not(feature = "fs"))]
-async fn open_fs(url: &str, _scheme: &str) -> Result<DynStorage> {
+async fn open_fs(url: &str) -> Result<DynStorage> {
     Err(feature_disabled(url, "fs"))
 }
 

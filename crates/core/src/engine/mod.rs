@@ -170,12 +170,13 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self> {
         let capabilities = storage.capabilities();
+        let chats = usize::try_from(replica.record_count()?).unwrap_or(0);
         let inner = Arc::new(Inner {
             storage,
             capabilities,
             sealer: Sealer::new(cipher, config.vault),
             clock: Clock::new(config.device),
-            state: State::new(config.cache_bytes),
+            state: State::new(config.cache_bytes, chats),
             notifier: Notifier::new(),
             write_lock: Mutex::new(()),
             sync_lock: tokio::sync::Mutex::new(()),
@@ -400,36 +401,33 @@ impl Inner {
     }
 
     fn load_sidebar_from_replica(&self) -> Result<()> {
-        let stored: Vec<_> = self
-            .replica
-            .summaries()?
-            .into_iter()
-            .filter(|s| !s.deleted)
-            .collect();
-        let opened = sealing::par_map(stored, |s| {
-            (
-                s.chat,
-                self.sealer.open_summary(s.chat, s.version, &s.sealed),
-            )
-        });
-        let mut summaries = Vec::with_capacity(opened.len());
-        for (chat, result) in opened {
-            match result {
-                Ok(summary) => {
-                    self.clock.observe(summary.last_activity);
-                    summaries.push(summary);
-                }
-                Err(e) => {
-                    tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
-                    self.notifier.emit(Event::RecordSkipped {
-                        chat,
-                        reason: e.to_string(),
-                    });
+        /// Summaries decrypted per step: bounds the transient memory of a
+        /// cold start, whatever the vault's size.
+        const BATCH: usize = 4096;
+        self.replica.scan_summaries(BATCH, |batch| {
+            let live: Vec<_> = batch.into_iter().filter(|s| !s.deleted).collect();
+            let opened = sealing::par_map(live, |s| {
+                (s.chat, self.sealer.open_summary(s.chat, s.version, &s.sealed))
+            });
+            let mut summaries = Vec::with_capacity(opened.len());
+            for (chat, result) in opened {
+                match result {
+                    Ok(summary) => {
+                        self.clock.observe(summary.last_activity);
+                        summaries.push(summary);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
+                        self.notifier.emit(Event::RecordSkipped {
+                            chat,
+                            reason: e.to_string(),
+                        });
+                    }
                 }
             }
-        }
-        self.state.fill(summaries);
-        Ok(())
+            self.state.fill(summaries);
+            Ok(())
+        })
     }
 
     /// Applies a committed state to memory and tells subscribers.

@@ -30,9 +30,11 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(cache_bytes: u64) -> Self {
+    /// Sized for `chats` sidebar entries up front, so a cold start does not
+    /// grow (and briefly double) the map step by step.
+    pub(crate) fn new(cache_bytes: u64, chats: usize) -> Self {
         Self {
-            sidebar: DashMap::new(),
+            sidebar: DashMap::with_capacity(chats),
             chats: Cache::builder()
                 .max_capacity(cache_bytes)
                 .weigher(|_, (_, chat): &(u64, Arc<Chat>)| weight(chat))

@@ -83,6 +83,11 @@ use std::path::{Path, PathBuf};
 /// Format version of replica files written by this build.
 pub const REPLICA_FORMAT: u32 = 1;
 
+/// Memory redb may use to cache pages of the replica. Its default (1 GiB)
+/// would let the cache grow with the vault; the operating system's page
+/// cache already keeps the file warm, so a small cache costs little time.
+pub const REPLICA_CACHE_BYTES: usize = 4 << 20;
+
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub(crate) const SUMMARIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("summaries");
 pub(crate) const BODIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bodies");
@@ -191,7 +196,9 @@ impl Replica {
                 )
             })?;
         }
-        let db = Database::create(&path)
+        let db = Database::builder()
+            .set_cache_size(REPLICA_CACHE_BYTES)
+            .create(&path)
             .map_err(|e| local_error(&format!("cannot open the replica {}", path.display()), e))?;
         Self::init(db, path)
     }
@@ -339,6 +346,55 @@ impl Replica {
                 Error::local_message("the replica's pull cursor is not UTF-8".to_string())
             }),
         }
+    }
+
+    /// Number of stored records, tombstones included.
+    pub fn record_count(&self) -> Result<u64> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(SUMMARIES)
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        table
+            .len()
+            .map_err(|e| local_error("cannot read the replica summaries", e))
+    }
+
+    /// Hands every stored summary, tombstones included, to `f` in chat id
+    /// order, `batch` at a time, from one consistent snapshot; memory stays
+    /// bounded by the batch, whatever the vault's size.
+    pub fn scan_summaries(
+        &self,
+        batch: usize,
+        mut f: impl FnMut(Vec<StoredSummary>) -> Result<()>,
+    ) -> Result<()> {
+        let batch = batch.max(1);
+        let txn = self.read()?;
+        let table = txn
+            .open_table(SUMMARIES)
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let iter = table
+            .iter()
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let mut chunk = Vec::with_capacity(batch);
+        for item in iter {
+            let (key, value) =
+                item.map_err(|e| local_error("cannot read the replica summaries", e))?;
+            let chat = ChatId::from_bytes(*key.value());
+            let (header, sealed) = decode_summary(chat, value.value())?;
+            chunk.push(StoredSummary {
+                chat,
+                version: header.version,
+                deleted: header.deleted,
+                sealed: sealed.to_vec(),
+            });
+            if chunk.len() == batch {
+                f(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;
+            }
+        }
+        if !chunk.is_empty() {
+            f(chunk)?;
+        }
+        Ok(())
     }
 
     /// Every stored summary, tombstones included, in chat id order.
