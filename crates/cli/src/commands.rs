@@ -1,0 +1,162 @@
+//! The subcommands. Each opens the vault, syncs before reading (so `ls`
+//! shows what other devices wrote) and after writing (so the change reaches
+//! the server before the process exits); offline, writes stay queued.
+
+use crate::{output, settings, Cli, Command};
+use chatvault::{ChatId, ChatVault, MessageId, Result};
+
+/// Runs one command line.
+pub async fn run(cli: Cli) -> Result<()> {
+    let vault = settings::builder(&cli)?.open().await?;
+    let session = Session {
+        vault,
+        sync: !cli.no_sync,
+    };
+    let result = session.execute(cli.command).await;
+    session.vault.close().await;
+    result
+}
+
+struct Session {
+    vault: ChatVault,
+    sync: bool,
+}
+
+impl Session {
+    async fn execute(&self, command: Command) -> Result<()> {
+        let vault = &self.vault;
+        match command {
+            Command::Ls => {
+                self.pull().await?;
+                output::sidebar(&vault.sidebar());
+            }
+            Command::Show { chat } => {
+                let chat = chat_id(&chat)?;
+                self.pull().await?;
+                output::chat(&*vault.load_full_chat(chat).await?);
+            }
+            Command::New { title } => {
+                println!("{}", vault.new_chat(title).await?.id);
+                self.push().await?;
+            }
+            Command::Add { chat, role, text } => {
+                let chat = chat_id(&chat)?;
+                let online = self.pull().await?;
+                println!("{}", vault.add_message(chat, role.into(), text).await?);
+                self.push_if(online).await?;
+            }
+            Command::Rename { chat, title } => {
+                let chat = chat_id(&chat)?;
+                let online = self.pull().await?;
+                vault.rename(chat, title).await?;
+                self.push_if(online).await?;
+            }
+            Command::Star { chat } => self.star(&chat, true).await?,
+            Command::Unstar { chat } => self.star(&chat, false).await?,
+            Command::Rm { chat } => {
+                let chat = chat_id(&chat)?;
+                let online = self.pull().await?;
+                vault.delete_chat(chat).await?;
+                self.push_if(online).await?;
+            }
+            Command::RmMessage { chat, message } => {
+                let chat = chat_id(&chat)?;
+                let message: MessageId = message.parse()?;
+                let online = self.pull().await?;
+                vault.delete_message(chat, message).await?;
+                self.push_if(online).await?;
+            }
+            Command::Sync => {
+                let report = vault.sync_now().await?;
+                output::skipped(&report);
+                output::report(&report, &vault.status());
+            }
+            Command::Watch(args) => crate::watch::run(vault, args).await?,
+            Command::Export(args) => {
+                // Bad arguments fail before any network round trip.
+                let target = crate::export::target(&args)?;
+                self.pull().await?;
+                crate::export::write(vault, &target, args.output.as_deref()).await?;
+            }
+            Command::Import { file } => {
+                crate::import::run(vault, &file).await?;
+                self.push().await?;
+            }
+            Command::Status => {
+                self.pull().await?;
+                println!("pending {}", vault.pending_changes()?);
+                println!("status {}", output::status(&vault.status()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn star(&self, chat: &str, starred: bool) -> Result<()> {
+        let chat = chat_id(chat)?;
+        let online = self.pull().await?;
+        self.vault.star(chat, starred).await?;
+        self.push_if(online).await
+    }
+
+    /// Syncs before a read or an edit. Offline is a warning, not an error:
+    /// the replica still answers. Returns whether the server answered.
+    async fn pull(&self) -> Result<bool> {
+        if !self.sync {
+            return Ok(false);
+        }
+        match self.vault.sync_now().await {
+            Ok(report) => {
+                output::skipped(&report);
+                Ok(true)
+            }
+            Err(e) if e.is_retriable() => {
+                eprintln!("warning: working offline from this device's copy: {e}");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Pushes a write, unless the sync before it already found the server
+    /// unreachable (one warning is enough).
+    async fn push_if(&self, online: bool) -> Result<()> {
+        if online {
+            self.push().await
+        } else {
+            self.queued();
+            Ok(())
+        }
+    }
+
+    /// Pushes a write before exiting; offline, it stays queued.
+    async fn push(&self) -> Result<()> {
+        if !self.sync {
+            self.queued();
+            return Ok(());
+        }
+        match self.vault.sync_now().await {
+            Ok(report) => {
+                output::skipped(&report);
+                Ok(())
+            }
+            Err(e) if e.is_retriable() => {
+                eprintln!("warning: {e}");
+                self.queued();
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("note: the change is saved on this device and stays queued");
+                Err(e)
+            }
+        }
+    }
+
+    fn queued(&self) {
+        let pending = self.vault.pending_changes().unwrap_or(0);
+        eprintln!("queued: {pending} change(s) wait on this device; the next sync pushes them");
+    }
+}
+
+fn chat_id(text: &str) -> Result<ChatId> {
+    text.parse()
+}

@@ -1,0 +1,55 @@
+//! `export`: every chat as a standard age file, to a passphrase or to age
+//! recipients, written to a file or to standard output.
+
+use crate::{settings, ExportArgs};
+use age::secrecy::SecretString;
+use chatvault::{ChatVault, Error, ExportTarget, Result};
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+/// Whom the export is encrypted to, checked before any work is done.
+pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
+    if args.output.is_none() && std::io::stdout().is_terminal() {
+        return Err(Error::invalid(
+            "an export is a binary age file: pass -o FILE or redirect standard output",
+        ));
+    }
+    if let Some(var) = &args.passphrase_env {
+        let passphrase = std::env::var(var).map_err(|_| {
+            Error::invalid(format!(
+                "the environment variable {var} (the export passphrase) is not set"
+            ))
+        })?;
+        return Ok(ExportTarget::Passphrase {
+            passphrase: SecretString::from(passphrase),
+            work_factor: settings::work_factor()?,
+        });
+    }
+    let recipients = args
+        .recipient
+        .iter()
+        .map(|r| {
+            r.parse()
+                .map_err(|e| Error::invalid(format!("{r:?} is not an age recipient (age1…): {e}")))
+        })
+        .collect::<Result<_>>()?;
+    Ok(ExportTarget::Recipients(recipients))
+}
+
+/// Exports the vault to `output`, or to standard output.
+pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Path>) -> Result<()> {
+    let file = vault.export_age(target).await?;
+    match output {
+        Some(path) => std::fs::write(path, &file)
+            .map_err(|e| Error::local(format!("cannot write {}", path.display()), e))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&file)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::local("cannot write to standard output", e))?;
+        }
+    }
+    eprintln!("exported {} chats", vault.sidebar().len());
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! What the commands print. Data goes to stdout (one line per chat or
+//! message, easy to cut and grep); warnings and errors go to stderr.
+
+use chatvault::core::Hlc;
+use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
+use std::error::Error as _;
+
+/// Prints an error and its causes.
+pub fn error(e: &Error) {
+    eprintln!("error: {e}");
+    let mut source = e.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+}
+
+/// One line per chat: id, star, message count, last activity, title.
+pub fn sidebar(chats: &[ChatSummary]) {
+    for chat in chats {
+        println!(
+            "{}  {}  {:>5}  {}  {}",
+            chat.id,
+            if chat.starred { '*' } else { ' ' },
+            chat.message_count,
+            time(chat.last_activity),
+            chat.title
+        );
+    }
+}
+
+/// The title, then each message: a header line and its text, indented.
+pub fn chat(chat: &Chat) {
+    let star = if chat.is_starred() { "  [starred]" } else { "" };
+    println!("{}{star}", chat.title());
+    for message in chat.messages() {
+        println!(
+            "\n{}  {:<9}  {}",
+            message.id,
+            role(message.role()),
+            time(message.created)
+        );
+        for line in message.content().lines() {
+            println!("    {line}");
+        }
+    }
+}
+
+/// What a sync round did.
+pub fn report(report: &SyncReport, status: &SyncStatus) {
+    println!(
+        "pulled {}, pushed {}, conflicts merged {}, pending {}; {}",
+        report.pulled,
+        report.pushed,
+        report.conflicts_resolved,
+        report.pending,
+        self::status(status)
+    );
+}
+
+/// Records a sync could not open: the rest of the vault still synced.
+pub fn skipped(report: &SyncReport) {
+    for record in &report.skipped {
+        eprintln!(
+            "warning: chat {} (version {}) was skipped: {}",
+            record.chat, record.version, record.error
+        );
+    }
+}
+
+/// One line per event; `title` names an upserted chat.
+pub fn event(event: &Event, title: Option<&str>) {
+    match event {
+        Event::ChatUpserted(id) => println!("upserted {id}  {}", title.unwrap_or("")),
+        Event::ChatDeleted(id) => println!("deleted {id}"),
+        Event::SyncStatus(s) => println!("status {}", status(s)),
+        Event::RecordSkipped { chat, reason } => println!("skipped {chat}: {reason}"),
+        other => println!("{other:?}"),
+    }
+}
+
+/// A sync status in words.
+pub fn status(status: &SyncStatus) -> String {
+    match status {
+        SyncStatus::Offline { reason } => format!("offline ({reason})"),
+        SyncStatus::Syncing => "syncing".into(),
+        SyncStatus::Synced => "synced".into(),
+        SyncStatus::Error { reason } => format!("error ({reason})"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn role(role: &Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::System => "system",
+        Role::Tool => "tool",
+    }
+}
+
+/// A clock stamp as UTC wall time, to the second.
+fn time(at: Hlc) -> String {
+    i64::try_from(at.millis)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".into())
+}

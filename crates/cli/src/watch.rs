@@ -1,0 +1,57 @@
+//! `watch`: background sync, one printed line per event, until Ctrl-C,
+//! `--for` seconds or `--count` chat events.
+
+use crate::{output, WatchArgs};
+use chatvault::{ChatId, ChatVault, Event, Result};
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// Watches until stopped, then stops background sync after its round.
+pub async fn run(vault: &ChatVault, args: WatchArgs) -> Result<()> {
+    // Subscribed before sync starts, so the first round's events show.
+    let mut events = vault.changes();
+    vault.start_sync(Duration::from_secs(args.interval.max(1)))?;
+    let deadline = async {
+        match args.duration {
+            Some(seconds) => tokio::time::sleep(Duration::from_secs(seconds)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(deadline, ctrl_c);
+    let mut chat_events = 0;
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            // Without signal support the branch disables itself.
+            Ok(()) = &mut ctrl_c => break,
+            event = events.recv() => match event {
+                Ok(event) => {
+                    let title = match &event {
+                        Event::ChatUpserted(id) => title(vault, *id),
+                        _ => None,
+                    };
+                    output::event(&event, title.as_deref());
+                    if matches!(event, Event::ChatUpserted(_) | Event::ChatDeleted(_)) {
+                        chat_events += 1;
+                        if args.count.is_some_and(|n| chat_events >= n) {
+                            break;
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(n)) => eprintln!("warning: {n} events were missed; run `ls`"),
+                Err(RecvError::Closed) => break,
+            },
+        }
+    }
+    vault.stop_sync().await;
+    Ok(())
+}
+
+fn title(vault: &ChatVault, chat: ChatId) -> Option<String> {
+    vault
+        .sidebar()
+        .into_iter()
+        .find(|c| c.id == chat)
+        .map(|c| c.title)
+}

@@ -1,0 +1,351 @@
+//! The real `chatvault` binary against a folder server, with one replica
+//! file per simulated device.
+
+use age::secrecy::{ExposeSecret, SecretString};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+/// A temporary server folder and data directory shared by the devices.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The command for `device` (a replica file name; `None`: the default
+    /// replica under the data directory), unlocked with [`PASSPHRASE`].
+    fn command(&self, device: Option<&str>, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
+        command
+            .args(args)
+            .env(
+                "CHATVAULT_SERVER",
+                format!("file://{}", self.path("server").display()),
+            )
+            .env("CHATVAULT_PASSPHRASE", PASSPHRASE)
+            .env("CHATVAULT_SCRYPT_WORK_FACTOR", "4")
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env_remove("CHATVAULT_REPLICA")
+            .stdin(Stdio::null());
+        if let Some(device) = device {
+            command.arg("--replica").arg(self.path(device));
+        }
+        command
+    }
+
+    fn output(&self, device: Option<&str>, args: &[&str]) -> Output {
+        self.command(device, args).output().expect("run chatvault")
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, device: &str, args: &[&str]) -> String {
+        succeeded(self.output(Some(device), args))
+    }
+}
+
+fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn failed_with(out: Output, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in: {stderr}"
+    );
+}
+
+#[test]
+fn new_add_ls_show_round_trip_in_the_default_replica() {
+    let setup = Setup::new();
+    let run = |args: &[&str]| succeeded(setup.output(None, args));
+    let id = run(&["new", "Trip plans"]).trim().to_string();
+    let first = run(&["add", &id, "Book the train"]);
+    run(&["add", &id, "--role", "assistant", "Booked: 9:14 to Lyon"]);
+
+    let ls = run(&["ls"]);
+    let line = ls
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("chat listed");
+    assert!(line.ends_with("Trip plans"), "{line}");
+    assert!(line.contains("  2  "), "two messages: {line}");
+
+    let show = run(&["show", &id]);
+    let user = show.find("Book the train").expect("first message");
+    let assistant = show.find("Booked: 9:14 to Lyon").expect("second message");
+    assert!(user < assistant, "in order: {show}");
+    assert!(show.contains(&format!("{}  user", first.trim())), "{show}");
+    assert!(show.contains("assistant"), "{show}");
+    let replicas = setup.path("data").join("chatvault").join("replicas");
+    assert_eq!(replicas.read_dir().expect("replica folder").count(), 1);
+}
+
+#[test]
+fn a_second_device_sees_the_chat_after_sync_and_its_edits_come_back() {
+    let setup = Setup::new();
+    let id = setup
+        .ok("laptop.redb", &["new", "Trip plans"])
+        .trim()
+        .to_string();
+    setup.ok("laptop.redb", &["add", &id, "Book the train"]);
+
+    let sync = setup.ok("phone.redb", &["sync"]);
+    assert!(sync.starts_with("pulled 1,"), "{sync}");
+    assert!(sync.ends_with("synced\n"), "{sync}");
+    assert!(setup
+        .ok("phone.redb", &["show", &id])
+        .contains("Book the train"));
+
+    setup.ok("phone.redb", &["star", &id]);
+    setup.ok("phone.redb", &["rename", &id, "Lyon trip"]);
+    let ls = setup.ok("laptop.redb", &["ls"]);
+    assert!(ls.contains(&format!("{id}  *")), "starred: {ls}");
+    assert!(ls.contains("Lyon trip"), "{ls}");
+}
+
+#[test]
+fn deletions_reach_every_device() {
+    let setup = Setup::new();
+    let keep = setup.ok("a.redb", &["new", "keep"]).trim().to_string();
+    let gone = setup.ok("a.redb", &["new", "gone"]).trim().to_string();
+    let kept = setup
+        .ok("a.redb", &["add", &keep, "kept"])
+        .trim()
+        .to_string();
+    let removed = setup
+        .ok("a.redb", &["add", &keep, "removed"])
+        .trim()
+        .to_string();
+    setup.ok("b.redb", &["sync"]);
+
+    setup.ok("a.redb", &["rm", &gone]);
+    setup.ok("a.redb", &["rm-message", &keep, &removed]);
+    let ls = setup.ok("b.redb", &["ls"]);
+    assert!(!ls.contains(&gone) && ls.contains(&keep), "{ls}");
+    let show = setup.ok("b.redb", &["show", &keep]);
+    assert!(show.contains(&kept) && !show.contains(&removed), "{show}");
+    failed_with(setup.output(Some("b.redb"), &["show", &gone]), "not found");
+}
+
+#[test]
+fn a_write_with_no_sync_stays_queued_until_the_next_sync() {
+    let setup = Setup::new();
+    setup.ok("a.redb", &["new", "first"]);
+    let id = setup
+        .ok("a.redb", &["--no-sync", "new", "offline"])
+        .trim()
+        .to_string();
+    let status = setup.ok("a.redb", &["--no-sync", "status"]);
+    assert!(status.starts_with("pending 1\n"), "{status}");
+    assert!(!setup.ok("b.redb", &["ls"]).contains(&id));
+
+    let sync = setup.ok("a.redb", &["sync"]);
+    assert!(
+        sync.contains("pushed 1,") && sync.contains("pending 0"),
+        "{sync}"
+    );
+    assert!(setup.ok("b.redb", &["ls"]).contains(&id));
+}
+
+#[test]
+fn export_is_an_age_file_the_passphrase_decrypts() {
+    let setup = Setup::new();
+    let id = setup
+        .ok("a.redb", &["new", "Trip plans"])
+        .trim()
+        .to_string();
+    setup.ok("a.redb", &["add", &id, "Book the train"]);
+    let file = setup.path("export.age");
+    let output = format!("--output={}", file.display());
+    let out = setup
+        .command(
+            Some("a.redb"),
+            &["export", "--passphrase-env", "EXPORT_PASS", &output],
+        )
+        .env("EXPORT_PASS", "export secret")
+        .output()
+        .expect("run");
+    succeeded(out);
+
+    let json = decrypt_with_passphrase(&file, "export secret");
+    let export: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(export["format"], "chatvault-export/1");
+    let text = String::from_utf8(json).expect("UTF-8");
+    assert!(
+        text.contains("Book the train") && text.contains(&id),
+        "{text}"
+    );
+}
+
+#[test]
+fn export_to_a_recipient_writes_to_stdout() {
+    let setup = Setup::new();
+    let id = setup
+        .ok("a.redb", &["new", "Trip plans"])
+        .trim()
+        .to_string();
+    let key = age::x25519::Identity::generate();
+    let out = setup.output(
+        Some("a.redb"),
+        &["export", "--recipient", &key.to_public().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decryptor = age::Decryptor::new(&out.stdout[..]).expect("an age file");
+    let mut json = String::new();
+    decryptor
+        .decrypt(std::iter::once(&key as &dyn age::Identity))
+        .expect("decrypts")
+        .read_to_string(&mut json)
+        .expect("read");
+    assert!(json.contains(&id), "{json}");
+}
+
+fn decrypt_with_passphrase(file: &Path, passphrase: &str) -> Vec<u8> {
+    let bytes = std::fs::read(file).expect("export file");
+    let decryptor = age::Decryptor::new(&bytes[..]).expect("an age file");
+    let identity = age::scrypt::Identity::new(SecretString::from(passphrase.to_string()));
+    let mut plaintext = Vec::new();
+    decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .expect("the passphrase decrypts")
+        .read_to_end(&mut plaintext)
+        .expect("read");
+    plaintext
+}
+
+#[test]
+fn a_wrong_passphrase_exits_1_with_the_wrong_key_message() {
+    let setup = Setup::new();
+    setup.ok("a.redb", &["new", "secret"]);
+    let out = setup
+        .command(Some("b.redb"), &["ls"])
+        .env("CHATVAULT_PASSPHRASE", "not it")
+        .output()
+        .expect("run");
+    assert!(out.stdout.is_empty());
+    failed_with(out, "wrong key");
+}
+
+#[test]
+fn the_passphrase_is_read_from_stdin_when_the_variable_is_unset() {
+    let setup = Setup::new();
+    let id = setup.ok("a.redb", &["new", "typed"]).trim().to_string();
+    let mut child = setup
+        .command(Some("b.redb"), &["ls"])
+        .env_remove("CHATVAULT_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    writeln!(stdin, "{PASSPHRASE}").expect("type the passphrase");
+    drop(stdin);
+    let ls = succeeded(child.wait_with_output().expect("wait"));
+    assert!(ls.contains(&id), "{ls}");
+
+    let out = setup
+        .command(Some("b.redb"), &["ls"])
+        .env_remove("CHATVAULT_PASSPHRASE")
+        .output()
+        .expect("run");
+    failed_with(out, "no passphrase");
+}
+
+#[test]
+fn an_identity_file_unlocks_the_vault_created_for_it() {
+    let setup = Setup::new();
+    let key = age::x25519::Identity::generate();
+    let file = setup.path("key.txt");
+    let secret = key.to_string();
+    std::fs::write(
+        &file,
+        format!("# created: today\n{}\n", secret.expose_secret()),
+    )
+    .expect("write the identity");
+    let with_key = |device: &str, args: &[&str]| {
+        let mut command = setup.command(Some(device), args);
+        command
+            .arg("--identity")
+            .arg(&file)
+            .env_remove("CHATVAULT_PASSPHRASE");
+        command.output().expect("run")
+    };
+    let id = succeeded(with_key("a.redb", &["new", "by key"]));
+    assert!(succeeded(with_key("b.redb", &["ls"])).contains(id.trim()));
+    failed_with(setup.output(Some("c.redb"), &["ls"]), "wrong key");
+}
+
+#[test]
+fn watch_prints_chats_another_device_wrote() {
+    let setup = Setup::new();
+    let id = setup.ok("a.redb", &["new", "from a"]).trim().to_string();
+    // --for only bounds a broken run; --count ends a working one.
+    let out = setup.ok(
+        "b.redb",
+        &["watch", "--interval", "1", "--for", "300", "--count", "1"],
+    );
+    assert!(out.contains(&format!("upserted {id}  from a")), "{out}");
+}
+
+#[test]
+fn import_saves_every_line_and_a_bad_file_changes_nothing() {
+    let setup = Setup::new();
+    let good = setup.path("good.jsonl");
+    std::fs::write(
+        &good,
+        concat!(
+            r#"{"title":"one","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}"#,
+            "\n\n",
+            r#"{"title":"two","messages":[]}"#,
+            "\n"
+        ),
+    )
+    .expect("write");
+    let bad = setup.path("bad.jsonl");
+    std::fs::write(&bad, "{\"title\":\"three\"}\n{\"title\":4}\n").expect("write");
+
+    let out = setup.ok("a.redb", &["import", good.to_str().expect("path")]);
+    assert_eq!(out, "imported 2 chats, 2 messages\n");
+    failed_with(
+        setup.output(Some("a.redb"), &["import", bad.to_str().expect("path")]),
+        "line 2",
+    );
+    let ls = setup.ok("b.redb", &["ls"]);
+    assert_eq!(ls.lines().count(), 2, "{ls}");
+    assert!(ls.contains("one") && ls.contains("two") && !ls.contains("three"));
+}
+
+#[test]
+fn a_malformed_chat_id_exits_1_naming_it() {
+    let setup = Setup::new();
+    failed_with(
+        setup.output(Some("a.redb"), &["show", "nope"]),
+        "not a ChatId: \"nope\"",
+    );
+}
