@@ -382,3 +382,65 @@ async fn start_sync_outside_a_runtime_is_invalid_input() {
     );
     assert!(!vault.is_syncing());
 }
+
+#[tokio::test]
+async fn message_tombstones_older_than_the_horizon_are_dropped_on_the_next_save() {
+    use chatvault::core::{Clock, Hlc};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = open(folder(dir.path()), &dir.path().join("r.redb"), PASSPHRASE)
+        .await
+        .expect("open");
+    let long_ago = |ms| Hlc::new(ms, 0, chatvault::DeviceId(9));
+    let mut chat = chatvault::Chat::new(chatvault::ChatId::new(), "Old", long_ago(1));
+    let ancient = chat.add_message(Role::User, "deleted long ago", long_ago(2));
+    chat.delete_message(ancient, long_ago(3));
+    let recent = chat.add_message(
+        Role::User,
+        "deleted just now",
+        Clock::new(chatvault::DeviceId(9)).tick(),
+    );
+    chat.delete_message(recent, Clock::new(chatvault::DeviceId(9)).tick());
+    let saved = vault.save_chat(chat).await.expect("save");
+    assert!(
+        !saved.messages.contains_key(&ancient),
+        "the old tombstone was kept"
+    );
+    assert!(
+        saved.messages.contains_key(&recent),
+        "a recent tombstone was dropped"
+    );
+    assert!(saved.messages[&recent].is_deleted());
+}
+
+#[tokio::test]
+async fn deleting_a_chat_known_only_by_its_summary_reaches_the_other_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(folder(dir.path()), &dir.path().join("a.redb"), PASSPHRASE)
+        .await
+        .expect("a");
+    let chat = a.new_chat("Doomed").await.expect("save");
+    a.add_message(chat.id, Role::User, "text")
+        .await
+        .expect("add");
+    a.sync_now().await.expect("sync a");
+    let b = open(folder(dir.path()), &dir.path().join("b.redb"), PASSPHRASE)
+        .await
+        .expect("b");
+    b.load_sidebar().await.expect("sidebar only");
+    let mut events = a.changes();
+    b.delete_chat(chat.id)
+        .await
+        .expect("delete without the body");
+    b.sync_now().await.expect("sync b");
+    a.sync_now().await.expect("sync a again");
+    assert!(a.sidebar().is_empty());
+    assert!(matches!(
+        a.load_full_chat(chat.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    let mut deleted = false;
+    while let Ok(event) = events.try_recv() {
+        deleted |= event == chatvault::Event::ChatDeleted(chat.id);
+    }
+    assert!(deleted, "no ChatDeleted event on the other device");
+}

@@ -77,11 +77,16 @@ pub struct EngineConfig {
     pub max_conflict_rounds: u32,
     /// Most changes asked for per [`Storage::changes`](crate::Storage::changes) page.
     pub page_size: usize,
+    /// Message tombstones older than this are dropped when their chat is
+    /// next saved ([`Chat::collect_garbage`]). A device offline for longer
+    /// could bring such a message back, so keep it longer than any device
+    /// stays offline; `None` keeps tombstones forever.
+    pub tombstone_horizon: Option<Duration>,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
-    /// rounds, pages of 1,000 changes.
+    /// rounds, pages of 1,000 changes, a 90-day tombstone horizon.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -89,6 +94,7 @@ impl EngineConfig {
             cache_bytes: 32 << 20,
             max_conflict_rounds: 5,
             page_size: 1000,
+            tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
         }
     }
 }

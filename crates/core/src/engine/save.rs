@@ -8,8 +8,8 @@
 
 use super::{blocking, Inner};
 use crate::chat::{Chat, ChatSummary};
-use crate::hlc::Clock;
-use crate::ids::ChatId;
+use crate::hlc::{Clock, Hlc};
+use crate::ids::{ChatId, DeviceId};
 use crate::replica::RecordHeader;
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
@@ -96,15 +96,16 @@ impl Inner {
         }
     }
 
-    /// Applies `edit` to `chat` and commits the result with its outbox entry.
-    /// Hands `edit` back unused if it needs the body and this device does not
-    /// hold it.
+    /// Applies `edit` to `chat` and commits the result with its outbox entry;
+    /// returns the edit's value and the chat's state afterwards (`None` if
+    /// only its summary is held). Hands `edit` back unused if it needs the
+    /// body and this device does not hold it.
     pub(super) fn commit_local<T, F>(
         &self,
         chat: ChatId,
         needs_body: bool,
         edit: F,
-    ) -> Result<Result<T, F>>
+    ) -> Result<Result<(T, Option<Arc<Chat>>), F>>
     where
         F: FnOnce(Current, &Clock) -> Result<Decision<T>>,
     {
@@ -115,11 +116,18 @@ impl Inner {
         let Some(current) = current else {
             return Ok(Err(edit));
         };
+        let before = match &current {
+            Current::Full(state) => Some(state.clone()),
+            _ => None,
+        };
         let (next, out) = edit(current, &self.clock)?;
         // Dropping the transaction unused aborts it: nothing changed.
-        let Some(next) = next else {
-            return Ok(Ok(out));
+        let Some(mut next) = next else {
+            return Ok(Ok((out, before)));
         };
+        if let Some(horizon) = self.tombstone_horizon() {
+            next.collect_garbage(horizon);
+        }
         let base = match write.pending(chat)? {
             Some(entry) => entry.base,
             None => header.map(|h| h.version),
@@ -132,9 +140,21 @@ impl Inner {
         let record = self.sealer.seal(&next, version)?;
         write.put_local(&record, base)?;
         write.commit()?;
-        self.publish(next.summary(), version, Some(Arc::new(next)));
+        let committed = Arc::new(next);
+        self.publish(committed.summary(), version, Some(committed.clone()));
         self.wake.notify_one();
-        Ok(Ok(out))
+        Ok(Ok((out, Some(committed))))
+    }
+
+    /// The stamp before which message tombstones are dropped, if any.
+    fn tombstone_horizon(&self) -> Option<Hlc> {
+        let horizon = self.config.tombstone_horizon?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let cutoff = now.checked_sub(horizon)?;
+        let millis = u64::try_from(cutoff.as_millis()).ok()?;
+        Some(Hlc::new(millis, 0, DeviceId(0)))
     }
 
     /// Reads `chat`'s body from the replica and caches it.
@@ -232,7 +252,12 @@ fn body_keeps_changing(chat: ChatId) -> Error {
 
 /// Runs a local edit, fetching the chat's body first when the edit needs it
 /// and this device does not hold it.
-async fn run_edit<T, F>(inner: &Arc<Inner>, chat: ChatId, needs_body: bool, edit: F) -> Result<T>
+async fn run_edit<T, F>(
+    inner: &Arc<Inner>,
+    chat: ChatId,
+    needs_body: bool,
+    edit: F,
+) -> Result<(T, Option<Arc<Chat>>)>
 where
     T: Send + 'static,
     F: FnOnce(Current, &Clock) -> Result<Decision<T>> + Send + 'static,
@@ -257,26 +282,23 @@ where
 pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat>> {
     inner.clock.observe(chat.last_activity());
     let id = chat.id;
-    run_edit(inner, id, true, move |current, _| match current {
-        Current::Missing => {
-            let saved = Arc::new(chat.clone());
-            Ok((Some(chat), saved))
-        }
+    let (_, state) = run_edit(inner, id, true, move |current, _| match current {
+        Current::Missing => Ok((Some(chat), ())),
         Current::Full(stored) => {
             let merged = Chat::merged(&stored, &chat);
-            if merged == *stored {
-                Ok((None, stored))
-            } else {
-                let saved = Arc::new(merged.clone());
-                Ok((Some(merged), saved))
-            }
+            Ok(((merged != *stored).then_some(merged), ()))
         }
-        Current::Summary(_) => Err(Error::Local {
-            message: format!("chat {id} has no local body after loading it"),
-            source: None,
-        }),
+        Current::Summary(_) => Err(missing_body(id)),
     })
-    .await
+    .await?;
+    state.ok_or_else(|| missing_body(id))
+}
+
+fn missing_body(chat: ChatId) -> Error {
+    Error::Local {
+        message: format!("chat {chat} has no local body after loading it"),
+        source: None,
+    }
 }
 
 pub(super) async fn update<T, F>(inner: &Arc<Inner>, chat: ChatId, edit: F) -> Result<T>
@@ -292,12 +314,10 @@ where
             let out = edit(&mut next, clock)?;
             Ok((if next == *stored { None } else { Some(next) }, out))
         }
-        Current::Summary(_) => Err(Error::Local {
-            message: format!("chat {chat} has no local body after loading it"),
-            source: None,
-        }),
+        Current::Summary(_) => Err(missing_body(chat)),
     })
     .await
+    .map(|(out, _)| out)
 }
 
 pub(super) async fn delete_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
@@ -315,4 +335,5 @@ pub(super) async fn delete_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<()> 
         )),
     })
     .await
+    .map(|_| ())
 }
