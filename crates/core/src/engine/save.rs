@@ -33,6 +33,10 @@ pub(super) enum Current {
 /// value handed back to the caller.
 type Decision<T> = (Option<Chat>, T);
 
+/// A committed edit's value and the chat's state afterwards (`None` when
+/// only its summary is held).
+type Committed<T> = (T, Option<Arc<Chat>>);
+
 fn not_found(chat: ChatId) -> Error {
     Error::NotFound {
         what: format!("chat {chat}"),
@@ -105,7 +109,7 @@ impl Inner {
         chat: ChatId,
         needs_body: bool,
         edit: F,
-    ) -> Result<Result<(T, Option<Arc<Chat>>), F>>
+    ) -> Result<Result<Committed<T>, F>>
     where
         F: FnOnce(Current, &Clock) -> Result<Decision<T>>,
     {
@@ -257,7 +261,7 @@ async fn run_edit<T, F>(
     chat: ChatId,
     needs_body: bool,
     edit: F,
-) -> Result<(T, Option<Arc<Chat>>)>
+) -> Result<Committed<T>>
 where
     T: Send + 'static,
     F: FnOnce(Current, &Clock) -> Result<Decision<T>> + Send + 'static,
