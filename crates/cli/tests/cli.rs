@@ -349,3 +349,45 @@ fn a_malformed_chat_id_exits_1_naming_it() {
         "not a ChatId: \"nope\"",
     );
 }
+
+/// An unreachable backend: an S3 endpoint on a local port nobody listens on.
+#[cfg(feature = "s3")]
+fn offline(command: &mut Command) -> &mut Command {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    command
+        .arg("--server=s3://bucket/vault")
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_ACCESS_KEY_ID", "offline")
+        .env("AWS_SECRET_ACCESS_KEY", "offline")
+        .env("AWS_REGION", "us-east-1")
+}
+
+#[cfg(feature = "s3")]
+#[test]
+fn offline_writes_stay_queued_and_the_next_sync_pushes_them() {
+    let setup = Setup::new();
+    let first = setup.ok("a.redb", &["new", "online"]).trim().to_string();
+    let out = offline(&mut setup.command(Some("a.redb"), &["new", "offline"]))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let second = succeeded(out).trim().to_string();
+    assert!(stderr.contains("queued: 1 change(s)"), "{stderr}");
+
+    let out = offline(&mut setup.command(Some("a.redb"), &["ls"]))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let ls = succeeded(out);
+    assert!(ls.contains(&first) && ls.contains(&second), "{ls}");
+    assert!(stderr.contains("working offline"), "{stderr}");
+    assert!(!setup.ok("b.redb", &["ls"]).contains(&second));
+
+    let sync = setup.ok("a.redb", &["sync"]);
+    assert!(sync.contains("pushed 1,"), "{sync}");
+    assert!(setup.ok("b.redb", &["ls"]).contains(&second));
+}
