@@ -36,6 +36,9 @@
 //! Most applications use the `chatvault` crate's `ChatVault`, which builds an
 //! engine (unlocking the vault, opening the replica) and adds chat-level
 //! helpers on top.
+//!
+//! [`Storage`]: crate::Storage
+//! [`Storage::changes`]: crate::Storage::changes
 
 mod outbox;
 mod pull;
