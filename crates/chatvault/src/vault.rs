@@ -15,8 +15,10 @@ pub const EXPORT_FORMAT: &str = "chatvault-export/1";
 /// One user's chats: local-first, end-to-end encrypted, synced.
 ///
 /// Reads ([`sidebar`](Self::sidebar), [`chat`](Self::chat)) come from memory;
-/// writes return once they are durable on this device and are pushed in the
-/// background (or by [`sync_now`](Self::sync_now)). Cheap to share behind an
+/// writes return once they are durable on this device and are pushed by
+/// background sync once it runs ([`start_sync`](Self::start_sync), or
+/// [`ChatVaultBuilder::poll_interval`](crate::ChatVaultBuilder::poll_interval)),
+/// or by [`sync_now`](Self::sync_now). Cheap to share behind an
 /// `Arc`; every method takes `&self`. See the [crate docs](crate) for an
 /// example.
 pub struct ChatVault {
