@@ -174,7 +174,11 @@ impl ChatVaultBuilder {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+/// Runs `f` on a blocking thread (scrypt, encoding, replica I/O), mapping a
+/// failed task to [`Error::Local`].
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::Local {

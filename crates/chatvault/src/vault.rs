@@ -1,6 +1,6 @@
 //! [`ChatVault`]: what an application holds.
 
-use crate::builder::ChatVaultBuilder;
+use crate::builder::{blocking, ChatVaultBuilder};
 use chatvault_core::engine::{Engine, Event, SyncReport, SyncStatus, SyncWorker};
 use chatvault_core::envelope::{export_age, EnvelopeCipher, ExportTarget};
 use chatvault_core::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role};
@@ -268,20 +268,20 @@ impl ChatVault {
     /// needed.
     pub async fn export_age(&self, to: &ExportTarget) -> Result<Vec<u8>> {
         let chats = self.engine.all_chats().await?;
-        let export = Export {
-            format: EXPORT_FORMAT,
-            vault: self.vault_id().to_string(),
-            chats: chats.iter().map(Arc::as_ref).collect(),
-        };
-        let json = serde_json::to_vec(&export)
-            .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
+        let vault = self.vault_id().to_string();
         let to = to.clone();
-        tokio::task::spawn_blocking(move || export_age(&json, &to))
-            .await
-            .map_err(|e| Error::Local {
-                message: format!("the export task failed: {e}"),
-                source: None,
-            })?
+        // Encoding every chat and encrypting the result are CPU-bound.
+        blocking(move || {
+            let export = Export {
+                format: EXPORT_FORMAT,
+                vault,
+                chats: chats.iter().map(Arc::as_ref).collect(),
+            };
+            let json = serde_json::to_vec(&export)
+                .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
+            export_age(&json, &to)
+        })
+        .await
     }
 
     /// Stops background sync and closes the vault, releasing the replica
