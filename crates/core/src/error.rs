@@ -174,4 +174,12 @@ impl Error {
             source: Some(source.into()),
         }
     }
+
+    /// [`Error::Local`] without a source.
+    pub(crate) fn local_message(message: String) -> Self {
+        Error::Local {
+            message,
+            source: None,
+        }
+    }
 }

@@ -372,10 +372,16 @@ impl Replica {
         let table = txn
             .open_table(SUMMARIES)
             .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let len = table
+            .len()
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        // A batch larger than the table (`usize::MAX` for "all at once")
+        // must not reserve more than the table holds.
+        let capacity = usize::try_from(len).unwrap_or(usize::MAX).min(batch);
         let iter = table
             .iter()
             .map_err(|e| local_error("cannot read the replica summaries", e))?;
-        let mut chunk = Vec::with_capacity(batch);
+        let mut chunk = Vec::with_capacity(capacity);
         for item in iter {
             let (key, value) =
                 item.map_err(|e| local_error("cannot read the replica summaries", e))?;
@@ -388,7 +394,7 @@ impl Replica {
                 sealed: sealed.to_vec(),
             });
             if chunk.len() == batch {
-                f(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;
+                f(std::mem::replace(&mut chunk, Vec::with_capacity(capacity)))?;
             }
         }
         if !chunk.is_empty() {
@@ -399,29 +405,11 @@ impl Replica {
 
     /// Every stored summary, tombstones included, in chat id order.
     pub fn summaries(&self) -> Result<Vec<StoredSummary>> {
-        let txn = self.read()?;
-        let table = txn
-            .open_table(SUMMARIES)
-            .map_err(|e| local_error("cannot read the replica summaries", e))?;
-        let len = table
-            .len()
-            .map_err(|e| local_error("cannot read the replica summaries", e))?;
-        let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-        let iter = table
-            .iter()
-            .map_err(|e| local_error("cannot read the replica summaries", e))?;
-        for item in iter {
-            let (key, value) =
-                item.map_err(|e| local_error("cannot read the replica summaries", e))?;
-            let chat = ChatId::from_bytes(*key.value());
-            let (header, sealed) = decode_summary(chat, value.value())?;
-            out.push(StoredSummary {
-                chat,
-                version: header.version,
-                deleted: header.deleted,
-                sealed: sealed.to_vec(),
-            });
-        }
+        let mut out = Vec::new();
+        self.scan_summaries(usize::MAX, |batch| {
+            out.extend(batch);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -571,16 +559,6 @@ fn pending_record(txn: &redb::ReadTransaction, entry: OutboxEntry) -> Result<Sea
             entry.chat
         ))
     })
-}
-
-impl Error {
-    /// [`Error::Local`] without a source.
-    pub(crate) fn local_message(message: String) -> Self {
-        Error::Local {
-            message,
-            source: None,
-        }
-    }
 }
 
 #[cfg(test)]
