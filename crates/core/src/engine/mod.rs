@@ -143,9 +143,8 @@ async fn blocking<T: Send + 'static>(
     let inner = inner.clone();
     tokio::task::spawn_blocking(move || f(&inner))
         .await
-        .map_err(|e| Error::Local {
-            message: format!("a background task of the sync engine failed: {e}"),
-            source: None,
+        .map_err(|e| {
+            Error::local_message(format!("a background task of the sync engine failed: {e}"))
         })?
 }
 
@@ -359,7 +358,7 @@ impl Engine {
         if push && result.is_ok() {
             result = outbox::push(inner, &mut report, force).await;
         }
-        let pending = inner.replica.outbox_len();
+        let pending = blocking(inner, |inner| inner.replica.outbox_len()).await;
         match (result, pending) {
             (Ok(()), Ok(pending)) => {
                 report.pending = pending;

@@ -11,7 +11,6 @@
 
 use super::status::SyncReport;
 use super::{blocking, Inner};
-use crate::chat::Chat;
 use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
 use crate::storage::{Part, PutPrecondition, SealedRecord};
@@ -220,27 +219,21 @@ impl Inner {
                 "the server returned no body for a full get",
             )
         })?;
-        let local = match self.current(chat, header, || write.record(chat, true), true)? {
-            Some(super::save::Current::Full(local)) => local,
-            _ => {
-                return Err(Error::Local {
-                    message: format!("chat {chat} is queued for push but its body is missing"),
-                    source: None,
-                })
-            }
-        };
-        let merged = Chat::merged(&local, &remote_chat);
-        if merged == *remote_chat {
-            write.put_remote(&remote.sealed)?;
-            write.commit()?;
-            self.publish(remote.summary, version, Some(remote_chat));
-            return Ok(());
-        }
-        let next_version = header.map_or(0, |h| h.version).max(version) + 1;
-        let sealed = self.sealer.seal(&merged, next_version)?;
-        write.put_local(&sealed, Some(version))?;
+        let (summary, version, full) = self
+            .fold_remote(
+                &mut write,
+                header,
+                &remote.sealed,
+                remote.summary,
+                remote_chat,
+            )?
+            .ok_or_else(|| {
+                Error::local_message(format!(
+                    "chat {chat} is queued for push but its body is missing"
+                ))
+            })?;
         write.commit()?;
-        self.publish(merged.summary(), next_version, Some(Arc::new(merged)));
+        self.publish(summary, version, full);
         Ok(())
     }
 }

@@ -1,10 +1,10 @@
 //! The pull flow: change feed → fetch → open off the runtime → merge → store
 //! with the cursor → notify.
 
+use super::save::Published;
 use super::sealing::OpenedRecord;
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
-use crate::chat::{Chat, ChatSummary};
 use crate::ids::ChatId;
 use crate::replica::LocalState;
 use crate::storage::{Change, Cursor, Part, SealedRecord};
@@ -82,7 +82,7 @@ async fn fetch(
 
 /// Pulls every change after the stored cursor, page by page.
 pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
-    let mut cursor = inner.replica.cursor()?;
+    let mut cursor = blocking(inner, |inner| inner.replica.cursor()).await?;
     loop {
         let page = inner
             .storage
@@ -140,9 +140,6 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
         }
     }
 }
-
-/// A committed state to show: summary, version, and the whole chat if known.
-type Published = (ChatSummary, u64, Option<Arc<Chat>>);
 
 struct Applied {
     pulled: usize,
@@ -225,22 +222,6 @@ impl Inner {
         let Some(remote) = remote else {
             return Ok(None);
         };
-        let local = match self.current(chat, header, || write.record(chat, true), true)? {
-            Some(super::save::Current::Full(local)) => local,
-            _ => return Ok(None),
-        };
-        let merged = Chat::merged(&local, &remote);
-        if merged == *remote {
-            write.put_remote(&record.sealed)?;
-            return Ok(Some((record.summary, version, Some(remote))));
-        }
-        let next_version = header.map_or(0, |h| h.version).max(version) + 1;
-        let sealed = self.sealer.seal(&merged, next_version)?;
-        write.put_local(&sealed, Some(version))?;
-        Ok(Some((
-            merged.summary(),
-            next_version,
-            Some(Arc::new(merged)),
-        )))
+        self.fold_remote(write, header, &record.sealed, record.summary, remote)
     }
 }

@@ -10,7 +10,7 @@ use super::{blocking, Inner};
 use crate::chat::{Chat, ChatSummary};
 use crate::hlc::{Clock, Hlc};
 use crate::ids::{ChatId, DeviceId};
-use crate::replica::RecordHeader;
+use crate::replica::{RecordHeader, ReplicaWrite};
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
 use std::sync::Arc;
@@ -33,9 +33,22 @@ pub(super) enum Current {
 /// value handed back to the caller.
 type Decision<T> = (Option<Chat>, T);
 
+/// A committed state to show: summary, version, and the whole chat if known.
+pub(super) type Published = (ChatSummary, u64, Option<Arc<Chat>>);
+
 /// A committed edit's value and the chat's state afterwards (`None` when
 /// only its summary is held).
 type Committed<T> = (T, Option<Arc<Chat>>);
+
+/// The version a new local state of `chat` is sealed as: above both the
+/// stored version and `at_least`.
+fn next_version(chat: ChatId, header: Option<RecordHeader>, at_least: u64) -> Result<u64> {
+    header
+        .map_or(0, |h| h.version)
+        .max(at_least)
+        .checked_add(1)
+        .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))
+}
 
 fn not_found(chat: ChatId) -> Error {
     Error::NotFound {
@@ -136,11 +149,7 @@ impl Inner {
             Some(entry) => entry.base,
             None => header.map(|h| h.version),
         };
-        let version = header
-            .map_or(0, |h| h.version)
-            .max(base.unwrap_or(0))
-            .checked_add(1)
-            .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))?;
+        let version = next_version(chat, header, base.unwrap_or(0))?;
         let record = self.sealer.seal(&next, version)?;
         write.put_local(&record, base)?;
         write.commit()?;
@@ -148,6 +157,36 @@ impl Inner {
         self.publish(committed.summary(), version, Some(committed.clone()));
         self.wake.notify_one();
         Ok(Ok((out, Some(committed))))
+    }
+
+    /// Folds the server's record `sealed` (opened: `summary`, `remote`) into
+    /// the pending local state of its chat within `write`, the one place a
+    /// pull and a conflicting push merge. If the merge adds nothing to the
+    /// server's state, that record is stored and nothing is left to push;
+    /// otherwise the merge is sealed as the next version and queued on top of
+    /// the server's. `None` when the local body is missing.
+    pub(super) fn fold_remote(
+        &self,
+        write: &mut ReplicaWrite,
+        header: Option<RecordHeader>,
+        sealed: &SealedRecord,
+        summary: ChatSummary,
+        remote: Arc<Chat>,
+    ) -> Result<Option<Published>> {
+        let chat = sealed.chat;
+        let version = sealed.version;
+        let local = match self.current(chat, header, || write.record(chat, true), true)? {
+            Some(Current::Full(local)) => local,
+            _ => return Ok(None),
+        };
+        let merged = Chat::merged(&local, &remote);
+        if merged == *remote {
+            write.put_remote(sealed)?;
+            return Ok(Some((summary, version, Some(remote))));
+        }
+        let next = next_version(chat, header, version)?;
+        write.put_local(&self.sealer.seal(&merged, next)?, Some(version))?;
+        Ok(Some((merged.summary(), next, Some(Arc::new(merged)))))
     }
 
     /// The stamp before which message tombstones are dropped, if any.
@@ -299,10 +338,7 @@ pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat
 }
 
 fn missing_body(chat: ChatId) -> Error {
-    Error::Local {
-        message: format!("chat {chat} has no local body after loading it"),
-        source: None,
-    }
+    Error::local_message(format!("chat {chat} has no local body after loading it"))
 }
 
 pub(super) async fn update<T, F>(inner: &Arc<Inner>, chat: ChatId, edit: F) -> Result<T>
