@@ -50,12 +50,7 @@ pub async fn open_url(url: &str) -> Result<DynStorage> {
 async fn open_fs(url: &str) -> Result<DynStorage> {
     let url = url.to_string();
     // Creating the folder is file-system work: keep it off the runtime.
-    let storage = tokio::task::spawn_blocking(move || chatvault_fs::FsStorage::open_url(&url))
-        .await
-        .map_err(|e| Error::Local {
-            message: format!("opening the folder failed: {e}"),
-            source: None,
-        })??;
+    let storage = crate::builder::blocking(move || chatvault_fs::FsStorage::open_url(&url)).await?;
     Ok(std::sync::Arc::new(storage))
 }
 
