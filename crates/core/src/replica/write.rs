@@ -161,24 +161,27 @@ impl ReplicaWrite {
                 )
                 .map_err(|e| local_error("cannot write the replica summaries", e))?;
         }
-        let mut bodies = self
-            .txn
-            .open_table(BODIES)
-            .map_err(|e| local_error("cannot write the replica bodies", e))?;
         match &record.body {
             // A stale body would not open (its AAD names an older version):
             // without a new one this device simply no longer holds it.
             None => {
-                bodies
+                self.txn
+                    .open_table(BODIES)
+                    .map_err(|e| local_error("cannot write the replica bodies", e))?
                     .remove(key)
                     .map_err(|e| local_error("cannot write the replica bodies", e))?;
+                Ok(())
             }
-            Some(body) => {
-                bodies
-                    .insert(key, encode_body(record.version, body).as_slice())
-                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
-            }
+            Some(body) => self.insert_body(record.chat, record.version, body),
         }
+    }
+
+    fn insert_body(&mut self, chat: ChatId, version: u64, body: &[u8]) -> Result<()> {
+        self.txn
+            .open_table(BODIES)
+            .map_err(|e| local_error("cannot write the replica bodies", e))?
+            .insert(chat.as_bytes(), encode_body(version, body).as_slice())
+            .map_err(|e| local_error("cannot write the replica bodies", e))?;
         Ok(())
     }
 
@@ -231,13 +234,7 @@ impl ReplicaWrite {
     pub fn put_body(&mut self, chat: ChatId, version: u64, body: &[u8]) -> Result<bool> {
         match self.header(chat)? {
             Some(header) if header.version == version && !header.deleted => {
-                let mut bodies = self
-                    .txn
-                    .open_table(BODIES)
-                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
-                bodies
-                    .insert(chat.as_bytes(), encode_body(version, body).as_slice())
-                    .map_err(|e| local_error("cannot write the replica bodies", e))?;
+                self.insert_body(chat, version, body)?;
                 Ok(true)
             }
             _ => Ok(false),
