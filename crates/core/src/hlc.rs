@@ -102,7 +102,9 @@ impl Clock {
         } else {
             match last.1.checked_add(1) {
                 Some(c) => (last.0, c),
-                None => (last.0 + 1, 0),
+                // Only a stamp observed at the very end of time gets here;
+                // staying there beats a panic on a peer's bogus clock.
+                None => (last.0.saturating_add(1), 0),
             }
         };
         *last = (millis, counter);

@@ -93,7 +93,10 @@ impl Polling {
                 self.failures.store(0, Ordering::Relaxed);
                 0
             }
-            PullOutcome::Failed => self.failures.fetch_add(1, Ordering::Relaxed) + 1,
+            PullOutcome::Failed => self
+                .failures
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1),
         };
         let base = self.backoff(failures);
         let spread = base.as_secs_f64() * self.jitter;
@@ -102,7 +105,9 @@ impl Polling {
         } else {
             0.0
         };
-        Duration::from_secs_f64((base.as_secs_f64() + offset).max(0.0))
+        // Jitter above a near-`Duration::MAX` interval would not fit in a
+        // Duration; such an interval needs no jitter anyway.
+        Duration::try_from_secs_f64((base.as_secs_f64() + offset).max(0.0)).unwrap_or(base)
     }
 }
 
@@ -147,5 +152,15 @@ mod tests {
         let start = tokio::time::Instant::now();
         p.wait(PullOutcome::Ok).await;
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn jitter_on_the_longest_interval_stays_within_a_duration() {
+        let p = Polling::new(Duration::MAX).with_jitter(0.1);
+        let least = Duration::MAX.as_secs_f64() * 0.9;
+        for _ in 0..50 {
+            let d = p.next_delay(PullOutcome::Failed).as_secs_f64();
+            assert!(d >= least, "{d}");
+        }
     }
 }
