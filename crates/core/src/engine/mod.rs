@@ -56,7 +56,7 @@ use crate::cipher::Cipher;
 use crate::hlc::Clock;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::replica::Replica;
-use crate::storage::{Capabilities, DynStorage};
+use crate::storage::{Capabilities, DynStorage, Part};
 use crate::transport::Transport;
 use crate::{Error, Result};
 use sealing::Sealer;
@@ -306,8 +306,32 @@ impl Engine {
     /// Every live chat in full, loading bodies from the server as needed
     /// (for exports).
     pub async fn all_chats(&self) -> Result<Vec<Arc<Chat>>> {
-        let mut out = Vec::with_capacity(self.chat_count());
-        for summary in self.sidebar() {
+        let inner = &self.inner;
+        let sidebar = self.sidebar();
+        // Bodies this device lacks come in batched gets up front; loading
+        // them one by one below would cost a request per chat.
+        let ids: Vec<ChatId> = sidebar.iter().map(|s| s.id).collect();
+        let missing = blocking(inner, move |inner| {
+            Ok(inner
+                .replica
+                .local_states(&ids)?
+                .into_iter()
+                .filter(|l| l.header.is_some_and(|h| !h.deleted) && !l.has_body)
+                .map(|l| l.chat)
+                .collect::<Vec<ChatId>>())
+        })
+        .await?;
+        for chunk in missing.chunks(inner.max_batch()) {
+            let records = inner.storage.get(chunk, Part::Full).await?;
+            blocking(inner, move |inner| {
+                records
+                    .into_iter()
+                    .try_for_each(|record| inner.store_fetched(record))
+            })
+            .await?;
+        }
+        let mut out = Vec::with_capacity(sidebar.len());
+        for summary in sidebar {
             match self.load_full_chat(summary.id).await {
                 Ok(chat) => out.push(chat),
                 // Deleted by a concurrent pull since the sidebar was read.

@@ -223,7 +223,7 @@ impl Inner {
     /// Stores a record fetched on demand: its body if it matches the local
     /// version, or the whole record if the server is ahead and nothing local
     /// is pending (then it is what the next pull would have brought).
-    fn store_fetched(&self, record: SealedRecord) -> Result<()> {
+    pub(super) fn store_fetched(&self, record: SealedRecord) -> Result<()> {
         let opened = self.sealer.open(record)?;
         let chat = opened.sealed.chat;
         let version = opened.sealed.version;
