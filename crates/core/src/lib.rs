@@ -6,6 +6,8 @@
 //! - [`storage`]: the [`Storage`] trait backends implement, with its contract;
 //! - [`cipher`] and [`envelope`]: sealing record parts, and the default
 //!   envelope cipher (an age-encrypted key file plus XChaCha20-Poly1305);
+//! - [`engine`]: the sync engine (save, push, pull, in-memory sidebar);
+//! - [`replica`]: this device's crash-safe copy of the vault and its outbox;
 //! - [`transport`]: when the sync engine pulls (polling, or a backend's push);
 //! - [`codec`]: versioned encodings of what gets sealed.
 //!
