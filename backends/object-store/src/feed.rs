@@ -112,36 +112,59 @@ impl ObjectStoreStorage {
                 has_more: false,
             });
         }
-        // Every entry holds at least one item, so `limit` entries can fill the page.
+        // Every entry holds at least one item, so `limit` entries can fill the
+        // page. They are read in rounds sized to fill what is left of the
+        // page at the mean entry size seen so far (one entry to begin with:
+        // the entry of one batch put may fill a page alone), so a page of
+        // large entries reads little more than the entries it reports.
         let last = head.min(pos.0.seq.saturating_add(limit as u64 - 1));
-        let wanted: Vec<u64> = (pos.0.seq..=last)
-            .filter(|seq| !fetched.contains_key(seq))
-            .collect();
-        fetched.extend(self.fetch_entries(&wanted).await?);
-
+        let concurrency = self.options.concurrency as u64;
         let mut changes = Vec::new();
         let mut next = FeedPosition::at_slot(last + 1);
-        'entries: for (&seq, entry) in fetched.range(pos.0.seq..=last) {
-            let Some(entry) = entry else { continue };
-            for (idx, item) in entry.items.iter().enumerate() {
-                let at = Position {
-                    seq,
-                    idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                };
-                if at < pos.0 {
+        let (mut entries_read, mut items_read) = (0u64, 0u64);
+        let mut seq = pos.0.seq;
+        'rounds: while seq <= last {
+            let needed = (limit - changes.len()) as u64;
+            let wanted = match (entries_read, items_read) {
+                (0, _) => 1,
+                (_, 0) => concurrency,
+                (entries, items) => needed.saturating_mul(entries).div_ceil(items),
+            };
+            let round = seq..=seq + (wanted.clamp(1, concurrency).min(last - seq + 1) - 1);
+            seq = round.end() + 1;
+            let missing: Vec<u64> = round
+                .clone()
+                .filter(|seq| !fetched.contains_key(seq))
+                .collect();
+            fetched.extend(self.fetch_entries(&missing).await?);
+            for seq in round {
+                entries_read += 1;
+                let Some(entry) = fetched.remove(&seq).flatten() else {
                     continue;
-                }
-                if changes.len() == limit {
-                    next = FeedPosition(at);
-                    break 'entries;
-                }
-                if state.index.is_valid(at) {
+                };
+                items_read += entry.items.len() as u64;
+                for (idx, item) in entry.items.iter().enumerate() {
+                    let at = Position {
+                        seq,
+                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                    };
+                    if at < pos.0 || !state.index.is_valid(at) {
+                        continue;
+                    }
                     changes.push(Change {
                         chat: item.chat,
                         version: item.version,
                         deleted: item.deleted,
                         summary: item.summary.clone(),
                     });
+                    if changes.len() == limit {
+                        next = if idx + 1 < entry.items.len() {
+                            FeedPosition::after(at)
+                        } else {
+                            FeedPosition::at_slot(seq + 1)
+                        };
+                        break 'rounds;
+                    }
                 }
             }
         }

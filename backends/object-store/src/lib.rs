@@ -53,12 +53,18 @@
 //! - **Idle poll** (`changes` at the head): one LIST after the cursor,
 //!   whatever the number of chats.
 //! - **k changes**: the LIST, then the new entries fetched concurrently (their
-//!   inline summaries fill [`Change::summary`](chatvault_core::Change::summary));
-//!   `get` then runs one LIST concurrently with the blob GETs.
+//!   inline summaries fill [`Change::summary`](chatvault_core::Change::summary)).
+//!   A feed page reads only about as many entries as it reports changes from
+//!   (one entry of a batch put carries up to `max_batch` records).
+//! - **`get`**: one LIST (for commits newer than the handle's index) and,
+//!   concurrently, one GET per record blob it needs: none for
+//!   [`Part::Summary`](chatvault_core::Part::Summary) when the summaries
+//!   were inlined (the index keeps them), a ranged GET per chat otherwise,
+//!   a whole-blob GET per chat for [`Part::Full`](chatvault_core::Part::Full).
 //! - **Put**: two requests when this handle is up to date (blob PUT, slot
 //!   create); losing a race adds a LIST and the GETs of the entries it missed.
-//! - **First use of a handle**: the index (each chat's current version, about
-//!   100 bytes per chat) is rebuilt from the latest snapshot plus the log
+//! - **First use of a handle**: the index (each chat's current version and
+//!   inline summary, about 100 bytes per chat plus the summary) is rebuilt from the latest snapshot plus the log
 //!   after it: one LIST of `snap/`, one GET, one LIST of `log/` and one GET per
 //!   entry after the snapshot. Compact regularly to keep that tail short.
 //!
@@ -81,7 +87,10 @@
 //! - A record blob that is missing, truncated or garbled fails
 //!   [`get`](chatvault_core::Storage::get) with
 //!   [`Error::Corrupt`](chatvault_core::Error::Corrupt) whose `what` is
-//!   `"chat <uuid> …"`; the call fails as a whole, so a caller fetching a batch
+//!   `"chat <uuid> …"` when the call reads it: always for `Part::Full`, for
+//!   `Part::Summary` only if the summary was too large to inline (an inline
+//!   summary is served from the log entry, which is the commit); the call
+//!   fails as a whole, so a caller fetching a batch
 //!   retries the other ids without that one (or one by one) to keep the rest
 //!   syncing.
 //! - An object written by a newer chatvault (a newer format byte) fails with
@@ -203,6 +212,9 @@ impl ObjectStoreOptions {
     /// Sealed summaries up to this size are copied into the log entry, so
     /// the change feed carries them. Larger ones are only in the blob and
     /// their [`Change::summary`](chatvault_core::Change::summary) is `None`.
+    /// Readers keep inline summaries in memory and serve `get(ids,
+    /// Part::Summary)` from them without reading blobs. This is a writer
+    /// setting: it decides what the entries this handle writes carry.
     /// Default 64 KiB.
     pub fn with_max_inline_summary(mut self, bytes: usize) -> Self {
         self.max_inline_summary = bytes;
@@ -257,8 +269,9 @@ struct State {
 ///   `Corrupt` only if log entries a reader still needs were removed without
 ///   a snapshot covering them (restart that reader from `Cursor::start()`).
 /// - `get` fails as a whole with `Corrupt { what: "chat <uuid> …" }` if one
-///   requested record's blob is missing, torn or garbled; fetch the other ids
-///   again without it (or one by one) and they load.
+///   blob it reads (every blob for `Part::Full`, only those of summaries too
+///   large to inline for `Part::Summary`) is missing, torn or garbled; fetch
+///   the other ids again without it (or one by one) and they load.
 /// - `put` fails with `Conflict { current }` when its precondition does not
 ///   hold at its slot, `TooLarge` above
 ///   [`ObjectStoreOptions::with_max_record_bytes`], `InvalidInput` for a

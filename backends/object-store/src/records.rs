@@ -27,9 +27,11 @@ struct Pending {
 }
 
 impl ObjectStoreStorage {
-    /// `get`: resolves each chat's current record from the index and fetches
-    /// the blobs while, concurrently, one LIST checks the log for newer
-    /// commits; chats that turn out to have changed are fetched again.
+    /// `get`: resolves each chat's current record from the index while,
+    /// concurrently, one LIST checks the log for newer commits. A summary
+    /// the log entry carried inline is served from the index; other records
+    /// are read from their blobs (started with the cached index, alongside
+    /// the LIST), and chats that turn out to have changed are read again.
     pub(crate) async fn get_records(
         &self,
         chats: &[ChatId],
@@ -38,29 +40,36 @@ impl ObjectStoreStorage {
         let mut ids = chats.to_vec();
         ids.sort_unstable();
         ids.dedup();
-        let resolved = {
+        let first: Vec<(ChatId, Current)> = {
             let mut state = self.state.lock().await;
             self.ensure_loaded(&mut state).await?;
             resolve(&state, &ids)
+                .into_iter()
+                .filter(|(chat, current)| inline_record(*chat, current, part).is_none())
+                .collect()
         };
         let refresh = async {
             let mut state = self.state.lock().await;
             self.refresh(&mut state, None).await?;
             Ok::<_, Error>(resolve(&state, &ids))
         };
-        let (latest, first_try) = futures::join!(refresh, self.fetch_records(&resolved, part));
+        let (latest, first_try) = futures::join!(refresh, self.fetch_records(&first, part));
         let latest = latest?;
 
-        let mut first_try: HashMap<ChatId, (Current, Result<SealedRecord>)> = resolved
-            .iter()
+        let mut first_try: HashMap<ChatId, (Current, Result<SealedRecord>)> = first
+            .into_iter()
             .zip(first_try)
-            .map(|(&(chat, current), result)| (chat, (current, result)))
+            .map(|((chat, current), result)| (chat, (current, result)))
             .collect();
         let mut records = Vec::with_capacity(latest.len());
         let mut again = Vec::new();
         for (chat, current) in latest {
+            if let Some(record) = inline_record(chat, &current, part) {
+                records.push(record);
+                continue;
+            }
             match first_try.remove(&chat) {
-                Some((seen, result)) if seen == current => records.push(result?),
+                Some((seen, result)) if seen.same_commit(&current) => records.push(result?),
                 _ => again.push((chat, current)),
             }
         }
@@ -76,8 +85,8 @@ impl ObjectStoreStorage {
         resolved: &[(ChatId, Current)],
         part: Part,
     ) -> Vec<Result<SealedRecord>> {
-        futures::stream::iter(resolved.iter().copied())
-            .map(|(chat, current)| self.fetch_record(chat, current, part))
+        futures::stream::iter(resolved.iter().cloned())
+            .map(|(chat, current)| async move { self.fetch_record(chat, &current, part).await })
             .buffered(self.options.concurrency)
             .collect()
             .await
@@ -86,7 +95,7 @@ impl ObjectStoreStorage {
     async fn fetch_record(
         &self,
         chat: ChatId,
-        current: Current,
+        current: &Current,
         part: Part,
     ) -> Result<SealedRecord> {
         let path = self.layout.blob(chat, current.version, current.write);
@@ -372,7 +381,7 @@ impl ObjectStoreStorage {
                 let result = if valid {
                     Ok(())
                 } else {
-                    let current = state.index.current(&p.record.chat).map(|c| c.version);
+                    let current = state.index.version(&p.record.chat);
                     Err(conflict(p.record.chat, current))
                 };
                 (p.slot, result)
@@ -392,7 +401,7 @@ fn conflicts(state: &State, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
         let current = staged
             .get(&chat)
             .copied()
-            .or_else(|| state.index.current(&chat).map(|c| c.version));
+            .or_else(|| state.index.version(&chat));
         if p.pre.admits(current, p.record.version) {
             staged.insert(chat, p.record.version);
         } else {
@@ -408,8 +417,29 @@ fn conflict(chat: ChatId, current: Option<u64>) -> Error {
 
 fn resolve(state: &State, ids: &[ChatId]) -> Vec<(ChatId, Current)> {
     ids.iter()
-        .filter_map(|&chat| state.index.current(&chat).map(|current| (chat, current)))
+        .filter_map(|&chat| {
+            state
+                .index
+                .current(&chat)
+                .map(|current| (chat, current.clone()))
+        })
         .collect()
+}
+
+/// The record `get` returns for `current` without reading its blob: a
+/// summary the log entry carried inline. The log entry is the commit, so
+/// this is the committed summary, exactly what the blob holds.
+fn inline_record(chat: ChatId, current: &Current, part: Part) -> Option<SealedRecord> {
+    match (part, &current.summary) {
+        (Part::Summary, Some(summary)) => Some(SealedRecord {
+            chat,
+            version: current.version,
+            deleted: current.deleted,
+            summary: summary.clone(),
+            body: None,
+        }),
+        _ => None,
+    }
 }
 
 fn fail_all(

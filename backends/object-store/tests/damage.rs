@@ -4,7 +4,7 @@
 mod common;
 
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
-use chatvault_object_store::CompactOptions;
+use chatvault_object_store::{CompactOptions, ObjectStoreOptions, ObjectStoreStorage};
 use common::{drain, memory, record, vault, Instrumented};
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -103,50 +103,69 @@ async fn a_log_entry_from_a_newer_chatvault_is_unsupported_format() {
     );
 }
 
+async fn blob_of(store: &Arc<dyn ObjectStore>, chat: ChatId) -> Path {
+    use futures::TryStreamExt;
+    let listed: Vec<_> = store
+        .list(Some(&Path::from(format!("users/alice/rec/{chat}"))))
+        .try_collect()
+        .await
+        .unwrap();
+    listed[0].location.clone()
+}
+
 #[tokio::test]
 async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_still_load() {
     let store = memory();
     let writer = vault(store.clone());
-    let (bad, good) = (ChatId::new(), ChatId::new());
-    writer
-        .put(record(bad, 1), PutPrecondition::Absent)
-        .await
-        .unwrap();
-    writer
-        .put(record(good, 1), PutPrecondition::Absent)
-        .await
-        .unwrap();
-    let blob = {
-        use futures::TryStreamExt;
-        let listed: Vec<_> = store
-            .list(Some(&Path::from(format!("users/alice/rec/{bad}"))))
-            .try_collect()
+    // Its summary is only in the blob, as with summaries over the inline limit.
+    let blob_summaries = ObjectStoreStorage::new(
+        store.clone(),
+        Path::from("users/alice"),
+        ObjectStoreOptions::default().with_max_inline_summary(0),
+    );
+    let (bad, bad_summary, good) = (ChatId::new(), ChatId::new(), ChatId::new());
+    for (storage, chat) in [
+        (&writer, bad),
+        (&blob_summaries, bad_summary),
+        (&writer, good),
+    ] {
+        storage
+            .put(record(chat, 1), PutPrecondition::Absent)
             .await
             .unwrap();
-        listed[0].location.clone()
-    };
-    store
-        .put(&blob, b"cvb\x01short".as_slice().into())
-        .await
-        .unwrap();
+    }
+    let (blob, summary_blob) = (
+        blob_of(&store, bad).await,
+        blob_of(&store, bad_summary).await,
+    );
+    for path in [&blob, &summary_blob] {
+        store
+            .put(path, b"cvb\x01short".as_slice().into())
+            .await
+            .unwrap();
+    }
 
     let reader = vault(store.clone());
-    for part in [Part::Full, Part::Summary] {
-        let err = reader.get(&[good, bad], part).await.unwrap_err();
+    for (chat, part) in [(bad, Part::Full), (bad_summary, Part::Summary)] {
+        let err = reader.get(&[good, chat], part).await.unwrap_err();
         match err {
             Error::Corrupt { what, .. } => {
-                assert!(what.starts_with(&format!("chat {bad}")), "{what}")
+                assert!(what.starts_with(&format!("chat {chat}")), "{what}")
             }
             other => panic!("{other:?}"),
         }
     }
+    // The summary the log entry carried inline is the committed one and
+    // still serves the sidebar; the damage shows when the chat is opened.
+    let sidebar = reader.get(&[bad], Part::Summary).await.unwrap();
+    assert_eq!(sidebar[0].summary, record(bad, 1).summary);
     assert_eq!(
         reader.get(&[good], Part::Full).await.unwrap(),
         vec![record(good, 1)]
     );
     assert_eq!(
         drain(&reader, &Cursor::start(), 10).await.0.len(),
-        2,
+        3,
         "the feed is unaffected"
     );
 
@@ -155,9 +174,9 @@ async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_s
         reader.get(&[bad], Part::Full).await,
         Err(Error::Corrupt { .. })
     ));
-    raw_put(&store, blob.as_ref(), b"").await;
+    raw_put(&store, summary_blob.as_ref(), b"").await;
     assert!(matches!(
-        reader.get(&[bad], Part::Summary).await,
+        reader.get(&[bad_summary], Part::Summary).await,
         Err(Error::Corrupt { .. })
     ));
 }

@@ -2,8 +2,10 @@
 
 mod common;
 
-use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, Storage};
+use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, SealedRecord, Storage};
+use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
 use common::{drain, memory, record, vault, Instrumented};
+use object_store::path::Path;
 
 #[tokio::test]
 async fn an_idle_poll_over_ten_thousand_records_is_one_request() {
@@ -48,4 +50,91 @@ async fn an_idle_poll_over_ten_thousand_records_is_one_request() {
     println!("get of 5 changed chats: {} request(s)", counted.requests());
     assert_eq!(records.len(), 5);
     assert_eq!((counted.requests(), counted.lists()), (1 + 5, 1));
+}
+
+#[tokio::test]
+async fn a_sidebar_get_of_inline_summaries_is_one_list_and_reads_no_blob() {
+    let inner = memory();
+    let writer = vault(inner.clone());
+    let chats: Vec<ChatId> = (0..50).map(|_| ChatId::new()).collect();
+    let batch = chats
+        .iter()
+        .map(|&chat| (record(chat, 1), PutPrecondition::Absent))
+        .collect();
+    for result in writer.put_batch(batch).await {
+        result.unwrap();
+    }
+    let counted = Instrumented::new(inner.clone());
+    let reader = vault(counted.clone());
+    // The first call also rebuilds the index: LIST snap/, LIST log/, GET the entry.
+    assert_eq!(
+        reader.get(&chats[..1], Part::Summary).await.unwrap().len(),
+        1
+    );
+
+    counted.reset();
+    let mut summaries = reader.get(&chats, Part::Summary).await.unwrap();
+    println!("sidebar get of 50 chats: {} request(s)", counted.requests());
+    summaries.sort_by_key(|r| r.chat);
+    let mut expected: Vec<_> = chats
+        .iter()
+        .map(|&chat| SealedRecord {
+            body: None,
+            ..record(chat, 1)
+        })
+        .collect();
+    expected.sort_by_key(|r| r.chat);
+    assert_eq!(summaries, expected);
+    assert_eq!((counted.requests(), counted.lists()), (1, 1));
+
+    // Summaries over the inline limit are only in the blobs: read ranged.
+    let big = ChatId::new();
+    let no_inline = ObjectStoreStorage::new(
+        inner.clone(),
+        Path::from("users/alice"),
+        ObjectStoreOptions::default().with_max_inline_summary(0),
+    );
+    no_inline
+        .put(record(big, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    counted.reset();
+    let got = reader.get(&[big], Part::Summary).await.unwrap();
+    assert_eq!(got[0].summary, record(big, 1).summary);
+    assert_eq!(got[0].body, None);
+    assert_eq!((counted.requests(), counted.lists()), (1 + 1 + 1, 1));
+}
+
+#[tokio::test]
+async fn a_feed_page_of_batch_entries_reads_only_the_entries_it_reports() {
+    let inner = memory();
+    let writer = vault(inner.clone());
+    for _ in 0..20 {
+        let batch = (0..50)
+            .map(|_| (record(ChatId::new(), 1), PutPrecondition::Absent))
+            .collect();
+        for result in writer.put_batch(batch).await {
+            result.unwrap();
+        }
+    }
+    let counted = Instrumented::new(inner.clone());
+    let reader = vault(counted.clone());
+    let (all, _) = drain(&reader, &Cursor::start(), 1000).await;
+    assert_eq!(all.len(), 1000);
+
+    // The reader's index is at the head: the page lists the log once and
+    // reads the two 50-record entries that fill it, not all twenty.
+    counted.reset();
+    let page = reader.changes(&Cursor::start(), 100).await.unwrap();
+    println!(
+        "page of 100 over 50-record entries: {} request(s)",
+        counted.requests()
+    );
+    assert_eq!(page.changes.len(), 100);
+    assert!(page.has_more);
+    assert_eq!(
+        page.changes.iter().map(|c| c.chat).collect::<Vec<_>>(),
+        all[..100].iter().map(|c| c.chat).collect::<Vec<_>>()
+    );
+    assert_eq!((counted.requests(), counted.lists()), (1 + 2, 1));
 }
