@@ -121,18 +121,25 @@ async fn resolve(
     refused: &mut Option<Error>,
 ) -> Result<Vec<ChatId>> {
     let ids: Vec<ChatId> = conflicts.iter().map(|(e, _)| e.chat).collect();
-    let mut theirs: HashMap<ChatId, SealedRecord> = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(inner.max_batch()) {
-        for record in inner.storage.get(chunk, Part::Full).await? {
-            theirs.insert(record.chat, record);
-        }
-    }
+    // A server record the backend cannot decode fails only its own chat's
+    // resolution; read as absent it would be overwritten as a new chat.
+    let mut failed_gets = Vec::new();
+    let mut theirs: HashMap<ChatId, SealedRecord> =
+        super::pull::fetch(inner, &ids, Part::Full, &mut failed_gets)
+            .await?
+            .into_iter()
+            .map(|record| (record.chat, record))
+            .collect();
+    let mut unreadable: HashMap<ChatId, Error> = failed_gets.into_iter().collect();
     let outcomes = blocking(inner, move |inner| {
         Ok(conflicts
             .into_iter()
             .map(|(entry, ours)| {
                 let chat = entry.chat;
-                let result = inner.resolve_conflict(&ours, theirs.remove(&chat));
+                let result = match unreadable.remove(&chat) {
+                    Some(error) => Err(error),
+                    None => inner.resolve_conflict(&ours, theirs.remove(&chat)),
+                };
                 (entry, result)
             })
             .collect::<Vec<_>>())

@@ -48,14 +48,13 @@ fn plan(change: Change, local: &LocalState) -> Need {
 }
 
 /// Gets `ids` in batches. A batch the backend cannot decode
-/// ([`Error::Corrupt`]) is retried id by id, so one damaged record is
-/// reported in `skipped` and the others still arrive.
-async fn fetch(
+/// ([`Error::Corrupt`]) is retried id by id, so one damaged record lands in
+/// `unreadable` and the others still arrive.
+pub(super) async fn fetch(
     inner: &Arc<Inner>,
-    ids: Vec<ChatId>,
+    ids: &[ChatId],
     part: Part,
-    versions: &HashMap<ChatId, u64>,
-    skipped: &mut Vec<SkippedRecord>,
+    unreadable: &mut Vec<(ChatId, Error)>,
 ) -> Result<Vec<SealedRecord>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(inner.max_batch()) {
@@ -65,11 +64,7 @@ async fn fetch(
                 for &chat in chunk {
                     match inner.storage.get(&[chat], part).await {
                         Ok(records) => out.extend(records),
-                        Err(error @ Error::Corrupt { .. }) => skipped.push(SkippedRecord {
-                            chat,
-                            version: versions.get(&chat).copied().unwrap_or(0),
-                            error,
-                        }),
+                        Err(error @ Error::Corrupt { .. }) => unreadable.push((chat, error)),
                         Err(e) => return Err(e),
                     }
                 }
@@ -116,9 +111,17 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
                 Need::Full(id) => fulls.push(id),
             }
         }
-        let mut unreadable = Vec::new();
-        records.extend(fetch(inner, fulls, Part::Full, &versions, &mut unreadable).await?);
-        records.extend(fetch(inner, summaries, Part::Summary, &versions, &mut unreadable).await?);
+        let mut failed = Vec::new();
+        records.extend(fetch(inner, &fulls, Part::Full, &mut failed).await?);
+        records.extend(fetch(inner, &summaries, Part::Summary, &mut failed).await?);
+        let unreadable: Vec<SkippedRecord> = failed
+            .into_iter()
+            .map(|(chat, error)| SkippedRecord {
+                chat,
+                version: versions.get(&chat).copied().unwrap_or(0),
+                error,
+            })
+            .collect();
         for s in &unreadable {
             tracing::warn!(chat = %s.chat, error = %s.error, "skipping a record the backend cannot decode");
             inner.notifier.emit(Event::RecordSkipped {
