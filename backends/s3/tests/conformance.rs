@@ -27,19 +27,21 @@ fn fixture() -> Result<&'static S3Fixture> {
         .ok_or_else(|| Error::invalid("the S3 fixture was not started"))
 }
 
-/// A client of `vault` (a prefix of the fixture's bucket).
-fn builder(vault: &str) -> Result<S3StorageBuilder> {
+/// A client of `vault` (where the fixture puts it: a prefix of its bucket,
+/// or a bucket of its own on the stand-in).
+async fn builder(vault: &str) -> Result<S3StorageBuilder> {
     let fixture = fixture()?;
+    let location = fixture.vault(vault).await?;
     Ok(S3StorageBuilder::new()
         .with_endpoint(&fixture.endpoint)
         .with_region(&fixture.region)
         .with_credentials(&fixture.access_key_id, &fixture.secret_access_key)
-        .with_bucket(&fixture.bucket)
-        .with_prefix(fixture.vault_prefix(vault))
+        .with_bucket(location.bucket)
+        .with_prefix(location.prefix)
         .with_atomic_conditional_put(fixture.atomic_conditional_put))
 }
 
-/// Opens vaults as prefixes of the fixture's bucket.
+/// Opens vaults where the fixture puts them.
 struct S3;
 
 #[async_trait]
@@ -54,7 +56,7 @@ impl TestBackend for S3 {
     }
 
     async fn open(&self, vault: &str) -> Result<DynStorage> {
-        Ok(Arc::new(builder(vault)?.build()?))
+        Ok(Arc::new(builder(vault).await?.build()?))
     }
 
     async fn open_counting(
@@ -62,7 +64,7 @@ impl TestBackend for S3 {
         vault: &str,
         requests: RequestCounter,
     ) -> Option<Result<DynStorage>> {
-        let storage = builder(vault).and_then(|b| {
+        let storage = builder(vault).await.and_then(|b| {
             b.with_http_connector(CountingHttpConnector::new(requests))
                 .build()
         });
@@ -84,11 +86,13 @@ impl TestBackend for S3 {
 /// as a torn upload or a buggy sync tool would.
 async fn damage_blobs(vault: &str, chat: ChatId) -> Result<()> {
     let fixture = fixture()?;
+    let location = fixture.vault(vault).await?;
     let store = fixture
         .amazon_s3_builder()
+        .with_bucket_name(&location.bucket)
         .build()
         .map_err(|e| Error::invalid(e.to_string()))?;
-    let dir = Path::from(format!("{}/rec/{chat}", fixture.vault_prefix(vault)));
+    let dir = Path::from(format!("{}/rec/{chat}", location.prefix));
     let blobs: Vec<_> = store
         .list(Some(&dir))
         .try_collect()
@@ -134,12 +138,10 @@ async fn from_url_opens_the_vault_the_builder_wrote(backend: &dyn TestBackend) -
     let chat = ChatId::new();
     writer.put(record(chat, 1), PutPrecondition::Absent).await?;
     let fixture = fixture()?;
+    let location = fixture.vault(vault).await?;
     let url = format!(
         "s3://{}/{}?endpoint={}&region={}",
-        fixture.bucket,
-        fixture.vault_prefix(vault),
-        fixture.endpoint,
-        fixture.region
+        location.bucket, location.prefix, fixture.endpoint, fixture.region
     );
     let reader = S3StorageBuilder::new()
         .with_credentials(&fixture.access_key_id, &fixture.secret_access_key)
@@ -162,7 +164,8 @@ async fn wrong_secret_fails_unauthorized(backend: &dyn TestBackend) -> Outcome {
             "the S3 server accepts any credentials (S3Fixture::checks_credentials is false)".into(),
         ));
     }
-    let storage = builder("wrong_secret_fails_unauthorized")?
+    let storage = builder("wrong_secret_fails_unauthorized")
+        .await?
         .with_credentials("chatvault", "not-the-secret")
         .with_s3(|b| b.with_retry(no_retries()))
         .build()?;
