@@ -277,8 +277,10 @@ struct State {
 ///   [`ObjectStoreOptions::with_max_record_bytes`], `InvalidInput` for a
 ///   tombstone with a body; a put whose commit request failed ambiguously
 ///   looks the slot up and reports success if its entry landed.
-/// - Store failures map as: network, timeouts, 5xx, a full disk →
-///   `Unavailable` (retriable); 401/403 → `Unauthorized`; unsupported
+/// - Store failures map as: network, timeouts, 408/429/5xx, a full disk →
+///   `Unavailable` (retriable); 401/403 → `Unauthorized`, also when
+///   `object_store` reports them as `Generic` (as its S3 client does for
+///   LIST); a missing bucket (404) → `NotFound`; other 4xx and unsupported
 ///   operations → `Rejected`.
 pub struct ObjectStoreStorage {
     store: Arc<dyn ObjectStore>,

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_conformance::fixtures::s3::S3Fixture;
 use chatvault_conformance::layers::{CountingHttpConnector, RequestCounter};
-use chatvault_conformance::{contract, ensure, Failure, Outcome, Suite, TestBackend, Verdict};
+use chatvault_conformance::{contract, ensure, Outcome, Suite, TestBackend, Verdict};
 use chatvault_core::{
     ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
@@ -156,23 +156,53 @@ async fn from_url_opens_the_vault_the_builder_wrote(backend: &dyn TestBackend) -
     Ok(Verdict::Passed)
 }
 
-/// A wrong secret key fails with `Unauthorized`, not a retriable error.
+/// A wrong secret key fails every operation with `Unauthorized`, not a
+/// retriable error (the server refuses the LIST each one starts with, which
+/// `object_store` reports as a `Generic` error).
 async fn wrong_secret_fails_unauthorized(backend: &dyn TestBackend) -> Outcome {
-    let _ = backend;
+    let vault = "wrong_secret_fails_unauthorized";
     if !fixture()?.checks_credentials {
         return Ok(Verdict::Skipped(
             "the S3 server accepts any credentials (S3Fixture::checks_credentials is false)".into(),
         ));
     }
-    let storage = builder("wrong_secret_fails_unauthorized")
+    let chat = ChatId::new();
+    backend
+        .open(vault)
+        .await?
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await?;
+    let storage = builder(vault)
         .await?
         .with_credentials("chatvault", "not-the-secret")
         .with_s3(|b| b.with_retry(no_retries()))
         .build()?;
-    match storage.changes(&Cursor::start(), 10).await {
-        Err(Error::Unauthorized { .. }) => Ok(Verdict::Passed),
-        other => Err(Failure(format!("expected Unauthorized, got {other:?}"))),
+    let outcomes = [
+        ("changes", storage.changes(&Cursor::start(), 10).await.err()),
+        ("get", storage.get(&[chat], Part::Full).await.err()),
+        (
+            "put",
+            storage
+                .put(record(chat, 2), PutPrecondition::Version(1))
+                .await
+                .err(),
+        ),
+        ("get_keyring", storage.get_keyring().await.err()),
+        (
+            "put_keyring",
+            storage
+                .put_keyring(Bytes::from_static(b"k"), PutPrecondition::Absent)
+                .await
+                .err(),
+        ),
+    ];
+    for (operation, outcome) in outcomes {
+        ensure!(
+            matches!(outcome, Some(Error::Unauthorized { .. })),
+            "{operation} with a wrong secret: expected Unauthorized, got {outcome:?}"
+        );
     }
+    Ok(Verdict::Passed)
 }
 
 /// An endpoint where nothing listens fails with the retriable
