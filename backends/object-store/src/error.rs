@@ -223,9 +223,12 @@ mod tests {
         format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
     }
 
+    /// A status line, an S3 error code, and what the mapped error must be.
+    type Case = (&'static str, &'static str, fn(&Error) -> bool);
+
     #[test]
     fn a_status_inside_a_generic_error_maps_like_the_status() {
-        let cases: [(&str, &str, fn(&Error) -> bool); 10] = [
+        let cases: [Case; 10] = [
             ("403 Forbidden", "SignatureDoesNotMatch", |e| {
                 matches!(e, Error::Unauthorized { .. })
             }),
