@@ -66,8 +66,8 @@ pub struct CompactReport {
 }
 
 impl ObjectStoreStorage {
-    /// Writes a snapshot at the head of the log, then deletes log entries,
-    /// older snapshots, blobs no current record references, and superseded
+    /// Writes a snapshot at the head of the log, then deletes log entries
+    /// (all but the newest), older snapshots, blobs no current record references, and superseded
     /// keyring versions, all only if older than
     /// [`CompactOptions::with_min_age`]. Safe to run while other devices
     /// read and write, and from several devices at once; run it now and then
@@ -131,10 +131,14 @@ impl ObjectStoreStorage {
             return Ok(report);
         }
 
-        // Delete a prefix of the log, and only entries the snapshot covers.
+        // Delete a prefix of the log, only entries the snapshot covers, and
+        // never the newest: a handle whose index predates the snapshot
+        // learns from the LIST after its head that the log moved on (a gap:
+        // it restarts from the snapshot) instead of seeing an empty log,
+        // missing every commit since, and re-creating deleted slots.
         let deletable: Vec<(u64, Path)> = log
             .iter()
-            .take_while(|(seq, meta)| *seq <= head && old(meta))
+            .take_while(|(seq, meta)| *seq < head && old(meta))
             .map(|(seq, meta)| (*seq, meta.location.clone()))
             .collect();
         let delete_through = deletable.last().map_or(0, |(seq, _)| *seq);

@@ -14,6 +14,7 @@ use crate::{ObjectStoreStorage, State};
 use chatvault_core::{Change, ChangePage, Cursor, Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// The next item a reader has not seen. Encoded as `"<last complete slot>"`,
 /// or `"<last complete slot>.<items of the next slot already seen>"` when a
@@ -72,9 +73,13 @@ impl ObjectStoreStorage {
         self.ensure_loaded(&mut state).await?;
 
         let floor = (pos.0.seq - 1).min(state.index.head());
+        let listed_at = Instant::now();
         let mut listed = self.list_log(floor).await?;
         let window = pos.0.seq..=pos.0.seq.saturating_add(limit as u64);
         let caught = self.catch_up(&mut state, &listed, Some(window)).await?;
+        if !caught.stalled {
+            state.at_head_since = Some(listed_at);
+        }
         let head = state.index.head();
 
         let beyond_head = pos.0.seq > head + 1 || (pos.0.seq == head + 1 && pos.0.idx > 0);

@@ -56,13 +56,17 @@
 //!   inline summaries fill [`Change::summary`](chatvault_core::Change::summary)).
 //!   A feed page reads only about as many entries as it reports changes from
 //!   (one entry of a batch put carries up to `max_batch` records).
-//! - **`get`**: one LIST (for commits newer than the handle's index) and,
-//!   concurrently, one GET per record blob it needs: none for
+//! - **`get`**: one request for commits newer than the handle's index (a
+//!   HEAD of the next log slot; a LIST and the new entries when that slot
+//!   exists or the handle has not seen the head of the log for
+//!   [`ObjectStoreOptions::with_max_claim_delay`]) and, concurrently, one GET
+//!   per record blob it needs: none for
 //!   [`Part::Summary`](chatvault_core::Part::Summary) when the summaries
 //!   were inlined (the index keeps them), a ranged GET per chat otherwise,
 //!   a whole-blob GET per chat for [`Part::Full`](chatvault_core::Part::Full).
-//! - **Put**: two requests when this handle is up to date (blob PUT, slot
-//!   create); losing a race adds a LIST and the GETs of the entries it missed.
+//! - **Put**: two requests when this handle saw the head of the log within
+//!   the claim delay (blob PUT, slot create), else a LIST first; losing a
+//!   race adds a LIST and the GETs of the entries it missed.
 //! - **First use of a handle**: the index (each chat's current version and
 //!   inline summary, about 100 bytes per chat plus the summary) is rebuilt from the latest snapshot plus the log
 //!   after it: one LIST of `snap/`, one GET, one LIST of `log/` and one GET per
@@ -72,8 +76,12 @@
 //!
 //! [`ObjectStoreStorage::compact`] writes `snap/<head>` (every chat's latest
 //! valid record as of the head, summaries inline) and then deletes log
-//! entries, older snapshots, superseded blobs and superseded keyring versions
-//! older than a horizon. A reader whose cursor points into the deleted part
+//! entries (all but the newest, which shows handles that fell behind that the
+//! log moved on), older snapshots, superseded blobs and superseded keyring
+//! versions older than a horizon. A handle that last saw the head of the log
+//! longer ago than [`ObjectStoreOptions::with_max_claim_delay`] lists before
+//! it reads or claims a slot, so it cannot take a compacted slot for a free
+//! one. A reader whose cursor points into the deleted part
 //! of the log restarts from the snapshot: it is sent every chat whose latest
 //! record was committed after its cursor (a full resync in the worst case;
 //! nothing is lost, intermediate versions are skipped and the engine ignores
@@ -152,6 +160,7 @@ use object_store::ObjectStore;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Tuning and capabilities of an [`ObjectStoreStorage`].
 ///
@@ -231,7 +240,10 @@ impl ObjectStoreOptions {
     /// retriable error) instead of claiming a slot, so that compaction, which
     /// deletes unreferenced blobs older than its horizon, never deletes the
     /// blob of a put that is about to commit. Keep it well below
-    /// [`CompactOptions::with_min_age`]. Default 5 minutes.
+    /// [`CompactOptions::with_min_age`]. It also bounds how long a handle
+    /// trusts that its index is at the head of the log: after this long
+    /// without seeing the head, it lists the log before a read or a put.
+    /// Default 5 minutes.
     pub fn with_max_claim_delay(mut self, delay: Duration) -> Self {
         self.max_claim_delay = delay;
         self
@@ -251,6 +263,10 @@ struct State {
     /// The snapshot a resyncing reader is being served from; dropped once no
     /// reader needs it.
     resync: Option<Arc<Snapshot>>,
+    /// When the index was last known to be at the head of the log (no slot
+    /// after it existed); see [`ObjectStoreStorage::at_head_recently`].
+    /// A tokio instant, so tests can let hours pass.
+    at_head_since: Option<Instant>,
 }
 
 /// A vault stored with the shared-log layout on an [`ObjectStore`].
@@ -313,6 +329,7 @@ impl ObjectStoreStorage {
                 loaded: false,
                 index: Index::genesis(),
                 resync: None,
+                at_head_since: None,
             }),
             foreign: ForeignFiles::default(),
         }

@@ -14,6 +14,7 @@ use object_store::ObjectMeta;
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Entries fetched per round while replaying a long tail.
 const REPLAY_CHUNK: usize = 512;
@@ -226,7 +227,54 @@ impl ObjectStoreStorage {
         keep: Option<RangeInclusive<u64>>,
     ) -> Result<CatchUp> {
         self.ensure_loaded(state).await?;
+        let listed_at = Instant::now();
         let listed = self.list_log(state.index.head()).await?;
-        self.catch_up(state, &listed, keep).await
+        let caught = self.catch_up(state, &listed, keep).await?;
+        if !caught.stalled {
+            state.at_head_since = Some(listed_at);
+        }
+        Ok(caught)
+    }
+
+    /// True if the index was at the head of the log so recently that a
+    /// slot created since cannot have been compacted away yet: the index is
+    /// then at the head if and only if slot `head + 1` does not exist.
+    ///
+    /// Slots appear in order, so if slot `head + 1` does not exist, no later
+    /// one does either, unless compaction deleted it. Compaction deletes only
+    /// slots older than its horizon (which exceeds
+    /// [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay))
+    /// and never the newest, so within that delay of the last time the index
+    /// was at the head, a missing `head + 1` was never created. After longer,
+    /// `head + 1` may have been created and compacted: a LIST (which shows
+    /// the newest slot compaction keeps, and so the gap) must come first, or
+    /// a read would miss commits and a put would re-create a deleted slot.
+    pub(crate) fn at_head_recently(&self, state: &State) -> bool {
+        state
+            .at_head_since
+            .is_some_and(|since| since.elapsed() < self.options.max_claim_delay)
+    }
+
+    /// Brings the index up to the head of the log before a read: one HEAD of
+    /// the next slot when [`ObjectStoreStorage::at_head_recently`] makes that
+    /// proof enough (cheaper than a LIST everywhere, and O(1) on servers
+    /// whose LIST walks the bucket), else a LIST and replay as
+    /// [`ObjectStoreStorage::refresh`] does. A hole in the log (a file-sync
+    /// tool delivering slots out of order) stops both at the same place.
+    pub(crate) async fn refresh_for_read(&self, state: &mut State) -> Result<()> {
+        self.ensure_loaded(state).await?;
+        if self.at_head_recently(state) {
+            let checked_at = Instant::now();
+            let next = self.layout.log_entry(state.index.head() + 1);
+            match self.store.head(&next).await {
+                Err(object_store::Error::NotFound { .. }) => {
+                    state.at_head_since = Some(checked_at);
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => return Err(map_store_error(e, &format!("checking for {next}"))),
+            }
+        }
+        self.refresh(state, None).await.map(|_| ())
     }
 }

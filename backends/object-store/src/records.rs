@@ -11,7 +11,8 @@ use chatvault_core::{ChatId, Error, Part, PutPrecondition, Result, SealedRecord}
 use futures::StreamExt;
 use object_store::{PutMode, PutOptions};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Lost slot races in a row without the log advancing before a put gives up
 /// (about five seconds of backoff).
@@ -28,7 +29,8 @@ struct Pending {
 
 impl ObjectStoreStorage {
     /// `get`: resolves each chat's current record from the index while,
-    /// concurrently, one LIST checks the log for newer commits. A summary
+    /// concurrently, one request (a HEAD of the next slot, or a LIST) checks
+    /// the log for newer commits. A summary
     /// the log entry carried inline is served from the index; other records
     /// are read from their blobs (started with the cached index, alongside
     /// the LIST), and chats that turn out to have changed are read again.
@@ -50,7 +52,7 @@ impl ObjectStoreStorage {
         };
         let refresh = async {
             let mut state = self.state.lock().await;
-            self.refresh(&mut state, None).await?;
+            self.refresh_for_read(&mut state).await?;
             Ok::<_, Error>(resolve(&state, &ids))
         };
         let (latest, first_try) = futures::join!(refresh, self.fetch_records(&first, part));
@@ -243,8 +245,9 @@ impl ObjectStoreStorage {
         if let Err(e) = self.ensure_loaded(&mut state).await {
             return Err((chunk, e));
         }
-        if !conflicts(&state, &chunk).is_empty() {
-            // The cached index may just be stale.
+        // A conflict may come from a stale index; and an index not known to
+        // be at the head recently must be brought there before `claim`.
+        if !self.at_head_recently(&state) || !conflicts(&state, &chunk).is_empty() {
             if let Err(e) = self.refresh(&mut state, None).await {
                 return Err((chunk, e));
             }
@@ -280,6 +283,14 @@ impl ObjectStoreStorage {
                     source: None,
                 };
                 return Err((items, e));
+            }
+            // Slot `head + 1` is only known to be free (never created, not
+            // created and compacted away) while the index was at the head
+            // recently; blob uploads may have taken long since `precheck`.
+            if !self.at_head_recently(state) {
+                if let Err(e) = self.refresh(state, None).await {
+                    return Err((items, e));
+                }
             }
             let losers = conflicts(state, &items);
             for &(i, current) in losers.iter().rev() {

@@ -63,12 +63,15 @@ async fn an_old_cursor_resyncs_from_the_snapshot_and_loses_nothing() {
 
     let report = vault(store.clone()).compact(now()).await.unwrap();
     assert_eq!(report.snapshot_seq, 31);
-    assert_eq!(report.log_entries_deleted, 31);
+    assert_eq!(report.log_entries_deleted, 30, "all but the newest");
     assert_eq!(
         report.blobs_deleted, 21,
         "the superseded versions: two of each chat, three of the deleted one"
     );
-    assert!(names(&store, "log").await.is_empty());
+    assert_eq!(
+        names(&store, "log").await,
+        vec![format!("users/alice/log/{:020}", 31)]
+    );
     assert_eq!(
         names(&store, "snap").await,
         vec![format!("users/alice/snap/{:020}", 31)]
@@ -278,4 +281,76 @@ async fn compacting_while_writers_write_loses_no_commit() {
         written.iter().all(|c| seen.contains(c)),
         "every commit reached the reader"
     );
+}
+
+/// Compaction empties the log but for its newest slot, with no commit after
+/// it: the situation of a laptop that slept through another device's writes
+/// and the daily compaction.
+#[tokio::test(start_paused = true)]
+async fn a_handle_that_slept_through_compaction_misses_no_commit_and_reuses_no_slot() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let (sleeper, reader) = (vault(store.clone()), vault(store.clone()));
+    let a = ChatId::new();
+    writer
+        .put(record(a, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let (_, cursor) = drain(&reader, &Cursor::start(), 100).await;
+    assert_eq!(sleeper.get(&[a], Part::Summary).await.unwrap().len(), 1);
+
+    let b = ChatId::new();
+    writer
+        .put(record(b, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(a, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap();
+    let report = vault(store.clone()).compact(now()).await.unwrap();
+    assert_eq!((report.snapshot_seq, report.log_entries_deleted), (3, 2));
+    assert_eq!(names(&store, "log").await, vec![slot(3)]);
+    // Longer than the claim delay: the handles no longer trust their index.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+
+    let mut got = sleeper.get(&[a, b], Part::Full).await.unwrap();
+    got.sort_by_key(|r| r.chat != a);
+    assert_eq!(got, vec![record(a, 2), record(b, 1)]);
+    let (missed, _) = drain(&reader, &cursor, 100).await;
+    assert_eq!(
+        latest(&missed),
+        HashMap::from([(a, (2, false)), (b, (1, false))])
+    );
+
+    // A write from a handle that slept claims the slot after the head, not
+    // a slot compaction deleted (which every later reader would skip).
+    let c = ChatId::new();
+    let stale_writer = vault(store.clone());
+    stale_writer.get(&[a], Part::Summary).await.unwrap();
+    writer
+        .put(record(b, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap();
+    writer
+        .put(record(a, 3), PutPrecondition::Version(2))
+        .await
+        .unwrap();
+    vault(store.clone()).compact(now()).await.unwrap();
+    assert_eq!(names(&store, "log").await, vec![slot(5)]);
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    stale_writer
+        .put(record(c, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    assert_eq!(names(&store, "log").await, vec![slot(5), slot(6)]);
+    let (fresh, _) = drain(&vault(store.clone()), &Cursor::start(), 100).await;
+    assert_eq!(
+        latest(&fresh),
+        HashMap::from([(a, (3, false)), (b, (2, false)), (c, (1, false))])
+    );
+}
+
+fn slot(seq: u64) -> String {
+    format!("users/alice/log/{seq:020}")
 }
