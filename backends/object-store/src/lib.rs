@@ -61,9 +61,9 @@
 //!   exists or the handle has not seen the head of the log for
 //!   [`ObjectStoreOptions::with_max_claim_delay`]) and, concurrently, one GET
 //!   per record blob it needs: none for
-//!   [`Part::Summary`](chatvault_core::Part::Summary) when the summaries
+//!   [`Part::Summary`] when the summaries
 //!   were inlined (the index keeps them), a ranged GET per chat otherwise,
-//!   a whole-blob GET per chat for [`Part::Full`](chatvault_core::Part::Full).
+//!   a whole-blob GET per chat for [`Part::Full`].
 //! - **Put**: two requests when this handle saw the head of the log within
 //!   the claim delay (blob PUT, slot create), else a LIST first; losing a
 //!   race adds a LIST and the GETs of the entries it missed.
