@@ -1,4 +1,4 @@
-//! The shared Storage contract suite against the layout on `object_store`'s
+//! The shared Storage and sync suites against the layout on `object_store`'s
 //! in-memory store, with request counting and record damage, so the cost and
 //! corruption contracts run too.
 
@@ -90,5 +90,6 @@ fn main() -> std::process::ExitCode {
         store: Arc::new(InMemory::new()),
     })
     .with_storage_contracts()
+    .with_sync_contracts()
     .run()
 }
