@@ -3,12 +3,11 @@
 //! corruption contracts run too.
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use chatvault_conformance::fixtures::tear_objects_under;
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_conformance::{Suite, TestBackend};
-use chatvault_core::{ChatId, DynStorage, Error, Result};
+use chatvault_core::{ChatId, DynStorage, Result};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
-use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -51,37 +50,8 @@ impl TestBackend for Memory {
 
     /// Tears every blob of `chat` in half, as a torn upload would.
     async fn corrupt_record(&self, vault: &str, chat: ChatId) -> Option<Result<()>> {
-        let damage = async {
-            let dir = Path::from(format!("{vault}/rec/{chat}"));
-            let blobs: Vec<_> = self
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .map_err(|e| Error::unavailable("list blobs", e))?;
-            if blobs.is_empty() {
-                return Err(Error::NotFound {
-                    what: format!("blobs under {dir}"),
-                });
-            }
-            for blob in blobs {
-                let bytes = self
-                    .store
-                    .get(&blob.location)
-                    .await
-                    .map_err(|e| Error::unavailable("read blob", e))?
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::unavailable("read blob", e))?;
-                let torn = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
-                self.store
-                    .put(&blob.location, torn.into())
-                    .await
-                    .map_err(|e| Error::unavailable("overwrite blob", e))?;
-            }
-            Ok(())
-        };
-        Some(damage.await)
+        let dir = Path::from(format!("{vault}/rec/{chat}"));
+        Some(tear_objects_under(self.store.as_ref(), &dir).await)
     }
 }
 

@@ -6,15 +6,15 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_conformance::fixtures::s3::S3Fixture;
+use chatvault_conformance::fixtures::tear_objects_under;
 use chatvault_conformance::layers::{CountingHttpConnector, RequestCounter};
 use chatvault_conformance::{contract, ensure, Outcome, Suite, TestBackend, Verdict};
 use chatvault_core::{
     ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use chatvault_s3::S3StorageBuilder;
-use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload, RetryConfig};
+use object_store::RetryConfig;
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -93,31 +93,7 @@ async fn damage_blobs(vault: &str, chat: ChatId) -> Result<()> {
         .build()
         .map_err(|e| Error::invalid(e.to_string()))?;
     let dir = Path::from(format!("{}/rec/{chat}", location.prefix));
-    let blobs: Vec<_> = store
-        .list(Some(&dir))
-        .try_collect()
-        .await
-        .map_err(|e| Error::unavailable("list blobs", e))?;
-    if blobs.is_empty() {
-        return Err(Error::NotFound {
-            what: format!("blobs under {dir}"),
-        });
-    }
-    for blob in blobs {
-        let bytes = store
-            .get(&blob.location)
-            .await
-            .map_err(|e| Error::unavailable("read blob", e))?
-            .bytes()
-            .await
-            .map_err(|e| Error::unavailable("read blob", e))?;
-        let torn = Bytes::copy_from_slice(&bytes[..bytes.len() / 2]);
-        store
-            .put(&blob.location, PutPayload::from(torn))
-            .await
-            .map_err(|e| Error::unavailable("overwrite blob", e))?;
-    }
-    Ok(())
+    tear_objects_under(&store, &dir).await
 }
 
 fn record(chat: ChatId, version: u64) -> SealedRecord {
