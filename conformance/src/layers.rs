@@ -28,8 +28,8 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, Part,
-    PutPrecondition, Result, SealedRecord, Storage, Transport,
+    Capabilities, ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
 };
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -145,6 +145,8 @@ pub enum Op {
     GetKeyring,
     /// [`Storage::put_keyring`].
     PutKeyring,
+    /// [`Storage::maintain`].
+    Maintain,
 }
 
 impl Op {
@@ -158,6 +160,7 @@ impl Op {
             Op::Delete => "delete",
             Op::GetKeyring => "get_keyring",
             Op::PutKeyring => "put_keyring",
+            Op::Maintain => "maintain",
         }
     }
 }
@@ -260,6 +263,11 @@ impl Storage for CountingStorage {
         self.counter
             .record(Op::PutKeyring.name(), bytes.len() as u64, 0);
         self.inner.put_keyring(bytes, precondition).await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.counter.record(Op::Maintain.name(), 0, 0);
+        self.inner.maintain(budget).await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {
@@ -507,6 +515,10 @@ impl Storage for FaultyStorage {
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.guard(Op::PutKeyring, self.inner.put_keyring(bytes, precondition))
             .await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.guard(Op::Maintain, self.inner.maintain(budget)).await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {

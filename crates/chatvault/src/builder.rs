@@ -30,6 +30,7 @@ pub struct ChatVaultBuilder {
     sync_every: Option<Duration>,
     cache_bytes: Option<u64>,
     work_factor: Option<u8>,
+    maintenance: Option<Option<Duration>>,
 }
 
 impl std::fmt::Debug for ChatVaultBuilder {
@@ -53,6 +54,7 @@ impl ChatVaultBuilder {
             sync_every: None,
             cache_bytes: None,
             work_factor: None,
+            maintenance: None,
         }
     }
 
@@ -113,6 +115,15 @@ impl ChatVaultBuilder {
         self
     }
 
+    /// How often background sync runs the backend's housekeeping (compacting
+    /// the object-store change log so idle polls and new devices stay cheap
+    /// however long the history); `None` switches it off. Default: every 10
+    /// minutes of background sync. [`ChatVault::maintain`] runs it on demand.
+    pub fn auto_maintenance(mut self, every: Option<Duration>) -> Self {
+        self.maintenance = Some(every);
+        self
+    }
+
     /// scrypt work factor (`log2 N`, 1..=22) of the passphrase slot when this
     /// open creates a new vault. Default: age's, about one second per unlock.
     /// Lower only for tests and demos.
@@ -164,6 +175,9 @@ impl ChatVaultBuilder {
         let mut config = EngineConfig::new(cipher.vault(), device);
         if let Some(bytes) = self.cache_bytes {
             config.cache_bytes = bytes;
+        }
+        if let Some(every) = self.maintenance {
+            config.maintenance_every = every;
         }
         let engine = Engine::open(storage, replica, cipher.clone(), config).await?;
         let vault = ChatVault::new(engine, cipher);

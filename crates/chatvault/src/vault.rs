@@ -228,6 +228,14 @@ impl ChatVault {
         self.engine.pending()
     }
 
+    /// Runs the backend's housekeeping now (compaction of the object-store
+    /// change log, for instance); with `force` even below the backend's
+    /// thresholds. Background sync does this by itself (see
+    /// [`ChatVaultBuilder::auto_maintenance`](crate::ChatVaultBuilder::auto_maintenance)).
+    pub async fn maintain(&self, force: bool) -> Result<chatvault_core::MaintenanceReport> {
+        self.engine.maintain(force).await
+    }
+
     /// Syncs now: pulls every change, then pushes every queued one.
     pub async fn sync_now(&self) -> Result<SyncReport> {
         self.engine.sync_now().await

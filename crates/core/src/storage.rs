@@ -156,6 +156,28 @@ pub struct Capabilities {
     pub inline_summaries: bool,
 }
 
+/// What [`Storage::maintain`] may do in one call.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceBudget {
+    /// Do the work now, ignoring the backend's thresholds (entries since the
+    /// last compaction, time since the last run).
+    pub force: bool,
+}
+
+/// What one [`Storage::maintain`] call did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// True if the backend did any work (false: below its thresholds, or
+    /// nothing to do).
+    pub ran: bool,
+    /// Change-log entries removed (folded into a snapshot).
+    pub removed_entries: u64,
+    /// Other objects or rows removed (superseded blobs, old snapshots).
+    pub removed_objects: u64,
+    /// Requests the maintenance sent to the server.
+    pub requests: u64,
+}
+
 /// Where a vault's sealed records live.
 ///
 /// # Contract
@@ -244,6 +266,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Stores the vault's key file; returns the new keyring version.
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64>;
+
+    /// Housekeeping the backend wants run now and then, such as compacting
+    /// its change log so idle polls and new devices stay cheap however long
+    /// the history. The engine calls it off the application's path after
+    /// sync rounds (see `EngineConfig::maintenance_every`); the backend
+    /// decides from its own thresholds whether there is work, unless
+    /// `budget.force` is set. It must be safe while other devices read,
+    /// write and maintain the same vault. The default does nothing.
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        let _ = budget;
+        Ok(MaintenanceReport::default())
+    }
 
     /// A push transport that wakes the engine when this backend changes, if
     /// the backend has one ([`Capabilities::push`]).

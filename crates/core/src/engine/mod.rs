@@ -56,7 +56,7 @@ use crate::cipher::Cipher;
 use crate::hlc::Clock;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::replica::Replica;
-use crate::storage::{Capabilities, DynStorage, Part};
+use crate::storage::{Capabilities, DynStorage, MaintenanceBudget, MaintenanceReport, Part};
 use crate::transport::Transport;
 use crate::{Error, Result};
 use sealing::Sealer;
@@ -85,11 +85,19 @@ pub struct EngineConfig {
     /// could bring such a message back, so keep it longer than any device
     /// stays offline; `None` keeps tombstones forever.
     pub tombstone_horizon: Option<Duration>,
+    /// How often background sync asks the backend for housekeeping
+    /// ([`Storage::maintain`](crate::Storage::maintain): compaction of the
+    /// object-store change log, for instance), jittered by ±20 %. The
+    /// backend still decides from its own thresholds whether to do work.
+    /// `None` switches automatic maintenance off ([`Engine::maintain`] still
+    /// runs it on demand).
+    pub maintenance_every: Option<Duration>,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
-    /// rounds, pages of 1,000 changes, a 90-day tombstone horizon.
+    /// rounds, pages of 1,000 changes, a 90-day tombstone horizon,
+    /// maintenance every 10 minutes of background sync.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -98,6 +106,7 @@ impl EngineConfig {
             max_conflict_rounds: 5,
             page_size: 1000,
             tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
+            maintenance_every: Some(Duration::from_secs(600)),
         }
     }
 }
@@ -340,6 +349,40 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Runs the backend's housekeeping now ([`Storage::maintain`]); with
+    /// `force` regardless of the backend's thresholds. Background sync calls
+    /// this by itself every [`EngineConfig::maintenance_every`].
+    ///
+    /// [`Storage::maintain`]: crate::Storage::maintain
+    pub async fn maintain(&self, force: bool) -> Result<MaintenanceReport> {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "maintenance",
+            force,
+            ran = tracing::field::Empty,
+            removed_entries = tracing::field::Empty,
+            removed_objects = tracing::field::Empty,
+            requests = tracing::field::Empty,
+        );
+        let storage = self.inner.storage.clone();
+        async move {
+            let report = storage.maintain(MaintenanceBudget { force }).await;
+            let span = tracing::Span::current();
+            match &report {
+                Ok(r) => {
+                    span.record("ran", r.ran);
+                    span.record("removed_entries", r.removed_entries);
+                    span.record("removed_objects", r.removed_objects);
+                    span.record("requests", r.requests);
+                }
+                Err(e) => tracing::warn!(error = %e, "maintenance failed; it runs again later"),
+            }
+            report
+        }
+        .instrument(span)
+        .await
     }
 
     /// Runs one sync round now: pull every change, then push the outbox
