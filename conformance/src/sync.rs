@@ -572,8 +572,8 @@ pub async fn a_wrong_passphrase_is_refused_with_wrong_key(backend: &dyn TestBack
 }
 
 /// A record that does not open (sealed for another chat, or garbage) is
-/// reported as skipped; every other chat still syncs and the next sync does
-/// not stumble on it again.
+/// reported as skipped once; every other chat still syncs, the status says
+/// records are waiting, and later syncs retry it without reporting it again.
 pub async fn a_record_that_fails_to_open_is_reported_and_the_rest_still_sync(
     backend: &dyn TestBackend,
 ) -> Outcome {
@@ -655,10 +655,22 @@ pub async fn a_record_that_fails_to_open_is_reported_and_the_rest_still_sync(
         vec!["intact"],
         "the good chat"
     );
+    ensure_eq!(
+        b.vault.status(),
+        chatvault::SyncStatus::Incomplete { skipped: 2 },
+        "status with two records that do not open"
+    );
     let again = b.vault.sync_now().await?;
     ensure!(
         again.skipped.is_empty(),
-        "the cursor did not move past the bad records: {again:?}"
+        "records already known not to open were reported again: {again:?}"
+    );
+    let mut kept: Vec<ChatId> = b.vault.engine().skipped()?.iter().map(|s| s.chat).collect();
+    kept.sort();
+    ensure_eq!(
+        kept,
+        expected,
+        "skipped records kept in the replica for retry"
     );
     Ok(Verdict::Passed)
 }

@@ -1,5 +1,6 @@
 //! [`ChatVaultBuilder`]: storage, replica path and unlock → [`ChatVault`].
 
+use crate::keyring_refresh::ServerKeyring;
 use crate::url::open_url;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
@@ -160,7 +161,7 @@ impl ChatVaultBuilder {
         })?;
         let replica = blocking(move || Replica::open(path)).await?;
         let replica = Arc::new(replica);
-        let cipher = unlock_vault(&storage, &replica, unlock, self.work_factor).await?;
+        let cipher = unlock_vault(&storage, &replica, unlock.clone(), self.work_factor).await?;
         let replica = Arc::try_unwrap(replica).map_err(|_| Error::Local {
             message: "the replica is still in use after unlocking".into(),
             source: None,
@@ -179,7 +180,12 @@ impl ChatVaultBuilder {
         if let Some(every) = self.maintenance {
             config.maintenance_every = every;
         }
-        let engine = Engine::open(storage, replica, cipher.clone(), config).await?;
+        let engine = Engine::open(storage.clone(), replica, cipher.clone(), config).await?;
+        engine.set_keyring_refresh(Arc::new(ServerKeyring {
+            storage,
+            unlock,
+            cipher: cipher.clone(),
+        }));
         let vault = ChatVault::new(engine, cipher);
         if let Some(interval) = self.sync_every {
             vault.start_sync(interval)?;

@@ -74,6 +74,7 @@
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
 mod builder;
+mod keyring_refresh;
 mod url;
 mod vault;
 

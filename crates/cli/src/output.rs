@@ -86,6 +86,9 @@ pub fn status(status: &SyncStatus) -> String {
         SyncStatus::Syncing => "syncing".into(),
         SyncStatus::Synced => "synced".into(),
         SyncStatus::Error { reason } => format!("error ({reason})"),
+        SyncStatus::Incomplete { skipped } => {
+            format!("synced, but {skipped} chat(s) could not be opened yet and are retried (run `chatvault verify`)")
+        }
         other => format!("{other:?}"),
     }
 }

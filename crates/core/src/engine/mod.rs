@@ -55,7 +55,7 @@ use crate::chat::{Chat, ChatSummary};
 use crate::cipher::Cipher;
 use crate::hlc::Clock;
 use crate::ids::{ChatId, DeviceId, VaultId};
-use crate::replica::Replica;
+use crate::replica::{Replica, SkippedEntry};
 use crate::storage::{Capabilities, DynStorage, MaintenanceBudget, MaintenanceReport, Part};
 use crate::transport::Transport;
 use crate::{Error, Result};
@@ -111,6 +111,16 @@ impl EngineConfig {
     }
 }
 
+/// Re-reads the vault's key file when a pulled record names a data key id
+/// this device does not hold (another device rotated the keys). Installed
+/// with [`Engine::set_keyring_refresh`]; the engine calls it at most once per
+/// round, then retries the records it had to skip.
+#[async_trait::async_trait]
+pub trait KeyringRefresh: Send + Sync {
+    /// Loads any new keys into the running cipher; true if there were some.
+    async fn refresh(&self) -> Result<bool>;
+}
+
 /// Everything the engine's tasks share.
 pub(crate) struct Inner {
     storage: DynStorage,
@@ -129,6 +139,10 @@ pub(crate) struct Inner {
     sync_lock: tokio::sync::Mutex<()>,
     /// Wakes the background worker after a local save.
     wake: Notify,
+    /// Re-reads the keyring for records under unknown key ids.
+    keyring_refresh: std::sync::RwLock<Option<Arc<dyn KeyringRefresh>>>,
+    /// Set at open: the first pull retries every skipped record.
+    retry_all_skipped: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -140,6 +154,13 @@ impl Inner {
 
     fn max_batch(&self) -> usize {
         self.capabilities.max_batch.max(1)
+    }
+
+    fn keyring_refresh(&self) -> Option<Arc<dyn KeyringRefresh>> {
+        self.keyring_refresh
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -198,6 +219,8 @@ impl Engine {
             write_lock: Mutex::new(()),
             sync_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            keyring_refresh: std::sync::RwLock::new(None),
+            retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
             replica,
             config,
         });
@@ -272,6 +295,22 @@ impl Engine {
     /// A receiver that always holds the latest sync status.
     pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
         self.inner.notifier.watch_status()
+    }
+
+    /// Installs what re-reads the vault's keyring when a pulled record is
+    /// sealed under a key id this device does not hold.
+    pub fn set_keyring_refresh(&self, refresh: Arc<dyn KeyringRefresh>) {
+        *self
+            .inner
+            .keyring_refresh
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(refresh);
+    }
+
+    /// Records this device could not open and keeps retrying (see
+    /// [`SyncStatus::Incomplete`]).
+    pub fn skipped(&self) -> Result<Vec<SkippedEntry>> {
+        self.inner.replica.skipped()
     }
 
     /// Number of chats with local changes the server has not confirmed.
@@ -425,11 +464,14 @@ impl Engine {
         if push && result.is_ok() {
             result = outbox::push(inner, &mut report, force).await;
         }
-        let pending = blocking(inner, |inner| inner.replica.outbox_len()).await;
+        let pending = blocking(inner, |inner| {
+            Ok((inner.replica.outbox_len()?, inner.replica.skipped()?.len()))
+        })
+        .await;
         match (result, pending) {
-            (Ok(()), Ok(pending)) => {
+            (Ok(()), Ok((pending, skipped))) => {
                 report.pending = pending;
-                inner.notifier.finish_round(None);
+                inner.notifier.finish_round_with_skipped(skipped);
                 Ok(report)
             }
             (Err(e), _) | (Ok(()), Err(e)) => {

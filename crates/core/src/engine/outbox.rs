@@ -9,7 +9,7 @@
 //! with our own record; the engine recognises it byte for byte and simply
 //! confirms.
 
-use super::status::SyncReport;
+use super::status::{Event, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
@@ -22,14 +22,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Longest wait between retries of one outbox entry.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-fn now_millis() -> u64 {
+pub(super) fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Delay before retry number `attempts` (1 s, 2 s, 4 s … capped).
-fn backoff(attempts: u32) -> Duration {
+pub(super) fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1)
         .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)))
         .min(MAX_BACKOFF)
@@ -88,6 +88,7 @@ async fn push_batch(
         let mut confirmed = Vec::new();
         let mut failed = Vec::new();
         let mut offline = None;
+        let mut rejected: Vec<(ChatId, String)> = Vec::new();
         for ((entry, record), result) in chunk.iter().zip(results) {
             match result {
                 Ok(()) => confirmed.push((entry.chat, record.version)),
@@ -99,12 +100,14 @@ async fn push_batch(
                 Err(e) => {
                     tracing::warn!(chat = %entry.chat, error = %e, "push refused; the change stays queued");
                     failed.push(*entry);
+                    rejected.push((entry.chat, e.to_string()));
                     refused.get_or_insert(e);
                 }
             }
         }
         report.pushed += confirmed.len();
         blocking(inner, move |inner| inner.record_push(&confirmed, &failed)).await?;
+        inner.announce_refused(rejected);
         if let Some(e) = offline {
             return Err(e);
         }
@@ -147,6 +150,7 @@ async fn resolve(
     .await?;
     let mut failed = Vec::new();
     let mut resolved = Vec::new();
+    let mut rejected = Vec::new();
     for (entry, outcome) in outcomes {
         match outcome {
             Ok(()) => {
@@ -156,6 +160,7 @@ async fn resolve(
             Err(e) => {
                 tracing::warn!(chat = %entry.chat, error = %e, "cannot merge the server's record; the change stays queued");
                 failed.push(entry);
+                rejected.push((entry.chat, e.to_string()));
                 refused.get_or_insert(e);
             }
         }
@@ -163,10 +168,26 @@ async fn resolve(
     if !failed.is_empty() {
         blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
     }
+    inner.announce_refused(rejected);
     Ok(resolved)
 }
 
 impl Inner {
+    /// Tells subscribers which chats' pushes were refused, one event per
+    /// distinct reason.
+    fn announce_refused(&self, refused: Vec<(ChatId, String)>) {
+        let mut by_reason: Vec<(String, Vec<ChatId>)> = Vec::new();
+        for (chat, reason) in refused {
+            match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+                Some((_, chats)) => chats.push(chat),
+                None => by_reason.push((reason, vec![chat])),
+            }
+        }
+        for (reason, chats) in by_reason {
+            self.notifier.emit(Event::PushRefused { chats, reason });
+        }
+    }
+
     /// Confirms pushed versions and schedules retries, in one transaction.
     fn record_push(&self, confirmed: &[(ChatId, u64)], failed: &[OutboxEntry]) -> Result<()> {
         if confirmed.is_empty() && failed.is_empty() {

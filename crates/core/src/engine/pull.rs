@@ -6,10 +6,11 @@ use super::sealing::OpenedRecord;
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
-use crate::replica::LocalState;
+use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
 use crate::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// What a pulled change needs before it can be applied.
@@ -77,6 +78,12 @@ pub(super) async fn fetch(
 
 /// Pulls every change after the stored cursor, page by page.
 pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
+    // Records skipped earlier are retried when their backoff is over, and
+    // all of them at the first pull after the engine opens (this build may
+    // read what an older one could not).
+    let after_open = inner.retry_all_skipped.swap(false, Ordering::AcqRel);
+    retry_skipped(inner, report, after_open).await?;
+    let skipped_before = report.skipped.len();
     let mut cursor = blocking(inner, |inner| inner.replica.cursor()).await?;
     loop {
         let page = inner
@@ -122,26 +129,99 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
                 error,
             })
             .collect();
-        for s in &unreadable {
-            tracing::warn!(chat = %s.chat, error = %s.error, "skipping a record the backend cannot decode");
-            inner.notifier.emit(Event::RecordSkipped {
-                chat: s.chat,
-                reason: s.error.to_string(),
-            });
-        }
-        report.skipped.extend(unreadable);
 
         let next = page.cursor.clone();
-        if !records.is_empty() || next != cursor {
-            let applied = blocking(inner, move |inner| inner.apply_pulled(records, &next)).await?;
+        if !records.is_empty() || !unreadable.is_empty() || next != cursor {
+            let applied = blocking(inner, move |inner| {
+                inner.apply_pulled(records, Some(&next), unreadable)
+            })
+            .await?;
             report.pulled += applied.pulled;
             report.skipped.extend(applied.skipped);
         }
         cursor = page.cursor;
         if !page.has_more {
-            return Ok(());
+            break;
         }
     }
+    // A record sealed under a key id this device does not hold yet: the
+    // vault's keys changed (a rotation on another device). Re-read the
+    // keyring once and retry at once if it brought new keys.
+    let new_key_needed = report.skipped[skipped_before..]
+        .iter()
+        .any(|s| SkipReason::of(&s.error) == SkipReason::UnknownKeyId);
+    if new_key_needed && refresh_keyring(inner).await? {
+        retry_skipped(inner, report, true).await?;
+        // The report lists what is still skipped, not what the retry opened.
+        let still: Vec<ChatId> = blocking(inner, |inner| {
+            Ok(inner
+                .replica
+                .skipped()?
+                .into_iter()
+                .map(|e| e.chat)
+                .collect())
+        })
+        .await?;
+        report.skipped.retain(|s| still.contains(&s.chat));
+    }
+    Ok(())
+}
+
+/// Asks the installed [`KeyringRefresh`](super::KeyringRefresh) to re-read
+/// the vault's keys; false when none is installed or nothing new came.
+async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
+    let refresh = inner.keyring_refresh();
+    match refresh {
+        Some(refresh) => {
+            let found = refresh.refresh().await?;
+            tracing::info!(
+                found,
+                "re-read the vault's keyring for a record under an unknown key id"
+            );
+            Ok(found)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Fetches and applies again the records this device skipped: those whose
+/// backoff is over, or all of them with `force`. What opens now is merged
+/// and forgotten; what still fails is kept with a longer backoff.
+async fn retry_skipped(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
+    let now = super::outbox::now_millis();
+    let entries = blocking(inner, |inner| inner.replica.skipped()).await?;
+    let due: Vec<SkippedEntry> = entries
+        .into_iter()
+        .filter(|e| force || e.not_before <= now)
+        .collect();
+    if due.is_empty() {
+        return Ok(());
+    }
+    if !force
+        && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId)
+        && refresh_keyring(inner).await?
+    {
+        tracing::debug!("keyring re-read before retrying skipped records");
+    }
+    let ids: Vec<ChatId> = due.iter().map(|e| e.chat).collect();
+    let versions: HashMap<ChatId, u64> = due.iter().map(|e| (e.chat, e.version)).collect();
+    let mut failed = Vec::new();
+    let records = fetch(inner, &ids, Part::Full, &mut failed).await?;
+    let unreadable: Vec<SkippedRecord> = failed
+        .into_iter()
+        .map(|(chat, error)| SkippedRecord {
+            chat,
+            version: versions.get(&chat).copied().unwrap_or(0),
+            error,
+        })
+        .collect();
+    let applied = blocking(inner, move |inner| {
+        inner.apply_pulled(records, None, unreadable)
+    })
+    .await?;
+    report.pulled += applied.pulled;
+    report.skipped.extend(applied.skipped);
+    Ok(())
 }
 
 struct Applied {
@@ -151,18 +231,25 @@ struct Applied {
 
 impl Inner {
     /// Opens `records`, merges them into local state and stores them together
-    /// with `cursor` in one transaction.
-    fn apply_pulled(&self, records: Vec<SealedRecord>, cursor: &Cursor) -> Result<Applied> {
+    /// with `cursor` (if it moves) in one transaction. Records that do not
+    /// open, and `unreadable` ones the backend could not even decode, are
+    /// kept in the replica's skipped table in the same transaction, so the
+    /// cursor moving past them forgets nothing.
+    fn apply_pulled(
+        &self,
+        records: Vec<SealedRecord>,
+        cursor: Option<&Cursor>,
+        unreadable: Vec<SkippedRecord>,
+    ) -> Result<Applied> {
         let opened = self.sealer.open_all(records);
         let _writes = self.lock_writes();
         let mut write = self.replica.write()?;
         let mut published: Vec<Published> = Vec::new();
-        let mut skipped = Vec::new();
+        let mut skipped = unreadable;
         for (chat, version, result) in opened {
             let record = match result {
                 Ok(record) => record,
                 Err(error) => {
-                    tracing::warn!(%chat, version, %error, "skipping a pulled record that does not open");
                     skipped.push(SkippedRecord {
                         chat,
                         version,
@@ -171,11 +258,39 @@ impl Inner {
                     continue;
                 }
             };
+            write.resolve_skipped(chat, version)?;
             if let Some(state) = self.merge_pulled(&mut write, record)? {
                 published.push(state);
             }
         }
-        write.set_cursor(cursor)?;
+        let now = super::outbox::now_millis();
+        // Only records not already known to fail are reported again.
+        let mut fresh = Vec::new();
+        for s in skipped {
+            let attempts = match write.skipped(s.chat)? {
+                Some(prior) if prior.version > s.version => continue,
+                Some(prior) if prior.version == s.version => prior.attempts.saturating_add(1),
+                _ => 1,
+            };
+            let delay =
+                u64::try_from(super::outbox::backoff(attempts).as_millis()).unwrap_or(u64::MAX);
+            write.put_skipped(&SkippedEntry {
+                chat: s.chat,
+                version: s.version,
+                reason: SkipReason::of(&s.error),
+                message: s.error.to_string(),
+                attempts,
+                not_before: now.saturating_add(delay),
+            })?;
+            if attempts == 1 {
+                tracing::warn!(chat = %s.chat, version = s.version, error = %s.error, "skipping a record that does not open; it is kept and retried");
+                fresh.push(s);
+            }
+        }
+        let skipped = fresh;
+        if let Some(cursor) = cursor {
+            write.set_cursor(cursor)?;
+        }
         write.commit()?;
         let pulled = published.len();
         for (summary, version, full) in published {

@@ -151,6 +151,9 @@ impl Inner {
         };
         let version = next_version(chat, header, base.unwrap_or(0))?;
         let record = self.sealer.seal(&next, version)?;
+        // A record the backend would refuse must not enter the outbox: it
+        // would fail every push forever. Dropping `write` changes nothing.
+        self.check_size(&record)?;
         write.put_local(&record, base)?;
         write.commit()?;
         let committed = Arc::new(next);
@@ -187,6 +190,18 @@ impl Inner {
         let next = next_version(chat, header, version)?;
         write.put_local(&self.sealer.seal(&merged, next)?, Some(version))?;
         Ok(Some((merged.summary(), next, Some(Arc::new(merged)))))
+    }
+
+    /// Fails with [`Error::TooLarge`] if the backend would refuse `record`.
+    pub(super) fn check_size(&self, record: &SealedRecord) -> Result<()> {
+        let limit = self.capabilities.max_record_bytes;
+        if record.size() > limit {
+            return Err(Error::TooLarge {
+                size: record.size(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// The stamp before which message tombstones are dropped, if any.

@@ -17,6 +17,15 @@ pub enum SyncStatus {
     },
     /// A sync round is running.
     Syncing,
+    /// The last round synced everything it could, but some records did not
+    /// open (sealed under a key this device does not hold yet, written by a
+    /// newer chatvault, damaged). They are kept and retried with backoff,
+    /// after a keyring re-read and after an upgrade;
+    /// [`Engine::skipped`](super::Engine::skipped) lists them.
+    Incomplete {
+        /// How many chats' records are waiting to open.
+        skipped: usize,
+    },
     /// The last round pulled every change and pushed every local change.
     Synced,
     /// The last round failed in a way retrying alone will not fix (refused
@@ -40,6 +49,16 @@ pub enum Event {
     ChatDeleted(ChatId),
     /// The sync status changed.
     SyncStatus(SyncStatus),
+    /// The server refused to take these chats' local changes for a reason
+    /// retrying alone will not fix (rejected, unauthorized, unreadable
+    /// server state to merge with). They stay queued with backoff and are
+    /// retried at later rounds; other chats keep syncing.
+    PushRefused {
+        /// The chats whose push was refused.
+        chats: Vec<ChatId>,
+        /// The error, in words.
+        reason: String,
+    },
     /// A pulled record could not be opened (corrupt, tampered with, or from
     /// a newer chatvault) and was skipped; the rest of the vault still syncs.
     RecordSkipped {
@@ -123,6 +142,16 @@ impl Notifier {
         });
         if changed {
             self.emit(Event::SyncStatus(status));
+        }
+    }
+
+    /// The status after a successful round, with `skipped` records still
+    /// waiting to open.
+    pub(crate) fn finish_round_with_skipped(&self, skipped: usize) {
+        if skipped == 0 {
+            self.finish_round(None);
+        } else {
+            self.set_status(SyncStatus::Incomplete { skipped });
         }
     }
 

@@ -242,6 +242,50 @@ impl EnvelopeCipher {
         }
     }
 
+    /// Takes the keys of `newer` (the same vault's keyring as re-read from
+    /// its key file after another device rotated) that this keyring lacks,
+    /// and its current key id. Keys this keyring already holds are kept as
+    /// they are. Returns true if anything was added or the current key
+    /// changed.
+    ///
+    /// Errors: [`Error::InvalidInput`] if `newer` belongs to another vault
+    /// or holds a different key under an id this keyring already has.
+    pub fn adopt_keys(&self, newer: &EnvelopeCipher) -> Result<bool> {
+        if std::ptr::eq(self, newer) {
+            return Ok(false);
+        }
+        let theirs = newer.read();
+        let mut ring = self.write();
+        if theirs.vault != ring.vault {
+            return Err(Error::invalid(format!(
+                "the re-read keyring belongs to vault {}, not to vault {}",
+                theirs.vault, ring.vault
+            )));
+        }
+        for (id, key) in &theirs.keys {
+            if let Some(held) = ring.keys.get(id) {
+                if held.bytes() != key.bytes() {
+                    return Err(Error::invalid(format!(
+                        "the re-read keyring holds a different data key under key id {id};                          refusing to replace a key this device already uses"
+                    )));
+                }
+            }
+        }
+        let mut changed = false;
+        for (id, key) in &theirs.keys {
+            if !ring.keys.contains_key(id) {
+                let bytes = Zeroizing::new(*key.bytes());
+                ring.keys.insert(*id, DataKey::from_bytes(bytes));
+                changed = true;
+            }
+        }
+        if ring.current != theirs.current {
+            ring.current = theirs.current;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// The key id a sealed blob names in its header, without opening it:
     /// lets a re-encryption pass find the blobs still under an old key.
     ///

@@ -9,6 +9,9 @@
 //!   confirmed yet, naming the version to push and the server version it was
 //!   built on (so pending saves of one chat collapse to its latest state);
 //! - the **pull cursor**: how far this device has read the change feed;
+//! - the **skipped records**: pulled records that did not open (a newer
+//!   format, a key id not yet held, damage), retried until they do, so the
+//!   cursor moving past them forgets nothing;
 //! - metadata: the replica format version, the vault and device ids, and a
 //!   copy of the vault's key file (sealed with age, as on the server) so the
 //!   vault can be unlocked offline.
@@ -68,9 +71,11 @@
 //! ```
 
 mod encoding;
+mod skipped;
 mod write;
 
 pub use encoding::{OutboxEntry, RecordHeader};
+pub use skipped::{SkipReason, SkippedEntry};
 pub use write::ReplicaWrite;
 
 use crate::ids::{ChatId, DeviceId, VaultId};
@@ -92,6 +97,9 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub(crate) const SUMMARIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("summaries");
 pub(crate) const BODIES: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("bodies");
 pub(crate) const OUTBOX: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("outbox");
+/// Records that did not open (see [`SkippedEntry`]); absent in replicas
+/// written before it existed, which read as empty.
+pub(crate) const SKIPPED: TableDefinition<&[u8; 16], &[u8]> = TableDefinition::new("skipped");
 
 pub(crate) const META_FORMAT: &str = "format";
 pub(crate) const META_VAULT: &str = "vault";

@@ -4,9 +4,10 @@ use super::encoding::{
     decode_body, decode_outbox, decode_summary, encode_body, encode_outbox, encode_summary,
     OutboxEntry, RecordHeader,
 };
+use super::skipped::{self, SkippedEntry};
 use super::{
     local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_VAULT, OUTBOX,
-    SUMMARIES,
+    SKIPPED, SUMMARIES,
 };
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
@@ -282,6 +283,49 @@ impl ReplicaWrite {
                 ..entry
             }),
             None => Ok(()),
+        }
+    }
+
+    /// The skipped-record entry of `chat`, if any.
+    pub fn skipped(&self, chat: ChatId) -> Result<Option<SkippedEntry>> {
+        let table = self
+            .txn
+            .open_table(SKIPPED)
+            .map_err(|e| local_error("cannot read the skipped records", e))?;
+        let value = table
+            .get(chat.as_bytes())
+            .map_err(|e| local_error("cannot read the skipped records", e))?
+            .map(|v| v.value().to_vec());
+        value.map(|v| skipped::decode(chat, &v)).transpose()
+    }
+
+    /// Remembers that `entry.chat`'s record did not open.
+    pub fn put_skipped(&mut self, entry: &SkippedEntry) -> Result<()> {
+        let mut table = self
+            .txn
+            .open_table(SKIPPED)
+            .map_err(|e| local_error("cannot write the skipped records", e))?;
+        table
+            .insert(entry.chat.as_bytes(), skipped::encode(entry).as_slice())
+            .map_err(|e| local_error("cannot write the skipped records", e))?;
+        Ok(())
+    }
+
+    /// Forgets `chat`'s skipped record if `version` supersedes it (a record
+    /// of that version or newer was opened). Returns true if one was removed.
+    pub fn resolve_skipped(&mut self, chat: ChatId, version: u64) -> Result<bool> {
+        match self.skipped(chat)? {
+            Some(entry) if entry.version <= version => {
+                let mut table = self
+                    .txn
+                    .open_table(SKIPPED)
+                    .map_err(|e| local_error("cannot write the skipped records", e))?;
+                table
+                    .remove(chat.as_bytes())
+                    .map_err(|e| local_error("cannot write the skipped records", e))?;
+                Ok(true)
+            }
+            _ => Ok(false),
         }
     }
 

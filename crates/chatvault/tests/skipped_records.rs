@@ -1,0 +1,164 @@
+//! A record that does not open is never forgotten: it is kept in the
+//! replica and retried until it opens, after an upgrade of chatvault or
+//! after another device rotated the vault's data key.
+
+use chatvault::core::engine::{Engine, EngineConfig};
+use chatvault::core::envelope::{EnvelopeCipher, KeyProtection};
+use chatvault::core::{Aad, Cipher, DeviceId, PutPrecondition, Replica};
+use chatvault::{ChatVault, DynStorage, Error, SyncStatus};
+use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use object_store::{memory::InMemory, path::Path as StorePath};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+fn in_memory() -> DynStorage {
+    Arc::new(ObjectStoreStorage::new(
+        Arc::new(InMemory::new()),
+        StorePath::from("vault"),
+        ObjectStoreOptions::default(),
+    ))
+}
+
+/// An older chatvault: it cannot read what the current build writes.
+#[derive(Debug)]
+struct OlderBuild {
+    current: Arc<EnvelopeCipher>,
+    upgraded: AtomicBool,
+}
+
+impl Cipher for OlderBuild {
+    fn seal(&self, aad: &Aad, plaintext: &[u8]) -> chatvault::Result<Vec<u8>> {
+        self.current.seal(aad, plaintext)
+    }
+
+    fn open(&self, aad: &Aad, sealed: &[u8]) -> chatvault::Result<Vec<u8>> {
+        if self.upgraded.load(Ordering::SeqCst) {
+            self.current.open(aad, sealed)
+        } else {
+            Err(Error::UnsupportedFormat {
+                what: "sealed blob".into(),
+                found: 2,
+                supported: 1,
+            })
+        }
+    }
+}
+
+async fn engine(
+    storage: &DynStorage,
+    replica: &Path,
+    cipher: Arc<dyn Cipher>,
+    vault: chatvault::VaultId,
+) -> Engine {
+    let replica = Replica::open(replica).expect("replica");
+    Engine::open(
+        storage.clone(),
+        replica,
+        cipher,
+        EngineConfig::new(vault, DeviceId::random()),
+    )
+    .await
+    .expect("engine")
+}
+
+#[tokio::test]
+async fn an_older_build_that_skipped_a_newer_record_gets_it_after_upgrading() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = in_memory();
+    let keys = Arc::new(EnvelopeCipher::generate(chatvault::VaultId::new()));
+    let vault = keys.vault();
+    let writer = engine(&storage, &dir.path().join("new.redb"), keys.clone(), vault).await;
+    let chat = chatvault::Chat::new(
+        chatvault::ChatId::new(),
+        "written by a newer build",
+        writer.clock().tick(),
+    );
+    let id = chat.id;
+    writer.save_chat(chat).await.expect("save");
+    writer.sync_now().await.expect("push");
+
+    let old = Arc::new(OlderBuild {
+        current: keys.clone(),
+        upgraded: AtomicBool::new(false),
+    });
+    let reader_path = dir.path().join("old.redb");
+    let reader = engine(&storage, &reader_path, old.clone(), vault).await;
+    let report = reader
+        .sync_now()
+        .await
+        .expect("the rest of the vault syncs");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(reader.status(), SyncStatus::Incomplete { skipped: 1 });
+    assert!(reader.summary(id).is_none());
+    // The cursor has moved past it: a plain pull no longer sees it...
+    let again = reader.sync_now().await.expect("sync");
+    assert!(again.skipped.is_empty(), "{again:?}");
+    drop(reader);
+
+    // ...but the replica remembers, and the upgraded build retries it.
+    old.upgraded.store(true, Ordering::SeqCst);
+    let upgraded = engine(&storage, &reader_path, old, vault).await;
+    upgraded.sync_now().await.expect("sync after the upgrade");
+    assert_eq!(
+        upgraded.summary(id).map(|s| s.title),
+        Some("written by a newer build".to_string())
+    );
+    assert!(upgraded.skipped().expect("skipped").is_empty());
+    assert_eq!(upgraded.status(), SyncStatus::Synced);
+}
+
+async fn device(storage: &DynStorage, dir: &Path, name: &str) -> ChatVault {
+    ChatVault::builder()
+        .storage(storage.clone())
+        .replica_path(dir.join(format!("{name}.redb")))
+        .passphrase("rotation")
+        .scrypt_work_factor(4)
+        .open()
+        .await
+        .expect("open")
+}
+
+#[tokio::test]
+async fn a_running_device_rereads_the_keyring_for_a_record_under_a_new_key_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = in_memory();
+    let laptop = device(&storage, dir.path(), "laptop").await;
+    let phone = device(&storage, dir.path(), "phone").await;
+    laptop.new_chat("before the rotation").await.expect("save");
+    laptop.sync_now().await.expect("sync");
+    phone.sync_now().await.expect("sync");
+    assert_eq!(phone.sidebar().len(), 1);
+
+    // The laptop rotates the data key and stores the new key file.
+    let new_key = laptop.cipher().rotate();
+    let protection =
+        KeyProtection::for_passphrase("rotation".to_string().into()).with_work_factor(4);
+    let key_file = laptop.cipher().to_key_file(&protection).expect("key file");
+    let current = storage
+        .get_keyring()
+        .await
+        .expect("keyring")
+        .expect("stored");
+    storage
+        .put_keyring(key_file.into(), PutPrecondition::Version(current.version))
+        .await
+        .expect("store the rotated key file");
+    let after = laptop.new_chat("after the rotation").await.expect("save");
+    laptop.sync_now().await.expect("sync");
+
+    // The phone, still running, meets a record under a key id it lacks.
+    let report = phone.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(phone.cipher().current_key_id(), new_key);
+    assert_eq!(phone.sidebar().len(), 2);
+    assert_eq!(
+        phone
+            .load_full_chat(after.id)
+            .await
+            .expect("the new-key chat opens")
+            .title(),
+        "after the rotation"
+    );
+    assert!(phone.engine().skipped().expect("skipped").is_empty());
+}
