@@ -2,9 +2,15 @@
 //! background worker's schedule survives a device that saves while offline.
 
 use async_trait::async_trait;
-use chatvault::core::{PullOutcome, Transport};
-use chatvault::{ChatVault, DynStorage};
+use bytes::Bytes;
+use chatvault::core::{
+    Capabilities, ChangePage, Cursor, KeyringBlob, Part, PullOutcome, PutPrecondition,
+    SealedRecord, Storage, Transport,
+};
+use chatvault::{ChatId, ChatVault, DynStorage, Error, Event, Role, SyncStatus};
 use chatvault_conformance::layers::{CountingStorage, Fault, FaultyStorage, Op};
+use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use object_store::{memory::InMemory, path::Path as StorePath};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -139,4 +145,170 @@ async fn saving_while_offline_neither_postpones_the_next_pull_nor_grows_its_back
     );
     worker.stop().await;
     vault.close().await;
+}
+
+fn small_records(limit: usize) -> DynStorage {
+    Arc::new(ObjectStoreStorage::new(
+        Arc::new(InMemory::new()),
+        StorePath::from("vault"),
+        ObjectStoreOptions::default().with_max_record_bytes(limit),
+    ))
+}
+
+#[tokio::test]
+async fn a_save_larger_than_the_backend_accepts_fails_at_once_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = builder(small_records(4096), dir.path())
+        .open()
+        .await
+        .expect("open");
+    let chat = vault.new_chat("fits").await.expect("small save");
+    vault
+        .add_message(chat.id, Role::User, "a short line")
+        .await
+        .expect("small message");
+    vault.sync_now().await.expect("sync");
+    let before = vault.load_full_chat(chat.id).await.expect("load");
+
+    let err = vault
+        .add_message(chat.id, Role::User, "x".repeat(10_000))
+        .await
+        .expect_err("a record over the limit must be refused");
+    assert!(
+        matches!(err, Error::TooLarge { limit: 4096, .. }),
+        "expected TooLarge naming the limit, got {err}"
+    );
+    assert_eq!(*vault.load_full_chat(chat.id).await.expect("load"), *before);
+    assert_eq!(
+        vault.pending_changes().expect("outbox"),
+        0,
+        "nothing queued"
+    );
+
+    let huge = chatvault::Chat::new(
+        chatvault::ChatId::new(),
+        "y".repeat(10_000),
+        vault.engine().clock().tick(),
+    );
+    let err = vault
+        .save_chat(huge)
+        .await
+        .expect_err("a new chat over the limit must be refused");
+    assert!(matches!(err, Error::TooLarge { .. }), "{err}");
+    assert_eq!(vault.sidebar().len(), 1, "the refused chat is not shown");
+    assert_eq!(vault.pending_changes().expect("outbox"), 0);
+    let report = vault.sync_now().await.expect("the outbox is not wedged");
+    assert_eq!(report.pending, 0);
+}
+
+/// Refuses every put of one chat, as a server with a rule against it would.
+#[derive(Debug)]
+struct RefuseOne {
+    inner: DynStorage,
+    refused: Mutex<Option<ChatId>>,
+}
+
+impl RefuseOne {
+    fn refuses(&self, chat: ChatId) -> bool {
+        *self.refused.lock().expect("refused lock") == Some(chat)
+    }
+
+    fn refusal() -> Error {
+        Error::Rejected {
+            code: "P0001".into(),
+            message: "this chat breaks a server rule".into(),
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for RefuseOne {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn changes(&self, since: &Cursor, limit: usize) -> chatvault::Result<ChangePage> {
+        self.inner.changes(since, limit).await
+    }
+    async fn get(&self, chats: &[ChatId], part: Part) -> chatvault::Result<Vec<SealedRecord>> {
+        self.inner.get(chats, part).await
+    }
+    async fn put(&self, record: SealedRecord, pre: PutPrecondition) -> chatvault::Result<()> {
+        if self.refuses(record.chat) {
+            return Err(Self::refusal());
+        }
+        self.inner.put(record, pre).await
+    }
+    async fn put_batch(
+        &self,
+        batch: Vec<(SealedRecord, PutPrecondition)>,
+    ) -> Vec<chatvault::Result<()>> {
+        let mut results = Vec::with_capacity(batch.len());
+        for (record, pre) in batch {
+            results.push(self.put(record, pre).await);
+        }
+        results
+    }
+    async fn get_keyring(&self) -> chatvault::Result<Option<KeyringBlob>> {
+        self.inner.get_keyring().await
+    }
+    async fn put_keyring(&self, bytes: Bytes, pre: PutPrecondition) -> chatvault::Result<u64> {
+        self.inner.put_keyring(bytes, pre).await
+    }
+}
+
+#[tokio::test]
+async fn a_refused_chat_is_reported_by_name_and_never_holds_back_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = small_records(1 << 20);
+    let refuse = Arc::new(RefuseOne {
+        inner: server.clone(),
+        refused: Mutex::new(None),
+    });
+    let vault = builder(refuse.clone(), dir.path())
+        .open()
+        .await
+        .expect("open");
+    let bad = vault
+        .new_chat("the server refuses this one")
+        .await
+        .expect("save");
+    *refuse.refused.lock().expect("refused lock") = Some(bad.id);
+    let mut events = vault.changes();
+    let mut good = Vec::new();
+    for i in 0..5 {
+        good.push(vault.new_chat(format!("fine {i}")).await.expect("save").id);
+    }
+    let err = vault
+        .sync_now()
+        .await
+        .expect_err("the round reports the refusal");
+    assert!(matches!(err, Error::Rejected { .. }), "{err}");
+    assert!(
+        matches!(vault.status(), SyncStatus::Error { ref reason } if reason.contains("server rule")),
+        "{:?}",
+        vault.status()
+    );
+    let mut named = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::PushRefused { chats, reason } = event {
+            assert!(reason.contains("server rule"), "{reason}");
+            named.extend(chats);
+        }
+    }
+    assert_eq!(named, vec![bad.id], "the event names the refused chat");
+    assert_eq!(
+        vault.pending_changes().expect("outbox"),
+        1,
+        "only the refused chat waits"
+    );
+
+    let other = builder(server, &dir.path().join("other"))
+        .open()
+        .await
+        .expect("second device");
+    other.sync_now().await.expect("sync");
+    let mut seen: Vec<ChatId> = other.sidebar().iter().map(|s| s.id).collect();
+    seen.sort();
+    good.sort();
+    assert_eq!(seen, good, "every other chat reached the server");
 }
