@@ -679,3 +679,36 @@ proptest! {
         prop_assert!(EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device)).is_err());
     }
 }
+
+#[test]
+fn a_key_file_demanding_more_scrypt_work_than_chatvault_writes_is_refused_at_once() {
+    let cipher = EnvelopeCipher::generate(VaultId::new());
+    let file = cipher
+        .to_key_file(
+            &KeyProtection::for_passphrase(passphrase("hostile server"))
+                .with_work_factor(TEST_WORK_FACTOR),
+        )
+        .expect("key file");
+    let (kind, age_file) = key_file_slots(&file).remove(0);
+    // The server rewrites the scrypt stanza's work factor: 2^23 needs 8 GiB
+    // of memory per unlock attempt. The header MAC is only checked after
+    // scrypt ran, so nothing but a cap stops the work.
+    let text = String::from_utf8_lossy(&age_file).into_owned();
+    let stanza = text
+        .lines()
+        .find(|line| line.starts_with("-> scrypt "))
+        .expect("a scrypt stanza");
+    let hostile_stanza = format!(
+        "{} 23",
+        stanza.rsplit_once(' ').expect("salt and work factor").0
+    );
+    let hostile = text.replacen(stanza, &hostile_stanza, 1);
+    let hostile = key_file_with_one_slot(kind, hostile.as_bytes());
+    let err =
+        EnvelopeCipher::from_key_file(&hostile, &Unlock::Passphrase(passphrase("hostile server")))
+            .expect_err("a work factor above the cap must be refused");
+    assert!(
+        matches!(err, Error::Corrupt { ref reason, .. } if reason.contains("exceeds chatvault's maximum")),
+        "{err}"
+    );
+}

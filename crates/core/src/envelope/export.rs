@@ -157,6 +157,12 @@ fn decrypt_error(e: age::DecryptError, what: &str) -> Error {
         E::InvalidMac => Error::Tampered {
             what: what.to_string(),
         },
+        E::ExcessiveWork { required, .. } => Error::corrupt(
+            what,
+            format!(
+                "its scrypt work factor 2^{required} exceeds chatvault's maximum of                  2^{MAX_WORK_FACTOR}; refusing a file that demands that much time and memory"
+            ),
+        ),
         other => Error::corrupt(what, other.to_string()),
     }
 }

@@ -192,12 +192,16 @@ impl EnvelopeCipher {
                 message: format!("the key file has no {kind_name} slot"),
             });
         }
-        // Built only when a slot needs it: age times scrypt on this machine
-        // to cap the work factor it accepts.
+        // Built only when a slot needs it. age's own cap is this machine's
+        // calibrated cost + 4 (gigabytes of memory): a key file comes from the
+        // server, so a hostile one is capped at the largest work factor
+        // chatvault itself ever writes.
         let passphrase_identity;
         let identity: &dyn age::Identity = match unlock {
             Unlock::Passphrase(p) => {
-                passphrase_identity = age::scrypt::Identity::new(p.clone());
+                let mut scrypt = age::scrypt::Identity::new(p.clone());
+                scrypt.set_max_work_factor(export::MAX_WORK_FACTOR);
+                passphrase_identity = scrypt;
                 &passphrase_identity
             }
             Unlock::Identity(i) => i,
