@@ -6,7 +6,7 @@ use chatvault_core::{
     ChatId, Cursor, Error, Part, PullOutcome, PutPrecondition, SealedRecord, Storage,
 };
 use chatvault_fs::FsStorage;
-use chatvault_object_store::CompactOptions;
+use chatvault_object_store::{CompactOptions, ObjectStoreOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,8 +185,14 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
     let mut want = vec![record(first, 1), record(second, 1)];
     want.sort_by_key(|r| r.chat);
     assert_eq!(got, want);
-    fresh
-        .compact(CompactOptions::default().with_min_age(Duration::ZERO))
+    // Nothing is in flight: a handle with a 1 ms claim delay may compact
+    // with a 2 ms horizon once that has passed.
+    std::thread::sleep(Duration::from_millis(5));
+    FsStorage::builder(dir.path())
+        .options(ObjectStoreOptions::default().with_max_claim_delay(Duration::from_millis(1)))
+        .open()
+        .unwrap()
+        .compact(CompactOptions::default().with_min_age(Duration::from_millis(2)))
         .await
         .unwrap();
     assert!(

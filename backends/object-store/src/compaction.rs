@@ -13,7 +13,7 @@ use crate::index::{Index, Position};
 use crate::layout::WriteId;
 use crate::snapshot::{encode_snapshot, Snapshot, SnapshotChat};
 use crate::ObjectStoreStorage;
-use chatvault_core::{ChatId, Result};
+use chatvault_core::{ChatId, Error, Result};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, PutMode, PutOptions};
@@ -65,6 +65,21 @@ pub struct CompactReport {
     pub keyring_versions_deleted: usize,
 }
 
+/// The rule compaction's safety rests on (see `docs/design.md` §5.2):
+/// everything it deletes must be older than anything a writer may still
+/// commit or rely on.
+fn check_horizon(compact: &CompactOptions, options: &crate::ObjectStoreOptions) -> Result<()> {
+    if compact.min_age > options.max_claim_delay {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "compaction horizon {:?} must exceed the claim delay {:?} (CompactOptions::with_min_age \
+         vs ObjectStoreOptions::with_max_claim_delay), or it may delete a put that is committing; \
+         raise the horizon or lower the claim delay",
+        compact.min_age, options.max_claim_delay
+    )))
+}
+
 impl ObjectStoreStorage {
     /// Writes a snapshot at the head of the log, then deletes log entries
     /// (all but the newest), older snapshots, blobs no current record references, and superseded
@@ -73,7 +88,15 @@ impl ObjectStoreStorage {
     /// read and write, and from several devices at once; run it now and then
     /// (say daily) from one of them to keep storage and first-use cost
     /// bounded.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` unless [`CompactOptions::with_min_age`] exceeds this
+    /// handle's [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay):
+    /// with a shorter horizon, compaction could delete the blobs of a put
+    /// that is about to commit, or a log slot a writer still takes for free.
     pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
+        check_horizon(&options, &self.options)?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));

@@ -9,7 +9,6 @@ use common::{drain, memory, record, vault, Instrumented};
 use object_store::path::Path;
 use object_store::ObjectStore;
 use std::sync::Arc;
-use std::time::Duration;
 
 async fn raw_put(store: &Arc<dyn ObjectStore>, path: &str, bytes: &'static [u8]) {
     store.put(&Path::from(path), bytes.into()).await.unwrap();
@@ -226,10 +225,7 @@ async fn foreign_files_are_ignored_everywhere() {
         1,
         "foreign files do not make an idle poll cost more"
     );
-    storage
-        .compact(CompactOptions::default().with_min_age(Duration::ZERO))
-        .await
-        .unwrap();
+    common::compact_now(&store).await;
     assert!(
         store
             .head(&Path::from("users/alice/log/notes.txt"))
