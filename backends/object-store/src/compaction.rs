@@ -210,9 +210,16 @@ impl ObjectStoreStorage {
             .map(|c| (c.item.chat, c.item.version, c.item.write))
             .collect();
         let mut blobs = Vec::new();
+        let mut seen = HashSet::new();
         let mut listing = self.store.list(Some(self.layout.rec_dir()));
         while let Some(item) = listing.next().await {
             let meta = match item {
+                Ok(meta) if !seen.insert(meta.location.clone()) => {
+                    return Err(crate::log::no_progress(
+                        self.layout.rec_dir(),
+                        &meta.location,
+                    ));
+                }
                 Ok(meta) => meta,
                 Err(object_store::Error::InvalidPath { .. }) => continue,
                 Err(e) => return Err(map_store_error(e, "listing record blobs")),

@@ -141,6 +141,7 @@ mod index;
 mod keyring;
 mod layout;
 mod log;
+mod read;
 mod records;
 mod snapshot;
 
@@ -212,9 +213,10 @@ impl ObjectStoreOptions {
     }
 
     /// Most records one log entry (one `put_batch` commit) carries, and the
-    /// batch size advertised to the engine. Default 100.
+    /// batch size advertised to the engine. Default 100, at most 10,000
+    /// (the format's limit).
     pub fn with_max_batch(mut self, records: usize) -> Self {
-        self.max_batch = records.max(1);
+        self.max_batch = records.clamp(1, entry::MAX_ENTRY_ITEMS);
         self
     }
 
@@ -224,7 +226,8 @@ impl ObjectStoreOptions {
     /// Readers keep inline summaries in memory and serve `get(ids,
     /// Part::Summary)` from them without reading blobs. This is a writer
     /// setting: it decides what the entries this handle writes carry.
-    /// Default 64 KiB.
+    /// Default 64 KiB, at most 1 MiB; an entry whose inline summaries would
+    /// exceed the format's 16 MiB limit carries the later ones in blobs only.
     pub fn with_max_inline_summary(mut self, bytes: usize) -> Self {
         self.max_inline_summary = bytes;
         self

@@ -1,7 +1,8 @@
 //! Reading and writing records: `get`, `put`, `put_batch`.
 
 use crate::entry::{
-    decode_blob, encode_blob, encode_entry, EntryItem, LogEntry, Precondition, HEADER_LEN,
+    decode_blob, encode_blob, encode_entry, inline_cost, EntryItem, LogEntry, Precondition,
+    HEADER_LEN, ITEM_OVERHEAD, MAX_ENTRY_BYTES, MAX_INLINE_SUMMARY,
 };
 use crate::error::{is_taken, map_store_error};
 use crate::index::{Current, Position};
@@ -103,32 +104,53 @@ impl ObjectStoreStorage {
         let path = self.layout.blob(chat, current.version, current.write);
         let what = format!("chat {chat} version {} ({path})", current.version);
         let full = part == Part::Full && current.body_len.is_some();
-        let ranged = async {
-            let end = (HEADER_LEN as u64).saturating_add(current.summary_len);
-            self.store.get_range(&path, 0..end).await
+        // The log entry says how long the blob is; a record longer than this
+        // handle accepts is refused before anything is read, and no read
+        // goes past what the entry promised.
+        let summary_end = (HEADER_LEN as u64).checked_add(current.summary_len);
+        let blob_len = summary_end.and_then(|end| end.checked_add(current.body_len.unwrap_or(0)));
+        let record_len = current
+            .summary_len
+            .checked_add(current.body_len.unwrap_or(0));
+        let (Some(summary_end), Some(blob_len), Some(record_len)) =
+            (summary_end, blob_len, record_len)
+        else {
+            return Err(Error::corrupt(what, "record length out of range"));
         };
-        let whole = async {
-            match self.store.get(&path).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            }
-        };
+        if record_len > self.options.max_record_bytes as u64 {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "the log names a record of {record_len} bytes, over this device's limit of {} \
+                     (ObjectStoreOptions::with_max_record_bytes); not read",
+                    self.options.max_record_bytes
+                ),
+            ));
+        }
+        let whole = async { self.read_capped(&path, blob_len).await };
         let bytes = if full {
             whole.await
         } else {
+            let ranged = async {
+                self.open_capped(&path, Some(0..summary_end), summary_end)
+                    .await?
+                    .collect()
+                    .await
+            };
             match ranged.await {
                 // An empty or short object makes some stores refuse the
                 // range; reading it whole lets the decoder say what is wrong.
-                Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => whole.await,
+                Err(e) if !matches!(e, Error::NotFound { .. }) => whole.await,
                 other => other,
             }
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(Error::NotFound { .. }) => {
                 return Err(Error::corrupt(what, "the record's blob is missing"));
             }
-            Err(e) => return Err(map_store_error(e, &what)),
+            Err(Error::Corrupt { reason, .. }) => return Err(Error::corrupt(what, reason)),
+            Err(e) => return Err(e),
         };
         let (summary, body) =
             decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
@@ -304,9 +326,7 @@ impl ObjectStoreStorage {
             if items.is_empty() {
                 return Ok(done);
             }
-            let entry = LogEntry {
-                items: items.iter().map(|p| self.entry_item(p)).collect(),
-            };
+            let entry = self.entry_of(&items);
             let bytes = match encode_entry(&entry) {
                 Ok(bytes) => bytes,
                 Err(e) => return Err((items, e)),
@@ -429,18 +449,36 @@ impl ObjectStoreStorage {
         ))
     }
 
-    fn entry_item(&self, p: &Pending) -> EntryItem {
-        let summary = &p.record.summary;
-        EntryItem {
-            chat: p.record.chat,
-            version: p.record.version,
-            write: p.write,
-            deleted: p.record.deleted,
-            pre: p.pre,
-            summary_len: summary.len() as u64,
-            body_len: p.record.body.as_ref().map(|b| b.len() as u64),
-            summary: (summary.len() <= self.options.max_inline_summary).then(|| summary.clone()),
-        }
+    /// The log entry for `items`: summaries up to the inline limit are
+    /// carried inline, in order, while the entry stays within the format's
+    /// size limit; the rest are read from their blobs.
+    fn entry_of(&self, items: &[Pending]) -> LogEntry {
+        let limit = self.options.max_inline_summary.min(MAX_INLINE_SUMMARY);
+        let mut budget = (MAX_ENTRY_BYTES as usize)
+            .saturating_sub(HEADER_LEN)
+            .saturating_sub(items.len().saturating_mul(ITEM_OVERHEAD));
+        let items = items
+            .iter()
+            .map(|p| {
+                let summary = &p.record.summary;
+                let cost = inline_cost(summary.len());
+                let inline = summary.len() <= limit && cost <= budget;
+                if inline {
+                    budget -= cost;
+                }
+                EntryItem {
+                    chat: p.record.chat,
+                    version: p.record.version,
+                    write: p.write,
+                    deleted: p.record.deleted,
+                    pre: p.pre,
+                    summary_len: summary.len() as u64,
+                    body_len: p.record.body.as_ref().map(|b| b.len() as u64),
+                    summary: inline.then(|| summary.clone()),
+                }
+            })
+            .collect();
+        LogEntry { items }
     }
 
     fn outcomes(

@@ -15,6 +15,9 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_MAGIC: &[u8; 3] = b"cvs";
 const SNAPSHOT_FORMAT: u8 = 1;
+/// Largest snapshot a reader accepts: about 2.5 million chats with
+/// 200-byte summaries, far above any one user's vault.
+pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 /// The state after replaying log slots `1..=seq`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,7 +60,9 @@ pub(crate) fn decode_snapshot(bytes: &[u8], what: &str) -> Result<Snapshot> {
     if snapshot
         .chats
         .iter()
-        .any(|c| c.at.seq > snapshot.seq || c.at.seq == 0)
+        .map(|c| c.at)
+        .chain(snapshot.invalid.iter().copied())
+        .any(|at| at.seq > snapshot.seq || at.seq == 0)
     {
         return Err(Error::corrupt(
             what,

@@ -55,6 +55,8 @@ pub struct Instrumented {
     fault: Mutex<Option<Fault>>,
     hidden: Arc<Mutex<Vec<Path>>>,
     hold: Mutex<Option<Held>>,
+    bytes_read: Arc<AtomicU64>,
+    repeat_listings: std::sync::atomic::AtomicBool,
 }
 
 /// A put held back by [`Instrumented::hold_next_put`]: a slow request.
@@ -98,12 +100,45 @@ impl Instrumented {
             fault: Mutex::new(None),
             hidden: Arc::new(Mutex::new(Vec::new())),
             hold: Mutex::new(None),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            repeat_listings: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Requests since the last reset.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of object content the caller consumed since the last reset.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::SeqCst)
+    }
+
+    /// Listings repeat their objects forever, as a server whose paging
+    /// hands back the same continuation token would.
+    pub fn repeat_listings(&self, repeat: bool) {
+        self.repeat_listings.store(repeat, Ordering::SeqCst);
+    }
+
+    fn maybe_repeating(
+        &self,
+        stream: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if !self.repeat_listings.load(Ordering::SeqCst) {
+            return stream;
+        }
+        futures::stream::once(stream.collect::<Vec<_>>())
+            .flat_map(|items| {
+                let items: Vec<ObjectMeta> = items.into_iter().filter_map(Result::ok).collect();
+                futures::stream::iter(
+                    std::iter::repeat_with(move || items.clone())
+                        .take_while(|items| !items.is_empty())
+                        .flatten()
+                        .map(Ok),
+                )
+            })
+            .boxed()
     }
 
     /// LIST requests since the last reset.
@@ -113,6 +148,7 @@ impl Instrumented {
 
     pub fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
+        self.bytes_read.store(0, Ordering::SeqCst);
         self.lists.store(0, Ordering::SeqCst);
     }
 
@@ -238,7 +274,22 @@ impl ObjectStore for Instrumented {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         match self.decide() {
-            Decision::Pass => self.inner.get_opts(location, options).await,
+            Decision::Pass => {
+                let mut result = self.inner.get_opts(location, options).await?;
+                if let object_store::GetResultPayload::Stream(stream) = result.payload {
+                    let counter = Arc::clone(&self.bytes_read);
+                    result.payload = object_store::GetResultPayload::Stream(
+                        stream
+                            .inspect(move |chunk| {
+                                if let Ok(chunk) = chunk {
+                                    counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                                }
+                            })
+                            .boxed(),
+                    );
+                }
+                Ok(result)
+            }
             _ => Err(injected()),
         }
     }
@@ -257,7 +308,7 @@ impl ObjectStore for Instrumented {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.visible(self.inner.list(prefix)),
+            Decision::Pass => self.maybe_repeating(self.visible(self.inner.list(prefix))),
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
@@ -269,7 +320,9 @@ impl ObjectStore for Instrumented {
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.visible(self.inner.list_with_offset(prefix, offset)),
+            Decision::Pass => {
+                self.maybe_repeating(self.visible(self.inner.list_with_offset(prefix, offset)))
+            }
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
