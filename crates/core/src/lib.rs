@@ -51,7 +51,7 @@ pub use hlc::{Clock, Hlc};
 pub use ids::{ChatId, DeviceId, MessageId, VaultId};
 pub use replica::Replica;
 pub use storage::{
-    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, Part, PutPrecondition,
-    SealedRecord, Storage,
+    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
 };
 pub use transport::{Polling, PullOutcome, Transport};

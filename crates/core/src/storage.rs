@@ -156,6 +156,28 @@ pub struct Capabilities {
     pub inline_summaries: bool,
 }
 
+/// How much [`Storage::maintain`] may do on this call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceBudget {
+    /// Do the work now, ignoring the backend's thresholds (entries since
+    /// the last compaction, time since the last run).
+    pub force: bool,
+}
+
+/// What one call to [`Storage::maintain`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Whether any housekeeping ran (false: nothing was due).
+    pub ran: bool,
+    /// Change-log entries removed (now covered by a snapshot or pruned).
+    pub removed_entries: u64,
+    /// Other objects removed: superseded record versions, snapshots, key
+    /// file versions, orphans of writers that died.
+    pub removed_objects: u64,
+    /// Requests the backend made for it.
+    pub requests: u64,
+}
+
 /// Where a vault's sealed records live.
 ///
 /// # Contract
@@ -249,6 +271,16 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// the backend has one ([`Capabilities::push`]).
     fn push(&self) -> Option<Arc<dyn Transport>> {
         None
+    }
+
+    /// Housekeeping a backend wants run now and then (compaction). Default: nothing to do.
+    ///
+    /// The engine calls it off the UI path after sync rounds; the backend
+    /// decides by its own thresholds whether there is work, unless
+    /// [`MaintenanceBudget::force`] is set. It must be safe while other
+    /// devices read, write and maintain the same vault.
+    async fn maintain(&self, _budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        Ok(MaintenanceReport::default())
     }
 }
 
