@@ -86,8 +86,8 @@ pub use watch::FsPush;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, Part, PutPrecondition, Result,
-    SealedRecord, Storage, Transport,
+    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
 };
 use chatvault_object_store::{
     CompactOptions, CompactReport, ObjectStoreOptions, ObjectStoreStorage,
@@ -329,6 +329,10 @@ impl Storage for FsStorage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.inner.put_keyring(bytes, precondition).await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.inner.maintain(budget).await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {

@@ -233,3 +233,42 @@ async fn a_path_that_is_a_file_is_invalid_input() {
         Err(Error::InvalidInput { .. })
     ));
 }
+
+#[tokio::test]
+async fn maintenance_compacts_a_folder_vault_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let claim_delay = Duration::from_millis(50);
+    let storage = FsStorage::builder(dir.path())
+        .options(
+            ObjectStoreOptions::default()
+                .with_max_claim_delay(claim_delay)
+                .with_maintenance(
+                    chatvault_object_store::MaintenancePolicy::default()
+                        .with_entries(3)
+                        .with_min_interval(Duration::ZERO)
+                        .with_compact(CompactOptions::default().with_min_age(2 * claim_delay)),
+                ),
+        )
+        .open()
+        .unwrap();
+    let chats: Vec<ChatId> = (0..5).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        storage
+            .put(record(chat, 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(3 * claim_delay).await;
+    let report = storage
+        .maintain(chatvault_core::MaintenanceBudget::default())
+        .await
+        .unwrap();
+    assert!(report.ran && report.removed_entries == 4, "{report:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("log")).unwrap().count(),
+        1
+    );
+    let fresh = FsStorage::open(dir.path()).unwrap();
+    assert_eq!(all_changes(&fresh).await.len(), 5);
+    assert_eq!(fresh.get(&chats, Part::Full).await.unwrap().len(), 5);
+}

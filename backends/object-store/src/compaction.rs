@@ -20,6 +20,10 @@ use object_store::{ObjectMeta, PutMode, PutOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Compactions started over before giving up when other devices compact
+/// at the same time.
+const COMPACT_ATTEMPTS: usize = 4;
+
 /// How [`ObjectStoreStorage::compact`] chooses what to delete.
 #[derive(Clone, Debug)]
 pub struct CompactOptions {
@@ -97,6 +101,21 @@ impl ObjectStoreStorage {
     /// that is about to commit, or a log slot a writer still takes for free.
     pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
         check_horizon(&options, &self.options)?;
+        // Another device compacting at the same time may delete entries
+        // this one listed: start again from its newer snapshot.
+        for _ in 0..COMPACT_ATTEMPTS {
+            if let Some(report) = self.compact_once(&options).await? {
+                return Ok(report);
+            }
+        }
+        Err(Error::Unavailable {
+            message: "other devices kept compacting the vault at the same time; retry".into(),
+            source: None,
+        })
+    }
+
+    /// One compaction; `None` if log entries vanished under it.
+    async fn compact_once(&self, options: &CompactOptions) -> Result<Option<CompactReport>> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -127,7 +146,10 @@ impl ObjectStoreStorage {
             .map(|(_, seq)| seq)
             .collect();
         for chunk in tail.chunks(512) {
-            for (seq, entry) in self.fetch_entries(chunk).await? {
+            let Some(fetched) = self.fetch_entries_if_present(chunk).await? else {
+                return Ok(None);
+            };
+            for (seq, entry) in fetched {
                 let validity = index.apply(seq, entry.as_ref());
                 let Some(entry) = entry else { continue };
                 for (idx, (item, valid)) in entry.items.into_iter().zip(validity).enumerate() {
@@ -151,7 +173,7 @@ impl ObjectStoreStorage {
             ..CompactReport::default()
         };
         if head == 0 {
-            return Ok(report);
+            return Ok(Some(report));
         }
 
         // Delete a prefix of the log, only entries the snapshot covers, and
@@ -240,9 +262,13 @@ impl ObjectStoreStorage {
             .map(|(_, meta)| meta.location);
         report.keyring_versions_deleted = self.delete_all(superseded).await?;
 
-        self.state.lock().await.resync = None;
+        {
+            let mut state = self.state.lock().await;
+            state.resync = None;
+            state.snapshot_seq = state.snapshot_seq.max(head);
+        }
         tracing::info!(?report, "compacted the vault");
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Deletes `paths` concurrently; objects already gone count as deleted

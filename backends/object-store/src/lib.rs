@@ -134,6 +134,7 @@
 //! ```
 
 mod compaction;
+mod counted;
 mod entry;
 mod error;
 mod feed;
@@ -141,11 +142,13 @@ mod index;
 mod keyring;
 mod layout;
 mod log;
+mod maintenance;
 mod read;
 mod records;
 mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
+pub use maintenance::MaintenancePolicy;
 
 use crate::index::Index;
 use crate::layout::{ForeignFiles, Layout};
@@ -153,8 +156,8 @@ use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result,
-    SealedRecord, Storage,
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -180,6 +183,7 @@ pub struct ObjectStoreOptions {
     max_inline_summary: usize,
     concurrency: usize,
     max_claim_delay: Duration,
+    maintenance: MaintenancePolicy,
 }
 
 impl Default for ObjectStoreOptions {
@@ -191,6 +195,7 @@ impl Default for ObjectStoreOptions {
             max_inline_summary: 64 << 10,
             concurrency: 32,
             max_claim_delay: Duration::from_secs(300),
+            maintenance: MaintenancePolicy::default(),
         }
     }
 }
@@ -252,6 +257,13 @@ impl ObjectStoreOptions {
         self
     }
 
+    /// When [`Storage::maintain`] compacts the vault. Default
+    /// [`MaintenancePolicy::default`].
+    pub fn with_maintenance(mut self, policy: MaintenancePolicy) -> Self {
+        self.maintenance = policy;
+        self
+    }
+
     /// See [`ObjectStoreOptions::with_max_record_bytes`].
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_bytes
@@ -270,6 +282,10 @@ struct State {
     /// after it existed); see [`ObjectStoreStorage::at_head_recently`].
     /// A tokio instant, so tests can let hours pass.
     at_head_since: Option<Instant>,
+    /// The newest snapshot this handle knows of (0: none).
+    snapshot_seq: u64,
+    /// When this handle last decided to compact.
+    maintained_at: Option<Instant>,
 }
 
 /// A vault stored with the shared-log layout on an [`ObjectStore`].
@@ -302,7 +318,9 @@ struct State {
 ///   LIST); a missing bucket (404) → `NotFound`; other 4xx and unsupported
 ///   operations → `Rejected`.
 pub struct ObjectStoreStorage {
+    /// `raw_store` behind a request counter (see [`counted`]).
     store: Arc<dyn ObjectStore>,
+    raw_store: Arc<dyn ObjectStore>,
     layout: Layout,
     options: ObjectStoreOptions,
     state: tokio::sync::Mutex<State>,
@@ -325,7 +343,8 @@ impl ObjectStoreStorage {
     /// Nothing is read until the first call.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, options: ObjectStoreOptions) -> Self {
         Self {
-            store,
+            store: Arc::new(counted::Counted(Arc::clone(&store))),
+            raw_store: store,
             layout: Layout::new(&prefix),
             options,
             state: tokio::sync::Mutex::new(State {
@@ -333,6 +352,8 @@ impl ObjectStoreStorage {
                 index: Index::genesis(),
                 resync: None,
                 at_head_since: None,
+                snapshot_seq: 0,
+                maintained_at: None,
             }),
             foreign: ForeignFiles::default(),
         }
@@ -345,7 +366,7 @@ impl ObjectStoreStorage {
 
     /// The store underneath.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+        &self.raw_store
     }
 }
 
@@ -384,5 +405,23 @@ impl Storage for ObjectStoreStorage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.write_keyring(bytes, precondition).await
+    }
+
+    /// Compacts when [`ObjectStoreOptions::with_maintenance`] says it is
+    /// due; see [`MaintenancePolicy`].
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.maintain_layout(budget).await
+    }
+}
+
+/// Measurements for benchmarks; not part of the supported API.
+#[doc(hidden)]
+pub mod measure {
+    /// `snapshot` (an encoded snapshot, either format) re-encoded in the
+    /// first format, JSON, as releases before format 2 wrote it: to compare
+    /// the formats on the same data and to test reading old vaults.
+    pub fn snapshot_as_json(snapshot: &[u8]) -> chatvault_core::Result<bytes::Bytes> {
+        let decoded = crate::snapshot::decode_snapshot(snapshot, "snapshot")?;
+        crate::snapshot::encode_snapshot_json(&decoded)
     }
 }

@@ -5,7 +5,7 @@ use crate::entry::{decode_entry, LogEntry, MAX_ENTRY_BYTES};
 use crate::error::map_store_error;
 use crate::index::Index;
 use crate::layout::Layout;
-use crate::snapshot::{decode_snapshot, Snapshot, MAX_SNAPSHOT_BYTES};
+use crate::snapshot::{read_snapshot_stream, Snapshot, MAX_SNAPSHOT_BYTES};
 use crate::{ObjectStoreStorage, State};
 use chatvault_core::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
@@ -91,24 +91,32 @@ impl ObjectStoreStorage {
     /// so all readers skip it alike; a newer format is an error, since
     /// skipping it would make this reader disagree with newer ones.
     pub(crate) async fn fetch_entry(&self, seq: u64) -> Result<Fetched> {
+        match self.fetch_entry_if_present(seq).await? {
+            Some(fetched) => Ok(fetched),
+            None => Err(Error::Unavailable {
+                message: format!(
+                    "log entry {} vanished while being read (compaction running?); retry",
+                    self.layout.log_entry(seq)
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// [`ObjectStoreStorage::fetch_entry`], with `None` for a slot that is
+    /// gone (deleted by compaction since it was listed).
+    pub(crate) async fn fetch_entry_if_present(&self, seq: u64) -> Result<Option<Fetched>> {
         let path = self.layout.log_entry(seq);
         let bytes = match self.read_capped(&path, MAX_ENTRY_BYTES).await {
             Ok(bytes) => Ok(bytes),
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "log entry {path} vanished while being read (compaction running?); retry"
-                    ),
-                    source: None,
-                })
-            }
+            Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => Err(e),
         };
         match bytes.and_then(|bytes| decode_entry(&bytes, path.as_ref())) {
-            Ok(entry) => Ok(Some(entry)),
+            Ok(entry) => Ok(Some(Some(entry))),
             Err(e @ Error::Corrupt { .. }) => {
                 tracing::warn!(error = %e, "skipping an undecodable log entry; it holds no valid record for any reader");
-                Ok(None)
+                Ok(Some(None))
             }
             Err(e) => Err(e),
         }
@@ -123,13 +131,34 @@ impl ObjectStoreStorage {
             .await
     }
 
+    /// [`ObjectStoreStorage::fetch_entries`], `None` if any slot is gone.
+    pub(crate) async fn fetch_entries_if_present(
+        &self,
+        seqs: &[u64],
+    ) -> Result<Option<Vec<(u64, Fetched)>>> {
+        let fetched: Vec<Option<Fetched>> = futures::stream::iter(seqs.iter().copied())
+            .map(|seq| async move { self.fetch_entry_if_present(seq).await })
+            .buffered(self.options.concurrency)
+            .try_collect()
+            .await?;
+        Ok(seqs
+            .iter()
+            .copied()
+            .zip(fetched)
+            .map(|(seq, entry)| entry.map(|entry| (seq, entry)))
+            .collect())
+    }
+
     /// The newest snapshot that decodes, if any. Damaged snapshots are
     /// skipped for older ones.
     pub(crate) async fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
         let listed = self.list_numbered(self.layout.snap_dir(), 0).await?;
         for (seq, meta) in listed.into_iter().rev() {
-            let decoded = match self.read_capped(&meta.location, MAX_SNAPSHOT_BYTES).await {
-                Ok(bytes) => decode_snapshot(&bytes, meta.location.as_ref()),
+            let decoded = match self
+                .open_capped(&meta.location, None, MAX_SNAPSHOT_BYTES)
+                .await
+            {
+                Ok(stream) => read_snapshot_stream(stream, meta.location.as_ref()).await,
                 Err(Error::NotFound { .. }) => continue,
                 Err(e) => Err(e),
             };
@@ -156,6 +185,7 @@ impl ObjectStoreStorage {
         match self.latest_snapshot().await? {
             Some(snapshot) => {
                 state.index = Index::from_snapshot(&snapshot);
+                state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
                 state.resync = Some(Arc::new(snapshot));
             }
             None => state.index = Index::genesis(),
@@ -191,6 +221,7 @@ impl ObjectStoreStorage {
                         if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() =>
                     {
                         state.index = Index::from_snapshot(&snapshot);
+                        state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
                         state.resync = Some(Arc::new(snapshot));
                         start = after_head(&state.index);
                     }
