@@ -66,8 +66,9 @@
 //! # Costs on a folder
 //!
 //! An idle poll is one read of the `log/` directory (no file is opened or
-//! stat'ed); a listing of a vault that is never compacted grows with its
-//! history, so run [`FsStorage::compact`] now and then. Files whose names
+//! stat'ed); the listing grows with the log's length, which
+//! [`Storage::maintain`] (compaction, scheduled by the engine; see
+//! `docs/design.md` §5.2) keeps bounded. Files whose names
 //! are not valid UTF-8 are skipped with a warning (`LocalFileSystem`'s own
 //! listing would stop at them).
 //!

@@ -1,11 +1,7 @@
 //! Compaction: a snapshot of every chat at the head, then deletion of what
-//! it makes unnecessary.
-//!
-//! Order matters for crash safety: the snapshot is written (create-if-absent,
-//! durable) before anything is deleted, and only objects older than the
-//! horizon are deleted, so a compaction that dies half way leaves a vault
-//! every reader can still read. Deleting a log prefix never loses a change:
-//! a reader positioned in the deleted part resyncs from the snapshot.
+//! it makes unnecessary, only of objects older than the horizon. The steps,
+//! the safety argument (`min_age > max_claim_delay`) and the crash analysis
+//! are in `docs/design.md` §5.2 and §5.3.
 
 use crate::entry::Precondition;
 use crate::error::map_store_error;
@@ -42,8 +38,9 @@ impl CompactOptions {
     /// Only objects last modified longer ago than this are deleted (log
     /// entries, superseded blobs, old keyring versions). It must exceed
     /// [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay)
-    /// plus the clock skew between this device and the store, or a put in
-    /// flight may lose its blob. Readers whose cursor is older than the
+    /// ([`ObjectStoreStorage::compact`] refuses otherwise), with room for
+    /// the clock skew between devices and the store, or a put in flight may
+    /// lose its blob (`docs/design.md` §5.2). Readers whose cursor is older than the
     /// oldest kept log entry resync from the snapshot, so a longer horizon
     /// also spares devices that were offline for a while a resync.
     /// Default one hour.

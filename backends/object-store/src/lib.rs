@@ -7,9 +7,11 @@
 //! overwrites an object that readers rely on, so stores without If-Match
 //! updates (local files) work.
 //!
-//! # Layout
+//! # Layout, commit point, validity
 //!
-//! Under the vault's prefix:
+//! The formats, the log-slot commit protocol, compaction and the crash
+//! analysis of each request are in the repository's `docs/design.md` §5;
+//! what the store must guarantee is in §1. In short:
 //!
 //! ```text
 //! rec/<chat>/<version>-<write id>   immutable blob: sealed summary + sealed body
@@ -18,35 +20,13 @@
 //! keyring/<version, 20 digits>      the vault's key file, one object per version
 //! ```
 //!
-//! A log entry names one or more records: chat, version, write id, deleted
-//! flag, sizes, the precondition it was written under, and the sealed summary
-//! inline (summaries up to [`ObjectStoreOptions::with_max_inline_summary`]).
-//!
-//! # The commit point
-//!
-//! A put (1) writes its blob under a fresh random write id, then (2) creates
-//! the next free log slot with `PutMode::Create`. Step 2 is the single commit
-//! point: nothing before it is visible (a writer that dies after step 1 leaves
-//! an orphan blob that compaction deletes), and once the slot exists the
-//! record is complete, because its blob was written (and, on the fs backend,
-//! fsynced) first. A writer that loses the slot race reads the new entries,
-//! re-checks its precondition and tries the next slot; it never tries slot
-//! N+1 before it has seen slot N, so slots appear in order and a reader
-//! listing after its cursor never skips one. A reader that sees a hole (a
-//! file-sync tool delivering slots out of order, a directory listing racing a
-//! writer) stops before it and resumes at the next poll.
-//!
-//! # Validity
-//!
-//! Preconditions are decided by the log, not by object names: an item is
-//! valid iff, replaying the log in order, its precondition admits it against
-//! the chat's state after every earlier valid item. Writers check before
-//! claiming a slot, so invalid items normally never appear; readers replay
-//! anyway, so a misbehaving or racing writer on a store whose create is not
-//! atomic cannot make two readers disagree. A writer learns whether it won by
-//! replaying up to its own slot: a losing item fails with
+//! A put writes its blobs, then creates the next free log slot with
+//! `PutMode::Create`: that create is the single commit point. Preconditions
+//! are decided by replaying the log, so every reader agrees on which items
+//! count; a losing item fails with
 //! [`Error::Conflict`](chatvault_core::Error::Conflict) carrying the current
-//! version.
+//! version. A reader that sees a hole in the log stops before it and
+//! resumes at the next poll.
 //!
 //! # Costs
 //!
@@ -70,22 +50,18 @@
 //! - **First use of a handle**: the index (each chat's current version and
 //!   inline summary, about 100 bytes per chat plus the summary) is rebuilt from the latest snapshot plus the log
 //!   after it: one LIST of `snap/`, one GET, one LIST of `log/` and one GET per
-//!   entry after the snapshot. Compact regularly to keep that tail short.
+//!   entry after the snapshot. [`Storage::maintain`] keeps that tail short.
 //!
 //! # Compaction
 //!
-//! [`ObjectStoreStorage::compact`] writes `snap/<head>` (every chat's latest
-//! valid record as of the head, summaries inline) and then deletes log
-//! entries (all but the newest, which shows handles that fell behind that the
-//! log moved on), older snapshots, superseded blobs and superseded keyring
-//! versions older than a horizon. A handle that last saw the head of the log
-//! longer ago than [`ObjectStoreOptions::with_max_claim_delay`] lists before
-//! it reads or claims a slot, so it cannot take a compacted slot for a free
-//! one. A reader whose cursor points into the deleted part
-//! of the log restarts from the snapshot: it is sent every chat whose latest
-//! record was committed after its cursor (a full resync in the worst case;
-//! nothing is lost, intermediate versions are skipped and the engine ignores
-//! versions it already holds), then continues with the log after the snapshot.
+//! [`Storage::maintain`] compacts by itself when [`MaintenancePolicy`] says
+//! it is due (the engine calls it after sync rounds);
+//! [`ObjectStoreStorage::compact`] does it on demand. Either writes
+//! `snap/<head>` and deletes what it covers, only objects older than
+//! [`CompactOptions::with_min_age`], which must exceed
+//! [`ObjectStoreOptions::with_max_claim_delay`] (checked). A reader whose
+//! cursor points into the deleted part of the log resyncs from the
+//! snapshot; nothing is lost. See `docs/design.md` §5.2.
 //!
 //! # Damaged and foreign objects
 //!
@@ -244,14 +220,16 @@ impl ObjectStoreOptions {
         self
     }
 
-    /// A put whose blobs were written longer ago than this gives up (with a
-    /// retriable error) instead of claiming a slot, so that compaction, which
-    /// deletes unreferenced blobs older than its horizon, never deletes the
-    /// blob of a put that is about to commit. Keep it well below
-    /// [`CompactOptions::with_min_age`]. It also bounds how long a handle
+    /// A put whose first blob upload started longer ago than this gives up
+    /// (with a retriable error) instead of claiming a slot, and its slot
+    /// create is cut at that deadline, so that compaction, which deletes
+    /// unreferenced blobs older than its horizon, never deletes the blob of
+    /// a put that is about to commit. It also bounds how long a handle
     /// trusts that its index is at the head of the log: after this long
     /// without seeing the head, it lists the log before a read or a put.
-    /// Default 5 minutes.
+    /// [`CompactOptions::with_min_age`] must exceed it (compaction refuses
+    /// otherwise); every handle of a vault should use the same value.
+    /// Default 5 minutes. See `docs/design.md` §5.2.
     pub fn with_max_claim_delay(mut self, delay: Duration) -> Self {
         self.max_claim_delay = delay;
         self
