@@ -66,8 +66,9 @@
 //! # Costs on a folder
 //!
 //! An idle poll is one read of the `log/` directory (no file is opened or
-//! stat'ed); a listing of a vault that is never compacted grows with its
-//! history, so run [`FsStorage::compact`] now and then. Files whose names
+//! stat'ed); the listing grows with the log's length, which
+//! [`Storage::maintain`] (compaction, scheduled by the engine; see
+//! `docs/design.md` §5.2) keeps bounded. Files whose names
 //! are not valid UTF-8 are skipped with a warning (`LocalFileSystem`'s own
 //! listing would stop at them).
 //!
@@ -86,8 +87,8 @@ pub use watch::FsPush;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, Part, PutPrecondition, Result,
-    SealedRecord, Storage, Transport,
+    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
 };
 use chatvault_object_store::{
     CompactOptions, CompactReport, ObjectStoreOptions, ObjectStoreStorage,
@@ -329,6 +330,10 @@ impl Storage for FsStorage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.inner.put_keyring(bytes, precondition).await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.inner.maintain(budget).await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {

@@ -6,7 +6,7 @@ use chatvault_core::{
     ChatId, Cursor, Error, Part, PullOutcome, PutPrecondition, SealedRecord, Storage,
 };
 use chatvault_fs::FsStorage;
-use chatvault_object_store::CompactOptions;
+use chatvault_object_store::{CompactOptions, ObjectStoreOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -185,8 +185,14 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
     let mut want = vec![record(first, 1), record(second, 1)];
     want.sort_by_key(|r| r.chat);
     assert_eq!(got, want);
-    fresh
-        .compact(CompactOptions::default().with_min_age(Duration::ZERO))
+    // Nothing is in flight: a handle with a 1 ms claim delay may compact
+    // with a 2 ms horizon once that has passed.
+    std::thread::sleep(Duration::from_millis(5));
+    FsStorage::builder(dir.path())
+        .options(ObjectStoreOptions::default().with_max_claim_delay(Duration::from_millis(1)))
+        .open()
+        .unwrap()
+        .compact(CompactOptions::default().with_min_age(Duration::from_millis(2)))
         .await
         .unwrap();
     assert!(
@@ -226,4 +232,43 @@ async fn a_path_that_is_a_file_is_invalid_input() {
         FsStorage::open(&file),
         Err(Error::InvalidInput { .. })
     ));
+}
+
+#[tokio::test]
+async fn maintenance_compacts_a_folder_vault_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let claim_delay = Duration::from_millis(50);
+    let storage = FsStorage::builder(dir.path())
+        .options(
+            ObjectStoreOptions::default()
+                .with_max_claim_delay(claim_delay)
+                .with_maintenance(
+                    chatvault_object_store::MaintenancePolicy::default()
+                        .with_entries(3)
+                        .with_min_interval(Duration::ZERO)
+                        .with_compact(CompactOptions::default().with_min_age(2 * claim_delay)),
+                ),
+        )
+        .open()
+        .unwrap();
+    let chats: Vec<ChatId> = (0..5).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        storage
+            .put(record(chat, 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(3 * claim_delay).await;
+    let report = storage
+        .maintain(chatvault_core::MaintenanceBudget::default())
+        .await
+        .unwrap();
+    assert!(report.ran && report.removed_entries == 4, "{report:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("log")).unwrap().count(),
+        1
+    );
+    let fresh = FsStorage::open(dir.path()).unwrap();
+    assert_eq!(all_changes(&fresh).await.len(), 5);
+    assert_eq!(fresh.get(&chats, Part::Full).await.unwrap().len(), 5);
 }

@@ -1,11 +1,7 @@
 //! Compaction: a snapshot of every chat at the head, then deletion of what
-//! it makes unnecessary.
-//!
-//! Order matters for crash safety: the snapshot is written (create-if-absent,
-//! durable) before anything is deleted, and only objects older than the
-//! horizon are deleted, so a compaction that dies half way leaves a vault
-//! every reader can still read. Deleting a log prefix never loses a change:
-//! a reader positioned in the deleted part resyncs from the snapshot.
+//! it makes unnecessary, only of objects older than the horizon. The steps,
+//! the safety argument (`min_age > max_claim_delay`) and the crash analysis
+//! are in `docs/design.md` §5.2 and §5.3.
 
 use crate::entry::Precondition;
 use crate::error::map_store_error;
@@ -13,12 +9,16 @@ use crate::index::{Index, Position};
 use crate::layout::WriteId;
 use crate::snapshot::{encode_snapshot, Snapshot, SnapshotChat};
 use crate::ObjectStoreStorage;
-use chatvault_core::{ChatId, Result};
+use chatvault_core::{ChatId, Error, Result};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectMeta, PutMode, PutOptions};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Compactions started over before giving up when other devices compact
+/// at the same time.
+const COMPACT_ATTEMPTS: usize = 4;
 
 /// How [`ObjectStoreStorage::compact`] chooses what to delete.
 #[derive(Clone, Debug)]
@@ -38,8 +38,9 @@ impl CompactOptions {
     /// Only objects last modified longer ago than this are deleted (log
     /// entries, superseded blobs, old keyring versions). It must exceed
     /// [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay)
-    /// plus the clock skew between this device and the store, or a put in
-    /// flight may lose its blob. Readers whose cursor is older than the
+    /// ([`ObjectStoreStorage::compact`] refuses otherwise), with room for
+    /// the clock skew between devices and the store, or a put in flight may
+    /// lose its blob (`docs/design.md` §5.2). Readers whose cursor is older than the
     /// oldest kept log entry resync from the snapshot, so a longer horizon
     /// also spares devices that were offline for a while a resync.
     /// Default one hour.
@@ -65,6 +66,21 @@ pub struct CompactReport {
     pub keyring_versions_deleted: usize,
 }
 
+/// The rule compaction's safety rests on (see `docs/design.md` §5.2):
+/// everything it deletes must be older than anything a writer may still
+/// commit or rely on.
+fn check_horizon(compact: &CompactOptions, options: &crate::ObjectStoreOptions) -> Result<()> {
+    if compact.min_age > options.max_claim_delay {
+        return Ok(());
+    }
+    Err(Error::invalid(format!(
+        "compaction horizon {:?} must exceed the claim delay {:?} (CompactOptions::with_min_age \
+         vs ObjectStoreOptions::with_max_claim_delay), or it may delete a put that is committing; \
+         raise the horizon or lower the claim delay",
+        compact.min_age, options.max_claim_delay
+    )))
+}
+
 impl ObjectStoreStorage {
     /// Writes a snapshot at the head of the log, then deletes log entries
     /// (all but the newest), older snapshots, blobs no current record references, and superseded
@@ -73,7 +89,30 @@ impl ObjectStoreStorage {
     /// read and write, and from several devices at once; run it now and then
     /// (say daily) from one of them to keep storage and first-use cost
     /// bounded.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` unless [`CompactOptions::with_min_age`] exceeds this
+    /// handle's [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay):
+    /// with a shorter horizon, compaction could delete the blobs of a put
+    /// that is about to commit, or a log slot a writer still takes for free.
     pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
+        check_horizon(&options, &self.options)?;
+        // Another device compacting at the same time may delete entries
+        // this one listed: start again from its newer snapshot.
+        for _ in 0..COMPACT_ATTEMPTS {
+            if let Some(report) = self.compact_once(&options).await? {
+                return Ok(report);
+            }
+        }
+        Err(Error::Unavailable {
+            message: "other devices kept compacting the vault at the same time; retry".into(),
+            source: None,
+        })
+    }
+
+    /// One compaction; `None` if log entries vanished under it.
+    async fn compact_once(&self, options: &CompactOptions) -> Result<Option<CompactReport>> {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -104,7 +143,10 @@ impl ObjectStoreStorage {
             .map(|(_, seq)| seq)
             .collect();
         for chunk in tail.chunks(512) {
-            for (seq, entry) in self.fetch_entries(chunk).await? {
+            let Some(fetched) = self.fetch_entries_if_present(chunk).await? else {
+                return Ok(None);
+            };
+            for (seq, entry) in fetched {
                 let validity = index.apply(seq, entry.as_ref());
                 let Some(entry) = entry else { continue };
                 for (idx, (item, valid)) in entry.items.into_iter().zip(validity).enumerate() {
@@ -128,7 +170,7 @@ impl ObjectStoreStorage {
             ..CompactReport::default()
         };
         if head == 0 {
-            return Ok(report);
+            return Ok(Some(report));
         }
 
         // Delete a prefix of the log, only entries the snapshot covers, and
@@ -187,9 +229,16 @@ impl ObjectStoreStorage {
             .map(|c| (c.item.chat, c.item.version, c.item.write))
             .collect();
         let mut blobs = Vec::new();
+        let mut seen = HashSet::new();
         let mut listing = self.store.list(Some(self.layout.rec_dir()));
         while let Some(item) = listing.next().await {
             let meta = match item {
+                Ok(meta) if !seen.insert(meta.location.clone()) => {
+                    return Err(crate::log::no_progress(
+                        self.layout.rec_dir(),
+                        &meta.location,
+                    ));
+                }
                 Ok(meta) => meta,
                 Err(object_store::Error::InvalidPath { .. }) => continue,
                 Err(e) => return Err(map_store_error(e, "listing record blobs")),
@@ -210,9 +259,13 @@ impl ObjectStoreStorage {
             .map(|(_, meta)| meta.location);
         report.keyring_versions_deleted = self.delete_all(superseded).await?;
 
-        self.state.lock().await.resync = None;
+        {
+            let mut state = self.state.lock().await;
+            state.resync = None;
+            state.snapshot_seq = state.snapshot_seq.max(head);
+        }
         tracing::info!(?report, "compacted the vault");
-        Ok(report)
+        Ok(Some(report))
     }
 
     /// Deletes `paths` concurrently; objects already gone count as deleted

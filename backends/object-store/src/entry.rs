@@ -27,6 +27,17 @@ const BLOB_MAGIC: &[u8; 3] = b"cvb";
 const BLOB_FORMAT: u8 = 1;
 /// Magic plus format byte.
 pub(crate) const HEADER_LEN: usize = 4;
+/// Largest log entry the format allows; readers refuse larger ones unread
+/// (as undecodable, alike for every reader) and writers leave inline
+/// summaries out of an entry rather than exceed it.
+pub(crate) const MAX_ENTRY_BYTES: u64 = 16 << 20;
+/// Most records one log entry carries.
+pub(crate) const MAX_ENTRY_ITEMS: usize = 10_000;
+/// Largest summary an entry or snapshot carries inline.
+pub(crate) const MAX_INLINE_SUMMARY: usize = 1 << 20;
+/// Room an item takes in an entry besides its inline summary: its JSON keys,
+/// a chat id, three numbers, a write id and a precondition, with margin.
+pub(crate) const ITEM_OVERHEAD: usize = 512;
 
 /// One commit: one or more records, each with the precondition it was
 /// written under, so every reader can replay its validity.
@@ -96,6 +107,11 @@ impl Precondition {
     }
 }
 
+/// Bytes an inline summary of `len` bytes takes in an entry (base64).
+pub(crate) fn inline_cost(len: usize) -> usize {
+    len.div_ceil(3).saturating_mul(4)
+}
+
 pub(crate) fn encode_entry(entry: &LogEntry) -> Result<Bytes> {
     let json = serde_json::to_vec(entry)
         .map_err(|e| Error::invalid(format!("cannot encode a log entry: {e}")))?;
@@ -114,6 +130,9 @@ pub(crate) fn decode_entry(bytes: &[u8], what: &str) -> Result<LogEntry> {
     if entry.items.is_empty() {
         return Err(Error::corrupt(what, "log entry without records"));
     }
+    if entry.items.len() > MAX_ENTRY_ITEMS {
+        return Err(Error::corrupt(what, "log entry with too many records"));
+    }
     for item in &entry.items {
         if item
             .summary
@@ -123,6 +142,16 @@ pub(crate) fn decode_entry(bytes: &[u8], what: &str) -> Result<LogEntry> {
             return Err(Error::corrupt(
                 what,
                 "inline summary length disagrees with summary_len",
+            ));
+        }
+        if item
+            .summary
+            .as_ref()
+            .is_some_and(|s| s.len() > MAX_INLINE_SUMMARY)
+        {
+            return Err(Error::corrupt(
+                what,
+                "inline summary larger than the format allows",
             ));
         }
         if item.deleted && item.body_len.is_some() {

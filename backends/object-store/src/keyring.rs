@@ -23,15 +23,14 @@ impl ObjectStoreStorage {
             let Some((version, meta)) = listed.into_iter().next_back() else {
                 return Ok(None);
             };
-            let bytes = match self.store.get(&meta.location).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            };
-            match bytes {
+            match self
+                .read_capped(&meta.location, self.options.max_record_bytes as u64)
+                .await
+            {
                 Ok(bytes) => return Ok(Some(KeyringBlob { bytes, version })),
                 // Superseded and compacted between the LIST and the GET.
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(map_store_error(e, &format!("reading {}", meta.location))),
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
             }
         }
         Err(Error::Unavailable {
@@ -55,7 +54,12 @@ impl ObjectStoreStorage {
         for _ in 0..MAX_ATTEMPTS {
             let listed = self.list_numbered(self.layout.keyring_dir(), 0).await?;
             let current = listed.last().map(|(version, _)| *version);
-            let version = current.map_or(1, |v| v + 1);
+            let Some(version) = current.map_or(Some(1), |v| v.checked_add(1)) else {
+                return Err(Error::corrupt(
+                    self.layout.keyring_dir().to_string(),
+                    "keyring version numbers are exhausted",
+                ));
+            };
             if !pre.admits(current, version) {
                 return Err(Error::Conflict {
                     chat: ChatId(uuid::Uuid::nil()),
@@ -73,13 +77,39 @@ impl ObjectStoreStorage {
                 .await
             {
                 Ok(_) => return Ok(version),
-                Err(e) if is_taken(&e) => continue,
-                Err(e) => return Err(map_store_error(e, &format!("writing {path}"))),
+                // `object_store` retries a create whose response was lost;
+                // the retry finds the version this very write created. Two
+                // writes of the same bytes at the same version are the same
+                // key file, so equal bytes mean success.
+                Err(e) if is_taken(&e) => {
+                    if self.holds(&path, &bytes).await? {
+                        return Ok(version);
+                    }
+                }
+                Err(e) => {
+                    let error = map_store_error(e, &format!("writing {path}"));
+                    return match self.holds(&path, &bytes).await {
+                        Ok(true) => Ok(version),
+                        _ => Err(error),
+                    };
+                }
             }
         }
         Err(Error::Unavailable {
             message: "the keyring kept changing while being written; retry".into(),
             source: None,
         })
+    }
+
+    /// Whether the keyring object at `path` holds exactly `bytes`.
+    async fn holds(&self, path: &object_store::path::Path, bytes: &Bytes) -> Result<bool> {
+        match self
+            .read_capped(path, self.options.max_record_bytes as u64)
+            .await
+        {
+            Ok(stored) => Ok(stored == *bytes),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }

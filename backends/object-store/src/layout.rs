@@ -22,6 +22,10 @@ use std::sync::Mutex;
 
 /// Digits of every sequence or version number in an object name.
 const WIDTH: usize = 20;
+/// The largest log slot, snapshot or keyring version number a name may
+/// carry: far beyond any real vault, and low enough that `n + 1` never
+/// overflows. Larger numbers are foreign names (a damaged or hostile store).
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// Names one attempt to write a record: blobs of a put that lost a race or
 /// whose writer died are never confused with the committed ones.
@@ -159,7 +163,7 @@ fn parse_numbered(name: &str) -> Option<u64> {
     if name.len() != WIDTH || !name.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    name.parse().ok()
+    name.parse().ok().filter(|&n| n <= MAX_SEQ)
 }
 
 /// Reports each foreign object once per process, so an idle poll over a
@@ -198,7 +202,7 @@ mod tests {
     #[test]
     fn numbered_names_sort_like_their_numbers() {
         let layout = Layout::new(&Path::from("v"));
-        let names: Vec<String> = [1u64, 9, 10, 100, u64::MAX]
+        let names: Vec<String> = [1u64, 9, 10, 100, MAX_SEQ]
             .iter()
             .map(|&n| layout.log_entry(n).to_string())
             .collect();
@@ -206,8 +210,13 @@ mod tests {
         sorted.sort();
         assert_eq!(names, sorted);
         assert_eq!(
-            Layout::numbered_child(layout.log_dir(), &layout.log_entry(u64::MAX)),
-            Some(u64::MAX)
+            Layout::numbered_child(layout.log_dir(), &layout.log_entry(MAX_SEQ)),
+            Some(MAX_SEQ)
+        );
+        assert_eq!(
+            Layout::numbered_child(layout.log_dir(), &layout.log_entry(MAX_SEQ + 1)),
+            None,
+            "numbers whose successor could overflow are foreign"
         );
     }
 

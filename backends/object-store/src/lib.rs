@@ -7,9 +7,11 @@
 //! overwrites an object that readers rely on, so stores without If-Match
 //! updates (local files) work.
 //!
-//! # Layout
+//! # Layout, commit point, validity
 //!
-//! Under the vault's prefix:
+//! The formats, the log-slot commit protocol, compaction and the crash
+//! analysis of each request are in the repository's `docs/design.md` §5;
+//! what the store must guarantee is in §1. In short:
 //!
 //! ```text
 //! rec/<chat>/<version>-<write id>   immutable blob: sealed summary + sealed body
@@ -18,35 +20,13 @@
 //! keyring/<version, 20 digits>      the vault's key file, one object per version
 //! ```
 //!
-//! A log entry names one or more records: chat, version, write id, deleted
-//! flag, sizes, the precondition it was written under, and the sealed summary
-//! inline (summaries up to [`ObjectStoreOptions::with_max_inline_summary`]).
-//!
-//! # The commit point
-//!
-//! A put (1) writes its blob under a fresh random write id, then (2) creates
-//! the next free log slot with `PutMode::Create`. Step 2 is the single commit
-//! point: nothing before it is visible (a writer that dies after step 1 leaves
-//! an orphan blob that compaction deletes), and once the slot exists the
-//! record is complete, because its blob was written (and, on the fs backend,
-//! fsynced) first. A writer that loses the slot race reads the new entries,
-//! re-checks its precondition and tries the next slot; it never tries slot
-//! N+1 before it has seen slot N, so slots appear in order and a reader
-//! listing after its cursor never skips one. A reader that sees a hole (a
-//! file-sync tool delivering slots out of order, a directory listing racing a
-//! writer) stops before it and resumes at the next poll.
-//!
-//! # Validity
-//!
-//! Preconditions are decided by the log, not by object names: an item is
-//! valid iff, replaying the log in order, its precondition admits it against
-//! the chat's state after every earlier valid item. Writers check before
-//! claiming a slot, so invalid items normally never appear; readers replay
-//! anyway, so a misbehaving or racing writer on a store whose create is not
-//! atomic cannot make two readers disagree. A writer learns whether it won by
-//! replaying up to its own slot: a losing item fails with
+//! A put writes its blobs, then creates the next free log slot with
+//! `PutMode::Create`: that create is the single commit point. Preconditions
+//! are decided by replaying the log, so every reader agrees on which items
+//! count; a losing item fails with
 //! [`Error::Conflict`](chatvault_core::Error::Conflict) carrying the current
-//! version.
+//! version. A reader that sees a hole in the log stops before it and
+//! resumes at the next poll.
 //!
 //! # Costs
 //!
@@ -70,22 +50,18 @@
 //! - **First use of a handle**: the index (each chat's current version and
 //!   inline summary, about 100 bytes per chat plus the summary) is rebuilt from the latest snapshot plus the log
 //!   after it: one LIST of `snap/`, one GET, one LIST of `log/` and one GET per
-//!   entry after the snapshot. Compact regularly to keep that tail short.
+//!   entry after the snapshot. [`Storage::maintain`] keeps that tail short.
 //!
 //! # Compaction
 //!
-//! [`ObjectStoreStorage::compact`] writes `snap/<head>` (every chat's latest
-//! valid record as of the head, summaries inline) and then deletes log
-//! entries (all but the newest, which shows handles that fell behind that the
-//! log moved on), older snapshots, superseded blobs and superseded keyring
-//! versions older than a horizon. A handle that last saw the head of the log
-//! longer ago than [`ObjectStoreOptions::with_max_claim_delay`] lists before
-//! it reads or claims a slot, so it cannot take a compacted slot for a free
-//! one. A reader whose cursor points into the deleted part
-//! of the log restarts from the snapshot: it is sent every chat whose latest
-//! record was committed after its cursor (a full resync in the worst case;
-//! nothing is lost, intermediate versions are skipped and the engine ignores
-//! versions it already holds), then continues with the log after the snapshot.
+//! [`Storage::maintain`] compacts by itself when [`MaintenancePolicy`] says
+//! it is due (the engine calls it after sync rounds);
+//! [`ObjectStoreStorage::compact`] does it on demand. Either writes
+//! `snap/<head>` and deletes what it covers, only objects older than
+//! [`CompactOptions::with_min_age`], which must exceed
+//! [`ObjectStoreOptions::with_max_claim_delay`] (checked). A reader whose
+//! cursor points into the deleted part of the log resyncs from the
+//! snapshot; nothing is lost. See `docs/design.md` §5.2.
 //!
 //! # Damaged and foreign objects
 //!
@@ -134,6 +110,7 @@
 //! ```
 
 mod compaction;
+mod counted;
 mod entry;
 mod error;
 mod feed;
@@ -141,10 +118,13 @@ mod index;
 mod keyring;
 mod layout;
 mod log;
+mod maintenance;
+mod read;
 mod records;
 mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
+pub use maintenance::MaintenancePolicy;
 
 use crate::index::Index;
 use crate::layout::{ForeignFiles, Layout};
@@ -152,8 +132,8 @@ use crate::snapshot::Snapshot;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result,
-    SealedRecord, Storage,
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -179,6 +159,7 @@ pub struct ObjectStoreOptions {
     max_inline_summary: usize,
     concurrency: usize,
     max_claim_delay: Duration,
+    maintenance: MaintenancePolicy,
 }
 
 impl Default for ObjectStoreOptions {
@@ -190,6 +171,7 @@ impl Default for ObjectStoreOptions {
             max_inline_summary: 64 << 10,
             concurrency: 32,
             max_claim_delay: Duration::from_secs(300),
+            maintenance: MaintenancePolicy::default(),
         }
     }
 }
@@ -212,9 +194,10 @@ impl ObjectStoreOptions {
     }
 
     /// Most records one log entry (one `put_batch` commit) carries, and the
-    /// batch size advertised to the engine. Default 100.
+    /// batch size advertised to the engine. Default 100, at most 10,000
+    /// (the format's limit).
     pub fn with_max_batch(mut self, records: usize) -> Self {
-        self.max_batch = records.max(1);
+        self.max_batch = records.clamp(1, entry::MAX_ENTRY_ITEMS);
         self
     }
 
@@ -224,7 +207,8 @@ impl ObjectStoreOptions {
     /// Readers keep inline summaries in memory and serve `get(ids,
     /// Part::Summary)` from them without reading blobs. This is a writer
     /// setting: it decides what the entries this handle writes carry.
-    /// Default 64 KiB.
+    /// Default 64 KiB, at most 1 MiB; an entry whose inline summaries would
+    /// exceed the format's 16 MiB limit carries the later ones in blobs only.
     pub fn with_max_inline_summary(mut self, bytes: usize) -> Self {
         self.max_inline_summary = bytes;
         self
@@ -236,16 +220,25 @@ impl ObjectStoreOptions {
         self
     }
 
-    /// A put whose blobs were written longer ago than this gives up (with a
-    /// retriable error) instead of claiming a slot, so that compaction, which
-    /// deletes unreferenced blobs older than its horizon, never deletes the
-    /// blob of a put that is about to commit. Keep it well below
-    /// [`CompactOptions::with_min_age`]. It also bounds how long a handle
+    /// A put whose first blob upload started longer ago than this gives up
+    /// (with a retriable error) instead of claiming a slot, and its slot
+    /// create is cut at that deadline, so that compaction, which deletes
+    /// unreferenced blobs older than its horizon, never deletes the blob of
+    /// a put that is about to commit. It also bounds how long a handle
     /// trusts that its index is at the head of the log: after this long
     /// without seeing the head, it lists the log before a read or a put.
-    /// Default 5 minutes.
+    /// [`CompactOptions::with_min_age`] must exceed it (compaction refuses
+    /// otherwise); every handle of a vault should use the same value.
+    /// Default 5 minutes. See `docs/design.md` §5.2.
     pub fn with_max_claim_delay(mut self, delay: Duration) -> Self {
         self.max_claim_delay = delay;
+        self
+    }
+
+    /// When [`Storage::maintain`] compacts the vault. Default
+    /// [`MaintenancePolicy::default`].
+    pub fn with_maintenance(mut self, policy: MaintenancePolicy) -> Self {
+        self.maintenance = policy;
         self
     }
 
@@ -267,6 +260,10 @@ struct State {
     /// after it existed); see [`ObjectStoreStorage::at_head_recently`].
     /// A tokio instant, so tests can let hours pass.
     at_head_since: Option<Instant>,
+    /// The newest snapshot this handle knows of (0: none).
+    snapshot_seq: u64,
+    /// When this handle last decided to compact.
+    maintained_at: Option<Instant>,
 }
 
 /// A vault stored with the shared-log layout on an [`ObjectStore`].
@@ -299,7 +296,9 @@ struct State {
 ///   LIST); a missing bucket (404) → `NotFound`; other 4xx and unsupported
 ///   operations → `Rejected`.
 pub struct ObjectStoreStorage {
+    /// `raw_store` behind a request counter (see [`counted`]).
     store: Arc<dyn ObjectStore>,
+    raw_store: Arc<dyn ObjectStore>,
     layout: Layout,
     options: ObjectStoreOptions,
     state: tokio::sync::Mutex<State>,
@@ -322,7 +321,8 @@ impl ObjectStoreStorage {
     /// Nothing is read until the first call.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, options: ObjectStoreOptions) -> Self {
         Self {
-            store,
+            store: Arc::new(counted::Counted(Arc::clone(&store))),
+            raw_store: store,
             layout: Layout::new(&prefix),
             options,
             state: tokio::sync::Mutex::new(State {
@@ -330,6 +330,8 @@ impl ObjectStoreStorage {
                 index: Index::genesis(),
                 resync: None,
                 at_head_since: None,
+                snapshot_seq: 0,
+                maintained_at: None,
             }),
             foreign: ForeignFiles::default(),
         }
@@ -342,7 +344,7 @@ impl ObjectStoreStorage {
 
     /// The store underneath.
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
-        &self.store
+        &self.raw_store
     }
 }
 
@@ -381,5 +383,23 @@ impl Storage for ObjectStoreStorage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.write_keyring(bytes, precondition).await
+    }
+
+    /// Compacts when [`ObjectStoreOptions::with_maintenance`] says it is
+    /// due; see [`MaintenancePolicy`].
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.maintain_layout(budget).await
+    }
+}
+
+/// Measurements for benchmarks; not part of the supported API.
+#[doc(hidden)]
+pub mod measure {
+    /// `snapshot` (an encoded snapshot, either format) re-encoded in the
+    /// first format, JSON, as releases before format 2 wrote it: to compare
+    /// the formats on the same data and to test reading old vaults.
+    pub fn snapshot_as_json(snapshot: &[u8]) -> chatvault_core::Result<bytes::Bytes> {
+        let decoded = crate::snapshot::decode_snapshot(snapshot, "snapshot")?;
+        crate::snapshot::encode_snapshot_json(&decoded)
     }
 }

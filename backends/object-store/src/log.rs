@@ -1,17 +1,17 @@
 //! Reading the log: listing slots, fetching entries, rebuilding and advancing
 //! a handle's index.
 
-use crate::entry::{decode_entry, LogEntry};
+use crate::entry::{decode_entry, LogEntry, MAX_ENTRY_BYTES};
 use crate::error::map_store_error;
 use crate::index::Index;
 use crate::layout::Layout;
-use crate::snapshot::{decode_snapshot, Snapshot};
+use crate::snapshot::{read_snapshot_stream, Snapshot, MAX_SNAPSHOT_BYTES};
 use crate::{ObjectStoreStorage, State};
 use chatvault_core::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectMeta;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -22,6 +22,17 @@ const REPLAY_CHUNK: usize = 512;
 /// A log entry as read: `None` if it could not be decoded (see
 /// [`ObjectStoreStorage::fetch_entry`]).
 pub(crate) type Fetched = Option<LogEntry>;
+
+/// The error for a listing that repeats itself.
+pub(crate) fn no_progress(dir: &Path, location: &Path) -> Error {
+    Error::Unavailable {
+        message: format!(
+            "the store's listing of {dir} returned {location} twice: its paging makes no \
+             progress; retry later"
+        ),
+        source: None,
+    }
+}
 
 /// What a catch-up did.
 #[derive(Debug, Default)]
@@ -43,8 +54,15 @@ impl ObjectStoreStorage {
         let offset = Layout::numbered_path(dir, after);
         let mut stream = self.store.list_with_offset(Some(dir), &offset);
         let mut found = Vec::new();
+        let mut seen = HashSet::new();
         while let Some(item) = stream.next().await {
             match item {
+                // A listing that repeats a name is a paging loop making no
+                // progress (a server handing back the same continuation):
+                // stop rather than list forever.
+                Ok(meta) if !seen.insert(meta.location.clone()) => {
+                    return Err(no_progress(dir, &meta.location));
+                }
                 Ok(meta) => match Layout::numbered_child(dir, &meta.location) {
                     Some(n) if n > after => found.push((n, meta)),
                     Some(_) => {}
@@ -73,28 +91,32 @@ impl ObjectStoreStorage {
     /// so all readers skip it alike; a newer format is an error, since
     /// skipping it would make this reader disagree with newer ones.
     pub(crate) async fn fetch_entry(&self, seq: u64) -> Result<Fetched> {
+        match self.fetch_entry_if_present(seq).await? {
+            Some(fetched) => Ok(fetched),
+            None => Err(Error::Unavailable {
+                message: format!(
+                    "log entry {} vanished while being read (compaction running?); retry",
+                    self.layout.log_entry(seq)
+                ),
+                source: None,
+            }),
+        }
+    }
+
+    /// [`ObjectStoreStorage::fetch_entry`], with `None` for a slot that is
+    /// gone (deleted by compaction since it was listed).
+    pub(crate) async fn fetch_entry_if_present(&self, seq: u64) -> Result<Option<Fetched>> {
         let path = self.layout.log_entry(seq);
-        let bytes = match self.store.get(&path).await {
-            Ok(result) => result.bytes().await,
+        let bytes = match self.read_capped(&path, MAX_ENTRY_BYTES).await {
+            Ok(bytes) => Ok(bytes),
+            Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => Err(e),
         };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(object_store::Error::NotFound { .. }) => {
-                return Err(Error::Unavailable {
-                    message: format!(
-                        "log entry {path} vanished while being read (compaction running?); retry"
-                    ),
-                    source: None,
-                })
-            }
-            Err(e) => return Err(map_store_error(e, &format!("reading {path}"))),
-        };
-        match decode_entry(&bytes, path.as_ref()) {
-            Ok(entry) => Ok(Some(entry)),
+        match bytes.and_then(|bytes| decode_entry(&bytes, path.as_ref())) {
+            Ok(entry) => Ok(Some(Some(entry))),
             Err(e @ Error::Corrupt { .. }) => {
                 tracing::warn!(error = %e, "skipping an undecodable log entry; it holds no valid record for any reader");
-                Ok(None)
+                Ok(Some(None))
             }
             Err(e) => Err(e),
         }
@@ -109,21 +131,38 @@ impl ObjectStoreStorage {
             .await
     }
 
+    /// [`ObjectStoreStorage::fetch_entries`], `None` if any slot is gone.
+    pub(crate) async fn fetch_entries_if_present(
+        &self,
+        seqs: &[u64],
+    ) -> Result<Option<Vec<(u64, Fetched)>>> {
+        let fetched: Vec<Option<Fetched>> = futures::stream::iter(seqs.iter().copied())
+            .map(|seq| async move { self.fetch_entry_if_present(seq).await })
+            .buffered(self.options.concurrency)
+            .try_collect()
+            .await?;
+        Ok(seqs
+            .iter()
+            .copied()
+            .zip(fetched)
+            .map(|(seq, entry)| entry.map(|entry| (seq, entry)))
+            .collect())
+    }
+
     /// The newest snapshot that decodes, if any. Damaged snapshots are
     /// skipped for older ones.
     pub(crate) async fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
         let listed = self.list_numbered(self.layout.snap_dir(), 0).await?;
         for (seq, meta) in listed.into_iter().rev() {
-            let bytes = match self.store.get(&meta.location).await {
-                Ok(result) => result.bytes().await,
+            let decoded = match self
+                .open_capped(&meta.location, None, MAX_SNAPSHOT_BYTES)
+                .await
+            {
+                Ok(stream) => read_snapshot_stream(stream, meta.location.as_ref()).await,
+                Err(Error::NotFound { .. }) => continue,
                 Err(e) => Err(e),
             };
-            let bytes = match bytes {
-                Ok(bytes) => bytes,
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(map_store_error(e, &format!("reading {}", meta.location))),
-            };
-            match decode_snapshot(&bytes, meta.location.as_ref()) {
+            match decoded {
                 Ok(snapshot) if snapshot.seq == seq => return Ok(Some(snapshot)),
                 Ok(_) => {
                     tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot")
@@ -146,6 +185,7 @@ impl ObjectStoreStorage {
         match self.latest_snapshot().await? {
             Some(snapshot) => {
                 state.index = Index::from_snapshot(&snapshot);
+                state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
                 state.resync = Some(Arc::new(snapshot));
             }
             None => state.index = Index::genesis(),
@@ -181,6 +221,7 @@ impl ObjectStoreStorage {
                         if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() =>
                     {
                         state.index = Index::from_snapshot(&snapshot);
+                        state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
                         state.resync = Some(Arc::new(snapshot));
                         start = after_head(&state.index);
                     }

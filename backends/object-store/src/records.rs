@@ -1,7 +1,8 @@
 //! Reading and writing records: `get`, `put`, `put_batch`.
 
 use crate::entry::{
-    decode_blob, encode_blob, encode_entry, EntryItem, LogEntry, Precondition, HEADER_LEN,
+    decode_blob, encode_blob, encode_entry, inline_cost, EntryItem, LogEntry, Precondition,
+    HEADER_LEN, ITEM_OVERHEAD, MAX_ENTRY_BYTES, MAX_INLINE_SUMMARY,
 };
 use crate::error::{is_taken, map_store_error};
 use crate::index::{Current, Position};
@@ -103,32 +104,53 @@ impl ObjectStoreStorage {
         let path = self.layout.blob(chat, current.version, current.write);
         let what = format!("chat {chat} version {} ({path})", current.version);
         let full = part == Part::Full && current.body_len.is_some();
-        let ranged = async {
-            let end = (HEADER_LEN as u64).saturating_add(current.summary_len);
-            self.store.get_range(&path, 0..end).await
+        // The log entry says how long the blob is; a record longer than this
+        // handle accepts is refused before anything is read, and no read
+        // goes past what the entry promised.
+        let summary_end = (HEADER_LEN as u64).checked_add(current.summary_len);
+        let blob_len = summary_end.and_then(|end| end.checked_add(current.body_len.unwrap_or(0)));
+        let record_len = current
+            .summary_len
+            .checked_add(current.body_len.unwrap_or(0));
+        let (Some(summary_end), Some(blob_len), Some(record_len)) =
+            (summary_end, blob_len, record_len)
+        else {
+            return Err(Error::corrupt(what, "record length out of range"));
         };
-        let whole = async {
-            match self.store.get(&path).await {
-                Ok(result) => result.bytes().await,
-                Err(e) => Err(e),
-            }
-        };
+        if record_len > self.options.max_record_bytes as u64 {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "the log names a record of {record_len} bytes, over this device's limit of {} \
+                     (ObjectStoreOptions::with_max_record_bytes); not read",
+                    self.options.max_record_bytes
+                ),
+            ));
+        }
+        let whole = async { self.read_capped(&path, blob_len).await };
         let bytes = if full {
             whole.await
         } else {
+            let ranged = async {
+                self.open_capped(&path, Some(0..summary_end), summary_end)
+                    .await?
+                    .collect()
+                    .await
+            };
             match ranged.await {
                 // An empty or short object makes some stores refuse the
                 // range; reading it whole lets the decoder say what is wrong.
-                Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => whole.await,
+                Err(e) if !matches!(e, Error::NotFound { .. }) => whole.await,
                 other => other,
             }
         };
         let bytes = match bytes {
             Ok(bytes) => bytes,
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(Error::NotFound { .. }) => {
                 return Err(Error::corrupt(what, "the record's blob is missing"));
             }
-            Err(e) => return Err(map_store_error(e, &what)),
+            Err(Error::Corrupt { reason, .. }) => return Err(Error::corrupt(what, reason)),
+            Err(e) => return Err(e),
         };
         let (summary, body) =
             decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
@@ -193,7 +215,11 @@ impl ObjectStoreStorage {
             return done;
         }
 
-        // Blobs first: once a slot names them they must exist.
+        // Blobs first: once a slot names them they must exist. Their age is
+        // bounded from before the first of them is written: that one is the
+        // oldest, and compaction may delete it once it is older than its
+        // horizon unless a slot names it by then.
+        let started = Instant::now();
         let blobs: Vec<_> = admitted
             .iter()
             .map(|p| {
@@ -214,7 +240,6 @@ impl ObjectStoreStorage {
             .buffered(self.options.concurrency)
             .collect::<Vec<_>>()
             .await;
-        let written_at = Instant::now();
         let mut uploaded = Vec::with_capacity(admitted.len());
         for (p, result) in admitted.into_iter().zip(uploads) {
             match result {
@@ -227,7 +252,7 @@ impl ObjectStoreStorage {
         }
 
         let mut state = self.state.lock().await;
-        match self.claim(&mut state, uploaded, written_at).await {
+        match self.claim(&mut state, uploaded, started).await {
             Ok(claimed) => done.extend(claimed),
             Err((left, e)) => return fail_all(left, &e, done),
         }
@@ -271,12 +296,13 @@ impl ObjectStoreStorage {
         &self,
         state: &mut State,
         mut items: Vec<Pending>,
-        written_at: Instant,
+        blobs_started: Instant,
     ) -> Result<Vec<(usize, Result<()>)>, (Vec<Pending>, Error)> {
         let mut done = Vec::new();
         let mut stuck = 0u32;
+        let blobs_deadline = blobs_started + self.options.max_claim_delay;
         loop {
-            if written_at.elapsed() > self.options.max_claim_delay {
+            if Instant::now() >= blobs_deadline {
                 let e = Error::Unavailable {
                     message: "the log was too busy to commit before the blobs could be compacted away; retry"
                         .into(),
@@ -300,29 +326,52 @@ impl ObjectStoreStorage {
             if items.is_empty() {
                 return Ok(done);
             }
-            let entry = LogEntry {
-                items: items.iter().map(|p| self.entry_item(p)).collect(),
-            };
+            let entry = self.entry_of(&items);
             let bytes = match encode_entry(&entry) {
                 Ok(bytes) => bytes,
                 Err(e) => return Err((items, e)),
             };
-            let seq = state.index.head() + 1;
+            let Some(seq) = state.index.head().checked_add(1) else {
+                return Err((items, log_full(state.index.head())));
+            };
             let path = self.layout.log_entry(seq);
-            match self
-                .store
-                .put_opts(&path, bytes.into(), PutOptions::from(PutMode::Create))
-                .await
-            {
+            // The create must land while both promises hold: the blobs are
+            // younger than the claim delay (compaction spares them), and the
+            // index was at the head within the claim delay (slot `seq` was
+            // never created and compacted away). `object_store` retries a
+            // failed request for minutes, so the wait is cut at the earlier
+            // deadline and the outcome looked up like any ambiguous failure.
+            let deadline = match state.at_head_since {
+                Some(since) if self.at_head_recently(state) => {
+                    blobs_deadline.min(since + self.options.max_claim_delay)
+                }
+                _ => blobs_deadline,
+            };
+            let create =
+                self.store
+                    .put_opts(&path, bytes.into(), PutOptions::from(PutMode::Create));
+            let created = match tokio::time::timeout_at(deadline, create).await {
+                Ok(result) => result.map_err(Some),
+                Err(_elapsed) => Err(None),
+            };
+            match created {
                 Ok(_) => {
                     let validity = state.index.apply(seq, Some(&entry));
                     done.extend(self.outcomes(state, items, &validity));
                     return Ok(done);
                 }
-                Err(e) if is_taken(&e) => {
+                Err(Some(e)) if is_taken(&e) => {
+                    // `object_store` retries a create whose response was
+                    // lost (a 5xx after the write landed); the retry then
+                    // finds the slot taken by this very entry.
                     let before = state.index.head();
-                    if let Err(e) = self.refresh(state, None).await {
-                        return Err((items, e));
+                    match self.own_commit(state, seq, &items).await {
+                        Ok(Some(validity)) => {
+                            done.extend(self.outcomes(state, items, &validity));
+                            return Ok(done);
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Err((items, e)),
                     }
                     if state.index.head() > before {
                         stuck = 0;
@@ -342,19 +391,19 @@ impl ObjectStoreStorage {
                     }
                     tokio::time::sleep(Duration::from_millis(10 * u64::from(stuck))).await;
                 }
-                Err(e) => {
+                Err(failure) => {
                     // The create may have happened before the error: look.
-                    let error = map_store_error(e, &format!("committing {path}"));
-                    return match self.refresh(state, Some(seq..=seq)).await {
-                        Ok(caught) if caught.fetched.get(&seq) == Some(&Some(entry)) => {
-                            let validity: Vec<bool> = (0..items.len())
-                                .map(|idx| {
-                                    state.index.is_valid(Position {
-                                        seq,
-                                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                                    })
-                                })
-                                .collect();
+                    let error = match failure {
+                        Some(e) => map_store_error(e, &format!("committing {path}")),
+                        None => Error::Unavailable {
+                            message: format!(
+                                "committing {path} took longer than the claim delay; retry"
+                            ),
+                            source: None,
+                        },
+                    };
+                    return match self.own_commit(state, seq, &items).await {
+                        Ok(Some(validity)) => {
                             done.extend(self.outcomes(state, items, &validity));
                             Ok(done)
                         }
@@ -365,18 +414,71 @@ impl ObjectStoreStorage {
         }
     }
 
-    fn entry_item(&self, p: &Pending) -> EntryItem {
-        let summary = &p.record.summary;
-        EntryItem {
-            chat: p.record.chat,
-            version: p.record.version,
-            write: p.write,
-            deleted: p.record.deleted,
-            pre: p.pre,
-            summary_len: summary.len() as u64,
-            body_len: p.record.body.as_ref().map(|b| b.len() as u64),
-            summary: (summary.len() <= self.options.max_inline_summary).then(|| summary.clone()),
+    /// After a create of slot `seq` that failed ambiguously or found the slot
+    /// taken: the validity of `items` if the slot holds this very entry
+    /// (recognised by its write ids, fresh random for every put), `None` if
+    /// it holds another writer's entry or could not be read.
+    async fn own_commit(
+        &self,
+        state: &mut State,
+        seq: u64,
+        items: &[Pending],
+    ) -> Result<Option<Vec<bool>>> {
+        let caught = self.refresh(state, Some(seq..=seq)).await?;
+        let Some(Some(entry)) = caught.fetched.get(&seq) else {
+            return Ok(None);
+        };
+        let ours = entry.items.len() == items.len()
+            && entry
+                .items
+                .iter()
+                .zip(items)
+                .all(|(item, p)| item.write == p.write && item.chat == p.record.chat);
+        if !ours {
+            return Ok(None);
         }
+        Ok(Some(
+            (0..items.len())
+                .map(|idx| {
+                    state.index.is_valid(Position {
+                        seq,
+                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    /// The log entry for `items`: summaries up to the inline limit are
+    /// carried inline, in order, while the entry stays within the format's
+    /// size limit; the rest are read from their blobs.
+    fn entry_of(&self, items: &[Pending]) -> LogEntry {
+        let limit = self.options.max_inline_summary.min(MAX_INLINE_SUMMARY);
+        let mut budget = (MAX_ENTRY_BYTES as usize)
+            .saturating_sub(HEADER_LEN)
+            .saturating_sub(items.len().saturating_mul(ITEM_OVERHEAD));
+        let items = items
+            .iter()
+            .map(|p| {
+                let summary = &p.record.summary;
+                let cost = inline_cost(summary.len());
+                let inline = summary.len() <= limit && cost <= budget;
+                if inline {
+                    budget -= cost;
+                }
+                EntryItem {
+                    chat: p.record.chat,
+                    version: p.record.version,
+                    write: p.write,
+                    deleted: p.record.deleted,
+                    pre: p.pre,
+                    summary_len: summary.len() as u64,
+                    body_len: p.record.body.as_ref().map(|b| b.len() as u64),
+                    summary: inline.then(|| summary.clone()),
+                }
+            })
+            .collect();
+        LogEntry { items }
     }
 
     fn outcomes(
@@ -420,6 +522,14 @@ fn conflicts(state: &State, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
         }
     }
     losers
+}
+
+/// The log reached the largest slot number; no honest vault gets there.
+fn log_full(head: u64) -> Error {
+    Error::Rejected {
+        code: "log_full".into(),
+        message: format!("the change log is at slot {head} and cannot grow; the vault is damaged"),
+    }
 }
 
 fn conflict(chat: ChatId, current: Option<u64>) -> Error {

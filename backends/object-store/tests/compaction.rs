@@ -3,19 +3,18 @@
 
 mod common;
 
-use chatvault_core::{Change, ChatId, Cursor, Part, PutPrecondition, Storage};
+use chatvault_core::{Change, ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_object_store::CompactOptions;
-use common::{drain, memory, record, tombstone, vault, FaultMode, Instrumented};
+use common::{
+    age_past_horizon, compact_now, drain, horizon, memory, quick_options, quick_vault, record,
+    tombstone, vault, FaultMode, Instrumented,
+};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn now() -> CompactOptions {
-    CompactOptions::default().with_min_age(Duration::ZERO)
-}
 
 async fn names(store: &Arc<dyn ObjectStore>, dir: &str) -> Vec<String> {
     let listed: Vec<_> = store
@@ -61,7 +60,7 @@ async fn an_old_cursor_resyncs_from_the_snapshot_and_loses_nothing() {
     let current = vault(store.clone());
     let (current_feed, current_cursor) = drain(&current, &Cursor::start(), 100).await;
 
-    let report = vault(store.clone()).compact(now()).await.unwrap();
+    let report = compact_now(&store).await;
     assert_eq!(report.snapshot_seq, 31);
     assert_eq!(report.log_entries_deleted, 30, "all but the newest");
     assert_eq!(
@@ -203,7 +202,7 @@ async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
         young.blobs_deleted, 0,
         "a blob younger than the horizon may belong to a put in flight"
     );
-    let old = vault(inner.clone()).compact(now()).await.unwrap();
+    let old = compact_now(&inner).await;
     assert_eq!(old.blobs_deleted, 1);
     assert_eq!(names(&inner, "rec").await.len(), 1);
     assert_eq!(
@@ -225,7 +224,7 @@ async fn compaction_keeps_only_the_newest_keyring_and_snapshot() {
             .put(record(ChatId::new(), 1), PutPrecondition::Absent)
             .await
             .unwrap();
-        storage.compact(now()).await.unwrap();
+        compact_now(&store).await;
     }
     assert_eq!(
         names(&store, "keyring").await,
@@ -244,35 +243,60 @@ async fn compaction_keeps_only_the_newest_keyring_and_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacting_while_writers_write_loses_no_commit() {
+    // Every handle shares a short claim delay and compaction a horizon above
+    // it, so compaction deletes entries and blobs while puts are in flight.
+    let options = || {
+        chatvault_object_store::ObjectStoreOptions::default()
+            .with_max_claim_delay(Duration::from_millis(60))
+    };
+    let open = |store: &Arc<dyn ObjectStore>| {
+        chatvault_object_store::ObjectStoreStorage::new(
+            store.clone(),
+            Path::from("users/alice"),
+            options(),
+        )
+    };
     let store = memory();
-    let writer = Arc::new(vault(store.clone()));
-    let reader = vault(store.clone());
+    let writer = Arc::new(open(&store));
+    let reader = open(&store);
     let writing = {
         let writer = Arc::clone(&writer);
         tokio::spawn(async move {
             let mut written = Vec::new();
             for _ in 0..150 {
                 let chat = ChatId::new();
-                writer
-                    .put(record(chat, 1), PutPrecondition::Absent)
-                    .await
-                    .unwrap();
+                loop {
+                    // A put that outlived its claim delay gives up
+                    // retriably; the caller (the engine) retries it.
+                    match writer.put(record(chat, 1), PutPrecondition::Absent).await {
+                        Ok(()) => break,
+                        Err(e) if e.is_retriable() => continue,
+                        Err(e) => panic!("put: {e}"),
+                    }
+                }
                 written.push(chat);
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             written
         })
     };
-    let compactor = vault(store.clone());
+    let compactor = open(&store);
+    let compact = CompactOptions::default().with_min_age(Duration::from_millis(120));
     let mut cursor = Cursor::start();
     let mut seen = Vec::new();
+    let mut deleted = 0;
     while !writing.is_finished() {
-        compactor.compact(now()).await.unwrap();
+        deleted += compactor
+            .compact(compact.clone())
+            .await
+            .unwrap()
+            .log_entries_deleted;
         let page = reader.changes(&cursor, 10).await.unwrap();
         seen.extend(page.changes);
         cursor = page.cursor;
-        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    assert!(deleted > 0, "compaction ran during the writes");
     let written = writing.await.unwrap();
     let (rest, _) = drain(&reader, &cursor, 10).await;
     seen.extend(rest);
@@ -308,7 +332,7 @@ async fn a_handle_that_slept_through_compaction_misses_no_commit_and_reuses_no_s
         .put(record(a, 2), PutPrecondition::Version(1))
         .await
         .unwrap();
-    let report = vault(store.clone()).compact(now()).await.unwrap();
+    let report = compact_now(&store).await;
     assert_eq!((report.snapshot_seq, report.log_entries_deleted), (3, 2));
     assert_eq!(names(&store, "log").await, vec![slot(3)]);
     // Longer than the claim delay: the handles no longer trust their index.
@@ -336,7 +360,7 @@ async fn a_handle_that_slept_through_compaction_misses_no_commit_and_reuses_no_s
         .put(record(a, 3), PutPrecondition::Version(2))
         .await
         .unwrap();
-    vault(store.clone()).compact(now()).await.unwrap();
+    compact_now(&store).await;
     assert_eq!(names(&store, "log").await, vec![slot(5)]);
     tokio::time::advance(Duration::from_secs(3600)).await;
     stale_writer
@@ -353,4 +377,143 @@ async fn a_handle_that_slept_through_compaction_misses_no_commit_and_reuses_no_s
 
 fn slot(seq: u64) -> String {
     format!("users/alice/log/{seq:020}")
+}
+
+/// Every record whose put was acknowledged is read back whole by a new
+/// device, and its feed reports it.
+async fn assert_acknowledged_puts_survive(
+    store: &Arc<dyn ObjectStore>,
+    puts: &[(SealedRecord, chatvault_core::Result<()>)],
+) {
+    let fresh = vault(store.clone());
+    let (feed, _) = drain(&fresh, &Cursor::start(), 100).await;
+    let reported = latest(&feed);
+    for (record, result) in puts {
+        match result {
+            Ok(()) => {
+                assert_eq!(
+                    reported.get(&record.chat),
+                    Some(&(record.version, false)),
+                    "an acknowledged put is in the feed"
+                );
+                assert_eq!(
+                    fresh.get(&[record.chat], Part::Full).await.unwrap(),
+                    vec![record.clone()],
+                    "an acknowledged put reads back whole"
+                );
+            }
+            Err(e) => assert!(e.is_retriable(), "a put that gave up says retry: {e}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn compaction_spares_the_first_blob_of_a_put_whose_last_blob_was_slow() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = Arc::new(quick_vault(store.clone()));
+    writer
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let (a, b) = (record(ChatId::new(), 1), record(ChatId::new(), 1));
+    // The batch's blobs upload together: `a` lands at once, `b` hangs.
+    let held = store.hold_next_put(&format!("rec/{}", b.chat));
+    let put = tokio::spawn({
+        let (writer, batch) = (
+            Arc::clone(&writer),
+            vec![
+                (a.clone(), PutPrecondition::Absent),
+                (b.clone(), PutPrecondition::Absent),
+            ],
+        );
+        async move { writer.put_batch(batch).await }
+    });
+    held.arrived().await;
+    age_past_horizon().await;
+    quick_vault(inner.clone()).compact(horizon()).await.unwrap();
+    held.release();
+    let results = put.await.unwrap();
+    let puts: Vec<_> = [a, b].into_iter().zip(results).collect();
+    assert_acknowledged_puts_survive(&inner, &puts).await;
+}
+
+#[tokio::test]
+async fn compaction_spares_the_blob_of_a_put_whose_commit_request_is_slow() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = Arc::new(quick_vault(store.clone()));
+    writer
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let slow = record(ChatId::new(), 1);
+    // The slot create hangs, as one `object_store` retries after 5xx for
+    // minutes would.
+    let held = store.hold_next_put("/log/");
+    let put = tokio::spawn({
+        let (writer, slow) = (Arc::clone(&writer), slow.clone());
+        async move { writer.put(slow, PutPrecondition::Absent).await }
+    });
+    held.arrived().await;
+    age_past_horizon().await;
+    quick_vault(inner.clone()).compact(horizon()).await.unwrap();
+    held.release();
+    let result = put.await.unwrap();
+    assert_acknowledged_puts_survive(&inner, &[(slow, result)]).await;
+}
+
+#[tokio::test]
+async fn a_writer_whose_commit_is_slow_never_recreates_a_compacted_slot() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = Arc::new(quick_vault(store.clone()));
+    writer
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // The writer's index is at the head (slot 1): it trusts slot 2 is free
+    // and sends its create, which hangs.
+    let slow = record(ChatId::new(), 1);
+    let held = store.hold_next_put("/log/");
+    let put = tokio::spawn({
+        let (writer, slow) = (Arc::clone(&writer), slow.clone());
+        async move { writer.put(slow, PutPrecondition::Absent).await }
+    });
+    held.arrived().await;
+    // Another device commits slots 2 and 3; compaction later deletes 1 and 2.
+    let other = quick_vault(inner.clone());
+    for _ in 0..2 {
+        other
+            .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    age_past_horizon().await;
+    let report = quick_vault(inner.clone()).compact(horizon()).await.unwrap();
+    assert_eq!(report.log_entries_deleted, 2);
+    held.release();
+    let result = put.await.unwrap();
+    assert_acknowledged_puts_survive(&inner, &[(slow, result)]).await;
+}
+
+#[tokio::test]
+async fn compaction_refuses_a_horizon_not_above_the_claim_delay() {
+    let store = memory();
+    let storage = quick_vault(store.clone());
+    storage
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    for min_age in [Duration::ZERO, common::QUICK_CLAIM_DELAY] {
+        let refused = storage
+            .compact(CompactOptions::default().with_min_age(min_age))
+            .await;
+        assert!(
+            matches!(&refused, Err(Error::InvalidInput { message }) if message.contains("claim delay")),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(names(&store, "snap").await, Vec::<String>::new());
+    let _ = quick_options();
 }

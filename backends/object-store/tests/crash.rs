@@ -179,3 +179,66 @@ async fn a_lost_commit_response_is_recognised_as_success() {
         vec![record(chat, 2)]
     );
 }
+
+#[tokio::test]
+async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(store.clone());
+    let chat = ChatId::new();
+    writer
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // Warm put: blob PUT, then the slot create, which lands; its response is
+    // lost and `object_store`'s retry answers 412.
+    store.fail_request(2, FaultMode::AppliedThenTaken);
+    writer
+        .put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .expect("the writer's own commit is a success");
+    store.heal();
+    let (feed, _) = drain(&vault(inner.clone()), &Cursor::start(), 10).await;
+    assert_eq!(
+        feed.iter().map(|c| c.version).collect::<Vec<_>>(),
+        vec![1, 2],
+        "committed exactly once"
+    );
+
+    // A batch: every record of the entry is reported as committed.
+    let (a, b) = (ChatId::new(), ChatId::new());
+    store.fail_request(3, FaultMode::AppliedThenTaken);
+    let results = writer
+        .put_batch(vec![
+            (record(a, 1), PutPrecondition::Absent),
+            (record(b, 1), PutPrecondition::Absent),
+        ])
+        .await;
+    store.heal();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(
+        vault(inner).get(&[a, b], Part::Full).await.unwrap().len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_retried_keyring_write_that_finds_its_own_version_is_success() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(store.clone());
+    writer
+        .put_keyring("v1".into(), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // LIST, then the create, which lands and is answered 412 on retry.
+    store.fail_request(2, FaultMode::AppliedThenTaken);
+    let version = writer
+        .put_keyring("v2".into(), PutPrecondition::Version(1))
+        .await
+        .expect("the writer's own keyring version is a success");
+    store.heal();
+    assert_eq!(version, 2);
+    let stored = vault(inner).get_keyring().await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.bytes.as_ref()), (2, &b"v2"[..]));
+}

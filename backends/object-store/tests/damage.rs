@@ -9,7 +9,6 @@ use common::{drain, memory, record, vault, Instrumented};
 use object_store::path::Path;
 use object_store::ObjectStore;
 use std::sync::Arc;
-use std::time::Duration;
 
 async fn raw_put(store: &Arc<dyn ObjectStore>, path: &str, bytes: &'static [u8]) {
     store.put(&Path::from(path), bytes.into()).await.unwrap();
@@ -226,10 +225,7 @@ async fn foreign_files_are_ignored_everywhere() {
         1,
         "foreign files do not make an idle poll cost more"
     );
-    storage
-        .compact(CompactOptions::default().with_min_age(Duration::ZERO))
-        .await
-        .unwrap();
+    common::compact_now(&store).await;
     assert!(
         store
             .head(&Path::from("users/alice/log/notes.txt"))
@@ -315,4 +311,192 @@ async fn a_writer_gives_up_retriably_when_a_taken_slot_never_shows_in_listings()
     store.heal();
     let (feed, _) = drain(&vault(inner), &Cursor::start(), 10).await;
     assert_eq!(feed.len(), 2, "the abandoned put left nothing visible");
+}
+
+#[tokio::test]
+async fn objects_numbered_past_the_largest_slot_are_foreign_and_overflow_nothing() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let chat = ChatId::new();
+    writer
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // A snapshot and a log slot named u64::MAX, the snapshot claiming that
+    // slot: `head + 1` would overflow.
+    let snapshot = format!(
+        "cvs\x01{}",
+        r#"{"seq":18446744073709551615,"validity_from":1,"invalid":[],"chats":[]}"#
+    );
+    store
+        .put(
+            &Path::from(format!("users/alice/snap/{}", u64::MAX)),
+            snapshot.into_bytes().into(),
+        )
+        .await
+        .unwrap();
+    store
+        .put(&Path::from(slot(u64::MAX)), b"cvl\x01{}".to_vec().into())
+        .await
+        .unwrap();
+
+    let fresh = vault(store.clone());
+    assert_eq!(
+        fresh.get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 1)]
+    );
+    let (feed, _) = drain(&fresh, &Cursor::start(), 10).await;
+    assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![chat]);
+    fresh
+        .put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap();
+    fresh
+        .put_keyring("k".into(), PutPrecondition::None)
+        .await
+        .unwrap();
+    store
+        .put(
+            &Path::from(format!("users/alice/keyring/{}", u64::MAX)),
+            b"hostile".to_vec().into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh.get_keyring().await.unwrap().unwrap().version, 1);
+    assert_eq!(
+        fresh
+            .put_keyring("k2".into(), PutPrecondition::Version(1))
+            .await
+            .unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_log_entry_larger_than_the_format_allows_is_skipped_unread() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(inner.clone());
+    let before = ChatId::new();
+    writer
+        .put(record(before, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // Slot 2: a well-formed entry of 17 MiB (one huge inline summary).
+    let huge = ChatId::new();
+    let summary = "A".repeat(17 << 20);
+    let entry = format!(
+        "cvl\x01{{\"items\":[{{\"chat\":\"{huge}\",\"version\":1,\"write\":\"0000000000000001\",\
+         \"pre\":\"absent\",\"summary_len\":{},\"summary\":\"{summary}\"}}]}}",
+        summary.len() / 4 * 3
+    );
+    inner
+        .put(&Path::from(slot(2)), entry.into_bytes().into())
+        .await
+        .unwrap();
+    let after = ChatId::new();
+    writer
+        .put(record(after, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+
+    let reader = vault(store.clone());
+    store.reset();
+    let (feed, _) = drain(&reader, &Cursor::start(), 10).await;
+    assert_eq!(
+        feed.iter().map(|c| c.chat).collect::<Vec<_>>(),
+        vec![before, after],
+        "the oversized entry counts as undecodable, for every reader alike"
+    );
+    assert!(
+        store.bytes_read() < 1 << 20,
+        "the oversized entry was not downloaded ({} bytes read)",
+        store.bytes_read()
+    );
+}
+
+#[tokio::test]
+async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refused_unread() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    let writer = vault(inner.clone());
+    let (big, padded) = (ChatId::new(), ChatId::new());
+    let mut large = record(big, 1);
+    large.body = Some(vec![7u8; 64 << 10].into());
+    writer
+        .put(large.clone(), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    writer
+        .put(record(padded, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    // The server appends 8 MiB to the blob the log entry describes.
+    let blob = blob_of(&inner, padded).await;
+    let mut bytes = inner
+        .get(&blob)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    bytes.extend(std::iter::repeat_n(0u8, 8 << 20));
+    inner.put(&blob, bytes.into()).await.unwrap();
+
+    let small = ObjectStoreStorage::new(
+        store.clone(),
+        Path::from("users/alice"),
+        ObjectStoreOptions::default().with_max_record_bytes(16 << 10),
+    );
+    store.reset();
+    let refused = small.get(&[big], Part::Full).await;
+    assert!(
+        matches!(&refused, Err(Error::Corrupt { reason, .. }) if reason.contains("limit")),
+        "{refused:?}"
+    );
+    let padded_read = vault(store.clone()).get(&[padded], Part::Full).await;
+    assert!(
+        matches!(&padded_read, Err(Error::Corrupt { what, .. }) if what.contains(&padded.to_string())),
+        "{padded_read:?}"
+    );
+    assert!(
+        store.bytes_read() < 1 << 20,
+        "neither blob was downloaded ({} bytes read)",
+        store.bytes_read()
+    );
+    // Within the limit, records read as ever.
+    assert_eq!(
+        vault(inner).get(&[big], Part::Full).await.unwrap(),
+        vec![large]
+    );
+}
+
+#[tokio::test]
+async fn a_listing_that_repeats_itself_stops_with_a_retriable_error() {
+    let inner = memory();
+    let store = Instrumented::new(inner.clone());
+    vault(inner.clone())
+        .put(record(ChatId::new(), 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    store.repeat_listings(true);
+    let reader = vault(store.clone());
+    let polled = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reader.changes(&Cursor::start(), 10),
+    )
+    .await
+    .expect("a repeating listing must not page forever");
+    assert!(matches!(&polled, Err(e) if e.is_retriable()), "{polled:?}");
+    store.repeat_listings(false);
+    assert_eq!(
+        reader
+            .changes(&Cursor::start(), 10)
+            .await
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
 }

@@ -49,14 +49,16 @@
 mod builder;
 
 pub use builder::S3StorageBuilder;
-pub use chatvault_object_store::{CompactOptions, CompactReport, ObjectStoreOptions};
+pub use chatvault_object_store::{
+    CompactOptions, CompactReport, MaintenancePolicy, ObjectStoreOptions,
+};
 pub use object_store::aws::S3ConditionalPut;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, Part, PutPrecondition, Result,
-    SealedRecord, Storage,
+    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use chatvault_object_store::ObjectStoreStorage;
 use object_store::path::Path;
@@ -169,5 +171,8 @@ impl Storage for S3Storage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.inner.put_keyring(bytes, precondition).await
+    }
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.inner.maintain(budget).await
     }
 }

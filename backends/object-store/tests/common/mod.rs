@@ -28,6 +28,10 @@ pub enum FaultMode {
     AppliedThenLost,
     /// The request and every later one fail: the process died.
     Dead,
+    /// The request takes effect, its response is lost, and the client's own
+    /// retry (as `object_store` retries a 5xx) finds the object it just
+    /// created: a create answers "precondition failed".
+    AppliedThenTaken,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -40,6 +44,7 @@ enum Decision {
     Pass,
     Fail,
     ApplyThenFail,
+    ApplyThenTaken,
 }
 
 /// Counts requests to the wrapped store and injects faults.
@@ -49,6 +54,29 @@ pub struct Instrumented {
     lists: AtomicU64,
     fault: Mutex<Option<Fault>>,
     hidden: Arc<Mutex<Vec<Path>>>,
+    hold: Mutex<Option<Held>>,
+    bytes_read: Arc<AtomicU64>,
+    repeat_listings: std::sync::atomic::AtomicBool,
+}
+
+/// A put held back by [`Instrumented::hold_next_put`]: a slow request.
+#[derive(Clone)]
+pub struct Held {
+    pattern: String,
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl Held {
+    /// Waits until the held put was sent.
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Lets the held put go through (if its sender still waits for it).
+    pub fn release(&self) {
+        self.release.add_permits(1);
+    }
 }
 
 impl fmt::Debug for Instrumented {
@@ -71,12 +99,46 @@ impl Instrumented {
             lists: AtomicU64::new(0),
             fault: Mutex::new(None),
             hidden: Arc::new(Mutex::new(Vec::new())),
+            hold: Mutex::new(None),
+            bytes_read: Arc::new(AtomicU64::new(0)),
+            repeat_listings: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Requests since the last reset.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of object content the caller consumed since the last reset.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::SeqCst)
+    }
+
+    /// Listings repeat their objects forever, as a server whose paging
+    /// hands back the same continuation token would.
+    pub fn repeat_listings(&self, repeat: bool) {
+        self.repeat_listings.store(repeat, Ordering::SeqCst);
+    }
+
+    fn maybe_repeating(
+        &self,
+        stream: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if !self.repeat_listings.load(Ordering::SeqCst) {
+            return stream;
+        }
+        futures::stream::once(stream.collect::<Vec<_>>())
+            .flat_map(|items| {
+                let items: Vec<ObjectMeta> = items.into_iter().filter_map(Result::ok).collect();
+                futures::stream::iter(
+                    std::iter::repeat_with(move || items.clone())
+                        .take_while(|items| !items.is_empty())
+                        .flatten()
+                        .map(Ok),
+                )
+            })
+            .boxed()
     }
 
     /// LIST requests since the last reset.
@@ -86,6 +148,7 @@ impl Instrumented {
 
     pub fn reset(&self) {
         self.requests.store(0, Ordering::SeqCst);
+        self.bytes_read.store(0, Ordering::SeqCst);
         self.lists.store(0, Ordering::SeqCst);
     }
 
@@ -114,6 +177,32 @@ impl Instrumented {
             .boxed()
     }
 
+    /// The next put whose location contains `pattern` waits until released;
+    /// dropping the waiting request (a client-side timeout) cancels it.
+    pub fn hold_next_put(&self, pattern: &str) -> Held {
+        let held = Held {
+            pattern: pattern.to_owned(),
+            arrived: Arc::new(tokio::sync::Notify::new()),
+            release: Arc::new(tokio::sync::Semaphore::new(0)),
+        };
+        *self.hold.lock().unwrap() = Some(held.clone());
+        held
+    }
+
+    async fn wait_if_held(&self, location: &Path) {
+        let held = {
+            let mut hold = self.hold.lock().unwrap();
+            match hold.as_ref() {
+                Some(h) if location.as_ref().contains(&h.pattern) => hold.take(),
+                _ => None,
+            }
+        };
+        if let Some(held) = held {
+            held.arrived.notify_one();
+            let _permit = held.release.acquire().await;
+        }
+    }
+
     pub fn heal(&self) {
         *self.fault.lock().unwrap() = None;
     }
@@ -123,6 +212,7 @@ impl Instrumented {
         match *self.fault.lock().unwrap() {
             Some(Fault { at, mode }) if n == at => match mode {
                 FaultMode::AppliedThenLost => Decision::ApplyThenFail,
+                FaultMode::AppliedThenTaken => Decision::ApplyThenTaken,
                 _ => Decision::Fail,
             },
             Some(Fault {
@@ -149,12 +239,20 @@ impl ObjectStore for Instrumented {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        self.wait_if_held(location).await;
         match self.decide() {
             Decision::Pass => self.inner.put_opts(location, payload, opts).await,
             Decision::Fail => Err(injected()),
             Decision::ApplyThenFail => {
                 let _ = self.inner.put_opts(location, payload, opts).await;
                 Err(injected())
+            }
+            Decision::ApplyThenTaken => {
+                let _ = self.inner.put_opts(location, payload, opts).await;
+                Err(object_store::Error::Precondition {
+                    path: location.to_string(),
+                    source: "injected: the retry of a create that landed".into(),
+                })
             }
         }
     }
@@ -176,7 +274,22 @@ impl ObjectStore for Instrumented {
         options: GetOptions,
     ) -> object_store::Result<GetResult> {
         match self.decide() {
-            Decision::Pass => self.inner.get_opts(location, options).await,
+            Decision::Pass => {
+                let mut result = self.inner.get_opts(location, options).await?;
+                if let object_store::GetResultPayload::Stream(stream) = result.payload {
+                    let counter = Arc::clone(&self.bytes_read);
+                    result.payload = object_store::GetResultPayload::Stream(
+                        stream
+                            .inspect(move |chunk| {
+                                if let Ok(chunk) = chunk {
+                                    counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                                }
+                            })
+                            .boxed(),
+                    );
+                }
+                Ok(result)
+            }
             _ => Err(injected()),
         }
     }
@@ -185,7 +298,7 @@ impl ObjectStore for Instrumented {
         match self.decide() {
             Decision::Pass => self.inner.delete(location).await,
             Decision::Fail => Err(injected()),
-            Decision::ApplyThenFail => {
+            Decision::ApplyThenFail | Decision::ApplyThenTaken => {
                 let _ = self.inner.delete(location).await;
                 Err(injected())
             }
@@ -195,7 +308,7 @@ impl ObjectStore for Instrumented {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.visible(self.inner.list(prefix)),
+            Decision::Pass => self.maybe_repeating(self.visible(self.inner.list(prefix))),
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
@@ -207,7 +320,9 @@ impl ObjectStore for Instrumented {
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.lists.fetch_add(1, Ordering::SeqCst);
         match self.decide() {
-            Decision::Pass => self.visible(self.inner.list_with_offset(prefix, offset)),
+            Decision::Pass => {
+                self.maybe_repeating(self.visible(self.inner.list_with_offset(prefix, offset)))
+            }
             _ => futures::stream::once(async { Err(injected()) }).boxed(),
         }
     }
@@ -286,4 +401,48 @@ pub async fn drain(
         }
     }
     panic!("feed never ended");
+}
+
+/// Options with a short claim delay, so tests can wait out a valid
+/// compaction horizon ([`horizon`]) in real time.
+pub fn quick_options() -> ObjectStoreOptions {
+    ObjectStoreOptions::default().with_max_claim_delay(QUICK_CLAIM_DELAY)
+}
+
+/// The claim delay of [`quick_options`].
+pub const QUICK_CLAIM_DELAY: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// A vault handle with [`quick_options`].
+pub fn quick_vault(store: Arc<dyn ObjectStore>) -> ObjectStoreStorage {
+    ObjectStoreStorage::new(store, Path::from("users/alice"), quick_options())
+}
+
+/// A compaction horizon valid for [`quick_options`] (twice the claim delay).
+pub fn horizon() -> chatvault_object_store::CompactOptions {
+    chatvault_object_store::CompactOptions::default().with_min_age(2 * QUICK_CLAIM_DELAY)
+}
+
+/// Lets [`horizon`] pass in real time (object ages are the store's clock).
+pub async fn age_past_horizon() {
+    tokio::time::sleep(2 * QUICK_CLAIM_DELAY + std::time::Duration::from_millis(150)).await;
+}
+
+/// Compacts with a horizon everything written so far is past, for tests
+/// with no put in flight: a handle whose claim delay is 1 ms compacts with
+/// a 2 ms horizon after 5 ms (a blocking sleep: the store's clock is real
+/// even when tokio's is paused).
+pub async fn compact_now(store: &Arc<dyn ObjectStore>) -> chatvault_object_store::CompactReport {
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let compactor = ObjectStoreStorage::new(
+        store.clone(),
+        Path::from("users/alice"),
+        ObjectStoreOptions::default().with_max_claim_delay(std::time::Duration::from_millis(1)),
+    );
+    compactor
+        .compact(
+            chatvault_object_store::CompactOptions::default()
+                .with_min_age(std::time::Duration::from_millis(2)),
+        )
+        .await
+        .expect("compaction")
 }
