@@ -5,10 +5,25 @@
 
 mod common;
 
+fn main() -> std::process::ExitCode {
+    common::run(vec![
+        trial!(a_user_can_neither_read_nor_write_another_users_records),
+        trial!(the_anon_key_alone_reads_and_writes_nothing),
+        trial!(an_expired_token_is_refreshed_once_and_the_request_retried),
+        trial!(a_token_rejected_again_after_its_refresh_is_unauthorized),
+        trial!(over_size_records_fail_too_large_locally_and_on_the_server),
+        trial!(fifty_concurrent_writers_feed_reports_every_commit_exactly_once),
+        trial!(a_writer_in_flight_holds_back_later_commits_of_the_same_user_only),
+        trial!(set_returning_responses_are_capped_but_the_feed_pages_past_them),
+        trial!(an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte),
+    ])
+}
+
 use bytes::Bytes;
+use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
-use common::{builder, client, fixture, record, rpc, ScriptedTokens};
+use common::{builder, client, record, rpc, ScriptedTokens};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -17,11 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_user_can_neither_read_nor_write_another_users_records() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_user_can_neither_read_nor_write_another_users_records(
+    fixture: &'static SupabaseFixture,
+) {
     let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
     let (alice, bob) = (client(fixture, alice_id), client(fixture, bob_id));
     let chat = ChatId::new();
@@ -131,11 +144,7 @@ async fn a_user_can_neither_read_nor_write_another_users_records() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_anon_key_alone_reads_and_writes_nothing() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn the_anon_key_alone_reads_and_writes_nothing(fixture: &'static SupabaseFixture) {
     let owner = client(fixture, Uuid::now_v7());
     let chat = ChatId::new();
     owner
@@ -188,11 +197,9 @@ async fn the_anon_key_alone_reads_and_writes_nothing() {
     assert_eq!(anon_rows, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_expired_token_is_refreshed_once_and_the_request_retried() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn an_expired_token_is_refreshed_once_and_the_request_retried(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let tokens = Arc::new(ScriptedTokens::new(
         fixture.user_token(user, -3600),
@@ -222,11 +229,9 @@ async fn an_expired_token_is_refreshed_once_and_the_request_retried() {
     assert_eq!(storage.transfer_stats().requests, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_token_rejected_again_after_its_refresh_is_unauthorized() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_token_rejected_again_after_its_refresh_is_unauthorized(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let tokens = Arc::new(ScriptedTokens::new(
         fixture.user_token(user, -3600),
@@ -249,11 +254,9 @@ async fn a_token_rejected_again_after_its_refresh_is_unauthorized() {
     assert_eq!(storage.transfer_stats().requests, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn over_size_records_fail_too_large_locally_and_on_the_server() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn over_size_records_fail_too_large_locally_and_on_the_server(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let storage = client(fixture, user);
     let chat = ChatId::new();
@@ -333,11 +336,9 @@ async fn over_size_records_fail_too_large_locally_and_on_the_server() {
 /// Fifty clients of one user commit concurrently while a reader polls the
 /// feed in small pages; the reader ends with every commit exactly once, each
 /// chat's versions in order, and the feed's sequence numbers have no gaps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once(
+    fixture: &'static SupabaseFixture,
+) {
     const WRITERS: usize = 50;
     const VERSIONS: u64 = 5;
     const CHATS_PER_WRITER: usize = 2;
@@ -443,11 +444,9 @@ async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once() {
 /// The mechanism behind the feed, step by step in SQL: while one writer of
 /// a user is in flight, a second writer of that user waits for it and a
 /// reader sees neither; a writer of another user does not wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only(
+    fixture: &'static SupabaseFixture,
+) {
     let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
     let session = |user: Uuid, name: &'static str| async move {
         let client = fixture.postgres.connect().await.unwrap();
@@ -547,11 +546,9 @@ async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only() {
 /// The gateway caps set-returning functions at max rows, like Supabase,
 /// which is why the chatvault RPCs return one JSON value and page
 /// explicitly: 1,500 records still come back whole, page by page.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn set_returning_responses_are_capped_but_the_feed_pages_past_them(
+    fixture: &'static SupabaseFixture,
+) {
     let admin = fixture.postgres.connect().await.unwrap();
     admin
         .batch_execute(
@@ -606,11 +603,9 @@ async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
 
 /// An idle poll does not grow with the vault: at 10,000 chats it is one
 /// request, and request plus response (headers included) stay under 1 KB.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let storage = client(fixture, user);
     let chats: Vec<ChatId> = (0..10_000).map(|_| ChatId::new()).collect();
