@@ -182,6 +182,7 @@ impl SupabaseStorageBuilder {
         Ok(SupabaseStorage {
             rpc: client::RpcClient::new(http, rest, anon_key, tokens, self.observer),
             max_record_bytes: self.max_record_bytes,
+            server_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })
     }
 }

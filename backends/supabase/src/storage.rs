@@ -11,6 +11,7 @@ use chatvault_core::{
 use serde_json::json;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
 /// Largest record (summary + body) the shipped migration accepts:
@@ -33,6 +34,9 @@ const PUSH_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub struct SupabaseStorage {
     pub(crate) rpc: RpcClient,
     pub(crate) max_record_bytes: usize,
+    /// The server's record limit once a refusal named it (`usize::MAX`
+    /// until then): records over it fail before they are sent.
+    pub(crate) server_limit: AtomicUsize,
 }
 
 impl fmt::Debug for SupabaseStorage {
@@ -50,9 +54,71 @@ impl SupabaseStorage {
         self.rpc.stats()
     }
 
-    /// Sends `items` (already validated) as one push request and returns one
-    /// result per item.
-    async fn push_chunk(&self, items: &[(ChatId, PushItem)]) -> Vec<Result<()>> {
+    /// The record limit in force: the configured one, or the server's if a
+    /// refusal showed it to be lower.
+    fn record_limit(&self) -> usize {
+        self.max_record_bytes
+            .min(self.server_limit.load(Ordering::Relaxed))
+    }
+
+    /// Sends `items` (already validated) and returns one result per item.
+    ///
+    /// The server commits a push request whole or not at all, so when it
+    /// refuses a request of several records as too large, nothing was
+    /// written: the records over the limit it names fail alone and the rest
+    /// are sent again (halving the chunk when the refusal names no limit),
+    /// so one over-size record never fails its neighbours.
+    fn push_chunk<'a>(
+        &'a self,
+        items: &'a [(ChatId, PushItem)],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<()>>> + Send + 'a>> {
+        Box::pin(async move {
+            let results = self.push_request(items).await;
+            let refused_whole = items.len() > 1
+                && results
+                    .first()
+                    .is_some_and(|r| matches!(r, Err(Error::TooLarge { .. })));
+            if !refused_whole {
+                return results;
+            }
+            let limit = match results.first() {
+                Some(Err(Error::TooLarge { limit, .. })) => *limit,
+                _ => 0,
+            };
+            if limit > 0 && items.iter().any(|(_, item)| item.record_bytes > limit) {
+                self.server_limit.fetch_min(limit, Ordering::Relaxed);
+                let (over, fits): (Vec<usize>, Vec<usize>) =
+                    (0..items.len()).partition(|&i| items[i].1.record_bytes > limit);
+                let rest: Vec<(ChatId, PushItem)> =
+                    fits.iter().map(|&i| items[i].clone()).collect();
+                let mut out: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+                for i in over {
+                    out[i] = Some(Err(Error::TooLarge {
+                        size: items[i].1.record_bytes,
+                        limit,
+                    }));
+                }
+                for (i, result) in fits.into_iter().zip(self.push_chunk(&rest).await) {
+                    out[i] = Some(result);
+                }
+                return out
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            Err(Error::corrupt("chatvault_push", "no result for the record"))
+                        })
+                    })
+                    .collect();
+            }
+            let (left, right) = items.split_at(items.len() / 2);
+            let mut out = self.push_chunk(left).await;
+            out.extend(self.push_chunk(right).await);
+            out
+        })
+    }
+
+    /// Sends `items` as one push request and returns one result per item.
+    async fn push_request(&self, items: &[(ChatId, PushItem)]) -> Vec<Result<()>> {
         let only = (items.len() == 1).then(|| items[0].0);
         let records: Vec<&PushItem> = items.iter().map(|(_, item)| item).collect();
         let answer: Result<Vec<PushResult>> = self
@@ -133,7 +199,7 @@ impl Storage for SupabaseStorage {
         Capabilities {
             push: false,
             max_batch: MAX_BATCH,
-            max_record_bytes: self.max_record_bytes,
+            max_record_bytes: self.record_limit(),
             atomic_preconditions: true,
             inline_summaries: true,
         }
@@ -234,11 +300,9 @@ impl Storage for SupabaseStorage {
         let mut pending: Vec<(usize, ChatId, PushItem)> = Vec::new();
         for (index, (record, precondition)) in batch.iter().enumerate() {
             let size = record.size();
-            if size > self.max_record_bytes {
-                results.push(Some(Err(Error::TooLarge {
-                    size,
-                    limit: self.max_record_bytes,
-                })));
+            let limit = self.record_limit();
+            if size > limit {
+                results.push(Some(Err(Error::TooLarge { size, limit })));
                 continue;
             }
             match PushItem::new(record, *precondition) {

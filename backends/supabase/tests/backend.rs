@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         trial!(a_writer_in_flight_holds_back_later_commits_of_the_same_user_only),
         trial!(set_returning_responses_are_capped_but_the_feed_pages_past_them),
         trial!(an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte),
+        trial!(an_oversize_record_the_server_refuses_fails_alone_in_its_chunk),
     ])
 }
 
@@ -644,4 +645,58 @@ async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte(
     );
     assert_eq!(stats.requests, 1);
     assert!(stats.bytes_sent + stats.bytes_received < 1024, "{stats:?}");
+}
+
+/// A client whose limit is above the server's sends an over-size record in
+/// a chunk of twenty: the server refuses the chunk, and only that record
+/// fails; its neighbours commit and the limit learned from the answer stops
+/// the next over-size record before it is sent.
+async fn an_oversize_record_the_server_refuses_fails_alone_in_its_chunk(
+    fixture: &'static SupabaseFixture,
+) {
+    let user = Uuid::now_v7();
+    let loose = builder(fixture)
+        .token_source(StaticToken::new(fixture.user_token(user, 3600)))
+        .max_record_bytes(MAX_RECORD_BYTES * 2)
+        .build()
+        .unwrap();
+    let chats: Vec<ChatId> = (0..20).map(|_| ChatId::new()).collect();
+    let oversize = 7;
+    let batch = chats
+        .iter()
+        .enumerate()
+        .map(|(i, chat)| {
+            let mut r = record(*chat, 1, "batch");
+            if i == oversize {
+                r.body = Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES + 1]));
+            }
+            (r, PutPrecondition::Absent)
+        })
+        .collect();
+    let results = loose.put_batch(batch).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == oversize {
+            assert!(
+                matches!(result, Err(Error::TooLarge { limit, .. }) if *limit == MAX_RECORD_BYTES),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "record {i}: {result:?}");
+        }
+    }
+    let stored = loose.get(&chats, Part::Summary).await.unwrap();
+    assert_eq!(stored.len(), 19);
+    assert!(stored.iter().all(|r| r.chat != chats[oversize]));
+
+    // The server's limit is now known: the next over-size record fails
+    // without a request.
+    let before = loose.transfer_stats().requests;
+    let mut again = record(ChatId::new(), 1, "again");
+    again.body = Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES + 1]));
+    assert!(matches!(
+        loose.put(again, PutPrecondition::Absent).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(loose.transfer_stats().requests, before);
+    assert_eq!(loose.capabilities().max_record_bytes, MAX_RECORD_BYTES);
 }
