@@ -63,10 +63,16 @@ use std::time::Duration;
 /// The SQL migrations, in the order they apply: `(file name, SQL)`. The same
 /// files live in `supabase/migrations/` for `supabase db push`; tools that
 /// apply migrations themselves (test fixtures, self-hosted setups) use these.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "20250601000000_chatvault.sql",
-    include_str!("../supabase/migrations/20250601000000_chatvault.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "20250601000000_chatvault.sql",
+        include_str!("../supabase/migrations/20250601000000_chatvault.sql"),
+    ),
+    (
+        "20261129000000_chatvault_feed_guards.sql",
+        include_str!("../supabase/migrations/20261129000000_chatvault_feed_guards.sql"),
+    ),
+];
 
 /// The chat id a key file conflict reports: key files belong to no chat.
 pub const KEYRING_CHAT: ChatId = ChatId(uuid::Uuid::nil());

@@ -54,6 +54,29 @@ impl SupabaseStorage {
         self.rpc.stats()
     }
 
+    /// One `chatvault_pull` page after `since`, checked for sense.
+    async fn pull(&self, since: u64, limit: usize) -> Result<PullPage> {
+        let page: PullPage = self
+            .rpc
+            .call(
+                "chatvault_pull",
+                &json!({ "since": since, "lim": limit.min(MAX_PULL), "with_bodies": false }),
+                None,
+            )
+            .await?;
+        if page.cursor < since || page.changes.len() > limit {
+            return Err(Error::corrupt(
+                "response of chatvault_pull",
+                format!(
+                    "cursor {} before {since} or {} changes over the limit {limit}",
+                    page.cursor,
+                    page.changes.len()
+                ),
+            ));
+        }
+        Ok(page)
+    }
+
     /// The record limit in force: the configured one, or the server's if a
     /// refusal showed it to be lower.
     fn record_limit(&self) -> usize {
@@ -210,23 +233,19 @@ impl Storage for SupabaseStorage {
         if limit == 0 {
             return Err(Error::invalid("changes needs a limit of at least 1"));
         }
-        let page: PullPage = self
-            .rpc
-            .call(
-                "chatvault_pull",
-                &json!({ "since": since_seq, "lim": limit.min(MAX_PULL), "with_bodies": false }),
-                None,
-            )
-            .await?;
-        if page.cursor < since_seq || page.changes.len() > limit {
-            return Err(Error::corrupt(
-                "response of chatvault_pull",
-                format!(
-                    "cursor {} before {since_seq} or {} changes over the limit {limit}",
-                    page.cursor,
-                    page.changes.len()
-                ),
-            ));
+        let mut from = since_seq;
+        let mut page = self.pull(from, limit).await?;
+        if page.head.is_some_and(|head| from > head) {
+            // The database lost commits this device had read (restored
+            // from a backup): numbers past its head will be handed out
+            // again, so waiting at the old cursor would skip them.
+            tracing::warn!(
+                cursor = from,
+                head = page.head,
+                "the change feed's head is behind this cursor (was the database restored?); restarting the feed"
+            );
+            from = 0;
+            page = self.pull(from, limit).await?;
         }
         let changes = page
             .changes

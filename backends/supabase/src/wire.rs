@@ -17,6 +17,10 @@ pub(crate) struct PullPage {
     pub changes: Vec<WireRecord>,
     pub cursor: u64,
     pub more: bool,
+    /// The user's last assigned sequence number (absent from servers
+    /// without the second migration).
+    #[serde(default)]
+    pub head: Option<u64>,
 }
 
 /// `chatvault_get`'s answer.

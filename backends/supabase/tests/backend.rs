@@ -17,6 +17,7 @@ fn main() -> std::process::ExitCode {
         trial!(set_returning_responses_are_capped_but_the_feed_pages_past_them),
         trial!(an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte),
         trial!(an_oversize_record_the_server_refuses_fails_alone_in_its_chunk),
+        trial!(a_cursor_ahead_of_a_restored_head_restarts_the_feed),
     ])
 }
 
@@ -699,4 +700,85 @@ async fn an_oversize_record_the_server_refuses_fails_alone_in_its_chunk(
     ));
     assert_eq!(loose.transfer_stats().requests, before);
     assert_eq!(loose.capabilities().max_record_bytes, MAX_RECORD_BYTES);
+}
+
+/// Rolls `user`'s vault back to the state after commit `keep`, as restoring
+/// a backup taken then would: later records and log entries are gone and
+/// the head sequence is rewound (as the superuser, triggers off).
+async fn restore_to(fixture: &SupabaseFixture, user: Uuid, keep: i64) {
+    let mut admin = fixture.postgres.connect().await.unwrap();
+    let tx = admin.transaction().await.unwrap();
+    tx.batch_execute("set local session_replication_role = replica")
+        .await
+        .unwrap();
+    tx.execute(
+        "delete from public.chatvault_records where owner = $1 and seq > $2",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "delete from public.chatvault_changes where owner = $1 and seq > $2",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "update public.chatvault_heads set next_seq = $2::bigint + 1 where owner = $1",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// After the database is restored to an earlier point, a device whose
+/// cursor is past the restored head restarts the feed instead of skipping
+/// the commits numbered in between.
+async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static SupabaseFixture) {
+    let user = Uuid::now_v7();
+    let writer = client(fixture, user);
+    let reader = client(fixture, user);
+    let before: Vec<ChatId> = (0..5).map(|_| ChatId::new()).collect();
+    for chat in &before {
+        writer
+            .put(record(*chat, 1, "before"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let page = reader.changes(&Cursor::start(), 100).await.unwrap();
+    assert_eq!(page.changes.len(), 5);
+    let cursor = page.cursor;
+
+    restore_to(fixture, user, 2).await;
+    let after: Vec<ChatId> = (0..2).map(|_| ChatId::new()).collect();
+    for chat in &after {
+        writer
+            .put(record(*chat, 1, "after"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+
+    let mut seen = HashSet::new();
+    let mut cursor = cursor;
+    loop {
+        let page = reader.changes(&cursor, 100).await.unwrap();
+        seen.extend(page.changes.iter().map(|c| c.chat));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    let expected: HashSet<ChatId> = before[..2].iter().chain(&after).copied().collect();
+    assert_eq!(
+        seen, expected,
+        "the feed restarted and reported the restored vault"
+    );
+    // From the new cursor on, the feed continues normally.
+    assert!(reader
+        .changes(&cursor, 100)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
 }
