@@ -28,11 +28,14 @@
 //! Copy `supabase/migrations/*.sql` from this crate into your project's
 //! `supabase/migrations/` and run `supabase db push` (or apply
 //! [`MIGRATIONS`] in order with any migration tool, as the project owner).
-//! They create `chatvault_*` tables and functions in `public`, grant them to
-//! `authenticated` only, and revoke Supabase's default grants to `anon`.
-//! Every function is `SECURITY INVOKER`, so row-level security on
-//! `auth.uid()` is the one access check. Realtime is not used: the engine
-//! polls, and an idle poll is one small request.
+//! They create `chatvault_*` tables and functions in `public` and revoke
+//! Supabase's default grants to `anon`. The RPC functions are the only
+//! write path: they are `SECURITY DEFINER` with an empty `search_path`, and
+//! select every row by `auth.uid()`; `authenticated` may only read its own
+//! rows of the tables (row-level security), so a token used against the
+//! table endpoints can neither reset the feed nor bypass the size limits.
+//! Realtime is not used: the engine polls, and an idle poll is one small
+//! request.
 //!
 //! ```no_run
 //! use chatvault_supabase::{StaticToken, SupabaseStorage};

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         trial!(an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte),
         trial!(an_oversize_record_the_server_refuses_fails_alone_in_its_chunk),
         trial!(a_cursor_ahead_of_a_restored_head_restarts_the_feed),
+        trial!(table_endpoints_refuse_writes_and_show_only_own_rows),
     ])
 }
 
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
-use common::{builder, client, record, rpc, ScriptedTokens};
+use common::{builder, client, record, rpc, table, ScriptedTokens};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -781,4 +782,144 @@ async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static S
         .unwrap()
         .changes
         .is_empty());
+}
+
+/// The RPCs are the only write path: with the user's own token, writes
+/// through PostgREST's table endpoints (resetting the head sequence,
+/// deleting or inserting log entries, writing records or a key file of any
+/// size) are refused and change nothing; reads through them show only the
+/// caller's own rows.
+async fn table_endpoints_refuse_writes_and_show_only_own_rows(fixture: &'static SupabaseFixture) {
+    use reqwest::Method;
+    let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let alice = client(fixture, alice_id);
+    let chat = ChatId::new();
+    for version in 1..=3 {
+        alice
+            .put(record(chat, version, "alice"), PutPrecondition::None)
+            .await
+            .unwrap();
+    }
+    alice
+        .put_keyring(Bytes::from_static(b"key file"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let token = fixture.user_token(alice_id, 3600);
+    let me = format!("owner=eq.{alice_id}");
+    let big = format!("\\x{}", "00".repeat(3 * 1024 * 1024));
+    let writes = [
+        (
+            Method::PATCH,
+            format!("chatvault_heads?{me}"),
+            Some(json!({ "next_seq": 1 })),
+        ),
+        (Method::DELETE, format!("chatvault_heads?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_heads".into(),
+            Some(json!({ "owner": bob_id, "next_seq": 1 })),
+        ),
+        (Method::DELETE, format!("chatvault_changes?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_changes".into(),
+            Some(
+                json!({ "owner": alice_id, "seq": 99, "chat": chat.0, "version": 9, "deleted": false, "summary": big }),
+            ),
+        ),
+        (
+            Method::POST,
+            "chatvault_records".into(),
+            Some(
+                json!({ "owner": alice_id, "chat": ChatId::new().0, "version": 1, "summary": big, "seq": 0 }),
+            ),
+        ),
+        (
+            Method::PATCH,
+            format!("chatvault_records?{me}"),
+            Some(json!({ "version": 99 })),
+        ),
+        (Method::DELETE, format!("chatvault_records?{me}"), None),
+        (
+            Method::PATCH,
+            format!("chatvault_keyrings?{me}"),
+            Some(json!({ "bytes": big, "version": 9 })),
+        ),
+        (Method::DELETE, format!("chatvault_keyrings?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_keyrings".into(),
+            Some(json!({ "owner": alice_id, "version": 1, "bytes": big })),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let (status, answer) = table(fixture, &token, method.clone(), &path, body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (403, Some("42501")),
+            "{method} {path} was not refused: {answer}"
+        );
+    }
+
+    // Nothing changed: the feed still has its three entries, the head its
+    // position, the key file its version.
+    let (status, heads) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_heads?select=next_seq",
+        None,
+    )
+    .await;
+    assert_eq!((status, heads), (200, json!([{ "next_seq": 4 }])));
+    let (status, changes) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_changes?select=seq",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, changes),
+        (200, json!([{ "seq": 1 }, { "seq": 2 }, { "seq": 3 }]))
+    );
+    let (status, keyrings) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_keyrings?select=version",
+        None,
+    )
+    .await;
+    assert_eq!((status, keyrings), (200, json!([{ "version": 1 }])));
+    assert_eq!(
+        alice.get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 3, "alice")]
+    );
+
+    // Bob reads none of Alice's rows through the tables, even by naming them.
+    let bob = fixture.user_token(bob_id, 3600);
+    for path in [
+        format!("chatvault_records?chat=eq.{}", chat.0),
+        format!("chatvault_changes?{me}"),
+        format!("chatvault_heads?{me}"),
+        format!("chatvault_keyrings?{me}"),
+    ] {
+        let (status, rows) = table(fixture, &bob, Method::GET, &path, None).await;
+        assert_eq!((status, rows), (200, json!([])), "{path}");
+    }
+    // And Alice's own reads of the table work (a sanity check of the endpoint).
+    let (status, rows) = table(
+        fixture,
+        &token,
+        Method::GET,
+        &format!("chatvault_records?select=chat,version&chat=eq.{}", chat.0),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, rows),
+        (200, json!([{ "chat": chat.0, "version": 3 }]))
+    );
 }

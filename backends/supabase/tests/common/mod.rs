@@ -206,3 +206,32 @@ impl TokenSource for ScriptedTokens {
         Ok(tokens.last().cloned().unwrap_or_default())
     }
 }
+
+/// A raw PostgREST table request (`/rest/v1/<table_and_query>`) with
+/// `Prefer: return=representation`: status and parsed JSON body
+/// (`Value::Null` for none).
+pub async fn table(
+    fixture: &SupabaseFixture,
+    bearer: &str,
+    method: reqwest::Method,
+    table_and_query: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}/rest/v1/{table_and_query}", fixture.url))
+        .header("apikey", &fixture.anon_key)
+        .header("prefer", "return=representation")
+        .bearer_auth(bearer);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("gateway answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("JSON body")
+    };
+    (status, body)
+}
