@@ -28,11 +28,14 @@
 //! Copy `supabase/migrations/*.sql` from this crate into your project's
 //! `supabase/migrations/` and run `supabase db push` (or apply
 //! [`MIGRATIONS`] in order with any migration tool, as the project owner).
-//! They create `chatvault_*` tables and functions in `public`, grant them to
-//! `authenticated` only, and revoke Supabase's default grants to `anon`.
-//! Every function is `SECURITY INVOKER`, so row-level security on
-//! `auth.uid()` is the one access check. Realtime is not used: the engine
-//! polls, and an idle poll is one small request.
+//! They create `chatvault_*` tables and functions in `public` and revoke
+//! Supabase's default grants to `anon`. The RPC functions are the only
+//! write path: they are `SECURITY DEFINER` with an empty `search_path`, and
+//! select every row by `auth.uid()`; `authenticated` may only read its own
+//! rows of the tables (row-level security), so a token used against the
+//! table endpoints can neither reset the feed nor bypass the size limits.
+//! Realtime is not used: the engine polls, and an idle poll is one small
+//! request.
 //!
 //! ```no_run
 //! use chatvault_supabase::{StaticToken, SupabaseStorage};
@@ -63,10 +66,16 @@ use std::time::Duration;
 /// The SQL migrations, in the order they apply: `(file name, SQL)`. The same
 /// files live in `supabase/migrations/` for `supabase db push`; tools that
 /// apply migrations themselves (test fixtures, self-hosted setups) use these.
-pub const MIGRATIONS: &[(&str, &str)] = &[(
-    "20250601000000_chatvault.sql",
-    include_str!("../supabase/migrations/20250601000000_chatvault.sql"),
-)];
+pub const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "20250601000000_chatvault.sql",
+        include_str!("../supabase/migrations/20250601000000_chatvault.sql"),
+    ),
+    (
+        "20261129000000_chatvault_feed_guards.sql",
+        include_str!("../supabase/migrations/20261129000000_chatvault_feed_guards.sql"),
+    ),
+];
 
 /// The chat id a key file conflict reports: key files belong to no chat.
 pub const KEYRING_CHAT: ChatId = ChatId(uuid::Uuid::nil());
@@ -182,6 +191,7 @@ impl SupabaseStorageBuilder {
         Ok(SupabaseStorage {
             rpc: client::RpcClient::new(http, rest, anon_key, tokens, self.observer),
             max_record_bytes: self.max_record_bytes,
+            server_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })
     }
 }

@@ -11,6 +11,7 @@ use chatvault_core::{
 use serde_json::json;
 use std::collections::HashSet;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use uuid::Uuid;
 
 /// Largest record (summary + body) the shipped migration accepts:
@@ -33,6 +34,9 @@ const PUSH_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 pub struct SupabaseStorage {
     pub(crate) rpc: RpcClient,
     pub(crate) max_record_bytes: usize,
+    /// The server's record limit once a refusal named it (`usize::MAX`
+    /// until then): records over it fail before they are sent.
+    pub(crate) server_limit: AtomicUsize,
 }
 
 impl fmt::Debug for SupabaseStorage {
@@ -50,9 +54,94 @@ impl SupabaseStorage {
         self.rpc.stats()
     }
 
-    /// Sends `items` (already validated) as one push request and returns one
-    /// result per item.
-    async fn push_chunk(&self, items: &[(ChatId, PushItem)]) -> Vec<Result<()>> {
+    /// One `chatvault_pull` page after `since`, checked for sense.
+    async fn pull(&self, since: u64, limit: usize) -> Result<PullPage> {
+        let page: PullPage = self
+            .rpc
+            .call(
+                "chatvault_pull",
+                &json!({ "since": since, "lim": limit.min(MAX_PULL), "with_bodies": false }),
+                None,
+            )
+            .await?;
+        if page.cursor < since || page.changes.len() > limit {
+            return Err(Error::corrupt(
+                "response of chatvault_pull",
+                format!(
+                    "cursor {} before {since} or {} changes over the limit {limit}",
+                    page.cursor,
+                    page.changes.len()
+                ),
+            ));
+        }
+        Ok(page)
+    }
+
+    /// The record limit in force: the configured one, or the server's if a
+    /// refusal showed it to be lower.
+    fn record_limit(&self) -> usize {
+        self.max_record_bytes
+            .min(self.server_limit.load(Ordering::Relaxed))
+    }
+
+    /// Sends `items` (already validated) and returns one result per item.
+    ///
+    /// The server commits a push request whole or not at all, so when it
+    /// refuses a request of several records as too large, nothing was
+    /// written: the records over the limit it names fail alone and the rest
+    /// are sent again (halving the chunk when the refusal names no limit),
+    /// so one over-size record never fails its neighbours.
+    fn push_chunk<'a>(
+        &'a self,
+        items: &'a [(ChatId, PushItem)],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Vec<Result<()>>> + Send + 'a>> {
+        Box::pin(async move {
+            let results = self.push_request(items).await;
+            let refused_whole = items.len() > 1
+                && results
+                    .first()
+                    .is_some_and(|r| matches!(r, Err(Error::TooLarge { .. })));
+            if !refused_whole {
+                return results;
+            }
+            let limit = match results.first() {
+                Some(Err(Error::TooLarge { limit, .. })) => *limit,
+                _ => 0,
+            };
+            if limit > 0 && items.iter().any(|(_, item)| item.record_bytes > limit) {
+                self.server_limit.fetch_min(limit, Ordering::Relaxed);
+                let (over, fits): (Vec<usize>, Vec<usize>) =
+                    (0..items.len()).partition(|&i| items[i].1.record_bytes > limit);
+                let rest: Vec<(ChatId, PushItem)> =
+                    fits.iter().map(|&i| items[i].clone()).collect();
+                let mut out: Vec<Option<Result<()>>> = (0..items.len()).map(|_| None).collect();
+                for i in over {
+                    out[i] = Some(Err(Error::TooLarge {
+                        size: items[i].1.record_bytes,
+                        limit,
+                    }));
+                }
+                for (i, result) in fits.into_iter().zip(self.push_chunk(&rest).await) {
+                    out[i] = Some(result);
+                }
+                return out
+                    .into_iter()
+                    .map(|r| {
+                        r.unwrap_or_else(|| {
+                            Err(Error::corrupt("chatvault_push", "no result for the record"))
+                        })
+                    })
+                    .collect();
+            }
+            let (left, right) = items.split_at(items.len() / 2);
+            let mut out = self.push_chunk(left).await;
+            out.extend(self.push_chunk(right).await);
+            out
+        })
+    }
+
+    /// Sends `items` as one push request and returns one result per item.
+    async fn push_request(&self, items: &[(ChatId, PushItem)]) -> Vec<Result<()>> {
         let only = (items.len() == 1).then(|| items[0].0);
         let records: Vec<&PushItem> = items.iter().map(|(_, item)| item).collect();
         let answer: Result<Vec<PushResult>> = self
@@ -133,7 +222,7 @@ impl Storage for SupabaseStorage {
         Capabilities {
             push: false,
             max_batch: MAX_BATCH,
-            max_record_bytes: self.max_record_bytes,
+            max_record_bytes: self.record_limit(),
             atomic_preconditions: true,
             inline_summaries: true,
         }
@@ -144,23 +233,19 @@ impl Storage for SupabaseStorage {
         if limit == 0 {
             return Err(Error::invalid("changes needs a limit of at least 1"));
         }
-        let page: PullPage = self
-            .rpc
-            .call(
-                "chatvault_pull",
-                &json!({ "since": since_seq, "lim": limit.min(MAX_PULL), "with_bodies": false }),
-                None,
-            )
-            .await?;
-        if page.cursor < since_seq || page.changes.len() > limit {
-            return Err(Error::corrupt(
-                "response of chatvault_pull",
-                format!(
-                    "cursor {} before {since_seq} or {} changes over the limit {limit}",
-                    page.cursor,
-                    page.changes.len()
-                ),
-            ));
+        let mut from = since_seq;
+        let mut page = self.pull(from, limit).await?;
+        if page.head.is_some_and(|head| from > head) {
+            // The database lost commits this device had read (restored
+            // from a backup): numbers past its head will be handed out
+            // again, so waiting at the old cursor would skip them.
+            tracing::warn!(
+                cursor = from,
+                head = page.head,
+                "the change feed's head is behind this cursor (was the database restored?); restarting the feed"
+            );
+            from = 0;
+            page = self.pull(from, limit).await?;
         }
         let changes = page
             .changes
@@ -234,11 +319,9 @@ impl Storage for SupabaseStorage {
         let mut pending: Vec<(usize, ChatId, PushItem)> = Vec::new();
         for (index, (record, precondition)) in batch.iter().enumerate() {
             let size = record.size();
-            if size > self.max_record_bytes {
-                results.push(Some(Err(Error::TooLarge {
-                    size,
-                    limit: self.max_record_bytes,
-                })));
+            let limit = self.record_limit();
+            if size > limit {
+                results.push(Some(Err(Error::TooLarge { size, limit })));
                 continue;
             }
             match PushItem::new(record, *precondition) {

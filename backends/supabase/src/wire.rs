@@ -17,6 +17,10 @@ pub(crate) struct PullPage {
     pub changes: Vec<WireRecord>,
     pub cursor: u64,
     pub more: bool,
+    /// The user's last assigned sequence number (absent from servers
+    /// without the second migration).
+    #[serde(default)]
+    pub head: Option<u64>,
 }
 
 /// `chatvault_get`'s answer.
@@ -57,7 +61,7 @@ impl WireRecord {
 }
 
 /// One record of a `chatvault_push` request.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub(crate) struct PushItem {
     pub chat: Uuid,
     pub version: i64,
@@ -66,6 +70,9 @@ pub(crate) struct PushItem {
     pub body: Option<String>,
     pub pre: &'static str,
     pub expected: Option<i64>,
+    /// Sealed bytes of the record (summary + body), for size checks.
+    #[serde(skip)]
+    pub record_bytes: usize,
 }
 
 impl PushItem {
@@ -87,6 +94,7 @@ impl PushItem {
             },
             pre,
             expected,
+            record_bytes: record.size(),
         })
     }
 

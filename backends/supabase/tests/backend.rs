@@ -5,10 +5,28 @@
 
 mod common;
 
+fn main() -> std::process::ExitCode {
+    common::run(vec![
+        trial!(a_user_can_neither_read_nor_write_another_users_records),
+        trial!(the_anon_key_alone_reads_and_writes_nothing),
+        trial!(an_expired_token_is_refreshed_once_and_the_request_retried),
+        trial!(a_token_rejected_again_after_its_refresh_is_unauthorized),
+        trial!(over_size_records_fail_too_large_locally_and_on_the_server),
+        trial!(fifty_concurrent_writers_feed_reports_every_commit_exactly_once),
+        trial!(a_writer_in_flight_holds_back_later_commits_of_the_same_user_only),
+        trial!(set_returning_responses_are_capped_but_the_feed_pages_past_them),
+        trial!(an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte),
+        trial!(an_oversize_record_the_server_refuses_fails_alone_in_its_chunk),
+        trial!(a_cursor_ahead_of_a_restored_head_restarts_the_feed),
+        trial!(table_endpoints_refuse_writes_and_show_only_own_rows),
+    ])
+}
+
 use bytes::Bytes;
+use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
-use common::{builder, client, fixture, record, rpc, ScriptedTokens};
+use common::{builder, client, record, rpc, table, ScriptedTokens};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
@@ -17,11 +35,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_user_can_neither_read_nor_write_another_users_records() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_user_can_neither_read_nor_write_another_users_records(
+    fixture: &'static SupabaseFixture,
+) {
     let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
     let (alice, bob) = (client(fixture, alice_id), client(fixture, bob_id));
     let chat = ChatId::new();
@@ -131,11 +147,7 @@ async fn a_user_can_neither_read_nor_write_another_users_records() {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_anon_key_alone_reads_and_writes_nothing() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn the_anon_key_alone_reads_and_writes_nothing(fixture: &'static SupabaseFixture) {
     let owner = client(fixture, Uuid::now_v7());
     let chat = ChatId::new();
     owner
@@ -188,11 +200,9 @@ async fn the_anon_key_alone_reads_and_writes_nothing() {
     assert_eq!(anon_rows, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_expired_token_is_refreshed_once_and_the_request_retried() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn an_expired_token_is_refreshed_once_and_the_request_retried(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let tokens = Arc::new(ScriptedTokens::new(
         fixture.user_token(user, -3600),
@@ -222,11 +232,9 @@ async fn an_expired_token_is_refreshed_once_and_the_request_retried() {
     assert_eq!(storage.transfer_stats().requests, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_token_rejected_again_after_its_refresh_is_unauthorized() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_token_rejected_again_after_its_refresh_is_unauthorized(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let tokens = Arc::new(ScriptedTokens::new(
         fixture.user_token(user, -3600),
@@ -249,11 +257,9 @@ async fn a_token_rejected_again_after_its_refresh_is_unauthorized() {
     assert_eq!(storage.transfer_stats().requests, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn over_size_records_fail_too_large_locally_and_on_the_server() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn over_size_records_fail_too_large_locally_and_on_the_server(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let storage = client(fixture, user);
     let chat = ChatId::new();
@@ -333,11 +339,9 @@ async fn over_size_records_fail_too_large_locally_and_on_the_server() {
 /// Fifty clients of one user commit concurrently while a reader polls the
 /// feed in small pages; the reader ends with every commit exactly once, each
 /// chat's versions in order, and the feed's sequence numbers have no gaps.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once(
+    fixture: &'static SupabaseFixture,
+) {
     const WRITERS: usize = 50;
     const VERSIONS: u64 = 5;
     const CHATS_PER_WRITER: usize = 2;
@@ -443,11 +447,9 @@ async fn fifty_concurrent_writers_feed_reports_every_commit_exactly_once() {
 /// The mechanism behind the feed, step by step in SQL: while one writer of
 /// a user is in flight, a second writer of that user waits for it and a
 /// reader sees neither; a writer of another user does not wait.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only(
+    fixture: &'static SupabaseFixture,
+) {
     let (user, other) = (Uuid::now_v7(), Uuid::now_v7());
     let session = |user: Uuid, name: &'static str| async move {
         let client = fixture.postgres.connect().await.unwrap();
@@ -547,11 +549,9 @@ async fn a_writer_in_flight_holds_back_later_commits_of_the_same_user_only() {
 /// The gateway caps set-returning functions at max rows, like Supabase,
 /// which is why the chatvault RPCs return one JSON value and page
 /// explicitly: 1,500 records still come back whole, page by page.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn set_returning_responses_are_capped_but_the_feed_pages_past_them(
+    fixture: &'static SupabaseFixture,
+) {
     let admin = fixture.postgres.connect().await.unwrap();
     admin
         .batch_execute(
@@ -606,11 +606,9 @@ async fn set_returning_responses_are_capped_but_the_feed_pages_past_them() {
 
 /// An idle poll does not grow with the vault: at 10,000 chats it is one
 /// request, and request plus response (headers included) stay under 1 KB.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte() {
-    let Some(fixture) = fixture().await else {
-        return;
-    };
+async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte(
+    fixture: &'static SupabaseFixture,
+) {
     let user = Uuid::now_v7();
     let storage = client(fixture, user);
     let chats: Vec<ChatId> = (0..10_000).map(|_| ChatId::new()).collect();
@@ -649,4 +647,279 @@ async fn an_idle_poll_at_ten_thousand_chats_is_one_request_under_a_kilobyte() {
     );
     assert_eq!(stats.requests, 1);
     assert!(stats.bytes_sent + stats.bytes_received < 1024, "{stats:?}");
+}
+
+/// A client whose limit is above the server's sends an over-size record in
+/// a chunk of twenty: the server refuses the chunk, and only that record
+/// fails; its neighbours commit and the limit learned from the answer stops
+/// the next over-size record before it is sent.
+async fn an_oversize_record_the_server_refuses_fails_alone_in_its_chunk(
+    fixture: &'static SupabaseFixture,
+) {
+    let user = Uuid::now_v7();
+    let loose = builder(fixture)
+        .token_source(StaticToken::new(fixture.user_token(user, 3600)))
+        .max_record_bytes(MAX_RECORD_BYTES * 2)
+        .build()
+        .unwrap();
+    let chats: Vec<ChatId> = (0..20).map(|_| ChatId::new()).collect();
+    let oversize = 7;
+    let batch = chats
+        .iter()
+        .enumerate()
+        .map(|(i, chat)| {
+            let mut r = record(*chat, 1, "batch");
+            if i == oversize {
+                r.body = Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES + 1]));
+            }
+            (r, PutPrecondition::Absent)
+        })
+        .collect();
+    let results = loose.put_batch(batch).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == oversize {
+            assert!(
+                matches!(result, Err(Error::TooLarge { limit, .. }) if *limit == MAX_RECORD_BYTES),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "record {i}: {result:?}");
+        }
+    }
+    let stored = loose.get(&chats, Part::Summary).await.unwrap();
+    assert_eq!(stored.len(), 19);
+    assert!(stored.iter().all(|r| r.chat != chats[oversize]));
+
+    // The server's limit is now known: the next over-size record fails
+    // without a request.
+    let before = loose.transfer_stats().requests;
+    let mut again = record(ChatId::new(), 1, "again");
+    again.body = Some(Bytes::from(vec![1u8; MAX_RECORD_BYTES + 1]));
+    assert!(matches!(
+        loose.put(again, PutPrecondition::Absent).await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(loose.transfer_stats().requests, before);
+    assert_eq!(loose.capabilities().max_record_bytes, MAX_RECORD_BYTES);
+}
+
+/// Rolls `user`'s vault back to the state after commit `keep`, as restoring
+/// a backup taken then would: later records and log entries are gone and
+/// the head sequence is rewound (as the superuser, triggers off).
+async fn restore_to(fixture: &SupabaseFixture, user: Uuid, keep: i64) {
+    let mut admin = fixture.postgres.connect().await.unwrap();
+    let tx = admin.transaction().await.unwrap();
+    tx.batch_execute("set local session_replication_role = replica")
+        .await
+        .unwrap();
+    tx.execute(
+        "delete from public.chatvault_records where owner = $1 and seq > $2",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "delete from public.chatvault_changes where owner = $1 and seq > $2",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "update public.chatvault_heads set next_seq = $2::bigint + 1 where owner = $1",
+        &[&user, &keep],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// After the database is restored to an earlier point, a device whose
+/// cursor is past the restored head restarts the feed instead of skipping
+/// the commits numbered in between.
+async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static SupabaseFixture) {
+    let user = Uuid::now_v7();
+    let writer = client(fixture, user);
+    let reader = client(fixture, user);
+    let before: Vec<ChatId> = (0..5).map(|_| ChatId::new()).collect();
+    for chat in &before {
+        writer
+            .put(record(*chat, 1, "before"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let page = reader.changes(&Cursor::start(), 100).await.unwrap();
+    assert_eq!(page.changes.len(), 5);
+    let cursor = page.cursor;
+
+    restore_to(fixture, user, 2).await;
+    let after: Vec<ChatId> = (0..2).map(|_| ChatId::new()).collect();
+    for chat in &after {
+        writer
+            .put(record(*chat, 1, "after"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+
+    let mut seen = HashSet::new();
+    let mut cursor = cursor;
+    loop {
+        let page = reader.changes(&cursor, 100).await.unwrap();
+        seen.extend(page.changes.iter().map(|c| c.chat));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    let expected: HashSet<ChatId> = before[..2].iter().chain(&after).copied().collect();
+    assert_eq!(
+        seen, expected,
+        "the feed restarted and reported the restored vault"
+    );
+    // From the new cursor on, the feed continues normally.
+    assert!(reader
+        .changes(&cursor, 100)
+        .await
+        .unwrap()
+        .changes
+        .is_empty());
+}
+
+/// The RPCs are the only write path: with the user's own token, writes
+/// through PostgREST's table endpoints (resetting the head sequence,
+/// deleting or inserting log entries, writing records or a key file of any
+/// size) are refused and change nothing; reads through them show only the
+/// caller's own rows.
+async fn table_endpoints_refuse_writes_and_show_only_own_rows(fixture: &'static SupabaseFixture) {
+    use reqwest::Method;
+    let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let alice = client(fixture, alice_id);
+    let chat = ChatId::new();
+    for version in 1..=3 {
+        alice
+            .put(record(chat, version, "alice"), PutPrecondition::None)
+            .await
+            .unwrap();
+    }
+    alice
+        .put_keyring(Bytes::from_static(b"key file"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let token = fixture.user_token(alice_id, 3600);
+    let me = format!("owner=eq.{alice_id}");
+    let big = format!("\\x{}", "00".repeat(3 * 1024 * 1024));
+    let writes = [
+        (
+            Method::PATCH,
+            format!("chatvault_heads?{me}"),
+            Some(json!({ "next_seq": 1 })),
+        ),
+        (Method::DELETE, format!("chatvault_heads?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_heads".into(),
+            Some(json!({ "owner": bob_id, "next_seq": 1 })),
+        ),
+        (Method::DELETE, format!("chatvault_changes?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_changes".into(),
+            Some(
+                json!({ "owner": alice_id, "seq": 99, "chat": chat.0, "version": 9, "deleted": false, "summary": big }),
+            ),
+        ),
+        (
+            Method::POST,
+            "chatvault_records".into(),
+            Some(
+                json!({ "owner": alice_id, "chat": ChatId::new().0, "version": 1, "summary": big, "seq": 0 }),
+            ),
+        ),
+        (
+            Method::PATCH,
+            format!("chatvault_records?{me}"),
+            Some(json!({ "version": 99 })),
+        ),
+        (Method::DELETE, format!("chatvault_records?{me}"), None),
+        (
+            Method::PATCH,
+            format!("chatvault_keyrings?{me}"),
+            Some(json!({ "bytes": big, "version": 9 })),
+        ),
+        (Method::DELETE, format!("chatvault_keyrings?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_keyrings".into(),
+            Some(json!({ "owner": alice_id, "version": 1, "bytes": big })),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let (status, answer) = table(fixture, &token, method.clone(), &path, body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (403, Some("42501")),
+            "{method} {path} was not refused: {answer}"
+        );
+    }
+
+    // Nothing changed: the feed still has its three entries, the head its
+    // position, the key file its version.
+    let (status, heads) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_heads?select=next_seq",
+        None,
+    )
+    .await;
+    assert_eq!((status, heads), (200, json!([{ "next_seq": 4 }])));
+    let (status, changes) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_changes?select=seq",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, changes),
+        (200, json!([{ "seq": 1 }, { "seq": 2 }, { "seq": 3 }]))
+    );
+    let (status, keyrings) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_keyrings?select=version",
+        None,
+    )
+    .await;
+    assert_eq!((status, keyrings), (200, json!([{ "version": 1 }])));
+    assert_eq!(
+        alice.get(&[chat], Part::Full).await.unwrap(),
+        vec![record(chat, 3, "alice")]
+    );
+
+    // Bob reads none of Alice's rows through the tables, even by naming them.
+    let bob = fixture.user_token(bob_id, 3600);
+    for path in [
+        format!("chatvault_records?chat=eq.{}", chat.0),
+        format!("chatvault_changes?{me}"),
+        format!("chatvault_heads?{me}"),
+        format!("chatvault_keyrings?{me}"),
+    ] {
+        let (status, rows) = table(fixture, &bob, Method::GET, &path, None).await;
+        assert_eq!((status, rows), (200, json!([])), "{path}");
+    }
+    // And Alice's own reads of the table work (a sanity check of the endpoint).
+    let (status, rows) = table(
+        fixture,
+        &token,
+        Method::GET,
+        &format!("chatvault_records?select=chat,version&chat=eq.{}", chat.0),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, rows),
+        (200, json!([{ "chat": chat.0, "version": 3 }]))
+    );
 }

@@ -8,20 +8,27 @@
 use chatvault_conformance::fixtures::postgres::{Postgres, SupabaseFixture};
 use chatvault_conformance::fixtures::postgrest_gateway::{GatewayConfig, PostgrestGateway};
 use chatvault_conformance::fixtures::Served;
-use chatvault_conformance::services_required;
 use chatvault_core::{ChatId, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fixture_takes_postgres_and_postgrest_from_the_environment() {
-    let external = match Postgres::start().await {
-        Ok(postgres) => postgres,
-        Err(e) if services_required() => panic!("CI is set and no PostgreSQL could be had: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: no PostgreSQL: {e}");
-            return;
-        }
-    };
+mod common;
+
+fn main() -> std::process::ExitCode {
+    // The server lives for the whole process (a watchdog removes it after).
+    common::run_with(
+        || async { Ok(&*Box::leak(Box::new(Postgres::start().await?))) },
+        vec![(
+            "the_fixture_takes_postgres_and_postgrest_from_the_environment",
+            |external| {
+                Box::pin(the_fixture_takes_postgres_and_postgrest_from_the_environment(external))
+            },
+        )],
+    )
+}
+
+async fn the_fixture_takes_postgres_and_postgrest_from_the_environment(
+    external: &'static Postgres,
+) {
     let secret = "the external project's JWT secret";
     let postgrest = PostgrestGateway::start(GatewayConfig {
         db: external.config().clone(),

@@ -1,5 +1,6 @@
-//! What the Supabase integration tests share: the fixture, clients signed
-//! in as a user, raw RPC calls, and token sources that count refreshes.
+//! What the Supabase integration tests share: a libtest runner that reports
+//! tests as skipped (never passed) when no PostgreSQL can be had, clients
+//! signed in as a user, raw RPC calls, and token sources that count refreshes.
 
 #![allow(dead_code)]
 
@@ -11,40 +12,103 @@ use chatvault_core::{ChatId, Result, SealedRecord};
 use chatvault_supabase::{
     StaticToken, SupabaseStorage, SupabaseStorageBuilder, TokenSource, MIGRATIONS,
 };
+use futures::future::BoxFuture;
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;
-use std::io::Write;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uuid::Uuid;
 
-/// The process-wide fixture, or `None` (test skipped, said on stderr) when
-/// no PostgreSQL can be had and `CI` is not set. With `CI` set, a missing
-/// service fails the test.
-pub async fn fixture() -> Option<&'static SupabaseFixture> {
-    match SupabaseFixture::shared(MIGRATIONS).await {
-        Ok(fixture) => {
-            static PRINTED: std::sync::Once = std::sync::Once::new();
-            // Written past libtest's output capture, so every run shows it.
-            PRINTED.call_once(|| {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "chatvault-supabase tests: served by {}",
-                    fixture.description()
-                );
-            });
-            Some(fixture)
-        }
-        Err(e) if services_required() => {
-            panic!("CI is set and the Supabase services are missing: {e}")
-        }
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: no PostgreSQL for the Supabase tests: {e}"
+/// A test of this crate against the shared fixture.
+pub type FixtureTest = fn(&'static SupabaseFixture) -> BoxFuture<'static, ()>;
+
+/// Names an `async fn(&'static SupabaseFixture)` as a trial for [`run`].
+#[macro_export]
+macro_rules! trial {
+    ($test:ident) => {
+        (
+            stringify!($test),
+            (|fixture| ::std::boxed::Box::pin($test(fixture))) as $crate::common::FixtureTest,
+        )
+    };
+}
+
+/// The `main` of a `harness = false` test binary: starts the shared fixture
+/// once, then runs each test as a libtest trial on its own runtime. When no
+/// PostgreSQL can be had, every test is reported as ignored with the reason
+/// (and, with `CI` set, as failed), never as passed.
+pub fn run(tests: Vec<(&'static str, FixtureTest)>) -> ExitCode {
+    run_with(
+        || async {
+            let fixture = SupabaseFixture::shared(MIGRATIONS).await?;
+            eprintln!(
+                "chatvault-supabase tests: served by {}",
+                fixture.description()
             );
-            None
+            Ok(fixture)
+        },
+        tests,
+    )
+}
+
+/// Like [`run`], with any service `start` provides instead of the shared
+/// fixture (kept for the whole process).
+pub fn run_with<S, F, Fut>(
+    start: F,
+    tests: Vec<(&'static str, fn(&'static S) -> BoxFuture<'static, ()>)>,
+) -> ExitCode
+where
+    S: Send + Sync + 'static + ?Sized,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<&'static S>>,
+{
+    let args = Arguments::from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let service: std::result::Result<&'static S, String> = if args.list {
+        Err("not started for --list".into())
+    } else {
+        runtime.block_on(start()).map_err(|e| e.to_string())
+    };
+    match &service {
+        Ok(_) => {}
+        Err(e) if services_required() => {
+            eprintln!("chatvault-supabase tests: CI is set and no PostgreSQL could be had: {e}")
         }
+        Err(e) => eprintln!(
+            "chatvault-supabase tests: no PostgreSQL, every test is skipped (set CI to fail instead): {e}"
+        ),
     }
+    let trials = tests
+        .into_iter()
+        .map(|(name, test)| {
+            let service = service.clone();
+            Trial::ignorable_test(name, move || match service {
+                Ok(service) => {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(4)
+                        .enable_all()
+                        .build()
+                        .map_err(|e| Failed::from(format!("tokio runtime: {e}")))?;
+                    runtime.block_on(test(service));
+                    Ok(Completion::Completed)
+                }
+                Err(reason) if services_required() => Err(Failed::from(format!(
+                    "CI is set and no PostgreSQL could be had: {reason}"
+                ))),
+                Err(_) => Ok(Completion::ignored_with(
+                    "skipped: no PostgreSQL for the Supabase tests (the reason is printed above)",
+                )),
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(runtime);
+    conclusion.exit_code()
 }
 
 /// A builder for `fixture`'s project, without a token source yet.
@@ -141,4 +205,33 @@ impl TokenSource for ScriptedTokens {
         }
         Ok(tokens.last().cloned().unwrap_or_default())
     }
+}
+
+/// A raw PostgREST table request (`/rest/v1/<table_and_query>`) with
+/// `Prefer: return=representation`: status and parsed JSON body
+/// (`Value::Null` for none).
+pub async fn table(
+    fixture: &SupabaseFixture,
+    bearer: &str,
+    method: reqwest::Method,
+    table_and_query: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}/rest/v1/{table_and_query}", fixture.url))
+        .header("apikey", &fixture.anon_key)
+        .header("prefer", "return=representation")
+        .bearer_auth(bearer);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("gateway answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).expect("JSON body")
+    };
+    (status, body)
 }
