@@ -48,12 +48,17 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod client;
 mod error;
 mod storage;
 mod token;
 mod wire;
 
+pub use auth::{
+    MemorySessionStore, Session, SessionStore, SignOutScope, SupabaseAuth, SupabaseAuthBuilder,
+    DEFAULT_REFRESH_MARGIN,
+};
 pub use client::{RequestEvent, TransferStats};
 pub use storage::{SupabaseStorage, MAX_BATCH, MAX_PULL, MAX_RECORD_BYTES};
 pub use token::{StaticToken, TokenSource};
