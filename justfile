@@ -32,3 +32,8 @@ conformance *args:
     cargo test --no-fail-fast --all-features --test conformance --test custom_backend \
         -p chatvault-conformance -p chatvault-object-store -p chatvault-fs -p chatvault-s3 -p chatvault-supabase \
         -- {{args}}
+
+# Long attack runs (issue 14). Crash trials: SIGKILL a saving, syncing child
+# at random points, 200 times (CI runs 20). Replay one with CHATVAULT_CRASH_SEED.
+crash-trials trials="200":
+    CHATVAULT_CRASH_TRIALS={{trials}} cargo test -p chatvault --test crash_trials -- --nocapture
