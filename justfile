@@ -32,3 +32,13 @@ conformance *args:
     cargo test --no-fail-fast --all-features --test conformance --test custom_backend \
         -p chatvault-conformance -p chatvault-object-store -p chatvault-fs -p chatvault-s3 -p chatvault-supabase \
         -- {{args}}
+
+# Long attack runs (issue 14). Crash trials: SIGKILL a saving, syncing child
+# at random points, 200 times (CI runs 20). Replay one with CHATVAULT_CRASH_SEED.
+crash-trials trials="200":
+    CHATVAULT_CRASH_TRIALS={{trials}} cargo test -p chatvault --test crash_trials -- --nocapture
+
+# Convergence under chaos and partitions: 3 devices x 1,000 operations
+# (CI runs 3 x 200). Replay a run with CHATVAULT_SIM_SEED.
+convergence ops="1000":
+    CHATVAULT_SIM_OPS={{ops}} cargo test -p chatvault --test convergence -- --nocapture

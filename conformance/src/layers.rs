@@ -743,3 +743,818 @@ impl HttpService for CountingHttpService {
         response
     }
 }
+
+// ---------------------------------------------------------------- chaos --
+
+use chatvault_core::layer::StorageLayer;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A small, fast, seedable generator (SplitMix64): every random choice of
+/// [`ChaosLayer`] and [`HostileLayer`] comes from one seed, so a failing run
+/// replays exactly (given the same sequence of calls).
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    /// A generator starting from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
+    }
+
+    /// True with probability `p` (0.0 never, 1.0 always).
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// What a [`ChaosLayer`] does, and how often. Every probability is per call
+/// (0.0 = never). Start from [`ChaosConfig::calm`] or [`ChaosConfig::stormy`]
+/// and adjust the fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChaosConfig {
+    /// The seed of every choice.
+    pub seed: u64,
+    /// A call fails with retriable [`Error::Unavailable`] before reaching the
+    /// server.
+    pub unavailable: f64,
+    /// A call fails with non-retriable [`Error::Rejected`] before reaching
+    /// the server (a 4xx the client cannot fix by waiting).
+    pub rejected: f64,
+    /// A call hangs for [`ChaosConfig::timeout_after`], then fails with
+    /// [`Error::Unavailable`]; nothing reaches the server.
+    pub timeout: f64,
+    /// How long a timed-out call hangs.
+    pub timeout_after: Duration,
+    /// A write (put, put_batch, delete, put_keyring) commits on the server
+    /// but its response is lost: the caller sees [`Error::Unavailable`].
+    pub lost_response: f64,
+    /// Every call first waits a random time up to this long.
+    pub max_latency: Duration,
+    /// A feed call answers with the page of the previous call again (its
+    /// cursor included): at-least-once delivery, the cursor moves back.
+    pub duplicate_page: f64,
+    /// A feed page's changes are shuffled across chats (each chat's own
+    /// changes keep their order).
+    pub reorder_page: f64,
+}
+
+impl ChaosConfig {
+    /// Seeded, with nothing enabled.
+    pub fn calm(seed: u64) -> Self {
+        Self {
+            seed,
+            unavailable: 0.0,
+            rejected: 0.0,
+            timeout: 0.0,
+            timeout_after: Duration::from_millis(5),
+            lost_response: 0.0,
+            max_latency: Duration::ZERO,
+            duplicate_page: 0.0,
+            reorder_page: 0.0,
+        }
+    }
+
+    /// Seeded, with every kind of trouble at a rate a sync loop must survive:
+    /// 10 % unavailable, 2 % rejected, 3 % timeouts, 10 % lost write
+    /// responses, up to 2 ms latency, 10 % duplicated and 20 % reordered
+    /// feed pages.
+    pub fn stormy(seed: u64) -> Self {
+        Self {
+            seed,
+            unavailable: 0.10,
+            rejected: 0.02,
+            timeout: 0.03,
+            timeout_after: Duration::from_millis(5),
+            lost_response: 0.10,
+            max_latency: Duration::from_millis(2),
+            duplicate_page: 0.10,
+            reorder_page: 0.20,
+        }
+    }
+}
+
+/// How many faults a [`ChaosStorage`] injected, by kind.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChaosStats {
+    /// Calls failed with [`Error::Unavailable`] before reaching the server.
+    pub unavailable: u64,
+    /// Calls failed with [`Error::Rejected`].
+    pub rejected: u64,
+    /// Calls that hung, then failed.
+    pub timeouts: u64,
+    /// Writes that committed but answered [`Error::Unavailable`].
+    pub lost_responses: u64,
+    /// Calls delayed by latency.
+    pub delayed: u64,
+    /// Feed pages delivered twice.
+    pub duplicated_pages: u64,
+    /// Feed pages reordered.
+    pub reordered_pages: u64,
+}
+
+impl ChaosStats {
+    /// Every injected fault (latency not counted: it does not fail a call).
+    pub fn faults(&self) -> u64 {
+        self.unavailable
+            + self.rejected
+            + self.timeouts
+            + self.lost_responses
+            + self.duplicated_pages
+            + self.reordered_pages
+    }
+}
+
+/// Seeded chaos around any backend: retriable and non-retriable errors,
+/// latency, timeouts, responses lost after a successful write, duplicated
+/// and reordered feed pages, all drawn from [`ChaosConfig::seed`].
+///
+/// ```
+/// use chatvault_conformance::layers::{ChaosConfig, ChaosLayer};
+/// use chatvault_core::layer::StorageExt;
+/// # fn demo(backend: chatvault_core::DynStorage) {
+/// let chaos = ChaosLayer::new(ChaosConfig::stormy(7));
+/// let storage = backend.layer(chaos.clone());
+/// // …run the code under test, then:
+/// println!("{:?}", chaos.stats());
+/// # let _ = storage;
+/// # }
+/// ```
+///
+/// Clones of a layer share one generator and one tally, so every storage
+/// it wraps draws from the same seeded sequence.
+#[derive(Clone, Debug)]
+pub struct ChaosLayer {
+    shared: Arc<ChaosShared>,
+}
+
+#[derive(Debug)]
+struct ChaosShared {
+    config: ChaosConfig,
+    rng: Mutex<SeededRng>,
+    stats: Mutex<ChaosStats>,
+    /// Chaos on/off without rebuilding the stack (1 = on).
+    enabled: AtomicU64,
+}
+
+impl ChaosLayer {
+    /// A layer injecting what `config` says.
+    pub fn new(config: ChaosConfig) -> Self {
+        Self {
+            shared: Arc::new(ChaosShared {
+                rng: Mutex::new(SeededRng::new(config.seed)),
+                config,
+                stats: Mutex::new(ChaosStats::default()),
+                enabled: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// What was injected so far, through every storage of this layer.
+    pub fn stats(&self) -> ChaosStats {
+        *lock(&self.shared.stats)
+    }
+
+    /// Turns the chaos off (calls pass through untouched) or back on: a
+    /// test heals the network before checking convergence.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.shared
+            .enabled
+            .store(u64::from(enabled), Ordering::SeqCst);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ChaosConfig {
+        &self.shared.config
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl StorageLayer for ChaosLayer {
+    fn layer(&self, inner: DynStorage) -> DynStorage {
+        Arc::new(ChaosStorage {
+            inner,
+            shared: self.shared.clone(),
+            previous_since: Mutex::new(None),
+        })
+    }
+}
+
+/// The storage [`ChaosLayer`] builds.
+#[derive(Debug)]
+pub struct ChaosStorage {
+    inner: DynStorage,
+    shared: Arc<ChaosShared>,
+    previous_since: Mutex<Option<Cursor>>,
+}
+
+/// What the dice decided for one call.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Unavailable,
+    Rejected,
+    Timeout,
+    LostResponse,
+}
+
+impl ChaosStorage {
+    fn enabled(&self) -> bool {
+        self.shared.enabled.load(Ordering::SeqCst) == 1
+    }
+
+    /// Rolls the dice for one call: latency first, then at most one fault.
+    fn roll(&self, write: bool) -> (Duration, Verdict) {
+        if !self.enabled() {
+            return (Duration::ZERO, Verdict::Pass);
+        }
+        let config = &self.shared.config;
+        let mut rng = lock(&self.shared.rng);
+        let latency = if config.max_latency.is_zero() {
+            Duration::ZERO
+        } else {
+            let micros = config.max_latency.as_micros().min(u128::from(u64::MAX)) as u64;
+            Duration::from_micros(rng.below(micros + 1))
+        };
+        let verdict = if rng.chance(config.unavailable) {
+            Verdict::Unavailable
+        } else if rng.chance(config.rejected) {
+            Verdict::Rejected
+        } else if rng.chance(config.timeout) {
+            Verdict::Timeout
+        } else if write && rng.chance(config.lost_response) {
+            Verdict::LostResponse
+        } else {
+            Verdict::Pass
+        };
+        drop(rng);
+        let mut stats = lock(&self.shared.stats);
+        if !latency.is_zero() {
+            stats.delayed += 1;
+        }
+        match verdict {
+            Verdict::Pass => {}
+            Verdict::Unavailable => stats.unavailable += 1,
+            Verdict::Rejected => stats.rejected += 1,
+            Verdict::Timeout => stats.timeouts += 1,
+            Verdict::LostResponse => stats.lost_responses += 1,
+        }
+        (latency, verdict)
+    }
+
+    async fn run<T, F>(&self, op: Op, write: bool, call: F) -> Result<T>
+    where
+        F: std::future::Future<Output = Result<T>>,
+    {
+        let (latency, verdict) = self.roll(write);
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        match verdict {
+            Verdict::Pass => call.await,
+            Verdict::Unavailable => Err(Fault::Unavailable.error(op)),
+            Verdict::Rejected => Err(Error::Rejected {
+                code: "chaos-400".to_owned(),
+                message: format!("injected fault: the server refused {}", op.name()),
+            }),
+            Verdict::Timeout => {
+                let after = self.shared.config.timeout_after;
+                tokio::time::sleep(after).await;
+                Err(Fault::Timeout(after).error(op))
+            }
+            Verdict::LostResponse => {
+                let _committed = call.await;
+                Err(Fault::LostResponse.error(op))
+            }
+        }
+    }
+
+    /// Shuffles `changes` across chats, keeping each chat's own order.
+    fn reorder(&self, changes: &mut [chatvault_core::Change]) {
+        let mut rng = lock(&self.shared.rng);
+        let mut order: Vec<usize> = (0..changes.len()).collect();
+        for i in (1..order.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        drop(rng);
+        // Slots keep their chat; each chat's changes are dealt back into its
+        // slots in their original order, so only the interleaving changes.
+        let mut by_chat: BTreeMap<ChatId, std::collections::VecDeque<chatvault_core::Change>> =
+            BTreeMap::new();
+        for change in changes.iter() {
+            by_chat
+                .entry(change.chat)
+                .or_default()
+                .push_back(change.clone());
+        }
+        let slots: Vec<ChatId> = order.iter().map(|&i| changes[i].chat).collect();
+        for (slot, chat) in changes.iter_mut().zip(slots) {
+            if let Some(next) = by_chat.get_mut(&chat).and_then(|q| q.pop_front()) {
+                *slot = next;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for ChaosStorage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        let (duplicate, reorder) = if self.enabled() {
+            let mut rng = lock(&self.shared.rng);
+            (
+                rng.chance(self.shared.config.duplicate_page),
+                rng.chance(self.shared.config.reorder_page),
+            )
+        } else {
+            (false, false)
+        };
+        let previous = lock(&self.previous_since).replace(since.clone());
+        let asked = match previous {
+            Some(previous) if duplicate && previous != *since => {
+                lock(&self.shared.stats).duplicated_pages += 1;
+                previous
+            }
+            _ => since.clone(),
+        };
+        let mut page = self
+            .run(Op::Changes, false, self.inner.changes(&asked, limit))
+            .await?;
+        if reorder && page.changes.len() > 1 {
+            lock(&self.shared.stats).reordered_pages += 1;
+            self.reorder(&mut page.changes);
+        }
+        Ok(page)
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.run(Op::Get, false, self.inner.get(chats, part)).await
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        self.run(Op::Put, true, self.inner.put(record, precondition))
+            .await
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let len = batch.len();
+        match self
+            .run(Op::PutBatch, true, async {
+                Ok(self.inner.put_batch(batch).await)
+            })
+            .await
+        {
+            Ok(results) => results,
+            Err(error) => {
+                let retriable = error.is_retriable();
+                let message = error.to_string();
+                (0..len)
+                    .map(|_| {
+                        if retriable {
+                            Err(Error::Unavailable {
+                                message: message.clone(),
+                                source: None,
+                            })
+                        } else {
+                            Err(Error::Rejected {
+                                code: "chaos-400".to_owned(),
+                                message: message.clone(),
+                            })
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        self.run(
+            Op::Delete,
+            true,
+            self.inner.delete(chat, version, summary, precondition),
+        )
+        .await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.run(Op::GetKeyring, false, self.inner.get_keyring())
+            .await
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        self.run(
+            Op::PutKeyring,
+            true,
+            self.inner.put_keyring(bytes, precondition),
+        )
+        .await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.run(Op::Maintain, false, self.inner.maintain(budget))
+            .await
+    }
+
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        self.inner.push()
+    }
+}
+
+// -------------------------------------------------------------- hostile --
+
+/// One way a [`HostileLayer`] lies. Tampering applies to what the server
+/// hands out (`get`, `changes`, `get_keyring`); writes pass through and are
+/// remembered, so older versions can be replayed later.
+#[derive(Clone, Debug)]
+pub enum Tamper {
+    /// `get` of either chat returns the other chat's sealed summary and body
+    /// under the asked chat's id and version.
+    SwapBlobs(ChatId, ChatId),
+    /// `get` of `to` returns `from`'s sealed body (its own summary).
+    MoveBody {
+        /// Whose body is served.
+        from: ChatId,
+        /// The chat it is served as.
+        to: ChatId,
+    },
+    /// `get` of `chat` returns the sealed summary and body of `source` read
+    /// from another vault's storage `from`, under `chat`'s id and version.
+    MoveFromVault {
+        /// The chat it is served as.
+        chat: ChatId,
+        /// The other vault's storage.
+        from: DynStorage,
+        /// The other vault's chat whose blobs are served.
+        source: ChatId,
+    },
+    /// `get` of `chat` returns the oldest version of it this layer has seen,
+    /// with its true (older) version number: a rollback.
+    Rollback(ChatId),
+    /// `get` of `chat` returns the oldest version seen, relabelled with the
+    /// current version number: a replay claiming to be new.
+    ReplayAsNew(ChatId),
+    /// `get_keyring` returns the oldest key file this layer has seen.
+    RollbackKeyring,
+    /// The sealed summary and body of `chat` lose their second half.
+    Truncate(ChatId),
+    /// One bit of the sealed summary and one of the body of `chat` flip
+    /// (positions drawn from the layer's seed).
+    FlipBits(ChatId),
+    /// The format byte of `chat`'s sealed blobs claims a future format.
+    FutureFormat(ChatId),
+    /// `chat` is left out of `get` and `changes`, as if never written.
+    Withhold(ChatId),
+}
+
+impl Tamper {
+    /// The chats whose records this tampering changes.
+    fn targets(&self) -> Vec<ChatId> {
+        match self {
+            Tamper::SwapBlobs(a, b) => vec![*a, *b],
+            Tamper::MoveBody { to, .. } => vec![*to],
+            Tamper::MoveFromVault { chat, .. }
+            | Tamper::Rollback(chat)
+            | Tamper::ReplayAsNew(chat)
+            | Tamper::Truncate(chat)
+            | Tamper::FlipBits(chat)
+            | Tamper::FutureFormat(chat)
+            | Tamper::Withhold(chat) => vec![*chat],
+            Tamper::RollbackKeyring => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct HostileState {
+    tampers: Vec<Tamper>,
+    /// Every record version seen passing through, by chat and version.
+    history: BTreeMap<ChatId, BTreeMap<u64, SealedRecord>>,
+    /// Every key file seen, oldest first.
+    keyrings: Vec<KeyringBlob>,
+    rng: SeededRng,
+    tampered: u64,
+}
+
+/// A server that lies: it swaps, moves, rolls back, truncates, flips bits,
+/// fakes format versions and withholds records (see [`Tamper`]), so tests
+/// can check a device refuses all of it. Clones share the armed tampering
+/// and the history of records seen.
+#[derive(Clone, Debug)]
+pub struct HostileLayer {
+    state: Arc<Mutex<HostileState>>,
+}
+
+impl HostileLayer {
+    /// An honest layer (nothing armed) remembering what passes through; bit
+    /// positions are drawn from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(HostileState {
+                tampers: Vec::new(),
+                history: BTreeMap::new(),
+                keyrings: Vec::new(),
+                rng: SeededRng::new(seed),
+                tampered: 0,
+            })),
+        }
+    }
+
+    /// Starts lying in this way too.
+    pub fn arm(&self, tamper: Tamper) {
+        lock(&self.state).tampers.push(tamper);
+    }
+
+    /// Stops every lie; the history is kept.
+    pub fn disarm(&self) {
+        lock(&self.state).tampers.clear();
+    }
+
+    /// How many records, pages or key files were served tampered.
+    pub fn tampered(&self) -> u64 {
+        lock(&self.state).tampered
+    }
+}
+
+impl StorageLayer for HostileLayer {
+    fn layer(&self, inner: DynStorage) -> DynStorage {
+        Arc::new(HostileStorage {
+            inner,
+            state: self.state.clone(),
+        })
+    }
+}
+
+/// The storage [`HostileLayer`] builds.
+#[derive(Debug)]
+pub struct HostileStorage {
+    inner: DynStorage,
+    state: Arc<Mutex<HostileState>>,
+}
+
+fn truncated(bytes: &Bytes) -> Bytes {
+    bytes.slice(..bytes.len() / 2)
+}
+
+fn flipped(bytes: &Bytes, rng: &mut SeededRng) -> Bytes {
+    if bytes.is_empty() {
+        return bytes.clone();
+    }
+    let mut out = bytes.to_vec();
+    let bit = rng.below(out.len() as u64 * 8);
+    out[(bit / 8) as usize] ^= 1 << (bit % 8);
+    Bytes::from(out)
+}
+
+fn future_format(bytes: &Bytes) -> Bytes {
+    let mut out = bytes.to_vec();
+    if let Some(first) = out.first_mut() {
+        *first = first.wrapping_add(1);
+    }
+    Bytes::from(out)
+}
+
+impl HostileStorage {
+    fn remember(&self, records: &[SealedRecord]) {
+        let mut state = lock(&self.state);
+        for record in records {
+            let versions = state.history.entry(record.chat).or_default();
+            // A summary-only copy never replaces a full one.
+            let keep_full = versions
+                .get(&record.version)
+                .is_some_and(|known| known.body.is_some() && record.body.is_none());
+            if !keep_full {
+                versions.insert(record.version, record.clone());
+            }
+        }
+    }
+
+    fn tampers(&self) -> Vec<Tamper> {
+        lock(&self.state).tampers.clone()
+    }
+
+    fn oldest(&self, chat: ChatId) -> Option<SealedRecord> {
+        lock(&self.state)
+            .history
+            .get(&chat)
+            .and_then(|v| v.values().next().cloned())
+    }
+
+    /// Applies every armed tampering to one honest record; `None` withholds
+    /// it.
+    async fn corrupt(
+        &self,
+        mut record: SealedRecord,
+        part: Part,
+        tampers: &[Tamper],
+    ) -> Result<Option<SealedRecord>> {
+        let chat = record.chat;
+        let mut touched = false;
+        for tamper in tampers {
+            if !tamper.targets().contains(&chat) {
+                continue;
+            }
+            touched = true;
+            match tamper {
+                Tamper::SwapBlobs(a, b) => {
+                    let other = if chat == *a { *b } else { *a };
+                    if let Some(o) = self.inner.get(&[other], part).await?.pop() {
+                        record.summary = o.summary;
+                        record.body = o.body;
+                    }
+                }
+                Tamper::MoveBody { from, .. } => {
+                    if let Some(o) = self.inner.get(&[*from], Part::Full).await?.pop() {
+                        if part == Part::Full {
+                            record.body = o.body;
+                        }
+                    }
+                }
+                Tamper::MoveFromVault { from, source, .. } => {
+                    if let Some(o) = from.get(&[*source], part).await?.pop() {
+                        record.summary = o.summary;
+                        record.body = o.body;
+                    }
+                }
+                Tamper::Rollback(_) => {
+                    if let Some(old) = self.oldest(chat) {
+                        record = old;
+                    }
+                }
+                Tamper::ReplayAsNew(_) => {
+                    if let Some(old) = self.oldest(chat) {
+                        let version = record.version;
+                        record = old;
+                        record.version = version;
+                    }
+                }
+                Tamper::Truncate(_) => {
+                    record.summary = truncated(&record.summary);
+                    record.body = record.body.as_ref().map(truncated);
+                }
+                Tamper::FlipBits(_) => {
+                    let mut state = lock(&self.state);
+                    record.summary = flipped(&record.summary, &mut state.rng);
+                    record.body = record.body.as_ref().map(|b| flipped(b, &mut state.rng));
+                }
+                Tamper::FutureFormat(_) => {
+                    record.summary = future_format(&record.summary);
+                    record.body = record.body.as_ref().map(future_format);
+                }
+                Tamper::Withhold(_) => return Ok(None),
+                Tamper::RollbackKeyring => {}
+            }
+        }
+        if part == Part::Summary {
+            record.body = None;
+        }
+        if touched {
+            lock(&self.state).tampered += 1;
+        }
+        Ok(Some(record))
+    }
+}
+
+#[async_trait]
+impl Storage for HostileStorage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        let mut page = self.inner.changes(since, limit).await?;
+        let tampers = self.tampers();
+        let targets: Vec<ChatId> = tampers.iter().flat_map(Tamper::targets).collect();
+        let withheld: Vec<ChatId> = tampers
+            .iter()
+            .filter_map(|t| match t {
+                Tamper::Withhold(chat) => Some(*chat),
+                _ => None,
+            })
+            .collect();
+        page.changes.retain(|c| !withheld.contains(&c.chat));
+        for change in &mut page.changes {
+            if targets.contains(&change.chat) {
+                // Make the device fetch the record, where the lie is told.
+                change.summary = None;
+            }
+        }
+        Ok(page)
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        let records = self.inner.get(chats, part).await?;
+        self.remember(&records);
+        let tampers = self.tampers();
+        if tampers.is_empty() {
+            return Ok(records);
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            if let Some(record) = self.corrupt(record, part, &tampers).await? {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        let copy = record.clone();
+        self.inner.put(record, precondition).await?;
+        self.remember(&[copy]);
+        Ok(())
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let copies: Vec<SealedRecord> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let results = self.inner.put_batch(batch).await;
+        let landed: Vec<SealedRecord> = copies
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(c, _)| c)
+            .collect();
+        self.remember(&landed);
+        results
+    }
+
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        self.inner
+            .delete(chat, version, summary, precondition)
+            .await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        let keyring = self.inner.get_keyring().await?;
+        let mut state = lock(&self.state);
+        if let Some(k) = &keyring {
+            if !state.keyrings.iter().any(|seen| seen.version == k.version) {
+                state.keyrings.push(k.clone());
+            }
+        }
+        if state
+            .tampers
+            .iter()
+            .any(|t| matches!(t, Tamper::RollbackKeyring))
+        {
+            if let Some(oldest) = state.keyrings.first().cloned() {
+                state.tampered += 1;
+                return Ok(Some(oldest));
+            }
+        }
+        Ok(keyring)
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        let version = self.inner.put_keyring(bytes.clone(), precondition).await?;
+        lock(&self.state)
+            .keyrings
+            .push(KeyringBlob { bytes, version });
+        Ok(version)
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.inner.maintain(budget).await
+    }
+
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        self.inner.push()
+    }
+}

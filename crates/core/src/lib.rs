@@ -39,6 +39,7 @@ pub mod envelope;
 pub mod error;
 pub mod hlc;
 pub mod ids;
+pub mod layer;
 pub mod replica;
 pub mod storage;
 pub mod transport;

@@ -1,0 +1,325 @@
+//! The public layers (`chatvault_core::layer`: retry, tracing) and the
+//! seeded chaos layer, over the redb example backend.
+
+#[allow(dead_code)]
+#[path = "../../examples/custom_backend.rs"]
+mod custom_backend;
+
+use bytes::Bytes;
+use chatvault_conformance::layers::{
+    ChaosConfig, ChaosLayer, CountingStorage, Fault, FaultyStorage, Op,
+};
+use chatvault_core::layer::{RetryLayer, StorageExt, StorageLayer, TracingLayer};
+use chatvault_core::{
+    ChatId, Cursor, DynStorage, Error, MaintenanceBudget, Part, PutPrecondition, SealedRecord,
+};
+use custom_backend::RedbStorage;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn storage(dir: &tempfile::TempDir) -> DynStorage {
+    Arc::new(RedbStorage::open(dir.path().join("vault.redb")).unwrap())
+}
+
+fn record(chat: ChatId, version: u64, tag: &'static [u8]) -> SealedRecord {
+    SealedRecord {
+        chat,
+        version,
+        deleted: false,
+        summary: Bytes::from_static(tag),
+        body: Some(Bytes::from_static(b"body-bytes")),
+    }
+}
+
+fn quick_retry() -> RetryLayer {
+    RetryLayer::new()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(2))
+}
+
+fn retried(faulty: &Arc<FaultyStorage>) -> DynStorage {
+    let inner: DynStorage = faulty.clone();
+    inner.layer(quick_retry())
+}
+
+#[tokio::test]
+async fn retry_layer_retries_a_retriable_failure_until_the_call_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    faulty.fail_nth(Op::Put, 1, Fault::ServerError);
+    faulty.fail_nth(Op::Changes, 1, Fault::Unavailable);
+    let storage = retried(&faulty);
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1, b"a"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let page = storage.changes(&Cursor::start(), 10).await.unwrap();
+    assert_eq!(page.changes.len(), 1);
+    assert_eq!(faulty.calls(Op::Put), 2);
+    assert_eq!(faulty.calls(Op::Changes), 2);
+}
+
+#[tokio::test]
+async fn retry_layer_gives_up_after_its_attempts_with_the_retriable_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    faulty.fail_all(Fault::Unavailable);
+    let storage = retried(&faulty);
+    let err = storage
+        .get(&[ChatId::new()], Part::Summary)
+        .await
+        .unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert_eq!(faulty.calls(Op::Get), 3);
+}
+
+#[tokio::test]
+async fn retry_layer_returns_a_first_attempt_conflict_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    let storage = retried(&faulty);
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1, b"a"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let err = storage
+        .put(record(chat, 1, b"a"), PutPrecondition::Absent)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(faulty.calls(Op::Put), 2, "no retry of a conflict");
+}
+
+#[tokio::test]
+async fn a_retried_put_whose_response_was_lost_reports_success_once_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    faulty.fail_nth(Op::Put, 1, Fault::LostResponse);
+    faulty.fail_nth(Op::Delete, 1, Fault::LostResponse);
+    faulty.fail_nth(Op::PutKeyring, 1, Fault::LostResponse);
+    let storage = retried(&faulty);
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1, b"mine"), PutPrecondition::Absent)
+        .await
+        .expect("the landed put is reported as committed");
+    storage
+        .delete(
+            chat,
+            2,
+            Bytes::from_static(b"gone"),
+            PutPrecondition::Version(1),
+        )
+        .await
+        .expect("the landed delete is reported as committed");
+    let version = storage
+        .put_keyring(Bytes::from_static(b"keys"), PutPrecondition::Absent)
+        .await
+        .expect("the landed keyring is reported as committed");
+    assert_eq!(
+        version,
+        storage.get_keyring().await.unwrap().unwrap().version
+    );
+    assert_eq!(faulty.calls(Op::Put), 2);
+    assert_eq!(faulty.calls(Op::Delete), 2);
+}
+
+#[tokio::test]
+async fn a_retried_put_beaten_by_another_writer_of_the_same_version_still_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    let chat = ChatId::new();
+    faulty
+        .inner()
+        .put(record(chat, 1, b"theirs"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    faulty.fail_nth(Op::Put, 1, Fault::Unavailable);
+    let storage = retried(&faulty);
+    let err = storage
+        .put(record(chat, 1, b"mine"), PutPrecondition::Absent)
+        .await
+        .expect_err("another device's record must not count as ours");
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_retried_batch_whose_response_was_lost_reports_every_record_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let faulty = FaultyStorage::new(storage(&dir));
+    faulty.fail_nth(Op::PutBatch, 1, Fault::LostResponse);
+    let storage = retried(&faulty);
+    let (a, b) = (ChatId::new(), ChatId::new());
+    let results = storage
+        .put_batch(vec![
+            (record(a, 1, b"a"), PutPrecondition::Absent),
+            (record(b, 1, b"b"), PutPrecondition::Absent),
+        ])
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(faulty.calls(Op::PutBatch), 2);
+}
+
+#[tokio::test]
+async fn tracing_layer_counts_calls_errors_and_forwards_maintain() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting = Arc::new(CountingStorage::new(storage(&dir)));
+    let faulty = FaultyStorage::new(counting.clone());
+    faulty.fail_nth(Op::Get, 1, Fault::Unavailable);
+    let tracing = TracingLayer::new();
+    let metrics = tracing.metrics();
+    let inner: DynStorage = faulty.clone();
+    let storage = tracing.layer(inner);
+    let chat = ChatId::new();
+    storage
+        .put(record(chat, 1, b"a"), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    assert!(storage.get(&[chat], Part::Full).await.is_err());
+    storage.get(&[chat], Part::Full).await.unwrap();
+    storage
+        .maintain(MaintenanceBudget { force: true })
+        .await
+        .unwrap();
+    assert_eq!(metrics.get("put").calls, 1);
+    assert_eq!(metrics.get("get").calls, 2);
+    assert_eq!(metrics.get("get").errors, 1);
+    assert_eq!(metrics.get("get").retriable_errors, 1);
+    assert_eq!(metrics.get("maintain").calls, 1);
+    assert_eq!(
+        counting.calls(Op::Maintain),
+        1,
+        "maintain reached the backend"
+    );
+}
+
+/// Runs a fixed script of calls through a chaos layer and writes down each
+/// outcome.
+async fn script(seed: u64) -> (Vec<String>, chatvault_conformance::layers::ChaosStats) {
+    let dir = tempfile::tempdir().unwrap();
+    let chaos = ChaosLayer::new(ChaosConfig::stormy(seed));
+    let storage = storage(&dir).layer(chaos.clone());
+    let mut outcomes = Vec::new();
+    for i in 0..60u64 {
+        let chat = ChatId(uuid::Uuid::from_u128(u128::from(i % 7) + 1));
+        let put = storage
+            .put(record(chat, i + 1, b"x"), PutPrecondition::None)
+            .await;
+        let page = storage.changes(&Cursor::start(), 5).await;
+        outcomes.push(format!(
+            "{:?} {:?}",
+            put.map_err(|e| e.is_retriable()),
+            page.map(|p| p.changes.len()).map_err(|e| e.is_retriable())
+        ));
+    }
+    (outcomes, chaos.stats())
+}
+
+#[tokio::test]
+async fn chaos_from_one_seed_replays_exactly_and_injects_every_kind() {
+    let (first, stats) = script(42).await;
+    let (again, stats_again) = script(42).await;
+    assert_eq!(first, again, "the same seed must give the same run");
+    assert_eq!(stats, stats_again);
+    let (other, _) = script(43).await;
+    assert_ne!(first, other, "another seed gives another run");
+    assert!(stats.unavailable > 0, "{stats:?}");
+    assert!(stats.rejected > 0, "{stats:?}");
+    assert!(stats.timeouts > 0, "{stats:?}");
+    assert!(stats.lost_responses > 0, "{stats:?}");
+    assert!(stats.reordered_pages > 0, "{stats:?}");
+    assert!(stats.delayed > 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn chaos_lost_responses_commit_and_rejections_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    let mut config = ChaosConfig::calm(1);
+    config.lost_response = 1.0;
+    let lossy = inner.clone().layer(ChaosLayer::new(config));
+    let chat = ChatId::new();
+    let err = lossy
+        .put(record(chat, 1, b"a"), PutPrecondition::Absent)
+        .await
+        .unwrap_err();
+    assert!(err.is_retriable(), "{err}");
+    assert_eq!(inner.get(&[chat], Part::Full).await.unwrap().len(), 1);
+
+    let mut config = ChaosConfig::calm(1);
+    config.rejected = 1.0;
+    let refusing = inner.clone().layer(ChaosLayer::new(config));
+    let other = ChatId::new();
+    let err = refusing
+        .put(record(other, 1, b"b"), PutPrecondition::Absent)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Rejected { .. }), "{err}");
+    assert!(inner.get(&[other], Part::Full).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn chaos_duplicates_the_previous_page_and_reorders_only_across_chats() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    let (a, b) = (ChatId::new(), ChatId::new());
+    for v in 1..=4 {
+        inner
+            .put(record(a, v, b"a"), PutPrecondition::None)
+            .await
+            .unwrap();
+        inner
+            .put(record(b, v, b"b"), PutPrecondition::None)
+            .await
+            .unwrap();
+    }
+    let mut config = ChaosConfig::calm(9);
+    config.duplicate_page = 1.0;
+    config.reorder_page = 1.0;
+    let chaos = ChaosLayer::new(config);
+    let storage = inner.clone().layer(chaos.clone());
+    let first = storage.changes(&Cursor::start(), 4).await.unwrap();
+    let second = storage.changes(&first.cursor, 4).await.unwrap();
+    assert_eq!(
+        second.cursor, first.cursor,
+        "the first page came again, with its cursor"
+    );
+    for page in [&first, &second] {
+        for chat in [a, b] {
+            let versions: Vec<u64> = page
+                .changes
+                .iter()
+                .filter(|c| c.chat == chat)
+                .map(|c| c.version)
+                .collect();
+            let mut sorted = versions.clone();
+            sorted.sort_unstable();
+            assert_eq!(versions, sorted, "one chat's changes keep their order");
+        }
+    }
+    assert_eq!(chaos.stats().duplicated_pages, 1);
+    chaos.set_enabled(false);
+    let calm = storage.changes(&first.cursor, 4).await.unwrap();
+    assert_ne!(calm.cursor, first.cursor, "healed: the feed moves on");
+}

@@ -1,0 +1,285 @@
+//! Convergence under partitions: three devices make random edits (add,
+//! edit and delete messages, rename, star, delete chats) while the network
+//! misbehaves (the seeded `ChaosLayer`: errors, timeouts, lost responses,
+//! duplicated and reordered feed pages) and devices drop off and come back
+//! (a partition = the device's storage answering `Unavailable` to
+//! everything). After healing and a few sync rounds every device must show
+//! the same chats with the same titles, stars and messages, and every
+//! message whose save returned `Ok` must be there unless it (or its chat)
+//! was deleted on purpose.
+//!
+//! `CHATVAULT_SIM_SEED` replays one run (every failure prints its seed);
+//! `CHATVAULT_SIM_OPS` sets the operations per device (200 by default, the
+//! long mode `just convergence` runs 1,000).
+
+use chatvault::core::layer::StorageExt;
+use chatvault::{ChatId, ChatVault, DynStorage, MessageId, Role};
+use chatvault_conformance::layers::{
+    ChaosConfig, ChaosLayer, ChaosStats, Fault, FaultyStorage, SeededRng,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+const PASSPHRASE: &str = "convergence";
+const DEVICES: usize = 3;
+
+struct Device {
+    vault: ChatVault,
+    link: Arc<FaultyStorage>,
+    offline: bool,
+}
+
+async fn open(storage: DynStorage, replica: &Path) -> ChatVault {
+    ChatVault::builder()
+        .storage(storage)
+        .replica_path(replica)
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .open()
+        .await
+        .expect("open a device")
+}
+
+/// What a device shows of a chat: title, star, live messages by id.
+type View = (String, bool, BTreeMap<MessageId, String>);
+
+async fn state(vault: &ChatVault) -> Result<BTreeMap<ChatId, View>, String> {
+    let mut out = BTreeMap::new();
+    for summary in vault.sidebar() {
+        if summary.deleted.is_some() {
+            continue;
+        }
+        let full = vault
+            .load_full_chat(summary.id)
+            .await
+            .map_err(|e| format!("load {}: {e}", summary.id))?;
+        let messages = full
+            .messages()
+            .iter()
+            .map(|m| (m.id, m.content().to_string()))
+            .collect();
+        out.insert(
+            summary.id,
+            (full.title().to_string(), summary.starred, messages),
+        );
+    }
+    Ok(out)
+}
+
+/// What the run promised: acknowledged messages and what was deleted.
+#[derive(Default)]
+struct Ledger {
+    added: BTreeMap<MessageId, ChatId>,
+    deleted_messages: BTreeSet<MessageId>,
+    deleted_chats: BTreeSet<ChatId>,
+    ops: BTreeMap<&'static str, u64>,
+}
+
+impl Ledger {
+    fn count(&mut self, op: &'static str) {
+        *self.ops.entry(op).or_default() += 1;
+    }
+}
+
+async fn simulate(seed: u64, ops_per_device: usize) -> Result<(Ledger, ChaosStats, u64), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server: DynStorage = Arc::new(
+        chatvault_fs::FsStorage::open(dir.path().join("server")).map_err(|e| e.to_string())?,
+    );
+    let chaos = ChaosLayer::new(ChaosConfig::stormy(seed));
+    chaos.set_enabled(false);
+    let mut devices = Vec::new();
+    for d in 0..DEVICES {
+        let link = FaultyStorage::new(server.clone().layer(chaos.clone()));
+        let storage: DynStorage = link.clone();
+        let vault = open(storage, &dir.path().join(format!("device{d}.redb"))).await;
+        devices.push(Device {
+            vault,
+            link,
+            offline: false,
+        });
+    }
+    chaos.set_enabled(true);
+
+    let mut rng = SeededRng::new(seed);
+    let mut ledger = Ledger::default();
+    let mut partitions = 0u64;
+    for step in 0..ops_per_device * DEVICES {
+        let d = rng.below(DEVICES as u64) as usize;
+        let device = &mut devices[d];
+        let vault = &device.vault;
+        let live: Vec<ChatId> = vault
+            .sidebar()
+            .iter()
+            .filter(|s| s.deleted.is_none())
+            .map(|s| s.id)
+            .collect();
+        let pick = |rng: &mut SeededRng| live[rng.below(live.len() as u64) as usize];
+        let roll = rng.below(100);
+        match roll {
+            _ if live.is_empty() || roll < 5 => {
+                let chat = vault
+                    .new_chat(format!("chat {step}"))
+                    .await
+                    .map_err(|e| format!("step {step}: new chat: {e}"))?;
+                ledger.count("new_chat");
+                let _ = chat;
+            }
+            5..=44 => {
+                let chat = pick(&mut rng);
+                if let Ok(id) = vault
+                    .add_message(chat, Role::User, format!("d{d} s{step}"))
+                    .await
+                {
+                    ledger.added.insert(id, chat);
+                    ledger.count("add_message");
+                }
+            }
+            45..=59 => {
+                let chat = pick(&mut rng);
+                let Ok(full) = vault.load_full_chat(chat).await else {
+                    continue;
+                };
+                let ids: Vec<MessageId> = full.messages().iter().map(|m| m.id).collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let message = ids[rng.below(ids.len() as u64) as usize];
+                if roll <= 54 {
+                    if vault
+                        .edit_message(chat, message, format!("edited by d{d} s{step}"))
+                        .await
+                        .is_ok()
+                    {
+                        ledger.count("edit_message");
+                    }
+                } else if vault.delete_message(chat, message).await.is_ok() {
+                    ledger.deleted_messages.insert(message);
+                    ledger.count("delete_message");
+                }
+            }
+            60..=64 => {
+                if vault
+                    .rename(pick(&mut rng), format!("renamed s{step}"))
+                    .await
+                    .is_ok()
+                {
+                    ledger.count("rename");
+                }
+            }
+            65..=69 => {
+                if vault.star(pick(&mut rng), rng.below(2) == 0).await.is_ok() {
+                    ledger.count("star");
+                }
+            }
+            70..=71 => {
+                let chat = pick(&mut rng);
+                if vault.delete_chat(chat).await.is_ok() {
+                    ledger.deleted_chats.insert(chat);
+                    ledger.count("delete_chat");
+                }
+            }
+            72..=93 => {
+                // Errors are the chaos talking; the outbox keeps the changes.
+                let _ = vault.sync_now().await;
+                ledger.count("sync");
+            }
+            _ => {
+                if device.offline {
+                    device.link.heal();
+                } else {
+                    device.link.fail_all(Fault::Unavailable);
+                    partitions += 1;
+                }
+                device.offline = !device.offline;
+                ledger.count("partition_or_heal");
+            }
+        }
+    }
+
+    // Heal everything, then a few clean rounds.
+    chaos.set_enabled(false);
+    for device in &mut devices {
+        device.link.heal();
+        device.offline = false;
+    }
+    for round in 0..4 {
+        for (d, device) in devices.iter().enumerate() {
+            device
+                .vault
+                .sync_now()
+                .await
+                .map_err(|e| format!("healed round {round}, device {d}: {e}"))?;
+        }
+    }
+    for (d, device) in devices.iter().enumerate() {
+        let pending = device.vault.pending_changes().map_err(|e| e.to_string())?;
+        if pending != 0 {
+            return Err(format!(
+                "device {d} still has {pending} queued changes after healing"
+            ));
+        }
+    }
+    let first = state(&devices[0].vault).await?;
+    for (d, device) in devices.iter().enumerate().skip(1) {
+        let other = state(&device.vault).await?;
+        if other != first {
+            let ids: BTreeSet<_> = first.keys().chain(other.keys()).collect();
+            let differing: Vec<String> = ids
+                .into_iter()
+                .filter(|id| first.get(id) != other.get(id))
+                .map(|id| {
+                    format!(
+                        "{id}: device 0 {:?} vs device {d} {:?}",
+                        first.get(id),
+                        other.get(id)
+                    )
+                })
+                .collect();
+            return Err(format!("devices diverge:\n{}", differing.join("\n")));
+        }
+    }
+    for (message, chat) in &ledger.added {
+        if ledger.deleted_messages.contains(message) || ledger.deleted_chats.contains(chat) {
+            continue;
+        }
+        let present = first
+            .get(chat)
+            .is_some_and(|(_, _, m)| m.contains_key(message));
+        if !present {
+            return Err(format!(
+                "acknowledged message {message} of chat {chat} is missing"
+            ));
+        }
+    }
+    for device in devices {
+        device.vault.close().await;
+    }
+    Ok((ledger, chaos.stats(), partitions))
+}
+
+#[tokio::test]
+async fn three_devices_converge_after_chaos_and_partitions_heal() {
+    let ops: usize = std::env::var("CHATVAULT_SIM_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let seed = match std::env::var("CHATVAULT_SIM_SEED") {
+        Ok(seed) => seed.parse().expect("CHATVAULT_SIM_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    };
+    let started = std::time::Instant::now();
+    match simulate(seed, ops).await {
+        Ok((ledger, stats, partitions)) => println!(
+            "convergence seed {seed}: {DEVICES} devices x {ops} ops in {:.1?}; ops {:?}; \
+             {} faults injected {stats:?}; {partitions} partitions",
+            started.elapsed(),
+            ledger.ops,
+            stats.faults()
+        ),
+        Err(why) => panic!("seed {seed} (replay with CHATVAULT_SIM_SEED={seed}): {why}"),
+    }
+}

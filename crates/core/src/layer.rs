@@ -1,0 +1,542 @@
+//! Layers: behaviour stacked around any [`Storage`] without the backend
+//! knowing, in the spirit of OpenDAL's layers.
+//!
+//! A [`StorageLayer`] turns one storage into another that forwards every call
+//! to the one inside, adding something on the way: retries, tracing, metrics,
+//! fault injection in tests. Layers compose with [`StorageExt::layer`]; the
+//! last one added is the outermost, so it sees a call first:
+//!
+//! ```
+//! use chatvault_core::layer::{RetryLayer, StorageExt, TracingLayer};
+//! # fn demo(backend: chatvault_core::DynStorage) -> chatvault_core::DynStorage {
+//! let tracing = TracingLayer::new();
+//! let metrics = tracing.metrics();
+//! let storage = backend
+//!     .layer(RetryLayer::new().with_max_attempts(4))
+//!     .layer(tracing);
+//! // …hand `storage` to the engine; read `metrics.snapshot()` for figures.
+//! # let _ = metrics;
+//! # storage
+//! # }
+//! ```
+//!
+//! Writing your own layer takes a struct that implements [`Storage`] by
+//! forwarding to an inner [`DynStorage`], and a [`StorageLayer`] that builds
+//! it. A layer must forward **every** `Storage` method (including the ones
+//! with default bodies such as [`Storage::put_batch`], [`Storage::delete`],
+//! [`Storage::maintain`] and [`Storage::push`]): a default body would bypass
+//! the inner backend's own implementation.
+
+use crate::ids::ChatId;
+use crate::storage::{
+    Capabilities, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
+};
+use crate::transport::Transport;
+use crate::{Error, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+/// Something that wraps a storage in another: a retry policy, tracing,
+/// fault injection… See the [module docs](self).
+pub trait StorageLayer {
+    /// Wraps `inner`; the result forwards every call to it.
+    fn layer(&self, inner: DynStorage) -> DynStorage;
+}
+
+/// Stacks layers on a [`DynStorage`]: `storage.layer(a).layer(b)` makes `b`
+/// the outermost.
+pub trait StorageExt {
+    /// Wraps `self` in `layer`.
+    fn layer<L: StorageLayer>(self, layer: L) -> DynStorage;
+}
+
+impl StorageExt for DynStorage {
+    fn layer<L: StorageLayer>(self, layer: L) -> DynStorage {
+        layer.layer(self)
+    }
+}
+
+// ---------------------------------------------------------------- retry --
+
+/// Retries calls that failed with a retriable error ([`Error::is_retriable`]:
+/// network trouble, 5xx, 429) with exponential backoff and jitter, a bounded
+/// number of times. Other errors (conflicts, refusals, corrupt data) return
+/// at once.
+///
+/// # Writes whose outcome is unknown
+///
+/// A put that failed with a retriable error may still have committed (the
+/// response was lost). Retrying it is safe because versions are strictly
+/// increasing and every put carries its version: a retry of a put that
+/// landed fails with [`Error::Conflict`] whose `current` is the record's own
+/// version. That conflict is ambiguous (another device may have committed
+/// the same version first), so the layer reads the stored record back and
+/// compares the sealed bytes: sealed blobs carry a fresh random nonce, so
+/// equal bytes mean this very put landed and the layer reports success;
+/// different bytes (or a failed read) return the conflict unchanged, and the
+/// engine merges as for any conflict. The keyring is handled the same way
+/// (read back and compare). Only a conflict that follows a retriable failure
+/// of the same call is resolved like this; a first-attempt conflict is
+/// returned as is.
+#[derive(Clone, Debug)]
+pub struct RetryLayer {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RetryLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RetryLayer {
+    /// Three attempts, 50 ms first backoff doubling up to 2 s.
+    pub fn new() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    /// Attempts per call, the first included (at least 1).
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Wait before the first retry; doubles after each retry.
+    pub fn with_initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = backoff;
+        self
+    }
+
+    /// Longest wait between two attempts.
+    pub fn with_max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+}
+
+impl StorageLayer for RetryLayer {
+    fn layer(&self, inner: DynStorage) -> DynStorage {
+        Arc::new(RetryStorage {
+            inner,
+            policy: self.clone(),
+        })
+    }
+}
+
+/// The storage [`RetryLayer`] builds.
+#[derive(Debug)]
+pub struct RetryStorage {
+    inner: DynStorage,
+    policy: RetryLayer,
+}
+
+impl RetryStorage {
+    /// Backoff before retry number `retry` (1-based), with ±25 % jitter.
+    fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .policy
+            .initial_backoff
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
+        let base = exp.min(self.policy.max_backoff);
+        let jitter = rand::random::<f64>() * 0.5 + 0.75;
+        base.mul_f64(jitter)
+    }
+
+    /// Runs `call` until it succeeds, fails for good, or attempts run out.
+    /// Returns the last result and whether any attempt failed retriably.
+    async fn retry<T, F, Fut>(&self, op: &'static str, mut call: F) -> (Result<T>, bool)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        let mut had_retriable = false;
+        loop {
+            match call().await {
+                Err(error) if error.is_retriable() && attempt < self.policy.max_attempts => {
+                    had_retriable = true;
+                    let wait = self.backoff(attempt);
+                    tracing::debug!(op, attempt, ?wait, %error, "retrying a storage call");
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(error) => return (Err(error), had_retriable || attempt > 1),
+                Ok(value) => return (Ok(value), had_retriable),
+            }
+        }
+    }
+
+    /// After a retried put ends in a conflict naming the put's own version,
+    /// reads the record back: identical sealed bytes mean the put landed.
+    async fn settle_put(
+        &self,
+        record: &SealedRecord,
+        result: Result<()>,
+        retried: bool,
+    ) -> Result<()> {
+        match result {
+            Err(Error::Conflict { chat, current })
+                if retried && current == Some(record.version) =>
+            {
+                let part = if record.body.is_some() {
+                    Part::Full
+                } else {
+                    Part::Summary
+                };
+                match self.inner.get(&[record.chat], part).await {
+                    Ok(stored)
+                        if stored.iter().any(|s| {
+                            s.chat == record.chat
+                                && s.version == record.version
+                                && s.deleted == record.deleted
+                                && s.summary == record.summary
+                                && (record.body.is_none() || s.body == record.body)
+                        }) =>
+                    {
+                        tracing::debug!(%chat, version = record.version, "a retried put had landed before; reporting success");
+                        Ok(())
+                    }
+                    _ => Err(Error::Conflict { chat, current }),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for RetryStorage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        self.retry("changes", || self.inner.changes(since, limit))
+            .await
+            .0
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.retry("get", || self.inner.get(chats, part)).await.0
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        let (result, retried) = self
+            .retry("put", || self.inner.put(record.clone(), precondition))
+            .await;
+        self.settle_put(&record, result, retried).await
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let mut results: Vec<Option<Result<()>>> = (0..batch.len()).map(|_| None).collect();
+        let mut retried = vec![false; batch.len()];
+        let mut todo: Vec<usize> = (0..batch.len()).collect();
+        let mut attempt = 1;
+        while !todo.is_empty() {
+            let sent: Vec<(SealedRecord, PutPrecondition)> =
+                todo.iter().map(|&i| batch[i].clone()).collect();
+            let answers = self.inner.put_batch(sent).await;
+            let mut again = Vec::new();
+            let mut answers = answers.into_iter();
+            for &index in &todo {
+                let answer = answers.next().unwrap_or_else(|| {
+                    Err(Error::Unavailable {
+                        message: "the backend answered fewer results than records sent".to_owned(),
+                        source: None,
+                    })
+                });
+                match answer {
+                    Err(error) if error.is_retriable() && attempt < self.policy.max_attempts => {
+                        retried[index] = true;
+                        again.push(index);
+                    }
+                    other => results[index] = Some(other),
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            tokio::time::sleep(self.backoff(attempt)).await;
+            attempt += 1;
+            todo = again;
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for (index, (record, _)) in batch.iter().enumerate() {
+            let result = results[index].take().unwrap_or_else(|| {
+                Err(Error::Unavailable {
+                    message: "retries exhausted".to_owned(),
+                    source: None,
+                })
+            });
+            out.push(self.settle_put(record, result, retried[index]).await);
+        }
+        out
+    }
+
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        let (result, retried) = self
+            .retry("delete", || {
+                self.inner
+                    .delete(chat, version, summary.clone(), precondition)
+            })
+            .await;
+        let tombstone = SealedRecord {
+            chat,
+            version,
+            deleted: true,
+            summary,
+            body: None,
+        };
+        self.settle_put(&tombstone, result, retried).await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.retry("get_keyring", || self.inner.get_keyring())
+            .await
+            .0
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        let (result, retried) = self
+            .retry("put_keyring", || {
+                self.inner.put_keyring(bytes.clone(), precondition)
+            })
+            .await;
+        match result {
+            Err(Error::Conflict { chat, current }) if retried => {
+                match self.inner.get_keyring().await {
+                    Ok(Some(stored)) if stored.bytes == bytes => Ok(stored.version),
+                    _ => Err(Error::Conflict { chat, current }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.retry("maintain", || self.inner.maintain(budget))
+            .await
+            .0
+    }
+
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        self.inner.push()
+    }
+}
+
+// -------------------------------------------------------------- tracing --
+
+/// Figures of one [`Storage`] operation, as counted by [`TracingLayer`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallStats {
+    /// Calls made.
+    pub calls: u64,
+    /// Calls that returned an error (for `put_batch`: calls with at least
+    /// one failed record).
+    pub errors: u64,
+    /// Calls that failed with a retriable error.
+    pub retriable_errors: u64,
+    /// Wall time spent in those calls.
+    pub total_time: Duration,
+    /// The slowest call.
+    pub max_time: Duration,
+}
+
+/// Per-operation call figures shared between a [`TracingLayer`] and whoever
+/// reads them; clones share the figures.
+#[derive(Clone, Default)]
+pub struct StorageMetrics {
+    stats: Arc<Mutex<BTreeMap<&'static str, CallStats>>>,
+}
+
+impl StorageMetrics {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<&'static str, CallStats>> {
+        self.stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn record(&self, op: &'static str, elapsed: Duration, error: Option<&Error>) {
+        let mut stats = self.lock();
+        let entry = stats.entry(op).or_default();
+        entry.calls += 1;
+        entry.total_time += elapsed;
+        entry.max_time = entry.max_time.max(elapsed);
+        if let Some(error) = error {
+            entry.errors += 1;
+            if error.is_retriable() {
+                entry.retriable_errors += 1;
+            }
+        }
+    }
+
+    /// Figures of one operation by name (`changes`, `get`, `put`,
+    /// `put_batch`, `delete`, `get_keyring`, `put_keyring`, `maintain`);
+    /// zero if it never ran.
+    pub fn get(&self, op: &str) -> CallStats {
+        self.lock().get(op).copied().unwrap_or_default()
+    }
+
+    /// A copy of every operation's figures.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, CallStats> {
+        self.lock().clone()
+    }
+}
+
+impl fmt::Debug for StorageMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.snapshot()).finish()
+    }
+}
+
+/// Wraps every storage call in a `tracing` span (`storage` with the
+/// operation name and sizes) and emits one event per call with its outcome
+/// and duration; counts calls, errors and time in [`StorageMetrics`].
+#[derive(Clone, Debug, Default)]
+pub struct TracingLayer {
+    metrics: StorageMetrics,
+}
+
+impl TracingLayer {
+    /// A layer with fresh metrics.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A layer recording into existing `metrics` (shared by several
+    /// storages).
+    pub fn with_metrics(metrics: StorageMetrics) -> Self {
+        Self { metrics }
+    }
+
+    /// The figures this layer records into.
+    pub fn metrics(&self) -> StorageMetrics {
+        self.metrics.clone()
+    }
+}
+
+impl StorageLayer for TracingLayer {
+    fn layer(&self, inner: DynStorage) -> DynStorage {
+        Arc::new(TracingStorage {
+            inner,
+            metrics: self.metrics.clone(),
+        })
+    }
+}
+
+/// The storage [`TracingLayer`] builds.
+#[derive(Debug)]
+pub struct TracingStorage {
+    inner: DynStorage,
+    metrics: StorageMetrics,
+}
+
+impl TracingStorage {
+    async fn traced<T, Fut>(&self, op: &'static str, items: usize, call: Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let span = tracing::debug_span!("storage", op, items);
+        let started = Instant::now();
+        let result = call.instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        self.metrics.record(op, elapsed, result.as_ref().err());
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::debug!(op, ?elapsed, "storage call succeeded"),
+            Err(error) => tracing::debug!(op, ?elapsed, %error, "storage call failed"),
+        });
+        result
+    }
+}
+
+#[async_trait]
+impl Storage for TracingStorage {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+        self.traced("changes", limit, self.inner.changes(since, limit))
+            .await
+    }
+
+    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
+        self.traced("get", chats.len(), self.inner.get(chats, part))
+            .await
+    }
+
+    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
+        self.traced("put", 1, self.inner.put(record, precondition))
+            .await
+    }
+
+    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
+        let items = batch.len();
+        let span = tracing::debug_span!("storage", op = "put_batch", items);
+        let started = Instant::now();
+        let results = self.inner.put_batch(batch).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        let failed = results.iter().find_map(|r| r.as_ref().err());
+        self.metrics.record("put_batch", elapsed, failed);
+        let errors = results.iter().filter(|r| r.is_err()).count();
+        span.in_scope(|| tracing::debug!(?elapsed, errors, "storage batch put finished"));
+        results
+    }
+
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        self.traced(
+            "delete",
+            1,
+            self.inner.delete(chat, version, summary, precondition),
+        )
+        .await
+    }
+
+    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
+        self.traced("get_keyring", 1, self.inner.get_keyring())
+            .await
+    }
+
+    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
+        self.traced(
+            "put_keyring",
+            1,
+            self.inner.put_keyring(bytes, precondition),
+        )
+        .await
+    }
+
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        self.traced("maintain", 1, self.inner.maintain(budget))
+            .await
+    }
+
+    fn push(&self) -> Option<Arc<dyn Transport>> {
+        self.inner.push()
+    }
+}
