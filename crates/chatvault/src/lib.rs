@@ -74,10 +74,12 @@
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
 mod builder;
+mod import;
 mod url;
 mod vault;
 
 pub use builder::ChatVaultBuilder;
+pub use import::{ImportReport, IMPORT_BATCH};
 pub use url::open_url;
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
