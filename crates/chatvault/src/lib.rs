@@ -74,11 +74,13 @@
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
 mod builder;
+mod import;
 mod keyring_refresh;
 mod url;
 mod vault;
 
 pub use builder::ChatVaultBuilder;
+pub use import::{ImportReport, IMPORT_BATCH};
 pub use url::open_url;
 pub use vault::{ChatVault, EXPORT_FORMAT};
 

@@ -2,17 +2,57 @@
 //! shows what other devices wrote) and after writing (so the change reaches
 //! the server before the process exits); offline, writes stay queued.
 
-use crate::{output, settings, Cli, Command};
-use chatvault::{ChatId, ChatVault, MessageId, Result};
+use crate::config::{Config, VaultEntry};
+use crate::{output, settings, Cli, Command, ExportFormat};
+use chatvault::{ChatId, ChatVault, Error, MessageId, Result};
+use clap::CommandFactory;
+
+/// The name `init` gives a vault without `--vault`.
+const DEFAULT_VAULT: &str = "default";
 
 /// Runs one command line.
-pub async fn run(cli: Cli) -> Result<()> {
-    let vault = settings::builder(&cli)?.open().await?;
+pub async fn run(mut cli: Cli) -> Result<()> {
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut Cli::command(),
+            "chatvault",
+            &mut std::io::stdout(),
+        );
+        return Ok(());
+    }
+    let init_url = match &cli.command {
+        Command::Init { url } => Some(url.clone()),
+        _ => None,
+    };
+    let location = match &init_url {
+        Some(url) => {
+            let name = cli.vault.as_deref().unwrap_or(DEFAULT_VAULT);
+            let replica = cli.replica.clone().map_or_else(
+                || {
+                    settings::data_dir().map(|dir| {
+                        dir.join("replicas").join(format!(
+                            "{name}-{:016x}.redb",
+                            settings::fnv1a(url.as_bytes())
+                        ))
+                    })
+                },
+                Ok,
+            )?;
+            cli.replica = Some(replica);
+            settings::location(&cli, Some(url))?
+        }
+        None => settings::location(&cli, None)?,
+    };
+    let vault = settings::builder(&cli, &location)?.open().await?;
     let session = Session {
         vault,
         sync: !cli.no_sync,
     };
-    let result = session.execute(cli.command).await;
+    let result = match init_url {
+        Some(_) => session.init(cli.vault.as_deref(), location).await,
+        None => session.execute(cli.command).await,
+    };
     session.vault.close().await;
     result
 }
@@ -23,17 +63,58 @@ struct Session {
 }
 
 impl Session {
+    /// `init`: the vault is open (created if the server was empty); sync
+    /// once and remember it.
+    async fn init(&self, name: Option<&str>, location: settings::Location) -> Result<()> {
+        self.pull().await?;
+        let name = name.unwrap_or(DEFAULT_VAULT);
+        let mut config = Config::load()?;
+        config.vaults.insert(
+            name.to_string(),
+            VaultEntry {
+                server: location.server.clone(),
+                replica: location.replica,
+            },
+        );
+        if config.default.is_none() {
+            config.default = Some(name.to_string());
+        }
+        config.save()?;
+        println!(
+            "vault {name:?} at {} ({} chats){}",
+            location.server,
+            self.vault.sidebar().len(),
+            if config.default.as_deref() == Some(name) {
+                ", the default"
+            } else {
+                ""
+            }
+        );
+        Ok(())
+    }
+
     async fn execute(&self, command: Command) -> Result<()> {
         let vault = &self.vault;
         match command {
-            Command::Ls => {
+            Command::Init { .. } | Command::Completions { .. } => {}
+            Command::Ls { json } => {
                 self.pull().await?;
-                output::sidebar(&vault.sidebar());
+                if json {
+                    let chats: Vec<_> = vault.sidebar().iter().map(crate::json::summary).collect();
+                    output::json(&chats)?;
+                } else {
+                    output::sidebar(&vault.sidebar());
+                }
             }
-            Command::Show { chat } => {
+            Command::Show { chat, json } => {
                 let chat = chat_id(&chat)?;
                 self.pull().await?;
-                output::chat(&*vault.load_full_chat(chat).await?);
+                let chat = vault.load_full_chat(chat).await?;
+                if json {
+                    output::json(&crate::json::chat(&chat))?;
+                } else {
+                    output::chat(&chat);
+                }
             }
             Command::New { title } => {
                 println!("{}", vault.new_chat(title).await?.id);
@@ -74,10 +155,29 @@ impl Session {
             Command::Watch(args) => crate::watch::run(vault, args).await?,
             Command::Export(args) => {
                 // Bad arguments fail before any network round trip.
-                let target = crate::export::target(&args)?;
-                self.pull().await?;
-                crate::export::write(vault, &target, args.output.as_deref()).await?;
+                match args.format {
+                    ExportFormat::Age => {
+                        let target = crate::export::target(&args)?;
+                        self.pull().await?;
+                        crate::export::write(vault, &target, args.output.as_deref()).await?;
+                    }
+                    ExportFormat::Json => {
+                        if args.passphrase_env.is_some() || !args.recipient.is_empty() {
+                            return Err(Error::invalid(
+                                "--format json is plain text: drop --passphrase-env and \
+                                 --recipient, or use --format age",
+                            ));
+                        }
+                        self.pull().await?;
+                        crate::export::write_json(vault, args.output.as_deref()).await?;
+                    }
+                }
             }
+            Command::Search { text } => {
+                self.pull().await?;
+                crate::search::run(vault, &text).await?;
+            }
+            Command::Verify => crate::verify::run(vault).await?,
             Command::Import { file } => {
                 crate::import::run(vault, &file).await?;
                 self.push().await?;

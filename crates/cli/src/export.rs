@@ -9,6 +9,11 @@ use std::path::Path;
 
 /// Whom the export is encrypted to, checked before any work is done.
 pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
+    if args.passphrase_env.is_none() && args.recipient.is_empty() {
+        return Err(Error::invalid(
+            "an age export needs --passphrase-env VAR or --recipient AGE1… (or use --format json)",
+        ));
+    }
     if args.output.is_none() && std::io::stdout().is_terminal() {
         return Err(Error::invalid(
             "an export is a binary age file: pass -o FILE or redirect standard output",
@@ -51,5 +56,28 @@ pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Pat
         }
     }
     eprintln!("exported {} chats", vault.sidebar().len());
+    Ok(())
+}
+
+/// Writes every chat as chatvault JSON ([`crate::json`]) to `output`, or
+/// to standard output.
+pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
+    let chats = vault.engine().all_chats().await?;
+    let export = crate::json::export(chats.iter().map(AsRef::as_ref));
+    let mut json = serde_json::to_vec_pretty(&export)
+        .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
+    json.push(b'\n');
+    match output {
+        Some(path) => std::fs::write(path, &json)
+            .map_err(|e| Error::local(format!("cannot write {}", path.display()), e))?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&json)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Error::local("cannot write to standard output", e))?;
+        }
+    }
+    eprintln!("exported {} chats", export.chats.len());
     Ok(())
 }

@@ -1,12 +1,18 @@
 //! `chatvault`: end-to-end encrypted chats from the terminal, over the
 //! `chatvault` facade. Every command opens the vault, does its work, syncs
-//! and exits; errors print the library's message and exit with code 1.
+//! and exits; an error prints one line saying what to do and exits with
+//! the code of its class ([`exit`]).
 
 mod commands;
+mod config;
+mod exit;
 mod export;
 mod import;
+mod json;
 mod output;
+mod search;
 mod settings;
+mod verify;
 mod watch;
 
 use chatvault::Role;
@@ -22,7 +28,24 @@ The first command against an empty server creates the vault, protected by
 that passphrase or identity.
 
 CHATVAULT_SCRYPT_WORK_FACTOR (log2 N, 1..=22) lowers the scrypt cost of a new
-vault and of passphrase exports: for tests only, it weakens the passphrase.";
+vault and of passphrase exports: for tests only, it weakens the passphrase.
+
+Vaults: `chatvault init URL [--vault NAME]` remembers a vault in config.json
+under the platform's config directory (CHATVAULT_CONFIG_DIR overrides it);
+later commands use the default vault, or --vault NAME, with no --server.
+
+Logging: -v (debug) or -vv (trace), or RUST_LOG=chatvault=debug, print
+tracing output on standard error.
+
+Exit codes:
+  0  success
+  1  not found, conflict or another failure
+  2  usage: bad arguments, bad input file, unknown vault name
+  3  wrong key or not authorized (passphrase, identity, credentials)
+  4  network: the server cannot be reached (writes stay queued)
+  5  integrity: a record failed authentication or cannot be decoded
+     (also `verify` finding any problem)
+  6  local: this device's files (replica, config) cannot be used";
 
 /// End-to-end encrypted chat storage that syncs every device.
 #[derive(Debug, Parser)]
@@ -45,18 +68,38 @@ struct Cli {
     #[arg(long, global = true)]
     no_sync: bool,
 
+    /// Use the vault `init` remembered under this name [default: the first one]
+    #[arg(long, global = true, env = "CHATVAULT_VAULT", value_name = "NAME")]
+    vault: Option<String>,
+
+    /// More output on standard error: -v debug, -vv trace (or set RUST_LOG)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create (or open) the vault at URL and remember it for later commands
+    Init {
+        /// file:///folder, s3://bucket/prefix or supabase+https://project.supabase.co
+        url: String,
+    },
     /// List chats (id, starred, messages, last activity, title), newest first
-    Ls,
-    /// Print a chat's messages in order
+    Ls {
+        /// One JSON array of chats instead of lines
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a chat's messages in order, with their original times
     Show {
         /// The chat's id
         chat: String,
+        /// The chat as chatvault JSON (the export schema) instead of text
+        #[arg(long)]
+        json: bool,
     },
     /// Create a chat and print its id
     New {
@@ -106,15 +149,30 @@ enum Command {
     Sync,
     /// Sync in the background and print events until Ctrl-C
     Watch(WatchArgs),
-    /// Write every chat as a standard age file (decrypt with `age -d`)
+    /// Write every chat as a standard age file (decrypt with `age -d`) or plain JSON
     Export(ExportArgs),
-    /// Import chats from JSON Lines: {"title":..,"messages":[{"role":..,"content":..}]}
+    /// Import a ChatGPT export (zip or conversations.json), a Claude export
+    /// (conversations.json or zip) or a chatvault JSON export; importing the
+    /// same file again adds nothing
     Import {
-        /// The .jsonl file
+        /// The export file
         file: PathBuf,
     },
+    /// Find chats whose title or messages contain TEXT (case-insensitive)
+    Search {
+        /// The text to look for
+        text: String,
+    },
+    /// Check that every record on the server and on this device opens and
+    /// that both agree; exits 5 if anything is wrong
+    Verify,
     /// Show queued changes and the sync status (after a sync)
     Status,
+    /// Print a shell completion script (e.g. `chatvault completions bash > …`)
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -130,10 +188,23 @@ struct WatchArgs {
     count: Option<u64>,
 }
 
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// A standard age file of every chat (needs --passphrase-env or --recipient)
+    #[default]
+    Age,
+    /// Plain chatvault JSON (unencrypted: handle with care)
+    Json,
+}
+
 #[derive(Debug, Args)]
 #[group(skip)]
-#[command(group = ArgGroup::new("to").required(true).args(["passphrase_env", "recipient"]))]
+#[command(group = ArgGroup::new("to").args(["passphrase_env", "recipient"]).multiple(true))]
 struct ExportArgs {
+    /// age: encrypted to a passphrase or recipients; json: plain chatvault JSON
+    #[arg(long, value_enum, default_value_t = ExportFormat::Age)]
+    format: ExportFormat,
     /// Encrypt to the passphrase held in this environment variable
     #[arg(long, value_name = "VAR")]
     passphrase_env: Option<String>,
@@ -141,7 +212,7 @@ struct ExportArgs {
     #[arg(long, value_name = "AGE1…")]
     recipient: Vec<String>,
     /// Write here instead of standard output
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, visible_alias = "out", value_name = "FILE")]
     output: Option<PathBuf>,
 }
 
@@ -167,6 +238,7 @@ impl From<CliRole> for Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    exit::init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -174,14 +246,14 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::LOCAL);
         }
     };
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::error(&e);
-            ExitCode::FAILURE
+            ExitCode::from(exit::code(&e))
         }
     }
 }

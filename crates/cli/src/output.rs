@@ -5,14 +5,26 @@ use chatvault::core::Hlc;
 use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
 use std::error::Error as _;
 
-/// Prints an error and its causes.
+/// Prints an error and its causes on one line.
 pub fn error(e: &Error) {
-    eprintln!("error: {e}");
+    let mut line = format!("error: {e}");
     let mut source = e.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        line.push_str(&format!(": {cause}"));
         source = cause.source();
     }
+    if matches!(e, Error::Unavailable { .. }) {
+        line.push_str(" (check the network and the vault URL, then run the command again)");
+    }
+    eprintln!("{line}");
+}
+
+/// Prints `value` as pretty JSON.
+pub fn json(value: &impl serde::Serialize) -> chatvault::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::invalid(format!("cannot encode JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
 }
 
 /// One line per chat: id, star, message count, last activity, title.
@@ -38,7 +50,7 @@ pub fn chat(chat: &Chat) {
             "\n{}  {:<9}  {}",
             message.id,
             role(message.role()),
-            time(message.created)
+            crate::json::time(message.written_millis())
         );
         for line in message.content().lines() {
             println!("    {line}");

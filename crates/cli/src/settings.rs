@@ -1,6 +1,7 @@
 //! Where the vault is and how to unlock it: the global options, their
 //! defaults under the user's data directory, and the passphrase or identity.
 
+use crate::config::Config;
 use crate::Cli;
 use chatvault::{ChatVault, ChatVaultBuilder, Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
@@ -10,20 +11,68 @@ use zeroize::Zeroizing;
 /// The environment variable tests use to make scrypt cheap.
 const WORK_FACTOR_VAR: &str = "CHATVAULT_SCRYPT_WORK_FACTOR";
 
-/// A builder with storage, replica and unlock taken from the options.
-pub fn builder(cli: &Cli) -> Result<ChatVaultBuilder> {
-    let server = match &cli.server {
-        Some(url) => url.clone(),
-        None => format!("file://{}", data_dir()?.join("server").display()),
+/// Where a command's vault lives and this device's replica of it.
+#[derive(Clone, Debug)]
+pub struct Location {
+    /// The vault's URL.
+    pub server: String,
+    /// This device's replica file.
+    pub replica: PathBuf,
+}
+
+/// The vault from `--server` (or `init`'s URL), else `--vault NAME` or the
+/// default vault `init` remembered, else the default folder server.
+pub fn location(cli: &Cli, server: Option<&str>) -> Result<Location> {
+    let explicit = server.map(str::to_string).or_else(|| cli.server.clone());
+    let remembered = match &explicit {
+        Some(_) => None,
+        None => Config::load()?.vault(cli.vault.as_deref())?,
     };
-    let replica = match &cli.replica {
-        Some(path) => path.clone(),
+    let (server, replica) = match (explicit, remembered) {
+        (Some(server), _) => (server, None),
+        (None, Some(entry)) => (entry.server, Some(entry.replica)),
+        (None, None) => (
+            format!("file://{}", data_dir()?.join("server").display()),
+            None,
+        ),
+    };
+    let replica = match (&cli.replica, replica) {
+        (Some(path), _) => path.clone(),
+        (None, Some(path)) => path,
         // One replica per server: switching --server never reuses a replica
         // of another vault (the library refuses that).
-        None => data_dir()?
+        (None, None) => data_dir()?
             .join("replicas")
             .join(format!("{:016x}.redb", fnv1a(server.as_bytes()))),
     };
+    Ok(Location { server, replica })
+}
+
+/// An S3 URL needs credentials from the environment: say which, before
+/// any request fails with a less helpful message.
+fn check_credentials(server: &str) -> Result<()> {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let has_credentials = (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
+        || set("AWS_WEB_IDENTITY_TOKEN_FILE")
+        || set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        || set("AWS_CONTAINER_CREDENTIALS_FULL_URI");
+    if server.starts_with("s3://") && !has_credentials {
+        return Err(Error::Unauthorized {
+            message: format!(
+                "{server} needs S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 (and AWS_REGION; AWS_ENDPOINT for MinIO or another S3-compatible store)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A builder with storage, replica and unlock taken from `location` and the
+/// options.
+pub fn builder(cli: &Cli, location: &Location) -> Result<ChatVaultBuilder> {
+    check_credentials(&location.server)?;
+    let server = location.server.clone();
+    let replica = location.replica.clone();
     if let Some(parent) = replica.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| Error::local(format!("cannot create {}", parent.display()), e))?;
@@ -55,7 +104,7 @@ pub fn work_factor() -> Result<Option<u8>> {
 
 /// `$XDG_DATA_HOME/chatvault`, `~/.local/share/chatvault` or
 /// `%APPDATA%\chatvault`.
-fn data_dir() -> Result<PathBuf> {
+pub fn data_dir() -> Result<PathBuf> {
     let var = |name| {
         std::env::var_os(name)
             .map(PathBuf::from)
@@ -123,7 +172,7 @@ fn read_identity(file: &Path) -> Result<age::x25519::Identity> {
 }
 
 /// FNV-1a: a stable, dependency-free name for a server's replica file.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
         (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

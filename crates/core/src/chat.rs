@@ -8,6 +8,12 @@
 //!   content are one last-writer-wins register stamped with an [`Hlc`]; its
 //!   creation stamp is fixed (the smallest seen wins). Messages are shown in
 //!   the total order (creation stamp, id).
+//! - **Original time.** A message brought in from elsewhere (an import)
+//!   also carries the wall time it was first written there,
+//!   [`Message::written`], separate from the merge clock. Like the creation
+//!   stamp it is fixed: merge keeps the earliest one known. An importer
+//!   derives the creation stamp from the same time, so imported messages
+//!   keep their original order.
 //! - **Title** and **starred** are last-writer-wins registers on the same
 //!   clock. Equal stamps (only possible for the same edit) tie-break on the
 //!   value, so merging stays deterministic even for hand-built states.
@@ -83,6 +89,11 @@ pub struct Message {
     /// Set once the message is deleted (a tombstone; content is dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Hlc>,
+    /// When the message was originally written, in Unix milliseconds, for a
+    /// message imported from elsewhere (absent for one written here: its
+    /// creation stamp is that time). Encoded since chat format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
 }
 
 /// A message's role and content: edited together as one register.
@@ -110,10 +121,21 @@ impl Message {
         self.deleted.is_some()
     }
 
+    /// When the message was written, in Unix milliseconds: its original
+    /// time if it was imported, else its creation stamp's wall time.
+    pub fn written_millis(&self) -> u64 {
+        self.written.unwrap_or(self.created.millis)
+    }
+
     fn merge(&mut self, other: &Message) {
         self.created = self.created.min(other.created);
         self.body.merge(&other.body);
         self.deleted = self.deleted.max(other.deleted);
+        // Earliest known original time; a state without one knows nothing.
+        self.written = match (self.written, other.written) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         self.normalize();
     }
 
@@ -121,6 +143,7 @@ impl Message {
         if self.deleted.is_some() {
             self.body.value.content.clear();
             self.body.value.role = Role::User;
+            self.written = None;
         }
     }
 }
@@ -240,6 +263,20 @@ impl Chat {
         content: impl Into<String>,
         at: Hlc,
     ) {
+        self.insert_written_message(id, role, content, at, None);
+    }
+
+    /// Adds (or, if the id exists, merges into) message `id`, stamped `at`
+    /// and originally written at `written` (Unix milliseconds) elsewhere:
+    /// how an importer keeps a message's original time.
+    pub fn insert_written_message(
+        &mut self,
+        id: MessageId,
+        role: Role,
+        content: impl Into<String>,
+        at: Hlc,
+        written: Option<u64>,
+    ) {
         if self.is_deleted() {
             return;
         }
@@ -254,6 +291,7 @@ impl Chat {
                 at,
             ),
             deleted: None,
+            written,
         };
         match self.messages.get_mut(&id) {
             Some(existing) => existing.merge(&incoming),

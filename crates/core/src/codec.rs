@@ -5,14 +5,23 @@
 //! written by a newer chatvault fails with
 //! [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) instead of
 //! being misread.
+//!
+//! Chat bodies: format 1 is the original JSON; format 2 adds the optional
+//! per-message original time (`messages.*.written`). A chat is written as
+//! format 1 unless a message carries an original time, so chats that have
+//! none stay readable by releases that predate format 2, and releases that
+//! predate it refuse (rather than silently drop, then re-save without) an
+//! original time. The history lives in `docs/design.md` §4.
 
 use crate::chat::{Chat, ChatSummary};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Format version of encoded chats (record bodies).
-pub const CHAT_FORMAT: u8 = 1;
+/// Newest format version of encoded chats (record bodies).
+pub const CHAT_FORMAT: u8 = 2;
+/// The chat format written when no message carries an original time.
+pub const CHAT_FORMAT_WITHOUT_ORIGINAL_TIMES: u8 = 1;
 /// Format version of encoded summaries.
 pub const SUMMARY_FORMAT: u8 = 1;
 
@@ -42,7 +51,12 @@ fn decode<T: DeserializeOwned>(what: &str, supported: u8, bytes: &[u8]) -> Resul
 
 /// Encodes a chat (the record body).
 pub fn encode_chat(chat: &Chat) -> Result<Vec<u8>> {
-    encode(CHAT_FORMAT, chat)
+    let format = if chat.messages.values().any(|m| m.written.is_some()) {
+        CHAT_FORMAT
+    } else {
+        CHAT_FORMAT_WITHOUT_ORIGINAL_TIMES
+    };
+    encode(format, chat)
 }
 
 /// Decodes a chat body.
@@ -65,7 +79,7 @@ mod tests {
     use super::*;
     use crate::chat::Role;
     use crate::hlc::Hlc;
-    use crate::ids::{ChatId, DeviceId};
+    use crate::ids::{ChatId, DeviceId, MessageId};
     use proptest::prelude::*;
 
     #[test]
@@ -85,9 +99,40 @@ mod tests {
     fn newer_format_is_refused_with_a_typed_error() {
         let err = decode_chat(&[CHAT_FORMAT + 1, b'{', b'}']).unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedFormat { found: 2, .. }),
+            matches!(err, Error::UnsupportedFormat { found: 3, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn chats_without_original_times_keep_format_1_and_imported_ones_use_2() {
+        let device = DeviceId(1);
+        let mut chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, device));
+        chat.add_message(Role::User, "typed here", Hlc::new(2, 0, device));
+        assert_eq!(encode_chat(&chat).expect("encode")[0], 1);
+        chat.insert_written_message(
+            MessageId::new(),
+            Role::Assistant,
+            "imported",
+            Hlc::new(3, 0, device),
+            Some(1_700_000_000_123),
+        );
+        let bytes = encode_chat(&chat).expect("encode");
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_chat(&bytes).expect("decode"), chat);
+    }
+
+    #[test]
+    fn a_format_1_body_written_before_original_times_still_opens() {
+        // Bytes as release 0.1 wrote them (no `written` field).
+        let old = br#"{"id":"0190f5f0-0000-7000-8000-000000000001","created":{"t":1,"c":0,"d":1},"title":{"v":"old","at":{"t":1,"c":0,"d":1}},"starred":{"v":false,"at":{"t":1,"c":0,"d":1}},"messages":{"0190f5f0-0000-7000-8000-000000000002":{"id":"0190f5f0-0000-7000-8000-000000000002","created":{"t":2,"c":0,"d":1},"body":{"v":{"role":"user","content":"hi"},"at":{"t":2,"c":0,"d":1}}}}}"#;
+        let mut bytes = vec![1];
+        bytes.extend_from_slice(old);
+        let chat = decode_chat(&bytes).expect("a format 1 body opens");
+        let message = chat.messages()[0];
+        assert_eq!(message.written, None);
+        assert_eq!(message.written_millis(), 2);
+        assert_eq!(encode_chat(&chat).expect("encode"), bytes);
     }
 
     #[test]
@@ -103,7 +148,42 @@ mod tests {
         ));
     }
 
+    fn any_chat() -> impl Strategy<Value = Chat> {
+        let message = (
+            any::<u8>(),
+            "\\PC{0,12}",
+            0u64..1000,
+            proptest::option::of(any::<u64>()),
+            any::<bool>(),
+        );
+        (
+            any::<[u8; 16]>(),
+            "\\PC{0,12}",
+            proptest::collection::vec(message, 0..6),
+        )
+            .prop_map(|(id, title, messages)| {
+                let device = DeviceId(9);
+                let mut chat = Chat::new(ChatId::from_bytes(id), title, Hlc::new(1, 0, device));
+                for (n, text, at, written, deleted) in messages {
+                    let id = MessageId::from_bytes([n; 16]);
+                    let at = Hlc::new(at, 0, device);
+                    chat.insert_written_message(id, Role::Tool, text, at, written);
+                    if deleted {
+                        chat.delete_message(id, at);
+                    }
+                }
+                chat
+            })
+    }
+
     proptest! {
+        #[test]
+        fn chats_round_trip_through_the_encoding(chat in any_chat()) {
+            prop_assert_eq!(decode_chat(&encode_chat(&chat).expect("encode")).expect("decode"), chat.clone());
+            let summary = chat.summary();
+            prop_assert_eq!(decode_summary(&encode_summary(&summary).expect("encode")).expect("decode"), summary);
+        }
+
         #[test]
         fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_chat(&bytes);

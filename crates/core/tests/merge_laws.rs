@@ -34,10 +34,27 @@ fn role(n: u8) -> Role {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Add { slot: u8, role: u8, text: u8 },
-    Edit { slot: u8, text: u8 },
-    DeleteMessage { slot: u8 },
-    Rename { title: u8 },
+    Add {
+        slot: u8,
+        role: u8,
+        text: u8,
+    },
+    /// Adds a message imported with an original time.
+    Import {
+        slot: u8,
+        text: u8,
+        written: u8,
+    },
+    Edit {
+        slot: u8,
+        text: u8,
+    },
+    DeleteMessage {
+        slot: u8,
+    },
+    Rename {
+        title: u8,
+    },
     Star(bool),
     DeleteChat,
 }
@@ -57,6 +74,8 @@ fn op(allow_delete_chat: bool) -> impl Strategy<Value = Op> {
     prop_oneof![
         8 => (slot.clone(), any::<u8>(), any::<u8>())
             .prop_map(|(slot, role, text)| Op::Add { slot, role, text }),
+        3 => (slot.clone(), any::<u8>(), any::<u8>())
+            .prop_map(|(slot, text, written)| Op::Import { slot, text, written }),
         6 => (slot.clone(), any::<u8>()).prop_map(|(slot, text)| Op::Edit { slot, text }),
         4 => slot.prop_map(|slot| Op::DeleteMessage { slot }),
         3 => any::<u8>().prop_map(|title| Op::Rename { title }),
@@ -155,6 +174,17 @@ fn apply(chat: &mut Chat, op: &Op, at: Hlc) {
             role: r,
             text,
         } => chat.insert_message(message_id(*slot), role(*r), format!("add {text}"), at),
+        Op::Import {
+            slot,
+            text,
+            written,
+        } => chat.insert_written_message(
+            message_id(*slot),
+            Role::User,
+            format!("import {text}"),
+            at,
+            Some(u64::from(*written)),
+        ),
         Op::Edit { slot, text } => {
             chat.edit_message(message_id(*slot), format!("edit {text}"), at);
         }

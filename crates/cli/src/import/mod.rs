@@ -1,0 +1,231 @@
+//! `import`: bring in history from elsewhere, one source format per module:
+//! a ChatGPT data export ([`chatgpt`]), a Claude export ([`claude`]) and
+//! chatvault's own JSON export ([`crate::json`]).
+//!
+//! Every format is read and checked in full before the first chat is saved,
+//! so a bad file leaves the vault untouched; the error names the
+//! conversation and the field. Chat and message ids are derived from the
+//! source's own ids (UUIDv5), so importing the same file again adds nothing.
+//! Original times are kept: each message's `written` time, and creation
+//! stamps derived from them so the original order holds.
+
+mod chatgpt;
+mod claude;
+
+use crate::json;
+use chatvault::core::{Hlc, Lww};
+use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, MessageId, Result, Role};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use std::io::Read;
+use std::path::Path;
+use uuid::Uuid;
+
+/// The namespace of ids derived from a source's conversation and message
+/// ids. Never change it: re-imports would duplicate every chat.
+const NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_52b3_8f2e_4b8e_9a57_2d0c_51f3_a9e4);
+
+/// The device id in the stamps of imported state (below every real device's
+/// edits at the same millisecond).
+const IMPORT_DEVICE: DeviceId = DeviceId(0);
+
+/// A conversation as a source describes it, before it becomes a [`Chat`].
+pub struct Conversation {
+    /// The chat id (derived, or chatvault's own).
+    pub id: ChatId,
+    /// The title.
+    pub title: String,
+    /// Starred (only chatvault's own format has stars).
+    pub starred: bool,
+    /// Creation time, Unix milliseconds.
+    pub created: u64,
+    /// Last update of title or star, Unix milliseconds.
+    pub updated: u64,
+    /// The messages in order.
+    pub messages: Vec<ImportedMessage>,
+}
+
+/// A message as a source describes it.
+pub struct ImportedMessage {
+    /// The message id (derived, or chatvault's own).
+    pub id: MessageId,
+    /// Who wrote it.
+    pub role: Role,
+    /// Its text, with placeholders for what is not text.
+    pub content: String,
+    /// When it was written, Unix milliseconds.
+    pub written: u64,
+}
+
+impl Conversation {
+    /// The chat, stamped from the original times: messages in their
+    /// original order even if the source's clock went backwards.
+    pub fn into_chat(self) -> Chat {
+        let stamp = |millis| Hlc::new(millis, 0, IMPORT_DEVICE);
+        let mut chat = Chat::new(self.id, self.title.clone(), stamp(self.created));
+        let updated = stamp(self.updated.max(self.created));
+        chat.title = Lww::new(self.title, updated);
+        chat.starred = Lww::new(self.starred, updated);
+        let mut previous = 0;
+        for (position, message) in self.messages.into_iter().enumerate() {
+            previous = message.written.max(previous);
+            let counter = u32::try_from(position + 1).unwrap_or(u32::MAX);
+            chat.insert_written_message(
+                message.id,
+                message.role,
+                message.content,
+                Hlc::new(previous, counter, IMPORT_DEVICE),
+                Some(message.written),
+            );
+        }
+        chat
+    }
+}
+
+/// A chat id derived from a source's conversation id.
+pub fn chat_id(source: &str, conversation: &str) -> ChatId {
+    ChatId(Uuid::new_v5(
+        &NAMESPACE,
+        format!("{source}\u{0}{conversation}").as_bytes(),
+    ))
+}
+
+/// A message id derived from a source's conversation and message ids.
+pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId {
+    MessageId(Uuid::new_v5(
+        &NAMESPACE,
+        format!("{source}\u{0}{conversation}\u{0}{message}").as_bytes(),
+    ))
+}
+
+/// Deserializes `value`, naming the conversation and the field on failure.
+pub fn parse<T: DeserializeOwned>(
+    file: &Path,
+    conversation: &str,
+    value: serde_json::Value,
+) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        bad(
+            file,
+            conversation,
+            &e.path().to_string(),
+            &e.inner().to_string(),
+        )
+    })
+}
+
+/// The error for a bad field of a conversation.
+pub fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
+    Error::invalid(format!(
+        "{}: conversation {conversation}, field `{field}`: {what}; nothing was imported \
+         (fix or remove that conversation and import again)",
+        file.display()
+    ))
+}
+
+/// Unix milliseconds from fractional seconds (ChatGPT's times).
+pub fn seconds_to_millis(seconds: f64) -> Option<u64> {
+    (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1000.0).round() as u64)
+}
+
+/// Unix milliseconds from an RFC 3339 time.
+pub fn rfc3339_millis(text: &str) -> Option<u64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
+}
+
+/// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, or a
+/// JSON file) and returns its chats, checked in full.
+pub fn read(file: &Path) -> Result<Vec<Chat>> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+    let json = if bytes.starts_with(b"PK\x03\x04") {
+        conversations_from_zip(file, &bytes)?
+    } else {
+        bytes
+    };
+    let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+        Error::invalid(format!(
+            "{} is not JSON ({e}): pass a ChatGPT or Claude export (zip or conversations.json) \
+             or a chatvault JSON export",
+            file.display()
+        ))
+    })?;
+    let conversations = match value {
+        serde_json::Value::Object(ref object) if object.contains_key("format") => {
+            return json::read(file, value)
+        }
+        serde_json::Value::Array(conversations) => conversations,
+        _ => {
+            return Err(Error::invalid(format!(
+                "{}: not an export this version knows (expected a list of conversations \
+                 or a chatvault JSON export)",
+                file.display()
+            )))
+        }
+    };
+    let first = conversations
+        .first()
+        .and_then(serde_json::Value::as_object);
+    let chats = if first.is_some_and(|c| c.contains_key("mapping")) {
+        chatgpt::read(file, conversations)?
+    } else if first.is_some_and(|c| c.contains_key("chat_messages")) {
+        claude::read(file, conversations)?
+    } else if conversations.is_empty() {
+        Vec::new()
+    } else {
+        return Err(Error::invalid(format!(
+            "{}: conversation 0 has neither `mapping` (ChatGPT) nor `chat_messages` (Claude)",
+            file.display()
+        )));
+    };
+    Ok(chats.into_iter().map(Conversation::into_chat).collect())
+}
+
+/// The `conversations.json` inside an export zip.
+fn conversations_from_zip(file: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let not_an_export = |e: &dyn std::fmt::Display| {
+        Error::invalid(format!("{}: not a readable zip: {e}", file.display()))
+    };
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| not_an_export(&e))?;
+    let name = archive
+        .file_names()
+        .filter_map(std::result::Result::ok)
+        .filter(|name| name.rsplit('/').next() == Some("conversations.json"))
+        .min_by_key(|name| name.len())
+        .map(|name| name.to_string())
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "{} holds no conversations.json: is it a ChatGPT or Claude data export?",
+                file.display()
+            ))
+        })?;
+    let mut entry = archive.by_name(&name).map_err(|e| not_an_export(&e))?;
+    let mut json = Vec::new();
+    entry
+        .read_to_end(&mut json)
+        .map_err(|e| not_an_export(&e))?;
+    Ok(json)
+}
+
+/// Imports every chat of `file` through the batched save path.
+pub async fn run(vault: &ChatVault, file: &Path) -> Result<()> {
+    let chats = read(file)?;
+    let messages: usize = chats.iter().map(Chat::message_count).sum();
+    let progress = ProgressBar::new(chats.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
+            .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
+    );
+    let report = vault
+        .import_chats(chats, |done| progress.inc(done as u64))
+        .await?;
+    progress.finish_and_clear();
+    println!(
+        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}",
+        report.added, report.updated, report.unchanged
+    );
+    Ok(())
+}
