@@ -331,6 +331,17 @@ impl Engine {
         save::save_chat(&self.inner, chat).await
     }
 
+    /// Saves many chats at once (an import): each is merged into its stored
+    /// state like [`Engine::save_chat`], and all of them commit with their
+    /// outbox entries in one replica transaction, so either every chat is
+    /// saved or none is (a chat too large for the backend fails the batch
+    /// with [`Error::TooLarge`]). A chat this device holds only as a summary
+    /// is saved after fetching its body, on its own. Returns the merged
+    /// states in the order given.
+    pub async fn save_chats(&self, chats: Vec<Chat>) -> Result<Vec<Arc<Chat>>> {
+        save::save_chats(&self.inner, chats).await
+    }
+
     /// Applies `edit` to the current full state of `chat` (loading it first
     /// if needed) and queues the result for push. `edit` receives this
     /// device's clock for stamps and returns a value passed back to the

@@ -13,6 +13,7 @@ use crate::ids::{ChatId, DeviceId};
 use crate::replica::{RecordHeader, ReplicaWrite};
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// How often a change that needs a chat's body fetches it before giving up
@@ -39,6 +40,13 @@ pub(super) type Published = (ChatSummary, u64, Option<Arc<Chat>>);
 /// A committed edit's value and the chat's state afterwards (`None` when
 /// only its summary is held).
 type Committed<T> = (T, Option<Arc<Chat>>);
+
+/// What [`Inner::commit_batch`] did: the saved states by chat, and the chats
+/// it could not merge without first fetching their bodies.
+struct BatchCommitted {
+    saved: HashMap<ChatId, Arc<Chat>>,
+    needs_body: Vec<Chat>,
+}
 
 /// The version a new local state of `chat` is sealed as: above both the
 /// stored version and `at_least`.
@@ -139,9 +147,27 @@ impl Inner {
         };
         let (next, out) = edit(current, &self.clock)?;
         // Dropping the transaction unused aborts it: nothing changed.
-        let Some(mut next) = next else {
+        let Some(next) = next else {
             return Ok(Ok((out, before)));
         };
+        let (committed, version) = self.stage_local(&mut write, header, next)?;
+        write.commit()?;
+        self.publish(committed.summary(), version, Some(committed.clone()));
+        self.wake.notify_one();
+        Ok(Ok((out, Some(committed))))
+    }
+
+    /// Seals `next` (a new local state of its chat, whose stored header in
+    /// `write` is `header`) as the next version and stores it with its outbox
+    /// entry in `write`. Returns the state and its version, to publish once
+    /// `write` commits.
+    fn stage_local(
+        &self,
+        write: &mut ReplicaWrite,
+        header: Option<RecordHeader>,
+        mut next: Chat,
+    ) -> Result<(Arc<Chat>, u64)> {
+        let chat = next.id;
         if let Some(horizon) = self.tombstone_horizon() {
             next.collect_garbage(horizon);
         }
@@ -155,11 +181,49 @@ impl Inner {
         // would fail every push forever. Dropping `write` changes nothing.
         self.check_size(&record)?;
         write.put_local(&record, base)?;
+        Ok((Arc::new(next), version))
+    }
+
+    /// Merges every chat of `chats` into its stored state and commits all
+    /// of them, with their outbox entries, in one transaction: all or
+    /// nothing. Chats whose body this device does not hold (only their
+    /// summary) are handed back to be saved one by one after fetching it.
+    fn commit_batch(&self, chats: Vec<Chat>) -> Result<BatchCommitted> {
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let mut saved = HashMap::with_capacity(chats.len());
+        let mut needs_body = Vec::new();
+        let mut published = Vec::new();
+        for chat in chats {
+            let id = chat.id;
+            let header = write.header(id)?;
+            let next = match self.current(id, header, || write.record(id, true), true)? {
+                None | Some(Current::Summary(_)) => {
+                    needs_body.push(chat);
+                    continue;
+                }
+                Some(Current::Missing) => chat,
+                Some(Current::Full(stored)) => {
+                    let merged = Chat::merged(&stored, &chat);
+                    if merged == *stored {
+                        saved.insert(id, stored);
+                        continue;
+                    }
+                    merged
+                }
+            };
+            let (committed, version) = self.stage_local(&mut write, header, next)?;
+            published.push((committed.clone(), version));
+            saved.insert(id, committed);
+        }
         write.commit()?;
-        let committed = Arc::new(next);
-        self.publish(committed.summary(), version, Some(committed.clone()));
-        self.wake.notify_one();
-        Ok(Ok((out, Some(committed))))
+        for (chat, version) in &published {
+            self.publish(chat.summary(), *version, Some(chat.clone()));
+        }
+        if !published.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(BatchCommitted { saved, needs_body })
     }
 
     /// Folds the server's record `sealed` (opened: `summary`, `remote`) into
@@ -350,6 +414,28 @@ pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat
     })
     .await?;
     state.ok_or_else(|| missing_body(id))
+}
+
+/// Saves many chats: one replica transaction for all whose body this device
+/// holds (or that are new), then one save per chat whose body must first be
+/// fetched. Returns the merged states in the order given.
+pub(super) async fn save_chats(inner: &Arc<Inner>, chats: Vec<Chat>) -> Result<Vec<Arc<Chat>>> {
+    for chat in &chats {
+        inner.clock.observe(chat.last_activity());
+    }
+    let order: Vec<ChatId> = chats.iter().map(|c| c.id).collect();
+    let BatchCommitted {
+        mut saved,
+        needs_body,
+    } = blocking(inner, move |inner| inner.commit_batch(chats)).await?;
+    for chat in needs_body {
+        let id = chat.id;
+        saved.insert(id, save_chat(inner, chat).await?);
+    }
+    order
+        .into_iter()
+        .map(|id| saved.get(&id).cloned().ok_or_else(|| missing_body(id)))
+        .collect()
 }
 
 fn missing_body(chat: ChatId) -> Error {
