@@ -32,3 +32,9 @@ conformance *args:
     cargo test --no-fail-fast --all-features --test conformance --test custom_backend \
         -p chatvault-conformance -p chatvault-object-store -p chatvault-fs -p chatvault-s3 -p chatvault-supabase \
         -- {{args}}
+
+# The scale benchmark: one markdown table per backend (local folder, S3,
+# Supabase), each figure beside its baseline. Sizes and backends are flags,
+# e.g. `just bench-scale --chats 1000,10000 --backends fs,s3 --import 1000`.
+bench-scale *args:
+    cargo bench -p chatvault --bench scale -- {{args}}
