@@ -209,9 +209,16 @@ fn child(task: &str) {
             let scratch = tempfile::tempdir().expect("tempdir");
             let storage = common::storage(scratch.path());
             let engine = rt.block_on(common::open_engine(&path, storage, cipher, 32 << 20));
+            let (loaded, loaded_hwm) = memory();
             let sidebar = engine.sidebar();
             let (rss, hwm) = memory();
-            report(&[("rss", rss), ("hwm", hwm), ("n", sidebar.len() as f64)]);
+            report(&[
+                ("loaded", loaded),
+                ("loaded_hwm", loaded_hwm),
+                ("rss", rss),
+                ("hwm", hwm),
+                ("n", sidebar.len() as f64),
+            ]);
         }
         other => panic!("unknown child task {other}"),
     }
@@ -375,7 +382,9 @@ async fn measure(server: &Server, chats: usize, options: &Options, run: &str) ->
         vault.reset();
         let start = Instant::now();
         let pulled = reader.sync_now().await.expect("poll with changes");
-        column.changes.push((k, Traffic::of(&vault, start.elapsed())));
+        column
+            .changes
+            .push((k, Traffic::of(&vault, start.elapsed())));
         assert_eq!(pulled.pulled, k, "the reader pulls the k changed chats");
     }
 
@@ -393,17 +402,15 @@ async fn measure(server: &Server, chats: usize, options: &Options, run: &str) ->
         std::fs::copy(&key_path, stem.with_extension("key")).expect("copy key");
         std::fs::write(stem.with_extension("chat"), big_id.to_string()).expect("chat id");
     }
-    column.cold = run_child(format!(
-        "cold|{replica}|{key}|{big_id}|{}",
-        options.repeat
-    ));
+    column.cold = run_child(format!("cold|{replica}|{key}|{big_id}|{}", options.repeat));
     column.rss = run_child(format!("rss|{replica}|{key}"));
     column.idle_process = run_child("idle".into());
     assert_eq!(column.rss["n"] as usize, chats + 1, "sidebar size");
     drop(all);
 
     if options.import > 0 {
-        column.import = Some(import(server, options.import, &format!("{run}-import-{chats}")).await);
+        column.import =
+            Some(import(server, options.import, &format!("{run}-import-{chats}")).await);
     }
     column
 }
@@ -491,20 +498,24 @@ fn print_table(server: &Server, columns: &[Column], options: &Options) {
         }
         println!("{line}");
     };
-    row("seed N chats + one of 1,000 messages (writer) / first sync of the reader", &|c| {
-        format!("{:.1} s / {:.1} s", c.seed_s, c.first_sync_s)
-    });
+    row(
+        "seed N chats + one of 1,000 messages (writer) / first sync of the reader",
+        &|c| format!("{:.1} s / {:.1} s", c.seed_s, c.first_sync_s),
+    );
     row("idle poll, chatvault (`sync_now`, nothing new)", &|c| {
         traffic(&c.idle)
     });
-    row("idle poll, seed-style baseline (list every id + timestamp, diff)", &|c| {
-        format!(
-            "{} req · {} up / {} down",
-            c.seed_poll.requests,
-            bytes(c.seed_poll.sent),
-            bytes(c.seed_poll.received)
-        )
-    });
+    row(
+        "idle poll, seed-style baseline (list every id + timestamp, diff)",
+        &|c| {
+            format!(
+                "{} req · {} up / {} down",
+                c.seed_poll.requests,
+                bytes(c.seed_poll.sent),
+                bytes(c.seed_poll.received)
+            )
+        },
+    );
     row("idle poll: chatvault vs baseline", &|c| {
         let ours = c.idle.sent + c.idle.received;
         let theirs = c.seed_poll.sent + c.seed_poll.received;
@@ -522,17 +533,20 @@ fn print_table(server: &Server, columns: &[Column], options: &Options) {
             )
         }
     });
-    row("seed-style baseline: chats seen / existing → taken as deleted", &|c| {
-        let existing = c.chats as u64 + 1;
-        format!(
-            "{} / {} → {} (diff against the previous listing: {} changed, {} missing)",
-            c.seed_poll.seen,
-            existing,
-            existing.saturating_sub(c.seed_poll.seen),
-            c.seed_poll.changed,
-            c.seed_poll.missing
-        )
-    });
+    row(
+        "seed-style baseline: chats seen / existing → taken as deleted",
+        &|c| {
+            let existing = c.chats as u64 + 1;
+            format!(
+                "{} / {} → {} (diff against the previous listing: {} changed, {} missing)",
+                c.seed_poll.seen,
+                existing,
+                existing.saturating_sub(c.seed_poll.seen),
+                c.seed_poll.changed,
+                c.seed_poll.missing
+            )
+        },
+    );
     for (i, &k) in options.ks.iter().enumerate() {
         row(&format!("k = {k} changed chats, one `sync_now`"), &|c| {
             c.changes
@@ -540,38 +554,50 @@ fn print_table(server: &Server, columns: &[Column], options: &Options) {
                 .map_or("—".into(), |(k, t)| format!("{}; k={k}", traffic(t)))
         });
     }
-    row("cold start to sidebar from the replica vs raw redb read of the same sealed summaries", &|c| {
-        format!(
-            "{:.1} ms vs {:.1} ms = {:.1}×",
-            c.cold["cold_ms"],
-            c.cold["raw_ms"],
-            c.cold["cold_ms"] / c.cold["raw_ms"]
-        )
-    });
-    row("open the 1,000-message chat vs raw redb read of its sealed record", &|c| {
-        format!(
-            "{:.2} ms vs {:.3} ms = {:.0}×",
-            c.cold["open_ms"],
-            c.cold["raw_open_ms"],
-            c.cold["open_ms"] / c.cold["raw_open_ms"]
-        )
-    });
-    row("bulk import through the engine vs raw puts of the same bytes (goal ≥ 80 %)", &|c| {
-        c.import.map_or("not run".into(), |(n, engine, raw)| {
+    row(
+        "cold start to sidebar from the replica vs raw redb read of the same sealed summaries",
+        &|c| {
             format!(
-                "{n} chats: {:.2} s vs {:.2} s = {:.0} %",
-                engine,
-                raw,
-                raw / engine * 100.0
+                "{:.1} ms vs {:.1} ms = {:.1}×",
+                c.cold["cold_ms"],
+                c.cold["raw_ms"],
+                c.cold["cold_ms"] / c.cold["raw_ms"]
             )
-        })
-    });
-    row("peak RSS of a process holding the sidebar (VmHWM) vs idle process", &|c| {
-        format!(
-            "{:.1} MiB vs {:.1} MiB",
-            c.rss["hwm"], c.idle_process["rss"]
+        },
+    );
+    row(
+        "open the 1,000-message chat vs raw redb read of its sealed record",
+        &|c| {
+            format!(
+                "{:.2} ms vs {:.3} ms = {:.0}×",
+                c.cold["open_ms"],
+                c.cold["raw_open_ms"],
+                c.cold["open_ms"] / c.cold["raw_open_ms"]
+            )
+        },
+    );
+    row(
+        "bulk import through the engine vs raw puts of the same bytes (goal ≥ 80 %)",
+        &|c| {
+            c.import.map_or("not run".into(), |(n, engine, raw)| {
+                format!(
+                    "{n} chats: {:.2} s vs {:.2} s = {:.0} %",
+                    engine,
+                    raw,
+                    raw / engine * 100.0
+                )
+            })
+        },
+    );
+    row(
+        "peak RSS of a process holding the sidebar (VmHWM) vs idle process",
+        &|c| {
+            format!(
+            "{:.1} MiB vs {:.1} MiB (engine open: {:.1} MiB resident, then `sidebar()` copy: {:.1} MiB)",
+            c.rss["hwm"], c.idle_process["rss"], c.rss["loaded"], c.rss["rss"]
         )
-    });
+        },
+    );
     row("history growth (same chats, 10× the edits)", &|_| {
         "see `backends/object-store/benches/history.rs`".into()
     });
@@ -587,7 +613,9 @@ fn machine() -> String {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
-        .map_or("unknown".into(), |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0));
+        .map_or("unknown".into(), |kb| {
+            format!("{:.1} GiB", kb / 1024.0 / 1024.0)
+        });
     let rustc = Command::new("rustc")
         .arg("-V")
         .output()

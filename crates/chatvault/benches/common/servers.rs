@@ -458,7 +458,9 @@ impl Server {
             Self::S3(fixture) => {
                 let location = fixture.vault(name).await?;
                 let client = |connector: Option<CountingHttpConnector>| {
-                    let mut builder = fixture.amazon_s3_builder().with_bucket_name(&location.bucket);
+                    let mut builder = fixture
+                        .amazon_s3_builder()
+                        .with_bucket_name(&location.bucket);
                     if let Some(connector) = connector {
                         builder = builder.with_http_connector(connector);
                     }
@@ -503,14 +505,13 @@ impl Server {
                 let token = fixture.user_token(user, 24 * 3600);
                 let client_token = token.clone();
                 let client = |observer: Option<RequestCounter>| {
-                    let mut builder =
-                        chatvault_supabase::SupabaseStorage::builder(&format!(
-                            "supabase+{}",
-                            fixture.url
-                        ))?
-                        .anon_key(fixture.anon_key.clone())
-                        .token_source(chatvault_supabase::StaticToken::new(client_token.clone()))
-                        .timeout(Duration::from_secs(600));
+                    let mut builder = chatvault_supabase::SupabaseStorage::builder(&format!(
+                        "supabase+{}",
+                        fixture.url
+                    ))?
+                    .anon_key(fixture.anon_key.clone())
+                    .token_source(chatvault_supabase::StaticToken::new(client_token.clone()))
+                    .timeout(Duration::from_secs(600));
                     if let Some(counter) = observer {
                         builder = builder.on_request(move |event| {
                             counter.record(&event.function, event.bytes_sent, event.bytes_received)
@@ -587,10 +588,11 @@ impl Vault {
             } => {
                 raw_counter.reset();
                 let rec = prefix.child("rec");
-                let objects: Vec<ObjectMeta> =
-                    raw.list(Some(&rec)).try_collect().await.map_err(|e| {
-                        chatvault::core::Error::unavailable("seed-style LIST", e)
-                    })?;
+                let objects: Vec<ObjectMeta> = raw
+                    .list(Some(&rec))
+                    .try_collect()
+                    .await
+                    .map_err(|e| chatvault::core::Error::unavailable("seed-style LIST", e))?;
                 let mut listing = HashMap::new();
                 for object in objects {
                     // rec/<chat>/<version>-<write>: the newest name wins.
@@ -637,8 +639,9 @@ impl Vault {
                     .bytes()
                     .await
                     .map_err(|e| chatvault::core::Error::unavailable("seed-style select", e))?;
-                let rows: Vec<serde_json::Value> = serde_json::from_slice(&body)
-                    .map_err(|e| chatvault::core::Error::invalid(format!("seed-style rows: {e}")))?;
+                let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).map_err(|e| {
+                    chatvault::core::Error::invalid(format!("seed-style rows: {e}"))
+                })?;
                 let listing = rows
                     .iter()
                     .map(|row| (row["chat"].to_string(), row["updated_at"].to_string()))
@@ -654,7 +657,10 @@ impl Vault {
         let missing = if previous.is_empty() {
             0
         } else {
-            previous.keys().filter(|c| !listing.contains_key(*c)).count() as u64
+            previous
+                .keys()
+                .filter(|c| !listing.contains_key(*c))
+                .count() as u64
         };
         let seen = listing.len() as u64;
         if previous.is_empty() || previous.len() < listing.len() {
