@@ -42,3 +42,9 @@ crash-trials trials="200":
 # (CI runs 3 x 200). Replay a run with CHATVAULT_SIM_SEED.
 convergence ops="1000":
     CHATVAULT_SIM_OPS={{ops}} cargo test -p chatvault --test convergence -- --nocapture
+
+# The scale benchmark: one markdown table per backend (local folder, S3,
+# Supabase), each figure beside its baseline. Sizes and backends are flags,
+# e.g. `just bench-scale --chats 1000,10000 --backends fs,s3 --import 1000`.
+bench-scale *args:
+    cargo bench -p chatvault --bench scale -- {{args}}

@@ -1,6 +1,9 @@
 //! Builds replicas for the engine benches directly (one transaction per
 //! batch), sealing records exactly as the engine does: summary bound to
 //! `Part::Summary`, body to `Part::Full`, both at the record's version.
+//! Each bench uses part of it.
+
+#![allow(dead_code)]
 
 use age::secrecy::SecretString;
 use chatvault::core::codec::{encode_chat, encode_summary};
@@ -58,16 +61,23 @@ pub fn seal(cipher: &EnvelopeCipher, chat: &Chat, version: u64) -> SealedRecord 
     }
 }
 
-/// Writes a replica at `path` holding `chats` small chats plus, if
-/// `big_messages > 0`, one chat with that many messages; returns the key
-/// file and the big chat's id.
-pub fn build_replica(path: &Path, chats: usize, big_messages: usize) -> (Vec<u8>, ChatId) {
+/// A new vault's data key and its key file (passphrase [`PASSPHRASE`],
+/// cheapest work factor: unlocking is not what the benches measure).
+pub fn new_vault_key() -> (EnvelopeCipher, Vec<u8>) {
     let cipher = EnvelopeCipher::generate(VaultId::new());
     let key_file = cipher
         .to_key_file(
             &KeyProtection::for_passphrase(SecretString::from(PASSPHRASE)).with_work_factor(1),
         )
         .expect("key file");
+    (cipher, key_file)
+}
+
+/// Writes a replica at `path` holding `chats` small chats plus, if
+/// `big_messages > 0`, one chat with that many messages; returns the key
+/// file and the big chat's id.
+pub fn build_replica(path: &Path, chats: usize, big_messages: usize) -> (Vec<u8>, ChatId) {
+    let (cipher, key_file) = new_vault_key();
     let replica = Replica::open(path).expect("replica");
     let clock = Clock::new(DeviceId(1));
     let mut write = replica.write().expect("write");

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# CI smoke run of the scale benchmark at its smallest size, on the local
+# folder and S3 (the fixture picks the test image, an endpoint from the
+# environment, or the in-process stand-in). It asserts no time: only that
+# the bench runs to the end and prints its tables, so it cannot rot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="$(mktemp)"
+trap 'rm -f "$out"' EXIT
+cargo bench -p chatvault --bench scale -- \
+    --chats 100 --k 1,10 --import 50 --repeat 1 --backends fs,s3 | tee "$out"
+for table in "### local folder" "### S3"; do
+    grep -qF "$table" "$out" || { echo "bench-smoke: no table for ${table#\#\#\# }" >&2; exit 1; }
+done
+grep -q '^| idle poll, chatvault' "$out" || { echo "bench-smoke: the tables have no rows" >&2; exit 1; }
+if grep -q '^NOT RUN' "$out"; then echo "bench-smoke: a backend did not run" >&2; exit 1; fi
+echo "bench-smoke: scale bench ran and printed its tables"
