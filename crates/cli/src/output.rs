@@ -1,7 +1,6 @@
 //! What the commands print. Data goes to stdout (one line per chat or
 //! message, easy to cut and grep); warnings and errors go to stderr.
 
-use chatvault::core::Hlc;
 use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
 use std::error::Error as _;
 
@@ -35,7 +34,7 @@ pub fn sidebar(chats: &[ChatSummary]) {
             chat.id,
             if chat.starred { '*' } else { ' ' },
             chat.message_count,
-            time(chat.last_activity),
+            time(chat.last_activity.millis),
             chat.title
         );
     }
@@ -50,7 +49,7 @@ pub fn chat(chat: &Chat) {
             "\n{}  {:<9}  {}",
             message.id,
             role(message.role()),
-            crate::json::time(message.written_millis())
+            time(message.written_millis())
         );
         for line in message.content().lines() {
             println!("    {line}");
@@ -114,9 +113,9 @@ fn role(role: &Role) -> &'static str {
     }
 }
 
-/// A clock stamp as UTC wall time, to the second.
-fn time(at: Hlc) -> String {
-    i64::try_from(at.millis)
+/// Unix milliseconds as UTC wall time, to the second.
+fn time(millis: u64) -> String {
+    i64::try_from(millis)
         .ok()
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())

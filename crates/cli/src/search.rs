@@ -103,7 +103,7 @@ mod tests {
         let text = "Wir fahren nach München und dann ÜBER die Alpen";
         assert_eq!(
             snippet(text, "über").as_deref(),
-            Some("Wir fahren nach München und dann ÜBER die Alpen")
+            Some("… fahren nach München und dann ÜBER die Alpen")
         );
         assert_eq!(snippet(text, "zürich"), None);
     }

@@ -87,7 +87,9 @@ pub fn read(file: &Path, conversations: Vec<Value>) -> Result<Vec<Conversation>>
 /// How an error names a conversation: its position, id and title.
 fn describe(n: usize, value: &Value) -> String {
     let field = |key| value.get(key).and_then(Value::as_str);
-    let id = field("conversation_id").or_else(|| field("id")).unwrap_or("?");
+    let id = field("conversation_id")
+        .or_else(|| field("id"))
+        .unwrap_or("?");
     match field("title") {
         Some(title) => format!("#{n} ({id}, {title:?})"),
         None => format!("#{n} ({id})"),
@@ -95,10 +97,14 @@ fn describe(n: usize, value: &Value) -> String {
 }
 
 fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation> {
-    let source_id = export
-        .conversation_id
-        .or(export.id)
-        .ok_or_else(|| bad(file, name, "conversation_id", "missing (and no `id` either)"))?;
+    let source_id = export.conversation_id.or(export.id).ok_or_else(|| {
+        bad(
+            file,
+            name,
+            "conversation_id",
+            "missing (and no `id` either)",
+        )
+    })?;
     let created = export
         .create_time
         .and_then(seconds_to_millis)

@@ -165,9 +165,7 @@ pub fn read(file: &Path) -> Result<Vec<Chat>> {
             )))
         }
     };
-    let first = conversations
-        .first()
-        .and_then(serde_json::Value::as_object);
+    let first = conversations.first().and_then(serde_json::Value::as_object);
     let chats = if first.is_some_and(|c| c.contains_key("mapping")) {
         chatgpt::read(file, conversations)?
     } else if first.is_some_and(|c| c.contains_key("chat_messages")) {
