@@ -63,12 +63,10 @@ impl ChatVault {
         Ok(report)
     }
 
-    /// Saves one batch of chats. The one place to switch to a batched
-    /// engine save (one replica transaction per batch).
+    /// Saves one batch of chats in one replica transaction with their outbox
+    /// entries: a batch lands whole or not at all, and a chat too large for
+    /// the backend fails it with `Error::TooLarge` before anything changes.
     async fn save_batch(&self, chats: Vec<Chat>) -> Result<()> {
-        for chat in chats {
-            self.save_chat(chat).await?;
-        }
-        Ok(())
+        self.engine().save_chats(chats).await.map(|_| ())
     }
 }

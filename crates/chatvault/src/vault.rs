@@ -123,16 +123,6 @@ impl ChatVault {
         self.engine.save_chat(chat).await
     }
 
-    /// Imports many chats at once (from an export, another app): each is
-    /// merged with what is stored, like [`save_chat`](Self::save_chat), and
-    /// all commit together in one local transaction, so an import lands whole
-    /// or not at all; a chat too large for the backend fails it with
-    /// [`Error::TooLarge`] before anything changes. Returns the merged states
-    /// in the order given.
-    pub async fn import_chats(&self, chats: Vec<Chat>) -> Result<Vec<Arc<Chat>>> {
-        self.engine.save_chats(chats).await
-    }
-
     /// Creates an empty chat titled `title`.
     pub async fn new_chat(&self, title: impl Into<String>) -> Result<Arc<Chat>> {
         let chat = Chat::new(ChatId::new(), title, self.engine.clock().tick());

@@ -51,13 +51,18 @@ async fn an_import_commits_every_chat_at_once_and_reaches_another_device() {
     let mut chats = exported(&clock, 50);
     chats.push(edited);
 
-    let saved = importer.import_chats(chats.clone()).await.expect("import");
-    assert_eq!(
-        saved.iter().map(|c| c.id).collect::<Vec<_>>(),
-        chats.iter().map(|c| c.id).collect::<Vec<_>>(),
-        "states come back in the order given"
-    );
-    assert_eq!(saved[50].message_count(), 1, "merged with the stored chat");
+    let mut done = 0;
+    let report = importer
+        .import_chats(chats.clone(), |n| done += n)
+        .await
+        .expect("import");
+    assert_eq!((report.added, report.updated, report.unchanged), (50, 1, 0));
+    assert_eq!(done, 51, "progress counts every chat");
+    let merged = importer
+        .load_full_chat(chats[50].id)
+        .await
+        .expect("the edited chat");
+    assert_eq!(merged.message_count(), 1, "merged with the stored chat");
     assert_eq!(importer.sidebar().len(), 51);
     assert_eq!(importer.pending_changes().expect("outbox"), 51);
 
@@ -80,7 +85,7 @@ async fn an_import_with_one_chat_too_large_changes_nothing() {
     let mut chats = exported(&clock, 10);
     chats[5].add_message(Role::Assistant, "z".repeat(10_000), clock.tick());
     let err = vault
-        .import_chats(chats)
+        .import_chats(chats, |_| {})
         .await
         .expect_err("a chat over the limit must fail the import");
     assert!(matches!(err, Error::TooLarge { limit: 4096, .. }), "{err}");
