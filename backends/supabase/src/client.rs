@@ -55,6 +55,9 @@ pub(crate) struct RpcClient {
     tokens: Arc<dyn TokenSource>,
     counters: Counters,
     observer: Option<RequestObserver>,
+    /// Most bytes one response body may have; a larger one is refused
+    /// without being read whole.
+    max_response: usize,
 }
 
 impl fmt::Debug for RpcClient {
@@ -77,6 +80,7 @@ impl RpcClient {
         anon_key: String,
         tokens: Arc<dyn TokenSource>,
         observer: Option<RequestObserver>,
+        max_response: usize,
     ) -> Self {
         Self {
             http,
@@ -85,6 +89,7 @@ impl RpcClient {
             tokens,
             counters: Counters::default(),
             observer,
+            max_response,
         }
     }
 
@@ -179,11 +184,11 @@ impl RpcClient {
         };
         let status = response.status().as_u16();
         let head = 17 + headers_len(response.headers());
-        let bytes = match response.bytes().await {
+        let bytes = match self.read_body(function, response).await {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.observe(function, Some(status), sent, head);
-                return Err(transport_error(function, e));
+                return Err(e);
             }
         };
         self.observe(function, Some(status), sent, head + bytes.len());
@@ -201,6 +206,43 @@ impl RpcClient {
             ));
         }
         Err(map_error(status, &error, chat))
+    }
+}
+
+impl RpcClient {
+    /// Reads a response body of at most `max_response` bytes.
+    async fn read_body(
+        &self,
+        function: &str,
+        mut response: reqwest::Response,
+    ) -> Result<bytes::Bytes> {
+        let too_large = || {
+            Error::corrupt(
+                format!("response of {function}"),
+                format!(
+                    "larger than the {} bytes any chatvault answer can have",
+                    self.max_response
+                ),
+            )
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_response as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| transport_error(function, e))?
+        {
+            if body.len() + chunk.len() > self.max_response {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.into())
     }
 }
 

@@ -60,7 +60,7 @@ pub use auth::{
     DEFAULT_REFRESH_MARGIN,
 };
 pub use client::{RequestEvent, TransferStats};
-pub use storage::{SupabaseStorage, MAX_BATCH, MAX_PULL, MAX_RECORD_BYTES};
+pub use storage::{SupabaseStorage, MAX_BATCH, MAX_KEYRING_BYTES, MAX_PULL, MAX_RECORD_BYTES};
 pub use token::{StaticToken, TokenSource};
 
 use chatvault_core::{ChatId, Error, Result};
@@ -194,7 +194,14 @@ impl SupabaseStorageBuilder {
             .join("rest/v1/rpc/")
             .map_err(|e| Error::invalid(format!("Supabase URL: {e}")))?;
         Ok(SupabaseStorage {
-            rpc: client::RpcClient::new(http, rest, anon_key, tokens, self.observer),
+            rpc: client::RpcClient::new(
+                http,
+                rest,
+                anon_key,
+                tokens,
+                self.observer,
+                storage::max_response_bytes(self.max_record_bytes),
+            ),
             max_record_bytes: self.max_record_bytes,
             server_limit: std::sync::atomic::AtomicUsize::new(usize::MAX),
         })

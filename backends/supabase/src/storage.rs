@@ -1,7 +1,7 @@
 //! [`SupabaseStorage`]: the [`Storage`] contract over the chatvault RPCs.
 
 use crate::client::{RpcClient, TransferStats};
-use crate::wire::{self, GetPage, PullPage, PushItem, PushResult, WireKeyring};
+use crate::wire::{self, check_bigint, GetPage, PullPage, PushItem, PushResult, WireKeyring};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
@@ -17,6 +17,26 @@ use uuid::Uuid;
 /// Largest record (summary + body) the shipped migration accepts:
 /// `chatvault_max_record_bytes()` in SQL.
 pub const MAX_RECORD_BYTES: usize = 2 * 1024 * 1024;
+
+/// Largest key file the shipped migration accepts:
+/// `chatvault_max_keyring_bytes()` in SQL. A larger one from the server is
+/// refused as `Corrupt`.
+pub const MAX_KEYRING_BYTES: usize = 1024 * 1024;
+
+/// Sealed bytes one pull or get page carries at most:
+/// `chatvault_page_bytes()` in SQL.
+const PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// The largest response body any chatvault RPC can send when records are at
+/// most `max_record_bytes`: a page of sealed bytes (or one record larger
+/// than a page) in base64, plus the JSON around up to [`MAX_PULL`] entries.
+pub(crate) fn max_response_bytes(max_record_bytes: usize) -> usize {
+    let sealed = PAGE_BYTES.max(max_record_bytes).max(MAX_KEYRING_BYTES);
+    (sealed / 3 + 1)
+        .saturating_mul(4)
+        .saturating_add(MAX_PULL * 512)
+        .saturating_add(64 * 1024)
+}
 
 /// Most changes one `chatvault_pull` returns (the SQL caps `lim` there too;
 /// Supabase's max-rows never cuts it because the RPC returns one JSON value).
@@ -64,6 +84,10 @@ impl SupabaseStorage {
                 None,
             )
             .await?;
+        check_bigint(page.cursor, "cursor of chatvault_pull")?;
+        if let Some(head) = page.head {
+            check_bigint(head, "head of chatvault_pull")?;
+        }
         if page.cursor < since || page.changes.len() > limit {
             return Err(Error::corrupt(
                 "response of chatvault_pull",
@@ -154,13 +178,15 @@ impl SupabaseStorage {
                 .zip(results)
                 .map(|((chat, _), result)| {
                     if result.ok {
-                        Ok(())
-                    } else {
-                        Err(Error::Conflict {
-                            chat: *chat,
-                            current: result.current,
-                        })
+                        return Ok(());
                     }
+                    if let Some(current) = result.current {
+                        check_bigint(current, "current version from chatvault_push")?;
+                    }
+                    Err(Error::Conflict {
+                        chat: *chat,
+                        current: result.current,
+                    })
                 })
                 .collect(),
             Ok(results) => {
@@ -288,9 +314,17 @@ impl Storage for SupabaseStorage {
                     )
                     .await?;
                 let asked: HashSet<Uuid> = ask.iter().copied().collect();
+                let returned: HashSet<Uuid> = page.records.iter().map(|r| r.chat).collect();
+                let deferred: HashSet<Uuid> = page.deferred.iter().copied().collect();
+                // Progress: every deferred id was asked for and not returned,
+                // so each round asks for strictly fewer ids and the loop ends.
                 if page.records.is_empty() && !page.deferred.is_empty()
-                    || page.records.iter().any(|r| !asked.contains(&r.chat))
-                    || page.deferred.iter().any(|id| !asked.contains(id))
+                    || page.records.len() > ask.len()
+                    || returned.iter().any(|id| !asked.contains(id))
+                    || deferred
+                        .iter()
+                        .any(|id| !asked.contains(id) || returned.contains(id))
+                    || deferred.len() != page.deferred.len()
                 {
                     return Err(Error::corrupt(
                         "response of chatvault_get",
@@ -372,6 +406,14 @@ impl Storage for SupabaseStorage {
             .await?;
         keyring
             .map(|k| {
+                check_bigint(k.version, "version of the key file")?;
+                // Base64 of MAX_KEYRING_BYTES, checked before decoding.
+                if k.bytes.len() > MAX_KEYRING_BYTES.div_ceil(3) * 4 {
+                    return Err(Error::corrupt(
+                        "key file from chatvault_keyring_get",
+                        format!("larger than the {MAX_KEYRING_BYTES} bytes a key file can have"),
+                    ));
+                }
                 Ok(KeyringBlob {
                     bytes: wire::decode(&k.bytes, "key file")?,
                     version: k.version,
@@ -395,15 +437,20 @@ impl Storage for SupabaseStorage {
             )
             .await?;
         match (result.ok, result.version) {
-            (true, Some(version)) => Ok(version),
+            (true, Some(version)) => check_bigint(version, "version of the key file"),
             (true, None) => Err(Error::corrupt(
                 "response of chatvault_keyring_put",
                 "no version",
             )),
-            (false, _) => Err(Error::Conflict {
-                chat: crate::KEYRING_CHAT,
-                current: result.current,
-            }),
+            (false, _) => {
+                if let Some(current) = result.current {
+                    check_bigint(current, "current version from chatvault_keyring_put")?;
+                }
+                Err(Error::Conflict {
+                    chat: crate::KEYRING_CHAT,
+                    current: result.current,
+                })
+            }
         }
     }
 }

@@ -45,6 +45,7 @@ impl WireRecord {
     /// Decodes the base64 parts; `with_body` false drops any body.
     pub(crate) fn into_record(self, with_body: bool) -> Result<SealedRecord> {
         let what = format!("record of chat {}", self.chat);
+        check_bigint(self.version, &what)?;
         let summary = decode(&self.summary, &what)?;
         let body = match (with_body, self.body) {
             (true, Some(body)) => Some(decode(&body, &what)?),
@@ -140,4 +141,17 @@ pub(crate) fn to_bigint(n: u64) -> Result<i64> {
             i64::MAX
         ))
     })
+}
+
+/// A number from the server that must fit PostgreSQL's `bigint` (sequence
+/// numbers, versions): anything larger is a hostile or broken answer, and
+/// refusing it keeps later `+ 1`s from overflowing.
+pub(crate) fn check_bigint(n: u64, what: &str) -> Result<u64> {
+    if i64::try_from(n).is_err() {
+        return Err(Error::corrupt(
+            what,
+            format!("number {n} from the server is beyond PostgreSQL's bigint"),
+        ));
+    }
+    Ok(n)
 }

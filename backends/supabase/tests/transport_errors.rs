@@ -329,3 +329,93 @@ async fn a_unique_violation_is_a_conflict_on_the_chat_and_a_bad_argument_is_reje
         other => panic!("expected Rejected, got {other:?}"),
     }
 }
+
+/// A server that keeps deferring the same ids (while returning one of them)
+/// makes no progress: `get` stops with `Corrupt` instead of looping.
+#[tokio::test]
+async fn a_get_that_keeps_deferring_the_same_ids_stops_with_corrupt() {
+    let (a, b) = (ChatId::new(), ChatId::new());
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"records":[{{"chat":"{a}","version":1,"deleted":false,"summary":"eA=="}}],"deferred":["{a}","{b}"]}}"#
+        )
+        .into_boxed_str(),
+    );
+    let (url, hits) = serve(Behaviour::Respond { status: 200, body }).await;
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(30),
+        storage(&url).get(&[a, b], Part::Summary),
+    )
+    .await
+    .expect("get must stop when the server makes no progress");
+    assert!(matches!(outcome, Err(Error::Corrupt { .. })), "{outcome:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+/// Sequence numbers and versions outside what PostgreSQL's bigint holds
+/// are hostile: a cursor or version near `u64::MAX` is `Corrupt`, never a
+/// number later arithmetic overflows on.
+#[tokio::test]
+async fn sequence_numbers_and_versions_beyond_bigint_are_corrupt() {
+    let (url, _) = serve(Behaviour::Respond {
+        status: 200,
+        body: r#"{"changes":[],"cursor":18446744073709551615,"more":false,"head":18446744073709551615}"#,
+    })
+    .await;
+    let error = storage(&url)
+        .changes(&Cursor::start(), 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
+
+    let chat = ChatId::new();
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"records":[{{"chat":"{chat}","version":18446744073709551615,"deleted":false,"summary":"eA=="}}],"deferred":[]}}"#
+        )
+        .into_boxed_str(),
+    );
+    let (url, _) = serve(Behaviour::Respond { status: 200, body }).await;
+    let error = storage(&url).get(&[chat], Part::Summary).await.unwrap_err();
+    assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
+}
+
+/// A response larger than any answer the format allows is refused without
+/// being read whole.
+#[tokio::test]
+async fn a_response_larger_than_the_format_allows_is_corrupt() {
+    // 40 MB of JSON: a page holds at most 8 MiB of sealed bytes.
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"changes":[],"cursor":0,"more":false,"pad":"{}"}}"#,
+            "x".repeat(40 * 1024 * 1024)
+        )
+        .into_boxed_str(),
+    );
+    let (url, _) = serve(Behaviour::Respond { status: 200, body }).await;
+    let error = SupabaseStorage::builder(&url)
+        .unwrap()
+        .anon_key("anon")
+        .token_source(StaticToken::new("token"))
+        .build()
+        .unwrap()
+        .changes(&Cursor::start(), 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Corrupt { reason, .. } if reason.contains("larger")),
+        "{error:?}"
+    );
+
+    // A key file over the 1 MiB the format allows is refused too.
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"version":1,"bytes":"{}"}}"#,
+            "A".repeat(2 * 1024 * 1024)
+        )
+        .into_boxed_str(),
+    );
+    let (url, _) = serve(Behaviour::Respond { status: 200, body }).await;
+    let error = storage(&url).get_keyring().await.unwrap_err();
+    assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
+}

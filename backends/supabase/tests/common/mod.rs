@@ -20,8 +20,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use uuid::Uuid;
 
+/// A test of this crate against a service `S` started once per process.
+pub type ServiceTest<S> = fn(&'static S) -> BoxFuture<'static, ()>;
+
 /// A test of this crate against the shared fixture.
-pub type FixtureTest = fn(&'static SupabaseFixture) -> BoxFuture<'static, ()>;
+pub type FixtureTest = ServiceTest<SupabaseFixture>;
 
 /// Names an `async fn(&'static SupabaseFixture)` as a trial for [`run`].
 #[macro_export]
@@ -54,10 +57,7 @@ pub fn run(tests: Vec<(&'static str, FixtureTest)>) -> ExitCode {
 
 /// Like [`run`], with any service `start` provides instead of the shared
 /// fixture (kept for the whole process).
-pub fn run_with<S, F, Fut>(
-    start: F,
-    tests: Vec<(&'static str, fn(&'static S) -> BoxFuture<'static, ()>)>,
-) -> ExitCode
+pub fn run_with<S, F, Fut>(start: F, tests: Vec<(&'static str, ServiceTest<S>)>) -> ExitCode
 where
     S: Send + Sync + 'static + ?Sized,
     F: FnOnce() -> Fut,
