@@ -40,6 +40,15 @@ struct Export<'a> {
     format: &'static str,
     vault: String,
     chats: Vec<&'a Chat>,
+    /// Chats left out because their record does not open.
+    skipped: Vec<SkippedInExport>,
+}
+
+#[derive(Serialize)]
+struct SkippedInExport {
+    chat: String,
+    version: u64,
+    reason: String,
 }
 
 impl ChatVault {
@@ -272,10 +281,11 @@ impl ChatVault {
 
     /// Exports every live chat as a standard age file (decrypt it with the
     /// `age` or `rage` tools): JSON `{"format": "chatvault-export/1",
-    /// "vault": …, "chats": [...]}`. Loads chat bodies from the server as
-    /// needed.
+    /// "vault": …, "chats": [...], "skipped": [{"chat", "version", "reason"}]}`.
+    /// Loads chat bodies from the server as needed; a chat whose record does
+    /// not open is named under `skipped` instead of failing the export.
     pub async fn export_age(&self, to: &ExportTarget) -> Result<Vec<u8>> {
-        let chats = self.engine.all_chats().await?;
+        let all = self.engine.all_chats().await?;
         let vault = self.vault_id().to_string();
         let to = to.clone();
         // Encoding every chat and encrypting the result are CPU-bound.
@@ -283,7 +293,16 @@ impl ChatVault {
             let export = Export {
                 format: EXPORT_FORMAT,
                 vault,
-                chats: chats.iter().map(Arc::as_ref).collect(),
+                chats: all.chats.iter().map(Arc::as_ref).collect(),
+                skipped: all
+                    .unreadable
+                    .iter()
+                    .map(|s| SkippedInExport {
+                        chat: s.chat.to_string(),
+                        version: s.version,
+                        reason: s.error.to_string(),
+                    })
+                    .collect(),
             };
             let json = serde_json::to_vec(&export)
                 .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;

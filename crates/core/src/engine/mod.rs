@@ -178,6 +178,28 @@ async fn blocking<T: Send + 'static>(
         })?
 }
 
+/// Every live chat in full ([`Engine::all_chats`]), and the chats left out
+/// because their record does not open.
+#[derive(Debug, Default)]
+pub struct AllChats {
+    /// The chats that opened, most recently active first.
+    pub chats: Vec<Arc<Chat>>,
+    /// The chats whose record does not open, with why.
+    pub unreadable: Vec<SkippedRecord>,
+}
+
+/// True for the failures of one record that leave the rest readable: it is
+/// damaged, tampered with, newer, or sealed under a key not held here.
+fn opens_later(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Corrupt { .. }
+            | Error::Tampered { .. }
+            | Error::UnsupportedFormat { .. }
+            | Error::UnknownKeyId { .. }
+    )
+}
+
 /// The sync engine. Cheap to clone; clones share everything.
 #[derive(Clone)]
 pub struct Engine {
@@ -363,42 +385,80 @@ impl Engine {
     }
 
     /// Every live chat in full, loading bodies from the server as needed
-    /// (for exports).
-    pub async fn all_chats(&self) -> Result<Vec<Arc<Chat>>> {
+    /// (for exports). A chat whose record does not open (damaged on the
+    /// server or in the replica, a newer format, an unknown key) is left out
+    /// and named in [`AllChats::unreadable`] instead of failing the whole
+    /// call; bodies are fetched through the same tolerant path as a pull.
+    pub async fn all_chats(&self) -> Result<AllChats> {
         let inner = &self.inner;
         let sidebar = self.sidebar();
         // Bodies this device lacks come in batched gets up front; loading
         // them one by one below would cost a request per chat.
         let ids: Vec<ChatId> = sidebar.iter().map(|s| s.id).collect();
-        let missing = blocking(inner, move |inner| {
-            Ok(inner
-                .replica
-                .local_states(&ids)?
+        let locals = blocking(inner, move |inner| inner.replica.local_states(&ids)).await?;
+        let versions: std::collections::HashMap<ChatId, u64> = locals
+            .iter()
+            .filter_map(|l| l.header.map(|h| (l.chat, h.version)))
+            .collect();
+        let missing: Vec<ChatId> = locals
+            .iter()
+            .filter(|l| l.header.is_some_and(|h| !h.deleted) && !l.has_body)
+            .map(|l| l.chat)
+            .collect();
+        let mut failed = Vec::new();
+        let records = pull::fetch(inner, &missing, Part::Full, &mut failed).await?;
+        let mut unreadable: Vec<SkippedRecord> = failed
+            .into_iter()
+            .map(|(chat, error)| SkippedRecord {
+                chat,
+                version: versions.get(&chat).copied().unwrap_or(0),
+                error,
+            })
+            .collect();
+        let stored = blocking(inner, move |inner| {
+            Ok(records
                 .into_iter()
-                .filter(|l| l.header.is_some_and(|h| !h.deleted) && !l.has_body)
-                .map(|l| l.chat)
-                .collect::<Vec<ChatId>>())
+                .filter_map(|record| {
+                    let (chat, version) = (record.chat, record.version);
+                    match inner.store_fetched(record) {
+                        Ok(()) => None,
+                        Err(error) => Some((chat, version, error)),
+                    }
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
-        for chunk in missing.chunks(inner.max_batch()) {
-            let records = inner.storage.get(chunk, Part::Full).await?;
-            blocking(inner, move |inner| {
-                records
-                    .into_iter()
-                    .try_for_each(|record| inner.store_fetched(record))
-            })
-            .await?;
+        for (chat, version, error) in stored {
+            if !opens_later(&error) {
+                return Err(error);
+            }
+            unreadable.push(SkippedRecord {
+                chat,
+                version,
+                error,
+            });
         }
-        let mut out = Vec::with_capacity(sidebar.len());
+        let mut chats = Vec::with_capacity(sidebar.len());
         for summary in sidebar {
+            if unreadable.iter().any(|s| s.chat == summary.id) {
+                continue;
+            }
             match self.load_full_chat(summary.id).await {
-                Ok(chat) => out.push(chat),
+                Ok(chat) => chats.push(chat),
                 // Deleted by a concurrent pull since the sidebar was read.
                 Err(Error::NotFound { .. }) => {}
+                Err(error) if opens_later(&error) => unreadable.push(SkippedRecord {
+                    chat: summary.id,
+                    version: versions.get(&summary.id).copied().unwrap_or(0),
+                    error,
+                }),
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        for s in &unreadable {
+            tracing::warn!(chat = %s.chat, version = s.version, error = %s.error, "a chat that does not open is left out");
+        }
+        Ok(AllChats { chats, unreadable })
     }
 
     /// Runs the backend's housekeeping now ([`Storage::maintain`]); with
