@@ -137,6 +137,11 @@ impl ObjectStoreStorage {
             };
             let round = seq..=seq + (wanted.clamp(1, concurrency).min(last - seq + 1) - 1);
             seq = round.end() + 1;
+            for seq in round.clone() {
+                if let (false, Some(entry)) = (fetched.contains_key(&seq), state.recent.get(seq)) {
+                    fetched.insert(seq, entry.clone());
+                }
+            }
             let missing: Vec<u64> = round
                 .clone()
                 .filter(|seq| !fetched.contains_key(seq))

@@ -264,6 +264,8 @@ struct State {
     snapshot_seq: u64,
     /// When this handle last decided to compact.
     maintained_at: Option<Instant>,
+    /// The entries it replayed last, for the feed to reuse.
+    recent: log::RecentEntries,
 }
 
 /// A vault stored with the shared-log layout on an [`ObjectStore`].
@@ -332,6 +334,7 @@ impl ObjectStoreStorage {
                 at_head_since: None,
                 snapshot_seq: 0,
                 maintained_at: None,
+                recent: log::RecentEntries::default(),
             }),
             foreign: ForeignFiles::default(),
         }

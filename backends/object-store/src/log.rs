@@ -23,6 +23,54 @@ const REPLAY_CHUNK: usize = 512;
 /// [`ObjectStoreStorage::fetch_entry`]).
 pub(crate) type Fetched = Option<LogEntry>;
 
+/// Entries this handle replayed last, so the feed does not fetch them
+/// again: a new device replays the log after the snapshot into its index,
+/// then reports the same entries. Bounded by count and by inline bytes.
+#[derive(Debug, Default)]
+pub(crate) struct RecentEntries {
+    entries: BTreeMap<u64, Fetched>,
+    bytes: usize,
+}
+
+/// Most entries [`RecentEntries`] keeps.
+const RECENT_ENTRIES: usize = 1024;
+/// Most inline-summary bytes [`RecentEntries`] keeps.
+const RECENT_BYTES: usize = 8 << 20;
+
+impl RecentEntries {
+    fn weight(entry: &Fetched) -> usize {
+        entry.as_ref().map_or(0, |e| {
+            e.items
+                .iter()
+                .map(|i| 128 + i.summary.as_ref().map_or(0, |s| s.len()))
+                .sum()
+        })
+    }
+
+    pub(crate) fn remember(&mut self, seq: u64, entry: &Fetched) {
+        self.bytes += Self::weight(entry);
+        if let Some(old) = self.entries.insert(seq, entry.clone()) {
+            self.bytes = self.bytes.saturating_sub(Self::weight(&old));
+        }
+        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
+            let Some((_, old)) = self.entries.pop_first() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(Self::weight(&old));
+        }
+    }
+
+    pub(crate) fn get(&self, seq: u64) -> Option<&Fetched> {
+        self.entries.get(&seq)
+    }
+
+    /// Forgets everything (the index restarted from a snapshot).
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+}
+
 /// The error for a listing that repeats itself.
 pub(crate) fn no_progress(dir: &Path, location: &Path) -> Error {
     Error::Unavailable {
@@ -221,6 +269,7 @@ impl ObjectStoreStorage {
                         if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() =>
                     {
                         state.index = Index::from_snapshot(&snapshot);
+                        state.recent.clear();
                         state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
                         state.resync = Some(Arc::new(snapshot));
                         start = after_head(&state.index);
@@ -253,6 +302,7 @@ impl ObjectStoreStorage {
         for chunk in pending[..contiguous].chunks(REPLAY_CHUNK) {
             for (seq, entry) in self.fetch_entries(chunk).await? {
                 state.index.apply(seq, entry.as_ref());
+                state.recent.remember(seq, &entry);
                 if keep.as_ref().is_some_and(|k| k.contains(&seq)) {
                     outcome.fetched.insert(seq, entry);
                 }
