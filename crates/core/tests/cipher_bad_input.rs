@@ -427,7 +427,7 @@ fn key_file_from_a_newer_format_is_unsupported() {
 #[test]
 fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let device = x25519::Identity::generate();
-    let mut newer_keyring = vec![2u8];
+    let mut newer_keyring = vec![3u8];
     newer_keyring.extend_from_slice(&[0u8; 60]);
     let slot = export_age(
         &newer_keyring,
@@ -437,7 +437,7 @@ fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let file = key_file_with_one_slot(2, &slot);
     let result = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device));
     assert!(
-        matches!(result, Err(Error::UnsupportedFormat { found: 2, .. })),
+        matches!(result, Err(Error::UnsupportedFormat { found: 3, .. })),
         "{result:?}"
     );
 }
@@ -477,8 +477,9 @@ fn key_file_slots_are_standard_age_files() {
     );
     let by_device = age_decrypt(&slots[1].1, &device);
     assert_eq!(by_passphrase, by_device);
-    assert_eq!(by_passphrase[0], 1, "keyring format version");
+    assert_eq!(by_passphrase[0], 2, "keyring format version");
     assert_eq!(&by_passphrase[1..17], cipher.vault().as_bytes());
+    assert_eq!(&by_passphrase[17..25], &1u64.to_be_bytes(), "key file version");
 }
 
 #[test]

@@ -19,12 +19,20 @@
 //! without locking older builds out of the slots they understand. A slot can
 //! be cut out and decrypted with the `age` tool.
 //!
-//! # Keyring format (version 1), the plaintext inside each slot
+//! # Keyring format (version 2), the plaintext inside each slot
 //!
 //! ```text
-//! format (1 byte, = 1) | vault id (16) | current key id (4, BE)
-//!   | key count (4, BE) | per key: key id (4, BE) | key (32)
+//! format (1 byte, = 2) | vault id (16) | key file version (8, BE)
+//!   | current key id (4, BE) | key count (4, BE)
+//!   | per key: key id (4, BE) | key (32)
 //! ```
+//!
+//! The key file version grows by one with every key file written; a device
+//! refuses a key file older than the one it holds (a rollback) and one that
+//! holds none of its data keys (a substitution): see
+//! [`EnvelopeCipher::check_successor`]. Format 1 (written by the first
+//! release) lacks the version and still reads, as version 0; the next write
+//! upgrades it.
 
 use super::export::{self, check_passphrase, check_work_factor};
 use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN};
@@ -39,13 +47,15 @@ use zeroize::Zeroizing;
 /// Format version of key files (the slot container) written by this build.
 pub const KEY_FILE_FORMAT: u8 = 1;
 /// Format version of the plaintext keyring inside each slot.
-pub const KEYRING_FORMAT: u8 = 1;
+pub const KEYRING_FORMAT: u8 = 2;
 
 const MAGIC: &[u8; 4] = b"CVKF";
 const SLOT_PASSPHRASE: u8 = 1;
 const SLOT_X25519: u8 = 2;
 const KEY_ENTRY_LEN: usize = 4 + DATA_KEY_LEN;
-const KEYRING_HEADER_LEN: usize = 1 + 16 + 4 + 4;
+/// Header of a format-1 keyring (no version).
+const KEYRING_V1_HEADER_LEN: usize = 1 + 16 + 4 + 4;
+const KEYRING_HEADER_LEN: usize = 1 + 16 + 8 + 4 + 4;
 
 /// How a key file is protected: a passphrase, X25519 recipients (devices, a
 /// recovery key), or both (then the file has one slot for each).
@@ -140,14 +150,19 @@ impl fmt::Debug for Unlock {
 
 impl EnvelopeCipher {
     /// Encrypts the keyring into a key file, for
-    /// [`Storage::put_keyring`](crate::Storage::put_keyring).
+    /// [`Storage::put_keyring`](crate::Storage::put_keyring). The file
+    /// carries key file version [`keyring_version`](Self::keyring_version)
+    /// + 1.
     ///
     /// Errors: [`Error::InvalidInput`] when `protection` has neither a
     /// passphrase nor a recipient, has an empty passphrase, or a work factor
     /// outside 1..=22.
     pub fn to_key_file(&self, protection: &KeyProtection) -> Result<Vec<u8>> {
         protection.validate()?;
-        let plaintext = encode_keyring(&self.read());
+        let plaintext = {
+            let ring = self.read();
+            encode_keyring(&ring, ring.version.saturating_add(1))
+        };
         let mut slots = Vec::with_capacity(2);
         if let Some(passphrase) = &protection.passphrase {
             let file =
@@ -260,12 +275,14 @@ fn parse_container(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>> {
     Ok(slots)
 }
 
-fn encode_keyring(ring: &Keyring) -> Zeroizing<Vec<u8>> {
+/// Encodes `ring` as a keyring of key file version `version`.
+fn encode_keyring(ring: &Keyring, version: u64) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(
         KEYRING_HEADER_LEN + ring.keys.len() * KEY_ENTRY_LEN,
     ));
     out.push(KEYRING_FORMAT);
     out.extend_from_slice(ring.vault.as_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&ring.current.to_be_bytes());
     // A keyring never holds anywhere near u32::MAX keys (ids are u32).
     let count = u32::try_from(ring.keys.len()).unwrap_or(u32::MAX);
@@ -292,14 +309,28 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
             supported: u32::from(KEYRING_FORMAT),
         });
     }
-    if bytes.len() < KEYRING_HEADER_LEN {
+    // Format 1 has no version: it reads as version 0.
+    let (version_len, header_len) = match format {
+        1 => (0, KEYRING_V1_HEADER_LEN),
+        _ => (8, KEYRING_HEADER_LEN),
+    };
+    if bytes.len() < header_len {
         return Err(Error::corrupt(WHAT, "keyring header is truncated"));
     }
     let mut vault = [0u8; 16];
     vault.copy_from_slice(&bytes[1..17]);
-    let current = be_u32(&bytes[17..21]);
-    let count = be_u32(&bytes[21..25]);
-    let entries = &bytes[KEYRING_HEADER_LEN..];
+    let version = match version_len {
+        0 => 0,
+        _ => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[17..25]);
+            u64::from_be_bytes(b)
+        }
+    };
+    let rest = &bytes[17 + version_len..];
+    let current = be_u32(&rest[..4]);
+    let count = be_u32(&rest[4..8]);
+    let entries = &bytes[header_len..];
     let expected = usize::try_from(count)
         .ok()
         .and_then(|c| c.checked_mul(KEY_ENTRY_LEN));
@@ -329,6 +360,7 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
     }
     Ok(Keyring {
         vault: VaultId::from_bytes(vault),
+        version,
         current,
         keys,
     })
@@ -349,8 +381,9 @@ mod tests {
     fn keyring_round_trips_through_its_encoding() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
         cipher.rotate();
-        let encoded = encode_keyring(&cipher.read());
+        let encoded = encode_keyring(&cipher.read(), 7);
         let decoded = decode_keyring(&encoded).expect("decode");
+        assert_eq!(decoded.version, 7);
         let ring = cipher.read();
         assert_eq!(decoded.vault, ring.vault);
         assert_eq!(decoded.current, 2);
@@ -363,19 +396,19 @@ mod tests {
     #[test]
     fn newer_keyring_format_is_unsupported() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
-        let mut encoded = encode_keyring(&cipher.read());
+        let mut encoded = encode_keyring(&cipher.read(), 1);
         encoded[0] = KEYRING_FORMAT + 1;
         assert!(matches!(
             decode_keyring(&encoded),
-            Err(Error::UnsupportedFormat { found: 2, .. })
+            Err(Error::UnsupportedFormat { found: 3, .. })
         ));
     }
 
     #[test]
     fn keyring_without_its_current_key_is_corrupt() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
-        let mut encoded = encode_keyring(&cipher.read());
-        encoded[17..21].copy_from_slice(&7u32.to_be_bytes());
+        let mut encoded = encode_keyring(&cipher.read(), 1);
+        encoded[25..29].copy_from_slice(&7u32.to_be_bytes());
         assert!(matches!(
             decode_keyring(&encoded),
             Err(Error::Corrupt { .. })
@@ -397,6 +430,41 @@ mod tests {
         let opened = EnvelopeCipher::from_key_file(&with_unknown, &Unlock::Identity(device))
             .expect("the X25519 slot still opens");
         assert_eq!(opened.vault(), cipher.vault());
+    }
+
+    /// The first release's keyring layout: no version field.
+    fn encode_keyring_v1(ring: &Keyring) -> Vec<u8> {
+        let mut out = vec![1u8];
+        out.extend_from_slice(ring.vault.as_bytes());
+        out.extend_from_slice(&ring.current.to_be_bytes());
+        out.extend_from_slice(&(ring.keys.len() as u32).to_be_bytes());
+        for (id, key) in &ring.keys {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(key.bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn first_release_keyring_without_version_reads_as_version_zero_and_upgrades_on_write() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        cipher.rotate();
+        let old = encode_keyring_v1(&cipher.read());
+        let decoded = decode_keyring(&old).expect("format 1 still reads");
+        assert_eq!(decoded.version, 0);
+        assert_eq!(decoded.current, 2);
+        assert_eq!(decoded.keys.len(), 2);
+        let reopened = EnvelopeCipher::from_keyring(decoded);
+        let device = x25519::Identity::generate();
+        let file = reopened
+            .to_key_file(&KeyProtection::for_recipients([device.to_public()]))
+            .expect("key file");
+        let upgraded = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device))
+            .expect("the upgraded file opens");
+        assert_eq!(upgraded.keyring_version(), 1);
+        reopened
+            .check_successor(&upgraded)
+            .expect("the upgrade follows the old keyring");
     }
 
     proptest! {

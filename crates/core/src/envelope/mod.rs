@@ -137,6 +137,10 @@ impl DataKey {
 /// A vault's data keys. Invariant: `keys` holds `current`.
 pub(crate) struct Keyring {
     pub(crate) vault: VaultId,
+    /// Version of the key file this keyring was last read from or adopted
+    /// (0 for a new keyring and for key files written before versions
+    /// existed); the next key file written carries `version + 1`.
+    pub(crate) version: u64,
     pub(crate) current: u32,
     pub(crate) keys: BTreeMap<u32, DataKey>,
 }
@@ -169,6 +173,7 @@ impl EnvelopeCipher {
         keys.insert(1, DataKey::random());
         Self::from_keyring(Keyring {
             vault,
+            version: 0,
             current: 1,
             keys,
         })
@@ -199,6 +204,13 @@ impl EnvelopeCipher {
     /// The id of the key new blobs are sealed with.
     pub fn current_key_id(&self) -> u32 {
         self.read().current
+    }
+
+    /// Version of the key file this keyring was read from (or the highest
+    /// one adopted since); 0 for a keyring not yet read from a key file and
+    /// for key files written before key files carried a version.
+    pub fn keyring_version(&self) -> u64 {
+        self.read().version
     }
 
     /// Every key id in the keyring, ascending (the current one included).
@@ -248,29 +260,16 @@ impl EnvelopeCipher {
     /// they are. Returns true if anything was added or the current key
     /// changed.
     ///
-    /// Errors: [`Error::InvalidInput`] if `newer` belongs to another vault
-    /// or holds a different key under an id this keyring already has.
+    /// Errors: as [`check_successor`](Self::check_successor) (another
+    /// vault, a rolled-back version, a substituted keyring); nothing is
+    /// changed then.
     pub fn adopt_keys(&self, newer: &EnvelopeCipher) -> Result<bool> {
         if std::ptr::eq(self, newer) {
             return Ok(false);
         }
+        self.check_successor(newer)?;
         let theirs = newer.read();
         let mut ring = self.write();
-        if theirs.vault != ring.vault {
-            return Err(Error::invalid(format!(
-                "the re-read keyring belongs to vault {}, not to vault {}",
-                theirs.vault, ring.vault
-            )));
-        }
-        for (id, key) in &theirs.keys {
-            if let Some(held) = ring.keys.get(id) {
-                if held.bytes() != key.bytes() {
-                    return Err(Error::invalid(format!(
-                        "the re-read keyring holds a different data key under key id {id};                          refusing to replace a key this device already uses"
-                    )));
-                }
-            }
-        }
         let mut changed = false;
         for (id, key) in &theirs.keys {
             if !ring.keys.contains_key(id) {
@@ -283,7 +282,100 @@ impl EnvelopeCipher {
             ring.current = theirs.current;
             changed = true;
         }
+        ring.version = ring.version.max(theirs.version);
         Ok(changed)
+    }
+
+    /// Checks that `newer` (a keyring read from the server after this one)
+    /// may follow this keyring: same vault, a version no older than this
+    /// one's, every key id both hold with the same key, and at least one data
+    /// key of this keyring inside it. Whoever wrote `newer` therefore knew a
+    /// data key this device holds: age does not authenticate senders, so this
+    /// is what tells a key file written by a device of the vault from one
+    /// substituted by someone who only knows a device's public key.
+    ///
+    /// Errors: [`Error::InvalidInput`] for another vault's keyring;
+    /// [`Error::Tampered`] for a rolled-back version, a different key under
+    /// a known id, or a keyring holding none of this keyring's keys (a
+    /// substituted keyring, or one whose every key this device knew was
+    /// retired: re-add the device as a new one after comparing the
+    /// [fingerprint](Self::fingerprint)).
+    pub fn check_successor(&self, newer: &EnvelopeCipher) -> Result<()> {
+        if std::ptr::eq(self, newer) {
+            return Ok(());
+        }
+        let theirs = newer.read();
+        let ring = self.read();
+        if theirs.vault != ring.vault {
+            return Err(Error::invalid(format!(
+                "the re-read keyring belongs to vault {}, not to vault {}",
+                theirs.vault, ring.vault
+            )));
+        }
+        if theirs.version < ring.version {
+            return Err(Error::Tampered {
+                what: format!(
+                    "key file (the server returned version {}, older than version {} this \
+                     device already holds: a rollback, refused)",
+                    theirs.version, ring.version
+                ),
+            });
+        }
+        let mut shared = 0usize;
+        for (id, key) in &theirs.keys {
+            if let Some(held) = ring.keys.get(id) {
+                if held.bytes() != key.bytes() {
+                    return Err(Error::Tampered {
+                        what: format!(
+                            "key file (it holds a different data key under key id {id} than \
+                             this device; refusing a substituted keyring)"
+                        ),
+                    });
+                }
+                shared += 1;
+            }
+        }
+        if shared == 0 {
+            return Err(Error::Tampered {
+                what: "key file (it holds none of the data keys this device holds: a substituted \
+                       keyring, or every key this device knew was retired; compare the key \
+                       fingerprint with another device and open this device as a new one)"
+                    .to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A short fingerprint of the keyring's oldest data key (hex, 16 bytes
+    /// of a keyed hash: it reveals nothing of the key), for a person to
+    /// compare between devices. A brand-new device has no earlier key to
+    /// check a key file against; comparing this fingerprint with one shown
+    /// by a device already in the vault is how it detects a substituted
+    /// keyring. The oldest key stays the same across rotations until it is
+    /// retired.
+    pub fn fingerprint(&self) -> String {
+        let ring = self.read();
+        let Some((id, key)) = ring.keys.iter().next() else {
+            return String::new();
+        };
+        // A Poly1305 tag over a fixed label under a fixed nonce, keyed by the
+        // data key: a MAC, so the fingerprint does not leak the key.
+        let mut empty = [0u8; 0];
+        let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
+        let mut label = b"chatvault keyring fingerprint v1".to_vec();
+        label.extend_from_slice(ring.vault.as_bytes());
+        label.extend_from_slice(&id.to_be_bytes());
+        match key.aead.encrypt_in_place_detached(nonce, &label, &mut empty) {
+            Ok(tag) => tag
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .chunks(2)
+                .map(|pair| pair.concat())
+                .collect::<Vec<_>>()
+                .join("-"),
+            Err(_) => String::new(),
+        }
     }
 
     /// The key id a sealed blob names in its header, without opening it:
