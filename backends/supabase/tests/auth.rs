@@ -162,9 +162,7 @@ fn assert_unauthorized_saying(result: chatvault_core::Result<impl std::fmt::Debu
 
 #[tokio::test]
 async fn signing_in_with_a_password_syncs_as_that_user() {
-    let Some(fixture) = common::fixture().await else {
-        return;
-    };
+    let fixture = common::fixture().await;
     let server = AuthServer::for_fixture(fixture);
     let email = server.new_user().await;
     let store = Arc::new(MemorySessionStore::default());
@@ -358,9 +356,7 @@ async fn a_device_clock_far_from_the_servers_neither_refreshes_early_nor_late() 
 
 #[tokio::test]
 async fn a_token_expiring_mid_sync_is_refreshed_once_and_no_push_is_lost_or_doubled() {
-    let Some(fixture) = common::fixture().await else {
-        return;
-    };
+    let fixture = common::fixture().await;
     let server = AuthServer::for_fixture(fixture);
     let Some(stand_in) = server.stand_in("a_token_expiring_mid_sync") else {
         return;
@@ -421,9 +417,7 @@ async fn a_token_expiring_mid_sync_is_refreshed_once_and_no_push_is_lost_or_doub
 
 #[tokio::test]
 async fn without_a_session_every_request_is_unauthorized() {
-    let Some(fixture) = common::fixture().await else {
-        return;
-    };
+    let fixture = common::fixture().await;
     let server = AuthServer::for_fixture(fixture);
     let auth = Arc::new(server.auth(Arc::new(MemorySessionStore::default())));
     let Some(storage) = storage(fixture, &server, auth) else {

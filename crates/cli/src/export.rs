@@ -62,8 +62,14 @@ pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Pat
 /// Writes every chat as chatvault JSON ([`crate::json`]) to `output`, or
 /// to standard output.
 pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
-    let chats = vault.engine().all_chats().await?;
-    let export = crate::json::export(chats.iter().map(AsRef::as_ref));
+    let all = vault.engine().all_chats().await?;
+    for skipped in &all.unreadable {
+        eprintln!(
+            "warning: chat {} left out of the export: {}",
+            skipped.chat, skipped.error
+        );
+    }
+    let export = crate::json::export(all.chats.iter().map(AsRef::as_ref));
     let mut json = serde_json::to_vec_pretty(&export)
         .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
     json.push(b'\n');

@@ -81,8 +81,14 @@ fn snippet(haystack: &str, needle: &str) -> Option<String> {
 
 /// Prints every hit: chat id, time, title, snippet.
 pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
-    let chats = vault.engine().all_chats().await?;
-    for hit in find(&chats, text) {
+    let all = vault.engine().all_chats().await?;
+    for skipped in &all.unreadable {
+        eprintln!(
+            "warning: chat {} not searched: {}",
+            skipped.chat, skipped.error
+        );
+    }
+    for hit in find(&all.chats, text) {
         println!(
             "{}  {}  {}: {}",
             hit.chat,

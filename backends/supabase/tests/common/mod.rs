@@ -111,6 +111,18 @@ where
     conclusion.exit_code()
 }
 
+/// The shared fixture, for `#[tokio::test]`s that need PostgreSQL in a
+/// binary whose other tests do not. A missing PostgreSQL fails the test with
+/// what to install, never passes it.
+pub async fn fixture() -> &'static SupabaseFixture {
+    match SupabaseFixture::shared(MIGRATIONS).await {
+        Ok(fixture) => fixture,
+        Err(e) => panic!(
+            "this test needs PostgreSQL (install postgresql-15, or set CHATVAULT_TEST_PG_URL): {e}"
+        ),
+    }
+}
+
 /// A builder for `fixture`'s project, without a token source yet.
 pub fn builder(fixture: &SupabaseFixture) -> SupabaseStorageBuilder {
     SupabaseStorage::builder(&format!("supabase+{}", fixture.url))
