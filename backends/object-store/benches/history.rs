@@ -1,6 +1,6 @@
 //! History growth with automatic compaction: what a vault costs after 1k,
-//! 10k (and, with `--large`, 100k) edits, each edit one put + one sync round
-//! + `Storage::maintain` (as the engine runs it after sync rounds), on the
+//! 10k (and, with `--large`, 100k) edits, each edit one put, one sync round
+//! and `Storage::maintain` (as the engine runs it after sync rounds), on the
 //! fs backend and on S3 (the conformance fixture: `CHATVAULT_TEST_S3_ENDPOINT`,
 //! else a container, else the in-process stand-in).
 //!

@@ -346,6 +346,9 @@ impl ObjectStoreStorage {
     }
 
     /// The store underneath.
+    // The caller's store, not the request-counting wrapper the handle
+    // talks through.
+    #[allow(clippy::misnamed_getters)]
     pub fn store(&self) -> &Arc<dyn ObjectStore> {
         &self.raw_store
     }
