@@ -479,7 +479,11 @@ fn key_file_slots_are_standard_age_files() {
     assert_eq!(by_passphrase, by_device);
     assert_eq!(by_passphrase[0], 2, "keyring format version");
     assert_eq!(&by_passphrase[1..17], cipher.vault().as_bytes());
-    assert_eq!(&by_passphrase[17..25], &1u64.to_be_bytes(), "key file version");
+    assert_eq!(
+        &by_passphrase[17..25],
+        &1u64.to_be_bytes(),
+        "key file version"
+    );
 }
 
 #[test]

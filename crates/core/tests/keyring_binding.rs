@@ -43,7 +43,9 @@ fn a_key_file_rolled_back_to_an_older_version_is_refused_and_changes_nothing() {
 
     // The server hands back version 1 (from before the rotation).
     let rolled_back = open(&v1, &device);
-    let err = running.adopt_keys(&rolled_back).expect_err("rollback refused");
+    let err = running
+        .adopt_keys(&rolled_back)
+        .expect_err("rollback refused");
     assert!(
         matches!(&err, Error::Tampered { what } if what.contains("rollback")),
         "{err:?}"
@@ -68,14 +70,19 @@ fn a_keyring_substituted_by_someone_knowing_only_the_public_key_is_refused() {
     let substituted = open(&forged_file, &device);
     assert!(substituted.keyring_version() > running.keyring_version());
 
-    let err = running.adopt_keys(&substituted).expect_err("substitution refused");
+    let err = running
+        .adopt_keys(&substituted)
+        .expect_err("substitution refused");
     assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
     assert_eq!(running.key_ids(), vec![1]);
     assert_eq!(running.current_key_id(), 1);
 
     // A forged key under a key id the device already holds is refused too.
     let same_id = EnvelopeCipher::generate(running.vault());
-    let same_id = open(&key_file(&open(&key_file(&same_id, &device), &device), &device), &device);
+    let same_id = open(
+        &key_file(&open(&key_file(&same_id, &device), &device), &device),
+        &device,
+    );
     assert!(matches!(
         running.check_successor(&same_id),
         Err(Error::Tampered { .. })
@@ -141,6 +148,8 @@ fn a_first_release_key_file_still_opens_as_version_zero_and_its_successor_is_acc
     // The next write upgrades the file; it follows the old one.
     let upgraded = open(&key_file(&opened, &device), &device);
     assert_eq!(upgraded.keyring_version(), 1);
-    opened.check_successor(&upgraded).expect("the upgrade is accepted");
+    opened
+        .check_successor(&upgraded)
+        .expect("the upgrade is accepted");
     assert_eq!(upgraded.open(&aad, &sealed).expect("open"), b"old vault");
 }

@@ -365,7 +365,10 @@ impl EnvelopeCipher {
         let mut label = b"chatvault keyring fingerprint v1".to_vec();
         label.extend_from_slice(ring.vault.as_bytes());
         label.extend_from_slice(&id.to_be_bytes());
-        match key.aead.encrypt_in_place_detached(nonce, &label, &mut empty) {
+        match key
+            .aead
+            .encrypt_in_place_detached(nonce, &label, &mut empty)
+        {
             Ok(tag) => tag
                 .iter()
                 .map(|b| format!("{b:02x}"))
