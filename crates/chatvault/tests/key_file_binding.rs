@@ -50,7 +50,10 @@ async fn reopening_refuses_a_key_file_rolled_back_behind_the_local_copy() {
     // The server now serves the key file from before the rotation again.
     let current = storage.get_keyring().await.expect("get").expect("stored");
     storage
-        .put_keyring(before.bytes.clone(), PutPrecondition::Version(current.version))
+        .put_keyring(
+            before.bytes.clone(),
+            PutPrecondition::Version(current.version),
+        )
         .await
         .expect("the server replays the old key file");
     let err = open(storage.clone(), &phone_replica)
