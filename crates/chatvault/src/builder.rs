@@ -277,6 +277,7 @@ async fn unlock_vault(
             Err(e) => return Err(e),
         };
         let cipher = open_key_file(key_file.clone(), unlock.clone()).await?;
+        check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
         keep_key_file(replica, &cipher, key_file).await?;
         return Ok(Arc::new(cipher));
     }
@@ -284,6 +285,34 @@ async fn unlock_vault(
         message: "the vault's key file changed twice while unlocking; try again".into(),
         source: None,
     })
+}
+
+/// Refuses a key file from the server that rolls back or replaces the one
+/// this device last trusted (its copy in the replica): see
+/// [`EnvelopeCipher::check_successor`]. Opening the copy costs a second key
+/// derivation, paid only when the server's key file changed since. A copy
+/// the current secret no longer opens (the passphrase was changed on another
+/// device) cannot be compared, and the server's file is taken as it is.
+async fn check_against_local_copy(
+    replica: &Arc<Replica>,
+    cipher: &EnvelopeCipher,
+    key_file: &[u8],
+    unlock: &Unlock,
+) -> Result<()> {
+    let Some(local) = replica.key_file()? else {
+        return Ok(());
+    };
+    if local == key_file {
+        return Ok(());
+    }
+    match open_key_file(local, unlock.clone()).await {
+        Ok(trusted) => trusted.check_successor(cipher),
+        Err(Error::WrongKey { .. }) => {
+            tracing::info!("the replica's key file copy does not open with this secret (changed on another device); not compared");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Keeps a copy of the key file in the replica, unless the replica belongs to

@@ -152,7 +152,9 @@ impl EnvelopeCipher {
     /// Encrypts the keyring into a key file, for
     /// [`Storage::put_keyring`](crate::Storage::put_keyring). The file
     /// carries key file version [`keyring_version`](Self::keyring_version)
-    /// + 1.
+    /// + 1, which becomes this keyring's version: every key file written is
+    /// newer than the last, so a server replaying an older one is caught by
+    /// [`check_successor`](Self::check_successor).
     ///
     /// Errors: [`Error::InvalidInput`] when `protection` has neither a
     /// passphrase nor a recipient, has an empty passphrase, or a work factor
@@ -160,8 +162,9 @@ impl EnvelopeCipher {
     pub fn to_key_file(&self, protection: &KeyProtection) -> Result<Vec<u8>> {
         protection.validate()?;
         let plaintext = {
-            let ring = self.read();
-            encode_keyring(&ring, ring.version.saturating_add(1))
+            let mut ring = self.write();
+            ring.version = ring.version.saturating_add(1);
+            encode_keyring(&ring, ring.version)
         };
         let mut slots = Vec::with_capacity(2);
         if let Some(passphrase) = &protection.passphrase {
