@@ -42,3 +42,11 @@ crash-trials trials="200":
 # (CI runs 3 x 200). Replay a run with CHATVAULT_SIM_SEED.
 convergence ops="1000":
     CHATVAULT_SIM_OPS={{ops}} cargo test -p chatvault --test convergence -- --nocapture
+
+# 50 concurrent writers on one vault, 10 saves each (CI runs 4 each); prints saves/s.
+many-writers writes="10":
+    CHATVAULT_WRITES={{writes}} cargo test -p chatvault --test many_writers -- --nocapture --test-threads=1
+
+# Stable fuzz drivers (proptest) over every decoder of outside bytes, long run.
+fuzz-long cases="200000":
+    PROPTEST_CASES={{cases}} cargo test --release -p chatvault-core --test decoders_never_panic
