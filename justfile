@@ -48,3 +48,11 @@ convergence ops="1000":
 # e.g. `just bench-scale --chats 1000,10000 --backends fs,s3 --import 1000`.
 bench-scale *args:
     cargo bench -p chatvault --bench scale -- {{args}}
+
+# 50 concurrent writers on one vault, 10 saves each (CI runs 4 each); prints saves/s.
+many-writers writes="10":
+    CHATVAULT_WRITES={{writes}} cargo test -p chatvault --test many_writers -- --nocapture --test-threads=1
+
+# Stable fuzz drivers (proptest) over every decoder of outside bytes, long run.
+fuzz-long cases="200000":
+    PROPTEST_CASES={{cases}} cargo test --release -p chatvault-core --test decoders_never_panic
