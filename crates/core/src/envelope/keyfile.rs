@@ -151,8 +151,9 @@ impl fmt::Debug for Unlock {
 impl EnvelopeCipher {
     /// Encrypts the keyring into a key file, for
     /// [`Storage::put_keyring`](crate::Storage::put_keyring). The file
-    /// carries key file version [`keyring_version`](Self::keyring_version)
-    /// + 1, which becomes this keyring's version: every key file written is
+    /// carries key file version one above
+    /// [`keyring_version`](Self::keyring_version), which becomes this
+    /// keyring's version: every key file written is
     /// newer than the last, so a server replaying an older one is caught by
     /// [`check_successor`](Self::check_successor).
     ///
