@@ -87,6 +87,21 @@ pub trait TestBackend: Send + Sync + 'static {
         None
     }
 
+    /// Moves the history of `vault` past the backend's retention horizon
+    /// and prunes it the way the backend does in production, as if a long
+    /// time had passed: superseded change-log entries (and what else the
+    /// backend drops with them) go. Returns how many history entries were
+    /// removed. For example: the object-store layout compacts through a
+    /// handle whose compaction horizon is shorter than the time since the
+    /// writes; Supabase ages the change log's timestamps past
+    /// `chatvault_history_retention()` and runs `chatvault_maintain`.
+    /// `None`: the backend cannot, and the history-horizon contract is
+    /// skipped.
+    async fn expire_history(&self, vault: &str) -> Option<Result<u64>> {
+        let _ = vault;
+        None
+    }
+
     /// Releases the service (stops containers, removes scratch data). Called
     /// once after the last contract, inside the run's runtime.
     async fn stop(&self) {}

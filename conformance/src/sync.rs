@@ -74,6 +74,7 @@ pub fn contracts() -> Vec<Contract> {
         ),
         contract!("sync", sync_status_reports_offline_and_recovers),
         contract!("sync", background_sync_delivers_changes_to_another_device),
+        contract!("sync", a_device_offline_past_the_history_horizon_converges),
     ]
 }
 
@@ -828,5 +829,74 @@ pub async fn background_sync_delivers_changes_to_another_device(
         !a.vault.is_syncing() && !b.vault.is_syncing(),
         "sync still running after stop_sync"
     );
+    Ok(Verdict::Passed)
+}
+
+/// A device that was offline while history it had not read was pruned
+/// (compaction, retention) still converges when it comes back: every
+/// chat's latest state, deletions included, reaches it and a new device.
+pub async fn a_device_offline_past_the_history_horizon_converges(
+    backend: &dyn TestBackend,
+) -> Outcome {
+    let name = "sync_a_device_offline_past_the_history_horizon_converges";
+    let dir = scratch()?;
+    let a = Device::open(backend, name, dir.path(), "a").await?;
+    let edited = a.vault.new_chat("Edited while b was away").await?;
+    let doomed = a.vault.new_chat("Deleted while b was away").await?;
+    a.vault.add_message(edited.id, Role::User, "first").await?;
+    a.vault.sync_now().await?;
+    let b = Device::open(backend, name, dir.path(), "b").await?;
+    b.vault.load_sidebar().await?;
+    b.vault.load_full_chat(edited.id).await?;
+    b.vault.load_full_chat(doomed.id).await?;
+
+    b.go_offline();
+    // Many versions of one chat, one pushed per round: history to prune.
+    for i in 0..20 {
+        a.vault
+            .add_message(edited.id, Role::Assistant, &format!("reply {i}"))
+            .await?;
+        a.vault.sync_now().await?;
+    }
+    a.vault.delete_chat(doomed.id).await?;
+    let born = a.vault.new_chat("Created while b was away").await?;
+    a.vault.add_message(born.id, Role::User, "hello").await?;
+    a.vault.sync_now().await?;
+    b.vault
+        .add_message(edited.id, Role::User, "written offline by b")
+        .await?;
+
+    let Some(removed) = backend.expire_history(name).await else {
+        return Ok(Verdict::Skipped(
+            "the test backend cannot expire history (TestBackend::expire_history)".into(),
+        ));
+    };
+    let removed = removed?;
+    ensure!(
+        removed >= 20,
+        "expiring the history removed {removed} entries; at least the 20 superseded versions of one chat were expected, or this contract proves nothing"
+    );
+
+    b.go_online();
+    settle(&[&a, &b]).await?;
+    let state = ensure_converged(&[&a, &b]).await?;
+    ensure_eq!(
+        state
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        [edited.id, born.id].into_iter().collect(),
+        "live chats after b came back"
+    );
+    let texts = sorted_texts(&state[&edited.id]);
+    ensure!(
+        texts.len() == 22
+            && texts.iter().any(|t| t == "reply 19")
+            && texts.iter().any(|t| t == "written offline by b"),
+        "the edited chat after b came back: {texts:?}"
+    );
+    let c = Device::open(backend, name, dir.path(), "c").await?;
+    c.vault.sync_now().await?;
+    ensure_converged(&[&a, &b, &c]).await?;
     Ok(Verdict::Passed)
 }

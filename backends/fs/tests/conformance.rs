@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_conformance::{Suite, TestBackend};
-use chatvault_core::{ChatId, DynStorage, Error, Result};
+use chatvault_core::{ChatId, DynStorage, Error, MaintenanceBudget, Result};
 use chatvault_fs::FsStorage;
+use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -62,6 +63,14 @@ impl TestBackend for Folder {
         Some(storage.map(|s| Arc::new(s) as DynStorage))
     }
 
+    async fn expire_history(&self, vault: &str) -> Option<Result<u64>> {
+        let storage = FsStorage::builder(self.dir(vault))
+            .options(short_horizon())
+            .open()
+            .map(|s| Arc::new(s) as DynStorage);
+        Some(expire(storage).await)
+    }
+
     /// Truncates every blob file of `chat` to half its length, as a torn
     /// copy by a file-sync tool would.
     async fn corrupt_record(&self, vault: &str, chat: ChatId) -> Option<Result<()>> {
@@ -96,4 +105,24 @@ fn main() -> std::process::ExitCode {
         .with_storage_contracts()
         .with_sync_contracts()
         .run()
+}
+
+/// Options whose compaction horizon is 50 ms (claim delay 20 ms): a handle
+/// that prunes everything written before a short pause, standing in for
+/// the hour the default horizon waits. Safe here because no put of the
+/// vault is in flight while the contract expires its history.
+fn short_horizon() -> ObjectStoreOptions {
+    ObjectStoreOptions::default()
+        .with_max_claim_delay(std::time::Duration::from_millis(20))
+        .with_maintenance(MaintenancePolicy::default().with_compact(
+            CompactOptions::default().with_min_age(std::time::Duration::from_millis(50)),
+        ))
+}
+
+/// Waits out [`short_horizon`] and runs forced maintenance through `storage`.
+async fn expire(storage: Result<DynStorage>) -> Result<u64> {
+    let storage = storage?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let report = storage.maintain(MaintenanceBudget { force: true }).await?;
+    Ok(report.removed_entries)
 }

@@ -10,9 +10,10 @@ use chatvault_conformance::fixtures::tear_objects_under;
 use chatvault_conformance::layers::{CountingHttpConnector, RequestCounter};
 use chatvault_conformance::{contract, ensure, Outcome, Suite, TestBackend, Verdict};
 use chatvault_core::{
-    ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, Result, SealedRecord, Storage,
+    ChatId, Cursor, DynStorage, Error, MaintenanceBudget, Part, PutPrecondition, Result,
+    SealedRecord, Storage,
 };
-use chatvault_s3::S3StorageBuilder;
+use chatvault_s3::{CompactOptions, MaintenancePolicy, ObjectStoreOptions, S3StorageBuilder};
 use object_store::path::Path;
 use object_store::RetryConfig;
 use std::sync::Arc;
@@ -73,6 +74,20 @@ impl TestBackend for S3 {
 
     async fn corrupt_record(&self, vault: &str, chat: ChatId) -> Option<Result<()>> {
         Some(damage_blobs(vault, chat).await)
+    }
+
+    async fn expire_history(&self, vault: &str) -> Option<Result<u64>> {
+        let storage = async {
+            let atomic = fixture()?.atomic_conditional_put;
+            let storage = builder(vault)
+                .await?
+                .with_options(short_horizon())
+                .with_atomic_conditional_put(atomic)
+                .build()?;
+            Ok(Arc::new(storage) as DynStorage)
+        }
+        .await;
+        Some(expire(storage).await)
     }
 
     async fn stop(&self) {
@@ -218,4 +233,24 @@ fn main() -> std::process::ExitCode {
             contract!("s3", unreachable_endpoint_fails_unavailable),
         ])
         .run()
+}
+
+/// Options whose compaction horizon is 50 ms (claim delay 20 ms): a handle
+/// that prunes everything written before a short pause, standing in for
+/// the hour the default horizon waits. Safe here because no put of the
+/// vault is in flight while the contract expires its history.
+fn short_horizon() -> ObjectStoreOptions {
+    ObjectStoreOptions::default()
+        .with_max_claim_delay(std::time::Duration::from_millis(20))
+        .with_maintenance(MaintenancePolicy::default().with_compact(
+            CompactOptions::default().with_min_age(std::time::Duration::from_millis(50)),
+        ))
+}
+
+/// Waits out [`short_horizon`] and runs forced maintenance through `storage`.
+async fn expire(storage: Result<DynStorage>) -> Result<u64> {
+    let storage = storage?;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let report = storage.maintain(MaintenanceBudget { force: true }).await?;
+    Ok(report.removed_entries)
 }

@@ -80,6 +80,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261129000000_chatvault_feed_guards.sql",
         include_str!("../supabase/migrations/20261129000000_chatvault_feed_guards.sql"),
     ),
+    (
+        "20261129100000_chatvault_history_bound.sql",
+        include_str!("../supabase/migrations/20261129100000_chatvault_history_bound.sql"),
+    ),
 ];
 
 /// The chat id a key file conflict reports: key files belong to no chat.

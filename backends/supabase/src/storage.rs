@@ -5,8 +5,8 @@ use crate::wire::{self, check_bigint, GetPage, PullPage, PushItem, PushResult, W
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, Part, PutPrecondition,
-    Result, SealedRecord, Storage,
+    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -252,6 +252,30 @@ impl Storage for SupabaseStorage {
             atomic_preconditions: true,
             inline_summaries: true,
         }
+    }
+
+    /// Prunes this user's change-log entries superseded by a later version
+    /// of their chat and older than the server's history retention
+    /// (`chatvault_maintain`, one request). The server keeps each chat's
+    /// latest entry, so a device offline for longer still converges.
+    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
+        let _ = budget;
+        let result: wire::MaintainResult = self
+            .rpc
+            .call("chatvault_maintain", &json!({}), None)
+            .await?;
+        let removed = u64::try_from(result.removed).map_err(|_| {
+            Error::corrupt(
+                "chatvault_maintain",
+                format!("a negative count of removed entries: {}", result.removed),
+            )
+        })?;
+        Ok(MaintenanceReport {
+            ran: true,
+            removed_entries: removed,
+            removed_objects: 0,
+            requests: 1,
+        })
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {

@@ -122,6 +122,13 @@ pub(crate) struct WireKeyring {
     pub bytes: String,
 }
 
+/// `chatvault_maintain`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MaintainResult {
+    /// Change-log entries pruned.
+    pub removed: i64,
+}
+
 pub(crate) fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

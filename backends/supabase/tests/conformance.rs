@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_conformance::layers::RequestCounter;
 use chatvault_conformance::{Contract, TestBackend, Verdict};
-use chatvault_core::{ChatId, DynStorage, Error, Result};
+use chatvault_core::{ChatId, DynStorage, Error, MaintenanceBudget, Result};
 use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,30 @@ impl Supabase {
     }
 }
 
+impl Supabase {
+    /// Ages every change-log entry of `vault` past
+    /// `chatvault_history_retention()` (as the database's superuser, as if
+    /// that long had passed), then prunes through a client of the vault as
+    /// its maintenance does in production (`chatvault_maintain`).
+    async fn age_and_prune_history(&self, vault: &str) -> Result<u64> {
+        let fixture = self.fixture().await?;
+        let owner = self.user(vault);
+        let admin = fixture.postgres.connect().await?;
+        admin
+            .execute(
+                "update public.chatvault_changes \
+                 set created_at = created_at - public.chatvault_history_retention() - interval '1 day' \
+                 where owner = $1",
+                &[&owner],
+            )
+            .await
+            .map_err(|e| Error::unavailable(format!("ageing the history of {vault} failed"), e))?;
+        let storage = self.client(vault, None).await?;
+        let report = storage.maintain(MaintenanceBudget { force: true }).await?;
+        Ok(report.removed_entries)
+    }
+}
+
 #[async_trait]
 impl TestBackend for Supabase {
     fn name(&self) -> String {
@@ -117,6 +141,10 @@ impl TestBackend for Supabase {
 
     async fn corrupt_record(&self, vault: &str, chat: ChatId) -> Option<Result<()>> {
         Some(self.truncate_sealed_bytes(vault, chat).await)
+    }
+
+    async fn expire_history(&self, vault: &str) -> Option<Result<u64>> {
+        Some(self.age_and_prune_history(vault).await)
     }
 }
 

@@ -336,10 +336,5 @@ async fn keep_key_file(
         return Ok(());
     }
     let replica = replica.clone();
-    blocking(move || {
-        let mut write = replica.write()?;
-        write.set_key_file(&key_file)?;
-        write.commit()
-    })
-    .await
+    blocking(move || replica.set_key_file(&key_file)).await
 }

@@ -80,21 +80,16 @@ pub fn build_replica(path: &Path, chats: usize, big_messages: usize) -> (Vec<u8>
     let (cipher, key_file) = new_vault_key();
     let replica = Replica::open(path).expect("replica");
     let clock = Clock::new(DeviceId(1));
-    let mut write = replica.write().expect("write");
-    write
-        .set_identity(cipher.vault(), DeviceId(1))
-        .expect("identity");
-    write.set_key_file(&key_file).expect("key file");
+    replica.set_key_file(&key_file).expect("key file");
     let big = sample_chat(&clock, usize::MAX, big_messages, 200);
-    write.put_remote(&seal(&cipher, &big, 1)).expect("put");
-    write.commit().expect("commit");
+    replica
+        .store_server_records(&[seal(&cipher, &big, 1)])
+        .expect("store");
     for start in (0..chats).step_by(BATCH) {
-        let mut write = replica.write().expect("write");
-        for i in start..(start + BATCH).min(chats) {
-            let chat = sample_chat(&clock, i, 2, 60);
-            write.put_remote(&seal(&cipher, &chat, 1)).expect("put");
-        }
-        write.commit().expect("commit");
+        let records: Vec<_> = (start..(start + BATCH).min(chats))
+            .map(|i| seal(&cipher, &sample_chat(&clock, i, 2, 60), 1))
+            .collect();
+        replica.store_server_records(&records).expect("store");
     }
     (key_file, big.id)
 }

@@ -40,6 +40,7 @@
 //! [`Storage`]: crate::Storage
 //! [`Storage::changes`]: crate::Storage::changes
 
+mod apply;
 mod outbox;
 mod pull;
 mod save;
@@ -405,16 +406,18 @@ impl Engine {
             .filter(|l| l.header.is_some_and(|h| !h.deleted) && !l.has_body)
             .map(|l| l.chat)
             .collect();
-        let mut failed = Vec::new();
-        let records = pull::fetch(inner, &missing, Part::Full, &mut failed).await?;
-        let mut unreadable: Vec<SkippedRecord> = failed
-            .into_iter()
-            .map(|(chat, error)| SkippedRecord {
+        let wanted: Vec<apply::Wanted> = missing
+            .iter()
+            .map(|&chat| apply::Wanted {
                 chat,
                 version: versions.get(&chat).copied().unwrap_or(0),
-                error,
             })
             .collect();
+        let apply::Fetched {
+            records,
+            mut unreadable,
+            ..
+        } = apply::fetch(inner, &wanted, Part::Full).await?;
         let stored = blocking(inner, move |inner| {
             Ok(records
                 .into_iter()
@@ -524,8 +527,39 @@ impl Engine {
         push: bool,
         force: bool,
     ) -> Result<SyncReport> {
+        use tracing::field::Empty;
+        use tracing::Instrument;
         let inner = &self.inner;
         let _one_at_a_time = inner.sync_lock.lock().await;
+        let span = tracing::info_span!(
+            "sync_round",
+            pull,
+            push,
+            pulled = Empty,
+            pushed = Empty,
+            conflicts_resolved = Empty,
+            skipped = Empty,
+            pending = Empty,
+            requests = Empty,
+        );
+        let report = self
+            .round_locked(pull, push, force)
+            .instrument(span.clone())
+            .await;
+        if let Ok(r) = &report {
+            span.record("pulled", r.pulled);
+            span.record("pushed", r.pushed);
+            span.record("conflicts_resolved", r.conflicts_resolved);
+            span.record("skipped", r.skipped.len());
+            span.record("pending", r.pending);
+            span.record("requests", r.requests);
+        }
+        report
+    }
+
+    /// One round, under the sync lock.
+    async fn round_locked(&self, pull: bool, push: bool, force: bool) -> Result<SyncReport> {
+        let inner = &self.inner;
         inner.notifier.set_status(SyncStatus::Syncing);
         let mut report = SyncReport::default();
         let mut result = Ok(());
@@ -616,15 +650,5 @@ impl Inner {
             self.state.fill(summaries);
             Ok(())
         })
-    }
-
-    /// Applies a committed state to memory and tells subscribers.
-    fn publish(&self, summary: ChatSummary, version: u64, full: Option<Arc<Chat>>) {
-        let id = summary.id;
-        if self.state.apply(summary, version, full) {
-            self.notifier.emit(Event::ChatDeleted(id));
-        } else {
-            self.notifier.emit(Event::ChatUpserted(id));
-        }
     }
 }

@@ -9,6 +9,7 @@
 //! with our own record; the engine recognises it byte for byte and simply
 //! confirms.
 
+use super::apply::{fetch, Publish, Wanted};
 use super::status::{Event, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
@@ -43,8 +44,36 @@ fn precondition(entry: &OutboxEntry) -> PutPrecondition {
 
 /// Pushes due outbox entries (all of them with `force`). Stops at the first
 /// retriable failure and returns it; other failures leave their entries
-/// queued with backoff and the first of them is returned at the end.
+/// queued with backoff and the first of them is returned at the end. Runs
+/// in a `push` span that records what it did.
 pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
+    use tracing::field::Empty;
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "push",
+        force,
+        pushed = Empty,
+        conflicts_resolved = Empty,
+        bytes = Empty,
+        requests = Empty,
+    );
+    let before = (
+        report.pushed,
+        report.conflicts_resolved,
+        report.bytes_pushed,
+        report.requests,
+    );
+    let result = push_outbox(inner, report, force)
+        .instrument(span.clone())
+        .await;
+    span.record("pushed", report.pushed - before.0);
+    span.record("conflicts_resolved", report.conflicts_resolved - before.1);
+    span.record("bytes", report.bytes_pushed - before.2);
+    span.record("requests", report.requests - before.3);
+    result
+}
+
+async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
     let mut refused: Option<Error> = None;
     let now = (!force).then(now_millis);
     let limit = inner.max_batch().saturating_mul(8);
@@ -84,6 +113,8 @@ async fn push_batch(
             .iter()
             .map(|(entry, record)| (record.clone(), precondition(entry)))
             .collect();
+        report.requests += 1;
+        report.bytes_pushed += chunk.iter().map(|(_, r)| r.size() as u64).sum::<u64>();
         let results = inner.storage.put_batch(puts).await;
         let mut confirmed = Vec::new();
         let mut failed = Vec::new();
@@ -116,24 +147,56 @@ async fn push_batch(
 }
 
 /// Fetches the server's records of conflicting chats and merges them in;
-/// returns the chats merged successfully (to push again).
+/// returns the chats merged successfully (to push again). Runs in a
+/// `resolve_conflicts` span.
 async fn resolve(
     inner: &Arc<Inner>,
     conflicts: Vec<(OutboxEntry, SealedRecord)>,
     report: &mut SyncReport,
     refused: &mut Option<Error>,
 ) -> Result<Vec<ChatId>> {
-    let ids: Vec<ChatId> = conflicts.iter().map(|(e, _)| e.chat).collect();
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "resolve_conflicts",
+        chats = conflicts.len(),
+        merged = tracing::field::Empty,
+        failed = tracing::field::Empty,
+    );
+    let resolved = resolve_all(inner, conflicts, report, refused)
+        .instrument(span.clone())
+        .await?;
+    span.record("merged", resolved.len());
+    Ok(resolved)
+}
+
+async fn resolve_all(
+    inner: &Arc<Inner>,
+    conflicts: Vec<(OutboxEntry, SealedRecord)>,
+    report: &mut SyncReport,
+    refused: &mut Option<Error>,
+) -> Result<Vec<ChatId>> {
+    let wanted: Vec<Wanted> = conflicts
+        .iter()
+        .map(|(entry, _)| Wanted {
+            chat: entry.chat,
+            version: entry.base.unwrap_or(0),
+        })
+        .collect();
     // A server record the backend cannot decode fails only its own chat's
     // resolution; read as absent it would be overwritten as a new chat.
-    let mut failed_gets = Vec::new();
-    let mut theirs: HashMap<ChatId, SealedRecord> =
-        super::pull::fetch(inner, &ids, Part::Full, &mut failed_gets)
-            .await?
-            .into_iter()
-            .map(|record| (record.chat, record))
-            .collect();
-    let mut unreadable: HashMap<ChatId, Error> = failed_gets.into_iter().collect();
+    let fetched = fetch(inner, &wanted, Part::Full).await?;
+    report.requests += fetched.requests;
+    report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
+    let mut theirs: HashMap<ChatId, SealedRecord> = fetched
+        .records
+        .into_iter()
+        .map(|record| (record.chat, record))
+        .collect();
+    let mut unreadable: HashMap<ChatId, Error> = fetched
+        .unreadable
+        .into_iter()
+        .map(|s| (s.chat, s.error))
+        .collect();
     let outcomes = blocking(inner, move |inner| {
         Ok(conflicts
             .into_iter()
@@ -166,6 +229,7 @@ async fn resolve(
         }
     }
     if !failed.is_empty() {
+        tracing::Span::current().record("failed", failed.len());
         blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
     }
     inner.announce_refused(rejected);
@@ -238,7 +302,11 @@ impl Inner {
         if theirs.deleted {
             write.put_remote(&remote.sealed)?;
             write.commit()?;
-            self.publish(remote.summary, version, remote.chat.map(Arc::new));
+            self.publish(Publish {
+                summary: remote.summary,
+                version,
+                full: remote.chat.map(Arc::new),
+            });
             return Ok(());
         }
         let remote_chat = remote.chat.map(Arc::new).ok_or_else(|| {
@@ -247,7 +315,7 @@ impl Inner {
                 "the server returned no body for a full get",
             )
         })?;
-        let (summary, version, full) = self
+        let state = self
             .fold_remote(
                 &mut write,
                 header,
@@ -261,7 +329,7 @@ impl Inner {
                 ))
             })?;
         write.commit()?;
-        self.publish(summary, version, full);
+        self.publish(state);
         Ok(())
     }
 }

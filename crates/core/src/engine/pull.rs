@@ -1,14 +1,13 @@
 //! The pull flow: change feed → fetch → open off the runtime → merge → store
 //! with the cursor → notify.
 
-use super::save::Published;
-use super::sealing::OpenedRecord;
+use super::apply::{fetch, Publish, Wanted};
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
 use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
-use crate::{Error, Result};
+use crate::Result;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -48,36 +47,39 @@ fn plan(change: Change, local: &LocalState) -> Need {
     }
 }
 
-/// Gets `ids` in batches. A batch the backend cannot decode
-/// ([`Error::Corrupt`]) is retried id by id, so one damaged record lands in
-/// `unreadable` and the others still arrive.
-pub(super) async fn fetch(
-    inner: &Arc<Inner>,
-    ids: &[ChatId],
-    part: Part,
-    unreadable: &mut Vec<(ChatId, Error)>,
-) -> Result<Vec<SealedRecord>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(inner.max_batch()) {
-        match inner.storage.get(chunk, part).await {
-            Ok(records) => out.extend(records),
-            Err(Error::Corrupt { .. }) => {
-                for &chat in chunk {
-                    match inner.storage.get(&[chat], part).await {
-                        Ok(records) => out.extend(records),
-                        Err(error @ Error::Corrupt { .. }) => unreadable.push((chat, error)),
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
+/// Pulls every change after the stored cursor, page by page, in a
+/// `pull` span that records what it did (pages, records applied and
+/// skipped, bytes fetched, requests).
+pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
+    use tracing::field::Empty;
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "pull",
+        pages = Empty,
+        pulled = Empty,
+        skipped = Empty,
+        bytes = Empty,
+        requests = Empty,
+    );
+    let before = (
+        report.pulled,
+        report.skipped.len(),
+        report.bytes_pulled,
+        report.requests,
+    );
+    let mut pages = 0u64;
+    let result = pull_pages(inner, report, &mut pages)
+        .instrument(span.clone())
+        .await;
+    span.record("pages", pages);
+    span.record("pulled", report.pulled - before.0);
+    span.record("skipped", report.skipped.len() - before.1);
+    span.record("bytes", report.bytes_pulled - before.2);
+    span.record("requests", report.requests - before.3);
+    result
 }
 
-/// Pulls every change after the stored cursor, page by page.
-pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
+async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64) -> Result<()> {
     // Records skipped earlier are retried when their backoff is over, and
     // all of them at the first pull after the engine opens (this build may
     // read what an older one could not).
@@ -90,6 +92,8 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
             .storage
             .changes(&cursor, inner.config.page_size.max(1))
             .await?;
+        *pages += 1;
+        report.requests += 1;
         // Within a page the last change of a chat wins.
         let mut latest: HashMap<ChatId, Change> = HashMap::with_capacity(page.changes.len());
         for change in page.changes {
@@ -118,17 +122,22 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
                 Need::Full(id) => fulls.push(id),
             }
         }
-        let mut failed = Vec::new();
-        records.extend(fetch(inner, &fulls, Part::Full, &mut failed).await?);
-        records.extend(fetch(inner, &summaries, Part::Summary, &mut failed).await?);
-        let unreadable: Vec<SkippedRecord> = failed
-            .into_iter()
-            .map(|(chat, error)| SkippedRecord {
-                chat,
-                version: versions.get(&chat).copied().unwrap_or(0),
-                error,
-            })
-            .collect();
+        let wanted = |ids: Vec<ChatId>| -> Vec<Wanted> {
+            ids.into_iter()
+                .map(|chat| Wanted {
+                    chat,
+                    version: versions.get(&chat).copied().unwrap_or(0),
+                })
+                .collect()
+        };
+        let mut unreadable = Vec::new();
+        for (ids, part) in [(fulls, Part::Full), (summaries, Part::Summary)] {
+            let fetched = fetch(inner, &wanted(ids), part).await?;
+            report.requests += fetched.requests;
+            records.extend(fetched.records);
+            unreadable.extend(fetched.unreadable);
+        }
+        report.bytes_pulled += records.iter().map(|r| r.size() as u64).sum::<u64>();
 
         let next = page.cursor.clone();
         if !records.is_empty() || !unreadable.is_empty() || next != cursor {
@@ -203,20 +212,18 @@ async fn retry_skipped(inner: &Arc<Inner>, report: &mut SyncReport, force: bool)
     {
         tracing::debug!("keyring re-read before retrying skipped records");
     }
-    let ids: Vec<ChatId> = due.iter().map(|e| e.chat).collect();
-    let versions: HashMap<ChatId, u64> = due.iter().map(|e| (e.chat, e.version)).collect();
-    let mut failed = Vec::new();
-    let records = fetch(inner, &ids, Part::Full, &mut failed).await?;
-    let unreadable: Vec<SkippedRecord> = failed
-        .into_iter()
-        .map(|(chat, error)| SkippedRecord {
-            chat,
-            version: versions.get(&chat).copied().unwrap_or(0),
-            error,
+    let wanted: Vec<Wanted> = due
+        .iter()
+        .map(|e| Wanted {
+            chat: e.chat,
+            version: e.version,
         })
         .collect();
+    let fetched = fetch(inner, &wanted, Part::Full).await?;
+    report.requests += fetched.requests;
+    report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
     let applied = blocking(inner, move |inner| {
-        inner.apply_pulled(records, None, unreadable)
+        inner.apply_pulled(fetched.records, None, fetched.unreadable)
     })
     .await?;
     report.pulled += applied.pulled;
@@ -244,7 +251,7 @@ impl Inner {
         let opened = self.sealer.open_all(records);
         let _writes = self.lock_writes();
         let mut write = self.replica.write()?;
-        let mut published: Vec<Published> = Vec::new();
+        let mut published: Vec<Publish> = Vec::new();
         let mut skipped = unreadable;
         for (chat, version, result) in opened {
             let record = match result {
@@ -259,7 +266,7 @@ impl Inner {
                 }
             };
             write.resolve_skipped(chat, version)?;
-            if let Some(state) = self.merge_pulled(&mut write, record)? {
+            if let Some(state) = self.fold_pulled(&mut write, record)? {
                 published.push(state);
             }
         }
@@ -293,8 +300,8 @@ impl Inner {
         }
         write.commit()?;
         let pulled = published.len();
-        for (summary, version, full) in published {
-            self.publish(summary, version, full);
+        for state in published {
+            self.publish(state);
         }
         for s in &skipped {
             self.notifier.emit(Event::RecordSkipped {
@@ -303,43 +310,5 @@ impl Inner {
             });
         }
         Ok(Applied { pulled, skipped })
-    }
-
-    /// Folds one opened remote record into the replica. Returns the state to
-    /// publish, or `None` if the record brought nothing new.
-    fn merge_pulled(
-        &self,
-        write: &mut crate::replica::ReplicaWrite,
-        record: OpenedRecord,
-    ) -> Result<Option<Published>> {
-        let chat = record.sealed.chat;
-        let version = record.sealed.version;
-        let header = write.header(chat)?;
-        let pending = write.pending(chat)?;
-        self.clock.observe(record.summary.last_activity);
-        let remote = record.chat.map(Arc::new);
-
-        let Some(entry) = pending else {
-            if header.is_some_and(|h| h.version >= version) {
-                return Ok(None);
-            }
-            write.put_remote(&record.sealed)?;
-            return Ok(Some((record.summary, version, remote)));
-        };
-        if entry.base.is_some_and(|base| base >= version) {
-            return Ok(None);
-        }
-        if record.sealed.deleted {
-            // Deletion wins over the local edits: nothing of them survives a
-            // merge with the tombstone, so the server's record is the state.
-            write.put_remote(&record.sealed)?;
-            return Ok(Some((record.summary, version, remote)));
-        }
-        // Without the body there is nothing to merge with yet; the push of
-        // the pending entry will conflict and merge then.
-        let Some(remote) = remote else {
-            return Ok(None);
-        };
-        self.fold_remote(write, header, &record.sealed, record.summary, remote)
     }
 }

@@ -6,12 +6,11 @@
 //! its outbox entry in one replica transaction. Only then does memory change
 //! and do listeners hear of it.
 
+use super::apply::{fetch_body, Current};
 use super::{blocking, Inner};
-use crate::chat::{Chat, ChatSummary};
-use crate::hlc::{Clock, Hlc};
-use crate::ids::{ChatId, DeviceId};
-use crate::replica::{RecordHeader, ReplicaWrite};
-use crate::storage::{Part, SealedRecord};
+use crate::chat::Chat;
+use crate::hlc::Clock;
+use crate::ids::ChatId;
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,42 +19,46 @@ use std::sync::Arc;
 /// (each fetch races only with pulls replacing that same chat).
 const BODY_ATTEMPTS: usize = 3;
 
-/// A chat's current state as a local change sees it.
-pub(super) enum Current {
-    /// No record of the chat exists here.
-    Missing,
-    /// Only the summary is held locally (the body was never loaded).
-    Summary(ChatSummary),
-    /// The whole state (a deleted chat is its tombstone).
-    Full(Arc<Chat>),
-}
-
 /// What an edit decided: the new state, if it changed anything, and the
 /// value handed back to the caller.
-type Decision<T> = (Option<Chat>, T);
+struct Edit<T> {
+    next: Option<Chat>,
+    out: T,
+}
 
-/// A committed state to show: summary, version, and the whole chat if known.
-pub(super) type Published = (ChatSummary, u64, Option<Arc<Chat>>);
+impl<T> Edit<T> {
+    /// The edit changed nothing.
+    fn unchanged(out: T) -> Self {
+        Self { next: None, out }
+    }
+
+    /// The edit produced `next` (or nothing, if `next` is `None`).
+    fn to(next: Option<Chat>, out: T) -> Self {
+        Self { next, out }
+    }
+}
 
 /// A committed edit's value and the chat's state afterwards (`None` when
 /// only its summary is held).
-type Committed<T> = (T, Option<Arc<Chat>>);
+struct Committed<T> {
+    out: T,
+    state: Option<Arc<Chat>>,
+}
+
+/// What [`Inner::commit_local`] did.
+enum Commit<T, F> {
+    /// The edit ran (and committed, if it changed anything).
+    Done(Committed<T>),
+    /// The edit needs the chat's body, which this device does not hold:
+    /// handed back unused, to run again after fetching the body.
+    NeedsBody(F),
+}
 
 /// What [`Inner::commit_batch`] did: the saved states by chat, and the chats
 /// it could not merge without first fetching their bodies.
 struct BatchCommitted {
     saved: HashMap<ChatId, Arc<Chat>>,
     needs_body: Vec<Chat>,
-}
-
-/// The version a new local state of `chat` is sealed as: above both the
-/// stored version and `at_least`.
-fn next_version(chat: ChatId, header: Option<RecordHeader>, at_least: u64) -> Result<u64> {
-    header
-        .map_or(0, |h| h.version)
-        .max(at_least)
-        .checked_add(1)
-        .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))
 }
 
 fn not_found(chat: ChatId) -> Error {
@@ -79,109 +82,38 @@ enum LocalBody {
 }
 
 impl Inner {
-    /// The current state of `chat` inside write transaction `header`'s view.
-    /// `None` when `needs_body` and only the summary is held.
-    pub(super) fn current(
-        &self,
-        chat: ChatId,
-        header: Option<RecordHeader>,
-        record: impl FnOnce() -> Result<Option<SealedRecord>>,
-        needs_body: bool,
-    ) -> Result<Option<Current>> {
-        let Some(header) = header else {
-            return Ok(Some(Current::Missing));
-        };
-        if let Some(cached) = self.state.cached_at(chat, header.version) {
-            return Ok(Some(Current::Full(cached)));
-        }
-        let record = record()?.ok_or_else(|| not_found(chat))?;
-        if header.deleted {
-            let summary = self
-                .sealer
-                .open_summary(chat, record.version, &record.summary)?;
-            let at = summary.deleted.unwrap_or(summary.last_activity);
-            return Ok(Some(Current::Full(Arc::new(Chat::tombstone(
-                chat,
-                summary.created,
-                at,
-            )))));
-        }
-        match &record.body {
-            Some(body) => Ok(Some(Current::Full(Arc::new(self.sealer.open_body(
-                chat,
-                record.version,
-                body,
-            )?)))),
-            None if needs_body => Ok(None),
-            None => Ok(Some(Current::Summary(self.sealer.open_summary(
-                chat,
-                record.version,
-                &record.summary,
-            )?))),
-        }
-    }
-
     /// Applies `edit` to `chat` and commits the result with its outbox entry;
     /// returns the edit's value and the chat's state afterwards (`None` if
     /// only its summary is held). Hands `edit` back unused if it needs the
     /// body and this device does not hold it.
-    pub(super) fn commit_local<T, F>(
-        &self,
-        chat: ChatId,
-        needs_body: bool,
-        edit: F,
-    ) -> Result<Result<Committed<T>, F>>
+    fn commit_local<T, F>(&self, chat: ChatId, needs_body: bool, edit: F) -> Result<Commit<T, F>>
     where
-        F: FnOnce(Current, &Clock) -> Result<Decision<T>>,
+        F: FnOnce(Current, &Clock) -> Result<Edit<T>>,
     {
         let _writes = self.lock_writes();
         let mut write = self.replica.write()?;
         let header = write.header(chat)?;
         let current = self.current(chat, header, || write.record(chat, true), needs_body)?;
         let Some(current) = current else {
-            return Ok(Err(edit));
+            return Ok(Commit::NeedsBody(edit));
         };
         let before = match &current {
             Current::Full(state) => Some(state.clone()),
             _ => None,
         };
-        let (next, out) = edit(current, &self.clock)?;
+        let Edit { next, out } = edit(current, &self.clock)?;
         // Dropping the transaction unused aborts it: nothing changed.
         let Some(next) = next else {
-            return Ok(Ok((out, before)));
+            return Ok(Commit::Done(Committed { out, state: before }));
         };
-        let (committed, version) = self.stage_local(&mut write, header, next)?;
+        let staged = self.stage_local(&mut write, header, next)?;
         write.commit()?;
-        self.publish(committed.summary(), version, Some(committed.clone()));
+        self.publish(staged.publish());
         self.wake.notify_one();
-        Ok(Ok((out, Some(committed))))
-    }
-
-    /// Seals `next` (a new local state of its chat, whose stored header in
-    /// `write` is `header`) as the next version and stores it with its outbox
-    /// entry in `write`. Returns the state and its version, to publish once
-    /// `write` commits.
-    fn stage_local(
-        &self,
-        write: &mut ReplicaWrite,
-        header: Option<RecordHeader>,
-        mut next: Chat,
-    ) -> Result<(Arc<Chat>, u64)> {
-        let chat = next.id;
-        if let Some(horizon) = self.tombstone_horizon() {
-            next.collect_garbage(horizon);
-        }
-        let base = match write.pending(chat)? {
-            Some(entry) => entry.base,
-            None => header.map(|h| h.version),
-        };
-        let version = next_version(chat, header, base.unwrap_or(0))?;
-        let record = self.sealer.seal(&next, version)?;
-        // A record the backend would refuse must not enter the outbox: it
-        // would fail every push forever. Dropping `write` changes nothing.
-        self.check_size(&record)?;
-        write.put_local(&record, base)?;
-        Ok((Arc::new(next), version))
+        Ok(Commit::Done(Committed {
+            out,
+            state: Some(staged.chat),
+        }))
     }
 
     /// Merges every chat of `chats` into its stored state and commits all
@@ -212,71 +144,19 @@ impl Inner {
                     merged
                 }
             };
-            let (committed, version) = self.stage_local(&mut write, header, next)?;
-            published.push((committed.clone(), version));
-            saved.insert(id, committed);
+            let staged = self.stage_local(&mut write, header, next)?;
+            published.push(staged.publish());
+            saved.insert(id, staged.chat);
         }
         write.commit()?;
-        for (chat, version) in &published {
-            self.publish(chat.summary(), *version, Some(chat.clone()));
+        let woke = !published.is_empty();
+        for state in published {
+            self.publish(state);
         }
-        if !published.is_empty() {
+        if woke {
             self.wake.notify_one();
         }
         Ok(BatchCommitted { saved, needs_body })
-    }
-
-    /// Folds the server's record `sealed` (opened: `summary`, `remote`) into
-    /// the pending local state of its chat within `write`, the one place a
-    /// pull and a conflicting push merge. If the merge adds nothing to the
-    /// server's state, that record is stored and nothing is left to push;
-    /// otherwise the merge is sealed as the next version and queued on top of
-    /// the server's. `None` when the local body is missing.
-    pub(super) fn fold_remote(
-        &self,
-        write: &mut ReplicaWrite,
-        header: Option<RecordHeader>,
-        sealed: &SealedRecord,
-        summary: ChatSummary,
-        remote: Arc<Chat>,
-    ) -> Result<Option<Published>> {
-        let chat = sealed.chat;
-        let version = sealed.version;
-        let local = match self.current(chat, header, || write.record(chat, true), true)? {
-            Some(Current::Full(local)) => local,
-            _ => return Ok(None),
-        };
-        let merged = Chat::merged(&local, &remote);
-        if merged == *remote {
-            write.put_remote(sealed)?;
-            return Ok(Some((summary, version, Some(remote))));
-        }
-        let next = next_version(chat, header, version)?;
-        write.put_local(&self.sealer.seal(&merged, next)?, Some(version))?;
-        Ok(Some((merged.summary(), next, Some(Arc::new(merged)))))
-    }
-
-    /// Fails with [`Error::TooLarge`] if the backend would refuse `record`.
-    pub(super) fn check_size(&self, record: &SealedRecord) -> Result<()> {
-        let limit = self.capabilities.max_record_bytes;
-        if record.size() > limit {
-            return Err(Error::TooLarge {
-                size: record.size(),
-                limit,
-            });
-        }
-        Ok(())
-    }
-
-    /// The stamp before which message tombstones are dropped, if any.
-    fn tombstone_horizon(&self) -> Option<Hlc> {
-        let horizon = self.config.tombstone_horizon?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        let cutoff = now.checked_sub(horizon)?;
-        let millis = u64::try_from(cutoff.as_millis()).ok()?;
-        Some(Hlc::new(millis, 0, DeviceId(0)))
     }
 
     /// Reads `chat`'s body from the replica and caches it.
@@ -298,52 +178,6 @@ impl Inner {
         }
         Ok(LocalBody::Loaded(loaded))
     }
-
-    /// Stores a record fetched on demand: its body if it matches the local
-    /// version, or the whole record if the server is ahead and nothing local
-    /// is pending (then it is what the next pull would have brought).
-    pub(super) fn store_fetched(&self, record: SealedRecord) -> Result<()> {
-        let opened = self.sealer.open(record)?;
-        let chat = opened.sealed.chat;
-        let version = opened.sealed.version;
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        let header = write.header(chat)?;
-        let pending = write.pending(chat)?;
-        let full = opened.chat.map(Arc::new);
-        match header {
-            Some(h) if h.version == version => {
-                if let (Some(body), Some(chat_state)) = (&opened.sealed.body, &full) {
-                    if write.put_body(chat, version, body)? {
-                        write.commit()?;
-                        self.state.cache(version, chat_state.clone());
-                    }
-                }
-            }
-            Some(h) if h.version > version || pending.is_some() => {}
-            _ => {
-                write.put_remote(&opened.sealed)?;
-                write.commit()?;
-                if let Some(c) = &full {
-                    self.clock.observe(c.last_activity());
-                }
-                self.publish(opened.summary, version, full);
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Fetches `chat` in full from the server and keeps it locally.
-async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let records = inner.storage.get(&[chat], Part::Full).await?;
-    let record = records
-        .into_iter()
-        .find(|r| r.chat == chat)
-        .ok_or_else(|| Error::NotFound {
-            what: format!("chat {chat} on the server"),
-        })?;
-    blocking(inner, move |inner| inner.store_fetched(record)).await
 }
 
 pub(super) async fn load_full_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<Arc<Chat>> {
@@ -382,7 +216,7 @@ async fn run_edit<T, F>(
 ) -> Result<Committed<T>>
 where
     T: Send + 'static,
-    F: FnOnce(Current, &Clock) -> Result<Decision<T>> + Send + 'static,
+    F: FnOnce(Current, &Clock) -> Result<Edit<T>> + Send + 'static,
 {
     let mut edit = edit;
     for _ in 0..BODY_ATTEMPTS {
@@ -391,8 +225,8 @@ where
         })
         .await?
         {
-            Ok(out) => return Ok(out),
-            Err(unused) => {
+            Commit::Done(committed) => return Ok(committed),
+            Commit::NeedsBody(unused) => {
                 edit = unused;
                 fetch_body(inner, chat).await?;
             }
@@ -404,16 +238,16 @@ where
 pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat>> {
     inner.clock.observe(chat.last_activity());
     let id = chat.id;
-    let (_, state) = run_edit(inner, id, true, move |current, _| match current {
-        Current::Missing => Ok((Some(chat), ())),
+    let committed = run_edit(inner, id, true, move |current, _| match current {
+        Current::Missing => Ok(Edit::to(Some(chat), ())),
         Current::Full(stored) => {
             let merged = Chat::merged(&stored, &chat);
-            Ok(((merged != *stored).then_some(merged), ()))
+            Ok(Edit::to((merged != *stored).then_some(merged), ()))
         }
         Current::Summary(_) => Err(missing_body(id)),
     })
     .await?;
-    state.ok_or_else(|| missing_body(id))
+    committed.state.ok_or_else(|| missing_body(id))
 }
 
 /// Saves many chats: one replica transaction for all whose body this device
@@ -453,24 +287,24 @@ where
         Current::Full(stored) => {
             let mut next = (*stored).clone();
             let out = edit(&mut next, clock)?;
-            Ok((if next == *stored { None } else { Some(next) }, out))
+            Ok(Edit::to((next != *stored).then_some(next), out))
         }
         Current::Summary(_) => Err(missing_body(chat)),
     })
     .await
-    .map(|(out, _)| out)
+    .map(|committed| committed.out)
 }
 
 pub(super) async fn delete_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
     run_edit(inner, chat, false, move |current, clock| match current {
         Current::Missing => Err(not_found(chat)),
-        Current::Full(stored) if stored.is_deleted() => Ok((None, ())),
+        Current::Full(stored) if stored.is_deleted() => Ok(Edit::unchanged(())),
         Current::Full(stored) => {
             let mut next = (*stored).clone();
             next.delete(clock.tick());
-            Ok((Some(next), ()))
+            Ok(Edit::to(Some(next), ()))
         }
-        Current::Summary(summary) => Ok((
+        Current::Summary(summary) => Ok(Edit::to(
             Some(Chat::tombstone(chat, summary.created, clock.tick())),
             (),
         )),

@@ -94,6 +94,13 @@ pub struct SyncReport {
     pub skipped: Vec<SkippedRecord>,
     /// Chats still waiting in the outbox after the round.
     pub pending: u64,
+    /// Requests made to the backend (change-feed pages, gets, put batches).
+    pub requests: u64,
+    /// Sealed bytes fetched (records pulled, and server records fetched to
+    /// resolve conflicts).
+    pub bytes_pulled: u64,
+    /// Sealed bytes sent in puts.
+    pub bytes_pushed: u64,
 }
 
 /// Fans events out to subscribers and keeps the current status.

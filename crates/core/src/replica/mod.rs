@@ -18,9 +18,9 @@
 //!
 //! # Durability contract
 //!
-//! Every change goes through one [`ReplicaWrite`] transaction, committed with
-//! redb's immediate durability: **when [`ReplicaWrite::commit`] returns `Ok`,
-//! the change is on disk** (fsync'd) and survives a crash or power loss; if
+//! Every change goes through one write transaction (written only by the sync
+//! engine, inside this crate), committed with redb's immediate durability:
+//! **when the commit returns `Ok`, the change is on disk** (fsync'd) and survives a crash or power loss; if
 //! the process dies before that, none of the transaction is visible after
 //! restart. In terms of the sync engine:
 //!
@@ -60,11 +60,12 @@
 //!     summary: b"sealed summary".to_vec().into(),
 //!     body: Some(b"sealed body".to_vec().into()),
 //! };
-//! // A local save: the record and its outbox entry commit together.
-//! let mut write = replica.write()?;
-//! write.put_local(&record, None)?;
-//! write.commit()?;
-//! assert_eq!(replica.outbox()?.len(), 1);
+//! // Records as the server holds them, e.g. from a restored backup:
+//! assert_eq!(replica.store_server_records(&[record.clone()])?, 1);
+//! assert_eq!(replica.header(record.chat)?.map(|h| h.version), Some(1));
+//! // Storing the same version again changes nothing.
+//! assert_eq!(replica.store_server_records(&[record])?, 0);
+//! assert!(replica.outbox()?.is_empty());
 //! assert_eq!(replica.cursor()?, Cursor::start());
 //! # Ok(())
 //! # }
@@ -76,7 +77,7 @@ mod write;
 
 pub use encoding::{OutboxEntry, RecordHeader};
 pub use skipped::{SkipReason, SkippedEntry};
-pub use write::ReplicaWrite;
+pub(crate) use write::ReplicaWrite;
 
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
@@ -292,7 +293,9 @@ impl Replica {
 
     /// Starts a write transaction. Only one runs at a time; a second call
     /// blocks until the first commits or is dropped (dropping aborts).
-    pub fn write(&self) -> Result<ReplicaWrite> {
+    /// Crate-private: the sync engine is the only writer of records, the
+    /// outbox and the cursor.
+    pub(crate) fn write(&self) -> Result<ReplicaWrite> {
         let txn = self
             .db
             .begin_write()
@@ -344,6 +347,44 @@ impl Replica {
     /// The copy of the vault's key file kept for offline unlock, if any.
     pub fn key_file(&self) -> Result<Option<Vec<u8>>> {
         self.meta_value(META_KEY_FILE)
+    }
+
+    /// Keeps `key_file` (the vault's key file exactly as the server holds
+    /// it, age-encrypted) as the copy for offline unlock, replacing any
+    /// earlier one. Durable when it returns. Check a new key file with
+    /// [`EnvelopeCipher::check_successor`](crate::envelope::EnvelopeCipher::check_successor)
+    /// before keeping it: this copy is what a replayed older file is caught
+    /// against.
+    pub fn set_key_file(&self, key_file: &[u8]) -> Result<()> {
+        let mut write = self.write()?;
+        write.set_key_file(key_file)?;
+        write.commit()
+    }
+
+    /// Stores records exactly as the server holds them, in one transaction:
+    /// a device seeded from a copy of the server's records (a restored
+    /// backup, a prepared fixture) instead of pulling them. A record is
+    /// left out where the replica already holds that version or a newer
+    /// one, or where a local change of its chat is pending (those are the
+    /// sync engine's to merge). Returns how many were stored. The pull
+    /// cursor does not move: the next pull reads the change feed from where
+    /// it was and skips what is already here.
+    pub fn store_server_records(&self, records: &[SealedRecord]) -> Result<usize> {
+        let mut write = self.write()?;
+        let mut stored = 0;
+        for record in records {
+            if write.pending(record.chat)?.is_some()
+                || write
+                    .header(record.chat)?
+                    .is_some_and(|h| h.version >= record.version)
+            {
+                continue;
+            }
+            write.put_remote(record)?;
+            stored += 1;
+        }
+        write.commit()?;
+        Ok(stored)
     }
 
     /// The pull cursor: how far this device has applied the change feed.

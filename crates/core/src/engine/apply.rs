@@ -1,0 +1,369 @@
+//! The apply layer: the few functions every path that changes local state
+//! goes through. Save, pull, push (conflict resolution) and `all_chats` are
+//! leaves over it:
+//!
+//! - [`Inner::current`]: a chat's current state inside a replica write;
+//! - [`Inner::stage_local`]: seal a new local state as the next version and
+//!   queue it for push;
+//! - [`Inner::fold_remote`] and [`Inner::fold_pulled`]: merge a server record
+//!   into the local state;
+//! - [`Inner::store_fetched`]: keep a record fetched on demand;
+//! - [`Inner::publish`]: show a committed state to memory and subscribers;
+//! - [`fetch`]: one batched fetch that tolerates undecodable records.
+//!
+//! Every function that writes takes the open [`ReplicaWrite`]; the caller
+//! commits it and only then publishes, so memory never runs ahead of the
+//! replica (docs/design.md §8).
+
+use super::sealing::OpenedRecord;
+use super::status::{Event, SkippedRecord};
+use super::{blocking, Inner};
+use crate::chat::{Chat, ChatSummary};
+use crate::hlc::Hlc;
+use crate::ids::{ChatId, DeviceId};
+use crate::replica::{RecordHeader, ReplicaWrite};
+use crate::storage::{Part, SealedRecord};
+use crate::{Error, Result};
+use std::sync::Arc;
+
+/// A chat's current state as a local change sees it.
+pub(super) enum Current {
+    /// No record of the chat exists here.
+    Missing,
+    /// Only the summary is held locally (the body was never loaded).
+    Summary(ChatSummary),
+    /// The whole state (a deleted chat is its tombstone).
+    Full(Arc<Chat>),
+}
+
+/// A committed state to show: its summary, version, and the whole chat if
+/// known (else a cached older version is dropped).
+pub(super) struct Publish {
+    pub summary: ChatSummary,
+    pub version: u64,
+    pub full: Option<Arc<Chat>>,
+}
+
+/// A new local state staged in a replica write, to publish once it commits.
+pub(super) struct Staged {
+    /// The state as sealed (after tombstone garbage collection).
+    pub chat: Arc<Chat>,
+    /// The version it was sealed as.
+    pub version: u64,
+}
+
+impl Staged {
+    pub(super) fn publish(&self) -> Publish {
+        Publish {
+            summary: self.chat.summary(),
+            version: self.version,
+            full: Some(self.chat.clone()),
+        }
+    }
+}
+
+/// What [`fetch`] brought: the records the backend returned, and the chats
+/// whose record it could not even decode.
+#[derive(Default)]
+pub(super) struct Fetched {
+    pub records: Vec<SealedRecord>,
+    pub unreadable: Vec<SkippedRecord>,
+    /// Requests made.
+    pub requests: u64,
+}
+
+/// A chat to fetch, with the version expected (reported if it is
+/// unreadable; 0 when unknown).
+#[derive(Clone, Copy)]
+pub(super) struct Wanted {
+    pub chat: ChatId,
+    pub version: u64,
+}
+
+/// Gets `wanted` in batches. A batch the backend cannot decode
+/// ([`Error::Corrupt`]) is retried id by id, so one damaged record lands in
+/// [`Fetched::unreadable`] and the others still arrive. Any other failure
+/// fails the fetch.
+pub(super) async fn fetch(inner: &Arc<Inner>, wanted: &[Wanted], part: Part) -> Result<Fetched> {
+    let mut out = Fetched {
+        records: Vec::with_capacity(wanted.len()),
+        ..Fetched::default()
+    };
+    for chunk in wanted.chunks(inner.max_batch()) {
+        let ids: Vec<ChatId> = chunk.iter().map(|w| w.chat).collect();
+        out.requests += 1;
+        match inner.storage.get(&ids, part).await {
+            Ok(records) => out.records.extend(records),
+            Err(Error::Corrupt { .. }) => {
+                for w in chunk {
+                    out.requests += 1;
+                    match inner.storage.get(&[w.chat], part).await {
+                        Ok(records) => out.records.extend(records),
+                        Err(error @ Error::Corrupt { .. }) => {
+                            out.unreadable.push(SkippedRecord {
+                                chat: w.chat,
+                                version: w.version,
+                                error,
+                            });
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Fetches `chat` in full from the server and keeps it locally.
+pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
+    let records = inner.storage.get(&[chat], Part::Full).await?;
+    let record = records
+        .into_iter()
+        .find(|r| r.chat == chat)
+        .ok_or_else(|| Error::NotFound {
+            what: format!("chat {chat} on the server"),
+        })?;
+    blocking(inner, move |inner| inner.store_fetched(record)).await
+}
+
+/// The version a new local state of `chat` is sealed as: above both the
+/// stored version and `at_least`.
+fn next_version(chat: ChatId, header: Option<RecordHeader>, at_least: u64) -> Result<u64> {
+    header
+        .map_or(0, |h| h.version)
+        .max(at_least)
+        .checked_add(1)
+        .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))
+}
+
+impl Inner {
+    /// The current state of `chat` inside write transaction `header`'s view.
+    /// `None` when `needs_body` and only the summary is held.
+    pub(super) fn current(
+        &self,
+        chat: ChatId,
+        header: Option<RecordHeader>,
+        record: impl FnOnce() -> Result<Option<SealedRecord>>,
+        needs_body: bool,
+    ) -> Result<Option<Current>> {
+        let Some(header) = header else {
+            return Ok(Some(Current::Missing));
+        };
+        if let Some(cached) = self.state.cached_at(chat, header.version) {
+            return Ok(Some(Current::Full(cached)));
+        }
+        let record = record()?.ok_or_else(|| Error::NotFound {
+            what: format!("chat {chat}"),
+        })?;
+        if header.deleted {
+            let summary = self
+                .sealer
+                .open_summary(chat, record.version, &record.summary)?;
+            let at = summary.deleted.unwrap_or(summary.last_activity);
+            return Ok(Some(Current::Full(Arc::new(Chat::tombstone(
+                chat,
+                summary.created,
+                at,
+            )))));
+        }
+        match &record.body {
+            Some(body) => Ok(Some(Current::Full(Arc::new(self.sealer.open_body(
+                chat,
+                record.version,
+                body,
+            )?)))),
+            None if needs_body => Ok(None),
+            None => Ok(Some(Current::Summary(self.sealer.open_summary(
+                chat,
+                record.version,
+                &record.summary,
+            )?))),
+        }
+    }
+
+    /// Seals `next` (a new local state of its chat, whose stored header in
+    /// `write` is `header`) as the next version and stores it with its outbox
+    /// entry in `write`. Fails with [`Error::TooLarge`] (and stages nothing)
+    /// if the backend would refuse the record: it must not enter the outbox,
+    /// where it would fail every push forever.
+    pub(super) fn stage_local(
+        &self,
+        write: &mut ReplicaWrite,
+        header: Option<RecordHeader>,
+        mut next: Chat,
+    ) -> Result<Staged> {
+        let chat = next.id;
+        if let Some(horizon) = self.tombstone_horizon() {
+            next.collect_garbage(horizon);
+        }
+        let base = match write.pending(chat)? {
+            Some(entry) => entry.base,
+            None => header.map(|h| h.version),
+        };
+        let version = next_version(chat, header, base.unwrap_or(0))?;
+        let record = self.sealer.seal(&next, version)?;
+        self.check_size(&record)?;
+        write.put_local(&record, base)?;
+        Ok(Staged {
+            chat: Arc::new(next),
+            version,
+        })
+    }
+
+    /// Folds the server's record `sealed` (opened: `summary`, `remote`) into
+    /// the pending local state of its chat within `write`, the one place a
+    /// pull and a conflicting push merge. If the merge adds nothing to the
+    /// server's state, that record is stored and nothing is left to push;
+    /// otherwise the merge is sealed as the next version and queued on top of
+    /// the server's. `None` when the local body is missing.
+    pub(super) fn fold_remote(
+        &self,
+        write: &mut ReplicaWrite,
+        header: Option<RecordHeader>,
+        sealed: &SealedRecord,
+        summary: ChatSummary,
+        remote: Arc<Chat>,
+    ) -> Result<Option<Publish>> {
+        let chat = sealed.chat;
+        let version = sealed.version;
+        let local = match self.current(chat, header, || write.record(chat, true), true)? {
+            Some(Current::Full(local)) => local,
+            _ => return Ok(None),
+        };
+        let merged = Chat::merged(&local, &remote);
+        if merged == *remote {
+            write.put_remote(sealed)?;
+            return Ok(Some(Publish {
+                summary,
+                version,
+                full: Some(remote),
+            }));
+        }
+        let next = next_version(chat, header, version)?;
+        write.put_local(&self.sealer.seal(&merged, next)?, Some(version))?;
+        Ok(Some(Publish {
+            summary: merged.summary(),
+            version: next,
+            full: Some(Arc::new(merged)),
+        }))
+    }
+
+    /// Folds one opened record from the change feed into `write`. Returns
+    /// the state to publish, or `None` if the record brought nothing new.
+    pub(super) fn fold_pulled(
+        &self,
+        write: &mut ReplicaWrite,
+        record: OpenedRecord,
+    ) -> Result<Option<Publish>> {
+        let OpenedRecord {
+            sealed,
+            summary,
+            chat: remote,
+        } = record;
+        let chat = sealed.chat;
+        let version = sealed.version;
+        let header = write.header(chat)?;
+        let pending = write.pending(chat)?;
+        self.clock.observe(summary.last_activity);
+        let remote = remote.map(Arc::new);
+
+        // The server's record is the state when nothing local is pending
+        // (and it is newer), or when it deletes the chat: deletion wins
+        // over the local edits, nothing of them survives a merge with the
+        // tombstone.
+        let take_theirs = match pending {
+            None if header.is_some_and(|h| h.version >= version) => return Ok(None),
+            None => true,
+            Some(entry) if entry.base.is_some_and(|base| base >= version) => return Ok(None),
+            Some(_) => sealed.deleted,
+        };
+        if take_theirs {
+            write.put_remote(&sealed)?;
+            return Ok(Some(Publish {
+                summary,
+                version,
+                full: remote,
+            }));
+        }
+        // Without the body there is nothing to merge with yet; the push of
+        // the pending entry will conflict and merge then.
+        let Some(remote) = remote else {
+            return Ok(None);
+        };
+        self.fold_remote(write, header, &sealed, summary, remote)
+    }
+
+    /// Stores a record fetched on demand: its body if it matches the local
+    /// version, or the whole record if the server is ahead and nothing local
+    /// is pending (then it is what the next pull would have brought).
+    pub(super) fn store_fetched(&self, record: SealedRecord) -> Result<()> {
+        let opened = self.sealer.open(record)?;
+        let chat = opened.sealed.chat;
+        let version = opened.sealed.version;
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let header = write.header(chat)?;
+        let pending = write.pending(chat)?;
+        let full = opened.chat.map(Arc::new);
+        match header {
+            Some(h) if h.version == version => {
+                if let (Some(body), Some(chat_state)) = (&opened.sealed.body, &full) {
+                    if write.put_body(chat, version, body)? {
+                        write.commit()?;
+                        self.state.cache(version, chat_state.clone());
+                    }
+                }
+            }
+            Some(h) if h.version > version || pending.is_some() => {}
+            _ => {
+                write.put_remote(&opened.sealed)?;
+                write.commit()?;
+                if let Some(c) = &full {
+                    self.clock.observe(c.last_activity());
+                }
+                self.publish(Publish {
+                    summary: opened.summary,
+                    version,
+                    full,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a committed state to memory and tells subscribers. Call only
+    /// after the replica write holding it committed.
+    pub(super) fn publish(&self, state: Publish) {
+        let id = state.summary.id;
+        if self.state.apply(state.summary, state.version, state.full) {
+            self.notifier.emit(Event::ChatDeleted(id));
+        } else {
+            self.notifier.emit(Event::ChatUpserted(id));
+        }
+    }
+
+    /// Fails with [`Error::TooLarge`] if the backend would refuse `record`.
+    pub(super) fn check_size(&self, record: &SealedRecord) -> Result<()> {
+        let limit = self.capabilities.max_record_bytes;
+        if record.size() > limit {
+            return Err(Error::TooLarge {
+                size: record.size(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The stamp before which message tombstones are dropped, if any.
+    fn tombstone_horizon(&self) -> Option<Hlc> {
+        let horizon = self.config.tombstone_horizon?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let cutoff = now.checked_sub(horizon)?;
+        let millis = u64::try_from(cutoff.as_millis()).ok()?;
+        Some(Hlc::new(millis, 0, DeviceId(0)))
+    }
+}
