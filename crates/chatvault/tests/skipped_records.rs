@@ -162,3 +162,80 @@ async fn a_running_device_rereads_the_keyring_for_a_record_under_a_new_key_id() 
     );
     assert!(phone.engine().skipped().expect("skipped").is_empty());
 }
+
+/// A device that holds none of the vault's current data keys: every record
+/// is under an unknown key id.
+#[derive(Debug)]
+struct MissingKey(Arc<EnvelopeCipher>);
+
+impl Cipher for MissingKey {
+    fn seal(&self, aad: &Aad, plaintext: &[u8]) -> chatvault::Result<Vec<u8>> {
+        self.0.seal(aad, plaintext)
+    }
+
+    fn open(&self, _: &Aad, _: &[u8]) -> chatvault::Result<Vec<u8>> {
+        Err(Error::UnknownKeyId { key_id: 7 })
+    }
+}
+
+/// Counts keyring re-reads; never finds a new key.
+#[derive(Default)]
+struct CountingRefresh(std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl chatvault::core::engine::KeyringRefresh for CountingRefresh {
+    async fn refresh(&self) -> chatvault::Result<bool> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(false)
+    }
+}
+
+#[tokio::test]
+async fn the_keyring_is_reread_at_most_once_per_round() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = in_memory();
+    let keys = Arc::new(EnvelopeCipher::generate(chatvault::VaultId::new()));
+    let vault = keys.vault();
+    let writer = engine(
+        &storage,
+        &dir.path().join("writer.redb"),
+        keys.clone(),
+        vault,
+    )
+    .await;
+    let save = |title: &'static str| {
+        let writer = writer.clone();
+        async move {
+            let chat = chatvault::Chat::new(chatvault::ChatId::new(), title, writer.clock().tick());
+            writer.save_chat(chat).await.expect("save");
+            writer.sync_now().await.expect("push");
+        }
+    };
+    save("first").await;
+
+    let reader = engine(
+        &storage,
+        &dir.path().join("reader.redb"),
+        Arc::new(MissingKey(keys)),
+        vault,
+    )
+    .await;
+    let refresh = Arc::new(CountingRefresh::default());
+    reader.set_keyring_refresh(refresh.clone());
+    let report = reader.sync_now().await.expect("sync");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert_eq!(refresh.0.load(Ordering::SeqCst), 1);
+
+    // The first record's backoff (1 s) runs out and a second record under
+    // an unknown key arrives: one round, both need the keyring, one read.
+    save("second").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = reader.sync_now().await.expect("sync");
+    assert_eq!(
+        report.skipped.len(),
+        1,
+        "only the new record is reported: {report:?}"
+    );
+    assert_eq!(reader.skipped().expect("skipped").len(), 2);
+    assert_eq!(refresh.0.load(Ordering::SeqCst), 2);
+}

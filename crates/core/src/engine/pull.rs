@@ -84,7 +84,9 @@ async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64
     // all of them at the first pull after the engine opens (this build may
     // read what an older one could not).
     let after_open = inner.retry_all_skipped.swap(false, Ordering::AcqRel);
-    retry_skipped(inner, report, after_open).await?;
+    // The keyring is re-read at most once per round.
+    let mut keyring_read = false;
+    retry_skipped(inner, report, after_open, &mut keyring_read).await?;
     let skipped_before = report.skipped.len();
     let mut cursor = blocking(inner, |inner| inner.replica.cursor()).await?;
     loop {
@@ -159,8 +161,8 @@ async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64
     let new_key_needed = report.skipped[skipped_before..]
         .iter()
         .any(|s| SkipReason::of(&s.error) == SkipReason::UnknownKeyId);
-    if new_key_needed && refresh_keyring(inner).await? {
-        retry_skipped(inner, report, true).await?;
+    if new_key_needed && !keyring_read && refresh_keyring(inner).await? {
+        retry_skipped(inner, report, true, &mut keyring_read).await?;
         // The report lists what is still skipped, not what the retry opened.
         let still: Vec<ChatId> = blocking(inner, |inner| {
             Ok(inner
@@ -196,7 +198,16 @@ async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
 /// Fetches and applies again the records this device skipped: those whose
 /// backoff is over, or all of them with `force`. What opens now is merged
 /// and forgotten; what still fails is kept with a longer backoff.
-async fn retry_skipped(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
+/// Re-reads the keyring first (once per round, tracked by `keyring_read`)
+/// when a due record was sealed under an unknown key id. A record is
+/// fetched in full only where this device holds the chat in full or has
+/// changes to merge; otherwise its summary is enough, as in a pull.
+async fn retry_skipped(
+    inner: &Arc<Inner>,
+    report: &mut SyncReport,
+    force: bool,
+    keyring_read: &mut bool,
+) -> Result<()> {
     let now = super::outbox::now_millis();
     let entries = blocking(inner, |inner| inner.replica.skipped()).await?;
     let due: Vec<SkippedEntry> = entries
@@ -206,24 +217,37 @@ async fn retry_skipped(inner: &Arc<Inner>, report: &mut SyncReport, force: bool)
     if due.is_empty() {
         return Ok(());
     }
-    if !force
-        && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId)
-        && refresh_keyring(inner).await?
-    {
-        tracing::debug!("keyring re-read before retrying skipped records");
+    if !force && !*keyring_read && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId) {
+        *keyring_read = true;
+        if refresh_keyring(inner).await? {
+            tracing::debug!("keyring re-read before retrying skipped records");
+        }
     }
-    let wanted: Vec<Wanted> = due
-        .iter()
-        .map(|e| Wanted {
-            chat: e.chat,
-            version: e.version,
-        })
-        .collect();
-    let fetched = fetch(inner, &wanted, Part::Full).await?;
-    report.requests += fetched.requests;
-    report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
+    let ids: Vec<ChatId> = due.iter().map(|e| e.chat).collect();
+    let locals = blocking(inner, move |inner| inner.replica.local_states(&ids)).await?;
+    let (mut fulls, mut summaries) = (Vec::new(), Vec::new());
+    for (entry, local) in due.iter().zip(&locals) {
+        let wanted = Wanted {
+            chat: entry.chat,
+            version: entry.version,
+        };
+        if local.pending.is_some() || local.has_body {
+            fulls.push(wanted);
+        } else {
+            summaries.push(wanted);
+        }
+    }
+    let mut records = Vec::new();
+    let mut unreadable = Vec::new();
+    for (wanted, part) in [(fulls, Part::Full), (summaries, Part::Summary)] {
+        let fetched = fetch(inner, &wanted, part).await?;
+        report.requests += fetched.requests;
+        report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
+        records.extend(fetched.records);
+        unreadable.extend(fetched.unreadable);
+    }
     let applied = blocking(inner, move |inner| {
-        inner.apply_pulled(fetched.records, None, fetched.unreadable)
+        inner.apply_pulled(records, None, unreadable)
     })
     .await?;
     report.pulled += applied.pulled;
