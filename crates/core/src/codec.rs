@@ -3,7 +3,7 @@
 //! Every stored encoding starts with a one-byte format version followed by
 //! JSON, so records written today still open after an upgrade, and a record
 //! written by a newer chatvault fails with
-//! [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) instead of
+//! [`Error::UnsupportedFormat`] instead of
 //! being misread.
 //!
 //! Chat bodies: format 1 is the original JSON; format 2 adds the optional

@@ -33,6 +33,9 @@
 //! Both are rebuilt from the replica on open, so the sidebar is available
 //! offline and instantly.
 //!
+//! The apply layer, the crash analysis of save, push and pull, and the
+//! spans each round records are in `docs/design.md` §8.
+//!
 //! Most applications use the `chatvault` crate's `ChatVault`, which builds an
 //! engine (unlocking the vault, opening the replica) and adds chat-level
 //! helpers on top.

@@ -8,28 +8,12 @@
 //! (see [`EnvelopeCipher::to_key_file`]) whose slots are standard age files
 //! protected by a passphrase and/or X25519 recipients.
 //!
-//! # Sealed blob format (version 1)
+//! # Format and errors
 //!
-//! | bytes | content |
-//! |---|---|
-//! | 1 | format version, `1` |
-//! | 4 | key id, big-endian |
-//! | 24 | XChaCha20 nonce, random per seal |
-//! | n + 16 | ciphertext and Poly1305 tag |
-//!
-//! The AEAD's associated data is [`Aad::to_bytes`] followed by the key id
-//! (big-endian), so a blob moved to another vault, chat, part or version, or
-//! relabelled with another key id, fails to open with
-//! [`Error::Tampered`].
-//!
-//! # Errors when opening
-//!
-//! - empty, format byte `0`, or shorter than the 45-byte minimum:
-//!   [`Error::Corrupt`];
-//! - a format byte newer than this build reads: [`Error::UnsupportedFormat`];
-//! - a key id the keyring does not hold: [`Error::UnknownKeyId`];
-//! - anything else that fails authentication (a flipped bit, a truncated
-//!   tail, a different [`Aad`]): [`Error::Tampered`].
+//! The sealed blob format (version byte, key id, nonce, ciphertext), the
+//! associated data and the typed error each kind of bad input gets
+//! (`Corrupt`, `UnsupportedFormat`, `UnknownKeyId`, `Tampered`) are
+//! specified in `docs/design.md` §2; the key file in §3.
 //!
 //! # Rotation
 //!
