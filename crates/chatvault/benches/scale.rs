@@ -442,8 +442,12 @@ async fn import(server: &Server, n: usize, name: &str) -> (usize, f64, f64) {
     .await
     .expect("import engine");
     let start = Instant::now();
-    for chat in chats {
-        engine.save_chat(chat).await.expect("save");
+    // Batches as `ChatVault::import_chats` saves them: one replica
+    // transaction per batch.
+    let mut chats = chats.into_iter().peekable();
+    while chats.peek().is_some() {
+        let batch: Vec<Chat> = chats.by_ref().take(chatvault::IMPORT_BATCH).collect();
+        engine.save_chats(batch).await.expect("save a batch");
     }
     let mut rounds = 0;
     while engine.pending().expect("pending") > 0 {
