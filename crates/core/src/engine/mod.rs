@@ -66,6 +66,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 
+/// Chats whose bodies [`Engine::all_chats`] reads from the replica in one
+/// snapshot and opens together (memory holds one batch of sealed bodies).
+const LOCAL_BATCH: usize = 2048;
+
 /// Settings of an [`Engine`].
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -438,21 +442,40 @@ impl Engine {
                 error,
             });
         }
-        let mut chats = Vec::with_capacity(sidebar.len());
-        for summary in sidebar {
-            if unreadable.iter().any(|s| s.chat == summary.id) {
-                continue;
-            }
-            match self.load_full_chat(summary.id).await {
-                Ok(chat) => chats.push(chat),
-                // Deleted by a concurrent pull since the sidebar was read.
-                Err(Error::NotFound { .. }) => {}
-                Err(error) if opens_later(&error) => unreadable.push(SkippedRecord {
-                    chat: summary.id,
-                    version: versions.get(&summary.id).copied().unwrap_or(0),
-                    error,
-                }),
-                Err(e) => return Err(e),
+        let left_out: std::collections::HashSet<ChatId> =
+            unreadable.iter().map(|s| s.chat).collect();
+        let ids: Vec<ChatId> = sidebar
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !left_out.contains(id))
+            .collect();
+        let mut chats = Vec::with_capacity(ids.len());
+        // Bodies held here are read a batch per snapshot and opened on every
+        // core; one chat at a time this took seconds at 10k chats.
+        for batch in ids.chunks(LOCAL_BATCH) {
+            let batch = batch.to_vec();
+            let (batch, loaded) = blocking(inner, move |inner| {
+                let loaded = inner.load_local_bodies(&batch)?;
+                Ok((batch, loaded))
+            })
+            .await?;
+            for (chat, loaded) in batch.into_iter().zip(loaded) {
+                let loaded = match loaded {
+                    Some(loaded) => loaded,
+                    // Replaced by a concurrent pull without its body.
+                    None => self.load_full_chat(chat).await,
+                };
+                match loaded {
+                    Ok(loaded) => chats.push(loaded),
+                    // Deleted by a concurrent pull since the sidebar was read.
+                    Err(Error::NotFound { .. }) => {}
+                    Err(error) if opens_later(&error) => unreadable.push(SkippedRecord {
+                        chat,
+                        version: versions.get(&chat).copied().unwrap_or(0),
+                        error,
+                    }),
+                    Err(e) => return Err(e),
+                }
             }
         }
         for s in &unreadable {

@@ -299,6 +299,50 @@ impl Inner {
         Ok(LocalBody::Loaded(loaded))
     }
 
+    /// Reads the bodies of `chats` from the replica in one snapshot and opens
+    /// them on every core (for [`Engine::all_chats`](super::Engine::all_chats)),
+    /// in the order given: the outcome [`load_full_chat`] would have, or
+    /// `None` for a chat whose body this device does not hold. What it opens
+    /// is not cached: a bulk read would only evict the chats in use.
+    pub(super) fn load_local_bodies(
+        &self,
+        chats: &[ChatId],
+    ) -> Result<Vec<Option<Result<Arc<Chat>>>>> {
+        let mut out: Vec<Option<Result<Arc<Chat>>>> = Vec::with_capacity(chats.len());
+        let mut uncached = Vec::new();
+        for (i, &chat) in chats.iter().enumerate() {
+            match self.state.cached(chat) {
+                Some(cached) if cached.is_deleted() => out.push(Some(Err(deleted(chat)))),
+                Some(cached) => out.push(Some(Ok(cached))),
+                None => {
+                    out.push(None);
+                    uncached.push((i, chat));
+                }
+            }
+        }
+        let ids: Vec<ChatId> = uncached.iter().map(|&(_, chat)| chat).collect();
+        let records = self.replica.records(&ids, true)?;
+        let mut to_open = Vec::with_capacity(records.len());
+        for ((i, chat), record) in uncached.into_iter().zip(records) {
+            match record {
+                None => out[i] = Some(Err(not_found(chat))),
+                Some(record) if record.deleted => out[i] = Some(Err(deleted(chat))),
+                Some(record) => {
+                    if let Some(body) = record.body {
+                        to_open.push((i, chat, record.version, body));
+                    }
+                }
+            }
+        }
+        let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
+            (i, self.sealer.open_body(chat, version, &body).map(Arc::new))
+        });
+        for (i, result) in opened {
+            out[i] = Some(result);
+        }
+        Ok(out)
+    }
+
     /// Stores a record fetched on demand: its body if it matches the local
     /// version, or the whole record if the server is ahead and nothing local
     /// is pending (then it is what the next pull would have brought).
