@@ -141,9 +141,36 @@ fn excerpt(text: &str, at: usize, len: usize) -> String {
     out
 }
 
+/// A filter on each chat's encoded body (JSON, in which a title or message
+/// appears verbatim unless it holds `"`, `\` or a control character): a
+/// chat whose folded encoding lacks the folded query has no hit and is
+/// never decoded. Folding maps those characters to themselves and nothing
+/// else to them, so for a query without them the filter drops no hit; a
+/// query with them is checked on every chat.
+fn prefilter(text: &str) -> std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync> {
+    let escaped = |c: char| c == '"' || c == '\\' || c < ' ';
+    if text.is_empty() {
+        return std::sync::Arc::new(|_: &[u8]| false);
+    }
+    if text.chars().any(escaped) {
+        return std::sync::Arc::new(|_: &[u8]| true);
+    }
+    let folded: String = text.chars().map(fold).collect();
+    let finder = memchr::memmem::Finder::new(folded.as_bytes()).into_owned();
+    std::sync::Arc::new(move |encoded: &[u8]| {
+        let Ok(json) = std::str::from_utf8(encoded.get(1..).unwrap_or_default()) else {
+            // Let decoding report what is wrong with it.
+            return true;
+        };
+        let mut buffer = String::with_capacity(json.len());
+        fold_into(&mut buffer, json);
+        finder.find(buffer.as_bytes()).is_some()
+    })
+}
+
 /// Prints every hit: chat id, time, title, snippet.
 pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
-    let all = vault.engine().all_chats().await?;
+    let all = vault.engine().all_chats_where(prefilter(text)).await?;
     for skipped in &all.unreadable {
         eprintln!(
             "warning: chat {} not searched: {}",
@@ -269,7 +296,7 @@ mod tests {
         // sign, ß, titlecase digraphs, an emoji and control chars.
         let chars = prop::sample::select(vec![
             'a', 'B', 'c', 'x', 'X', ' ', 'i', 'I', 'k', 'K', 's', 'S', 'é', 'É', 'ü', 'Ü', 'ß',
-            'Σ', 'σ', 'ς', 'İ', 'ı', '\u{212A}', 'ǅ', 'ǆ', '😀', '\n', '\t',
+            'Σ', 'σ', 'ς', 'İ', 'ı', '\u{212A}', 'ǅ', 'ǆ', '😀', '\n', '\t', '"', '\\',
         ]);
         prop::collection::vec(chars, 0..120).prop_map(|v| v.into_iter().collect())
     }
@@ -279,6 +306,33 @@ mod tests {
         fn fast_matcher_agrees_with_the_reference(haystack in text(), needle in text()) {
             let needle: String = needle.chars().take(4).collect();
             prop_assert_eq!(snippet(&haystack, &needle), reference(&haystack, &needle));
+        }
+
+        #[test]
+        fn the_prefilter_never_drops_a_chat_with_a_hit(
+            title in text(),
+            messages in prop::collection::vec(text(), 0..4),
+            needle in text(),
+            from in 0usize..120,
+        ) {
+            use chatvault::core::hlc::Hlc;
+            use chatvault::{ChatId, DeviceId, Role};
+            let mut chat = Chat::new(ChatId::new(), title, Hlc::new(1, 0, DeviceId(1)));
+            for (n, m) in messages.iter().enumerate() {
+                chat.add_message(Role::User, m.clone(), Hlc::new(2 + n as u64, 0, DeviceId(1)));
+            }
+            // A query cut from a message (when there is one) or arbitrary;
+            // quotes, backslashes and control chars included.
+            let all: Vec<char> = messages.concat().chars().collect();
+            let needle: String = if all.is_empty() {
+                needle.chars().take(3).collect()
+            } else {
+                all.iter().cycle().skip(from % all.len()).take(3).collect()
+            };
+            let encoded = chatvault::core::codec::encode_chat(&chat).expect("encode");
+            if !find(&[std::sync::Arc::new(chat)], &needle).is_empty() {
+                prop_assert!(prefilter(&needle)(&encoded));
+            }
         }
 
         #[test]

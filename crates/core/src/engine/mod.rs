@@ -394,6 +394,21 @@ impl Engine {
     /// and named in [`AllChats::unreadable`] instead of failing the whole
     /// call; bodies are fetched through the same tolerant path as a pull.
     pub async fn all_chats(&self) -> Result<AllChats> {
+        self.all_chats_where(Arc::new(|_: &[u8]| true)).await
+    }
+
+    /// [`all_chats`](Self::all_chats) for a search: a chat whose body,
+    /// read from the replica and opened, `keep` rejects is left out before
+    /// it is decoded (decoding is most of the cost). `keep` sees the body's
+    /// encoding ([`codec`](crate::codec)): a format byte, then UTF-8 JSON
+    /// in which every string of the chat (title, message text) appears
+    /// verbatim unless it holds `"`, `\` or a control character. Chats
+    /// already decoded in memory or fetched from the server are returned
+    /// unfiltered, so `keep` may only narrow what the caller checks itself.
+    pub async fn all_chats_where(
+        &self,
+        keep: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
+    ) -> Result<AllChats> {
         let inner = &self.inner;
         let sidebar = self.sidebar();
         // Bodies this device lacks come in batched gets up front; loading
@@ -454,16 +469,18 @@ impl Engine {
         // core; one chat at a time this took seconds at 10k chats.
         for batch in ids.chunks(LOCAL_BATCH) {
             let batch = batch.to_vec();
+            let keep = keep.clone();
             let (batch, loaded) = blocking(inner, move |inner| {
-                let loaded = inner.load_local_bodies(&batch)?;
+                let loaded = inner.load_local_bodies(&batch, keep.as_ref())?;
                 Ok((batch, loaded))
             })
             .await?;
             for (chat, loaded) in batch.into_iter().zip(loaded) {
                 let loaded = match loaded {
-                    Some(loaded) => loaded,
+                    save::BulkLoad::Loaded(loaded) => loaded,
+                    save::BulkLoad::Excluded => continue,
                     // Replaced by a concurrent pull without its body.
-                    None => self.load_full_chat(chat).await,
+                    save::BulkLoad::NotLocal => self.load_full_chat(chat).await,
                 };
                 match loaded {
                     Ok(loaded) => chats.push(loaded),

@@ -70,6 +70,20 @@ fn deleted(chat: ChatId) -> Error {
     }
 }
 
+/// A filter on a chat's opened, undecoded body (see
+/// [`Engine::all_chats_where`](super::Engine::all_chats_where)).
+pub(super) type Keep = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// One chat of a bulk load from the replica.
+pub(super) enum BulkLoad {
+    /// What [`load_full_chat`] would have answered.
+    Loaded(Result<Arc<Chat>>),
+    /// Its plaintext did not pass the filter.
+    Excluded,
+    /// Its body is not held here.
+    NotLocal,
+}
+
 /// What the replica holds of a chat's body.
 enum LocalBody {
     Loaded(Arc<Chat>),
@@ -300,22 +314,21 @@ impl Inner {
     }
 
     /// Reads the bodies of `chats` from the replica in one snapshot and opens
-    /// them on every core (for [`Engine::all_chats`](super::Engine::all_chats)),
-    /// in the order given: the outcome [`load_full_chat`] would have, or
-    /// `None` for a chat whose body this device does not hold. What it opens
-    /// is not cached: a bulk read would only evict the chats in use.
-    pub(super) fn load_local_bodies(
-        &self,
-        chats: &[ChatId],
-    ) -> Result<Vec<Option<Result<Arc<Chat>>>>> {
-        let mut out: Vec<Option<Result<Arc<Chat>>>> = Vec::with_capacity(chats.len());
+    /// them on every core (for [`Engine::all_chats_where`](super::Engine::all_chats_where)),
+    /// in the order given. A body whose plaintext `keep` rejects is not
+    /// decoded. What it opens is not cached: a bulk read would only evict
+    /// the chats in use.
+    pub(super) fn load_local_bodies(&self, chats: &[ChatId], keep: &Keep) -> Result<Vec<BulkLoad>> {
+        let mut out = Vec::with_capacity(chats.len());
         let mut uncached = Vec::new();
         for (i, &chat) in chats.iter().enumerate() {
             match self.state.cached(chat) {
-                Some(cached) if cached.is_deleted() => out.push(Some(Err(deleted(chat)))),
-                Some(cached) => out.push(Some(Ok(cached))),
+                Some(cached) if cached.is_deleted() => {
+                    out.push(BulkLoad::Loaded(Err(deleted(chat))))
+                }
+                Some(cached) => out.push(BulkLoad::Loaded(Ok(cached))),
                 None => {
-                    out.push(None);
+                    out.push(BulkLoad::NotLocal);
                     uncached.push((i, chat));
                 }
             }
@@ -325,8 +338,8 @@ impl Inner {
         let mut to_open = Vec::with_capacity(records.len());
         for ((i, chat), record) in uncached.into_iter().zip(records) {
             match record {
-                None => out[i] = Some(Err(not_found(chat))),
-                Some(record) if record.deleted => out[i] = Some(Err(deleted(chat))),
+                None => out[i] = BulkLoad::Loaded(Err(not_found(chat))),
+                Some(record) if record.deleted => out[i] = BulkLoad::Loaded(Err(deleted(chat))),
                 Some(record) => {
                     if let Some(body) = record.body {
                         to_open.push((i, chat, record.version, body));
@@ -335,10 +348,17 @@ impl Inner {
             }
         }
         let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
-            (i, self.sealer.open_body(chat, version, &body).map(Arc::new))
+            let load = match self.sealer.open_body_plain(chat, version, &body) {
+                Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
+                Ok(plain) => {
+                    BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(Arc::new))
+                }
+                Err(e) => BulkLoad::Loaded(Err(e)),
+            };
+            (i, load)
         });
-        for (i, result) in opened {
-            out[i] = Some(result);
+        for (i, load) in opened {
+            out[i] = load;
         }
         Ok(out)
     }
