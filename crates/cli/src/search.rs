@@ -2,6 +2,7 @@
 //! every chat in this device's decrypted replica.
 
 use crate::json::time;
+use chatvault::core::engine::BodyFilter;
 use chatvault::{Chat, ChatVault, Result};
 use std::io::Write;
 
@@ -62,6 +63,32 @@ fn fold(c: char) -> char {
     }
 }
 
+/// The only chars outside ASCII whose fold is ASCII: `İ` (to `i`) and the
+/// Kelvin sign (to `k`).
+const FOLD_TO_ASCII: [char; 2] = ['\u{130}', '\u{212A}'];
+
+/// Whether `text` holds a char of [`FOLD_TO_ASCII`].
+fn has_fold_to_ascii(text: &[u8]) -> bool {
+    let mut buffer = [0u8; 4];
+    FOLD_TO_ASCII
+        .iter()
+        .any(|c| memchr::memmem::find(text, c.encode_utf8(&mut buffer).as_bytes()).is_some())
+}
+
+/// Appends the folded form of `text` to `out` as far as an ASCII query
+/// can tell: when `text` holds no char of [`FOLD_TO_ASCII`], lowering its
+/// ASCII bytes in bulk finds exactly the matches of an ASCII query, at the
+/// same byte offsets; otherwise (or for any other query) the full fold.
+fn fold_for(out: &mut String, text: &str, ascii_query: bool) {
+    if ascii_query && !has_fold_to_ascii(text.as_bytes()) {
+        let start = out.len();
+        out.push_str(text);
+        out[start..].make_ascii_lowercase();
+    } else {
+        fold_into(out, text);
+    }
+}
+
 /// Appends the folded form of `text` to `out`: runs of ASCII in bulk, the
 /// other chars one by one.
 fn fold_into(out: &mut String, text: &str) {
@@ -90,6 +117,8 @@ struct Matcher {
     finder: memchr::memmem::Finder<'static>,
     /// Chars in the folded query.
     needle_chars: usize,
+    /// The query is ASCII (see [`fold_for`]).
+    ascii: bool,
     /// The folded form of the text being scanned.
     folded: String,
 }
@@ -99,6 +128,7 @@ impl Matcher {
         let folded: String = needle.chars().map(fold).collect();
         Self {
             needle_chars: folded.chars().count(),
+            ascii: folded.is_ascii(),
             finder: memchr::memmem::Finder::new(folded.as_bytes()).into_owned(),
             folded: String::new(),
         }
@@ -110,7 +140,7 @@ impl Matcher {
             return None;
         }
         self.folded.clear();
-        fold_into(&mut self.folded, haystack);
+        fold_for(&mut self.folded, haystack, self.ascii);
         // Both sides are UTF-8, so a match starts on a char boundary; the
         // folding maps char to char, so char positions carry over.
         let byte = self.finder.find(self.folded.as_bytes())?;
@@ -147,7 +177,7 @@ fn excerpt(text: &str, at: usize, len: usize) -> String {
 /// never decoded. Folding maps those characters to themselves and nothing
 /// else to them, so for a query without them the filter drops no hit; a
 /// query with them is checked on every chat.
-fn prefilter(text: &str) -> std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync> {
+fn prefilter(text: &str) -> BodyFilter {
     let escaped = |c: char| c == '"' || c == '\\' || c < ' ';
     if text.is_empty() {
         return std::sync::Arc::new(|_: &[u8]| false);
@@ -156,9 +186,18 @@ fn prefilter(text: &str) -> std::sync::Arc<dyn Fn(&[u8]) -> bool + Send + Sync> 
         return std::sync::Arc::new(|_: &[u8]| true);
     }
     let folded: String = text.chars().map(fold).collect();
+    let ascii = folded.is_ascii();
     let finder = memchr::memmem::Finder::new(folded.as_bytes()).into_owned();
     std::sync::Arc::new(move |encoded: &[u8]| {
-        let Ok(json) = std::str::from_utf8(encoded.get(1..).unwrap_or_default()) else {
+        let json = encoded.get(1..).unwrap_or_default();
+        if ascii && !has_fold_to_ascii(json) {
+            // No UTF-8 check needed: ASCII bytes never occur inside a
+            // multi-byte char.
+            let mut buffer = json.to_vec();
+            buffer.make_ascii_lowercase();
+            return finder.find(&buffer).is_some();
+        }
+        let Ok(json) = std::str::from_utf8(json) else {
             // Let decoding report what is wrong with it.
             return true;
         };
@@ -251,6 +290,15 @@ mod tests {
         let text = format!("{}\tNeedle\n{}", "a".repeat(40), "b".repeat(40));
         let expected = format!("…{} Needle {}…", "a".repeat(29), "b".repeat(29));
         assert_eq!(snippet(&text, "NEEDLE"), Some(expected));
+    }
+
+    #[test]
+    fn only_the_dotted_i_and_the_kelvin_sign_fold_into_ascii() {
+        let found: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|&c| !c.is_ascii() && fold(c).is_ascii())
+            .collect();
+        assert_eq!(found, FOLD_TO_ASCII);
     }
 
     #[test]

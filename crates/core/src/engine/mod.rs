@@ -66,6 +66,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch, Notify};
 
+/// A filter on a chat's opened, not yet decoded body, for
+/// [`Engine::all_chats_where`]: true keeps the chat.
+pub type BodyFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
+
 /// Chats whose bodies [`Engine::all_chats`] reads from the replica in one
 /// snapshot and opens together (memory holds one batch of sealed bodies).
 const LOCAL_BATCH: usize = 2048;
@@ -405,10 +409,7 @@ impl Engine {
     /// verbatim unless it holds `"`, `\` or a control character. Chats
     /// already decoded in memory or fetched from the server are returned
     /// unfiltered, so `keep` may only narrow what the caller checks itself.
-    pub async fn all_chats_where(
-        &self,
-        keep: Arc<dyn Fn(&[u8]) -> bool + Send + Sync>,
-    ) -> Result<AllChats> {
+    pub async fn all_chats_where(&self, keep: BodyFilter) -> Result<AllChats> {
         let inner = &self.inner;
         let sidebar = self.sidebar();
         // Bodies this device lacks come in batched gets up front; loading
