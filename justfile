@@ -56,3 +56,5 @@ many-writers writes="10":
 # Stable fuzz drivers (proptest) over every decoder of outside bytes, long run.
 fuzz-long cases="200000":
     PROPTEST_CASES={{cases}} cargo test --release -p chatvault-core --test decoders_never_panic
+    PROPTEST_CASES={{cases}} cargo test --release -p chatvault-object-store -p chatvault-supabase --lib fuzz
+    PROPTEST_CASES={{cases}} cargo test --release -p chatvault-cli --bin chatvault import::fuzz

@@ -114,6 +114,8 @@ mod counted;
 mod entry;
 mod error;
 mod feed;
+#[cfg(test)]
+mod fuzz;
 mod index;
 mod keyring;
 mod layout;

@@ -145,12 +145,7 @@ impl RpcClient {
                 }
             }
         };
-        serde_json::from_slice(&bytes).map_err(|e| {
-            Error::corrupt(
-                format!("response of {function}"),
-                format!("not the JSON chatvault expects: {e}"),
-            )
-        })
+        crate::wire::parse_response(function, &bytes)
     }
 
     async fn attempt(

@@ -51,6 +51,8 @@
 mod auth;
 mod client;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod storage;
 mod token;
 mod wire;

@@ -129,6 +129,20 @@ pub(crate) struct MaintainResult {
     pub removed: i64,
 }
 
+/// Parses the JSON body of a successful RPC answer; anything else is
+/// [`Error::Corrupt`] naming `function`.
+pub(crate) fn parse_response<T: serde::de::DeserializeOwned>(
+    function: &str,
+    body: &[u8],
+) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::corrupt(
+            format!("response of {function}"),
+            format!("not the JSON chatvault expects: {e}"),
+        )
+    })
+}
+
 pub(crate) fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }

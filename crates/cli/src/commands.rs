@@ -44,6 +44,10 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         None => settings::location(&cli, None)?,
     };
+    if let Command::Verify = cli.command {
+        // Checks the key file itself, so it must not open the vault first.
+        return crate::verify::run(&cli, &location).await;
+    }
     let vault = settings::builder(&cli, &location)?.open().await?;
     let session = Session {
         vault,
@@ -96,7 +100,7 @@ impl Session {
     async fn execute(&self, command: Command) -> Result<()> {
         let vault = &self.vault;
         match command {
-            Command::Init { .. } | Command::Completions { .. } => {}
+            Command::Init { .. } | Command::Completions { .. } | Command::Verify => {}
             Command::Ls { json } => {
                 self.pull().await?;
                 if json {
@@ -177,7 +181,6 @@ impl Session {
                 self.pull().await?;
                 crate::search::run(vault, &text).await?;
             }
-            Command::Verify => crate::verify::run(vault).await?,
             Command::Import { file } => {
                 crate::import::run(vault, &file).await?;
                 self.push().await?;

@@ -163,8 +163,10 @@ enum Command {
         /// The text to look for
         text: String,
     },
-    /// Check that every record on the server and on this device opens and
-    /// that both agree; exits 5 if anything is wrong
+    /// Check that the vault's key file opens and is this device's copy or a
+    /// valid successor (not damaged, replaced or rolled back), and that every
+    /// record on the server and on this device opens and both agree; exits 5
+    /// if anything is wrong
     Verify,
     /// Show queued changes and the sync status (after a sync)
     Status,

@@ -2,7 +2,9 @@
 //! every chat in this device's decrypted replica.
 
 use crate::json::time;
+use chatvault::core::engine::BodyFilter;
 use chatvault::{Chat, ChatVault, Result};
+use std::io::Write;
 
 /// Characters of context on each side of a match.
 const CONTEXT: usize = 30;
@@ -23,11 +25,11 @@ pub struct Hit {
 
 /// Every chat (title first, then its messages in order) containing `text`.
 pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
-    let needle = text.to_lowercase();
+    let mut matcher = Matcher::new(text);
     let mut hits = Vec::new();
     for chat in chats {
         let chat = chat.as_ref();
-        if let Some(snippet) = snippet(chat.title(), &needle) {
+        if let Some(snippet) = matcher.snippet(chat.title()) {
             hits.push(Hit {
                 chat: chat.id,
                 title: chat.title().to_string(),
@@ -36,7 +38,7 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
             });
         }
         for message in chat.messages() {
-            if let Some(snippet) = snippet(message.content(), &needle) {
+            if let Some(snippet) = matcher.snippet(message.content()) {
                 hits.push(Hit {
                     chat: chat.id,
                     title: chat.title().to_string(),
@@ -49,60 +51,228 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
     hits
 }
 
-/// The text around the first case-insensitive match of `needle`.
-fn snippet(haystack: &str, needle: &str) -> Option<String> {
-    // Lowercasing can change byte lengths, so match on chars.
-    let chars: Vec<char> = haystack.chars().collect();
-    let lower: Vec<char> = chars
-        .iter()
-        .map(|c| c.to_lowercase().next().unwrap_or(*c))
-        .collect();
-    let needle: Vec<char> = needle.chars().collect();
-    if needle.is_empty() || needle.len() > lower.len() {
-        return None;
+/// The one lowercase form both the query and the text are compared in:
+/// each char maps to the first char of its lowercase, so the mapping keeps
+/// char positions and a text always finds itself (`str::to_lowercase`
+/// would turn a word-final `Σ` into `ς` and `İ` into two chars).
+fn fold(c: char) -> char {
+    if c.is_ascii() {
+        c.to_ascii_lowercase()
+    } else {
+        c.to_lowercase().next().unwrap_or(c)
     }
-    let at = lower.windows(needle.len()).position(|w| w == needle)?;
+}
+
+/// The only chars outside ASCII whose fold is ASCII: `İ` (to `i`) and the
+/// Kelvin sign (to `k`).
+const FOLD_TO_ASCII: [char; 2] = ['\u{130}', '\u{212A}'];
+
+/// Whether `text` holds a char of [`FOLD_TO_ASCII`].
+fn has_fold_to_ascii(text: &[u8]) -> bool {
+    let mut buffer = [0u8; 4];
+    FOLD_TO_ASCII
+        .iter()
+        .any(|c| memchr::memmem::find(text, c.encode_utf8(&mut buffer).as_bytes()).is_some())
+}
+
+/// Appends the folded form of `text` to `out` as far as an ASCII query
+/// can tell: when `text` holds no char of [`FOLD_TO_ASCII`], lowering its
+/// ASCII bytes in bulk finds exactly the matches of an ASCII query, at the
+/// same byte offsets; otherwise (or for any other query) the full fold.
+fn fold_for(out: &mut String, text: &str, ascii_query: bool) {
+    if ascii_query && !has_fold_to_ascii(text.as_bytes()) {
+        let start = out.len();
+        out.push_str(text);
+        out[start..].make_ascii_lowercase();
+    } else {
+        fold_into(out, text);
+    }
+}
+
+/// Appends the folded form of `text` to `out`: runs of ASCII in bulk, the
+/// other chars one by one.
+fn fold_into(out: &mut String, text: &str) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let run = rest
+            .bytes()
+            .position(|b| !b.is_ascii())
+            .unwrap_or(rest.len());
+        let (ascii, tail) = rest.split_at(run);
+        let start = out.len();
+        out.push_str(ascii);
+        out[start..].make_ascii_lowercase();
+        let mut chars = tail.chars();
+        if let Some(c) = chars.next() {
+            out.push(fold(c));
+        }
+        rest = chars.as_str();
+    }
+}
+
+/// A case-insensitive substring matcher that reuses one buffer for the
+/// folded text, so scanning a message allocates nothing (but its snippet).
+struct Matcher {
+    /// The folded query's bytes, searched with a SIMD substring finder.
+    finder: memchr::memmem::Finder<'static>,
+    /// Chars in the folded query.
+    needle_chars: usize,
+    /// The query is ASCII (see [`fold_for`]).
+    ascii: bool,
+    /// The folded form of the text being scanned.
+    folded: String,
+}
+
+impl Matcher {
+    fn new(needle: &str) -> Self {
+        let folded: String = needle.chars().map(fold).collect();
+        Self {
+            needle_chars: folded.chars().count(),
+            ascii: folded.is_ascii(),
+            finder: memchr::memmem::Finder::new(folded.as_bytes()).into_owned(),
+            folded: String::new(),
+        }
+    }
+
+    /// The text around the first case-insensitive match in `haystack`.
+    fn snippet(&mut self, haystack: &str) -> Option<String> {
+        if self.needle_chars == 0 {
+            return None;
+        }
+        self.folded.clear();
+        fold_for(&mut self.folded, haystack, self.ascii);
+        // Both sides are UTF-8, so a match starts on a char boundary; the
+        // folding maps char to char, so char positions carry over.
+        let byte = self.finder.find(self.folded.as_bytes())?;
+        let at = self.folded[..byte].chars().count();
+        Some(excerpt(haystack, at, self.needle_chars))
+    }
+}
+
+/// `len` chars from char `at` of `text` with up to [`CONTEXT`] chars of
+/// context on each side, on one line.
+fn excerpt(text: &str, at: usize, len: usize) -> String {
     let start = at.saturating_sub(CONTEXT);
-    let end = (at + needle.len() + CONTEXT).min(chars.len());
+    let end = at + len + CONTEXT;
     let mut out = String::new();
     if start > 0 {
         out.push('…');
     }
+    let mut chars = text.chars().skip(start);
     out.extend(
-        chars[start..end]
-            .iter()
-            .map(|&c| if c.is_control() { ' ' } else { c }),
+        chars
+            .by_ref()
+            .take(end - start)
+            .map(|c| if c.is_control() { ' ' } else { c }),
     );
-    if end < chars.len() {
+    if chars.next().is_some() {
         out.push('…');
     }
-    Some(out)
+    out
+}
+
+/// A filter on each chat's encoded body (JSON, in which a title or message
+/// appears verbatim unless it holds `"`, `\` or a control character): a
+/// chat whose folded encoding lacks the folded query has no hit and is
+/// never decoded. Folding maps those characters to themselves and nothing
+/// else to them, so for a query without them the filter drops no hit; a
+/// query with them is checked on every chat.
+fn prefilter(text: &str) -> BodyFilter {
+    let escaped = |c: char| c == '"' || c == '\\' || c < ' ';
+    if text.is_empty() {
+        return std::sync::Arc::new(|_: &[u8]| false);
+    }
+    if text.chars().any(escaped) {
+        return std::sync::Arc::new(|_: &[u8]| true);
+    }
+    let folded: String = text.chars().map(fold).collect();
+    let ascii = folded.is_ascii();
+    let finder = memchr::memmem::Finder::new(folded.as_bytes()).into_owned();
+    std::sync::Arc::new(move |encoded: &[u8]| {
+        let json = encoded.get(1..).unwrap_or_default();
+        if ascii && !has_fold_to_ascii(json) {
+            // No UTF-8 check needed: ASCII bytes never occur inside a
+            // multi-byte char.
+            let mut buffer = json.to_vec();
+            buffer.make_ascii_lowercase();
+            return finder.find(&buffer).is_some();
+        }
+        let Ok(json) = std::str::from_utf8(json) else {
+            // Let decoding report what is wrong with it.
+            return true;
+        };
+        let mut buffer = String::with_capacity(json.len());
+        fold_into(&mut buffer, json);
+        finder.find(buffer.as_bytes()).is_some()
+    })
 }
 
 /// Prints every hit: chat id, time, title, snippet.
 pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
-    let all = vault.engine().all_chats().await?;
+    let all = vault.engine().all_chats_where(prefilter(text)).await?;
     for skipped in &all.unreadable {
         eprintln!(
             "warning: chat {} not searched: {}",
             skipped.chat, skipped.error
         );
     }
-    for hit in find(&all.chats, text) {
-        println!(
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let written = find(&all.chats, text).iter().try_for_each(|hit| {
+        writeln!(
+            out,
             "{}  {}  {}: {}",
             hit.chat,
             time(hit.at),
             hit.title,
             hit.snippet
-        );
+        )
+    });
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        // A reader that stopped early (`| head`) is not a failure.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(chatvault::Error::local(
+            "cannot write the results to standard output",
+            e,
+        )),
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn snippet(haystack: &str, needle: &str) -> Option<String> {
+        Matcher::new(needle).snippet(haystack)
+    }
+
+    /// The matcher before it was made fast: chars collected and folded per
+    /// message, then compared window by window. The fast one must agree.
+    fn reference(haystack: &str, needle: &str) -> Option<String> {
+        let chars: Vec<char> = haystack.chars().collect();
+        let lower: Vec<char> = chars.iter().map(|&c| fold(c)).collect();
+        let needle: Vec<char> = needle.chars().map(fold).collect();
+        if needle.is_empty() || needle.len() > lower.len() {
+            return None;
+        }
+        let at = lower.windows(needle.len()).position(|w| w == needle)?;
+        let start = at.saturating_sub(CONTEXT);
+        let end = (at + needle.len() + CONTEXT).min(chars.len());
+        let mut out = String::new();
+        if start > 0 {
+            out.push('…');
+        }
+        out.extend(
+            chars[start..end]
+                .iter()
+                .map(|&c| if c.is_control() { ' ' } else { c }),
+        );
+        if end < chars.len() {
+            out.push('…');
+        }
+        Some(out)
+    }
 
     #[test]
     fn matches_ignore_case_and_keep_non_ascii_context() {
@@ -112,5 +282,114 @@ mod tests {
             Some("… fahren nach München und dann ÜBER die Alpen")
         );
         assert_eq!(snippet(text, "zürich"), None);
+        assert_eq!(snippet(text, ""), None);
+    }
+
+    #[test]
+    fn snippets_cut_long_text_on_both_sides_and_blank_control_chars() {
+        let text = format!("{}\tNeedle\n{}", "a".repeat(40), "b".repeat(40));
+        let expected = format!("…{} Needle {}…", "a".repeat(29), "b".repeat(29));
+        assert_eq!(snippet(&text, "NEEDLE"), Some(expected));
+    }
+
+    #[test]
+    fn only_the_dotted_i_and_the_kelvin_sign_fold_into_ascii() {
+        let found: Vec<char> = (0..=u32::from(char::MAX))
+            .filter_map(char::from_u32)
+            .filter(|&c| !c.is_ascii() && fold(c).is_ascii())
+            .collect();
+        assert_eq!(found, FOLD_TO_ASCII);
+    }
+
+    #[test]
+    fn a_text_always_finds_itself() {
+        // `str::to_lowercase` folds a word-final Σ to ς and İ to two chars;
+        // per-char folding on both sides keeps these queries matching.
+        for text in ["ΟΔΟΣ", "İstanbul", "KELVIN \u{212A}", "straße", "ǅemal"] {
+            assert!(snippet(text, text).is_some(), "{text}");
+            assert!(snippet(&format!("x {text} y"), text).is_some(), "{text}");
+        }
+    }
+
+    #[test]
+    fn find_reports_titles_and_messages_with_their_times() {
+        use chatvault::core::hlc::Hlc;
+        use chatvault::{ChatId, DeviceId, Role};
+        let mut chat = Chat::new(
+            ChatId::new(),
+            "Trip to München",
+            Hlc::new(10, 0, DeviceId(1)),
+        );
+        chat.add_message(
+            Role::User,
+            "where in MÜNCHEN?",
+            Hlc::new(20, 0, DeviceId(1)),
+        );
+        chat.add_message(
+            Role::Assistant,
+            "nothing here",
+            Hlc::new(30, 0, DeviceId(1)),
+        );
+        let hits = find(&[std::sync::Arc::new(chat.clone())], "münchen");
+        let times: Vec<u64> = hits.iter().map(|h| h.at).collect();
+        assert_eq!(times, [10, 20]);
+        assert!(hits
+            .iter()
+            .all(|h| h.chat == chat.id && h.title == "Trip to München"));
+        assert_eq!(hits[1].snippet, "where in MÜNCHEN?");
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        // ASCII, Latin-1, Greek (final sigma), Turkish dotted I, Kelvin
+        // sign, ß, titlecase digraphs, an emoji and control chars.
+        let chars = prop::sample::select(vec![
+            'a', 'B', 'c', 'x', 'X', ' ', 'i', 'I', 'k', 'K', 's', 'S', 'é', 'É', 'ü', 'Ü', 'ß',
+            'Σ', 'σ', 'ς', 'İ', 'ı', '\u{212A}', 'ǅ', 'ǆ', '😀', '\n', '\t', '"', '\\',
+        ]);
+        prop::collection::vec(chars, 0..120).prop_map(|v| v.into_iter().collect())
+    }
+
+    proptest! {
+        #[test]
+        fn fast_matcher_agrees_with_the_reference(haystack in text(), needle in text()) {
+            let needle: String = needle.chars().take(4).collect();
+            prop_assert_eq!(snippet(&haystack, &needle), reference(&haystack, &needle));
+        }
+
+        #[test]
+        fn the_prefilter_never_drops_a_chat_with_a_hit(
+            title in text(),
+            messages in prop::collection::vec(text(), 0..4),
+            needle in text(),
+            from in 0usize..120,
+        ) {
+            use chatvault::core::hlc::Hlc;
+            use chatvault::{ChatId, DeviceId, Role};
+            let mut chat = Chat::new(ChatId::new(), title, Hlc::new(1, 0, DeviceId(1)));
+            for (n, m) in messages.iter().enumerate() {
+                chat.add_message(Role::User, m.clone(), Hlc::new(2 + n as u64, 0, DeviceId(1)));
+            }
+            // A query cut from a message (when there is one) or arbitrary;
+            // quotes, backslashes and control chars included.
+            let all: Vec<char> = messages.concat().chars().collect();
+            let needle: String = if all.is_empty() {
+                needle.chars().take(3).collect()
+            } else {
+                all.iter().cycle().skip(from % all.len()).take(3).collect()
+            };
+            let encoded = chatvault::core::codec::encode_chat(&chat).expect("encode");
+            if !find(&[std::sync::Arc::new(chat)], &needle).is_empty() {
+                prop_assert!(prefilter(&needle)(&encoded));
+            }
+        }
+
+        #[test]
+        fn every_substring_is_found(haystack in text(), from in 0usize..120, len in 1usize..6) {
+            let chars: Vec<char> = haystack.chars().collect();
+            prop_assume!(from + len <= chars.len());
+            let needle: String = chars[from..from + len].iter().collect();
+            prop_assert_eq!(snippet(&haystack, &needle), reference(&haystack, &needle));
+            prop_assert!(snippet(&haystack, &needle).is_some());
+        }
     }
 }

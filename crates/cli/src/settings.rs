@@ -3,6 +3,8 @@
 
 use crate::config::Config;
 use crate::Cli;
+use age::secrecy::SecretString;
+use chatvault::core::envelope::Unlock;
 use chatvault::{ChatVault, ChatVaultBuilder, Error, Result};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -50,7 +52,7 @@ pub fn location(cli: &Cli, server: Option<&str>) -> Result<Location> {
 
 /// An S3 URL needs credentials from the environment: say which, before
 /// any request fails with a less helpful message.
-fn check_credentials(server: &str) -> Result<()> {
+pub fn check_credentials(server: &str) -> Result<()> {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
     let has_credentials = (set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY"))
         || set("AWS_WEB_IDENTITY_TOKEN_FILE")
@@ -87,6 +89,18 @@ pub fn builder(cli: &Cli, location: &Location) -> Result<ChatVaultBuilder> {
     match &cli.identity {
         Some(file) => Ok(builder.identity(read_identity(file)?)),
         None => Ok(builder.passphrase(passphrase()?.as_str())),
+    }
+}
+
+/// The secret that unlocks the vault's key file: `--identity FILE`, else the
+/// passphrase (as [`builder`] takes it), for commands that open key files
+/// themselves (`verify`).
+pub fn unlock(cli: &Cli) -> Result<Unlock> {
+    match &cli.identity {
+        Some(file) => Ok(Unlock::Identity(read_identity(file)?)),
+        None => Ok(Unlock::Passphrase(SecretString::from(
+            passphrase()?.as_str().to_string(),
+        ))),
     }
 }
 

@@ -11,6 +11,8 @@
 
 mod chatgpt;
 mod claude;
+#[cfg(test)]
+mod fuzz;
 
 use crate::json;
 use chatvault::core::{Hlc, Lww};
@@ -135,13 +137,25 @@ pub fn rfc3339_millis(text: &str) -> Option<u64> {
         .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
 }
 
+/// The most `conversations.json` bytes read out of an export zip: far above
+/// any real export, and a bound on what a small, highly compressed zip can
+/// make this process allocate.
+const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
+
 /// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, or a
 /// JSON file) and returns its chats, checked in full.
 pub fn read(file: &Path) -> Result<Vec<Chat>> {
     let bytes = std::fs::read(file)
         .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+    read_bytes(file, bytes, MAX_UNZIPPED_BYTES)
+}
+
+/// [`read`] on the bytes of `file`; a zip's `conversations.json` may
+/// unpack to at most `max_unzipped` bytes. Every failure is
+/// [`Error::InvalidInput`].
+fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<Vec<Chat>> {
     let json = if bytes.starts_with(b"PK\x03\x04") {
-        conversations_from_zip(file, &bytes)?
+        conversations_from_zip(file, &bytes, max_unzipped)?
     } else {
         bytes
     };
@@ -181,8 +195,9 @@ pub fn read(file: &Path) -> Result<Vec<Chat>> {
     Ok(chats.into_iter().map(Conversation::into_chat).collect())
 }
 
-/// The `conversations.json` inside an export zip.
-fn conversations_from_zip(file: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+/// The `conversations.json` inside an export zip, if it unpacks to at most
+/// `max` bytes.
+fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>> {
     let not_an_export = |e: &dyn std::fmt::Display| {
         Error::invalid(format!("{}: not a readable zip: {e}", file.display()))
     };
@@ -200,11 +215,20 @@ fn conversations_from_zip(file: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
                 file.display()
             ))
         })?;
-    let mut entry = archive.by_name(&name).map_err(|e| not_an_export(&e))?;
+    let entry = archive.by_name(&name).map_err(|e| not_an_export(&e))?;
+    // The size the zip declares is not trusted: read up to the bound.
     let mut json = Vec::new();
     entry
+        .take(max.saturating_add(1))
         .read_to_end(&mut json)
         .map_err(|e| not_an_export(&e))?;
+    if json.len() as u64 > max {
+        return Err(Error::invalid(format!(
+            "{}: {name} unpacks to more than {max} bytes; unzip it and import the JSON file \
+             in parts",
+            file.display()
+        )));
+    }
     Ok(json)
 }
 

@@ -73,6 +73,20 @@ fn deleted(chat: ChatId) -> Error {
     }
 }
 
+/// A filter on a chat's opened, undecoded body (see
+/// [`Engine::all_chats_where`](super::Engine::all_chats_where)).
+pub(super) type Keep = dyn Fn(&[u8]) -> bool + Send + Sync;
+
+/// One chat of a bulk load from the replica.
+pub(super) enum BulkLoad {
+    /// What [`load_full_chat`] would have answered.
+    Loaded(Result<Arc<Chat>>),
+    /// Its plaintext did not pass the filter.
+    Excluded,
+    /// Its body is not held here.
+    NotLocal,
+}
+
 /// What the replica holds of a chat's body.
 enum LocalBody {
     Loaded(Arc<Chat>),
@@ -177,6 +191,56 @@ impl Inner {
             self.state.cache(record.version, loaded.clone());
         }
         Ok(LocalBody::Loaded(loaded))
+    }
+
+    /// Reads the bodies of `chats` from the replica in one snapshot and opens
+    /// them on every core (for [`Engine::all_chats_where`](super::Engine::all_chats_where)),
+    /// in the order given. A body whose plaintext `keep` rejects is not
+    /// decoded. What it opens is not cached: a bulk read would only evict
+    /// the chats in use.
+    pub(super) fn load_local_bodies(&self, chats: &[ChatId], keep: &Keep) -> Result<Vec<BulkLoad>> {
+        let mut out = Vec::with_capacity(chats.len());
+        let mut uncached = Vec::new();
+        for (i, &chat) in chats.iter().enumerate() {
+            match self.state.cached(chat) {
+                Some(cached) if cached.is_deleted() => {
+                    out.push(BulkLoad::Loaded(Err(deleted(chat))))
+                }
+                Some(cached) => out.push(BulkLoad::Loaded(Ok(cached))),
+                None => {
+                    out.push(BulkLoad::NotLocal);
+                    uncached.push((i, chat));
+                }
+            }
+        }
+        let ids: Vec<ChatId> = uncached.iter().map(|&(_, chat)| chat).collect();
+        let records = self.replica.records(&ids, true)?;
+        let mut to_open = Vec::with_capacity(records.len());
+        for ((i, chat), record) in uncached.into_iter().zip(records) {
+            match record {
+                None => out[i] = BulkLoad::Loaded(Err(not_found(chat))),
+                Some(record) if record.deleted => out[i] = BulkLoad::Loaded(Err(deleted(chat))),
+                Some(record) => {
+                    if let Some(body) = record.body {
+                        to_open.push((i, chat, record.version, body));
+                    }
+                }
+            }
+        }
+        let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
+            let load = match self.sealer.open_body_plain(chat, version, &body) {
+                Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
+                Ok(plain) => {
+                    BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(Arc::new))
+                }
+                Err(e) => BulkLoad::Loaded(Err(e)),
+            };
+            (i, load)
+        });
+        for (i, load) in opened {
+            out[i] = load;
+        }
+        Ok(out)
     }
 }
 

@@ -89,10 +89,24 @@ impl Sealer {
     }
 
     pub(crate) fn open_body(&self, chat: ChatId, version: u64, sealed: &[u8]) -> Result<Chat> {
-        let plain = self
-            .cipher
-            .open(&self.aad(chat, Part::Full, version), sealed)?;
-        let decoded = decode_chat(&plain)?;
+        let plain = self.open_body_plain(chat, version, sealed)?;
+        Self::decode_body(chat, &plain)
+    }
+
+    /// A body's authenticated plaintext, not yet decoded.
+    pub(crate) fn open_body_plain(
+        &self,
+        chat: ChatId,
+        version: u64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.cipher
+            .open(&self.aad(chat, Part::Full, version), sealed)
+    }
+
+    /// Decodes an opened body and checks it is `chat`'s.
+    pub(crate) fn decode_body(chat: ChatId, plain: &[u8]) -> Result<Chat> {
+        let decoded = decode_chat(plain)?;
         if decoded.id != chat {
             return Err(Error::corrupt(
                 format!("body of chat {chat}"),

@@ -144,6 +144,39 @@ fn a_summary_without_body_drops_the_stale_body_and_bodies_only_attach_to_their_v
 }
 
 #[test]
+fn records_reads_many_chats_in_the_order_asked_like_record_does_one() {
+    let (_dir, path) = temp_replica();
+    let replica = Replica::open(&path).expect("open");
+    let (a, b, missing) = (ChatId::new(), ChatId::new(), ChatId::new());
+    let mut write = replica.write().expect("write");
+    write.put_remote(&record(a, 1, b"body of a")).expect("put");
+    let mut summary_only = record(b, 3, b"");
+    summary_only.body = None;
+    write.put_remote(&summary_only).expect("put");
+    write.commit().expect("commit");
+
+    let asked = [b, missing, a];
+    for with_body in [true, false] {
+        let batch = replica.records(&asked, with_body).expect("records");
+        let one_by_one: Vec<_> = asked
+            .iter()
+            .map(|&chat| replica.record(chat, with_body).expect("record"))
+            .collect();
+        assert_eq!(batch, one_by_one);
+    }
+    let batch = replica.records(&asked, true).expect("records");
+    assert_eq!(
+        batch[0].as_ref().map(|r| (r.version, r.body.is_none())),
+        Some((3, true))
+    );
+    assert!(batch[1].is_none());
+    assert_eq!(
+        batch[2].as_ref().and_then(|r| r.body.clone()),
+        Some(b"body of a".to_vec().into())
+    );
+}
+
+#[test]
 fn a_replica_from_a_newer_format_is_refused_with_a_typed_error() {
     let (_dir, path) = temp_replica();
     {
