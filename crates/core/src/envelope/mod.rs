@@ -83,7 +83,10 @@ mod export;
 mod keyfile;
 
 pub use export::{export_age, ExportTarget};
-pub use keyfile::{KeyProtection, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT};
+pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
+pub use keyfile::{
+    KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
+};
 
 use crate::cipher::{Aad, Cipher};
 use crate::ids::VaultId;
@@ -143,6 +146,9 @@ pub(crate) struct Keyring {
     pub(crate) version: u64,
     pub(crate) current: u32,
     pub(crate) keys: BTreeMap<u32, DataKey>,
+    /// Who the key file is encrypted to (empty for keyrings read from key
+    /// files written before the list existed).
+    pub(crate) protections: Vec<Protection>,
 }
 
 /// The default [`Cipher`]: a vault's keyring of data keys, sealing with
@@ -176,6 +182,7 @@ impl EnvelopeCipher {
             version: 0,
             current: 1,
             keys,
+            protections: Vec::new(),
         })
     }
 
@@ -211,6 +218,13 @@ impl EnvelopeCipher {
     /// for key files written before key files carried a version.
     pub fn keyring_version(&self) -> u64 {
         self.read().version
+    }
+
+    /// Who the key file this keyring was last read from or written to is
+    /// encrypted to: the passphrase, devices, the recovery key. Empty for a
+    /// key file written before chatvault kept the list (key file format 1).
+    pub fn protections(&self) -> Vec<Protection> {
+        self.read().protections.clone()
     }
 
     /// Every key id in the keyring, ascending (the current one included).
@@ -282,7 +296,13 @@ impl EnvelopeCipher {
             ring.current = theirs.current;
             changed = true;
         }
-        ring.version = ring.version.max(theirs.version);
+        if theirs.version >= ring.version {
+            if ring.protections != theirs.protections {
+                ring.protections = theirs.protections.clone();
+                changed = true;
+            }
+            ring.version = theirs.version;
+        }
         Ok(changed)
     }
 
