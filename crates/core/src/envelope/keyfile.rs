@@ -1,38 +1,34 @@
 //! Key files: a vault's keyring, encrypted with age, in a container of slots.
 //!
 //! age refuses to encrypt one file to a passphrase *and* to other
-//! recipients, so a key file holds up to two *slots*, each a complete,
-//! standard age file of the same plaintext keyring:
+//! recipients, so a key file (format 2) holds up to two *slots*, each a
+//! complete, standard age file:
 //!
-//! - a passphrase slot (age scrypt), for a person typing a passphrase;
-//! - an X25519 slot encrypted to every device and recovery key at once.
+//! - a passphrase slot (kind 3, age scrypt) holding the *passphrase
+//!   identity*, an age X25519 identity;
+//! - an X25519 slot (kind 2) holding the keyring, encrypted to every device,
+//!   the recovery key and the passphrase identity at once.
 //!
-//! # Key file format (version 1)
-//!
-//! ```text
-//! "CVKF" | format (1 byte, = 1) | slot count (1 byte)
-//!   then per slot: kind (1 byte: 1 = passphrase, 2 = X25519)
-//!                  | length (4 bytes, big-endian) | age file
-//! ```
-//!
-//! Readers skip slot kinds they do not know, so a later build can add a kind
-//! without locking older builds out of the slots they understand. A slot can
-//! be cut out and decrypted with the `age` tool.
-//!
-//! # Keyring format (version 2), the plaintext inside each slot
+//! Any device can therefore rewrite the keyring for the passphrase without
+//! knowing it. The keyring (format 3) lists these protections, so a device
+//! can re-encrypt to all of them. Format 1 key files (the keyring directly
+//! in an scrypt slot of kind 1) and keyring formats 1 and 2 still read.
 //!
 //! ```text
-//! format (1 byte, = 2) | vault id (16) | key file version (8, BE)
-//!   | current key id (4, BE) | key count (4, BE)
-//!   | per key: key id (4, BE) | key (32)
+//! "CVKF" | format (1 byte, = 2) | slot count (1 byte)
+//!   then per slot: kind (1 byte) | length (4 bytes, big-endian) | age file
+//!
+//! keyring: format (1, = 3) | vault id (16) | key file version (8, BE)
+//!   | current key id (4, BE) | key count (4, BE) | per key: key id (4, BE) | key (32)
+//!   | protection count (2, BE) | per protection: kind (1) | added ms (8, BE)
+//!   | label length (1) | label | recipient length (1) | recipient
 //! ```
 //!
 //! The key file version grows by one with every key file written; a device
 //! refuses a key file older than the one it holds (a rollback) and one that
 //! holds none of its data keys (a substitution): see
-//! [`EnvelopeCipher::check_successor`]. Format 1 (written by the first
-//! release) lacks the version and still reads, as version 0; the next write
-//! upgrades it.
+//! [`EnvelopeCipher::check_successor`]. The full format history and the
+//! rules of key changes are in `docs/design.md` §3.
 
 use super::export::{self, check_passphrase, check_work_factor};
 use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN};
