@@ -5,9 +5,10 @@
 
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
+use chatvault_core::engine::ResealReport;
 use chatvault_core::envelope::Protection;
 use chatvault_core::keys::{RecoveryKey, Removed, VaultKeys};
-use chatvault_core::Result;
+use chatvault_core::{Error, Result};
 
 impl ChatVault {
     /// Key management underneath the methods below.
@@ -68,5 +69,59 @@ impl ChatVault {
     /// first record they cannot open. Old keys stay so old records open.
     pub async fn rotate_key(&self) -> Result<u32> {
         self.keys.rotate().await
+    }
+
+    /// Re-seals up to `batch` chats still sealed under an older data key
+    /// (after [`rotate_key`](Self::rotate_key) or a removal), through the
+    /// normal save path, then pushes them (offline they stay queued). Call
+    /// it until [`ResealReport::remaining`] is 0: each call starts from what
+    /// the replica still holds under an old key, so it resumes after a crash
+    /// or restart.
+    pub async fn reseal_stale(&self, batch: usize) -> Result<ResealReport> {
+        let report = self
+            .engine()
+            .reseal_stale(self.cipher().current_key_id(), batch)
+            .await?;
+        if report.resealed > 0 {
+            match self.engine().push().await {
+                Ok(_) => {}
+                Err(e) if e.is_retriable() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Retires every data key that no record references any more: syncs
+    /// first (so this device knows every record on the server and has
+    /// pushed its own), then retires the keys, other than the current one,
+    /// that no record in the replica is sealed under. Returns the retired
+    /// ids (empty: nothing to retire). A device that was offline since
+    /// before the rotation and never re-read the key file cannot open the
+    /// key file afterwards (none of its keys is left): it must be opened
+    /// again.
+    ///
+    /// Errors: [`Error::InvalidInput`] while changes are still queued on
+    /// this device (they may be sealed under an old key); sync errors.
+    pub async fn retire_unused_keys(&self) -> Result<Vec<u32>> {
+        self.sync_now().await?;
+        let pending = self.pending_changes()?;
+        if pending > 0 {
+            return Err(Error::invalid(format!(
+                "{pending} change(s) are still queued on this device; sync before retiring keys"
+            )));
+        }
+        let referenced = self.engine().referenced_key_ids().await?;
+        let current = self.cipher().current_key_id();
+        let unused: Vec<u32> = self
+            .cipher()
+            .key_ids()
+            .into_iter()
+            .filter(|id| *id != current && !referenced.contains(id))
+            .collect();
+        if unused.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.keys.retire(unused).await
     }
 }

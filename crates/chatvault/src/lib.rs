@@ -84,7 +84,7 @@ pub use import::{ImportReport, IMPORT_BATCH};
 pub use url::open_url;
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
-pub use chatvault_core::engine::{Event, SkippedRecord, SyncReport, SyncStatus};
+pub use chatvault_core::engine::{Event, ResealReport, SkippedRecord, SyncReport, SyncStatus};
 pub use chatvault_core::envelope::{ExportTarget, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{

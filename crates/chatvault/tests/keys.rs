@@ -655,3 +655,74 @@ async fn the_key_scenarios_over_s3() {
     }
     fixture.stop().await;
 }
+
+#[tokio::test]
+async fn resealing_after_a_rotation_resumes_after_a_restart_then_the_old_key_is_retired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let dir = dir.path();
+    let (laptop, mut ids) = laptop_with_chats(&storage, dir).await;
+    for i in 0..7 {
+        ids.push(laptop.new_chat(format!("chat {i}")).await.expect("new").id);
+    }
+    laptop.sync_now().await.expect("push");
+    let desktop = with_passphrase(&storage, dir, "desktop", PASSPHRASE)
+        .await
+        .expect("desktop");
+    desktop.sync_now().await.expect("sync");
+
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    let err = laptop.retire_unused_keys().await.map(|r| r.len());
+    assert_eq!(
+        err.expect("nothing to retire yet"),
+        0,
+        "key 1 still seals every chat"
+    );
+
+    // One batch, then the laptop "restarts": the next process resumes.
+    let first = laptop.reseal_stale(4).await.expect("reseal");
+    assert_eq!((first.resealed, first.remaining), (4, 6));
+    laptop.close().await;
+    let laptop = with_passphrase(&storage, dir, "laptop", PASSPHRASE)
+        .await
+        .expect("reopen");
+    let mut rounds = 0;
+    loop {
+        let report = laptop.reseal_stale(4).await.expect("reseal");
+        rounds += 1;
+        if report.remaining == 0 {
+            break;
+        }
+        assert!(rounds < 5, "{report:?}");
+    }
+    assert_eq!(laptop.pending_changes().expect("pending"), 0, "pushed");
+    for id in &ids {
+        let sealed = storage
+            .get(&[*id], chatvault::core::Part::Full)
+            .await
+            .expect("get")
+            .remove(0);
+        assert_eq!(
+            EnvelopeCipher::sealed_key_id(&sealed.summary).expect("header"),
+            2
+        );
+        let body = sealed.body.expect("a body");
+        assert_eq!(EnvelopeCipher::sealed_key_id(&body).expect("header"), 2);
+    }
+
+    assert_eq!(laptop.retire_unused_keys().await.expect("retire"), vec![1]);
+    assert_eq!(laptop.cipher().key_ids(), vec![2]);
+    // The desktop, running since before the rotation, catches up by itself.
+    let report = desktop.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    for id in &ids {
+        desktop.load_full_chat(*id).await.expect("every chat opens");
+    }
+    let fresh = with_passphrase(&storage, dir, "fresh", PASSPHRASE)
+        .await
+        .expect("a new device");
+    let report = fresh.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(fresh.cipher().key_ids(), vec![2]);
+    assert_eq!(fresh.sidebar().len(), ids.len());
+}

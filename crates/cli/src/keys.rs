@@ -44,9 +44,23 @@ pub enum KeysCommand {
     /// (CHATVAULT_PASSPHRASE or standard input)
     Recovery,
     /// Rotate the data key: new records are sealed with a new key from now
-    /// on; other devices pick it up at their next sync. Old keys stay so old
-    /// records still open
-    Rotate,
+    /// on, and every chat is re-sealed with it and pushed, in batches (with
+    /// progress; interrupted, run `keys reseal` to resume). Other devices
+    /// pick the new key up at their next sync. Old keys stay until `keys
+    /// retire`
+    Rotate {
+        /// Only rotate; re-seal later with `keys reseal`
+        #[arg(long)]
+        no_reseal: bool,
+    },
+    /// Re-seal, in batches, every chat still sealed under an older data key
+    /// (resumes an interrupted `keys rotate`)
+    Reseal,
+    /// Drop the data keys no record references any more (after `keys
+    /// reseal` finished). Run it once every device has synced since the
+    /// rotation: a device with changes queued under an old key would push
+    /// records nobody can open
+    Retire,
     /// Write a new age identity for this device to FILE (mode 0600) and print
     /// its recipient, for `keys add-device` on a device that already unlocks
     /// the vault. Needs no vault
@@ -142,17 +156,59 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
                  recovery key no longer does"
             );
         }
-        KeysCommand::Rotate => {
+        KeysCommand::Rotate { no_reseal } => {
             let key = vault.rotate_key().await?;
             println!("{key}");
-            eprintln!(
-                "data key {key} is current; new records are sealed with it, older ones keep \
-                 opening with the older keys"
-            );
+            eprintln!("data key {key} is current; new records are sealed with it");
+            if !no_reseal {
+                reseal(vault).await?;
+            }
+        }
+        KeysCommand::Reseal => reseal(vault).await?,
+        KeysCommand::Retire => {
+            let retired = vault.retire_unused_keys().await?;
+            if retired.is_empty() {
+                eprintln!(
+                    "no key to retire: every older key still seals some record (run `chatvault \
+                     keys reseal`; tombstones keep theirs until collected)"
+                );
+            }
+            for id in retired {
+                println!("{id}");
+            }
         }
         KeysCommand::DeviceKey { file } => write_device_key(&file)?,
     }
     Ok(())
+}
+
+/// Re-seals every stale chat in batches, printing progress on stderr.
+async fn reseal(vault: &ChatVault) -> Result<()> {
+    const BATCH: usize = 256;
+    let mut done = 0usize;
+    let started = std::time::Instant::now();
+    loop {
+        let report = vault.reseal_stale(BATCH).await?;
+        done += report.resealed;
+        let total = done + report.remaining;
+        eprint!("\rre-sealed {done}/{total} chats");
+        let _ = std::io::stderr().flush();
+        if report.remaining == 0 || report.resealed == 0 {
+            eprintln!(
+                " in {:.1} s{}",
+                started.elapsed().as_secs_f64(),
+                if report.stale_tombstones > 0 {
+                    format!(
+                        " ({} deleted chats keep the old key until collected)",
+                        report.stale_tombstones
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(());
+        }
+    }
 }
 
 fn print_protection(p: &Protection) {

@@ -98,6 +98,8 @@ fn keys_help_documents_every_command() {
         "passwd",
         "recovery",
         "rotate",
+        "reseal",
+        "retire",
         "device-key",
     ] {
         let line = help

@@ -378,6 +378,36 @@ impl VaultKeys {
         .await
     }
 
+    /// Retires the data keys `key_ids` (never the current one): records
+    /// sealed under them stop opening everywhere, so call this only once no
+    /// record references them (see `ChatVault::retire_unused_keys`, which
+    /// checks). Ids the keyring no longer holds are ignored. Returns the
+    /// ids retired.
+    ///
+    /// Errors: those of every key change.
+    pub async fn retire(&self, key_ids: Vec<u32>) -> Result<Vec<u32>> {
+        let retired = self
+            .change(Arc::new(move |draft: &mut Draft, _: &Settings| {
+                let current = draft.cipher.current_key_id();
+                let held = draft.cipher.key_ids();
+                let mut retired = Vec::new();
+                for id in key_ids.iter().copied() {
+                    if id != current && held.contains(&id) {
+                        draft.cipher.retire(id)?;
+                        retired.push(id);
+                    }
+                }
+                Ok(retired)
+            }))
+            .await?;
+        for id in &retired {
+            // The running cipher follows the file; a key it never held is
+            // no error here.
+            let _ = self.cipher.retire(*id);
+        }
+        Ok(retired)
+    }
+
     /// One key change: read, open, check, edit, write with a version
     /// precondition; once more from the new file on a conflict.
     async fn change<T: Send + 'static>(&self, edit: Arc<Edit<T>>) -> Result<T> {

@@ -42,12 +42,14 @@
 
 mod outbox;
 mod pull;
+mod reseal;
 mod save;
 mod sealing;
 mod state;
 mod status;
 mod worker;
 
+pub use reseal::ResealReport;
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 

@@ -32,7 +32,7 @@ pub(super) enum Current {
 
 /// What an edit decided: the new state, if it changed anything, and the
 /// value handed back to the caller.
-type Decision<T> = (Option<Chat>, T);
+pub(super) type Decision<T> = (Option<Chat>, T);
 
 /// A committed state to show: summary, version, and the whole chat if known.
 pub(super) type Published = (ChatSummary, u64, Option<Arc<Chat>>);
@@ -374,7 +374,7 @@ fn body_keeps_changing(chat: ChatId) -> Error {
 
 /// Runs a local edit, fetching the chat's body first when the edit needs it
 /// and this device does not hold it.
-async fn run_edit<T, F>(
+pub(super) async fn run_edit<T, F>(
     inner: &Arc<Inner>,
     chat: ChatId,
     needs_body: bool,

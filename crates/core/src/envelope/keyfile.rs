@@ -22,6 +22,7 @@
 //!   | current key id (4, BE) | key count (4, BE) | per key: key id (4, BE) | key (32)
 //!   | protection count (2, BE) | per protection: kind (1) | added ms (8, BE)
 //!   | label length (1) | label | recipient length (1) | recipient
+//!   | retired count (2, BE) | per retired key: key id (4, BE) | tag (16)
 //! ```
 //!
 //! The key file version grows by one with every key file written; a device
@@ -31,7 +32,7 @@
 //! rules of key changes are in `docs/design.md` §3.
 
 use super::export::{self, check_passphrase, check_work_factor};
-use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN};
+use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN, KEY_TAG_LEN};
 use crate::ids::VaultId;
 use crate::{Error, Result};
 use age::secrecy::{ExposeSecret, SecretString};
@@ -602,6 +603,16 @@ fn encode_keyring(ring: &Keyring, version: u64, protections: &[Protection]) -> Z
         out.push(u8::try_from(recipient.len()).unwrap_or(u8::MAX));
         out.extend_from_slice(recipient);
     }
+    let retired: Vec<_> = ring.retired.iter().take(usize::from(u16::MAX)).collect();
+    out.extend_from_slice(
+        &u16::try_from(retired.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    for (id, tag) in retired {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(tag);
+    }
     out
 }
 
@@ -675,9 +686,12 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
             format!("the current key id {current} is not in the keyring"),
         ));
     }
-    let protections = match format {
-        1 | 2 => Vec::new(),
-        _ => decode_protections(tail)?,
+    let (protections, retired) = match format {
+        1 | 2 => (Vec::new(), BTreeMap::new()),
+        _ => {
+            let (protections, rest) = decode_protections(tail)?;
+            (protections, decode_retired(rest)?)
+        }
     };
     Ok(Keyring {
         vault: VaultId::from_bytes(vault),
@@ -685,10 +699,35 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
         current,
         keys,
         protections,
+        retired,
     })
 }
 
-fn decode_protections(bytes: &[u8]) -> Result<Vec<Protection>> {
+fn decode_retired(bytes: &[u8]) -> Result<BTreeMap<u32, [u8; KEY_TAG_LEN]>> {
+    const WHAT: &str = "keyring retired keys";
+    let (count, rest) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| Error::corrupt(WHAT, "the retired keys list is missing"))?;
+    let count = usize::from(u16::from_be_bytes(*count));
+    if rest.len() != count * (4 + KEY_TAG_LEN) {
+        return Err(Error::corrupt(
+            WHAT,
+            format!(
+                "{count} retired keys announced but {} bytes follow",
+                rest.len()
+            ),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for entry in rest.chunks_exact(4 + KEY_TAG_LEN) {
+        let mut tag = [0u8; KEY_TAG_LEN];
+        tag.copy_from_slice(&entry[4..]);
+        out.insert(be_u32(&entry[..4]), tag);
+    }
+    Ok(out)
+}
+
+fn decode_protections(bytes: &[u8]) -> Result<(Vec<Protection>, &[u8])> {
     const WHAT: &str = "keyring protections";
     let truncated = || Error::corrupt(WHAT, "the protections list is truncated");
     let (count, mut rest) = bytes.split_first_chunk::<2>().ok_or_else(truncated)?;
@@ -725,14 +764,8 @@ fn decode_protections(bytes: &[u8]) -> Result<Vec<Protection>> {
             added_ms: u64::from_be_bytes(*added),
         });
     }
-    if !rest.is_empty() {
-        return Err(Error::corrupt(
-            WHAT,
-            format!("{} unexpected bytes after the protections", rest.len()),
-        ));
-    }
     check_protections(&out).map_err(|e| Error::corrupt(WHAT, e.to_string()))?;
-    Ok(out)
+    Ok((out, rest))
 }
 
 fn be_u32(bytes: &[u8]) -> u32 {

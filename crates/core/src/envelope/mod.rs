@@ -149,6 +149,31 @@ pub(crate) struct Keyring {
     /// Who the key file is encrypted to (empty for keyrings read from key
     /// files written before the list existed).
     pub(crate) protections: Vec<Protection>,
+    /// Retired key ids and a MAC of each retired key ([`key_tag`]): a device
+    /// that holds only retired keys can still tell that a keyring follows
+    /// its own (the MAC needs the key), without the key being kept.
+    pub(crate) retired: BTreeMap<u32, [u8; KEY_TAG_LEN]>,
+}
+
+/// Length of a retired key's tag.
+pub(crate) const KEY_TAG_LEN: usize = 16;
+
+/// A Poly1305 tag over a fixed label, the vault and the key id under a
+/// fixed nonce, keyed by the data key: a MAC, so it does not leak the key.
+pub(crate) fn key_tag(vault: VaultId, id: u32, key: &DataKey) -> [u8; KEY_TAG_LEN] {
+    let mut empty = [0u8; 0];
+    let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
+    let mut label = b"chatvault keyring fingerprint v1".to_vec();
+    label.extend_from_slice(vault.as_bytes());
+    label.extend_from_slice(&id.to_be_bytes());
+    let mut out = [0u8; KEY_TAG_LEN];
+    if let Ok(tag) = key
+        .aead
+        .encrypt_in_place_detached(nonce, &label, &mut empty)
+    {
+        out.copy_from_slice(&tag);
+    }
+    out
 }
 
 /// The default [`Cipher`]: a vault's keyring of data keys, sealing with
@@ -183,6 +208,7 @@ impl EnvelopeCipher {
             current: 1,
             keys,
             protections: Vec::new(),
+            retired: BTreeMap::new(),
         })
     }
 
@@ -263,7 +289,11 @@ impl EnvelopeCipher {
             )));
         }
         match ring.keys.remove(&key_id) {
-            Some(_) => Ok(()),
+            Some(key) => {
+                let tag = key_tag(ring.vault, key_id, &key);
+                ring.retired.insert(key_id, tag);
+                Ok(())
+            }
             None => Err(Error::UnknownKeyId { key_id }),
         }
     }
@@ -295,6 +325,9 @@ impl EnvelopeCipher {
         if ring.current != theirs.current {
             ring.current = theirs.current;
             changed = true;
+        }
+        for (id, tag) in &theirs.retired {
+            ring.retired.entry(*id).or_insert(*tag);
         }
         if theirs.version >= ring.version {
             if ring.protections != theirs.protections {
@@ -355,6 +388,16 @@ impl EnvelopeCipher {
                 shared += 1;
             }
         }
+        // Every key this device held may have been retired since it last
+        // read the keyring: the retired keys' tags prove that whoever wrote
+        // `newer` knew them.
+        if shared == 0 {
+            shared = ring
+                .keys
+                .iter()
+                .filter(|(id, key)| theirs.retired.get(id) == Some(&key_tag(ring.vault, **id, key)))
+                .count();
+        }
         if shared == 0 {
             return Err(Error::Tampered {
                 what: "key file (it holds none of the data keys this device holds: a substituted \
@@ -378,27 +421,14 @@ impl EnvelopeCipher {
         let Some((id, key)) = ring.keys.iter().next() else {
             return String::new();
         };
-        // A Poly1305 tag over a fixed label under a fixed nonce, keyed by the
-        // data key: a MAC, so the fingerprint does not leak the key.
-        let mut empty = [0u8; 0];
-        let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
-        let mut label = b"chatvault keyring fingerprint v1".to_vec();
-        label.extend_from_slice(ring.vault.as_bytes());
-        label.extend_from_slice(&id.to_be_bytes());
-        match key
-            .aead
-            .encrypt_in_place_detached(nonce, &label, &mut empty)
-        {
-            Ok(tag) => tag
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .chunks(2)
-                .map(|pair| pair.concat())
-                .collect::<Vec<_>>()
-                .join("-"),
-            Err(_) => String::new(),
-        }
+        key_tag(ring.vault, *id, key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|pair| pair.concat())
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     /// The key id a sealed blob names in its header, without opening it:
