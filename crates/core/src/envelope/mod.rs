@@ -552,6 +552,7 @@ impl Cipher for EnvelopeCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::{KeyProtection, Unlock};
     use crate::ids::ChatId;
 
     #[test]
@@ -566,6 +567,40 @@ mod tests {
         assert!(matches!(
             cipher.seal(&aad, b"x"),
             Err(Error::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn a_keyring_whose_every_shared_key_was_retired_still_follows_by_its_tags() {
+        let old = EnvelopeCipher::generate(VaultId::new());
+        let device = age::x25519::Identity::generate();
+        let protection = KeyProtection::for_recipients([device.to_public()]);
+        let file = old.to_key_file(&protection).expect("key file");
+        let newer =
+            EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device.clone())).expect("open");
+        newer.rotate();
+        newer.retire(1).expect("retire the old key");
+        let file = newer.to_key_file(&protection).expect("key file");
+        let reread = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device)).expect("open");
+        assert_eq!(reread.key_ids(), vec![2]);
+        old.check_successor(&reread)
+            .expect("the retired key's tag proves the writer knew key 1");
+        assert!(old.adopt_keys(&reread).expect("adopt"));
+        assert_eq!(old.current_key_id(), 2);
+
+        // A keyring of the same vault from someone who never knew key 1.
+        let stranger = EnvelopeCipher::from_keyring(Keyring {
+            vault: old.vault(),
+            version: 99,
+            current: 5,
+            keys: BTreeMap::from([(5, DataKey::random())]),
+            protections: Vec::new(),
+            retired: BTreeMap::from([(1, [0u8; KEY_TAG_LEN])]),
+        });
+        let fresh = EnvelopeCipher::generate(old.vault());
+        assert!(matches!(
+            fresh.check_successor(&stranger),
+            Err(Error::Tampered { .. })
         ));
     }
 
