@@ -1,11 +1,11 @@
 //! [`ChatVaultBuilder`]: storage, replica path and unlock → [`ChatVault`].
 
-use crate::keyring_refresh::ServerKeyring;
 use crate::url::open_url;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
 use chatvault_core::engine::{Engine, EngineConfig};
 use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault_core::keys::{unlock_from_secret, VaultKeys};
 use chatvault_core::{DeviceId, DynStorage, Error, PutPrecondition, Replica, Result, VaultId};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,9 +81,11 @@ impl ChatVaultBuilder {
     }
 
     /// Unlocks with a passphrase. On the first device, a new vault's key
-    /// file is created protected by it.
+    /// file is created protected by it. A recovery key
+    /// (`AGE-SECRET-KEY-1…`, from [`ChatVault::create_recovery_key`]) given
+    /// here unlocks as that identity.
     pub fn passphrase(mut self, passphrase: impl Into<String>) -> Self {
-        self.unlock = Some(Unlock::Passphrase(SecretString::from(passphrase.into())));
+        self.unlock = Some(unlock_from_secret(SecretString::from(passphrase.into())));
         self
     }
 
@@ -126,7 +128,7 @@ impl ChatVaultBuilder {
     }
 
     /// scrypt work factor (`log2 N`, 1..=22) of the passphrase slot when this
-    /// open creates a new vault. Default: age's, about one second per unlock.
+    /// open creates a new vault or later changes the passphrase. Default: age's, about one second per unlock.
     /// Lower only for tests and demos.
     pub fn scrypt_work_factor(mut self, log_n: u8) -> Self {
         self.work_factor = Some(log_n);
@@ -181,12 +183,12 @@ impl ChatVaultBuilder {
             config.maintenance_every = every;
         }
         let engine = Engine::open(storage.clone(), replica, cipher.clone(), config).await?;
-        engine.set_keyring_refresh(Arc::new(ServerKeyring {
-            storage,
-            unlock,
-            cipher: cipher.clone(),
-        }));
-        let vault = ChatVault::new(engine, cipher);
+        let keys = Arc::new(
+            VaultKeys::new(storage, cipher.clone(), unlock).with_work_factor(self.work_factor),
+        );
+        keys.keep_copy_in(&engine);
+        engine.set_keyring_refresh(keys.clone());
+        let vault = ChatVault::new(engine, cipher, keys);
         if let Some(interval) = self.sync_every {
             vault.start_sync(interval)?;
         }

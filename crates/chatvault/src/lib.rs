@@ -75,7 +75,7 @@
 
 mod builder;
 mod import;
-mod keyring_refresh;
+mod keys;
 mod url;
 mod vault;
 
@@ -84,8 +84,9 @@ pub use import::{ImportReport, IMPORT_BATCH};
 pub use url::open_url;
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
-pub use chatvault_core::engine::{Event, SkippedRecord, SyncReport, SyncStatus};
-pub use chatvault_core::envelope::ExportTarget;
+pub use chatvault_core::engine::{Event, ResealReport, SkippedRecord, SyncReport, SyncStatus};
+pub use chatvault_core::envelope::{ExportTarget, Protection, ProtectionKind};
+pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{
     Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId, Result, Role,
     Storage, VaultId,

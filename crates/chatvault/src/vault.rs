@@ -24,6 +24,7 @@ pub const EXPORT_FORMAT: &str = "chatvault-export/1";
 pub struct ChatVault {
     engine: Engine,
     cipher: Arc<EnvelopeCipher>,
+    pub(crate) keys: Arc<chatvault_core::keys::VaultKeys>,
     worker: Mutex<Option<SyncWorker>>,
 }
 
@@ -57,10 +58,15 @@ impl ChatVault {
         ChatVaultBuilder::new()
     }
 
-    pub(crate) fn new(engine: Engine, cipher: Arc<EnvelopeCipher>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        cipher: Arc<EnvelopeCipher>,
+        keys: Arc<chatvault_core::keys::VaultKeys>,
+    ) -> Self {
         Self {
             engine,
             cipher,
+            keys,
             worker: Mutex::new(None),
         }
     }

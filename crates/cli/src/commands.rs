@@ -21,6 +21,9 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         );
         return Ok(());
     }
+    if let Command::Keys(crate::keys::KeysCommand::DeviceKey { file }) = &cli.command {
+        return crate::keys::write_device_key(file);
+    }
     let init_url = match &cli.command {
         Command::Init { url } => Some(url.clone()),
         _ => None,
@@ -181,6 +184,7 @@ impl Session {
                 self.pull().await?;
                 crate::search::run(vault, &text).await?;
             }
+            Command::Keys(command) => crate::keys::run(vault, command).await?,
             Command::Import { file } => {
                 crate::import::run(vault, &file).await?;
                 self.push().await?;

@@ -9,6 +9,7 @@ mod exit;
 mod export;
 mod import;
 mod json;
+mod keys;
 mod output;
 mod search;
 mod settings;
@@ -170,6 +171,10 @@ enum Command {
     Verify,
     /// Show queued changes and the sync status (after a sync)
     Status,
+    /// Manage what unlocks the vault: list, add-device, remove-device, passwd,
+    /// recovery, rotate, device-key (see `chatvault keys --help`)
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Print a shell completion script (e.g. `chatvault completions bash > …`)
     Completions {
         /// The shell

@@ -118,6 +118,15 @@ pub enum Error {
         supported: u32,
     },
 
+    /// Another device changed the vault's keys (its key file) at the same
+    /// moment, twice in a row: this key change was not made. Run it again;
+    /// it starts from the other device's key file.
+    #[error("another device changed the vault's keys at the same time (the key file is now at version {current:?}); nothing was changed here, run the key command again")]
+    KeyFileConflict {
+        /// The key file's version on the server when this change gave up.
+        current: Option<u64>,
+    },
+
     /// The caller passed something invalid (an empty passphrase, a bad URL).
     #[error("invalid input: {message}")]
     InvalidInput {

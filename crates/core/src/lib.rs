@@ -6,6 +6,7 @@
 //! - [`storage`]: the [`Storage`] trait backends implement, with its contract;
 //! - [`cipher`] and [`envelope`]: sealing record parts, and the default
 //!   envelope cipher (an age-encrypted key file plus XChaCha20-Poly1305);
+//! - [`keys`]: key management (devices, passphrase, recovery key, rotation);
 //! - [`engine`]: the sync engine (save, push, pull, in-memory sidebar);
 //! - [`replica`]: this device's crash-safe copy of the vault and its outbox;
 //! - [`transport`]: when the sync engine pulls (polling, or a backend's push);
@@ -39,6 +40,7 @@ pub mod envelope;
 pub mod error;
 pub mod hlc;
 pub mod ids;
+pub mod keys;
 pub mod layer;
 pub mod replica;
 pub mod storage;

@@ -66,7 +66,7 @@ fn key_file_slots(file: &[u8]) -> Vec<(u8, Vec<u8>)> {
 
 fn key_file_with_one_slot(kind: u8, age_file: &[u8]) -> Vec<u8> {
     let mut file = b"CVKF".to_vec();
-    file.extend_from_slice(&[1, 1, kind]);
+    file.extend_from_slice(&[2, 1, kind]);
     file.extend_from_slice(&(age_file.len() as u32).to_be_bytes());
     file.extend_from_slice(age_file);
     file
@@ -409,14 +409,14 @@ fn key_file_from_a_newer_format_is_unsupported() {
     let mut file = cipher
         .to_key_file(&KeyProtection::for_recipients([device.to_public()]))
         .expect("key file");
-    file[4] = 2;
+    file[4] = 3;
     let result = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device));
     assert!(
         matches!(
             result,
             Err(Error::UnsupportedFormat {
-                found: 2,
-                supported: 1,
+                found: 3,
+                supported: 2,
                 ..
             })
         ),
@@ -427,7 +427,7 @@ fn key_file_from_a_newer_format_is_unsupported() {
 #[test]
 fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let device = x25519::Identity::generate();
-    let mut newer_keyring = vec![3u8];
+    let mut newer_keyring = vec![4u8];
     newer_keyring.extend_from_slice(&[0u8; 60]);
     let slot = export_age(
         &newer_keyring,
@@ -437,7 +437,7 @@ fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let file = key_file_with_one_slot(2, &slot);
     let result = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device));
     assert!(
-        matches!(result, Err(Error::UnsupportedFormat { found: 3, .. })),
+        matches!(result, Err(Error::UnsupportedFormat { found: 4, .. })),
         "{result:?}"
     );
 }
@@ -469,15 +469,22 @@ fn key_file_slots_are_standard_age_files() {
     let slots = key_file_slots(&file);
     assert_eq!(
         slots.iter().map(|(kind, _)| *kind).collect::<Vec<_>>(),
-        vec![1, 2]
+        vec![3, 2]
     );
-    let by_passphrase = age_decrypt(
+    // `age -d slot3 > passphrase-identity.txt` (asks for the passphrase),
+    // then `age -d -i passphrase-identity.txt slot2`.
+    let identity_text = age_decrypt(
         &slots[0].1,
         &age::scrypt::Identity::new(passphrase("no lock-in")),
     );
+    let passphrase_identity: x25519::Identity = String::from_utf8(identity_text)
+        .expect("text")
+        .parse()
+        .expect("an age X25519 identity");
+    let by_passphrase = age_decrypt(&slots[1].1, &passphrase_identity);
     let by_device = age_decrypt(&slots[1].1, &device);
     assert_eq!(by_passphrase, by_device);
-    assert_eq!(by_passphrase[0], 2, "keyring format version");
+    assert_eq!(by_passphrase[0], 3, "keyring format version");
     assert_eq!(&by_passphrase[1..17], cipher.vault().as_bytes());
     assert_eq!(
         &by_passphrase[17..25],

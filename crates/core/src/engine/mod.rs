@@ -46,12 +46,14 @@
 mod apply;
 mod outbox;
 mod pull;
+mod reseal;
 mod save;
 mod sealing;
 mod state;
 mod status;
 mod worker;
 
+pub use reseal::ResealReport;
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 
@@ -229,7 +231,28 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// A handle to an [`Engine`] that does not keep it alive (for what the
+/// engine itself holds, like its [`KeyringRefresh`], so no cycle forms).
+#[derive(Clone, Debug)]
+pub struct WeakEngine {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakEngine {
+    /// The engine, if it is still open.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.inner.upgrade().map(|inner| Engine { inner })
+    }
+}
+
 impl Engine {
+    /// A handle that does not keep this engine alive.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
     /// Opens the engine over `storage` and `replica` with an unlocked
     /// `cipher`, and loads the sidebar from the replica (no network).
     ///

@@ -21,28 +21,28 @@ const BODY_ATTEMPTS: usize = 3;
 
 /// What an edit decided: the new state, if it changed anything, and the
 /// value handed back to the caller.
-struct Edit<T> {
+pub(super) struct Edit<T> {
     next: Option<Chat>,
     out: T,
 }
 
 impl<T> Edit<T> {
     /// The edit changed nothing.
-    fn unchanged(out: T) -> Self {
+    pub(super) fn unchanged(out: T) -> Self {
         Self { next: None, out }
     }
 
     /// The edit produced `next` (or nothing, if `next` is `None`).
-    fn to(next: Option<Chat>, out: T) -> Self {
+    pub(super) fn to(next: Option<Chat>, out: T) -> Self {
         Self { next, out }
     }
 }
 
 /// A committed edit's value and the chat's state afterwards (`None` when
 /// only its summary is held).
-struct Committed<T> {
-    out: T,
-    state: Option<Arc<Chat>>,
+pub(super) struct Committed<T> {
+    pub(super) out: T,
+    pub(super) state: Option<Arc<Chat>>,
 }
 
 /// What [`Inner::commit_local`] did.
@@ -272,7 +272,7 @@ fn body_keeps_changing(chat: ChatId) -> Error {
 
 /// Runs a local edit, fetching the chat's body first when the edit needs it
 /// and this device does not hold it.
-async fn run_edit<T, F>(
+pub(super) async fn run_edit<T, F>(
     inner: &Arc<Inner>,
     chat: ChatId,
     needs_body: bool,

@@ -1,57 +1,60 @@
 //! Key files: a vault's keyring, encrypted with age, in a container of slots.
 //!
 //! age refuses to encrypt one file to a passphrase *and* to other
-//! recipients, so a key file holds up to two *slots*, each a complete,
-//! standard age file of the same plaintext keyring:
+//! recipients, so a key file (format 2) holds up to two *slots*, each a
+//! complete, standard age file:
 //!
-//! - a passphrase slot (age scrypt), for a person typing a passphrase;
-//! - an X25519 slot encrypted to every device and recovery key at once.
+//! - a passphrase slot (kind 3, age scrypt) holding the *passphrase
+//!   identity*, an age X25519 identity;
+//! - an X25519 slot (kind 2) holding the keyring, encrypted to every device,
+//!   the recovery key and the passphrase identity at once.
 //!
-//! # Key file format (version 1)
-//!
-//! ```text
-//! "CVKF" | format (1 byte, = 1) | slot count (1 byte)
-//!   then per slot: kind (1 byte: 1 = passphrase, 2 = X25519)
-//!                  | length (4 bytes, big-endian) | age file
-//! ```
-//!
-//! Readers skip slot kinds they do not know, so a later build can add a kind
-//! without locking older builds out of the slots they understand. A slot can
-//! be cut out and decrypted with the `age` tool.
-//!
-//! # Keyring format (version 2), the plaintext inside each slot
+//! Any device can therefore rewrite the keyring for the passphrase without
+//! knowing it. The keyring (format 3) lists these protections, so a device
+//! can re-encrypt to all of them. Format 1 key files (the keyring directly
+//! in an scrypt slot of kind 1) and keyring formats 1 and 2 still read.
 //!
 //! ```text
-//! format (1 byte, = 2) | vault id (16) | key file version (8, BE)
-//!   | current key id (4, BE) | key count (4, BE)
-//!   | per key: key id (4, BE) | key (32)
+//! "CVKF" | format (1 byte, = 2) | slot count (1 byte)
+//!   then per slot: kind (1 byte) | length (4 bytes, big-endian) | age file
+//!
+//! keyring: format (1, = 3) | vault id (16) | key file version (8, BE)
+//!   | current key id (4, BE) | key count (4, BE) | per key: key id (4, BE) | key (32)
+//!   | protection count (2, BE) | per protection: kind (1) | added ms (8, BE)
+//!   | label length (1) | label | recipient length (1) | recipient
+//!   | retired count (2, BE) | per retired key: key id (4, BE) | tag (16)
 //! ```
 //!
 //! The key file version grows by one with every key file written; a device
 //! refuses a key file older than the one it holds (a rollback) and one that
 //! holds none of its data keys (a substitution): see
-//! [`EnvelopeCipher::check_successor`]. Format 1 (written by the first
-//! release) lacks the version and still reads, as version 0; the next write
-//! upgrades it.
+//! [`EnvelopeCipher::check_successor`]. The full format history and the
+//! rules of key changes are in `docs/design.md` §3.
 
 use super::export::{self, check_passphrase, check_work_factor};
-use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN};
+use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN, KEY_TAG_LEN};
 use crate::ids::VaultId;
 use crate::{Error, Result};
-use age::secrecy::SecretString;
+use age::secrecy::{ExposeSecret, SecretString};
 use age::x25519;
 use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
 
 /// Format version of key files (the slot container) written by this build.
-pub const KEY_FILE_FORMAT: u8 = 1;
-/// Format version of the plaintext keyring inside each slot.
-pub const KEYRING_FORMAT: u8 = 2;
+pub const KEY_FILE_FORMAT: u8 = 2;
+/// Format version of the plaintext keyring inside the X25519 slot.
+pub const KEYRING_FORMAT: u8 = 3;
 
 const MAGIC: &[u8; 4] = b"CVKF";
-const SLOT_PASSPHRASE: u8 = 1;
+/// Format 1 only: an age scrypt file of the keyring.
+const SLOT_PASSPHRASE_V1: u8 = 1;
 const SLOT_X25519: u8 = 2;
+/// Format 2: an age scrypt file of the passphrase identity.
+const SLOT_PASSPHRASE_IDENTITY: u8 = 3;
+const MAX_PROTECTIONS: usize = 1000;
+const MAX_LABEL_LEN: usize = 64;
+const MAX_RECIPIENT_LEN: usize = 255;
 const KEY_ENTRY_LEN: usize = 4 + DATA_KEY_LEN;
 /// Header of a format-1 keyring (no version).
 const KEYRING_V1_HEADER_LEN: usize = 1 + 16 + 4 + 4;
@@ -148,35 +151,157 @@ impl fmt::Debug for Unlock {
     }
 }
 
+/// What kind of secret a [`Protection`] stands for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProtectionKind {
+    /// The vault's passphrase (its recipient is the passphrase identity,
+    /// which the passphrase slot seals with scrypt).
+    Passphrase,
+    /// A device's age X25519 identity.
+    Device,
+    /// The recovery key: an age X25519 identity shown once, kept on paper.
+    Recovery,
+}
+
+impl ProtectionKind {
+    fn code(self) -> u8 {
+        match self {
+            ProtectionKind::Passphrase => 1,
+            ProtectionKind::Device => 2,
+            ProtectionKind::Recovery => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(ProtectionKind::Passphrase),
+            2 => Some(ProtectionKind::Device),
+            3 => Some(ProtectionKind::Recovery),
+            _ => None,
+        }
+    }
+
+    /// A lower-case word for listings: `passphrase`, `device`, `recovery`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtectionKind::Passphrase => "passphrase",
+            ProtectionKind::Device => "device",
+            ProtectionKind::Recovery => "recovery",
+        }
+    }
+}
+
+impl fmt::Display for ProtectionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One secret that unlocks the vault's key file, as listed in the keyring
+/// (key file format 2). Public information only: no secret is in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Protection {
+    /// Passphrase, device or recovery key.
+    pub kind: ProtectionKind,
+    /// A name for people (`laptop`, `device 1`, `recovery key`); at most 64
+    /// bytes.
+    pub label: String,
+    /// The age X25519 recipient (`age1…`) the keyring is encrypted to.
+    pub recipient: String,
+    /// When it was added, Unix milliseconds.
+    pub added_ms: u64,
+}
+
+impl Protection {
+    /// The short id commands take: `passphrase`, `recovery`, or for a device
+    /// the 12 characters after `age1` of its recipient.
+    pub fn id(&self) -> String {
+        match self.kind {
+            ProtectionKind::Passphrase => "passphrase".to_string(),
+            ProtectionKind::Recovery => "recovery".to_string(),
+            ProtectionKind::Device => self.recipient.chars().skip(4).take(12).collect(),
+        }
+    }
+}
+
 impl EnvelopeCipher {
-    /// Encrypts the keyring into a key file, for
-    /// [`Storage::put_keyring`](crate::Storage::put_keyring). The file
-    /// carries key file version one above
+    /// Encrypts the keyring into a key file protected by exactly
+    /// `protection`, for [`Storage::put_keyring`](crate::Storage::put_keyring).
+    /// The keyring's list of [protections](Self::protections) becomes the
+    /// passphrase (if any) and the recipients, labelled `device 1`,
+    /// `device 2`, …; a passphrase gets a fresh passphrase identity. The
+    /// file carries key file version one above
     /// [`keyring_version`](Self::keyring_version), which becomes this
-    /// keyring's version: every key file written is
-    /// newer than the last, so a server replaying an older one is caught by
+    /// keyring's version: every key file written is newer than the last, so
+    /// a server replaying an older one is caught by
     /// [`check_successor`](Self::check_successor).
+    ///
+    /// To change one protection and keep the others (add a device, change the
+    /// passphrase), use [`VaultKeys`](crate::keys::VaultKeys).
     ///
     /// Errors: [`Error::InvalidInput`] when `protection` has neither a
     /// passphrase nor a recipient, has an empty passphrase, or a work factor
     /// outside 1..=22.
     pub fn to_key_file(&self, protection: &KeyProtection) -> Result<Vec<u8>> {
         protection.validate()?;
-        let plaintext = {
-            let mut ring = self.write();
-            ring.version = ring.version.saturating_add(1);
-            encode_keyring(&ring, ring.version)
-        };
-        let mut slots = Vec::with_capacity(2);
+        let added_ms = now_ms();
+        let mut protections = Vec::with_capacity(protection.recipients.len() + 1);
+        let mut passphrase_slot = None;
         if let Some(passphrase) = &protection.passphrase {
-            let file =
-                export::encrypt_to_passphrase(&plaintext, passphrase, protection.work_factor)?;
-            slots.push((SLOT_PASSPHRASE, file));
+            let (slot, recipient) = new_passphrase_slot(passphrase, protection.work_factor)?;
+            protections.push(Protection {
+                kind: ProtectionKind::Passphrase,
+                label: "passphrase".to_string(),
+                recipient: recipient.to_string(),
+                added_ms,
+            });
+            passphrase_slot = Some(slot);
         }
-        if !protection.recipients.is_empty() {
-            let file = export::encrypt_to_recipients(&plaintext, &protection.recipients)?;
-            slots.push((SLOT_X25519, file));
+        for (i, recipient) in protection.recipients.iter().enumerate() {
+            protections.push(Protection {
+                kind: ProtectionKind::Device,
+                label: format!("device {}", i + 1),
+                recipient: recipient.to_string(),
+                added_ms,
+            });
         }
+        self.seal_key_file(protections, passphrase_slot.as_deref())
+    }
+
+    /// Writes the key file for `protections`: the keyring (with the
+    /// protections list and version + 1) in an X25519 slot encrypted to every
+    /// protection's recipient, plus `passphrase_slot` (the scrypt-sealed
+    /// passphrase identity, kept byte for byte) when the list holds the
+    /// passphrase. The keyring's version and list change only on success.
+    pub(crate) fn seal_key_file(
+        &self,
+        protections: Vec<Protection>,
+        passphrase_slot: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        check_protections(&protections)?;
+        let has_passphrase = protections
+            .iter()
+            .any(|p| p.kind == ProtectionKind::Passphrase);
+        if has_passphrase != passphrase_slot.is_some() {
+            return Err(Error::invalid(
+                "the passphrase protection and the passphrase slot must come together",
+            ));
+        }
+        let recipients = protections
+            .iter()
+            .map(|p| parse_recipient(&p.recipient))
+            .collect::<Result<Vec<_>>>()?;
+        let (plaintext, version) = {
+            let ring = self.read();
+            let version = ring.version.saturating_add(1);
+            (encode_keyring(&ring, version, &protections), version)
+        };
+        let keyring_slot = export::encrypt_to_recipients(&plaintext, &recipients)?;
+        let mut slots: Vec<(u8, &[u8])> = Vec::with_capacity(2);
+        if let Some(slot) = passphrase_slot {
+            slots.push((SLOT_PASSPHRASE_IDENTITY, slot));
+        }
+        slots.push((SLOT_X25519, &keyring_slot));
         let mut out = Vec::new();
         out.extend_from_slice(MAGIC);
         out.push(KEY_FILE_FORMAT);
@@ -186,8 +311,11 @@ impl EnvelopeCipher {
                 .map_err(|_| Error::invalid("key file slot larger than 4 GiB"))?;
             out.push(kind);
             out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(&file);
+            out.extend_from_slice(file);
         }
+        let mut ring = self.write();
+        ring.version = ring.version.max(version);
+        ring.protections = protections;
         Ok(out)
     }
 
@@ -200,46 +328,212 @@ impl EnvelopeCipher {
     /// newer chatvault; [`Error::Corrupt`] or [`Error::Tampered`] for a
     /// garbled or modified file.
     pub fn from_key_file(bytes: &[u8], unlock: &Unlock) -> Result<Self> {
-        let slots = parse_container(bytes)?;
-        let (kind, kind_name) = match unlock {
-            Unlock::Passphrase(_) => (SLOT_PASSPHRASE, "passphrase"),
-            Unlock::Identity(_) => (SLOT_X25519, "X25519"),
+        let container = KeyFileView::parse(bytes)?;
+        let identity = match unlock {
+            Unlock::Identity(identity) => identity.clone(),
+            Unlock::Passphrase(passphrase) if container.format == 1 => {
+                return open_legacy_passphrase_slots(&container, passphrase)
+            }
+            Unlock::Passphrase(passphrase) => {
+                let slot = container.passphrase_slot.ok_or_else(|| Error::WrongKey {
+                    message: "the key file has no passphrase slot".to_string(),
+                })?;
+                open_passphrase_slot(slot, passphrase)?
+            }
         };
-        let mut candidates = slots.iter().filter(|(k, _)| *k == kind).peekable();
+        let mut candidates = container
+            .slots
+            .iter()
+            .filter(|(k, _)| *k == SLOT_X25519)
+            .peekable();
         if candidates.peek().is_none() {
             return Err(Error::WrongKey {
-                message: format!("the key file has no {kind_name} slot"),
+                message: "the key file has no X25519 slot".to_string(),
             });
         }
-        // Built only when a slot needs it. age's own cap is this machine's
-        // calibrated cost + 4 (gigabytes of memory): a key file comes from the
-        // server, so a hostile one is capped at the largest work factor
-        // chatvault itself ever writes.
-        let passphrase_identity;
-        let identity: &dyn age::Identity = match unlock {
-            Unlock::Passphrase(p) => {
-                let mut scrypt = age::scrypt::Identity::new(p.clone());
-                scrypt.set_max_work_factor(export::MAX_WORK_FACTOR);
-                passphrase_identity = scrypt;
-                &passphrase_identity
-            }
-            Unlock::Identity(i) => i,
-        };
-        let what = format!("key file {kind_name} slot");
         let mut last_error = None;
         for (_, file) in candidates {
-            match export::decrypt(file, identity, &what) {
+            match export::decrypt(file, &identity, "key file X25519 slot") {
                 Ok(plaintext) => return decode_keyring(&plaintext).map(Self::from_keyring),
                 Err(e) => last_error = Some(e),
             }
         }
         Err(last_error.unwrap_or_else(|| Error::WrongKey {
-            message: format!("the key file has no {kind_name} slot"),
+            message: "the key file has no X25519 slot".to_string(),
         }))
     }
 }
 
-fn parse_container(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>> {
+/// Format 1 key files: the passphrase slot holds the keyring itself.
+fn open_legacy_passphrase_slots(
+    container: &KeyFileView<'_>,
+    passphrase: &SecretString,
+) -> Result<EnvelopeCipher> {
+    let mut candidates = container
+        .slots
+        .iter()
+        .filter(|(k, _)| *k == SLOT_PASSPHRASE_V1)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(Error::WrongKey {
+            message: "the key file has no passphrase slot".to_string(),
+        });
+    }
+    let identity = scrypt_identity(passphrase);
+    let mut last_error = None;
+    for (_, file) in candidates {
+        match export::decrypt(file, &identity, "key file passphrase slot") {
+            Ok(plaintext) => return decode_keyring(&plaintext).map(EnvelopeCipher::from_keyring),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::WrongKey {
+        message: "the key file has no passphrase slot".to_string(),
+    }))
+}
+
+/// age's own cap on scrypt is this machine's calibrated cost + 4 (gigabytes
+/// of memory): a key file comes from the server, so a hostile one is capped
+/// at the largest work factor chatvault itself ever writes.
+fn scrypt_identity(passphrase: &SecretString) -> age::scrypt::Identity {
+    let mut scrypt = age::scrypt::Identity::new(passphrase.clone());
+    scrypt.set_max_work_factor(export::MAX_WORK_FACTOR);
+    scrypt
+}
+
+/// Opens a format-2 passphrase slot: the passphrase identity it holds.
+pub(crate) fn open_passphrase_slot(
+    slot: &[u8],
+    passphrase: &SecretString,
+) -> Result<x25519::Identity> {
+    const WHAT: &str = "key file passphrase slot";
+    let plaintext = export::decrypt(slot, &scrypt_identity(passphrase), WHAT)?;
+    let text = std::str::from_utf8(&plaintext)
+        .map_err(|_| Error::corrupt(WHAT, "the passphrase identity is not UTF-8"))?;
+    text.trim().parse::<x25519::Identity>().map_err(|_| {
+        Error::corrupt(
+            WHAT,
+            "the passphrase identity is not an age X25519 identity",
+        )
+    })
+}
+
+/// A fresh passphrase identity sealed to `passphrase` with scrypt: the
+/// passphrase slot, and the recipient that goes into the protections list.
+pub(crate) fn new_passphrase_slot(
+    passphrase: &SecretString,
+    work_factor: Option<u8>,
+) -> Result<(Vec<u8>, x25519::Recipient)> {
+    let identity = x25519::Identity::generate();
+    let secret = Zeroizing::new(identity.to_string().expose_secret().as_bytes().to_vec());
+    let slot = export::encrypt_to_passphrase(&secret, passphrase, work_factor)?;
+    Ok((slot, identity.to_public()))
+}
+
+/// Parses an age X25519 recipient (`age1…`).
+pub(crate) fn parse_recipient(text: &str) -> Result<x25519::Recipient> {
+    text.trim().parse::<x25519::Recipient>().map_err(|e| {
+        Error::invalid(format!(
+            "{text:?} is not an age X25519 recipient (an `age1…` public key, as printed by \
+             `age-keygen -y`): {e}"
+        ))
+    })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+pub(crate) fn now_millis() -> u64 {
+    now_ms()
+}
+
+/// Refuses a protections list no key file can be written for: empty, more
+/// than one passphrase, a recipient twice, a label that does not fit.
+fn check_protections(protections: &[Protection]) -> Result<()> {
+    if protections.is_empty() {
+        return Err(Error::invalid(
+            "a key file needs at least one protection (a passphrase, a device or a recovery key)",
+        ));
+    }
+    if protections.len() > MAX_PROTECTIONS {
+        return Err(Error::invalid(format!(
+            "a key file holds at most {MAX_PROTECTIONS} protections"
+        )));
+    }
+    let passphrases = protections
+        .iter()
+        .filter(|p| p.kind == ProtectionKind::Passphrase)
+        .count();
+    if passphrases > 1 {
+        return Err(Error::invalid("a key file holds at most one passphrase"));
+    }
+    for (i, p) in protections.iter().enumerate() {
+        if p.label.len() > MAX_LABEL_LEN {
+            return Err(Error::invalid(format!(
+                "the label {:?} is longer than {MAX_LABEL_LEN} bytes",
+                p.label
+            )));
+        }
+        if p.recipient.len() > MAX_RECIPIENT_LEN {
+            return Err(Error::invalid("an age recipient is at most 255 bytes"));
+        }
+        if protections[..i].iter().any(|q| q.recipient == p.recipient) {
+            return Err(Error::invalid(format!(
+                "{} is already a protection of this vault",
+                p.recipient
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A parsed key file container: its format and slots, not yet decrypted.
+pub(crate) struct KeyFileView<'a> {
+    /// Container format (1 or 2).
+    pub(crate) format: u8,
+    /// Every slot, unknown kinds included: (kind, age file).
+    pub(crate) slots: Vec<Slot<'a>>,
+    /// Format 2: the passphrase slot (the scrypt-sealed passphrase identity).
+    pub(crate) passphrase_slot: Option<&'a [u8]>,
+}
+
+impl<'a> KeyFileView<'a> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let (format, slots) = parse_container(bytes)?;
+        let passphrase_slot = match format {
+            1 => None,
+            _ => slots
+                .iter()
+                .find(|(k, _)| *k == SLOT_PASSPHRASE_IDENTITY)
+                .map(|(_, f)| *f),
+        };
+        Ok(Self {
+            format,
+            slots,
+            passphrase_slot,
+        })
+    }
+
+    /// A format-1 file with a passphrase slot (the keyring sealed directly
+    /// to the passphrase).
+    pub(crate) fn has_legacy_passphrase(&self) -> bool {
+        self.format == 1 && self.slots.iter().any(|(k, _)| *k == SLOT_PASSPHRASE_V1)
+    }
+
+    /// The file has an X25519 slot.
+    pub(crate) fn has_x25519(&self) -> bool {
+        self.slots.iter().any(|(k, _)| *k == SLOT_X25519)
+    }
+}
+
+/// A slot of the container: its kind and its age file.
+type Slot<'a> = (u8, &'a [u8]);
+
+fn parse_container(bytes: &[u8]) -> Result<(u8, Vec<Slot<'_>>)> {
     const WHAT: &str = "key file";
     if bytes.len() < MAGIC.len() + 2 || !bytes.starts_with(MAGIC) {
         return Err(Error::corrupt(WHAT, "not a chatvault key file"));
@@ -276,13 +570,14 @@ fn parse_container(bytes: &[u8]) -> Result<Vec<(u8, &[u8])>> {
             format!("{} unexpected bytes after the last slot", rest.len()),
         ));
     }
-    Ok(slots)
+    Ok((format, slots))
 }
 
-/// Encodes `ring` as a keyring of key file version `version`.
-fn encode_keyring(ring: &Keyring, version: u64) -> Zeroizing<Vec<u8>> {
+/// Encodes `ring` as a keyring of key file version `version` holding
+/// `protections`.
+fn encode_keyring(ring: &Keyring, version: u64, protections: &[Protection]) -> Zeroizing<Vec<u8>> {
     let mut out = Zeroizing::new(Vec::with_capacity(
-        KEYRING_HEADER_LEN + ring.keys.len() * KEY_ENTRY_LEN,
+        KEYRING_HEADER_LEN + ring.keys.len() * KEY_ENTRY_LEN + 2 + protections.len() * 100,
     ));
     out.push(KEYRING_FORMAT);
     out.extend_from_slice(ring.vault.as_bytes());
@@ -294,6 +589,29 @@ fn encode_keyring(ring: &Keyring, version: u64) -> Zeroizing<Vec<u8>> {
     for (id, key) in &ring.keys {
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(key.bytes());
+    }
+    // check_protections bounds the count and the lengths.
+    let count = u16::try_from(protections.len()).unwrap_or(u16::MAX);
+    out.extend_from_slice(&count.to_be_bytes());
+    for p in protections.iter().take(usize::from(count)) {
+        out.push(p.kind.code());
+        out.extend_from_slice(&p.added_ms.to_be_bytes());
+        let label = &p.label.as_bytes()[..p.label.len().min(MAX_LABEL_LEN)];
+        out.push(u8::try_from(label.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(label);
+        let recipient = &p.recipient.as_bytes()[..p.recipient.len().min(MAX_RECIPIENT_LEN)];
+        out.push(u8::try_from(recipient.len()).unwrap_or(u8::MAX));
+        out.extend_from_slice(recipient);
+    }
+    let retired: Vec<_> = ring.retired.iter().take(usize::from(u16::MAX)).collect();
+    out.extend_from_slice(
+        &u16::try_from(retired.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    for (id, tag) in retired {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(tag);
     }
     out
 }
@@ -334,19 +652,25 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
     let rest = &bytes[17 + version_len..];
     let current = be_u32(&rest[..4]);
     let count = be_u32(&rest[4..8]);
-    let entries = &bytes[header_len..];
-    let expected = usize::try_from(count)
+    let after_header = &bytes[header_len..];
+    let keys_len = usize::try_from(count)
         .ok()
-        .and_then(|c| c.checked_mul(KEY_ENTRY_LEN));
-    if expected != Some(entries.len()) {
-        return Err(Error::corrupt(
-            WHAT,
-            format!(
-                "{count} keys announced but {} bytes of keys present",
-                entries.len()
-            ),
-        ));
-    }
+        .and_then(|c| c.checked_mul(KEY_ENTRY_LEN))
+        .filter(|len| match format {
+            // Formats 1 and 2 end with the keys.
+            1 | 2 => *len == after_header.len(),
+            _ => *len <= after_header.len(),
+        })
+        .ok_or_else(|| {
+            Error::corrupt(
+                WHAT,
+                format!(
+                    "{count} keys announced but {} bytes follow the header",
+                    after_header.len()
+                ),
+            )
+        })?;
+    let (entries, tail) = after_header.split_at(keys_len);
     let mut keys = BTreeMap::new();
     for entry in entries.chunks_exact(KEY_ENTRY_LEN) {
         let id = be_u32(&entry[..4]);
@@ -362,12 +686,86 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
             format!("the current key id {current} is not in the keyring"),
         ));
     }
+    let (protections, retired) = match format {
+        1 | 2 => (Vec::new(), BTreeMap::new()),
+        _ => {
+            let (protections, rest) = decode_protections(tail)?;
+            (protections, decode_retired(rest)?)
+        }
+    };
     Ok(Keyring {
         vault: VaultId::from_bytes(vault),
         version,
         current,
         keys,
+        protections,
+        retired,
     })
+}
+
+fn decode_retired(bytes: &[u8]) -> Result<BTreeMap<u32, [u8; KEY_TAG_LEN]>> {
+    const WHAT: &str = "keyring retired keys";
+    let (count, rest) = bytes
+        .split_first_chunk::<2>()
+        .ok_or_else(|| Error::corrupt(WHAT, "the retired keys list is missing"))?;
+    let count = usize::from(u16::from_be_bytes(*count));
+    if rest.len() != count * (4 + KEY_TAG_LEN) {
+        return Err(Error::corrupt(
+            WHAT,
+            format!(
+                "{count} retired keys announced but {} bytes follow",
+                rest.len()
+            ),
+        ));
+    }
+    let mut out = BTreeMap::new();
+    for entry in rest.chunks_exact(4 + KEY_TAG_LEN) {
+        let mut tag = [0u8; KEY_TAG_LEN];
+        tag.copy_from_slice(&entry[4..]);
+        out.insert(be_u32(&entry[..4]), tag);
+    }
+    Ok(out)
+}
+
+fn decode_protections(bytes: &[u8]) -> Result<(Vec<Protection>, &[u8])> {
+    const WHAT: &str = "keyring protections";
+    let truncated = || Error::corrupt(WHAT, "the protections list is truncated");
+    let (count, mut rest) = bytes.split_first_chunk::<2>().ok_or_else(truncated)?;
+    let count = u16::from_be_bytes(*count);
+    let mut out = Vec::with_capacity(usize::from(count).min(MAX_PROTECTIONS));
+    for _ in 0..count {
+        let (&kind, after) = rest.split_first().ok_or_else(truncated)?;
+        let (added, after) = after.split_first_chunk::<8>().ok_or_else(truncated)?;
+        let (&label_len, after) = after.split_first().ok_or_else(truncated)?;
+        if after.len() < usize::from(label_len) {
+            return Err(truncated());
+        }
+        let (label, after) = after.split_at(usize::from(label_len));
+        let (&recipient_len, after) = after.split_first().ok_or_else(truncated)?;
+        if after.len() < usize::from(recipient_len) {
+            return Err(truncated());
+        }
+        let (recipient, after) = after.split_at(usize::from(recipient_len));
+        rest = after;
+        let kind = ProtectionKind::from_code(kind)
+            .ok_or_else(|| Error::corrupt(WHAT, format!("unknown protection kind {kind}")))?;
+        let label = std::str::from_utf8(label)
+            .map_err(|_| Error::corrupt(WHAT, "a label is not UTF-8"))?
+            .to_string();
+        let recipient = std::str::from_utf8(recipient)
+            .ok()
+            .filter(|r| r.parse::<x25519::Recipient>().is_ok())
+            .ok_or_else(|| Error::corrupt(WHAT, "a recipient is not an age X25519 recipient"))?
+            .to_string();
+        out.push(Protection {
+            kind,
+            label,
+            recipient,
+            added_ms: u64::from_be_bytes(*added),
+        });
+    }
+    check_protections(&out).map_err(|e| Error::corrupt(WHAT, e.to_string()))?;
+    Ok((out, rest))
 }
 
 fn be_u32(bytes: &[u8]) -> u32 {
@@ -381,11 +779,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn sample_protections() -> Vec<Protection> {
+        vec![Protection {
+            kind: ProtectionKind::Device,
+            label: "laptop".to_string(),
+            recipient: x25519::Identity::generate().to_public().to_string(),
+            added_ms: 1,
+        }]
+    }
+
     #[test]
     fn keyring_round_trips_through_its_encoding() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
         cipher.rotate();
-        let encoded = encode_keyring(&cipher.read(), 7);
+        let encoded = encode_keyring(&cipher.read(), 7, &sample_protections());
         let decoded = decode_keyring(&encoded).expect("decode");
         assert_eq!(decoded.version, 7);
         let ring = cipher.read();
@@ -400,18 +807,18 @@ mod tests {
     #[test]
     fn newer_keyring_format_is_unsupported() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
-        let mut encoded = encode_keyring(&cipher.read(), 1);
+        let mut encoded = encode_keyring(&cipher.read(), 1, &sample_protections());
         encoded[0] = KEYRING_FORMAT + 1;
         assert!(matches!(
             decode_keyring(&encoded),
-            Err(Error::UnsupportedFormat { found: 3, .. })
+            Err(Error::UnsupportedFormat { found: 4, .. })
         ));
     }
 
     #[test]
     fn keyring_without_its_current_key_is_corrupt() {
         let cipher = EnvelopeCipher::generate(VaultId::new());
-        let mut encoded = encode_keyring(&cipher.read(), 1);
+        let mut encoded = encode_keyring(&cipher.read(), 1, &sample_protections());
         encoded[25..29].copy_from_slice(&7u32.to_be_bytes());
         assert!(matches!(
             decode_keyring(&encoded),

@@ -67,7 +67,10 @@ mod export;
 mod keyfile;
 
 pub use export::{export_age, ExportTarget};
-pub use keyfile::{KeyProtection, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT};
+pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
+pub use keyfile::{
+    KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
+};
 
 use crate::cipher::{Aad, Cipher};
 use crate::ids::VaultId;
@@ -127,6 +130,34 @@ pub(crate) struct Keyring {
     pub(crate) version: u64,
     pub(crate) current: u32,
     pub(crate) keys: BTreeMap<u32, DataKey>,
+    /// Who the key file is encrypted to (empty for keyrings read from key
+    /// files written before the list existed).
+    pub(crate) protections: Vec<Protection>,
+    /// Retired key ids and a MAC of each retired key ([`key_tag`]): a device
+    /// that holds only retired keys can still tell that a keyring follows
+    /// its own (the MAC needs the key), without the key being kept.
+    pub(crate) retired: BTreeMap<u32, [u8; KEY_TAG_LEN]>,
+}
+
+/// Length of a retired key's tag.
+pub(crate) const KEY_TAG_LEN: usize = 16;
+
+/// A Poly1305 tag over a fixed label, the vault and the key id under a
+/// fixed nonce, keyed by the data key: a MAC, so it does not leak the key.
+pub(crate) fn key_tag(vault: VaultId, id: u32, key: &DataKey) -> [u8; KEY_TAG_LEN] {
+    let mut empty = [0u8; 0];
+    let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
+    let mut label = b"chatvault keyring fingerprint v1".to_vec();
+    label.extend_from_slice(vault.as_bytes());
+    label.extend_from_slice(&id.to_be_bytes());
+    let mut out = [0u8; KEY_TAG_LEN];
+    if let Ok(tag) = key
+        .aead
+        .encrypt_in_place_detached(nonce, &label, &mut empty)
+    {
+        out.copy_from_slice(&tag);
+    }
+    out
 }
 
 /// The default [`Cipher`]: a vault's keyring of data keys, sealing with
@@ -160,6 +191,8 @@ impl EnvelopeCipher {
             version: 0,
             current: 1,
             keys,
+            protections: Vec::new(),
+            retired: BTreeMap::new(),
         })
     }
 
@@ -195,6 +228,13 @@ impl EnvelopeCipher {
     /// for key files written before key files carried a version.
     pub fn keyring_version(&self) -> u64 {
         self.read().version
+    }
+
+    /// Who the key file this keyring was last read from or written to is
+    /// encrypted to: the passphrase, devices, the recovery key. Empty for a
+    /// key file written before chatvault kept the list (key file format 1).
+    pub fn protections(&self) -> Vec<Protection> {
+        self.read().protections.clone()
     }
 
     /// Every key id in the keyring, ascending (the current one included).
@@ -233,7 +273,11 @@ impl EnvelopeCipher {
             )));
         }
         match ring.keys.remove(&key_id) {
-            Some(_) => Ok(()),
+            Some(key) => {
+                let tag = key_tag(ring.vault, key_id, &key);
+                ring.retired.insert(key_id, tag);
+                Ok(())
+            }
             None => Err(Error::UnknownKeyId { key_id }),
         }
     }
@@ -266,7 +310,16 @@ impl EnvelopeCipher {
             ring.current = theirs.current;
             changed = true;
         }
-        ring.version = ring.version.max(theirs.version);
+        for (id, tag) in &theirs.retired {
+            ring.retired.entry(*id).or_insert(*tag);
+        }
+        if theirs.version >= ring.version {
+            if ring.protections != theirs.protections {
+                ring.protections = theirs.protections.clone();
+                changed = true;
+            }
+            ring.version = theirs.version;
+        }
         Ok(changed)
     }
 
@@ -319,6 +372,16 @@ impl EnvelopeCipher {
                 shared += 1;
             }
         }
+        // Every key this device held may have been retired since it last
+        // read the keyring: the retired keys' tags prove that whoever wrote
+        // `newer` knew them.
+        if shared == 0 {
+            shared = ring
+                .keys
+                .iter()
+                .filter(|(id, key)| theirs.retired.get(id) == Some(&key_tag(ring.vault, **id, key)))
+                .count();
+        }
         if shared == 0 {
             return Err(Error::Tampered {
                 what: "key file (it holds none of the data keys this device holds: a substituted \
@@ -342,27 +405,14 @@ impl EnvelopeCipher {
         let Some((id, key)) = ring.keys.iter().next() else {
             return String::new();
         };
-        // A Poly1305 tag over a fixed label under a fixed nonce, keyed by the
-        // data key: a MAC, so the fingerprint does not leak the key.
-        let mut empty = [0u8; 0];
-        let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
-        let mut label = b"chatvault keyring fingerprint v1".to_vec();
-        label.extend_from_slice(ring.vault.as_bytes());
-        label.extend_from_slice(&id.to_be_bytes());
-        match key
-            .aead
-            .encrypt_in_place_detached(nonce, &label, &mut empty)
-        {
-            Ok(tag) => tag
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .chunks(2)
-                .map(|pair| pair.concat())
-                .collect::<Vec<_>>()
-                .join("-"),
-            Err(_) => String::new(),
-        }
+        key_tag(ring.vault, *id, key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .chunks(2)
+            .map(|pair| pair.concat())
+            .collect::<Vec<_>>()
+            .join("-")
     }
 
     /// The key id a sealed blob names in its header, without opening it:
@@ -486,6 +536,7 @@ impl Cipher for EnvelopeCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::{KeyProtection, Unlock};
     use crate::ids::ChatId;
 
     #[test]
@@ -500,6 +551,40 @@ mod tests {
         assert!(matches!(
             cipher.seal(&aad, b"x"),
             Err(Error::InvalidInput { .. })
+        ));
+    }
+
+    #[test]
+    fn a_keyring_whose_every_shared_key_was_retired_still_follows_by_its_tags() {
+        let old = EnvelopeCipher::generate(VaultId::new());
+        let device = age::x25519::Identity::generate();
+        let protection = KeyProtection::for_recipients([device.to_public()]);
+        let file = old.to_key_file(&protection).expect("key file");
+        let newer =
+            EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device.clone())).expect("open");
+        newer.rotate();
+        newer.retire(1).expect("retire the old key");
+        let file = newer.to_key_file(&protection).expect("key file");
+        let reread = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device)).expect("open");
+        assert_eq!(reread.key_ids(), vec![2]);
+        old.check_successor(&reread)
+            .expect("the retired key's tag proves the writer knew key 1");
+        assert!(old.adopt_keys(&reread).expect("adopt"));
+        assert_eq!(old.current_key_id(), 2);
+
+        // A keyring of the same vault from someone who never knew key 1.
+        let stranger = EnvelopeCipher::from_keyring(Keyring {
+            vault: old.vault(),
+            version: 99,
+            current: 5,
+            keys: BTreeMap::from([(5, DataKey::random())]),
+            protections: Vec::new(),
+            retired: BTreeMap::from([(1, [0u8; KEY_TAG_LEN])]),
+        });
+        let fresh = EnvelopeCipher::generate(old.vault());
+        assert!(matches!(
+            fresh.check_successor(&stranger),
+            Err(Error::Tampered { .. })
         ));
     }
 

@@ -1,0 +1,259 @@
+//! `chatvault keys …`: what unlocks the vault, and changing it. Each change
+//! is one new key file on the server, written only if no other device
+//! changed it in between (else re-read and tried once more).
+
+use chatvault::{ChatVault, Error, Protection, Result};
+use clap::Subcommand;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List what unlocks the vault: the passphrase, each device's age key, the
+    /// recovery key (kind, id, label, age recipient, when added)
+    List,
+    /// Let another device unlock the vault with its age identity. On the new
+    /// device, `chatvault keys device-key phone.key` writes one and prints its
+    /// age1… recipient; run this with it here, then open the vault there with
+    /// `--identity phone.key`
+    AddDevice {
+        /// The new device's age X25519 recipient (age1…, as `age-keygen -y` prints it)
+        recipient: String,
+        /// A name for listings
+        #[arg(long, default_value = "device")]
+        label: String,
+    },
+    /// Remove a device (or the recovery key, or the passphrase) by the id,
+    /// label or recipient `keys list` shows. Rotates the data key, so records
+    /// written from now on are unreadable with the removed key; what that
+    /// device already downloaded cannot be taken back. The last protection,
+    /// and the one this command unlocked with, are refused
+    RemoveDevice {
+        /// An id, label, full recipient or unique recipient prefix from `keys list`
+        id: String,
+    },
+    /// Change the passphrase: the new one comes from CHATVAULT_NEW_PASSPHRASE,
+    /// or the next line of standard input (after the current passphrase, if
+    /// that is read from standard input too). The old one stops working on
+    /// every device
+    Passwd,
+    /// Create a recovery key, replacing any earlier one, and print it once:
+    /// write it down. It unlocks the vault where a passphrase is asked for
+    /// (CHATVAULT_PASSPHRASE or standard input)
+    Recovery,
+    /// Rotate the data key: new records are sealed with a new key from now
+    /// on, and every chat is re-sealed with it and pushed, in batches (with
+    /// progress; interrupted, run `keys reseal` to resume). Other devices
+    /// pick the new key up at their next sync. Old keys stay until `keys
+    /// retire`
+    Rotate {
+        /// Only rotate; re-seal later with `keys reseal`
+        #[arg(long)]
+        no_reseal: bool,
+    },
+    /// Re-seal, in batches, every chat still sealed under an older data key
+    /// (resumes an interrupted `keys rotate`)
+    Reseal,
+    /// Drop the data keys no record references any more (after `keys
+    /// reseal` finished). Run it once every device has synced since the
+    /// rotation: a device with changes queued under an old key would push
+    /// records nobody can open
+    Retire,
+    /// Write a new age identity for this device to FILE (mode 0600) and print
+    /// its recipient, for `keys add-device` on a device that already unlocks
+    /// the vault. Needs no vault
+    DeviceKey {
+        /// Where to write the identity (refused if it exists)
+        file: PathBuf,
+    },
+}
+
+/// `keys device-key FILE`: runs before any vault is opened.
+pub fn write_device_key(file: &Path) -> Result<()> {
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    let secret = Zeroizing::new(
+        age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string(),
+    );
+    let text = Zeroizing::new(format!(
+        "# chatvault device key\n# public key: {recipient}\n{}\n",
+        secret.as_str()
+    ));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut out = options
+        .open(file)
+        .map_err(|e| Error::local(format!("cannot create {}", file.display()), e))?;
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(|e| Error::local(format!("cannot write {}", file.display()), e))?;
+    println!("{recipient}");
+    eprintln!(
+        "wrote the identity to {}; on a device that unlocks the vault run: chatvault keys \
+         add-device {recipient} --label NAME",
+        file.display()
+    );
+    Ok(())
+}
+
+/// Runs one `keys` subcommand on the open vault.
+pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::List => {
+            for p in vault.list_protections().await? {
+                print_protection(&p);
+            }
+            if vault.keys().protections().is_empty() {
+                println!(
+                    "(this key file predates the list; the first key change writes it: \
+                     passphrase and/or this device's key)"
+                );
+            }
+            println!(
+                "data key {} (keys held: {:?}); fingerprint {}",
+                vault.cipher().current_key_id(),
+                vault.cipher().key_ids(),
+                vault.cipher().fingerprint()
+            );
+        }
+        KeysCommand::AddDevice { recipient, label } => {
+            let added = vault.add_device(&recipient, &label).await?;
+            print_protection(&added);
+            eprintln!("added; that device now opens the vault with --identity FILE");
+        }
+        KeysCommand::RemoveDevice { id } => {
+            let removed = vault.remove_protection(&id).await?;
+            print_protection(&removed.protection);
+            match removed.new_key_id {
+                Some(key) => eprintln!(
+                    "removed; new records are sealed with data key {key}, which the removed key \
+                     cannot open (what it already downloaded stays with it)"
+                ),
+                None => eprintln!("removed"),
+            }
+        }
+        KeysCommand::Passwd => {
+            let new = new_passphrase()?;
+            vault.change_passphrase(new.as_str()).await?;
+            eprintln!("passphrase changed; other devices that used the old one must unlock again");
+        }
+        KeysCommand::Recovery => {
+            let key = vault.create_recovery_key().await?;
+            println!(
+                "{}",
+                age::secrecy::ExposeSecret::expose_secret(&key.secret())
+            );
+            eprintln!(
+                "this is the vault's recovery key, shown once: write it down and keep it \
+                 offline. It unlocks the vault where a passphrase is asked for; any earlier \
+                 recovery key no longer does"
+            );
+        }
+        KeysCommand::Rotate { no_reseal } => {
+            let key = vault.rotate_key().await?;
+            println!("{key}");
+            eprintln!("data key {key} is current; new records are sealed with it");
+            if !no_reseal {
+                reseal(vault).await?;
+            }
+        }
+        KeysCommand::Reseal => reseal(vault).await?,
+        KeysCommand::Retire => {
+            let retired = vault.retire_unused_keys().await?;
+            if retired.is_empty() {
+                eprintln!(
+                    "no key to retire: every older key still seals some record (run `chatvault \
+                     keys reseal`; tombstones keep theirs until collected)"
+                );
+            }
+            for id in retired {
+                println!("{id}");
+            }
+        }
+        KeysCommand::DeviceKey { file } => write_device_key(&file)?,
+    }
+    Ok(())
+}
+
+/// Re-seals every stale chat in batches, printing progress on stderr.
+async fn reseal(vault: &ChatVault) -> Result<()> {
+    const BATCH: usize = 256;
+    let mut done = 0usize;
+    let started = std::time::Instant::now();
+    loop {
+        let report = vault.reseal_stale(BATCH).await?;
+        done += report.resealed;
+        let total = done + report.remaining;
+        eprint!("\rre-sealed {done}/{total} chats");
+        let _ = std::io::stderr().flush();
+        if report.remaining == 0 || report.resealed == 0 {
+            eprintln!(
+                " in {:.1} s{}",
+                started.elapsed().as_secs_f64(),
+                if report.stale_tombstones > 0 {
+                    format!(
+                        " ({} deleted chats keep the old key until collected)",
+                        report.stale_tombstones
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            return Ok(());
+        }
+    }
+}
+
+fn print_protection(p: &Protection) {
+    println!(
+        "{:<10}  {:<12}  {:<20}  {}  {}",
+        p.kind.as_str(),
+        p.id(),
+        p.label,
+        p.recipient,
+        added(p.added_ms)
+    );
+}
+
+/// When a protection was added, as UTC.
+fn added(millis: u64) -> String {
+    i64::try_from(millis)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_else(|| "-".to_string())
+}
+
+/// The new passphrase from `CHATVAULT_NEW_PASSPHRASE`, or a line of stdin.
+fn new_passphrase() -> Result<Zeroizing<String>> {
+    if let Ok(passphrase) = std::env::var("CHATVAULT_NEW_PASSPHRASE") {
+        if passphrase.is_empty() {
+            return Err(Error::invalid("CHATVAULT_NEW_PASSPHRASE is empty"));
+        }
+        return Ok(Zeroizing::new(passphrase));
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("new passphrase (shown as you type): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = Zeroizing::new(String::new());
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::local("cannot read the new passphrase from standard input", e))?;
+    let passphrase = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
+    if passphrase.is_empty() {
+        return Err(Error::invalid(
+            "no new passphrase: set CHATVAULT_NEW_PASSPHRASE or type it on standard input",
+        ));
+    }
+    Ok(passphrase)
+}

@@ -1,0 +1,248 @@
+//! `chatvault keys …` through the real binary: a second device added with
+//! `device-key` + `add-device`, `passwd`, `recovery`, `rotate`,
+//! `remove-device`, and `keys --help` documenting every command.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const PASSPHRASE: &str = "correct horse battery staple";
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `chatvault ARGS` for the device with replica `device`, unlocked with
+    /// `passphrase` (`None`: no passphrase in the environment).
+    fn command(&self, device: &str, passphrase: Option<&str>, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
+        command
+            .args(args)
+            .env(
+                "CHATVAULT_SERVER",
+                format!("file://{}", self.path("server").display()),
+            )
+            .env("CHATVAULT_SCRYPT_WORK_FACTOR", "4")
+            .env("XDG_DATA_HOME", self.path("data"))
+            .env_remove("CHATVAULT_REPLICA")
+            .env_remove("CHATVAULT_NEW_PASSPHRASE")
+            .env_remove("CHATVAULT_PASSPHRASE")
+            .stdin(Stdio::null())
+            .arg("--replica")
+            .arg(self.path(device));
+        if let Some(passphrase) = passphrase {
+            command.env("CHATVAULT_PASSPHRASE", passphrase);
+        }
+        command
+    }
+
+    fn ok(&self, device: &str, passphrase: &str, args: &[&str]) -> String {
+        succeeded(
+            self.command(device, Some(passphrase), args)
+                .output()
+                .expect("run"),
+        )
+    }
+}
+
+fn succeeded(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn failed_with(out: Output, code: i32, message: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "expected {message:?} in: {stderr}"
+    );
+}
+
+fn with_identity(setup: &Setup, device: &str, key: &Path, args: &[&str]) -> Output {
+    setup
+        .command(device, None, args)
+        .arg("--identity")
+        .arg(key)
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn keys_help_documents_every_command() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chatvault"))
+        .args(["keys", "--help"])
+        .output()
+        .expect("run");
+    let help = succeeded(out);
+    for command in [
+        "list",
+        "add-device",
+        "remove-device",
+        "passwd",
+        "recovery",
+        "rotate",
+        "reseal",
+        "retire",
+        "device-key",
+    ] {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(command))
+            .unwrap_or_else(|| panic!("{command} missing from:\n{help}"));
+        assert!(
+            line.trim_start().len() > command.len() + 10,
+            "{command} has no description: {line}"
+        );
+    }
+}
+
+#[test]
+fn a_second_device_added_from_the_first_reads_its_chats_then_is_removed() {
+    let setup = Setup::new();
+    let chat = setup.ok("laptop.redb", PASSPHRASE, &["new", "Trip plans"]);
+    let chat = chat.trim();
+
+    // On the phone: a device key; on the laptop: add it.
+    let key = setup.path("phone.key");
+    let recipient = succeeded(
+        setup
+            .command("phone.redb", None, &["keys", "device-key"])
+            .arg(&key)
+            .output()
+            .expect("run"),
+    );
+    let recipient = recipient.trim();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    failed_with(
+        with_identity(&setup, "phone.redb", &key, &["ls"]),
+        3,
+        "wrong key",
+    );
+    setup.ok(
+        "laptop.redb",
+        PASSPHRASE,
+        &["keys", "add-device", recipient, "--label", "phone"],
+    );
+    let listed = succeeded(with_identity(&setup, "phone.redb", &key, &["keys", "list"]));
+    assert!(
+        listed.contains("passphrase") && listed.contains("phone"),
+        "{listed}"
+    );
+    let ls = succeeded(with_identity(&setup, "phone.redb", &key, &["ls"]));
+    assert!(ls.contains(chat) && ls.contains("Trip plans"), "{ls}");
+
+    // A malformed recipient changes nothing.
+    failed_with(
+        setup
+            .command(
+                "laptop.redb",
+                Some(PASSPHRASE),
+                &["keys", "add-device", "age1nope"],
+            )
+            .output()
+            .expect("run"),
+        2,
+        "not an age X25519 recipient",
+    );
+
+    // The phone is lost: remove it; a chat written afterwards stays sealed.
+    setup.ok(
+        "laptop.redb",
+        PASSPHRASE,
+        &["keys", "remove-device", "phone"],
+    );
+    setup.ok("laptop.redb", PASSPHRASE, &["new", "after the phone"]);
+    failed_with(
+        with_identity(&setup, "phone.redb", &key, &["ls"]),
+        3,
+        "wrong key",
+    );
+}
+
+#[test]
+fn passwd_recovery_and_rotate_from_the_command_line() {
+    let setup = Setup::new();
+    setup.ok("laptop.redb", PASSPHRASE, &["new", "Sourdough"]);
+
+    // passwd: the current passphrase and the new one both on stdin.
+    let mut passwd = setup.command("laptop.redb", None, &["keys", "passwd"]);
+    passwd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = passwd.spawn().expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        writeln!(stdin, "{PASSPHRASE}\nnew and improved").expect("write");
+    }
+    succeeded(child.wait_with_output().expect("wait"));
+    failed_with(
+        setup
+            .command("desktop.redb", Some(PASSPHRASE), &["ls"])
+            .output()
+            .expect("run"),
+        3,
+        "wrong key",
+    );
+    assert!(setup
+        .ok("desktop.redb", "new and improved", &["ls"])
+        .contains("Sourdough"));
+
+    // recovery: printed once; it unlocks where the passphrase goes.
+    let recovery = setup.ok("laptop.redb", "new and improved", &["keys", "recovery"]);
+    let recovery = recovery.trim();
+    assert!(recovery.starts_with("AGE-SECRET-KEY-1"), "{recovery}");
+    assert!(setup
+        .ok("rescue.redb", recovery, &["ls"])
+        .contains("Sourdough"));
+
+    // rotate: the new key id, and every device keeps reading.
+    assert_eq!(
+        setup
+            .ok("laptop.redb", "new and improved", &["keys", "rotate"])
+            .trim(),
+        "2"
+    );
+    setup.ok(
+        "laptop.redb",
+        "new and improved",
+        &["new", "after rotating"],
+    );
+    let ls = setup.ok("desktop.redb", "new and improved", &["ls"]);
+    assert!(
+        ls.contains("after rotating") && ls.contains("Sourdough"),
+        "{ls}"
+    );
+
+    // Refused: removing the passphrase this command unlocked with.
+    failed_with(
+        setup
+            .command(
+                "laptop.redb",
+                Some("new and improved"),
+                &["keys", "remove-device", "passphrase"],
+            )
+            .output()
+            .expect("run"),
+        2,
+        "this session unlocked with",
+    );
+}
