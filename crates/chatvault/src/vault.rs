@@ -82,8 +82,9 @@ impl ChatVault {
         &self.engine
     }
 
-    /// The vault's cipher (to rotate keys, or write the key file for another
-    /// passphrase or recipient).
+    /// The vault's cipher (key ids, fingerprint). Change keys through
+    /// [`keys`](Self::keys) and the key methods (`add_device`,
+    /// `rotate_key`, …), which also store the key file.
     pub fn cipher(&self) -> &Arc<EnvelopeCipher> {
         &self.cipher
     }
