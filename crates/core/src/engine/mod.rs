@@ -206,6 +206,26 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
+/// A handle on an [`Engine`] that does not keep it alive, for what the
+/// engine itself owns (e.g. a token source inside its storage that writes
+/// to its replica): [`Engine::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakEngine(std::sync::Weak<Inner>);
+
+impl WeakEngine {
+    /// The engine, unless every [`Engine`] handle was dropped.
+    pub fn upgrade(&self) -> Option<Engine> {
+        self.0.upgrade().map(|inner| Engine { inner })
+    }
+}
+
+impl Engine {
+    /// A handle that does not keep the engine (and its replica file) open.
+    pub fn downgrade(&self) -> WeakEngine {
+        WeakEngine(Arc::downgrade(&self.inner))
+    }
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")

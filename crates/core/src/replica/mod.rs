@@ -106,6 +106,8 @@ pub(crate) const META_VAULT: &str = "vault";
 pub(crate) const META_DEVICE: &str = "device";
 pub(crate) const META_CURSOR: &str = "cursor";
 pub(crate) const META_KEY_FILE: &str = "key_file";
+/// Prefix of the metadata keys [`Replica::sealed_value`] reads.
+pub(crate) const META_SEALED: &str = "sealed/";
 
 /// A record's sealed summary as stored in the replica, for the sidebar.
 #[derive(Clone, PartialEq, Eq)]
@@ -344,6 +346,12 @@ impl Replica {
     /// The copy of the vault's key file kept for offline unlock, if any.
     pub fn key_file(&self) -> Result<Option<Vec<u8>>> {
         self.meta_value(META_KEY_FILE)
+    }
+
+    /// A value the application keeps in the replica under `name` (see
+    /// [`ReplicaWrite::set_sealed_value`]), exactly as it was stored.
+    pub fn sealed_value(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.meta_value(&format!("{META_SEALED}{name}"))
     }
 
     /// The pull cursor: how far this device has applied the change feed.
