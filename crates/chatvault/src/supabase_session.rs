@@ -178,12 +178,14 @@ pub(crate) async fn open(
             } else {
                 match (env(EMAIL_VAR), env(PASSWORD_VAR)) {
                     (Some(email), Some(password)) => Some(Credentials { email, password }),
-                    _ => return Err(Error::Unauthorized {
-                        message: format!(
+                    _ => {
+                        return Err(Error::Unauthorized {
+                            message: format!(
                             "{url}: not signed in to Supabase: set {EMAIL_VAR} and {PASSWORD_VAR} \
                                  (or `chatvault login`), or SUPABASE_ACCESS_TOKEN"
                         ),
-                    }),
+                        })
+                    }
                 }
             }
         }

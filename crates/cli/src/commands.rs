@@ -44,6 +44,11 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         None => settings::location(&cli, None)?,
     };
+    match &cli.command {
+        Command::Login(args) => return crate::login::login(&cli, &location, args).await,
+        Command::Logout(args) => return crate::login::logout(&cli, &location, args).await,
+        _ => {}
+    }
     let vault = settings::builder(&cli, &location)?.open().await?;
     let session = Session {
         vault,
@@ -96,7 +101,10 @@ impl Session {
     async fn execute(&self, command: Command) -> Result<()> {
         let vault = &self.vault;
         match command {
-            Command::Init { .. } | Command::Completions { .. } => {}
+            Command::Init { .. }
+            | Command::Completions { .. }
+            | Command::Login(_)
+            | Command::Logout(_) => {}
             Command::Ls { json } => {
                 self.pull().await?;
                 if json {

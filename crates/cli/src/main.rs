@@ -9,6 +9,7 @@ mod exit;
 mod export;
 mod import;
 mod json;
+mod login;
 mod output;
 mod search;
 mod settings;
@@ -168,6 +169,11 @@ enum Command {
     Verify,
     /// Show queued changes and the sync status (after a sync)
     Status,
+    /// Sign in to a Supabase vault (email and password; the session is kept
+    /// sealed in this device's replica and refreshes itself)
+    Login(login::LoginArgs),
+    /// Sign out of a Supabase vault: revoke the session and remove it
+    Logout(login::LogoutArgs),
     /// Print a shell completion script (e.g. `chatvault completions bash > …`)
     Completions {
         /// The shell
