@@ -32,6 +32,31 @@ pub struct ChatVaultBuilder {
     cache_bytes: Option<u64>,
     work_factor: Option<u8>,
     maintenance: Option<Option<Duration>>,
+    #[cfg(feature = "supabase")]
+    supabase: crate::supabase_session::SupabaseOptions,
+}
+
+#[cfg(feature = "supabase")]
+use crate::supabase_session::Login;
+
+/// A build without Supabase never signs in.
+#[cfg(not(feature = "supabase"))]
+enum Login {}
+
+#[cfg(not(feature = "supabase"))]
+impl Login {
+    fn known(&self) -> Option<(Vec<u8>, Arc<EnvelopeCipher>)> {
+        match *self {}
+    }
+    fn unlocked(&self, _: &Arc<EnvelopeCipher>) {
+        match *self {}
+    }
+    fn detach(&self) {
+        match *self {}
+    }
+    fn attach(&self, _: &Engine) {
+        match *self {}
+    }
 }
 
 impl std::fmt::Debug for ChatVaultBuilder {
@@ -56,7 +81,43 @@ impl ChatVaultBuilder {
             cache_bytes: None,
             work_factor: None,
             maintenance: None,
+            #[cfg(feature = "supabase")]
+            supabase: Default::default(),
         }
+    }
+
+    /// Signs in to Supabase with this email and password when the storage
+    /// URL is `supabase+https://…`, replacing any stored session (what
+    /// `chatvault login` does). Without it, a session stored by an earlier
+    /// open is used, else `CHATVAULT_SUPABASE_EMAIL` and
+    /// `CHATVAULT_SUPABASE_PASSWORD`, else `SUPABASE_ACCESS_TOKEN`'s static
+    /// token. The session refreshes itself and is saved after every refresh.
+    #[cfg(feature = "supabase")]
+    pub fn supabase_sign_in(
+        mut self,
+        email: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.supabase.sign_in = Some(crate::supabase_session::Credentials {
+            email: email.into(),
+            password: password.into(),
+        });
+        self
+    }
+
+    /// Where the Supabase session is kept between runs. Default: this
+    /// vault's replica, sealed with the vault's cipher (never in the clear).
+    /// Give your own [`SessionStore`](chatvault_supabase::SessionStore) to
+    /// keep it in the platform's keychain instead, or a
+    /// [`MemorySessionStore`](chatvault_supabase::MemorySessionStore) to
+    /// sign in on every start.
+    #[cfg(feature = "supabase")]
+    pub fn supabase_session_store(
+        mut self,
+        store: Arc<dyn chatvault_supabase::SessionStore>,
+    ) -> Self {
+        self.supabase.store = Some(store);
+        self
     }
 
     /// The backend, already built (any [`Storage`](chatvault_core::Storage)
@@ -146,14 +207,10 @@ impl ChatVaultBuilder {
     /// [`Error::Unavailable`] when the backend is unreachable and this
     /// device has never unlocked the vault before.
     pub async fn open(self) -> Result<ChatVault> {
-        let storage = match self.storage {
-            Some(StorageSource::Shared(storage)) => storage,
-            Some(StorageSource::Url(url)) => open_url(&url).await?,
-            None => {
-                return Err(Error::invalid(
-                    "no storage: call ChatVaultBuilder::storage or ::storage_url",
-                ))
-            }
+        let Some(source) = self.storage else {
+            return Err(Error::invalid(
+                "no storage: call ChatVaultBuilder::storage or ::storage_url",
+            ));
         };
         let path = self.replica_path.ok_or_else(|| {
             Error::invalid("no replica path: call ChatVaultBuilder::replica_path")
@@ -163,7 +220,22 @@ impl ChatVaultBuilder {
         })?;
         let replica = blocking(move || Replica::open(path)).await?;
         let replica = Arc::new(replica);
-        let cipher = unlock_vault(&storage, &replica, unlock.clone(), self.work_factor).await?;
+        let (storage, login): (DynStorage, Option<Login>) = match source {
+            StorageSource::Shared(storage) => (storage, None),
+            #[cfg(feature = "supabase")]
+            StorageSource::Url(url) if url.starts_with("supabase+") => {
+                crate::supabase_session::open(&url, Some(&replica), Some(&unlock), self.supabase)
+                    .await?
+            }
+            StorageSource::Url(url) => (open_url(&url).await?, None),
+        };
+        let known = login.as_ref().and_then(Login::known);
+        let cipher =
+            unlock_vault(&storage, &replica, unlock.clone(), self.work_factor, known).await?;
+        if let Some(login) = &login {
+            login.unlocked(&cipher);
+            login.detach();
+        }
         let replica = Arc::try_unwrap(replica).map_err(|_| Error::Local {
             message: "the replica is still in use after unlocking".into(),
             source: None,
@@ -183,12 +255,20 @@ impl ChatVaultBuilder {
             config.maintenance_every = every;
         }
         let engine = Engine::open(storage.clone(), replica, cipher.clone(), config).await?;
+        if let Some(login) = &login {
+            login.attach(&engine);
+        }
         let keys = Arc::new(
             VaultKeys::new(storage, cipher.clone(), unlock).with_work_factor(self.work_factor),
         );
         keys.keep_copy_in(&engine);
         engine.set_keyring_refresh(keys.clone());
-        let vault = ChatVault::new(engine, cipher, keys);
+        #[allow(unused_mut)] // set only when Supabase is built in
+        let mut vault = ChatVault::new(engine, cipher, keys);
+        #[cfg(feature = "supabase")]
+        if let Some(login) = login {
+            vault.set_supabase_auth(login.auth);
+        }
         if let Some(interval) = self.sync_every {
             vault.start_sync(interval)?;
         }
@@ -221,19 +301,32 @@ fn protection(unlock: &Unlock, work_factor: Option<u8>) -> KeyProtection {
 }
 
 /// Decrypts a key file off the runtime (scrypt is deliberately slow).
-async fn open_key_file(key_file: Vec<u8>, unlock: Unlock) -> Result<EnvelopeCipher> {
+pub(crate) async fn open_key_file(key_file: Vec<u8>, unlock: Unlock) -> Result<EnvelopeCipher> {
     blocking(move || EnvelopeCipher::from_key_file(&key_file, &unlock)).await
 }
 
 /// Unlocks the vault's key file from the backend (keeping a copy in the
 /// replica for offline unlock), or from that copy when the backend is
 /// unreachable, or creates the vault when the backend has no key file.
+///
+/// `known` is a key file already opened while opening (the replica's copy,
+/// to read the stored Supabase session): the same file is not opened again.
 async fn unlock_vault(
     storage: &DynStorage,
     replica: &Arc<Replica>,
     unlock: Unlock,
     work_factor: Option<u8>,
+    known: Option<(Vec<u8>, Arc<EnvelopeCipher>)>,
 ) -> Result<Arc<EnvelopeCipher>> {
+    let open = |key_file: Vec<u8>, unlock: Unlock| {
+        let known = known.clone();
+        async move {
+            match known {
+                Some((bytes, cipher)) if bytes == key_file => Ok(cipher),
+                _ => open_key_file(key_file, unlock).await.map(Arc::new),
+            }
+        }
+    };
     // Two devices creating the same vault at once: one key file wins, the
     // other device unlocks it on the second pass.
     for _ in 0..2 {
@@ -272,16 +365,16 @@ async fn unlock_vault(
             Err(e) if e.is_retriable() => match replica.key_file()? {
                 Some(local) => {
                     tracing::info!(error = %e, "backend unreachable; unlocking with the replica's copy of the key file");
-                    return open_key_file(local, unlock).await.map(Arc::new);
+                    return open(local, unlock).await;
                 }
                 None => return Err(e),
             },
             Err(e) => return Err(e),
         };
-        let cipher = open_key_file(key_file.clone(), unlock.clone()).await?;
+        let cipher = open(key_file.clone(), unlock.clone()).await?;
         check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
         keep_key_file(replica, &cipher, key_file).await?;
-        return Ok(Arc::new(cipher));
+        return Ok(cipher);
     }
     Err(Error::Unavailable {
         message: "the vault's key file changed twice while unlocking; try again".into(),

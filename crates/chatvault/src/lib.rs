@@ -76,12 +76,23 @@
 mod builder;
 mod import;
 mod keys;
+#[cfg(feature = "supabase")]
+mod supabase_session;
 mod url;
 mod vault;
 
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportReport, IMPORT_BATCH};
 pub use url::open_url;
+
+/// Supabase sign-in: the session store trait an application may implement
+/// (the default keeps the session sealed in the vault's replica) and the
+/// environment variables a `supabase+https://` URL reads credentials from.
+#[cfg(feature = "supabase")]
+pub mod supabase {
+    pub use crate::supabase_session::{EMAIL_VAR, PASSWORD_VAR};
+    pub use chatvault_supabase::{Session, SessionStore, SignOutScope, SupabaseAuth};
+}
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
 pub use chatvault_core::engine::{Event, ResealReport, SkippedRecord, SyncReport, SyncStatus};

@@ -25,13 +25,14 @@ fn feature_disabled(url: &str, feature: &str) -> Error {
 /// |---|---|---|
 /// | `file:///path/to/folder` | a local (or synced) folder | `fs` (default) |
 /// | `s3://bucket/prefix` | S3 or an S3-compatible store; credentials, region and endpoint from the usual `AWS_*` environment | `s3` |
-/// | `supabase+https://project.supabase.co` | Supabase; the anon key and the user's access token from `SUPABASE_ANON_KEY` and `SUPABASE_ACCESS_TOKEN` | `supabase` |
+/// | `supabase+https://project.supabase.co` | Supabase; the anon key from `SUPABASE_ANON_KEY`, and either a static access token from `SUPABASE_ACCESS_TOKEN` or a sign-in with `CHATVAULT_SUPABASE_EMAIL` and `CHATVAULT_SUPABASE_PASSWORD` (a session that refreshes itself) | `supabase` |
 ///
 /// A URL whose backend's feature is off fails with [`Error::InvalidInput`]
-/// naming the feature to enable; so does an unknown scheme. Applications
-/// that refresh Supabase tokens build `chatvault_supabase::SupabaseStorage`
-/// with their own token source and pass it to
-/// [`ChatVaultBuilder::storage`](crate::ChatVaultBuilder::storage).
+/// naming the feature to enable; so does an unknown scheme. Opened through
+/// [`ChatVaultBuilder::storage_url`](crate::ChatVaultBuilder::storage_url)
+/// instead, a Supabase session is also kept (sealed) in the vault's replica,
+/// so later runs need no password: see
+/// [`ChatVaultBuilder::supabase_sign_in`](crate::ChatVaultBuilder::supabase_sign_in).
 pub async fn open_url(url: &str) -> Result<DynStorage> {
     let Some(&(_, feature)) = SCHEMES.iter().find(|(scheme, _)| url.starts_with(scheme)) else {
         return Err(Error::invalid(format!(
@@ -72,21 +73,10 @@ async fn open_s3(url: &str) -> Result<DynStorage> {
 
 #[cfg(feature = "supabase")]
 async fn open_supabase(url: &str) -> Result<DynStorage> {
-    let variable = |name: &str| {
-        std::env::var(name).map_err(|_| {
-            Error::invalid(format!(
-                "{url:?}: set the environment variable {name}, or build a SupabaseStorage \
-                 with your own token source and pass it to ChatVaultBuilder::storage"
-            ))
-        })
-    };
-    let storage = chatvault_supabase::SupabaseStorage::builder(url)?
-        .anon_key(variable("SUPABASE_ANON_KEY")?)
-        .token_source(chatvault_supabase::StaticToken::new(variable(
-            "SUPABASE_ACCESS_TOKEN",
-        )?))
-        .build()?;
-    Ok(std::sync::Arc::new(storage))
+    // No replica here: a session signed in from the environment lives in
+    // memory for this process only.
+    let (storage, _) = crate::supabase_session::open(url, None, None, Default::default()).await?;
+    Ok(storage)
 }
 
 #[cfg(not(feature = "supabase"))]

@@ -26,6 +26,9 @@ pub struct ChatVault {
     cipher: Arc<EnvelopeCipher>,
     pub(crate) keys: Arc<chatvault_core::keys::VaultKeys>,
     worker: Mutex<Option<SyncWorker>>,
+    /// The Supabase session the storage signs in with, if it is one.
+    #[cfg(feature = "supabase")]
+    supabase: Option<Arc<chatvault_supabase::SupabaseAuth>>,
 }
 
 impl std::fmt::Debug for ChatVault {
@@ -68,7 +71,44 @@ impl ChatVault {
             cipher,
             keys,
             worker: Mutex::new(None),
+            #[cfg(feature = "supabase")]
+            supabase: None,
         }
+    }
+
+    #[cfg(feature = "supabase")]
+    pub(crate) fn set_supabase_auth(&mut self, auth: Arc<chatvault_supabase::SupabaseAuth>) {
+        self.supabase = Some(auth);
+    }
+
+    /// The Supabase session this vault syncs with (`None`: another
+    /// backend, or a static token). Its access token is current; its
+    /// email and user id say who is signed in.
+    #[cfg(feature = "supabase")]
+    pub async fn supabase_session(&self) -> Option<chatvault_supabase::Session> {
+        match &self.supabase {
+            Some(auth) => auth.session().await,
+            None => None,
+        }
+    }
+
+    /// Signs out of Supabase: stops background sync, revokes the session on
+    /// the server (`scope`: this session, or every session of the user) and
+    /// removes the stored one (by default from the replica). Local writes
+    /// stay queued in the replica for the next sign-in. The session is
+    /// forgotten here even when the server cannot be reached (the error
+    /// says so). [`Error::InvalidInput`] if the vault has no Supabase
+    /// session to end.
+    #[cfg(feature = "supabase")]
+    pub async fn sign_out(&self, scope: chatvault_supabase::SignOutScope) -> Result<()> {
+        let Some(auth) = &self.supabase else {
+            return Err(Error::invalid(
+                "this vault has no Supabase session to sign out of (another backend, or a \
+                 static SUPABASE_ACCESS_TOKEN)",
+            ));
+        };
+        self.stop_sync().await;
+        auth.sign_out(scope).await
     }
 
     fn worker(&self) -> MutexGuard<'_, Option<SyncWorker>> {

@@ -47,9 +47,12 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         None => settings::location(&cli, None)?,
     };
-    if let Command::Verify = cli.command {
+    match &cli.command {
         // Checks the key file itself, so it must not open the vault first.
-        return crate::verify::run(&cli, &location).await;
+        Command::Verify => return crate::verify::run(&cli, &location).await,
+        Command::Login(args) => return crate::login::login(&cli, &location, args).await,
+        Command::Logout(args) => return crate::login::logout(&cli, &location, args).await,
+        _ => {}
     }
     let vault = settings::builder(&cli, &location)?.open().await?;
     let session = Session {
@@ -103,7 +106,11 @@ impl Session {
     async fn execute(&self, command: Command) -> Result<()> {
         let vault = &self.vault;
         match command {
-            Command::Init { .. } | Command::Completions { .. } | Command::Verify => {}
+            Command::Init { .. }
+            | Command::Completions { .. }
+            | Command::Verify
+            | Command::Login(_)
+            | Command::Logout(_) => {}
             Command::Ls { json } => {
                 self.pull().await?;
                 if json {

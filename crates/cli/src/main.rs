@@ -10,6 +10,7 @@ mod export;
 mod import;
 mod json;
 mod keys;
+mod login;
 mod output;
 mod search;
 mod settings;
@@ -175,6 +176,11 @@ enum Command {
     /// recovery, rotate, device-key (see `chatvault keys --help`)
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Sign in to a Supabase vault (email and password; the session is kept
+    /// sealed in this device's replica and refreshes itself)
+    Login(login::LoginArgs),
+    /// Sign out of a Supabase vault: revoke the session and remove it
+    Logout(login::LogoutArgs),
     /// Print a shell completion script (e.g. `chatvault completions bash > …`)
     Completions {
         /// The shell

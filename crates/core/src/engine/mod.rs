@@ -231,8 +231,10 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A handle to an [`Engine`] that does not keep it alive (for what the
-/// engine itself holds, like its [`KeyringRefresh`], so no cycle forms).
+/// A handle to an [`Engine`] that does not keep it alive, for what the
+/// engine itself holds (its [`KeyringRefresh`], a token source inside its
+/// storage that writes to its replica), so no cycle keeps the replica open:
+/// [`Engine::downgrade`].
 #[derive(Clone, Debug)]
 pub struct WeakEngine {
     inner: std::sync::Weak<Inner>,

@@ -107,6 +107,8 @@ pub(crate) const META_VAULT: &str = "vault";
 pub(crate) const META_DEVICE: &str = "device";
 pub(crate) const META_CURSOR: &str = "cursor";
 pub(crate) const META_KEY_FILE: &str = "key_file";
+/// Prefix of the metadata keys [`Replica::sealed_value`] reads.
+pub(crate) const META_SEALED: &str = "sealed/";
 
 /// A record's sealed summary as stored in the replica, for the sidebar.
 #[derive(Clone, PartialEq, Eq)]
@@ -385,6 +387,23 @@ impl Replica {
         }
         write.commit()?;
         Ok(stored)
+    }
+
+    /// A value the application keeps in the replica under `name` (see
+    /// [`Replica::set_sealed_value`]), exactly as it was stored.
+    pub fn sealed_value(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        self.meta_value(&format!("{META_SEALED}{name}"))
+    }
+
+    /// Keeps `value` under `name` for the application (e.g. the facade's
+    /// Supabase session), or removes it with `None`; durable when it
+    /// returns. The replica stores the bytes as given: seal them with the
+    /// vault's cipher first, since everything in the replica must be
+    /// ciphertext.
+    pub fn set_sealed_value(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let mut write = self.write()?;
+        write.set_sealed_value(name, value)?;
+        write.commit()
     }
 
     /// The pull cursor: how far this device has applied the change feed.

@@ -6,8 +6,8 @@ use super::encoding::{
 };
 use super::skipped::{self, SkippedEntry};
 use super::{
-    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_VAULT, OUTBOX,
-    SKIPPED, SUMMARIES,
+    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_SEALED, META_VAULT,
+    OUTBOX, SKIPPED, SUMMARIES,
 };
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
@@ -354,5 +354,25 @@ impl ReplicaWrite {
     /// unlock.
     pub fn set_key_file(&mut self, key_file: &[u8]) -> Result<()> {
         self.set_meta(META_KEY_FILE, key_file)
+    }
+
+    /// Keeps `value` under `name` for the application (e.g. the facade's
+    /// Supabase session), or removes it with `None`. The replica stores the
+    /// bytes as given: the caller seals them with the vault's cipher first,
+    /// since everything in the replica must be ciphertext.
+    pub fn set_sealed_value(&mut self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let key = format!("{META_SEALED}{name}");
+        match value {
+            Some(value) => self.set_meta(&key, value),
+            None => {
+                let mut meta = self
+                    .txn
+                    .open_table(META)
+                    .map_err(|e| local_error("cannot write the replica metadata", e))?;
+                meta.remove(key.as_str())
+                    .map_err(|e| local_error("cannot write the replica metadata", e))?;
+                Ok(())
+            }
+        }
     }
 }

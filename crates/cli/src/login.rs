@@ -1,0 +1,144 @@
+//! `chatvault login` / `logout`: a Supabase session for a
+//! `supabase+https://` vault. `login` signs in with email and password and
+//! the library keeps the session sealed in this device's replica, so later
+//! commands sync with no password and no token (it refreshes itself);
+//! `logout` revokes it on the server and removes it.
+
+use crate::settings::{self, Location};
+use crate::Cli;
+use chatvault::{Error, Result};
+use clap::Args;
+
+/// `login`'s options.
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The account's email [default: CHATVAULT_SUPABASE_EMAIL]
+    #[arg(long)]
+    email: Option<String>,
+}
+
+/// `logout`'s options.
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// End every session of the account, on every device (default: this one)
+    #[arg(long)]
+    everywhere: bool,
+}
+
+fn supabase_only(location: &Location) -> Result<()> {
+    if location.server.starts_with("supabase+") {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "{} needs no sign-in: login and logout are for Supabase vaults (supabase+https://…)",
+            location.server
+        )))
+    }
+}
+
+/// Signs in (replacing a stored session), syncs once and says who is
+/// signed in. The password comes from CHATVAULT_SUPABASE_PASSWORD, else one
+/// line of standard input (read before the vault passphrase).
+#[cfg(feature = "supabase")]
+pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<()> {
+    use chatvault::supabase::{EMAIL_VAR, PASSWORD_VAR};
+    use std::io::BufRead;
+    supabase_only(location)?;
+    let email = args
+        .email
+        .clone()
+        .or_else(|| std::env::var(EMAIL_VAR).ok().filter(|e| !e.is_empty()))
+        .ok_or_else(|| Error::invalid(format!("login needs an email: --email or {EMAIL_VAR}")))?;
+    let password = match std::env::var(PASSWORD_VAR).ok().filter(|p| !p.is_empty()) {
+        Some(password) => password,
+        None => {
+            eprint!("Supabase password for {email} (shown as you type): ");
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::local("cannot read the password from standard input", e))?;
+            let password = line.trim_end_matches(['\r', '\n']).to_string();
+            if password.is_empty() {
+                return Err(Error::invalid(format!(
+                    "no password: set {PASSWORD_VAR} or type it on standard input"
+                )));
+            }
+            password
+        }
+    };
+    let vault = settings::builder(cli, location)?
+        .supabase_sign_in(&email, password)
+        .open()
+        .await?;
+    let synced = if cli.no_sync {
+        Ok(())
+    } else {
+        vault.sync_now().await.map(|_| ())
+    };
+    let user = vault
+        .supabase_session()
+        .await
+        .and_then(|session| session.user_id)
+        .map(|id| format!(" (user {id})"))
+        .unwrap_or_default();
+    println!(
+        "signed in to {} as {email}{user}; the session is kept sealed in {}",
+        location.server,
+        location.replica.display()
+    );
+    vault.close().await;
+    synced
+}
+
+/// Revokes the stored session and removes it. A session the server
+/// already ended is reported, not an error.
+#[cfg(feature = "supabase")]
+pub async fn logout(cli: &Cli, location: &Location, args: &LogoutArgs) -> Result<()> {
+    use chatvault::supabase::SignOutScope;
+    supabase_only(location)?;
+    let vault = match settings::builder(cli, location)?.open().await {
+        Ok(vault) => vault,
+        Err(Error::Unauthorized { message }) => {
+            println!("not signed in to {} ({message})", location.server);
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let scope = if args.everywhere {
+        SignOutScope::Global
+    } else {
+        SignOutScope::Local
+    };
+    let result = vault.sign_out(scope).await;
+    vault.close().await;
+    result?;
+    println!(
+        "signed out of {}{}",
+        location.server,
+        if args.everywhere {
+            " on every device"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// Without the `supabase` feature there is nothing to sign in to.
+#[cfg(not(feature = "supabase"))]
+pub async fn login(_: &Cli, location: &Location, _: &LoginArgs) -> Result<()> {
+    supabase_only(location)?;
+    Err(Error::invalid(
+        "this chatvault was built without Supabase support (Cargo feature `supabase`)",
+    ))
+}
+
+/// Without the `supabase` feature there is nothing to sign out of.
+#[cfg(not(feature = "supabase"))]
+pub async fn logout(_: &Cli, location: &Location, _: &LogoutArgs) -> Result<()> {
+    supabase_only(location)?;
+    Err(Error::invalid(
+        "this chatvault was built without Supabase support (Cargo feature `supabase`)",
+    ))
+}
