@@ -1,7 +1,9 @@
 //! The real `chatvault` binary against a folder server, with one replica
 //! file per simulated device.
 
+mod common;
 use age::secrecy::{ExposeSecret, SecretString};
+use common::{failed_with, succeeded};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -53,26 +55,6 @@ impl Setup {
     fn ok(&self, device: &str, args: &[&str]) -> String {
         succeeded(self.output(Some(device), args))
     }
-}
-
-fn succeeded(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn failed_with(out: Output, code: i32, message: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "expected {message:?} in: {stderr}"
-    );
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! `device-key` + `add-device`, `passwd`, `recovery`, `rotate`,
 //! `remove-device`, and `keys --help` documenting every command.
 
+mod common;
+use common::{failed_with, succeeded};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -53,26 +55,6 @@ impl Setup {
                 .expect("run"),
         )
     }
-}
-
-fn succeeded(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("UTF-8 output")
-}
-
-fn failed_with(out: Output, code: i32, message: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "expected {message:?} in: {stderr}"
-    );
 }
 
 fn with_identity(setup: &Setup, device: &str, key: &Path, args: &[&str]) -> Output {
