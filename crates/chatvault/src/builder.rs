@@ -4,7 +4,7 @@ use crate::url::open_url;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
 use chatvault_core::engine::{Engine, EngineConfig};
-use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Padding, Unlock};
 use chatvault_core::keys::{unlock_from_secret, VaultKeys};
 use chatvault_core::{DeviceId, DynStorage, Error, PutPrecondition, Replica, Result, VaultId};
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ pub struct ChatVaultBuilder {
     cache_bytes: Option<u64>,
     work_factor: Option<u8>,
     maintenance: Option<Option<Duration>>,
+    padding: Padding,
     #[cfg(feature = "supabase")]
     supabase: crate::supabase_session::SupabaseOptions,
 }
@@ -81,6 +82,7 @@ impl ChatVaultBuilder {
             cache_bytes: None,
             work_factor: None,
             maintenance: None,
+            padding: Padding::default(),
             #[cfg(feature = "supabase")]
             supabase: Default::default(),
         }
@@ -196,6 +198,16 @@ impl ChatVaultBuilder {
         self
     }
 
+    /// How this device pads what it seals, so that a record's size tells the
+    /// server less about the length of its messages. Default:
+    /// [`Padding::default`] (Padmé over a 256-byte floor, at most 12 % extra
+    /// bytes); [`Padding::Off`] gives exact sizes away. Devices of one vault
+    /// may differ: every device reads every setting.
+    pub fn padding(mut self, padding: Padding) -> Self {
+        self.padding = padding;
+        self
+    }
+
     /// Opens the vault: opens the replica, unlocks the key file (creating
     /// the vault if the backend has none), and loads the sidebar from the
     /// replica.
@@ -232,6 +244,7 @@ impl ChatVaultBuilder {
         let known = login.as_ref().and_then(Login::known);
         let cipher =
             unlock_vault(&storage, &replica, unlock.clone(), self.work_factor, known).await?;
+        cipher.set_padding(self.padding);
         if let Some(login) = &login {
             login.unlocked(&cipher);
             login.detach();

@@ -96,7 +96,7 @@ pub mod supabase {
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
 pub use chatvault_core::engine::{Event, ResealReport, SkippedRecord, SyncReport, SyncStatus};
-pub use chatvault_core::envelope::{ExportTarget, Protection, ProtectionKind};
+pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{
     Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId, Result, Role,

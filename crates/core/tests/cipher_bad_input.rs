@@ -5,7 +5,8 @@
 use age::secrecy::SecretString;
 use age::x25519;
 use chatvault_core::envelope::{
-    export_age, EnvelopeCipher, ExportTarget, KeyProtection, Unlock, BLOB_FORMAT, BLOB_OVERHEAD,
+    export_age, EnvelopeCipher, ExportTarget, KeyProtection, Padding, Unlock, BLOB_FORMAT,
+    BLOB_FORMAT_UNPADDED, BLOB_OVERHEAD,
 };
 use chatvault_core::{Aad, ChatId, Cipher, Error, Part, VaultId};
 use proptest::prelude::*;
@@ -84,11 +85,12 @@ fn seal_then_open_returns_the_plaintext() {
 #[test]
 fn sealed_blob_layout_is_format_key_id_nonce_then_ciphertext() {
     let cipher = EnvelopeCipher::generate(VaultId::new());
+    cipher.set_padding(Padding::Off);
     let aad = aad_for(&cipher);
     let a = cipher.seal(&aad, &[0u8; 100]).expect("seal");
     let b = cipher.seal(&aad, &[0u8; 100]).expect("seal");
     assert_eq!(a.len(), 100 + BLOB_OVERHEAD);
-    assert_eq!(a[0], BLOB_FORMAT);
+    assert_eq!(a[0], BLOB_FORMAT_UNPADDED);
     assert_eq!(&a[1..5], &cipher.current_key_id().to_be_bytes());
     assert_eq!(EnvelopeCipher::sealed_key_id(&a).expect("header"), 1);
     assert_ne!(a[5..29], b[5..29], "every seal draws a fresh nonce");
@@ -99,9 +101,84 @@ fn sealed_blob_layout_is_format_key_id_nonce_then_ciphertext() {
 fn empty_plaintext_round_trips() {
     let cipher = EnvelopeCipher::generate(VaultId::new());
     let aad = aad_for(&cipher);
+    let padded = cipher.seal(&aad, b"").expect("seal");
+    assert_eq!(padded.len(), 256 + BLOB_OVERHEAD);
+    assert_eq!(cipher.open(&aad, &padded).expect("open"), b"");
+    cipher.set_padding(Padding::Off);
     let sealed = cipher.seal(&aad, b"").expect("seal");
     assert_eq!(sealed.len(), BLOB_OVERHEAD);
     assert_eq!(cipher.open(&aad, &sealed).expect("open"), b"");
+}
+
+#[test]
+fn padded_blobs_hide_lengths_within_a_bucket_and_open_to_the_exact_plaintext() {
+    let cipher = EnvelopeCipher::generate(VaultId::new());
+    let aad = aad_for(&cipher);
+    assert_eq!(cipher.padding(), Padding::default());
+    let short = cipher.seal(&aad, b"hi").expect("seal");
+    let longer = cipher.seal(&aad, &[b'x'; 200]).expect("seal");
+    assert_eq!(short[0], BLOB_FORMAT);
+    assert_eq!(short.len(), longer.len(), "both are in the 256-byte floor");
+    assert_eq!(cipher.open(&aad, &short).expect("open"), b"hi");
+    assert_eq!(cipher.open(&aad, &longer).expect("open"), vec![b'x'; 200]);
+    // 1,000 and 1,010 bytes fall into one Padmé bucket (1,024 bytes).
+    let a = cipher.seal(&aad, &[1u8; 1000]).expect("seal");
+    let b = cipher.seal(&aad, &[1u8; 1010]).expect("seal");
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a.len(), 1024 + BLOB_OVERHEAD);
+    // Plaintexts that end like padding come back whole.
+    let tricky = [b"end\x80".as_slice(), b"\x80\x00\x00", &[0u8; 600]];
+    for plaintext in tricky {
+        let sealed = cipher.seal(&aad, plaintext).expect("seal");
+        assert_eq!(cipher.open(&aad, &sealed).expect("open"), plaintext);
+    }
+}
+
+#[test]
+fn devices_with_different_padding_read_each_others_blobs() {
+    let padded = EnvelopeCipher::generate(VaultId::new());
+    let device = x25519::Identity::generate();
+    let file = padded
+        .to_key_file(&KeyProtection::for_recipients([device.to_public()]))
+        .expect("key file");
+    let unpadded = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device)).expect("open");
+    unpadded.set_padding(Padding::Off);
+    padded.set_padding(Padding::PowerOfTwo { floor: 64 });
+    let aad = aad_for(&padded);
+    let from_padded = padded.seal(&aad, b"padded").expect("seal");
+    let from_unpadded = unpadded.seal(&aad, b"unpadded").expect("seal");
+    assert_eq!(from_padded.len(), 64 + BLOB_OVERHEAD);
+    assert_eq!(from_unpadded.len(), 8 + BLOB_OVERHEAD);
+    assert_eq!(unpadded.open(&aad, &from_padded).expect("open"), b"padded");
+    assert_eq!(padded.open(&aad, &from_unpadded).expect("open"), b"unpadded");
+}
+
+#[test]
+fn a_padded_blob_relabelled_or_trimmed_is_tampered() {
+    let cipher = EnvelopeCipher::generate(VaultId::new());
+    let aad = aad_for(&cipher);
+    let sealed = cipher.seal(&aad, b"hello").expect("seal");
+    // Relabelling a padded blob as unpadded would hand out the padding with
+    // the plaintext: the format byte is authenticated, so it is refused.
+    let mut relabelled = sealed.clone();
+    relabelled[0] = BLOB_FORMAT_UNPADDED;
+    assert!(matches!(
+        cipher.open(&aad, &relabelled),
+        Err(Error::Tampered { .. })
+    ));
+    cipher.set_padding(Padding::Off);
+    let mut unpadded = cipher.seal(&aad, b"hello").expect("seal");
+    unpadded[0] = BLOB_FORMAT;
+    assert!(matches!(
+        cipher.open(&aad, &unpadded),
+        Err(Error::Tampered { .. })
+    ));
+    let mut trimmed = sealed.clone();
+    trimmed.remove(60);
+    assert!(matches!(
+        cipher.open(&aad, &trimmed),
+        Err(Error::Tampered { .. })
+    ));
 }
 
 #[test]
@@ -214,12 +291,12 @@ fn unknown_key_id_is_reported_with_the_id() {
 #[test]
 fn unknown_format_byte_is_unsupported_and_zero_is_corrupt() {
     let (cipher, aad, sealed) = sealed_sample();
-    for format in [2u8, 3, 255] {
+    for format in [BLOB_FORMAT + 1, 4, 255] {
         let mut newer = sealed.clone();
         newer[0] = format;
         let result = cipher.open(&aad, &newer);
         assert!(
-            matches!(result, Err(Error::UnsupportedFormat { found, supported: 1, .. }) if found == u32::from(format)),
+            matches!(result, Err(Error::UnsupportedFormat { found, supported: 2, .. }) if found == u32::from(format)),
             "{result:?}"
         );
     }

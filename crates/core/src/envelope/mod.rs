@@ -65,8 +65,10 @@
 
 mod export;
 mod keyfile;
+mod padding;
 
 pub use export::{export_age, ExportTarget};
+pub use padding::Padding;
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
 pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
@@ -82,11 +84,16 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use zeroize::Zeroizing;
 
-/// Format version of sealed blobs written by this build.
-pub const BLOB_FORMAT: u8 = 1;
+/// Newest format version of sealed blobs, written by this build whenever
+/// [`Padding`] is on: format 2 seals the plaintext padded (§2 of
+/// `docs/design.md`).
+pub const BLOB_FORMAT: u8 = 2;
+/// Format version of unpadded blobs ([`Padding::Off`]), and of every blob
+/// written before padding existed.
+pub const BLOB_FORMAT_UNPADDED: u8 = 1;
 /// Length of a sealed blob's header: format byte, key id and nonce.
 pub const BLOB_HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 /// Bytes a sealed blob adds to its plaintext: header plus the 16-byte tag.
@@ -167,6 +174,9 @@ pub(crate) fn key_tag(vault: VaultId, id: u32, key: &DataKey) -> [u8; KEY_TAG_LE
 /// `&self`.
 pub struct EnvelopeCipher {
     keyring: RwLock<Keyring>,
+    /// How this device pads what it seals; a local choice, not part of the
+    /// key file.
+    padding: RwLock<Padding>,
 }
 
 impl fmt::Debug for EnvelopeCipher {
@@ -199,7 +209,20 @@ impl EnvelopeCipher {
     pub(crate) fn from_keyring(keyring: Keyring) -> Self {
         Self {
             keyring: RwLock::new(keyring),
+            padding: RwLock::new(Padding::default()),
         }
+    }
+
+    /// Sets how blobs sealed from now on are padded ([`Padding::default`]
+    /// unless set). Opening is unaffected: padded and unpadded blobs open
+    /// alike, whatever this says.
+    pub fn set_padding(&self, padding: Padding) {
+        *self.padding.write().unwrap_or_else(PoisonError::into_inner) = padding;
+    }
+
+    /// How blobs sealed from now on are padded.
+    pub fn padding(&self) -> Padding {
+        *self.padding.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     // A panic while holding the lock cannot leave the keyring half-updated
@@ -422,7 +445,7 @@ impl EnvelopeCipher {
     /// [`Error::UnsupportedFormat`]. The id is not authenticated until the
     /// blob is opened.
     pub fn sealed_key_id(sealed: &[u8]) -> Result<u32> {
-        parse_header(sealed, || "sealed blob".to_string()).map(|(key_id, _, _)| key_id)
+        parse_header(sealed, || "sealed blob".to_string()).map(|header| header.key_id)
     }
 }
 
@@ -434,16 +457,33 @@ fn describe(aad: &Aad) -> String {
     format!("chat {} {part} version {}", aad.chat, aad.version)
 }
 
-fn aead_aad(aad: &Aad, key_id: u32) -> Vec<u8> {
+/// The AEAD's associated data: the record's [`Aad`], the key id and, from
+/// format 2 on, the format byte, so relabelling a padded blob as unpadded
+/// (which would hand out the padding) fails authentication. Format 1 blobs
+/// keep the associated data they were sealed with.
+fn aead_aad(aad: &Aad, key_id: u32, format: u8) -> Vec<u8> {
     let mut bytes = aad.to_bytes();
     bytes.extend_from_slice(&key_id.to_be_bytes());
+    if format != BLOB_FORMAT_UNPADDED {
+        bytes.push(format);
+    }
     bytes
 }
 
-/// Splits a blob into key id, nonce and ciphertext-with-tag, checking the
-/// format byte and the minimum length. `what` names the blob in errors; it
-/// is only called on failure, keeping formatting off the hot path.
-fn parse_header(sealed: &[u8], what: impl Fn() -> String) -> Result<(u32, &[u8], &[u8])> {
+/// A sealed blob split at its header.
+struct Header<'a> {
+    format: u8,
+    key_id: u32,
+    nonce: &'a [u8],
+    /// Ciphertext and tag.
+    body: &'a [u8],
+}
+
+/// Splits a blob into format, key id, nonce and ciphertext-with-tag,
+/// checking the format byte and the minimum length. `what` names the blob
+/// in errors; it is only called on failure, keeping formatting off the hot
+/// path.
+fn parse_header(sealed: &[u8], what: impl Fn() -> String) -> Result<Header<'_>> {
     let Some(&format) = sealed.first() else {
         return Err(Error::corrupt(what(), "empty sealed blob"));
     };
@@ -467,12 +507,17 @@ fn parse_header(sealed: &[u8], what: impl Fn() -> String) -> Result<(u32, &[u8],
         ));
     }
     let (header, body) = sealed.split_at(BLOB_HEADER_LEN);
-    let key_id = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
-    Ok((key_id, &header[5..], body))
+    Ok(Header {
+        format,
+        key_id: u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+        nonce: &header[5..],
+        body,
+    })
 }
 
 impl Cipher for EnvelopeCipher {
-    /// Seals `plaintext` under the current key.
+    /// Seals `plaintext` under the current key, padded as
+    /// [`padding`](EnvelopeCipher::padding) says.
     ///
     /// Errors: [`Error::InvalidInput`] if `aad.vault` is not this keyring's
     /// vault (sealing for another vault with this vault's key is a bug).
@@ -489,20 +534,27 @@ impl Cipher for EnvelopeCipher {
             .keys
             .get(&key_id)
             .ok_or(Error::UnknownKeyId { key_id })?;
+        let padding = self.padding();
         let mut nonce = [0u8; NONCE_LEN];
         // ThreadRng is a CSPRNG seeded from the OS; with 192-bit nonces random
         // collisions are negligible, and it avoids a syscall per seal.
         rand::thread_rng().fill_bytes(&mut nonce);
-        let mut out = Vec::with_capacity(BLOB_OVERHEAD + plaintext.len());
-        out.push(BLOB_FORMAT);
+        let mut out = Vec::with_capacity(BLOB_OVERHEAD + padding.padded_len(plaintext.len()));
+        let format = if padding == Padding::Off {
+            BLOB_FORMAT_UNPADDED
+        } else {
+            BLOB_FORMAT
+        };
+        out.push(format);
         out.extend_from_slice(&key_id.to_be_bytes());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
+        padding.pad(&mut out, plaintext.len());
         let tag = key
             .aead
             .encrypt_in_place_detached(
                 XNonce::from_slice(&nonce),
-                &aead_aad(aad, key_id),
+                &aead_aad(aad, key_id, format),
                 &mut out[BLOB_HEADER_LEN..],
             )
             .map_err(|_| Error::invalid("plaintext too large for XChaCha20-Poly1305"))?;
@@ -511,7 +563,12 @@ impl Cipher for EnvelopeCipher {
     }
 
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {
-        let (key_id, nonce, body) = parse_header(sealed, || describe(aad))?;
+        let Header {
+            format,
+            key_id,
+            nonce,
+            body,
+        } = parse_header(sealed, || describe(aad))?;
         let ring = self.read();
         let key = ring
             .keys
@@ -522,14 +579,18 @@ impl Cipher for EnvelopeCipher {
         key.aead
             .decrypt_in_place_detached(
                 XNonce::from_slice(nonce),
-                &aead_aad(aad, key_id),
+                &aead_aad(aad, key_id, format),
                 &mut plaintext,
                 Tag::from_slice(tag),
             )
             .map_err(|_| Error::Tampered {
                 what: describe(aad),
             })?;
-        Ok(plaintext)
+        if format == BLOB_FORMAT_UNPADDED {
+            Ok(plaintext)
+        } else {
+            padding::unpad(plaintext, || describe(aad))
+        }
     }
 }
 
