@@ -34,7 +34,8 @@ conformance *args:
         -- {{args}}
 
 # Long attack runs (issue 14). Crash trials: SIGKILL a saving, syncing child
-# at random points, 200 times (CI runs 20). Replay one with CHATVAULT_CRASH_SEED.
+# at random points, 200 times on the local folder and 200 over S3 (CI runs 20
+# and 10). Replay one with CHATVAULT_CRASH_SEED.
 crash-trials trials="200":
     CHATVAULT_CRASH_TRIALS={{trials}} cargo test -p chatvault --test crash_trials -- --nocapture
 
@@ -58,3 +59,11 @@ fuzz-long cases="200000":
     PROPTEST_CASES={{cases}} cargo test --release -p chatvault-core --test decoders_never_panic
     PROPTEST_CASES={{cases}} cargo test --release -p chatvault-object-store -p chatvault-supabase --lib fuzz
     PROPTEST_CASES={{cases}} cargo test --release -p chatvault-cli --bin chatvault import::fuzz
+
+# Coverage-guided fuzzing with cargo fuzz (needs a nightly toolchain and
+# `cargo install cargo-fuzz`): each target for `seconds`, keeping its corpus
+# in fuzz/corpus/<target>. Crashes land in fuzz/artifacts/<target>.
+fuzz-nightly seconds="600":
+    for target in $(cargo +nightly fuzz list); do \
+        cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -rss_limit_mb=4096 || exit 1; \
+    done
