@@ -183,7 +183,12 @@ async fn trial(server: &Server, seed: u64) -> Result<usize, String> {
     let kill_after_time = Duration::from_millis(rng.below(300));
     let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
     command
-        .args(["--exact", server.test_name(), "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            server.test_name(),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_DIR, dir.path())
         .env(CHILD_SEED, seed.to_string());
     if let Some(s3) = server.to_env() {

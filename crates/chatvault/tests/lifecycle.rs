@@ -142,8 +142,9 @@ async fn saving_while_offline_neither_postpones_the_next_pull_nor_grows_its_back
     // The round's outcome reaches the transport with the next wait, which
     // may come after the push emptied the outbox.
     assert!(
-        eventually(|| transport.outcomes.lock().expect("outcomes lock").last()
-            == Some(&PullOutcome::Ok))
+        eventually(
+            || transport.outcomes.lock().expect("outcomes lock").last() == Some(&PullOutcome::Ok)
+        )
         .await,
         "the first round after the network returns succeeds: {:?}",
         transport.outcomes.lock().expect("outcomes lock")

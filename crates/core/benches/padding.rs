@@ -120,8 +120,18 @@ fn main() {
     let cipher = EnvelopeCipher::generate(VaultId::new());
     let rows = [
         measure("off (baseline)", Padding::Off, &cipher, &encoded),
-        measure("padmé, floor 256 (default)", Padding::default(), &cipher, &encoded),
-        measure("padmé, floor 0", Padding::Padme { floor: 0 }, &cipher, &encoded),
+        measure(
+            "padmé, floor 256 (default)",
+            Padding::default(),
+            &cipher,
+            &encoded,
+        ),
+        measure(
+            "padmé, floor 0",
+            Padding::Padme { floor: 0 },
+            &cipher,
+            &encoded,
+        ),
         measure(
             "power of two, floor 256",
             Padding::PowerOfTwo { floor: 256 },

@@ -150,7 +150,10 @@ fn devices_with_different_padding_read_each_others_blobs() {
     assert_eq!(from_padded.len(), 64 + BLOB_OVERHEAD);
     assert_eq!(from_unpadded.len(), 8 + BLOB_OVERHEAD);
     assert_eq!(unpadded.open(&aad, &from_padded).expect("open"), b"padded");
-    assert_eq!(padded.open(&aad, &from_unpadded).expect("open"), b"unpadded");
+    assert_eq!(
+        padded.open(&aad, &from_unpadded).expect("open"),
+        b"unpadded"
+    );
 }
 
 #[test]

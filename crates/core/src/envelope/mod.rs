@@ -68,11 +68,11 @@ mod keyfile;
 mod padding;
 
 pub use export::{export_age, ExportTarget};
-pub use padding::Padding;
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
 pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
 };
+pub use padding::Padding;
 
 use crate::cipher::{Aad, Cipher};
 use crate::ids::VaultId;
