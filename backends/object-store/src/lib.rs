@@ -116,6 +116,9 @@ mod error;
 mod feed;
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod keyring;
 mod layout;

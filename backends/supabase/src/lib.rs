@@ -53,6 +53,9 @@ mod client;
 mod error;
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod storage;
 mod token;
 mod wire;

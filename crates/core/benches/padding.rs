@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
 
-const SEED: u64 = 0x5eed_0f_c4a7;
+const SEED: u64 = 0x5e_ed0f_c4a7;
 
 /// A length drawn from a log-normal distribution around `median` (spread
 /// ×/÷ 3 at one sigma), the shape message lengths have in real chat logs.

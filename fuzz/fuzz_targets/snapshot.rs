@@ -1,0 +1,5 @@
+//! Object-store layout: `chatvault_object_store::fuzzing::snapshot`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| chatvault_object_store::fuzzing::snapshot(data));
