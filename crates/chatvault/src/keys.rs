@@ -71,12 +71,15 @@ impl ChatVault {
         self.keys.rotate().await
     }
 
-    /// Re-seals up to `batch` chats still sealed under an older data key
-    /// (after [`rotate_key`](Self::rotate_key) or a removal), through the
-    /// normal save path, then pushes them (offline they stay queued). Call
-    /// it until [`ResealReport::remaining`] is 0: each call starts from what
-    /// the replica still holds under an old key, so it resumes after a crash
-    /// or restart.
+    /// Re-seals up to `batch` records (chats, and tombstones of deleted
+    /// chats) still sealed under an older data key (after
+    /// [`rotate_key`](Self::rotate_key) or a removal), through the normal
+    /// save path, then pushes them (offline they stay queued). Each call
+    /// sends an [`Event::ResealProgress`](crate::Event::ResealProgress) on
+    /// [`changes`](Self::changes). Call it until
+    /// [`ResealReport::remaining`] is 0: each call starts from what the
+    /// replica still holds under an old key, so it resumes after a crash or
+    /// restart.
     pub async fn reseal_stale(&self, batch: usize) -> Result<ResealReport> {
         let report = self
             .engine()
