@@ -116,6 +116,11 @@ async fn recheck_keyring(inner: &Arc<Inner>) -> Result<()> {
     }
     match super::pull::refresh_keyring(inner).await {
         Ok(_) => Ok(()),
+        // Still away: the push finds out itself; re-read next time.
+        Err(e) if e.is_retriable() => {
+            inner.recheck_keyring.store(true, Ordering::Release);
+            Ok(())
+        }
         Err(e) => {
             inner.recheck_keyring.store(true, Ordering::Release);
             Err(e)
