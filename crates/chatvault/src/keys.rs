@@ -99,10 +99,10 @@ impl ChatVault {
     /// first (so this device knows every record on the server and has
     /// pushed its own), then retires the keys, other than the current one,
     /// that no record in the replica is sealed under. Returns the retired
-    /// ids (empty: nothing to retire). A device that was offline since
-    /// before the rotation and never re-read the key file cannot open the
-    /// key file afterwards (none of its keys is left): it must be opened
-    /// again.
+    /// ids (empty: nothing to retire). A device that was away meanwhile
+    /// accepts the new key file by the retired keys' tags and re-seals the
+    /// changes it queued under a retired key before pushing them
+    /// (`docs/design.md` §3.4 says which cases stay unsafe).
     ///
     /// Errors: [`Error::InvalidInput`] while changes are still queued on
     /// this device (they may be sealed under an old key); sync errors.
