@@ -39,6 +39,11 @@ conformance *args:
 crash-trials trials="200":
     CHATVAULT_CRASH_TRIALS={{trials}} cargo test -p chatvault --test crash_trials -- --nocapture
 
+# Re-seal crash trials: SIGKILL a child re-sealing 120 chats after a key
+# rotation at seeded points, 50 times (CI runs 5). Replay with CHATVAULT_RESEAL_SEED.
+reseal-trials trials="50":
+    CHATVAULT_RESEAL_TRIALS={{trials}} cargo test -p chatvault --test reseal_crash -- --nocapture
+
 # Convergence under chaos and partitions: 3 devices x 1,000 operations
 # (CI runs 3 x 200). Replay a run with CHATVAULT_SIM_SEED.
 convergence ops="1000":

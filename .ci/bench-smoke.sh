@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 cargo bench -p chatvault --bench scale -- \
-    --chats 100 --k 1,10 --import 50 --repeat 1 --backends fs,s3 | tee "$out"
+    --chats 100 --k 1,10 --import 50 --reseal 50 --repeat 1 --backends fs,s3 | tee "$out"
 for table in "### local folder" "### S3"; do
     grep -qF "$table" "$out" || { echo "bench-smoke: no table for ${table#\#\#\# }" >&2; exit 1; }
 done
+grep -q '^| rotate, then `reseal_stale`' "$out" || { echo "bench-smoke: no re-seal table" >&2; exit 1; }
 grep -q '^| idle poll, chatvault' "$out" || { echo "bench-smoke: the tables have no rows" >&2; exit 1; }
 if grep -q '^NOT RUN' "$out"; then echo "bench-smoke: a backend did not run" >&2; exit 1; fi
 echo "bench-smoke: scale bench ran and printed its tables"

@@ -14,7 +14,9 @@
 //! reported; default 5), `--keep-replicas DIR` (copies each reader replica,
 //! its key file and the big chat's id to `DIR`, for profiling the children:
 //! `CHATVAULT_SCALE_CHILD='cold|<replica>|<key>|<chat id>|1' valgrind
-//! --tool=callgrind <bench binary>`).
+//! --tool=callgrind <bench binary>`), `--reseal N` (chats in the re-seal
+//! measurement, default 0: skipped), `--only-reseal` (skip the per-size
+//! tables: `--only-reseal --reseal 10000 --backends fs`).
 //!
 //! Per size and backend: a writer seeds the vault with N small chats plus one
 //! of 1,000 messages (sealed as the engine seals them, pushed in batches),
@@ -32,6 +34,13 @@
 //! - bulk import of `--import` chats through the engine (a loop of
 //!   `save_chat`, then `sync_now` until the outbox is empty) vs raw puts of
 //!   the same sealed bytes to the same server.
+//!
+//! - re-seal after a key rotation (`--reseal N`): N chats saved and pushed
+//!   through the engine (the baseline: the same batched save + push as the
+//!   bulk import), then the data key rotated and every chat re-sealed with
+//!   `Engine::reseal_stale` in batches of 512, each pushed, as
+//!   `ChatVault::reseal_stale` and `chatvault keys reseal` do; chats/s of
+//!   both and their ratio.
 //!
 //! Requests and bytes are counted by the counting layers of
 //! `chatvault-conformance` (see `common/servers.rs` for what each backend
@@ -63,6 +72,8 @@ struct Options {
     ks: Vec<usize>,
     repeat: usize,
     keep: Option<PathBuf>,
+    reseal: usize,
+    only_reseal: bool,
 }
 
 fn parse_options() -> Options {
@@ -73,6 +84,8 @@ fn parse_options() -> Options {
         ks: vec![1, 100],
         repeat: 5,
         keep: None,
+        reseal: 0,
+        only_reseal: false,
     };
     let numbers = |value: &str| -> Vec<usize> {
         value
@@ -106,6 +119,8 @@ fn parse_options() -> Options {
             "--k" => options.ks = numbers(&value()),
             "--repeat" => options.repeat = numbers(&value())[0].max(1),
             "--keep-replicas" => options.keep = Some(PathBuf::from(value())),
+            "--reseal" => options.reseal = numbers(&value())[0],
+            "--only-reseal" => options.only_reseal = true,
             // cargo bench passes --bench; filters are not used here.
             _ => {}
         }
@@ -465,6 +480,96 @@ async fn import(server: &Server, n: usize, name: &str) -> (usize, f64, f64) {
     (n, engine_s, raw_s)
 }
 
+/// Chats re-sealed per [`Engine::reseal_stale`] call (as the CLI does).
+const RESEAL_BATCH: usize = 512;
+
+/// Re-seal throughput: N chats saved and pushed through the engine (the
+/// baseline), then the key rotated and all of them re-sealed and pushed.
+/// Returns (chats, baseline seconds, re-seal seconds).
+async fn reseal(server: &Server, n: usize, name: &str) -> (usize, f64, f64) {
+    let vault = server.vault(name, true).await.expect("re-seal vault");
+    let (_, key_file) = common::new_vault_key();
+    let clock = Clock::new(DeviceId(4));
+    let chats: Vec<Chat> = (0..n)
+        .map(|i| common::sample_chat(&clock, i, 2, 60))
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cipher = common::unlock(&key_file);
+    let config = EngineConfig::new(cipher.vault(), DeviceId(4));
+    let engine = Engine::open(
+        vault.writer.clone(),
+        Replica::open(dir.path().join("reseal.redb")).expect("replica"),
+        cipher.clone(),
+        config,
+    )
+    .await
+    .expect("re-seal engine");
+    let drain = |engine: &Engine| {
+        let engine = engine.clone();
+        async move {
+            let mut rounds = 0;
+            while engine.pending().expect("pending") > 0 {
+                engine.push().await.expect("push");
+                rounds += 1;
+                assert!(rounds < 100, "the outbox does not drain");
+            }
+        }
+    };
+
+    let start = Instant::now();
+    let mut chats = chats.into_iter().peekable();
+    while chats.peek().is_some() {
+        let batch: Vec<Chat> = chats.by_ref().take(chatvault::IMPORT_BATCH).collect();
+        engine.save_chats(batch).await.expect("save a batch");
+    }
+    drain(&engine).await;
+    let baseline_s = start.elapsed().as_secs_f64();
+
+    let key = cipher.rotate();
+    let start = Instant::now();
+    loop {
+        let report = engine
+            .reseal_stale(key, RESEAL_BATCH)
+            .await
+            .expect("re-seal a batch");
+        engine.push().await.expect("push the batch");
+        if report.remaining == 0 {
+            assert_eq!((report.done, report.total), (n, n), "{report:?}");
+            break;
+        }
+    }
+    drain(&engine).await;
+    let reseal_s = start.elapsed().as_secs_f64();
+    assert_eq!(
+        engine.referenced_key_ids().await.expect("keys"),
+        [key].into_iter().collect(),
+        "every record re-sealed"
+    );
+    eprintln!("  re-seal of {n}: baseline {baseline_s:.2} s, re-seal {reseal_s:.2} s");
+    (n, baseline_s, reseal_s)
+}
+
+fn print_reseal(server: &Server, (n, baseline, reseal): (usize, f64, f64)) {
+    println!(
+        "\n#### {}: re-seal after a key rotation, {n} chats\n",
+        server.name()
+    );
+    println!("| measure | time | chats/s |\n|---|---|---|");
+    println!(
+        "| save + push of {n} chats through the engine (baseline, batches of {}) | {baseline:.2} s | {:.0} |",
+        chatvault::IMPORT_BATCH,
+        n as f64 / baseline
+    );
+    println!(
+        "| rotate, then `reseal_stale` in batches of {RESEAL_BATCH} + push each, to completion | {reseal:.2} s | {:.0} |",
+        n as f64 / reseal
+    );
+    println!(
+        "| re-seal vs baseline throughput | {:.0} % | |",
+        baseline / reseal * 100.0
+    );
+}
+
 fn bytes(n: u64) -> String {
     match n {
         0..=9_999 => format!("{n} B"),
@@ -637,10 +742,15 @@ fn main() {
     let options = parse_options();
     println!("## chatvault scale benchmark\n");
     println!("Machine: {}.", machine());
-    println!(
-        "Sizes: {:?} chats; k = {:?}; bulk import {} chats; medians of {} in the cold-start child.",
-        options.chats, options.ks, options.import, options.repeat
-    );
+    if options.only_reseal {
+        println!("Re-seal only: {} chats.", options.reseal);
+    } else {
+        println!(
+            "Sizes: {:?} chats; k = {:?}; bulk import {} chats; re-seal {} chats; medians of {} \
+             in the cold-start child.",
+            options.chats, options.ks, options.import, options.reseal, options.repeat
+        );
+    }
     let rt = runtime();
     let run = chatvault_conformance::fixtures::run_id();
     for backend in &options.backends {
@@ -663,12 +773,19 @@ fn main() {
             }
         };
         eprintln!("{}: {}", server.name(), server.describe());
-        let mut columns = Vec::new();
-        for &chats in &options.chats {
-            eprintln!("{} at {chats} chats", server.name());
-            columns.push(rt.block_on(measure(&server, chats, &options, &run)));
+        if !options.only_reseal {
+            let mut columns = Vec::new();
+            for &chats in &options.chats {
+                eprintln!("{} at {chats} chats", server.name());
+                columns.push(rt.block_on(measure(&server, chats, &options, &run)));
+            }
+            print_table(&server, &columns, &options);
         }
-        print_table(&server, &columns, &options);
+        if options.reseal > 0 {
+            eprintln!("{}: re-seal of {} chats", server.name(), options.reseal);
+            let figures = rt.block_on(reseal(&server, options.reseal, &format!("{run}-reseal")));
+            print_reseal(&server, figures);
+        }
         if let Server::S3(fixture) = &server {
             rt.block_on(fixture.stop());
         }

@@ -385,7 +385,15 @@ async fn unlock_vault(
             Err(e) => return Err(e),
         };
         let cipher = open(key_file.clone(), unlock.clone()).await?;
-        check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
+        let trusted = check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
+        if let Some(trusted) = trusted {
+            if hold_keys_of_queued_changes(replica, &cipher, &trusted)? {
+                // The replica's copy keeps the retired keys until the queued
+                // changes are re-sealed (the first push does it): a crash
+                // before then must not lose them.
+                return Ok(cipher);
+            }
+        }
         keep_key_file(replica, &cipher, key_file).await?;
         return Ok(cipher);
     }
@@ -401,26 +409,59 @@ async fn unlock_vault(
 /// derivation, paid only when the server's key file changed since. A copy
 /// the current secret no longer opens (the passphrase was changed on another
 /// device) cannot be compared, and the server's file is taken as it is.
+/// Returns the copy's keyring when it differs and was checked.
 async fn check_against_local_copy(
     replica: &Arc<Replica>,
     cipher: &EnvelopeCipher,
     key_file: &[u8],
     unlock: &Unlock,
-) -> Result<()> {
+) -> Result<Option<EnvelopeCipher>> {
     let Some(local) = replica.key_file()? else {
-        return Ok(());
+        return Ok(None);
     };
     if local == key_file {
-        return Ok(());
+        return Ok(None);
     }
     match open_key_file(local, unlock.clone()).await {
-        Ok(trusted) => trusted.check_successor(cipher),
+        Ok(trusted) => {
+            trusted.check_successor(cipher)?;
+            Ok(Some(trusted))
+        }
         Err(Error::WrongKey { .. }) => {
             tracing::info!("the replica's key file copy does not open with this secret (changed on another device); not compared");
-            Ok(())
+            Ok(None)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Changes queued on this device under a data key the server's key file
+/// retired since (another device rotated, re-sealed and retired while this
+/// one was away): the running cipher takes those keys back from the
+/// replica's copy (`trusted`), so the first push can re-seal the changes
+/// under the current key. True if it did (the copy must then be kept).
+fn hold_keys_of_queued_changes(
+    replica: &Replica,
+    cipher: &EnvelopeCipher,
+    trusted: &EnvelopeCipher,
+) -> Result<bool> {
+    let held = cipher.key_ids();
+    let mut missing: Vec<u32> = replica
+        .due(None, None, usize::MAX)?
+        .iter()
+        .filter_map(|(_, record)| EnvelopeCipher::sealed_key_id(&record.summary).ok())
+        .filter(|id| !held.contains(id))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    let taken = cipher.hold_retired_from(trusted, &missing);
+    if !taken.is_empty() {
+        tracing::info!(keys = ?taken, "queued changes are sealed under retired data keys; they are re-sealed under the current key before they are pushed");
+    }
+    Ok(!taken.is_empty())
 }
 
 /// Keeps a copy of the key file in the replica, unless the replica belongs to

@@ -71,12 +71,15 @@ impl ChatVault {
         self.keys.rotate().await
     }
 
-    /// Re-seals up to `batch` chats still sealed under an older data key
-    /// (after [`rotate_key`](Self::rotate_key) or a removal), through the
-    /// normal save path, then pushes them (offline they stay queued). Call
-    /// it until [`ResealReport::remaining`] is 0: each call starts from what
-    /// the replica still holds under an old key, so it resumes after a crash
-    /// or restart.
+    /// Re-seals up to `batch` records (chats, and tombstones of deleted
+    /// chats) still sealed under an older data key (after
+    /// [`rotate_key`](Self::rotate_key) or a removal), through the normal
+    /// save path, then pushes them (offline they stay queued). Each call
+    /// sends an [`Event::ResealProgress`](crate::Event::ResealProgress) on
+    /// [`changes`](Self::changes). Call it until
+    /// [`ResealReport::remaining`] is 0: each call starts from what the
+    /// replica still holds under an old key, so it resumes after a crash or
+    /// restart.
     pub async fn reseal_stale(&self, batch: usize) -> Result<ResealReport> {
         let report = self
             .engine()
@@ -96,10 +99,10 @@ impl ChatVault {
     /// first (so this device knows every record on the server and has
     /// pushed its own), then retires the keys, other than the current one,
     /// that no record in the replica is sealed under. Returns the retired
-    /// ids (empty: nothing to retire). A device that was offline since
-    /// before the rotation and never re-read the key file cannot open the
-    /// key file afterwards (none of its keys is left): it must be opened
-    /// again.
+    /// ids (empty: nothing to retire). A device that was away meanwhile
+    /// accepts the new key file by the retired keys' tags and re-seals the
+    /// changes it queued under a retired key before pushing them
+    /// (`docs/design.md` §3.4 says which cases stay unsafe).
     ///
     /// Errors: [`Error::InvalidInput`] while changes are still queued on
     /// this device (they may be sealed under an old key); sync errors.

@@ -1,12 +1,15 @@
 //! Convergence under partitions: three devices make random edits (add,
-//! edit and delete messages, rename, star, delete chats) while the network
+//! edit and delete messages, rename, star, delete chats, rotate the data
+//! key, re-seal a batch under the current key) while the network
 //! misbehaves (the seeded `ChaosLayer`: errors, timeouts, lost responses,
 //! duplicated and reordered feed pages) and devices drop off and come back
 //! (a partition = the device's storage answering `Unavailable` to
 //! everything). After healing and a few sync rounds every device must show
 //! the same chats with the same titles, stars and messages, and every
 //! message whose save returned `Ok` must be there unless it (or its chat)
-//! was deleted on purpose.
+//! was deleted on purpose. Then one device re-seals what is left under old
+//! keys and retires the keys nothing needs, and every device still shows
+//! the same state with nothing skipped.
 //!
 //! `CHATVAULT_SIM_SEED` replays one run (every failure prints its seed);
 //! `CHATVAULT_SIM_OPS` sets the operations per device (200 by default, the
@@ -180,10 +183,25 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<(Ledger, ChaosStat
                     ledger.count("delete_chat");
                 }
             }
-            72..=93 => {
+            72..=89 => {
                 // Errors are the chaos talking; the outbox keeps the changes.
                 let _ = vault.sync_now().await;
                 ledger.count("sync");
+            }
+            90..=91 => {
+                // A key rotation: this device seals with the new key at
+                // once; the others adopt it at the first record under it.
+                if vault.rotate_key().await.is_ok() {
+                    ledger.count("rotate_key");
+                }
+            }
+            92..=93 => {
+                // One re-seal batch of whatever is under an older key.
+                if let Ok(report) = vault.reseal_stale(1 + rng.below(16) as usize).await {
+                    if report.resealed > 0 {
+                        ledger.count("reseal_batch");
+                    }
+                }
             }
             _ => {
                 if device.offline {
@@ -240,6 +258,64 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<(Ledger, ChaosStat
             return Err(format!("devices diverge:\n{}", differing.join("\n")));
         }
     }
+    check_acknowledged(&ledger, &first)?;
+
+    // Finish the rotations: re-seal everything on one device, retire every
+    // key no record needs, and the devices still agree and read it all.
+    let keeper = &devices[0].vault;
+    loop {
+        let report = keeper
+            .reseal_stale(256)
+            .await
+            .map_err(|e| format!("final re-seal: {e}"))?;
+        if report.remaining == 0 {
+            break;
+        }
+    }
+    for round in 0..2 {
+        for (d, device) in devices.iter().enumerate() {
+            device
+                .vault
+                .sync_now()
+                .await
+                .map_err(|e| format!("after the re-seal, round {round}, device {d}: {e}"))?;
+        }
+    }
+    let retired = keeper
+        .retire_unused_keys()
+        .await
+        .map_err(|e| format!("retire: {e}"))?;
+    ledger
+        .ops
+        .insert("keys_retired_at_end", retired.len() as u64);
+    for (d, device) in devices.iter().enumerate() {
+        let report = device
+            .vault
+            .sync_now()
+            .await
+            .map_err(|e| format!("after retiring, device {d}: {e}"))?;
+        if !report.skipped.is_empty() {
+            return Err(format!(
+                "device {d} skips records after retiring: {:?}",
+                report.skipped
+            ));
+        }
+        let after = state(&device.vault).await?;
+        if after != first {
+            return Err(format!(
+                "device {d} changed after the final re-seal and retire"
+            ));
+        }
+    }
+    for device in devices {
+        device.vault.close().await;
+    }
+    Ok((ledger, chaos.stats(), partitions))
+}
+
+/// Every message whose save returned `Ok` is in `state` unless it (or its
+/// chat) was deleted on purpose.
+fn check_acknowledged(ledger: &Ledger, first: &BTreeMap<ChatId, View>) -> Result<(), String> {
     for (message, chat) in &ledger.added {
         if ledger.deleted_messages.contains(message) || ledger.deleted_chats.contains(chat) {
             continue;
@@ -253,10 +329,7 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<(Ledger, ChaosStat
             ));
         }
     }
-    for device in devices {
-        device.vault.close().await;
-    }
-    Ok((ledger, chaos.stats(), partitions))
+    Ok(())
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 
 use chatvault::core::envelope::EnvelopeCipher;
 use chatvault::core::PutPrecondition;
-use chatvault::{ChatVault, DynStorage, Error, ProtectionKind};
+use chatvault::{ChatVault, DynStorage, Error, Event, ProtectionKind};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -725,4 +725,290 @@ async fn resealing_after_a_rotation_resumes_after_a_restart_then_the_old_key_is_
     assert!(report.skipped.is_empty(), "{report:?}");
     assert_eq!(fresh.cipher().key_ids(), vec![2]);
     assert_eq!(fresh.sidebar().len(), ids.len());
+}
+
+/// The re-seal progress events of the laptop's vault, in order.
+fn progress(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Vec<(u32, usize, usize)> {
+    let mut out = Vec::new();
+    loop {
+        match events.try_recv() {
+            Ok(Event::ResealProgress {
+                key_id,
+                done,
+                total,
+            }) => out.push((key_id, done, total)),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                panic!("the test fell {n} events behind")
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn resealing_reports_its_progress_per_batch_up_to_the_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let dir = dir.path();
+    let (laptop, _) = laptop_with_chats(&storage, dir).await;
+    for i in 0..17 {
+        laptop.new_chat(format!("chat {i}")).await.expect("new");
+    }
+    laptop.sync_now().await.expect("push");
+    let mut events = laptop.changes();
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+
+    let mut reports = Vec::new();
+    loop {
+        let report = laptop.reseal_stale(6).await.expect("reseal");
+        reports.push(report.clone());
+        if report.remaining == 0 {
+            break;
+        }
+        assert!(reports.len() < 10, "{reports:?}");
+    }
+    let seen = progress(&mut events);
+    assert_eq!(seen.len(), reports.len(), "one event per batch: {seen:?}");
+    assert_eq!(
+        seen,
+        vec![(2, 6, 20), (2, 12, 20), (2, 18, 20), (2, 20, 20)],
+        "done counts up by the batch to the total, under the new key"
+    );
+    for (event, report) in seen.iter().zip(&reports) {
+        assert_eq!((event.1, event.2), (report.done, report.total));
+    }
+    // Nothing stale: one more call reports completion again, nothing done.
+    let again = laptop.reseal_stale(6).await.expect("reseal");
+    assert_eq!((again.resealed, again.remaining), (0, 0));
+    assert_eq!(progress(&mut events), vec![(2, 20, 20)]);
+}
+
+/// Every record the server holds for `ids` (live or deleted) is sealed
+/// under `key`, summary and body.
+async fn server_records_are_under(storage: &DynStorage, ids: &[chatvault::ChatId], key: u32) {
+    for id in ids {
+        for record in storage
+            .get(&[*id], chatvault::core::Part::Full)
+            .await
+            .expect("get")
+        {
+            assert_eq!(
+                EnvelopeCipher::sealed_key_id(&record.summary).expect("header"),
+                key,
+                "summary of {id} (deleted: {})",
+                record.deleted
+            );
+            if let Some(body) = &record.body {
+                assert_eq!(EnvelopeCipher::sealed_key_id(body).expect("header"), key);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rotate_reseal_retire_cycle_frees_the_old_key_with_deleted_chats_and_messages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let dir = dir.path();
+    let (laptop, mut ids) = laptop_with_chats(&storage, dir).await;
+    for i in 0..5 {
+        let chat = laptop.new_chat(format!("chat {i}")).await.expect("new");
+        for m in 0..3 {
+            laptop
+                .add_message(chat.id, chatvault::Role::User, format!("m{m}"))
+                .await
+                .expect("message");
+        }
+        ids.push(chat.id);
+    }
+    // Deleted messages in two chats, two chats deleted outright.
+    let mut deleted_messages = Vec::new();
+    for &chat in &ids[3..5] {
+        let first = laptop.load_full_chat(chat).await.expect("load").messages()[0].id;
+        laptop
+            .delete_message(chat, first)
+            .await
+            .expect("delete message");
+        deleted_messages.push((chat, first));
+    }
+    let deleted_chats = vec![ids[0], ids[6]];
+    for &chat in &deleted_chats {
+        laptop.delete_chat(chat).await.expect("delete chat");
+    }
+    laptop.sync_now().await.expect("push");
+    let desktop = with_passphrase(&storage, dir, "desktop", PASSPHRASE)
+        .await
+        .expect("desktop");
+    desktop.sync_now().await.expect("sync");
+
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    // The tombstones on the server are under key 1 until re-sealed.
+    for chat in &deleted_chats {
+        let records = storage
+            .get(&[*chat], chatvault::core::Part::Summary)
+            .await
+            .expect("get");
+        assert!(records.iter().all(|r| r.deleted), "{chat} is a tombstone");
+        assert_eq!(records.len(), 1, "the server returns the tombstone");
+    }
+    server_records_are_under(&storage, &deleted_chats, 1).await;
+    loop {
+        let report = laptop.reseal_stale(3).await.expect("reseal");
+        if report.remaining == 0 {
+            assert_eq!(report.stale_tombstones, 0, "{report:?}");
+            assert_eq!(report.done, ids.len(), "tombstones count: {report:?}");
+            break;
+        }
+    }
+    assert_eq!(laptop.pending_changes().expect("pending"), 0, "pushed");
+    assert_eq!(
+        laptop.engine().referenced_key_ids().await.expect("keys"),
+        [2].into_iter().collect()
+    );
+    server_records_are_under(&storage, &ids, 2).await;
+
+    assert_eq!(
+        laptop.retire_unused_keys().await.expect("retire"),
+        vec![1],
+        "no tombstone holds key 1 back"
+    );
+    for device in [&desktop, &laptop] {
+        let report = device.sync_now().await.expect("sync");
+        assert!(report.skipped.is_empty(), "{report:?}");
+    }
+    let fresh = with_passphrase(&storage, dir, "fresh", PASSPHRASE)
+        .await
+        .expect("a new device");
+    let report = fresh.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(fresh.cipher().key_ids(), vec![2]);
+    for device in [&desktop, &fresh] {
+        assert_eq!(device.sidebar().len(), ids.len() - deleted_chats.len());
+        for chat in &deleted_chats {
+            assert!(
+                device.load_full_chat(*chat).await.is_err(),
+                "{chat} stays deleted"
+            );
+        }
+        for (chat, message) in &deleted_messages {
+            let full = device.load_full_chat(*chat).await.expect("opens");
+            assert!(full.messages().iter().all(|m| m.id != *message));
+            assert_eq!(full.message_count(), 2, "m1 and m2 remain");
+        }
+    }
+}
+
+/// Edits the phone makes while away: a message in an existing chat and a
+/// new chat. Returns the new chat and the texts to look for.
+async fn edits_while_away(phone: &ChatVault, existing: chatvault::ChatId) -> chatvault::ChatId {
+    phone
+        .add_message(existing, chatvault::Role::User, "written while away")
+        .await
+        .expect("edit while away");
+    let chat = phone.new_chat("made while away").await.expect("new chat");
+    phone
+        .add_message(chat.id, chatvault::Role::User, "hello from the train")
+        .await
+        .expect("message");
+    assert_eq!(phone.pending_changes().expect("pending"), 2);
+    chat.id
+}
+
+/// The laptop rotates, re-seals everything and retires key 1.
+async fn rotate_reseal_retire(laptop: &ChatVault) {
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    while laptop.reseal_stale(64).await.expect("reseal").remaining > 0 {}
+    assert_eq!(laptop.retire_unused_keys().await.expect("retire"), vec![1]);
+}
+
+/// The laptop (and a fresh device) read the phone's edits, and the server
+/// holds them under key 2.
+async fn edits_reached_everyone(
+    storage: &DynStorage,
+    dir: &Path,
+    laptop: &ChatVault,
+    existing: chatvault::ChatId,
+    made: chatvault::ChatId,
+) {
+    let report = laptop.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    server_records_are_under(storage, &[existing, made], 2).await;
+    let fresh = with_passphrase(storage, dir, "fresh", PASSPHRASE)
+        .await
+        .expect("fresh");
+    let report = fresh.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    for device in [laptop, &fresh] {
+        let full = device.load_full_chat(existing).await.expect("existing");
+        assert!(
+            full.messages()
+                .iter()
+                .any(|m| m.content() == "written while away"),
+            "the edit made while away"
+        );
+        let full = device.load_full_chat(made).await.expect("the new chat");
+        assert_eq!(full.title(), "made while away");
+        assert_eq!(full.messages()[0].content(), "hello from the train");
+    }
+}
+
+#[tokio::test]
+async fn changes_queued_on_a_closed_device_while_the_old_key_was_retired_reach_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let dir = dir.path();
+    let (laptop, ids) = laptop_with_chats(&storage, dir).await;
+    let phone = with_passphrase(&storage, dir, "phone", PASSPHRASE)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    let made = edits_while_away(&phone, ids[1]).await;
+    phone.close().await;
+
+    rotate_reseal_retire(&laptop).await;
+
+    // The phone reopens: the server's key file no longer holds key 1, which
+    // seals its queued changes; the replica's copy still does.
+    let phone = with_passphrase(&storage, dir, "phone", PASSPHRASE)
+        .await
+        .expect("the phone reopens");
+    let report = phone.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(phone.pending_changes().expect("pending"), 0, "{report:?}");
+    edits_reached_everyone(&storage, dir, &laptop, ids[1], made).await;
+    // Reopened once more, the phone needs no old key any more.
+    phone.close().await;
+    let phone = with_passphrase(&storage, dir, "phone", PASSPHRASE)
+        .await
+        .expect("reopen");
+    assert_eq!(phone.cipher().key_ids(), vec![2]);
+}
+
+#[tokio::test]
+async fn changes_queued_on_a_running_device_cut_off_while_the_old_key_was_retired_reach_the_others()
+{
+    use chatvault_conformance::layers::{Fault, FaultyStorage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let dir = dir.path();
+    let (laptop, ids) = laptop_with_chats(&storage, dir).await;
+    let link = FaultyStorage::new(storage.clone());
+    let phone = with_passphrase(&(link.clone() as DynStorage), dir, "phone", PASSPHRASE)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    phone.load_full_chat(ids[1]).await.expect("held in full");
+    link.fail_all(Fault::Unavailable);
+    let made = edits_while_away(&phone, ids[1]).await;
+    assert!(phone.sync_now().await.is_err(), "cut off");
+
+    rotate_reseal_retire(&laptop).await;
+
+    link.heal();
+    let report = phone.sync_now().await.expect("back online");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(phone.pending_changes().expect("pending"), 0, "{report:?}");
+    assert_eq!(phone.cipher().current_key_id(), 2);
+    edits_reached_everyone(&storage, dir, &laptop, ids[1], made).await;
 }

@@ -2,8 +2,9 @@
 //! is one new key file on the server, written only if no other device
 //! changed it in between (else re-read and tried once more).
 
-use chatvault::{ChatVault, Error, Protection, Result};
+use chatvault::{ChatVault, Error, Event, Protection, Result};
 use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -52,10 +53,17 @@ pub enum KeysCommand {
         /// Only rotate; re-seal later with `keys reseal`
         #[arg(long)]
         no_reseal: bool,
+        /// No progress bar (it is shown only when standard error is a terminal)
+        #[arg(long, short)]
+        quiet: bool,
     },
-    /// Re-seal, in batches, every chat still sealed under an older data key
-    /// (resumes an interrupted `keys rotate`)
-    Reseal,
+    /// Re-seal, in batches, every chat (and deleted chat's tombstone) still
+    /// sealed under an older data key (resumes an interrupted `keys rotate`)
+    Reseal {
+        /// No progress bar (it is shown only when standard error is a terminal)
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Drop the data keys no record references any more (after `keys
     /// reseal` finished). Run it once every device has synced since the
     /// rotation: a device with changes queued under an old key would push
@@ -156,21 +164,21 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
                  recovery key no longer does"
             );
         }
-        KeysCommand::Rotate { no_reseal } => {
+        KeysCommand::Rotate { no_reseal, quiet } => {
             let key = vault.rotate_key().await?;
             println!("{key}");
             eprintln!("data key {key} is current; new records are sealed with it");
             if !no_reseal {
-                reseal(vault).await?;
+                reseal(vault, quiet).await?;
             }
         }
-        KeysCommand::Reseal => reseal(vault).await?,
+        KeysCommand::Reseal { quiet } => reseal(vault, quiet).await?,
         KeysCommand::Retire => {
             let retired = vault.retire_unused_keys().await?;
             if retired.is_empty() {
                 eprintln!(
                     "no key to retire: every older key still seals some record (run `chatvault \
-                     keys reseal`; tombstones keep theirs until collected)"
+                     keys reseal` first)"
                 );
             }
             for id in retired {
@@ -182,33 +190,67 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
     Ok(())
 }
 
-/// Re-seals every stale chat in batches, printing progress on stderr.
-async fn reseal(vault: &ChatVault) -> Result<()> {
-    const BATCH: usize = 256;
-    let mut done = 0usize;
+/// Re-seals every stale record in batches, with a progress bar on stderr
+/// (driven by the vault's re-seal progress events; hidden with `--quiet` or
+/// when stderr is not a terminal), then one summary line.
+async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
+    const BATCH: usize = 512;
+    let progress = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "re-sealing under key {msg}: {bar:40} {pos}/{len} records, {per_sec}, {eta} left",
+            )
+            .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
+        );
+        bar
+    };
+    let mut events = vault.changes();
     let started = std::time::Instant::now();
-    loop {
+    let mut resealed = 0usize;
+    let last = loop {
         let report = vault.reseal_stale(BATCH).await?;
-        done += report.resealed;
-        let total = done + report.remaining;
-        eprint!("\rre-sealed {done}/{total} chats");
-        let _ = std::io::stderr().flush();
-        if report.remaining == 0 || report.resealed == 0 {
-            eprintln!(
-                " in {:.1} s{}",
-                started.elapsed().as_secs_f64(),
-                if report.stale_tombstones > 0 {
-                    format!(
-                        " ({} deleted chats keep the old key until collected)",
-                        report.stale_tombstones
-                    )
-                } else {
-                    String::new()
-                }
-            );
-            return Ok(());
+        resealed += report.resealed;
+        while let Ok(event) = events.try_recv() {
+            if let Event::ResealProgress {
+                key_id,
+                done,
+                total,
+            } = event
+            {
+                progress.set_message(key_id.to_string());
+                progress.set_length(total as u64);
+                progress.set_position(done as u64);
+            }
         }
-    }
+        if report.remaining == 0 || report.resealed == 0 {
+            break report;
+        }
+    };
+    progress.finish_and_clear();
+    let pending = vault.pending_changes()?;
+    eprintln!(
+        "re-sealed {resealed} records in {:.1} s; {}/{} under the current key{}{}",
+        started.elapsed().as_secs_f64(),
+        last.done,
+        last.total,
+        if last.remaining > 0 {
+            format!(
+                " ({} do not open here and were left as they are)",
+                last.remaining
+            )
+        } else {
+            String::new()
+        },
+        if pending > 0 {
+            format!("; {pending} change(s) wait to be pushed (run `chatvault sync`)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
 }
 
 fn print_protection(p: &Protection) {

@@ -1,5 +1,5 @@
 //! `chatvault keys …` through the real binary: a second device added with
-//! `device-key` + `add-device`, `passwd`, `recovery`, `rotate`,
+//! `device-key` + `add-device`, `passwd`, `recovery`, `rotate`, `reseal`, `retire`,
 //! `remove-device`, and `keys --help` documenting every command.
 
 mod common;
@@ -207,6 +207,45 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
         "laptop.redb",
         "new and improved",
         &["new", "after rotating"],
+    );
+    let ls = setup.ok("desktop.redb", "new and improved", &["ls"]);
+    assert!(
+        ls.contains("after rotating") && ls.contains("Sourdough"),
+        "{ls}"
+    );
+
+    // rotate --no-reseal, then reseal (no bar off a terminal: one summary
+    // line), then retire frees both older keys.
+    assert_eq!(
+        setup
+            .ok(
+                "laptop.redb",
+                "new and improved",
+                &["keys", "rotate", "--no-reseal"]
+            )
+            .trim(),
+        "3"
+    );
+    let reseal = setup
+        .command(
+            "laptop.redb",
+            Some("new and improved"),
+            &["keys", "reseal", "--quiet"],
+        )
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&reseal.stderr).to_string();
+    succeeded(reseal);
+    assert!(
+        stderr.contains("re-sealed 2 records") && stderr.contains("2/2 under the current key"),
+        "{stderr}"
+    );
+    assert_eq!(
+        setup
+            .ok("laptop.redb", "new and improved", &["keys", "retire"])
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        vec!["1", "2"]
     );
     let ls = setup.ok("desktop.redb", "new and improved", &["ls"]);
     assert!(

@@ -213,6 +213,12 @@ impl VaultKeys {
         let newer = opened.map_err(explain_wrong_key)?;
         let changed = self.cipher.adopt_keys(&newer)?;
         if changed {
+            // Queued changes move to the current key while the running
+            // cipher still holds the old one, before the replica's copy of
+            // the key file (what a restart unlocks) may drop it.
+            if let Some(engine) = self.engine.get().and_then(WeakEngine::upgrade) {
+                engine.restage_outbox(self.cipher.current_key_id()).await?;
+            }
             self.keep_copy(bytes).await?;
         }
         Ok(changed)
@@ -475,6 +481,10 @@ impl VaultKeys {
 impl KeyringRefresh for VaultKeys {
     async fn refresh(&self) -> Result<bool> {
         VaultKeys::refresh(self).await
+    }
+
+    fn current_key_id(&self) -> Option<u32> {
+        Some(self.cipher.current_key_id())
     }
 }
 

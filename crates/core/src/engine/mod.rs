@@ -133,6 +133,14 @@ impl EngineConfig {
 pub trait KeyringRefresh: Send + Sync {
     /// Loads any new keys into the running cipher; true if there were some.
     async fn refresh(&self) -> Result<bool>;
+
+    /// The data key id new records are sealed under, if the cipher has key
+    /// ids (the envelope cipher does). When known, a push re-seals queued
+    /// changes sealed under another key before sending them, and refuses
+    /// to send one this device cannot open (see `docs/design.md` §3).
+    fn current_key_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// Everything the engine's tasks share.
@@ -157,6 +165,10 @@ pub(crate) struct Inner {
     keyring_refresh: std::sync::RwLock<Option<Arc<dyn KeyringRefresh>>>,
     /// Set at open: the first pull retries every skipped record.
     retry_all_skipped: std::sync::atomic::AtomicBool,
+    /// Set when a round fails for the network: the next push that has
+    /// changes to send re-reads the keyring first, since keys may have
+    /// been rotated and retired while this device was away.
+    recheck_keyring: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -175,6 +187,11 @@ impl Inner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The data key id new records are sealed under, if known.
+    fn current_key_id(&self) -> Option<u32> {
+        self.keyring_refresh().and_then(|r| r.current_key_id())
     }
 }
 
@@ -280,6 +297,7 @@ impl Engine {
             wake: Notify::new(),
             keyring_refresh: std::sync::RwLock::new(None),
             retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
+            recheck_keyring: std::sync::atomic::AtomicBool::new(false),
             replica,
             config,
         });
@@ -649,6 +667,11 @@ impl Engine {
                 Ok(report)
             }
             (Err(e), _) | (Ok(()), Err(e)) => {
+                if e.is_retriable() {
+                    inner
+                        .recheck_keyring
+                        .store(true, std::sync::atomic::Ordering::Release);
+                }
                 inner.notifier.finish_round(Some(&e));
                 Err(e)
             }

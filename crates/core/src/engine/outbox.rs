@@ -81,12 +81,18 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
     // a race and was merged, for a bounded number of rounds.
     let mut conflicts = Vec::new();
     let mut after = None;
+    let mut first = true;
     loop {
         let due = blocking(inner, move |inner| inner.replica.due(now, after, limit)).await?;
         let Some((last, _)) = due.last() else {
             break;
         };
         after = Some(last.chat);
+        if first {
+            first = false;
+            recheck_keyring(inner).await?;
+        }
+        let due = restage(inner, due, &mut refused).await?;
         conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
     }
     for _ in 0..inner.config.max_conflict_rounds {
@@ -98,6 +104,58 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
         conflicts = push_batch(inner, retry, report, &mut refused).await?;
     }
     refused.map_or(Ok(()), Err)
+}
+
+/// Back from the network being away with changes to push: re-read the
+/// keyring first (keys may have been rotated and retired meanwhile, and the
+/// changes must be sealed under a key the other devices still hold).
+async fn recheck_keyring(inner: &Arc<Inner>) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    if !inner.recheck_keyring.swap(false, Ordering::AcqRel) {
+        return Ok(());
+    }
+    match super::pull::refresh_keyring(inner).await {
+        Ok(_) => Ok(()),
+        // Still away: the push finds out itself; re-read next time.
+        Err(e) if e.is_retriable() => {
+            inner.recheck_keyring.store(true, Ordering::Release);
+            Ok(())
+        }
+        Err(e) => {
+            inner.recheck_keyring.store(true, Ordering::Release);
+            Err(e)
+        }
+    }
+}
+
+/// Re-seals the entries of `due` sealed under an older key before they are
+/// pushed; entries that do not open on this device are kept queued with
+/// backoff and reported, never pushed.
+async fn restage(
+    inner: &Arc<Inner>,
+    due: Vec<(OutboxEntry, SealedRecord)>,
+    refused: &mut Option<Error>,
+) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
+    let current = inner.current_key_id();
+    let restaged = blocking(inner, move |inner| inner.restage_due(due, current)).await?;
+    if restaged.refused.is_empty() {
+        return Ok(restaged.push);
+    }
+    let mut failed = Vec::new();
+    let mut rejected = Vec::new();
+    for (entry, error) in restaged.refused {
+        let reason = format!(
+            "the queued change is sealed under a data key this device no longer holds \
+             ({error}); it is not pushed, since no device could open it"
+        );
+        tracing::warn!(chat = %entry.chat, %reason, "queued change not pushed");
+        rejected.push((entry.chat, reason));
+        failed.push(entry);
+        refused.get_or_insert(error);
+    }
+    blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
+    inner.announce_refused(rejected);
+    Ok(restaged.push)
 }
 
 /// Puts `due` in batches; returns the entries whose push conflicted.

@@ -180,7 +180,7 @@ async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64
 
 /// Asks the installed [`KeyringRefresh`](super::KeyringRefresh) to re-read
 /// the vault's keys; false when none is installed or nothing new came.
-async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
+pub(super) async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
     let refresh = inner.keyring_refresh();
     match refresh {
         Some(refresh) => {

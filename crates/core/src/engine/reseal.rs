@@ -1,28 +1,59 @@
-//! Re-sealing after a key rotation: chats whose stored record is sealed
+//! Re-sealing after a key rotation: records whose stored summary is sealed
 //! under an older data key are saved again, unchanged, through the normal
-//! save and push path, so they end up under the current key. Nothing is
-//! remembered between calls: each call scans the replica for what is still
-//! stale, so a crash or restart resumes where the last committed save left
-//! off (a re-sealed chat sits in the outbox like any save until pushed).
+//! save and push path, so they end up under the current key. Live chats
+//! and tombstones alike: a deleted chat's tombstone is re-sealed too, so a
+//! rotate → re-seal → retire cycle leaves no record under the old key.
+//!
+//! Nothing is remembered between calls: each call scans the replica for
+//! what is still stale, so a crash or restart resumes where the last
+//! committed batch left off (a re-sealed chat sits in the outbox like any
+//! save until pushed). A batch commits in one replica transaction.
+//!
+//! The same step keeps an offline device's queued changes openable after
+//! another device retired the key they were sealed under
+//! ([`Engine::restage_outbox`]): the push re-seals every outbox entry not
+//! under the current key before sending it, and refuses to send one this
+//! device cannot open itself.
 
 use super::apply::Current;
 use super::save::Edit;
-use super::{blocking, Engine};
+use super::status::Event;
+use super::{blocking, opens_later, Engine, Inner};
 use crate::envelope::EnvelopeCipher;
 use crate::ids::ChatId;
-use crate::Result;
+use crate::replica::OutboxEntry;
+use crate::storage::SealedRecord;
+use crate::{Error, Result};
 use std::collections::BTreeSet;
 
-/// What one [`Engine::reseal_stale`] call did.
+/// What one [`Engine::reseal_stale`] call did, and where the whole re-seal
+/// stands (the figures of [`Event::ResealProgress`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ResealReport {
-    /// Chats saved again under the current key in this call (queued for push).
+    /// Records (chats and tombstones) saved again under the current key in
+    /// this call (queued for push).
     pub resealed: usize,
-    /// Live chats still sealed under an older key after this call.
+    /// Records still sealed under an older key after this call.
     pub remaining: usize,
-    /// Tombstones sealed under an older key (they keep it until garbage
-    /// collection; retiring that key waits for them).
+    /// Of [`remaining`](Self::remaining), how many are tombstones of
+    /// deleted chats (re-sealed like live chats; counted apart for display).
     pub stale_tombstones: usize,
+    /// Records in the replica sealed under the current key after this call.
+    pub done: usize,
+    /// Records in the replica (live chats and tombstones).
+    pub total: usize,
+}
+
+/// What [`Inner::reseal_batch`] did.
+#[derive(Default)]
+struct BatchResealed {
+    /// Chats re-sealed in the batch's transaction.
+    resealed: usize,
+    /// Chats whose body this device does not hold: re-sealed one by one
+    /// after fetching it.
+    needs_body: Vec<ChatId>,
+    /// Chats whose stored record does not open here (with why).
+    unopenable: Vec<(ChatId, Error)>,
 }
 
 impl Engine {
@@ -53,55 +84,235 @@ impl Engine {
         .await
     }
 
-    /// Re-seals up to `batch` live chats whose stored summary is sealed under
-    /// a key other than `current_key` (the cipher's current key id): each is
-    /// saved again unchanged, as a new version under the current key, and
-    /// queued for push like any save ([`push`](Self::push) or background
-    /// sync sends it; a conflict merges and re-seals as usual). Call it
-    /// until [`ResealReport::remaining`] is 0; it is resumable by
+    /// Re-seals up to `batch` records (live chats and tombstones) whose
+    /// stored summary is sealed under a key other than `current_key` (the
+    /// cipher's current key id): each is saved again unchanged, as a new
+    /// version under the current key, and queued for push like any save
+    /// ([`push`](Self::push) or background sync sends it; a conflict merges
+    /// and re-seals as usual). The batch commits in one replica transaction
+    /// (a chat whose body must first be fetched is saved on its own), and
+    /// then [`Event::ResealProgress`] reports where the whole re-seal stands.
+    /// Call it until [`ResealReport::remaining`] is 0; it is resumable by
     /// construction.
     pub async fn reseal_stale(&self, current_key: u32, batch: usize) -> Result<ResealReport> {
-        let (stale, stale_tombstones) = blocking(&self.inner, move |inner| {
-            let mut live = Vec::new();
-            let mut tombstones = 0usize;
+        let (stale, tombstones, total) = blocking(&self.inner, move |inner| {
+            let mut stale = Vec::new();
+            let mut tombstones = BTreeSet::new();
+            let mut total = 0usize;
             for summary in inner.replica.summaries()? {
+                total += 1;
                 match EnvelopeCipher::sealed_key_id(&summary.sealed) {
                     Ok(id) if id != current_key => {
                         if summary.deleted {
-                            tombstones += 1;
-                        } else {
-                            live.push(summary.chat);
+                            tombstones.insert(summary.chat);
                         }
+                        stale.push(summary.chat);
                     }
                     _ => {}
                 }
             }
-            Ok((live, tombstones))
+            Ok((stale, tombstones, total))
         })
         .await?;
-        let mut report = ResealReport {
-            stale_tombstones,
-            ..ResealReport::default()
+        let chosen: Vec<ChatId> = stale.iter().take(batch.max(1)).copied().collect();
+        let done_tombstones = chosen.iter().filter(|c| tombstones.contains(c)).count();
+        let resealed = self.reseal_chats(chosen, current_key).await?;
+        let remaining = stale.len() - resealed;
+        let report = ResealReport {
+            resealed,
+            remaining,
+            stale_tombstones: tombstones.len().saturating_sub(done_tombstones),
+            done: total - remaining,
+            total,
         };
-        for chat in stale.iter().take(batch.max(1)) {
-            self.reseal_one(*chat).await?;
-            report.resealed += 1;
-        }
-        report.remaining = stale.len() - report.resealed;
+        self.inner.notifier.emit(Event::ResealProgress {
+            key_id: current_key,
+            done: report.done,
+            total: report.total,
+        });
         Ok(report)
+    }
+
+    /// Re-seals every outbox entry sealed under a key other than
+    /// `current_key`, so what this device pushes opens with the vault's
+    /// current keys (another device may have retired the old one meanwhile).
+    /// Returns how many were re-sealed. The push does this by itself before
+    /// sending; the keyring re-read calls it before the replica's copy of
+    /// the key file drops a retired key, so a crash in between loses nothing.
+    ///
+    /// Errors: replica failures. An entry this device cannot open (its key
+    /// is no longer held here) stays queued as it is: the push refuses it.
+    pub async fn restage_outbox(&self, current_key: u32) -> Result<usize> {
+        let entries = blocking(&self.inner, |inner| {
+            inner.replica.due(None, None, usize::MAX)
+        })
+        .await?;
+        let stale: Vec<ChatId> = entries
+            .iter()
+            .filter(|(_, record)| is_stale(record, current_key))
+            .map(|(entry, _)| entry.chat)
+            .collect();
+        self.reseal_chats(stale, current_key).await
+    }
+
+    /// Re-seals `chats` (one transaction, then one by one those whose body
+    /// must be fetched); returns how many were re-sealed. Chats that do not
+    /// open here are left as they are.
+    async fn reseal_chats(&self, chats: Vec<ChatId>, current_key: u32) -> Result<usize> {
+        if chats.is_empty() {
+            return Ok(0);
+        }
+        let batch = blocking(&self.inner, move |inner| {
+            inner.reseal_batch(&chats, current_key)
+        })
+        .await?;
+        let mut resealed = batch.resealed;
+        for chat in batch.needs_body {
+            match self.reseal_one(chat).await {
+                Ok(()) => resealed += 1,
+                Err(e) if opens_later(&e) => {
+                    tracing::warn!(%chat, error = %e, "a chat to re-seal does not open here; left as it is");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for (chat, error) in batch.unopenable {
+            tracing::warn!(%chat, %error, "a chat to re-seal does not open here; left as it is");
+        }
+        Ok(resealed)
     }
 
     async fn reseal_one(&self, chat: ChatId) -> Result<()> {
         super::save::run_edit(&self.inner, chat, true, move |current, _| {
             Ok(match current {
-                // Saving the same state again seals it under the current key.
-                Current::Full(stored) if !stored.is_deleted() => {
-                    Edit::to(Some((*stored).clone()), ())
-                }
+                // Saving the same state again seals it under the current key
+                // (a deleted chat's state is its tombstone).
+                Current::Full(stored) => Edit::to(Some((*stored).clone()), ()),
                 _ => Edit::unchanged(()),
             })
         })
         .await
         .map(|_| ())
     }
+}
+
+/// True if `record`'s summary is sealed under a key other than `current`.
+fn is_stale(record: &SealedRecord, current: u32) -> bool {
+    EnvelopeCipher::sealed_key_id(&record.summary).is_ok_and(|id| id != current)
+}
+
+impl Inner {
+    /// Re-seals `chats` still stale under `current_key` in one transaction.
+    /// In-memory state follows without change events: the content is the
+    /// same.
+    fn reseal_batch(&self, chats: &[ChatId], current_key: u32) -> Result<BatchResealed> {
+        let _writes = self.lock_writes();
+        let mut write = self.replica.write()?;
+        let mut out = BatchResealed::default();
+        let mut staged_all = Vec::new();
+        for &chat in chats {
+            let header = write.header(chat)?;
+            if header.is_none() {
+                continue;
+            }
+            let Some(record) = write.record(chat, true)? else {
+                continue;
+            };
+            // A pull or a save since the scan may have re-sealed it already.
+            if !is_stale(&record, current_key) {
+                continue;
+            }
+            let current = match self.current(chat, header, || Ok(Some(record)), true) {
+                Ok(current) => current,
+                Err(e) if opens_later(&e) => {
+                    out.unopenable.push((chat, e));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match current {
+                Some(Current::Full(stored)) => {
+                    let staged = self.stage_local(&mut write, header, (*stored).clone())?;
+                    staged_all.push(staged);
+                    out.resealed += 1;
+                }
+                None | Some(Current::Summary(_)) => out.needs_body.push(chat),
+                Some(Current::Missing) => {}
+            }
+        }
+        if staged_all.is_empty() {
+            return Ok(out);
+        }
+        write.commit()?;
+        for staged in staged_all {
+            let publish = staged.publish();
+            self.state
+                .apply(publish.summary, publish.version, publish.full);
+        }
+        self.wake.notify_one();
+        Ok(out)
+    }
+
+    /// The outbox entries of `due` this device can push as they are, after
+    /// re-sealing those under a key other than the current one (when the
+    /// keyring tells which that is); entries that do not open here are
+    /// returned apart with the error, never pushed: nobody might open them.
+    pub(super) fn restage_due(
+        &self,
+        due: Vec<(OutboxEntry, SealedRecord)>,
+        current_key: Option<u32>,
+    ) -> Result<Restaged> {
+        let Some(current_key) = current_key else {
+            return Ok(Restaged {
+                push: due,
+                refused: Vec::new(),
+            });
+        };
+        let stale: Vec<ChatId> = due
+            .iter()
+            .filter(|(_, record)| is_stale(record, current_key))
+            .map(|(entry, _)| entry.chat)
+            .collect();
+        if stale.is_empty() {
+            return Ok(Restaged {
+                push: due,
+                refused: Vec::new(),
+            });
+        }
+        let batch = self.reseal_batch(&stale, current_key)?;
+        if batch.resealed > 0 {
+            tracing::info!(
+                resealed = batch.resealed,
+                key = current_key,
+                "queued changes re-sealed under the current data key before pushing"
+            );
+        }
+        let mut refused: Vec<(OutboxEntry, Error)> = Vec::new();
+        let chats: Vec<ChatId> = due.iter().map(|(entry, _)| entry.chat).collect();
+        let mut push = Vec::with_capacity(due.len());
+        for (entry, record) in self.replica.pending_records(&chats)? {
+            if !is_stale(&record, current_key) {
+                push.push((entry, record));
+                continue;
+            }
+            // Still stale: it does not open here (or needs a body we lack,
+            // which a pending local state never does). Opening tells which.
+            match self
+                .sealer
+                .open_summary(record.chat, record.version, &record.summary)
+            {
+                Ok(_) => push.push((entry, record)),
+                Err(error) => refused.push((entry, error)),
+            }
+        }
+        Ok(Restaged { push, refused })
+    }
+}
+
+/// What [`Inner::restage_due`] left to push and what it refused.
+pub(super) struct Restaged {
+    /// Entries to push, with their (possibly re-sealed) records.
+    pub push: Vec<(OutboxEntry, SealedRecord)>,
+    /// Entries that do not open on this device, with why.
+    pub refused: Vec<(OutboxEntry, Error)>,
 }

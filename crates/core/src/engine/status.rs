@@ -67,6 +67,20 @@ pub enum Event {
         /// The error, in words.
         reason: String,
     },
+    /// Where re-sealing after a key rotation stands, after each batch of
+    /// [`Engine::reseal_stale`](super::Engine::reseal_stale): `done` of the
+    /// `total` records in this device's replica (live chats and tombstones)
+    /// are sealed under data key `key_id`. Counted from the replica each
+    /// time, so the figures carry over a restart; `done == total` when the
+    /// re-seal is complete (pushing may still be under way).
+    ResealProgress {
+        /// The data key records are re-sealed under (the current one).
+        key_id: u32,
+        /// Records sealed under it.
+        done: usize,
+        /// Records in the replica.
+        total: usize,
+    },
 }
 
 /// A pulled record that could not be opened and was skipped.

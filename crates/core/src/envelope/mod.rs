@@ -346,6 +346,39 @@ impl EnvelopeCipher {
         Ok(changed)
     }
 
+    /// Takes back, to open records only, the keys `key_ids` that this
+    /// keyring retired and `older` (the same vault's keyring as this device
+    /// last trusted it: the replica's copy of the key file) still holds,
+    /// each checked against its retired tag. For a device whose queued
+    /// changes are sealed under a key retired while it was away: they must
+    /// be opened once to be re-sealed under the current key before they are
+    /// pushed. Returns the ids taken back.
+    pub fn hold_retired_from(&self, older: &EnvelopeCipher, key_ids: &[u32]) -> Vec<u32> {
+        if std::ptr::eq(self, older) {
+            return Vec::new();
+        }
+        let theirs = older.read();
+        let mut ring = self.write();
+        if theirs.vault != ring.vault {
+            return Vec::new();
+        }
+        let mut held = Vec::new();
+        for id in key_ids {
+            if ring.keys.contains_key(id) {
+                continue;
+            }
+            let (Some(tag), Some(key)) = (ring.retired.get(id), theirs.keys.get(id)) else {
+                continue;
+            };
+            if key_tag(ring.vault, *id, key) == *tag {
+                let bytes = Zeroizing::new(*key.bytes());
+                ring.keys.insert(*id, DataKey::from_bytes(bytes));
+                held.push(*id);
+            }
+        }
+        held
+    }
+
     /// Checks that `newer` (a keyring read from the server after this one)
     /// may follow this keyring: same vault, a version no older than this
     /// one's, every key id both hold with the same key, and at least one data
