@@ -45,7 +45,7 @@ enum Login {}
 
 #[cfg(not(feature = "supabase"))]
 impl Login {
-    fn known(&self) -> Option<(Vec<u8>, Arc<EnvelopeCipher>)> {
+    fn known(&self) -> Option<(Vec<u8>, Opened)> {
         match *self {}
     }
     fn unlocked(&self, _: &Arc<EnvelopeCipher>) {
@@ -230,7 +230,7 @@ impl ChatVaultBuilder {
             StorageSource::Url(url) => (open_url(&url).await?, None),
         };
         let known = login.as_ref().and_then(Login::known);
-        let cipher =
+        let (cipher, unlocked_identity) =
             unlock_vault(&storage, &replica, unlock.clone(), self.work_factor, known).await?;
         if let Some(login) = &login {
             login.unlocked(&cipher);
@@ -263,8 +263,8 @@ impl ChatVaultBuilder {
         );
         keys.keep_copy_in(&engine);
         engine.set_keyring_refresh(keys.clone());
-        #[allow(unused_mut)] // set only when Supabase is built in
         let mut vault = ChatVault::new(engine, cipher, keys);
+        vault.set_unlocked_identity(unlocked_identity);
         #[cfg(feature = "supabase")]
         if let Some(login) = login {
             vault.set_supabase_auth(login.auth);
@@ -305,6 +305,20 @@ pub(crate) async fn open_key_file(key_file: Vec<u8>, unlock: Unlock) -> Result<E
     blocking(move || EnvelopeCipher::from_key_file(&key_file, &unlock)).await
 }
 
+/// A cipher opened from a key file, and the X25519 identity that opened it
+/// (see [`EnvelopeCipher::from_key_file_with_identity`]).
+pub(crate) type Opened = (Arc<EnvelopeCipher>, Option<age::x25519::Identity>);
+
+/// [`open_key_file`], keeping the identity that opened the key file.
+pub(crate) async fn open_key_file_with_identity(
+    key_file: Vec<u8>,
+    unlock: Unlock,
+) -> Result<Opened> {
+    blocking(move || EnvelopeCipher::from_key_file_with_identity(&key_file, &unlock))
+        .await
+        .map(|(cipher, identity)| (Arc::new(cipher), identity))
+}
+
 /// Unlocks the vault's key file from the backend (keeping a copy in the
 /// replica for offline unlock), or from that copy when the backend is
 /// unreachable, or creates the vault when the backend has no key file.
@@ -316,14 +330,14 @@ async fn unlock_vault(
     replica: &Arc<Replica>,
     unlock: Unlock,
     work_factor: Option<u8>,
-    known: Option<(Vec<u8>, Arc<EnvelopeCipher>)>,
-) -> Result<Arc<EnvelopeCipher>> {
+    known: Option<(Vec<u8>, Opened)>,
+) -> Result<Opened> {
     let open = |key_file: Vec<u8>, unlock: Unlock| {
         let known = known.clone();
         async move {
             match known {
-                Some((bytes, cipher)) if bytes == key_file => Ok(cipher),
-                _ => open_key_file(key_file, unlock).await.map(Arc::new),
+                Some((bytes, opened)) if bytes == key_file => Ok(opened),
+                _ => open_key_file_with_identity(key_file, unlock).await,
             }
         }
     };
@@ -356,7 +370,9 @@ async fn unlock_vault(
                 {
                     Ok(_) => {
                         keep_key_file(replica, &cipher, key_file).await?;
-                        return Ok(Arc::new(cipher));
+                        // The new passphrase identity is not kept: the
+                        // next open finds it.
+                        return Ok((Arc::new(cipher), None));
                     }
                     Err(Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
@@ -371,10 +387,16 @@ async fn unlock_vault(
             },
             Err(e) => return Err(e),
         };
-        let cipher = open(key_file.clone(), unlock.clone()).await?;
-        check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
+        let (cipher, identity) = open(key_file.clone(), unlock.clone()).await?;
+        // The local copy opens with the same identity when only the keys
+        // changed since: no second scrypt.
+        let check_with = match &identity {
+            Some(identity) => Unlock::Identity(identity.clone()),
+            None => unlock.clone(),
+        };
+        check_against_local_copy(replica, &cipher, &key_file, &check_with, &unlock).await?;
         keep_key_file(replica, &cipher, key_file).await?;
-        return Ok(cipher);
+        return Ok((cipher, identity));
     }
     Err(Error::Unavailable {
         message: "the vault's key file changed twice while unlocking; try again".into(),
@@ -388,10 +410,14 @@ async fn unlock_vault(
 /// derivation, paid only when the server's key file changed since. A copy
 /// the current secret no longer opens (the passphrase was changed on another
 /// device) cannot be compared, and the server's file is taken as it is.
+///
+/// `fast` (the identity that opened the server's file) is tried first;
+/// `unlock` (the secret given) only if that does not open the copy.
 async fn check_against_local_copy(
     replica: &Arc<Replica>,
     cipher: &EnvelopeCipher,
     key_file: &[u8],
+    fast: &Unlock,
     unlock: &Unlock,
 ) -> Result<()> {
     let Some(local) = replica.key_file()? else {
@@ -400,7 +426,13 @@ async fn check_against_local_copy(
     if local == key_file {
         return Ok(());
     }
-    match open_key_file(local, unlock.clone()).await {
+    let opened = match open_key_file(local.clone(), fast.clone()).await {
+        Err(Error::WrongKey { .. }) if !matches!(fast, Unlock::Passphrase(_)) => {
+            open_key_file(local, unlock.clone()).await
+        }
+        other => other,
+    };
+    match opened {
         Ok(trusted) => trusted.check_successor(cipher),
         Err(Error::WrongKey { .. }) => {
             tracing::info!("the replica's key file copy does not open with this secret (changed on another device); not compared");
