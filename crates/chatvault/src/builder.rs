@@ -46,7 +46,7 @@ enum Login {}
 
 #[cfg(not(feature = "supabase"))]
 impl Login {
-    fn known(&self) -> Option<(Vec<u8>, Arc<EnvelopeCipher>)> {
+    fn known(&self) -> Option<(Vec<u8>, Opened)> {
         match *self {}
     }
     fn unlocked(&self, _: &Arc<EnvelopeCipher>) {
@@ -242,7 +242,7 @@ impl ChatVaultBuilder {
             StorageSource::Url(url) => (open_url(&url).await?, None),
         };
         let known = login.as_ref().and_then(Login::known);
-        let cipher =
+        let (cipher, unlocked_identity) =
             unlock_vault(&storage, &replica, unlock.clone(), self.work_factor, known).await?;
         cipher.set_padding(self.padding);
         if let Some(login) = &login {
@@ -276,8 +276,8 @@ impl ChatVaultBuilder {
         );
         keys.keep_copy_in(&engine);
         engine.set_keyring_refresh(keys.clone());
-        #[allow(unused_mut)] // set only when Supabase is built in
         let mut vault = ChatVault::new(engine, cipher, keys);
+        vault.set_unlocked_identity(unlocked_identity);
         #[cfg(feature = "supabase")]
         if let Some(login) = login {
             vault.set_supabase_auth(login.auth);
@@ -318,6 +318,20 @@ pub(crate) async fn open_key_file(key_file: Vec<u8>, unlock: Unlock) -> Result<E
     blocking(move || EnvelopeCipher::from_key_file(&key_file, &unlock)).await
 }
 
+/// A cipher opened from a key file, and the X25519 identity that opened it
+/// (see [`EnvelopeCipher::from_key_file_with_identity`]).
+pub(crate) type Opened = (Arc<EnvelopeCipher>, Option<age::x25519::Identity>);
+
+/// [`open_key_file`], keeping the identity that opened the key file.
+pub(crate) async fn open_key_file_with_identity(
+    key_file: Vec<u8>,
+    unlock: Unlock,
+) -> Result<Opened> {
+    blocking(move || EnvelopeCipher::from_key_file_with_identity(&key_file, &unlock))
+        .await
+        .map(|(cipher, identity)| (Arc::new(cipher), identity))
+}
+
 /// Unlocks the vault's key file from the backend (keeping a copy in the
 /// replica for offline unlock), or from that copy when the backend is
 /// unreachable, or creates the vault when the backend has no key file.
@@ -329,14 +343,14 @@ async fn unlock_vault(
     replica: &Arc<Replica>,
     unlock: Unlock,
     work_factor: Option<u8>,
-    known: Option<(Vec<u8>, Arc<EnvelopeCipher>)>,
-) -> Result<Arc<EnvelopeCipher>> {
+    known: Option<(Vec<u8>, Opened)>,
+) -> Result<Opened> {
     let open = |key_file: Vec<u8>, unlock: Unlock| {
         let known = known.clone();
         async move {
             match known {
-                Some((bytes, cipher)) if bytes == key_file => Ok(cipher),
-                _ => open_key_file(key_file, unlock).await.map(Arc::new),
+                Some((bytes, opened)) if bytes == key_file => Ok(opened),
+                _ => open_key_file_with_identity(key_file, unlock).await,
             }
         }
     };
@@ -369,7 +383,9 @@ async fn unlock_vault(
                 {
                     Ok(_) => {
                         keep_key_file(replica, &cipher, key_file).await?;
-                        return Ok(Arc::new(cipher));
+                        // The new passphrase identity is not kept: the
+                        // next open finds it.
+                        return Ok((Arc::new(cipher), None));
                     }
                     Err(Error::Conflict { .. }) => continue,
                     Err(e) => return Err(e),
@@ -384,18 +400,25 @@ async fn unlock_vault(
             },
             Err(e) => return Err(e),
         };
-        let cipher = open(key_file.clone(), unlock.clone()).await?;
-        let trusted = check_against_local_copy(replica, &cipher, &key_file, &unlock).await?;
+        let (cipher, identity) = open(key_file.clone(), unlock.clone()).await?;
+        // The local copy opens with the same identity when only the keys
+        // changed since: no second scrypt.
+        let check_with = match &identity {
+            Some(identity) => Unlock::Identity(identity.clone()),
+            None => unlock.clone(),
+        };
+        let trusted =
+            check_against_local_copy(replica, &cipher, &key_file, &check_with, &unlock).await?;
         if let Some(trusted) = trusted {
             if hold_keys_of_queued_changes(replica, &cipher, &trusted)? {
                 // The replica's copy keeps the retired keys until the queued
                 // changes are re-sealed (the first push does it): a crash
                 // before then must not lose them.
-                return Ok(cipher);
+                return Ok((cipher, identity));
             }
         }
         keep_key_file(replica, &cipher, key_file).await?;
-        return Ok(cipher);
+        return Ok((cipher, identity));
     }
     Err(Error::Unavailable {
         message: "the vault's key file changed twice while unlocking; try again".into(),
@@ -410,10 +433,14 @@ async fn unlock_vault(
 /// the current secret no longer opens (the passphrase was changed on another
 /// device) cannot be compared, and the server's file is taken as it is.
 /// Returns the copy's keyring when it differs and was checked.
+///
+/// `fast` (the identity that opened the server's file) is tried first;
+/// `unlock` (the secret given) only if that does not open the copy.
 async fn check_against_local_copy(
     replica: &Arc<Replica>,
     cipher: &EnvelopeCipher,
     key_file: &[u8],
+    fast: &Unlock,
     unlock: &Unlock,
 ) -> Result<Option<EnvelopeCipher>> {
     let Some(local) = replica.key_file()? else {
@@ -422,7 +449,13 @@ async fn check_against_local_copy(
     if local == key_file {
         return Ok(None);
     }
-    match open_key_file(local, unlock.clone()).await {
+    let opened = match open_key_file(local.clone(), fast.clone()).await {
+        Err(Error::WrongKey { .. }) if !matches!(fast, Unlock::Passphrase(_)) => {
+            open_key_file(local, unlock.clone()).await
+        }
+        other => other,
+    };
+    match opened {
         Ok(trusted) => {
             trusted.check_successor(cipher)?;
             Ok(Some(trusted))

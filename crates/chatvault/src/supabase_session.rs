@@ -19,7 +19,7 @@
 //! replica's copy of the key file (the secret unlocks it once; the server's
 //! key file is not opened a second time when it is the same file).
 
-use crate::builder::open_key_file;
+use crate::builder::{open_key_file_with_identity, Opened};
 use async_trait::async_trait;
 use chatvault_core::cipher::{Aad, Cipher};
 use chatvault_core::engine::{Engine, WeakEngine};
@@ -77,13 +77,14 @@ pub(crate) struct SupabaseOptions {
 pub(crate) struct Login {
     pub(crate) auth: Arc<SupabaseAuth>,
     store: Option<Arc<ReplicaSessionStore>>,
-    /// The replica's key file copy and the cipher it opened to.
-    known: Option<(Vec<u8>, Arc<EnvelopeCipher>)>,
+    /// The replica's key file copy, the cipher it opened to and the
+    /// identity that opened it.
+    known: Option<(Vec<u8>, Opened)>,
 }
 
 impl Login {
     /// The key file opened to read the stored session, and its cipher.
-    pub(crate) fn known(&self) -> Option<(Vec<u8>, Arc<EnvelopeCipher>)> {
+    pub(crate) fn known(&self) -> Option<(Vec<u8>, Opened)> {
         self.known.clone()
     }
 
@@ -168,9 +169,10 @@ pub(crate) async fn open(
             // the replica's key file copy gives without the server.
             if let (Some(store), Some(replica), Some(unlock)) = (&replica_store, replica, unlock) {
                 if let Some(key_file) = replica.key_file()? {
-                    let cipher = Arc::new(open_key_file(key_file.clone(), unlock.clone()).await?);
+                    let (cipher, identity) =
+                        open_key_file_with_identity(key_file.clone(), unlock.clone()).await?;
                     store.set_cipher(cipher.clone());
-                    known = Some((key_file, cipher));
+                    known = Some((key_file, (cipher, identity)));
                 }
             }
             if auth.restore().await? {

@@ -26,6 +26,9 @@ pub struct ChatVault {
     cipher: Arc<EnvelopeCipher>,
     pub(crate) keys: Arc<chatvault_core::keys::VaultKeys>,
     worker: Mutex<Option<SyncWorker>>,
+    /// The X25519 identity that opened the key file (see
+    /// [`ChatVault::unlocked_identity`]).
+    unlocked_identity: Option<age::x25519::Identity>,
     /// The Supabase session the storage signs in with, if it is one.
     #[cfg(feature = "supabase")]
     supabase: Option<Arc<chatvault_supabase::SupabaseAuth>>,
@@ -71,9 +74,30 @@ impl ChatVault {
             cipher,
             keys,
             worker: Mutex::new(None),
+            unlocked_identity: None,
             #[cfg(feature = "supabase")]
             supabase: None,
         }
+    }
+
+    pub(crate) fn set_unlocked_identity(&mut self, identity: Option<age::x25519::Identity>) {
+        self.unlocked_identity = identity;
+    }
+
+    /// The age X25519 identity that opened the vault's key file when it was
+    /// opened: for a passphrase, the *passphrase identity* the key file's
+    /// scrypt slot holds; for an identity or a recovery key, that identity.
+    /// `None` when this open created the vault, or for an old (format-1)
+    /// key file opened with a passphrase.
+    ///
+    /// [`ChatVaultBuilder::identity`](crate::ChatVaultBuilder::identity)
+    /// with it reopens the vault without the passphrase's key derivation
+    /// (about a second): the `chatvault` CLI keeps it in memory, in its
+    /// agent, to unlock once per session. It is as secret as the passphrase
+    /// and stops working when the passphrase is changed or removed; never
+    /// write it to disk in the clear.
+    pub fn unlocked_identity(&self) -> Option<&age::x25519::Identity> {
+        self.unlocked_identity.as_ref()
     }
 
     #[cfg(feature = "supabase")]

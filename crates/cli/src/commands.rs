@@ -3,6 +3,7 @@
 //! the server before the process exits); offline, writes stay queued.
 
 use crate::config::{Config, VaultEntry};
+use crate::unlock::Cache;
 use crate::{output, settings, Cli, Command, ExportFormat};
 use chatvault::{ChatId, ChatVault, Error, MessageId, Result};
 use clap::CommandFactory;
@@ -20,6 +21,9 @@ pub async fn run(mut cli: Cli) -> Result<()> {
             &mut std::io::stdout(),
         );
         return Ok(());
+    }
+    if let Command::Lock = cli.command {
+        return crate::unlock::lock().await;
     }
     if let Command::Keys(crate::keys::KeysCommand::DeviceKey { file }) = &cli.command {
         return crate::keys::write_device_key(file);
@@ -54,7 +58,12 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Command::Logout(args) => return crate::login::logout(&cli, &location, args).await,
         _ => {}
     }
-    let vault = settings::builder(&cli, &location)?.open().await?;
+    // `keys passwd` asks for the current passphrase (the new one is read
+    // after it from standard input) and replaces the cached identity.
+    let passwd = matches!(cli.command, Command::Keys(crate::keys::KeysCommand::Passwd));
+    let cache = if passwd { Cache::Bypass } else { Cache::Use };
+    let forget_after = passwd.then(|| (cli.no_agent, location.clone()));
+    let vault = crate::unlock::open(&cli, &location, cache).await?;
     let session = Session {
         vault,
         sync: !cli.no_sync,
@@ -64,6 +73,10 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         None => session.execute(cli.command).await,
     };
     session.vault.close().await;
+    if let (Some((no_agent, location)), Ok(())) = (&forget_after, &result) {
+        // The old passphrase identity no longer opens the key file.
+        crate::unlock::forget(*no_agent, location).await;
+    }
     result
 }
 
@@ -110,7 +123,9 @@ impl Session {
             | Command::Completions { .. }
             | Command::Verify
             | Command::Login(_)
-            | Command::Logout(_) => {}
+            | Command::Logout(_)
+            | Command::Lock
+            | Command::Agent { .. } => {}
             Command::Ls { json } => {
                 self.pull().await?;
                 if json {

@@ -3,6 +3,7 @@
 //! and exits; an error prints one line saying what to do and exits with
 //! the code of its class ([`exit`]).
 
+mod agent;
 mod commands;
 mod config;
 mod exit;
@@ -14,6 +15,7 @@ mod login;
 mod output;
 mod search;
 mod settings;
+mod unlock;
 mod verify;
 mod watch;
 
@@ -28,6 +30,14 @@ one line from standard input (it is not hidden while you type; pipe it in or
 set the variable). --identity FILE unlocks with an age identity instead.
 The first command against an empty server creates the vault, protected by
 that passphrase or identity.
+
+Unlock once per session: once a passphrase or recovery key has unlocked a
+vault, a background `chatvault agent` keeps the unlocked key in memory (never
+on disk) until it has gone unused for 15 minutes (--agent-timeout SECONDS or
+CHATVAULT_AGENT_TIMEOUT); later commands on this device need no passphrase.
+`chatvault lock` forgets it at once; --no-agent or CHATVAULT_NO_AGENT=1 neither
+uses nor starts the agent. `keys passwd`, `verify`, `login` and `logout`
+always ask. Any process running as your user can ask the agent too.
 
 CHATVAULT_SCRYPT_WORK_FACTOR (log2 N, 1..=22) lowers the scrypt cost of a new
 vault and of passphrase exports: for tests only, it weakens the passphrase.
@@ -73,6 +83,20 @@ struct Cli {
     /// Use the vault `init` remembered under this name [default: the first one]
     #[arg(long, global = true, env = "CHATVAULT_VAULT", value_name = "NAME")]
     vault: Option<String>,
+
+    /// Neither use nor start the unlock agent: every command asks for the
+    /// passphrase (for scripts and tests)
+    #[arg(
+        long,
+        global = true,
+        env = agent::NO_AGENT_VAR,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    no_agent: bool,
+
+    /// Seconds the agent keeps this unlock after its last use [default: 900]
+    #[arg(long, global = true, env = agent::TIMEOUT_VAR, value_name = "SECONDS")]
+    agent_timeout: Option<u64>,
 
     /// More output on standard error: -v debug, -vv trace (or set RUST_LOG)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -181,6 +205,16 @@ enum Command {
     Login(login::LoginArgs),
     /// Sign out of a Supabase vault: revoke the session and remove it
     Logout(login::LogoutArgs),
+    /// Forget every cached unlock and stop the agent: the next command asks
+    /// for the passphrase again
+    Lock,
+    /// Run the unlock agent on SOCKET (started by the commands themselves)
+    #[command(hide = true)]
+    Agent {
+        /// The Unix socket to listen on
+        #[arg(long)]
+        socket: PathBuf,
+    },
     /// Print a shell completion script (e.g. `chatvault completions bash > …`)
     Completions {
         /// The shell
@@ -251,6 +285,13 @@ impl From<CliRole> for Role {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Agent { socket } = &cli.command {
+        // Its own small runtime, no tracing: it has no terminal.
+        return match agent::server::run(socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::from(exit::LOCAL),
+        };
+    }
     exit::init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

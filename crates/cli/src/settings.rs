@@ -72,6 +72,16 @@ pub fn check_credentials(server: &str) -> Result<()> {
 /// A builder with storage, replica and unlock taken from `location` and the
 /// options.
 pub fn builder(cli: &Cli, location: &Location) -> Result<ChatVaultBuilder> {
+    let builder = locked_builder(location)?;
+    match &cli.identity {
+        Some(file) => Ok(builder.identity(read_identity(file)?)),
+        None => Ok(builder.passphrase(passphrase()?.as_str())),
+    }
+}
+
+/// A builder with storage and replica taken from `location`, and no unlock
+/// yet (the caller adds one: [`builder`], or a cached unlock).
+pub fn locked_builder(location: &Location) -> Result<ChatVaultBuilder> {
     check_credentials(&location.server)?;
     let server = location.server.clone();
     let replica = location.replica.clone();
@@ -82,14 +92,10 @@ pub fn builder(cli: &Cli, location: &Location) -> Result<ChatVaultBuilder> {
     let builder = ChatVault::builder()
         .storage_url(server)
         .replica_path(replica);
-    let builder = match work_factor()? {
+    Ok(match work_factor()? {
         Some(log_n) => builder.scrypt_work_factor(log_n),
         None => builder,
-    };
-    match &cli.identity {
-        Some(file) => Ok(builder.identity(read_identity(file)?)),
-        None => Ok(builder.passphrase(passphrase()?.as_str())),
-    }
+    })
 }
 
 /// The secret that unlocks the vault's key file: `--identity FILE`, else the

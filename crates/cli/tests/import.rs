@@ -43,6 +43,8 @@ impl World {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
         command
             .args(args)
+            // No unlock agent: these tests unlock every time (tests/agent.rs covers it).
+            .env("CHATVAULT_NO_AGENT", "1")
             .env(
                 "CHATVAULT_CONFIG_DIR",
                 self.path(&format!("{device}-config")),

@@ -30,6 +30,8 @@ impl Setup {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
         command
             .args(args)
+            // No unlock agent: these tests unlock every time (tests/agent.rs covers it).
+            .env("CHATVAULT_NO_AGENT", "1")
             .env(
                 "CHATVAULT_SERVER",
                 format!("file://{}", self.path("server").display()),

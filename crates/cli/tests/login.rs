@@ -18,6 +18,8 @@ fn run(
     let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
     command
         .args(args)
+        // No unlock agent: these tests unlock every time (tests/agent.rs covers it).
+        .env("CHATVAULT_NO_AGENT", "1")
         .arg("--replica")
         .arg(dir.join("laptop.redb"))
         .env("CHATVAULT_SERVER", server)

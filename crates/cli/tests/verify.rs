@@ -32,6 +32,8 @@ impl World {
     fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_chatvault"))
             .args(args)
+            // No unlock agent: these tests unlock every time (tests/agent.rs covers it).
+            .env("CHATVAULT_NO_AGENT", "1")
             .env("CHATVAULT_CONFIG_DIR", self.dir.path().join("config"))
             .env("XDG_DATA_HOME", self.dir.path().join("data"))
             .env("HOME", self.dir.path().join("home"))

@@ -328,11 +328,32 @@ impl EnvelopeCipher {
     /// newer chatvault; [`Error::Corrupt`] or [`Error::Tampered`] for a
     /// garbled or modified file.
     pub fn from_key_file(bytes: &[u8], unlock: &Unlock) -> Result<Self> {
+        Self::from_key_file_with_identity(bytes, unlock).map(|(cipher, _)| cipher)
+    }
+
+    /// [`from_key_file`](Self::from_key_file), also returning the age X25519
+    /// identity that opened the key file's X25519 slot: for a passphrase,
+    /// the *passphrase identity* its scrypt slot holds; for an identity,
+    /// that identity. `None` for a format-1 key file opened with a
+    /// passphrase (it has no passphrase identity).
+    ///
+    /// `Unlock::Identity` with the passphrase identity opens the same key
+    /// file without scrypt, so a process that keeps it (in memory: it is
+    /// as secret as the passphrase) can reopen the vault in microseconds.
+    /// It stops opening the key file when the passphrase is changed (a new
+    /// passphrase identity) or removed.
+    ///
+    /// Errors: those of [`from_key_file`](Self::from_key_file).
+    pub fn from_key_file_with_identity(
+        bytes: &[u8],
+        unlock: &Unlock,
+    ) -> Result<(Self, Option<x25519::Identity>)> {
         let container = KeyFileView::parse(bytes)?;
         let identity = match unlock {
             Unlock::Identity(identity) => identity.clone(),
             Unlock::Passphrase(passphrase) if container.format == 1 => {
                 return open_legacy_passphrase_slots(&container, passphrase)
+                    .map(|cipher| (cipher, None))
             }
             Unlock::Passphrase(passphrase) => {
                 let slot = container.passphrase_slot.ok_or_else(|| Error::WrongKey {
@@ -354,7 +375,10 @@ impl EnvelopeCipher {
         let mut last_error = None;
         for (_, file) in candidates {
             match export::decrypt(file, &identity, "key file X25519 slot") {
-                Ok(plaintext) => return decode_keyring(&plaintext).map(Self::from_keyring),
+                Ok(plaintext) => {
+                    let cipher = decode_keyring(&plaintext).map(Self::from_keyring)?;
+                    return Ok((cipher, Some(identity)));
+                }
                 Err(e) => last_error = Some(e),
             }
         }
@@ -824,6 +848,26 @@ mod tests {
             decode_keyring(&encoded),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn the_passphrase_identity_opens_the_key_file_without_the_passphrase() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let passphrase = SecretString::from("a long passphrase");
+        let file = cipher
+            .to_key_file(&KeyProtection::for_passphrase(passphrase.clone()).with_work_factor(2))
+            .expect("key file");
+        let (_, identity) =
+            EnvelopeCipher::from_key_file_with_identity(&file, &Unlock::Passphrase(passphrase))
+                .expect("the passphrase opens it");
+        let identity = identity.expect("a format-2 key file has a passphrase identity");
+        assert_eq!(
+            cipher.protections()[0].recipient,
+            identity.to_public().to_string()
+        );
+        let opened = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(identity))
+            .expect("the passphrase identity opens it");
+        assert_eq!(opened.vault(), cipher.vault());
     }
 
     #[test]
