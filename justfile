@@ -20,7 +20,7 @@ bench:
 # Builds the registry-free test images (chatvault-test/s3, chatvault-test/postgres).
 # Needs root, debootstrap and a running Docker engine; pass --force to rebuild.
 images *args:
-    bash conformance/images/build.sh {{args}}
+    bash conformance/services/images/build.sh {{args}}
 
 # The conformance suite against every backend. With the local images built
 # (`just images`) the S3 and PostgreSQL fixtures run in containers; without

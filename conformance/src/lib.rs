@@ -108,10 +108,10 @@
 //! - The fixtures' own variables: see [`fixtures`].
 
 mod backend;
-pub mod fixtures;
 pub mod layers;
 mod runner;
 pub mod storage;
+#[cfg(feature = "sync")]
 pub mod sync;
 
 pub use backend::TestBackend;

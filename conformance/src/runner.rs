@@ -150,7 +150,9 @@ impl Suite {
         self.with_contracts(crate::storage::contracts())
     }
 
-    /// Adds the end-to-end sync contracts ([`crate::sync::contracts`]).
+    /// Adds the end-to-end sync contracts ([`crate::sync::contracts`];
+    /// feature `sync`).
+    #[cfg(feature = "sync")]
     pub fn with_sync_contracts(self) -> Self {
         self.with_contracts(crate::sync::contracts())
     }
@@ -246,14 +248,14 @@ impl Suite {
     }
 }
 
-/// Runs the Storage contracts and the end-to-end sync contracts against
-/// `backend`: the one call an out-of-tree backend needs in its
-/// `harness = false` test target.
+/// Runs the Storage contracts, and with the `sync` feature the end-to-end
+/// sync contracts too, against `backend`: the one call an out-of-tree
+/// backend needs in its `harness = false` test target.
 pub fn run(backend: impl TestBackend) -> ExitCode {
-    Suite::new(backend)
-        .with_storage_contracts()
-        .with_sync_contracts()
-        .run()
+    let suite = Suite::new(backend).with_storage_contracts();
+    #[cfg(feature = "sync")]
+    let suite = suite.with_sync_contracts();
+    suite.run()
 }
 
 /// True when the `CI` environment variable asks for every service to be

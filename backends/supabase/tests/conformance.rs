@@ -1,14 +1,14 @@
 //! The chatvault conformance suites (Storage contracts and end-to-end sync
 //! through the facade) against Supabase: real PostgreSQL with
 //! the crate's migrations, behind PostgREST or the PostgREST-compatible
-//! gateway (see `chatvault_conformance::fixtures::postgres`).
+//! gateway (see `chatvault_test_services::postgres`).
 
 use async_trait::async_trait;
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_conformance::layers::RequestCounter;
 use chatvault_conformance::{Contract, TestBackend, Verdict};
 use chatvault_core::{ChatId, DynStorage, Error, MaintenanceBudget, Result};
 use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
+use chatvault_test_services::postgres::SupabaseFixture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
