@@ -115,7 +115,9 @@ pub mod storage;
 pub mod sync;
 
 pub use backend::TestBackend;
-pub use runner::{run, services_required, Contract, ContractFn, Failure, Outcome, Suite, Verdict};
+pub use runner::{
+    run, services_required, Contract, ContractFn, Failure, Needs, Outcome, Suite, Verdict,
+};
 
 /// Defines `fn main()` for a `harness = false` test target that runs the
 /// Storage and sync contracts ([`run`]) against a [`TestBackend`] built by
