@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A small, fast, seedable generator (SplitMix64): every random choice of
-/// [`ChaosLayer`] and [`HostileLayer`] comes from one seed, so a failing run
+/// [`ChaosLayer`] and [`HostileLayer`](super::HostileLayer) comes from one seed, so a failing run
 /// replays exactly (given the same sequence of calls).
 #[derive(Clone, Debug)]
 pub struct SeededRng(u64);

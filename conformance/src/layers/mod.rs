@@ -1,12 +1,12 @@
 //! Wrappers for tests and benches that add behaviour around any backend
 //! without the backend knowing: counting and fault injection.
 //!
-//! Every one of them is a [`StorageLayer`] like the production layers of
+//! Every one of them is a [`StorageLayer`](chatvault_core::layer::StorageLayer) like the production layers of
 //! [`chatvault_core::layer`] (retry, tracing), so they stack on any backend
 //! with [`StorageExt::layer`](chatvault_core::layer::StorageExt::layer) and
 //! keep a cloneable handle to read or steer them:
 //!
-//! - [`CountingLayer`] counts [`Storage`] calls, the sealed bytes they carry
+//! - [`CountingLayer`] counts [`Storage`](chatvault_core::Storage) calls, the sealed bytes they carry
 //!   and, optionally, [`RoundTrips`];
 //! - [`FaultLayer`] makes chosen calls fail the way networks and servers
 //!   fail (unavailable, timed out, HTTP 500, a response lost after the
@@ -143,24 +143,24 @@ impl fmt::Debug for RequestCounter {
     }
 }
 
-/// The [`Storage`] operations a layer can count or fail.
+/// The [`Storage`](chatvault_core::Storage) operations a layer can count or fail.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
-    /// [`Storage::changes`].
+    /// [`Storage::changes`](chatvault_core::Storage::changes).
     Changes,
-    /// [`Storage::get`].
+    /// [`Storage::get`](chatvault_core::Storage::get).
     Get,
-    /// [`Storage::put`].
+    /// [`Storage::put`](chatvault_core::Storage::put).
     Put,
-    /// [`Storage::put_batch`].
+    /// [`Storage::put_batch`](chatvault_core::Storage::put_batch).
     PutBatch,
-    /// [`Storage::delete`].
+    /// [`Storage::delete`](chatvault_core::Storage::delete).
     Delete,
-    /// [`Storage::get_keyring`].
+    /// [`Storage::get_keyring`](chatvault_core::Storage::get_keyring).
     GetKeyring,
-    /// [`Storage::put_keyring`].
+    /// [`Storage::put_keyring`](chatvault_core::Storage::put_keyring).
     PutKeyring,
-    /// [`Storage::maintain`].
+    /// [`Storage::maintain`](chatvault_core::Storage::maintain).
     Maintain,
 }
 

@@ -1,6 +1,11 @@
-//! Storage contracts: batches: `get` of `max_batch` ids, `put_batch` results per record.
+//! Storage contracts: batches: `get` of `max_batch` `put_batch` results per record.
 
-use super::*;
+use super::{expect_conflict, fill, record};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use chatvault_core::{ChatId, Part, PutPrecondition};
+use std::collections::HashSet;
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

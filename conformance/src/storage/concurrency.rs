@@ -1,6 +1,12 @@
 //! Storage contracts: concurrent writers: preconditions decide exactly one winner, the feed reports every commit once.
 
-use super::*;
+use super::{drain, expect_conflict, get_one, ids, record};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Failure, Needs, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use chatvault_core::{Change, ChatId, Cursor, DynStorage, Error, Part, PutPrecondition};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 const RACERS: usize = 8;
 

@@ -1,6 +1,11 @@
 //! Storage contracts: corruption: a damaged record fails `Corrupt`, the rest stays readable.
 
-use super::*;
+use super::{drain, get_one, record};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Failure, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition};
+use std::collections::BTreeMap;
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

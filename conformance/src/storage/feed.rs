@@ -1,6 +1,12 @@
 //! Storage contracts: the change feed: commit order, pagination, cursors, inline summaries.
 
-use super::*;
+use super::{drain, ids, record, tombstone_summary};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Needs, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use bytes::Bytes;
+use chatvault_core::{ChatId, Cursor, PutPrecondition};
+use std::collections::{HashMap, HashSet};
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

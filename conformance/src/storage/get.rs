@@ -1,6 +1,11 @@
 //! Storage contracts: put and get: what was written reads back exactly.
 
-use super::*;
+use super::{drain, get_one, record};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use bytes::Bytes;
+use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, SealedRecord};
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

@@ -1,6 +1,10 @@
 //! Storage contracts: isolation: two vaults never see each other's records or changes.
 
-use super::*;
+use super::{drain, get_one, ids, record};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use chatvault_core::{ChatId, Cursor, Part, PutPrecondition};
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

@@ -1,6 +1,11 @@
 //! Storage contracts: the keyring: preconditions, versions, isolation.
 
-use super::*;
+use super::expect_conflict;
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use bytes::Bytes;
+use chatvault_core::PutPrecondition;
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

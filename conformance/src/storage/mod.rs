@@ -4,35 +4,32 @@
 //! [`corruption`]. They depend on `chatvault-core` alone.
 //!
 //! Each function opens its own vaults (named after itself) through a
-//! [`TestBackend`], so contracts run in any order and in parallel. A
+//! [`TestBackend`](crate::TestBackend), so contracts run in any order and in parallel. A
 //! function's one-line doc is the contract it checks; together they restate
 //! the prose contract on [`chatvault_core::Storage`].
 //!
 //! Each module's `contracts()` registers its contracts with the capability
-//! they need ([`Needs`], the way OpenDAL's behavior tests gate on
+//! they need ([`Needs`](crate::Needs), the way OpenDAL's behavior tests gate on
 //! `Capability`): the whole [`concurrency`] group needs
 //! `atomic_preconditions`, [`feed::changes_inline_summaries_match_stored_summaries`]
 //! needs `inline_summaries`. The runner reads the backend's
 //! [`Capabilities`](chatvault_core::Capabilities) once and reports a
 //! contract whose capability is missing as skipped, with the reason, never
-//! as passed. Contracts that need a [`TestBackend`] hook the backend does
+//! as passed. Contracts that need a [`TestBackend`](crate::TestBackend) hook the backend does
 //! not implement (`open_counting`, `corrupt_record`) or a limit too large to
-//! test return [`Verdict::Skipped`] themselves, and so does a gated contract
+//! test return [`Verdict::Skipped`](crate::Verdict::Skipped) themselves, and so does a gated contract
 //! called directly on a backend without its capability.
 //!
 //! [`contracts`] lists them all for the runner; a backend's own tests may
 //! also call any function directly.
 
-use crate::backend::TestBackend;
-use crate::layers::RequestCounter;
-use crate::runner::{Contract, Failure, Needs, Outcome, Verdict};
-use crate::{contract, ensure, ensure_eq};
+use crate::runner::{Contract, Failure};
+use crate::{ensure, ensure_eq};
 use bytes::Bytes;
 use chatvault_core::{
     Change, ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, SealedRecord,
 };
 use futures::stream::{self, StreamExt};
-use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// Records the large-vault contracts write (override with the environment

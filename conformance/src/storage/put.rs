@@ -1,6 +1,11 @@
 //! Storage contracts: put preconditions: `Absent`, `Version(v)`, `None`, strictly greater versions, the size limit.
 
-use super::*;
+use super::{drain, expect_conflict, get_one, ids, record, tombstone_summary};
+use crate::backend::TestBackend;
+use crate::runner::{Contract, Failure, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use bytes::Bytes;
+use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord};
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {

@@ -1,6 +1,12 @@
 //! Storage contracts: volume: a large vault pages through the feed and `get`; an idle poll costs one request.
 
-use super::*;
+use super::{drain, fill, ids, large_vault_records, record};
+use crate::backend::TestBackend;
+use crate::layers::RequestCounter;
+use crate::runner::{Contract, Outcome, Verdict};
+use crate::{contract, ensure, ensure_eq};
+use chatvault_core::{ChatId, Cursor, Part};
+use std::collections::HashSet;
 
 /// The contracts of this group, in a stable order.
 pub fn contracts() -> Vec<Contract> {
