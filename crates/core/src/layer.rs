@@ -81,7 +81,9 @@ impl StorageExt for DynStorage {
 /// compares the sealed bytes: sealed blobs carry a fresh random nonce, so
 /// equal bytes mean this very put landed and the layer reports success;
 /// different bytes (or a failed read) return the conflict unchanged, and the
-/// engine merges as for any conflict. The keyring is handled the same way
+/// engine merges as for any conflict. The read-back is retried under the
+/// same policy, so a flaky network does not turn a landed put into a
+/// conflict as long as attempts remain. The keyring is handled the same way
 /// (read back and compare). Only a conflict that follows a retriable failure
 /// of the same call is resolved like this; a first-attempt conflict is
 /// returned as is.
@@ -196,7 +198,12 @@ impl RetryStorage {
                 } else {
                     Part::Summary
                 };
-                match self.inner.get(&[record.chat], part).await {
+                // The read-back crosses the same flaky network: retry it
+                // under the same policy rather than give up on the first
+                // failure.
+                let ids = [record.chat];
+                let stored = self.retry("get", || self.inner.get(&ids, part)).await.0;
+                match stored {
                     Ok(stored)
                         if stored.iter().any(|s| {
                             s.chat == record.chat
@@ -323,7 +330,11 @@ impl Storage for RetryStorage {
             .await;
         match result {
             Err(Error::Conflict { chat, current }) if retried => {
-                match self.inner.get_keyring().await {
+                match self
+                    .retry("get_keyring", || self.inner.get_keyring())
+                    .await
+                    .0
+                {
                     Ok(Some(stored)) if stored.bytes == bytes => Ok(stored.version),
                     _ => Err(Error::Conflict { chat, current }),
                 }
