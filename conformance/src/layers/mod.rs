@@ -11,9 +11,9 @@
 //! - [`FaultLayer`] makes chosen calls fail the way networks and servers
 //!   fail (unavailable, timed out, HTTP 500, a response lost after the
 //!   server committed), until healed;
-//! - [`ChaosLayer`] injects seeded random trouble: retriable and
-//!   non-retriable errors, latency, timeouts, lost write responses,
-//!   duplicated and reordered feed pages;
+//! - [`ChaosLayer`] (from `chatvault_core::layer`, re-exported) injects
+//!   seeded random trouble: retriable and non-retriable errors, latency,
+//!   timeouts, lost write responses, duplicated and reordered feed pages;
 //! - [`HostileLayer`] is a server that lies (swapped, moved, rolled back,
 //!   truncated or withheld records);
 //! - with the `object-store` feature, `CountingObjectStore` counts the calls
@@ -43,14 +43,15 @@
 //! # }
 //! ```
 
-mod chaos;
 mod counting;
 mod fault;
 mod hostile;
 #[cfg(feature = "object-store")]
 mod object_store;
 
-pub use chaos::{ChaosConfig, ChaosLayer, ChaosStats, ChaosStorage, SeededRng};
+/// The seeded chaos layer lives in `chatvault-core` (production code can
+/// stack it too); re-exported here where tests have always found it.
+pub use chatvault_core::layer::{ChaosConfig, ChaosLayer, ChaosStats, ChaosStorage, SeededRng};
 pub use counting::{CountingLayer, CountingStorage, InFlight, RoundTrips};
 pub use fault::{Fault, FaultLayer, FaultyStorage};
 pub use hostile::{HostileLayer, HostileStorage, Tamper};

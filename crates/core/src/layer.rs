@@ -2,8 +2,12 @@
 //! knowing, in the spirit of OpenDAL's layers.
 //!
 //! A [`StorageLayer`] turns one storage into another that forwards every call
-//! to the one inside, adding something on the way: retries, tracing, metrics,
-//! fault injection in tests. Layers compose with [`StorageExt::layer`]; the
+//! to the one inside, adding something on the way: retries ([`RetryLayer`]),
+//! tracing and metrics ([`TracingLayer`]), seeded fault injection
+//! ([`ChaosLayer`]: retriable and non-retriable errors, latency, timeouts,
+//! responses lost after a successful write, duplicated and reordered feed
+//! pages), and in tests the counting, fault and hostile layers of
+//! `chatvault-conformance`. Layers compose with [`StorageExt::layer`]; the
 //! last one added is the outermost, so it sees a call first:
 //!
 //! ```
@@ -42,6 +46,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
+
+mod chaos;
+
+pub use chaos::{ChaosConfig, ChaosLayer, ChaosStats, ChaosStorage, SeededRng};
+
+/// Locks a layer's shared figures; a poisoned lock still holds valid
+/// figures (a panicking thread must not hide them from the others).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Something that wraps a storage in another: a retry policy, tracing,
 /// fault injection… See the [module docs](self).

@@ -1,20 +1,23 @@
-//! [`ChaosLayer`]: seeded random trouble around any backend.
+//! [`ChaosLayer`]: seeded random trouble around any backend, for tests,
+//! staging and game days.
 
-use super::{lock, Fault, Op};
+use super::{lock, StorageLayer};
+use crate::ids::ChatId;
+use crate::storage::{
+    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
+};
+use crate::transport::Transport;
+use crate::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_core::layer::StorageLayer;
-use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
-};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A small, fast, seedable generator (SplitMix64): every random choice of
-/// [`ChaosLayer`] and [`HostileLayer`](super::HostileLayer) comes from one seed, so a failing run
+/// [`ChaosLayer`] and `HostileLayer` (in chatvault-conformance) comes from one seed, so a failing run
 /// replays exactly (given the same sequence of calls).
 #[derive(Clone, Debug)]
 pub struct SeededRng(u64);
@@ -151,7 +154,7 @@ impl ChaosStats {
 /// and reordered feed pages, all drawn from [`ChaosConfig::seed`].
 ///
 /// ```
-/// use chatvault_conformance::layers::{ChaosConfig, ChaosLayer};
+/// use chatvault_core::layer::{ChaosConfig, ChaosLayer};
 /// use chatvault_core::layer::StorageExt;
 /// # fn demo(backend: chatvault_core::DynStorage) {
 /// let chaos = ChaosLayer::new(ChaosConfig::stormy(7));
@@ -282,7 +285,7 @@ impl ChaosStorage {
         (latency, verdict)
     }
 
-    async fn run<T, F>(&self, op: Op, write: bool, call: F) -> Result<T>
+    async fn run<T, F>(&self, op: &'static str, write: bool, call: F) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
     {
@@ -292,25 +295,31 @@ impl ChaosStorage {
         }
         match verdict {
             Verdict::Pass => call.await,
-            Verdict::Unavailable => Err(Fault::Unavailable.error(op)),
+            Verdict::Unavailable => Err(unavailable(format!(
+                "injected fault: network unreachable during {op}"
+            ))),
             Verdict::Rejected => Err(Error::Rejected {
                 code: "chaos-400".to_owned(),
-                message: format!("injected fault: the server refused {}", op.name()),
+                message: format!("injected fault: the server refused {op}"),
             }),
             Verdict::Timeout => {
                 let after = self.shared.config.timeout_after;
                 tokio::time::sleep(after).await;
-                Err(Fault::Timeout(after).error(op))
+                Err(unavailable(format!(
+                    "injected fault: {op} timed out after {after:?}"
+                )))
             }
             Verdict::LostResponse => {
                 let _committed = call.await;
-                Err(Fault::LostResponse.error(op))
+                Err(unavailable(format!(
+                    "injected fault: connection reset after the server committed {op}"
+                )))
             }
         }
     }
 
     /// Shuffles `changes` across chats, keeping each chat's own order.
-    fn reorder(&self, changes: &mut [chatvault_core::Change]) {
+    fn reorder(&self, changes: &mut [Change]) {
         let mut rng = lock(&self.shared.rng);
         let mut order: Vec<usize> = (0..changes.len()).collect();
         for i in (1..order.len()).rev() {
@@ -320,8 +329,7 @@ impl ChaosStorage {
         drop(rng);
         // Slots keep their chat; each chat's changes are dealt back into its
         // slots in their original order, so only the interleaving changes.
-        let mut by_chat: BTreeMap<ChatId, std::collections::VecDeque<chatvault_core::Change>> =
-            BTreeMap::new();
+        let mut by_chat: BTreeMap<ChatId, std::collections::VecDeque<Change>> = BTreeMap::new();
         for change in changes.iter() {
             by_chat
                 .entry(change.chat)
@@ -362,7 +370,7 @@ impl Storage for ChaosStorage {
             _ => since.clone(),
         };
         let mut page = self
-            .run(Op::Changes, false, self.inner.changes(&asked, limit))
+            .run("changes", false, self.inner.changes(&asked, limit))
             .await?;
         if reorder && page.changes.len() > 1 {
             lock(&self.shared.stats).reordered_pages += 1;
@@ -372,18 +380,18 @@ impl Storage for ChaosStorage {
     }
 
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.run(Op::Get, false, self.inner.get(chats, part)).await
+        self.run("get", false, self.inner.get(chats, part)).await
     }
 
     async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.run(Op::Put, true, self.inner.put(record, precondition))
+        self.run("put", true, self.inner.put(record, precondition))
             .await
     }
 
     async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         let len = batch.len();
         match self
-            .run(Op::PutBatch, true, async {
+            .run("put_batch", true, async {
                 Ok(self.inner.put_batch(batch).await)
             })
             .await
@@ -419,7 +427,7 @@ impl Storage for ChaosStorage {
         precondition: PutPrecondition,
     ) -> Result<()> {
         self.run(
-            Op::Delete,
+            "delete",
             true,
             self.inner.delete(chat, version, summary, precondition),
         )
@@ -427,13 +435,13 @@ impl Storage for ChaosStorage {
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.run(Op::GetKeyring, false, self.inner.get_keyring())
+        self.run("get_keyring", false, self.inner.get_keyring())
             .await
     }
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.run(
-            Op::PutKeyring,
+            "put_keyring",
             true,
             self.inner.put_keyring(bytes, precondition),
         )
@@ -441,11 +449,18 @@ impl Storage for ChaosStorage {
     }
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.run(Op::Maintain, false, self.inner.maintain(budget))
+        self.run("maintain", false, self.inner.maintain(budget))
             .await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {
         self.inner.push()
+    }
+}
+
+fn unavailable(message: String) -> Error {
+    Error::Unavailable {
+        message,
+        source: None,
     }
 }
