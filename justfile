@@ -8,6 +8,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --all-features -- -D warnings
+    cargo clippy -p chatvault-core --no-default-features --all-targets -- -D warnings
 
 # Formats every crate.
 fmt:
