@@ -8,6 +8,7 @@ test:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --all-features -- -D warnings
+    cargo clippy -p chatvault-core --no-default-features --all-targets -- -D warnings
 
 # Formats every crate.
 fmt:
@@ -20,7 +21,7 @@ bench:
 # Builds the registry-free test images (chatvault-test/s3, chatvault-test/postgres).
 # Needs root, debootstrap and a running Docker engine; pass --force to rebuild.
 images *args:
-    bash conformance/images/build.sh {{args}}
+    bash conformance/services/images/build.sh {{args}}
 
 # The conformance suite against every backend. With the local images built
 # (`just images`) the S3 and PostgreSQL fixtures run in containers; without

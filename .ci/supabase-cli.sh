@@ -2,7 +2,7 @@
 # The Supabase migrations as users deploy them: installs the pinned Supabase
 # CLI from npm, applies backends/supabase/supabase/migrations with
 # `supabase db push --db-url` to a throwaway PostgreSQL shaped like a fresh
-# Supabase project (roles, `auth` schema; made by the conformance crate's
+# Supabase project (roles, `auth` schema; made by chatvault-test-services'
 # `chatvault-test-postgres` from Debian's postgresql-15 binaries), then runs
 # the Supabase conformance suite on that database with the fixture told not
 # to migrate it (CHATVAULT_TEST_PG_MIGRATIONS=applied: it checks that the
@@ -33,7 +33,7 @@ if [ ! -x "$supabase" ] || [ "$("$supabase" --version 2>/dev/null)" != "$cli_ver
 fi
 echo "Supabase CLI $("$supabase" --version)"
 
-cargo build -q -p chatvault-conformance --bin chatvault-test-postgres
+cargo build -q -p chatvault-test-services --bin chatvault-test-postgres
 
 # Inside: CHATVAULT_TEST_PG_URL names the fresh database (a superuser).
 export SUPABASE_CLI="$supabase"

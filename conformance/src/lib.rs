@@ -1,22 +1,37 @@
 //! The chatvault conformance suite: one set of contracts that every
 //! [`Storage`](chatvault_core::Storage) backend, ours or yours, runs
-//! against itself, plus the service fixtures and test layers that make that
-//! cheap.
+//! against itself, plus the test layers that make that cheap.
 //!
-//! - [`storage`]: the Storage contract, one `pub async fn` per behaviour
-//!   (preconditions and conflicts, tombstones, the change feed under
-//!   pagination, volume and concurrent writers, size limits, isolation,
-//!   corruption, the keyring);
-//! - [`sync`]: end-to-end sync through the facade (several devices, offline
-//!   edits, convergence);
+//! - [`storage`]: the Storage contract, one `pub async fn` per behaviour,
+//!   one module per operation (get, put, batch, delete, the change feed,
+//!   isolation, the keyring, volume, concurrent writers, corruption); it
+//!   depends on `chatvault-core` alone;
+//! - `sync` (feature `sync`): end-to-end sync through the `chatvault`
+//!   facade and its engine (several devices, offline edits, lost responses,
+//!   crashes, convergence);
 //! - [`TestBackend`]: how the suite opens your backend;
 //! - [`run`] / [`Suite`] / [`storage_suite!`]: turn the contracts into named
 //!   libtest trials (`storage::put_absent_conflicts_when_record_exists`…);
-//!   a contract the backend cannot meet for lack of a capability is reported
-//!   as *ignored* with the reason, never counted as passed;
-//! - [`layers`]: counting and fault-injecting wrappers for tests and benches;
-//! - [`fixtures`]: S3 and PostgreSQL services from the environment, from
-//!   Docker (testcontainers) or in-process stand-ins.
+//!   a contract the backend cannot meet for lack of a capability ([`Needs`])
+//!   or a hook is reported as *ignored* with the reason, never counted as
+//!   passed;
+//! - [`layers`]: counting, fault-injecting, chaos and hostile layers
+//!   ([`StorageLayer`](chatvault_core::layer::StorageLayer)s) for tests and
+//!   benches.
+//!
+//! # Features
+//!
+//! - none (the default): the Storage contracts, the runner and the layers,
+//!   over `chatvault-core` without its default features: no engine, redb,
+//!   age, HTTP stack or containers to compile.
+//! - `sync`: the end-to-end sync contracts; [`run`] adds them. Pulls in the
+//!   `chatvault` facade (engine, replica, envelope cipher).
+//! - `object-store`: `layers::CountingObjectStore` and
+//!   `layers::CountingHttpConnector`, for backends built on `object_store`.
+//!
+//! The S3 and PostgreSQL fixtures chatvault's own backends are tested
+//! against live in the repository's unpublished `chatvault-test-services`
+//! crate, not here.
 //!
 //! # Writing a backend
 //!
@@ -48,8 +63,13 @@
 //! without the default harness,
 //!
 //! ```toml
+//! [dependencies]
+//! chatvault-core = { version = "0.1", default-features = false }
+//!
 //! [dev-dependencies]
 //! chatvault-conformance = "0.1"
+//! # To hold it to the end-to-end sync contracts too:
+//! # chatvault-conformance = { version = "0.1", features = ["sync"] }
 //!
 //! [[test]]
 //! name = "conformance"
@@ -81,9 +101,9 @@
 //! chatvault_conformance::storage_suite!(MyBackend);
 //! ```
 //!
-//! [`run`] holds it to the Storage contracts and the end-to-end sync
-//! contracts (three devices, offline edits, lost responses, crashes; see
-//! [`sync`]); use [`Suite`] to pick contracts or add your own.
+//! [`run`] holds it to the Storage contracts, and with the `sync` feature
+//! to the end-to-end sync contracts too (three devices, offline edits, lost
+//! responses, crashes); use [`Suite`] to pick contracts or add your own.
 //! `cargo test --test conformance` then prints one line per contract:
 //!
 //! ```text
@@ -99,23 +119,24 @@
 //!
 //! # Environment
 //!
-//! - `CI` (set and not `0`/`false`): a service a fixture cannot find fails
-//!   the run instead of skipping it.
+//! - `CI` (set and not `0`/`false`): a service that [`TestBackend::start`]
+//!   cannot find fails the run instead of skipping it.
 //! - `CHATVAULT_CONFORMANCE_RECORDS`: records in the large-vault contracts
 //!   (default 10,000).
 //! - `CHATVAULT_CONFORMANCE_TIMEOUT_SECS`: per-contract safety net against
 //!   hangs (default 600).
-//! - The fixtures' own variables: see [`fixtures`].
 
 mod backend;
-pub mod fixtures;
 pub mod layers;
 mod runner;
 pub mod storage;
+#[cfg(feature = "sync")]
 pub mod sync;
 
 pub use backend::TestBackend;
-pub use runner::{run, services_required, Contract, ContractFn, Failure, Outcome, Suite, Verdict};
+pub use runner::{
+    run, services_required, Contract, ContractFn, Failure, Needs, Outcome, Suite, Verdict,
+};
 
 /// Defines `fn main()` for a `harness = false` test target that runs the
 /// Storage and sync contracts ([`run`]) against a [`TestBackend`] built by

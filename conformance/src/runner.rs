@@ -2,8 +2,9 @@
 //! as skipped (`ignored`), never as passed.
 
 use crate::backend::TestBackend;
+use chatvault_core::Capabilities;
 use futures::future::BoxFuture;
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Completion, Conclusion, Failed, Trial};
 use std::fmt;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -53,6 +54,38 @@ pub type Outcome = Result<Verdict, Failure>;
 /// The function behind a contract: runs it against a backend.
 pub type ContractFn = for<'a> fn(&'a dyn TestBackend) -> BoxFuture<'a, Outcome>;
 
+/// The capability a contract needs beyond the base Storage contract, as
+/// declared by [`Storage::capabilities`](chatvault_core::Storage::capabilities).
+///
+/// The runner reads the backend's capabilities once per run (from one client
+/// opened after [`TestBackend::start`]) and reports a contract whose
+/// capability is absent as skipped, with the reason, without running it:
+/// never as passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needs {
+    /// Nothing beyond the base contract: always runs.
+    Nothing,
+    /// [`Capabilities::atomic_preconditions`]: racing writers, exactly one
+    /// commits.
+    AtomicPreconditions,
+    /// [`Capabilities::inline_summaries`]: the feed carries summaries.
+    InlineSummaries,
+}
+
+impl Needs {
+    /// Why a backend with `capabilities` cannot be held to a contract with
+    /// this need (`None`: it can).
+    pub fn missing(self, capabilities: &Capabilities) -> Option<String> {
+        match self {
+            Needs::Nothing => None,
+            Needs::AtomicPreconditions => (!capabilities.atomic_preconditions)
+                .then(|| "capabilities().atomic_preconditions is false".to_owned()),
+            Needs::InlineSummaries => (!capabilities.inline_summaries)
+                .then(|| "capabilities().inline_summaries is false".to_owned()),
+        }
+    }
+}
+
 /// One named contract of a suite.
 #[derive(Clone, Copy)]
 pub struct Contract {
@@ -61,18 +94,30 @@ pub struct Contract {
     pub name: &'static str,
     /// Runs the contract.
     pub run: ContractFn,
+    /// The capability it needs; without it the runner reports the contract
+    /// as skipped.
+    pub needs: Needs,
+}
+
+impl Contract {
+    /// The same contract, gated on `needs`.
+    pub fn needing(self, needs: Needs) -> Self {
+        Self { needs, ..self }
+    }
 }
 
 impl fmt::Debug for Contract {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Contract")
             .field("name", &self.name)
+            .field("needs", &self.needs)
             .finish()
     }
 }
 
 /// Builds a [`Contract`] from an `async fn(&dyn TestBackend) -> Outcome` in
-/// scope, named `<module>::<fn name>`.
+/// scope, named `<module>::<fn name>`, needing nothing beyond the base
+/// contract (gate it with [`Contract::needing`]).
 ///
 /// ```
 /// use chatvault_conformance::{contract, Outcome, TestBackend, Verdict};
@@ -92,6 +137,7 @@ macro_rules! contract {
         $crate::Contract {
             name: concat!($module, "::", stringify!($function)),
             run: |backend| ::std::boxed::Box::pin($function(backend)),
+            needs: $crate::Needs::Nothing,
         }
     };
 }
@@ -150,7 +196,9 @@ impl Suite {
         self.with_contracts(crate::storage::contracts())
     }
 
-    /// Adds the end-to-end sync contracts ([`crate::sync::contracts`]).
+    /// Adds the end-to-end sync contracts ([`crate::sync::contracts`];
+    /// feature `sync`).
+    #[cfg(feature = "sync")]
     pub fn with_sync_contracts(self) -> Self {
         self.with_contracts(crate::sync::contracts())
     }
@@ -169,6 +217,13 @@ impl Suite {
 
     /// Runs the contracts with explicit libtest arguments.
     pub fn run_with_args(self, args: &Arguments) -> ExitCode {
+        self.conclude(args).exit_code()
+    }
+
+    /// Runs the contracts with explicit libtest arguments and returns the
+    /// tally (passed, failed, ignored…), e.g. for a test of the suite
+    /// itself.
+    pub fn conclude(self, args: &Arguments) -> Conclusion {
         let runtime = match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -176,7 +231,13 @@ impl Suite {
             Ok(runtime) => runtime,
             Err(error) => {
                 eprintln!("chatvault-conformance: cannot start a tokio runtime: {error}");
-                return ExitCode::FAILURE;
+                return Conclusion {
+                    num_filtered_out: 0,
+                    num_passed: 0,
+                    num_failed: self.contracts.len() as u64,
+                    num_ignored: 0,
+                    num_measured: 0,
+                };
             }
         };
         let backend = self.backend;
@@ -201,6 +262,21 @@ impl Suite {
                 Some(reason)
             }
         };
+        // One client tells the capabilities every gated contract is checked
+        // against, the way OpenDAL's behavior tests read `op.info()`.
+        let capabilities: Result<Capabilities, String> = if unavailable.is_some()
+            || args.list
+            || !self.contracts.iter().any(|c| c.needs != Needs::Nothing)
+        {
+            Err(String::from("not read"))
+        } else {
+            runtime
+                .block_on(backend.open(CAPABILITIES_VAULT))
+                .map(|storage| storage.capabilities())
+                .map_err(|error| {
+                    format!("could not open a client to read the backend's capabilities: {error}")
+                })
+        };
         let limit = contract_timeout();
         let trials = self
             .contracts
@@ -209,6 +285,11 @@ impl Suite {
                 let backend = Arc::clone(&backend);
                 let handle = runtime.handle().clone();
                 let unavailable = unavailable.clone();
+                let gate = match (&capabilities, contract.needs) {
+                    (_, Needs::Nothing) => Ok(None),
+                    (Ok(capabilities), needs) => Ok(needs.missing(capabilities)),
+                    (Err(error), _) => Err(error.clone()),
+                };
                 Trial::ignorable_test(contract.name, move || {
                     if let Some(reason) = unavailable {
                         return if services_required() {
@@ -216,6 +297,11 @@ impl Suite {
                         } else {
                             Ok(Completion::ignored_with(reason))
                         };
+                    }
+                    match gate {
+                        Ok(None) => {}
+                        Ok(Some(reason)) => return Ok(Completion::ignored_with(reason)),
+                        Err(error) => return Err(Failed::from(error)),
                     }
                     let outcome = handle.block_on(async move {
                         // A safety net against hangs, not a performance
@@ -242,19 +328,22 @@ impl Suite {
             // Fixtures that clean up on drop (containers) need the runtime.
             drop(backend);
         });
-        conclusion.exit_code()
+        conclusion
     }
 }
 
-/// Runs the Storage contracts and the end-to-end sync contracts against
-/// `backend`: the one call an out-of-tree backend needs in its
-/// `harness = false` test target.
+/// Runs the Storage contracts, and with the `sync` feature the end-to-end
+/// sync contracts too, against `backend`: the one call an out-of-tree
+/// backend needs in its `harness = false` test target.
 pub fn run(backend: impl TestBackend) -> ExitCode {
-    Suite::new(backend)
-        .with_storage_contracts()
-        .with_sync_contracts()
-        .run()
+    let suite = Suite::new(backend).with_storage_contracts();
+    #[cfg(feature = "sync")]
+    let suite = suite.with_sync_contracts();
+    suite.run()
 }
+
+/// The vault the runner opens to read the backend's capabilities.
+const CAPABILITIES_VAULT: &str = "capabilities_probe";
 
 /// True when the `CI` environment variable asks for every service to be
 /// present (a missing service fails instead of skipping).

@@ -7,16 +7,14 @@ mod custom_backend;
 
 use bytes::Bytes;
 use chatvault_conformance::layers::{
-    CountingObjectStore, CountingStorage, Fault, FaultyStorage, Op, RequestCounter,
+    CountingLayer, CountingStorage, Fault, FaultLayer, FaultyStorage, Op, RequestCounter,
+    RoundTrips,
 };
+use chatvault_core::layer::StorageExt;
 use chatvault_core::{
     ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, SealedRecord, Storage,
 };
 use custom_backend::RedbStorage;
-use futures::TryStreamExt;
-use object_store::memory::InMemory;
-use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutPayload};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,37 +156,135 @@ async fn counting_storage_counts_calls_and_sealed_bytes() {
 }
 
 #[tokio::test]
-async fn counting_object_store_counts_each_call_by_operation() {
+async fn counting_layer_counts_every_storage_it_wraps_into_one_counter() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let requests = RequestCounter::new();
-    let store = CountingObjectStore::new(Arc::new(InMemory::new()), requests.clone());
-    let path = Path::from("log/00000000000000000001");
-    store
-        .put(&path, PutPayload::from_static(b"entry"))
+    let layer = CountingLayer::new(requests.clone());
+    let laptop = storage(&first).layer(layer.clone());
+    let phone = storage(&second).layer(layer.clone());
+    let chat = ChatId::new();
+    laptop
+        .put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    let taken = store
-        .put_opts(
-            &path,
-            PutPayload::from_static(b"other"),
-            PutMode::Create.into(),
-        )
-        .await;
-    assert!(
-        matches!(taken, Err(object_store::Error::AlreadyExists { .. })),
-        "{taken:?}"
+    phone
+        .put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    phone.get(&[chat], Part::Full).await.unwrap();
+    assert_eq!(layer.calls(Op::Put), 2);
+    assert_eq!(
+        requests.get("put").bytes_sent,
+        2 * record(chat, 1).size() as u64
     );
-    let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
-    assert_eq!(bytes, Bytes::from_static(b"entry"));
-    let listed: Vec<_> = store
-        .list_with_offset(Some(&Path::from("log")), &path)
-        .try_collect()
-        .await
-        .unwrap();
-    assert!(listed.is_empty(), "nothing after the offset");
-    assert_eq!(requests.get("put").calls, 2);
-    assert_eq!(requests.get("put").bytes_sent, 10);
     assert_eq!(requests.get("get").calls, 1);
-    assert_eq!(requests.get("get").bytes_received, 5);
-    assert_eq!(requests.get("list").calls, 1);
-    assert_eq!(requests.total(), 4);
+    assert_eq!(requests.total(), 3);
+}
+
+#[tokio::test]
+async fn counting_layer_counts_overlapping_calls_as_one_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let trips = RoundTrips::new();
+    let counted = storage(&dir).layer(CountingLayer::default().with_round_trips(trips.clone()));
+    let chats: Vec<ChatId> = (0..4).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        counted
+            .put(record(chat, 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    assert_eq!(trips.get(), 4, "four puts one after the other");
+    trips.reset();
+    let reads = chats
+        .iter()
+        .map(|chat| counted.get(std::slice::from_ref(chat), Part::Summary));
+    let results = futures::future::join_all(reads).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert!(
+        (1..=4).contains(&trips.get()),
+        "concurrent reads share round trips: {}",
+        trips.get()
+    );
+}
+
+#[tokio::test]
+async fn fault_layer_arms_faults_on_every_storage_it_wraps() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = FaultLayer::new();
+    let inner = storage(&dir);
+    let faulty = inner.clone().layer(faults.clone());
+    let chat = ChatId::new();
+    faults.fail_nth(Op::Put, 1, Fault::LostResponse);
+    let lost = faulty.put(record(chat, 1), PutPrecondition::Absent).await;
+    assert!(
+        matches!(&lost, Err(e) if e.is_retriable()),
+        "a lost response reads as a retriable failure: {lost:?}"
+    );
+    let stored = inner.get(&[chat], Part::Full).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "the write committed although its response was lost"
+    );
+    faults.fail_all(Fault::Unavailable);
+    assert!(faulty.changes(&Cursor::start(), 10).await.is_err());
+    faults.heal();
+    assert_eq!(
+        faulty
+            .changes(&Cursor::start(), 10)
+            .await
+            .unwrap()
+            .changes
+            .len(),
+        1
+    );
+    assert_eq!(faults.calls(Op::Changes), 2);
+    assert_eq!(faults.injected(), 2);
+}
+
+/// The `object_store` counters (feature `object-store`).
+#[cfg(feature = "object-store")]
+mod object_store_counting {
+    use super::*;
+    use chatvault_conformance::layers::CountingObjectStore;
+    use futures::TryStreamExt;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStore, PutMode, PutPayload};
+
+    #[tokio::test]
+    async fn counting_object_store_counts_each_call_by_operation() {
+        let requests = RequestCounter::new();
+        let store = CountingObjectStore::new(Arc::new(InMemory::new()), requests.clone());
+        let path = Path::from("log/00000000000000000001");
+        store
+            .put(&path, PutPayload::from_static(b"entry"))
+            .await
+            .unwrap();
+        let taken = store
+            .put_opts(
+                &path,
+                PutPayload::from_static(b"other"),
+                PutMode::Create.into(),
+            )
+            .await;
+        assert!(
+            matches!(taken, Err(object_store::Error::AlreadyExists { .. })),
+            "{taken:?}"
+        );
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes, Bytes::from_static(b"entry"));
+        let listed: Vec<_> = store
+            .list_with_offset(Some(&Path::from("log")), &path)
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(listed.is_empty(), "nothing after the offset");
+        assert_eq!(requests.get("put").calls, 2);
+        assert_eq!(requests.get("put").bytes_sent, 10);
+        assert_eq!(requests.get("get").calls, 1);
+        assert_eq!(requests.get("get").bytes_received, 5);
+        assert_eq!(requests.get("list").calls, 1);
+        assert_eq!(requests.total(), 4);
+    }
 }

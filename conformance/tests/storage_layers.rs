@@ -323,3 +323,156 @@ async fn chaos_duplicates_the_previous_page_and_reorders_only_across_chats() {
     let calm = storage.changes(&first.cursor, 4).await.unwrap();
     assert_ne!(calm.cursor, first.cursor, "healed: the feed moves on");
 }
+
+#[tokio::test]
+async fn chaos_timeouts_hang_then_fail_retriably_and_commit_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    let mut config = ChaosConfig::calm(3);
+    config.timeout = 1.0;
+    config.timeout_after = Duration::from_millis(30);
+    let chaos = ChaosLayer::new(config);
+    let slow = inner.clone().layer(chaos.clone());
+    let chat = ChatId::new();
+    let started = std::time::Instant::now();
+    let err = slow
+        .put(record(chat, 1, b"t"), PutPrecondition::Absent)
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() >= Duration::from_millis(30),
+        "the call hangs for timeout_after before failing"
+    );
+    assert!(err.is_retriable(), "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(inner.get(&[chat], Part::Full).await.unwrap().is_empty());
+    assert_eq!(chaos.stats().timeouts, 1);
+}
+
+#[tokio::test]
+async fn chaos_latency_delays_calls_but_changes_no_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    let mut config = ChaosConfig::calm(5);
+    config.max_latency = Duration::from_millis(3);
+    let chaos = ChaosLayer::new(config);
+    let delayed = inner.clone().layer(chaos.clone());
+    let chats: Vec<ChatId> = (0..10).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        delayed
+            .put(record(chat, 1, b"l"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let through_chaos = delayed.changes(&Cursor::start(), 100).await.unwrap();
+    let direct = inner.changes(&Cursor::start(), 100).await.unwrap();
+    let versions = |page: &chatvault_core::ChangePage| -> Vec<(ChatId, u64)> {
+        page.changes.iter().map(|c| (c.chat, c.version)).collect()
+    };
+    assert_eq!(
+        versions(&through_chaos),
+        versions(&direct),
+        "latency only delays"
+    );
+    assert_eq!(through_chaos.cursor, direct.cursor);
+    let stats = chaos.stats();
+    assert!(stats.delayed > 0, "{stats:?}");
+    assert_eq!(stats.faults(), 0, "latency is not a fault: {stats:?}");
+}
+
+#[tokio::test]
+async fn chaos_fails_a_whole_batch_retriably_or_not_and_commits_none_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    for (field, retriable) in [("unavailable", true), ("rejected", false)] {
+        let mut config = ChaosConfig::calm(11);
+        match field {
+            "unavailable" => config.unavailable = 1.0,
+            _ => config.rejected = 1.0,
+        }
+        let failing = inner.clone().layer(ChaosLayer::new(config));
+        let chats: Vec<ChatId> = (0..3).map(|_| ChatId::new()).collect();
+        let batch = chats
+            .iter()
+            .map(|&chat| (record(chat, 1, b"b"), PutPrecondition::Absent))
+            .collect();
+        let results = failing.put_batch(batch).await;
+        assert_eq!(results.len(), 3, "one result per record ({field})");
+        for result in &results {
+            let err = result.as_ref().unwrap_err();
+            assert_eq!(err.is_retriable(), retriable, "{field}: {err}");
+        }
+        assert!(inner.get(&chats, Part::Full).await.unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_stormy_run_that_follows_the_feed_duplicates_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    for i in 0..40u64 {
+        inner
+            .put(record(ChatId::new(), i + 1, b"f"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let chaos = ChaosLayer::new(ChaosConfig::stormy(17));
+    let stormy = inner.clone().layer(chaos.clone());
+    let mut cursor = Cursor::start();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..400 {
+        match stormy.changes(&cursor, 3).await {
+            Ok(page) => {
+                seen.extend(page.changes.iter().map(|c| (c.chat, c.version)));
+                cursor = page.cursor;
+                if !page.has_more && seen.len() == 40 {
+                    break;
+                }
+            }
+            Err(error) => assert!(
+                error.is_retriable() || matches!(error, Error::Rejected { .. }),
+                "{error}"
+            ),
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        40,
+        "following the cursor still reads every change"
+    );
+    let stats = chaos.stats();
+    assert!(stats.duplicated_pages > 0, "{stats:?}");
+}
+
+#[tokio::test]
+async fn retry_over_chaos_lands_every_write_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = storage(&dir);
+    let mut config = ChaosConfig::stormy(23);
+    // Refusals are final by design; everything else must be survivable.
+    config.rejected = 0.0;
+    let chaos = ChaosLayer::new(config);
+    let storage = inner
+        .clone()
+        .layer(chaos.clone())
+        .layer(quick_retry().with_max_attempts(30));
+    let chats: Vec<ChatId> = (0..30).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        storage
+            .put(record(chat, 1, b"r"), PutPrecondition::Absent)
+            .await
+            .unwrap();
+        storage
+            .put(record(chat, 2, b"r"), PutPrecondition::Version(1))
+            .await
+            .unwrap();
+    }
+    let stored = inner.get(&chats, Part::Summary).await.unwrap();
+    assert_eq!(stored.len(), 30);
+    assert!(stored.iter().all(|r| r.version == 2));
+    let stats = chaos.stats();
+    assert!(
+        stats.lost_responses > 0 && stats.unavailable > 0,
+        "{stats:?}"
+    );
+}

@@ -19,7 +19,6 @@
 //! 1k figure. The last table compares snapshot formats at 100k chats.
 
 use bytes::Bytes;
-use chatvault_conformance::fixtures::s3::S3Fixture;
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_core::{
     ChatId, Cursor, MaintenanceBudget, Part, PutPrecondition, SealedRecord, Storage,
@@ -29,6 +28,7 @@ use chatvault_object_store::{
     CompactOptions, MaintenancePolicy, ObjectStoreOptions, ObjectStoreStorage,
 };
 use chatvault_s3::S3Storage;
+use chatvault_test_services::s3::S3Fixture;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;

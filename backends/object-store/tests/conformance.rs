@@ -3,11 +3,11 @@
 //! corruption contracts run too.
 
 use async_trait::async_trait;
-use chatvault_conformance::fixtures::tear_objects_under;
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_conformance::{Suite, TestBackend};
 use chatvault_core::{ChatId, DynStorage, Result};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use chatvault_test_services::tear_objects_under;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::ObjectStore;

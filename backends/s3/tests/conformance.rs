@@ -1,12 +1,10 @@
 //! The Storage contract suite against `S3Storage` on a real S3 server: the
 //! endpoint from `CHATVAULT_TEST_S3_ENDPOINT`, else a container, else the
-//! in-process s3s-fs stand-in (see `chatvault_conformance::fixtures::s3`).
+//! in-process s3s-fs stand-in (see `chatvault_test_services::s3`).
 //! The first line of output says which one served.
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_conformance::fixtures::s3::S3Fixture;
-use chatvault_conformance::fixtures::tear_objects_under;
 use chatvault_conformance::layers::{CountingHttpConnector, RequestCounter};
 use chatvault_conformance::{contract, ensure, Outcome, Suite, TestBackend, Verdict};
 use chatvault_core::{
@@ -14,6 +12,8 @@ use chatvault_core::{
     SealedRecord, Storage,
 };
 use chatvault_s3::{CompactOptions, MaintenancePolicy, ObjectStoreOptions, S3StorageBuilder};
+use chatvault_test_services::s3::S3Fixture;
+use chatvault_test_services::tear_objects_under;
 use object_store::path::Path;
 use object_store::RetryConfig;
 use std::sync::Arc;

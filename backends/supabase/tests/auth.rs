@@ -7,12 +7,12 @@
 
 mod common;
 
-use chatvault_conformance::fixtures::gotrue::{GoTrueConfig, GoTrueStandIn};
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_core::{ChatId, Cursor, Error, PutPrecondition, Storage};
 use chatvault_supabase::{
     MemorySessionStore, SessionStore, SignOutScope, SupabaseAuth, TokenSource,
 };
+use chatvault_test_services::gotrue::{GoTrueConfig, GoTrueStandIn};
+use chatvault_test_services::postgres::SupabaseFixture;
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;

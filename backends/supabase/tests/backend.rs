@@ -23,9 +23,9 @@ fn main() -> std::process::ExitCode {
 }
 
 use bytes::Bytes;
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use chatvault_supabase::{StaticToken, MAX_RECORD_BYTES};
+use chatvault_test_services::postgres::SupabaseFixture;
 use common::{builder, client, record, rpc, table, ScriptedTokens};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};

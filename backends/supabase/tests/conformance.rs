@@ -1,14 +1,14 @@
 //! The chatvault conformance suites (Storage contracts and end-to-end sync
 //! through the facade) against Supabase: real PostgreSQL with
 //! the crate's migrations, behind PostgREST or the PostgREST-compatible
-//! gateway (see `chatvault_conformance::fixtures::postgres`).
+//! gateway (see `chatvault_test_services::postgres`).
 
 use async_trait::async_trait;
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_conformance::layers::RequestCounter;
 use chatvault_conformance::{Contract, TestBackend, Verdict};
 use chatvault_core::{ChatId, DynStorage, Error, MaintenanceBudget, Result};
 use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
+use chatvault_test_services::postgres::SupabaseFixture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use uuid::Uuid;
@@ -164,8 +164,8 @@ fn storage_contracts() -> Vec<Contract> {
         .map(|contract| {
             if contract.name == "storage::corrupt_record_fails_corrupt_and_others_stay_readable" {
                 Contract {
-                    name: contract.name,
                     run: |_| Box::pin(async { Ok(Verdict::Skipped(NO_BACKEND_CORRUPTION.into())) }),
+                    ..contract
                 }
             } else {
                 contract

@@ -5,11 +5,11 @@
 //! started by the test, standing where a real PostgREST would; this binary
 //! holds one test because it sets process environment variables.
 
-use chatvault_conformance::fixtures::postgres::{Postgres, SupabaseFixture};
-use chatvault_conformance::fixtures::postgrest_gateway::{GatewayConfig, PostgrestGateway};
-use chatvault_conformance::fixtures::Served;
 use chatvault_core::{ChatId, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
+use chatvault_test_services::postgres::{Postgres, SupabaseFixture};
+use chatvault_test_services::postgrest_gateway::{GatewayConfig, PostgrestGateway};
+use chatvault_test_services::Served;
 
 mod common;
 

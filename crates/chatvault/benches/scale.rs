@@ -752,7 +752,7 @@ fn main() {
         );
     }
     let rt = runtime();
-    let run = chatvault_conformance::fixtures::run_id();
+    let run = chatvault_test_services::run_id();
     for backend in &options.backends {
         let server = rt.block_on(async {
             match backend.as_str() {

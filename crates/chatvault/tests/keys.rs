@@ -590,10 +590,10 @@ async fn a_key_file_from_the_first_release_is_upgraded_by_the_first_key_change_o
 /// which the stand-in lacks: that scenario is reported as skipped there.
 #[tokio::test]
 async fn the_key_scenarios_over_s3() {
-    use chatvault_conformance::fixtures::s3::S3Fixture;
+    use chatvault_test_services::s3::S3Fixture;
     let fixture = S3Fixture::start().await.expect("an S3 service");
     eprintln!("s3 served by {}", fixture.describe());
-    let run = chatvault_conformance::fixtures::run_id();
+    let run = chatvault_test_services::run_id();
     let open = |name: &'static str| {
         let fixture = &fixture;
         let run = run.clone();

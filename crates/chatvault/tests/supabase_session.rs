@@ -7,10 +7,10 @@
 
 use chatvault::supabase::{SignOutScope, EMAIL_VAR, PASSWORD_VAR};
 use chatvault::{ChatVault, Error, Role};
-use chatvault_conformance::fixtures::gotrue::{GoTrueConfig, GoTrueStandIn};
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
-use chatvault_conformance::fixtures::project_front::ProjectFront;
 use chatvault_supabase::MIGRATIONS;
+use chatvault_test_services::gotrue::{GoTrueConfig, GoTrueStandIn};
+use chatvault_test_services::postgres::SupabaseFixture;
+use chatvault_test_services::project_front::ProjectFront;
 use std::sync::Arc;
 
 const PASSPHRASE: &str = "session test passphrase";

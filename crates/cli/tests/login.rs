@@ -2,9 +2,9 @@
 //! fixtures (PostgreSQL with the migrations, the PostgREST-compatible
 //! gateway and the Auth stand-in behind one project URL).
 
-use chatvault_conformance::fixtures::gotrue::{GoTrueConfig, GoTrueStandIn};
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
-use chatvault_conformance::fixtures::project_front::ProjectFront;
+use chatvault_test_services::gotrue::{GoTrueConfig, GoTrueStandIn};
+use chatvault_test_services::postgres::SupabaseFixture;
+use chatvault_test_services::project_front::ProjectFront;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 

@@ -185,6 +185,7 @@ impl Error {
     }
 
     /// [`Error::Local`] without a source.
+    #[cfg(feature = "engine")]
     pub(crate) fn local_message(message: String) -> Self {
         Error::Local {
             message,

@@ -2,8 +2,12 @@
 //! knowing, in the spirit of OpenDAL's layers.
 //!
 //! A [`StorageLayer`] turns one storage into another that forwards every call
-//! to the one inside, adding something on the way: retries, tracing, metrics,
-//! fault injection in tests. Layers compose with [`StorageExt::layer`]; the
+//! to the one inside, adding something on the way: retries ([`RetryLayer`]),
+//! tracing and metrics ([`TracingLayer`]), seeded fault injection
+//! ([`ChaosLayer`]: retriable and non-retriable errors, latency, timeouts,
+//! responses lost after a successful write, duplicated and reordered feed
+//! pages), and in tests the counting, fault and hostile layers of
+//! `chatvault-conformance`. Layers compose with [`StorageExt::layer`]; the
 //! last one added is the outermost, so it sees a call first:
 //!
 //! ```
@@ -43,6 +47,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+mod chaos;
+
+pub use chaos::{ChaosConfig, ChaosLayer, ChaosStats, ChaosStorage, SeededRng};
+
+/// Locks a layer's shared figures; a poisoned lock still holds valid
+/// figures (a panicking thread must not hide them from the others).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Something that wraps a storage in another: a retry policy, tracing,
 /// fault injection… See the [module docs](self).
 pub trait StorageLayer {
@@ -81,7 +97,9 @@ impl StorageExt for DynStorage {
 /// compares the sealed bytes: sealed blobs carry a fresh random nonce, so
 /// equal bytes mean this very put landed and the layer reports success;
 /// different bytes (or a failed read) return the conflict unchanged, and the
-/// engine merges as for any conflict. The keyring is handled the same way
+/// engine merges as for any conflict. The read-back is retried under the
+/// same policy, so a flaky network does not turn a landed put into a
+/// conflict as long as attempts remain. The keyring is handled the same way
 /// (read back and compare). Only a conflict that follows a retriable failure
 /// of the same call is resolved like this; a first-attempt conflict is
 /// returned as is.
@@ -196,7 +214,12 @@ impl RetryStorage {
                 } else {
                     Part::Summary
                 };
-                match self.inner.get(&[record.chat], part).await {
+                // The read-back crosses the same flaky network: retry it
+                // under the same policy rather than give up on the first
+                // failure.
+                let ids = [record.chat];
+                let stored = self.retry("get", || self.inner.get(&ids, part)).await.0;
+                match stored {
                     Ok(stored)
                         if stored.iter().any(|s| {
                             s.chat == record.chat
@@ -323,7 +346,11 @@ impl Storage for RetryStorage {
             .await;
         match result {
             Err(Error::Conflict { chat, current }) if retried => {
-                match self.inner.get_keyring().await {
+                match self
+                    .retry("get_keyring", || self.inner.get_keyring())
+                    .await
+                    .0
+                {
                     Ok(Some(stored)) if stored.bytes == bytes => Ok(stored.version),
                     _ => Err(Error::Conflict { chat, current }),
                 }

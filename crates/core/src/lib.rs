@@ -10,7 +10,20 @@
 //! - [`engine`]: the sync engine (save, push, pull, in-memory sidebar);
 //! - [`replica`]: this device's crash-safe copy of the vault and its outbox;
 //! - [`transport`]: when the sync engine pulls (polling, or a backend's push);
-//! - [`codec`]: versioned encodings of what gets sealed.
+//! - [`codec`]: versioned encodings of what gets sealed;
+//! - [`layer`]: behaviour stacked around any storage (retries, tracing).
+//!
+//! # Features
+//!
+//! - `engine` (default): the sync engine, the local replica (redb) and key
+//!   management; turns on `envelope`.
+//! - `envelope`: the default cipher (age key file, XChaCha20-Poly1305).
+//!
+//! A backend, or anything else that only implements or calls the traits,
+//! depends on `chatvault-core` with `default-features = false`: the model,
+//! merge, codec, ids, clocks, errors, the `Storage`/`Cipher`/`Transport`
+//! traits and the layers, without the engine's, redb's and age's
+//! dependencies.
 //!
 //! ```
 //! use chatvault_core::{Chat, ChatId, Clock, DeviceId, Role};
@@ -35,23 +48,31 @@
 pub mod chat;
 pub mod cipher;
 pub mod codec;
+#[cfg(feature = "engine")]
 pub mod engine;
+#[cfg(feature = "envelope")]
+// Some key-file queries serve only key management (`keys`, with `engine`).
+#[cfg_attr(not(feature = "engine"), allow(dead_code, unused_imports))]
 pub mod envelope;
 pub mod error;
 pub mod hlc;
 pub mod ids;
+#[cfg(feature = "engine")]
 pub mod keys;
 pub mod layer;
+#[cfg(feature = "engine")]
 pub mod replica;
 pub mod storage;
 pub mod transport;
 
 pub use chat::{Chat, ChatSummary, Lww, Message, MessageBody, Role};
 pub use cipher::{Aad, Cipher};
+#[cfg(feature = "engine")]
 pub use engine::{Engine, EngineConfig, Event, SyncReport, SyncStatus};
 pub use error::{BoxError, Error, Result};
 pub use hlc::{Clock, Hlc};
 pub use ids::{ChatId, DeviceId, MessageId, VaultId};
+#[cfg(feature = "engine")]
 pub use replica::Replica;
 pub use storage::{
     Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,

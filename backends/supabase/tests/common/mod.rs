@@ -6,12 +6,12 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
 use chatvault_conformance::services_required;
 use chatvault_core::{ChatId, Result, SealedRecord};
 use chatvault_supabase::{
     StaticToken, SupabaseStorage, SupabaseStorageBuilder, TokenSource, MIGRATIONS,
 };
+use chatvault_test_services::postgres::SupabaseFixture;
 use futures::future::BoxFuture;
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
 use serde_json::Value;

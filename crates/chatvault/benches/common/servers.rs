@@ -13,13 +13,13 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault::core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, Part, PutPrecondition,
-    Result, SealedRecord, Storage, Transport,
+use chatvault::core::layer::StorageExt;
+use chatvault::core::{DynStorage, PutPrecondition, Result, SealedRecord};
+use chatvault_conformance::layers::{
+    CountingHttpConnector, CountingLayer, CountingObjectStore, RequestCounter, RoundTrips,
 };
-use chatvault_conformance::fixtures::postgres::SupabaseFixture;
-use chatvault_conformance::fixtures::s3::S3Fixture;
-use chatvault_conformance::layers::{CountingHttpConnector, CountingObjectStore, RequestCounter};
+use chatvault_test_services::postgres::SupabaseFixture;
+use chatvault_test_services::s3::S3Fixture;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
@@ -51,43 +51,6 @@ as $$ select r.chat, r.updated_at from public.chatvault_records r
 grant execute on function public.bench_seed_style_poll() to authenticated;
 "#;
 
-/// Round trips: the number of times the count of requests in flight rose
-/// from zero. Requests that overlap share a round trip.
-#[derive(Clone, Default)]
-pub struct RoundTrips {
-    in_flight: Arc<AtomicU64>,
-    waves: Arc<AtomicU64>,
-}
-
-/// Held while one request is in flight.
-pub struct InFlight(Arc<AtomicU64>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl RoundTrips {
-    /// Marks a request as started until the guard drops.
-    pub fn start(&self) -> InFlight {
-        if self.in_flight.fetch_add(1, Ordering::SeqCst) == 0 {
-            self.waves.fetch_add(1, Ordering::SeqCst);
-        }
-        InFlight(self.in_flight.clone())
-    }
-
-    /// Round trips since the last reset.
-    pub fn get(&self) -> u64 {
-        self.waves.load(Ordering::SeqCst)
-    }
-
-    /// Starts counting again.
-    pub fn reset(&self) {
-        self.waves.store(0, Ordering::SeqCst);
-    }
-}
-
 /// An object store that tracks [`RoundTrips`] (list streams stay in flight
 /// until drained) and counts the entries LISTs return.
 #[derive(Debug)]
@@ -95,12 +58,6 @@ pub struct TrackedStore {
     inner: Arc<dyn ObjectStore>,
     trips: RoundTrips,
     listed: Arc<AtomicU64>,
-}
-
-impl fmt::Debug for RoundTrips {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RoundTrips({})", self.get())
-    }
 }
 
 impl fmt::Display for TrackedStore {
@@ -228,68 +185,6 @@ impl ObjectStore for TrackedStore {
     ) -> object_store::Result<()> {
         let _trip = self.trips.start();
         self.inner.copy_if_not_exists(from, to).await
-    }
-}
-
-/// A [`Storage`] that tracks [`RoundTrips`] per call: on Supabase every
-/// call is one RPC (one HTTP request) unless it pages.
-#[derive(Debug)]
-struct TrackedStorage {
-    inner: DynStorage,
-    trips: RoundTrips,
-}
-
-#[async_trait]
-impl Storage for TrackedStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
-    }
-
-    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        let _trip = self.trips.start();
-        self.inner.changes(since, limit).await
-    }
-
-    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        let _trip = self.trips.start();
-        self.inner.get(chats, part).await
-    }
-
-    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        let _trip = self.trips.start();
-        self.inner.put(record, precondition).await
-    }
-
-    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
-        let _trip = self.trips.start();
-        self.inner.put_batch(batch).await
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        let _trip = self.trips.start();
-        self.inner
-            .delete(chat, version, summary, precondition)
-            .await
-    }
-
-    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        let _trip = self.trips.start();
-        self.inner.get_keyring().await
-    }
-
-    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
-        let _trip = self.trips.start();
-        self.inner.put_keyring(bytes, precondition).await
     }
 }
 
@@ -519,10 +414,10 @@ impl Server {
                     }
                     builder.build()
                 };
-                let reader: DynStorage = Arc::new(TrackedStorage {
-                    inner: Arc::new(client(Some(counter.clone()))?),
-                    trips: trips.clone(),
-                });
+                // On Supabase every call is one RPC (one HTTP request) unless
+                // it pages: round trips are counted per storage call.
+                let reader = (Arc::new(client(Some(counter.clone()))?) as DynStorage)
+                    .layer(CountingLayer::default().with_round_trips(trips.clone()));
                 Ok(Vault::new(
                     reader,
                     counter,

@@ -4,7 +4,7 @@
 # mirror, the service installed into it from Debian and PyPI packages, then
 # `docker import`.
 #
-#   conformance/images/build.sh [--force] [s3|postgres|all]   (default: all)
+#   conformance/services/images/build.sh [--force] [s3|postgres|all]   (default: all)
 #
 # Images:
 #   chatvault-test/s3:latest   LocalBucket (PyPI `localbucket`), an S3 server

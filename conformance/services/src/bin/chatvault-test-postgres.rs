@@ -3,7 +3,7 @@
 //! the database.
 //!
 //! The cluster comes from the local PostgreSQL binaries (under root it runs
-//! as `nobody`; see `chatvault_conformance::fixtures::postgres`), gets the
+//! as `nobody`; see `chatvault_test_services::postgres`), gets the
 //! roles, `auth` schema and default privileges a Supabase project has, and
 //! no migrations: it is what `supabase db push` meets on a new project. The
 //! command finds it in `CHATVAULT_TEST_PG_URL`
@@ -12,7 +12,7 @@
 //! take). The program exits with the command's status. CI uses it in
 //! `.ci/supabase-cli.sh`.
 
-use chatvault_conformance::fixtures::postgres::{prepare_supabase_project, Postgres};
+use chatvault_test_services::postgres::{prepare_supabase_project, Postgres};
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
