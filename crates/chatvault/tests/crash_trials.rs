@@ -15,7 +15,7 @@
 
 use chatvault::core::DynStorage;
 use chatvault::{ChatId, ChatVault, Role};
-use chatvault_conformance::fixtures::s3::S3Fixture;
+use chatvault_test_services::s3::S3Fixture;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -378,7 +378,7 @@ async fn saves_that_returned_survive_random_kills_over_s3() {
     }
     let fixture = S3Fixture::start().await.expect("an S3 service");
     println!("s3 served by {}", fixture.describe());
-    let run = chatvault_conformance::fixtures::run_id();
+    let run = chatvault_test_services::run_id();
     let fixture = &fixture;
     run_trials("S3", 10, |seed| {
         let run = run.clone();
