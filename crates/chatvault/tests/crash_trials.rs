@@ -13,6 +13,7 @@
 //! crash-trials`, runs 200 on each). `CHATVAULT_CRASH_SEED` replays one
 //! trial: every failure prints its seed.
 
+use chatvault::core::layer::SeededRng;
 use chatvault::core::DynStorage;
 use chatvault::{ChatId, ChatVault, Role};
 use chatvault_test_services::s3::S3Fixture;
@@ -93,23 +94,6 @@ impl Server {
     }
 }
 
-/// SplitMix64, so a seed names a whole trial.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 async fn open(server: &Server, dir: &Path, replica: &str) -> chatvault::Result<ChatVault> {
     let builder = match server {
         Server::Folder => {
@@ -149,7 +133,7 @@ async fn save_until_killed(server: &Server, dir: &Path, seed: u64) {
     let vault = open(server, dir, "crashing.redb")
         .await
         .expect("open in the child");
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let interval = Duration::from_millis(1 + rng.below(10));
     vault.start_sync(interval).expect("start sync");
     let mut chats: Vec<ChatId> = Vec::new();
@@ -178,7 +162,7 @@ async fn save_until_killed(server: &Server, dir: &Path, seed: u64) {
 /// random time), restart, check.
 async fn trial(server: &Server, seed: u64) -> Result<usize, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut rng = Rng(seed ^ 0xC3A5_C85C_97CB_3127);
+    let mut rng = SeededRng::new(seed ^ 0xC3A5_C85C_97CB_3127);
     let kill_after_saves = 1 + rng.below(80);
     let kill_after_time = Duration::from_millis(rng.below(300));
     let mut command = Command::new(std::env::current_exe().map_err(|e| e.to_string())?);
@@ -332,8 +316,8 @@ where
             let base = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = Rng(base);
-            (0..trials).map(|_| rng.next()).collect()
+            let mut rng = SeededRng::new(base);
+            (0..trials).map(|_| rng.next_u64()).collect()
         }
     };
     let started = Instant::now();

@@ -11,6 +11,7 @@
 //! Backend: the local folder, shared by the child and the parent.
 
 use chatvault::core::envelope::EnvelopeCipher;
+use chatvault::core::layer::SeededRng;
 use chatvault::core::Part;
 use chatvault::{ChatId, ChatVault, DynStorage, Event, Role};
 use std::collections::BTreeMap;
@@ -25,23 +26,6 @@ const CHILD_BATCH: &str = "CHATVAULT_RESEAL_TRIAL_BATCH";
 const TEST: &str = "a_reseal_killed_mid_way_resumes_and_the_old_key_retires";
 const PASSPHRASE: &str = "reseal trials";
 const CHATS: usize = 120;
-
-/// SplitMix64, so a seed names a whole trial.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 async fn open(dir: &Path, replica: &str) -> chatvault::Result<ChatVault> {
     ChatVault::builder()
@@ -141,7 +125,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 async fn trial(seed: u64, template: &Path, expected: &Expected) -> Result<usize, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     copy_dir(template, dir.path()).map_err(|e| format!("copy the seeded vault: {e}"))?;
-    let mut rng = Rng(seed);
+    let mut rng = SeededRng::new(seed);
     let batch = 4 + rng.below(29) as usize;
     let batches = CHATS.div_ceil(batch) as u64;
     let kill_after_batches = rng.below(batches + 1) as usize;
@@ -361,8 +345,8 @@ async fn a_reseal_killed_mid_way_resumes_and_the_old_key_retires() {
             let base = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = Rng(base);
-            (0..trials).map(|_| rng.next()).collect()
+            let mut rng = SeededRng::new(base);
+            (0..trials).map(|_| rng.next_u64()).collect()
         }
     };
     let started = Instant::now();
