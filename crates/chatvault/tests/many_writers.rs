@@ -4,13 +4,20 @@
 //! must see every message exactly once: zero lost, zero skipped. Prints
 //! saves per second (a figure for the notes, not an assertion).
 //!
-//! Backends: the local folder, and the object-store layout over
-//! `object_store`'s in-memory store (50 handles on one store).
+//! Backends: the local folder, the object-store layout over
+//! `object_store`'s in-memory store (50 handles on one store), S3 (the
+//! endpoint from `CHATVAULT_TEST_S3_ENDPOINT`, else a container, else the
+//! in-process stand-in, which lacks atomic create-if-absent: reported as
+//! skipped there) and Supabase (PostgreSQL with the migrations behind the
+//! PostgREST-compatible gateway, 50 clients of one user).
 //! `CHATVAULT_WRITERS` and `CHATVAULT_WRITES` change the 50 writers and
 //! 4 saves each (`just many-writers` runs 10 each).
 
 use chatvault::{ChatId, ChatVault, DynStorage, Role};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use chatvault_supabase::{StaticToken, SupabaseStorage, MIGRATIONS};
+use chatvault_test_services::postgres::SupabaseFixture;
+use chatvault_test_services::s3::S3Fixture;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -155,6 +162,73 @@ async fn fifty_writers_on_the_object_store_layout_lose_and_skip_nothing() {
                 object_store::path::Path::from("vault"),
                 ObjectStoreOptions::default(),
             ))
+        },
+        dir.path(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_writers_on_s3_lose_and_skip_nothing() {
+    let fixture = S3Fixture::start().await.expect("an S3 service");
+    println!("s3 served by {}", fixture.describe());
+    if !fixture.atomic_conditional_put {
+        println!(
+            "SKIPPED many writers over S3: {} has no atomic create-if-absent, which concurrent \
+             writers need",
+            fixture.describe()
+        );
+        fixture.stop().await;
+        return;
+    }
+    let location = fixture
+        .vault(&format!(
+            "many-writers-{}",
+            chatvault_test_services::run_id()
+        ))
+        .await
+        .expect("vault location");
+    let dir = tempfile::tempdir().expect("tempdir");
+    many_writers(
+        "S3",
+        || {
+            Arc::new(
+                chatvault_s3::S3StorageBuilder::new()
+                    .with_endpoint(&fixture.endpoint)
+                    .with_region(&fixture.region)
+                    .with_credentials(&fixture.access_key_id, &fixture.secret_access_key)
+                    .with_bucket(location.bucket.clone())
+                    .with_prefix(location.prefix.clone())
+                    .with_atomic_conditional_put(true)
+                    .build()
+                    .expect("S3 storage"),
+            )
+        },
+        dir.path(),
+    )
+    .await;
+    fixture.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_writers_on_supabase_lose_and_skip_nothing() {
+    let fixture = match SupabaseFixture::shared(MIGRATIONS).await {
+        Ok(fixture) => fixture,
+        Err(e) => panic!("this test needs PostgreSQL (install postgresql-15): {e}"),
+    };
+    let user = uuid::Uuid::now_v7();
+    let dir = tempfile::tempdir().expect("tempdir");
+    many_writers(
+        "Supabase",
+        || {
+            Arc::new(
+                SupabaseStorage::builder(&format!("supabase+{}", fixture.url))
+                    .expect("fixture URL")
+                    .anon_key(fixture.anon_key.clone())
+                    .token_source(StaticToken::new(fixture.user_token(user, 3600)))
+                    .build()
+                    .expect("Supabase client"),
+            )
         },
         dir.path(),
     )
