@@ -37,8 +37,12 @@
 //!   moved past it: the device catches up when the chat changes again (or
 //!   when skipped records are retried), not on its own.
 //!
-//! Key-file rollback is not exercised here: the facade has no call yet that
-//! uploads a rotated key file.
+//! **Key-file rollback** (an older key file served after a rotation): a
+//! device that holds a newer key file refuses the older one as `Tampered`,
+//! both when a running device re-reads the keyring (the round fails with
+//! `Tampered` naming the key file, applying nothing) and when it opens; it
+//! keeps its keys and its feed cursor, and reads what it could not open
+//! once the server stops lying.
 
 use chatvault::core::layer::StorageExt;
 use chatvault::{ChatId, ChatVault, DynStorage, Error, Role};
@@ -370,5 +374,80 @@ async fn a_withheld_chat_is_simply_missing_and_the_rest_syncs() {
         assert_eq!(view(&fresh, w.y).await.1, ["y v1", "second, honest"]);
         still_syncs(&w).await;
         w.hostile.disarm();
+    }
+}
+
+#[tokio::test]
+async fn a_rolled_back_key_file_is_refused_and_the_device_keeps_its_keys() {
+    for kind in BACKENDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = backend(kind, dir.path());
+        // Only B's view of the server lies; A writes honestly.
+        let hostile = HostileLayer::new(21);
+        let b_replica = dir.path().join("b.redb");
+        let a = open(server.clone(), &dir.path().join("a.redb")).await;
+        let b = open(server.clone().layer(hostile.clone()), &b_replica).await;
+        let chat = a.new_chat("keys").await.expect("new chat").id;
+        a.rotate_key().await.expect("rotate to key 2");
+        a.add_message(chat, Role::User, "under key 2")
+            .await
+            .expect("save");
+        a.sync_now().await.expect("push");
+        b.sync_now().await.expect("pull: B adopts key file 2");
+        assert_eq!(view(&b, chat).await.1, vec!["under key 2"]);
+
+        // A rotates again; B, re-reading the keyring for key 3, is served
+        // the oldest key file it ever saw.
+        a.rotate_key().await.expect("rotate to key 3");
+        a.add_message(chat, Role::User, "under key 3")
+            .await
+            .expect("save");
+        a.sync_now().await.expect("push");
+        hostile.arm(Tamper::RollbackKeyring);
+        // A rolled-back key file is a lie about the whole vault: the round
+        // fails with `Tampered` naming the key file (nothing is applied and
+        // the feed cursor stays before the record B could not open).
+        let round = b.sync_now().await;
+        assert!(
+            hostile.tampered() > 0,
+            "{kind:?}: the old key file was never served"
+        );
+        match round {
+            Err(Error::Tampered { what }) => assert!(what.contains("key file"), "{kind:?}: {what}"),
+            other => panic!("{kind:?}: a rolled-back key file must be refused: {other:?}"),
+        }
+        assert_eq!(
+            view(&b, chat).await.1,
+            vec!["under key 2"],
+            "{kind:?}: B keeps its last honest state and its key 2"
+        );
+        b.close().await;
+
+        // Opening against the rolled-back key file is refused too, and
+        // changes nothing.
+        let reopened = ChatVault::builder()
+            .storage(server.clone().layer(hostile.clone()))
+            .replica_path(&b_replica)
+            .passphrase(PASSPHRASE)
+            .scrypt_work_factor(4)
+            .open()
+            .await;
+        assert!(
+            matches!(reopened, Err(Error::Tampered { .. })),
+            "{kind:?}: opening against an older key file: {:?}",
+            reopened.map(|_| ())
+        );
+
+        // Once the server stops lying, B reads what it skipped.
+        hostile.disarm();
+        let b = open(server.clone().layer(hostile.clone()), &b_replica).await;
+        b.sync_now().await.expect("pull");
+        assert_eq!(
+            view(&b, chat).await.1,
+            vec!["under key 2", "under key 3"],
+            "{kind:?}: after the lie, B catches up"
+        );
+        a.close().await;
+        b.close().await;
     }
 }
