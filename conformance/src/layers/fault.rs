@@ -115,11 +115,21 @@ impl FaultPlan {
 /// an `Arc<FaultyStorage>` and hands clones of it to the code under test.
 ///
 /// [`FaultLayer`] builds it; [`FaultyStorage::new`] wraps one storage with a
-/// plan of its own.
+/// plan of its own. It dereferences to the [`FaultLayer`] whose plan it
+/// follows, so the arming methods (`fail_nth`, `fail_all`, `heal`, `calls`…)
+/// are that layer's.
 #[derive(Debug)]
 pub struct FaultyStorage {
     inner: DynStorage,
-    plan: Arc<Mutex<FaultPlan>>,
+    handle: FaultLayer,
+}
+
+impl std::ops::Deref for FaultyStorage {
+    type Target = FaultLayer;
+
+    fn deref(&self) -> &FaultLayer {
+        &self.handle
+    }
 }
 
 /// Stacks [`FaultyStorage`] on any backend: chosen calls fail like a flaky
@@ -190,7 +200,7 @@ impl StorageLayer for FaultLayer {
     fn layer(&self, inner: DynStorage) -> DynStorage {
         Arc::new(FaultyStorage {
             inner,
-            plan: self.plan.clone(),
+            handle: self.clone(),
         })
     }
 }
@@ -202,44 +212,8 @@ impl FaultyStorage {
     pub fn new(inner: DynStorage) -> Arc<Self> {
         Arc::new(Self {
             inner,
-            plan: Arc::default(),
+            handle: FaultLayer::new(),
         })
-    }
-
-    fn plan(&self) -> MutexGuard<'_, FaultPlan> {
-        lock(&self.plan)
-    }
-
-    /// The `n`-th call of `op` from now (1 = the next one) fails with
-    /// `fault`; the calls before and after it pass.
-    pub fn fail_nth(&self, op: Op, n: u64, fault: Fault) {
-        self.plan().fail_nth(op, n, fault);
-    }
-
-    /// Every call of `op` fails with `fault` until [`FaultyStorage::heal`].
-    pub fn fail_op(&self, op: Op, fault: Fault) {
-        self.plan().ops.insert(op, fault);
-    }
-
-    /// Every call fails with `fault` until [`FaultyStorage::heal`]: the
-    /// device is offline.
-    pub fn fail_all(&self, fault: Fault) {
-        self.plan().all = Some(fault);
-    }
-
-    /// Disarms every fault; calls pass through again.
-    pub fn heal(&self) {
-        self.plan().heal();
-    }
-
-    /// Calls of `op` made so far, failed ones included.
-    pub fn calls(&self, op: Op) -> u64 {
-        self.plan().calls.get(&op).copied().unwrap_or(0)
-    }
-
-    /// How many calls failed on purpose so far.
-    pub fn injected(&self) -> u64 {
-        self.plan().injected
     }
 
     /// The wrapped storage.
@@ -253,7 +227,7 @@ impl FaultyStorage {
     where
         F: std::future::Future<Output = Result<T>>,
     {
-        let fault = self.plan().decide(op);
+        let fault = self.handle.plan().decide(op);
         match fault {
             None => call.await,
             Some(Fault::LostResponse) => {
