@@ -316,7 +316,8 @@ impl ChatVault {
         self.engine.maintain(force).await
     }
 
-    /// Syncs now: pulls every change, then pushes every queued one.
+    /// Syncs now: pulls every change, then pushes every queued one. Records
+    /// that did not open before are tried again at once, backoff or not.
     pub async fn sync_now(&self) -> Result<SyncReport> {
         self.engine.sync_now().await
     }

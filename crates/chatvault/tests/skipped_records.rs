@@ -6,6 +6,7 @@ use chatvault::core::engine::{Engine, EngineConfig};
 use chatvault::core::envelope::{EnvelopeCipher, KeyProtection};
 use chatvault::core::{Aad, Cipher, DeviceId, PutPrecondition, Replica};
 use chatvault::{ChatVault, DynStorage, Error, SyncStatus};
+use chatvault_conformance::layers::{Fault, FaultyStorage, Op};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
 use object_store::{memory::InMemory, path::Path as StorePath};
 use std::path::Path;
@@ -131,19 +132,7 @@ async fn a_running_device_rereads_the_keyring_for_a_record_under_a_new_key_id() 
     assert_eq!(phone.sidebar().len(), 1);
 
     // The laptop rotates the data key and stores the new key file.
-    let new_key = laptop.cipher().rotate();
-    let protection =
-        KeyProtection::for_passphrase("rotation".to_string().into()).with_work_factor(4);
-    let key_file = laptop.cipher().to_key_file(&protection).expect("key file");
-    let current = storage
-        .get_keyring()
-        .await
-        .expect("keyring")
-        .expect("stored");
-    storage
-        .put_keyring(key_file.into(), PutPrecondition::Version(current.version))
-        .await
-        .expect("store the rotated key file");
+    let new_key = rotate_and_store(&laptop, &storage).await;
     let after = laptop.new_chat("after the rotation").await.expect("save");
     laptop.sync_now().await.expect("sync");
 
@@ -161,6 +150,64 @@ async fn a_running_device_rereads_the_keyring_for_a_record_under_a_new_key_id() 
         "after the rotation"
     );
     assert!(phone.engine().skipped().expect("skipped").is_empty());
+}
+
+/// Rotates the vault's data key on `laptop` and stores the new key file;
+/// returns the new key id.
+async fn rotate_and_store(laptop: &ChatVault, storage: &DynStorage) -> u32 {
+    let new_key = laptop.cipher().rotate();
+    let protection =
+        KeyProtection::for_passphrase("rotation".to_string().into()).with_work_factor(4);
+    let key_file = laptop.cipher().to_key_file(&protection).expect("key file");
+    let current = storage
+        .get_keyring()
+        .await
+        .expect("keyring")
+        .expect("stored");
+    storage
+        .put_keyring(key_file.into(), PutPrecondition::Version(current.version))
+        .await
+        .expect("store the rotated key file");
+    new_key
+}
+
+#[tokio::test]
+async fn a_manual_sync_retries_a_record_skipped_while_the_keyring_could_not_be_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = in_memory();
+    let laptop = device(&storage, dir.path(), "laptop").await;
+    let link = FaultyStorage::new(storage.clone());
+    let phone_storage: DynStorage = link.clone();
+    let phone = device(&phone_storage, dir.path(), "phone").await;
+    let new_key = rotate_and_store(&laptop, &storage).await;
+    let after = laptop.new_chat("after the rotation").await.expect("save");
+    laptop.sync_now().await.expect("sync");
+
+    // The phone pulls the record under the new key id, but the keyring
+    // re-read fails: the record is kept in the skipped table with a backoff.
+    link.fail_op(Op::GetKeyring, Fault::Unavailable);
+    phone
+        .sync_now()
+        .await
+        .expect_err("the keyring re-read fails");
+    assert_eq!(phone.engine().skipped().expect("skipped").len(), 1);
+
+    // Back online, a manual sync does not wait out the backoff: it re-reads
+    // the keyring and opens the record at once.
+    link.heal();
+    let report = phone.sync_now().await.expect("sync");
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert_eq!(phone.cipher().current_key_id(), new_key);
+    assert!(phone.engine().skipped().expect("skipped").is_empty());
+    assert_eq!(
+        phone
+            .load_full_chat(after.id)
+            .await
+            .expect("the new-key chat opens")
+            .title(),
+        "after the rotation"
+    );
+    assert_eq!(phone.status(), SyncStatus::Synced);
 }
 
 /// A device that holds none of the vault's current data keys: every record
@@ -226,10 +273,10 @@ async fn the_keyring_is_reread_at_most_once_per_round() {
     assert_eq!(report.skipped.len(), 1, "{report:?}");
     assert_eq!(refresh.0.load(Ordering::SeqCst), 1);
 
-    // The first record's backoff (1 s) runs out and a second record under
-    // an unknown key arrives: one round, both need the keyring, one read.
+    // A manual sync retries the first record at once, and a second record
+    // under an unknown key arrives: one round, both need the keyring, one
+    // read.
     save("second").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let report = reader.sync_now().await.expect("sync");
     assert_eq!(
         report.skipped.len(),

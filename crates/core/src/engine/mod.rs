@@ -585,8 +585,9 @@ impl Engine {
         .await
     }
 
-    /// Runs one sync round now: pull every change, then push the outbox
-    /// (including entries waiting for their backoff). Updates the status and
+    /// Runs one sync round now: retry every skipped record, pull every
+    /// change, then push the outbox (entries and records waiting for their
+    /// backoff included). Updates the status and
     /// returns what was done; on failure the status says why and queued
     /// changes stay queued.
     pub async fn sync_now(&self) -> Result<SyncReport> {
@@ -607,7 +608,8 @@ impl Engine {
         self.round_with(pull, push, true).await
     }
 
-    /// One round; `force` pushes entries still in their backoff too.
+    /// One round; `force` pushes entries still in their backoff too, and
+    /// retries every skipped record.
     pub(crate) async fn round_with(
         &self,
         pull: bool,
@@ -651,7 +653,7 @@ impl Engine {
         let mut report = SyncReport::default();
         let mut result = Ok(());
         if pull {
-            result = pull::pull(inner, &mut report).await;
+            result = pull::pull(inner, &mut report, force).await;
         }
         if push && result.is_ok() {
             result = outbox::push(inner, &mut report, force).await;

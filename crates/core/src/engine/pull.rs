@@ -50,7 +50,7 @@ fn plan(change: Change, local: &LocalState) -> Need {
 /// Pulls every change after the stored cursor, page by page, in a
 /// `pull` span that records what it did (pages, records applied and
 /// skipped, bytes fetched, requests).
-pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<()> {
+pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
     use tracing::field::Empty;
     use tracing::Instrument;
     let span = tracing::info_span!(
@@ -68,7 +68,7 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
         report.requests,
     );
     let mut pages = 0u64;
-    let result = pull_pages(inner, report, &mut pages)
+    let result = pull_pages(inner, report, force, &mut pages)
         .instrument(span.clone())
         .await;
     span.record("pages", pages);
@@ -79,14 +79,20 @@ pub(super) async fn pull(inner: &Arc<Inner>, report: &mut SyncReport) -> Result<
     result
 }
 
-async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64) -> Result<()> {
-    // Records skipped earlier are retried when their backoff is over, and
-    // all of them at the first pull after the engine opens (this build may
-    // read what an older one could not).
+async fn pull_pages(
+    inner: &Arc<Inner>,
+    report: &mut SyncReport,
+    force: bool,
+    pages: &mut u64,
+) -> Result<()> {
+    // Records skipped earlier are retried when their backoff is over; all
+    // of them at the first pull after the engine opens (this build may read
+    // what an older one could not) and in a forced round (a manual sync, or
+    // back from offline: a key that arrived since may open them now).
     let after_open = inner.retry_all_skipped.swap(false, Ordering::AcqRel);
     // The keyring is re-read at most once per round.
     let mut keyring_read = false;
-    retry_skipped(inner, report, after_open, &mut keyring_read).await?;
+    retry_skipped(inner, report, after_open || force, &mut keyring_read).await?;
     let skipped_before = report.skipped.len();
     let mut cursor = blocking(inner, |inner| inner.replica.cursor()).await?;
     loop {
@@ -161,7 +167,11 @@ async fn pull_pages(inner: &Arc<Inner>, report: &mut SyncReport, pages: &mut u64
     let new_key_needed = report.skipped[skipped_before..]
         .iter()
         .any(|s| SkipReason::of(&s.error) == SkipReason::UnknownKeyId);
-    if new_key_needed && !keyring_read && refresh_keyring(inner).await? {
+    if !new_key_needed || keyring_read {
+        return Ok(());
+    }
+    keyring_read = true;
+    if refresh_keyring(inner).await? {
         retry_skipped(inner, report, true, &mut keyring_read).await?;
         // The report lists what is still skipped, not what the retry opened.
         let still: Vec<ChatId> = blocking(inner, |inner| {
@@ -199,7 +209,8 @@ pub(super) async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
 /// backoff is over, or all of them with `force`. What opens now is merged
 /// and forgotten; what still fails is kept with a longer backoff.
 /// Re-reads the keyring first (once per round, tracked by `keyring_read`)
-/// when a due record was sealed under an unknown key id. A record is
+/// when a due record was sealed under an unknown key id (the keyring may
+/// have been read in an earlier round whose retry then failed). A record is
 /// fetched in full only where this device holds the chat in full or has
 /// changes to merge; otherwise its summary is enough, as in a pull.
 async fn retry_skipped(
@@ -217,7 +228,7 @@ async fn retry_skipped(
     if due.is_empty() {
         return Ok(());
     }
-    if !force && !*keyring_read && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId) {
+    if !*keyring_read && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId) {
         *keyring_read = true;
         if refresh_keyring(inner).await? {
             tracing::debug!("keyring re-read before retrying skipped records");

@@ -20,7 +20,7 @@ pub enum SyncStatus {
     /// The last round synced everything it could, but some records did not
     /// open (sealed under a key this device does not hold yet, written by a
     /// newer chatvault, damaged). They are kept and retried with backoff,
-    /// after a keyring re-read and after an upgrade;
+    /// after a keyring re-read, after an upgrade and at every manual sync;
     /// [`Engine::skipped`](super::Engine::skipped) lists them.
     Incomplete {
         /// How many chats' records are waiting to open.
