@@ -45,6 +45,47 @@ pub fn contracts() -> Vec<Contract> {
     ]
 }
 
+/// `RACERS` clients put version `first_version + i` of `chat` with
+/// `precondition` at once: exactly one commits, the others get `Conflict`
+/// carrying the winner's version, and `reader` then gets the winner's
+/// record. Returns the winning version.
+async fn race_one_winner(
+    backend: &dyn TestBackend,
+    vault: &str,
+    reader: &DynStorage,
+    chat: ChatId,
+    first_version: u64,
+    precondition: PutPrecondition,
+) -> Result<u64, Failure> {
+    let racers = clients(backend, vault, RACERS).await?;
+    let results = futures::future::join_all(racers.iter().enumerate().map(|(i, c)| {
+        c.put(
+            record(chat, first_version + i as u64, &format!("racer{i}")),
+            precondition,
+        )
+    }))
+    .await;
+    let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].is_ok()).collect();
+    ensure_eq!(
+        winners.len(),
+        1,
+        "racers whose put({precondition:?}) committed ({results:?})"
+    );
+    let winner = winners[0];
+    let version = first_version + winner as u64;
+    for (i, result) in results.into_iter().enumerate() {
+        if i != winner {
+            expect_conflict(result, Some(chat), Some(version), &format!("racer {i}"))?;
+        }
+    }
+    ensure_eq!(
+        get_one(reader, chat, Part::Full).await?,
+        Some(record(chat, version, &format!("racer{winner}"))),
+        "stored record"
+    );
+    Ok(version)
+}
+
 /// Eight clients racing `put(Absent)` on one chat: exactly one commits; the
 /// others get `Conflict` carrying the winner's version.
 pub async fn concurrent_absent_puts_commit_exactly_once(backend: &dyn TestBackend) -> Outcome {
@@ -53,33 +94,9 @@ pub async fn concurrent_absent_puts_commit_exactly_once(backend: &dyn TestBacken
     if let Some(skip) = require_atomic(&first) {
         return Ok(skip);
     }
-    let racers = clients(backend, vault, RACERS).await?;
     let chat = ChatId::new();
-    let results = futures::future::join_all(racers.iter().enumerate().map(|(i, c)| {
-        c.put(
-            record(chat, 10 + i as u64, &format!("racer{i}")),
-            PutPrecondition::Absent,
-        )
-    }))
-    .await;
-    let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].is_ok()).collect();
-    ensure_eq!(
-        winners.len(),
-        1,
-        "racers whose put(Absent) committed ({results:?})"
-    );
-    let winner = winners[0];
-    let version = 10 + winner as u64;
-    for (i, result) in results.into_iter().enumerate() {
-        if i != winner {
-            expect_conflict(result, Some(chat), Some(version), &format!("racer {i}"))?;
-        }
-    }
-    ensure_eq!(
-        get_one(&first, chat, Part::Full).await?,
-        Some(record(chat, version, &format!("racer{winner}"))),
-        "stored record"
-    );
+    let version =
+        race_one_winner(backend, vault, &first, chat, 10, PutPrecondition::Absent).await?;
     let (changes, _) = drain(&first, &Cursor::start(), 100).await?;
     ensure_eq!(
         ids(&changes),
@@ -100,32 +117,7 @@ pub async fn concurrent_version_puts_commit_exactly_once(backend: &dyn TestBacke
     first
         .put(record(chat, 1, "base"), PutPrecondition::Absent)
         .await?;
-    let racers = clients(backend, vault, RACERS).await?;
-    let results = futures::future::join_all(racers.iter().enumerate().map(|(i, c)| {
-        c.put(
-            record(chat, 2 + i as u64, &format!("racer{i}")),
-            PutPrecondition::Version(1),
-        )
-    }))
-    .await;
-    let winners: Vec<usize> = (0..RACERS).filter(|&i| results[i].is_ok()).collect();
-    ensure_eq!(
-        winners.len(),
-        1,
-        "racers whose put(Version(1)) committed ({results:?})"
-    );
-    let winner = winners[0];
-    let version = 2 + winner as u64;
-    for (i, result) in results.into_iter().enumerate() {
-        if i != winner {
-            expect_conflict(result, Some(chat), Some(version), &format!("racer {i}"))?;
-        }
-    }
-    ensure_eq!(
-        get_one(&first, chat, Part::Full).await?,
-        Some(record(chat, version, &format!("racer{winner}"))),
-        "stored record"
-    );
+    race_one_winner(backend, vault, &first, chat, 2, PutPrecondition::Version(1)).await?;
     Ok(Verdict::Passed)
 }
 
