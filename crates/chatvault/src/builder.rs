@@ -4,7 +4,7 @@ use crate::url::open_url;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
 use chatvault_core::engine::{Engine, EngineConfig};
-use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Padding, Unlock};
+use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, KeyTrust, Padding, Unlock};
 use chatvault_core::keys::{unlock_from_secret, VaultKeys};
 use chatvault_core::{DeviceId, DynStorage, Error, PutPrecondition, Replica, Result, VaultId};
 use std::path::PathBuf;
@@ -426,16 +426,18 @@ async fn unlock_vault(
     })
 }
 
-/// Refuses a key file from the server that rolls back or replaces the one
-/// this device last trusted (its copy in the replica): see
-/// [`EnvelopeCipher::check_successor`]. Opening the copy costs a second key
-/// derivation, paid only when the server's key file changed since. A copy
-/// the current secret no longer opens (the passphrase was changed on another
-/// device) cannot be compared, and the server's file is taken as it is.
-/// Returns the copy's keyring when it differs and was checked.
+/// Refuses a key file from the server that rolls back, replaces or forges
+/// the one this device last trusted: the replica's [`KeyTrust`] must admit
+/// it (`docs/design.md` §3.3). The trust holds key ids and tags, not keys,
+/// so it is checked even when the current secret no longer opens the
+/// replica's copy (the passphrase was changed on another device). A
+/// replica from before the trust was kept falls back to opening its copy
+/// and [`EnvelopeCipher::check_successor`].
 ///
-/// `fast` (the identity that opened the server's file) is tried first;
-/// `unlock` (the secret given) only if that does not open the copy.
+/// Returns the copy's keyring when the server's file differs and the copy
+/// opens (its keys may still be needed for queued changes). `fast` (the
+/// identity that opened the server's file) is tried first; `unlock` (the
+/// secret given) only if that does not open the copy.
 async fn check_against_local_copy(
     replica: &Arc<Replica>,
     cipher: &EnvelopeCipher,
@@ -443,6 +445,10 @@ async fn check_against_local_copy(
     fast: &Unlock,
     unlock: &Unlock,
 ) -> Result<Option<EnvelopeCipher>> {
+    let trust = replica.key_trust()?;
+    if let Some(trust) = &trust {
+        trust.admits(cipher)?;
+    }
     let Some(local) = replica.key_file()? else {
         return Ok(None);
     };
@@ -457,11 +463,15 @@ async fn check_against_local_copy(
     };
     match opened {
         Ok(trusted) => {
-            trusted.check_successor(cipher)?;
+            if trust.is_none() {
+                trusted.check_successor(cipher)?;
+            }
             Ok(Some(trusted))
         }
         Err(Error::WrongKey { .. }) => {
-            tracing::info!("the replica's key file copy does not open with this secret (changed on another device); not compared");
+            if trust.is_none() {
+                tracing::warn!("the replica's key file copy does not open with this secret and the replica keeps no record of what it trusted (written by an older release); the server's key file is taken as it is");
+            }
             Ok(None)
         }
         Err(e) => Err(e),
@@ -514,9 +524,12 @@ async fn keep_key_file(
             )));
         }
     }
-    if replica.key_file()?.as_deref() == Some(key_file.as_slice()) {
+    let trust = KeyTrust::of(cipher);
+    if replica.key_file()?.as_deref() == Some(key_file.as_slice())
+        && replica.key_trust()?.as_ref() == Some(&trust)
+    {
         return Ok(());
     }
     let replica = replica.clone();
-    blocking(move || replica.set_key_file(&key_file)).await
+    blocking(move || replica.set_key_file(&key_file, &trust)).await
 }

@@ -1012,3 +1012,232 @@ async fn changes_queued_on_a_running_device_cut_off_while_the_old_key_was_retire
     assert_eq!(phone.cipher().current_key_id(), 2);
     edits_reached_everyone(&storage, dir, &laptop, ids[1], made).await;
 }
+
+/// A key file as a removed device forges it from what it still knows:
+/// data key 1 from its own keyring, a key of its own made current (its key
+/// id 2 retired, so the forged current key is 3), sealed to `recipients`,
+/// `bumps` versions past the one it last read, and with `passphrase_slot`
+/// (copied byte for byte from a genuine file) when given.
+fn forge_key_file(
+    removed: &EnvelopeCipher,
+    recipients: &[age::x25519::Recipient],
+    passphrase_slot: Option<&[u8]>,
+    bumps: usize,
+) -> Vec<u8> {
+    use chatvault::core::envelope::KeyProtection;
+    removed.rotate();
+    removed.rotate();
+    removed.retire(2).expect("retire its own key 2");
+    let protection = KeyProtection::for_recipients(recipients.iter().cloned());
+    let mut file = Vec::new();
+    for _ in 0..bumps {
+        file = removed.to_key_file(&protection).expect("forged key file");
+    }
+    let Some(slot) = passphrase_slot else {
+        return file;
+    };
+    // Container: "CVKF" | format | slot count | (kind | length | age file)*.
+    let mut spliced = file[..5].to_vec();
+    spliced.push(file[5] + 1);
+    spliced.push(3);
+    spliced.extend_from_slice(&(slot.len() as u32).to_be_bytes());
+    spliced.extend_from_slice(slot);
+    spliced.extend_from_slice(&file[6..]);
+    spliced
+}
+
+/// The passphrase slot (kind 3) of a key file, as it is stored.
+fn passphrase_slot(file: &[u8]) -> Vec<u8> {
+    let mut rest = &file[6..];
+    while !rest.is_empty() {
+        let kind = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        if kind == 3 {
+            return rest[5..5 + len].to_vec();
+        }
+        rest = &rest[5 + len..];
+    }
+    panic!("no passphrase slot");
+}
+
+async fn replace_key_file(storage: &DynStorage, file: Vec<u8>) {
+    let current = server_version(storage).await;
+    storage
+        .put_keyring(file.into(), PutPrecondition::Version(current))
+        .await
+        .expect("the removed device writes the key file (it kept storage access)");
+}
+
+#[tokio::test]
+async fn a_key_file_forged_by_a_removed_device_is_refused_and_the_laptop_keeps_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let laptop_key = age::x25519::Identity::generate();
+    let laptop = with_identity(&storage, dir.path(), "laptop", &laptop_key)
+        .await
+        .expect("create the vault");
+    let kept = laptop.new_chat("before the removal").await.expect("save");
+    laptop.sync_now().await.expect("push");
+    let phone_key = age::x25519::Identity::generate();
+    let added = laptop
+        .add_device(&phone_key.to_public().to_string(), "lost phone")
+        .await
+        .expect("add");
+    let phone = with_identity(&storage, dir.path(), "phone", &phone_key)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    laptop.remove_protection(&added.id()).await.expect("remove");
+    assert_eq!(laptop.cipher().current_key_id(), 2);
+    let secret = laptop.new_chat("after the removal").await.expect("save");
+    laptop.sync_now().await.expect("push");
+
+    // The phone still has storage access and key 1: it writes a key file
+    // holding key 1 and a key of its own, sealed to the laptop and itself.
+    let genuine = storage
+        .get_keyring()
+        .await
+        .expect("get")
+        .expect("stored")
+        .bytes
+        .to_vec();
+    let forged = forge_key_file(
+        phone.cipher(),
+        &[laptop_key.to_public(), phone_key.to_public()],
+        None,
+        2,
+    );
+    replace_key_file(&storage, forged).await;
+
+    let err = laptop
+        .keys()
+        .refresh()
+        .await
+        .expect_err("the forged key file must be refused");
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+    assert_eq!(
+        laptop.cipher().current_key_id(),
+        2,
+        "still seals under key 2"
+    );
+    assert_eq!(laptop.cipher().key_ids(), vec![1, 2]);
+    let later = laptop.new_chat("after the forgery").await.expect("save");
+    let sealed = laptop
+        .engine()
+        .replica()
+        .record(later.id, false)
+        .expect("replica")
+        .expect("stored");
+    assert_eq!(
+        EnvelopeCipher::sealed_key_id(&sealed.summary).expect("header"),
+        2
+    );
+    laptop.close().await;
+
+    // Reopening against the forged file is refused too; the replica keeps
+    // what it trusted, so once the genuine file is back everything opens.
+    let err = with_identity(&storage, dir.path(), "laptop", &laptop_key)
+        .await
+        .expect_err("reopening against the forged key file");
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+    replace_key_file(&storage, genuine).await;
+    let laptop = with_identity(&storage, dir.path(), "laptop", &laptop_key)
+        .await
+        .expect("the genuine key file opens");
+    laptop.sync_now().await.expect("sync");
+    assert_eq!(laptop.cipher().key_ids(), vec![1, 2]);
+    for (id, title) in [
+        (kept.id, "before the removal"),
+        (secret.id, "after the removal"),
+        (later.id, "after the forgery"),
+    ] {
+        assert_eq!(
+            laptop.load_full_chat(id).await.expect("open").title(),
+            title
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forged_key_file_is_refused_after_the_passphrase_changed_on_another_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
+    let phone_key = age::x25519::Identity::generate();
+    let added = laptop
+        .add_device(&phone_key.to_public().to_string(), "lost phone")
+        .await
+        .expect("add");
+    let phone = with_identity(&storage, dir.path(), "phone", &phone_key)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    let desktop = with_passphrase(&storage, dir.path(), "desktop", PASSPHRASE)
+        .await
+        .expect("desktop");
+    // The desktop removes the phone; the laptop reads the removal (key 2),
+    // then is closed while the desktop changes the passphrase.
+    desktop
+        .remove_protection(&added.id())
+        .await
+        .expect("remove");
+    laptop
+        .keys()
+        .refresh()
+        .await
+        .expect("the laptop reads the removal");
+    assert_eq!(laptop.cipher().key_ids(), vec![1, 2]);
+    laptop.close().await;
+    desktop
+        .change_passphrase("a much better passphrase")
+        .await
+        .expect("passwd");
+    let genuine = storage
+        .get_keyring()
+        .await
+        .expect("get")
+        .expect("stored")
+        .bytes
+        .to_vec();
+    let new_passphrase_identity = desktop
+        .cipher()
+        .protections()
+        .into_iter()
+        .find(|p| p.kind == ProtectionKind::Passphrase)
+        .expect("a passphrase")
+        .recipient
+        .parse::<age::x25519::Recipient>()
+        .expect("recipient");
+
+    // The phone copies the new passphrase slot byte for byte and seals its
+    // own keyring (key 1 and a key of its own) to the new passphrase.
+    let forged = forge_key_file(
+        phone.cipher(),
+        &[new_passphrase_identity],
+        Some(&passphrase_slot(&genuine)),
+        4,
+    );
+    replace_key_file(&storage, forged).await;
+
+    // The laptop opens with the new passphrase: its copy of the key file
+    // does not open with it, but what it trusts (key 2) is kept apart.
+    let err = with_passphrase(&storage, dir.path(), "laptop", "a much better passphrase")
+        .await
+        .expect_err("the forged key file must be refused");
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+
+    // The genuine file back: the laptop opens and reads everything.
+    replace_key_file(&storage, genuine).await;
+    let laptop = with_passphrase(&storage, dir.path(), "laptop", "a much better passphrase")
+        .await
+        .expect("the genuine key file opens");
+    laptop.sync_now().await.expect("sync");
+    assert_eq!(
+        laptop.cipher().current_key_id(),
+        desktop.cipher().current_key_id()
+    );
+    assert_eq!(
+        laptop.load_full_chat(ids[0]).await.expect("open").title(),
+        "Trip plans"
+    );
+}

@@ -37,8 +37,8 @@
 
 use crate::engine::{Engine, KeyringRefresh, WeakEngine};
 use crate::envelope::{
-    new_passphrase_slot, now_millis, parse_recipient, EnvelopeCipher, KeyFileView, Protection,
-    ProtectionKind, Unlock,
+    new_passphrase_slot, now_millis, parse_recipient, EnvelopeCipher, KeyFileView, KeyTrust,
+    Protection, ProtectionKind, Unlock,
 };
 use crate::storage::{DynStorage, PutPrecondition};
 use crate::{Error, Result};
@@ -219,7 +219,7 @@ impl VaultKeys {
             if let Some(engine) = self.engine.get().and_then(WeakEngine::upgrade) {
                 engine.restage_outbox(self.cipher.current_key_id()).await?;
             }
-            self.keep_copy(bytes).await?;
+            self.keep_copy(bytes, &newer).await?;
         }
         Ok(changed)
     }
@@ -445,7 +445,7 @@ impl VaultKeys {
                     if let Some(unlock) = draft.next_unlock {
                         *self.lock_unlock() = unlock;
                     }
-                    self.keep_copy(file).await?;
+                    self.keep_copy(file, &draft.cipher).await?;
                     return Ok(value);
                 }
                 Err(Error::Conflict { current: now, .. }) => {
@@ -460,17 +460,22 @@ impl VaultKeys {
         Err(Error::KeyFileConflict { current })
     }
 
-    async fn keep_copy(&self, key_file: Vec<u8>) -> Result<()> {
+    /// Keeps `key_file` (from which `opened` was opened) as the replica's
+    /// copy, with what this device now trusts of it.
+    async fn keep_copy(&self, key_file: Vec<u8>, opened: &EnvelopeCipher) -> Result<()> {
         let Some(engine) = self.engine.get().and_then(WeakEngine::upgrade) else {
             return Ok(());
         };
+        let trust = KeyTrust::of(opened);
         blocking(move || {
             let replica = engine.replica();
-            if replica.key_file()?.as_deref() == Some(key_file.as_slice()) {
+            if replica.key_file()?.as_deref() == Some(key_file.as_slice())
+                && replica.key_trust()?.as_ref() == Some(&trust)
+            {
                 return Ok(());
             }
             let mut write = replica.write()?;
-            write.set_key_file(&key_file)?;
+            write.set_key_file(&key_file, &trust)?;
             write.commit()
         })
         .await

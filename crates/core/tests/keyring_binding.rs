@@ -3,7 +3,7 @@
 //! who only knows a device's X25519 public key (issue 15 item 7).
 
 use age::x25519;
-use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, KeyTrust, Unlock};
 use chatvault_core::{Error, VaultId};
 
 fn open(file: &[u8], device: &x25519::Identity) -> EnvelopeCipher {
@@ -152,4 +152,120 @@ fn a_first_release_key_file_still_opens_as_version_zero_and_its_successor_is_acc
         .check_successor(&upgraded)
         .expect("the upgrade is accepted");
     assert_eq!(upgraded.open(&aad, &sealed).expect("open"), b"old vault");
+}
+
+/// A key file a removed device writes from what it still knows (the vault
+/// id, the laptop's public key, data key 1): key 1 plus a key of its own
+/// made current, with a bogus tag for the laptop's key 2, at `bumps`
+/// versions past the one it last read.
+fn forged_by_the_removed_phone(
+    phone: &EnvelopeCipher,
+    laptop: &x25519::Identity,
+    bumps: usize,
+) -> EnvelopeCipher {
+    let forged = open(&key_file(phone, laptop), laptop);
+    forged.rotate();
+    forged.rotate();
+    forged.retire(2).expect("retire its own key 2");
+    let mut file = key_file(&forged, laptop);
+    for _ in 1..bumps {
+        file = key_file(&open(&file, laptop), laptop);
+    }
+    open(&file, laptop)
+}
+
+#[test]
+fn a_removed_device_cannot_forge_a_successor_key_file() {
+    let laptop_key = x25519::Identity::generate();
+    let phone_key = x25519::Identity::generate();
+    let created = EnvelopeCipher::generate(VaultId::new());
+    let both = KeyProtection::for_recipients([laptop_key.to_public(), phone_key.to_public()]);
+    let v1 = created.to_key_file(&both).expect("key file");
+    let laptop = open(&v1, &laptop_key);
+    let phone = open(&v1, &phone_key);
+
+    // The laptop removes the phone: the data key rotates in the same file.
+    let draft = open(&v1, &laptop_key);
+    assert_eq!(draft.rotate(), 2);
+    let removal = open(&key_file(&draft, &laptop_key), &laptop_key);
+    assert!(laptop.adopt_keys(&removal).expect("adopt the removal"));
+    assert_eq!(laptop.keyring_version(), 2);
+
+    for bumps in [1, 2] {
+        let forged = forged_by_the_removed_phone(&phone, &laptop_key, bumps);
+        assert!(forged.keyring_version() >= laptop.keyring_version());
+        assert_eq!(forged.key_ids(), vec![1, 3]);
+        let err = laptop
+            .check_successor(&forged)
+            .expect_err("a forged successor must be refused");
+        assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
+        assert!(matches!(
+            laptop.adopt_keys(&forged),
+            Err(Error::Tampered { .. })
+        ));
+        assert_eq!(laptop.current_key_id(), 2, "still seals under key 2");
+        assert_eq!(laptop.key_ids(), vec![1, 2]);
+        // The trust kept in the replica refuses it without any secret.
+        let kept = KeyTrust::from_bytes(&KeyTrust::of(&laptop).to_bytes()).expect("decode");
+        assert_eq!(kept, KeyTrust::of(&laptop));
+        assert!(matches!(kept.admits(&forged), Err(Error::Tampered { .. })));
+    }
+
+    // The genuine next key file (say the laptop retires key 1) still follows.
+    let next = open(&key_file(&removal, &laptop_key), &laptop_key);
+    next.retire(1).expect("retire key 1");
+    let next = open(&key_file(&next, &laptop_key), &laptop_key);
+    KeyTrust::of(&laptop)
+        .admits(&next)
+        .expect("a genuine successor follows");
+    laptop.check_successor(&next).expect("and by the cipher");
+}
+
+#[test]
+fn two_different_key_files_of_one_version_are_refused() {
+    let device = x25519::Identity::generate();
+    let v1 = key_file(&EnvelopeCipher::generate(VaultId::new()), &device);
+    let running = open(&v1, &device);
+    let first = open(&v1, &device);
+    first.rotate();
+    let first = open(&key_file(&first, &device), &device);
+    let second = open(&v1, &device);
+    second.rotate();
+    let second = open(&key_file(&second, &device), &device);
+    assert_eq!(first.keyring_version(), second.keyring_version());
+    running.adopt_keys(&first).expect("the first version 2");
+    // The same file again is fine; another one under version 2 is not.
+    running
+        .check_successor(&first)
+        .expect("the same file again");
+    let err = running
+        .check_successor(&second)
+        .expect_err("another version 2 refused");
+    assert!(matches!(err, Error::Tampered { .. }), "{err:?}");
+}
+
+#[test]
+fn the_trusted_key_file_record_refuses_garbage_with_a_typed_error() {
+    let trust = KeyTrust::of(&EnvelopeCipher::generate(VaultId::new())).to_bytes();
+    for cut in 0..trust.len() {
+        assert!(
+            matches!(
+                KeyTrust::from_bytes(&trust[..cut]),
+                Err(Error::Corrupt { .. })
+            ),
+            "cut at {cut}"
+        );
+    }
+    let mut newer = trust.clone();
+    newer[4] = 9;
+    assert!(matches!(
+        KeyTrust::from_bytes(&newer),
+        Err(Error::UnsupportedFormat { .. })
+    ));
+    let mut trailing = trust;
+    trailing.push(0);
+    assert!(matches!(
+        KeyTrust::from_bytes(&trailing),
+        Err(Error::Corrupt { .. })
+    ));
 }

@@ -8,7 +8,7 @@
 use age::secrecy::SecretString;
 use chatvault::core::codec::{encode_chat, encode_summary};
 use chatvault::core::engine::{Engine, EngineConfig};
-use chatvault::core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault::core::envelope::{EnvelopeCipher, KeyProtection, KeyTrust, Unlock};
 use chatvault::core::{Aad, Cipher, Clock, Part, Replica, SealedRecord};
 use chatvault::{Chat, ChatId, DeviceId, DynStorage, Role, VaultId};
 use std::path::Path;
@@ -80,7 +80,9 @@ pub fn build_replica(path: &Path, chats: usize, big_messages: usize) -> (Vec<u8>
     let (cipher, key_file) = new_vault_key();
     let replica = Replica::open(path).expect("replica");
     let clock = Clock::new(DeviceId(1));
-    replica.set_key_file(&key_file).expect("key file");
+    replica
+        .set_key_file(&key_file, &KeyTrust::of(&cipher))
+        .expect("key file");
     let big = sample_chat(&clock, usize::MAX, big_messages, 200);
     replica
         .store_server_records(&[seal(&cipher, &big, 1)])

@@ -66,6 +66,7 @@
 mod export;
 mod keyfile;
 mod padding;
+mod trust;
 
 pub use export::{export_age, ExportTarget};
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
@@ -73,6 +74,7 @@ pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
 };
 pub use padding::Padding;
+pub use trust::KeyTrust;
 
 use crate::cipher::{Aad, Cipher};
 use crate::ids::VaultId;
@@ -380,73 +382,24 @@ impl EnvelopeCipher {
     }
 
     /// Checks that `newer` (a keyring read from the server after this one)
-    /// may follow this keyring: same vault, a version no older than this
-    /// one's, every key id both hold with the same key, and at least one data
-    /// key of this keyring inside it. Whoever wrote `newer` therefore knew a
-    /// data key this device holds: age does not authenticate senders, so this
-    /// is what tells a key file written by a device of the vault from one
-    /// substituted by someone who only knows a device's public key.
+    /// may follow this keyring, by the successor rule of [`KeyTrust::admits`]:
+    /// same vault, a version no older, every data key this keyring holds
+    /// present in `newer` with the same bytes or retired there with the
+    /// matching tag, every retired key still retired, and at an equal
+    /// version the same keyring. Whoever wrote `newer` therefore knew every
+    /// data key this device holds: age does not authenticate senders, and a
+    /// removed device still knows the keys it held before its removal, but
+    /// not the key the removal rotated to.
     ///
     /// Errors: [`Error::InvalidInput`] for another vault's keyring;
     /// [`Error::Tampered`] for a rolled-back version, a different key under
-    /// a known id, or a keyring holding none of this keyring's keys (a
-    /// substituted keyring, or one whose every key this device knew was
-    /// retired: re-add the device as a new one after comparing the
-    /// [fingerprint](Self::fingerprint)).
+    /// a known id, a held key left out without its retired tag, or a
+    /// different keyring under the same version.
     pub fn check_successor(&self, newer: &EnvelopeCipher) -> Result<()> {
         if std::ptr::eq(self, newer) {
             return Ok(());
         }
-        let theirs = newer.read();
-        let ring = self.read();
-        if theirs.vault != ring.vault {
-            return Err(Error::invalid(format!(
-                "the re-read keyring belongs to vault {}, not to vault {}",
-                theirs.vault, ring.vault
-            )));
-        }
-        if theirs.version < ring.version {
-            return Err(Error::Tampered {
-                what: format!(
-                    "key file (the server returned version {}, older than version {} this \
-                     device already holds: a rollback, refused)",
-                    theirs.version, ring.version
-                ),
-            });
-        }
-        let mut shared = 0usize;
-        for (id, key) in &theirs.keys {
-            if let Some(held) = ring.keys.get(id) {
-                if held.bytes() != key.bytes() {
-                    return Err(Error::Tampered {
-                        what: format!(
-                            "key file (it holds a different data key under key id {id} than \
-                             this device; refusing a substituted keyring)"
-                        ),
-                    });
-                }
-                shared += 1;
-            }
-        }
-        // Every key this device held may have been retired since it last
-        // read the keyring: the retired keys' tags prove that whoever wrote
-        // `newer` knew them.
-        if shared == 0 {
-            shared = ring
-                .keys
-                .iter()
-                .filter(|(id, key)| theirs.retired.get(id) == Some(&key_tag(ring.vault, **id, key)))
-                .count();
-        }
-        if shared == 0 {
-            return Err(Error::Tampered {
-                what: "key file (it holds none of the data keys this device holds: a substituted \
-                       keyring, or every key this device knew was retired; compare the key \
-                       fingerprint with another device and open this device as a new one)"
-                    .to_string(),
-            });
-        }
-        Ok(())
+        KeyTrust::of(self).admits(newer)
     }
 
     /// A short fingerprint of the keyring's oldest data key (hex, 16 bytes

@@ -79,6 +79,7 @@ pub use encoding::{OutboxEntry, RecordHeader};
 pub use skipped::{SkipReason, SkippedEntry};
 pub(crate) use write::ReplicaWrite;
 
+use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
 use crate::{Error, Result};
@@ -107,6 +108,9 @@ pub(crate) const META_VAULT: &str = "vault";
 pub(crate) const META_DEVICE: &str = "device";
 pub(crate) const META_CURSOR: &str = "cursor";
 pub(crate) const META_KEY_FILE: &str = "key_file";
+/// What this device trusts of the key file ([`KeyTrust`]), kept beside the
+/// copy; absent in replicas written before it existed.
+pub(crate) const META_KEY_TRUST: &str = "key_trust";
 /// Prefix of the metadata keys [`Replica::sealed_value`] reads.
 pub(crate) const META_SEALED: &str = "sealed/";
 
@@ -351,15 +355,27 @@ impl Replica {
         self.meta_value(META_KEY_FILE)
     }
 
+    /// What this device trusts of the vault's key file (see
+    /// [`KeyTrust`]): what a key file from the server must follow, checked
+    /// without opening the copy. `None` for a replica written before it was
+    /// kept.
+    ///
+    /// Errors: [`Error::Corrupt`](crate::Error::Corrupt) for a malformed value.
+    pub fn key_trust(&self) -> Result<Option<KeyTrust>> {
+        self.meta_value(META_KEY_TRUST)?
+            .map(|bytes| KeyTrust::from_bytes(&bytes))
+            .transpose()
+    }
+
     /// Keeps `key_file` (the vault's key file exactly as the server holds
-    /// it, age-encrypted) as the copy for offline unlock, replacing any
-    /// earlier one. Durable when it returns. Check a new key file with
-    /// [`EnvelopeCipher::check_successor`](crate::envelope::EnvelopeCipher::check_successor)
-    /// before keeping it: this copy is what a replayed older file is caught
-    /// against.
-    pub fn set_key_file(&self, key_file: &[u8]) -> Result<()> {
+    /// it, age-encrypted) as the copy for offline unlock, with `trust`
+    /// ([`KeyTrust::of`] the cipher opened from it), replacing any earlier
+    /// ones. Durable when it returns. Check a new key file with
+    /// [`KeyTrust::admits`] before keeping it: this is what a replayed or
+    /// forged file is caught against.
+    pub fn set_key_file(&self, key_file: &[u8], trust: &KeyTrust) -> Result<()> {
         let mut write = self.write()?;
-        write.set_key_file(key_file)?;
+        write.set_key_file(key_file, trust)?;
         write.commit()
     }
 

@@ -345,10 +345,11 @@ fn identity_and_key_file_round_trip() {
     let replica = Replica::open(&path).expect("open");
     assert_eq!(replica.identity().expect("identity"), None);
     let vault = VaultId::new();
+    let trust = crate::envelope::KeyTrust::of(&crate::envelope::EnvelopeCipher::generate(vault));
     let mut write = replica.write().expect("write");
     write.set_identity(vault, DeviceId(42)).expect("identity");
     write
-        .set_key_file(b"age-encryption.org/v1...")
+        .set_key_file(b"age-encryption.org/v1...", &trust)
         .expect("key file");
     write.commit().expect("commit");
     assert_eq!(
@@ -359,4 +360,5 @@ fn identity_and_key_file_round_trip() {
         replica.key_file().expect("key file").as_deref(),
         Some(&b"age-encryption.org/v1..."[..])
     );
+    assert_eq!(replica.key_trust().expect("trust"), Some(trust));
 }

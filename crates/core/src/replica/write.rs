@@ -6,9 +6,10 @@ use super::encoding::{
 };
 use super::skipped::{self, SkippedEntry};
 use super::{
-    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_SEALED, META_VAULT,
-    OUTBOX, SKIPPED, SUMMARIES,
+    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_KEY_TRUST,
+    META_SEALED, META_VAULT, OUTBOX, SKIPPED, SUMMARIES,
 };
+use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
 use crate::Result;
@@ -351,9 +352,10 @@ impl ReplicaWrite {
     }
 
     /// Keeps a copy of the vault's (age-encrypted) key file for offline
-    /// unlock.
-    pub fn set_key_file(&mut self, key_file: &[u8]) -> Result<()> {
-        self.set_meta(META_KEY_FILE, key_file)
+    /// unlock, and what this device trusts of it ([`KeyTrust`]).
+    pub fn set_key_file(&mut self, key_file: &[u8], trust: &KeyTrust) -> Result<()> {
+        self.set_meta(META_KEY_FILE, key_file)?;
+        self.set_meta(META_KEY_TRUST, &trust.to_bytes())
     }
 
     /// Keeps `value` under `name` for the application (e.g. the facade's
