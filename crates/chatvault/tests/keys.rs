@@ -1241,3 +1241,81 @@ async fn a_forged_key_file_is_refused_after_the_passphrase_changed_on_another_de
         "Trip plans"
     );
 }
+
+#[tokio::test]
+async fn a_body_left_under_an_older_key_than_its_summary_is_resealed_before_the_key_retires() {
+    use chatvault::core::codec::{encode_chat, encode_summary};
+    use chatvault::core::envelope::Unlock;
+    use chatvault::core::{Aad, Cipher, Part, SealedRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
+    let before_rotation = storage
+        .get_keyring()
+        .await
+        .expect("get")
+        .expect("stored")
+        .bytes
+        .to_vec();
+    let old_key = EnvelopeCipher::from_key_file(
+        &before_rotation,
+        &Unlock::Passphrase(PASSPHRASE.to_string().into()),
+    )
+    .expect("open the key file from before the rotation");
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    laptop.reseal_stale(100).await.expect("re-seal");
+
+    // A record as a build that sealed the parts one by one wrote it while a
+    // rotation was adopted: the summary under key 2, the body under key 1.
+    let chat = laptop.load_full_chat(ids[0]).await.expect("open");
+    let version = laptop
+        .engine()
+        .replica()
+        .header(ids[0])
+        .expect("replica")
+        .expect("stored")
+        .version;
+    let aad = |part| Aad {
+        vault: laptop.vault_id(),
+        chat: ids[0],
+        part,
+        version: version + 1,
+    };
+    let summary = laptop
+        .cipher()
+        .seal(
+            &aad(Part::Summary),
+            &encode_summary(&chat.summary()).expect("encode"),
+        )
+        .expect("seal");
+    let body = old_key
+        .seal(&aad(Part::Full), &encode_chat(&chat).expect("encode"))
+        .expect("seal");
+    storage
+        .put(
+            SealedRecord {
+                chat: ids[0],
+                version: version + 1,
+                deleted: false,
+                summary: summary.into(),
+                body: Some(body.into()),
+            },
+            PutPrecondition::Version(version),
+        )
+        .await
+        .expect("put the mixed record");
+    laptop.sync_now().await.expect("pull it");
+
+    let report = laptop.reseal_stale(100).await.expect("re-seal");
+    assert_eq!(report.resealed, 1, "the mixed record is stale: {report:?}");
+    assert_eq!(report.remaining, 0);
+    assert_eq!(laptop.retire_unused_keys().await.expect("retire"), vec![1]);
+    let fresh = with_passphrase(&storage, dir.path(), "fresh", PASSPHRASE)
+        .await
+        .expect("a new device");
+    fresh.sync_now().await.expect("sync");
+    assert_eq!(
+        fresh.load_full_chat(ids[0]).await.expect("opens").title(),
+        "Trip plans"
+    );
+}

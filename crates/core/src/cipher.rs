@@ -51,4 +51,16 @@ pub trait Cipher: Send + Sync {
 
     /// Verifies and decrypts `sealed`, which must have been sealed with `aad`.
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>>;
+
+    /// Seals the parts of one record together: a cipher whose keys change
+    /// while it is in use (the envelope cipher adopts rotations) seals them
+    /// all under one key, so a record never has its summary under one key
+    /// and its body under another. The default seals them one by one, which
+    /// is right for a cipher whose key never changes.
+    fn seal_parts(&self, parts: &[(Aad, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        parts
+            .iter()
+            .map(|(aad, plaintext)| self.seal(aad, plaintext))
+            .collect()
+    }
 }

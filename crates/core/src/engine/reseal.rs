@@ -1,5 +1,5 @@
-//! Re-sealing after a key rotation: records whose stored summary is sealed
-//! under an older data key are saved again, unchanged, through the normal
+//! Re-sealing after a key rotation: records whose stored summary or body is
+//! sealed under an older data key are saved again, unchanged, through the normal
 //! save and push path, so they end up under the current key. Live chats
 //! and tombstones alike: a deleted chat's tombstone is re-sealed too, so a
 //! rotate → re-seal → retire cycle leaves no record under the old key.
@@ -98,9 +98,13 @@ impl Engine {
         let (stale, tombstones, total) = blocking(&self.inner, move |inner| {
             let mut stale = Vec::new();
             let mut tombstones = BTreeSet::new();
-            let mut total = 0usize;
-            for summary in inner.replica.summaries()? {
-                total += 1;
+            let summaries = inner.replica.summaries()?;
+            let total = summaries.len();
+            // A live chat whose summary is current may still hold its body
+            // under an older key (sealed by a build that sealed the parts
+            // one by one while a rotation was adopted).
+            let mut current_live = Vec::new();
+            for summary in summaries {
                 match EnvelopeCipher::sealed_key_id(&summary.sealed) {
                     Ok(id) if id != current_key => {
                         if summary.deleted {
@@ -108,7 +112,14 @@ impl Engine {
                         }
                         stale.push(summary.chat);
                     }
+                    _ if !summary.deleted => current_live.push(summary.chat),
                     _ => {}
+                }
+            }
+            let bodies = inner.replica.body_key_ids(&current_live)?;
+            for (chat, body_key) in current_live.into_iter().zip(bodies) {
+                if body_key.is_some_and(|id| id != current_key) {
+                    stale.push(chat);
                 }
             }
             Ok((stale, tombstones, total))
@@ -196,9 +207,12 @@ impl Engine {
     }
 }
 
-/// True if `record`'s summary is sealed under a key other than `current`.
+/// True if `record`'s summary or body is sealed under a key other than
+/// `current`.
 fn is_stale(record: &SealedRecord, current: u32) -> bool {
-    EnvelopeCipher::sealed_key_id(&record.summary).is_ok_and(|id| id != current)
+    let under_other =
+        |sealed: &[u8]| EnvelopeCipher::sealed_key_id(sealed).is_ok_and(|id| id != current);
+    under_other(&record.summary) || record.body.as_deref().is_some_and(under_other)
 }
 
 impl Inner {

@@ -44,21 +44,37 @@ impl Sealer {
     }
 
     /// Seals `chat` as version `version`: summary always, body unless the
-    /// chat is deleted (a tombstone carries only its sealed summary).
+    /// chat is deleted (a tombstone carries only its sealed summary). Both
+    /// parts are sealed together ([`Cipher::seal_parts`]): a key adopted
+    /// meanwhile never leaves them under different keys.
     pub(crate) fn seal(&self, chat: &Chat, version: u64) -> Result<SealedRecord> {
         let summary = encode_summary(&chat.summary())?;
-        let summary = self
-            .cipher
-            .seal(&self.aad(chat.id, Part::Summary, version), &summary)?;
         let body = if chat.is_deleted() {
             None
         } else {
-            let body = encode_chat(chat)?;
-            Some(
-                self.cipher
-                    .seal(&self.aad(chat.id, Part::Full, version), &body)?
+            Some(encode_chat(chat)?)
+        };
+        let mut parts = vec![(
+            self.aad(chat.id, Part::Summary, version),
+            summary.as_slice(),
+        )];
+        if let Some(body) = &body {
+            parts.push((self.aad(chat.id, Part::Full, version), body.as_slice()));
+        }
+        let mut sealed = self.cipher.seal_parts(&parts)?.into_iter();
+        let summary = sealed.next().ok_or_else(|| {
+            Error::invalid("the cipher sealed no summary (a Cipher::seal_parts bug)")
+        })?;
+        let body = match body {
+            Some(_) => Some(
+                sealed
+                    .next()
+                    .ok_or_else(|| {
+                        Error::invalid("the cipher sealed no body (a Cipher::seal_parts bug)")
+                    })?
                     .into(),
-            )
+            ),
+            None => None,
         };
         Ok(SealedRecord {
             chat: chat.id,
@@ -178,4 +194,54 @@ pub(crate) fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Role;
+    use crate::envelope::EnvelopeCipher;
+    use crate::hlc::Hlc;
+    use crate::ids::DeviceId;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn both_parts_of_a_record_are_sealed_under_one_key_while_the_keyring_rotates() {
+        let cipher = Arc::new(EnvelopeCipher::generate(VaultId::new()));
+        let sealer = Sealer::new(cipher.clone(), cipher.vault());
+        let mut chat = Chat::new(ChatId::new(), "rotating", Hlc::new(1, 0, DeviceId(1)));
+        for i in 0..50 {
+            chat.add_message(Role::User, "x".repeat(200), Hlc::new(2 + i, 0, DeviceId(1)));
+        }
+        let done = AtomicBool::new(false);
+        let mixed = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Another task adopting rotations while records are sealed.
+                for _ in 0..20_000 {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    cipher.rotate();
+                    std::thread::yield_now();
+                }
+            });
+            let mut mixed = 0;
+            for version in 1..=1_000 {
+                let record = sealer.seal(&chat, version).expect("seal");
+                let summary = EnvelopeCipher::sealed_key_id(&record.summary).expect("summary");
+                let body = EnvelopeCipher::sealed_key_id(record.body.as_deref().expect("body"))
+                    .expect("body");
+                if summary != body {
+                    mixed += 1;
+                }
+            }
+            done.store(true, Ordering::Relaxed);
+            mixed
+        });
+        assert!(cipher.current_key_id() > 1, "the keyring rotated meanwhile");
+        assert_eq!(
+            mixed, 0,
+            "records with summary and body under different keys"
+        );
+    }
 }

@@ -501,14 +501,9 @@ fn parse_header(sealed: &[u8], what: impl Fn() -> String) -> Result<Header<'_>> 
     })
 }
 
-impl Cipher for EnvelopeCipher {
-    /// Seals `plaintext` under the current key, padded as
-    /// [`padding`](EnvelopeCipher::padding) says.
-    ///
-    /// Errors: [`Error::InvalidInput`] if `aad.vault` is not this keyring's
-    /// vault (sealing for another vault with this vault's key is a bug).
-    fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let ring = self.read();
+impl EnvelopeCipher {
+    /// Seals `plaintext` under the current key of `ring`.
+    fn seal_under(&self, ring: &Keyring, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>> {
         if aad.vault != ring.vault {
             return Err(Error::invalid(format!(
                 "cannot seal for vault {} with the keyring of vault {}",
@@ -546,6 +541,27 @@ impl Cipher for EnvelopeCipher {
             .map_err(|_| Error::invalid("plaintext too large for XChaCha20-Poly1305"))?;
         out.extend_from_slice(&tag);
         Ok(out)
+    }
+}
+
+impl Cipher for EnvelopeCipher {
+    /// Seals `plaintext` under the current key, padded as
+    /// [`padding`](EnvelopeCipher::padding) says.
+    ///
+    /// Errors: [`Error::InvalidInput`] if `aad.vault` is not this keyring's
+    /// vault (sealing for another vault with this vault's key is a bug).
+    fn seal(&self, aad: &Aad, plaintext: &[u8]) -> Result<Vec<u8>> {
+        self.seal_under(&self.read(), aad, plaintext)
+    }
+
+    /// Seals every part under the current key of one keyring snapshot: a
+    /// rotation adopted meanwhile waits for the read lock.
+    fn seal_parts(&self, parts: &[(Aad, &[u8])]) -> Result<Vec<Vec<u8>>> {
+        let ring = self.read();
+        parts
+            .iter()
+            .map(|(aad, plaintext)| self.seal_under(&ring, aad, plaintext))
+            .collect()
     }
 
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {

@@ -79,7 +79,7 @@ pub use encoding::{OutboxEntry, RecordHeader};
 pub use skipped::{SkipReason, SkippedEntry};
 pub(crate) use write::ReplicaWrite;
 
-use crate::envelope::KeyTrust;
+use crate::envelope::{EnvelopeCipher, KeyTrust};
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
 use crate::{Error, Result};
@@ -519,6 +519,32 @@ impl Replica {
         chats
             .iter()
             .map(|&chat| write::read_record(&txn, chat, with_body))
+            .collect()
+    }
+
+    /// The data key id each of `chats`' stored body names in its header
+    /// (`None` where this device holds no body, or its header does not
+    /// parse), read in one snapshot without copying the bodies: how a
+    /// re-seal finds a body left under an older key than its summary.
+    pub fn body_key_ids(&self, chats: &[ChatId]) -> Result<Vec<Option<u32>>> {
+        let txn = self.read()?;
+        let table = txn
+            .open_table(BODIES)
+            .map_err(|e| local_error("cannot read the replica bodies", e))?;
+        chats
+            .iter()
+            .map(|chat| {
+                let value = table
+                    .get(chat.as_bytes())
+                    .map_err(|e| local_error("cannot read the replica bodies", e))?;
+                Ok(match value {
+                    Some(value) => {
+                        let (_, sealed) = decode_body(*chat, value.value())?;
+                        EnvelopeCipher::sealed_key_id(sealed).ok()
+                    }
+                    None => None,
+                })
+            })
             .collect()
     }
 
