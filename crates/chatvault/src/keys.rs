@@ -105,7 +105,10 @@ impl ChatVault {
     /// (`docs/design.md` §3.4 says which cases stay unsafe).
     ///
     /// Errors: [`Error::InvalidInput`] while changes are still queued on
-    /// this device (they may be sealed under an old key); sync errors.
+    /// this device (they may be sealed under an old key), or while a record
+    /// this device skipped may need one of the keys (the message names
+    /// them); [`Error::Corrupt`] when a stored record's key id cannot be
+    /// read; sync errors.
     pub async fn retire_unused_keys(&self) -> Result<Vec<u32>> {
         self.sync_now().await?;
         let pending = self.pending_changes()?;
@@ -124,6 +127,35 @@ impl ChatVault {
             .collect();
         if unused.is_empty() {
             return Ok(Vec::new());
+        }
+        // A record this device skipped may be sealed under one of them; every
+        // other device drops a retired key too, so it would be lost
+        // everywhere.
+        let waiting: Vec<String> = self
+            .engine()
+            .skipped()?
+            .iter()
+            .filter(|s| unused.iter().any(|id| s.may_need(*id)))
+            .map(|s| {
+                let keys = if s.key_ids.is_empty() {
+                    "an unreadable key id".to_string()
+                } else {
+                    format!("key {:?}", s.key_ids)
+                };
+                format!(
+                    "chat {} version {} ({keys}: {})",
+                    s.chat, s.version, s.message
+                )
+            })
+            .collect();
+        if !waiting.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} record(s) this device could not open may need data key(s) {unused:?}, so none \
+                 was retired (it would be lost on every device): {}. Sync again once they open \
+                 (after an upgrade, or once the server repairs them), then retire",
+                waiting.len(),
+                waiting.join("; ")
+            )));
         }
         self.keys.retire(unused).await
     }

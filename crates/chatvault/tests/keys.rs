@@ -1319,3 +1319,89 @@ async fn a_body_left_under_an_older_key_than_its_summary_is_resealed_before_the_
         "Trip plans"
     );
 }
+
+#[tokio::test]
+async fn a_key_a_skipped_record_may_need_is_not_retired() {
+    use chatvault::core::codec::encode_summary;
+    use chatvault::core::envelope::Unlock;
+    use chatvault::core::{Aad, Cipher, Part, SealedRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
+    let phone = with_passphrase(&storage, dir.path(), "phone", PASSPHRASE)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    let old_key = EnvelopeCipher::from_key_file(
+        &storage
+            .get_keyring()
+            .await
+            .expect("get")
+            .expect("stored")
+            .bytes,
+        &Unlock::Passphrase(PASSPHRASE.to_string().into()),
+    )
+    .expect("open the key file from before the rotation");
+    laptop.rotate_key().await.expect("rotate");
+    laptop.reseal_stale(100).await.expect("re-seal and push");
+    phone
+        .sync_now()
+        .await
+        .expect("the phone reads the re-sealed chats");
+
+    // A record under key 1 the phone cannot open (damaged in transit, or
+    // written by a newer build): it is skipped, and its key id kept.
+    let chat = laptop.load_full_chat(ids[1]).await.expect("open");
+    let version = laptop
+        .engine()
+        .replica()
+        .header(ids[1])
+        .expect("replica")
+        .expect("stored")
+        .version;
+    let aad = Aad {
+        vault: laptop.vault_id(),
+        chat: ids[1],
+        part: Part::Summary,
+        version: version + 1,
+    };
+    let mut summary = old_key
+        .seal(&aad, &encode_summary(&chat.summary()).expect("encode"))
+        .expect("seal");
+    let last = summary.len() - 1;
+    summary[last] ^= 1;
+    storage
+        .put(
+            SealedRecord {
+                chat: ids[1],
+                version: version + 1,
+                deleted: true,
+                summary: summary.into(),
+                body: None,
+            },
+            PutPrecondition::Version(version),
+        )
+        .await
+        .expect("put the damaged record");
+    let report = phone.sync_now().await.expect("sync");
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    let skipped = phone.engine().skipped().expect("skipped");
+    assert_eq!(skipped[0].key_ids, vec![1]);
+
+    let err = phone
+        .retire_unused_keys()
+        .await
+        .expect_err("key 1 may still be needed");
+    assert!(matches!(err, Error::InvalidInput { .. }), "{err}");
+    assert!(err.to_string().contains("could not open"), "{err}");
+    assert!(err.to_string().contains(&ids[1].to_string()), "{err}");
+    assert_eq!(phone.cipher().key_ids(), vec![1, 2]);
+    let fresh = with_passphrase(&storage, dir.path(), "fresh", PASSPHRASE)
+        .await
+        .expect("a new device");
+    assert_eq!(
+        fresh.cipher().key_ids(),
+        vec![1, 2],
+        "key 1 is still in the key file"
+    );
+}

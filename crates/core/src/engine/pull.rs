@@ -4,6 +4,7 @@
 use super::apply::{fetch, Publish, Wanted};
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
+use crate::envelope::EnvelopeCipher;
 use crate::ids::ChatId;
 use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
@@ -283,6 +284,12 @@ impl Inner {
         cursor: Option<&Cursor>,
         unreadable: Vec<SkippedRecord>,
     ) -> Result<Applied> {
+        // What each record's parts name as their key: a skipped record keeps
+        // it, so no key it needs is retired while it waits.
+        let key_ids: HashMap<(ChatId, u64), Vec<u32>> = records
+            .iter()
+            .map(|r| ((r.chat, r.version), sealed_key_ids(r)))
+            .collect();
         let opened = self.sealer.open_all(records);
         let _writes = self.lock_writes();
         let mut write = self.replica.write()?;
@@ -323,6 +330,10 @@ impl Inner {
                 message: s.error.to_string(),
                 attempts,
                 not_before: now.saturating_add(delay),
+                key_ids: key_ids
+                    .get(&(s.chat, s.version))
+                    .cloned()
+                    .unwrap_or_default(),
             })?;
             if attempts == 1 {
                 tracing::warn!(chat = %s.chat, version = s.version, error = %s.error, "skipping a record that does not open; it is kept and retried");
@@ -346,4 +357,19 @@ impl Inner {
         }
         Ok(Applied { pulled, skipped })
     }
+}
+
+/// The data key ids `record`'s sealed parts name in their headers, without
+/// duplicates; empty if a header does not parse (the record may need any
+/// key).
+fn sealed_key_ids(record: &SealedRecord) -> Vec<u32> {
+    let mut ids = Vec::with_capacity(2);
+    for sealed in std::iter::once(&record.summary).chain(record.body.as_ref()) {
+        match EnvelopeCipher::sealed_key_id(sealed) {
+            Ok(id) if !ids.contains(&id) => ids.push(id),
+            Ok(_) => {}
+            Err(_) => return Vec::new(),
+        }
+    }
+    ids
 }

@@ -61,22 +61,37 @@ impl Engine {
     /// (summaries of every chat, tombstones included, and the bodies this
     /// device holds). A key in the keyring but not in this set is referenced
     /// by no record this device knows of.
+    ///
+    /// Errors: [`Error::Corrupt`] when a stored blob's header does not parse
+    /// (its key is unknown, so no key may be judged unused); replica errors.
     pub async fn referenced_key_ids(&self) -> Result<BTreeSet<u32>> {
         blocking(&self.inner, |inner| {
             let mut ids = BTreeSet::new();
-            for summary in inner.replica.summaries()? {
-                if let Ok(id) = EnvelopeCipher::sealed_key_id(&summary.sealed) {
-                    ids.insert(id);
+            let unparsed = |chat: ChatId, part: &str, e: Error| {
+                Error::corrupt(
+                    format!("the stored {part} of chat {chat}"),
+                    format!(
+                        "its header does not say which data key sealed it ({e}), so no key can be \
+                         judged unused; `chatvault verify` lists what is damaged"
+                    ),
+                )
+            };
+            let summaries = inner.replica.summaries()?;
+            let mut live = Vec::new();
+            for summary in summaries {
+                let id = EnvelopeCipher::sealed_key_id(&summary.sealed)
+                    .map_err(|e| unparsed(summary.chat, "summary", e))?;
+                ids.insert(id);
+                if !summary.deleted {
+                    live.push(summary.chat);
                 }
-                if summary.deleted {
-                    continue;
-                }
-                if let Some(record) = inner.replica.record(summary.chat, true)? {
-                    if let Some(body) = record.body.as_deref() {
-                        if let Ok(id) = EnvelopeCipher::sealed_key_id(body) {
-                            ids.insert(id);
-                        }
-                    }
+            }
+            for (chat, record) in live.iter().zip(inner.replica.records(&live, true)?) {
+                if let Some(body) = record.as_ref().and_then(|r| r.body.as_deref()) {
+                    ids.insert(
+                        EnvelopeCipher::sealed_key_id(body)
+                            .map_err(|e| unparsed(*chat, "body", e))?,
+                    );
                 }
             }
             Ok(ids)

@@ -72,20 +72,39 @@ pub struct SkippedEntry {
     pub attempts: u32,
     /// Unix milliseconds before which it is not retried (unless forced).
     pub not_before: u64,
+    /// The data key ids its sealed parts name in their headers; empty when
+    /// no header could be read, so it may need any key. A key it names (or
+    /// any key, when empty) must not retire while the record is skipped.
+    pub key_ids: Vec<u32>,
 }
 
-/// Value layout: format byte 1, version u64 BE, reason code u8, attempts
-/// u32 BE, not_before u64 BE, then the message as UTF-8.
-const FORMAT: u8 = 1;
+impl SkippedEntry {
+    /// True if opening this record could need data key `key_id`.
+    pub fn may_need(&self, key_id: u32) -> bool {
+        self.key_ids.is_empty() || self.key_ids.contains(&key_id)
+    }
+}
+
+/// Value layout, format 2: format byte, version u64 BE, reason code u8,
+/// attempts u32 BE, not_before u64 BE, key id count u8, each key id u32 BE,
+/// then the message as UTF-8. Format 1 (before key ids were kept) has no
+/// count and reads with no key ids: it may need any key.
+const FORMAT: u8 = 2;
+const FORMAT_WITHOUT_KEYS: u8 = 1;
 const FIXED: usize = 1 + 8 + 1 + 4 + 8;
 
 pub(super) fn encode(entry: &SkippedEntry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FIXED + entry.message.len());
+    let keys = &entry.key_ids[..entry.key_ids.len().min(usize::from(u8::MAX))];
+    let mut out = Vec::with_capacity(FIXED + 1 + 4 * keys.len() + entry.message.len());
     out.push(FORMAT);
     out.extend_from_slice(&entry.version.to_be_bytes());
     out.push(entry.reason.code());
     out.extend_from_slice(&entry.attempts.to_be_bytes());
     out.extend_from_slice(&entry.not_before.to_be_bytes());
+    out.push(keys.len() as u8);
+    for id in keys {
+        out.extend_from_slice(&id.to_be_bytes());
+    }
     out.extend_from_slice(entry.message.as_bytes());
     out
 }
@@ -99,7 +118,7 @@ pub(super) fn decode(chat: ChatId, bytes: &[u8]) -> Result<SkippedEntry> {
     if bytes.len() < FIXED {
         return Err(corrupt());
     }
-    if bytes[0] != FORMAT {
+    if bytes[0] != FORMAT && bytes[0] != FORMAT_WITHOUT_KEYS {
         return Err(Error::UnsupportedFormat {
             what: format!("skipped-record entry of chat {chat} in the replica"),
             found: u32::from(bytes[0]),
@@ -113,18 +132,30 @@ pub(super) fn decode(chat: ChatId, bytes: &[u8]) -> Result<SkippedEntry> {
             .map(u64::from_be_bytes)
             .ok_or_else(corrupt)
     };
-    let attempts = bytes
-        .get(10..14)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(corrupt)?;
+    let u32_at = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(corrupt)
+    };
+    let mut key_ids = Vec::new();
+    let mut message_at = FIXED;
+    if bytes[0] == FORMAT {
+        let count = usize::from(*bytes.get(FIXED).ok_or_else(corrupt)?);
+        for i in 0..count {
+            key_ids.push(u32_at(FIXED + 1 + 4 * i)?);
+        }
+        message_at = FIXED + 1 + 4 * count;
+    }
     Ok(SkippedEntry {
         chat,
         version: u64_at(1)?,
         reason: SkipReason::from_code(bytes[9]),
-        attempts,
+        attempts: u32_at(10)?,
         not_before: u64_at(14)?,
-        message: String::from_utf8_lossy(&bytes[FIXED..]).into_owned(),
+        key_ids,
+        message: String::from_utf8_lossy(&bytes[message_at..]).into_owned(),
     })
 }
 
@@ -149,5 +180,41 @@ impl Replica {
             out.push(decode(ChatId::from_bytes(*key.value()), value.value())?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key_ids: Vec<u32>) -> SkippedEntry {
+        SkippedEntry {
+            chat: ChatId::new(),
+            version: 7,
+            reason: SkipReason::Tampered,
+            message: "failed authentication".to_string(),
+            attempts: 3,
+            not_before: 99,
+            key_ids,
+        }
+    }
+
+    #[test]
+    fn skipped_entries_keep_their_key_ids_and_old_entries_may_need_any_key() {
+        for ids in [vec![], vec![1], vec![1, 2]] {
+            let e = entry(ids);
+            assert_eq!(decode(e.chat, &encode(&e)).expect("decode"), e);
+        }
+        // Format 1, as written before key ids were kept.
+        let e = entry(vec![4]);
+        let mut old = encode(&e);
+        old[0] = FORMAT_WITHOUT_KEYS;
+        old.drain(FIXED..FIXED + 5);
+        let read = decode(e.chat, &old).expect("decode format 1");
+        assert!(read.key_ids.is_empty());
+        assert_eq!(read.message, e.message);
+        assert!(read.may_need(1) && read.may_need(9));
+        assert!(e.may_need(4) && !e.may_need(1));
+        assert!(decode(e.chat, &encode(&e)[..FIXED + 3]).is_err());
     }
 }
