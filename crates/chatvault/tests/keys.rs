@@ -324,7 +324,7 @@ async fn a_removed_device_cannot_read_a_record_written_afterwards_on(
 
     let removed = laptop.remove_protection(&added.id()).await.expect("remove");
     assert_eq!(removed.protection.label, "lost phone");
-    assert_eq!(removed.new_key_id, Some(2), "removal rotates the data key");
+    assert_eq!(removed.new_key_id, 2, "removal rotates the data key");
     let secret = laptop
         .new_chat("written after the removal")
         .await
@@ -1404,4 +1404,108 @@ async fn a_key_a_skipped_record_may_need_is_not_retired() {
         vec![1, 2],
         "key 1 is still in the key file"
     );
+}
+
+/// The key file on the server now, as bytes.
+async fn key_file_now(storage: &DynStorage) -> Vec<u8> {
+    storage
+        .get_keyring()
+        .await
+        .expect("get")
+        .expect("stored")
+        .bytes
+        .to_vec()
+}
+
+/// True if `old` (a key file from before a secret was replaced, opened with
+/// that secret) opens a chat written after the replacement.
+async fn old_secret_opens(
+    old: &[u8],
+    secret: chatvault::core::envelope::Unlock,
+    storage: &DynStorage,
+    chat: chatvault::ChatId,
+) -> bool {
+    use chatvault::core::{Aad, Cipher, Part};
+    let cipher =
+        EnvelopeCipher::from_key_file(old, &secret).expect("the old secret opens the old file");
+    let record = storage
+        .get(&[chat], Part::Summary)
+        .await
+        .expect("get")
+        .into_iter()
+        .next()
+        .expect("stored");
+    let aad = Aad {
+        vault: cipher.vault(),
+        chat,
+        part: Part::Summary,
+        version: record.version,
+    };
+    cipher.open(&aad, &record.summary).is_ok()
+}
+
+#[tokio::test]
+async fn replacing_a_secret_rotates_the_data_key_so_the_old_secret_opens_nothing_new() {
+    use chatvault::core::envelope::Unlock;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let (laptop, _) = laptop_with_chats(&storage, dir.path()).await;
+    let recovery = laptop
+        .create_recovery_key()
+        .await
+        .expect("first recovery key");
+    assert_eq!(
+        laptop.cipher().current_key_id(),
+        1,
+        "adding a first one replaces nothing"
+    );
+
+    // passwd
+    let before = key_file_now(&storage).await;
+    laptop
+        .change_passphrase("a much better passphrase")
+        .await
+        .expect("passwd");
+    assert_eq!(laptop.cipher().current_key_id(), 2);
+    let after = laptop.new_chat("after passwd").await.expect("save");
+    laptop.sync_now().await.expect("push");
+    let old_passphrase = Unlock::Passphrase(PASSPHRASE.to_string().into());
+    assert!(!old_secret_opens(&before, old_passphrase, &storage, after.id).await);
+
+    // a new recovery key replaces the first
+    let before = key_file_now(&storage).await;
+    laptop
+        .create_recovery_key()
+        .await
+        .expect("replace the recovery key");
+    assert_eq!(laptop.cipher().current_key_id(), 3);
+    let after = laptop
+        .new_chat("after the new recovery key")
+        .await
+        .expect("save");
+    laptop.sync_now().await.expect("push");
+    assert!(!old_secret_opens(&before, recovery.unlock(), &storage, after.id).await);
+
+    // removing the passphrase (the recovery key stays)
+    let before = key_file_now(&storage).await;
+    let desktop_key = age::x25519::Identity::generate();
+    laptop
+        .add_device(&desktop_key.to_public().to_string(), "desktop")
+        .await
+        .expect("add a device to keep a protection");
+    let desktop = with_identity(&storage, dir.path(), "desktop", &desktop_key)
+        .await
+        .expect("desktop");
+    let removed = desktop
+        .remove_protection("passphrase")
+        .await
+        .expect("remove the passphrase");
+    assert_eq!(removed.new_key_id, 4);
+    let after = desktop
+        .new_chat("after removing the passphrase")
+        .await
+        .expect("save");
+    desktop.sync_now().await.expect("push");
+    let new_passphrase = Unlock::Passphrase("a much better passphrase".to_string().into());
+    assert!(!old_secret_opens(&before, new_passphrase, &storage, after.id).await);
 }

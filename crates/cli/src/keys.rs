@@ -139,18 +139,21 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
         KeysCommand::RemoveDevice { id } => {
             let removed = vault.remove_protection(&id).await?;
             print_protection(&removed.protection);
-            match removed.new_key_id {
-                Some(key) => eprintln!(
-                    "removed; new records are sealed with data key {key}, which the removed key \
-                     cannot open (what it already downloaded stays with it)"
-                ),
-                None => eprintln!("removed"),
-            }
+            eprintln!(
+                "removed; new records are sealed with data key {}, which the removed secret \
+                 cannot open (what it already downloaded stays with it; `chatvault keys reseal` \
+                 then `keys retire` take the old key out of use)",
+                removed.new_key_id
+            );
         }
         KeysCommand::Passwd => {
             let new = new_passphrase()?;
             vault.change_passphrase(new.as_str()).await?;
-            eprintln!("passphrase changed; other devices that used the old one must unlock again");
+            eprintln!(
+                "passphrase changed and the data key rotated to key {}: the old passphrase opens \
+                 nothing written from now on; other devices that used it must unlock again",
+                vault.cipher().current_key_id()
+            );
         }
         KeysCommand::Recovery => {
             let key = vault.create_recovery_key().await?;

@@ -30,7 +30,7 @@
 //! }
 //! // The phone is lost: remove it; the data key rotates with it.
 //! let removed = keys.remove("phone").await?;
-//! assert!(removed.new_key_id.is_some());
+//! assert!(removed.new_key_id > 1);
 //! # Ok(())
 //! # }
 //! ```
@@ -96,10 +96,9 @@ pub fn unlock_from_secret(secret: SecretString) -> Unlock {
 pub struct Removed {
     /// The protection that was removed.
     pub protection: Protection,
-    /// The data key id new records are sealed with from now on (`None` when
-    /// the passphrase was removed: the passphrase identity was never on a
-    /// device, so no rotation is needed).
-    pub new_key_id: Option<u32>,
+    /// The data key id new records are sealed with from now on: every
+    /// removal rotates the data key.
+    pub new_key_id: u32,
 }
 
 /// A key file being edited: a fresh cipher opened from the server's file,
@@ -258,9 +257,10 @@ impl VaultKeys {
 
     /// Removes one protection, named by its [id](Protection::id), its full
     /// recipient, its label (if no other has it) or a unique prefix of at
-    /// least 8 characters of its recipient. Removing a device or the
-    /// recovery key also rotates the data key, in the same key file, so
-    /// records written from now on are unreadable with the removed key.
+    /// least 8 characters of its recipient. Every removal (a device, the
+    /// recovery key, the passphrase) also rotates the data key, in the same
+    /// key file, so records written from now on are unreadable with the
+    /// removed secret.
     /// What that device already downloaded, and the data keys it held,
     /// cannot be taken back: records sealed before stay readable to it
     /// until they are re-sealed and the old key retired.
@@ -288,13 +288,12 @@ impl VaultKeys {
                 )));
             }
             let protection = draft.protections.remove(index);
-            let new_key_id = match protection.kind {
-                ProtectionKind::Passphrase => {
-                    draft.passphrase_slot = None;
-                    None
-                }
-                ProtectionKind::Device | ProtectionKind::Recovery => Some(draft.cipher.rotate()),
-            };
+            if protection.kind == ProtectionKind::Passphrase {
+                draft.passphrase_slot = None;
+            }
+            // Whoever holds the removed secret, with any older key file (a
+            // server keeps them for a while), opens nothing written from now on.
+            let new_key_id = draft.cipher.rotate();
             Ok(Removed {
                 protection,
                 new_key_id,
@@ -305,8 +304,11 @@ impl VaultKeys {
 
     /// Sets the vault's passphrase (adding one if the vault has none): a new
     /// passphrase identity under a new scrypt slot; the old passphrase stops
-    /// unlocking the key file. A session that unlocked with the old
-    /// passphrase continues with the new one.
+    /// unlocking the key file. Replacing a passphrase also rotates the data
+    /// key in the same key file: the old passphrase, together with an older
+    /// key file a server may still keep, opens nothing written from now on
+    /// (re-sealing older records stays lazy: `reseal_stale`). A session that
+    /// unlocked with the old passphrase continues with the new one.
     ///
     /// Errors: [`Error::InvalidInput`] for an empty passphrase; plus those of
     /// every key change.
@@ -316,6 +318,15 @@ impl VaultKeys {
         }
         self.change(Arc::new(move |draft: &mut Draft, settings: &Settings| {
             let (slot, recipient) = new_passphrase_slot(&passphrase, settings.work_factor)?;
+            if draft
+                .protections
+                .iter()
+                .any(|p| p.kind == ProtectionKind::Passphrase)
+            {
+                // The old passphrase, with any older key file, must open
+                // nothing written from now on.
+                draft.cipher.rotate();
+            }
             draft
                 .protections
                 .retain(|p| p.kind != ProtectionKind::Passphrase);
@@ -339,7 +350,8 @@ impl VaultKeys {
 
     /// Creates a recovery key, replacing the previous one if any, and
     /// returns it: the only time it is shown. It unlocks the vault like the
-    /// passphrase.
+    /// passphrase. Replacing an earlier recovery key rotates the data key in
+    /// the same key file, as every secret replacement does.
     ///
     /// Errors: those of every key change.
     pub async fn create_recovery_key(&self) -> Result<RecoveryKey> {
@@ -355,6 +367,14 @@ impl VaultKeys {
                 .any(|p| p.kind == ProtectionKind::Recovery && unlocked_by(settings, p))
             {
                 draft.next_unlock = Some(unlock.clone());
+            }
+            if draft
+                .protections
+                .iter()
+                .any(|p| p.kind == ProtectionKind::Recovery)
+            {
+                // The replaced recovery key opens nothing written from now on.
+                draft.cipher.rotate();
             }
             draft
                 .protections
