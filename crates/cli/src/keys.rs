@@ -213,9 +213,11 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
     let mut events = vault.changes();
     let started = std::time::Instant::now();
     let mut resealed = 0usize;
+    let mut refused = std::collections::BTreeMap::new();
     let last = loop {
         let report = vault.reseal_stale(BATCH).await?;
         resealed += report.resealed;
+        refused.extend(report.refused.iter().cloned());
         while let Ok(event) = events.try_recv() {
             if let Event::ResealProgress {
                 key_id,
@@ -241,7 +243,7 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
         last.total,
         if last.remaining > 0 {
             format!(
-                " ({} do not open here and were left as they are)",
+                " ({} could not be re-sealed here and were left as they are)",
                 last.remaining
             )
         } else {
@@ -253,6 +255,18 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
             String::new()
         }
     );
+    let titles: std::collections::HashMap<_, _> = vault
+        .sidebar()
+        .into_iter()
+        .map(|s| (s.id, s.title))
+        .collect();
+    for (chat, why) in &refused {
+        let title = titles
+            .get(chat)
+            .map(String::as_str)
+            .unwrap_or("(deleted chat)");
+        eprintln!("not re-sealed: {title:?} ({chat}): {why}");
+    }
     Ok(())
 }
 

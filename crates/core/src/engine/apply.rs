@@ -218,6 +218,9 @@ impl Inner {
     /// server's state, that record is stored and nothing is left to push;
     /// otherwise the merge is sealed as the next version and queued on top of
     /// the server's. `None` when the local body is missing.
+    ///
+    /// Errors: [`Error::TooLarge`] when the merge is over the backend's
+    /// record limit (nothing is written: the pending state stays as it was).
     pub(super) fn fold_remote(
         &self,
         write: &mut ReplicaWrite,
@@ -242,7 +245,12 @@ impl Inner {
             }));
         }
         let next = next_version(chat, header, version)?;
-        write.put_local(&self.sealer.seal(&merged, next)?, Some(version))?;
+        let record = self.sealer.seal(&merged, next)?;
+        // Merged with the server's state the chat may outgrow what the
+        // backend accepts: it must not enter the outbox, where it would fail
+        // every push. The caller reports it for this chat alone.
+        self.check_size(&record)?;
+        write.put_local(&record, Some(version))?;
         Ok(Some(Publish {
             summary: merged.summary(),
             version: next,

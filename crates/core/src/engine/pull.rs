@@ -8,7 +8,7 @@ use crate::envelope::EnvelopeCipher;
 use crate::ids::ChatId;
 use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
-use crate::Result;
+use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -308,8 +308,18 @@ impl Inner {
                 }
             };
             write.resolve_skipped(chat, version)?;
-            if let Some(state) = self.fold_pulled(&mut write, record)? {
-                published.push(state);
+            match self.fold_pulled(&mut write, record) {
+                Ok(Some(state)) => published.push(state),
+                Ok(None) => {}
+                // Merged with this device's pending edits the chat outgrows
+                // the backend's limit: kept and retried like a record that
+                // does not open, reported for this chat alone.
+                Err(error @ Error::TooLarge { .. }) => skipped.push(SkippedRecord {
+                    chat,
+                    version,
+                    error,
+                }),
+                Err(e) => return Err(e),
             }
         }
         let now = super::outbox::now_millis();

@@ -24,7 +24,7 @@ use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
 use crate::storage::SealedRecord;
 use crate::{Error, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// What one [`Engine::reseal_stale`] call did, and where the whole re-seal
 /// stands (the figures of [`Event::ResealProgress`]).
@@ -42,6 +42,11 @@ pub struct ResealReport {
     pub done: usize,
     /// Records in the replica (live chats and tombstones).
     pub total: usize,
+    /// Chats this call could not re-seal, with why: one that grows past the
+    /// backend's record limit when sealed again (written unpadded or by an
+    /// older build), or that does not open on this device. They stay under
+    /// their old key (so it cannot retire yet) while the others go on.
+    pub refused: Vec<(ChatId, String)>,
 }
 
 /// What [`Inner::reseal_batch`] did.
@@ -52,8 +57,18 @@ struct BatchResealed {
     /// Chats whose body this device does not hold: re-sealed one by one
     /// after fetching it.
     needs_body: Vec<ChatId>,
-    /// Chats whose stored record does not open here (with why).
+    /// Chats whose stored record does not open here, or that grow past the
+    /// backend's record limit when sealed again (with why).
     unopenable: Vec<(ChatId, Error)>,
+}
+
+/// What [`Engine::reseal_chats`] did.
+#[derive(Default)]
+struct Resealed {
+    /// Chats re-sealed.
+    count: usize,
+    /// Chats left as they are, with why.
+    refused: Vec<(ChatId, Error)>,
 }
 
 impl Engine {
@@ -140,9 +155,26 @@ impl Engine {
             Ok((stale, tombstones, total))
         })
         .await?;
-        let chosen: Vec<ChatId> = stale.iter().take(batch.max(1)).copied().collect();
-        let done_tombstones = chosen.iter().filter(|c| tombstones.contains(c)).count();
-        let resealed = self.reseal_chats(chosen, current_key).await?;
+        // A chat that cannot be re-sealed does not use up the batch: the
+        // call goes on down the list, so each call makes progress while any
+        // stale chat can be re-sealed.
+        let batch = batch.max(1);
+        let mut resealed = 0usize;
+        let mut done_tombstones = 0usize;
+        let mut refused = Vec::new();
+        let mut rest = stale.as_slice();
+        while resealed < batch && !rest.is_empty() {
+            let (chosen, tail) = rest.split_at((batch - resealed).min(rest.len()));
+            rest = tail;
+            let outcome = self.reseal_chats(chosen.to_vec(), current_key).await?;
+            let refused_now: BTreeSet<ChatId> = outcome.refused.iter().map(|(c, _)| *c).collect();
+            done_tombstones += chosen
+                .iter()
+                .filter(|c| tombstones.contains(c) && !refused_now.contains(c))
+                .count();
+            resealed += outcome.count;
+            refused.extend(outcome.refused.into_iter().map(|(c, e)| (c, e.to_string())));
+        }
         let remaining = stale.len() - resealed;
         let report = ResealReport {
             resealed,
@@ -150,6 +182,7 @@ impl Engine {
             stale_tombstones: tombstones.len().saturating_sub(done_tombstones),
             done: total - remaining,
             total,
+            refused,
         };
         self.inner.notifier.emit(Event::ResealProgress {
             key_id: current_key,
@@ -178,34 +211,38 @@ impl Engine {
             .filter(|(_, record)| is_stale(record, current_key))
             .map(|(entry, _)| entry.chat)
             .collect();
-        self.reseal_chats(stale, current_key).await
+        Ok(self.reseal_chats(stale, current_key).await?.count)
     }
 
     /// Re-seals `chats` (one transaction, then one by one those whose body
-    /// must be fetched); returns how many were re-sealed. Chats that do not
-    /// open here are left as they are.
-    async fn reseal_chats(&self, chats: Vec<ChatId>, current_key: u32) -> Result<usize> {
+    /// must be fetched). Chats that do not open here, or that would grow
+    /// past the backend's record limit, are left as they are and returned
+    /// as refused; the others go on.
+    async fn reseal_chats(&self, chats: Vec<ChatId>, current_key: u32) -> Result<Resealed> {
         if chats.is_empty() {
-            return Ok(0);
+            return Ok(Resealed::default());
         }
         let batch = blocking(&self.inner, move |inner| {
             inner.reseal_batch(&chats, current_key)
         })
         .await?;
-        let mut resealed = batch.resealed;
+        let mut out = Resealed {
+            count: batch.resealed,
+            refused: batch.unopenable,
+        };
         for chat in batch.needs_body {
             match self.reseal_one(chat).await {
-                Ok(()) => resealed += 1,
-                Err(e) if opens_later(&e) => {
-                    tracing::warn!(%chat, error = %e, "a chat to re-seal does not open here; left as it is");
+                Ok(()) => out.count += 1,
+                Err(e) if opens_later(&e) || matches!(e, Error::TooLarge { .. }) => {
+                    out.refused.push((chat, e));
                 }
                 Err(e) => return Err(e),
             }
         }
-        for (chat, error) in batch.unopenable {
-            tracing::warn!(%chat, %error, "a chat to re-seal does not open here; left as it is");
+        for (chat, error) in &out.refused {
+            tracing::warn!(%chat, %error, "a chat to re-seal cannot be re-sealed here; left as it is");
         }
-        Ok(resealed)
+        Ok(out)
     }
 
     async fn reseal_one(&self, chat: ChatId) -> Result<()> {
@@ -261,9 +298,16 @@ impl Inner {
             };
             match current {
                 Some(Current::Full(stored)) => {
-                    let staged = self.stage_local(&mut write, header, (*stored).clone())?;
-                    staged_all.push(staged);
-                    out.resealed += 1;
+                    match self.stage_local(&mut write, header, (*stored).clone()) {
+                        Ok(staged) => {
+                            staged_all.push(staged);
+                            out.resealed += 1;
+                        }
+                        // Re-padded (or sealed by a newer format) it no longer
+                        // fits: this chat stays as it is, the batch goes on.
+                        Err(e @ Error::TooLarge { .. }) => out.unopenable.push((chat, e)),
+                        Err(e) => return Err(e),
+                    }
                 }
                 None | Some(Current::Summary(_)) => out.needs_body.push(chat),
                 Some(Current::Missing) => {}
@@ -309,6 +353,14 @@ impl Inner {
             });
         }
         let batch = self.reseal_batch(&stale, current_key)?;
+        let too_large: HashMap<ChatId, (usize, usize)> = batch
+            .unopenable
+            .into_iter()
+            .filter_map(|(chat, e)| match e {
+                Error::TooLarge { size, limit } => Some((chat, (size, limit))),
+                _ => None,
+            })
+            .collect();
         if batch.resealed > 0 {
             tracing::info!(
                 resealed = batch.resealed,
@@ -322,6 +374,10 @@ impl Inner {
         for (entry, record) in self.replica.pending_records(&chats)? {
             if !is_stale(&record, current_key) {
                 push.push((entry, record));
+                continue;
+            }
+            if let Some(&(size, limit)) = too_large.get(&entry.chat) {
+                refused.push((entry, Error::TooLarge { size, limit }));
                 continue;
             }
             // Still stale: it does not open here (or needs a body we lack,
