@@ -178,13 +178,28 @@ async fn check_key_file(
                 }
                 (Err(Error::WrongKey { .. }), Ok(theirs)) => {
                     // The passphrase was changed on another device: the old
-                    // copy cannot be compared (opening the vault accepts
-                    // the server's file the same way).
-                    println!(
-                        "key file  {}: opens; this device's older copy does not open with \
-                         this secret (changed on another device?), so it was not compared",
-                        describe(&theirs)
-                    );
+                    // copy does not open, but what this device trusts of it
+                    // (key ids and tags) is compared all the same.
+                    let trust = match replica {
+                        Some(replica) => replica.key_trust()?,
+                        None => None,
+                    };
+                    match trust.map(|trust| trust.admits(&theirs)) {
+                        Some(Ok(())) => println!(
+                            "key file  {}: opens, a valid successor of what this device trusts \
+                             (its older copy does not open with this secret: changed on another \
+                             device?)",
+                            describe(&theirs)
+                        ),
+                        Some(Err(e)) => {
+                            problems.report(format!("key file  server {}: {e}", describe(&theirs)))
+                        }
+                        None => println!(
+                            "key file  {}: opens; this device's older copy does not open with \
+                             this secret (changed on another device?), so it was not compared",
+                            describe(&theirs)
+                        ),
+                    }
                     theirs
                 }
                 (Err(e), Ok(theirs)) => {
