@@ -10,12 +10,13 @@
 
 use crate::settings::{self, Location};
 use crate::Cli;
-use chatvault::core::codec::{decode_chat, decode_summary};
+use chatvault::core::engine::open_record;
 use chatvault::core::envelope::{EnvelopeCipher, Unlock};
 use chatvault::core::storage::{Cursor, Part, SealedRecord};
-use chatvault::core::{Aad, Cipher, Replica};
+use chatvault::core::{Cipher, Replica};
 use chatvault::{Chat, ChatId, ChatSummary, DynStorage, Error, Result};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// How many changes one page of the server's feed asks for.
 const PAGE: usize = 1000;
@@ -49,7 +50,8 @@ pub async fn run(cli: &Cli, location: &Location) -> Result<()> {
     };
     let mut problems = Problems::default();
     let cipher = check_key_file(&storage, replica.as_ref(), &unlock, &mut problems).await?;
-    let (server, local) = check_records(&storage, replica.as_ref(), &cipher, &mut problems).await?;
+    let (server, local) =
+        check_records(&storage, replica.as_ref(), Arc::new(cipher), &mut problems).await?;
     println!(
         "checked the key file, {server} server records and {local} replica records: {}",
         if problems.0 == 0 {
@@ -226,29 +228,15 @@ async fn check_key_file(
 async fn check_records(
     storage: &DynStorage,
     replica: Option<&Replica>,
-    cipher: &EnvelopeCipher,
+    cipher: Arc<EnvelopeCipher>,
     problems: &mut Problems,
 ) -> Result<(usize, usize)> {
     let vault_id = cipher.vault();
+    let cipher: Arc<dyn Cipher> = cipher;
+    // The engine's own opener: what it would refuse, verify reports.
     let open = |record: &SealedRecord| -> Result<Opened> {
-        let aad = |part| Aad {
-            vault: vault_id,
-            chat: record.chat,
-            part,
-            version: record.version,
-        };
-        let summary = decode_summary(&cipher.open(&aad(Part::Summary), &record.summary)?)?;
-        if summary.id != record.chat {
-            return Err(Error::corrupt(
-                format!("summary of chat {}", record.chat),
-                format!("it describes chat {}", summary.id),
-            ));
-        }
-        let body = match &record.body {
-            Some(body) => Some(decode_chat(&cipher.open(&aad(Part::Full), body)?)?),
-            None => None,
-        };
-        Ok((summary, body))
+        let opened = open_record(cipher.clone(), vault_id, record.clone())?;
+        Ok((opened.summary, opened.chat))
     };
 
     // The server: every chat's latest version from the change feed.

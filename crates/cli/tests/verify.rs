@@ -211,3 +211,75 @@ fn verify_with_a_wrong_passphrase_is_a_key_error_not_an_integrity_one() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes, as the next version of the only chat on the server, a record
+/// sealed with the vault's key whose `body_of` chat is another chat, or
+/// whose deleted flag says `deleted`: records the engine refuses.
+fn put_inconsistent_record(world: &World, body_of: Option<chatvault::ChatId>, deleted: bool) {
+    use chatvault::core::codec::{encode_chat, encode_summary};
+    use chatvault::core::storage::{Part, PutPrecondition, SealedRecord};
+    use chatvault::core::{Aad, Cipher};
+    let key_file = std::fs::read(world.key_files().pop().expect("key file")).expect("read");
+    let cipher = EnvelopeCipher::from_key_file(&key_file, &passphrase()).expect("open key file");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let storage = chatvault::open_url(&format!("file://{}", world.server().display()))
+            .await
+            .expect("folder");
+        let page = storage
+            .changes(&chatvault::core::storage::Cursor::start(), 100)
+            .await
+            .expect("feed");
+        let change = page.changes.last().expect("one chat");
+        let (chat, version) = (change.chat, change.version);
+        let clock = chatvault::core::Clock::new(chatvault::DeviceId(9));
+        let mut state = chatvault::Chat::new(body_of.unwrap_or(chat), "inconsistent", clock.tick());
+        state.add_message(chatvault::Role::User, "hello", clock.tick());
+        let mut summary = state.summary();
+        summary.id = chat;
+        let aad = |part| Aad {
+            vault: cipher.vault(),
+            chat,
+            part,
+            version: version + 1,
+        };
+        let record = SealedRecord {
+            chat,
+            version: version + 1,
+            deleted,
+            summary: cipher
+                .seal(
+                    &aad(Part::Summary),
+                    &encode_summary(&summary).expect("encode"),
+                )
+                .expect("seal")
+                .into(),
+            body: (!deleted).then(|| {
+                cipher
+                    .seal(&aad(Part::Full), &encode_chat(&state).expect("encode"))
+                    .expect("seal")
+                    .into()
+            }),
+        };
+        storage
+            .put(record, PutPrecondition::Version(version))
+            .await
+            .expect("put");
+    });
+}
+
+#[test]
+fn verify_refuses_what_the_engine_refuses_a_body_of_another_chat() {
+    let world = World::new();
+    put_inconsistent_record(&world, Some(chatvault::ChatId::new()), false);
+    let out = world.verify_fails();
+    assert!(out.contains("it holds chat"), "{out}");
+}
+
+#[test]
+fn verify_refuses_what_the_engine_refuses_a_deleted_flag_against_the_summary() {
+    let world = World::new();
+    put_inconsistent_record(&world, None, true);
+    let out = world.verify_fails();
+    assert!(out.contains("deleted flag disagrees"), "{out}");
+}

@@ -54,6 +54,7 @@ mod status;
 mod worker;
 
 pub use reseal::ResealReport;
+pub use sealing::{open_record, OpenedRecord};
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 

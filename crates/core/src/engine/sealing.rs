@@ -12,15 +12,34 @@ use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
 use std::sync::Arc;
 
-/// A pulled or stored record, opened.
+/// A record opened: what [`open_record`] returns.
 #[derive(Debug)]
-pub(crate) struct OpenedRecord {
+pub struct OpenedRecord {
     /// The sealed record as received (kept to store it unchanged).
     pub sealed: SealedRecord,
     /// Its summary.
     pub summary: ChatSummary,
     /// Its body, if the record carried one.
     pub chat: Option<Chat>,
+}
+
+/// Opens `record` of `vault` exactly as the engine opens what it pulls or
+/// stores: both parts authenticated and bound to their vault, chat, part
+/// and version, the summary and the body checked to describe this chat,
+/// and the record's deleted flag checked against its sealed summary (a
+/// tombstone's state is rebuilt from its summary). Tools that check a
+/// vault (`chatvault verify`) use it so they accept exactly what a device
+/// accepts.
+///
+/// Errors: those of [`Cipher::open`] (`Tampered`, `UnknownKeyId`,
+/// `UnsupportedFormat`, `Corrupt`) and of the codec; [`Error::Corrupt`]
+/// for a part describing another chat or a deleted flag that disagrees.
+pub fn open_record(
+    cipher: Arc<dyn Cipher>,
+    vault: VaultId,
+    record: SealedRecord,
+) -> Result<OpenedRecord> {
+    Sealer::new(cipher, vault).open(record)
 }
 
 /// Seals and opens records of one vault.
