@@ -19,11 +19,11 @@
 //! replica's copy of the key file (the secret unlocks it once; the server's
 //! key file is not opened a second time when it is the same file).
 
-use crate::builder::{open_key_file_with_identity, Opened};
 use async_trait::async_trait;
 use chatvault_core::cipher::{Aad, Cipher};
 use chatvault_core::engine::{Engine, WeakEngine};
 use chatvault_core::envelope::{EnvelopeCipher, Unlock};
+use chatvault_core::keys::{open_key_file_with_identity, Opened};
 use chatvault_core::{ChatId, DynStorage, Error, Part, Replica, Result};
 use chatvault_supabase::{Session, SessionStore, SupabaseAuth, SupabaseStorage};
 use std::sync::{Arc, Mutex, MutexGuard};

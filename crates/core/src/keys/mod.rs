@@ -35,6 +35,10 @@
 //! # }
 //! ```
 
+mod unlock;
+
+pub use unlock::{open_key_file_with_identity, unlock_vault, Opened};
+
 use crate::engine::{Engine, KeyringRefresh, WeakEngine};
 use crate::envelope::{
     new_passphrase_slot, now_millis, parse_recipient, EnvelopeCipher, KeyFileView, KeyTrust,
@@ -487,18 +491,7 @@ impl VaultKeys {
             return Ok(());
         };
         let trust = KeyTrust::of(opened);
-        blocking(move || {
-            let replica = engine.replica();
-            if replica.key_file()?.as_deref() == Some(key_file.as_slice())
-                && replica.key_trust()?.as_ref() == Some(&trust)
-            {
-                return Ok(());
-            }
-            let mut write = replica.write()?;
-            write.set_key_file(&key_file, &trust)?;
-            write.commit()
-        })
-        .await
+        blocking(move || unlock::keep_trusted_copy(engine.replica(), &key_file, &trust)).await
     }
 }
 
