@@ -198,12 +198,13 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
         .ok("rescue.redb", recovery, &["ls"])
         .contains("Sourdough"));
 
-    // rotate: the new key id, and every device keeps reading.
+    // rotate: the new key id (passwd already rotated to key 2), and every
+    // device keeps reading.
     assert_eq!(
         setup
             .ok("laptop.redb", "new and improved", &["keys", "rotate"])
             .trim(),
-        "2"
+        "3"
     );
     setup.ok(
         "laptop.redb",
