@@ -52,6 +52,20 @@ pub trait Cipher: Send + Sync {
     /// Verifies and decrypts `sealed`, which must have been sealed with `aad`.
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>>;
 
+    /// The data key id `sealed` names in its header, read without opening
+    /// it, for a cipher whose keys rotate: how the engine finds records
+    /// still under an older key (re-seal) and which keys a record may need
+    /// (retire). `Ok(None)`, the default, for a cipher without key ids. The
+    /// id is not authenticated until the blob is opened.
+    ///
+    /// Errors: [`Error::Corrupt`](crate::Error::Corrupt) or
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for a
+    /// header this cipher cannot read.
+    fn sealed_key_id(&self, sealed: &[u8]) -> Result<Option<u32>> {
+        let _ = sealed;
+        Ok(None)
+    }
+
     /// Seals the parts of one record together: a cipher whose keys change
     /// while it is in use (the envelope cipher adopts rotations) seals them
     /// all under one key, so a record never has its summary under one key

@@ -4,7 +4,6 @@
 use super::apply::{fetch, Publish, Wanted};
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
-use crate::envelope::EnvelopeCipher;
 use crate::ids::ChatId;
 use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
@@ -288,7 +287,7 @@ impl Inner {
         // it, so no key it needs is retired while it waits.
         let key_ids: HashMap<(ChatId, u64), Vec<u32>> = records
             .iter()
-            .map(|r| ((r.chat, r.version), sealed_key_ids(r)))
+            .map(|r| ((r.chat, r.version), self.sealer.record_key_ids(r)))
             .collect();
         let opened = self.sealer.open_all(records);
         let _writes = self.lock_writes();
@@ -367,19 +366,4 @@ impl Inner {
         }
         Ok(Applied { pulled, skipped })
     }
-}
-
-/// The data key ids `record`'s sealed parts name in their headers, without
-/// duplicates; empty if a header does not parse (the record may need any
-/// key).
-fn sealed_key_ids(record: &SealedRecord) -> Vec<u32> {
-    let mut ids = Vec::with_capacity(2);
-    for sealed in std::iter::once(&record.summary).chain(record.body.as_ref()) {
-        match EnvelopeCipher::sealed_key_id(sealed) {
-            Ok(id) if !ids.contains(&id) => ids.push(id),
-            Ok(_) => {}
-            Err(_) => return Vec::new(),
-        }
-    }
-    ids
 }

@@ -19,7 +19,6 @@ use super::apply::Current;
 use super::save::Edit;
 use super::status::Event;
 use super::{blocking, opens_later, Engine, Inner};
-use crate::envelope::EnvelopeCipher;
 use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
 use crate::storage::SealedRecord;
@@ -94,17 +93,21 @@ impl Engine {
             let summaries = inner.replica.summaries()?;
             let mut live = Vec::new();
             for summary in summaries {
-                let id = EnvelopeCipher::sealed_key_id(&summary.sealed)
+                let id = inner
+                    .sealer
+                    .key_id(&summary.sealed)
                     .map_err(|e| unparsed(summary.chat, "summary", e))?;
-                ids.insert(id);
+                ids.extend(id);
                 if !summary.deleted {
                     live.push(summary.chat);
                 }
             }
             for (chat, record) in live.iter().zip(inner.replica.records(&live, true)?) {
                 if let Some(body) = record.as_ref().and_then(|r| r.body.as_deref()) {
-                    ids.insert(
-                        EnvelopeCipher::sealed_key_id(body)
+                    ids.extend(
+                        inner
+                            .sealer
+                            .key_id(body)
                             .map_err(|e| unparsed(*chat, "body", e))?,
                     );
                 }
@@ -135,8 +138,8 @@ impl Engine {
             // one by one while a rotation was adopted).
             let mut current_live = Vec::new();
             for summary in summaries {
-                match EnvelopeCipher::sealed_key_id(&summary.sealed) {
-                    Ok(id) if id != current_key => {
+                match inner.sealer.key_id(&summary.sealed) {
+                    Ok(Some(id)) if id != current_key => {
                         if summary.deleted {
                             tombstones.insert(summary.chat);
                         }
@@ -146,7 +149,9 @@ impl Engine {
                     _ => {}
                 }
             }
-            let bodies = inner.replica.body_key_ids(&current_live)?;
+            let bodies = inner.replica.body_key_ids(&current_live, |sealed| {
+                inner.sealer.key_id(sealed).ok().flatten()
+            })?;
             for (chat, body_key) in current_live.into_iter().zip(bodies) {
                 if body_key.is_some_and(|id| id != current_key) {
                     stale.push(chat);
@@ -208,7 +213,7 @@ impl Engine {
         .await?;
         let stale: Vec<ChatId> = entries
             .iter()
-            .filter(|(_, record)| is_stale(record, current_key))
+            .filter(|(_, record)| self.inner.sealer.is_stale(record, current_key))
             .map(|(entry, _)| entry.chat)
             .collect();
         Ok(self.reseal_chats(stale, current_key).await?.count)
@@ -259,14 +264,6 @@ impl Engine {
     }
 }
 
-/// True if `record`'s summary or body is sealed under a key other than
-/// `current`.
-fn is_stale(record: &SealedRecord, current: u32) -> bool {
-    let under_other =
-        |sealed: &[u8]| EnvelopeCipher::sealed_key_id(sealed).is_ok_and(|id| id != current);
-    under_other(&record.summary) || record.body.as_deref().is_some_and(under_other)
-}
-
 impl Inner {
     /// Re-seals `chats` still stale under `current_key` in one transaction.
     /// In-memory state follows without change events: the content is the
@@ -285,7 +282,7 @@ impl Inner {
                 continue;
             };
             // A pull or a save since the scan may have re-sealed it already.
-            if !is_stale(&record, current_key) {
+            if !self.sealer.is_stale(&record, current_key) {
                 continue;
             }
             let current = match self.current(chat, header, || Ok(Some(record)), true) {
@@ -343,7 +340,7 @@ impl Inner {
         };
         let stale: Vec<ChatId> = due
             .iter()
-            .filter(|(_, record)| is_stale(record, current_key))
+            .filter(|(_, record)| self.sealer.is_stale(record, current_key))
             .map(|(entry, _)| entry.chat)
             .collect();
         if stale.is_empty() {
@@ -372,7 +369,7 @@ impl Inner {
         let chats: Vec<ChatId> = due.iter().map(|(entry, _)| entry.chat).collect();
         let mut push = Vec::with_capacity(due.len());
         for (entry, record) in self.replica.pending_records(&chats)? {
-            if !is_stale(&record, current_key) {
+            if !self.sealer.is_stale(&record, current_key) {
                 push.push((entry, record));
                 continue;
             }

@@ -104,6 +104,37 @@ impl Sealer {
         })
     }
 
+    /// The data key id `sealed` names, if the cipher has key ids
+    /// ([`Cipher::sealed_key_id`]).
+    pub(crate) fn key_id(&self, sealed: &[u8]) -> Result<Option<u32>> {
+        self.cipher.sealed_key_id(sealed)
+    }
+
+    /// True if `record`'s summary or body names a key id other than
+    /// `current` (never for a cipher without key ids).
+    pub(crate) fn is_stale(&self, record: &SealedRecord, current: u32) -> bool {
+        let under_other = |sealed: &[u8]| {
+            self.key_id(sealed)
+                .is_ok_and(|id| id.is_some_and(|id| id != current))
+        };
+        under_other(&record.summary) || record.body.as_deref().is_some_and(under_other)
+    }
+
+    /// The key ids `record`'s parts name, without duplicates; empty when a
+    /// header does not parse (the record may need any key) or the cipher
+    /// has no key ids.
+    pub(crate) fn record_key_ids(&self, record: &SealedRecord) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(2);
+        for sealed in std::iter::once(&record.summary).chain(record.body.as_ref()) {
+            match self.key_id(sealed) {
+                Ok(Some(id)) if !ids.contains(&id) => ids.push(id),
+                Ok(_) => {}
+                Err(_) => return Vec::new(),
+            }
+        }
+        ids
+    }
+
     pub(crate) fn open_summary(
         &self,
         chat: ChatId,

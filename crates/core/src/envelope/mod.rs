@@ -554,6 +554,10 @@ impl Cipher for EnvelopeCipher {
         self.seal_under(&self.read(), aad, plaintext)
     }
 
+    fn sealed_key_id(&self, sealed: &[u8]) -> Result<Option<u32>> {
+        EnvelopeCipher::sealed_key_id(sealed).map(Some)
+    }
+
     /// Seals every part under the current key of one keyring snapshot: a
     /// rotation adopted meanwhile waits for the read lock.
     fn seal_parts(&self, parts: &[(Aad, &[u8])]) -> Result<Vec<Vec<u8>>> {

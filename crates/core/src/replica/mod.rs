@@ -79,7 +79,7 @@ pub use encoding::{OutboxEntry, RecordHeader};
 pub use skipped::{SkipReason, SkippedEntry};
 pub(crate) use write::ReplicaWrite;
 
-use crate::envelope::{EnvelopeCipher, KeyTrust};
+use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::storage::{Cursor, SealedRecord};
 use crate::{Error, Result};
@@ -522,11 +522,16 @@ impl Replica {
             .collect()
     }
 
-    /// The data key id each of `chats`' stored body names in its header
-    /// (`None` where this device holds no body, or its header does not
-    /// parse), read in one snapshot without copying the bodies: how a
-    /// re-seal finds a body left under an older key than its summary.
-    pub fn body_key_ids(&self, chats: &[ChatId]) -> Result<Vec<Option<u32>>> {
+    /// The data key id each of `chats`' stored body names in its header, as
+    /// `key_of` reads it (`None` where this device holds no body, or
+    /// `key_of` finds none), read in one snapshot without copying the
+    /// bodies: how a re-seal finds a body left under an older key than its
+    /// summary.
+    pub fn body_key_ids(
+        &self,
+        chats: &[ChatId],
+        key_of: impl Fn(&[u8]) -> Option<u32>,
+    ) -> Result<Vec<Option<u32>>> {
         let txn = self.read()?;
         let table = txn
             .open_table(BODIES)
@@ -540,7 +545,7 @@ impl Replica {
                 Ok(match value {
                     Some(value) => {
                         let (_, sealed) = decode_body(*chat, value.value())?;
-                        EnvelopeCipher::sealed_key_id(sealed).ok()
+                        key_of(sealed)
                     }
                     None => None,
                 })
