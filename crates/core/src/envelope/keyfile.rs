@@ -526,8 +526,25 @@ pub(crate) struct KeyFileView<'a> {
 }
 
 impl<'a> KeyFileView<'a> {
+    /// Refuses a container with more than one passphrase slot (of either
+    /// format) before anything is decrypted: each would cost one scrypt
+    /// run, so a server could multiply the work factor cap by the slot
+    /// count, and chatvault never writes more than one.
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
         let (format, slots) = parse_container(bytes)?;
+        let passphrase_slots = slots
+            .iter()
+            .filter(|(k, _)| matches!(*k, SLOT_PASSPHRASE_V1 | SLOT_PASSPHRASE_IDENTITY))
+            .count();
+        if passphrase_slots > 1 {
+            return Err(Error::corrupt(
+                "key file",
+                format!(
+                    "{passphrase_slots} passphrase slots where at most one is valid; refusing to \
+                     run scrypt for each"
+                ),
+            ));
+        }
         let passphrase_slot = match format {
             1 => None,
             _ => slots
@@ -922,15 +939,20 @@ mod tests {
         let current =
             container_of_passphrase_slots(2, SLOT_PASSPHRASE_IDENTITY, 2, &secret, &passphrase);
         for file in [legacy, current] {
-            let result = EnvelopeCipher::from_key_file(&file, &Unlock::Passphrase(passphrase.clone()));
+            let result =
+                EnvelopeCipher::from_key_file(&file, &Unlock::Passphrase(passphrase.clone()));
             match result {
                 Err(Error::Corrupt { reason, .. }) => {
                     assert!(reason.contains("passphrase slots"), "{reason}")
                 }
                 other => panic!("expected Corrupt naming the passphrase slots, got {other:?}"),
             }
-            let by_identity = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(identity.clone()));
-            assert!(matches!(by_identity, Err(Error::Corrupt { .. })), "{by_identity:?}");
+            let by_identity =
+                EnvelopeCipher::from_key_file(&file, &Unlock::Identity(identity.clone()));
+            assert!(
+                matches!(by_identity, Err(Error::Corrupt { .. })),
+                "{by_identity:?}"
+            );
         }
     }
 
