@@ -56,8 +56,18 @@ impl Cache {
         self.entries.retain(|_, entry| alive(entry.expires, now));
     }
 
-    /// The secret under `key`, its idle timeout renewed from `now`.
+    /// The secret under `key`, its idle timeout renewed from `now`; `None`
+    /// (and the entry forgotten) once past its deadline, whether or not
+    /// the loop's timer has fired yet.
     fn get(&mut self, key: &str, now: Duration) -> Option<&Zeroizing<Vec<u8>>> {
+        if !self
+            .entries
+            .get(key)
+            .is_some_and(|entry| alive(entry.expires, now))
+        {
+            self.entries.remove(key);
+            return None;
+        }
         let entry = self.entries.get_mut(key)?;
         entry.expires = now.saturating_add(entry.idle);
         Some(&entry.secret)
@@ -183,11 +193,7 @@ async fn serve(socket: &Path) -> io::Result<()> {
     Ok(())
 }
 
-async fn handle(
-    mut stream: UnixStream,
-    uid: u32,
-    cache: &mut Cache,
-) -> io::Result<Flow> {
+async fn handle(mut stream: UnixStream, uid: u32, cache: &mut Cache) -> io::Result<Flow> {
     // Only this user's processes; the directory's mode already keeps others
     // out, this holds even if it was loosened.
     if stream.peer_cred()?.uid() != uid {
