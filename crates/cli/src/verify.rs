@@ -241,6 +241,7 @@ async fn check_records(
     let mut cursor = Cursor::start();
     loop {
         let page = storage.changes(&cursor, PAGE).await?;
+        page.check_progress(&cursor)?;
         for change in &page.changes {
             latest.insert(change.chat, change.version);
         }
