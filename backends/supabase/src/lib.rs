@@ -89,6 +89,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261129100000_chatvault_history_bound.sql",
         include_str!("../supabase/migrations/20261129100000_chatvault_history_bound.sql"),
     ),
+    (
+        "20261207000000_chatvault_feed_restore_stamp.sql",
+        include_str!("../supabase/migrations/20261207000000_chatvault_feed_restore_stamp.sql"),
+    ),
 ];
 
 /// The chat id a key file conflict reports: key files belong to no chat.

@@ -724,8 +724,12 @@ async fn restore_to(fixture: &SupabaseFixture, user: Uuid, keep: i64) {
     )
     .await
     .unwrap();
+    // As a point-in-time restore would: the head row as it was then, its
+    // last commit stamp included.
     tx.execute(
-        "update public.chatvault_heads set next_seq = $2::bigint + 1 where owner = $1",
+        "update public.chatvault_heads h set next_seq = $2::bigint + 1, last_committed_at = \
+         (select c.committed_at from public.chatvault_changes c where c.owner = $1 and c.seq = $2) \
+         where h.owner = $1",
         &[&user, &keep],
     )
     .await
