@@ -272,6 +272,33 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_accepted_for_loopback_hosts_only() {
+        for local in [
+            "supabase+http://127.0.0.1:54321",
+            "supabase+http://127.8.9.10",
+            "supabase+http://[::1]:54321/",
+            "supabase+http://localhost:54321",
+            "http://LOCALHOST",
+        ] {
+            assert!(parse_project_url(local).is_ok(), "{local}");
+        }
+        for remote in [
+            "supabase+http://abcd.supabase.co",
+            "supabase+http://10.0.0.1:54321",
+            "supabase+http://[2001:db8::1]/",
+            "http://localhost.example.org",
+            "supabase+http://128.0.0.1",
+        ] {
+            match parse_project_url(remote) {
+                Err(Error::InvalidInput { message }) => {
+                    assert!(message.contains("https"), "{remote}: {message}")
+                }
+                other => panic!("{remote}: expected InvalidInput, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn urls_that_are_not_supabase_projects_are_invalid_input() {
         for bad in [
             "supabase+ftp://x",
