@@ -30,7 +30,8 @@ struct Problems(usize);
 impl Problems {
     fn report(&mut self, line: String) {
         self.0 += 1;
-        println!("{line}");
+        // Problems quote errors, whose text may come from the server.
+        println!("{}", crate::output::terminal(&line));
     }
 }
 
