@@ -252,7 +252,14 @@ impl SupabaseAuth {
     /// Signs in with email and password and stores the session.
     /// Wrong credentials are [`Error::Unauthorized`].
     pub async fn sign_in_with_password(&self, email: &str, password: &str) -> Result<Session> {
-        let body = serde_json::json!({ "email": email, "password": password });
+        // Borrowed, so that no copy of the password is left behind in a
+        // JSON value (the request body itself is reqwest's).
+        #[derive(Serialize)]
+        struct PasswordGrant<'a> {
+            email: &'a str,
+            password: &'a str,
+        }
+        let body = PasswordGrant { email, password };
         let mut state = self.state.lock().await;
         let session = self.grant("password", &body).await?;
         self.install(&mut state, session).await
@@ -345,7 +352,7 @@ impl SupabaseAuth {
         .await
     }
 
-    async fn grant(&self, grant_type: &str, body: &serde_json::Value) -> Result<Session> {
+    async fn grant(&self, grant_type: &str, body: &(impl Serialize + Sync)) -> Result<Session> {
         let what = if grant_type == "password" {
             "sign-in"
         } else {
