@@ -16,7 +16,7 @@ mod fuzz;
 
 use crate::json;
 use chatvault::core::{Hlc, Lww};
-use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, MessageId, Result, Role};
+use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, ImportOptions, MessageId, Result, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use std::io::Read;
@@ -232,8 +232,10 @@ fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>
     Ok(json)
 }
 
-/// Imports every chat of `file` through the batched save path.
-pub async fn run(vault: &ChatVault, file: &Path) -> Result<()> {
+/// Imports every chat of `file` through the batched save path; deletions
+/// in it (a chatvault export's deleted chats and messages) only with
+/// `apply_deletions`.
+pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
     let chats = read(file)?;
     let messages: usize = chats.iter().map(Chat::message_count).sum();
     let progress = ProgressBar::new(chats.len() as u64);
@@ -241,10 +243,18 @@ pub async fn run(vault: &ChatVault, file: &Path) -> Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
             .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
     );
+    let options = ImportOptions { apply_deletions };
     let report = vault
-        .import_chats(chats, |done| progress.inc(done as u64))
+        .import_chats_with(chats, options, |done| progress.inc(done as u64))
         .await?;
     progress.finish_and_clear();
+    if report.deletions_ignored > 0 {
+        eprintln!(
+            "note: {} deleted chat(s) or message(s) in the file were not applied \
+             (--apply-deletions applies them)",
+            report.deletions_ignored
+        );
+    }
     println!(
         "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}",
         report.added, report.updated, report.unchanged
