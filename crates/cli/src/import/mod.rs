@@ -261,3 +261,59 @@ pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Resul
     );
     Ok(())
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod memory {
+    use super::{read_bytes, MAX_UNZIPPED_BYTES};
+    use std::path::Path;
+
+    /// This process's peak resident memory (VmHWM), in bytes, after
+    /// resetting it when `reset`.
+    fn peak_rss(reset: bool) -> u64 {
+        if reset {
+            std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak");
+        }
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("kB");
+        kb * 1024
+    }
+
+    /// An export whose first conversation carries `values` small numbers
+    /// in a field the importer ignores, written for each `kind`.
+    fn padded(fixture: &[u8], values: usize) -> Vec<u8> {
+        let mut conversations: serde_json::Value =
+            serde_json::from_slice(fixture).expect("fixture");
+        conversations[0]["padding"] = serde_json::Value::from("PADDING");
+        let text = conversations.to_string();
+        let numbers = format!("[{}0]", "0,".repeat(values));
+        text.replacen("\"PADDING\"", &numbers, 1).into_bytes()
+    }
+
+    #[test]
+    fn an_export_is_read_without_expanding_it_tenfold_in_memory() {
+        for fixture in [
+            &include_bytes!("../../tests/fixtures/chatgpt-conversations.json")[..],
+            &include_bytes!("../../tests/fixtures/claude-conversations.json")[..],
+        ] {
+            let json = padded(fixture, 8_000_000);
+            let size = json.len() as u64;
+            let before = peak_rss(true);
+            let chats = read_bytes(Path::new("padded.json"), json, MAX_UNZIPPED_BYTES)
+                .expect("the padded export imports");
+            let grown = peak_rss(false).saturating_sub(before);
+            assert!(!chats.is_empty());
+            assert!(
+                grown < size,
+                "reading a {size}-byte export took {grown} more bytes at its peak"
+            );
+        }
+    }
+}
