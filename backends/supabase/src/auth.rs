@@ -52,6 +52,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Default time before expiry at which the access token is refreshed.
 pub const DEFAULT_REFRESH_MARGIN: Duration = Duration::from_secs(60);
 
+/// The largest answer read from the Auth server: a token answer with the
+/// user's metadata is a few kilobytes; anything larger is refused as
+/// corrupt instead of being buffered.
+const MAX_AUTH_RESPONSE: usize = 256 * 1024;
+
 /// A signed-in user's session as Supabase Auth issued it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
@@ -247,7 +252,14 @@ impl SupabaseAuth {
     /// Signs in with email and password and stores the session.
     /// Wrong credentials are [`Error::Unauthorized`].
     pub async fn sign_in_with_password(&self, email: &str, password: &str) -> Result<Session> {
-        let body = serde_json::json!({ "email": email, "password": password });
+        // Borrowed, so that no copy of the password is left behind in a
+        // JSON value (the request body itself is reqwest's).
+        #[derive(Serialize)]
+        struct PasswordGrant<'a> {
+            email: &'a str,
+            password: &'a str,
+        }
+        let body = PasswordGrant { email, password };
         let mut state = self.state.lock().await;
         let session = self.grant("password", &body).await?;
         self.install(&mut state, session).await
@@ -303,7 +315,13 @@ impl SupabaseAuth {
             let status = response.status().as_u16();
             // 401/403/404: the session was already gone on the server.
             if !(200..300).contains(&status) && !matches!(status, 401 | 403 | 404) {
-                let body = response.bytes().await.unwrap_or_default();
+                let body = crate::client::read_capped(
+                    "sign-out",
+                    "sign-out response",
+                    response,
+                    MAX_AUTH_RESPONSE,
+                )
+                .await?;
                 return Err(auth_error("sign-out", status, &body));
             }
         }
@@ -334,7 +352,7 @@ impl SupabaseAuth {
         .await
     }
 
-    async fn grant(&self, grant_type: &str, body: &serde_json::Value) -> Result<Session> {
+    async fn grant(&self, grant_type: &str, body: &(impl Serialize + Sync)) -> Result<Session> {
         let what = if grant_type == "password" {
             "sign-in"
         } else {
@@ -354,10 +372,13 @@ impl SupabaseAuth {
                 Error::unavailable(format!("{what}: the Auth server could not be reached"), e)
             })?;
         let status = response.status().as_u16();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Error::unavailable(format!("{what}: reading the answer"), e))?;
+        let bytes = crate::client::read_capped(
+            what,
+            &format!("{what} response"),
+            response,
+            MAX_AUTH_RESPONSE,
+        )
+        .await?;
         if !(200..300).contains(&status) {
             return Err(auth_error(what, status, &bytes));
         }

@@ -206,39 +206,49 @@ impl RpcClient {
 
 impl RpcClient {
     /// Reads a response body of at most `max_response` bytes.
-    async fn read_body(
-        &self,
-        function: &str,
-        mut response: reqwest::Response,
-    ) -> Result<bytes::Bytes> {
-        let too_large = || {
-            Error::corrupt(
-                format!("response of {function}"),
-                format!(
-                    "larger than the {} bytes any chatvault answer can have",
-                    self.max_response
-                ),
-            )
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_response as u64)
-        {
+    async fn read_body(&self, function: &str, response: reqwest::Response) -> Result<bytes::Bytes> {
+        read_capped(
+            function,
+            &format!("response of {function}"),
+            response,
+            self.max_response,
+        )
+        .await
+    }
+}
+
+/// Reads a response body of at most `max` bytes, chunk by chunk: a larger
+/// one (announced or not) is [`Error::Corrupt`] naming `what` as soon as it
+/// passes the cap, never buffered whole. Every answer of the Supabase
+/// servers (PostgREST and Auth) is read through it; `function` names the
+/// call in transport errors.
+pub(crate) async fn read_capped(
+    function: &str,
+    what: &str,
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<bytes::Bytes> {
+    let too_large = || {
+        Error::corrupt(
+            what,
+            format!("larger than the {max} bytes any chatvault answer can have"),
+        )
+    };
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(function, e))?
+    {
+        if body.len() + chunk.len() > max {
             return Err(too_large());
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| transport_error(function, e))?
-        {
-            if body.len() + chunk.len() > self.max_response {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.into())
+        body.extend_from_slice(&chunk);
     }
+    Ok(body.into())
 }
 
 fn transport_error(function: &str, e: reqwest::Error) -> Error {

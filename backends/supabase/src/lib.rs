@@ -89,6 +89,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261129100000_chatvault_history_bound.sql",
         include_str!("../supabase/migrations/20261129100000_chatvault_history_bound.sql"),
     ),
+    (
+        "20261207000000_chatvault_feed_restore_stamp.sql",
+        include_str!("../supabase/migrations/20261207000000_chatvault_feed_restore_stamp.sql"),
+    ),
 ];
 
 /// The chat id a key file conflict reports: key files belong to no chat.
@@ -122,7 +126,8 @@ impl std::fmt::Debug for SupabaseStorageBuilder {
 
 impl SupabaseStorage {
     /// Starts a builder for the project at `url`: `supabase+https://<project>.supabase.co`
-    /// (also `supabase+http://…` for a local stack, or a plain `https://…`).
+    /// (also `supabase+http://…` for a local stack on a loopback address, or a plain
+    /// `https://…`).
     pub fn builder(url: &str) -> Result<SupabaseStorageBuilder> {
         Ok(SupabaseStorageBuilder {
             base: parse_project_url(url)?,
@@ -227,6 +232,12 @@ fn parse_project_url(url: &str) -> Result<Url> {
             "not a Supabase URL: {url:?} (expected supabase+https://<project>.supabase.co)"
         )));
     }
+    if parsed.scheme() == "http" && !is_loopback(&parsed) {
+        return Err(Error::invalid(format!(
+            "{url:?} would send the access token and the anon key in the clear: plain http is \
+             only for a local project (127.0.0.0/8, ::1, localhost); use supabase+https://"
+        )));
+    }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(Error::invalid(format!(
             "a Supabase URL takes no query or fragment: {url:?}"
@@ -237,6 +248,18 @@ fn parse_project_url(url: &str) -> Result<Url> {
         parsed.set_path(&path);
     }
     Ok(parsed)
+}
+
+/// Whether `url`'s host is this machine: `localhost`, 127.0.0.0/8 or ::1.
+fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +287,33 @@ mod tests {
                 base.join("rest/v1/rpc/chatvault_pull").unwrap().as_str(),
                 rpc
             );
+        }
+    }
+
+    #[test]
+    fn plain_http_is_accepted_for_loopback_hosts_only() {
+        for local in [
+            "supabase+http://127.0.0.1:54321",
+            "supabase+http://127.8.9.10",
+            "supabase+http://[::1]:54321/",
+            "supabase+http://localhost:54321",
+            "http://LOCALHOST",
+        ] {
+            assert!(parse_project_url(local).is_ok(), "{local}");
+        }
+        for remote in [
+            "supabase+http://abcd.supabase.co",
+            "supabase+http://10.0.0.1:54321",
+            "supabase+http://[2001:db8::1]/",
+            "http://localhost.example.org",
+            "supabase+http://128.0.0.1",
+        ] {
+            match parse_project_url(remote) {
+                Err(Error::InvalidInput { message }) => {
+                    assert!(message.contains("https"), "{remote}: {message}")
+                }
+                other => panic!("{remote}: expected InvalidInput, got {other:?}"),
+            }
         }
     }
 

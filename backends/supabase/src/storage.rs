@@ -75,15 +75,15 @@ impl SupabaseStorage {
     }
 
     /// One `chatvault_pull` page after `since`, checked for sense.
-    async fn pull(&self, since: u64, limit: usize) -> Result<PullPage> {
-        let page: PullPage = self
-            .rpc
-            .call(
-                "chatvault_pull",
-                &json!({ "since": since, "lim": limit.min(MAX_PULL), "with_bodies": false }),
-                None,
-            )
-            .await?;
+    async fn pull(&self, since: FeedCursor, limit: usize) -> Result<PullPage> {
+        let FeedCursor { seq: since, at } = since;
+        let mut args = json!({ "since": since, "lim": limit.min(MAX_PULL), "with_bodies": false });
+        // Only a cursor a stamping server handed out has a stamp, so a
+        // server without the fourth migration never sees the argument.
+        if let Some(at) = at {
+            args["since_at"] = json!(at);
+        }
+        let page: PullPage = self.rpc.call("chatvault_pull", &args, None).await?;
         check_bigint(page.cursor, "cursor of chatvault_pull")?;
         if let Some(head) = page.head {
             check_bigint(head, "head of chatvault_pull")?;
@@ -232,14 +232,41 @@ fn same_error(error: &Error) -> Error {
     }
 }
 
-fn parse_cursor(cursor: &Cursor) -> Result<u64> {
-    if cursor.is_start() {
-        return Ok(0);
+/// A position in the change feed: the sequence number of the last commit
+/// read and, from servers with the fourth migration, that commit's stamp
+/// (microseconds since the Unix epoch), which tells a restored database
+/// that handed the number out again (`docs/design.md` §6). Written as
+/// `seq` or `seq@stamp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FeedCursor {
+    seq: u64,
+    at: Option<i64>,
+}
+
+impl FeedCursor {
+    const START: FeedCursor = FeedCursor { seq: 0, at: None };
+
+    fn to_cursor(self) -> Cursor {
+        match self.at {
+            Some(at) => Cursor(format!("{}@{at}", self.seq)),
+            None => Cursor(self.seq.to_string()),
+        }
     }
-    cursor
-        .0
-        .parse()
-        .map_err(|_| Error::invalid(format!("not a Supabase change cursor: {:?}", cursor.0)))
+}
+
+fn parse_cursor(cursor: &Cursor) -> Result<FeedCursor> {
+    if cursor.is_start() {
+        return Ok(FeedCursor::START);
+    }
+    let invalid = || Error::invalid(format!("not a Supabase change cursor: {:?}", cursor.0));
+    let (seq, at) = match cursor.0.split_once('@') {
+        Some((seq, at)) => (seq, Some(at.parse().map_err(|_| invalid())?)),
+        None => (cursor.0.as_str(), None),
+    };
+    Ok(FeedCursor {
+        seq: seq.parse().map_err(|_| invalid())?,
+        at,
+    })
 }
 
 #[async_trait]
@@ -279,23 +306,23 @@ impl Storage for SupabaseStorage {
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        let since_seq = parse_cursor(since)?;
+        let since = parse_cursor(since)?;
         if limit == 0 {
             return Err(Error::invalid("changes needs a limit of at least 1"));
         }
-        let mut from = since_seq;
-        let mut page = self.pull(from, limit).await?;
-        if page.head.is_some_and(|head| from > head) {
+        let mut page = self.pull(since, limit).await?;
+        if page.diverged || page.head.is_some_and(|head| since.seq > head) {
             // The database lost commits this device had read (restored
-            // from a backup): numbers past its head will be handed out
-            // again, so waiting at the old cursor would skip them.
+            // from a backup): numbers past its restored head are (or will
+            // be) handed out again to other commits, so carrying on from
+            // the old cursor would skip them.
             tracing::warn!(
-                cursor = from,
+                cursor = since.seq,
                 head = page.head,
-                "the change feed's head is behind this cursor (was the database restored?); restarting the feed"
+                diverged = page.diverged,
+                "the change feed no longer holds the commit at this cursor (was the database restored?); restarting the feed"
             );
-            from = 0;
-            page = self.pull(from, limit).await?;
+            page = self.pull(FeedCursor::START, limit).await?;
         }
         let changes = page
             .changes
@@ -312,7 +339,11 @@ impl Storage for SupabaseStorage {
             .collect::<Result<Vec<_>>>()?;
         Ok(ChangePage {
             changes,
-            cursor: Cursor(page.cursor.to_string()),
+            cursor: FeedCursor {
+                seq: page.cursor,
+                at: page.cursor_at,
+            }
+            .to_cursor(),
             has_more: page.more,
         })
     }
@@ -475,6 +506,35 @@ impl Storage for SupabaseStorage {
                     current: result.current,
                 })
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_with_and_without_a_stamp() {
+        for (text, cursor) in [
+            ("", FeedCursor::START),
+            ("42", FeedCursor { seq: 42, at: None }),
+            (
+                "42@1796628750123456",
+                FeedCursor {
+                    seq: 42,
+                    at: Some(1_796_628_750_123_456),
+                },
+            ),
+        ] {
+            let parsed = parse_cursor(&Cursor(text.to_string())).expect(text);
+            assert_eq!(parsed, cursor);
+            if !text.is_empty() {
+                assert_eq!(parsed.to_cursor().0, text);
+            }
+        }
+        for bad in ["x", "42@", "@5", "42@x", "-1"] {
+            assert!(parse_cursor(&Cursor(bad.to_string())).is_err(), "{bad}");
         }
     }
 }

@@ -21,6 +21,16 @@ pub(crate) struct PullPage {
     /// without the second migration).
     #[serde(default)]
     pub head: Option<u64>,
+    /// The commit stamp (microseconds since the Unix epoch) of the commit
+    /// at `cursor`, for the next cursor (absent from servers without the
+    /// fourth migration, null for entries written before it).
+    #[serde(default)]
+    pub cursor_at: Option<i64>,
+    /// The entry numbered at or before `since` was stamped after the
+    /// cursor's stamp: the database was restored and those numbers were
+    /// handed out again.
+    #[serde(default)]
+    pub diverged: bool,
 }
 
 /// `chatvault_get`'s answer.

@@ -429,3 +429,61 @@ async fn without_a_session_every_request_is_unauthorized() {
     let result = storage.changes(&Cursor::start(), 10).await;
     assert!(matches!(result, Err(Error::Unauthorized { .. })));
 }
+
+/// An Auth server (or something in its place) that answers a sign-in with
+/// a valid token JSON padded to `padding` bytes, without a Content-Length
+/// (the body ends when the connection closes).
+async fn oversized_auth_server(padding: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let spaces = vec![b' '; 64 * 1024];
+                let mut sent = 0;
+                while sent < padding {
+                    if stream.write_all(&spaces).await.is_err() {
+                        return;
+                    }
+                    sent += spaces.len();
+                }
+                let token = br#"{"access_token":"a","refresh_token":"r","expires_in":3600}"#;
+                let _ = stream.write_all(token).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn an_oversized_auth_answer_is_refused_as_corrupt_not_buffered() {
+    let url = oversized_auth_server(8 * 1024 * 1024).await;
+    let auth = SupabaseAuth::builder(&url)
+        .expect("url")
+        .anon_key("anon-key")
+        .build()
+        .expect("auth");
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        auth.sign_in_with_password("ada@example.org", PASSWORD),
+    )
+    .await
+    .expect("the answer is cut off, not read to the end");
+    match result {
+        Err(Error::Corrupt { what, reason }) => {
+            assert!(what.contains("sign-in"), "{what}");
+            assert!(reason.contains("larger than"), "{reason}");
+        }
+        other => panic!("expected Corrupt for an oversized answer, got {other:?}"),
+    }
+    assert!(auth.session().await.is_none());
+}

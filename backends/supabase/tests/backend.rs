@@ -724,8 +724,12 @@ async fn restore_to(fixture: &SupabaseFixture, user: Uuid, keep: i64) {
     )
     .await
     .unwrap();
+    // As a point-in-time restore would: the head row as it was then, its
+    // last commit stamp included.
     tx.execute(
-        "update public.chatvault_heads set next_seq = $2::bigint + 1 where owner = $1",
+        "update public.chatvault_heads h set next_seq = $2::bigint + 1, last_committed_at = \
+         (select c.committed_at from public.chatvault_changes c where c.owner = $1 and c.seq = $2) \
+         where h.owner = $1",
         &[&user, &keep],
     )
     .await
@@ -735,8 +739,17 @@ async fn restore_to(fixture: &SupabaseFixture, user: Uuid, keep: i64) {
 
 /// After the database is restored to an earlier point, a device whose
 /// cursor is past the restored head restarts the feed instead of skipping
-/// the commits numbered in between.
+/// the commits numbered in between, however many commits follow the
+/// restore before its next poll: 2 (the head is still behind the cursor)
+/// or 4 and 7 (the head has passed the cursor again, the numbers in between
+/// belong to commits the device never saw).
 async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static SupabaseFixture) {
+    for commits_after in [2, 4, 7] {
+        restored_feed_restarts(fixture, commits_after).await;
+    }
+}
+
+async fn restored_feed_restarts(fixture: &'static SupabaseFixture, commits_after: usize) {
     let user = Uuid::now_v7();
     let writer = client(fixture, user);
     let reader = client(fixture, user);
@@ -752,7 +765,7 @@ async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static S
     let cursor = page.cursor;
 
     restore_to(fixture, user, 2).await;
-    let after: Vec<ChatId> = (0..2).map(|_| ChatId::new()).collect();
+    let after: Vec<ChatId> = (0..commits_after).map(|_| ChatId::new()).collect();
     for chat in &after {
         writer
             .put(record(*chat, 1, "after"), PutPrecondition::Absent)
@@ -773,7 +786,8 @@ async fn a_cursor_ahead_of_a_restored_head_restarts_the_feed(fixture: &'static S
     let expected: HashSet<ChatId> = before[..2].iter().chain(&after).copied().collect();
     assert_eq!(
         seen, expected,
-        "the feed restarted and reported the restored vault"
+        "with {commits_after} commits after the restore, the feed restarted and reported the \
+         restored vault, skipping nothing"
     );
     // From the new cursor on, the feed continues normally.
     assert!(reader

@@ -82,7 +82,7 @@ mod url;
 mod vault;
 
 pub use builder::ChatVaultBuilder;
-pub use import::{ImportReport, IMPORT_BATCH};
+pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
 pub use url::open_url;
 
 /// Supabase sign-in: the session store trait an application may implement

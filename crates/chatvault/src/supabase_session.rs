@@ -49,8 +49,9 @@ fn session_aad(cipher: &EnvelopeCipher) -> Aad {
     }
 }
 
-/// Email and password for a Supabase sign-in.
-#[derive(Clone)]
+/// Email and password for a Supabase sign-in; wiped from memory when
+/// dropped (every clone too).
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub(crate) struct Credentials {
     pub(crate) email: String,
     pub(crate) password: String,
@@ -361,5 +362,17 @@ impl SessionStore for ReplicaSessionStore {
         inner.unsaved = Some(Change::Clear);
         inner.flush();
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Credentials;
+
+    fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+    #[test]
+    fn sign_in_credentials_are_wiped_from_memory_when_dropped() {
+        wiped_on_drop::<Credentials>();
     }
 }

@@ -27,6 +27,10 @@ fn feature_disabled(url: &str, feature: &str) -> Error {
 /// | `s3://bucket/prefix` | S3 or an S3-compatible store; credentials, region and endpoint from the usual `AWS_*` environment | `s3` |
 /// | `supabase+https://project.supabase.co` | Supabase; the anon key from `SUPABASE_ANON_KEY`, and either a static access token from `SUPABASE_ACCESS_TOKEN` or a sign-in with `CHATVAULT_SUPABASE_EMAIL` and `CHATVAULT_SUPABASE_PASSWORD` (a session that refreshes itself) | `supabase` |
 ///
+/// `supabase+http://` (no TLS) is accepted only for a project on this
+/// machine (`localhost`, 127.0.0.0/8, `::1`): anywhere else it would send
+/// the tokens in the clear, and fails with [`Error::InvalidInput`].
+///
 /// A URL whose backend's feature is off fails with [`Error::InvalidInput`]
 /// naming the feature to enable; so does an unknown scheme. Opened through
 /// [`ChatVaultBuilder::storage_url`](crate::ChatVaultBuilder::storage_url)

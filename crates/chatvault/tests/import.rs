@@ -94,3 +94,99 @@ async fn an_import_with_one_chat_too_large_changes_nothing() {
     let report = vault.sync_now().await.expect("sync");
     assert_eq!(report.pushed, 0);
 }
+
+/// A chat and a message the vault holds, and an export (from an untrusted
+/// file) that deletes both.
+async fn deleting_export(vault: &ChatVault) -> (ChatId, ChatId, Vec<Chat>) {
+    let doomed = vault.new_chat("kept unless asked").await.expect("save");
+    let kept = vault.new_chat("its message stays").await.expect("save");
+    let message = vault
+        .add_message(kept.id, Role::User, "do not delete me")
+        .await
+        .expect("message");
+    let clock = Clock::new(DeviceId(66));
+    clock.observe(vault.engine().clock().tick());
+    let tombstone = Chat::tombstone(doomed.id, doomed.created, clock.tick());
+    let mut edited = (*vault.load_full_chat(kept.id).await.expect("load")).clone();
+    assert!(edited.delete_message(message, clock.tick()));
+    (doomed.id, kept.id, vec![tombstone, edited])
+}
+
+#[tokio::test]
+async fn an_import_never_deletes_chats_or_messages_unless_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = open(memory(1 << 20), &dir.path().join("a.redb")).await;
+    let (doomed, kept, export) = deleting_export(&vault).await;
+    let report = vault
+        .import_chats(export.clone(), |_| {})
+        .await
+        .expect("import");
+    assert_eq!(report.deletions_ignored, 2, "{report:?}");
+    assert_eq!(vault.sidebar().len(), 2, "no chat deleted");
+    let chat = vault.load_full_chat(kept).await.expect("load");
+    assert_eq!(chat.message_count(), 1, "no message deleted");
+    assert!(vault.load_full_chat(doomed).await.is_ok());
+
+    let report = vault
+        .import_chats_with(
+            export,
+            chatvault::ImportOptions {
+                apply_deletions: true,
+            },
+            |_| {},
+        )
+        .await
+        .expect("import applying deletions");
+    assert_eq!(report.deletions_ignored, 0, "{report:?}");
+    assert_eq!(vault.sidebar().len(), 1, "asked for: the chat is deleted");
+    let chat = vault.load_full_chat(kept).await.expect("load");
+    assert_eq!(chat.message_count(), 0, "asked for: the message is deleted");
+}
+
+#[tokio::test]
+async fn an_import_with_times_far_in_the_future_is_refused_and_moves_no_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let vault = open(memory(1 << 20), &dir.path().join("a.redb")).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for far in [u64::MAX, now + 3 * 24 * 3600 * 1000] {
+        let stamp = chatvault::core::Hlc::new(far, 0, DeviceId(0));
+        let mut chat = Chat::new(
+            ChatId::new(),
+            "from the year 3000",
+            Clock::new(DeviceId(5)).tick(),
+        );
+        chat.add_message(Role::User, "pinned", stamp);
+        let err = vault
+            .import_chats(vec![chat], |_| {})
+            .await
+            .expect_err("a time days ahead must be refused");
+        assert!(
+            matches!(err, Error::InvalidInput { ref message } if message.contains("future")),
+            "{err}"
+        );
+    }
+    assert!(vault.sidebar().is_empty(), "nothing imported");
+    let tick = vault.engine().clock().tick();
+    assert!(
+        tick.millis < now + 3600 * 1000,
+        "the clock was moved: {tick:?}"
+    );
+    // A little ahead (another device's clock skew) is fine.
+    let mut chat = Chat::new(
+        ChatId::new(),
+        "slightly ahead",
+        Clock::new(DeviceId(5)).tick(),
+    );
+    chat.add_message(
+        Role::User,
+        "skewed",
+        chatvault::core::Hlc::new(now + 60 * 1000, 0, DeviceId(0)),
+    );
+    vault
+        .import_chats(vec![chat], |_| {})
+        .await
+        .expect("a minute ahead is accepted");
+}

@@ -318,3 +318,89 @@ async fn a_refused_chat_is_reported_by_name_and_never_holds_back_the_others() {
     good.sort();
     assert_eq!(seen, good, "every other chat reached the server");
 }
+
+/// A server whose feed, once armed, answers every page with no change, the
+/// cursor it was given and `has_more`: a pull that trusted it would loop
+/// forever holding the sync lock.
+#[derive(Debug)]
+struct StuckFeed {
+    inner: DynStorage,
+    stuck: std::sync::atomic::AtomicBool,
+    pages: AtomicU64,
+}
+
+#[async_trait]
+impl Storage for StuckFeed {
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn changes(&self, since: &Cursor, limit: usize) -> chatvault::Result<ChangePage> {
+        if !self.stuck.load(Ordering::SeqCst) {
+            return self.inner.changes(since, limit).await;
+        }
+        self.pages.fetch_add(1, Ordering::SeqCst);
+        Ok(ChangePage {
+            changes: Vec::new(),
+            cursor: since.clone(),
+            has_more: true,
+        })
+    }
+    async fn get(&self, chats: &[ChatId], part: Part) -> chatvault::Result<Vec<SealedRecord>> {
+        self.inner.get(chats, part).await
+    }
+    async fn put(&self, record: SealedRecord, pre: PutPrecondition) -> chatvault::Result<()> {
+        self.inner.put(record, pre).await
+    }
+    async fn put_batch(
+        &self,
+        batch: Vec<(SealedRecord, PutPrecondition)>,
+    ) -> Vec<chatvault::Result<()>> {
+        self.inner.put_batch(batch).await
+    }
+    async fn get_keyring(&self) -> chatvault::Result<Option<KeyringBlob>> {
+        self.inner.get_keyring().await
+    }
+    async fn put_keyring(&self, bytes: Bytes, pre: PutPrecondition) -> chatvault::Result<u64> {
+        self.inner.put_keyring(bytes, pre).await
+    }
+}
+
+#[tokio::test]
+async fn a_feed_page_that_claims_more_without_advancing_fails_the_round_naming_the_cursor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stuck = Arc::new(StuckFeed {
+        inner: folder(dir.path()),
+        stuck: std::sync::atomic::AtomicBool::new(false),
+        pages: AtomicU64::new(0),
+    });
+    let vault = builder(stuck.clone(), dir.path())
+        .open()
+        .await
+        .expect("open");
+    vault
+        .new_chat("before the server got stuck")
+        .await
+        .expect("save");
+    vault.sync_now().await.expect("an honest round");
+    stuck.stuck.store(true, Ordering::SeqCst);
+    let err = tokio::time::timeout(Duration::from_secs(10), vault.sync_now())
+        .await
+        .expect("the round ends instead of spinning")
+        .expect_err("a feed that does not advance is an error");
+    match &err {
+        Error::Corrupt { what, reason } => {
+            assert!(what.contains("change feed"), "{what}");
+            assert!(reason.contains("cursor"), "{reason}");
+        }
+        other => panic!("expected Corrupt naming the cursor, got {other:?}"),
+    }
+    assert_eq!(
+        stuck.pages.load(Ordering::SeqCst),
+        1,
+        "one page, not a loop"
+    );
+    // The lock is free again: an honest server syncs at once.
+    stuck.stuck.store(false, Ordering::SeqCst);
+    vault.sync_now().await.expect("syncs again");
+    vault.close().await;
+}

@@ -207,8 +207,11 @@ impl Session {
                 crate::search::run(vault, &text).await?;
             }
             Command::Keys(command) => crate::keys::run(vault, command).await?,
-            Command::Import { file } => {
-                crate::import::run(vault, &file).await?;
+            Command::Import {
+                file,
+                apply_deletions,
+            } => {
+                crate::import::run(vault, &file, apply_deletions).await?;
                 self.push().await?;
             }
             Command::Status => {

@@ -45,8 +45,7 @@ pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
 pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Path>) -> Result<()> {
     let file = vault.export_age(target).await?;
     match output {
-        Some(path) => std::fs::write(path, &file)
-            .map_err(|e| Error::local(format!("cannot write {}", path.display()), e))?,
+        Some(path) => write_private(path, &file)?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -74,8 +73,7 @@ pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> 
         .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
     json.push(b'\n');
     match output {
-        Some(path) => std::fs::write(path, &json)
-            .map_err(|e| Error::local(format!("cannot write {}", path.display()), e))?,
+        Some(path) => write_private(path, &json)?,
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout
@@ -86,4 +84,24 @@ pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> 
     }
     eprintln!("exported {} chats", export.chats.len());
     Ok(())
+}
+
+/// Writes an export to `path` readable by this user only (mode 0600,
+/// whatever the umask, also when the file existed with a wider mode): a
+/// JSON export is every chat in plaintext.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |e| Error::local(format!("cannot write {}", path.display()), e);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(failed)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(failed)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(failed)
 }

@@ -18,10 +18,9 @@
 //! `import` also reads the plaintext of an age export
 //! (`chatvault-export/1`, e.g. after `age -d`).
 
-use crate::import::{parse, Conversation, ImportedMessage};
+use crate::import::{parse_list, Conversation, ImportedMessage, ListAt, Naming};
 use chatvault::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role, EXPORT_FORMAT};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::path::Path;
 
 /// The format name of chatvault's plain JSON.
@@ -119,11 +118,23 @@ pub fn export<'a>(chats: impl IntoIterator<Item = &'a Chat>) -> Export {
     }
 }
 
-/// Reads an export document (`value` has a `format` field).
-pub fn read(file: &Path, value: Value) -> Result<Vec<Chat>> {
-    let format = value.get("format").and_then(Value::as_str).unwrap_or("");
+/// Reads an export document (a JSON object with a `format` field) straight
+/// from its bytes, without a `serde_json::Value` of it.
+pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
+    /// The `format` field alone (everything else skipped unread).
+    #[derive(Deserialize)]
+    struct Header {
+        #[serde(default)]
+        format: Option<String>,
+    }
+    let format = serde_json::from_slice::<Header>(json)
+        .map_err(|e| Error::invalid(format!("{} is not a JSON export: {e}", file.display())))?
+        .format
+        .unwrap_or_default();
     if format == EXPORT_FORMAT {
-        return read_age_plaintext(file, value);
+        // The plaintext of an age export: whole chat states, merged as
+        // they are.
+        return parse_list::<Chat, Names>(file, json, ListAt::Chats);
     }
     if format != FORMAT {
         return Err(Error::invalid(format!(
@@ -131,21 +142,11 @@ pub fn read(file: &Path, value: Value) -> Result<Vec<Chat>> {
             file.display()
         )));
     }
-    let Some(Value::Array(chats)) = value.get("chats").cloned() else {
-        return Err(Error::invalid(format!(
-            "{}: field `chats` is missing or not a list",
-            file.display()
-        )));
-    };
-    chats
+    parse_list::<JsonChat, Names>(file, json, ListAt::Chats)?
         .into_iter()
         .enumerate()
-        .map(|(n, value)| {
-            let name = format!(
-                "#{n} ({})",
-                value.get("id").and_then(Value::as_str).unwrap_or("?")
-            );
-            let chat: JsonChat = parse(file, &name, value)?;
+        .map(|(n, chat)| {
+            let name = format!("#{n} ({})", chat.id);
             let millis = |field: &str, text: &str| {
                 crate::import::rfc3339_millis(text)
                     .ok_or_else(|| crate::import::bad(file, &name, field, "not an RFC 3339 time"))
@@ -172,23 +173,16 @@ pub fn read(file: &Path, value: Value) -> Result<Vec<Chat>> {
         .collect()
 }
 
-/// The plaintext of an age export: whole chat states, merged as they are.
-fn read_age_plaintext(file: &Path, value: Value) -> Result<Vec<Chat>> {
-    let Some(Value::Array(chats)) = value.get("chats").cloned() else {
-        return Err(Error::invalid(format!(
-            "{}: field `chats` is missing or not a list",
-            file.display()
-        )));
-    };
-    chats
-        .into_iter()
-        .enumerate()
-        .map(|(n, value)| {
-            let name = format!(
-                "#{n} ({})",
-                value.get("id").and_then(Value::as_str).unwrap_or("?")
-            );
-            parse(file, &name, value)
-        })
-        .collect()
+/// The field that names a chat in errors: its id.
+#[derive(Deserialize)]
+struct Names {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl Naming for Names {
+    /// Its position and id.
+    fn name(&self, n: usize) -> String {
+        format!("#{n} ({})", self.id.as_deref().unwrap_or("?"))
+    }
 }

@@ -275,8 +275,8 @@ fn print_protection(p: &Protection) {
         "{:<10}  {:<12}  {:<20}  {}  {}",
         p.kind.as_str(),
         p.id(),
-        p.label,
-        p.recipient,
+        crate::output::terminal(&p.label),
+        crate::output::terminal(&p.recipient),
         added(p.added_ms)
     );
 }

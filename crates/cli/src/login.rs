@@ -43,32 +43,36 @@ fn supabase_only(location: &Location) -> Result<()> {
 pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<()> {
     use chatvault::supabase::{EMAIL_VAR, PASSWORD_VAR};
     use std::io::BufRead;
+    use zeroize::Zeroizing;
     supabase_only(location)?;
     let email = args
         .email
         .clone()
         .or_else(|| std::env::var(EMAIL_VAR).ok().filter(|e| !e.is_empty()))
         .ok_or_else(|| Error::invalid(format!("login needs an email: --email or {EMAIL_VAR}")))?;
-    let password = match std::env::var(PASSWORD_VAR).ok().filter(|p| !p.is_empty()) {
-        Some(password) => password,
+    // Every copy of the password is wiped: this buffer when dropped, and
+    // the String it is moved out into by the library's credentials.
+    let mut password = match std::env::var(PASSWORD_VAR).ok().filter(|p| !p.is_empty()) {
+        Some(password) => Zeroizing::new(password),
         None => {
             eprint!("Supabase password for {email} (shown as you type): ");
-            let mut line = String::new();
+            let mut line = Zeroizing::new(String::new());
             std::io::stdin()
                 .lock()
                 .read_line(&mut line)
                 .map_err(|e| Error::local("cannot read the password from standard input", e))?;
-            let password = line.trim_end_matches(['\r', '\n']).to_string();
-            if password.is_empty() {
+            let len = line.trim_end_matches(['\r', '\n']).len();
+            line.truncate(len);
+            if line.is_empty() {
                 return Err(Error::invalid(format!(
                     "no password: set {PASSWORD_VAR} or type it on standard input"
                 )));
             }
-            password
+            line
         }
     };
     let vault = settings::builder(cli, location)?
-        .supabase_sign_in(&email, password)
+        .supabase_sign_in(&email, std::mem::take(&mut *password))
         .open()
         .await?;
     let synced = if cli.no_sync {

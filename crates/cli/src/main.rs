@@ -183,6 +183,10 @@ enum Command {
     Import {
         /// The export file
         file: PathBuf,
+        /// Also apply the deletions a chatvault export carries (deleted
+        /// chats and messages); without it an import never deletes anything
+        #[arg(long)]
+        apply_deletions: bool,
     },
     /// Find chats whose title or messages contain TEXT (case-insensitive)
     Search {

@@ -2,7 +2,21 @@
 //! message, easy to cut and grep); warnings and errors go to stderr.
 
 use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
+use std::borrow::Cow;
 use std::error::Error as _;
+
+/// `text` made safe to print on a terminal: every control character (C0,
+/// DEL, C1: escape sequences, bells, backspaces, carriage returns, line
+/// breaks) is removed, so a title or message written on another device (or
+/// imported) cannot rewrite the screen, the window title or the clipboard.
+/// Everything the CLI prints from a vault or a server goes through it;
+/// JSON output escapes control characters on its own.
+pub fn terminal(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.chars().filter(|c| !c.is_control()).collect())
+}
 
 /// Prints an error and its causes on one line.
 pub fn error(e: &Error) {
@@ -15,7 +29,7 @@ pub fn error(e: &Error) {
     if matches!(e, Error::Unavailable { .. }) {
         line.push_str(" (check the network and the vault URL, then run the command again)");
     }
-    eprintln!("{line}");
+    eprintln!("{}", terminal(&line));
 }
 
 /// Prints `value` as pretty JSON.
@@ -35,7 +49,7 @@ pub fn sidebar(chats: &[ChatSummary]) {
             if chat.starred { '*' } else { ' ' },
             chat.message_count,
             time(chat.last_activity.millis),
-            chat.title
+            terminal(&chat.title)
         );
     }
 }
@@ -43,7 +57,7 @@ pub fn sidebar(chats: &[ChatSummary]) {
 /// The title, then each message: a header line and its text, indented.
 pub fn chat(chat: &Chat) {
     let star = if chat.is_starred() { "  [starred]" } else { "" };
-    println!("{}{star}", chat.title());
+    println!("{}{star}", terminal(chat.title()));
     for message in chat.messages() {
         println!(
             "\n{}  {:<9}  {}",
@@ -52,7 +66,7 @@ pub fn chat(chat: &Chat) {
             time(message.written_millis())
         );
         for line in message.content().lines() {
-            println!("    {line}");
+            println!("    {}", terminal(line));
         }
     }
 }
@@ -74,7 +88,9 @@ pub fn skipped(report: &SyncReport) {
     for record in &report.skipped {
         eprintln!(
             "warning: chat {} (version {}) was skipped: {}",
-            record.chat, record.version, record.error
+            record.chat,
+            record.version,
+            terminal(&record.error.to_string())
         );
     }
 }
@@ -82,17 +98,21 @@ pub fn skipped(report: &SyncReport) {
 /// One line per event; `title` names an upserted chat.
 pub fn event(event: &Event, title: Option<&str>) {
     match event {
-        Event::ChatUpserted(id) => println!("upserted {id}  {}", title.unwrap_or("")),
+        Event::ChatUpserted(id) => {
+            println!("upserted {id}  {}", terminal(title.unwrap_or("")))
+        }
         Event::ChatDeleted(id) => println!("deleted {id}"),
         Event::SyncStatus(s) => println!("status {}", status(s)),
-        Event::RecordSkipped { chat, reason } => println!("skipped {chat}: {reason}"),
-        other => println!("{other:?}"),
+        Event::RecordSkipped { chat, reason } => {
+            println!("skipped {chat}: {}", terminal(reason))
+        }
+        other => println!("{}", terminal(&format!("{other:?}"))),
     }
 }
 
-/// A sync status in words.
+/// A sync status in words (terminal-safe: reasons come from servers).
 pub fn status(status: &SyncStatus) -> String {
-    match status {
+    let words = match status {
         SyncStatus::Offline { reason } => format!("offline ({reason})"),
         SyncStatus::Syncing => "syncing".into(),
         SyncStatus::Synced => "synced".into(),
@@ -101,7 +121,8 @@ pub fn status(status: &SyncStatus) -> String {
             format!("synced, but {skipped} chat(s) could not be opened yet and are retried (run `chatvault verify`)")
         }
         other => format!("{other:?}"),
-    }
+    };
+    terminal(&words).into_owned()
 }
 
 fn role(role: &Role) -> &'static str {
@@ -120,4 +141,18 @@ fn time(millis: u64) -> String {
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal;
+
+    #[test]
+    fn terminal_text_keeps_printable_text_and_drops_every_control_character() {
+        assert_eq!(terminal("plain, ünïcode ✓"), "plain, ünïcode ✓");
+        assert_eq!(
+            terminal("a\u{1b}]0;t\u{7}b\u{1b}[2Jc\u{9b}1md\r\n\u{8}\u{7f}e\tf"),
+            "a]0;tb[2Jc1mdef"
+        );
+    }
 }

@@ -223,8 +223,8 @@ pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
             "{}  {}  {}: {}",
             hit.chat,
             time(hit.at),
-            hit.title,
-            hit.snippet
+            crate::output::terminal(&hit.title),
+            crate::output::terminal(&hit.snippet)
         )
     });
     match written.and_then(|()| out.flush()) {

@@ -31,7 +31,8 @@ struct Problems(usize);
 impl Problems {
     fn report(&mut self, line: String) {
         self.0 += 1;
-        println!("{line}");
+        // Problems quote errors, whose text may come from the server.
+        println!("{}", crate::output::terminal(&line));
     }
 }
 
@@ -244,6 +245,7 @@ async fn check_records(
     let mut cursor = Cursor::start();
     loop {
         let page = storage.changes(&cursor, PAGE).await?;
+        page.check_progress(&cursor)?;
         for change in &page.changes {
             latest.insert(change.chat, change.version);
         }

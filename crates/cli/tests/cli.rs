@@ -352,3 +352,76 @@ fn offline_writes_stay_queued_and_the_next_sync_pushes_them() {
     assert!(sync.contains("pushed 1,"), "{sync}");
     assert!(setup.ok("b.redb", &["ls"]).contains(&second));
 }
+
+#[test]
+fn exports_written_to_a_file_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    setup.ok("a.redb", &["new", "Secret plans"]);
+    let json = setup.path("export.json");
+    // Through a shell, to run under the usual umask whatever the test
+    // harness set.
+    let script = "umask 022 && exec \"$0\" --replica \"$1\" export --format json --out \"$2\"";
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_chatvault"))
+        .arg(setup.path("a.redb"))
+        .arg(&json)
+        .envs(
+            setup
+                .command(None, &[])
+                .get_envs()
+                .filter_map(|(k, v)| Some((k, v?))),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("run");
+    succeeded(out);
+    let mode = std::fs::metadata(&json)
+        .expect("export")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "plaintext export mode {mode:o}");
+
+    // An existing file keeps no wider mode either.
+    std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let path = json.to_str().expect("path");
+    setup.ok("a.redb", &["export", "--format", "json", "--out", path]);
+    let mode = std::fs::metadata(&json)
+        .expect("export")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "rewritten export mode {mode:o}");
+}
+
+#[test]
+fn titles_and_messages_reach_the_terminal_without_control_characters() {
+    let setup = Setup::new();
+    let title = "Trip\u{1b}]0;owned\u{7} plans\u{1b}[2J\u{9b}31m";
+    let id = setup.ok("a.redb", &["new", title]).trim().to_string();
+    setup.ok(
+        "a.redb",
+        &[
+            "add",
+            &id,
+            "Book\u{1b}[31m the train\r\nand\u{8}\u{8}\u{8} the hotel",
+        ],
+    );
+    let clean = |out: &str| {
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "control characters reach the terminal: {out:?}"
+        );
+    };
+    let ls = setup.ok("a.redb", &["ls"]);
+    clean(&ls);
+    assert!(ls.contains("Trip]0;owned plans[2J31m"), "{ls}");
+    let show = setup.ok("a.redb", &["show", &id]);
+    clean(&show);
+    assert!(show.contains("Book[31m the train"), "{show}");
+    assert!(show.contains("and the hotel"), "{show}");
+    let search = setup.ok("a.redb", &["search", "train"]);
+    clean(&search);
+    assert!(search.contains("Trip]0;owned plans"), "{search}");
+}

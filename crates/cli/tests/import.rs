@@ -450,3 +450,61 @@ fn help_documents_every_command_and_the_exit_codes_and_completions_print() {
     let bash = world.ok("a", &["completions", "bash"]);
     assert!(bash.contains("complete -F"), "{bash}");
 }
+
+/// The plaintext (`chatvault-export/1`) of `device`'s age export, written
+/// to `name`.
+fn export_plaintext(world: &World, device: &str, name: &str) -> String {
+    use std::io::Read;
+    let file = world.path(&format!("{name}.age"));
+    let output = format!("--output={}", file.display());
+    world
+        .cmd(
+            device,
+            &["export", "--passphrase-env", "EXPORT_PASS", &output],
+        )
+        .env("EXPORT_PASS", "export secret")
+        .assert()
+        .success();
+    let bytes = std::fs::read(&file).expect("export file");
+    let decryptor = age::Decryptor::new(&bytes[..]).expect("an age file");
+    let identity = age::scrypt::Identity::new(age::secrecy::SecretString::from(
+        "export secret".to_string(),
+    ));
+    let mut plaintext = Vec::new();
+    decryptor
+        .decrypt(std::iter::once(&identity as &dyn age::Identity))
+        .expect("the passphrase decrypts")
+        .read_to_end(&mut plaintext)
+        .expect("read");
+    let path = world.path(&format!("{name}.json"));
+    std::fs::write(&path, plaintext).expect("write");
+    path.to_str().expect("path").to_string()
+}
+
+#[test]
+fn importing_an_export_that_deleted_a_message_deletes_it_only_when_asked() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("one")]);
+    let chat = world.ok("a", &["new", "kept whole"]).trim().to_string();
+    let message = world.ok("a", &["add", &chat, "first"]).trim().to_string();
+    world.ok("a", &["add", &chat, "second"]);
+    let before = export_plaintext(&world, "a", "before");
+    world.ok("a", &["rm-message", &chat, &message]);
+    let after = export_plaintext(&world, "a", "after");
+
+    world.ok("b", &["init", &world.server("two")]);
+    world.ok("b", &["import", &before]);
+    let messages = |world: &World| {
+        world.json("b", &["show", "--json", &chat])["messages"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(messages(&world), Some(2));
+    let out = world.cmd("b", &["import", &after]).output().expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--apply-deletions"), "{stderr}");
+    assert_eq!(messages(&world), Some(2), "an import does not delete");
+    world.ok("b", &["import", "--apply-deletions", &after]);
+    assert_eq!(messages(&world), Some(1), "asked to, it deletes");
+}

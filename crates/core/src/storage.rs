@@ -128,6 +128,27 @@ pub struct ChangePage {
     pub has_more: bool,
 }
 
+impl ChangePage {
+    /// Checks that a page served for `since` moves the feed forward when it
+    /// claims more: one that answers `has_more` with the cursor it was given
+    /// would have a reader ask for the same page forever.
+    ///
+    /// Errors: [`Error::Corrupt`](crate::Error::Corrupt) naming the cursor.
+    pub fn check_progress(&self, since: &Cursor) -> Result<()> {
+        if self.has_more && self.cursor == *since {
+            return Err(crate::Error::corrupt(
+                "change feed",
+                format!(
+                    "a page after cursor {:?} claims more changes but does not advance the cursor \
+                     (the server would serve the same page forever)",
+                    since.0
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The vault's key file (an age-encrypted keyring) and its version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyringBlob {

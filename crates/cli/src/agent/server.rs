@@ -9,7 +9,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 /// How long a fresh agent waits for its first secret before exiting.
@@ -21,7 +20,76 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 struct Entry {
     secret: Zeroizing<Vec<u8>>,
     idle: Duration,
-    expires: Instant,
+    /// On the [`boot_clock`]: the entry is gone from this time on.
+    expires: Duration,
+}
+
+/// Time since boot, counting the time the machine was suspended
+/// (`CLOCK_BOOTTIME` on Linux, as OpenSSH's agent uses; elsewhere the
+/// monotonic clock, which counts suspend on macOS and the BSDs). tokio's
+/// `Instant` stops while suspended: an unlock cached for 15 minutes before
+/// closing the lid would still be there hours later.
+fn boot_clock() -> Duration {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let id = rustix::time::ClockId::Boottime;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let id = rustix::time::ClockId::Monotonic;
+    Duration::try_from(rustix::time::clock_gettime(id)).unwrap_or_default()
+}
+
+/// Whether an entry expiring at `expires` is still alive at `now` (both on
+/// the [`boot_clock`]).
+fn alive(expires: Duration, now: Duration) -> bool {
+    now < expires
+}
+
+/// The cached unlocks. Every method takes the time on the [`boot_clock`],
+/// so expiry is a pure function of it (and testable with any clock).
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, Entry>,
+}
+
+impl Cache {
+    /// Forgets every entry expired at `now`.
+    fn sweep(&mut self, now: Duration) {
+        self.entries.retain(|_, entry| alive(entry.expires, now));
+    }
+
+    /// The secret under `key`, its idle timeout renewed from `now`; `None`
+    /// (and the entry forgotten) once past its deadline, whether or not
+    /// the loop's timer has fired yet.
+    fn get(&mut self, key: &str, now: Duration) -> Option<&Zeroizing<Vec<u8>>> {
+        if !self
+            .entries
+            .get(key)
+            .is_some_and(|entry| alive(entry.expires, now))
+        {
+            self.entries.remove(key);
+            return None;
+        }
+        let entry = self.entries.get_mut(key)?;
+        entry.expires = now.saturating_add(entry.idle);
+        Some(&entry.secret)
+    }
+
+    /// Caches `secret` under `key` for `idle` after its last use.
+    fn put(&mut self, key: String, secret: Zeroizing<Vec<u8>>, idle: Duration, now: Duration) {
+        let expires = now.saturating_add(idle);
+        self.entries.insert(
+            key,
+            Entry {
+                secret,
+                idle,
+                expires,
+            },
+        );
+    }
+
+    /// When the next entry expires.
+    fn next_expiry(&self) -> Option<Duration> {
+        self.entries.values().map(|e| e.expires).min()
+    }
 }
 
 /// What to do after a request.
@@ -78,13 +146,13 @@ async fn serve(socket: &Path) -> io::Result<()> {
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))?;
     let inode = std::fs::symlink_metadata(socket)?.ino();
     let uid = super::my_uid();
-    let started = Instant::now();
+    let started = boot_clock();
     let mut held_any = false;
-    let mut entries: HashMap<String, Entry> = HashMap::new();
+    let mut cache = Cache::default();
     loop {
-        let now = Instant::now();
-        entries.retain(|_, entry| entry.expires > now);
-        if entries.is_empty() && (held_any || now >= started + FIRST_PUT_GRACE) {
+        let now = boot_clock();
+        cache.sweep(now);
+        if cache.entries.is_empty() && (held_any || now >= started + FIRST_PUT_GRACE) {
             break;
         }
         // A removed or replaced socket (its directory deleted, another
@@ -92,40 +160,40 @@ async fn serve(socket: &Path) -> io::Result<()> {
         if !std::fs::symlink_metadata(socket).is_ok_and(|m| m.ino() == inode) {
             return Ok(());
         }
+        // The wait runs on tokio's clock, which stops while suspended; at
+        // most CHECK_EVERY of it passes before the sweep above looks at
+        // the boot clock again, and Get checks expiry on its own.
         let mut wake = now + CHECK_EVERY;
-        if let Some(first) = entries.values().map(|e| e.expires).min() {
+        if let Some(first) = cache.next_expiry() {
             wake = wake.min(first);
         }
         if !held_any {
             wake = wake.min(started + FIRST_PUT_GRACE);
         }
+        let sleep = wake.saturating_sub(now);
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let handled =
-                    tokio::time::timeout(IO_TIMEOUT, handle(stream, uid, &mut entries)).await;
+                    tokio::time::timeout(IO_TIMEOUT, handle(stream, uid, &mut cache)).await;
                 match handled {
                     Ok(Ok(Flow::Stop)) => break,
-                    Ok(Ok(Flow::Continue)) => held_any |= !entries.is_empty(),
+                    Ok(Ok(Flow::Continue)) => held_any |= !cache.entries.is_empty(),
                     // A client that errs or stalls only loses its own request.
                     Ok(Err(_)) | Err(_) => {}
                 }
             }
-            () = tokio::time::sleep_until(wake) => {}
+            () = tokio::time::sleep(sleep) => {}
         }
     }
-    entries.clear();
+    cache.entries.clear();
     if std::fs::symlink_metadata(socket).is_ok_and(|m| m.ino() == inode) {
         let _ = std::fs::remove_file(socket);
     }
     Ok(())
 }
 
-async fn handle(
-    mut stream: UnixStream,
-    uid: u32,
-    entries: &mut HashMap<String, Entry>,
-) -> io::Result<Flow> {
+async fn handle(mut stream: UnixStream, uid: u32, cache: &mut Cache) -> io::Result<Flow> {
     // Only this user's processes; the directory's mode already keeps others
     // out, this holds even if it was loosened.
     if stream.peer_cred()?.uid() != uid {
@@ -139,11 +207,8 @@ async fn handle(
         ttl_secs,
     } = request;
     match op {
-        Op::Get => match entries.get_mut(&key) {
-            Some(entry) => {
-                entry.expires = Instant::now() + entry.idle;
-                write_response(&mut stream, Status::Ok, &entry.secret).await?;
-            }
+        Op::Get => match cache.get(&key, boot_clock()) {
+            Some(secret) => write_response(&mut stream, Status::Ok, secret).await?,
             None => write_response(&mut stream, Status::Missing, &[]).await?,
         },
         Op::Put => {
@@ -152,26 +217,19 @@ async fn handle(
                 return Ok(Flow::Continue);
             }
             let idle = Duration::from_secs(u64::from(ttl_secs));
-            entries.insert(
-                key,
-                Entry {
-                    secret,
-                    idle,
-                    expires: Instant::now() + idle,
-                },
-            );
+            cache.put(key, secret, idle, boot_clock());
             write_response(&mut stream, Status::Ok, &[]).await?;
         }
         Op::Forget => {
-            let status = match entries.remove(&key) {
+            let status = match cache.entries.remove(&key) {
                 Some(_) => Status::Ok,
                 None => Status::Missing,
             };
             write_response(&mut stream, status, &[]).await?;
         }
         Op::Lock => {
-            let count = entries.len().to_string();
-            entries.clear();
+            let count = cache.entries.len().to_string();
+            cache.entries.clear();
             write_response(&mut stream, Status::Ok, count.as_bytes()).await?;
             return Ok(Flow::Stop);
         }
@@ -185,4 +243,47 @@ async fn handle(
         }
     }
     Ok(Flow::Continue)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    fn secret() -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(b"AGE-SECRET-KEY-1TEST".to_vec())
+    }
+
+    #[test]
+    fn a_get_after_the_deadline_is_missing_though_no_sweep_ran() {
+        let mut cache = Cache::default();
+        let start = 1000 * SECOND;
+        cache.put("vault".into(), secret(), 10 * SECOND, start);
+        // The timer has not fired (no sweep): the Get itself must see that
+        // the entry is past its deadline, and must not renew it.
+        assert!(cache.get("vault", start + 11 * SECOND).is_none());
+        assert!(cache.get("vault", start + 12 * SECOND).is_none());
+    }
+
+    #[test]
+    fn a_get_before_the_deadline_renews_the_idle_timeout() {
+        let mut cache = Cache::default();
+        let start = 1000 * SECOND;
+        cache.put("vault".into(), secret(), 10 * SECOND, start);
+        assert!(cache.get("vault", start + 9 * SECOND).is_some());
+        assert!(cache.get("vault", start + 18 * SECOND).is_some());
+        cache.sweep(start + 27 * SECOND);
+        assert_eq!(cache.next_expiry(), Some(start + 28 * SECOND));
+        cache.sweep(start + 28 * SECOND);
+        assert!(cache.entries.is_empty());
+    }
+
+    #[test]
+    fn the_boot_clock_moves_forward() {
+        let first = boot_clock();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(boot_clock() > first);
+        assert!(first > Duration::ZERO);
+    }
 }

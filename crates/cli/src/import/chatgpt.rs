@@ -8,10 +8,12 @@
 //! code-interpreter output, browsing results) become a short placeholder
 //! naming what was there.
 
-use super::{bad, chat_id, message_id, parse, seconds_to_millis, Conversation, ImportedMessage};
+use super::{
+    bad, chat_id, message_id, parse_list, seconds_to_millis, Conversation, ImportedMessage, ListAt,
+    Naming,
+};
 use chatvault::{Result, Role};
 use serde::Deserialize;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -54,7 +56,7 @@ struct Author {
 struct Content {
     content_type: String,
     #[serde(default)]
-    parts: Vec<Value>,
+    parts: Vec<Part>,
     text: Option<String>,
 }
 
@@ -71,28 +73,47 @@ struct Attachment {
     name: Option<String>,
 }
 
-/// Reads every conversation, in full, before anything is saved.
-pub fn read(file: &Path, conversations: Vec<Value>) -> Result<Vec<Conversation>> {
-    conversations
+/// Reads every conversation of the list `json`, in full, before anything
+/// is saved.
+pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
+    parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
         .enumerate()
-        .map(|(n, value)| {
-            let name = describe(n, &value);
-            let export: Export = parse(file, &name, value)?;
+        .map(|(n, export)| {
+            let name = Names {
+                title: export.title.clone(),
+                conversation_id: export.conversation_id.clone(),
+                id: export.id.clone(),
+            }
+            .name(n);
             conversation(file, &name, export)
         })
         .collect()
 }
 
-/// How an error names a conversation: its position, id and title.
-fn describe(n: usize, value: &Value) -> String {
-    let field = |key| value.get(key).and_then(Value::as_str);
-    let id = field("conversation_id")
-        .or_else(|| field("id"))
-        .unwrap_or("?");
-    match field("title") {
-        Some(title) => format!("#{n} ({id}, {title:?})"),
-        None => format!("#{n} ({id})"),
+/// The fields that name a conversation in errors.
+#[derive(Deserialize)]
+struct Names {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    conversation_id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl Naming for Names {
+    /// Its position, id and title.
+    fn name(&self, n: usize) -> String {
+        let id = self
+            .conversation_id
+            .as_deref()
+            .or(self.id.as_deref())
+            .unwrap_or("?");
+        match &self.title {
+            Some(title) => format!("#{n} ({id}, {title:?})"),
+            None => format!("#{n} ({id})"),
+        }
     }
 }
 
@@ -198,10 +219,12 @@ fn text(message: &Message) -> String {
             "text" | "multimodal_text" => {
                 for part in &content.parts {
                     match part {
-                        Value::String(text) => pieces.push(text.clone()),
-                        Value::Object(object) => pieces.push(placeholder(object)),
-                        Value::Null => {}
-                        other => pieces.push(other.to_string()),
+                        Part::Text(text) => pieces.push(text.clone()),
+                        Part::Object { content_type, text } => {
+                            pieces.push(placeholder(content_type.as_deref(), text.as_deref()))
+                        }
+                        Part::Null => {}
+                        Part::Other(text) => pieces.push(text.clone()),
                     }
                 }
             }
@@ -224,18 +247,148 @@ fn text(message: &Message) -> String {
 }
 
 /// A short placeholder for a non-text part, naming what it was.
-fn placeholder(part: &serde_json::Map<String, Value>) -> String {
-    let kind = part
-        .get("content_type")
-        .and_then(Value::as_str)
-        .unwrap_or("attachment");
-    match kind {
+fn placeholder(content_type: Option<&str>, text: Option<&str>) -> String {
+    match content_type.unwrap_or("attachment") {
         "image_asset_pointer" => "[image]".into(),
-        "audio_transcription" => part
-            .get("text")
-            .and_then(Value::as_str)
-            .map_or_else(|| "[audio]".into(), str::to_string),
+        "audio_transcription" => text.map_or_else(|| "[audio]".into(), str::to_string),
         "audio_asset_pointer" | "real_time_user_audio_video_asset_pointer" => "[audio]".into(),
         other => format!("[{}]", other.replace('_', " ")),
+    }
+}
+
+/// One element of a message's `parts`, read without building a
+/// `serde_json::Value` of it: text as it is, an object as the two fields
+/// its placeholder needs (the rest skipped unread), a number or boolean as
+/// its JSON text, a list as a placeholder.
+enum Part {
+    Text(String),
+    Object {
+        content_type: Option<String>,
+        text: Option<String>,
+    },
+    Null,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for Part {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct PartVisitor;
+        impl<'de> Visitor<'de> for PartVisitor {
+            type Value = Part;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a message part")
+            }
+            fn visit_str<E>(self, text: &str) -> std::result::Result<Part, E> {
+                Ok(Part::Text(text.to_string()))
+            }
+            fn visit_string<E>(self, text: String) -> std::result::Result<Part, E> {
+                Ok(Part::Text(text))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<Part, E> {
+                Ok(Part::Null)
+            }
+            fn visit_none<E>(self) -> std::result::Result<Part, E> {
+                Ok(Part::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> std::result::Result<Part, E> {
+                Ok(Part::Other(v.to_string()))
+            }
+            fn visit_i64<E>(self, v: i64) -> std::result::Result<Part, E> {
+                Ok(Part::Other(v.to_string()))
+            }
+            fn visit_u64<E>(self, v: u64) -> std::result::Result<Part, E> {
+                Ok(Part::Other(v.to_string()))
+            }
+            fn visit_f64<E>(self, v: f64) -> std::result::Result<Part, E> {
+                Ok(Part::Other(
+                    serde_json::Number::from_f64(v)
+                        .map_or_else(|| "null".to_string(), |n| n.to_string()),
+                ))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Part, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Part::Other("[list]".into()))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Part, A::Error> {
+                let (mut content_type, mut text) = (None, None);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "content_type" => content_type = map.next_value::<AnyStr>()?.0,
+                        "text" => text = map.next_value::<AnyStr>()?.0,
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Part::Object { content_type, text })
+            }
+        }
+        deserializer.deserialize_any(PartVisitor)
+    }
+}
+
+/// A string where there is one; anything else (skipped unread) is `None`.
+struct AnyStr(Option<String>);
+
+impl<'de> Deserialize<'de> for AnyStr {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct AnyStrVisitor;
+        impl<'de> Visitor<'de> for AnyStrVisitor {
+            type Value = AnyStr;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E>(self, text: &str) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(Some(text.to_string())))
+            }
+            fn visit_string<E>(self, text: String) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(Some(text)))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_none<E>(self) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<AnyStr, E> {
+                Ok(AnyStr(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<AnyStr, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(AnyStr(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<AnyStr, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(AnyStr(None))
+            }
+        }
+        deserializer.deserialize_any(AnyStrVisitor)
     }
 }

@@ -5,10 +5,12 @@
 //! kept; other blocks (tool use, tool results, images) become a short
 //! placeholder naming what was there.
 
-use super::{bad, chat_id, message_id, parse, rfc3339_millis, Conversation, ImportedMessage};
+use super::{
+    bad, chat_id, message_id, parse_list, rfc3339_millis, Conversation, ImportedMessage, ListAt,
+    Naming,
+};
 use chatvault::{Result, Role};
 use serde::Deserialize;
-use serde_json::Value;
 use std::path::Path;
 
 const SOURCE: &str = "claude";
@@ -51,21 +53,40 @@ struct File {
     file_name: Option<String>,
 }
 
-/// Reads every conversation, in full, before anything is saved.
-pub fn read(file: &Path, conversations: Vec<Value>) -> Result<Vec<Conversation>> {
-    conversations
+/// Reads every conversation of the list `json`, in full, before anything
+/// is saved.
+pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
+    parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
         .enumerate()
-        .map(|(n, value)| {
-            let field = |key| value.get(key).and_then(Value::as_str);
-            let name = match (field("uuid"), field("name")) {
-                (Some(id), Some(title)) => format!("#{n} ({id}, {title:?})"),
-                (id, _) => format!("#{n} ({})", id.unwrap_or("?")),
-            };
-            let export: Export = parse(file, &name, value)?;
+        .map(|(n, export)| {
+            let name = Names {
+                uuid: Some(export.uuid.clone()),
+                name: export.name.clone(),
+            }
+            .name(n);
             conversation(file, &name, export)
         })
         .collect()
+}
+
+/// The fields that name a conversation in errors.
+#[derive(Deserialize)]
+struct Names {
+    #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+impl Naming for Names {
+    /// Its position, id and title.
+    fn name(&self, n: usize) -> String {
+        match (&self.uuid, &self.name) {
+            (Some(id), Some(title)) => format!("#{n} ({id}, {title:?})"),
+            (id, _) => format!("#{n} ({})", id.as_deref().unwrap_or("?")),
+        }
+    }
 }
 
 fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation> {

@@ -16,7 +16,7 @@ mod fuzz;
 
 use crate::json;
 use chatvault::core::{Hlc, Lww};
-use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, MessageId, Result, Role};
+use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, ImportOptions, MessageId, Result, Role};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use std::io::Read;
@@ -100,20 +100,89 @@ pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId 
     ))
 }
 
-/// Deserializes `value`, naming the conversation and the field on failure.
-pub fn parse<T: DeserializeOwned>(
+/// What names a conversation in errors: the few fields that say which it
+/// is, read on their own (everything else is skipped unread).
+pub trait Naming: DeserializeOwned {
+    /// `#n (id, "title")`, as far as the fields are there.
+    fn name(&self, n: usize) -> String;
+}
+
+/// Where a list of conversations is in a file.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ListAt {
+    /// The file is the list (ChatGPT, Claude).
+    Top,
+    /// At the key `chats` of the top-level object (chatvault's formats).
+    Chats,
+}
+
+/// The list at `chats`, every other key skipped unread.
+#[derive(serde::Deserialize)]
+#[serde(bound = "T: DeserializeOwned")]
+struct Chats<T> {
+    chats: Vec<T>,
+}
+
+/// `json`'s list at `at` as `T`s, or the path of the bad field and what is
+/// wrong with it.
+fn list<T: DeserializeOwned>(
+    json: &[u8],
+    at: ListAt,
+) -> std::result::Result<Vec<T>, (String, String)> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
+    let parsed = match at {
+        ListAt::Top => serde_path_to_error::deserialize::<_, Vec<T>>(&mut deserializer),
+        ListAt::Chats => {
+            serde_path_to_error::deserialize::<_, Chats<T>>(&mut deserializer).map(|c| c.chats)
+        }
+    };
+    let list = parsed.map_err(|e| (e.path().to_string(), e.inner().to_string()))?;
+    deserializer
+        .end()
+        .map_err(|e| (String::new(), e.to_string()))?;
+    Ok(list)
+}
+
+/// Deserializes the list of conversations in `json` straight into `T`s,
+/// checked in full: no `serde_json::Value` of the file is ever built (one
+/// takes ten and more times the file's size in memory). A bad conversation
+/// is named by its position and its [`Naming`] fields, with the path of
+/// the bad field.
+pub fn parse_list<T: DeserializeOwned, N: Naming>(
     file: &Path,
-    conversation: &str,
-    value: serde_json::Value,
-) -> Result<T> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        bad(
-            file,
-            conversation,
-            &e.path().to_string(),
-            &e.inner().to_string(),
-        )
-    })
+    json: &[u8],
+    at: ListAt,
+) -> Result<Vec<T>> {
+    let (path, what) = match list::<T>(json, at) {
+        Ok(list) => return Ok(list),
+        Err(error) => error,
+    };
+    let inside = match at {
+        ListAt::Top => Some(path.as_str()),
+        ListAt::Chats => path.strip_prefix("chats"),
+    };
+    let element = inside
+        .and_then(|rest| rest.strip_prefix('['))
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(n, field)| Some((n.parse::<usize>().ok()?, field.trim_start_matches('.'))));
+    match element {
+        Some((n, field)) => {
+            // Only the naming fields of every conversation: small.
+            let name = list::<N>(json, at)
+                .ok()
+                .and_then(|names| names.get(n).map(|named| named.name(n)))
+                .unwrap_or_else(|| format!("#{n}"));
+            Err(bad(file, &name, field, &what))
+        }
+        None if path.is_empty() || path == "." => Err(Error::invalid(format!(
+            "{}: {what}; nothing was imported",
+            file.display()
+        ))),
+        None => Err(Error::invalid(format!(
+            "{}: field `{path}`: {what}; nothing was imported",
+            file.display()
+        ))),
+    }
 }
 
 /// The error for a bad field of a conversation.
@@ -159,40 +228,84 @@ fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<Vec<Chat
     } else {
         bytes
     };
-    let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| {
+    let not_json = || {
         Error::invalid(format!(
-            "{} is not JSON ({e}): pass a ChatGPT or Claude export (zip or conversations.json) \
+            "{} is not JSON: pass a ChatGPT or Claude export (zip or conversations.json) \
              or a chatvault JSON export",
             file.display()
         ))
-    })?;
-    let conversations = match value {
-        serde_json::Value::Object(ref object) if object.contains_key("format") => {
-            return json::read(file, value)
-        }
-        serde_json::Value::Array(conversations) => conversations,
-        _ => {
-            return Err(Error::invalid(format!(
-                "{}: not an export this version knows (expected a list of conversations \
-                 or a chatvault JSON export)",
-                file.display()
-            )))
-        }
     };
-    let first = conversations.first().and_then(serde_json::Value::as_object);
-    let chats = if first.is_some_and(|c| c.contains_key("mapping")) {
-        chatgpt::read(file, conversations)?
-    } else if first.is_some_and(|c| c.contains_key("chat_messages")) {
-        claude::read(file, conversations)?
-    } else if conversations.is_empty() {
-        Vec::new()
-    } else {
-        return Err(Error::invalid(format!(
-            "{}: conversation 0 has neither `mapping` (ChatGPT) nor `chat_messages` (Claude)",
-            file.display()
-        )));
+    let first = json
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .ok_or_else(not_json)?;
+    let conversations = match first {
+        b'{' => return json::read(file, &json),
+        b'[' => Source::of_first(&json).map_err(|e| {
+            Error::invalid(format!(
+                "{}: not an export this version knows ({e})",
+                file.display()
+            ))
+        })?,
+        _ => return Err(not_json()),
+    };
+    let chats = match conversations {
+        Some(Source::ChatGpt) => chatgpt::read(file, &json)?,
+        Some(Source::Claude) => claude::read(file, &json)?,
+        None => Vec::new(),
     };
     Ok(chats.into_iter().map(Conversation::into_chat).collect())
+}
+
+/// Which app wrote a list of conversations, told by its first one.
+enum Source {
+    ChatGpt,
+    Claude,
+}
+
+impl Source {
+    /// The source of the list `json` (`None` when empty), reading only the
+    /// first conversation's keys.
+    fn of_first(json: &[u8]) -> std::result::Result<Option<Source>, String> {
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            mapping: Option<serde::de::IgnoredAny>,
+            chat_messages: Option<serde::de::IgnoredAny>,
+        }
+        struct First;
+        impl<'de> serde::de::Visitor<'de> for First {
+            type Value = Option<Probe>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of conversations")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<Option<Probe>, A::Error> {
+                let first = seq.next_element::<Probe>()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(first)
+            }
+        }
+        use serde::Deserializer as _;
+        let first = serde_json::Deserializer::from_slice(json)
+            .deserialize_seq(First)
+            .map_err(|e| e.to_string())?;
+        match first {
+            None => Ok(None),
+            Some(Probe {
+                mapping: Some(_), ..
+            }) => Ok(Some(Source::ChatGpt)),
+            Some(Probe {
+                chat_messages: Some(_),
+                ..
+            }) => Ok(Some(Source::Claude)),
+            Some(_) => Err(
+                "conversation 0 has neither `mapping` (ChatGPT) nor `chat_messages` (Claude)"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// The `conversations.json` inside an export zip, if it unpacks to at most
@@ -232,8 +345,10 @@ fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>
     Ok(json)
 }
 
-/// Imports every chat of `file` through the batched save path.
-pub async fn run(vault: &ChatVault, file: &Path) -> Result<()> {
+/// Imports every chat of `file` through the batched save path; deletions
+/// in it (a chatvault export's deleted chats and messages) only with
+/// `apply_deletions`.
+pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
     let chats = read(file)?;
     let messages: usize = chats.iter().map(Chat::message_count).sum();
     let progress = ProgressBar::new(chats.len() as u64);
@@ -241,13 +356,77 @@ pub async fn run(vault: &ChatVault, file: &Path) -> Result<()> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
             .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
     );
+    let options = ImportOptions { apply_deletions };
     let report = vault
-        .import_chats(chats, |done| progress.inc(done as u64))
+        .import_chats_with(chats, options, |done| progress.inc(done as u64))
         .await?;
     progress.finish_and_clear();
+    if report.deletions_ignored > 0 {
+        eprintln!(
+            "note: {} deleted chat(s) or message(s) in the file were not applied \
+             (--apply-deletions applies them)",
+            report.deletions_ignored
+        );
+    }
     println!(
         "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}",
         report.added, report.updated, report.unchanged
     );
     Ok(())
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod memory {
+    use super::{read_bytes, MAX_UNZIPPED_BYTES};
+    use std::path::Path;
+
+    /// This process's peak resident memory (VmHWM), in bytes, after
+    /// resetting it when `reset`.
+    fn peak_rss(reset: bool) -> u64 {
+        if reset {
+            std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak");
+        }
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .expect("VmHWM");
+        let kb: u64 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("kB");
+        kb * 1024
+    }
+
+    /// An export whose first conversation carries `values` small numbers
+    /// in a field the importer ignores, written for each `kind`.
+    fn padded(fixture: &[u8], values: usize) -> Vec<u8> {
+        let mut conversations: serde_json::Value =
+            serde_json::from_slice(fixture).expect("fixture");
+        conversations[0]["padding"] = serde_json::Value::from("PADDING");
+        let text = conversations.to_string();
+        let numbers = format!("[{}0]", "0,".repeat(values));
+        text.replacen("\"PADDING\"", &numbers, 1).into_bytes()
+    }
+
+    #[test]
+    fn an_export_is_read_without_expanding_it_tenfold_in_memory() {
+        for fixture in [
+            &include_bytes!("../../tests/fixtures/chatgpt-conversations.json")[..],
+            &include_bytes!("../../tests/fixtures/claude-conversations.json")[..],
+        ] {
+            let json = padded(fixture, 8_000_000);
+            let size = json.len() as u64;
+            let before = peak_rss(true);
+            let chats = read_bytes(Path::new("padded.json"), json, MAX_UNZIPPED_BYTES)
+                .expect("the padded export imports");
+            let grown = peak_rss(false).saturating_sub(before);
+            assert!(!chats.is_empty());
+            assert!(
+                grown < size,
+                "reading a {size}-byte export took {grown} more bytes at its peak"
+            );
+        }
+    }
 }

@@ -100,6 +100,7 @@ async fn pull_pages(
             .storage
             .changes(&cursor, inner.config.page_size.max(1))
             .await?;
+        page.check_progress(&cursor)?;
         *pages += 1;
         report.requests += 1;
         // Within a page the last change of a chat wins.

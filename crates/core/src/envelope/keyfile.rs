@@ -526,8 +526,25 @@ pub(crate) struct KeyFileView<'a> {
 }
 
 impl<'a> KeyFileView<'a> {
+    /// Refuses a container with more than one passphrase slot (of either
+    /// format) before anything is decrypted: each would cost one scrypt
+    /// run, so a server could multiply the work factor cap by the slot
+    /// count, and chatvault never writes more than one.
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Self> {
         let (format, slots) = parse_container(bytes)?;
+        let passphrase_slots = slots
+            .iter()
+            .filter(|(k, _)| matches!(*k, SLOT_PASSPHRASE_V1 | SLOT_PASSPHRASE_IDENTITY))
+            .count();
+        if passphrase_slots > 1 {
+            return Err(Error::corrupt(
+                "key file",
+                format!(
+                    "{passphrase_slots} passphrase slots where at most one is valid; refusing to \
+                     run scrypt for each"
+                ),
+            ));
+        }
         let passphrase_slot = match format {
             1 => None,
             _ => slots
@@ -885,6 +902,58 @@ mod tests {
         let opened = EnvelopeCipher::from_key_file(&with_unknown, &Unlock::Identity(device))
             .expect("the X25519 slot still opens");
         assert_eq!(opened.vault(), cipher.vault());
+    }
+
+    /// A container of `kind` slots, each an scrypt age file of `payload`
+    /// under `passphrase` (work factor 2).
+    fn container_of_passphrase_slots(
+        format: u8,
+        kind: u8,
+        count: u8,
+        payload: &[u8],
+        passphrase: &SecretString,
+    ) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.push(format);
+        out.push(count);
+        for _ in 0..count {
+            let slot = export::encrypt_to_passphrase(payload, passphrase, Some(2)).expect("slot");
+            out.push(kind);
+            out.extend_from_slice(&(slot.len() as u32).to_be_bytes());
+            out.extend_from_slice(&slot);
+        }
+        out
+    }
+
+    #[test]
+    fn a_key_file_with_more_than_one_passphrase_slot_is_refused_before_any_scrypt() {
+        let passphrase = SecretString::from("a long passphrase");
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let keyring = encode_keyring_v1(&cipher.read());
+        // Format 1: every passphrase slot would cost one scrypt.
+        let legacy =
+            container_of_passphrase_slots(1, SLOT_PASSPHRASE_V1, 20, &keyring, &passphrase);
+        // Format 2: a second passphrase-identity slot is just as malformed.
+        let identity = x25519::Identity::generate();
+        let secret = identity.to_string().expose_secret().as_bytes().to_vec();
+        let current =
+            container_of_passphrase_slots(2, SLOT_PASSPHRASE_IDENTITY, 2, &secret, &passphrase);
+        for file in [legacy, current] {
+            let result =
+                EnvelopeCipher::from_key_file(&file, &Unlock::Passphrase(passphrase.clone()));
+            match result {
+                Err(Error::Corrupt { reason, .. }) => {
+                    assert!(reason.contains("passphrase slots"), "{reason}")
+                }
+                other => panic!("expected Corrupt naming the passphrase slots, got {other:?}"),
+            }
+            let by_identity =
+                EnvelopeCipher::from_key_file(&file, &Unlock::Identity(identity.clone()));
+            assert!(
+                matches!(by_identity, Err(Error::Corrupt { .. })),
+                "{by_identity:?}"
+            );
+        }
     }
 
     /// The first release's keyring layout: no version field.
