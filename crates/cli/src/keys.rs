@@ -265,7 +265,11 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
             .get(chat)
             .map(String::as_str)
             .unwrap_or("(deleted chat)");
-        eprintln!("not re-sealed: {title:?} ({chat}): {why}");
+        eprintln!(
+            "not re-sealed: {:?} ({chat}): {}",
+            crate::output::terminal(title),
+            crate::output::terminal(why)
+        );
     }
     Ok(())
 }
