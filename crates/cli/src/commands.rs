@@ -3,6 +3,7 @@
 //! the server before the process exits); offline, writes stay queued.
 
 use crate::config::{Config, VaultEntry};
+use crate::output::out;
 use crate::unlock::Cache;
 use crate::{output, settings, Cli, Command, ExportFormat};
 use chatvault::{ChatId, ChatVault, Error, MessageId, Result};
@@ -14,12 +15,10 @@ const DEFAULT_VAULT: &str = "default";
 /// Runs one command line.
 pub async fn run(mut cli: Cli) -> Result<()> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut Cli::command(),
-            "chatvault",
-            &mut std::io::stdout(),
-        );
+        // Generated whole first: clap_complete panics on a failed write.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "chatvault", &mut script);
+        output::raw(&script);
         return Ok(());
     }
     if let Command::Lock = cli.command {
@@ -103,7 +102,7 @@ impl Session {
             config.default = Some(name.to_string());
         }
         config.save()?;
-        println!(
+        out!(
             "vault {name:?} at {} ({} chats){}",
             location.server,
             self.vault.sidebar().len(),
@@ -146,13 +145,13 @@ impl Session {
                 }
             }
             Command::New { title } => {
-                println!("{}", vault.new_chat(title).await?.id);
+                out!("{}", vault.new_chat(title).await?.id);
                 self.push().await?;
             }
             Command::Add { chat, role, text } => {
                 let chat = chat_id(&chat)?;
                 let online = self.pull().await?;
-                println!("{}", vault.add_message(chat, role.into(), text).await?);
+                out!("{}", vault.add_message(chat, role.into(), text).await?);
                 self.push_if(online).await?;
             }
             Command::Rename { chat, title } => {
@@ -216,8 +215,8 @@ impl Session {
             }
             Command::Status => {
                 self.pull().await?;
-                println!("pending {}", vault.pending_changes()?);
-                println!("status {}", output::status(&vault.status()));
+                out!("pending {}", vault.pending_changes()?);
+                out!("status {}", output::status(&vault.status()));
             }
         }
         Ok(())

@@ -46,13 +46,7 @@ pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Pat
     let file = vault.export_age(target).await?;
     match output {
         Some(path) => write_private(path, &file)?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&file)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Error::local("cannot write to standard output", e))?;
-        }
+        None => crate::output::raw(&file),
     }
     eprintln!("exported {} chats", vault.sidebar().len());
     Ok(())
@@ -74,13 +68,7 @@ pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> 
     json.push(b'\n');
     match output {
         Some(path) => write_private(path, &json)?,
-        None => {
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&json)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Error::local("cannot write to standard output", e))?;
-        }
+        None => crate::output::raw(&json),
     }
     eprintln!("exported {} chats", export.chats.len());
     Ok(())

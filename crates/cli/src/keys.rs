@@ -2,6 +2,7 @@
 //! is one new key file on the server, written only if no other device
 //! changed it in between (else re-read and tried once more).
 
+use crate::output::out;
 use chatvault::{ChatVault, Error, Event, Protection, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -102,7 +103,7 @@ pub fn write_device_key(file: &Path) -> Result<()> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.sync_all())
         .map_err(|e| Error::local(format!("cannot write {}", file.display()), e))?;
-    println!("{recipient}");
+    out!("{recipient}");
     eprintln!(
         "wrote the identity to {}; on a device that unlocks the vault run: chatvault keys \
          add-device {recipient} --label NAME",
@@ -119,12 +120,12 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
                 print_protection(&p);
             }
             if vault.keys().protections().is_empty() {
-                println!(
+                out!(
                     "(this key file predates the list; the first key change writes it: \
                      passphrase and/or this device's key)"
                 );
             }
-            println!(
+            out!(
                 "data key {} (keys held: {:?}); fingerprint {}",
                 vault.cipher().current_key_id(),
                 vault.cipher().key_ids(),
@@ -157,7 +158,7 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Recovery => {
             let key = vault.create_recovery_key().await?;
-            println!(
+            out!(
                 "{}",
                 age::secrecy::ExposeSecret::expose_secret(&key.secret())
             );
@@ -169,7 +170,7 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
         }
         KeysCommand::Rotate { no_reseal, quiet } => {
             let key = vault.rotate_key().await?;
-            println!("{key}");
+            out!("{key}");
             eprintln!("data key {key} is current; new records are sealed with it");
             if !no_reseal {
                 reseal(vault, quiet).await?;
@@ -185,7 +186,7 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
                 );
             }
             for id in retired {
-                println!("{id}");
+                out!("{id}");
             }
         }
         KeysCommand::DeviceKey { file } => write_device_key(&file)?,
@@ -275,7 +276,7 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
 }
 
 fn print_protection(p: &Protection) {
-    println!(
+    out!(
         "{:<10}  {:<12}  {:<20}  {}  {}",
         p.kind.as_str(),
         p.id(),

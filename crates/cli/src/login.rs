@@ -4,7 +4,7 @@
 //! commands sync with no password and no token (it refreshes itself);
 //! `logout` revokes it on the server and removes it.
 
-use crate::settings::{self, Location};
+use crate::settings::Location;
 use crate::Cli;
 use chatvault::{Error, Result};
 use clap::Args;
@@ -71,7 +71,7 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
             line
         }
     };
-    let vault = settings::builder(cli, location)?
+    let vault = crate::settings::builder(cli, location)?
         .supabase_sign_in(&email, std::mem::take(&mut *password))
         .open()
         .await?;
@@ -86,7 +86,7 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
         .and_then(|session| session.user_id)
         .map(|id| format!(" (user {id})"))
         .unwrap_or_default();
-    println!(
+    crate::output::out!(
         "signed in to {} as {email}{user}; the session is kept sealed in {}",
         location.server,
         location.replica.display()
@@ -101,10 +101,10 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
 pub async fn logout(cli: &Cli, location: &Location, args: &LogoutArgs) -> Result<()> {
     use chatvault::supabase::SignOutScope;
     supabase_only(location)?;
-    let vault = match settings::builder(cli, location)?.open().await {
+    let vault = match crate::settings::builder(cli, location)?.open().await {
         Ok(vault) => vault,
         Err(Error::Unauthorized { message }) => {
-            println!("not signed in to {} ({message})", location.server);
+            crate::output::out!("not signed in to {} ({message})", location.server);
             return Ok(());
         }
         Err(e) => return Err(e),
@@ -117,7 +117,7 @@ pub async fn logout(cli: &Cli, location: &Location, args: &LogoutArgs) -> Result
     let result = vault.sign_out(scope).await;
     vault.close().await;
     result?;
-    println!(
+    crate::output::out!(
         "signed out of {}{}",
         location.server,
         if args.everywhere {

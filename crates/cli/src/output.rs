@@ -4,6 +4,51 @@
 use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
 use std::borrow::Cow;
 use std::error::Error as _;
+use std::io::Write;
+
+/// Prints one line on standard output, like `println!`, through [`line`]: a
+/// closed pipe (`chatvault ls | head -2`) ends the process quietly with exit 0.
+macro_rules! out {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use out;
+
+/// Writes `args` and a line break to standard output. Standard output is
+/// data for the next program: when that program has stopped reading (a
+/// closed pipe, as after `| head`), the output is over and the process
+/// exits 0 without a word; any other write error exits 6.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        stdout_failed(&e);
+    }
+}
+
+/// Writes `bytes` to standard output and flushes it, ending the process as
+/// [`line`] does when that fails.
+pub fn raw(bytes: &[u8]) {
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        stdout_failed(&e);
+    }
+}
+
+/// The end of a process whose standard output cannot be written.
+fn stdout_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(i32::from(crate::exit::LOCAL));
+}
 
 /// `text` made safe to print on a terminal: every control character (C0,
 /// DEL, C1: escape sequences, bells, backspaces, carriage returns, line
@@ -36,14 +81,14 @@ pub fn error(e: &Error) {
 pub fn json(value: &impl serde::Serialize) -> chatvault::Result<()> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Error::invalid(format!("cannot encode JSON: {e}")))?;
-    println!("{text}");
+    out!("{text}");
     Ok(())
 }
 
 /// One line per chat: id, star, message count, last activity, title.
 pub fn sidebar(chats: &[ChatSummary]) {
     for chat in chats {
-        println!(
+        out!(
             "{}  {}  {:>5}  {}  {}",
             chat.id,
             if chat.starred { '*' } else { ' ' },
@@ -57,23 +102,23 @@ pub fn sidebar(chats: &[ChatSummary]) {
 /// The title, then each message: a header line and its text, indented.
 pub fn chat(chat: &Chat) {
     let star = if chat.is_starred() { "  [starred]" } else { "" };
-    println!("{}{star}", terminal(chat.title()));
+    out!("{}{star}", terminal(chat.title()));
     for message in chat.messages() {
-        println!(
+        out!(
             "\n{}  {:<9}  {}",
             message.id,
             role(message.role()),
             time(message.written_millis())
         );
         for line in message.content().lines() {
-            println!("    {}", terminal(line));
+            out!("    {}", terminal(line));
         }
     }
 }
 
 /// What a sync round did.
 pub fn report(report: &SyncReport, status: &SyncStatus) {
-    println!(
+    out!(
         "pulled {}, pushed {}, conflicts merged {}, pending {}; {}",
         report.pulled,
         report.pushed,
@@ -99,14 +144,14 @@ pub fn skipped(report: &SyncReport) {
 pub fn event(event: &Event, title: Option<&str>) {
     match event {
         Event::ChatUpserted(id) => {
-            println!("upserted {id}  {}", terminal(title.unwrap_or("")))
+            out!("upserted {id}  {}", terminal(title.unwrap_or("")))
         }
-        Event::ChatDeleted(id) => println!("deleted {id}"),
-        Event::SyncStatus(s) => println!("status {}", status(s)),
+        Event::ChatDeleted(id) => out!("deleted {id}"),
+        Event::SyncStatus(s) => out!("status {}", status(s)),
         Event::RecordSkipped { chat, reason } => {
-            println!("skipped {chat}: {}", terminal(reason))
+            out!("skipped {chat}: {}", terminal(reason))
         }
-        other => println!("{}", terminal(&format!("{other:?}"))),
+        other => out!("{}", terminal(&format!("{other:?}"))),
     }
 }
 

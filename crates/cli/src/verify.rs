@@ -8,6 +8,7 @@
 //! reported as a problem while the records are still checked with the key
 //! file this device trusts.
 
+use crate::output::out;
 use crate::settings::{self, Location};
 use crate::Cli;
 use chatvault::core::engine::open_record;
@@ -32,7 +33,7 @@ impl Problems {
     fn report(&mut self, line: String) {
         self.0 += 1;
         // Problems quote errors, whose text may come from the server.
-        println!("{}", crate::output::terminal(&line));
+        out!("{}", crate::output::terminal(&line));
     }
 }
 
@@ -53,7 +54,7 @@ pub async fn run(cli: &Cli, location: &Location) -> Result<()> {
     let cipher = check_key_file(&storage, replica.as_ref(), &unlock, &mut problems).await?;
     let (server, local) =
         check_records(&storage, replica.as_ref(), Arc::new(cipher), &mut problems).await?;
-    println!(
+    out!(
         "checked the key file, {server} server records and {local} replica records: {}",
         if problems.0 == 0 {
             "all open and agree".to_string()
@@ -133,7 +134,7 @@ async fn check_key_file(
         }
         (Some(server), None) => {
             let cipher = open_key_file(server, unlock).await?;
-            println!(
+            out!(
                 "key file  {}: opens (this device holds no copy to compare it with; \
                  compare the fingerprint with another device)",
                 describe(&cipher)
@@ -142,7 +143,7 @@ async fn check_key_file(
         }
         (Some(server), Some(local)) if server == local => {
             let cipher = open_key_file(server, unlock).await?;
-            println!(
+            out!(
                 "key file  {}: opens, the same as this device's copy",
                 describe(&cipher)
             );
@@ -154,7 +155,7 @@ async fn check_key_file(
             match (trusted, theirs) {
                 (Ok(trusted), Ok(theirs)) => match trusted.check_successor(&theirs) {
                     Ok(()) => {
-                        println!(
+                        out!(
                             "key file  {}: opens, a valid successor of this device's copy \
                              (version {})",
                             describe(&theirs),
@@ -188,7 +189,7 @@ async fn check_key_file(
                         None => None,
                     };
                     match trust.map(|trust| trust.admits(&theirs)) {
-                        Some(Ok(())) => println!(
+                        Some(Ok(())) => out!(
                             "key file  {}: opens, a valid successor of what this device trusts \
                              (its older copy does not open with this secret: changed on another \
                              device?)",
@@ -197,7 +198,7 @@ async fn check_key_file(
                         Some(Err(e)) => {
                             problems.report(format!("key file  server {}: {e}", describe(&theirs)))
                         }
-                        None => println!(
+                        None => out!(
                             "key file  {}: opens; this device's older copy does not open with \
                              this secret (changed on another device?), so it was not compared",
                             describe(&theirs)

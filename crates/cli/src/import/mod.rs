@@ -15,6 +15,7 @@ mod claude;
 mod fuzz;
 
 use crate::json;
+use crate::output::out;
 use chatvault::core::{Hlc, Lww};
 use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, ImportOptions, MessageId, Result, Role};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -368,9 +369,11 @@ pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Resul
             report.deletions_ignored
         );
     }
-    println!(
+    out!(
         "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}",
-        report.added, report.updated, report.unchanged
+        report.added,
+        report.updated,
+        report.unchanged
     );
     Ok(())
 }
