@@ -125,19 +125,18 @@ impl Session {
             | Command::Logout(_)
             | Command::Lock
             | Command::Agent { .. } => {}
-            Command::Ls { json } => {
+            Command::Ls { json, full_ids } => {
                 self.pull().await?;
                 if json {
                     let chats: Vec<_> = vault.sidebar().iter().map(crate::json::summary).collect();
                     output::json(&chats)?;
                 } else {
-                    output::sidebar(&vault.sidebar());
+                    output::sidebar(&vault.sidebar(), full_ids);
                 }
             }
             Command::Show { chat, json } => {
-                let chat = chat_id(&chat)?;
                 self.pull().await?;
-                let chat = vault.load_full_chat(chat).await?;
+                let chat = vault.load_full_chat(self.chat_id(&chat)?).await?;
                 if json {
                     output::json(&crate::json::chat(&chat))?;
                 } else {
@@ -149,30 +148,27 @@ impl Session {
                 self.push().await?;
             }
             Command::Add { chat, role, text } => {
-                let chat = chat_id(&chat)?;
                 let online = self.pull().await?;
+                let chat = self.chat_id(&chat)?;
                 out!("{}", vault.add_message(chat, role.into(), text).await?);
                 self.push_if(online).await?;
             }
             Command::Rename { chat, title } => {
-                let chat = chat_id(&chat)?;
                 let online = self.pull().await?;
-                vault.rename(chat, title).await?;
+                vault.rename(self.chat_id(&chat)?, title).await?;
                 self.push_if(online).await?;
             }
             Command::Star { chat } => self.star(&chat, true).await?,
             Command::Unstar { chat } => self.star(&chat, false).await?,
             Command::Rm { chat } => {
-                let chat = chat_id(&chat)?;
                 let online = self.pull().await?;
-                vault.delete_chat(chat).await?;
+                vault.delete_chat(self.chat_id(&chat)?).await?;
                 self.push_if(online).await?;
             }
             Command::RmMessage { chat, message } => {
-                let chat = chat_id(&chat)?;
                 let message: MessageId = message.parse()?;
                 let online = self.pull().await?;
-                vault.delete_message(chat, message).await?;
+                vault.delete_message(self.chat_id(&chat)?, message).await?;
                 self.push_if(online).await?;
             }
             Command::Sync => {
@@ -201,9 +197,9 @@ impl Session {
                     }
                 }
             }
-            Command::Search { text } => {
+            Command::Search { text, full_ids } => {
                 self.pull().await?;
-                crate::search::run(vault, &text).await?;
+                crate::search::run(vault, &text, full_ids).await?;
             }
             Command::Keys(command) => crate::keys::run(vault, command).await?,
             Command::Import {
@@ -223,9 +219,8 @@ impl Session {
     }
 
     async fn star(&self, chat: &str, starred: bool) -> Result<()> {
-        let chat = chat_id(chat)?;
         let online = self.pull().await?;
-        self.vault.star(chat, starred).await?;
+        self.vault.star(self.chat_id(chat)?, starred).await?;
         self.push_if(online).await
     }
 
@@ -282,12 +277,14 @@ impl Session {
         }
     }
 
+    /// The chat `text` names among the chats this device knows (after the
+    /// pull): an id, a unique id prefix or an exact title.
+    fn chat_id(&self, text: &str) -> Result<ChatId> {
+        crate::ids::resolve(text, &self.vault.sidebar())
+    }
+
     fn queued(&self) {
         let pending = self.vault.pending_changes().unwrap_or(0);
         eprintln!("queued: {pending} change(s) wait on this device; the next sync pushes them");
     }
-}
-
-fn chat_id(text: &str) -> Result<ChatId> {
-    text.parse()
 }

@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod exit;
 mod export;
+mod ids;
 mod import;
 mod json;
 mod keys;
@@ -113,15 +114,20 @@ enum Command {
         /// file:///folder, s3://bucket/prefix or supabase+https://project.supabase.co
         url: String,
     },
-    /// List chats (id, starred, messages, last activity, title), newest first
+    /// List chats (short id, starred, messages, last activity, title), newest
+    /// first. The short id is the first 8 hex digits of the chat's id (more
+    /// where two chats share them): any command taking a chat accepts it
     Ls {
         /// One JSON array of chats instead of lines
         #[arg(long)]
         json: bool,
+        /// Print whole chat ids instead of short ones
+        #[arg(long, short = 'l')]
+        full_ids: bool,
     },
     /// Print a chat's messages in order, with their original times
     Show {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
         /// The chat as chatvault JSON (the export schema) instead of text
         #[arg(long)]
@@ -134,7 +140,7 @@ enum Command {
     },
     /// Append a message to a chat and print its id
     Add {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
         /// Who wrote it
         #[arg(long, value_enum, default_value_t = CliRole::User)]
@@ -144,29 +150,29 @@ enum Command {
     },
     /// Rename a chat
     Rename {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
         /// The new title
         title: String,
     },
     /// Star a chat
     Star {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
     },
     /// Unstar a chat
     Unstar {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
     },
     /// Delete a chat on every device
     Rm {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
     },
     /// Delete one message of a chat on every device
     RmMessage {
-        /// The chat's id
+        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
         /// The message's id (see `show`)
         message: String,
@@ -192,6 +198,9 @@ enum Command {
     Search {
         /// The text to look for
         text: String,
+        /// Print whole chat ids instead of short ones
+        #[arg(long, short = 'l')]
+        full_ids: bool,
     },
     /// Check that the vault's key file opens and is this device's copy or a
     /// valid successor (not damaged, replaced or rolled back), and that every

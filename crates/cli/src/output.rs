@@ -85,12 +85,18 @@ pub fn json(value: &impl serde::Serialize) -> chatvault::Result<()> {
     Ok(())
 }
 
-/// One line per chat: id, star, message count, last activity, title.
-pub fn sidebar(chats: &[ChatSummary]) {
+/// One line per chat: id (short, see [`crate::ids::short`], unless
+/// `full_ids`), star, message count, last activity, title.
+pub fn sidebar(chats: &[ChatSummary], full_ids: bool) {
+    let len = if full_ids {
+        32
+    } else {
+        crate::ids::short_len(chats.iter().map(|c| &c.id))
+    };
     for chat in chats {
         out!(
             "{}  {}  {:>5}  {}  {}",
-            chat.id,
+            crate::ids::short(&chat.id, len),
             if chat.starred { '*' } else { ' ' },
             chat.message_count,
             time(chat.last_activity.millis),

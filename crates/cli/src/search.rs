@@ -208,7 +208,8 @@ fn prefilter(text: &str) -> BodyFilter {
 }
 
 /// Prints every hit: chat id, time, title, snippet.
-pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
+/// Chat ids are short ones ([`crate::ids::short`]), unless `full_ids`.
+pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
     let all = vault.engine().all_chats_where(prefilter(text)).await?;
     for skipped in &all.unreadable {
         eprintln!(
@@ -216,12 +217,17 @@ pub async fn run(vault: &ChatVault, text: &str) -> Result<()> {
             skipped.chat, skipped.error
         );
     }
+    let len = if full_ids {
+        32
+    } else {
+        crate::ids::short_len(vault.sidebar().iter().map(|c| &c.id))
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = find(&all.chats, text).iter().try_for_each(|hit| {
         writeln!(
             out,
             "{}  {}  {}: {}",
-            hit.chat,
+            crate::ids::short(&hit.chat, len),
             time(hit.at),
             crate::output::terminal(&hit.title),
             crate::output::terminal(&hit.snippet)

@@ -67,7 +67,7 @@ fn new_add_ls_show_round_trip_in_the_default_replica() {
     let first = run(&["add", &id, "Book the train"]);
     run(&["add", &id, "--role", "assistant", "Booked: 9:14 to Lyon"]);
 
-    let ls = run(&["ls"]);
+    let ls = run(&["ls", "--full-ids"]);
     let line = ls
         .lines()
         .find(|l| l.starts_with(&id))
@@ -103,7 +103,7 @@ fn a_second_device_sees_the_chat_after_sync_and_its_edits_come_back() {
 
     setup.ok("phone.redb", &["star", &id]);
     setup.ok("phone.redb", &["rename", &id, "Lyon trip"]);
-    let ls = setup.ok("laptop.redb", &["ls"]);
+    let ls = setup.ok("laptop.redb", &["ls", "--full-ids"]);
     assert!(ls.contains(&format!("{id}  *")), "starred: {ls}");
     assert!(ls.contains("Lyon trip"), "{ls}");
 }
@@ -125,7 +125,7 @@ fn deletions_reach_every_device() {
 
     setup.ok("a.redb", &["rm", &gone]);
     setup.ok("a.redb", &["rm-message", &keep, &removed]);
-    let ls = setup.ok("b.redb", &["ls"]);
+    let ls = setup.ok("b.redb", &["ls", "--full-ids"]);
     assert!(!ls.contains(&gone) && ls.contains(&keep), "{ls}");
     let show = setup.ok("b.redb", &["show", &keep]);
     assert!(show.contains(&kept) && !show.contains(&removed), "{show}");
@@ -146,14 +146,14 @@ fn a_write_with_no_sync_stays_queued_until_the_next_sync() {
         .to_string();
     let status = setup.ok("a.redb", &["--no-sync", "status"]);
     assert!(status.starts_with("pending 1\n"), "{status}");
-    assert!(!setup.ok("b.redb", &["ls"]).contains(&id));
+    assert!(!setup.ok("b.redb", &["ls", "--full-ids"]).contains(&id));
 
     let sync = setup.ok("a.redb", &["sync"]);
     assert!(
         sync.contains("pushed 1,") && sync.contains("pending 0"),
         "{sync}"
     );
-    assert!(setup.ok("b.redb", &["ls"]).contains(&id));
+    assert!(setup.ok("b.redb", &["ls", "--full-ids"]).contains(&id));
 }
 
 #[test]
@@ -231,7 +231,7 @@ fn a_wrong_passphrase_exits_3_with_the_wrong_key_message() {
     let setup = Setup::new();
     setup.ok("a.redb", &["new", "secret"]);
     let out = setup
-        .command(Some("b.redb"), &["ls"])
+        .command(Some("b.redb"), &["ls", "--full-ids"])
         .env("CHATVAULT_PASSPHRASE", "not it")
         .output()
         .expect("run");
@@ -244,7 +244,7 @@ fn the_passphrase_is_read_from_stdin_when_the_variable_is_unset() {
     let setup = Setup::new();
     let id = setup.ok("a.redb", &["new", "typed"]).trim().to_string();
     let mut child = setup
-        .command(Some("b.redb"), &["ls"])
+        .command(Some("b.redb"), &["ls", "--full-ids"])
         .env_remove("CHATVAULT_PASSPHRASE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -258,7 +258,7 @@ fn the_passphrase_is_read_from_stdin_when_the_variable_is_unset() {
     assert!(ls.contains(&id), "{ls}");
 
     let out = setup
-        .command(Some("b.redb"), &["ls"])
+        .command(Some("b.redb"), &["ls", "--full-ids"])
         .env_remove("CHATVAULT_PASSPHRASE")
         .output()
         .expect("run");
@@ -285,8 +285,12 @@ fn an_identity_file_unlocks_the_vault_created_for_it() {
         command.output().expect("run")
     };
     let id = succeeded(with_key("a.redb", &["new", "by key"]));
-    assert!(succeeded(with_key("b.redb", &["ls"])).contains(id.trim()));
-    failed_with(setup.output(Some("c.redb"), &["ls"]), 3, "wrong key");
+    assert!(succeeded(with_key("b.redb", &["ls", "--full-ids"])).contains(id.trim()));
+    failed_with(
+        setup.output(Some("c.redb"), &["ls", "--full-ids"]),
+        3,
+        "wrong key",
+    );
 }
 
 #[test]
@@ -307,7 +311,7 @@ fn a_malformed_chat_id_exits_2_naming_it() {
     failed_with(
         setup.output(Some("a.redb"), &["show", "nope"]),
         2,
-        "not a ChatId: \"nope\"",
+        "no chat \"nope\": give a chat id, a unique prefix",
     );
 }
 
@@ -339,18 +343,18 @@ fn offline_writes_stay_queued_and_the_next_sync_pushes_them() {
     let second = succeeded(out).trim().to_string();
     assert!(stderr.contains("queued: 1 change(s)"), "{stderr}");
 
-    let out = offline(&mut setup.command(Some("a.redb"), &["ls"]))
+    let out = offline(&mut setup.command(Some("a.redb"), &["ls", "--full-ids"]))
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     let ls = succeeded(out);
     assert!(ls.contains(&first) && ls.contains(&second), "{ls}");
     assert!(stderr.contains("working offline"), "{stderr}");
-    assert!(!setup.ok("b.redb", &["ls"]).contains(&second));
+    assert!(!setup.ok("b.redb", &["ls", "--full-ids"]).contains(&second));
 
     let sync = setup.ok("a.redb", &["sync"]);
     assert!(sync.contains("pushed 1,"), "{sync}");
-    assert!(setup.ok("b.redb", &["ls"]).contains(&second));
+    assert!(setup.ok("b.redb", &["ls", "--full-ids"]).contains(&second));
 }
 
 #[test]
@@ -414,7 +418,7 @@ fn titles_and_messages_reach_the_terminal_without_control_characters() {
             "control characters reach the terminal: {out:?}"
         );
     };
-    let ls = setup.ok("a.redb", &["ls"]);
+    let ls = setup.ok("a.redb", &["ls", "--full-ids"]);
     clean(&ls);
     assert!(ls.contains("Trip]0;owned plans[2J31m"), "{ls}");
     let show = setup.ok("a.redb", &["show", &id]);

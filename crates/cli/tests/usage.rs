@@ -165,3 +165,75 @@ fn a_failed_write_to_standard_output_is_an_error_not_a_panic() {
     let out = setup.command(&["ls"]).stdout(full).output().expect("run");
     failed_with(out, 6, "cannot write to standard output");
 }
+
+/// Three chats, two of whose ids share their first four hex digits.
+fn three_chats(setup: &Setup) {
+    setup.import(&[
+        (id("652ce30c", 1), "Trip to München".into(), 2),
+        (id("652cf00d", 2), "Bread".into(), 1),
+        (id("0f3c", 3), "Sourdough schedule".into(), 1),
+    ]);
+}
+
+#[test]
+fn a_unique_id_prefix_or_an_exact_title_names_a_chat() {
+    let setup = Setup::new();
+    three_chats(&setup);
+    let shown = setup.ok(&["show", "652ce30c"]);
+    assert!(shown.starts_with("Trip to München"), "{shown}");
+    assert_eq!(setup.ok(&["show", "652CE30C-1111"]), shown, "case, hyphens");
+    assert_eq!(setup.ok(&["show", "652ce"]), shown);
+    assert_eq!(setup.ok(&["show", "Trip to München"]), shown, "exact title");
+
+    setup.ok(&["rename", "0f3c", "Sourdough, week 2"]);
+    setup.ok(&["star", "Sourdough, week 2"]);
+    setup.ok(&["add", "652cf", "rye this time"]);
+    assert!(setup.ok(&["show", "652cf00d"]).contains("rye this time"));
+    setup.ok(&["rm", "652cf00d"]);
+
+    let ls = setup.ok(&["ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 2, "{ls}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("0f3c0000  *") && l.ends_with("Sourdough, week 2")),
+        "short ids of 8 hex digits: {ls}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("652ce30c  ")), "{ls}");
+    let full = setup.ok(&["ls", "--full-ids"]);
+    assert!(full.contains(&format!("{}  *", id("0f3c", 3))), "{full}");
+    let hits = setup.ok(&["search", "sourdough"]);
+    assert!(hits.starts_with("0f3c0000  "), "{hits}");
+}
+
+#[test]
+fn an_ambiguous_prefix_lists_the_candidates_and_a_short_one_is_no_prefix() {
+    let setup = Setup::new();
+    three_chats(&setup);
+    let out = setup.output(&["show", "652c"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    failed_with(out, 2, "matches 2 chats");
+    assert!(stderr.contains("652ce30c  Trip to München"), "{stderr}");
+    assert!(stderr.contains("652cf00d  Bread"), "{stderr}");
+    // Fewer than four digits: not taken as a prefix, and no chat has that title.
+    failed_with(setup.output(&["rm", "652"]), 2, "no chat \"652\"");
+    assert_eq!(setup.ok(&["ls"]).lines().count(), 3);
+}
+
+#[test]
+fn listings_lengthen_short_ids_that_would_be_ambiguous() {
+    let setup = Setup::new();
+    setup.import(&[
+        (id("652ce30c", 1), "one".into(), 1),
+        (
+            "652ce30c-1122-4111-8111-000000000002".into(),
+            "two".into(),
+            1,
+        ),
+    ]);
+    let ls = setup.ok(&["ls"]);
+    assert!(ls.contains("652ce30c-111  "), "{ls}");
+    assert!(ls.contains("652ce30c-112  "), "{ls}");
+    assert!(setup.ok(&["show", "652ce30c-112"]).starts_with("two"));
+}

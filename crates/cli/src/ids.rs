@@ -1,0 +1,126 @@
+//! Chat ids as people type them: a full id, a unique prefix of one (at
+//! least [`MIN_PREFIX`] hex digits, hyphens optional), or a chat's exact
+//! title; and the short ids `ls` and `search` print.
+
+use crate::output::terminal;
+use chatvault::{ChatId, ChatSummary, Error, Result};
+
+/// The fewest hex digits accepted as an id prefix.
+pub const MIN_PREFIX: usize = 4;
+
+/// The fewest hex digits listings print.
+pub const SHORT: usize = 8;
+
+/// An id's hex digits, without hyphens.
+fn digits(id: &ChatId) -> String {
+    id.0.simple().to_string()
+}
+
+/// `text` as hex digits (hyphens dropped, lower case), if it is nothing else.
+fn as_prefix(text: &str) -> Option<String> {
+    let prefix: String = text
+        .chars()
+        .filter(|&c| c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let hex = !prefix.is_empty() && prefix.chars().all(|c| c.is_ascii_hexdigit());
+    hex.then_some(prefix)
+}
+
+/// The chat `text` names among `chats`: a full id (listed or not), else
+/// the one chat whose id starts with `text` (at least [`MIN_PREFIX`] hex
+/// digits), else the one chat titled exactly `text`.
+///
+/// Errors: [`Error::InvalidInput`] (exit 2) when none matches, or when
+/// several do (after listing them on standard error).
+pub fn resolve(text: &str, chats: &[ChatSummary]) -> Result<ChatId> {
+    if let Ok(id) = text.parse::<ChatId>() {
+        return Ok(id);
+    }
+    let by_prefix: Vec<&ChatSummary> = match as_prefix(text) {
+        Some(prefix) if prefix.len() >= MIN_PREFIX => chats
+            .iter()
+            .filter(|c| digits(&c.id).starts_with(&prefix))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let matches = if by_prefix.is_empty() {
+        chats.iter().filter(|c| c.title == text).collect()
+    } else {
+        by_prefix
+    };
+    match matches.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(Error::invalid(format!(
+            "no chat {:?}: give a chat id, a unique prefix of one (at least {MIN_PREFIX} hex \
+             digits, see `chatvault ls`) or an exact title",
+            terminal(text)
+        ))),
+        several => {
+            let width = short_len(several.iter().map(|c| &c.id));
+            for chat in several {
+                eprintln!("  {}  {}", short(&chat.id, width), terminal(&chat.title));
+            }
+            Err(Error::invalid(format!(
+                "{:?} matches {} chats (listed above): give more of the id",
+                terminal(text),
+                several.len()
+            )))
+        }
+    }
+}
+
+/// The number of hex digits (at least [`SHORT`]) that tells every one of
+/// `ids` apart.
+pub fn short_len<'a>(ids: impl IntoIterator<Item = &'a ChatId>) -> usize {
+    let mut all: Vec<String> = ids.into_iter().map(digits).collect();
+    all.sort_unstable();
+    all.windows(2)
+        .map(|pair| {
+            let common = pair[0]
+                .bytes()
+                .zip(pair[1].bytes())
+                .take_while(|(a, b)| a == b)
+                .count();
+            common + 1
+        })
+        .fold(SHORT, usize::max)
+        .min(32)
+}
+
+/// `id` cut to its first `len` hex digits (with the hyphens among them).
+pub fn short(id: &ChatId, len: usize) -> String {
+    let full = id.to_string();
+    let mut seen = 0;
+    let end = full
+        .char_indices()
+        .find(|&(_, c)| {
+            if c != '-' {
+                seen += 1;
+            }
+            seen > len
+        })
+        .map_or(full.len(), |(at, _)| at);
+    full[..end].trim_end_matches('-').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> ChatId {
+        text.parse().expect("an id")
+    }
+
+    #[test]
+    fn short_ids_grow_until_every_id_is_told_apart() {
+        let a = id("652ce30c-1111-7000-8000-000000000001");
+        let b = id("652ce30c-1122-7000-8000-000000000002");
+        let c = id("0f3c0000-0000-7000-8000-000000000003");
+        assert_eq!(short_len([&a, &c]), 8);
+        assert_eq!(short_len([&a, &b, &c]), 11);
+        assert_eq!(short(&a, 8), "652ce30c");
+        assert_eq!(short(&a, 11), "652ce30c-111");
+        assert_eq!(short(&a, 32), a.to_string());
+    }
+}
