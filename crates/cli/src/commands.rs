@@ -28,7 +28,14 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         return crate::keys::write_device_key(file);
     }
     let init_url = match &cli.command {
-        Command::Init { url } => Some(url.clone()),
+        Command::Init { url, server } => {
+            if server.as_ref().is_some_and(|server| server != url) {
+                return Err(Error::invalid(
+                    "init takes the vault's URL as its argument: drop --server",
+                ));
+            }
+            Some(url.clone())
+        }
         _ => None,
     };
     let location = match &init_url {
@@ -179,6 +186,7 @@ impl Session {
             Command::Watch(args) => crate::watch::run(vault, args).await?,
             Command::Export(args) => {
                 // Bad arguments fail before any network round trip.
+                crate::export::check_output(&args)?;
                 match args.format {
                     ExportFormat::Age => {
                         let target = crate::export::target(&args)?;

@@ -7,6 +7,20 @@ use chatvault::{ChatVault, Error, ExportTarget, Result};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
+/// Refuses to overwrite an existing `--output` file without `--force`,
+/// before any work is done.
+pub fn check_output(args: &ExportArgs) -> Result<()> {
+    match &args.output {
+        Some(path) if !args.force && path.symlink_metadata().is_ok() => {
+            Err(Error::invalid(format!(
+                "{} exists: pass --force to overwrite it, or choose another file",
+                path.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Whom the export is encrypted to, checked before any work is done.
 pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
     if args.passphrase_env.is_none() && args.recipient.is_empty() {

@@ -113,6 +113,10 @@ enum Command {
     Init {
         /// file:///folder, s3://bucket/prefix or supabase+https://project.supabase.co
         url: String,
+        /// Stands in for the global --server, hidden here: `init` takes the
+        /// URL as its argument (the same URL twice is accepted)
+        #[arg(long, hide = true, value_name = "URL")]
+        server: Option<String>,
     },
     /// List chats (short id, starred, messages, last activity, title), newest
     /// first. The short id is the first 8 hex digits of the chat's id (more
@@ -210,7 +214,7 @@ enum Command {
     /// Show queued changes and the sync status (after a sync)
     Status,
     /// Manage what unlocks the vault: list, add-device, remove-device, passwd,
-    /// recovery, rotate, device-key (see `chatvault keys --help`)
+    /// recovery, rotate, reseal, retire, device-key (see `chatvault keys --help`)
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// Sign in to a Supabase vault (email and password; the session is kept
@@ -274,6 +278,9 @@ struct ExportArgs {
     /// Write here instead of standard output
     #[arg(short, long, visible_alias = "out", value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists
+    #[arg(long, short)]
+    force: bool,
 }
 
 /// The message roles, as command-line values.

@@ -10,6 +10,9 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
+/// The environment variable that holds the passphrase (for scripts).
+pub const PASSPHRASE_VAR: &str = "CHATVAULT_PASSPHRASE";
+
 /// The environment variable tests use to make scrypt cheap.
 const WORK_FACTOR_VAR: &str = "CHATVAULT_SCRYPT_WORK_FACTOR";
 
@@ -141,7 +144,7 @@ pub fn data_dir() -> Result<PathBuf> {
 
 /// The passphrase from `CHATVAULT_PASSPHRASE`, or one line of stdin.
 fn passphrase() -> Result<Zeroizing<String>> {
-    if let Ok(passphrase) = std::env::var("CHATVAULT_PASSPHRASE") {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_VAR) {
         return Ok(Zeroizing::new(passphrase));
     }
     let stdin = std::io::stdin();

@@ -42,8 +42,14 @@ pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<ChatVa
     };
     let key = cache_key(location);
     // A replica that does not exist yet has never been opened with this
-    // unlock; a cached identity must never create a vault.
-    if let Some(agent) = agent.as_ref().filter(|_| location.replica.exists()) {
+    // unlock; a cached identity must never create a vault. A passphrase
+    // given explicitly is checked, not passed over: a wrong one is refused
+    // even while the agent holds the unlock (a right one is cached anew).
+    let explicit = std::env::var_os(settings::PASSPHRASE_VAR).is_some();
+    if let Some(agent) = agent
+        .as_ref()
+        .filter(|_| !explicit && location.replica.exists())
+    {
         if let Some(secret) = agent.get(&key).await {
             match parse_identity(&secret) {
                 Some(identity) => {

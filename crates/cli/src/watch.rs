@@ -1,8 +1,10 @@
 //! `watch`: background sync, one printed line per event, until Ctrl-C,
-//! `--for` seconds or `--count` chat events.
+//! `--for` seconds or `--count` chat events. The sync status is printed
+//! when it changes (synced, offline, an error), not at every poll: each
+//! round passes through `syncing`, which is left out.
 
 use crate::{output, WatchArgs};
-use chatvault::{ChatId, ChatVault, Event, Result};
+use chatvault::{ChatId, ChatVault, Event, Result, SyncStatus};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -20,13 +22,19 @@ pub async fn run(vault: &ChatVault, args: WatchArgs) -> Result<()> {
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(deadline, ctrl_c);
     let mut chat_events = 0;
+    let mut shown_status: Option<SyncStatus> = None;
     loop {
         tokio::select! {
             () = &mut deadline => break,
             // Without signal support the branch disables itself.
             Ok(()) = &mut ctrl_c => break,
             event = events.recv() => match event {
+                Ok(Event::SyncStatus(SyncStatus::Syncing)) => {}
+                Ok(Event::SyncStatus(status)) if shown_status.as_ref() == Some(&status) => {}
                 Ok(event) => {
+                    if let Event::SyncStatus(status) = &event {
+                        shown_status = Some(status.clone());
+                    }
                     let title = match &event {
                         Event::ChatUpserted(id) => title(vault, *id),
                         _ => None,

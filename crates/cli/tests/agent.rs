@@ -122,9 +122,15 @@ fn later_commands_need_no_passphrase_once_one_unlocked() {
     setup.ok("laptop", None, &["add", &id, "milk"]);
     let shown = setup.ok("laptop", None, &["show", &id]);
     assert!(shown.contains("milk"), "{shown}");
-    // A wrong passphrase in the environment is not even looked at while
-    // the cache unlocks (as with ssh-agent).
-    setup.ok("laptop", Some("not the passphrase"), &["ls"]);
+    // A passphrase given explicitly is checked even while the cache
+    // unlocks: a wrong one is refused, the right one works.
+    failed_with(
+        setup.run("laptop", Some("not the passphrase"), &["ls"]),
+        3,
+        "wrong key",
+    );
+    setup.ok("laptop", Some(PASSPHRASE), &["ls"]);
+    setup.ok("laptop", None, &["ls"]);
 }
 
 #[test]

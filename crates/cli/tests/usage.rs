@@ -237,3 +237,68 @@ fn listings_lengthen_short_ids_that_would_be_ambiguous() {
     assert!(ls.contains("652ce30c-112  "), "{ls}");
     assert!(setup.ok(&["show", "652ce30c-112"]).starts_with("two"));
 }
+
+#[test]
+fn init_help_offers_the_url_once_and_keys_help_names_every_subcommand() {
+    let setup = Setup::new();
+    let init = setup.ok(&["init", "--help"]);
+    assert!(init.contains("<URL>"), "{init}");
+    assert!(!init.contains("--server"), "{init}");
+    let help = setup.ok(&["--help"]);
+    let keys = help
+        .lines()
+        .find(|l| l.trim_start().starts_with("keys "))
+        .expect("keys in the help");
+    for sub in [
+        "list",
+        "add-device",
+        "remove-device",
+        "passwd",
+        "recovery",
+        "rotate",
+        "reseal",
+        "retire",
+        "device-key",
+    ] {
+        assert!(keys.contains(sub), "{sub} missing from: {keys}");
+    }
+    // The same URL twice is fine; two different ones are refused.
+    let server = format!("file://{}", setup.path("server").display());
+    setup.ok(&["init", &server, "--server", &server]);
+    failed_with(
+        setup.output(&["init", &server, "--server", "file:///elsewhere"]),
+        2,
+        "drop --server",
+    );
+}
+
+#[test]
+fn export_refuses_to_overwrite_a_file_without_force() {
+    let setup = Setup::new();
+    setup.ok(&["new", "keep me"]);
+    let file = setup.path("chats.json");
+    std::fs::write(&file, "precious").expect("write");
+    let path = file.to_str().expect("UTF-8 path");
+    failed_with(
+        setup.output(&["export", "--format", "json", "-o", path]),
+        2,
+        "exists: pass --force",
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "precious");
+    setup.ok(&["export", "--format", "json", "-o", path, "--force"]);
+    assert!(std::fs::read_to_string(&file)
+        .expect("read")
+        .contains("keep me"));
+}
+
+#[test]
+fn watch_prints_the_status_when_it_changes_not_at_every_poll() {
+    let setup = Setup::new();
+    setup.ok(&["new", "quiet"]);
+    let watched = setup.ok(&["watch", "--interval", "1", "--for", "4"]);
+    let statuses: Vec<&str> = watched
+        .lines()
+        .filter(|l| l.starts_with("status "))
+        .collect();
+    assert_eq!(statuses, ["status synced"], "{watched}");
+}
