@@ -391,7 +391,10 @@ fn exports_written_to_a_file_are_readable_by_their_owner_only() {
     // An existing file keeps no wider mode either.
     std::fs::set_permissions(&json, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let path = json.to_str().expect("path");
-    setup.ok("a.redb", &["export", "--format", "json", "--out", path]);
+    setup.ok(
+        "a.redb",
+        &["export", "--format", "json", "--out", path, "--force"],
+    );
     let mode = std::fs::metadata(&json)
         .expect("export")
         .permissions()

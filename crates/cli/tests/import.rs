@@ -389,7 +389,11 @@ fn failures_print_one_line_and_exit_with_their_class() {
         Some(1)
     );
     // Usage: 2.
-    world.fails(&mut world.cmd("a", &["show", "nope"]), 2, "not a ChatId");
+    world.fails(
+        &mut world.cmd("a", &["show", "nope"]),
+        2,
+        "no chat \"nope\"",
+    );
 }
 
 #[cfg(feature = "s3")]

@@ -115,7 +115,7 @@ fn a_second_device_added_from_the_first_reads_its_chats_then_is_removed() {
     let recipient = recipient.trim();
     assert!(recipient.starts_with("age1"), "{recipient}");
     failed_with(
-        with_identity(&setup, "phone.redb", &key, &["ls"]),
+        with_identity(&setup, "phone.redb", &key, &["ls", "--full-ids"]),
         3,
         "wrong key",
     );
@@ -129,7 +129,12 @@ fn a_second_device_added_from_the_first_reads_its_chats_then_is_removed() {
         listed.contains("passphrase") && listed.contains("phone"),
         "{listed}"
     );
-    let ls = succeeded(with_identity(&setup, "phone.redb", &key, &["ls"]));
+    let ls = succeeded(with_identity(
+        &setup,
+        "phone.redb",
+        &key,
+        &["ls", "--full-ids"],
+    ));
     assert!(ls.contains(chat) && ls.contains("Trip plans"), "{ls}");
 
     // A malformed recipient changes nothing.
@@ -154,7 +159,7 @@ fn a_second_device_added_from_the_first_reads_its_chats_then_is_removed() {
     );
     setup.ok("laptop.redb", PASSPHRASE, &["new", "after the phone"]);
     failed_with(
-        with_identity(&setup, "phone.redb", &key, &["ls"]),
+        with_identity(&setup, "phone.redb", &key, &["ls", "--full-ids"]),
         3,
         "wrong key",
     );
@@ -180,14 +185,14 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
     succeeded(child.wait_with_output().expect("wait"));
     failed_with(
         setup
-            .command("desktop.redb", Some(PASSPHRASE), &["ls"])
+            .command("desktop.redb", Some(PASSPHRASE), &["ls", "--full-ids"])
             .output()
             .expect("run"),
         3,
         "wrong key",
     );
     assert!(setup
-        .ok("desktop.redb", "new and improved", &["ls"])
+        .ok("desktop.redb", "new and improved", &["ls", "--full-ids"])
         .contains("Sourdough"));
 
     // recovery: printed once; it unlocks where the passphrase goes.
@@ -195,7 +200,7 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
     let recovery = recovery.trim();
     assert!(recovery.starts_with("AGE-SECRET-KEY-1"), "{recovery}");
     assert!(setup
-        .ok("rescue.redb", recovery, &["ls"])
+        .ok("rescue.redb", recovery, &["ls", "--full-ids"])
         .contains("Sourdough"));
 
     // rotate: the new key id (passwd already rotated to key 2), and every
@@ -211,7 +216,7 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
         "new and improved",
         &["new", "after rotating"],
     );
-    let ls = setup.ok("desktop.redb", "new and improved", &["ls"]);
+    let ls = setup.ok("desktop.redb", "new and improved", &["ls", "--full-ids"]);
     assert!(
         ls.contains("after rotating") && ls.contains("Sourdough"),
         "{ls}"
@@ -250,7 +255,7 @@ fn passwd_recovery_and_rotate_from_the_command_line() {
             .collect::<Vec<_>>(),
         vec!["1", "2", "3"]
     );
-    let ls = setup.ok("desktop.redb", "new and improved", &["ls"]);
+    let ls = setup.ok("desktop.redb", "new and improved", &["ls", "--full-ids"]);
     assert!(
         ls.contains("after rotating") && ls.contains("Sourdough"),
         "{ls}"

@@ -152,7 +152,7 @@ fn verify_catches_a_replayed_older_key_file() {
     let v1 = std::fs::read(world.key_files().pop().expect("key file")).expect("read");
     world.put_key_file(&rotated(&v1));
     // This device adopts version 2 (a normal command keeps its copy).
-    world.ok(&["ls"]);
+    world.ok(&["ls", "--full-ids"]);
     // The server now serves version 1 again.
     world.put_key_file(&v1);
     let out = world.verify_fails();
