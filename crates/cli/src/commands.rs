@@ -69,15 +69,22 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     let passwd = matches!(cli.command, Command::Keys(crate::keys::KeysCommand::Passwd));
     let cache = if passwd { Cache::Bypass } else { Cache::Use };
     let forget_after = passwd.then(|| (cli.no_agent, location.clone()));
-    let vault = crate::unlock::open(&cli, &location, cache).await?;
+    let (vault, created) = crate::unlock::open(&cli, &location, cache).await?;
     let session = Session {
         vault,
         sync: !cli.no_sync,
     };
+    let allow_weak = cli.allow_weak_passphrase;
     let result = match init_url {
         Some(_) => session.init(cli.vault.as_deref(), location).await,
-        None => session.execute(cli.command).await,
+        None => session.execute(cli.command, allow_weak).await,
     };
+    if created && result.is_ok() {
+        eprintln!(
+            "created a new vault. Next, run `chatvault keys recovery` and write the recovery key \
+             it prints down: it unlocks the vault if the passphrase is ever forgotten"
+        );
+    }
     session.vault.close().await;
     if let (Some((no_agent, location)), Ok(())) = (&forget_after, &result) {
         // The old passphrase identity no longer opens the key file.
@@ -122,7 +129,7 @@ impl Session {
         Ok(())
     }
 
-    async fn execute(&self, command: Command) -> Result<()> {
+    async fn execute(&self, command: Command, allow_weak_passphrase: bool) -> Result<()> {
         let vault = &self.vault;
         match command {
             Command::Init { .. }
@@ -209,7 +216,9 @@ impl Session {
                 self.pull().await?;
                 crate::search::run(vault, &text, full_ids).await?;
             }
-            Command::Keys(command) => crate::keys::run(vault, command).await?,
+            Command::Keys(command) => {
+                crate::keys::run(vault, command, allow_weak_passphrase).await?
+            }
             Command::Import {
                 file,
                 apply_deletions,

@@ -41,7 +41,7 @@ pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
         })?;
         return Ok(ExportTarget::Passphrase {
             passphrase: SecretString::from(passphrase),
-            work_factor: settings::work_factor()?,
+            work_factor: Some(settings::work_factor()?),
         });
     }
     let recipients = args

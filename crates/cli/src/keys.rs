@@ -6,7 +6,7 @@ use crate::output::out;
 use chatvault::{ChatVault, Error, Event, Protection, Result};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -37,9 +37,10 @@ pub enum KeysCommand {
         id: String,
     },
     /// Change the passphrase: the new one comes from CHATVAULT_NEW_PASSPHRASE,
-    /// or the next line of standard input (after the current passphrase, if
-    /// that is read from standard input too). The old one stops working on
-    /// every device
+    /// else is typed twice at the terminal (not shown), else is the next line
+    /// of standard input (after the current passphrase, if that is read from
+    /// standard input too). A weak one is refused (--allow-weak-passphrase).
+    /// The old one stops working on every device
     Passwd,
     /// Create a recovery key, replacing any earlier one, and print it once:
     /// write it down. It unlocks the vault where a passphrase is asked for
@@ -112,8 +113,13 @@ pub fn write_device_key(file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs one `keys` subcommand on the open vault.
-pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
+/// Runs one `keys` subcommand on the open vault; `allow_weak_passphrase`
+/// lets `passwd` accept a passphrase the strength estimate calls weak.
+pub async fn run(
+    vault: &ChatVault,
+    command: KeysCommand,
+    allow_weak_passphrase: bool,
+) -> Result<()> {
     match command {
         KeysCommand::List => {
             for p in vault.list_protections().await? {
@@ -148,7 +154,7 @@ pub async fn run(vault: &ChatVault, command: KeysCommand) -> Result<()> {
             );
         }
         KeysCommand::Passwd => {
-            let new = new_passphrase()?;
+            let new = crate::settings::new_passphrase(NEW_PASSPHRASE_VAR, allow_weak_passphrase)?;
             vault.change_passphrase(new.as_str()).await?;
             eprintln!(
                 "passphrase changed and the data key rotated to key {}: the old passphrase opens \
@@ -295,29 +301,5 @@ fn added(millis: u64) -> String {
         .unwrap_or_else(|| "-".to_string())
 }
 
-/// The new passphrase from `CHATVAULT_NEW_PASSPHRASE`, or a line of stdin.
-fn new_passphrase() -> Result<Zeroizing<String>> {
-    if let Ok(passphrase) = std::env::var("CHATVAULT_NEW_PASSPHRASE") {
-        if passphrase.is_empty() {
-            return Err(Error::invalid("CHATVAULT_NEW_PASSPHRASE is empty"));
-        }
-        return Ok(Zeroizing::new(passphrase));
-    }
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        eprint!("new passphrase (shown as you type): ");
-        let _ = std::io::stderr().flush();
-    }
-    let mut line = Zeroizing::new(String::new());
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::local("cannot read the new passphrase from standard input", e))?;
-    let passphrase = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
-    if passphrase.is_empty() {
-        return Err(Error::invalid(
-            "no new passphrase: set CHATVAULT_NEW_PASSPHRASE or type it on standard input",
-        ));
-    }
-    Ok(passphrase)
-}
+/// Where `keys passwd` takes the new passphrase from (scripts).
+const NEW_PASSPHRASE_VAR: &str = "CHATVAULT_NEW_PASSPHRASE";

@@ -26,11 +26,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const UNLOCK_HELP: &str = "\
-Unlocking: the passphrase comes from CHATVAULT_PASSPHRASE, or else is read as
-one line from standard input (it is not hidden while you type; pipe it in or
-set the variable). --identity FILE unlocks with an age identity instead.
-The first command against an empty server creates the vault, protected by
-that passphrase or identity.
+Unlocking: the passphrase comes from CHATVAULT_PASSPHRASE, else it is typed at
+the terminal (not shown), else read as one line from standard input (scripts).
+--identity FILE unlocks with an age identity instead. The first command
+against an empty server creates the vault, protected by that passphrase or
+identity: a typed new passphrase is asked twice, and one the zxcvbn strength
+estimate scores below 3 of 4 is refused unless --allow-weak-passphrase (or
+CHATVAULT_ALLOW_WEAK_PASSPHRASE=1). Then `chatvault keys recovery` creates a
+recovery key to write down.
 
 Unlock once per session: once a passphrase or recovery key has unlocked a
 vault, a background `chatvault agent` keeps the unlocked key in memory (never
@@ -40,8 +43,10 @@ CHATVAULT_AGENT_TIMEOUT); later commands on this device need no passphrase.
 uses nor starts the agent. `keys passwd`, `verify`, `login` and `logout`
 always ask. Any process running as your user can ask the agent too.
 
-CHATVAULT_SCRYPT_WORK_FACTOR (log2 N, 1..=22) lowers the scrypt cost of a new
-vault and of passphrase exports: for tests only, it weakens the passphrase.
+A new passphrase (and a passphrase export) costs scrypt about a second of this
+machine's work, and never less than N = 2^18. CHATVAULT_SCRYPT_WORK_FACTOR
+(log2 N, 1..=22) sets it instead: for tests only, a low one weakens the
+passphrase.
 
 Vaults: `chatvault init URL [--vault NAME]` remembers a vault in config.json
 under the platform's config directory (CHATVAULT_CONFIG_DIR overrides it);
@@ -94,6 +99,16 @@ struct Cli {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     no_agent: bool,
+
+    /// Accept a new passphrase (creating a vault, `keys passwd`) that the
+    /// strength estimate calls weak
+    #[arg(
+        long,
+        global = true,
+        env = "CHATVAULT_ALLOW_WEAK_PASSPHRASE",
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    allow_weak_passphrase: bool,
 
     /// Seconds the agent keeps this unlock after its last use [default: 900]
     #[arg(long, global = true, env = agent::TIMEOUT_VAR, value_name = "SECONDS")]

@@ -34,8 +34,9 @@ fn cache_key(location: &Location) -> String {
     format!("{}\n{}", location.server, replica.display())
 }
 
-/// Opens the vault at `location`.
-pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<ChatVault> {
+/// Opens the vault at `location`; `true` with it when this open created
+/// the vault (the server held none).
+pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<(ChatVault, bool)> {
     let agent = match cache {
         Cache::Use => agent(cli),
         Cache::Bypass => None,
@@ -58,7 +59,7 @@ pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<ChatVa
                         .open()
                         .await
                     {
-                        Ok(vault) => return Ok(vault),
+                        Ok(vault) => return Ok((vault, false)),
                         Err(Error::WrongKey { message }) => {
                             tracing::info!(%message, "the cached unlock no longer opens the vault (passphrase changed or removed): forgetting it and asking");
                             agent.forget(&key).await;
@@ -75,7 +76,10 @@ pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<ChatVa
             }
         }
     }
-    let vault = settings::builder(cli, location)?.open().await?;
+    let creating = settings::creates_vault(location).await;
+    let vault = settings::builder_to_create(cli, location, creating)?
+        .open()
+        .await?;
     if let (Some(agent), Some(identity)) = (&agent, vault.unlocked_identity()) {
         let secret = Zeroizing::new(
             age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_string(),
@@ -83,7 +87,7 @@ pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<ChatVa
         let idle = crate::agent::timeout(cli.agent_timeout);
         agent.put(&key, secret.as_bytes(), idle).await;
     }
-    Ok(vault)
+    Ok((vault, creating))
 }
 
 /// Forgets the cached unlock of `location` (after `keys passwd`: the old

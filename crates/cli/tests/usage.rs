@@ -302,3 +302,153 @@ fn watch_prints_the_status_when_it_changes_not_at_every_poll() {
         .collect();
     assert_eq!(statuses, ["status synced"], "{watched}");
 }
+
+/// A passphrase zxcvbn scores 4 of 4.
+const TYPED: &str = "Quokka lantern 47 brisk orbit";
+
+/// `chatvault ARGS` on a pseudo-terminal (util-linux `script`), with the
+/// setup's environment less CHATVAULT_PASSPHRASE: each `(prompt, line)`
+/// is typed once `prompt` has appeared. Returns the exit code and
+/// everything the terminal showed.
+fn on_a_terminal(setup: &Setup, args: &[&str], typing: &[(&str, &str)]) -> (Option<i32>, String) {
+    use std::io::Write;
+    use std::sync::mpsc;
+    let quoted: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_chatvault"))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect();
+    let command = setup.command(&[]);
+    let mut child = Command::new("script")
+        .args(["-qec", &format!("exec {}", quoted.join(" ")), "/dev/null"])
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("CHATVAULT_PASSPHRASE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run script (util-linux)");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (sender, chunks) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buffer) {
+            if n == 0 || sender.send(buffer[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut shown = Vec::new();
+    let mut stdin = child.stdin.take().expect("stdin");
+    for (prompt, line) in typing {
+        while !String::from_utf8_lossy(&shown).contains(prompt) {
+            // A bound against a hang, not a timing assertion.
+            match chunks.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(chunk) => shown.extend(chunk),
+                Err(_) => panic!(
+                    "no {prompt:?} on the terminal: {}",
+                    String::from_utf8_lossy(&shown)
+                ),
+            }
+        }
+        // What the prompt asked has been seen: the next prompt must be new.
+        shown.extend(b"\n--typed--\n");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("type");
+    }
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    reader.join().expect("reader");
+    shown.extend(chunks.try_iter().flatten());
+    (status.code(), String::from_utf8_lossy(&shown).into_owned())
+}
+
+#[test]
+fn a_passphrase_typed_at_a_terminal_is_not_shown_and_a_new_one_is_asked_twice() {
+    let setup = Setup::new();
+    let server = format!("file://{}", setup.path("server").display());
+    let (code, shown) = on_a_terminal(
+        &setup,
+        &["init", &server],
+        &[
+            ("new passphrase: ", TYPED),
+            ("the same passphrase again: ", TYPED),
+        ],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        !shown.contains("Quokka"),
+        "the passphrase was shown: {shown}"
+    );
+    assert!(shown.contains("chatvault keys recovery"), "{shown}");
+
+    // Opening asks once, and does not show it either.
+    let (code, shown) = on_a_terminal(&setup, &["ls"], &[("passphrase: ", TYPED)]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        !shown.contains("Quokka"),
+        "the passphrase was shown: {shown}"
+    );
+    assert!(!shown.contains("again"), "{shown}");
+    // The typed passphrase is the vault's: a script opens it with the variable.
+    setup
+        .command(&["ls"])
+        .env("CHATVAULT_PASSPHRASE", TYPED)
+        .output()
+        .map(succeeded)
+        .expect("run");
+}
+
+#[test]
+fn two_different_new_passphrases_are_refused_and_create_nothing() {
+    let setup = Setup::new();
+    let server = format!("file://{}", setup.path("server").display());
+    let (code, shown) = on_a_terminal(
+        &setup,
+        &["init", &server],
+        &[
+            ("new passphrase: ", TYPED),
+            (
+                "the same passphrase again: ",
+                "Quokka lantern 47 brisk orbiT",
+            ),
+        ],
+    );
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("the two passphrases differ"), "{shown}");
+    assert!(
+        !setup.path("server").join("keyring").exists(),
+        "no vault was created"
+    );
+}
+
+#[test]
+fn a_weak_new_passphrase_is_refused_with_the_reason_unless_allowed() {
+    let setup = Setup::new();
+    let weak = |args: &[&str]| {
+        setup
+            .command(args)
+            .env("CHATVAULT_PASSPHRASE", "password1")
+            .output()
+            .expect("run")
+    };
+    let server = format!("file://{}", setup.path("server").display());
+    failed_with(weak(&["init", &server]), 2, "the passphrase is too weak");
+    assert!(!setup.path("server").join("keyring").exists());
+    succeeded(weak(&["init", &server, "--allow-weak-passphrase"]));
+    // Opening an existing vault judges nothing.
+    succeeded(weak(&["ls"]));
+
+    let passwd = |allow: bool| {
+        let mut command = setup.command(&["keys", "passwd"]);
+        command
+            .env("CHATVAULT_PASSPHRASE", "password1")
+            .env("CHATVAULT_NEW_PASSPHRASE", "qwerty123");
+        if allow {
+            command.env("CHATVAULT_ALLOW_WEAK_PASSPHRASE", "1");
+        }
+        command.output().expect("run")
+    };
+    failed_with(passwd(false), 2, "too weak");
+    succeeded(passwd(true));
+}
