@@ -59,7 +59,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     };
     match &cli.command {
         // Checks the key file itself, so it must not open the vault first.
-        Command::Verify => return crate::verify::run(&cli, &location).await,
+        Command::Verify => return crate::verify::run(&location).await,
         Command::Login(args) => return crate::login::login(&cli, &location, args).await,
         Command::Logout(args) => return crate::login::logout(&cli, &location, args).await,
         _ => {}
@@ -70,6 +70,9 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     let cache = if passwd { Cache::Bypass } else { Cache::Use };
     let forget_after = passwd.then(|| (cli.no_agent, location.clone()));
     let (vault, created) = crate::unlock::open(&cli, &location, cache).await?;
+    if cli.identity.is_some() {
+        remember_identity(&location)?;
+    }
     let session = Session {
         vault,
         sync: !cli.no_sync,
@@ -93,6 +96,27 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     result
 }
 
+/// Remembers the identity file that just opened a remembered vault, so the
+/// next commands need no `--identity`.
+fn remember_identity(location: &settings::Location) -> Result<()> {
+    let (Some(name), Some(identity)) = (&location.name, &location.identity) else {
+        return Ok(());
+    };
+    let mut config = Config::load()?;
+    match config.vaults.get_mut(name) {
+        Some(entry) if entry.identity.as_ref() != Some(identity) => {
+            entry.identity = Some(identity.clone());
+            config.save()?;
+            eprintln!(
+                "vault {name:?} now unlocks with {} on this device (no --identity needed)",
+                identity.display()
+            );
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 struct Session {
     vault: ChatVault,
     sync: bool,
@@ -105,11 +129,20 @@ impl Session {
         self.pull().await?;
         let name = name.unwrap_or(DEFAULT_VAULT);
         let mut config = Config::load()?;
+        // Opened with an identity file: later commands use it too.
+        let identity = location.identity.clone().or_else(|| {
+            config
+                .vaults
+                .get(name)
+                .filter(|entry| entry.server == location.server)
+                .and_then(|entry| entry.identity.clone())
+        });
         config.vaults.insert(
             name.to_string(),
             VaultEntry {
                 server: location.server.clone(),
                 replica: location.replica,
+                identity,
             },
         );
         if config.default.is_none() {

@@ -4,8 +4,12 @@
 //!
 //! ```json
 //! {"default": "personal",
-//!  "vaults": {"personal": {"server": "file:///…", "replica": "/…/personal.redb"}}}
+//!  "vaults": {"personal": {"server": "file:///…", "replica": "/…/personal.redb",
+//!                          "identity": "/…/phone.key"}}}
 //! ```
+//!
+//! `identity` is there only for a vault this device unlocks with an age
+//! identity file (a device key) instead of the passphrase.
 
 use chatvault::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +37,10 @@ pub struct VaultEntry {
     pub server: String,
     /// This device's replica of it.
     pub replica: PathBuf,
+    /// The age identity file this device unlocks it with, once a command
+    /// was given `--identity` (or `CHATVAULT_IDENTITY`) for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<PathBuf>,
 }
 
 /// The config directory.
@@ -65,7 +73,10 @@ impl Config {
                 ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-            Err(e) => Err(Error::local(format!("cannot read {}", path.display()), e)),
+            Err(e) => Err(crate::output::file_error(
+                format!("cannot read {}", path.display()),
+                e,
+            )),
         }
     }
 
@@ -73,14 +84,15 @@ impl Config {
     pub fn save(&self) -> Result<()> {
         let path = file()?;
         let dir = dir()?;
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::local(format!("cannot create {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            crate::output::file_error(format!("cannot create {}", dir.display()), e)
+        })?;
         let json = serde_json::to_vec_pretty(self)
             .map_err(|e| Error::invalid(format!("cannot encode the config: {e}")))?;
         let temporary = path.with_extension("json.tmp");
         std::fs::write(&temporary, json)
             .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|e| Error::local(format!("cannot write {}", path.display()), e))
+            .map_err(|e| crate::output::file_error(format!("cannot write {}", path.display()), e))
     }
 
     /// The vault named `name`, or the default one; `None` if no vault was

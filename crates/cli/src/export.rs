@@ -93,7 +93,7 @@ pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> 
 /// JSON export is every chat in plaintext.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let failed = |e| Error::local(format!("cannot write {}", path.display()), e);
+    let failed = |e| crate::output::file_error(format!("cannot write {}", path.display()), e);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

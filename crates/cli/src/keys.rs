@@ -71,9 +71,9 @@ pub enum KeysCommand {
     /// rotation: a device with changes queued under an old key would push
     /// records nobody can open
     Retire,
-    /// Write a new age identity for this device to FILE (mode 0600) and print
-    /// its recipient, for `keys add-device` on a device that already unlocks
-    /// the vault. Needs no vault
+    /// Write a new age identity for this device to FILE (mode 0600; missing
+    /// folders are created, mode 0700) and print its recipient, for `keys
+    /// add-device` on a device that already unlocks the vault. Needs no vault
     DeviceKey {
         /// Where to write the identity (refused if it exists)
         file: PathBuf,
@@ -91,6 +91,18 @@ pub fn write_device_key(file: &Path) -> Result<()> {
         "# chatvault device key\n# public key: {recipient}\n{}\n",
         secret.as_str()
     ));
+    if let Some(folder) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(folder).map_err(|e| {
+            crate::output::file_error(format!("cannot create the folder {}", folder.display()), e)
+        })?;
+    }
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -100,10 +112,10 @@ pub fn write_device_key(file: &Path) -> Result<()> {
     }
     let mut out = options
         .open(file)
-        .map_err(|e| Error::local(format!("cannot create {}", file.display()), e))?;
+        .map_err(|e| crate::output::file_error(format!("cannot create {}", file.display()), e))?;
     out.write_all(text.as_bytes())
         .and_then(|()| out.sync_all())
-        .map_err(|e| Error::local(format!("cannot write {}", file.display()), e))?;
+        .map_err(|e| crate::output::file_error(format!("cannot write {}", file.display()), e))?;
     out!("{recipient}");
     eprintln!(
         "wrote the identity to {}; on a device that unlocks the vault run: chatvault keys \

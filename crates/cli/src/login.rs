@@ -57,10 +57,9 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
         None => {
             eprint!("Supabase password for {email} (shown as you type): ");
             let mut line = Zeroizing::new(String::new());
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Error::local("cannot read the password from standard input", e))?;
+            std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+                crate::output::file_error("cannot read the password from standard input", e)
+            })?;
             let len = line.trim_end_matches(['\r', '\n']).len();
             line.truncate(len);
             if line.is_empty() {
@@ -71,7 +70,7 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
             line
         }
     };
-    let vault = crate::settings::builder(cli, location)?
+    let vault = crate::settings::builder(location)?
         .supabase_sign_in(&email, std::mem::take(&mut *password))
         .open()
         .await?;
@@ -98,10 +97,10 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
 /// Revokes the stored session and removes it. A session the server
 /// already ended is reported, not an error.
 #[cfg(feature = "supabase")]
-pub async fn logout(cli: &Cli, location: &Location, args: &LogoutArgs) -> Result<()> {
+pub async fn logout(_: &Cli, location: &Location, args: &LogoutArgs) -> Result<()> {
     use chatvault::supabase::SignOutScope;
     supabase_only(location)?;
-    let vault = match crate::settings::builder(cli, location)?.open().await {
+    let vault = match crate::settings::builder(location)?.open().await {
         Ok(vault) => vault,
         Err(Error::Unauthorized { message }) => {
             crate::output::out!("not signed in to {} ({message})", location.server);

@@ -78,8 +78,9 @@ struct Cli {
     #[arg(long, global = true, env = "CHATVAULT_REPLICA", value_name = "PATH")]
     replica: Option<PathBuf>,
 
-    /// Unlock with this age identity file (AGE-SECRET-KEY-…) instead of a passphrase
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Unlock with this age identity file (AGE-SECRET-KEY-…) instead of a
+    /// passphrase; remembered for a vault `init` remembers
+    #[arg(long, global = true, env = "CHATVAULT_IDENTITY", value_name = "FILE")]
     identity: Option<PathBuf>,
 
     /// Work from this device only: no pull, no push (writes stay queued)

@@ -63,9 +63,38 @@ pub fn terminal(text: &str) -> Cow<'_, str> {
     Cow::Owned(text.chars().filter(|c| !c.is_control()).collect())
 }
 
+/// A failed operation on a file of the CLI's own (config, device key,
+/// export, the terminal): reported as a file error, not as the replica's.
+#[derive(Debug)]
+pub struct FileError(std::io::Error);
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// [`Error::Local`] (exit 6) for a file of the CLI's own: `message` says
+/// what failed on which file.
+pub fn file_error(message: impl Into<String>, e: std::io::Error) -> Error {
+    Error::local(message, FileError(e))
+}
+
 /// Prints an error and its causes on one line.
 pub fn error(e: &Error) {
-    let mut line = format!("error: {e}");
+    let mut line = match e {
+        Error::Local {
+            message,
+            source: Some(source),
+        } if source.is::<FileError>() => format!("error: file error: {message}"),
+        _ => format!("error: {e}"),
+    };
     let mut source = e.source();
     while let Some(cause) = source {
         line.push_str(&format!(": {cause}"));

@@ -237,7 +237,7 @@ pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
         Ok(()) => Ok(()),
         // A reader that stopped early (`| head`) is not a failure.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(chatvault::Error::local(
+        Err(e) => Err(crate::output::file_error(
             "cannot write the results to standard output",
             e,
         )),

@@ -35,16 +35,28 @@ pub struct Location {
     pub server: String,
     /// This device's replica file.
     pub replica: PathBuf,
+    /// The age identity file to unlock with: `--identity` /
+    /// `CHATVAULT_IDENTITY`, else the one remembered for the vault (unless
+    /// `CHATVAULT_PASSPHRASE` is set); `None`: the passphrase.
+    pub identity: Option<PathBuf>,
+    /// The name of the remembered vault this is, if it is one.
+    pub name: Option<String>,
 }
 
 /// The vault from `--server` (or `init`'s URL), else `--vault NAME` or the
 /// default vault `init` remembered, else the default folder server.
 pub fn location(cli: &Cli, server: Option<&str>) -> Result<Location> {
     let explicit = server.map(str::to_string).or_else(|| cli.server.clone());
-    let remembered = match &explicit {
-        Some(_) => None,
-        None => Config::load()?.vault(cli.vault.as_deref())?,
+    let (name, remembered) = match &explicit {
+        Some(_) => (None, None),
+        None => {
+            let config = Config::load()?;
+            let name = cli.vault.clone().or_else(|| config.default.clone());
+            (name, config.vault(cli.vault.as_deref())?)
+        }
     };
+    let name = name.filter(|_| remembered.is_some());
+    let remembered_identity = remembered.as_ref().and_then(|e| e.identity.clone());
     let (server, replica) = match (explicit, remembered) {
         (Some(server), _) => (server, None),
         (None, Some(entry)) => (entry.server, Some(entry.replica)),
@@ -52,6 +64,11 @@ pub fn location(cli: &Cli, server: Option<&str>) -> Result<Location> {
             format!("file://{}", data_dir()?.join("server").display()),
             None,
         ),
+    };
+    let identity = match &cli.identity {
+        Some(file) => Some(std::path::absolute(file).unwrap_or_else(|_| file.clone())),
+        None if std::env::var_os(PASSPHRASE_VAR).is_some() => None,
+        None => remembered_identity,
     };
     let replica = match (&cli.replica, replica) {
         (Some(path), _) => path.clone(),
@@ -62,7 +79,12 @@ pub fn location(cli: &Cli, server: Option<&str>) -> Result<Location> {
             .join("replicas")
             .join(format!("{:016x}.redb", fnv1a(server.as_bytes()))),
     };
-    Ok(Location { server, replica })
+    Ok(Location {
+        server,
+        replica,
+        identity,
+        name,
+    })
 }
 
 /// An S3 URL needs credentials from the environment: say which, before
@@ -86,9 +108,9 @@ pub fn check_credentials(server: &str) -> Result<()> {
 
 /// A builder with storage, replica and unlock taken from `location` and the
 /// options.
-pub fn builder(cli: &Cli, location: &Location) -> Result<ChatVaultBuilder> {
+pub fn builder(location: &Location) -> Result<ChatVaultBuilder> {
     let builder = locked_builder(location)?;
-    match &cli.identity {
+    match &location.identity {
         Some(file) => Ok(builder.identity(read_identity(file)?)),
         None => Ok(builder.passphrase(passphrase()?.as_str())),
     }
@@ -133,8 +155,8 @@ pub fn builder_to_create(
     location: &Location,
     creating: bool,
 ) -> Result<ChatVaultBuilder> {
-    if !creating || cli.identity.is_some() {
-        return builder(cli, location);
+    if !creating || location.identity.is_some() {
+        return builder(location);
     }
     let passphrase = new_passphrase(PASSPHRASE_VAR, cli.allow_weak_passphrase)?;
     Ok(locked_builder(location)?.passphrase(passphrase.as_str()))
@@ -143,8 +165,8 @@ pub fn builder_to_create(
 /// The secret that unlocks the vault's key file: `--identity FILE`, else the
 /// passphrase (as [`builder`] takes it), for commands that open key files
 /// themselves (`verify`).
-pub fn unlock(cli: &Cli) -> Result<Unlock> {
-    match &cli.identity {
+pub fn unlock(location: &Location) -> Result<Unlock> {
+    match &location.identity {
         Some(file) => Ok(Unlock::Identity(read_identity(file)?)),
         None => Ok(Unlock::Passphrase(SecretString::from(
             passphrase()?.as_str().to_string(),
@@ -290,14 +312,14 @@ fn check_strength(passphrase: &str) -> Result<()> {
 /// terminal (scripts, pipes).
 fn read_secret(prompt: &str) -> Result<Zeroizing<String>> {
     if std::io::stdin().is_terminal() {
-        return read_hidden(prompt)
-            .map_err(|e| Error::local("cannot read the passphrase from the terminal", e));
+        return read_hidden(prompt).map_err(|e| {
+            crate::output::file_error("cannot read the passphrase from the terminal", e)
+        });
     }
     let mut line = Zeroizing::new(String::new());
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .map_err(|e| Error::local("cannot read the passphrase from standard input", e))?;
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| {
+        crate::output::file_error("cannot read the passphrase from standard input", e)
+    })?;
     Ok(Zeroizing::new(
         line.trim_end_matches(['\r', '\n']).to_string(),
     ))

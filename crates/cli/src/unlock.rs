@@ -18,10 +18,10 @@ pub enum Cache {
     Bypass,
 }
 
-/// The agent, unless `--no-agent` / `CHATVAULT_NO_AGENT` or `--identity`
-/// (an identity file already unlocks without a key derivation).
-fn agent(cli: &Cli) -> Option<Agent> {
-    if cli.no_agent || cli.identity.is_some() {
+/// The agent, unless `--no-agent` / `CHATVAULT_NO_AGENT` or an identity
+/// file (which already unlocks without a key derivation).
+fn agent(cli: &Cli, location: &Location) -> Option<Agent> {
+    if cli.no_agent || location.identity.is_some() {
         return None;
     }
     Agent::locate()
@@ -38,7 +38,7 @@ fn cache_key(location: &Location) -> String {
 /// the vault (the server held none).
 pub async fn open(cli: &Cli, location: &Location, cache: Cache) -> Result<(ChatVault, bool)> {
     let agent = match cache {
-        Cache::Use => agent(cli),
+        Cache::Use => agent(cli, location),
         Cache::Bypass => None,
     };
     let key = cache_key(location);

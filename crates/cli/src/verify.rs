@@ -10,7 +10,6 @@
 
 use crate::output::out;
 use crate::settings::{self, Location};
-use crate::Cli;
 use chatvault::core::engine::open_record;
 use chatvault::core::envelope::{EnvelopeCipher, Unlock};
 use chatvault::core::storage::{Cursor, Part, SealedRecord};
@@ -38,9 +37,9 @@ impl Problems {
 }
 
 /// Runs the check; `Err` (exit code 5) if anything is wrong.
-pub async fn run(cli: &Cli, location: &Location) -> Result<()> {
+pub async fn run(location: &Location) -> Result<()> {
     settings::check_credentials(&location.server)?;
-    let unlock = settings::unlock(cli)?;
+    let unlock = settings::unlock(location)?;
     let storage = chatvault::open_url(&location.server).await?;
     // A device that never opened this vault has no replica: check the
     // server alone rather than create an empty replica file.

@@ -452,3 +452,94 @@ fn a_weak_new_passphrase_is_refused_with_the_reason_unless_allowed() {
     failed_with(passwd(false), 2, "too weak");
     succeeded(passwd(true));
 }
+
+#[test]
+fn device_key_creates_its_folders_privately_and_names_a_file_error_as_such() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let key = setup.path("keys").join("deeper").join("phone.key");
+    let recipient = setup.ok(&["keys", "device-key", key.to_str().expect("UTF-8")]);
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    for (path, mode) in [
+        (setup.path("keys"), 0o700),
+        (setup.path("keys").join("deeper"), 0o700),
+        (key.clone(), 0o600),
+    ] {
+        let found = std::fs::metadata(&path)
+            .expect("exists")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(found, mode, "{}: {found:o}", path.display());
+    }
+    std::fs::write(setup.path("a-file"), "").expect("write");
+    let blocked = setup.path("a-file").join("phone.key");
+    let out = setup.output(&["keys", "device-key", blocked.to_str().expect("UTF-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    failed_with(out, 6, "file error: cannot create the folder");
+    assert!(!stderr.contains("replica"), "{stderr}");
+}
+
+#[test]
+fn a_device_opened_once_with_its_identity_file_needs_no_identity_option_after() {
+    let setup = Setup::new();
+    let server = format!("file://{}", setup.path("server").display());
+    setup.ok(&["init", &server]);
+    setup.ok(&["new", "shared with the phone"]);
+    let key = setup.path("phone.key");
+    let recipient = setup.ok(&["keys", "device-key", key.to_str().expect("UTF-8")]);
+    setup.ok(&["keys", "add-device", recipient.trim(), "--label", "phone"]);
+
+    // The phone: its own data and config folders, no passphrase at all.
+    let phone = |config: &str, args: &[&str]| {
+        let mut command = setup.command(args);
+        command
+            .env_remove("CHATVAULT_SERVER")
+            .env_remove("CHATVAULT_PASSPHRASE")
+            .env("XDG_DATA_HOME", setup.path(&format!("{config}-data")))
+            .env("CHATVAULT_CONFIG_DIR", setup.path(config));
+        command.output().expect("run chatvault")
+    };
+    let key = key.to_str().expect("UTF-8");
+    succeeded(phone("phone", &["--identity", key, "init", &server]));
+    let ls = succeeded(phone("phone", &["ls"]));
+    assert!(ls.contains("shared with the phone"), "{ls}");
+
+    // CHATVAULT_IDENTITY does the same.
+    let mut with_variable = setup.command(&["init", &server]);
+    with_variable
+        .env_remove("CHATVAULT_SERVER")
+        .env_remove("CHATVAULT_PASSPHRASE")
+        .env("CHATVAULT_IDENTITY", key)
+        .env("XDG_DATA_HOME", setup.path("tablet-data"))
+        .env("CHATVAULT_CONFIG_DIR", setup.path("tablet"));
+    succeeded(with_variable.output().expect("run"));
+    let ls = succeeded(phone("tablet", &["ls"]));
+    assert!(ls.contains("shared with the phone"), "{ls}");
+
+    // A vault first opened with the passphrase learns the identity file the
+    // first time a command is given it.
+    let laptop_ls = |args: &[&str]| {
+        let mut command = setup.command(args);
+        command
+            .env_remove("CHATVAULT_SERVER")
+            .env_remove("CHATVAULT_PASSPHRASE")
+            .env("XDG_DATA_HOME", setup.path("desk-data"))
+            .env("CHATVAULT_CONFIG_DIR", setup.path("desk"));
+        command
+    };
+    succeeded(
+        laptop_ls(&["init", &server])
+            .env("CHATVAULT_PASSPHRASE", PASSPHRASE)
+            .output()
+            .expect("run"),
+    );
+    failed_with(
+        laptop_ls(&["ls"]).output().expect("run"),
+        2,
+        "no passphrase",
+    );
+    succeeded(laptop_ls(&["ls", "--identity", key]).output().expect("run"));
+    let ls = succeeded(laptop_ls(&["ls"]).output().expect("run"));
+    assert!(ls.contains("shared with the phone"), "{ls}");
+}
