@@ -41,7 +41,13 @@ on disk) until it has gone unused for 15 minutes (--agent-timeout SECONDS or
 CHATVAULT_AGENT_TIMEOUT); later commands on this device need no passphrase.
 `chatvault lock` forgets it at once; --no-agent or CHATVAULT_NO_AGENT=1 neither
 uses nor starts the agent. `keys passwd`, `verify`, `login` and `logout`
-always ask. Any process running as your user can ask the agent too.
+always ask, and a passphrase set in CHATVAULT_PASSPHRASE is always checked
+(a wrong one fails with exit 3). Any process running as your user can ask
+the agent too.
+
+Device keys: --identity FILE (or CHATVAULT_IDENTITY) given once for a vault
+`init` remembered is remembered with it; later commands use it unless
+CHATVAULT_PASSPHRASE is set.
 
 A new passphrase (and a passphrase export) costs scrypt about a second of this
 machine's work, and never less than N = 2^18. CHATVAULT_SCRYPT_WORK_FACTOR
