@@ -92,7 +92,7 @@ async fn login_keeps_a_session_that_later_commands_use_and_logout_ends_it() {
             &["new", "From the CLI"],
             &[],
         ));
-        let listed = stdout(&run(&server, &key, &dir_path, &["ls"], &[]));
+        let listed = stdout(&run(&server, &key, &dir_path, &["ls", "--full-ids"], &[]));
         assert!(listed.contains("From the CLI"), "{listed}");
         assert!(listed.contains(id.trim()), "{listed}");
 
