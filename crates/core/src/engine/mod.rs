@@ -27,6 +27,10 @@
 //! - **When**: [`Engine::sync_now`] runs one round; [`Engine::start`] runs
 //!   rounds in the background, woken by a [`Transport`] (polling, or the
 //!   backend's push plus polling as a safety net) and by local saves.
+//! - **Housekeeping**: a successful round of either kind starts the
+//!   backend's maintenance ([`Storage::maintain`](crate::Storage::maintain))
+//!   in its own task when it is due by the schedule kept in the replica;
+//!   [`Engine::settle_maintenance`] bounds it in a process about to exit.
 //!
 //! In memory the engine keeps the sidebar (every live chat's summary, in a
 //! `DashMap`) and recently opened chats (a `moka` cache bounded by bytes).
