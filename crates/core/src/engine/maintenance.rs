@@ -16,7 +16,7 @@ use super::{blocking, Engine};
 use crate::replica::MaintenanceMark;
 use crate::storage::{DynStorage, MaintenanceBudget, MaintenanceReport};
 use crate::{Error, Result};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 
@@ -104,10 +104,12 @@ pub enum SettledMaintenance {
 }
 
 /// The engine's maintenance state: the replica's mark, mirrored in memory
-/// (only this process writes the replica), and the running task.
+/// (only this process writes the replica), the running task, and the mark
+/// of a spawned run that finished, still to be written.
 pub(crate) struct Scheduler {
     mark: Mutex<Option<MaintenanceMark>>,
     task: Mutex<Option<JoinHandle<Result<MaintenanceReport>>>>,
+    finished: Arc<Mutex<Option<MaintenanceMark>>>,
 }
 
 /// Locks a mutex whose data stays consistent across a panic (plain values).
@@ -121,17 +123,22 @@ impl Scheduler {
         Self {
             mark: Mutex::new(mark),
             task: Mutex::new(None),
+            finished: Arc::new(Mutex::new(None)),
         }
     }
 }
 
 impl Engine {
     /// After a successful round (under the sync lock, so one at a time):
-    /// if [`due`] says so and no run is under way, marks a run started in
-    /// the replica and spawns it. The task holds the storage and only a
-    /// weak handle to the engine, so dropping the engine releases the
-    /// replica at once even while the backend works.
+    /// records a spawned run that finished since; then, if [`due`] says so
+    /// and no run is under way, marks a run started in the replica and
+    /// spawns it. The task holds the storage, never the engine or the
+    /// replica, so dropping the engine releases the replica file at once
+    /// even while the backend works; its "finished" mark is written by the
+    /// next round or [`settle_maintenance`](Self::settle_maintenance) (a
+    /// process that ends first leaves it "started": resumed next time).
     pub(super) async fn maintain_when_due(&self) {
+        self.record_finished().await;
         let scheduler = &self.inner.maintenance;
         if lock(&scheduler.task)
             .as_ref()
@@ -147,12 +154,10 @@ impl Engine {
         };
         let started = self.mark_started().await;
         let storage = self.inner.storage.clone();
-        let engine = self.downgrade();
+        let finished = scheduler.finished.clone();
         let task = tokio::spawn(async move {
             let report = maintain_span(&storage, force).await;
-            if let Some(engine) = engine.upgrade() {
-                engine.mark_finished(started).await;
-            }
+            *lock(&finished) = Some(finished_mark(started));
             report
         });
         *lock(&scheduler.task) = Some(task);
@@ -169,7 +174,10 @@ impl Engine {
             return SettledMaintenance::Idle;
         };
         match tokio::time::timeout(budget, &mut handle).await {
-            Ok(Ok(outcome)) => SettledMaintenance::Finished(outcome),
+            Ok(Ok(outcome)) => {
+                self.record_finished().await;
+                SettledMaintenance::Finished(outcome)
+            }
             Ok(Err(e)) => SettledMaintenance::Finished(Err(Error::local_message(format!(
                 "the maintenance task failed: {e}"
             )))),
@@ -212,12 +220,19 @@ impl Engine {
     }
 
     async fn mark_finished(&self, started: MaintenanceMark) {
-        self.record_mark(MaintenanceMark {
-            finished: true,
-            resumes: 0,
-            ..started
-        })
-        .await;
+        self.record_mark(finished_mark(started)).await;
+    }
+
+    /// Writes the mark of a spawned run that finished, if any, unless a
+    /// later run (on demand) has been marked since.
+    async fn record_finished(&self) {
+        let finished = lock(&self.inner.maintenance.finished).take();
+        let current = *lock(&self.inner.maintenance.mark);
+        if let Some(mark) = finished {
+            if current.is_some_and(|c| c.started_ms == mark.started_ms) {
+                self.record_mark(mark).await;
+            }
+        }
     }
 
     async fn record_mark(&self, mark: MaintenanceMark) {
@@ -231,6 +246,15 @@ impl Engine {
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot record the maintenance schedule in the replica");
         }
+    }
+}
+
+/// The mark of a run that started as `started` and has finished.
+fn finished_mark(started: MaintenanceMark) -> MaintenanceMark {
+    MaintenanceMark {
+        finished: true,
+        resumes: 0,
+        ..started
     }
 }
 
