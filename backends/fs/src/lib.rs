@@ -84,12 +84,8 @@ mod watch;
 
 pub use watch::FsPush;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
-};
+use chatvault_core::layer::LayeredStorage;
+use chatvault_core::{Capabilities, Error, Result, Storage, Transport};
 use chatvault_object_store::{
     CompactOptions, CompactReport, ObjectStoreOptions, ObjectStoreStorage,
 };
@@ -299,41 +295,16 @@ fn path_from_url(url: &str) -> Result<PathBuf> {
         .map_err(|()| Error::invalid(format!("{url:?} does not name a local folder")))
 }
 
-#[async_trait]
-impl Storage for FsStorage {
+impl LayeredStorage for FsStorage {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             push: true,
             ..self.inner.capabilities()
         }
-    }
-
-    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        self.inner.changes(since, limit).await
-    }
-
-    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.inner.get(chats, part).await
-    }
-
-    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.inner.put(record, precondition).await
-    }
-
-    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
-        self.inner.put_batch(batch).await
-    }
-
-    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.inner.get_keyring().await
-    }
-
-    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
-        self.inner.put_keyring(bytes, precondition).await
-    }
-
-    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.inner.maintain(budget).await
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {

@@ -54,12 +54,8 @@ pub use chatvault_object_store::{
 };
 pub use object_store::aws::S3ConditionalPut;
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
-    Part, PutPrecondition, Result, SealedRecord, Storage,
-};
+use chatvault_core::layer::LayeredStorage;
+use chatvault_core::{Result, Storage};
 use chatvault_object_store::ObjectStoreStorage;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -131,48 +127,10 @@ impl S3Storage {
     }
 }
 
-#[async_trait]
-impl Storage for S3Storage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-
-    async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        self.inner.changes(since, limit).await
-    }
-
-    async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.inner.get(chats, part).await
-    }
-
-    async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.inner.put(record, precondition).await
-    }
-
-    async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
-        self.inner.put_batch(batch).await
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.inner
-            .delete(chat, version, summary, precondition)
-            .await
-    }
-
-    async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.inner.get_keyring().await
-    }
-
-    async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
-        self.inner.put_keyring(bytes, precondition).await
-    }
-    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.inner.maintain(budget).await
+/// Every call goes to the object-store layout underneath: S3 adds no
+/// behaviour of its own, only the client.
+impl LayeredStorage for S3Storage {
+    fn inner(&self) -> &dyn Storage {
+        &self.inner
     }
 }

@@ -3,10 +3,10 @@
 use super::{records_bytes, Op, RequestCounter};
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_core::layer::StorageLayer;
+use chatvault_core::layer::{LayeredStorage, StorageLayer};
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
+    ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -165,9 +165,9 @@ impl CountingStorage {
 }
 
 #[async_trait]
-impl Storage for CountingStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for CountingStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
@@ -240,9 +240,5 @@ impl Storage for CountingStorage {
         let _trip = self.trip();
         self.counter.record(Op::Maintain.name(), 0, 0);
         self.inner.maintain(budget).await
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }

@@ -3,10 +3,10 @@
 use super::{lock, Op};
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_core::layer::StorageLayer;
+use chatvault_core::layer::{LayeredStorage, StorageLayer};
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
+    ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -246,9 +246,9 @@ impl FaultyStorage {
 }
 
 #[async_trait]
-impl Storage for FaultyStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for FaultyStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
@@ -313,9 +313,5 @@ impl Storage for FaultyStorage {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         self.guard(Op::Maintain, self.inner.maintain(budget)).await
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }

@@ -3,10 +3,10 @@
 use super::{lock, SeededRng};
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault_core::layer::StorageLayer;
+use chatvault_core::layer::{LayeredStorage, StorageLayer};
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage, Transport,
+    ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, Part, PutPrecondition, Result,
+    SealedRecord, Storage,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -264,9 +264,9 @@ impl HostileStorage {
 }
 
 #[async_trait]
-impl Storage for HostileStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for HostileStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
@@ -326,18 +326,6 @@ impl Storage for HostileStorage {
         results
     }
 
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.inner
-            .delete(chat, version, summary, precondition)
-            .await
-    }
-
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
         let keyring = self.inner.get_keyring().await?;
         let mut state = lock(&self.state);
@@ -365,13 +353,5 @@ impl Storage for HostileStorage {
             .keyrings
             .push(KeyringBlob { bytes, version });
         Ok(version)
-    }
-
-    async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.inner.maintain(budget).await
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }

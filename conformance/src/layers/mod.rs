@@ -144,42 +144,9 @@ impl fmt::Debug for RequestCounter {
     }
 }
 
-/// The [`Storage`](chatvault_core::Storage) operations a layer can count or fail.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Op {
-    /// [`Storage::changes`](chatvault_core::Storage::changes).
-    Changes,
-    /// [`Storage::get`](chatvault_core::Storage::get).
-    Get,
-    /// [`Storage::put`](chatvault_core::Storage::put).
-    Put,
-    /// [`Storage::put_batch`](chatvault_core::Storage::put_batch).
-    PutBatch,
-    /// [`Storage::delete`](chatvault_core::Storage::delete).
-    Delete,
-    /// [`Storage::get_keyring`](chatvault_core::Storage::get_keyring).
-    GetKeyring,
-    /// [`Storage::put_keyring`](chatvault_core::Storage::put_keyring).
-    PutKeyring,
-    /// [`Storage::maintain`](chatvault_core::Storage::maintain).
-    Maintain,
-}
-
-impl Op {
-    /// The name the operation is counted under.
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Changes => "changes",
-            Op::Get => "get",
-            Op::Put => "put",
-            Op::PutBatch => "put_batch",
-            Op::Delete => "delete",
-            Op::GetKeyring => "get_keyring",
-            Op::PutKeyring => "put_keyring",
-            Op::Maintain => "maintain",
-        }
-    }
-}
+/// The [`Storage`](chatvault_core::Storage) operations a layer can count or
+/// fail: core's one operation enum.
+pub use chatvault_core::layer::Op;
 
 pub(crate) fn records_bytes(records: &[SealedRecord]) -> u64 {
     records.iter().map(|r| r.size() as u64).sum()

@@ -183,10 +183,13 @@ impl ChatVaultBuilder {
         self
     }
 
-    /// How often background sync runs the backend's housekeeping (compacting
-    /// the object-store change log so idle polls and new devices stay cheap
-    /// however long the history); `None` switches it off. Default: every 10
-    /// minutes of background sync. [`ChatVault::maintain`] runs it on demand.
+    /// How often a successful sync ([`ChatVault::sync_now`] or background
+    /// sync) starts the backend's housekeeping (compacting the object-store
+    /// change log so idle polls and new devices stay cheap however long the
+    /// history), counted from the latest run recorded in the replica, so
+    /// short-lived processes keep the schedule; `None` switches it off.
+    /// Default: every 10 minutes, and at the first sync of a device that
+    /// never ran it. [`ChatVault::maintain`] runs it on demand.
     pub fn auto_maintenance(mut self, every: Option<Duration>) -> Self {
         self.maintenance = Some(every);
         self

@@ -95,7 +95,10 @@ pub mod supabase {
 }
 pub use vault::{ChatVault, EXPORT_FORMAT};
 
-pub use chatvault_core::engine::{Event, ResealReport, SkippedRecord, SyncReport, SyncStatus};
+pub use chatvault_core::engine::{
+    Event, ResealReport, SettledMaintenance, SkippedRecord, SyncReport, SyncStatus,
+    DEFAULT_MAINTENANCE_BUDGET,
+};
 pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{

@@ -309,11 +309,20 @@ impl ChatVault {
     }
 
     /// Runs the backend's housekeeping now (compaction of the object-store
-    /// change log, for instance); with `force` even below the backend's
-    /// thresholds. Background sync does this by itself (see
+    /// change log, for instance) and waits for it; with `force` even below
+    /// the backend's thresholds. Every successful sync ([`sync_now`](Self::sync_now)
+    /// or background sync) starts it by itself when it is due (see
     /// [`ChatVaultBuilder::auto_maintenance`](crate::ChatVaultBuilder::auto_maintenance)).
     pub async fn maintain(&self, force: bool) -> Result<chatvault_core::MaintenanceReport> {
         self.engine.maintain(force).await
+    }
+
+    /// Gives the housekeeping a sync started at most `budget` to finish,
+    /// then stops it (safely: the next sync resumes it). For a process
+    /// about to exit; [`close`](Self::close) does it with
+    /// [`DEFAULT_MAINTENANCE_BUDGET`](crate::DEFAULT_MAINTENANCE_BUDGET).
+    pub async fn settle_maintenance(&self, budget: Duration) -> crate::SettledMaintenance {
+        self.engine.settle_maintenance(budget).await
     }
 
     /// Syncs now: pulls every change, then pushes every queued one. Records
@@ -383,10 +392,15 @@ impl ChatVault {
         .await
     }
 
-    /// Stops background sync and closes the vault, releasing the replica
-    /// file (it can then be opened again, e.g. by a new `ChatVault`).
+    /// Stops background sync, gives housekeeping a sync started at most
+    /// [`DEFAULT_MAINTENANCE_BUDGET`](crate::DEFAULT_MAINTENANCE_BUDGET) to
+    /// finish ([`settle_maintenance`](Self::settle_maintenance)), and closes
+    /// the vault, releasing the replica file (it can then be opened again,
+    /// e.g. by a new `ChatVault`).
     pub async fn close(self) {
         self.stop_sync().await;
+        self.settle_maintenance(chatvault_core::engine::DEFAULT_MAINTENANCE_BUDGET)
+            .await;
     }
 }
 

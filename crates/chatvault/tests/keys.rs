@@ -1242,68 +1242,95 @@ async fn a_forged_key_file_is_refused_after_the_passphrase_changed_on_another_de
     );
 }
 
-#[tokio::test]
-async fn a_body_left_under_an_older_key_than_its_summary_is_resealed_before_the_key_retires() {
-    use chatvault::core::codec::{encode_chat, encode_summary};
+/// The key file `storage` holds now, opened with the passphrase.
+async fn key_file_opened(storage: &DynStorage) -> EnvelopeCipher {
     use chatvault::core::envelope::Unlock;
-    use chatvault::core::{Aad, Cipher, Part, SealedRecord};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let storage = folder(dir.path());
-    let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
-    let before_rotation = storage
-        .get_keyring()
-        .await
-        .expect("get")
-        .expect("stored")
-        .bytes
-        .to_vec();
-    let old_key = EnvelopeCipher::from_key_file(
-        &before_rotation,
+    EnvelopeCipher::from_key_file(
+        &key_file_now(storage).await,
         &Unlock::Passphrase(PASSPHRASE.to_string().into()),
     )
-    .expect("open the key file from before the rotation");
-    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
-    laptop.reseal_stale(100).await.expect("re-seal");
+    .expect("open the key file with the passphrase")
+}
 
-    // A record as a build that sealed the parts one by one wrote it while a
-    // rotation was adopted: the summary under key 2, the body under key 1.
-    let chat = laptop.load_full_chat(ids[0]).await.expect("open");
+/// Seals the summary (and, unless `deleted`, the body) of `chat` as
+/// `laptop` holds it as its next version, each part with the cipher given,
+/// and stores it on the server on top of the version the laptop holds.
+/// `damage` flips the summary's last byte.
+async fn put_next_version(
+    storage: &DynStorage,
+    laptop: &ChatVault,
+    chat: chatvault::ChatId,
+    (summary_cipher, body_cipher): (&EnvelopeCipher, &EnvelopeCipher),
+    deleted: bool,
+    damage: bool,
+) {
+    use chatvault::core::codec::{encode_chat, encode_summary};
+    use chatvault::core::{Aad, Cipher, Part, SealedRecord};
+    let state = laptop.load_full_chat(chat).await.expect("open");
     let version = laptop
         .engine()
         .replica()
-        .header(ids[0])
+        .header(chat)
         .expect("replica")
         .expect("stored")
         .version;
     let aad = |part| Aad {
         vault: laptop.vault_id(),
-        chat: ids[0],
+        chat,
         part,
         version: version + 1,
     };
-    let summary = laptop
-        .cipher()
+    let mut summary = summary_cipher
         .seal(
             &aad(Part::Summary),
-            &encode_summary(&chat.summary()).expect("encode"),
+            &encode_summary(&state.summary()).expect("encode"),
         )
         .expect("seal");
-    let body = old_key
-        .seal(&aad(Part::Full), &encode_chat(&chat).expect("encode"))
-        .expect("seal");
+    if damage {
+        let last = summary.len() - 1;
+        summary[last] ^= 1;
+    }
+    let body = (!deleted).then(|| {
+        body_cipher
+            .seal(&aad(Part::Full), &encode_chat(&state).expect("encode"))
+            .expect("seal")
+            .into()
+    });
     storage
         .put(
             SealedRecord {
-                chat: ids[0],
+                chat,
                 version: version + 1,
-                deleted: false,
+                deleted,
                 summary: summary.into(),
-                body: Some(body.into()),
+                body,
             },
             PutPrecondition::Version(version),
         )
         .await
-        .expect("put the mixed record");
+        .expect("put the record");
+}
+
+#[tokio::test]
+async fn a_body_left_under_an_older_key_than_its_summary_is_resealed_before_the_key_retires() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = folder(dir.path());
+    let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
+    let old_key = key_file_opened(&storage).await;
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    laptop.reseal_stale(100).await.expect("re-seal");
+
+    // A record as a build that sealed the parts one by one wrote it while a
+    // rotation was adopted: the summary under key 2, the body under key 1.
+    put_next_version(
+        &storage,
+        &laptop,
+        ids[0],
+        (laptop.cipher(), &old_key),
+        false,
+        false,
+    )
+    .await;
     laptop.sync_now().await.expect("pull it");
 
     let report = laptop.reseal_stale(100).await.expect("re-seal");
@@ -1322,9 +1349,6 @@ async fn a_body_left_under_an_older_key_than_its_summary_is_resealed_before_the_
 
 #[tokio::test]
 async fn a_key_a_skipped_record_may_need_is_not_retired() {
-    use chatvault::core::codec::encode_summary;
-    use chatvault::core::envelope::Unlock;
-    use chatvault::core::{Aad, Cipher, Part, SealedRecord};
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = folder(dir.path());
     let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
@@ -1332,16 +1356,7 @@ async fn a_key_a_skipped_record_may_need_is_not_retired() {
         .await
         .expect("phone");
     phone.sync_now().await.expect("sync");
-    let old_key = EnvelopeCipher::from_key_file(
-        &storage
-            .get_keyring()
-            .await
-            .expect("get")
-            .expect("stored")
-            .bytes,
-        &Unlock::Passphrase(PASSPHRASE.to_string().into()),
-    )
-    .expect("open the key file from before the rotation");
+    let old_key = key_file_opened(&storage).await;
     laptop.rotate_key().await.expect("rotate");
     laptop.reseal_stale(100).await.expect("re-seal and push");
     phone
@@ -1349,40 +1364,9 @@ async fn a_key_a_skipped_record_may_need_is_not_retired() {
         .await
         .expect("the phone reads the re-sealed chats");
 
-    // A record under key 1 the phone cannot open (damaged in transit, or
+    // A tombstone under key 1 the phone cannot open (damaged in transit, or
     // written by a newer build): it is skipped, and its key id kept.
-    let chat = laptop.load_full_chat(ids[1]).await.expect("open");
-    let version = laptop
-        .engine()
-        .replica()
-        .header(ids[1])
-        .expect("replica")
-        .expect("stored")
-        .version;
-    let aad = Aad {
-        vault: laptop.vault_id(),
-        chat: ids[1],
-        part: Part::Summary,
-        version: version + 1,
-    };
-    let mut summary = old_key
-        .seal(&aad, &encode_summary(&chat.summary()).expect("encode"))
-        .expect("seal");
-    let last = summary.len() - 1;
-    summary[last] ^= 1;
-    storage
-        .put(
-            SealedRecord {
-                chat: ids[1],
-                version: version + 1,
-                deleted: true,
-                summary: summary.into(),
-                body: None,
-            },
-            PutPrecondition::Version(version),
-        )
-        .await
-        .expect("put the damaged record");
+    put_next_version(&storage, &laptop, ids[1], (&old_key, &old_key), true, true).await;
     let report = phone.sync_now().await.expect("sync");
     assert_eq!(report.skipped.len(), 1, "{report:?}");
     let skipped = phone.engine().skipped().expect("skipped");

@@ -2,10 +2,9 @@
 //! background worker's schedule survives a device that saves while offline.
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use chatvault::core::layer::LayeredStorage;
 use chatvault::core::{
-    Capabilities, ChangePage, Cursor, KeyringBlob, Part, PullOutcome, PutPrecondition,
-    SealedRecord, Storage, Transport,
+    ChangePage, Cursor, PullOutcome, PutPrecondition, SealedRecord, Storage, Transport,
 };
 use chatvault::{ChatId, ChatVault, DynStorage, Error, Event, Role, SyncStatus};
 use chatvault_conformance::layers::{CountingStorage, Fault, FaultyStorage, Op};
@@ -228,15 +227,9 @@ impl RefuseOne {
 }
 
 #[async_trait]
-impl Storage for RefuseOne {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn changes(&self, since: &Cursor, limit: usize) -> chatvault::Result<ChangePage> {
-        self.inner.changes(since, limit).await
-    }
-    async fn get(&self, chats: &[ChatId], part: Part) -> chatvault::Result<Vec<SealedRecord>> {
-        self.inner.get(chats, part).await
+impl LayeredStorage for RefuseOne {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
     async fn put(&self, record: SealedRecord, pre: PutPrecondition) -> chatvault::Result<()> {
         if self.refuses(record.chat) {
@@ -250,15 +243,9 @@ impl Storage for RefuseOne {
     ) -> Vec<chatvault::Result<()>> {
         let mut results = Vec::with_capacity(batch.len());
         for (record, pre) in batch {
-            results.push(self.put(record, pre).await);
+            results.push(LayeredStorage::put(self, record, pre).await);
         }
         results
-    }
-    async fn get_keyring(&self) -> chatvault::Result<Option<KeyringBlob>> {
-        self.inner.get_keyring().await
-    }
-    async fn put_keyring(&self, bytes: Bytes, pre: PutPrecondition) -> chatvault::Result<u64> {
-        self.inner.put_keyring(bytes, pre).await
     }
 }
 
@@ -330,9 +317,9 @@ struct StuckFeed {
 }
 
 #[async_trait]
-impl Storage for StuckFeed {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for StuckFeed {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
     async fn changes(&self, since: &Cursor, limit: usize) -> chatvault::Result<ChangePage> {
         if !self.stuck.load(Ordering::SeqCst) {
@@ -344,24 +331,6 @@ impl Storage for StuckFeed {
             cursor: since.clone(),
             has_more: true,
         })
-    }
-    async fn get(&self, chats: &[ChatId], part: Part) -> chatvault::Result<Vec<SealedRecord>> {
-        self.inner.get(chats, part).await
-    }
-    async fn put(&self, record: SealedRecord, pre: PutPrecondition) -> chatvault::Result<()> {
-        self.inner.put(record, pre).await
-    }
-    async fn put_batch(
-        &self,
-        batch: Vec<(SealedRecord, PutPrecondition)>,
-    ) -> Vec<chatvault::Result<()>> {
-        self.inner.put_batch(batch).await
-    }
-    async fn get_keyring(&self) -> chatvault::Result<Option<KeyringBlob>> {
-        self.inner.get_keyring().await
-    }
-    async fn put_keyring(&self, bytes: Bytes, pre: PutPrecondition) -> chatvault::Result<u64> {
-        self.inner.put_keyring(bytes, pre).await
     }
 }
 

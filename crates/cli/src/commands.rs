@@ -6,7 +6,7 @@ use crate::config::{Config, VaultEntry};
 use crate::output::out;
 use crate::unlock::Cache;
 use crate::{output, settings, Cli, Command, ExportFormat};
-use chatvault::{ChatId, ChatVault, Error, MessageId, Result};
+use chatvault::{ChatId, ChatVault, Error, MessageId, Result, SettledMaintenance};
 use clap::CommandFactory;
 
 /// The name `init` gives a vault without `--vault`.
@@ -82,6 +82,15 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         Some(_) => session.init(cli.vault.as_deref(), location).await,
         None => session.execute(cli.command, allow_weak).await,
     };
+    // A sync may have started the vault's housekeeping (compaction, when
+    // due): it gets the budget, and the next command resumes what is left.
+    if let SettledMaintenance::Finished(Err(e)) = session
+        .vault
+        .settle_maintenance(cli.maintenance_budget)
+        .await
+    {
+        tracing::debug!(error = %e, "maintenance failed; a later sync retries it");
+    }
     if created && result.is_ok() {
         eprintln!(
             "created a new vault. Next, run `chatvault keys recovery` and write the recovery key \
@@ -224,6 +233,19 @@ impl Session {
                 output::report(&report, &vault.status());
             }
             Command::Watch(args) => crate::watch::run(vault, args).await?,
+            Command::Maintain => {
+                let report = vault.maintain(true).await?;
+                if report.ran {
+                    out!(
+                        "compacted: removed {} log entries and {} other objects ({} requests)",
+                        report.removed_entries,
+                        report.removed_objects,
+                        report.requests
+                    );
+                } else {
+                    out!("nothing to compact on this backend");
+                }
+            }
             Command::Export(args) => {
                 // Bad arguments fail before any network round trip.
                 crate::export::check_output(&args)?;

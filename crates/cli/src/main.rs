@@ -121,6 +121,19 @@ struct Cli {
     #[arg(long, global = true, env = agent::TIMEOUT_VAR, value_name = "SECONDS")]
     agent_timeout: Option<u64>,
 
+    /// Seconds a command may spend, before it exits, on housekeeping its
+    /// sync started (compacting the vault's change log when due); what does
+    /// not fit is resumed by the next command
+    #[arg(
+        long,
+        global = true,
+        env = "CHATVAULT_MAINTENANCE_BUDGET",
+        value_name = "SECONDS",
+        default_value = "1.5",
+        value_parser = parse_seconds
+    )]
+    maintenance_budget: std::time::Duration,
+
     /// More output on standard error: -v debug, -vv trace (or set RUST_LOG)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -207,6 +220,9 @@ enum Command {
     Sync,
     /// Sync in the background and print events until Ctrl-C
     Watch(WatchArgs),
+    /// Compact the vault now, whatever the backend's thresholds, and print
+    /// what was removed (syncs run this by themselves when it is due)
+    Maintain,
     /// Write every chat as a standard age file (decrypt with `age -d`) or plain JSON
     Export(ExportArgs),
     /// Import a ChatGPT export (zip or conversations.json), a Claude export
@@ -323,6 +339,15 @@ impl From<CliRole> for Role {
             CliRole::Tool => Role::Tool,
         }
     }
+}
+
+/// A non-negative number of seconds, fractions allowed.
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("{text:?} is not a non-negative number of seconds"))
 }
 
 fn main() -> ExitCode {

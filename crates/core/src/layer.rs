@@ -24,19 +24,17 @@
 //! # }
 //! ```
 //!
-//! Writing your own layer takes a struct that implements [`Storage`] by
-//! forwarding to an inner [`DynStorage`], and a [`StorageLayer`] that builds
-//! it. A layer must forward **every** `Storage` method (including the ones
-//! with default bodies such as [`Storage::put_batch`], [`Storage::delete`],
-//! [`Storage::maintain`] and [`Storage::push`]): a default body would bypass
-//! the inner backend's own implementation.
+//! Writing your own layer takes a struct that implements [`LayeredStorage`]
+//! (its [`inner`](LayeredStorage::inner) storage, and the methods it
+//! changes: everything else forwards by itself, so a layer cannot forget a
+//! method and silently bypass the backend's own implementation), and a
+//! [`StorageLayer`] that builds it. [`Op`] names the operations.
 
 use crate::ids::ChatId;
 use crate::storage::{
-    Capabilities, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
+    ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport, Part,
+    PutPrecondition, SealedRecord, Storage,
 };
-use crate::transport::Transport;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -48,8 +46,10 @@ use std::time::{Duration, Instant};
 use tracing::Instrument;
 
 mod chaos;
+mod layered;
 
 pub use chaos::{ChaosConfig, ChaosLayer, ChaosStats, ChaosStorage, SeededRng};
+pub use layered::{LayeredStorage, Op};
 
 /// Locks a layer's shared figures; a poisoned lock still holds valid
 /// figures (a panicking thread must not hide them from the others).
@@ -175,7 +175,7 @@ impl RetryStorage {
 
     /// Runs `call` until it succeeds, fails for good, or attempts run out.
     /// Returns the last result and whether any attempt failed retriably.
-    async fn retry<T, F, Fut>(&self, op: &'static str, mut call: F) -> (Result<T>, bool)
+    async fn retry<T, F, Fut>(&self, op: Op, mut call: F) -> (Result<T>, bool)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
@@ -187,7 +187,7 @@ impl RetryStorage {
                 Err(error) if error.is_retriable() && attempt < self.policy.max_attempts => {
                     had_retriable = true;
                     let wait = self.backoff(attempt);
-                    tracing::debug!(op, attempt, ?wait, %error, "retrying a storage call");
+                    tracing::debug!(op = op.name(), attempt, ?wait, %error, "retrying a storage call");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }
@@ -218,7 +218,7 @@ impl RetryStorage {
                 // under the same policy rather than give up on the first
                 // failure.
                 let ids = [record.chat];
-                let stored = self.retry("get", || self.inner.get(&ids, part)).await.0;
+                let stored = self.retry(Op::Get, || self.inner.get(&ids, part)).await.0;
                 match stored {
                     Ok(stored)
                         if stored.iter().any(|s| {
@@ -241,24 +241,24 @@ impl RetryStorage {
 }
 
 #[async_trait]
-impl Storage for RetryStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for RetryStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        self.retry("changes", || self.inner.changes(since, limit))
+        self.retry(Op::Changes, || self.inner.changes(since, limit))
             .await
             .0
     }
 
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.retry("get", || self.inner.get(chats, part)).await.0
+        self.retry(Op::Get, || self.inner.get(chats, part)).await.0
     }
 
     async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
         let (result, retried) = self
-            .retry("put", || self.inner.put(record.clone(), precondition))
+            .retry(Op::Put, || self.inner.put(record.clone(), precondition))
             .await;
         self.settle_put(&record, result, retried).await
     }
@@ -317,7 +317,7 @@ impl Storage for RetryStorage {
         precondition: PutPrecondition,
     ) -> Result<()> {
         let (result, retried) = self
-            .retry("delete", || {
+            .retry(Op::Delete, || {
                 self.inner
                     .delete(chat, version, summary.clone(), precondition)
             })
@@ -333,21 +333,21 @@ impl Storage for RetryStorage {
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.retry("get_keyring", || self.inner.get_keyring())
+        self.retry(Op::GetKeyring, || self.inner.get_keyring())
             .await
             .0
     }
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         let (result, retried) = self
-            .retry("put_keyring", || {
+            .retry(Op::PutKeyring, || {
                 self.inner.put_keyring(bytes.clone(), precondition)
             })
             .await;
         match result {
             Err(Error::Conflict { chat, current }) if retried => {
                 match self
-                    .retry("get_keyring", || self.inner.get_keyring())
+                    .retry(Op::GetKeyring, || self.inner.get_keyring())
                     .await
                     .0
                 {
@@ -360,13 +360,9 @@ impl Storage for RetryStorage {
     }
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.retry("maintain", || self.inner.maintain(budget))
+        self.retry(Op::Maintain, || self.inner.maintain(budget))
             .await
             .0
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }
 
@@ -478,10 +474,11 @@ pub struct TracingStorage {
 }
 
 impl TracingStorage {
-    async fn traced<T, Fut>(&self, op: &'static str, items: usize, call: Fut) -> Result<T>
+    async fn traced<T, Fut>(&self, op: Op, items: usize, call: Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
     {
+        let op = op.name();
         let span = tracing::debug_span!("storage", op, items);
         let started = Instant::now();
         let result = call.instrument(span.clone()).await;
@@ -496,34 +493,34 @@ impl TracingStorage {
 }
 
 #[async_trait]
-impl Storage for TracingStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for TracingStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
-        self.traced("changes", limit, self.inner.changes(since, limit))
+        self.traced(Op::Changes, limit, self.inner.changes(since, limit))
             .await
     }
 
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.traced("get", chats.len(), self.inner.get(chats, part))
+        self.traced(Op::Get, chats.len(), self.inner.get(chats, part))
             .await
     }
 
     async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.traced("put", 1, self.inner.put(record, precondition))
+        self.traced(Op::Put, 1, self.inner.put(record, precondition))
             .await
     }
 
     async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         let items = batch.len();
-        let span = tracing::debug_span!("storage", op = "put_batch", items);
+        let span = tracing::debug_span!("storage", op = Op::PutBatch.name(), items);
         let started = Instant::now();
         let results = self.inner.put_batch(batch).instrument(span.clone()).await;
         let elapsed = started.elapsed();
         let failed = results.iter().find_map(|r| r.as_ref().err());
-        self.metrics.record("put_batch", elapsed, failed);
+        self.metrics.record(Op::PutBatch.name(), elapsed, failed);
         let errors = results.iter().filter(|r| r.is_err()).count();
         span.in_scope(|| tracing::debug!(?elapsed, errors, "storage batch put finished"));
         results
@@ -537,7 +534,7 @@ impl Storage for TracingStorage {
         precondition: PutPrecondition,
     ) -> Result<()> {
         self.traced(
-            "delete",
+            Op::Delete,
             1,
             self.inner.delete(chat, version, summary, precondition),
         )
@@ -545,13 +542,13 @@ impl Storage for TracingStorage {
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.traced("get_keyring", 1, self.inner.get_keyring())
+        self.traced(Op::GetKeyring, 1, self.inner.get_keyring())
             .await
     }
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.traced(
-            "put_keyring",
+            Op::PutKeyring,
             1,
             self.inner.put_keyring(bytes, precondition),
         )
@@ -559,11 +556,7 @@ impl Storage for TracingStorage {
     }
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.traced("maintain", 1, self.inner.maintain(budget))
+        self.traced(Op::Maintain, 1, self.inner.maintain(budget))
             .await
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }

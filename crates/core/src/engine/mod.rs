@@ -27,6 +27,10 @@
 //! - **When**: [`Engine::sync_now`] runs one round; [`Engine::start`] runs
 //!   rounds in the background, woken by a [`Transport`] (polling, or the
 //!   backend's push plus polling as a safety net) and by local saves.
+//! - **Housekeeping**: a successful round of either kind starts the
+//!   backend's maintenance ([`Storage::maintain`](crate::Storage::maintain))
+//!   in its own task when it is due by the schedule kept in the replica;
+//!   [`Engine::settle_maintenance`] bounds it in a process about to exit.
 //!
 //! In memory the engine keeps the sidebar (every live chat's summary, in a
 //! `DashMap`) and recently opened chats (a `moka` cache bounded by bytes).
@@ -44,6 +48,7 @@
 //! [`Storage::changes`]: crate::Storage::changes
 
 mod apply;
+mod maintenance;
 mod outbox;
 mod pull;
 mod reseal;
@@ -53,6 +58,7 @@ mod state;
 mod status;
 mod worker;
 
+pub use maintenance::{SettledMaintenance, DEFAULT_MAINTENANCE_BUDGET};
 pub use reseal::ResealReport;
 pub use sealing::{open_record, OpenedRecord};
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
@@ -63,7 +69,7 @@ use crate::cipher::Cipher;
 use crate::hlc::Clock;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::replica::{Replica, SkippedEntry};
-use crate::storage::{Capabilities, DynStorage, MaintenanceBudget, MaintenanceReport, Part};
+use crate::storage::{Capabilities, DynStorage, MaintenanceReport, Part};
 use crate::transport::Transport;
 use crate::{Error, Result};
 use sealing::Sealer;
@@ -100,19 +106,22 @@ pub struct EngineConfig {
     /// could bring such a message back, so keep it longer than any device
     /// stays offline; `None` keeps tombstones forever.
     pub tombstone_horizon: Option<Duration>,
-    /// How often background sync asks the backend for housekeeping
-    /// ([`Storage::maintain`](crate::Storage::maintain): compaction of the
-    /// object-store change log, for instance), jittered by ±20 %. The
-    /// backend still decides from its own thresholds whether to do work.
-    /// `None` switches automatic maintenance off ([`Engine::maintain`] still
-    /// runs it on demand).
+    /// How often a successful sync round (background sync,
+    /// [`Engine::sync_now`], [`Engine::pull`], [`Engine::push`]) asks the
+    /// backend for housekeeping ([`Storage::maintain`](crate::Storage::maintain):
+    /// compaction of the object-store change log, for instance), jittered by
+    /// ±20 %, counted from the latest run recorded in the replica, so short
+    /// processes keep the schedule too; a device that never ran it asks at
+    /// its first sync. The backend still decides from its own thresholds
+    /// whether to do work. `None` switches automatic maintenance off
+    /// ([`Engine::maintain`] still runs it on demand).
     pub maintenance_every: Option<Duration>,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
     /// rounds, pages of 1,000 changes, a 90-day tombstone horizon,
-    /// maintenance every 10 minutes of background sync.
+    /// maintenance asked for every 10 minutes.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -170,6 +179,9 @@ pub(crate) struct Inner {
     /// changes to send re-reads the keyring first, since keys may have
     /// been rotated and retired while this device was away.
     recheck_keyring: std::sync::atomic::AtomicBool,
+    /// When maintenance last ran (mirroring the replica) and the run in
+    /// progress.
+    maintenance: maintenance::Scheduler,
 }
 
 impl Inner {
@@ -286,6 +298,12 @@ impl Engine {
     ) -> Result<Self> {
         let capabilities = storage.capabilities();
         let chats = usize::try_from(replica.record_count()?).unwrap_or(0);
+        // Only scheduling depends on it: a mark that does not read is
+        // treated as none (maintenance is then asked for at the next sync).
+        let mark = replica.maintenance().unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "the replica's maintenance mark does not read; ignored");
+            None
+        });
         let inner = Arc::new(Inner {
             storage,
             capabilities,
@@ -299,6 +317,7 @@ impl Engine {
             keyring_refresh: std::sync::RwLock::new(None),
             retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
             recheck_keyring: std::sync::atomic::AtomicBool::new(false),
+            maintenance: maintenance::Scheduler::new(mark),
             replica,
             config,
         });
@@ -553,44 +572,24 @@ impl Engine {
     }
 
     /// Runs the backend's housekeeping now ([`Storage::maintain`]); with
-    /// `force` regardless of the backend's thresholds. Background sync calls
-    /// this by itself every [`EngineConfig::maintenance_every`].
+    /// `force` regardless of the backend's thresholds, and waits for it.
+    /// Successful sync rounds start it by themselves when it is due (every
+    /// [`EngineConfig::maintenance_every`]); this run counts as the latest
+    /// for that schedule.
     ///
     /// [`Storage::maintain`]: crate::Storage::maintain
     pub async fn maintain(&self, force: bool) -> Result<MaintenanceReport> {
-        use tracing::Instrument;
-        let span = tracing::info_span!(
-            "maintenance",
-            force,
-            ran = tracing::field::Empty,
-            removed_entries = tracing::field::Empty,
-            removed_objects = tracing::field::Empty,
-            requests = tracing::field::Empty,
-        );
-        let storage = self.inner.storage.clone();
-        async move {
-            let report = storage.maintain(MaintenanceBudget { force }).await;
-            let span = tracing::Span::current();
-            match &report {
-                Ok(r) => {
-                    span.record("ran", r.ran);
-                    span.record("removed_entries", r.removed_entries);
-                    span.record("removed_objects", r.removed_objects);
-                    span.record("requests", r.requests);
-                }
-                Err(e) => tracing::warn!(error = %e, "maintenance failed; it runs again later"),
-            }
-            report
-        }
-        .instrument(span)
-        .await
+        self.run_maintenance(force).await
     }
 
     /// Runs one sync round now: retry every skipped record, pull every
     /// change, then push the outbox (entries and records waiting for their
     /// backoff included). Updates the status and
     /// returns what was done; on failure the status says why and queued
-    /// changes stay queued.
+    /// changes stay queued. When the backend's maintenance is due (see
+    /// [`EngineConfig::maintenance_every`]), a successful round starts it
+    /// in its own task and returns without waiting for it; a process about
+    /// to exit bounds it with [`Engine::settle_maintenance`].
     pub async fn sync_now(&self) -> Result<SyncReport> {
         self.round(true, true).await
     }
@@ -637,6 +636,7 @@ impl Engine {
             .instrument(span.clone())
             .await;
         if let Ok(r) = &report {
+            self.maintain_when_due().await;
             span.record("pulled", r.pulled);
             span.record("pushed", r.pushed);
             span.record("conflicts_resolved", r.conflicts_resolved);

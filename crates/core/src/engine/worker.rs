@@ -4,7 +4,6 @@
 use super::Engine;
 use crate::transport::{Polling, PullOutcome, Transport};
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -47,17 +46,15 @@ impl Drop for SyncWorker {
 pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker {
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
-        let mut maintenance = MaintenanceSchedule::new(engine.inner.config.maintenance_every);
         let mut outcome = PullOutcome::Ok;
         loop {
             // Back from offline: changes queued meanwhile wait out no
             // per-entry backoff, since it was the network that failed them.
             let recovering = outcome == PullOutcome::Failed;
             outcome = match engine.round_with(true, true, recovering).await {
-                Ok(_) => {
-                    maintenance.run_if_due(&engine);
-                    PullOutcome::Ok
-                }
+                // A successful round also starts the backend's maintenance
+                // when it is due (`maintenance.rs`).
+                Ok(_) => PullOutcome::Ok,
                 Err(e) => {
                     tracing::debug!(error = %e, "sync round failed; will retry");
                     PullOutcome::Failed
@@ -84,48 +81,6 @@ pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker
     SyncWorker {
         stop,
         handle: Some(handle),
-    }
-}
-
-/// When background sync next asks the backend for housekeeping: after the
-/// first successful round, then every period (jittered by ±20 %, so devices
-/// of one vault do not all compact at once). At most one run at a time, in
-/// its own task, so sync rounds never wait for it.
-struct MaintenanceSchedule {
-    every: Option<Duration>,
-    next: Option<tokio::time::Instant>,
-    running: Arc<AtomicBool>,
-}
-
-impl MaintenanceSchedule {
-    fn new(every: Option<Duration>) -> Self {
-        Self {
-            every,
-            next: None,
-            running: Arc::new(AtomicBool::new(false)),
-        }
-    }
-
-    fn run_if_due(&mut self, engine: &Engine) {
-        let Some(every) = self.every else {
-            return;
-        };
-        let now = tokio::time::Instant::now();
-        if self.next.is_some_and(|next| now < next) {
-            return;
-        }
-        if self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let jitter = 0.8 + rand::random::<f64>() * 0.4;
-        self.next = Some(now + every.mul_f64(jitter));
-        let engine = engine.clone();
-        let running = self.running.clone();
-        tokio::spawn(async move {
-            // Failures are logged by `maintain` and retried at the next slot.
-            let _ = engine.maintain(false).await;
-            running.store(false, Ordering::Release);
-        });
     }
 }
 

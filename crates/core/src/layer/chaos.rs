@@ -1,13 +1,12 @@
 //! [`ChaosLayer`]: seeded random trouble around any backend, for tests,
 //! staging and game days.
 
-use super::{lock, StorageLayer};
+use super::{lock, LayeredStorage, Op, StorageLayer};
 use crate::ids::ChatId;
 use crate::storage::{
-    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
+    Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, SealedRecord, Storage,
 };
-use crate::transport::Transport;
 use crate::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -285,7 +284,7 @@ impl ChaosStorage {
         (latency, verdict)
     }
 
-    async fn run<T, F>(&self, op: &'static str, write: bool, call: F) -> Result<T>
+    async fn run<T, F>(&self, op: Op, write: bool, call: F) -> Result<T>
     where
         F: std::future::Future<Output = Result<T>>,
     {
@@ -346,9 +345,9 @@ impl ChaosStorage {
 }
 
 #[async_trait]
-impl Storage for ChaosStorage {
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
+impl LayeredStorage for ChaosStorage {
+    fn inner(&self) -> &dyn Storage {
+        self.inner.as_ref()
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
@@ -370,7 +369,7 @@ impl Storage for ChaosStorage {
             _ => since.clone(),
         };
         let mut page = self
-            .run("changes", false, self.inner.changes(&asked, limit))
+            .run(Op::Changes, false, self.inner.changes(&asked, limit))
             .await?;
         if reorder && page.changes.len() > 1 {
             lock(&self.shared.stats).reordered_pages += 1;
@@ -380,18 +379,18 @@ impl Storage for ChaosStorage {
     }
 
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        self.run("get", false, self.inner.get(chats, part)).await
+        self.run(Op::Get, false, self.inner.get(chats, part)).await
     }
 
     async fn put(&self, record: SealedRecord, precondition: PutPrecondition) -> Result<()> {
-        self.run("put", true, self.inner.put(record, precondition))
+        self.run(Op::Put, true, self.inner.put(record, precondition))
             .await
     }
 
     async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         let len = batch.len();
         match self
-            .run("put_batch", true, async {
+            .run(Op::PutBatch, true, async {
                 Ok(self.inner.put_batch(batch).await)
             })
             .await
@@ -427,7 +426,7 @@ impl Storage for ChaosStorage {
         precondition: PutPrecondition,
     ) -> Result<()> {
         self.run(
-            "delete",
+            Op::Delete,
             true,
             self.inner.delete(chat, version, summary, precondition),
         )
@@ -435,13 +434,13 @@ impl Storage for ChaosStorage {
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
-        self.run("get_keyring", false, self.inner.get_keyring())
+        self.run(Op::GetKeyring, false, self.inner.get_keyring())
             .await
     }
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.run(
-            "put_keyring",
+            Op::PutKeyring,
             true,
             self.inner.put_keyring(bytes, precondition),
         )
@@ -449,12 +448,8 @@ impl Storage for ChaosStorage {
     }
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.run("maintain", false, self.inner.maintain(budget))
+        self.run(Op::Maintain, false, self.inner.maintain(budget))
             .await
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner.push()
     }
 }
 

@@ -12,9 +12,10 @@
 //! - the **skipped records**: pulled records that did not open (a newer
 //!   format, a key id not yet held, damage), retried until they do, so the
 //!   cursor moving past them forgets nothing;
-//! - metadata: the replica format version, the vault and device ids, and a
+//! - metadata: the replica format version, the vault and device ids, a
 //!   copy of the vault's key file (sealed with age, as on the server) so the
-//!   vault can be unlocked offline.
+//!   vault can be unlocked offline, and when this device last ran the
+//!   backend's maintenance ([`MaintenanceMark`]).
 //!
 //! # Durability contract
 //!
@@ -72,10 +73,12 @@
 //! ```
 
 mod encoding;
+mod maintenance;
 mod skipped;
 mod write;
 
 pub use encoding::{OutboxEntry, RecordHeader};
+pub use maintenance::MaintenanceMark;
 pub use skipped::{SkipReason, SkippedEntry};
 pub(crate) use write::ReplicaWrite;
 
@@ -111,6 +114,7 @@ pub(crate) const META_KEY_FILE: &str = "key_file";
 /// What this device trusts of the key file ([`KeyTrust`]), kept beside the
 /// copy; absent in replicas written before it existed.
 pub(crate) const META_KEY_TRUST: &str = "key_trust";
+pub(crate) const META_MAINTENANCE: &str = "maintenance";
 /// Prefix of the metadata keys [`Replica::sealed_value`] reads.
 pub(crate) const META_SEALED: &str = "sealed/";
 
@@ -420,6 +424,14 @@ impl Replica {
         let mut write = self.write()?;
         write.set_sealed_value(name, value)?;
         write.commit()
+    }
+
+    /// When this device last ran the backend's maintenance, if it ever did
+    /// (the sync engine keeps it; see [`MaintenanceMark`]).
+    pub fn maintenance(&self) -> Result<Option<MaintenanceMark>> {
+        self.meta_value(META_MAINTENANCE)?
+            .map(|bytes| MaintenanceMark::decode(&bytes))
+            .transpose()
     }
 
     /// The pull cursor: how far this device has applied the change feed.

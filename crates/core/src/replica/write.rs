@@ -4,10 +4,11 @@ use super::encoding::{
     decode_body, decode_outbox, decode_summary, encode_body, encode_outbox, encode_summary,
     OutboxEntry, RecordHeader,
 };
+use super::maintenance::MaintenanceMark;
 use super::skipped::{self, SkippedEntry};
 use super::{
     local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_KEY_TRUST,
-    META_SEALED, META_VAULT, OUTBOX, SKIPPED, SUMMARIES,
+    META_MAINTENANCE, META_SEALED, META_VAULT, OUTBOX, SKIPPED, SUMMARIES,
 };
 use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
@@ -356,6 +357,11 @@ impl ReplicaWrite {
     pub fn set_key_file(&mut self, key_file: &[u8], trust: &KeyTrust) -> Result<()> {
         self.set_meta(META_KEY_FILE, key_file)?;
         self.set_meta(META_KEY_TRUST, &trust.to_bytes())
+    }
+
+    /// Records when this device last ran the backend's maintenance.
+    pub fn set_maintenance(&mut self, mark: &MaintenanceMark) -> Result<()> {
+        self.set_meta(META_MAINTENANCE, &mark.encode())
     }
 
     /// Keeps `value` under `name` for the application (e.g. the facade's
