@@ -222,9 +222,15 @@ impl Session {
                 self.push_if(online).await?;
             }
             Command::RmMessage { chat, message } => {
-                let message: MessageId = message.parse()?;
                 let online = self.pull().await?;
-                vault.delete_message(self.chat_id(&chat)?, message).await?;
+                let chat = self.chat_id(&chat)?;
+                let message = match message.parse::<MessageId>() {
+                    Ok(id) => id,
+                    Err(_) => {
+                        crate::ids::resolve_message(&message, &*vault.load_full_chat(chat).await?)?
+                    }
+                };
+                vault.delete_message(chat, message).await?;
                 self.push_if(online).await?;
             }
             Command::Sync => {

@@ -1,9 +1,10 @@
 //! Chat ids as people type them: a full id, a unique prefix of one (at
 //! least [`MIN_PREFIX`] hex digits, hyphens optional), or a chat's exact
-//! title; and the short ids `ls` and `search` print.
+//! title; message ids as a full id or a unique prefix; and the short ids
+//! `ls` and `search` print.
 
 use crate::output::terminal;
-use chatvault::{ChatId, ChatSummary, Error, Result};
+use chatvault::{Chat, ChatId, ChatSummary, Error, MessageId, Result};
 
 /// The fewest hex digits accepted as an id prefix.
 pub const MIN_PREFIX: usize = 4;
@@ -63,6 +64,45 @@ pub fn resolve(text: &str, chats: &[ChatSummary]) -> Result<ChatId> {
             }
             Err(Error::invalid(format!(
                 "{:?} matches {} chats (listed above): give more of the id",
+                terminal(text),
+                several.len()
+            )))
+        }
+    }
+}
+
+/// The message of `chat` that `text` names: its full id, or a unique
+/// prefix of it (at least [`MIN_PREFIX`] hex digits).
+///
+/// Errors: [`Error::InvalidInput`] (exit 2) when none matches, or when
+/// several do (after listing them on standard error).
+pub fn resolve_message(text: &str, chat: &Chat) -> Result<MessageId> {
+    if let Ok(id) = text.parse::<MessageId>() {
+        return Ok(id);
+    }
+    let matches: Vec<_> = match as_prefix(text) {
+        Some(prefix) if prefix.len() >= MIN_PREFIX => chat
+            .messages()
+            .into_iter()
+            .filter(|m| m.id.0.simple().to_string().starts_with(&prefix))
+            .collect(),
+        _ => Vec::new(),
+    };
+    match matches.as_slice() {
+        [one] => Ok(one.id),
+        [] => Err(Error::invalid(format!(
+            "no message {:?} in this chat: give a message id from `chatvault show`, or a unique \
+             prefix of one (at least {MIN_PREFIX} hex digits)",
+            terminal(text)
+        ))),
+        several => {
+            for message in several {
+                let first_line = message.content().lines().next().unwrap_or("");
+                let preview: String = first_line.chars().take(60).collect();
+                eprintln!("  {}  {}", message.id, terminal(&preview));
+            }
+            Err(Error::invalid(format!(
+                "{:?} matches {} messages (listed above): give more of the id",
                 terminal(text),
                 several.len()
             )))

@@ -213,7 +213,7 @@ enum Command {
     RmMessage {
         /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
         chat: String,
-        /// The message's id (see `show`)
+        /// The message's id (see `show`), or a unique prefix of it (4+ hex digits)
         message: String,
     },
     /// Sync once: pull every change, push every queued one

@@ -543,3 +543,23 @@ fn a_device_opened_once_with_its_identity_file_needs_no_identity_option_after() 
     let ls = succeeded(laptop_ls(&["ls"]).output().expect("run"));
     assert!(ls.contains("shared with the phone"), "{ls}");
 }
+
+#[test]
+fn rm_message_takes_a_unique_prefix_of_the_message_id() {
+    let setup = Setup::new();
+    setup.import(&[(id("652ce30c", 0), "Trip".into(), 3)]);
+    // Message m of chat 0 has the id {m:08x}-0000-4000-8000-000000000000.
+    setup.ok(&["rm-message", "652ce30c", "00000001"]);
+    let shown = setup.ok(&["show", "Trip"]);
+    assert!(!shown.contains("message 1 of chat 0"), "{shown}");
+    assert!(shown.contains("message 2 of chat 0"), "{shown}");
+    let out = setup.output(&["rm-message", "Trip", "0000"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    failed_with(out, 2, "matches 2 messages");
+    assert!(stderr.contains("message 0 of chat 0"), "{stderr}");
+    failed_with(
+        setup.output(&["rm-message", "Trip", "ffff"]),
+        2,
+        "no message \"ffff\"",
+    );
+}
