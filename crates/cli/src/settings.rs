@@ -253,20 +253,10 @@ fn passphrase() -> Result<Zeroizing<String>> {
 /// else one line of standard input. Refused if zxcvbn scores it below
 /// [`MIN_SCORE`] (with its reason), unless `allow_weak`.
 pub fn new_passphrase(var: &str, allow_weak: bool) -> Result<Zeroizing<String>> {
+    let typed = std::env::var(var).is_err() && std::io::stdin().is_terminal();
     let passphrase = match std::env::var(var) {
         Ok(passphrase) => Zeroizing::new(passphrase),
-        Err(_) if std::io::stdin().is_terminal() => {
-            let first = read_secret("new passphrase: ")?;
-            if !first.is_empty() {
-                let again = read_secret("the same passphrase again: ")?;
-                if *again != *first {
-                    return Err(Error::invalid(
-                        "the two passphrases differ: nothing was changed; run the command again",
-                    ));
-                }
-            }
-            first
-        }
+        Err(_) if typed => read_secret("new passphrase: ")?,
         Err(_) => read_secret("")?,
     };
     if passphrase.is_empty() {
@@ -274,8 +264,14 @@ pub fn new_passphrase(var: &str, allow_weak: bool) -> Result<Zeroizing<String>> 
             "no new passphrase: set {var} or type it on standard input"
         )));
     }
+    // Judged before it is asked again: a weak one is not typed twice.
     if !allow_weak {
         check_strength(&passphrase)?;
+    }
+    if typed && *read_secret("the same passphrase again: ")? != *passphrase {
+        return Err(Error::invalid(
+            "the two passphrases differ: nothing was changed; run the command again",
+        ));
     }
     Ok(passphrase)
 }

@@ -563,3 +563,18 @@ fn rm_message_takes_a_unique_prefix_of_the_message_id() {
         "no message \"ffff\"",
     );
 }
+
+#[test]
+fn a_weak_typed_passphrase_is_refused_before_it_is_asked_again() {
+    let setup = Setup::new();
+    let server = format!("file://{}", setup.path("server").display());
+    let (code, shown) = on_a_terminal(
+        &setup,
+        &["init", &server],
+        &[("new passphrase: ", "password1")],
+    );
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("too weak"), "{shown}");
+    assert!(!shown.contains("again"), "{shown}");
+    assert!(!shown.contains("password1"), "{shown}");
+}
