@@ -190,13 +190,13 @@ impl Session {
                     output::sidebar(&vault.sidebar(), full_ids);
                 }
             }
-            Command::Show { chat, json } => {
+            Command::Show { chat, json, at } => {
                 self.pull().await?;
                 let chat = vault.load_full_chat(self.chat_id(&chat)?).await?;
                 if json {
                     output::json(&crate::json::chat(&chat))?;
                 } else {
-                    output::chat(&chat);
+                    output::chat(&chat, at.unwrap_or(1));
                 }
             }
             Command::New { title } => {

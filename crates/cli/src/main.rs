@@ -171,6 +171,9 @@ enum Command {
         /// The chat as chatvault JSON (the export schema) instead of text
         #[arg(long)]
         json: bool,
+        /// Start at message number N (1-based, as `search` numbers its hits)
+        #[arg(long, value_name = "N", conflicts_with = "json")]
+        at: Option<usize>,
     },
     /// Create a chat and print its id
     New {

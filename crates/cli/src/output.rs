@@ -134,11 +134,19 @@ pub fn sidebar(chats: &[ChatSummary], full_ids: bool) {
     }
 }
 
-/// The title, then each message: a header line and its text, indented.
-pub fn chat(chat: &Chat) {
+/// The title, then each message from number `from` (1-based) on: a header
+/// line and its text, indented.
+pub fn chat(chat: &Chat, from: usize) {
     let star = if chat.is_starred() { "  [starred]" } else { "" };
     out!("{}{star}", terminal(chat.title()));
-    for message in chat.messages() {
+    let messages = chat.messages();
+    if from > 1 {
+        out!(
+            "\n({} earlier message(s) not shown)",
+            (from - 1).min(messages.len())
+        );
+    }
+    for message in messages.into_iter().skip(from.saturating_sub(1)) {
         out!(
             "\n{}  {:<9}  {}",
             message.id,
@@ -205,7 +213,8 @@ pub fn status(status: &SyncStatus) -> String {
     terminal(&words).into_owned()
 }
 
-fn role(role: &Role) -> &'static str {
+/// A role as listings show it.
+pub fn role(role: &Role) -> &'static str {
     match role {
         Role::User => "user",
         Role::Assistant => "assistant",

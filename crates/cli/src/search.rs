@@ -1,21 +1,27 @@
-//! `search`: case-insensitive substring search over titles and messages of
-//! every chat in this device's decrypted replica.
+//! `search`: substring search over titles and messages of every chat in
+//! this device's decrypted replica, folding case and diacritics (`krakow`
+//! finds "Kraków", `RESEAUX` finds "réseaux"). Each hit says where it is:
+//! the title, or message number N (what `show CHAT --at N` jumps to), with
+//! its role and time.
 
 use crate::json::time;
 use chatvault::core::engine::BodyFilter;
-use chatvault::{Chat, ChatVault, Result};
+use chatvault::{Chat, ChatVault, Result, Role};
 use std::io::Write;
 
 /// Characters of context on each side of a match.
 const CONTEXT: usize = 30;
 
-/// One match: the chat, when, and a snippet.
+/// One match: the chat, where in it, when, and a snippet.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Hit {
     /// Which chat.
     pub chat: chatvault::ChatId,
     /// Its title.
     pub title: String,
+    /// The matching message's number in the chat (1-based, as `show --at`
+    /// takes it) and role; `None` for a match in the title.
+    pub message: Option<(usize, Role)>,
     /// When the matching message was written (the chat's creation for a
     /// title match), Unix milliseconds.
     pub at: u64,
@@ -33,15 +39,17 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
             hits.push(Hit {
                 chat: chat.id,
                 title: chat.title().to_string(),
+                message: None,
                 at: chat.created.millis,
                 snippet,
             });
         }
-        for message in chat.messages() {
+        for (index, message) in chat.messages().into_iter().enumerate() {
             if let Some(snippet) = matcher.snippet(message.content()) {
                 hits.push(Hit {
                     chat: chat.id,
                     title: chat.title().to_string(),
+                    message: Some((index + 1, message.role().clone())),
                     at: message.written_millis(),
                     snippet,
                 });
@@ -51,28 +59,33 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
     hits
 }
 
-/// The one lowercase form both the query and the text are compared in:
-/// each char maps to the first char of its lowercase, so the mapping keeps
-/// char positions and a text always finds itself (`str::to_lowercase`
-/// would turn a word-final `Σ` into `ς` and `İ` into two chars).
+/// The one form both the query and the text are compared in: lowercase,
+/// without diacritics (a precomposed letter becomes the base letter of its
+/// canonical decomposition: `ó` → `o`, `É` → `e`). Each char maps to one
+/// char, so the mapping keeps char positions and a text always finds
+/// itself (`str::to_lowercase` would turn a word-final `Σ` into `ς` and
+/// `İ` into two chars). A combining mark standing on its own (text in
+/// decomposed form) is kept as it is.
 fn fold(c: char) -> char {
     if c.is_ascii() {
-        c.to_ascii_lowercase()
-    } else {
-        c.to_lowercase().next().unwrap_or(c)
+        return c.to_ascii_lowercase();
+    }
+    let lower = c.to_lowercase().next().unwrap_or(c);
+    let mut base = None;
+    unicode_normalization::char::decompose_canonical(lower, |part| {
+        base.get_or_insert(part);
+    });
+    match base {
+        Some(base) if !unicode_normalization::char::is_combining_mark(base) => base,
+        _ => lower,
     }
 }
 
-/// The only chars outside ASCII whose fold is ASCII: `İ` (to `i`) and the
-/// Kelvin sign (to `k`).
-const FOLD_TO_ASCII: [char; 2] = ['\u{130}', '\u{212A}'];
-
-/// Whether `text` holds a char of [`FOLD_TO_ASCII`].
+/// Whether `text` may hold a char whose fold is ASCII: any non-ASCII char
+/// may (`ó` folds to `o`, `İ` to `i`, the Kelvin sign to `k`), so only an
+/// all-ASCII text takes the bulk path.
 fn has_fold_to_ascii(text: &[u8]) -> bool {
-    let mut buffer = [0u8; 4];
-    FOLD_TO_ASCII
-        .iter()
-        .any(|c| memchr::memmem::find(text, c.encode_utf8(&mut buffer).as_bytes()).is_some())
+    !text.is_ascii()
 }
 
 /// Appends the folded form of `text` to `out` as far as an ASCII query
@@ -207,8 +220,12 @@ fn prefilter(text: &str) -> BodyFilter {
     })
 }
 
-/// Prints every hit: chat id, time, title, snippet.
-/// Chat ids are short ones ([`crate::ids::short`]), unless `full_ids`.
+/// Prints every hit: chat id, time, title, where (the title, or message
+/// number and role) and snippet. Chat ids are short ones
+/// ([`crate::ids::short`]), unless `full_ids`.
+///
+/// Errors: [`chatvault::Error::NotFound`] when nothing matched (exit 1, as
+/// `grep` does); replica and output errors.
 pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
     let all = vault.engine().all_chats_where(prefilter(text)).await?;
     for skipped in &all.unreadable {
@@ -222,11 +239,21 @@ pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
     } else {
         crate::ids::short_len(vault.sidebar().iter().map(|c| &c.id))
     };
+    let hits = find(&all.chats, text);
+    if hits.is_empty() {
+        return Err(chatvault::Error::NotFound {
+            what: format!("no matches for {:?}", crate::output::terminal(text)),
+        });
+    }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = find(&all.chats, text).iter().try_for_each(|hit| {
+    let written = hits.iter().try_for_each(|hit| {
+        let place = match &hit.message {
+            Some((number, role)) => format!("#{number} {}", crate::output::role(role)),
+            None => "title".to_string(),
+        };
         writeln!(
             out,
-            "{}  {}  {}: {}",
+            "{}  {}  {}  {place}: {}",
             crate::ids::short(&hit.chat, len),
             time(hit.at),
             crate::output::terminal(&hit.title),
@@ -299,12 +326,40 @@ mod tests {
     }
 
     #[test]
-    fn only_the_dotted_i_and_the_kelvin_sign_fold_into_ascii() {
-        let found: Vec<char> = (0..=u32::from(char::MAX))
+    fn case_and_diacritics_fold_away_both_ways() {
+        assert_eq!(
+            snippet("Kraków in May", "krakow").as_deref(),
+            Some("Kraków in May")
+        );
+        assert_eq!(
+            snippet("les réseaux", "RESEAUX").as_deref(),
+            Some("les réseaux")
+        );
+        assert_eq!(
+            snippet("Crème brûlée", "CREME BRULEE").as_deref(),
+            Some("Crème brûlée")
+        );
+        assert_eq!(
+            snippet("plain text", "plaín").as_deref(),
+            Some("plain text")
+        );
+        assert_eq!(snippet("Łódź", "lodz"), None, "Ł has no decomposition");
+    }
+
+    #[test]
+    fn every_non_ascii_char_whose_fold_is_ascii_takes_the_full_fold() {
+        // The bulk ASCII path is only taken for all-ASCII text: no char it
+        // skips could fold into an ASCII query.
+        for c in (0..=u32::from(char::MAX))
             .filter_map(char::from_u32)
             .filter(|&c| !c.is_ascii() && fold(c).is_ascii())
-            .collect();
-        assert_eq!(found, FOLD_TO_ASCII);
+        {
+            let mut buffer = [0u8; 4];
+            assert!(
+                has_fold_to_ascii(c.encode_utf8(&mut buffer).as_bytes()),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]
@@ -343,6 +398,8 @@ mod tests {
             .iter()
             .all(|h| h.chat == chat.id && h.title == "Trip to München"));
         assert_eq!(hits[1].snippet, "where in MÜNCHEN?");
+        assert_eq!(hits[0].message, None);
+        assert_eq!(hits[1].message, Some((1, Role::User)));
     }
 
     fn text() -> impl Strategy<Value = String> {
@@ -350,7 +407,8 @@ mod tests {
         // sign, ß, titlecase digraphs, an emoji and control chars.
         let chars = prop::sample::select(vec![
             'a', 'B', 'c', 'x', 'X', ' ', 'i', 'I', 'k', 'K', 's', 'S', 'é', 'É', 'ü', 'Ü', 'ß',
-            'Σ', 'σ', 'ς', 'İ', 'ı', '\u{212A}', 'ǅ', 'ǆ', '😀', '\n', '\t', '"', '\\',
+            'e', 'u', 'ó', '\u{301}', 'Σ', 'σ', 'ς', 'İ', 'ı', '\u{212A}', 'ǅ', 'ǆ', '😀', '\n',
+            '\t', '"', '\\',
         ]);
         prop::collection::vec(chars, 0..120).prop_map(|v| v.into_iter().collect())
     }

@@ -303,7 +303,11 @@ fn search_finds_titles_and_messages_ignoring_case() {
     assert_eq!(hits.lines().count(), 2, "title and a message: {hits}");
     assert!(hits.contains("2023-11-14T22:15:00.500Z"), "{hits}");
     assert!(hits.contains("nach München? 🚆"), "{hits}");
-    assert!(world.ok("a", &["search", "not there"]).is_empty());
+    world.fails(
+        &mut world.cmd("a", &["search", "not there"]),
+        1,
+        "no matches for \"not there\"",
+    );
 }
 
 #[test]

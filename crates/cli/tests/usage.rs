@@ -578,3 +578,55 @@ fn a_weak_typed_passphrase_is_refused_before_it_is_asked_again() {
     assert!(!shown.contains("again"), "{shown}");
     assert!(!shown.contains("password1"), "{shown}");
 }
+
+#[test]
+fn search_folds_diacritics_says_where_each_hit_is_and_exits_1_on_nothing() {
+    let setup = Setup::new();
+    let file = setup.path("trip.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({
+            "format": "chatvault-json/1",
+            "chats": [{
+                "id": id("0a1b", 1),
+                "title": "Weekend",
+                "starred": false,
+                "created": "2024-05-01T09:00:00.000Z",
+                "updated": "2024-05-01T09:00:03.000Z",
+                "messages": [
+                    {"id": id("1111", 11), "role": "user", "content": "Book the train", "created": "2024-05-01T09:00:01.000Z"},
+                    {"id": id("2222", 12), "role": "assistant", "content": "Which city?", "created": "2024-05-01T09:00:02.000Z"},
+                    {"id": id("3333", 13), "role": "user", "content": "Kraków, and then les réseaux in Lyon", "created": "2024-05-01T09:00:03.000Z"}
+                ]
+            }]
+        })
+        .to_string(),
+    )
+    .expect("write");
+    setup.ok(&["import", file.to_str().expect("UTF-8 path")]);
+
+    for query in ["krakow", "KRAKÓW", "RESEAUX"] {
+        let hits = setup.ok(&["search", query]);
+        assert_eq!(hits.lines().count(), 1, "{query}: {hits}");
+        assert!(hits.contains("#3 user:"), "{query}: {hits}");
+        assert!(
+            hits.contains("Kraków, and then les réseaux"),
+            "{query}: {hits}"
+        );
+    }
+    let shown = setup.ok(&["show", "Weekend", "--at", "3"]);
+    assert!(shown.contains("2 earlier message(s) not shown"), "{shown}");
+    assert!(
+        shown.contains("Kraków") && !shown.contains("Book the train"),
+        "{shown}"
+    );
+
+    let out = setup.output(&["search", "zürich"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no matches for \"zürich\""),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
