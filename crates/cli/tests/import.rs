@@ -646,3 +646,31 @@ fn the_import_summary_counts_what_was_left_out_on_purpose() {
     let claude = world.ok("a", &["import", CLAUDE]);
     assert!(!claude.contains("left out"), "{claude}");
 }
+
+#[test]
+fn an_age_encrypted_file_is_refused_saying_to_decrypt_it_first() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let backup = world.path("backup.age");
+    std::fs::write(
+        &backup,
+        b"age-encryption.org/v1\n-> scrypt c2FsdA 18\nAAAA\n--- BBBB\n\x00\x01binary",
+    )
+    .expect("write");
+    world.fails(
+        &mut world.cmd("a", &["import", backup.to_str().expect("path")]),
+        2,
+        "age -d backup.age > backup.json",
+    );
+    let armored = world.path("backup.txt");
+    std::fs::write(
+        &armored,
+        "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n",
+    )
+    .expect("write");
+    world.fails(
+        &mut world.cmd("a", &["import", armored.to_str().expect("path")]),
+        2,
+        "decrypt it first",
+    );
+}

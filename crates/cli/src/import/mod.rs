@@ -372,8 +372,14 @@ pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
 
 /// [`read`] on the bytes of `file`; a zip's `conversations.json` may
 /// unpack to at most `max_unzipped` bytes. Every failure is
-/// [`Error::InvalidInput`].
+/// [`Error::InvalidInput`]; an age-encrypted file is refused saying to
+/// decrypt it first.
 fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
+    if bytes.starts_with(b"age-encryption.org/v1")
+        || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return Err(age_encrypted(file));
+    }
     let json = if bytes.starts_with(b"PK\x03\x04") {
         conversations_from_zip(file, &bytes, max_unzipped)?
     } else {
@@ -408,6 +414,24 @@ fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Cha
     Ok((
         chats.into_iter().map(Conversation::into_chat).collect(),
         skipped,
+    ))
+}
+
+/// The error for an age-encrypted file (a chatvault export, or any other):
+/// the command to decrypt it, naming the file.
+fn age_encrypted(file: &Path) -> Error {
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let stem = file.file_stem().map_or_else(
+        || "backup".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    Error::invalid(format!(
+        "{} is age-encrypted: decrypt it first (`age -d {name} > {stem}.json`) and import \
+         the JSON file",
+        file.display()
     ))
 }
 
