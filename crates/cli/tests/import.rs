@@ -151,11 +151,15 @@ fn a_chatgpt_export_keeps_the_current_branch_and_original_times_and_reimporting_
                 "2023-11-14T22:15:00.500Z",
                 "[image]\nWie weit ist es von Zürich nach München? 🚆\n[file: map.png]"
             ),
-            ("assistant", "2023-11-14T22:15:10.000Z", "print(312 / 100)"),
+            (
+                "assistant",
+                "2023-11-14T22:15:10.000Z",
+                "```tool_use python\nprint(312 / 100)\n```"
+            ),
             (
                 "tool",
                 "2023-11-14T22:15:11.000Z",
-                "[code interpreter output]"
+                "```tool_result python\n3.12\n```"
             ),
             (
                 "assistant",
@@ -185,7 +189,7 @@ fn a_chatgpt_export_keeps_the_current_branch_and_original_times_and_reimporting_
 }
 
 #[test]
-fn a_claude_export_keeps_text_blocks_placeholders_and_times() {
+fn a_claude_export_keeps_text_tool_blocks_attachments_and_times() {
     let world = World::new();
     world.ok("a", &["init", &world.server("server")]);
     world.ok("a", &["import", CLAUDE]);
@@ -211,12 +215,13 @@ fn a_claude_export_keeps_text_blocks_placeholders_and_times() {
             (
                 "user",
                 "2024-03-01T12:00:01.000Z",
-                "東京の天気は？\n[file: notes.txt]"
+                "東京の天気は？\n```attachment notes.txt\nx\n```"
             ),
             (
                 "assistant",
                 "2024-03-01T12:00:09.500Z",
-                "[tool use: web_search]\n[tool result]\n晴れです。"
+                "```tool_use web_search\n{\"query\":\"Tokyo weather\"}\n```\n\
+                 ```tool_result\nsunny\n```\n晴れです。"
             ),
             ("user", "2024-03-01T12:05:00.123Z", "Thanks!"),
         ]
@@ -515,4 +520,161 @@ fn importing_an_export_that_deleted_a_message_deletes_it_only_when_asked() {
     assert_eq!(messages(&world), Some(2), "an import does not delete");
     world.ok("b", &["import", "--apply-deletions", &after]);
     assert_eq!(messages(&world), Some(1), "asked to, it deletes");
+}
+
+/// Writes `conversations` as a JSON file `name` in `world`; returns its path.
+fn write_json(world: &World, name: &str, conversations: &Value) -> String {
+    let path = world.path(name);
+    std::fs::write(&path, conversations.to_string()).expect("write");
+    path.to_str().expect("path").to_string()
+}
+
+/// The contents of the messages of the chat titled `title`.
+fn contents(world: &World, device: &str, title: &str) -> Vec<String> {
+    let ls = world.json(device, &["ls", "--json"]);
+    let id = chat_titled(&ls, title)["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    world.json(device, &["show", "--json", &id])["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["content"].as_str().expect("text").to_string())
+        .collect()
+}
+
+#[test]
+fn a_claude_attachments_extracted_text_is_kept_under_its_file_name_and_searchable() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let mut conversations: Value =
+        serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
+    conversations[0]["chat_messages"][0]["attachments"][0]["extracted_content"] =
+        Value::from("Packliste: Regenschirm\n```\ncode in the file\n```");
+    let file = write_json(&world, "claude.json", &conversations);
+    world.ok("a", &["import", &file]);
+    assert_eq!(
+        contents(&world, "a", "日本語の質問")[0],
+        "東京の天気は？\n````attachment notes.txt\nPackliste: Regenschirm\n```\ncode in the file\n```\n````"
+    );
+    let hits = world.ok("a", &["search", "regenschirm"]);
+    assert_eq!(hits.lines().count(), 1, "{hits}");
+}
+
+#[test]
+fn claude_thinking_and_tool_blocks_are_kept_in_marked_fenced_blocks() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let mut conversations: Value =
+        serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
+    let blocks = conversations[0]["chat_messages"][1]["content"]
+        .as_array_mut()
+        .expect("blocks");
+    blocks.insert(
+        0,
+        serde_json::json!({"type": "thinking", "thinking": "The user asks about Tokyo; search first."}),
+    );
+    blocks[2]["name"] = Value::from("web_search");
+    let file = write_json(&world, "claude.json", &conversations);
+    world.ok("a", &["import", &file]);
+    assert_eq!(
+        contents(&world, "a", "日本語の質問")[1],
+        "```thinking\nThe user asks about Tokyo; search first.\n```\n\
+         ```tool_use web_search\n{\"query\":\"Tokyo weather\"}\n```\n\
+         ```tool_result web_search\nsunny\n```\n\
+         晴れです。"
+    );
+    assert_eq!(
+        world.ok("a", &["search", "search first"]).lines().count(),
+        1
+    );
+}
+
+#[test]
+fn chatgpt_code_runs_and_their_output_are_kept_as_tool_blocks() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["import", CHATGPT]);
+    let contents = contents(&world, "a", "Trip to München");
+    assert_eq!(contents[1], "```tool_use python\nprint(312 / 100)\n```");
+    assert_eq!(contents[2], "```tool_result python\n3.12\n```");
+}
+
+#[test]
+fn untitled_chats_are_titled_from_their_first_user_message_or_untitled() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let mut claude: Value =
+        serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
+    claude[0]["name"] = Value::from("  ");
+    let long =
+        "Please summarise the following meeting notes for the quarterly review of the project";
+    claude[0]["chat_messages"][0]["content"][0]["text"] = Value::from(long);
+    let mut empty = claude[0].clone();
+    empty["uuid"] = Value::from("1b7e4c2a-0000-4000-8000-00000000c1a1");
+    empty.as_object_mut().expect("object").remove("name");
+    empty["chat_messages"] = Value::Array(Vec::new());
+    claude.as_array_mut().expect("list").push(empty);
+    world.ok(
+        "a",
+        &["import", &write_json(&world, "claude.json", &claude)],
+    );
+
+    let mut chatgpt: Value =
+        serde_json::from_str(&std::fs::read_to_string(CHATGPT).expect("fixture")).expect("JSON");
+    chatgpt[1]["title"] = Value::Null;
+    world.ok(
+        "a",
+        &["import", &write_json(&world, "chatgpt.json", &chatgpt)],
+    );
+
+    let ls = world.json("a", &["ls", "--json"]);
+    chat_titled(&ls, "Please summarise the following meeting notes for the…");
+    chat_titled(&ls, "(untitled)");
+    chat_titled(&ls, "hello");
+}
+
+#[test]
+fn the_import_summary_counts_what_was_left_out_on_purpose() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let out = world.ok("a", &["import", CHATGPT]);
+    assert!(
+        out.contains(
+            "left out on purpose: 2 hidden messages, 1 empty message, \
+             2 messages on other branches (edited prompts, regenerated answers)"
+        ),
+        "{out}"
+    );
+    let claude = world.ok("a", &["import", CLAUDE]);
+    assert!(!claude.contains("left out"), "{claude}");
+}
+
+#[test]
+fn an_age_encrypted_file_is_refused_saying_to_decrypt_it_first() {
+    let world = World::new();
+    world.ok("a", &["init", &world.server("server")]);
+    let backup = world.path("backup.age");
+    std::fs::write(
+        &backup,
+        b"age-encryption.org/v1\n-> scrypt c2FsdA 18\nAAAA\n--- BBBB\n\x00\x01binary",
+    )
+    .expect("write");
+    world.fails(
+        &mut world.cmd("a", &["import", backup.to_str().expect("path")]),
+        2,
+        "age -d backup.age > backup.json",
+    );
+    let armored = world.path("backup.txt");
+    std::fs::write(
+        &armored,
+        "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n",
+    )
+    .expect("write");
+    world.fails(
+        &mut world.cmd("a", &["import", armored.to_str().expect("path")]),
+        2,
+        "decrypt it first",
+    );
 }

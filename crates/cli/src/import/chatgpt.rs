@@ -4,13 +4,19 @@
 //! root to `current_node`; other branches (regenerated answers, edited
 //! prompts) are left out. Hidden scaffolding
 //! (`metadata.is_visually_hidden_from_conversation`) and empty system
-//! messages are skipped. Text parts are kept; other parts (images, files,
-//! code-interpreter output, browsing results) become a short placeholder
-//! naming what was there.
+//! messages are skipped, and counted with the messages on other branches
+//! ([`Skipped`]). Text parts are kept; code the assistant sent to a tool
+//! and the tool's output are kept in marked fenced blocks
+//! (```` ```tool_use RECIPIENT ````, ```` ```tool_result TOOL ````), a
+//! reasoning model's thoughts in ```` ```thinking ```` ([`fenced`]); other
+//! parts (images, files, browsing results) become a short placeholder
+//! naming what was there. The export carries no text of attached files
+//! (only their names, kept as `[file: NAME]`). A conversation without a
+//! title is titled from its first message ([`title_or_first_words`]).
 
 use super::{
-    bad, chat_id, message_id, parse_list, seconds_to_millis, Conversation, ImportedMessage, ListAt,
-    Naming,
+    bad, chat_id, fenced, message_id, parse_list, seconds_to_millis, title_or_first_words,
+    Conversation, ImportedMessage, ListAt, Naming, Skipped,
 };
 use chatvault::{Result, Role};
 use serde::Deserialize;
@@ -45,11 +51,17 @@ struct Message {
     content: Option<Content>,
     #[serde(default)]
     metadata: Metadata,
+    /// Where an assistant message went: `all` (the user) or a tool.
+    #[serde(default)]
+    recipient: AnyStr,
 }
 
 #[derive(Deserialize)]
 struct Author {
     role: String,
+    /// A tool message's tool.
+    #[serde(default)]
+    name: AnyStr,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +70,10 @@ struct Content {
     #[serde(default)]
     parts: Vec<Part>,
     text: Option<String>,
+    /// A reasoning model's thoughts (`content_type` `thoughts`):
+    /// `summary` and `content` of each.
+    #[serde(default)]
+    thoughts: Option<serde_json::Value>,
 }
 
 #[derive(Default, Deserialize)]
@@ -74,9 +90,10 @@ struct Attachment {
 }
 
 /// Reads every conversation of the list `json`, in full, before anything
-/// is saved.
-pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
-    parse_list::<Export, Names>(file, json, ListAt::Top)?
+/// is saved; with what was left out on purpose.
+pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Conversation>, Skipped)> {
+    let mut skipped = Skipped::default();
+    let conversations = parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
         .enumerate()
         .map(|(n, export)| {
@@ -86,9 +103,12 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
                 id: export.id.clone(),
             }
             .name(n);
-            conversation(file, &name, export)
+            let (conversation, left_out) = conversation(file, &name, export)?;
+            skipped.add(left_out);
+            Ok(conversation)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((conversations, skipped))
 }
 
 /// The fields that name a conversation in errors.
@@ -117,7 +137,7 @@ impl Naming for Names {
     }
 }
 
-fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation> {
+fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation, Skipped)> {
     let source_id = export.conversation_id.or(export.id).ok_or_else(|| {
         bad(
             file,
@@ -158,13 +178,28 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
     }
     branch.reverse();
 
+    let mut skipped = Skipped::default();
+    let shown: std::collections::HashSet<&str> = branch.iter().map(|(id, _)| id.as_str()).collect();
+    for (id, node) in &export.mapping {
+        if let (false, Some(message)) = (shown.contains(id.as_str()), &node.message) {
+            if message.metadata.is_visually_hidden_from_conversation {
+                skipped.hidden += 1;
+            } else if text(message).trim().is_empty() {
+                skipped.empty += 1;
+            } else {
+                skipped.other_branches += 1;
+            }
+        }
+    }
+
     let mut messages = Vec::new();
     let mut last_time = created;
-    for (node_id, node) in branch {
+    for (node_id, node) in &branch {
         let Some(message) = &node.message else {
             continue;
         };
         if message.metadata.is_visually_hidden_from_conversation {
+            skipped.hidden += 1;
             continue;
         }
         let field = |f: &str| format!("mapping.{node_id}.message.{f}");
@@ -185,6 +220,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
         let content = text(message);
         if content.trim().is_empty() {
             // Empty system prompts and empty tool-call shells are scaffolding.
+            skipped.empty += 1;
             continue;
         }
         let written = match message.create_time {
@@ -193,7 +229,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
             None => last_time,
         };
         last_time = written;
-        let id = message.id.as_deref().unwrap_or(&node_id);
+        let id = message.id.as_deref().unwrap_or(node_id);
         messages.push(ImportedMessage {
             id: message_id(SOURCE, &source_id, id),
             role,
@@ -201,17 +237,22 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
             written,
         });
     }
-    Ok(Conversation {
-        id: chat_id(SOURCE, &source_id),
-        title: export.title.unwrap_or_default(),
-        starred: false,
-        created,
-        updated,
-        messages,
-    })
+    let title = title_or_first_words(export.title, &messages);
+    Ok((
+        Conversation {
+            id: chat_id(SOURCE, &source_id),
+            title,
+            starred: false,
+            created,
+            updated,
+            messages,
+        },
+        skipped,
+    ))
 }
 
-/// A message's text: text parts as they are, placeholders for the rest.
+/// A message's text: text parts as they are, tool calls, tool output and
+/// thoughts in marked fenced blocks, placeholders for the rest.
 fn text(message: &Message) -> String {
     let mut pieces: Vec<String> = Vec::new();
     if let Some(content) = &message.content {
@@ -228,8 +269,27 @@ fn text(message: &Message) -> String {
                     }
                 }
             }
-            "code" => pieces.extend(content.text.clone()),
-            "execution_output" => pieces.push("[code interpreter output]".into()),
+            "code" => {
+                let code = content.text.clone().unwrap_or_default();
+                pieces.push(match message.recipient.0.as_deref() {
+                    Some(tool) if tool != "all" => fenced(&format!("tool_use {tool}"), &code),
+                    _ => code,
+                });
+            }
+            "execution_output" => pieces.push(fenced(
+                &format!(
+                    "tool_result {}",
+                    message.author.name.0.as_deref().unwrap_or("")
+                ),
+                content.text.as_deref().unwrap_or(""),
+            )),
+            "thoughts" => {
+                let thoughts = content
+                    .thoughts
+                    .as_ref()
+                    .map_or_else(String::new, thoughts_text);
+                pieces.push(fenced("thinking", &thoughts));
+            }
             other => pieces.push(match &content.text {
                 Some(text) if !text.is_empty() => text.clone(),
                 _ => format!("[{}]", other.replace('_', " ")),
@@ -244,6 +304,34 @@ fn text(message: &Message) -> String {
     }
     pieces.retain(|p| !p.is_empty());
     pieces.join("\n")
+}
+
+/// The text of a `thoughts` list: each thought's `summary` and `content`,
+/// a blank line between thoughts.
+fn thoughts_text(thoughts: &serde_json::Value) -> String {
+    let field = |thought: &serde_json::Value, key: &str| {
+        thought
+            .get(key)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    let pieces: Vec<String> = thoughts
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|thought| {
+            [field(thought, "summary"), field(thought, "content")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    pieces.join("\n\n")
 }
 
 /// A short placeholder for a non-text part, naming what it was.
@@ -337,6 +425,7 @@ impl<'de> Deserialize<'de> for Part {
 }
 
 /// A string where there is one; anything else (skipped unread) is `None`.
+#[derive(Default)]
 struct AnyStr(Option<String>);
 
 impl<'de> Deserialize<'de> for AnyStr {

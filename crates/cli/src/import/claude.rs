@@ -2,12 +2,17 @@
 //! list of conversations with `uuid`, `name`, `created_at`, `updated_at`
 //! and `chat_messages` (`uuid`, `sender` human/assistant, `text` and/or
 //! `content` blocks, `created_at`, `attachments`, `files`). Text blocks are
-//! kept; other blocks (tool use, tool results, images) become a short
-//! placeholder naming what was there.
+//! kept as they are; `thinking`, `tool_use` (its JSON input) and
+//! `tool_result` (its text) blocks and an attachment's
+//! `extracted_content` are kept in marked fenced blocks ([`fenced`]); an
+//! image, a file without extracted text or an unknown block without text
+//! becomes a short placeholder naming what was there. A conversation
+//! without a name is titled from its first message
+//! ([`title_or_first_words`]).
 
 use super::{
-    bad, chat_id, message_id, parse_list, rfc3339_millis, Conversation, ImportedMessage, ListAt,
-    Naming,
+    bad, chat_id, fenced, message_id, parse_list, rfc3339_millis, title_or_first_words,
+    Conversation, ImportedMessage, ListAt, Naming,
 };
 use chatvault::{Result, Role};
 use serde::Deserialize;
@@ -46,11 +51,19 @@ struct Block {
     kind: String,
     text: Option<String>,
     name: Option<String>,
+    /// A `thinking` block's text.
+    thinking: Option<String>,
+    /// A `tool_use` block's input.
+    input: Option<serde_json::Value>,
+    /// A `tool_result` block's output: text, or a list of blocks.
+    content: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct File {
     file_name: Option<String>,
+    /// The text the model was given from the file.
+    extracted_content: Option<String>,
 }
 
 /// Reads every conversation of the list `json`, in full, before anything
@@ -123,7 +136,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
     }
     Ok(Conversation {
         id: chat_id(SOURCE, &export.uuid),
-        title: export.name.unwrap_or_default(),
+        title: title_or_first_words(export.name, &messages),
         starred: false,
         created,
         updated,
@@ -138,21 +151,71 @@ fn text(message: &Message) -> String {
         pieces.extend(message.text.clone());
     }
     for block in &message.content {
-        pieces.push(match (block.kind.as_str(), &block.text) {
-            ("text", Some(text)) => text.clone(),
-            ("text", None) => String::new(),
-            ("tool_use", _) => format!("[tool use: {}]", block.name.as_deref().unwrap_or("?")),
-            ("tool_result", _) => "[tool result]".into(),
-            ("image", _) => "[image]".into(),
-            (other, _) => format!("[{}]", other.replace('_', " ")),
+        let name = block.name.as_deref().unwrap_or("");
+        pieces.push(match block.kind.as_str() {
+            "text" => block.text.clone().unwrap_or_default(),
+            "thinking" => fenced(
+                "thinking",
+                block
+                    .thinking
+                    .as_deref()
+                    .or(block.text.as_deref())
+                    .unwrap_or(""),
+            ),
+            "tool_use" => fenced(
+                &format!("tool_use {name}"),
+                &block
+                    .input
+                    .as_ref()
+                    .map_or_else(String::new, serde_json::Value::to_string),
+            ),
+            "tool_result" => fenced(
+                &format!("tool_result {name}"),
+                &block.content.as_ref().map_or_else(String::new, result_text),
+            ),
+            "image" => "[image]".into(),
+            other => match &block.text {
+                Some(text) if !text.is_empty() => text.clone(),
+                _ => format!("[{}]", other.replace('_', " ")),
+            },
         });
     }
     for file in message.attachments.iter().chain(&message.files) {
-        pieces.push(format!(
-            "[file: {}]",
-            file.file_name.as_deref().unwrap_or("unnamed")
-        ));
+        let name = file.file_name.as_deref().unwrap_or("unnamed");
+        pieces.push(match file.extracted_content.as_deref() {
+            Some(content) if !content.trim().is_empty() => {
+                fenced(&format!("attachment {name}"), content)
+            }
+            _ => format!("[file: {name}]"),
+        });
     }
     pieces.retain(|p| !p.is_empty());
     pieces.join("\n")
+}
+
+/// The text of a tool result's `content`: a string as it is, the `text`
+/// of each block of a list (a placeholder for a block without one), and
+/// any other value as its JSON.
+fn result_text(content: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match content {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        Value::Array(items) => {
+            let pieces: Vec<String> = items
+                .iter()
+                .map(result_text)
+                .filter(|p| !p.is_empty())
+                .collect();
+            pieces.join("\n")
+        }
+        Value::Object(fields) => match (fields.get("text"), fields.get("type")) {
+            (Some(Value::String(text)), _) => text.clone(),
+            (None, Some(Value::String(kind))) if fields.len() == 1 || kind == "image" => {
+                format!("[{}]", kind.replace('_', " "))
+            }
+            _ => content.to_string(),
+        },
+        other => other.to_string(),
+    }
 }

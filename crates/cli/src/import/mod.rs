@@ -8,6 +8,14 @@
 //! source's own ids (UUIDv5), so importing the same file again adds nothing.
 //! Original times are kept: each message's `written` time, and creation
 //! stamps derived from them so the original order holds.
+//!
+//! Nothing with words in it is dropped. What is not plain text is kept in
+//! the message under a stable marker, a fenced block whose info string
+//! names what it holds (see [`fenced`]): ```` ```thinking ````, ```` ```tool_use NAME ````
+//! (the tool's input), ```` ```tool_result NAME ```` (its output) and
+//! ```` ```attachment FILE ```` (the text the model was given from a file).
+//! What an importer leaves out on purpose is counted in [`Skipped`] and
+//! printed in the summary line.
 
 mod chatgpt;
 mod claude;
@@ -83,6 +91,147 @@ impl Conversation {
         }
         chat
     }
+}
+
+/// What the importers left out on purpose, counted so that the summary
+/// line says so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// Messages the source hides from its own view (ChatGPT's system
+    /// prompt and custom-instruction context).
+    pub hidden: usize,
+    /// Messages with nothing in them (empty system prompts, empty tool-call
+    /// shells).
+    pub empty: usize,
+    /// Messages off the branch the source shows (ChatGPT's edited prompts
+    /// and regenerated answers).
+    pub other_branches: usize,
+}
+
+impl Skipped {
+    /// Both counts added up.
+    pub fn add(&mut self, other: Skipped) {
+        self.hidden += other.hidden;
+        self.empty += other.empty;
+        self.other_branches += other.other_branches;
+    }
+
+    /// `left out on purpose: …` naming each nonzero count, or `None` when
+    /// nothing was left out.
+    pub fn describe(&self) -> Option<String> {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if self.hidden > 0 {
+            parts.push(format!(
+                "{} hidden message{}",
+                self.hidden,
+                plural(self.hidden)
+            ));
+        }
+        if self.empty > 0 {
+            parts.push(format!(
+                "{} empty message{}",
+                self.empty,
+                plural(self.empty)
+            ));
+        }
+        if self.other_branches > 0 {
+            parts.push(format!(
+                "{} message{} on other branches (edited prompts, regenerated answers)",
+                self.other_branches,
+                plural(self.other_branches)
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("left out on purpose: {}", parts.join(", ")))
+    }
+}
+
+/// `body` as a fenced block with the info string `info`: the marker under
+/// which an import keeps what is not plain text (thinking, tool calls and
+/// results, a file's extracted text). The fence is three backticks, or one
+/// more than the longest run of backticks in `body`, so the block always
+/// closes where it should; line breaks and backticks in `info` become
+/// spaces and quotes.
+pub fn fenced(info: &str, body: &str) -> String {
+    let mut longest = 0;
+    let mut run = 0;
+    for c in body.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    let fence = "`".repeat((longest + 1).max(3));
+    let info: String = info
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '`' => '\'',
+            '\n' | '\r' => ' ',
+            c => c,
+        })
+        .collect();
+    let body = body.trim_end_matches(['\n', '\r']);
+    if body.is_empty() {
+        format!("{fence}{info}\n{fence}")
+    } else {
+        format!("{fence}{info}\n{body}\n{fence}")
+    }
+}
+
+/// The most characters of a title made from a chat's first message.
+const TITLE_CHARS: usize = 60;
+
+/// The title of a conversation: the source's, or, when it has none (or a
+/// blank one), the start of the first user message outside fenced blocks,
+/// cut at a word boundary after at most [`TITLE_CHARS`] characters with
+/// `…`; `(untitled)` when there is no such text either.
+pub fn title_or_first_words(title: Option<String>, messages: &[ImportedMessage]) -> String {
+    if let Some(title) = title.filter(|t| !t.trim().is_empty()) {
+        return title;
+    }
+    let words: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| outside_fences(&m.content))
+        .find(|words| !words.is_empty())
+        .unwrap_or_default();
+    if words.is_empty() {
+        return "(untitled)".into();
+    }
+    let mut title = String::new();
+    for word in &words {
+        let extra = usize::from(!title.is_empty()) + word.chars().count();
+        if title.chars().count() + extra > TITLE_CHARS {
+            if title.is_empty() {
+                title = word.chars().take(TITLE_CHARS).collect();
+            }
+            title.push('…');
+            return title;
+        }
+        if !title.is_empty() {
+            title.push(' ');
+        }
+        title.push_str(word);
+    }
+    title
+}
+
+/// The words of `text` outside its fenced blocks.
+fn outside_fences(text: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut fence: Option<&str> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let ticks = &trimmed[..trimmed.len() - trimmed.trim_start_matches('`').len()];
+        match fence {
+            Some(open) if ticks.len() >= open.len() && trimmed[ticks.len()..].trim().is_empty() => {
+                fence = None
+            }
+            Some(_) => {}
+            None if ticks.len() >= 3 => fence = Some(ticks),
+            None => words.extend(line.split_whitespace()),
+        }
+    }
+    words
 }
 
 /// A chat id derived from a source's conversation id.
@@ -213,8 +362,9 @@ pub fn rfc3339_millis(text: &str) -> Option<u64> {
 const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
 
 /// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, or a
-/// JSON file) and returns its chats, checked in full.
-pub fn read(file: &Path) -> Result<Vec<Chat>> {
+/// JSON file) and returns its chats, checked in full, with what was left
+/// out on purpose.
+pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
     let bytes = std::fs::read(file)
         .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
     read_bytes(file, bytes, MAX_UNZIPPED_BYTES)
@@ -222,8 +372,14 @@ pub fn read(file: &Path) -> Result<Vec<Chat>> {
 
 /// [`read`] on the bytes of `file`; a zip's `conversations.json` may
 /// unpack to at most `max_unzipped` bytes. Every failure is
-/// [`Error::InvalidInput`].
-fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<Vec<Chat>> {
+/// [`Error::InvalidInput`]; an age-encrypted file is refused saying to
+/// decrypt it first.
+fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
+    if bytes.starts_with(b"age-encryption.org/v1")
+        || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return Err(age_encrypted(file));
+    }
     let json = if bytes.starts_with(b"PK\x03\x04") {
         conversations_from_zip(file, &bytes, max_unzipped)?
     } else {
@@ -241,7 +397,7 @@ fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<Vec<Chat
         .find(|b| !b.is_ascii_whitespace())
         .ok_or_else(not_json)?;
     let conversations = match first {
-        b'{' => return json::read(file, &json),
+        b'{' => return Ok((json::read(file, &json)?, Skipped::default())),
         b'[' => Source::of_first(&json).map_err(|e| {
             Error::invalid(format!(
                 "{}: not an export this version knows ({e})",
@@ -250,12 +406,33 @@ fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<Vec<Chat
         })?,
         _ => return Err(not_json()),
     };
-    let chats = match conversations {
+    let (chats, skipped) = match conversations {
         Some(Source::ChatGpt) => chatgpt::read(file, &json)?,
-        Some(Source::Claude) => claude::read(file, &json)?,
-        None => Vec::new(),
+        Some(Source::Claude) => (claude::read(file, &json)?, Skipped::default()),
+        None => (Vec::new(), Skipped::default()),
     };
-    Ok(chats.into_iter().map(Conversation::into_chat).collect())
+    Ok((
+        chats.into_iter().map(Conversation::into_chat).collect(),
+        skipped,
+    ))
+}
+
+/// The error for an age-encrypted file (a chatvault export, or any other):
+/// the command to decrypt it, naming the file.
+fn age_encrypted(file: &Path) -> Error {
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let stem = file.file_stem().map_or_else(
+        || "backup".to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    Error::invalid(format!(
+        "{} is age-encrypted: decrypt it first (`age -d {name} > {stem}.json`) and import \
+         the JSON file",
+        file.display()
+    ))
 }
 
 /// Which app wrote a list of conversations, told by its first one.
@@ -350,7 +527,7 @@ fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>
 /// in it (a chatvault export's deleted chats and messages) only with
 /// `apply_deletions`.
 pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
-    let chats = read(file)?;
+    let (chats, skipped) = read(file)?;
     let messages: usize = chats.iter().map(Chat::message_count).sum();
     let progress = ProgressBar::new(chats.len() as u64);
     progress.set_style(
@@ -369,8 +546,11 @@ pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Resul
             report.deletions_ignored
         );
     }
+    let left_out = skipped
+        .describe()
+        .map_or_else(String::new, |text| format!("; {text}"));
     out!(
-        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}",
+        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}{left_out}",
         report.added,
         report.updated,
         report.unchanged
@@ -422,7 +602,7 @@ mod memory {
             let json = padded(fixture, 8_000_000);
             let size = json.len() as u64;
             let before = peak_rss(true);
-            let chats = read_bytes(Path::new("padded.json"), json, MAX_UNZIPPED_BYTES)
+            let (chats, _) = read_bytes(Path::new("padded.json"), json, MAX_UNZIPPED_BYTES)
                 .expect("the padded export imports");
             let grown = peak_rss(false).saturating_sub(before);
             assert!(!chats.is_empty());
@@ -431,5 +611,47 @@ mod memory {
                 "reading a {size}-byte export took {grown} more bytes at its peak"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fenced, title_or_first_words, ImportedMessage};
+    use chatvault::{MessageId, Role};
+    use uuid::Uuid;
+
+    fn user(content: &str) -> ImportedMessage {
+        ImportedMessage {
+            id: MessageId(Uuid::nil()),
+            role: Role::User,
+            content: content.into(),
+            written: 0,
+        }
+    }
+
+    #[test]
+    fn a_fence_is_longer_than_any_backtick_run_inside_and_its_info_one_line() {
+        assert_eq!(fenced("thinking", "plain\n"), "```thinking\nplain\n```");
+        assert_eq!(fenced("tool_result", ""), "```tool_result\n```");
+        assert_eq!(
+            fenced("attachment a`b\nc.md", "x ````` y"),
+            "``````attachment a'b c.md\nx ````` y\n``````"
+        );
+    }
+
+    #[test]
+    fn a_title_from_the_first_message_skips_fenced_blocks_and_cuts_at_a_word() {
+        let fenced_first = user("```attachment a.txt\nfile words\n```\nWhat is in it?");
+        assert_eq!(
+            title_or_first_words(Some(" ".into()), &[fenced_first]),
+            "What is in it?"
+        );
+        let long_word = "x".repeat(70);
+        assert_eq!(
+            title_or_first_words(None, &[user(&long_word)]),
+            format!("{}…", "x".repeat(60))
+        );
+        assert_eq!(title_or_first_words(None, &[user("  \n")]), "(untitled)");
+        assert_eq!(title_or_first_words(Some("Kept".into()), &[]), "Kept");
     }
 }
