@@ -3,29 +3,12 @@
 
 mod common;
 use age::secrecy::{ExposeSecret, SecretString};
-use common::{failed_with, succeeded};
+use common::{failed_with, succeeded, Setup, PASSPHRASE};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-
-/// A temporary server folder and data directory shared by the devices.
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// The command for `device` (a replica file name; `None`: the default
     /// replica under the data directory), unlocked with [`PASSPHRASE`].
     fn command(&self, device: Option<&str>, args: &[&str]) -> Command {

@@ -3,27 +3,11 @@
 //! `remove-device`, and `keys --help` documenting every command.
 
 mod common;
-use common::{failed_with, succeeded};
-use std::path::{Path, PathBuf};
+use common::{failed_with, succeeded, Setup, PASSPHRASE};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// `chatvault ARGS` for the device with replica `device`, unlocked with
     /// `passphrase` (`None`: no passphrase in the environment).
     fn command(&self, device: &str, passphrase: Option<&str>, args: &[&str]) -> Command {

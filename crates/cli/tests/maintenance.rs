@@ -3,28 +3,12 @@
 //! 21), and `chatvault maintain` forces it and says what it removed.
 
 mod common;
-use common::{failed_with, succeeded};
-use std::path::{Path, PathBuf};
+use common::{failed_with, succeeded, Setup, PASSPHRASE};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     fn server_url(&self) -> String {
         format!("file://{}", self.path("server").display())
     }

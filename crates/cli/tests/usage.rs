@@ -3,29 +3,11 @@
 //! things around them.
 
 mod common;
-use common::{failed_with, succeeded};
+use common::{failed_with, succeeded, Setup, PASSPHRASE};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-const PASSPHRASE: &str = "correct horse battery staple";
-
-/// A folder server, a data directory and a config directory.
-struct Setup {
-    dir: tempfile::TempDir,
-}
-
 impl Setup {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().expect("temp dir"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
     /// The command, unlocked with [`PASSPHRASE`], on the default replica.
     fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_chatvault"));
