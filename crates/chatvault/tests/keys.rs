@@ -1068,6 +1068,25 @@ async fn replace_key_file(storage: &DynStorage, file: Vec<u8>) {
         .expect("the removed device writes the key file (it kept storage access)");
 }
 
+/// Adds a phone with its own key to the vault `laptop` is in, opens it
+/// and syncs it: its key, its protection and the phone.
+async fn add_phone(
+    laptop: &ChatVault,
+    storage: &DynStorage,
+    dir: &Path,
+) -> (age::x25519::Identity, chatvault::Protection, ChatVault) {
+    let phone_key = age::x25519::Identity::generate();
+    let added = laptop
+        .add_device(&phone_key.to_public().to_string(), "lost phone")
+        .await
+        .expect("add");
+    let phone = with_identity(storage, dir, "phone", &phone_key)
+        .await
+        .expect("phone");
+    phone.sync_now().await.expect("sync");
+    (phone_key, added, phone)
+}
+
 #[tokio::test]
 async fn a_key_file_forged_by_a_removed_device_is_refused_and_the_laptop_keeps_its_keys() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -1078,15 +1097,7 @@ async fn a_key_file_forged_by_a_removed_device_is_refused_and_the_laptop_keeps_i
         .expect("create the vault");
     let kept = laptop.new_chat("before the removal").await.expect("save");
     laptop.sync_now().await.expect("push");
-    let phone_key = age::x25519::Identity::generate();
-    let added = laptop
-        .add_device(&phone_key.to_public().to_string(), "lost phone")
-        .await
-        .expect("add");
-    let phone = with_identity(&storage, dir.path(), "phone", &phone_key)
-        .await
-        .expect("phone");
-    phone.sync_now().await.expect("sync");
+    let (phone_key, added, phone) = add_phone(&laptop, &storage, dir.path()).await;
     laptop.remove_protection(&added.id()).await.expect("remove");
     assert_eq!(laptop.cipher().current_key_id(), 2);
     let secret = laptop.new_chat("after the removal").await.expect("save");
@@ -1163,15 +1174,7 @@ async fn a_forged_key_file_is_refused_after_the_passphrase_changed_on_another_de
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = folder(dir.path());
     let (laptop, ids) = laptop_with_chats(&storage, dir.path()).await;
-    let phone_key = age::x25519::Identity::generate();
-    let added = laptop
-        .add_device(&phone_key.to_public().to_string(), "lost phone")
-        .await
-        .expect("add");
-    let phone = with_identity(&storage, dir.path(), "phone", &phone_key)
-        .await
-        .expect("phone");
-    phone.sync_now().await.expect("sync");
+    let (_, added, phone) = add_phone(&laptop, &storage, dir.path()).await;
     let desktop = with_passphrase(&storage, dir.path(), "desktop", PASSPHRASE)
         .await
         .expect("desktop");
