@@ -135,7 +135,11 @@ impl Engine {
             let total = summaries.len();
             // A live chat whose summary is current may still hold its body
             // under an older key (sealed by a build that sealed the parts
-            // one by one while a rotation was adopted).
+            // one by one while a rotation was adopted). Finding one reads
+            // every body, so it is looked for only once the summaries left
+            // to re-seal fit in this call: a long re-seal does not read all
+            // bodies per batch, and the call that reports nothing left has
+            // looked.
             let mut current_live = Vec::new();
             for summary in summaries {
                 match inner.sealer.key_id(&summary.sealed) {
@@ -148,6 +152,9 @@ impl Engine {
                     _ if !summary.deleted => current_live.push(summary.chat),
                     _ => {}
                 }
+            }
+            if stale.len() >= batch.max(1) {
+                return Ok((stale, tombstones, total));
             }
             let bodies = inner.replica.body_key_ids(&current_live, |sealed| {
                 inner.sealer.key_id(sealed).ok().flatten()
