@@ -122,10 +122,17 @@ pub async fn unlock_vault(
             Some(identity) => Unlock::Identity(identity.clone()),
             None => unlock.clone(),
         };
-        let trusted =
-            check_against_local_copy(replica, &cipher, &key_file, &check_with, &unlock).await?;
+        let missing = keys_missing_for_queued_changes(replica, &cipher)?;
+        let trusted = check_against_local_copy(
+            replica,
+            &cipher,
+            &key_file,
+            (&check_with, &unlock),
+            !missing.is_empty(),
+        )
+        .await?;
         if let Some(trusted) = trusted {
-            if hold_keys_of_queued_changes(replica, &cipher, &trusted)? {
+            if hold_keys_of_queued_changes(&cipher, &trusted, &missing) {
                 // The replica's copy keeps the retired keys until the queued
                 // changes are re-sealed (the first push does it): a crash
                 // before then must not lose them.
@@ -149,20 +156,26 @@ pub async fn unlock_vault(
 /// replica from before the trust was kept falls back to opening its copy
 /// and [`EnvelopeCipher::check_successor`].
 ///
-/// Returns the copy's keyring when the server's file differs and the copy
-/// opens (its keys may still be needed for queued changes). `fast` (the
-/// identity that opened the server's file) is tried first; `unlock` (the
-/// secret given) only if that does not open the copy.
+/// Returns the copy's keyring when the server's file differs, the copy
+/// opens, and it is needed: for the check (no trust record) or because
+/// `keys_needed` (queued changes need keys only the copy may hold). `fast`
+/// (the identity that opened the server's file) is tried first; `unlock`
+/// (the secret given) only if that does not open the copy.
 async fn check_against_local_copy(
     replica: &Arc<Replica>,
     cipher: &EnvelopeCipher,
     key_file: &[u8],
-    fast: &Unlock,
-    unlock: &Unlock,
+    (fast, unlock): (&Unlock, &Unlock),
+    keys_needed: bool,
 ) -> Result<Option<EnvelopeCipher>> {
     let trust = replica.key_trust()?;
     if let Some(trust) = &trust {
         trust.admits(cipher)?;
+        if !keys_needed {
+            // Checked without the copy, and no queued change needs a key
+            // from it: no second key file to open.
+            return Ok(None);
+        }
     }
     let Some(local) = replica.key_file()? else {
         return Ok(None);
@@ -193,16 +206,10 @@ async fn check_against_local_copy(
     }
 }
 
-/// Changes queued on this device under a data key the server's key file
-/// retired since (another device rotated, re-sealed and retired while this
-/// one was away): the running cipher takes those keys back from the
-/// replica's copy (`trusted`), so the first push can re-seal the changes
-/// under the current key. True if it did (the copy must then be kept).
-fn hold_keys_of_queued_changes(
-    replica: &Replica,
-    cipher: &EnvelopeCipher,
-    trusted: &EnvelopeCipher,
-) -> Result<bool> {
+/// The key ids that changes queued on this device are sealed under and
+/// `cipher` (the server's key file) does not hold: keys another device
+/// retired while this one was away.
+fn keys_missing_for_queued_changes(replica: &Replica, cipher: &EnvelopeCipher) -> Result<Vec<u32>> {
     let held = cipher.key_ids();
     let mut missing: Vec<u32> = replica
         .due(None, None, usize::MAX)?
@@ -212,14 +219,28 @@ fn hold_keys_of_queued_changes(
         .collect();
     missing.sort_unstable();
     missing.dedup();
+    Ok(missing)
+}
+
+/// Changes queued on this device under data keys (`missing`) the server's
+/// key file retired since (another device rotated, re-sealed and retired
+/// while this one was away): the running cipher takes those keys back from
+/// the replica's copy (`trusted`), so the first push can re-seal the
+/// changes under the current key. True if it did (the copy must then be
+/// kept).
+fn hold_keys_of_queued_changes(
+    cipher: &EnvelopeCipher,
+    trusted: &EnvelopeCipher,
+    missing: &[u32],
+) -> bool {
     if missing.is_empty() {
-        return Ok(false);
+        return false;
     }
-    let taken = cipher.hold_retired_from(trusted, &missing);
+    let taken = cipher.hold_retired_from(trusted, missing);
     if !taken.is_empty() {
         tracing::info!(keys = ?taken, "queued changes are sealed under retired data keys; they are re-sealed under the current key before they are pushed");
     }
-    Ok(!taken.is_empty())
+    !taken.is_empty()
 }
 
 /// Keeps a copy of the key file in the replica, unless the replica belongs to
