@@ -177,6 +177,7 @@ impl Storage for RedbStorage {
             max_record_bytes: MAX_RECORD_BYTES,
             atomic_preconditions: true,
             inline_summaries: true,
+            concurrent_writers: false,
         }
     }
 

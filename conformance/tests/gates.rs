@@ -28,6 +28,7 @@ impl Storage for Modest {
         Capabilities {
             atomic_preconditions: false,
             inline_summaries: false,
+            concurrent_writers: false,
             ..self.0.capabilities()
         }
     }

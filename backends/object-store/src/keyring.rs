@@ -101,6 +101,53 @@ impl ObjectStoreStorage {
         })
     }
 
+    /// Creates `keyring/<version>` holding `bytes` if no newer version is
+    /// in this log (create-if-absent; equal bytes already there count as
+    /// done). Used by [`DeviceLogStorage`](crate::DeviceLogStorage), whose
+    /// version numbers are chosen across every device's key files.
+    ///
+    /// Errors: [`Error::Conflict`] (nil chat) when this log already holds
+    /// `version` with other bytes, or a newer one.
+    pub(crate) async fn create_keyring_version(&self, bytes: Bytes, version: u64) -> Result<()> {
+        if bytes.len() > self.options.max_record_bytes {
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit: self.options.max_record_bytes,
+            });
+        }
+        let conflict = |current| Error::Conflict {
+            chat: ChatId(uuid::Uuid::nil()),
+            current,
+        };
+        let listed = self.list_numbered(self.layout.keyring_dir(), 0).await?;
+        if let Some(&(newest, _)) = listed.last() {
+            if newest > version {
+                return Err(conflict(Some(newest)));
+            }
+        }
+        let path = self.layout.keyring(version);
+        let created = self
+            .store
+            .put_opts(
+                &path,
+                bytes.clone().into(),
+                PutOptions::from(PutMode::Create),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let taken = is_taken(&e);
+                let error = map_store_error(e, &format!("writing {path}"));
+                match self.holds(&path, &bytes).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) if taken => Err(conflict(Some(version))),
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
     /// Whether the keyring object at `path` holds exactly `bytes`.
     async fn holds(&self, path: &object_store::path::Path, bytes: &Bytes) -> Result<bool> {
         match self

@@ -111,6 +111,7 @@
 
 mod compaction;
 mod counted;
+mod devices;
 mod entry;
 mod error;
 mod feed;
@@ -129,6 +130,7 @@ mod records;
 mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
+pub use devices::{DeviceLogStorage, WriterId, DEVICES_DIR};
 pub use maintenance::MaintenancePolicy;
 
 use crate::index::Index;
@@ -165,6 +167,7 @@ pub struct ObjectStoreOptions {
     concurrency: usize,
     max_claim_delay: Duration,
     maintenance: MaintenancePolicy,
+    copied: bool,
 }
 
 impl Default for ObjectStoreOptions {
@@ -177,6 +180,7 @@ impl Default for ObjectStoreOptions {
             concurrency: 32,
             max_claim_delay: Duration::from_secs(300),
             maintenance: MaintenancePolicy::default(),
+            copied: false,
         }
     }
 }
@@ -244,6 +248,19 @@ impl ObjectStoreOptions {
     /// [`MaintenancePolicy::default`].
     pub fn with_maintenance(mut self, policy: MaintenancePolicy) -> Self {
         self.maintenance = policy;
+        self
+    }
+
+    /// Objects reach this store through a copier that may deliver a file
+    /// before all of its bytes (a file-sync service writing into a folder):
+    /// a log entry that does not decode is then treated as one still on its
+    /// way, and the replay stops before it until it decodes, instead of
+    /// counting as a slot with no valid record. Only for logs that a single
+    /// writer creates atomically elsewhere (the per-device logs of
+    /// [`DeviceLogStorage`]), where a torn entry cannot be final. Default
+    /// `false`.
+    pub fn with_copied(mut self, copied: bool) -> Self {
+        self.copied = copied;
         self
     }
 
@@ -368,6 +385,7 @@ impl Storage for ObjectStoreStorage {
             max_record_bytes: self.options.max_record_bytes,
             atomic_preconditions: self.options.atomic_create,
             inline_summaries: true,
+            concurrent_writers: false,
         }
     }
 

@@ -299,8 +299,16 @@ impl ObjectStoreStorage {
             );
             outcome.stalled = true;
         }
-        for chunk in pending[..contiguous].chunks(REPLAY_CHUNK) {
+        'replay: for chunk in pending[..contiguous].chunks(REPLAY_CHUNK) {
             for (seq, entry) in self.fetch_entries(chunk).await? {
+                if entry.is_none() && self.options.copied {
+                    tracing::info!(
+                        slot = seq,
+                        "a log entry does not decode yet (still being copied?); waiting for it"
+                    );
+                    outcome.stalled = true;
+                    break 'replay;
+                }
                 state.index.apply(seq, entry.as_ref());
                 state.recent.remember(seq, &entry);
                 if keep.as_ref().is_some_and(|k| k.contains(&seq)) {

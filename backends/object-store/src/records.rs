@@ -29,6 +29,14 @@ struct Pending {
 }
 
 impl ObjectStoreStorage {
+    /// The current version of each of `chats` (`None`: no record), after
+    /// bringing the index up to the head of the log as a read does.
+    pub(crate) async fn current_versions(&self, chats: &[ChatId]) -> Result<Vec<Option<u64>>> {
+        let mut state = self.state.lock().await;
+        self.refresh_for_read(&mut state).await?;
+        Ok(chats.iter().map(|chat| state.index.version(chat)).collect())
+    }
+
     /// `get`: resolves each chat's current record from the index while,
     /// concurrently, one request (a HEAD of the next slot, or a LIST) checks
     /// the log for newer commits. A summary

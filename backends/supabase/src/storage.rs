@@ -278,6 +278,7 @@ impl Storage for SupabaseStorage {
             max_record_bytes: self.record_limit(),
             atomic_preconditions: true,
             inline_summaries: true,
+            concurrent_writers: false,
         }
     }
 

@@ -175,6 +175,13 @@ pub struct Capabilities {
     pub atomic_preconditions: bool,
     /// [`Change::summary`] is filled in by [`Storage::changes`].
     pub inline_summaries: bool,
+    /// Several devices commit without a shared commit point (each to its
+    /// own log, as in a folder a file-sync service copies), so two of them
+    /// may commit versions of one chat that do not know of each other.
+    /// [`Storage::get`] then returns each such version (one record per
+    /// writer), and the engine merges every record it receives that is not
+    /// already part of its state instead of trusting version order.
+    pub concurrent_writers: bool,
 }
 
 /// What [`Storage::maintain`] may do in one call.
@@ -224,7 +231,11 @@ pub struct MaintenanceReport {
 ///   chats exist. A page may hold several changes of one chat; the last wins.
 /// - **`get(ids, part)`** returns the current record of each id that exists
 ///   (tombstones included), in any order; ids without a record are left out.
-///   With [`Part::Summary`] bodies are `None`.
+///   With [`Part::Summary`] bodies are `None`. A backend with
+///   [`Capabilities::concurrent_writers`] may return several records of one
+///   chat: each writer's current version, concurrent with the others.
+///   Version order does not say which holds what there; the reader merges
+///   them all.
 /// - **`get_keyring` / `put_keyring`** store the vault's key file with the
 ///   same precondition rules (`Version` compares the keyring version).
 /// - Errors are typed: [`Error::Unavailable`] for anything retriable,

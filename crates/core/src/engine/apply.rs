@@ -117,15 +117,41 @@ pub(super) async fn fetch(inner: &Arc<Inner>, wanted: &[Wanted], part: Part) -> 
 }
 
 /// Fetches `chat` in full from the server and keeps it locally.
+///
+/// With concurrent writers the server may hold one current record per
+/// writer: the one whose summary is held here (else the newest) is stored,
+/// then the others are merged into it.
 pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let records = inner.storage.get(&[chat], Part::Full).await?;
-    let record = records
+    let mut records: Vec<SealedRecord> = inner
+        .storage
+        .get(&[chat], Part::Full)
+        .await?
         .into_iter()
-        .find(|r| r.chat == chat)
+        .filter(|r| r.chat == chat)
+        .collect();
+    let held = blocking(inner, move |inner| inner.replica.record(chat, false)).await?;
+    let first = records
+        .iter()
+        .position(|r| held.as_ref().is_some_and(|h| h.summary == r.summary))
+        .or_else(|| {
+            records
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, r)| r.version)
+                .map(|(i, _)| i)
+        })
         .ok_or_else(|| Error::NotFound {
             what: format!("chat {chat} on the server"),
         })?;
-    blocking(inner, move |inner| inner.store_fetched(record)).await
+    let record = records.swap_remove(first);
+    blocking(inner, move |inner| {
+        inner.store_fetched(record)?;
+        if !records.is_empty() {
+            inner.apply_pulled(records, None, Vec::new())?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// The version a new local state of `chat` is sealed as: above both the
@@ -276,6 +302,9 @@ impl Inner {
         let pending = write.pending(chat)?;
         self.clock.observe(summary.last_activity);
         let remote = remote.map(Arc::new);
+        if self.capabilities.concurrent_writers {
+            return self.fold_concurrent(write, sealed, summary, remote);
+        }
 
         // The server's record is the state when nothing local is pending
         // (and it is newer), or when it deletes the chat: deletion wins
@@ -301,6 +330,108 @@ impl Inner {
             return Ok(None);
         };
         self.fold_remote(write, header, &sealed, summary, remote)
+    }
+
+    /// [`Inner::fold_pulled`] on a backend with concurrent writers
+    /// ([`Capabilities::concurrent_writers`](crate::Capabilities)), where a
+    /// record's version does not tell whether this device's state already
+    /// holds it: two devices may each have committed version 7 of a chat,
+    /// neither knowing the other's. So every record that is not the one held
+    /// here is merged, whatever its version (docs/design.md §8.3):
+    ///
+    /// - nothing held: the record is the state;
+    /// - the very record held (same sealed summary): its body is kept if it
+    ///   was missing, nothing else;
+    /// - no body here to merge with: a newer record replaces the summary; an
+    ///   older or equal one waits until the body loads (loading merges every
+    ///   device's current record);
+    /// - else the merge: nothing new → nothing; exactly the record's state
+    ///   and newer → stored as it is; otherwise sealed as a version above
+    ///   both and queued, based on the newest version seen on the server.
+    fn fold_concurrent(
+        &self,
+        write: &mut ReplicaWrite,
+        sealed: SealedRecord,
+        summary: ChatSummary,
+        remote: Option<Arc<Chat>>,
+    ) -> Result<Option<Publish>> {
+        let chat = sealed.chat;
+        let version = sealed.version;
+        let header = write.header(chat)?;
+        let pending = write.pending(chat)?;
+        let Some(held) = header else {
+            write.put_remote(&sealed)?;
+            return Ok(Some(Publish {
+                summary,
+                version,
+                full: remote,
+            }));
+        };
+        let held_record = write.record(chat, false)?;
+        if held_record.is_some_and(|r| r.summary == sealed.summary) {
+            if let (Some(body), Some(state)) = (&sealed.body, &remote) {
+                if write.put_body(chat, version, body)? {
+                    return Ok(Some(Publish {
+                        summary,
+                        version,
+                        full: Some(state.clone()),
+                    }));
+                }
+            }
+            return Ok(None);
+        }
+        // A tombstone carries no body; its state is the deletion itself.
+        let remote = match remote {
+            Some(remote) => Some(remote),
+            None if sealed.deleted => Some(Arc::new(Chat::tombstone(
+                chat,
+                summary.created,
+                summary.deleted.unwrap_or(summary.last_activity),
+            ))),
+            None => None,
+        };
+        let local = self.current(chat, header, || write.record(chat, true), true)?;
+        let (Some(Current::Full(local)), Some(remote)) = (local, remote.clone()) else {
+            // A summary never brings a deleted chat back: the body decides.
+            if version > held.version && pending.is_none() && !held.deleted {
+                write.put_remote(&sealed)?;
+                return Ok(Some(Publish {
+                    summary,
+                    version,
+                    full: remote,
+                }));
+            }
+            return Ok(None);
+        };
+        let merged = Chat::merged(&local, &remote);
+        let newer = version > held.version && pending.is_none();
+        if merged == *remote && newer {
+            write.put_remote(&sealed)?;
+            return Ok(Some(Publish {
+                summary,
+                version,
+                full: Some(remote),
+            }));
+        }
+        if merged == *local {
+            return Ok(None);
+        }
+        // The newest version known to be on the server: the queued change
+        // is based on it, so its push conflicts only if something newer came.
+        let on_server = match pending {
+            Some(entry) => entry.base.unwrap_or(0),
+            None => held.version,
+        };
+        let base = version.max(on_server);
+        let next = next_version(chat, header, base)?;
+        let record = self.sealer.seal(&merged, next)?;
+        self.check_size(&record)?;
+        write.put_local(&record, Some(base))?;
+        Ok(Some(Publish {
+            summary: merged.summary(),
+            version: next,
+            full: Some(Arc::new(merged)),
+        }))
     }
 
     /// Stores a record fetched on demand: its body if it matches the local

@@ -245,11 +245,17 @@ async fn resolve_all(
     let fetched = fetch(inner, &wanted, Part::Full).await?;
     report.requests += fetched.requests;
     report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
-    let mut theirs: HashMap<ChatId, SealedRecord> = fetched
-        .records
-        .into_iter()
-        .map(|record| (record.chat, record))
-        .collect();
+    // With concurrent writers a chat may come back once per writer: the
+    // newest is merged here (the others arrive through the feed).
+    let mut theirs: HashMap<ChatId, SealedRecord> = HashMap::new();
+    for record in fetched.records {
+        match theirs.get(&record.chat) {
+            Some(held) if held.version >= record.version => {}
+            _ => {
+                theirs.insert(record.chat, record);
+            }
+        }
+    }
     let mut unreadable: HashMap<ChatId, Error> = fetched
         .unreadable
         .into_iter()

@@ -8,6 +8,7 @@ use crate::ids::ChatId;
 use crate::replica::{LocalState, SkipReason, SkippedEntry};
 use crate::storage::{Change, Cursor, Part, SealedRecord};
 use crate::{Error, Result};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,15 +26,33 @@ enum Need {
     Full(ChatId),
 }
 
-fn plan(change: Change, local: &LocalState) -> Need {
+/// What `change` needs, given the chat's local state and (on a backend with
+/// concurrent writers) the sealed summary of the record held here.
+fn plan(change: Change, local: &LocalState, held: Option<&Bytes>, concurrent: bool) -> Need {
     let known = match local.pending {
         Some(entry) => entry.base.is_some_and(|base| base >= change.version),
         None => local.header.is_some_and(|h| h.version >= change.version),
     };
+    // A tombstone held here is a whole state: with concurrent writers a
+    // record that is not newer in fact may be, so it is merged with the
+    // tombstone rather than taken over it.
+    let deleted_here = concurrent && local.header.is_some_and(|h| h.deleted);
+    if known && concurrent {
+        // Not newer, but perhaps concurrent with what is held: unless it is
+        // the held record itself, merge it where there is a body to merge
+        // with; a summary-only chat merges it when its body loads.
+        let same = matches!((&change.summary, held), (Some(theirs), Some(ours)) if theirs == ours);
+        let mergeable = local.pending.is_some() || local.has_body || deleted_here;
+        return if same || !mergeable {
+            Need::Nothing
+        } else {
+            Need::Full(change.chat)
+        };
+    }
     if known {
         return Need::Nothing;
     }
-    let wants_body = !change.deleted && (local.pending.is_some() || local.has_body);
+    let wants_body = !change.deleted && (local.pending.is_some() || local.has_body || deleted_here);
     match change.summary {
         _ if wants_body => Need::Full(change.chat),
         Some(summary) => Need::Inline(SealedRecord {
@@ -103,20 +122,33 @@ async fn pull_pages(
         page.check_progress(&cursor)?;
         *pages += 1;
         report.requests += 1;
-        // Within a page the last change of a chat wins.
-        let mut latest: HashMap<ChatId, Change> = HashMap::with_capacity(page.changes.len());
-        for change in page.changes {
-            latest.insert(change.chat, change);
-        }
-        let changes: Vec<Change> = latest.into_values().collect();
+        // Within a page the last change of a chat wins, unless writers are
+        // concurrent: then each change may hold something the others lack.
+        let concurrent = inner.capabilities.concurrent_writers;
+        let changes: Vec<Change> = if concurrent {
+            page.changes
+        } else {
+            let mut latest: HashMap<ChatId, Change> = HashMap::with_capacity(page.changes.len());
+            for change in page.changes {
+                latest.insert(change.chat, change);
+            }
+            latest.into_values().collect()
+        };
         let versions: HashMap<ChatId, u64> = changes.iter().map(|c| (c.chat, c.version)).collect();
         let needs = blocking(inner, move |inner| {
             let ids: Vec<ChatId> = changes.iter().map(|c| c.chat).collect();
             let locals = inner.replica.local_states(&ids)?;
+            let held = if concurrent {
+                inner.replica.records(&ids, false)?
+            } else {
+                vec![None; ids.len()]
+            };
             Ok(changes
                 .into_iter()
-                .zip(locals.iter())
-                .map(|(change, local)| plan(change, local))
+                .zip(locals.iter().zip(&held))
+                .map(|(change, (local, held))| {
+                    plan(change, local, held.as_ref().map(|r| &r.summary), concurrent)
+                })
                 .collect::<Vec<Need>>())
         })
         .await?;
@@ -131,6 +163,13 @@ async fn pull_pages(
                 Need::Full(id) => fulls.push(id),
             }
         }
+        for ids in [&mut summaries, &mut fulls] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        // A chat fetched in full needs no summary-only fetch or inline record.
+        summaries.retain(|id| fulls.binary_search(id).is_err());
+        records.retain(|r: &SealedRecord| fulls.binary_search(&r.chat).is_err());
         let wanted = |ids: Vec<ChatId>| -> Vec<Wanted> {
             ids.into_iter()
                 .map(|chat| Wanted {
@@ -267,7 +306,7 @@ async fn retry_skipped(
     Ok(())
 }
 
-struct Applied {
+pub(super) struct Applied {
     pulled: usize,
     skipped: Vec<SkippedRecord>,
 }
@@ -278,7 +317,7 @@ impl Inner {
     /// open, and `unreadable` ones the backend could not even decode, are
     /// kept in the replica's skipped table in the same transaction, so the
     /// cursor moving past them forgets nothing.
-    fn apply_pulled(
+    pub(super) fn apply_pulled(
         &self,
         records: Vec<SealedRecord>,
         cursor: Option<&Cursor>,
@@ -286,6 +325,12 @@ impl Inner {
     ) -> Result<Applied> {
         // What each record's parts name as their key: a skipped record keeps
         // it, so no key it needs is retired while it waits.
+        // Concurrent versions of one chat are merged oldest first, so the
+        // last merge is based on the newest version seen.
+        let mut records = records;
+        if self.capabilities.concurrent_writers {
+            records.sort_by_key(|r| (r.chat, r.version));
+        }
         let key_ids: HashMap<(ChatId, u64), Vec<u32>> = records
             .iter()
             .map(|r| ((r.chat, r.version), self.sealer.record_key_ids(r)))
