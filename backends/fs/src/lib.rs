@@ -86,8 +86,10 @@ pub use watch::FsPush;
 
 use chatvault_core::layer::LayeredStorage;
 use chatvault_core::{Capabilities, Error, Result, Storage, Transport};
+pub use chatvault_object_store::WriterId;
 use chatvault_object_store::{
-    CompactOptions, CompactReport, ObjectStoreOptions, ObjectStoreStorage,
+    CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions, ObjectStoreStorage,
+    DEVICES_DIR,
 };
 use durable::DurableLocalFileSystem;
 use object_store::local::LocalFileSystem;
@@ -116,6 +118,24 @@ pub struct FsStorageBuilder {
     poll_interval: Duration,
     fsync: bool,
     layer: Option<StoreLayer>,
+    layout: Option<FolderLayout>,
+    writer: Option<WriterId>,
+}
+
+/// How a folder vault lays out its files (`docs/design.md` §5 and §5.4).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FolderLayout {
+    /// One log per device under `dev/<writer>/`: no two devices ever create
+    /// or change the same file, so a file-sync service that gives each
+    /// device its own copy of the folder (Syncthing, Dropbox, a NAS client)
+    /// never has two versions of one file to choose between. The default
+    /// for a new folder.
+    PerDevice,
+    /// One shared log at the folder's root, committed by create-if-absent:
+    /// for one file system that every writer sees at once (a local disk,
+    /// NFS). Folders created by releases before the per-device layout use
+    /// it, and keep it when opened.
+    SharedLog,
 }
 
 /// Wraps the folder's object store (see [`FsStorageBuilder::layer`]).
@@ -162,6 +182,25 @@ impl FsStorageBuilder {
         self
     }
 
+    /// The layout of a new vault, or the one to insist on. By default a
+    /// folder that already holds a vault keeps its layout and an empty one
+    /// gets [`FolderLayout::PerDevice`]. Opening a folder whose vault has the
+    /// other layout fails with `InvalidInput`.
+    pub fn layout(mut self, layout: FolderLayout) -> Self {
+        self.layout = Some(layout);
+        self
+    }
+
+    /// The writer this device commits as in the per-device layout: keep it
+    /// with the device (chatvault's facade passes the replica's device id),
+    /// so that one device writes one log however often it opens the vault.
+    /// Default: a random writer per handle, which is correct but leaves one
+    /// log per handle for every reader to list.
+    pub fn writer(mut self, writer: WriterId) -> Self {
+        self.writer = Some(writer);
+        self
+    }
+
     /// Wraps the folder's object store (already durable) in another one:
     /// request counting, tracing, fault injection, in the spirit of
     /// `object_store`'s `PrefixStore` or OpenDAL's layers.
@@ -190,12 +229,31 @@ impl FsStorageBuilder {
             ))
         })?;
         let mut store: Arc<dyn ObjectStore> =
-            Arc::new(DurableLocalFileSystem::new(local, root, self.fsync));
+            Arc::new(DurableLocalFileSystem::new(local, root.clone(), self.fsync));
         if let Some(layer) = &self.layer {
             store = layer(store);
         }
-        let inner =
-            ObjectStoreStorage::new(store, object_store::path::Path::default(), self.options);
+        let found = existing_layout(&root)?;
+        let layout = match (self.layout, found) {
+            (Some(wanted), Some(found)) if wanted != found => {
+                return Err(Error::invalid(format!(
+                    "the vault in {} uses the {found:?} layout, not {wanted:?}",
+                    self.dir.display()
+                )))
+            }
+            (Some(layout), _) | (None, Some(layout)) => layout,
+            (None, None) => FolderLayout::PerDevice,
+        };
+        let prefix = object_store::path::Path::default();
+        let inner = match layout {
+            FolderLayout::SharedLog => {
+                FolderInner::Shared(ObjectStoreStorage::new(store, prefix, self.options))
+            }
+            FolderLayout::PerDevice => {
+                let writer = self.writer.unwrap_or_else(WriterId::random);
+                FolderInner::Devices(DeviceLogStorage::new(store, prefix, self.options, writer))
+            }
+        };
         Ok(FsStorage {
             dir: self.dir,
             inner,
@@ -203,6 +261,23 @@ impl FsStorageBuilder {
             watcher: OnceLock::new(),
         })
     }
+}
+
+/// The layout of the vault already in `root`, if any: a per-device vault
+/// has `dev/`, a shared-log one `log/` or `keyring/` at the root.
+fn existing_layout(root: &Path) -> Result<Option<FolderLayout>> {
+    let has = |name: &str| root.join(name).is_dir();
+    Ok(match (has(DEVICES_DIR), has("log") || has("keyring")) {
+        (true, true) => {
+            return Err(Error::invalid(format!(
+                "{} holds both a per-device vault (dev/) and a shared-log one (log/,                  keyring/); move one of them to another folder",
+                root.display()
+            )))
+        }
+        (true, false) => Some(FolderLayout::PerDevice),
+        (false, true) => Some(FolderLayout::SharedLog),
+        (false, false) => None,
+    })
 }
 
 fn folder_error(dir: &Path, e: std::io::Error) -> Error {
@@ -214,10 +289,16 @@ fn folder_error(dir: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// The layout a folder vault was opened with.
+enum FolderInner {
+    Shared(ObjectStoreStorage),
+    Devices(DeviceLogStorage),
+}
+
 /// A vault in a local folder. See the [crate docs](crate).
 pub struct FsStorage {
     dir: PathBuf,
-    inner: ObjectStoreStorage,
+    inner: FolderInner,
     poll_interval: Duration,
     watcher: OnceLock<Arc<LogWatcher>>,
 }
@@ -250,7 +331,12 @@ impl FsStorage {
     /// # }
     /// ```
     pub fn open_url(url: &str) -> Result<Self> {
-        Self::open(path_from_url(url)?)
+        Self::builder_url(url)?.open()
+    }
+
+    /// A builder for the folder a `file:///absolute/path` URL names.
+    pub fn builder_url(url: &str) -> Result<FsStorageBuilder> {
+        Ok(Self::builder(path_from_url(url)?))
     }
 
     /// A builder for the vault in `dir`.
@@ -261,6 +347,8 @@ impl FsStorage {
             poll_interval: Duration::from_secs(5),
             fsync: true,
             layer: None,
+            layout: None,
+            writer: None,
         }
     }
 
@@ -269,14 +357,36 @@ impl FsStorage {
         &self.dir
     }
 
-    /// The layout underneath, for what [`Storage`] does not cover.
+    /// The log this handle writes, for what [`Storage`] does not cover: the
+    /// whole vault in the shared-log layout, this device's own log in the
+    /// per-device one.
     pub fn layout(&self) -> &ObjectStoreStorage {
-        &self.inner
+        match &self.inner {
+            FolderInner::Shared(storage) => storage,
+            FolderInner::Devices(storage) => storage.own(),
+        }
     }
 
-    /// Compacts the vault; see [`ObjectStoreStorage::compact`].
+    /// The layout this vault uses.
+    pub fn folder_layout(&self) -> FolderLayout {
+        match &self.inner {
+            FolderInner::Shared(_) => FolderLayout::SharedLog,
+            FolderInner::Devices(_) => FolderLayout::PerDevice,
+        }
+    }
+
+    /// The per-device vault, when the folder uses that layout.
+    pub fn devices(&self) -> Option<&DeviceLogStorage> {
+        match &self.inner {
+            FolderInner::Shared(_) => None,
+            FolderInner::Devices(storage) => Some(storage),
+        }
+    }
+
+    /// Compacts the log this handle writes; see
+    /// [`ObjectStoreStorage::compact`].
     pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
-        self.inner.compact(options).await
+        self.layout().compact(options).await
     }
 }
 
@@ -297,20 +407,24 @@ fn path_from_url(url: &str) -> Result<PathBuf> {
 
 impl LayeredStorage for FsStorage {
     fn inner(&self) -> &dyn Storage {
-        &self.inner
+        match &self.inner {
+            FolderInner::Shared(storage) => storage,
+            FolderInner::Devices(storage) => storage,
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             push: true,
-            ..self.inner.capabilities()
+            ..LayeredStorage::inner(self).capabilities()
         }
     }
 
     fn push(&self) -> Option<Arc<dyn Transport>> {
-        let watcher = self
-            .watcher
-            .get_or_init(|| LogWatcher::start(&self.dir.join("log")));
+        let watcher = self.watcher.get_or_init(|| match self.folder_layout() {
+            FolderLayout::SharedLog => LogWatcher::start(&self.dir.join("log"), false),
+            FolderLayout::PerDevice => LogWatcher::start(&self.dir.join(DEVICES_DIR), true),
+        });
         Some(Arc::new(watcher.transport(self.poll_interval)))
     }
 }

@@ -1,4 +1,5 @@
-//! Push for a local folder: filesystem notifications on `log/`, with
+//! Push for a local folder: filesystem notifications on `log/` (or, in the
+//! per-device layout, everything under `dev/`), with
 //! polling as the safety net.
 //!
 //! One watcher per [`FsStorage`](crate::FsStorage) feeds every transport it
@@ -25,8 +26,10 @@ pub(crate) struct LogWatcher {
 }
 
 impl LogWatcher {
-    /// Starts watching `log_dir` (created if missing).
-    pub(crate) fn start(log_dir: &Path) -> Arc<Self> {
+    /// Starts watching `log_dir` (created if missing); with `recursive`,
+    /// everything below it too (the per-device layout's `dev/`, where each
+    /// device's log is a subdirectory that may appear at any time).
+    pub(crate) fn start(log_dir: &Path, recursive: bool) -> Arc<Self> {
         let (changes, _) = watch::channel(0u64);
         let notifier = changes.clone();
         let watcher = std::fs::create_dir_all(log_dir)
@@ -41,7 +44,12 @@ impl LogWatcher {
                 })
             })
             .and_then(|mut watcher| {
-                watcher.watch(log_dir, RecursiveMode::NonRecursive)?;
+                let mode = if recursive {
+                    RecursiveMode::Recursive
+                } else {
+                    RecursiveMode::NonRecursive
+                };
+                watcher.watch(log_dir, mode)?;
                 Ok(watcher)
             });
         let watcher = match watcher {

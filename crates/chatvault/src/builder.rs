@@ -1,6 +1,6 @@
 //! [`ChatVaultBuilder`]: storage, replica path and unlock → [`ChatVault`].
 
-use crate::url::open_url;
+use crate::url::open_url_as;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
 use chatvault_core::engine::{Engine, EngineConfig};
@@ -131,7 +131,7 @@ impl ChatVaultBuilder {
         self
     }
 
-    /// The backend, from a URL ([`open_url`]): `file:///path`,
+    /// The backend, from a URL ([`open_url`](crate::open_url)): `file:///path`,
     /// `s3://bucket/prefix`, `supabase+https://project.supabase.co`.
     pub fn storage_url(mut self, url: impl Into<String>) -> Self {
         self.storage = Some(StorageSource::Url(url.into()));
@@ -236,6 +236,15 @@ impl ChatVaultBuilder {
             Error::invalid("no key: call ChatVaultBuilder::passphrase or ::identity")
         })?;
         let replica = blocking(move || Replica::open(path)).await?;
+        // The device id is known before the backend opens: a folder in the
+        // per-device layout names this device's directory after it.
+        let device = match self.device {
+            Some(device) => device,
+            None => match replica.identity()? {
+                Some((_, device)) => device,
+                None => DeviceId::random(),
+            },
+        };
         let replica = Arc::new(replica);
         let (storage, login): (DynStorage, Option<Login>) = match source {
             StorageSource::Shared(storage) => (storage, None),
@@ -244,7 +253,7 @@ impl ChatVaultBuilder {
                 crate::supabase_session::open(&url, Some(&replica), Some(&unlock), self.supabase)
                     .await?
             }
-            StorageSource::Url(url) => (open_url(&url).await?, None),
+            StorageSource::Url(url) => (open_url_as(&url, device).await?, None),
         };
         let known = login.as_ref().and_then(Login::known);
         let (cipher, unlocked_identity) =
@@ -258,13 +267,6 @@ impl ChatVaultBuilder {
             message: "the replica is still in use after unlocking".into(),
             source: None,
         })?;
-        let device = match self.device {
-            Some(device) => device,
-            None => match replica.identity()? {
-                Some((_, device)) => device,
-                None => DeviceId::random(),
-            },
-        };
         let mut config = EngineConfig::new(cipher.vault(), device);
         if let Some(bytes) = self.cache_bytes {
             config.cache_bytes = bytes;

@@ -83,7 +83,7 @@ mod vault;
 
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
-pub use url::open_url;
+pub use url::{open_url, open_url_as};
 
 /// Supabase sign-in: the session store trait an application may implement
 /// (the default keeps the session sealed in the vault's replica) and the

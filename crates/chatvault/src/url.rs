@@ -1,6 +1,6 @@
 //! [`open_url`]: pick a backend at run time from a URL.
 
-use chatvault_core::{DynStorage, Error, Result};
+use chatvault_core::{DeviceId, DynStorage, Error, Result};
 
 /// The backends `open_url` knows, by URL scheme, and the Cargo feature each
 /// needs.
@@ -37,7 +37,19 @@ fn feature_disabled(url: &str, feature: &str) -> Error {
 /// instead, a Supabase session is also kept (sealed) in the vault's replica,
 /// so later runs need no password: see
 /// [`ChatVaultBuilder::supabase_sign_in`](crate::ChatVaultBuilder::supabase_sign_in).
+///
+/// A folder opened this way writes as a random device of the folder's
+/// per-device layout; [`open_url_as`] names the device.
 pub async fn open_url(url: &str) -> Result<DynStorage> {
+    open_url_as(url, DeviceId::random()).await
+}
+
+/// [`open_url`] for the device `device`: in a `file://` folder with the
+/// per-device layout, this device writes only under its own directory
+/// (`dev/<device id>/`). Pass the same id each time the device opens the
+/// vault ([`ChatVault::device_id`](crate::ChatVault::device_id)); the
+/// builder does.
+pub async fn open_url_as(url: &str, device: DeviceId) -> Result<DynStorage> {
     let Some(&(_, feature)) = SCHEMES.iter().find(|(scheme, _)| url.starts_with(scheme)) else {
         return Err(Error::invalid(format!(
             "unsupported storage URL {url:?}: expected file:///path, s3://bucket/prefix \
@@ -45,22 +57,27 @@ pub async fn open_url(url: &str) -> Result<DynStorage> {
         )));
     };
     match feature {
-        "fs" => open_fs(url).await,
+        "fs" => open_fs(url, device).await,
         "s3" => open_s3(url).await,
         _ => open_supabase(url).await,
     }
 }
 
 #[cfg(feature = "fs")]
-async fn open_fs(url: &str) -> Result<DynStorage> {
+async fn open_fs(url: &str, device: DeviceId) -> Result<DynStorage> {
     let url = url.to_string();
     // Creating the folder is file-system work: keep it off the runtime.
-    let storage = crate::builder::blocking(move || chatvault_fs::FsStorage::open_url(&url)).await?;
+    let storage = crate::builder::blocking(move || {
+        chatvault_fs::FsStorage::builder_url(&url)?
+            .writer(chatvault_fs::WriterId(device.0))
+            .open()
+    })
+    .await?;
     Ok(std::sync::Arc::new(storage))
 }
 
 #[cfg(not(feature = "fs"))]
-async fn open_fs(url: &str) -> Result<DynStorage> {
+async fn open_fs(url: &str, _device: DeviceId) -> Result<DynStorage> {
     Err(feature_disabled(url, "fs"))
 }
 

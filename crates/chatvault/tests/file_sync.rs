@@ -1,0 +1,318 @@
+//! A vault in a folder that a file-sync service copies between devices,
+//! each device working on its own copy (Syncthing, Dropbox, a NAS client):
+//! changes made while the copies differ are never lost, whatever order the
+//! service copies them in. The copier here is faithful (whole files, by
+//! temporary file and rename, as Syncthing does); the seeded copier with
+//! delays, truncation and conflict copies runs in `file_sync_sim.rs`.
+
+use chatvault::{ChatId, ChatVault, Role};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const PASSPHRASE: &str = "file sync";
+
+/// One device: its copy of the folder, its replica, its open vault.
+struct Device {
+    folder: PathBuf,
+    vault: ChatVault,
+}
+
+async fn open(folder: &Path, replica: &Path) -> ChatVault {
+    ChatVault::builder()
+        .storage_url(format!("file://{}", folder.display()))
+        .replica_path(replica)
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .open()
+        .await
+        .expect("open a device")
+}
+
+/// Every file under `dir` by its path relative to `dir`.
+fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut found = BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&at) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
+            }
+        }
+    }
+    found
+}
+
+/// Copies every file of `from` that `to` lacks or holds differently, as a
+/// file-sync service does: into a temporary name, then renamed into place.
+/// Returns how many files it copied.
+fn copy(from: &Path, to: &Path) -> usize {
+    let theirs = files(to);
+    let mut copied = 0;
+    for (name, bytes) in files(from) {
+        if theirs.get(&name) == Some(&bytes) {
+            continue;
+        }
+        let target = to.join(&name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let staging = target.with_file_name(format!(
+            ".syncthing.{}.tmp",
+            target.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&staging, &bytes).unwrap();
+        std::fs::rename(&staging, &target).unwrap();
+        copied += 1;
+    }
+    copied
+}
+
+/// Copies every folder to every other until nothing is left to copy.
+fn copy_all(devices: &[&Device]) {
+    for from in devices {
+        for to in devices {
+            if from.folder != to.folder {
+                copy(&from.folder, &to.folder);
+            }
+        }
+    }
+}
+
+/// What a device shows: each live chat's title and its messages' text,
+/// loading bodies it does not hold.
+async fn view(vault: &ChatVault) -> BTreeMap<ChatId, (String, Vec<String>)> {
+    let mut out = BTreeMap::new();
+    for summary in vault.sidebar() {
+        if summary.deleted.is_some() {
+            continue;
+        }
+        let chat = vault.load_full_chat(summary.id).await.expect("load a chat");
+        let texts = chat
+            .messages()
+            .iter()
+            .map(|m| m.content().to_string())
+            .collect();
+        out.insert(summary.id, (chat.title().to_string(), texts));
+    }
+    out
+}
+
+/// Sync rounds with copies in between until every device shows the same
+/// thing and has nothing queued (at most `rounds` rounds).
+async fn settle(devices: &[&Device], rounds: usize) -> BTreeMap<ChatId, (String, Vec<String>)> {
+    for _ in 0..rounds {
+        for device in devices {
+            device.vault.sync_now().await.expect("sync");
+        }
+        copy_all(devices);
+        for device in devices {
+            device.vault.sync_now().await.expect("sync");
+        }
+        let first = view(&devices[0].vault).await;
+        let mut same = true;
+        for device in &devices[1..] {
+            same &= view(&device.vault).await == first;
+        }
+        let queued: u64 = devices
+            .iter()
+            .map(|d| d.vault.pending_changes().expect("pending"))
+            .sum();
+        if same && queued == 0 {
+            return first;
+        }
+    }
+    let views: Vec<_> = futures::future::join_all(devices.iter().map(|d| view(&d.vault))).await;
+    panic!("devices did not converge in {rounds} rounds: {views:#?}");
+}
+
+/// A first device creates the vault; the others open their own copies after
+/// the service copied the key file.
+async fn devices(root: &Path, count: usize) -> Vec<Device> {
+    let mut out: Vec<Device> = Vec::new();
+    for i in 0..count {
+        let folder = root.join(format!("copy-{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        if let Some(first) = out.first() {
+            copy(&first.folder, &folder);
+        }
+        let vault = open(&folder, &root.join(format!("replica-{i}"))).await;
+        out.push(Device { folder, vault });
+    }
+    out
+}
+
+/// The first case of issue 20: two devices each create a chat in their own
+/// copy. In the shared-log layout both claimed `log/…02`, the service kept
+/// one and renamed the other to a conflict copy, and the chat was gone from
+/// every other device while `sync` said "synced".
+#[tokio::test]
+async fn chats_created_on_two_devices_in_their_own_copies_both_survive() {
+    let root = tempfile::tempdir().unwrap();
+    let devices = devices(root.path(), 2).await;
+    let (a, b) = (&devices[0], &devices[1]);
+    let from_a = a.vault.new_chat("from a").await.unwrap().id;
+    a.vault
+        .add_message(from_a, Role::User, "written on a")
+        .await
+        .unwrap();
+    let from_b = b.vault.new_chat("from b").await.unwrap().id;
+    b.vault
+        .add_message(from_b, Role::User, "written on b")
+        .await
+        .unwrap();
+    a.vault.sync_now().await.unwrap();
+    b.vault.sync_now().await.unwrap();
+    copy_all(&[a, b]);
+    // No file was written by both devices: nothing for a service to turn
+    // into a conflict copy.
+    for device in [a, b] {
+        let conflicts: Vec<_> = files(&device.folder)
+            .into_keys()
+            .filter(|p| p.to_string_lossy().contains("conflict"))
+            .collect();
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+    }
+    let state = settle(&[a, b], 3).await;
+    assert_eq!(state.len(), 2, "{state:#?}");
+    assert_eq!(state[&from_a].1, vec!["written on a"]);
+    assert_eq!(state[&from_b].1, vec!["written on b"]);
+
+    // A device that joins later sees both.
+    let fresh_folder = root.path().join("copy-fresh");
+    std::fs::create_dir_all(&fresh_folder).unwrap();
+    copy(&a.folder, &fresh_folder);
+    let fresh = Device {
+        vault: open(&fresh_folder, &root.path().join("replica-fresh")).await,
+        folder: fresh_folder,
+    };
+    fresh.vault.sync_now().await.unwrap();
+    assert_eq!(view(&fresh.vault).await, state);
+}
+
+/// Two devices append to the same chat while their copies differ: both
+/// messages stay, on both devices and in the summary.
+#[tokio::test]
+async fn concurrent_edits_of_one_chat_on_two_copies_merge() {
+    let root = tempfile::tempdir().unwrap();
+    let devices = devices(root.path(), 3).await;
+    let (a, b, c) = (&devices[0], &devices[1], &devices[2]);
+    let chat = a.vault.new_chat("shared").await.unwrap().id;
+    a.vault.add_message(chat, Role::User, "one").await.unwrap();
+    settle(&[a, b, c], 3).await;
+
+    a.vault
+        .add_message(chat, Role::User, "two from a")
+        .await
+        .unwrap();
+    b.vault
+        .add_message(chat, Role::Assistant, "two from b")
+        .await
+        .unwrap();
+    b.vault.rename(chat, "renamed on b").await.unwrap();
+    b.vault
+        .add_message(chat, Role::User, "three from b")
+        .await
+        .unwrap();
+    a.vault.sync_now().await.unwrap();
+    b.vault.sync_now().await.unwrap();
+    // c only ever holds the summary until the end: it learns of both
+    // versions through the feed.
+    let state = settle(&[a, b, c], 4).await;
+    let (title, mut texts) = state[&chat].clone();
+    texts.sort();
+    assert_eq!(title, "renamed on b");
+    assert_eq!(
+        texts,
+        vec!["one", "three from b", "two from a", "two from b"]
+    );
+    for device in [a, b, c] {
+        let summary = device
+            .vault
+            .sidebar()
+            .into_iter()
+            .find(|s| s.id == chat)
+            .unwrap();
+        assert_eq!(summary.message_count, 4, "summary on {:?}", device.folder);
+        assert_eq!(summary.title, "renamed on b");
+    }
+}
+
+/// A chat deleted on one copy while another device edits it: the deletion
+/// wins everywhere, and nothing is left queued.
+#[tokio::test]
+async fn a_deletion_on_one_copy_wins_over_a_concurrent_edit() {
+    let root = tempfile::tempdir().unwrap();
+    let devices = devices(root.path(), 2).await;
+    let (a, b) = (&devices[0], &devices[1]);
+    let chat = a.vault.new_chat("doomed").await.unwrap().id;
+    let kept = a.vault.new_chat("kept").await.unwrap().id;
+    settle(&[a, b], 3).await;
+    a.vault.delete_chat(chat).await.unwrap();
+    b.vault
+        .add_message(chat, Role::User, "too late")
+        .await
+        .unwrap();
+    b.vault
+        .add_message(chat, Role::User, "still too late")
+        .await
+        .unwrap();
+    let state = settle(&[a, b], 4).await;
+    assert_eq!(state.keys().copied().collect::<Vec<_>>(), vec![kept]);
+}
+
+/// Copies that arrive in pieces: a device's log entry copied before the
+/// record it names, and an entry that is still partly written when the
+/// other device looks. Nothing is skipped for good: once the files are
+/// whole, the change arrives.
+#[tokio::test]
+async fn a_log_entry_copied_before_its_record_or_only_in_part_is_waited_for() {
+    let root = tempfile::tempdir().unwrap();
+    let devices = devices(root.path(), 2).await;
+    let (a, b) = (&devices[0], &devices[1]);
+    settle(&[a, b], 3).await;
+    let chat = a.vault.new_chat("arrives late").await.unwrap().id;
+    a.vault
+        .add_message(chat, Role::User, "hello")
+        .await
+        .unwrap();
+    a.vault.sync_now().await.unwrap();
+
+    let missing: Vec<(PathBuf, Vec<u8>)> = files(&a.folder)
+        .into_iter()
+        .filter(|(name, bytes)| files(&b.folder).get(name) != Some(bytes))
+        .collect();
+    let (logs, others): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|(name, _)| name.components().any(|c| c.as_os_str() == "log"));
+    assert!(!logs.is_empty() && !others.is_empty());
+    // The log entry, torn in half.
+    for (name, bytes) in &logs {
+        let target = b.folder.join(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    b.vault.sync_now().await.unwrap();
+    assert!(b.vault.sidebar().iter().all(|s| s.id != chat));
+    // Whole now, but the record blob is still missing.
+    for (name, bytes) in &logs {
+        std::fs::write(b.folder.join(name), bytes).unwrap();
+    }
+    b.vault.sync_now().await.unwrap();
+    assert!(
+        b.vault.sidebar().iter().any(|s| s.id == chat),
+        "the summary travels in the log entry"
+    );
+    // Then the rest arrives and the body loads.
+    for (name, bytes) in &others {
+        let target = b.folder.join(name);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, bytes).unwrap();
+    }
+    let state = settle(&[a, b], 3).await;
+    assert_eq!(state[&chat].1, vec!["hello"]);
+}
