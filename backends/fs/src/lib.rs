@@ -120,6 +120,7 @@ pub struct FsStorageBuilder {
     layer: Option<StoreLayer>,
     layout: Option<FolderLayout>,
     writer: Option<WriterId>,
+    follow: Option<WriterId>,
 }
 
 /// How a folder vault lays out its files (`docs/design.md` §5 and §5.4).
@@ -201,6 +202,15 @@ impl FsStorageBuilder {
         self
     }
 
+    /// In the per-device layout, the vault to follow when the folder holds
+    /// two (the error opening it names them; the id is the one before the
+    /// dot in their `dev/` directories). Also `?vault=<id>` on a `file://`
+    /// URL.
+    pub fn follow_vault(mut self, vault: WriterId) -> Self {
+        self.follow = Some(vault);
+        self
+    }
+
     /// Wraps the folder's object store (already durable) in another one:
     /// request counting, tracing, fault injection, in the spirit of
     /// `object_store`'s `PrefixStore` or OpenDAL's layers.
@@ -251,7 +261,11 @@ impl FsStorageBuilder {
             }
             FolderLayout::PerDevice => {
                 let writer = self.writer.unwrap_or_else(WriterId::random);
-                FolderInner::Devices(DeviceLogStorage::new(store, prefix, self.options, writer))
+                let mut devices = DeviceLogStorage::new(store, prefix, self.options, writer);
+                if let Some(vault) = self.follow {
+                    devices = devices.follow_vault(vault);
+                }
+                FolderInner::Devices(devices)
             }
         };
         Ok(FsStorage {
@@ -336,7 +350,11 @@ impl FsStorage {
 
     /// A builder for the folder a `file:///absolute/path` URL names.
     pub fn builder_url(url: &str) -> Result<FsStorageBuilder> {
-        Ok(Self::builder(path_from_url(url)?))
+        let mut builder = Self::builder(path_from_url(url)?);
+        if let Some(vault) = vault_from_url(url)? {
+            builder = builder.follow_vault(vault);
+        }
+        Ok(builder)
     }
 
     /// A builder for the vault in `dir`.
@@ -349,6 +367,7 @@ impl FsStorage {
             layer: None,
             layout: None,
             writer: None,
+            follow: None,
         }
     }
 
@@ -357,13 +376,12 @@ impl FsStorage {
         &self.dir
     }
 
-    /// The log this handle writes, for what [`Storage`] does not cover: the
-    /// whole vault in the shared-log layout, this device's own log in the
-    /// per-device one.
-    pub fn layout(&self) -> &ObjectStoreStorage {
+    /// The shared log underneath, for what [`Storage`] does not cover;
+    /// `None` in the per-device layout (see [`FsStorage::devices`]).
+    pub fn layout(&self) -> Option<&ObjectStoreStorage> {
         match &self.inner {
-            FolderInner::Shared(storage) => storage,
-            FolderInner::Devices(storage) => storage.own(),
+            FolderInner::Shared(storage) => Some(storage),
+            FolderInner::Devices(_) => None,
         }
     }
 
@@ -383,11 +401,38 @@ impl FsStorage {
         }
     }
 
-    /// Compacts the log this handle writes; see
+    /// Compacts the log this handle writes (in the per-device layout, this
+    /// device's own); see
     /// [`ObjectStoreStorage::compact`].
     pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
-        self.layout().compact(options).await
+        match &self.inner {
+            FolderInner::Shared(storage) => storage.compact(options).await,
+            FolderInner::Devices(storage) => storage.own().await?.compact(options).await,
+        }
     }
+}
+
+/// The vault a `file://` URL's `?vault=<16 hex digits>` asks to follow.
+fn vault_from_url(url: &str) -> Result<Option<WriterId>> {
+    let parsed =
+        url::Url::parse(url).map_err(|e| Error::invalid(format!("not a URL: {url:?}: {e}")))?;
+    for (key, value) in parsed.query_pairs() {
+        if key != "vault" {
+            return Err(Error::invalid(format!(
+                "unknown parameter {key:?} in {url:?}; a file:// URL takes only ?vault=<id>"
+            )));
+        }
+        let id = u64::from_str_radix(&value, 16)
+            .ok()
+            .filter(|_| value.len() == 16)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "?vault= takes the 16 hex digits before the dot of a dev/ directory, not {value:?}"
+                ))
+            })?;
+        return Ok(Some(WriterId(id)));
+    }
+    Ok(None)
 }
 
 /// The folder a `file://` URL names.

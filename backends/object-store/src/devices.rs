@@ -3,13 +3,17 @@
 //! copy: no two devices ever create or change the same path.
 //!
 //! ```text
-//! <prefix>/dev/<writer, 16 hex>/log/<seq>          this writer's change log
-//! <prefix>/dev/<writer>/rec/<chat>/<version>-<w>   its record blobs
-//! <prefix>/dev/<writer>/snap/<seq>                 its compaction snapshots
-//! <prefix>/dev/<writer>/keyring/<version>          key files it wrote
+//! <prefix>/dev/<vault>.<writer>/joined                 when the device joined (ms, text)
+//! <prefix>/dev/<vault>.<writer>/log/<seq>              this writer's change log
+//! <prefix>/dev/<vault>.<writer>/rec/<chat>/<ver>-<w>   its record blobs
+//! <prefix>/dev/<vault>.<writer>/snap/<seq>             its compaction snapshots
+//! <prefix>/dev/<vault>.<writer>/keyring/<version>      key files it wrote
 //! ```
 //!
-//! Each `dev/<writer>/` is a complete shared-log vault (`docs/design.md`
+//! `<vault>` and `<writer>` are 16 hex digits: the writer is the device,
+//! the vault the writer that created the vault, so two vaults created in
+//! one folder (a rival `init` on a copy that had not synced) never mix.
+//! Each `dev/<vault>.<writer>/` is a complete shared-log vault (`docs/design.md`
 //! §5) that only its writer creates files in, so its create-if-absent
 //! commit point is local to one device and cannot be lost to a conflict
 //! copy. [`DeviceLogStorage`] writes to its own and reads every device's:
@@ -31,7 +35,7 @@ use chatvault_core::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -74,7 +78,7 @@ impl fmt::Debug for WriterId {
 
 /// A vault in the per-device layout (see the [module docs](self)). Several
 /// devices share it through copies of one folder; each writes only under
-/// its own `dev/<writer>/`.
+/// its own `dev/<vault>.<writer>/`.
 ///
 /// # Errors
 ///
@@ -82,14 +86,21 @@ impl fmt::Debug for WriterId {
 /// not decode yet (a file the service is still copying) stops that
 /// device's feed before it until it decodes; a record blob named by an
 /// entry that arrived before it fails `get` with `Corrupt` naming the chat
-/// (the engine keeps such a record as skipped and retries it).
+/// (the engine keeps such a record as skipped and retries it); a folder
+/// holding two vaults (a second device created one before its copy had
+/// synced) fails every call with [`Error::TwoVaults`] on a device that
+/// belongs to neither, naming both.
 pub struct DeviceLogStorage {
     store: Arc<dyn ObjectStore>,
     devices_dir: Path,
     options: ObjectStoreOptions,
     writer: WriterId,
-    own: Arc<ObjectStoreStorage>,
+    /// The vault to follow when the folder holds two, if the caller chose.
+    wanted: Option<WriterId>,
+    /// This device's own log, once the vault it belongs to is known.
+    own: tokio::sync::OnceCell<Arc<ObjectStoreStorage>>,
     peers: tokio::sync::Mutex<BTreeMap<WriterId, Arc<ObjectStoreStorage>>>,
+    rivals_reported: std::sync::atomic::AtomicBool,
     foreign: ForeignFiles,
 }
 
@@ -99,6 +110,7 @@ impl fmt::Debug for DeviceLogStorage {
             .field("store", &self.store.to_string())
             .field("devices_dir", &self.devices_dir)
             .field("writer", &self.writer)
+            .field("wanted", &self.wanted)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +149,29 @@ fn format_cursor(cursors: &BTreeMap<WriterId, Cursor>) -> Cursor {
     )
 }
 
+/// One directory under `dev/`: the vault it belongs to (named after the
+/// writer that created the vault) and the writer that owns it.
+#[derive(Clone, Debug)]
+struct DeviceDir {
+    vault: WriterId,
+    writer: WriterId,
+    path: Path,
+}
+
+fn parse_device_dir(path: &Path) -> Option<DeviceDir> {
+    let (vault, writer) = path.filename()?.split_once('.')?;
+    Some(DeviceDir {
+        vault: WriterId::parse(vault)?,
+        writer: WriterId::parse(writer)?,
+        path: path.clone(),
+    })
+}
+
+/// The file a device writes into its directory when it creates it: the
+/// time it joined the vault (milliseconds since the Unix epoch, as text).
+/// The vault's creator joined when it created the vault.
+const JOINED: &str = "joined";
+
 impl DeviceLogStorage {
     /// The vault under `prefix` in `store`, written by `writer`. Nothing is
     /// read or written until the first call; the writer's directory appears
@@ -147,21 +182,25 @@ impl DeviceLogStorage {
         options: ObjectStoreOptions,
         writer: WriterId,
     ) -> Self {
-        let devices_dir = prefix.child(DEVICES_DIR);
-        let own = Arc::new(ObjectStoreStorage::new(
-            Arc::clone(&store),
-            devices_dir.child(writer.to_string().as_str()),
-            options.clone(),
-        ));
         Self {
             store,
-            devices_dir,
+            devices_dir: prefix.child(DEVICES_DIR),
             options,
             writer,
-            own,
+            wanted: None,
+            own: tokio::sync::OnceCell::new(),
             peers: tokio::sync::Mutex::new(BTreeMap::new()),
+            rivals_reported: std::sync::atomic::AtomicBool::new(false),
             foreign: ForeignFiles::default(),
         }
+    }
+
+    /// Follows the vault created by writer `vault` when the folder holds two
+    /// (see [`Error::TwoVaults`], which names them). A device that already
+    /// wrote to one vault of the folder keeps following it.
+    pub fn follow_vault(mut self, vault: WriterId) -> Self {
+        self.wanted = Some(vault);
+        self
     }
 
     /// True if `store` holds a per-device vault under `prefix` (its `dev/`
@@ -175,7 +214,7 @@ impl DeviceLogStorage {
         Ok(listed
             .common_prefixes
             .iter()
-            .any(|p| p.filename().and_then(WriterId::parse).is_some()))
+            .any(|p| parse_device_dir(p).is_some()))
     }
 
     /// The device this handle writes as.
@@ -183,14 +222,55 @@ impl DeviceLogStorage {
         self.writer
     }
 
-    /// This device's own log, as a shared-log vault (compaction, tests).
-    pub fn own(&self) -> &ObjectStoreStorage {
-        &self.own
+    /// This device's own log as a shared-log vault (compaction, tests),
+    /// created under the vault this device follows (a new vault if the
+    /// folder holds none).
+    pub async fn own(&self) -> Result<Arc<ObjectStoreStorage>> {
+        self.own
+            .get_or_try_init(|| async {
+                let listed = self.list_devices().await?;
+                let vault = self.follow(&listed)?.unwrap_or(self.writer);
+                let path = self
+                    .devices_dir
+                    .child(format!("{vault}.{}", self.writer).as_str());
+                if !listed.iter().any(|d| d.path == path) {
+                    self.write_joined(&path).await?;
+                }
+                Ok(Arc::new(ObjectStoreStorage::new(
+                    Arc::clone(&self.store),
+                    path,
+                    self.options.clone(),
+                )))
+            })
+            .await
+            .cloned()
     }
 
-    /// Every device that wrote to the vault (this one only once it has), in
-    /// writer order: one LIST of `dev/`.
-    pub async fn devices(&self) -> Result<Vec<(WriterId, Arc<ObjectStoreStorage>)>> {
+    /// Writes `dir/joined` with the time now (the first object of a new
+    /// device directory; an existing one is left as it is).
+    async fn write_joined(&self, dir: &Path) -> Result<()> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let path = dir.child(JOINED);
+        match self
+            .store
+            .put_opts(
+                &path,
+                Bytes::from(now.to_string()).into(),
+                object_store::PutOptions::from(object_store::PutMode::Create),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if crate::error::is_taken(&e) => Ok(()),
+            Err(e) => Err(crate::error::map_store_error(e, &format!("writing {path}"))),
+        }
+    }
+
+    /// The directories under `dev/`: one LIST. Other names are reported
+    /// once as foreign.
+    async fn list_devices(&self) -> Result<Vec<DeviceDir>> {
         let listed = self
             .store
             .list_with_delimiter(Some(&self.devices_dir))
@@ -198,39 +278,161 @@ impl DeviceLogStorage {
             .map_err(|e| {
                 crate::error::map_store_error(e, &format!("listing {}", self.devices_dir))
             })?;
-        let mut peers = self.peers.lock().await;
-        let mut own_listed = false;
-        for dir in &listed.common_prefixes {
-            match dir.filename().and_then(WriterId::parse) {
-                Some(writer) if writer == self.writer => own_listed = true,
-                Some(writer) => {
-                    peers.entry(writer).or_insert_with(|| {
-                        Arc::new(ObjectStoreStorage::new(
-                            Arc::clone(&self.store),
-                            dir.clone(),
-                            self.options.clone().with_copied(true),
-                        ))
-                    });
-                }
-                None => self.foreign.report(dir),
-            }
-        }
         for object in &listed.objects {
             self.foreign.report(&object.location);
         }
-        let mut all: Vec<(WriterId, Arc<ObjectStoreStorage>)> =
-            peers.iter().map(|(w, s)| (*w, Arc::clone(s))).collect();
-        if own_listed {
-            all.push((self.writer, Arc::clone(&self.own)));
-            all.sort_by_key(|(w, _)| *w);
+        let mut dirs = Vec::new();
+        for path in &listed.common_prefixes {
+            match parse_device_dir(path) {
+                Some(dir) => dirs.push(dir),
+                None => self.foreign.report(path),
+            }
         }
+        Ok(dirs)
+    }
+
+    /// The vault this device follows among `listed`: the one it wrote to,
+    /// else the one asked for, else the only one. `None` for a folder with
+    /// no vault yet.
+    ///
+    /// Errors: [`Error::TwoVaults`] when the folder holds several and none
+    /// of these rules picks one.
+    fn follow(&self, listed: &[DeviceDir]) -> Result<Option<WriterId>> {
+        if let Some(own) = self.own.get() {
+            if let Some(dir) = listed.iter().find(|d| own_path_is(own, d)) {
+                return Ok(Some(dir.vault));
+            }
+        }
+        let mut mine: Vec<WriterId> = listed
+            .iter()
+            .filter(|d| d.writer == self.writer)
+            .map(|d| d.vault)
+            .collect();
+        mine.sort();
+        mine.dedup();
+        let mut vaults: Vec<WriterId> = listed.iter().map(|d| d.vault).collect();
+        vaults.sort();
+        vaults.dedup();
+        match (mine.as_slice(), self.wanted) {
+            ([one], _) => Ok(Some(*one)),
+            (_, Some(wanted)) if vaults.contains(&wanted) || mine.is_empty() => Ok(Some(wanted)),
+            ([], None) if vaults.len() <= 1 => Ok(vaults.first().copied()),
+            _ => Err(Error::TwoVaults {
+                message: String::new(),
+                vaults: vaults.iter().map(|v| v.to_string()).collect(),
+            }),
+        }
+    }
+
+    /// Every device of the vault this device follows (this one only once
+    /// it has written), in writer order: one LIST of `dev/`.
+    ///
+    /// Errors: [`Error::TwoVaults`] (described: each vault's devices,
+    /// chats and creation time) when the folder holds several vaults and
+    /// this device belongs to neither.
+    pub async fn devices(&self) -> Result<Vec<(WriterId, Arc<ObjectStoreStorage>)>> {
+        let listed = self.list_devices().await?;
+        let vault = match self.follow(&listed) {
+            Ok(Some(vault)) => vault,
+            Ok(None) => return Ok(Vec::new()),
+            Err(Error::TwoVaults { .. }) => return Err(self.describe_vaults(&listed).await),
+            Err(e) => return Err(e),
+        };
+        let rivals: Vec<&DeviceDir> = listed.iter().filter(|d| d.vault != vault).collect();
+        if !rivals.is_empty()
+            && !self
+                .rivals_reported
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                following = %vault,
+                others = ?rivals.iter().map(|d| d.path.to_string()).collect::<Vec<_>>(),
+                "this folder also holds another vault (a device created one before its copy of \
+                 the folder had synced); it is left alone: move its dev/ directories out of the \
+                 folder on every device to remove it"
+            );
+        }
+        let mut all = Vec::new();
+        let mut peers = self.peers.lock().await;
+        for dir in listed.iter().filter(|d| d.vault == vault) {
+            if dir.writer == self.writer {
+                all.push((dir.writer, self.own().await?));
+                continue;
+            }
+            let peer = peers.entry(dir.writer).or_insert_with(|| {
+                Arc::new(ObjectStoreStorage::new(
+                    Arc::clone(&self.store),
+                    dir.path.clone(),
+                    self.options.clone().with_copied(true),
+                ))
+            });
+            all.push((dir.writer, Arc::clone(peer)));
+        }
+        all.sort_by_key(|(w, _)| *w);
         Ok(all)
+    }
+
+    /// [`Error::TwoVaults`] describing each vault in `listed`.
+    async fn describe_vaults(&self, listed: &[DeviceDir]) -> Error {
+        let mut by_vault: BTreeMap<WriterId, Vec<&DeviceDir>> = BTreeMap::new();
+        for dir in listed {
+            by_vault.entry(dir.vault).or_default().push(dir);
+        }
+        let mut lines = Vec::new();
+        for (vault, dirs) in &by_vault {
+            let mut chats = std::collections::BTreeSet::new();
+            let mut created: Option<u128> = None;
+            for dir in dirs {
+                let log = ObjectStoreStorage::new(
+                    Arc::clone(&self.store),
+                    dir.path.clone(),
+                    self.options.clone().with_copied(true),
+                );
+                if let Ok(ids) = log.live_chats().await {
+                    chats.extend(ids);
+                }
+                if let Some(at) = self.joined_at(&dir.path).await {
+                    created = Some(created.map_or(at, |c| c.min(at)));
+                }
+            }
+            let created = created.map_or_else(|| "unknown".to_string(), format_millis);
+            lines.push(format!(
+                "vault {vault}: created {created}, {} chat(s), {} device(s) ({})",
+                chats.len(),
+                dirs.len(),
+                dirs.iter()
+                    .map(|d| d.path.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Error::TwoVaults {
+            message: format!(
+                "this folder holds {} vaults (a device created one before its copy of the folder \
+                 had synced, or the folder path was mistyped): {}. Keep one: move the dev/ \
+                 directories of the other out of the folder on every device, or name the vault \
+                 to follow (`?vault=<id>` on the file:// URL)",
+                by_vault.len(),
+                lines.join("; ")
+            ),
+            vaults: by_vault.keys().map(|v| v.to_string()).collect(),
+        }
+    }
+
+    /// When the device of `dir` joined its vault (`None`: unknown).
+    async fn joined_at(&self, dir: &Path) -> Option<u128> {
+        let got = self.store.get(&dir.child(JOINED)).await.ok()?;
+        if got.meta.size > 64 {
+            return None;
+        }
+        let bytes = got.bytes().await.ok()?;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
     }
 
     /// Every device's newest key file, in writer order.
     pub async fn key_files(&self) -> Result<Vec<(WriterId, KeyringBlob)>> {
         let devices = self.devices().await?;
-        let concurrency = self.options_concurrency();
+        let concurrency = self.concurrency();
         let read: Vec<Option<(WriterId, KeyringBlob)>> = futures::stream::iter(devices)
             .map(|(writer, storage)| async move {
                 Ok::<_, Error>(storage.get_keyring().await?.map(|blob| (writer, blob)))
@@ -241,8 +443,8 @@ impl DeviceLogStorage {
         Ok(read.into_iter().flatten().collect())
     }
 
-    fn options_concurrency(&self) -> usize {
-        self.own.options().concurrency.clamp(1, 8)
+    fn concurrency(&self) -> usize {
+        self.options.concurrency.clamp(1, 8)
     }
 
     /// The newest version of each chat over every device's log.
@@ -259,15 +461,31 @@ impl DeviceLogStorage {
     }
 }
 
+fn own_path_is(own: &ObjectStoreStorage, dir: &DeviceDir) -> bool {
+    own.prefix() == &dir.path
+}
+
+/// `millis` since the Unix epoch as `YYYY-MM-DD HH:MM UTC`.
+fn format_millis(millis: u128) -> String {
+    let secs = i64::try_from(millis / 1000).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp(secs, 0).map_or_else(
+        || format!("{millis} ms"),
+        |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+    )
+}
+
 #[async_trait]
 impl Storage for DeviceLogStorage {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            concurrent_writers: true,
+            push: false,
+            max_batch: self.options.max_batch,
+            max_record_bytes: self.options.max_record_bytes,
             // Preconditions are checked against what this device has seen
             // of the others: another device may commit concurrently.
             atomic_preconditions: false,
-            ..self.own.capabilities()
+            inline_summaries: true,
+            concurrent_writers: true,
         }
     }
 
@@ -286,7 +504,21 @@ impl Storage for DeviceLogStorage {
             let page = storage.changes(&at, remaining).await?;
             page.check_progress(&at)?;
             has_more |= page.has_more;
-            changes.extend(page.changes);
+            // One writer's later change of a chat supersedes its earlier
+            // ones (its versions only grow): only the last is reported, so a
+            // reader never opens a version its writer already replaced
+            // (perhaps under a key retired since).
+            let mut last: HashMap<ChatId, usize> = HashMap::new();
+            for (i, change) in page.changes.iter().enumerate() {
+                last.insert(change.chat, i);
+            }
+            changes.extend(
+                page.changes
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, change)| last.get(&change.chat) == Some(i))
+                    .map(|(_, change)| change),
+            );
             cursors.insert(writer, page.cursor);
         }
         Ok(ChangePage {
@@ -300,7 +532,7 @@ impl Storage for DeviceLogStorage {
     /// changed concurrently comes back once per device, to be merged.
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
         let devices = self.devices().await?;
-        let concurrency = self.options_concurrency();
+        let concurrency = self.concurrency();
         let per_device: Vec<Vec<SealedRecord>> = futures::stream::iter(devices)
             .map(|(_, storage)| async move { storage.get(chats, part).await })
             .buffered(concurrency)
@@ -350,7 +582,21 @@ impl Storage for DeviceLogStorage {
             }
         }
         if !admitted.is_empty() {
-            let committed = self.own.put_batch(admitted).await;
+            let committed = match self.own().await {
+                Ok(own) => own.put_batch(admitted).await,
+                Err(e) => {
+                    let message = e.to_string();
+                    admitted
+                        .iter()
+                        .map(|_| {
+                            Err(Error::Unavailable {
+                                message: message.clone(),
+                                source: None,
+                            })
+                        })
+                        .collect()
+                }
+            };
             for (slot, result) in slots.into_iter().zip(committed) {
                 results[slot] = Some(result);
             }
@@ -399,14 +645,21 @@ impl Storage for DeviceLogStorage {
                 current,
             });
         }
-        self.own.create_keyring_version(bytes, version).await?;
+        self.own()
+            .await?
+            .create_keyring_version(bytes, version)
+            .await?;
         Ok(version)
     }
 
     /// Compacts this device's own log only: a device never deletes a file
     /// under another device's directory.
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
-        self.own.maintain(budget).await
+        match self.own.get() {
+            Some(own) => own.maintain(budget).await,
+            // Nothing written here yet: nothing of this device's to compact.
+            None => Ok(MaintenanceReport::default()),
+        }
     }
 }
 

@@ -115,7 +115,7 @@ impl Index {
         self.chats.get(chat).map(|c| c.version)
     }
 
-    #[cfg(test)]
+    /// Every chat with a record and its current one.
     pub(crate) fn chats(&self) -> impl Iterator<Item = (&ChatId, &Current)> {
         self.chats.iter()
     }

@@ -323,6 +323,7 @@ pub struct ObjectStoreStorage {
     /// `raw_store` behind a request counter (see [`counted`]).
     store: Arc<dyn ObjectStore>,
     raw_store: Arc<dyn ObjectStore>,
+    prefix: Path,
     layout: Layout,
     options: ObjectStoreOptions,
     state: tokio::sync::Mutex<State>,
@@ -348,6 +349,7 @@ impl ObjectStoreStorage {
             store: Arc::new(counted::Counted(Arc::clone(&store))),
             raw_store: store,
             layout: Layout::new(&prefix),
+            prefix,
             options,
             state: tokio::sync::Mutex::new(State {
                 loaded: false,
@@ -360,6 +362,11 @@ impl ObjectStoreStorage {
             }),
             foreign: ForeignFiles::default(),
         }
+    }
+
+    /// The prefix the vault lives under.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
     }
 
     /// The options this vault was opened with.

@@ -37,6 +37,18 @@ impl ObjectStoreStorage {
         Ok(chats.iter().map(|chat| state.index.version(chat)).collect())
     }
 
+    /// The chats whose current record is not a tombstone.
+    pub(crate) async fn live_chats(&self) -> Result<Vec<ChatId>> {
+        let mut state = self.state.lock().await;
+        self.refresh_for_read(&mut state).await?;
+        Ok(state
+            .index
+            .chats()
+            .filter(|(_, current)| !current.deleted)
+            .map(|(chat, _)| *chat)
+            .collect())
+    }
+
     /// `get`: resolves each chat's current record from the index while,
     /// concurrently, one request (a HEAD of the next slot, or a LIST) checks
     /// the log for newer commits. A summary

@@ -316,3 +316,117 @@ async fn a_log_entry_copied_before_its_record_or_only_in_part_is_waited_for() {
     let state = settle(&[a, b], 3).await;
     assert_eq!(state[&chat].1, vec!["hello"]);
 }
+
+/// The `dev/` directory names of a folder copy.
+fn device_dirs(folder: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder.join("dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The second case of issue 20: a second device runs `init` on its copy
+/// before the copy has synced and so creates a rival vault. Once the copies
+/// meet, each original device keeps working on its own vault; a new device
+/// is told the folder holds two, with their chats and creation times, and
+/// can pick one.
+#[tokio::test]
+async fn a_rival_vault_created_on_an_unsynced_copy_is_detected_and_explained() {
+    let root = tempfile::tempdir().unwrap();
+    let copy_a = root.path().join("copy-a");
+    let copy_b = root.path().join("copy-b");
+    std::fs::create_dir_all(&copy_a).unwrap();
+    std::fs::create_dir_all(&copy_b).unwrap();
+    let a = Device {
+        vault: open(&copy_a, &root.path().join("replica-a")).await,
+        folder: copy_a.clone(),
+    };
+    let mine = a.vault.new_chat("the original").await.unwrap().id;
+    a.vault.add_message(mine, Role::User, "kept").await.unwrap();
+    a.vault.sync_now().await.unwrap();
+    // Device b's copy has not synced yet: opening creates another vault.
+    let b = Device {
+        vault: open(&copy_b, &root.path().join("replica-b")).await,
+        folder: copy_b.clone(),
+    };
+    assert_ne!(a.vault.vault_id(), b.vault.vault_id());
+    let rival = b.vault.new_chat("the rival").await.unwrap().id;
+    b.vault.sync_now().await.unwrap();
+    copy_all(&[&a, &b]);
+    assert_eq!(device_dirs(&copy_a), device_dirs(&copy_b));
+    assert_eq!(device_dirs(&copy_a).len(), 2);
+
+    // Both keep working, each on its own vault, and neither sees the other's.
+    for _ in 0..2 {
+        a.vault
+            .sync_now()
+            .await
+            .expect("the original device keeps syncing");
+        b.vault
+            .sync_now()
+            .await
+            .expect("the rival device keeps syncing");
+        copy_all(&[&a, &b]);
+    }
+    let second = a.vault.new_chat("after the meeting").await.unwrap().id;
+    a.vault.sync_now().await.unwrap();
+    let ids = |vault: &ChatVault| -> Vec<ChatId> {
+        let mut ids: Vec<ChatId> = vault.sidebar().into_iter().map(|s| s.id).collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = vec![mine, second];
+    expected.sort();
+    assert_eq!(ids(&a.vault), expected);
+    assert_eq!(ids(&b.vault), vec![rival]);
+
+    // A new device must choose, and is told what it chooses between.
+    copy_all(&[&a, &b]);
+    let copy_c = root.path().join("copy-c");
+    std::fs::create_dir_all(&copy_c).unwrap();
+    copy(&copy_a, &copy_c);
+    let refused = ChatVault::builder()
+        .storage_url(format!("file://{}", copy_c.display()))
+        .replica_path(root.path().join("replica-c"))
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .open()
+        .await
+        .err()
+        .expect("a folder with two vaults is refused");
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, chatvault::Error::TwoVaults { ref vaults, .. } if vaults.len() == 2),
+        "{refused:?}"
+    );
+    for expected in ["2 chat(s)", "1 chat(s)", "created 20", "?vault="] {
+        assert!(
+            message.contains(expected),
+            "{expected:?} missing from: {message}"
+        );
+    }
+    // Either vault opens by its id.
+    let mut chosen = None;
+    for name in device_dirs(&copy_a) {
+        let vault = name.split_once('.').unwrap().0.to_string();
+        let opened = ChatVault::builder()
+            .storage_url(format!("file://{}?vault={vault}", copy_c.display()))
+            .replica_path(root.path().join(format!("replica-c-{vault}")))
+            .passphrase(PASSPHRASE)
+            .scrypt_work_factor(4)
+            .open()
+            .await
+            .expect("open one of the two vaults by its id");
+        opened.sync_now().await.unwrap();
+        if opened.vault_id() == a.vault.vault_id() {
+            assert_eq!(ids(&opened), expected);
+            chosen = Some(vault);
+        } else {
+            assert_eq!(opened.vault_id(), b.vault.vault_id());
+            assert_eq!(ids(&opened), vec![rival]);
+        }
+    }
+    assert!(chosen.is_some(), "the original vault was one of the two");
+}

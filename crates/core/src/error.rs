@@ -127,6 +127,19 @@ pub enum Error {
         current: Option<u64>,
     },
 
+    /// The storage holds more than one vault and nothing says which this
+    /// device belongs to: a folder where a second device created a vault
+    /// before its copy had synced, or a mistyped path that met another
+    /// vault. `message` names each vault (when it was created, its chats
+    /// and devices) and how to keep one.
+    #[error("{message}")]
+    TwoVaults {
+        /// What the storage holds and what to do.
+        message: String,
+        /// The vaults' ids as the storage names them.
+        vaults: Vec<String>,
+    },
+
     /// The caller passed something invalid (an empty passphrase, a bad URL).
     #[error("invalid input: {message}")]
     InvalidInput {
