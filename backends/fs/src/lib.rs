@@ -87,9 +87,10 @@ pub use watch::FsPush;
 use chatvault_core::layer::LayeredStorage;
 use chatvault_core::{Capabilities, Error, Result, Storage, Transport};
 pub use chatvault_object_store::WriterId;
+pub use chatvault_object_store::MigrationReport;
 use chatvault_object_store::{
-    CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions, ObjectStoreStorage,
-    DEVICES_DIR,
+    is_marker, CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions,
+    ObjectStoreStorage, DEVICES_DIR, MIGRATED_VAULT,
 };
 use durable::DurableLocalFileSystem;
 use object_store::local::LocalFileSystem;
@@ -222,8 +223,40 @@ impl FsStorageBuilder {
         self
     }
 
-    /// Opens the vault, creating the folder if it does not exist.
-    pub fn open(self) -> Result<FsStorage> {
+    /// Moves the shared-log vault in this folder to the per-device layout
+    /// (`docs/design.md` §5.4), as the writer set with
+    /// [`FsStorageBuilder::writer`] (give the device's id): copies the key
+    /// file and every chat's current record into this device's directory,
+    /// then seals the shared log so releases before the per-device layout
+    /// stop with an error naming the format they lack. Crash-safe: run it
+    /// again after an interruption. Devices that open the folder afterwards
+    /// use the per-device layout; their queued changes go there.
+    ///
+    /// Errors: `InvalidInput` when the folder holds no shared-log vault.
+    pub async fn migrate_to_per_device(self) -> Result<MigrationReport> {
+        let writer = self.writer.unwrap_or_else(WriterId::random);
+        let (store, root) = self.durable_store()?;
+        if existing_layout(&root)? != Some(FolderLayout::SharedLog)
+            && !root.join(DEVICES_DIR).is_dir()
+        {
+            return Err(Error::invalid(format!(
+                "{} holds no shared-log vault to move",
+                self.dir.display()
+            )));
+        }
+        let devices = DeviceLogStorage::new(
+            store,
+            object_store::path::Path::default(),
+            self.options.clone(),
+            writer,
+        )
+        .follow_vault(MIGRATED_VAULT);
+        devices.migrate_from_shared_log().await
+    }
+
+    /// The folder's object store (created if missing), made durable and
+    /// wrapped in the layer, and the folder's canonical path.
+    fn durable_store(&self) -> Result<(Arc<dyn ObjectStore>, PathBuf)> {
         std::fs::create_dir_all(&self.dir).map_err(|e| folder_error(&self.dir, e))?;
         let root = std::fs::canonicalize(&self.dir).map_err(|e| folder_error(&self.dir, e))?;
         if !root.is_dir() {
@@ -243,6 +276,12 @@ impl FsStorageBuilder {
         if let Some(layer) = &self.layer {
             store = layer(store);
         }
+        Ok((store, root))
+    }
+
+    /// Opens the vault, creating the folder if it does not exist.
+    pub fn open(self) -> Result<FsStorage> {
+        let (store, root) = self.durable_store()?;
         let found = existing_layout(&root)?;
         let layout = match (self.layout, found) {
             (Some(wanted), Some(found)) if wanted != found => {
@@ -278,20 +317,38 @@ impl FsStorageBuilder {
 }
 
 /// The layout of the vault already in `root`, if any: a per-device vault
-/// has `dev/`, a shared-log one `log/` or `keyring/` at the root.
+/// has `dev/` (and, for releases before it, marker files in `log/` and
+/// `keyring/`; a moved vault keeps its old files there too), a shared-log
+/// one only `log/` or `keyring/`.
 fn existing_layout(root: &Path) -> Result<Option<FolderLayout>> {
-    let has = |name: &str| root.join(name).is_dir();
-    Ok(match (has(DEVICES_DIR), has("log") || has("keyring")) {
-        (true, true) => {
-            return Err(Error::invalid(format!(
-                "{} holds both a per-device vault (dev/) and a shared-log one (log/,                  keyring/); move one of them to another folder",
-                root.display()
-            )))
-        }
-        (true, false) => Some(FolderLayout::PerDevice),
-        (false, true) => Some(FolderLayout::SharedLog),
-        (false, false) => None,
-    })
+    if root.join(DEVICES_DIR).is_dir() {
+        return Ok(Some(FolderLayout::PerDevice));
+    }
+    let shared = ["log", "keyring"]
+        .iter()
+        .any(|name| root.join(name).is_dir());
+    if !shared {
+        return Ok(None);
+    }
+    // The markers may arrive (through a file-sync service) before `dev/`.
+    let newest = |dir: &str| -> Option<PathBuf> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.len() == 20))
+            .collect();
+        names.sort();
+        names.pop()
+    };
+    let marked = ["keyring", "log"].iter().filter_map(|dir| newest(dir)).any(|path| {
+        std::fs::metadata(&path).is_ok_and(|m| m.len() < 4096)
+            && std::fs::read(&path).is_ok_and(|bytes| is_marker(&bytes))
+    });
+    Ok(Some(if marked {
+        FolderLayout::PerDevice
+    } else {
+        FolderLayout::SharedLog
+    }))
 }
 
 fn folder_error(dir: &Path, e: std::io::Error) -> Error {

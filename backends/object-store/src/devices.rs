@@ -92,6 +92,7 @@ impl fmt::Debug for WriterId {
 /// belongs to neither, naming both.
 pub struct DeviceLogStorage {
     store: Arc<dyn ObjectStore>,
+    prefix: Path,
     devices_dir: Path,
     options: ObjectStoreOptions,
     writer: WriterId,
@@ -120,6 +121,22 @@ impl fmt::Debug for DeviceLogStorage {
 fn parse_cursor(cursor: &Cursor) -> Result<BTreeMap<WriterId, Cursor>> {
     let mut out = BTreeMap::new();
     if cursor.is_start() {
+        return Ok(out);
+    }
+    // A cursor of the shared-log layout (`<slot>` or `<slot>.<items>`): the
+    // vault moved to this layout since (`migrate_from_shared_log`). The feed
+    // starts over; the records kept their versions, so a reader finds
+    // nothing new in them.
+    let shared_log = cursor
+        .0
+        .split('.')
+        .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if shared_log && cursor.0.split('.').count() <= 2 {
+        tracing::info!(
+            cursor = %cursor.0,
+            "a shared-log cursor on a per-device vault (the vault was moved); reading its feed \
+             from the start"
+        );
         return Ok(out);
     }
     for part in cursor.0.split(';') {
@@ -185,6 +202,7 @@ impl DeviceLogStorage {
         Self {
             store,
             devices_dir: prefix.child(DEVICES_DIR),
+            prefix,
             options,
             writer,
             wanted: None,
@@ -215,6 +233,24 @@ impl DeviceLogStorage {
             .common_prefixes
             .iter()
             .any(|p| parse_device_dir(p).is_some()))
+    }
+
+    /// The vault this handle was asked to follow, if any.
+    pub(crate) fn wanted_vault(&self) -> Option<WriterId> {
+        self.wanted
+    }
+
+    pub(crate) fn store_handle(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    pub(crate) fn options_handle(&self) -> ObjectStoreOptions {
+        self.options.clone()
+    }
+
+    /// The prefix the vault lives under.
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
     }
 
     /// The device this handle writes as.
@@ -322,6 +358,13 @@ impl DeviceLogStorage {
                 vaults: vaults.iter().map(|v| v.to_string()).collect(),
             }),
         }
+    }
+
+    /// The vault this device follows, as [`DeviceLogStorage::devices`]
+    /// decides it (`None` in an empty folder).
+    async fn followed_vault(&self) -> Result<Option<WriterId>> {
+        let listed = self.list_devices().await?;
+        self.follow(&listed)
     }
 
     /// Every device of the vault this device follows (this one only once
@@ -645,10 +688,13 @@ impl Storage for DeviceLogStorage {
                 current,
             });
         }
-        self.own()
-            .await?
-            .create_keyring_version(bytes, version)
-            .await?;
+        let own = self.own().await?;
+        own.create_keyring_version(bytes, version).await?;
+        if current.is_none() && self.followed_vault().await? == Some(self.writer) {
+            // A new vault: releases before this layout must not take the
+            // folder for an empty one (and create a vault of their own).
+            crate::migrate::write_markers(&*self.store, &self.prefix).await?;
+        }
         Ok(version)
     }
 
@@ -676,7 +722,11 @@ mod tests {
         assert_eq!(text.0, "0000000000000001=5;0000000000000abc=7.2");
         assert_eq!(parse_cursor(&text).unwrap(), cursors);
         assert!(parse_cursor(&Cursor::start()).unwrap().is_empty());
-        for bad in ["5", "xyz=1", "0000000000000001", "0000000000000001=1;;"] {
+        assert!(
+            parse_cursor(&Cursor("57.3".into())).unwrap().is_empty(),
+            "a shared-log cursor starts over"
+        );
+        for bad in ["5x", "xyz=1", "0000000000000001=1;;", "1.2.3"] {
             assert!(
                 matches!(
                     parse_cursor(&Cursor(bad.into())),

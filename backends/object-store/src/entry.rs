@@ -21,7 +21,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use chatvault_core::{ChatId, Error, PutPrecondition, Result};
 use serde::{Deserialize, Serialize};
 
-const ENTRY_MAGIC: &[u8; 3] = b"cvl";
+pub(crate) const ENTRY_MAGIC: &[u8; 3] = b"cvl";
 const ENTRY_FORMAT: u8 = 1;
 const BLOB_MAGIC: &[u8; 3] = b"cvb";
 const BLOB_FORMAT: u8 = 1;

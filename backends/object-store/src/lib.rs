@@ -125,12 +125,14 @@ mod keyring;
 mod layout;
 mod log;
 mod maintenance;
+mod migrate;
 mod read;
 mod records;
 mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
 pub use devices::{DeviceLogStorage, WriterId, DEVICES_DIR};
+pub use migrate::{is_marker, key_file_marker, log_marker, MigrationReport, MARKER_FORMAT, MIGRATED_VAULT};
 pub use maintenance::MaintenancePolicy;
 
 use crate::index::Index;
