@@ -86,8 +86,8 @@ pub use watch::FsPush;
 
 use chatvault_core::layer::LayeredStorage;
 use chatvault_core::{Capabilities, Error, Result, Storage, Transport};
-pub use chatvault_object_store::WriterId;
 pub use chatvault_object_store::MigrationReport;
+pub use chatvault_object_store::WriterId;
 use chatvault_object_store::{
     is_marker, CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions,
     ObjectStoreStorage, DEVICES_DIR, MIGRATED_VAULT,
@@ -340,10 +340,13 @@ fn existing_layout(root: &Path) -> Result<Option<FolderLayout>> {
         names.sort();
         names.pop()
     };
-    let marked = ["keyring", "log"].iter().filter_map(|dir| newest(dir)).any(|path| {
-        std::fs::metadata(&path).is_ok_and(|m| m.len() < 4096)
-            && std::fs::read(&path).is_ok_and(|bytes| is_marker(&bytes))
-    });
+    let marked = ["keyring", "log"]
+        .iter()
+        .filter_map(|dir| newest(dir))
+        .any(|path| {
+            std::fs::metadata(&path).is_ok_and(|m| m.len() < 4096)
+                && std::fs::read(&path).is_ok_and(|bytes| is_marker(&bytes))
+        });
     Ok(Some(if marked {
         FolderLayout::PerDevice
     } else {

@@ -1,14 +1,24 @@
 //! The fs backend on a real folder: persistence, atomic creates between
-//! handles, push, and the leftovers of file-sync tools.
+//! handles, push, and the leftovers of file-sync tools, in both folder
+//! layouts (the shared log where atomic creates matter, the per-device one
+//! where each handle is a device of its own).
 
 use bytes::Bytes;
 use chatvault_core::{
     ChatId, Cursor, Error, Part, PullOutcome, PutPrecondition, SealedRecord, Storage,
 };
-use chatvault_fs::FsStorage;
+use chatvault_fs::{FolderLayout, FsStorage};
 use chatvault_object_store::{CompactOptions, ObjectStoreOptions};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A handle on the shared-log layout of `dir`.
+fn shared(dir: &std::path::Path) -> FsStorage {
+    FsStorage::builder(dir)
+        .layout(FolderLayout::SharedLog)
+        .open()
+        .unwrap()
+}
 
 fn record(chat: ChatId, version: u64) -> SealedRecord {
     SealedRecord {
@@ -36,10 +46,7 @@ async fn all_changes(storage: &FsStorage) -> Vec<(ChatId, u64)> {
 #[tokio::test]
 async fn commits_are_shared_between_handles_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (
-        FsStorage::open(dir.path()).unwrap(),
-        FsStorage::open(dir.path()).unwrap(),
-    );
+    let (a, b) = (shared(dir.path()), shared(dir.path()));
     let chat = ChatId::new();
     a.put(record(chat, 1), PutPrecondition::Absent)
         .await
@@ -70,13 +77,66 @@ async fn commits_are_shared_between_handles_and_survive_reopening() {
     assert_eq!(all_changes(&reopened).await, vec![(chat, 1), (chat, 2)]);
 }
 
+/// In the per-device layout each handle writes its own log: a stale
+/// precondition still conflicts once the other device's commit is in this
+/// copy, and `get` returns each device's current record of the chat (the
+/// engine merges them).
+#[tokio::test]
+async fn per_device_handles_see_each_other_and_get_returns_each_devices_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        FsStorage::open(dir.path()).unwrap(),
+        FsStorage::open(dir.path()).unwrap(),
+    );
+    assert_eq!(a.folder_layout(), FolderLayout::PerDevice);
+    let caps = a.capabilities();
+    assert!(caps.concurrent_writers && !caps.atomic_preconditions);
+    let chat = ChatId::new();
+    a.put(record(chat, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    b.put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap();
+    let err = a
+        .put(record(chat, 2), PutPrecondition::Version(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let dirs: Vec<String> = std::fs::read_dir(dir.path().join("dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(dirs.len(), 2, "one directory per writing device: {dirs:?}");
+    let vault = dirs[0].split_once('.').unwrap().0;
+    assert!(
+        dirs.iter().all(|d| d.starts_with(vault)),
+        "one vault: {dirs:?}"
+    );
+    drop((a, b));
+    let reopened = FsStorage::open_url(&format!("file://{}", dir.path().display())).unwrap();
+    let mut got = reopened.get(&[chat], Part::Full).await.unwrap();
+    got.sort_by_key(|r| r.version);
+    assert_eq!(got, vec![record(chat, 1), record(chat, 2)]);
+    let mut changes = all_changes(&reopened).await;
+    changes.sort();
+    assert_eq!(changes, vec![(chat, 1), (chat, 2)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_creates_from_separate_handles_commit_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let chat = ChatId::new();
-    let handles: Vec<Arc<FsStorage>> = (0..6)
-        .map(|_| Arc::new(FsStorage::open(dir.path()).unwrap()))
-        .collect();
+    let handles: Vec<Arc<FsStorage>> = (0..6).map(|_| Arc::new(shared(dir.path()))).collect();
     let tasks: Vec<_> = handles
         .iter()
         .map(|h| {
@@ -142,7 +202,7 @@ async fn push_still_polls_when_no_notification_comes() {
 #[tokio::test]
 async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = FsStorage::open(dir.path()).unwrap();
+    let storage = shared(dir.path());
     let first = ChatId::new();
     storage
         .put(record(first, 1), PutPrecondition::Absent)
@@ -178,7 +238,7 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
         .put(record(second, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    let fresh = FsStorage::open(dir.path()).unwrap();
+    let fresh = shared(dir.path());
     assert_eq!(all_changes(&fresh).await, vec![(first, 1), (second, 1)]);
     let mut got = fresh.get(&[first, second], Part::Full).await.unwrap();
     got.sort_by_key(|r| r.chat);
@@ -189,6 +249,7 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
     // with a 2 ms horizon once that has passed.
     std::thread::sleep(Duration::from_millis(5));
     FsStorage::builder(dir.path())
+        .layout(FolderLayout::SharedLog)
         .options(ObjectStoreOptions::default().with_max_claim_delay(Duration::from_millis(1)))
         .open()
         .unwrap()
@@ -199,10 +260,63 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
         log.join("notes.txt").exists(),
         "compaction leaves foreign files alone"
     );
+    assert_eq!(all_changes(&shared(dir.path())).await.len(), 2);
+}
+
+/// The same leftovers in the per-device layout: beside the device
+/// directories, inside a device's log, and copies of whole device
+/// directories in each service's naming. None fails a pull or adds a
+/// record.
+#[tokio::test]
+async fn leftovers_in_the_per_device_layout_never_fail_a_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FsStorage::open(dir.path()).unwrap();
+    let first = ChatId::new();
+    storage
+        .put(record(first, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let dev = dir.path().join("dev");
+    let device = std::fs::read_dir(&dev)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = device.join("log");
+    let entry = std::fs::read(log.join("00000000000000000001")).unwrap();
+    for name in [
+        "00000000000000000001.sync-conflict-20240101-120000-ABCDEFG",
+        "00000000000000000001 (Laptop's conflicted copy 2024-01-01)",
+        "00000000000000000001 (conflicted copy 2024-01-01 120000)",
+        "00000000000000000001-LAPTOP",
+        "00000000000000000001 2",
+        ".syncthing.00000000000000000002.tmp",
+    ] {
+        std::fs::write(log.join(name), &entry).unwrap();
+    }
+    std::fs::write(dev.join(".DS_Store"), b"x").unwrap();
+    std::fs::write(dev.join("notes.txt"), b"x").unwrap();
+    let name = device.file_name().unwrap().to_string_lossy().into_owned();
+    for copy in [
+        format!("{name}.sync-conflict-20240101-120000-ABCDEFG"),
+        format!("{name} 2"),
+    ] {
+        std::fs::create_dir_all(dev.join(copy).join("log")).unwrap();
+    }
+    let second = ChatId::new();
+    storage
+        .put(record(second, 1), PutPrecondition::Absent)
+        .await
+        .unwrap();
+    let fresh = FsStorage::open(dir.path()).unwrap();
+    let mut changes = all_changes(&fresh).await;
+    changes.sort();
+    let mut want = vec![(first, 1), (second, 1)];
+    want.sort();
+    assert_eq!(changes, want);
     assert_eq!(
-        all_changes(&FsStorage::open(dir.path()).unwrap())
-            .await
-            .len(),
+        fresh.get(&[first, second], Part::Full).await.unwrap().len(),
         2
     );
 }
@@ -210,17 +324,13 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
 #[tokio::test]
 async fn a_folder_shared_by_a_sync_tool_reports_non_atomic_preconditions() {
     let dir = tempfile::tempdir().unwrap();
-    let shared = FsStorage::builder(dir.path())
+    let by_tool = FsStorage::builder(dir.path())
+        .layout(FolderLayout::SharedLog)
         .shared_by_sync_tool(true)
         .open()
         .unwrap();
-    assert!(!shared.capabilities().atomic_preconditions);
-    assert!(
-        FsStorage::open(dir.path())
-            .unwrap()
-            .capabilities()
-            .atomic_preconditions
-    );
+    assert!(!by_tool.capabilities().atomic_preconditions);
+    assert!(shared(dir.path()).capabilities().atomic_preconditions);
 }
 
 #[tokio::test]
@@ -239,6 +349,7 @@ async fn maintenance_compacts_a_folder_vault_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let claim_delay = Duration::from_millis(50);
     let storage = FsStorage::builder(dir.path())
+        .layout(FolderLayout::SharedLog)
         .options(
             ObjectStoreOptions::default()
                 .with_max_claim_delay(claim_delay)
@@ -268,7 +379,7 @@ async fn maintenance_compacts_a_folder_vault_when_asked() {
         std::fs::read_dir(dir.path().join("log")).unwrap().count(),
         1
     );
-    let fresh = FsStorage::open(dir.path()).unwrap();
+    let fresh = shared(dir.path());
     assert_eq!(all_changes(&fresh).await.len(), 5);
     assert_eq!(fresh.get(&chats, Part::Full).await.unwrap().len(), 5);
 }

@@ -35,7 +35,7 @@ use chatvault_core::{
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::ObjectStore;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -547,21 +547,7 @@ impl Storage for DeviceLogStorage {
             let page = storage.changes(&at, remaining).await?;
             page.check_progress(&at)?;
             has_more |= page.has_more;
-            // One writer's later change of a chat supersedes its earlier
-            // ones (its versions only grow): only the last is reported, so a
-            // reader never opens a version its writer already replaced
-            // (perhaps under a key retired since).
-            let mut last: HashMap<ChatId, usize> = HashMap::new();
-            for (i, change) in page.changes.iter().enumerate() {
-                last.insert(change.chat, i);
-            }
-            changes.extend(
-                page.changes
-                    .into_iter()
-                    .enumerate()
-                    .filter(|(i, change)| last.get(&change.chat) == Some(i))
-                    .map(|(_, change)| change),
-            );
+            changes.extend(page.changes);
             cursors.insert(writer, page.cursor);
         }
         Ok(ChangePage {

@@ -132,8 +132,10 @@ mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
 pub use devices::{DeviceLogStorage, WriterId, DEVICES_DIR};
-pub use migrate::{is_marker, key_file_marker, log_marker, MigrationReport, MARKER_FORMAT, MIGRATED_VAULT};
 pub use maintenance::MaintenancePolicy;
+pub use migrate::{
+    is_marker, key_file_marker, log_marker, MigrationReport, MARKER_FORMAT, MIGRATED_VAULT,
+};
 
 use crate::index::Index;
 use crate::layout::{ForeignFiles, Layout};

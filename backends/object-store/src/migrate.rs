@@ -60,7 +60,11 @@ pub fn is_marker(bytes: &[u8]) -> bool {
 /// exactly `bytes`.
 async fn create(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<bool> {
     match store
-        .put_opts(path, bytes.clone().into(), PutOptions::from(PutMode::Create))
+        .put_opts(
+            path,
+            bytes.clone().into(),
+            PutOptions::from(PutMode::Create),
+        )
         .await
     {
         Ok(_) => Ok(true),
@@ -144,7 +148,9 @@ impl DeviceLogStorage {
         for _ in 0..16 {
             let key_file = shared.get_keyring().await?;
             let Some(key_file) = key_file else {
-                return Err(Error::invalid("the folder holds no shared-log vault to move"));
+                return Err(Error::invalid(
+                    "the folder holds no shared-log vault to move",
+                ));
             };
             if !is_marker(&key_file.bytes) {
                 match own
@@ -191,12 +197,7 @@ impl DeviceLogStorage {
                 report.sealed_at = slot;
                 // Releases that read the key file first stop there too.
                 let next = key_file.version + 1;
-                create(
-                    &*store,
-                    &shared.keyring_path(next),
-                    key_file_marker(),
-                )
-                .await?;
+                create(&*store, &shared.keyring_path(next), key_file_marker()).await?;
                 return Ok(report);
             }
             // Another commit took the slot: copy it too, then seal after it.

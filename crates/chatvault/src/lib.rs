@@ -83,6 +83,8 @@ mod vault;
 
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
+#[cfg(feature = "fs")]
+pub use url::migrate_folder;
 pub use url::{open_url, open_url_as};
 
 /// Supabase sign-in: the session store trait an application may implement

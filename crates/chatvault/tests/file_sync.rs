@@ -430,3 +430,217 @@ async fn a_rival_vault_created_on_an_unsynced_copy_is_detected_and_explained() {
     }
     assert!(chosen.is_some(), "the original vault was one of the two");
 }
+
+/// A folder vault from a release before the per-device layout (one shared
+/// log, two devices on one file system, one with a change still queued)
+/// moves with `migrate_folder`: older releases then stop with a typed
+/// error naming the format they lack, the devices reopened by this release
+/// keep every chat and the queued change, and moving again changes nothing.
+#[tokio::test]
+async fn a_shared_log_folder_moves_to_the_per_device_layout_and_older_releases_stop() {
+    use chatvault_fs::{FolderLayout, FsStorage};
+    use std::sync::Arc;
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("vault");
+    let url = format!("file://{}", folder.display());
+    let shared = |folder: &Path| -> chatvault::DynStorage {
+        Arc::new(
+            FsStorage::builder(folder)
+                .layout(FolderLayout::SharedLog)
+                .open()
+                .unwrap(),
+        )
+    };
+    let open_shared = |replica: PathBuf| {
+        let storage = shared(&folder);
+        async move {
+            ChatVault::builder()
+                .storage(storage)
+                .replica_path(replica)
+                .passphrase(PASSPHRASE)
+                .scrypt_work_factor(4)
+                .open()
+                .await
+        }
+    };
+    let a = open_shared(root.path().join("replica-a")).await.unwrap();
+    let b = open_shared(root.path().join("replica-b")).await.unwrap();
+    let first = a.new_chat("before the move").await.unwrap().id;
+    a.add_message(first, Role::User, "one").await.unwrap();
+    a.sync_now().await.unwrap();
+    b.sync_now().await.unwrap();
+    b.add_message(first, Role::Assistant, "queued on b")
+        .await
+        .unwrap();
+    assert_eq!(b.pending_changes().unwrap(), 1);
+    let (a_device, b_device) = (a.device_id(), b.device_id());
+    b.close().await;
+
+    let report = chatvault::migrate_folder(&url, a_device).await.unwrap();
+    assert!(!report.already_moved && report.records >= 1, "{report:?}");
+    assert!(folder.join("dev").is_dir());
+
+    // The running old-layout handle, and an older release opening the
+    // folder afresh, stop with a typed error instead of writing.
+    let stopped = a.sync_now().await.unwrap_err();
+    assert!(
+        matches!(
+            stopped,
+            chatvault::Error::UnsupportedFormat { found: 128, .. }
+        ),
+        "{stopped:?}"
+    );
+    a.close().await;
+    let old = chatvault_object_store::ObjectStoreStorage::new(
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&folder).unwrap()),
+        object_store::path::Path::default(),
+        chatvault_object_store::ObjectStoreOptions::default(),
+    );
+    let refused = ChatVault::builder()
+        .storage(Arc::new(old))
+        .replica_path(root.path().join("replica-old"))
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .open()
+        .await
+        .err()
+        .expect("an older release cannot open a moved folder");
+    assert!(
+        matches!(
+            refused,
+            chatvault::Error::UnsupportedFormat { found: 128, .. }
+        ),
+        "{refused:?}"
+    );
+
+    // This release reopens both devices on the per-device layout.
+    let a = Device {
+        vault: open(&folder, &root.path().join("replica-a")).await,
+        folder: folder.clone(),
+    };
+    let b = Device {
+        vault: open(&folder, &root.path().join("replica-b")).await,
+        folder: folder.clone(),
+    };
+    assert_eq!(a.vault.device_id(), a_device);
+    assert_eq!(b.vault.device_id(), b_device);
+    let state = settle(&[&a, &b], 3).await;
+    let mut texts = state[&first].1.clone();
+    texts.sort();
+    assert_eq!(texts, vec!["one", "queued on b"]);
+    let dirs = device_dirs(&folder);
+    assert!(
+        dirs.iter().all(|d| d.starts_with("0000000000000000.")),
+        "every device follows the moved vault: {dirs:?}"
+    );
+    let again = chatvault::migrate_folder(&url, b_device).await.unwrap();
+    assert!(again.already_moved, "{again:?}");
+}
+
+/// Compaction in the per-device layout: each device compacts only its own
+/// log, the others read on from its snapshot, and log entries the service
+/// brings back after the delete (from a copy that had not seen it) change
+/// nothing and are removed again.
+#[tokio::test]
+async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless() {
+    use chatvault_fs::{FsStorage, WriterId};
+    use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
+    use std::sync::Arc;
+    use std::time::Duration;
+    let root = tempfile::tempdir().unwrap();
+    let options = ObjectStoreOptions::default()
+        .with_max_claim_delay(Duration::from_millis(20))
+        .with_maintenance(
+            MaintenancePolicy::default()
+                .with_compact(CompactOptions::default().with_min_age(Duration::from_millis(50))),
+        );
+    let open_as = |i: u64| {
+        let folder = root.path().join(format!("copy-{i}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let storage = FsStorage::builder(&folder)
+            .writer(WriterId(i))
+            .options(options.clone())
+            .fsync(false)
+            .open()
+            .unwrap();
+        let replica = root.path().join(format!("replica-{i}"));
+        async move {
+            let vault = ChatVault::builder()
+                .storage(Arc::new(storage))
+                .replica_path(replica)
+                .device_id(chatvault::DeviceId(i))
+                .passphrase(PASSPHRASE)
+                .scrypt_work_factor(4)
+                .open()
+                .await
+                .unwrap();
+            Device { folder, vault }
+        }
+    };
+    let a = open_as(1).await;
+    copy(&a.folder, &root.path().join("copy-2"));
+    let b = open_as(2).await;
+    let chat = a.vault.new_chat("long").await.unwrap().id;
+    for i in 0..30 {
+        a.vault.rename(chat, format!("title {i}")).await.unwrap();
+        a.vault.sync_now().await.unwrap();
+    }
+    settle(&[&a, &b], 3).await;
+    let a_log = |folder: &Path| -> usize {
+        let dev = folder.join("dev");
+        let dir = std::fs::read_dir(&dev)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .ends_with("0000000000000001")
+            })
+            .unwrap();
+        std::fs::read_dir(dir.join("log")).unwrap().count()
+    };
+    let before = a_log(&a.folder);
+    assert!(before >= 30, "{before}");
+    let b_own_before = files(&b.folder)
+        .keys()
+        .filter(|p| p.to_string_lossy().contains(".0000000000000002/"))
+        .count();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = a.vault.maintain(true).await.unwrap();
+    assert!(report.ran && report.removed_entries >= 29, "{report:?}");
+    assert_eq!(a_log(&a.folder), 1, "only the newest entry stays");
+    // b's copy still has them; b compacts nothing of a's.
+    assert_eq!(a_log(&b.folder), before);
+    b.vault.maintain(true).await.unwrap();
+    assert_eq!(a_log(&b.folder), before);
+    let b_own_after = files(&b.folder)
+        .keys()
+        .filter(|p| p.to_string_lossy().contains(".0000000000000002/"))
+        .count();
+    assert!(b_own_after <= b_own_before.max(1) + 1);
+
+    // The service re-creates in a's copy what b's copy still holds.
+    copy(&b.folder, &a.folder);
+    assert_eq!(a_log(&a.folder), before, "the deleted entries are back");
+    a.vault
+        .rename(chat, "after the resurrection")
+        .await
+        .unwrap();
+    let state = settle(&[&a, &b], 3).await;
+    assert_eq!(state[&chat].0, "after the resurrection");
+    // A device that joins now reads a's log from its snapshot.
+    let fresh_folder = root.path().join("copy-3");
+    std::fs::create_dir_all(&fresh_folder).unwrap();
+    copy(&a.folder, &fresh_folder);
+    let fresh = open_as(3).await;
+    fresh.vault.sync_now().await.unwrap();
+    assert_eq!(view(&fresh.vault).await, state);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.vault.maintain(true).await.unwrap();
+    assert!(
+        a_log(&a.folder) <= 2,
+        "compacted again: {}",
+        a_log(&a.folder)
+    );
+}

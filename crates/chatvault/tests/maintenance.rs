@@ -38,8 +38,11 @@ fn folder(dir: &Path) -> DynStorage {
                 .with_min_interval(Duration::ZERO)
                 .with_compact(CompactOptions::default().with_min_age(HORIZON)),
         );
+    // The shared log: one log that any device compacts (in the per-device
+    // layout each device compacts its own, tested in file_sync.rs).
     Arc::new(
         chatvault_fs::FsStorage::builder(dir.join("server"))
+            .layout(chatvault_fs::FolderLayout::SharedLog)
             .options(options)
             .fsync(false)
             .open()

@@ -28,7 +28,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         return crate::keys::write_device_key(file);
     }
     let init_url = match &cli.command {
-        Command::Init { url, server } => {
+        Command::Init { url, server, .. } => {
             if server.as_ref().is_some_and(|server| server != url) {
                 return Err(Error::invalid(
                     "init takes the vault's URL as its argument: drop --server",
@@ -57,6 +57,11 @@ pub async fn run(mut cli: Cli) -> Result<()> {
         }
         None => settings::location(&cli, None)?,
     };
+    if let Command::Init { create: false, .. } = &cli.command {
+        if settings::creates_vault(&location).await {
+            confirm_new_vault(&location.server)?;
+        }
+    }
     match &cli.command {
         // Checks the key file itself, so it must not open the vault first.
         Command::Verify => return crate::verify::run(&location).await,
@@ -76,6 +81,7 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     let session = Session {
         vault,
         sync: !cli.no_sync,
+        server: location.server.clone(),
     };
     let allow_weak = cli.allow_weak_passphrase;
     let result = match init_url {
@@ -105,6 +111,37 @@ pub async fn run(mut cli: Cli) -> Result<()> {
     result
 }
 
+/// `init` on a URL that holds no vault: a typo, or a folder whose copy on
+/// this device has not synced yet, would otherwise start a second vault
+/// silently. At a terminal the user confirms; elsewhere `--create` must say
+/// so (standard input may carry the passphrase).
+fn confirm_new_vault(server: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let advice = "if another device created the vault in a folder that Syncthing, Dropbox or \
+                  the like shares, wait until this device's copy has synced instead";
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::invalid(format!(
+            "{} holds no vault: pass --create to create a new one there ({advice})",
+            output::terminal(server)
+        )));
+    }
+    eprint!(
+        "{} holds no vault. Create a new one there? ({advice}) [y/N] ",
+        output::terminal(server)
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| output::file_error("cannot read the answer", e))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::invalid("no vault created"))
+    }
+}
+
 /// Remembers the identity file that just opened a remembered vault, so the
 /// next commands need no `--identity`.
 fn remember_identity(location: &settings::Location) -> Result<()> {
@@ -129,6 +166,8 @@ fn remember_identity(location: &settings::Location) -> Result<()> {
 struct Session {
     vault: ChatVault,
     sync: bool,
+    /// The vault's URL.
+    server: String,
 }
 
 impl Session {
@@ -250,6 +289,23 @@ impl Session {
                     );
                 } else {
                     out!("nothing to compact on this backend");
+                }
+            }
+            Command::MigrateFolder => {
+                let report = chatvault::migrate_folder(&self.server, vault.device_id()).await?;
+                if report.already_moved {
+                    out!(
+                        "the folder already uses the per-device layout (moved at slot {})",
+                        report.sealed_at
+                    );
+                } else {
+                    out!(
+                        "moved to the per-device layout: {} records and key file version {}; the \
+                         old files (log/, rec/, snap/, keyring/) can be deleted once every device \
+                         runs this release",
+                        report.records,
+                        report.key_file_version.unwrap_or(0)
+                    );
                 }
             }
             Command::Export(args) => {

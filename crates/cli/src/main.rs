@@ -152,6 +152,10 @@ enum Command {
         /// URL as its argument (the same URL twice is accepted)
         #[arg(long, hide = true, value_name = "URL")]
         server: Option<String>,
+        /// Create a new vault if the URL holds none, without asking (scripts;
+        /// at a terminal `init` asks first)
+        #[arg(long)]
+        create: bool,
     },
     /// List chats (short id, starred, messages, last activity, title), newest
     /// first. The short id is the first 8 hex digits of the chat's id (more
@@ -226,6 +230,11 @@ enum Command {
     /// Compact the vault now, whatever the backend's thresholds, and print
     /// what was removed (syncs run this by themselves when it is due)
     Maintain,
+    /// Move a folder vault made by an earlier release (one shared log) to the
+    /// per-device layout, which a folder that Syncthing, Dropbox or a NAS
+    /// copies needs; run it once every device has this release (earlier
+    /// releases stop at a moved folder with an error asking to upgrade)
+    MigrateFolder,
     /// Write every chat as a standard age file (decrypt with `age -d`) or plain JSON
     Export(ExportArgs),
     /// Import a ChatGPT export (zip or conversations.json), a Claude export

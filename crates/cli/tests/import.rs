@@ -119,7 +119,7 @@ fn zip_of(json: &str, to: &Path) {
 #[test]
 fn a_chatgpt_export_keeps_the_current_branch_and_original_times_and_reimporting_adds_nothing() {
     let world = World::new();
-    world.ok("laptop", &["init", &world.server("server")]);
+    world.ok("laptop", &["init", "--create", &world.server("server")]);
     let out = world.ok("laptop", &["import", CHATGPT]);
     assert!(out.starts_with("imported 2 new chats"), "{out}");
 
@@ -191,7 +191,7 @@ fn a_chatgpt_export_keeps_the_current_branch_and_original_times_and_reimporting_
 #[test]
 fn a_claude_export_keeps_text_tool_blocks_attachments_and_times() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     world.ok("a", &["import", CLAUDE]);
     let ls = world.json("a", &["ls", "--json"]);
     let chat = chat_titled(&ls, "日本語の質問");
@@ -232,7 +232,7 @@ fn a_claude_export_keeps_text_tool_blocks_attachments_and_times() {
 #[test]
 fn a_json_export_imported_into_a_fresh_vault_exports_the_same() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("one")]);
+    world.ok("a", &["init", "--create", &world.server("one")]);
     world.ok("a", &["import", CHATGPT]);
     world.ok("a", &["import", CLAUDE]);
     let own = world.ok("a", &["new", "typed here"]).trim().to_string();
@@ -250,7 +250,7 @@ fn a_json_export_imported_into_a_fresh_vault_exports_the_same() {
         ],
     );
 
-    world.ok("b", &["init", &world.server("two")]);
+    world.ok("b", &["init", "--create", &world.server("two")]);
     let out = world.ok("b", &["import", first.to_str().expect("path")]);
     assert!(out.starts_with("imported 4 new chats"), "{out}");
     let second = world.path("second.json");
@@ -282,9 +282,9 @@ fn a_json_export_imported_into_a_fresh_vault_exports_the_same() {
 fn two_config_dirs_are_two_devices_that_converge() {
     let world = World::new();
     let url = world.server("shared");
-    world.ok("laptop", &["init", &url, "--vault", "personal"]);
+    world.ok("laptop", &["init", "--create", &url, "--vault", "personal"]);
     world.ok("laptop", &["import", CLAUDE]);
-    world.ok("phone", &["init", &url, "--vault", "personal"]);
+    world.ok("phone", &["init", "--create", &url, "--vault", "personal"]);
     let ls = world.json("phone", &["ls", "--json"]);
     let id = chat_titled(&ls, "日本語の質問")["id"]
         .as_str()
@@ -302,7 +302,7 @@ fn two_config_dirs_are_two_devices_that_converge() {
 #[test]
 fn search_finds_titles_and_messages_ignoring_case() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     world.ok("a", &["import", CHATGPT]);
     let hits = world.ok("a", &["search", "MÜNCHEN"]);
     assert_eq!(hits.lines().count(), 2, "title and a message: {hits}");
@@ -318,7 +318,7 @@ fn search_finds_titles_and_messages_ignoring_case() {
 #[test]
 fn verify_passes_on_a_sound_vault_and_catches_a_blob_corrupted_on_disk() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     world.ok("a", &["import", CHATGPT]);
     let out = world.ok("a", &["verify"]);
     assert!(out.contains("all open and agree"), "{out}");
@@ -352,13 +352,13 @@ fn verify_passes_on_a_sound_vault_and_catches_a_blob_corrupted_on_disk() {
 #[test]
 fn failures_print_one_line_and_exit_with_their_class() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     world.ok("a", &["new", "secret"]);
 
     // Wrong key: 3.
     world.fails(
         world
-            .cmd("b", &["init", &world.server("server")])
+            .cmd("b", &["init", "--create", &world.server("server")])
             .env("CHATVAULT_PASSPHRASE", "not it"),
         3,
         "wrong key",
@@ -415,7 +415,7 @@ fn an_unreachable_server_exits_4_saying_to_check_the_network() {
         .port();
     world.fails(
         world
-            .cmd("a", &["init", "s3://bucket/vault"])
+            .cmd("a", &["init", "--create", "s3://bucket/vault"])
             .env("AWS_ENDPOINT", format!("http://127.0.0.1:{port}"))
             .env("AWS_ALLOW_HTTP", "true")
             .env("AWS_ACCESS_KEY_ID", "offline")
@@ -497,7 +497,7 @@ fn export_plaintext(world: &World, device: &str, name: &str) -> String {
 #[test]
 fn importing_an_export_that_deleted_a_message_deletes_it_only_when_asked() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("one")]);
+    world.ok("a", &["init", "--create", &world.server("one")]);
     let chat = world.ok("a", &["new", "kept whole"]).trim().to_string();
     let message = world.ok("a", &["add", &chat, "first"]).trim().to_string();
     world.ok("a", &["add", &chat, "second"]);
@@ -505,7 +505,7 @@ fn importing_an_export_that_deleted_a_message_deletes_it_only_when_asked() {
     world.ok("a", &["rm-message", &chat, &message]);
     let after = export_plaintext(&world, "a", "after");
 
-    world.ok("b", &["init", &world.server("two")]);
+    world.ok("b", &["init", "--create", &world.server("two")]);
     world.ok("b", &["import", &before]);
     let messages = |world: &World| {
         world.json("b", &["show", "--json", &chat])["messages"]
@@ -547,7 +547,7 @@ fn contents(world: &World, device: &str, title: &str) -> Vec<String> {
 #[test]
 fn a_claude_attachments_extracted_text_is_kept_under_its_file_name_and_searchable() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     let mut conversations: Value =
         serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
     conversations[0]["chat_messages"][0]["attachments"][0]["extracted_content"] =
@@ -565,7 +565,7 @@ fn a_claude_attachments_extracted_text_is_kept_under_its_file_name_and_searchabl
 #[test]
 fn claude_thinking_and_tool_blocks_are_kept_in_marked_fenced_blocks() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     let mut conversations: Value =
         serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
     let blocks = conversations[0]["chat_messages"][1]["content"]
@@ -594,7 +594,7 @@ fn claude_thinking_and_tool_blocks_are_kept_in_marked_fenced_blocks() {
 #[test]
 fn chatgpt_code_runs_and_their_output_are_kept_as_tool_blocks() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     world.ok("a", &["import", CHATGPT]);
     let contents = contents(&world, "a", "Trip to München");
     assert_eq!(contents[1], "```tool_use python\nprint(312 / 100)\n```");
@@ -604,7 +604,7 @@ fn chatgpt_code_runs_and_their_output_are_kept_as_tool_blocks() {
 #[test]
 fn untitled_chats_are_titled_from_their_first_user_message_or_untitled() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     let mut claude: Value =
         serde_json::from_str(&std::fs::read_to_string(CLAUDE).expect("fixture")).expect("JSON");
     claude[0]["name"] = Value::from("  ");
@@ -638,7 +638,7 @@ fn untitled_chats_are_titled_from_their_first_user_message_or_untitled() {
 #[test]
 fn the_import_summary_counts_what_was_left_out_on_purpose() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     let out = world.ok("a", &["import", CHATGPT]);
     assert!(
         out.contains(
@@ -654,7 +654,7 @@ fn the_import_summary_counts_what_was_left_out_on_purpose() {
 #[test]
 fn an_age_encrypted_file_is_refused_saying_to_decrypt_it_first() {
     let world = World::new();
-    world.ok("a", &["init", &world.server("server")]);
+    world.ok("a", &["init", "--create", &world.server("server")]);
     let backup = world.path("backup.age");
     std::fs::write(
         &backup,

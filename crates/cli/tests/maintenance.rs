@@ -35,9 +35,10 @@ impl Setup {
             .expect("run chatvault")
     }
 
-    /// Objects under `server/<sub>` (log entries, snapshots).
+    /// Objects under `<sub>` (log entries, snapshots) of every device's
+    /// log in the server folder (the per-device layout: `dev/*/<sub>`).
     fn objects(&self, sub: &str) -> usize {
-        match std::fs::read_dir(self.path("server").join(sub)) {
+        let count = |dir: &Path| match std::fs::read_dir(dir.join(sub)) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
                 .filter(|e| {
@@ -48,11 +49,20 @@ impl Setup {
                 })
                 .count(),
             Err(_) => 0,
+        };
+        match std::fs::read_dir(self.path("server").join("dev")) {
+            Ok(devices) => devices
+                .filter_map(|e| e.ok())
+                .map(|e| count(&e.path()))
+                .sum(),
+            Err(_) => 0,
         }
     }
 
     /// Creates the vault with the binary, then commits `edits` log entries
-    /// through the library (one `sync_now` per rename, no maintenance),
+    /// as the same device through the library (one `sync_now` per rename,
+    /// no maintenance; in the per-device layout a device compacts its own
+    /// log),
     /// faster than as many processes. Every object is then made two hours
     /// old: older than the compaction horizon (one hour), as a real
     /// vault's history is.
@@ -63,7 +73,7 @@ impl Setup {
         runtime.block_on(async {
             let vault = chatvault::ChatVault::builder()
                 .storage_url(self.server_url())
-                .replica_path(self.path("library.redb"))
+                .replica_path(self.path("writer.redb"))
                 .passphrase(PASSPHRASE)
                 .auto_maintenance(None)
                 .open()
@@ -111,7 +121,7 @@ fn sync_on_a_device_that_never_maintained_compacts_a_long_log() {
 
     // A generous budget so the outcome does not depend on this machine's
     // speed; the default is 1.5 s.
-    setup.ok("laptop.redb", &["sync", "--maintenance-budget", "60"]);
+    setup.ok("writer.redb", &["sync", "--maintenance-budget", "60"]);
     assert_eq!(setup.objects("snap"), 1, "the sync wrote a snapshot");
     assert!(
         setup.objects("log") <= 1,

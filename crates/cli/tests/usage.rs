@@ -246,9 +246,9 @@ fn init_help_offers_the_url_once_and_keys_help_names_every_subcommand() {
     }
     // The same URL twice is fine; two different ones are refused.
     let server = format!("file://{}", setup.path("server").display());
-    setup.ok(&["init", &server, "--server", &server]);
+    setup.ok(&["init", "--create", &server, "--server", &server]);
     failed_with(
-        setup.output(&["init", &server, "--server", "file:///elsewhere"]),
+        setup.output(&["init", "--create", &server, "--server", "file:///elsewhere"]),
         2,
         "drop --server",
     );
@@ -351,7 +351,7 @@ fn a_passphrase_typed_at_a_terminal_is_not_shown_and_a_new_one_is_asked_twice() 
     let server = format!("file://{}", setup.path("server").display());
     let (code, shown) = on_a_terminal(
         &setup,
-        &["init", &server],
+        &["init", "--create", &server],
         &[
             ("new passphrase: ", TYPED),
             ("the same passphrase again: ", TYPED),
@@ -387,7 +387,7 @@ fn two_different_new_passphrases_are_refused_and_create_nothing() {
     let server = format!("file://{}", setup.path("server").display());
     let (code, shown) = on_a_terminal(
         &setup,
-        &["init", &server],
+        &["init", "--create", &server],
         &[
             ("new passphrase: ", TYPED),
             (
@@ -415,9 +415,18 @@ fn a_weak_new_passphrase_is_refused_with_the_reason_unless_allowed() {
             .expect("run")
     };
     let server = format!("file://{}", setup.path("server").display());
-    failed_with(weak(&["init", &server]), 2, "the passphrase is too weak");
+    failed_with(
+        weak(&["init", "--create", &server]),
+        2,
+        "the passphrase is too weak",
+    );
     assert!(!setup.path("server").join("keyring").exists());
-    succeeded(weak(&["init", &server, "--allow-weak-passphrase"]));
+    succeeded(weak(&[
+        "init",
+        "--create",
+        &server,
+        "--allow-weak-passphrase",
+    ]));
     // Opening an existing vault judges nothing.
     succeeded(weak(&["ls"]));
 
@@ -466,7 +475,7 @@ fn device_key_creates_its_folders_privately_and_names_a_file_error_as_such() {
 fn a_device_opened_once_with_its_identity_file_needs_no_identity_option_after() {
     let setup = Setup::new();
     let server = format!("file://{}", setup.path("server").display());
-    setup.ok(&["init", &server]);
+    setup.ok(&["init", "--create", &server]);
     setup.ok(&["new", "shared with the phone"]);
     let key = setup.path("phone.key");
     let recipient = setup.ok(&["keys", "device-key", key.to_str().expect("UTF-8")]);
@@ -483,12 +492,15 @@ fn a_device_opened_once_with_its_identity_file_needs_no_identity_option_after() 
         command.output().expect("run chatvault")
     };
     let key = key.to_str().expect("UTF-8");
-    succeeded(phone("phone", &["--identity", key, "init", &server]));
+    succeeded(phone(
+        "phone",
+        &["--identity", key, "init", "--create", &server],
+    ));
     let ls = succeeded(phone("phone", &["ls"]));
     assert!(ls.contains("shared with the phone"), "{ls}");
 
     // CHATVAULT_IDENTITY does the same.
-    let mut with_variable = setup.command(&["init", &server]);
+    let mut with_variable = setup.command(&["init", "--create", &server]);
     with_variable
         .env_remove("CHATVAULT_SERVER")
         .env_remove("CHATVAULT_PASSPHRASE")
@@ -511,7 +523,7 @@ fn a_device_opened_once_with_its_identity_file_needs_no_identity_option_after() 
         command
     };
     succeeded(
-        laptop_ls(&["init", &server])
+        laptop_ls(&["init", "--create", &server])
             .env("CHATVAULT_PASSPHRASE", PASSPHRASE)
             .output()
             .expect("run"),
@@ -552,7 +564,7 @@ fn a_weak_typed_passphrase_is_refused_before_it_is_asked_again() {
     let server = format!("file://{}", setup.path("server").display());
     let (code, shown) = on_a_terminal(
         &setup,
-        &["init", &server],
+        &["init", "--create", &server],
         &[("new passphrase: ", "password1")],
     );
     assert_eq!(code, Some(2), "{shown}");

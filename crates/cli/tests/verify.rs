@@ -20,7 +20,7 @@ impl World {
             dir: tempfile::tempdir().expect("temp dir"),
         };
         let server = format!("file://{}", world.server().display());
-        world.ok(&["init", &server]);
+        world.ok(&["init", "--create", &server]);
         world.ok(&["new", "kept safe"]);
         world
     }

@@ -17,6 +17,8 @@ use std::sync::Arc;
 enum Need {
     /// Nothing: this device already holds that version (often its own push).
     Nothing,
+    /// [`Need::Nothing`] for a known chat (when needs are grouped by chat).
+    NothingFor(ChatId),
     /// The change carried its summary; no request needed.
     Inline(SealedRecord),
     /// The summary must be fetched.
@@ -28,6 +30,25 @@ enum Need {
 
 /// What `change` needs, given the chat's local state and (on a backend with
 /// concurrent writers) the sealed summary of the record held here.
+impl Need {
+    /// `Need::Nothing` carries no chat: it is given one here so that needs
+    /// can be grouped by chat.
+    fn or_nothing(self, chat: ChatId) -> Need {
+        match self {
+            Need::Nothing => Need::NothingFor(chat),
+            other => other,
+        }
+    }
+
+    fn chat(&self) -> ChatId {
+        match self {
+            Need::NothingFor(chat) | Need::Summary(chat) | Need::Full(chat) => *chat,
+            Need::Inline(record) => record.chat,
+            Need::Nothing => ChatId(uuid::Uuid::nil()),
+        }
+    }
+}
+
 fn plan(change: Change, local: &LocalState, held: Option<&Bytes>, concurrent: bool) -> Need {
     let known = match local.pending {
         Some(entry) => entry.base.is_some_and(|base| base >= change.version),
@@ -147,17 +168,41 @@ async fn pull_pages(
                 .into_iter()
                 .zip(locals.iter().zip(&held))
                 .map(|(change, (local, held))| {
-                    plan(change, local, held.as_ref().map(|r| &r.summary), concurrent)
+                    let (chat, version) = (change.chat, change.version);
+                    let need = plan(change, local, held.as_ref().map(|r| &r.summary), concurrent);
+                    (need.or_nothing(chat), version)
                 })
-                .collect::<Vec<Need>>())
+                .collect::<Vec<(Need, u64)>>())
         })
         .await?;
 
+        // With concurrent writers a page may hold several changes of a chat
+        // (each writer's, and one writer's successive versions). A full fetch
+        // returns every writer's current record, so one covers them all;
+        // otherwise only the newest summary is taken (older ones are merged
+        // when the body loads), and no replaced version is ever opened.
+        let needs: Vec<Need> = if concurrent {
+            let mut by_chat: HashMap<ChatId, (u64, Need)> = HashMap::new();
+            for (need, version) in needs {
+                let chat = need.chat();
+                let keep = match by_chat.get(&chat) {
+                    Some((_, Need::Full(_))) => false,
+                    Some((newest, _)) => matches!(need, Need::Full(_)) || version > *newest,
+                    None => true,
+                };
+                if keep {
+                    by_chat.insert(chat, (version, need));
+                }
+            }
+            by_chat.into_values().map(|(_, need)| need).collect()
+        } else {
+            needs.into_iter().map(|(need, _)| need).collect()
+        };
         let mut records = Vec::new();
         let (mut summaries, mut fulls) = (Vec::new(), Vec::new());
         for need in needs {
             match need {
-                Need::Nothing => {}
+                Need::Nothing | Need::NothingFor(_) => {}
                 Need::Inline(record) => records.push(record),
                 Need::Summary(id) => summaries.push(id),
                 Need::Full(id) => fulls.push(id),
