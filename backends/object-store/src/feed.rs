@@ -29,6 +29,14 @@ impl FeedPosition {
         if cursor.is_start() {
             return Ok(Self::START);
         }
+        // A cursor of the per-device layout (`<writer>=<cursor>;…`): this
+        // replica last read a per-device folder, and now reads a shared log
+        // (another location, or a folder opened with the other layout). The
+        // feed starts over; versions tell the reader what it holds.
+        if cursor.0.contains('=') {
+            tracing::info!(cursor = %cursor.0, "a per-device cursor on a shared log; reading it from the start");
+            return Ok(Self::START);
+        }
         let bad = || {
             Error::invalid(format!(
                 "{:?} is not a cursor of the object-store backend",

@@ -59,16 +59,14 @@ impl Setup {
         }
     }
 
-    /// Creates the vault with the binary, then commits `edits` log entries
-    /// as the same device through the library (one `sync_now` per rename,
-    /// no maintenance; in the per-device layout a device compacts its own
+    /// Creates the vault and commits `edits` log entries through the
+    /// library as device `writer.redb` (one `sync_now` per rename, no
+    /// maintenance; in the per-device layout a device compacts its own
     /// log),
     /// faster than as many processes. Every object is then made two hours
     /// old: older than the compaction horizon (one hour), as a real
     /// vault's history is.
     fn history(&self, edits: usize) {
-        let chat = self.ok("writer.redb", &["new", "a long history"]);
-        let chat: chatvault::ChatId = chat.trim().parse().expect("chat id");
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async {
             let vault = chatvault::ChatVault::builder()
@@ -79,6 +77,7 @@ impl Setup {
                 .open()
                 .await
                 .expect("open through the library");
+            let chat = vault.new_chat("a long history").await.expect("new").id;
             vault.sync_now().await.expect("first sync");
             for i in 0..edits {
                 vault
