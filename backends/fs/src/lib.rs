@@ -476,23 +476,23 @@ impl FsStorage {
 fn vault_from_url(url: &str) -> Result<Option<WriterId>> {
     let parsed =
         url::Url::parse(url).map_err(|e| Error::invalid(format!("not a URL: {url:?}: {e}")))?;
-    for (key, value) in parsed.query_pairs() {
-        if key != "vault" {
-            return Err(Error::invalid(format!(
-                "unknown parameter {key:?} in {url:?}; a file:// URL takes only ?vault=<id>"
-            )));
-        }
-        let id = u64::from_str_radix(&value, 16)
-            .ok()
-            .filter(|_| value.len() == 16)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "?vault= takes the 16 hex digits before the dot of a dev/ directory, not {value:?}"
-                ))
-            })?;
-        return Ok(Some(WriterId(id)));
+    let Some((key, value)) = parsed.query_pairs().next() else {
+        return Ok(None);
+    };
+    if parsed.query_pairs().count() > 1 || key != "vault" {
+        return Err(Error::invalid(format!(
+            "unknown parameters in {url:?}; a file:// URL takes only ?vault=<id>"
+        )));
     }
-    Ok(None)
+    let id = u64::from_str_radix(&value, 16)
+        .ok()
+        .filter(|_| value.len() == 16)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "?vault= takes the 16 hex digits before the dot of a dev/ directory, not {value:?}"
+            ))
+        })?;
+    Ok(Some(WriterId(id)))
 }
 
 /// The folder a `file://` URL names.
@@ -548,6 +548,25 @@ mod tests {
             path_from_url("file:///tmp/my%20vault").unwrap(),
             PathBuf::from("/tmp/my vault")
         );
+        assert_eq!(
+            vault_from_url("file:///tmp/vault?vault=00000000000000ab").unwrap(),
+            Some(WriterId(0xab))
+        );
+        assert_eq!(vault_from_url("file:///tmp/vault").unwrap(), None);
+        assert_eq!(
+            path_from_url("file:///tmp/vault?vault=00000000000000ab").unwrap(),
+            PathBuf::from("/tmp/vault")
+        );
+        for bad in [
+            "file:///v?vault=ab",
+            "file:///v?other=1",
+            "file:///v?vault=00000000000000ab&x=1",
+        ] {
+            assert!(
+                matches!(vault_from_url(bad), Err(Error::InvalidInput { .. })),
+                "{bad}"
+            );
+        }
         for bad in ["s3://bucket/p", "/tmp/vault", "file://remote-host/x"] {
             assert!(
                 matches!(path_from_url(bad), Err(Error::InvalidInput { .. })),

@@ -105,6 +105,27 @@ async fn open_supabase(url: &str) -> Result<DynStorage> {
     Err(feature_disabled(url, "supabase"))
 }
 
+/// Moves the folder vault a `file://` URL names from the shared log of
+/// releases before the per-device layout to that layout, writing as
+/// `device` (give this device's id,
+/// [`ChatVault::device_id`](crate::ChatVault::device_id)). Crash-safe; run
+/// it again if it stops. See `chatvault_fs::FsStorageBuilder::migrate_to_per_device`.
+///
+/// Errors: [`Error::InvalidInput`] for a URL that is not `file://` or a
+/// folder without a shared-log vault.
+#[cfg(feature = "fs")]
+pub async fn migrate_folder(url: &str, device: DeviceId) -> Result<chatvault_fs::MigrationReport> {
+    if !url.starts_with("file://") {
+        return Err(Error::invalid(format!(
+            "only folder vaults (file://) have a layout to move, not {url:?}"
+        )));
+    }
+    chatvault_fs::FsStorage::builder_url(url)?
+        .writer(chatvault_fs::WriterId(device.0))
+        .migrate_to_per_device()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,25 +162,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Moves the folder vault a `file://` URL names from the shared log of
-/// releases before the per-device layout to that layout, writing as
-/// `device` (give this device's id,
-/// [`ChatVault::device_id`](crate::ChatVault::device_id)). Crash-safe; run
-/// it again if it stops. See `chatvault_fs::FsStorageBuilder::migrate_to_per_device`.
-///
-/// Errors: [`Error::InvalidInput`] for a URL that is not `file://` or a
-/// folder without a shared-log vault.
-#[cfg(feature = "fs")]
-pub async fn migrate_folder(url: &str, device: DeviceId) -> Result<chatvault_fs::MigrationReport> {
-    if !url.starts_with("file://") {
-        return Err(Error::invalid(format!(
-            "only folder vaults (file://) have a layout to move, not {url:?}"
-        )));
-    }
-    chatvault_fs::FsStorage::builder_url(url)?
-        .writer(chatvault_fs::WriterId(device.0))
-        .migrate_to_per_device()
-        .await
 }

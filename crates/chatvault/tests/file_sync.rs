@@ -387,15 +387,17 @@ async fn a_rival_vault_created_on_an_unsynced_copy_is_detected_and_explained() {
     let copy_c = root.path().join("copy-c");
     std::fs::create_dir_all(&copy_c).unwrap();
     copy(&copy_a, &copy_c);
-    let refused = ChatVault::builder()
+    let refused = match ChatVault::builder()
         .storage_url(format!("file://{}", copy_c.display()))
         .replica_path(root.path().join("replica-c"))
         .passphrase(PASSPHRASE)
         .scrypt_work_factor(4)
         .open()
         .await
-        .err()
-        .expect("a folder with two vaults is refused");
+    {
+        Ok(_) => panic!("a folder with two vaults is refused"),
+        Err(e) => e,
+    };
     let message = refused.to_string();
     assert!(
         matches!(refused, chatvault::Error::TwoVaults { ref vaults, .. } if vaults.len() == 2),
@@ -496,15 +498,17 @@ async fn a_shared_log_folder_moves_to_the_per_device_layout_and_older_releases_s
         object_store::path::Path::default(),
         chatvault_object_store::ObjectStoreOptions::default(),
     );
-    let refused = ChatVault::builder()
+    let refused = match ChatVault::builder()
         .storage(Arc::new(old))
         .replica_path(root.path().join("replica-old"))
         .passphrase(PASSPHRASE)
         .scrypt_work_factor(4)
         .open()
         .await
-        .err()
-        .expect("an older release cannot open a moved folder");
+    {
+        Ok(_) => panic!("an older release cannot open a moved folder"),
+        Err(e) => e,
+    };
     assert!(
         matches!(
             refused,
