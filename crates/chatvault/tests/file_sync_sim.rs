@@ -1,7 +1,9 @@
 //! The convergence simulation over a simulated file-sync service (issue 20):
-//! three devices, each with its own copy of a `file://` vault folder, make
-//! random edits (new chat, add, edit and delete messages, rename, star,
-//! delete chats), forced compactions (`maintain(true)`) interleaved with `sync_now` and steps of the seeded
+//! three devices, each with its own copy of a vault folder in the per-device
+//! layout (as `file://` opens it), make random edits (new chat, add, edit
+//! and delete messages, rename, star, delete chats) and forced compactions
+//! (`maintain(true)`, horizon compressed to 2 s) interleaved with
+//! `sync_now` and steps of the seeded
 //! [`Copier`] with every anomaly on (delays, reordering, partial files,
 //! duplicates, resurrected deletes, conflict copies). Each seed picks the
 //! conflict-copy naming of one service (Syncthing, Dropbox, Nextcloud,
@@ -22,11 +24,15 @@
 //! 5 consecutive seeds, one per naming service; `just file-sync-sim` runs
 //! 1,000 per device).
 
-use chatvault::{ChatId, ChatVault, MessageId, Role};
+use chatvault::{ChatId, ChatVault, DeviceId, MessageId, Role};
 use chatvault_conformance::layers::SeededRng;
+use chatvault_fs::{FsStorage, WriterId};
+use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 use chatvault_test_services::copier::{Copier, Event, Faults, Service, CLOCK_START};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 const PASSPHRASE: &str = "file sync sim";
 const DEVICES: usize = 3;
@@ -34,10 +40,35 @@ const DEVICES: usize = 3;
 const SETTLE_STEPS: usize = 200;
 /// Sync rounds (sync all, settle, sync all) before the devices must agree.
 const ROUNDS: usize = 8;
+/// The compaction horizon of the run (default one hour): far longer than
+/// the copier's longest delay in real time (a step takes milliseconds).
+const HORIZON: Duration = Duration::from_secs(2);
+/// The claim delay, compressed below the horizon as compaction requires.
+const CLAIM_DELAY: Duration = Duration::from_millis(500);
 
-async fn open(folder: &Path, replica: &Path) -> Result<ChatVault, String> {
+/// Device `device` on its copy `folder`, written as `file://` opens it
+/// (its own `dev/<vault>.<device>/`), but with the compaction horizon
+/// compressed from one hour to [`HORIZON`] so that the forced compactions
+/// of the run delete files while the copier still copies (and resurrects)
+/// them; fsync off (a throwaway vault).
+async fn open(folder: &Path, replica: &Path, device: u64) -> Result<ChatVault, String> {
+    let storage = FsStorage::builder(folder)
+        .writer(WriterId(device))
+        .fsync(false)
+        .options(
+            ObjectStoreOptions::default()
+                .with_max_claim_delay(CLAIM_DELAY)
+                .with_maintenance(
+                    MaintenancePolicy::default()
+                        .with_min_interval(Duration::ZERO)
+                        .with_compact(CompactOptions::default().with_min_age(HORIZON)),
+                ),
+        )
+        .open()
+        .map_err(|e| format!("open {}: {e}", folder.display()))?;
     ChatVault::builder()
-        .storage_url(format!("file://{}", folder.display()))
+        .storage(Arc::new(storage))
+        .device_id(DeviceId(device))
         .replica_path(replica)
         .passphrase(PASSPHRASE)
         .scrypt_work_factor(4)
@@ -243,11 +274,18 @@ async fn three_devices(
         Faults::none().with_service(faults.service),
     )
     .map_err(|e| e.to_string())?;
-    let mut devices = vec![open(&folders[0], &root.join("replica-0.redb")).await?];
+    let mut devices = vec![open(&folders[0], &root.join("replica-0.redb"), 1).await?];
     devices[0].sync_now().await.map_err(|e| e.to_string())?;
     copier.settle(SETTLE_STEPS).map_err(|e| e.to_string())?;
     for (d, folder) in folders.iter().enumerate().skip(1) {
-        devices.push(open(folder, &root.join(format!("replica-{d}.redb"))).await?);
+        devices.push(
+            open(
+                folder,
+                &root.join(format!("replica-{d}.redb")),
+                1 + d as u64,
+            )
+            .await?,
+        );
     }
     copier.set_faults(faults);
     Ok((devices, copier))
@@ -395,7 +433,7 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<String, String> {
         std::fs::create_dir_all(target.parent().unwrap()).map_err(|e| e.to_string())?;
         std::fs::write(target, bytes).map_err(|e| e.to_string())?;
     }
-    let fresh = open(&fresh_folder, &dir.path().join("replica-fresh.redb")).await?;
+    let fresh = open(&fresh_folder, &dir.path().join("replica-fresh.redb"), 100).await?;
     let report = fresh
         .sync_now()
         .await
@@ -418,7 +456,7 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<String, String> {
     }
     Ok(format!(
         "{service:?} naming, {} chats at the end; ops {:?}; {} sync errors during the run \
-         (first: {:?}); {} failed edits (first: {:?}); {} records skipped for a while; \
+         (first: {:?}); {} failed operations (first: {:?}); {} records skipped for a while; \
          copier {:?} over {} steps",
         converged.len(),
         ledger.ops,
@@ -574,7 +612,7 @@ async fn conflict_copies_in_every_service_naming_never_fail_a_sync_nor_change_da
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::write(target, bytes).unwrap();
     }
-    let fresh = open(&fresh_folder, &dir.path().join("replica-fresh.redb"))
+    let fresh = open(&fresh_folder, &dir.path().join("replica-fresh.redb"), 100)
         .await
         .unwrap();
     let report = fresh.sync_now().await.expect("a fresh device syncs");

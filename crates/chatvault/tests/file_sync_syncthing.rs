@@ -291,8 +291,7 @@ async fn a_rival_init_on_a_disconnected_syncthing_copy_leaves_the_original_worki
     }
     let refused = open(fresh.path(), &replicas.path().join("fresh.redb"))
         .await
-        .err()
-        .expect("a folder holding two vaults is refused");
+        .expect_err("a folder holding two vaults is refused");
     match &refused {
         Error::TwoVaults { vaults, .. } => {
             assert_eq!(vaults.len(), 2, "{refused}");
