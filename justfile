@@ -50,6 +50,20 @@ reseal-trials trials="50":
 convergence ops="1000":
     CHATVAULT_SIM_OPS={{ops}} cargo test -p chatvault --test convergence -- --nocapture
 
+# Convergence over a simulated file-sync service (delays, reordering, partial
+# files, duplicates, resurrected deletes, conflict copies in each service's
+# naming): 3 devices x 1,000 operations per seed (CI runs 3 x 60 over 5 seeds).
+# Replay a run with CHATVAULT_SIM_SEED.
+file-sync-sim ops="1000":
+    CHATVAULT_SIM_OPS={{ops}} cargo test -p chatvault --test file_sync_sim -- --nocapture
+
+# The file-sync benchmark: idle poll on a folder with 3 device logs and 10k
+# chats vs read_dir of the logs, before and after compaction; write-to-
+# appearance through real Syncthing vs Syncthing's own copy time.
+# Flags, e.g. `just bench-file-sync --chats 1000 --runs 5`.
+bench-file-sync *args:
+    cargo bench -p chatvault --bench file_sync -- {{args}}
+
 # The scale benchmark: one markdown table per backend (local folder, S3,
 # Supabase), each figure beside its baseline. Sizes and backends are flags,
 # e.g. `just bench-scale --chats 1000,10000 --backends fs,s3 --import 1000`.
