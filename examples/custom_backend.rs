@@ -208,6 +208,7 @@ impl Storage for RedbStorage {
                 changes,
                 cursor: Cursor(cursor.to_string()),
                 has_more,
+                waiting: None,
             })
         })
         .await

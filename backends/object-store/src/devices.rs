@@ -537,6 +537,7 @@ impl Storage for DeviceLogStorage {
         let mut cursors = parse_cursor(since)?;
         let mut changes = Vec::new();
         let mut has_more = false;
+        let mut waiting = Vec::new();
         for (writer, storage) in self.devices().await? {
             let remaining = limit - changes.len();
             if remaining == 0 {
@@ -547,6 +548,7 @@ impl Storage for DeviceLogStorage {
             let page = storage.changes(&at, remaining).await?;
             page.check_progress(&at)?;
             has_more |= page.has_more;
+            waiting.extend(page.waiting);
             changes.extend(page.changes);
             cursors.insert(writer, page.cursor);
         }
@@ -554,6 +556,7 @@ impl Storage for DeviceLogStorage {
             changes,
             cursor: format_cursor(&cursors),
             has_more,
+            waiting: (!waiting.is_empty()).then(|| waiting.join("; ")),
         })
     }
 

@@ -101,12 +101,21 @@ impl ObjectStoreStorage {
             listed = self.list_log(0).await?;
         }
 
+        let waiting = caught.stalled.then(|| {
+            format!(
+                "{} has entries after slot {head} whose predecessor is missing or not whole yet",
+                self.layout.log_dir()
+            )
+        });
         let missing = pos.0.seq <= head && listed.binary_search(&pos.0.seq).is_err();
-        if pos.0.seq < state.index.validity_from() || missing {
-            return self.resync_page(&mut state, pos, limit, &listed).await;
-        }
-        state.resync = None;
-        self.log_page(&state, pos, limit, caught.fetched).await
+        let mut page = if pos.0.seq < state.index.validity_from() || missing {
+            self.resync_page(&mut state, pos, limit, &listed).await?
+        } else {
+            state.resync = None;
+            self.log_page(&state, pos, limit, caught.fetched).await?
+        };
+        page.waiting = waiting;
+        Ok(page)
     }
 
     /// Reports valid items from `pos` on, reading entries up to the head.
@@ -123,6 +132,7 @@ impl ObjectStoreStorage {
                 changes: Vec::new(),
                 cursor: pos.to_cursor(),
                 has_more: false,
+                waiting: None,
             });
         }
         // Every entry holds at least one item, so `limit` entries can fill the
@@ -190,6 +200,7 @@ impl ObjectStoreStorage {
             changes,
             cursor: next.to_cursor(),
             has_more: next.0.seq <= head,
+            waiting: None,
         })
     }
 
@@ -254,6 +265,7 @@ impl ObjectStoreStorage {
             changes,
             cursor: next.to_cursor(),
             has_more,
+            waiting: None,
         })
     }
 }

@@ -346,6 +346,7 @@ impl Storage for SupabaseStorage {
             }
             .to_cursor(),
             has_more: page.more,
+            waiting: None,
         })
     }
 

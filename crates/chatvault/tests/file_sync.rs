@@ -296,8 +296,15 @@ async fn a_log_entry_copied_before_its_record_or_only_in_part_is_waited_for() {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         std::fs::write(&target, &bytes[..bytes.len() / 2]).unwrap();
     }
-    b.vault.sync_now().await.unwrap();
+    let report = b.vault.sync_now().await.unwrap();
     assert!(b.vault.sidebar().iter().all(|s| s.id != chat));
+    // Not "synced": the status says something is on its way.
+    assert!(report.waiting.is_some(), "{report:?}");
+    assert!(
+        matches!(b.vault.status(), chatvault::SyncStatus::Waiting { .. }),
+        "{:?}",
+        b.vault.status()
+    );
     // Whole now, but the record blob is still missing.
     for (name, bytes) in &logs {
         std::fs::write(b.folder.join(name), bytes).unwrap();
@@ -307,6 +314,9 @@ async fn a_log_entry_copied_before_its_record_or_only_in_part_is_waited_for() {
         b.vault.sidebar().iter().any(|s| s.id == chat),
         "the summary travels in the log entry"
     );
+    // Loading the body waits for its file with a retriable error.
+    let early = b.vault.load_full_chat(chat).await.unwrap_err();
+    assert!(early.is_retriable(), "{early:?}");
     // Then the rest arrives and the body loads.
     for (name, bytes) in &others {
         let target = b.folder.join(name);

@@ -330,6 +330,7 @@ impl LayeredStorage for StuckFeed {
             changes: Vec::new(),
             cursor: since.clone(),
             has_more: true,
+            waiting: None,
         })
     }
 }

@@ -19,9 +19,9 @@ pub const LOCAL: u8 = 6;
 /// The exit code of `error`'s class.
 pub fn code(error: &Error) -> u8 {
     match error {
-        Error::InvalidInput { .. } | Error::TooLarge { .. } => USAGE,
+        Error::InvalidInput { .. } | Error::TooLarge { .. } | Error::TwoVaults { .. } => USAGE,
         Error::WrongKey { .. } | Error::Unauthorized { .. } => AUTH,
-        Error::Unavailable { .. } => NETWORK,
+        Error::Unavailable { .. } | Error::InTransit { .. } => NETWORK,
         Error::Corrupt { .. }
         | Error::Tampered { .. }
         | Error::UnknownKeyId { .. }

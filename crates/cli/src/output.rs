@@ -204,6 +204,9 @@ pub fn status(status: &SyncStatus) -> String {
         SyncStatus::Offline { reason } => format!("offline ({reason})"),
         SyncStatus::Syncing => "syncing".into(),
         SyncStatus::Synced => "synced".into(),
+        SyncStatus::Waiting { reason } => {
+            format!("waiting for files still on their way ({reason})")
+        }
         SyncStatus::Error { reason } => format!("error ({reason})"),
         SyncStatus::Incomplete { skipped } => {
             format!("synced, but {skipped} chat(s) could not be opened yet and are retried (run `chatvault verify`)")

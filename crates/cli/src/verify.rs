@@ -246,6 +246,12 @@ async fn check_records(
     loop {
         let page = storage.changes(&cursor, PAGE).await?;
         page.check_progress(&cursor)?;
+        if let Some(waiting) = &page.waiting {
+            out!(
+                "waiting: {} (files still on their way are checked once they arrive)",
+                crate::output::terminal(waiting)
+            );
+        }
         for change in &page.changes {
             latest.insert(change.chat, change.version);
         }
@@ -255,23 +261,30 @@ async fn check_records(
         }
     }
     let ids: Vec<ChatId> = latest.keys().copied().collect();
-    let mut server = BTreeMap::new();
+    // A backend with concurrent writers returns each writer's current
+    // record of a chat: every one of them is checked.
+    let mut server: BTreeMap<ChatId, Vec<SealedRecord>> = BTreeMap::new();
+    let mut server_records = 0;
     for chunk in ids.chunks(PAGE) {
         for record in storage.get(chunk, Part::Full).await? {
-            server.insert(record.chat, record);
+            server_records += 1;
+            server.entry(record.chat).or_default().push(record);
         }
     }
 
-    let mut opened_server = BTreeMap::new();
-    for (chat, record) in &server {
-        match open(record) {
-            Ok(opened) => {
-                opened_server.insert(*chat, (record.version, opened));
+    let mut opened_server: BTreeMap<ChatId, Vec<(u64, Opened)>> = BTreeMap::new();
+    for (chat, records) in &server {
+        for record in records {
+            match open(record) {
+                Ok(opened) => opened_server
+                    .entry(*chat)
+                    .or_default()
+                    .push((record.version, opened)),
+                Err(e) => problems.report(format!(
+                    "server  chat {chat} version {}: {e}",
+                    record.version
+                )),
             }
-            Err(e) => problems.report(format!(
-                "server  chat {chat} version {}: {e}",
-                record.version
-            )),
         }
     }
     for chat in ids.iter().filter(|id| !server.contains_key(id)) {
@@ -281,7 +294,7 @@ async fn check_records(
     }
 
     let Some(replica) = replica else {
-        return Ok((server.len(), 0));
+        return Ok((server_records, 0));
     };
     let stored: Vec<ChatId> = replica.summaries()?.iter().map(|s| s.chat).collect();
     let mut checked_local = 0usize;
@@ -298,10 +311,19 @@ async fn check_records(
                     continue;
                 }
             };
-            if let Some((version, theirs)) = opened_server.get(&record.chat) {
-                let differs = *version == record.version
-                    && (local.0 != theirs.0
-                        || matches!((&local.1, &theirs.1), (Some(a), Some(b)) if a != b));
+            // Two writers' records of one version may differ (concurrent
+            // edits, merged by the engine): only a lone record of the
+            // replica's version must hold the same content.
+            let same_version: Vec<&Opened> = opened_server
+                .get(&record.chat)
+                .into_iter()
+                .flatten()
+                .filter(|(version, _)| *version == record.version)
+                .map(|(_, opened)| opened)
+                .collect();
+            if let [theirs] = same_version.as_slice() {
+                let differs = local.0 != theirs.0
+                    || matches!((&local.1, &theirs.1), (Some(a), Some(b)) if a != b);
                 if differs {
                     problems.report(format!(
                         "differs chat {} version {}: the replica and the server hold different \
@@ -312,5 +334,5 @@ async fn check_records(
             }
         }
     }
-    Ok((server.len(), checked_local))
+    Ok((server_records, checked_local))
 }

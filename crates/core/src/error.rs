@@ -127,6 +127,16 @@ pub enum Error {
         current: Option<u64>,
     },
 
+    /// Something another device wrote has not fully arrived in this copy of
+    /// a folder yet: a file-sync service is still copying it (or its copy
+    /// was torn and will be copied again). Retriable: nothing was changed,
+    /// and trying again once the file is whole succeeds.
+    #[error("{what} has not fully arrived in this copy of the folder yet (a file-sync service may still be copying it); nothing was changed: try again shortly")]
+    InTransit {
+        /// What is missing or incomplete, and how.
+        what: String,
+    },
+
     /// The storage holds more than one vault and nothing says which this
     /// device belongs to: a folder where a second device created a vault
     /// before its copy had synced, or a mistyped path that met another
@@ -163,7 +173,7 @@ impl Error {
     /// True when retrying the same request later may succeed (network
     /// trouble, a server that is down or overloaded).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        matches!(self, Error::Unavailable { .. } | Error::InTransit { .. })
     }
 
     /// Shorthand for [`Error::Unavailable`] with a source.

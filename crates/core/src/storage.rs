@@ -126,6 +126,12 @@ pub struct ChangePage {
     pub cursor: Cursor,
     /// True if more changes were already committed past this page.
     pub has_more: bool,
+    /// What the backend saw but cannot read yet, if anything: a file a
+    /// file-sync service is still copying, a hole in a log. The feed stops
+    /// before it and the next call retries; the engine reports it
+    /// ([`SyncStatus::Waiting`](crate::engine::SyncStatus)). `None` for most
+    /// backends.
+    pub waiting: Option<String>,
 }
 
 impl ChangePage {

@@ -122,13 +122,17 @@ pub(super) async fn fetch(inner: &Arc<Inner>, wanted: &[Wanted], part: Part) -> 
 /// writer: the one whose summary is held here (else the newest) is stored,
 /// then the others are merged into it.
 pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let mut records: Vec<SealedRecord> = inner
-        .storage
-        .get(&[chat], Part::Full)
-        .await?
-        .into_iter()
-        .filter(|r| r.chat == chat)
-        .collect();
+    let fetched = match inner.storage.get(&[chat], Part::Full).await {
+        // With concurrent writers in a copied folder, a record that does not
+        // read is usually a file still on its way from another device.
+        Err(Error::Corrupt { what, reason }) if inner.capabilities.concurrent_writers => {
+            return Err(Error::InTransit {
+                what: format!("{what} ({reason})"),
+            })
+        }
+        other => other?,
+    };
+    let mut records: Vec<SealedRecord> = fetched.into_iter().filter(|r| r.chat == chat).collect();
     let held = blocking(inner, move |inner| inner.replica.record(chat, false)).await?;
     let first = records
         .iter()

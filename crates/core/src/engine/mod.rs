@@ -666,7 +666,9 @@ impl Engine {
         match (result, pending) {
             (Ok(()), Ok((pending, skipped))) => {
                 report.pending = pending;
-                inner.notifier.finish_round_with_skipped(skipped);
+                inner
+                    .notifier
+                    .finish_round_with_skipped(skipped, report.waiting.clone());
                 Ok(report)
             }
             (Err(e), _) | (Ok(()), Err(e)) => {

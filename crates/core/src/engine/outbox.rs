@@ -284,6 +284,14 @@ async fn resolve_all(
                 report.conflicts_resolved += 1;
                 resolved.push(entry.chat);
             }
+            // With concurrent writers in a copied folder, another device's
+            // record that does not read yet is usually a file still being
+            // copied: the change waits for it, like one that is offline.
+            Err(e @ Error::Corrupt { .. }) if inner.capabilities.concurrent_writers => {
+                tracing::info!(chat = %entry.chat, error = %e, "another device's record is not whole yet; the change stays queued");
+                report.waiting.get_or_insert_with(|| e.to_string());
+                failed.push(entry);
+            }
             Err(e) => {
                 tracing::warn!(chat = %entry.chat, error = %e, "cannot merge the server's record; the change stays queued");
                 failed.push(entry);

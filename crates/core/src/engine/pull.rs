@@ -142,6 +142,9 @@ async fn pull_pages(
             .await?;
         page.check_progress(&cursor)?;
         *pages += 1;
+        if page.waiting.is_some() {
+            report.waiting.clone_from(&page.waiting);
+        }
         report.requests += 1;
         // Within a page the last change of a chat wins, unless writers are
         // concurrent: then each change may hold something the others lack.

@@ -26,6 +26,14 @@ pub enum SyncStatus {
         /// How many chats' records are waiting to open.
         skipped: usize,
     },
+    /// The last round synced everything the backend could hand out, but it
+    /// has seen more that it cannot read yet (files a file-sync service is
+    /// still copying into this device's copy of a folder). Nothing is
+    /// skipped: the next rounds pick it up once it is there.
+    Waiting {
+        /// What the backend is waiting for, in words.
+        reason: String,
+    },
     /// The last round pulled every change and pushed every local change.
     Synced,
     /// The last round failed in a way retrying alone will not fix (refused
@@ -115,6 +123,9 @@ pub struct SyncReport {
     pub bytes_pulled: u64,
     /// Sealed bytes sent in puts.
     pub bytes_pushed: u64,
+    /// What the backend could not hand out yet (see
+    /// [`ChangePage::waiting`](crate::ChangePage::waiting)), if anything.
+    pub waiting: Option<String>,
 }
 
 /// Fans events out to subscribers and keeps the current status.
@@ -167,12 +178,14 @@ impl Notifier {
     }
 
     /// The status after a successful round, with `skipped` records still
-    /// waiting to open.
-    pub(crate) fn finish_round_with_skipped(&self, skipped: usize) {
-        if skipped == 0 {
-            self.finish_round(None);
-        } else {
+    /// waiting to open and what the backend is `waiting` for.
+    pub(crate) fn finish_round_with_skipped(&self, skipped: usize, waiting: Option<String>) {
+        if skipped > 0 {
             self.set_status(SyncStatus::Incomplete { skipped });
+        } else if let Some(reason) = waiting {
+            self.set_status(SyncStatus::Waiting { reason });
+        } else {
+            self.finish_round(None);
         }
     }
 
