@@ -1,7 +1,8 @@
 //! chatvault-fs: a vault in a local folder, the default backend.
 //!
-//! [`FsStorage`] is [`ObjectStoreStorage`] (the shared-log layout of
-//! `chatvault-object-store`; read its docs for the commit point, costs and
+//! [`FsStorage`] is the record layout of `chatvault-object-store` (per
+//! device, [`chatvault_object_store::DeviceLogStorage`], or one shared log,
+//! [`ObjectStoreStorage`]; read its docs for the commit point, costs and
 //! compaction) over `object_store`'s `LocalFileSystem`, plus fsync and a
 //! push transport from filesystem notifications.
 //!
@@ -27,10 +28,11 @@
 //! (`name#1`) and moves it into place in one step: a rename for ordinary
 //! writes, a hard link for create-if-absent, which the kernel refuses if the
 //! name exists. So readers never see a half-written object, and of two
-//! processes creating the same log slot exactly one succeeds
-//! ([`Capabilities::atomic_preconditions`] is true), on local disks and on
-//! network file systems with working `link(2)` (NFSv3+, SMB with Unix
-//! extensions).
+//! processes creating the same log slot exactly one succeeds (in the shared
+//! log, [`Capabilities::atomic_preconditions`] is then true; in the
+//! per-device layout it protects two processes of one device), on local
+//! disks and on network file systems with working `link(2)` (NFSv3+, SMB
+//! with Unix extensions).
 //!
 //! `LocalFileSystem` does not fsync. [`FsStorage`] does: before a put
 //! returns, the file and the directories it may have created are fsynced.
@@ -40,42 +42,50 @@
 //! benchmarks). Deletions (compaction) are not fsynced: an entry that comes
 //! back after a crash was already covered by the snapshot.
 //!
-//! # Folders shared by Syncthing, Dropbox, a NAS
+//! # Two layouts; folders shared by Syncthing, Dropbox, a NAS
 //!
-//! The folder may be synced between devices by a file-sync tool. Files
-//! such a tool leaves behind are ignored with a warning and never fail a
-//! pull: temporary files (`.syncthing.*.tmp`, `~*.tmp`), staging files of a
-//! writer that died (`name#1`), conflict copies (`*.sync-conflict-*`,
-//! `* (conflicted copy) *`), `.DS_Store` and the like. Log slots that arrive
-//! out of order stall the feed at the hole until the missing slot arrives;
-//! nothing is skipped.
+//! A new folder gets the **per-device layout** ([`FolderLayout::PerDevice`],
+//! `docs/design.md` §5.4): each device writes only under its own
+//! `dev/<vault>.<writer>/` (a complete shared-log vault), and readers merge
+//! every device's log. A file-sync service that gives each device its own
+//! copy of the folder therefore never has two versions of one file to
+//! choose between, and changes made on two devices while their copies
+//! differed are merged when the copies meet. Give the device's id as
+//! [`FsStorageBuilder::writer`] (chatvault's facade passes the replica's),
+//! so a device keeps one log however often it opens the vault.
 //!
-//! What a file-sync tool cannot give is atomic create-if-absent *between*
-//! devices: two devices that commit while they cannot see each other both
-//! claim the same slot, the tool keeps one file and renames the other to a
-//! conflict copy, and the commit in the copy is not part of the vault (a
-//! warning names the copy when a listing meets it). Its device still holds
-//! the chat in its replica, and a handle opened afterwards replays the slot
-//! as everyone else does, so the next write of that chat conflicts and goes
-//! through merge; until then that device's running handle believes its
-//! commit landed. Open such a folder with
-//! [`FsStorageBuilder::shared_by_sync_tool`] so the capabilities say so, and
-//! prefer one writing device at a time, or the s3 backend when several
-//! devices write at once.
+//! Folders created by releases before it use the **shared log**
+//! ([`FolderLayout::SharedLog`]): one log at the root whose slots are
+//! claimed with create-if-absent, exact on one file system (a local disk,
+//! NFS) but not between copies of a folder: there two devices that commit
+//! while apart both claim a slot and the service keeps only one.
+//! [`FsStorageBuilder::migrate_to_per_device`] moves such a folder
+//! (crash-safe); [`FsStorageBuilder::shared_by_sync_tool`] at least makes
+//! the capabilities say so.
+//!
+//! Files a file-sync service leaves behind are ignored with a warning and
+//! never fail a pull: temporary files (`.syncthing.*.tmp`, `~*.tmp`),
+//! staging files of a writer that died (`name#1`), conflict copies
+//! (`*.sync-conflict-*`, `* (conflicted copy) *`, ...), `.DS_Store` and the
+//! like. What arrives late, out of order or partly copied is waited for,
+//! not skipped: a device's log stops at a hole or at an entry that does not
+//! decode yet, and [`ChangePage::waiting`](chatvault_core::ChangePage::waiting)
+//! says so.
 //!
 //! # Costs on a folder
 //!
-//! An idle poll is one read of the `log/` directory (no file is opened or
-//! stat'ed); the listing grows with the log's length, which
-//! [`Storage::maintain`] (compaction, scheduled by the engine; see
-//! `docs/design.md` §5.2) keeps bounded. Files whose names
-//! are not valid UTF-8 are skipped with a warning (`LocalFileSystem`'s own
-//! listing would stop at them).
+//! An idle poll is one read of the `dev/` directory and one of each device's
+//! `log/` (shared log: one read of `log/`; no file is opened or stat'ed);
+//! each listing grows with its log's length, which [`Storage::maintain`]
+//! (compaction of this device's own log, scheduled by the engine; see
+//! `docs/design.md` §5.2) keeps bounded. Files whose names are not valid
+//! UTF-8 are skipped with a warning (`LocalFileSystem`'s own listing would
+//! stop at them).
 //!
 //! # Push
 //!
 //! [`Storage::push`] returns an [`FsPush`]: it wakes the sync engine when
-//! anything appears in the vault's `log/` directory, and polls every
+//! anything appears under `dev/` (shared log: in `log/`), and polls every
 //! [`FsStorageBuilder::poll_interval`] (default 5 s) as a safety net.
 
 mod durable;

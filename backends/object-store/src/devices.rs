@@ -76,7 +76,7 @@ impl fmt::Debug for WriterId {
     }
 }
 
-/// A vault in the per-device layout (see the [module docs](self)). Several
+/// A vault in the per-device layout (`docs/design.md` §5.4). Several
 /// devices share it through copies of one folder; each writes only under
 /// its own `dev/<vault>.<writer>/`.
 ///

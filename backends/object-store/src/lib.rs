@@ -28,6 +28,16 @@
 //! version. A reader that sees a hole in the log stops before it and
 //! resumes at the next poll.
 //!
+//! # Per device
+//!
+//! [`DeviceLogStorage`] is the layout for folders a file-sync service
+//! copies between devices (`docs/design.md` §5.4): one such shared-log vault
+//! per device under `dev/<vault>.<writer>/`, written only by its device and
+//! read by all; the feed merges them, `get` returns each device's current
+//! record (concurrent versions are merged by the engine), and
+//! [`DeviceLogStorage::migrate_from_shared_log`] moves a shared-log vault
+//! into it.
+//!
 //! # Costs
 //!
 //! - **Idle poll** (`changes` at the head): one LIST after the cursor,
