@@ -5,8 +5,8 @@
 //! (`PutMode::Create`; `link(2)` fails if the name exists, which makes
 //! create-if-absent atomic between processes), but it never fsyncs: after a
 //! power loss a "written" object may be missing or empty. This wrapper fsyncs
-//! the file and the directories above it (up to the vault's root) before a
-//! put returns, so the shared-log layout's ordering holds on disk too: a
+//! the file, its directory, and every directory above that this handle has
+//! not yet made durable (up to the vault's root) before a put returns, so the shared-log layout's ordering holds on disk too: a
 //! blob is durable before the log slot naming it is created, and a slot is
 //! durable before `put` returns. Listings go through [`crate::listing`].
 
@@ -24,10 +24,6 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Directories above an object that a put may have created: `rec/<chat>/`
-/// and `rec/` for a chat's first blob, `log/` for the first slot.
-const PARENTS_TO_SYNC: usize = 2;
-
 /// A [`LocalFileSystem`] whose puts are durable when they return.
 #[derive(Debug)]
 pub(crate) struct DurableLocalFileSystem {
@@ -35,6 +31,11 @@ pub(crate) struct DurableLocalFileSystem {
     /// The canonical folder `inner` is rooted at.
     root: PathBuf,
     fsync: bool,
+    /// Directories whose own entry (in their parent) is known durable: a
+    /// put walks up from the object's directory and stops at the first one
+    /// here, so a directory that a put created (`rec/<chat>/`, a device's
+    /// `dev/<vault>.<writer>/` and all below it) is made durable once.
+    durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 impl DurableLocalFileSystem {
@@ -43,6 +44,7 @@ impl DurableLocalFileSystem {
             inner: Arc::new(inner),
             root,
             fsync,
+            durable_dirs: Arc::default(),
         }
     }
 
@@ -72,14 +74,30 @@ impl DurableLocalFileSystem {
             return Ok(());
         }
         let file = self.inner.path_to_filesystem(location)?;
+        let root = self.root.clone();
+        let durable = Arc::clone(&self.durable_dirs);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             File::open(&file)?.sync_all()?;
-            for dir in file.ancestors().skip(1).take(PARENTS_TO_SYNC) {
+            // The file's entry lives in its directory; a directory the put
+            // created lives in its parent, and so on up to the vault's root.
+            let known = |dir: &std::path::Path| {
+                durable.lock().map(|set| set.contains(dir)).unwrap_or(false)
+            };
+            let mut below: Option<&std::path::Path> = None;
+            for dir in file.ancestors().skip(1) {
                 // Directories cannot be opened for fsync on every platform
                 // (Windows); the file itself is what matters most there.
                 if let Ok(handle) = File::open(dir) {
                     handle.sync_all()?;
                 }
+                // `dir` now holds the entry of what is below it durably.
+                if let (Some(child), Ok(mut set)) = (below, durable.lock()) {
+                    set.insert(child.to_path_buf());
+                }
+                if dir == root || !dir.starts_with(&root) || known(dir) {
+                    break;
+                }
+                below = Some(dir);
             }
             Ok(())
         })
