@@ -5,6 +5,8 @@
 //! temporary file and rename, as Syncthing does); the seeded copier with
 //! delays, truncation and conflict copies runs in `file_sync_sim.rs`.
 
+mod folders;
+
 use chatvault::{ChatId, ChatVault, Role};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,25 +30,9 @@ async fn open(folder: &Path, replica: &Path) -> ChatVault {
         .expect("open a device")
 }
 
-/// Every file under `dir` by its path relative to `dir`.
+/// Every file of a folder copy by its path relative to the folder.
 fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut found = BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(at) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                found.insert(path.strip_prefix(dir).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    found
+    folders::files(dir, "")
 }
 
 /// Copies every file of `from` that `to` lacks or holds differently, as a

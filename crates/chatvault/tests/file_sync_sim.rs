@@ -24,6 +24,8 @@
 //! 5 consecutive seeds, one per naming service; `just file-sync-sim` runs
 //! 1,000 per device).
 
+mod folders;
+
 use chatvault::{ChatId, ChatVault, DeviceId, MessageId, Role};
 use chatvault_conformance::layers::SeededRng;
 use chatvault_fs::{FsStorage, WriterId};
@@ -77,33 +79,7 @@ async fn open(folder: &Path, replica: &Path, device: u64) -> Result<ChatVault, S
         .map_err(|e| format!("open {}: {e}", folder.display()))
 }
 
-/// What a device shows of a chat: title, star, live messages by id.
-type View = (String, bool, BTreeMap<MessageId, String>);
-
-/// Every live chat of a device, each loaded in full (a chat that does not
-/// load is an error: the `verify` sanity check).
-async fn state(vault: &ChatVault) -> Result<BTreeMap<ChatId, View>, String> {
-    let mut out = BTreeMap::new();
-    for summary in vault.sidebar() {
-        if summary.deleted.is_some() {
-            continue;
-        }
-        let full = vault
-            .load_full_chat(summary.id)
-            .await
-            .map_err(|e| format!("load {}: {e}", summary.id))?;
-        let messages = full
-            .messages()
-            .iter()
-            .map(|m| (m.id, m.content().to_string()))
-            .collect();
-        out.insert(
-            summary.id,
-            (full.title().to_string(), summary.starred, messages),
-        );
-    }
-    Ok(out)
-}
+use folders::{state, View};
 
 /// What the run promised: acknowledged messages and what was deleted.
 #[derive(Default)]
@@ -505,23 +481,7 @@ async fn three_devices_on_copies_of_a_folder_converge_through_a_misbehaving_copi
 
 /// Every file under `dev/` of a folder, by relative path.
 fn device_files(folder: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut pending = vec![folder.join("dev")];
-    while let Some(at) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                out.insert(path.strip_prefix(folder).unwrap().to_path_buf(), bytes);
-            }
-        }
-    }
-    out
+    folders::files(folder, "dev")
 }
 
 /// Conflict copies of every file of every device directory, named as each

@@ -18,6 +18,9 @@
 //! Each test starts its own cluster and skips (saying so) when Syncthing is
 //! not installed, unless `CI` is set. Every wait is bounded.
 
+mod folders;
+use folders::View;
+
 use chatvault::{ChatId, ChatVault, Error, MessageId, Role};
 use chatvault_test_services::syncthing::SyncthingCluster;
 use std::collections::BTreeMap;
@@ -55,30 +58,11 @@ async fn open_with_identity(
         .await
 }
 
-/// What a device shows of a chat: title, star, messages by id.
-type View = (String, bool, BTreeMap<MessageId, String>);
-
+/// Every live chat of a device, each loaded in full.
 async fn state(vault: &ChatVault) -> BTreeMap<ChatId, View> {
-    let mut out = BTreeMap::new();
-    for summary in vault.sidebar() {
-        if summary.deleted.is_some() {
-            continue;
-        }
-        let full = vault
-            .load_full_chat(summary.id)
-            .await
-            .unwrap_or_else(|e| panic!("load {}: {e}", summary.id));
-        let messages = full
-            .messages()
-            .iter()
-            .map(|m| (m.id, m.content().to_string()))
-            .collect();
-        out.insert(
-            summary.id,
-            (full.title().to_string(), summary.starred, messages),
-        );
-    }
-    out
+    folders::state(vault)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn in_sync(cluster: &SyncthingCluster) {

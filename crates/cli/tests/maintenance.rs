@@ -157,3 +157,40 @@ fn a_negative_budget_is_a_usage_error() {
         "not a non-negative number of seconds",
     );
 }
+
+/// `chatvault migrate-folder` moves a folder vault of an earlier release
+/// (one shared log) to the per-device layout; the next commands use it and
+/// see every chat, and a second run says the folder moved already.
+#[test]
+fn migrate_folder_moves_a_shared_log_vault_and_later_commands_use_it() {
+    let setup = Setup::new();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let chat = runtime.block_on(async {
+        let storage = chatvault_fs::FsStorage::builder(setup.path("server"))
+            .layout(chatvault_fs::FolderLayout::SharedLog)
+            .open()
+            .expect("a shared-log folder");
+        let vault = chatvault::ChatVault::builder()
+            .storage(std::sync::Arc::new(storage))
+            .replica_path(setup.path("old.redb"))
+            .passphrase(PASSPHRASE)
+            .scrypt_work_factor(4)
+            .open()
+            .await
+            .expect("open through the library");
+        let chat = vault.new_chat("made before the move").await.expect("new").id;
+        vault.sync_now().await.expect("sync");
+        vault.close().await;
+        chat
+    });
+    assert!(setup.path("server").join("log").is_dir());
+    let out = setup.ok("writer.redb", &["migrate-folder"]);
+    assert!(out.starts_with("moved to the per-device layout: 1 records"), "{out}");
+    assert!(setup.path("server").join("dev").is_dir());
+    let ls = setup.ok("phone.redb", &["ls", "--full-ids"]);
+    assert!(ls.contains(&chat.to_string()), "{ls}");
+    setup.ok("phone.redb", &["new", "made after the move"]);
+    assert!(setup.ok("writer.redb", &["ls"]).contains("made after the move"));
+    let again = setup.ok("writer.redb", &["migrate-folder"]);
+    assert!(again.contains("already uses the per-device layout"), "{again}");
+}

@@ -73,10 +73,12 @@ impl World {
         stdout
     }
 
-    /// The key file objects on the server, oldest version first.
+    /// The key file objects on the server, oldest version first: those of
+    /// the devices (the per-device layout's `dev/`), not the markers at the
+    /// root that stop older releases.
     fn key_files(&self) -> Vec<PathBuf> {
         let mut found = Vec::new();
-        let mut folders = vec![self.server()];
+        let mut folders = vec![self.server().join("dev")];
         while let Some(folder) = folders.pop() {
             for entry in std::fs::read_dir(folder).expect("read").flatten() {
                 let path = entry.path();
