@@ -8,27 +8,47 @@
 //! the file, its directory, and every directory above that this handle has
 //! not yet made durable (up to the vault's root) before a put returns, so the shared-log layout's ordering holds on disk too: a
 //! blob is durable before the log slot naming it is created, and a slot is
-//! durable before `put` returns. Listings go through [`crate::listing`].
+//! durable before `put` returns. Listings go through [`crate::listing`]. The
+//! rest is forwarded by [`HookedStore`].
 
 use async_trait::async_trait;
+use chatvault_object_store::{HookedStore, StoreHook};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectMeta, ObjectStore};
 use std::fmt;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A [`LocalFileSystem`] whose puts are durable when they return.
+pub(crate) type DurableLocalFileSystem = HookedStore<Durability>;
+
+/// Opens `inner` (rooted at the canonical folder `root`) with fsync after
+/// each put when `fsync` is set.
+pub(crate) fn durable(
+    inner: LocalFileSystem,
+    root: PathBuf,
+    fsync: bool,
+) -> DurableLocalFileSystem {
+    let inner = Arc::new(inner);
+    let hook = Durability {
+        local: Arc::clone(&inner),
+        root,
+        fsync,
+        durable_dirs: Arc::default(),
+    };
+    HookedStore::new(inner, hook)
+}
+
+/// The hook of a [`DurableLocalFileSystem`]: fsync after a put, listings
+/// through [`crate::listing`].
 #[derive(Debug)]
-pub(crate) struct DurableLocalFileSystem {
-    inner: Arc<LocalFileSystem>,
-    /// The canonical folder `inner` is rooted at.
+pub(crate) struct Durability {
+    local: Arc<LocalFileSystem>,
+    /// The canonical folder `local` is rooted at.
     root: PathBuf,
     fsync: bool,
     /// Directories whose own entry (in their parent) is known durable: a
@@ -38,42 +58,16 @@ pub(crate) struct DurableLocalFileSystem {
     durable_dirs: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
-impl DurableLocalFileSystem {
-    pub(crate) fn new(inner: LocalFileSystem, root: PathBuf, fsync: bool) -> Self {
-        Self {
-            inner: Arc::new(inner),
-            root,
-            fsync,
-            durable_dirs: Arc::default(),
-        }
-    }
-
-    fn walk(
-        &self,
-        prefix: Option<&Path>,
-        offset: Option<&Path>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        let (root, prefix, offset) = (
-            self.root.clone(),
-            prefix.cloned().unwrap_or_default(),
-            offset.cloned(),
-        );
-        futures::stream::once(tokio::task::spawn_blocking(move || {
-            crate::listing::walk(root, prefix, offset)
-        }))
-        .flat_map(|joined| {
-            let items =
-                joined.unwrap_or_else(|e| vec![Err(object_store::Error::JoinError { source: e })]);
-            futures::stream::iter(items)
-        })
-        .boxed()
-    }
-
-    async fn sync(&self, location: &Path) -> object_store::Result<()> {
+#[async_trait]
+impl StoreHook for Durability {
+    /// Fsyncs the file and the directories above it. Multipart uploads are
+    /// not used by the layout (every object is written with one put), so
+    /// they are passed through without fsync.
+    async fn after_put(&self, location: &Path) -> object_store::Result<()> {
         if !self.fsync {
             return Ok(());
         }
-        let file = self.inner.path_to_filesystem(location)?;
+        let file = self.local.path_to_filesystem(location)?;
         let root = self.root.clone();
         let durable = Arc::clone(&self.durable_dirs);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -108,70 +102,29 @@ impl DurableLocalFileSystem {
             source: Box::new(e),
         })
     }
-}
 
-impl fmt::Display for DurableLocalFileSystem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Durable{}", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for DurableLocalFileSystem {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        let result = self.inner.put_opts(location, payload, opts).await?;
-        self.sync(location).await?;
-        Ok(result)
-    }
-
-    /// Not used by the layout (every object is written with one put), so
-    /// multipart uploads are passed through without fsync.
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.inner.delete(location).await
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.walk(prefix, None)
-    }
-
-    fn list_with_offset(
+    fn list(
         &self,
         prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.walk(prefix, Some(offset))
+        offset: Option<&Path>,
+    ) -> Option<BoxStream<'static, object_store::Result<ObjectMeta>>> {
+        let (root, prefix, offset) = (
+            self.root.clone(),
+            prefix.cloned().unwrap_or_default(),
+            offset.cloned(),
+        );
+        let walk = futures::stream::once(tokio::task::spawn_blocking(move || {
+            crate::listing::walk(root, prefix, offset)
+        }))
+        .flat_map(|joined| {
+            let items =
+                joined.unwrap_or_else(|e| vec![Err(object_store::Error::JoinError { source: e })]);
+            futures::stream::iter(items)
+        });
+        Some(walk.boxed())
     }
 
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
+    fn fmt_store(&self, inner: &dyn ObjectStore, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Durable{inner}")
     }
 }

@@ -102,7 +102,6 @@ use chatvault_object_store::{
     is_marker, CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions,
     ObjectStoreStorage, DEVICES_DIR, MIGRATED_VAULT,
 };
-use durable::DurableLocalFileSystem;
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use std::path::{Path, PathBuf};
@@ -282,7 +281,7 @@ impl FsStorageBuilder {
             ))
         })?;
         let mut store: Arc<dyn ObjectStore> =
-            Arc::new(DurableLocalFileSystem::new(local, root.clone(), self.fsync));
+            Arc::new(durable::durable(local, root.clone(), self.fsync));
         if let Some(layer) = &self.layer {
             store = layer(store);
         }

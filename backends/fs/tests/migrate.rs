@@ -4,17 +4,14 @@
 //! per-device vault holds exactly what the shared log held, older
 //! releases stop at the markers, and the shared log takes no commit.
 
-use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_fs::{FolderLayout, FsStorage, WriterId};
-use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage, MIGRATED_VAULT};
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+use chatvault_object_store::{
+    HookedStore, ObjectStoreOptions, ObjectStoreStorage, StoreHook, StoreOp, MIGRATED_VAULT,
 };
+use object_store::path::Path;
+use object_store::ObjectStore;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,19 +20,15 @@ use std::sync::Arc;
 /// and every write after it: the process is gone.
 #[derive(Debug)]
 struct CutAt {
-    inner: Arc<dyn ObjectStore>,
     writes: AtomicUsize,
     fail_at: usize,
 }
 
-impl fmt::Display for CutAt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CutAt({})", self.inner)
-    }
-}
-
-impl CutAt {
-    fn write(&self) -> object_store::Result<()> {
+impl StoreHook for CutAt {
+    fn before(&self, op: StoreOp, _: Option<&Path>) -> object_store::Result<()> {
+        if !op.writes() {
+            return Ok(());
+        }
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
         if self.fail_at != 0 && n >= self.fail_at {
             return Err(object_store::Error::Generic {
@@ -45,66 +38,9 @@ impl CutAt {
         }
         Ok(())
     }
-}
 
-#[async_trait]
-impl ObjectStore for CutAt {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.write()?;
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.write()?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        self.write()?;
-        self.inner.delete(location).await
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_offset(
-        &self,
-        prefix: Option<&Path>,
-        offset: &Path,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list_with_offset(prefix, offset)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.write()?;
-        self.inner.copy(from, to).await
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.write()?;
-        self.inner.copy_if_not_exists(from, to).await
+    fn fmt_store(&self, inner: &dyn ObjectStore, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CutAt({inner})")
     }
 }
 
@@ -177,11 +113,11 @@ async fn migrate(
     FsStorage::builder(dir)
         .writer(WriterId(7))
         .layer(move |inner| {
-            Arc::new(CutAt {
-                inner,
+            let cut = CutAt {
                 writes: AtomicUsize::new(0),
                 fail_at,
-            })
+            };
+            Arc::new(HookedStore::new(inner, cut))
         })
         .migrate_to_per_device()
         .await

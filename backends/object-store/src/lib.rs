@@ -130,6 +130,7 @@ mod fuzz;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod hooked;
 mod index;
 mod keyring;
 mod layout;
@@ -142,6 +143,7 @@ mod snapshot;
 
 pub use compaction::{CompactOptions, CompactReport};
 pub use devices::{DeviceLogStorage, WriterId, DEVICES_DIR};
+pub use hooked::{HookedStore, StoreHook, StoreOp};
 pub use maintenance::MaintenancePolicy;
 pub use migrate::{
     is_marker, key_file_marker, log_marker, MigrationReport, MARKER_FORMAT, MIGRATED_VAULT,
@@ -360,7 +362,7 @@ impl ObjectStoreStorage {
     /// Nothing is read until the first call.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, options: ObjectStoreOptions) -> Self {
         Self {
-            store: Arc::new(counted::Counted(Arc::clone(&store))),
+            store: Arc::new(HookedStore::new(Arc::clone(&store), counted::Counted)),
             raw_store: store,
             layout: Layout::new(&prefix),
             prefix,
