@@ -178,19 +178,31 @@ fn migrate_folder_moves_a_shared_log_vault_and_later_commands_use_it() {
             .open()
             .await
             .expect("open through the library");
-        let chat = vault.new_chat("made before the move").await.expect("new").id;
+        let chat = vault
+            .new_chat("made before the move")
+            .await
+            .expect("new")
+            .id;
         vault.sync_now().await.expect("sync");
         vault.close().await;
         chat
     });
     assert!(setup.path("server").join("log").is_dir());
     let out = setup.ok("writer.redb", &["migrate-folder"]);
-    assert!(out.starts_with("moved to the per-device layout: 1 records"), "{out}");
+    assert!(
+        out.starts_with("moved to the per-device layout: 1 records"),
+        "{out}"
+    );
     assert!(setup.path("server").join("dev").is_dir());
     let ls = setup.ok("phone.redb", &["ls", "--full-ids"]);
     assert!(ls.contains(&chat.to_string()), "{ls}");
     setup.ok("phone.redb", &["new", "made after the move"]);
-    assert!(setup.ok("writer.redb", &["ls"]).contains("made after the move"));
+    assert!(setup
+        .ok("writer.redb", &["ls"])
+        .contains("made after the move"));
     let again = setup.ok("writer.redb", &["migrate-folder"]);
-    assert!(again.contains("already uses the per-device layout"), "{again}");
+    assert!(
+        again.contains("already uses the per-device layout"),
+        "{again}"
+    );
 }
