@@ -221,20 +221,6 @@ impl DeviceLogStorage {
         self
     }
 
-    /// True if `store` holds a per-device vault under `prefix` (its `dev/`
-    /// directory has at least one device).
-    pub async fn exists(store: &dyn ObjectStore, prefix: &Path) -> Result<bool> {
-        let dir = prefix.child(DEVICES_DIR);
-        let listed = store
-            .list_with_delimiter(Some(&dir))
-            .await
-            .map_err(|e| crate::error::map_store_error(e, &format!("listing {dir}")))?;
-        Ok(listed
-            .common_prefixes
-            .iter()
-            .any(|p| parse_device_dir(p).is_some()))
-    }
-
     /// The vault this handle was asked to follow, if any.
     pub(crate) fn wanted_vault(&self) -> Option<WriterId> {
         self.wanted
