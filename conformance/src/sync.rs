@@ -423,7 +423,6 @@ pub async fn a_device_killed_before_pushing_replays_its_outbox_on_restart(
 
     a.faults.fail_op(Op::Put, Fault::Unavailable);
     a.faults.fail_op(Op::PutBatch, Fault::Unavailable);
-    a.faults.fail_op(Op::Delete, Fault::Unavailable);
     let fresh = a.vault.new_chat("Made before the crash").await?;
     a.vault.add_message(fresh.id, Role::User, "one").await?;
     a.vault

@@ -10,7 +10,7 @@ use chatvault_conformance::layers::{
     CountingLayer, CountingStorage, Fault, FaultLayer, FaultyStorage, Op, RequestCounter,
     RoundTrips,
 };
-use chatvault_core::layer::StorageExt;
+use chatvault_core::layer::LayerExt;
 use chatvault_core::{
     ChatId, Cursor, DynStorage, Error, Part, PutPrecondition, SealedRecord, Storage,
 };

@@ -5,7 +5,9 @@
 //! releases stop at the markers, and the shared log takes no commit.
 
 use bytes::Bytes;
-use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
+use chatvault_core::{
+    ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage, StorageExt,
+};
 use chatvault_fs::{FolderLayout, FsStorage, WriterId};
 use chatvault_object_store::{
     HookedStore, ObjectStoreOptions, ObjectStoreStorage, StoreHook, StoreOp, MIGRATED_VAULT,

@@ -3,6 +3,7 @@
 
 mod common;
 
+use chatvault_core::StorageExt;
 use chatvault_core::{Change, ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_object_store::CompactOptions;
 use common::{

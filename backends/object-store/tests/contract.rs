@@ -4,6 +4,7 @@
 mod common;
 
 use bytes::Bytes;
+use chatvault_core::StorageExt;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use common::{drain, memory, record, tombstone, vault};
 

@@ -70,7 +70,7 @@ impl fmt::Debug for RoundTrips {
 ///
 /// ```
 /// use chatvault_conformance::layers::{CountingLayer, Op, RequestCounter};
-/// use chatvault_core::layer::StorageExt;
+/// use chatvault_core::layer::LayerExt;
 /// # fn demo(backend: chatvault_core::DynStorage) {
 /// let requests = RequestCounter::new();
 /// let storage = backend.layer(CountingLayer::new(requests.clone()));
@@ -202,21 +202,6 @@ impl LayeredStorage for CountingStorage {
         let sent = batch.iter().map(|(r, _)| r.size() as u64).sum();
         self.counter.record(Op::PutBatch.name(), sent, 0);
         self.inner.put_batch(batch).await
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        let _trip = self.trip();
-        self.counter
-            .record(Op::Delete.name(), summary.len() as u64, 0);
-        self.inner
-            .delete(chat, version, summary, precondition)
-            .await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {

@@ -139,7 +139,7 @@ impl std::ops::Deref for FaultyStorage {
 ///
 /// ```
 /// use chatvault_conformance::layers::{Fault, FaultLayer, Op};
-/// use chatvault_core::layer::StorageExt;
+/// use chatvault_core::layer::LayerExt;
 /// # fn demo(backend: chatvault_core::DynStorage) {
 /// let faults = FaultLayer::new();
 /// let storage = backend.layer(faults.clone());
@@ -286,20 +286,6 @@ impl LayeredStorage for FaultyStorage {
                     .collect()
             }
         }
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.guard(
-            Op::Delete,
-            self.inner.delete(chat, version, summary, precondition),
-        )
-        .await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {

@@ -3,7 +3,7 @@
 //!
 //! Every one of them is a [`StorageLayer`](chatvault_core::layer::StorageLayer) like the production layers of
 //! [`chatvault_core::layer`] (retry, tracing), so they stack on any backend
-//! with [`StorageExt::layer`](chatvault_core::layer::StorageExt::layer) and
+//! with [`LayerExt::layer`](chatvault_core::layer::LayerExt::layer) and
 //! keep a cloneable handle to read or steer them:
 //!
 //! - [`CountingLayer`] counts [`Storage`](chatvault_core::Storage) calls, the sealed bytes they carry
@@ -27,7 +27,7 @@
 //!
 //! ```
 //! use chatvault_conformance::layers::{CountingLayer, Fault, FaultLayer, Op, RequestCounter};
-//! use chatvault_core::layer::StorageExt;
+//! use chatvault_core::layer::LayerExt;
 //! # fn demo(backend: chatvault_core::DynStorage) {
 //! let requests = RequestCounter::new();
 //! let faults = FaultLayer::new();

@@ -4,6 +4,7 @@ use super::{drain, expect_conflict, get_one, ids, record, tombstone_summary};
 use crate::backend::TestBackend;
 use crate::runner::{Contract, Outcome, Verdict};
 use crate::{contract, ensure_eq};
+use chatvault_core::StorageExt;
 use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, SealedRecord};
 
 /// The contracts of this group, in a stable order.

@@ -5,6 +5,7 @@ use crate::backend::TestBackend;
 use crate::runner::{Contract, Needs, Outcome, Verdict};
 use crate::{contract, ensure, ensure_eq};
 use bytes::Bytes;
+use chatvault_core::StorageExt;
 use chatvault_core::{ChatId, Cursor, PutPrecondition};
 use std::collections::{HashMap, HashSet};
 

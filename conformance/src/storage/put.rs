@@ -5,6 +5,7 @@ use crate::backend::TestBackend;
 use crate::runner::{Contract, Failure, Outcome, Verdict};
 use crate::{contract, ensure, ensure_eq};
 use bytes::Bytes;
+use chatvault_core::StorageExt;
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord};
 
 /// The contracts of this group, in a stable order.

@@ -15,7 +15,7 @@
 //! `CHATVAULT_SIM_OPS` sets the operations per device (200 by default, the
 //! long mode `just convergence` runs 1,000).
 
-use chatvault::core::layer::StorageExt;
+use chatvault::core::layer::LayerExt;
 use chatvault::{ChatId, ChatVault, DynStorage, MessageId, Role};
 use chatvault_conformance::layers::{
     ChaosConfig, ChaosLayer, ChaosStats, Fault, FaultyStorage, SeededRng,

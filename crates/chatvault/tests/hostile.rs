@@ -44,7 +44,7 @@
 //! keeps its keys and its feed cursor, and reads what it could not open
 //! once the server stops lying.
 
-use chatvault::core::layer::StorageExt;
+use chatvault::core::layer::LayerExt;
 use chatvault::{ChatId, ChatVault, DynStorage, Error, Role};
 use chatvault_conformance::layers::{HostileLayer, Tamper};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};

@@ -7,11 +7,11 @@
 //! ([`ChaosLayer`]: retriable and non-retriable errors, latency, timeouts,
 //! responses lost after a successful write, duplicated and reordered feed
 //! pages), and in tests the counting, fault and hostile layers of
-//! `chatvault-conformance`. Layers compose with [`StorageExt::layer`]; the
+//! `chatvault-conformance`. Layers compose with [`LayerExt::layer`]; the
 //! last one added is the outermost, so it sees a call first:
 //!
 //! ```
-//! use chatvault_core::layer::{RetryLayer, StorageExt, TracingLayer};
+//! use chatvault_core::layer::{RetryLayer, LayerExt, TracingLayer};
 //! # fn demo(backend: chatvault_core::DynStorage) -> chatvault_core::DynStorage {
 //! let tracing = TracingLayer::new();
 //! let metrics = tracing.metrics();
@@ -68,12 +68,12 @@ pub trait StorageLayer {
 
 /// Stacks layers on a [`DynStorage`]: `storage.layer(a).layer(b)` makes `b`
 /// the outermost.
-pub trait StorageExt {
+pub trait LayerExt {
     /// Wraps `self` in `layer`.
     fn layer<L: StorageLayer>(self, layer: L) -> DynStorage;
 }
 
-impl StorageExt for DynStorage {
+impl LayerExt for DynStorage {
     fn layer<L: StorageLayer>(self, layer: L) -> DynStorage {
         layer.layer(self)
     }
@@ -309,29 +309,6 @@ impl LayeredStorage for RetryStorage {
         out
     }
 
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        let (result, retried) = self
-            .retry(Op::Delete, || {
-                self.inner
-                    .delete(chat, version, summary.clone(), precondition)
-            })
-            .await;
-        let tombstone = SealedRecord {
-            chat,
-            version,
-            deleted: true,
-            summary,
-            body: None,
-        };
-        self.settle_put(&tombstone, result, retried).await
-    }
-
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
         self.retry(Op::GetKeyring, || self.inner.get_keyring())
             .await
@@ -524,21 +501,6 @@ impl LayeredStorage for TracingStorage {
         let errors = results.iter().filter(|r| r.is_err()).count();
         span.in_scope(|| tracing::debug!(?elapsed, errors, "storage batch put finished"));
         results
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.traced(
-            Op::Delete,
-            1,
-            self.inner.delete(chat, version, summary, precondition),
-        )
-        .await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {

@@ -76,6 +76,6 @@ pub use ids::{ChatId, DeviceId, MessageId, VaultId};
 pub use replica::Replica;
 pub use storage::{
     Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
+    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage, StorageExt,
 };
 pub use transport::{Polling, PullOutcome, Transport};

@@ -227,8 +227,9 @@ pub struct MaintenanceReport {
 ///   [`PutPrecondition::Version`]`(v)` fails with `Conflict` unless the stored
 ///   version is `v`. A conflict never overwrites. Records over
 ///   [`Capabilities::max_record_bytes`] fail with [`Error::TooLarge`].
-/// - **`delete`** is a put of a tombstone (`deleted: true`, no body); the
-///   tombstone is reported by `changes` and `get` like any record.
+/// - A tombstone (`deleted: true`, no body; [`StorageExt::delete`] writes
+///   one) is put like any record and reported by `changes` and `get` like
+///   any record.
 /// - **`changes(since, limit)`** returns the changes committed after `since`
 ///   in commit order, at most `limit` of them, and a cursor to continue from.
 ///   It never skips a committed change, even while other writers commit
@@ -280,25 +281,6 @@ pub trait Storage: Send + Sync + fmt::Debug {
         results
     }
 
-    /// Leaves a tombstone for `chat` at `version`: a put of a record with
-    /// `deleted: true`, the sealed deletion marker `summary`, and no body.
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        let tombstone = SealedRecord {
-            chat,
-            version,
-            deleted: true,
-            summary,
-            body: None,
-        };
-        self.put(tombstone, precondition).await
-    }
-
     /// The vault's key file, if one was stored.
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>>;
 
@@ -326,3 +308,32 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
 /// A shared, type-erased storage.
 pub type DynStorage = Arc<dyn Storage>;
+
+/// Conveniences written once over every [`Storage`] (as `object_store`
+/// keeps its own in `ObjectStoreExt`), so that no backend or layer
+/// re-implements, or forgets to forward, them. In scope with
+/// `use chatvault_core::StorageExt;`.
+#[async_trait]
+pub trait StorageExt: Storage {
+    /// Leaves a tombstone for `chat` at `version`: a [`Storage::put`] of a
+    /// record with `deleted: true`, the sealed deletion marker `summary`,
+    /// and no body. Its contract is `put`'s.
+    async fn delete(
+        &self,
+        chat: ChatId,
+        version: u64,
+        summary: Bytes,
+        precondition: PutPrecondition,
+    ) -> Result<()> {
+        let tombstone = SealedRecord {
+            chat,
+            version,
+            deleted: true,
+            summary,
+            body: None,
+        };
+        self.put(tombstone, precondition).await
+    }
+}
+
+impl<T: Storage + ?Sized> StorageExt for T {}

@@ -13,7 +13,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chatvault::core::layer::StorageExt;
+use chatvault::core::layer::LayerExt;
 use chatvault::core::{DynStorage, PutPrecondition, Result, SealedRecord};
 use chatvault_conformance::layers::{
     CountingHttpConnector, CountingLayer, CountingObjectStore, RequestCounter, RoundTrips,

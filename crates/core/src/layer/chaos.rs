@@ -154,7 +154,7 @@ impl ChaosStats {
 ///
 /// ```
 /// use chatvault_core::layer::{ChaosConfig, ChaosLayer};
-/// use chatvault_core::layer::StorageExt;
+/// use chatvault_core::layer::LayerExt;
 /// # fn demo(backend: chatvault_core::DynStorage) {
 /// let chaos = ChaosLayer::new(ChaosConfig::stormy(7));
 /// let storage = backend.layer(chaos.clone());
@@ -416,21 +416,6 @@ impl LayeredStorage for ChaosStorage {
                     .collect()
             }
         }
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.run(
-            Op::Delete,
-            true,
-            self.inner.delete(chat, version, summary, precondition),
-        )
-        .await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {

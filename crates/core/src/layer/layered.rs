@@ -26,8 +26,6 @@ pub enum Op {
     Put,
     /// [`Storage::put_batch`].
     PutBatch,
-    /// [`Storage::delete`].
-    Delete,
     /// [`Storage::get_keyring`].
     GetKeyring,
     /// [`Storage::put_keyring`].
@@ -38,12 +36,11 @@ pub enum Op {
 
 impl Op {
     /// Every operation, in trait order.
-    pub const ALL: [Op; 8] = [
+    pub const ALL: [Op; 7] = [
         Op::Changes,
         Op::Get,
         Op::Put,
         Op::PutBatch,
-        Op::Delete,
         Op::GetKeyring,
         Op::PutKeyring,
         Op::Maintain,
@@ -56,7 +53,6 @@ impl Op {
             Op::Get => "get",
             Op::Put => "put",
             Op::PutBatch => "put_batch",
-            Op::Delete => "delete",
             Op::GetKeyring => "get_keyring",
             Op::PutKeyring => "put_keyring",
             Op::Maintain => "maintain",
@@ -73,14 +69,15 @@ impl fmt::Display for Op {
 /// A storage wrapped around another ([`inner`](Self::inner)) that changes
 /// only some of its behaviour. Every method forwards to the inner storage
 /// by default, including those whose [`Storage`] default would otherwise
-/// bypass it ([`put_batch`](Storage::put_batch), [`delete`](Storage::delete),
+/// bypass it ([`put_batch`](Storage::put_batch),
 /// [`maintain`](Storage::maintain), [`push`](Storage::push)); a layer
 /// overrides what it changes and nothing else, and every `LayeredStorage`
 /// is a [`Storage`] through a blanket implementation.
 ///
 /// A layer that changes [`put`](Storage::put) usually changes
-/// [`put_batch`](Storage::put_batch) and [`delete`](Storage::delete) too:
-/// they reach the inner storage directly, not through the layer's `put`.
+/// [`put_batch`](Storage::put_batch) too: it reaches the inner storage
+/// directly, not through the layer's `put`. (A tombstone written with
+/// [`StorageExt::delete`](crate::StorageExt::delete) is a `put`.)
 ///
 /// ```
 /// use chatvault_core::layer::LayeredStorage;
@@ -130,19 +127,6 @@ pub trait LayeredStorage: Send + Sync + fmt::Debug {
         self.inner().put_batch(batch).await
     }
 
-    /// [`Storage::delete`]; forwards by default.
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        self.inner()
-            .delete(chat, version, summary, precondition)
-            .await
-    }
-
     /// [`Storage::get_keyring`]; forwards by default.
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
         self.inner().get_keyring().await
@@ -184,16 +168,6 @@ impl<T: LayeredStorage> Storage for T {
 
     async fn put_batch(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         LayeredStorage::put_batch(self, batch).await
-    }
-
-    async fn delete(
-        &self,
-        chat: ChatId,
-        version: u64,
-        summary: Bytes,
-        precondition: PutPrecondition,
-    ) -> Result<()> {
-        LayeredStorage::delete(self, chat, version, summary, precondition).await
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {
