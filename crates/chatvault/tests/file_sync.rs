@@ -644,3 +644,41 @@ async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless()
         a_log(&a.folder)
     );
 }
+
+/// A device that holds a chat as a summary only meets, in one page, an
+/// older deletion from one device and a newer edit from another (made
+/// while their copies differed): the deletion wins there too, without
+/// loading the body, and the sidebar drops the chat.
+#[tokio::test]
+async fn a_summary_only_device_applies_an_older_concurrent_deletion() {
+    let root = tempfile::tempdir().unwrap();
+    let devices = devices(root.path(), 3).await;
+    let (a, b, c) = (&devices[0], &devices[1], &devices[2]);
+    let chat = a.vault.new_chat("doomed").await.unwrap().id;
+    a.vault.add_message(chat, Role::User, "hi").await.unwrap();
+    a.vault.sync_now().await.unwrap();
+    copy_all(&[a, b, c]);
+    b.vault.sync_now().await.unwrap();
+    c.vault.sync_now().await.unwrap();
+    assert!(c.vault.sidebar().iter().any(|s| s.id == chat));
+    b.vault.load_full_chat(chat).await.unwrap();
+
+    a.vault.delete_chat(chat).await.unwrap();
+    b.vault.add_message(chat, Role::User, "one").await.unwrap();
+    b.vault.add_message(chat, Role::User, "two").await.unwrap();
+    a.vault.sync_now().await.unwrap();
+    b.vault.sync_now().await.unwrap();
+    copy(&a.folder, &c.folder);
+    copy(&b.folder, &c.folder);
+    c.vault.sync_now().await.unwrap();
+    assert!(
+        c.vault
+            .sidebar()
+            .iter()
+            .all(|s| s.id != chat || s.deleted.is_some()),
+        "the deletion is applied without the body: {:?}",
+        c.vault.sidebar()
+    );
+    let state = settle(&[a, b, c], 4).await;
+    assert!(!state.contains_key(&chat));
+}

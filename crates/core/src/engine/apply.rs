@@ -405,6 +405,19 @@ impl Inner {
                     full: remote,
                 }));
             }
+            // An older deletion still wins over the live chat held here as a
+            // summary: the merge is that tombstone, whatever the body held.
+            if let (Some(tombstone), false) = (remote.filter(|_| sealed.deleted), held.deleted) {
+                let base = version.max(held.version);
+                let next = next_version(chat, header, base)?;
+                let record = self.sealer.seal(&tombstone, next)?;
+                write.put_local(&record, Some(base))?;
+                return Ok(Some(Publish {
+                    summary: tombstone.summary(),
+                    version: next,
+                    full: Some(tombstone),
+                }));
+            }
             return Ok(None);
         };
         let merged = Chat::merged(&local, &remote);

@@ -64,10 +64,19 @@ fn plan(change: Change, local: &LocalState, held: Option<&Bytes>, concurrent: bo
         // with; a summary-only chat merges it when its body loads.
         let same = matches!((&change.summary, held), (Some(theirs), Some(ours)) if theirs == ours);
         let mergeable = local.pending.is_some() || local.has_body || deleted_here;
-        return if same || !mergeable {
-            Need::Nothing
-        } else {
-            Need::Full(change.chat)
+        return match change.summary {
+            _ if same => Need::Nothing,
+            _ if mergeable => Need::Full(change.chat),
+            // A deletion needs no body to merge: it wins over every edit.
+            Some(summary) if change.deleted && !deleted_here => Need::Inline(SealedRecord {
+                chat: change.chat,
+                version: change.version,
+                deleted: true,
+                summary,
+                body: None,
+            }),
+            None if change.deleted && !deleted_here => Need::Summary(change.chat),
+            _ => Need::Nothing,
         };
     }
     if known {
@@ -186,8 +195,15 @@ async fn pull_pages(
         // when the body loads), and no replaced version is ever opened.
         let needs: Vec<Need> = if concurrent {
             let mut by_chat: HashMap<ChatId, (u64, Need)> = HashMap::new();
+            // A deletion wins over every version of the chat, so each one is
+            // kept even when a newer summary of another writer came too.
+            let mut deletions: Vec<Need> = Vec::new();
             for (need, version) in needs {
                 let chat = need.chat();
+                if matches!(&need, Need::Inline(record) if record.deleted) {
+                    deletions.push(need);
+                    continue;
+                }
                 let keep = match by_chat.get(&chat) {
                     Some((_, Need::Full(_))) => false,
                     Some((newest, _)) => matches!(need, Need::Full(_)) || version > *newest,
@@ -197,7 +213,13 @@ async fn pull_pages(
                     by_chat.insert(chat, (version, need));
                 }
             }
-            by_chat.into_values().map(|(_, need)| need).collect()
+            let full = |chat: &ChatId| matches!(by_chat.get(chat), Some((_, Need::Full(_))));
+            deletions.retain(|need| !full(&need.chat()));
+            by_chat
+                .into_values()
+                .map(|(_, need)| need)
+                .chain(deletions)
+                .collect()
         } else {
             needs.into_iter().map(|(need, _)| need).collect()
         };
