@@ -424,6 +424,7 @@ fn decode_change(number: u64, bytes: &[u8]) -> Result<Change> {
         version: read_u64(bytes, 16).ok_or_else(corrupt)?,
         deleted: *bytes.get(24).ok_or_else(corrupt)? == 1,
         summary: Some(Bytes::copy_from_slice(&bytes[25..])),
+        writer: None,
     })
 }
 

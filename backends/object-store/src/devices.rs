@@ -29,7 +29,7 @@ use crate::{ObjectStoreOptions, ObjectStoreStorage};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
+    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
     MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use futures::{StreamExt, TryStreamExt};
@@ -535,7 +535,10 @@ impl Storage for DeviceLogStorage {
             page.check_progress(&at)?;
             has_more |= page.has_more;
             waiting.extend(page.waiting);
-            changes.extend(page.changes);
+            changes.extend(page.changes.into_iter().map(|change| Change {
+                writer: Some(writer.0),
+                ..change
+            }));
             cursors.insert(writer, page.cursor);
         }
         Ok(ChangePage {

@@ -184,6 +184,7 @@ impl ObjectStoreStorage {
                         version: item.version,
                         deleted: item.deleted,
                         summary: item.summary.clone(),
+                        writer: None,
                     });
                     if changes.len() == limit {
                         next = if idx + 1 < entry.items.len() {
@@ -251,6 +252,7 @@ impl ObjectStoreStorage {
                 version: c.item.version,
                 deleted: c.item.deleted,
                 summary: c.item.summary.clone(),
+                writer: None,
             })
             .collect();
         let next = match page.last() {

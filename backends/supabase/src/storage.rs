@@ -335,6 +335,7 @@ impl Storage for SupabaseStorage {
                     version: record.version,
                     deleted: record.deleted,
                     summary: Some(record.summary),
+                    writer: None,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -103,6 +103,11 @@ pub struct Change {
     /// The sealed summary, when the backend returns it inline (saves a
     /// [`Storage::get`] for the sidebar).
     pub summary: Option<Bytes>,
+    /// Which writer committed it, on a backend with
+    /// [`Capabilities::concurrent_writers`] (`None` elsewhere): one writer's
+    /// later change of a chat replaces its earlier ones, another writer's
+    /// may be concurrent with them.
+    pub writer: Option<u64>,
 }
 
 impl fmt::Debug for Change {
@@ -112,6 +117,7 @@ impl fmt::Debug for Change {
             .field("version", &self.version)
             .field("deleted", &self.deleted)
             .field("summary_len", &self.summary.as_ref().map(Bytes::len))
+            .field("writer", &self.writer)
             .finish()
     }
 }

@@ -180,11 +180,11 @@ async fn pull_pages(
                 .into_iter()
                 .zip(locals.iter().zip(&held))
                 .map(|(change, (local, held))| {
-                    let (chat, version) = (change.chat, change.version);
+                    let (chat, version, writer) = (change.chat, change.version, change.writer);
                     let need = plan(change, local, held.as_ref().map(|r| &r.summary), concurrent);
-                    (need.or_nothing(chat), version)
+                    (need.or_nothing(chat), version, writer)
                 })
-                .collect::<Vec<(Need, u64)>>())
+                .collect::<Vec<(Need, u64, Option<u64>)>>())
         })
         .await?;
 
@@ -194,34 +194,33 @@ async fn pull_pages(
         // otherwise only the newest summary is taken (older ones are merged
         // when the body loads), and no replaced version is ever opened.
         let needs: Vec<Need> = if concurrent {
-            let mut by_chat: HashMap<ChatId, (u64, Need)> = HashMap::new();
-            // A deletion wins over every version of the chat, so each one is
-            // kept even when a newer summary of another writer came too.
-            let mut deletions: Vec<Need> = Vec::new();
-            for (need, version) in needs {
+            // Per chat: a full fetch covers everything; otherwise each
+            // writer's newest change (one writer's later change replaces
+            // its earlier ones, another writer's may be concurrent).
+            let mut full: HashMap<ChatId, Need> = HashMap::new();
+            let mut newest: HashMap<(ChatId, Option<u64>), (u64, Need)> = HashMap::new();
+            for (need, version, writer) in needs {
                 let chat = need.chat();
-                if matches!(&need, Need::Inline(record) if record.deleted) {
-                    deletions.push(need);
+                if matches!(need, Need::Full(_)) {
+                    full.insert(chat, need);
                     continue;
                 }
-                let keep = match by_chat.get(&chat) {
-                    Some((_, Need::Full(_))) => false,
-                    Some((newest, _)) => matches!(need, Need::Full(_)) || version > *newest,
-                    None => true,
-                };
-                if keep {
-                    by_chat.insert(chat, (version, need));
+                match newest.get(&(chat, writer)) {
+                    Some((held, _)) if *held >= version => {}
+                    _ => {
+                        newest.insert((chat, writer), (version, need));
+                    }
                 }
             }
-            let full = |chat: &ChatId| matches!(by_chat.get(chat), Some((_, Need::Full(_))));
-            deletions.retain(|need| !full(&need.chat()));
-            by_chat
-                .into_values()
-                .map(|(_, need)| need)
-                .chain(deletions)
-                .collect()
+            let mut out: Vec<Need> = newest
+                .into_iter()
+                .filter(|((chat, _), _)| !full.contains_key(chat))
+                .map(|(_, (_, need))| need)
+                .collect();
+            out.extend(full.into_values());
+            out
         } else {
-            needs.into_iter().map(|(need, _)| need).collect()
+            needs.into_iter().map(|(need, _, _)| need).collect()
         };
         let mut records = Vec::new();
         let (mut summaries, mut fulls) = (Vec::new(), Vec::new());
