@@ -15,6 +15,8 @@
 //! `CHATVAULT_SIM_OPS` sets the operations per device (200 by default, the
 //! long mode `just convergence` runs 1,000).
 
+mod folders;
+
 use chatvault::core::layer::LayerExt;
 use chatvault::{ChatId, ChatVault, DynStorage, MessageId, Role};
 use chatvault_conformance::layers::{
@@ -44,31 +46,7 @@ async fn open(storage: DynStorage, replica: &Path) -> ChatVault {
         .expect("open a device")
 }
 
-/// What a device shows of a chat: title, star, live messages by id.
-type View = (String, bool, BTreeMap<MessageId, String>);
-
-async fn state(vault: &ChatVault) -> Result<BTreeMap<ChatId, View>, String> {
-    let mut out = BTreeMap::new();
-    for summary in vault.sidebar() {
-        if summary.deleted.is_some() {
-            continue;
-        }
-        let full = vault
-            .load_full_chat(summary.id)
-            .await
-            .map_err(|e| format!("load {}: {e}", summary.id))?;
-        let messages = full
-            .messages()
-            .iter()
-            .map(|m| (m.id, m.content().to_string()))
-            .collect();
-        out.insert(
-            summary.id,
-            (full.title().to_string(), summary.starred, messages),
-        );
-    }
-    Ok(out)
-}
+use folders::{state, View};
 
 /// What the run promised: acknowledged messages and what was deleted.
 #[derive(Default)]

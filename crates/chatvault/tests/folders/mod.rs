@@ -1,5 +1,6 @@
-//! Helpers shared by the tests of folders that a file-sync service copies
-//! (`file_sync*.rs`): what a device shows, and the files of a folder copy.
+//! Helpers shared by the multi-device tests (`convergence.rs`, and the
+//! tests of folders that a file-sync service copies, `file_sync*.rs`): what
+//! a device shows, and the files of a folder copy.
 
 #![allow(dead_code)]
 
