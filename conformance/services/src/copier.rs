@@ -1000,24 +1000,14 @@ impl Copier {
             && current == version.content.as_ref()
             && self.devices[to].known.get(&path).map(Vec::as_slice)
                 == current.map(|content| &content[..len.min(content.len())]);
-        match (&version.content, still) {
-            (Some(content), true) => {
-                self.write(to, &path, content)?;
-                self.log.push(Event::Completed {
-                    step: self.step,
-                    device: to,
-                    path,
-                    id: version.id,
-                });
-            }
-            _ => self.log.push(Event::Dropped {
-                step: self.step,
-                device: to,
+        self.rewrite_if(to, version, still, |step, device, path, id| {
+            Event::Completed {
+                step,
+                device,
                 path,
-                id: version.id,
-            }),
-        }
-        Ok(())
+                id,
+            }
+        })
     }
 
     fn duplicate(&mut self, to: usize, version: &Version) -> io::Result<()> {
@@ -1029,23 +1019,39 @@ impl Copier {
                 .and_then(|versions| shown(versions))
                 == version.content.as_ref()
             && self.devices[to].known.get(&path) == version.content.as_ref();
-        match (&version.content, still) {
+        self.rewrite_if(to, version, still, |step, device, path, id| {
+            Event::DuplicateRewritten {
+                step,
+                device,
+                path,
+                id,
+            }
+        })
+    }
+
+    /// Writes `version`'s content again at its path on device `to` and logs
+    /// `done` if the path `still` shows it; else logs the delivery dropped.
+    fn rewrite_if(
+        &mut self,
+        to: usize,
+        version: &Version,
+        still: bool,
+        done: fn(u64, usize, PathBuf, u64) -> Event,
+    ) -> io::Result<()> {
+        let path = version.path.clone();
+        let event = match (&version.content, still) {
             (Some(content), true) => {
                 self.write(to, &path, content)?;
-                self.log.push(Event::DuplicateRewritten {
-                    step: self.step,
-                    device: to,
-                    path,
-                    id: version.id,
-                });
+                done(self.step, to, path, version.id)
             }
-            _ => self.log.push(Event::Dropped {
+            _ => Event::Dropped {
                 step: self.step,
                 device: to,
                 path,
                 id: version.id,
-            }),
-        }
+            },
+        };
+        self.log.push(event);
         Ok(())
     }
 
