@@ -1,13 +1,13 @@
 //! [`ChatVaultBuilder`]: storage, replica path and unlock → [`ChatVault`].
 
+use crate::task::blocking;
 use crate::url::open_url_as;
 use crate::vault::ChatVault;
 use age::secrecy::SecretString;
 use chatvault_core::engine::{Engine, EngineConfig};
 use chatvault_core::envelope::{Padding, Unlock};
+use chatvault_core::keys::Opened;
 use chatvault_core::keys::{unlock_from_secret, unlock_vault, VaultKeys};
-#[cfg(not(feature = "supabase"))]
-use chatvault_core::{envelope::EnvelopeCipher, keys::Opened};
 use chatvault_core::{DeviceId, DynStorage, Error, Replica, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,26 +39,30 @@ pub struct ChatVaultBuilder {
     supabase: crate::supabase_session::SupabaseOptions,
 }
 
-#[cfg(feature = "supabase")]
-use crate::supabase_session::Login;
+/// The backend opened for a vault, and the replica's key file copy its
+/// sign-in already opened (to read a stored Supabase session).
+struct Backend {
+    storage: DynStorage,
+    known: Option<(Vec<u8>, Opened)>,
+    #[cfg(feature = "supabase")]
+    login: Option<crate::supabase_session::Login>,
+}
 
-/// A build without Supabase never signs in.
-#[cfg(not(feature = "supabase"))]
-enum Login {}
+impl Backend {
+    fn of(storage: DynStorage) -> Self {
+        Self {
+            storage,
+            known: None,
+            #[cfg(feature = "supabase")]
+            login: None,
+        }
+    }
+}
 
-#[cfg(not(feature = "supabase"))]
-impl Login {
-    fn known(&self) -> Option<(Vec<u8>, Opened)> {
-        match *self {}
-    }
-    fn unlocked(&self, _: &Arc<EnvelopeCipher>) {
-        match *self {}
-    }
-    fn detach(&self) {
-        match *self {}
-    }
-    fn attach(&self, _: &Engine) {
-        match *self {}
+impl ChatVault {
+    /// Starts configuring a vault: storage, replica path, unlock.
+    pub fn builder() -> ChatVaultBuilder {
+        ChatVaultBuilder::new()
     }
 }
 
@@ -245,28 +249,43 @@ impl ChatVaultBuilder {
                 None => DeviceId::random(),
             },
         };
-        let replica = Arc::new(replica);
-        let (storage, login): (DynStorage, Option<Login>) = match source {
-            StorageSource::Shared(storage) => (storage, None),
+        let backend = match source {
+            StorageSource::Shared(storage) => Backend::of(storage),
             #[cfg(feature = "supabase")]
             StorageSource::Url(url) if url.starts_with("supabase+") => {
-                crate::supabase_session::open(&url, Some(&replica), Some(&unlock), self.supabase)
-                    .await?
+                let (storage, login) = crate::supabase_session::open(
+                    &url,
+                    Some(&replica),
+                    Some(&unlock),
+                    self.supabase,
+                )
+                .await?;
+                Backend {
+                    storage,
+                    known: login.as_ref().and_then(|l| l.known()),
+                    login,
+                }
             }
-            StorageSource::Url(url) => (open_url_as(&url, device).await?, None),
+            StorageSource::Url(url) => Backend::of(open_url_as(&url, device).await?),
         };
-        let known = login.as_ref().and_then(Login::known);
-        let (cipher, unlocked_identity) =
-            unlock_vault(&storage, &replica, unlock.clone(), self.work_factor, known).await?;
+        let storage = backend.storage;
+        let (cipher, unlocked_identity) = unlock_vault(
+            &storage,
+            &replica,
+            unlock.clone(),
+            self.work_factor,
+            backend.known,
+        )
+        .await?;
         cipher.set_padding(self.padding);
-        if let Some(login) = &login {
+        #[cfg(feature = "supabase")]
+        if let Some(login) = &backend.login {
             login.unlocked(&cipher);
-            login.detach();
         }
-        let replica = Arc::try_unwrap(replica).map_err(|_| Error::Local {
-            message: "the replica is still in use after unlocking".into(),
-            source: None,
-        })?;
+        let keys = Arc::new(
+            VaultKeys::new(storage.clone(), cipher.clone(), unlock, replica.clone())
+                .with_work_factor(self.work_factor),
+        );
         let mut config = EngineConfig::new(cipher.vault(), device);
         if let Some(bytes) = self.cache_bytes {
             config.cache_bytes = bytes;
@@ -274,19 +293,12 @@ impl ChatVaultBuilder {
         if let Some(every) = self.maintenance {
             config.maintenance_every = every;
         }
-        let engine = Engine::open(storage.clone(), replica, cipher.clone(), config).await?;
-        if let Some(login) = &login {
-            login.attach(&engine);
-        }
-        let keys = Arc::new(
-            VaultKeys::new(storage, cipher.clone(), unlock).with_work_factor(self.work_factor),
-        );
-        keys.keep_copy_in(&engine);
-        engine.set_keyring_refresh(keys.clone());
+        config.keyring = Some(keys.clone());
+        let engine = Engine::open(storage, replica, cipher.clone(), config).await?;
         let mut vault = ChatVault::new(engine, cipher, keys);
         vault.set_unlocked_identity(unlocked_identity);
         #[cfg(feature = "supabase")]
-        if let Some(login) = login {
+        if let Some(login) = backend.login {
             vault.set_supabase_auth(login.auth);
         }
         if let Some(interval) = self.sync_every {
@@ -294,17 +306,4 @@ impl ChatVaultBuilder {
         }
         Ok(vault)
     }
-}
-
-/// Runs `f` on a blocking thread (scrypt, encoding, replica I/O), mapping a
-/// failed task to [`Error::Local`].
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Local {
-            message: format!("a background task failed: {e}"),
-            source: None,
-        })?
 }

@@ -16,10 +16,25 @@ impl ChatVault {
         &self.keys
     }
 
+    /// Re-reads the server's key file and adopts what changed: new data
+    /// keys, the current key (queued changes are re-sealed under it) and the
+    /// list of protections; the replica's copy follows. True if anything
+    /// changed. Sync does this by itself when a record needs a key this
+    /// device does not hold yet.
+    ///
+    /// Errors: [`Error::WrongKey`](crate::Error::WrongKey) when this
+    /// device's secret no longer opens the key file (it was removed, or the
+    /// passphrase changed on another device);
+    /// [`Error::Tampered`](crate::Error::Tampered) for a rolled-back or
+    /// substituted file; network errors.
+    pub async fn refresh_keys(&self) -> Result<bool> {
+        self.engine().refresh_keyring().await
+    }
+
     /// What unlocks the vault (passphrase, devices, recovery key), as of the
     /// server's key file: re-read first when the server answers.
     pub async fn list_protections(&self) -> Result<Vec<Protection>> {
-        match self.keys.refresh().await {
+        match self.refresh_keys().await {
             Ok(_) => {}
             Err(e) if e.is_retriable() => {}
             Err(e) => return Err(e),

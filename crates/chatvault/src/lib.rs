@@ -78,6 +78,7 @@ mod import;
 mod keys;
 #[cfg(feature = "supabase")]
 mod supabase_session;
+mod task;
 mod url;
 mod vault;
 

@@ -21,7 +21,6 @@
 
 use async_trait::async_trait;
 use chatvault_core::cipher::{Aad, Cipher};
-use chatvault_core::engine::{Engine, WeakEngine};
 use chatvault_core::envelope::{EnvelopeCipher, Unlock};
 use chatvault_core::keys::{open_key_file_with_identity, Opened};
 use chatvault_core::{ChatId, DynStorage, Error, Part, Replica, Result};
@@ -96,24 +95,6 @@ impl Login {
             store.set_cipher(cipher.clone());
         }
     }
-
-    /// Hands the replica back to the builder (the engine takes it); saves
-    /// wait in memory until [`Login::attach`].
-    pub(crate) fn detach(&self) {
-        if let Some(store) = &self.store {
-            store.lock().replica = None;
-        }
-    }
-
-    /// Saves go to the engine's replica from now on.
-    pub(crate) fn attach(&self, engine: &Engine) {
-        if let Some(store) = &self.store {
-            let mut inner = store.lock();
-            // Weak: the engine owns the storage, which owns this store.
-            inner.replica = Some(ReplicaHandle::Engine(engine.downgrade()));
-            inner.flush();
-        }
-    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -133,7 +114,7 @@ fn anon_key(url: &str) -> Result<String> {
 /// login: a static token.
 pub(crate) async fn open(
     url: &str,
-    replica: Option<&Arc<Replica>>,
+    replica: Option<&Replica>,
     unlock: Option<&Unlock>,
     options: SupabaseOptions,
 ) -> Result<(DynStorage, Option<Login>)> {
@@ -209,40 +190,11 @@ pub(crate) async fn open(
 }
 
 /// Keeps the session in the vault's replica, sealed with the vault's
-/// cipher. While the vault opens, the cipher or the replica may not be
-/// available yet: the latest change then waits in memory and is written as
-/// soon as both are.
+/// cipher. While the vault opens, the cipher may not be known yet: the
+/// latest change then waits in memory and is written as soon as it is.
 pub(crate) struct ReplicaSessionStore {
+    replica: Replica,
     inner: Mutex<StoreState>,
-}
-
-enum ReplicaHandle {
-    Opening(Arc<Replica>),
-    Engine(WeakEngine),
-}
-
-/// The replica behind a handle, while it is open.
-enum Open<'a> {
-    Replica(&'a Replica),
-    Engine(Engine),
-}
-
-impl Open<'_> {
-    fn get(&self) -> &Replica {
-        match self {
-            Open::Replica(replica) => replica,
-            Open::Engine(engine) => engine.replica(),
-        }
-    }
-}
-
-impl ReplicaHandle {
-    fn open(&self) -> Option<Open<'_>> {
-        match self {
-            ReplicaHandle::Opening(replica) => Some(Open::Replica(replica)),
-            ReplicaHandle::Engine(engine) => engine.upgrade().map(Open::Engine),
-        }
-    }
 }
 
 enum Change {
@@ -251,19 +203,15 @@ enum Change {
 }
 
 struct StoreState {
-    replica: Option<ReplicaHandle>,
     cipher: Option<Arc<EnvelopeCipher>>,
     unsaved: Option<Change>,
 }
 
 impl StoreState {
-    /// Writes the unsaved change if it can be written now. Redb writes are
-    /// small and rare here (a sign-in, an hourly refresh): they run inline,
-    /// under the lock, so no write is in flight when the replica moves.
-    fn flush(&mut self) {
-        let Some(replica) = self.replica.as_ref().and_then(ReplicaHandle::open) else {
-            return;
-        };
+    /// Writes the unsaved change to `replica` if it can be written now.
+    /// Redb writes are small and rare here (a sign-in, an hourly refresh):
+    /// they run inline, under the lock, so two saves never race.
+    fn flush(&mut self, replica: &Replica) {
         let sealed = match &self.unsaved {
             None => return,
             Some(Change::Clear) => None,
@@ -284,10 +232,7 @@ impl StoreState {
                 }
             }
         };
-        let written = replica
-            .get()
-            .set_sealed_value(SESSION_NAME, sealed.as_deref());
-        if let Err(e) = written {
+        if let Err(e) = replica.set_sealed_value(SESSION_NAME, sealed.as_deref()) {
             tracing::warn!(error = %e, "could not write the Supabase session to the replica");
         }
         self.unsaved = None;
@@ -295,10 +240,10 @@ impl StoreState {
 }
 
 impl ReplicaSessionStore {
-    fn new(replica: Arc<Replica>) -> Self {
+    fn new(replica: Replica) -> Self {
         Self {
+            replica,
             inner: Mutex::new(StoreState {
-                replica: Some(ReplicaHandle::Opening(replica)),
                 cipher: None,
                 unsaved: None,
             }),
@@ -313,7 +258,14 @@ impl ReplicaSessionStore {
     fn set_cipher(&self, cipher: Arc<EnvelopeCipher>) {
         let mut inner = self.lock();
         inner.cipher = Some(cipher);
-        inner.flush();
+        inner.flush(&self.replica);
+    }
+
+    /// Records `change` and writes it when it can be.
+    fn record(&self, change: Change) {
+        let mut inner = self.lock();
+        inner.unsaved = Some(change);
+        inner.flush(&self.replica);
     }
 }
 
@@ -326,13 +278,10 @@ impl SessionStore for ReplicaSessionStore {
             Some(Change::Clear) => return Ok(None),
             None => {}
         }
-        let (Some(replica), Some(cipher)) = (
-            inner.replica.as_ref().and_then(ReplicaHandle::open),
-            &inner.cipher,
-        ) else {
+        let Some(cipher) = &inner.cipher else {
             return Ok(None);
         };
-        let Some(sealed) = replica.get().sealed_value(SESSION_NAME)? else {
+        let Some(sealed) = self.replica.sealed_value(SESSION_NAME)? else {
             return Ok(None);
         };
         // A session sealed under a retired key, or damaged, is no session:
@@ -351,16 +300,12 @@ impl SessionStore for ReplicaSessionStore {
     }
 
     async fn save(&self, session: &Session) -> Result<()> {
-        let mut inner = self.lock();
-        inner.unsaved = Some(Change::Save(Box::new(session.clone())));
-        inner.flush();
+        self.record(Change::Save(Box::new(session.clone())));
         Ok(())
     }
 
     async fn clear(&self) -> Result<()> {
-        let mut inner = self.lock();
-        inner.unsaved = Some(Change::Clear);
-        inner.flush();
+        self.record(Change::Clear);
         Ok(())
     }
 }

@@ -67,7 +67,7 @@ pub async fn open_url_as(url: &str, device: DeviceId) -> Result<DynStorage> {
 async fn open_fs(url: &str, device: DeviceId) -> Result<DynStorage> {
     let url = url.to_string();
     // Creating the folder is file-system work: keep it off the runtime.
-    let storage = crate::builder::blocking(move || {
+    let storage = crate::task::blocking(move || {
         chatvault_fs::FsStorage::builder_url(&url)?
             .writer(chatvault_fs::WriterId(device.0))
             .open()

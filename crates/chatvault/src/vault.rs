@@ -1,6 +1,6 @@
 //! [`ChatVault`]: what an application holds.
 
-use crate::builder::{blocking, ChatVaultBuilder};
+use crate::task::blocking;
 use chatvault_core::engine::{Engine, Event, SyncReport, SyncStatus, SyncWorker};
 use chatvault_core::envelope::{export_age, EnvelopeCipher, ExportTarget};
 use chatvault_core::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role};
@@ -59,11 +59,6 @@ struct SkippedInExport {
 }
 
 impl ChatVault {
-    /// Starts configuring a vault: storage, replica path, unlock.
-    pub fn builder() -> ChatVaultBuilder {
-        ChatVaultBuilder::new()
-    }
-
     pub(crate) fn new(
         engine: Engine,
         cipher: Arc<EnvelopeCipher>,

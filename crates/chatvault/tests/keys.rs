@@ -1121,8 +1121,7 @@ async fn a_key_file_forged_by_a_removed_device_is_refused_and_the_laptop_keeps_i
     replace_key_file(&storage, forged).await;
 
     let err = laptop
-        .keys()
-        .refresh()
+        .refresh_keys()
         .await
         .expect_err("the forged key file must be refused");
     assert!(matches!(err, Error::Tampered { .. }), "{err}");
@@ -1185,8 +1184,7 @@ async fn a_forged_key_file_is_refused_after_the_passphrase_changed_on_another_de
         .await
         .expect("remove");
     laptop
-        .keys()
-        .refresh()
+        .refresh_keys()
         .await
         .expect("the laptop reads the removal");
     assert_eq!(laptop.cipher().key_ids(), vec![1, 2]);

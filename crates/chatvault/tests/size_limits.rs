@@ -194,7 +194,7 @@ async fn a_queued_change_that_outgrows_the_limit_when_restaged_does_not_stop_the
     laptop.sync_now().await.expect("pull");
     let key = laptop.rotate_key().await.expect("rotate");
     phone.cipher().set_padding(Padding::default());
-    phone.keys().refresh().await.expect("adopt the new key");
+    phone.refresh_keys().await.expect("adopt the new key");
     assert_eq!(phone.cipher().current_key_id(), key);
 
     let _ = phone.sync_now().await;

@@ -52,15 +52,25 @@ async fn engine(
     cipher: Arc<dyn Cipher>,
     vault: chatvault::VaultId,
 ) -> Engine {
-    let replica = Replica::open(replica).expect("replica");
-    Engine::open(
-        storage.clone(),
+    engine_with(
+        storage,
         replica,
         cipher,
         EngineConfig::new(vault, DeviceId::random()),
     )
     .await
-    .expect("engine")
+}
+
+async fn engine_with(
+    storage: &DynStorage,
+    replica: &Path,
+    cipher: Arc<dyn Cipher>,
+    config: EngineConfig,
+) -> Engine {
+    let replica = Replica::open(replica).expect("replica");
+    Engine::open(storage.clone(), replica, cipher, config)
+        .await
+        .expect("engine")
 }
 
 #[tokio::test]
@@ -226,14 +236,14 @@ impl Cipher for MissingKey {
 }
 
 /// Counts keyring re-reads; never finds a new key.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct CountingRefresh(std::sync::atomic::AtomicUsize);
 
 #[async_trait::async_trait]
-impl chatvault::core::engine::KeyringRefresh for CountingRefresh {
-    async fn refresh(&self) -> chatvault::Result<bool> {
+impl chatvault::core::engine::KeyringSource for CountingRefresh {
+    async fn reread(&self) -> chatvault::Result<Option<chatvault::core::engine::KeyringUpdate>> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Ok(false)
+        Ok(None)
     }
 }
 
@@ -260,15 +270,16 @@ async fn the_keyring_is_reread_at_most_once_per_round() {
     };
     save("first").await;
 
-    let reader = engine(
+    let refresh = Arc::new(CountingRefresh::default());
+    let mut config = EngineConfig::new(vault, DeviceId::random());
+    config.keyring = Some(refresh.clone());
+    let reader = engine_with(
         &storage,
         &dir.path().join("reader.redb"),
         Arc::new(MissingKey(keys)),
-        vault,
+        config,
     )
     .await;
-    let refresh = Arc::new(CountingRefresh::default());
-    reader.set_keyring_refresh(refresh.clone());
     let report = reader.sync_now().await.expect("sync");
     assert_eq!(report.skipped.len(), 1, "{report:?}");
     assert_eq!(refresh.0.load(Ordering::SeqCst), 1);

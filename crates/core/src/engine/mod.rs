@@ -48,16 +48,19 @@
 //! [`Storage::changes`]: crate::Storage::changes
 
 mod apply;
+mod keyring;
 mod maintenance;
 mod outbox;
 mod pull;
 mod reseal;
+mod retry;
 mod save;
 mod sealing;
 mod state;
 mod status;
 mod worker;
 
+pub use keyring::{KeyringSource, KeyringUpdate};
 pub use maintenance::{SettledMaintenance, DEFAULT_MAINTENANCE_BUDGET};
 pub use reseal::ResealReport;
 pub use sealing::{open_record, OpenedRecord};
@@ -116,6 +119,11 @@ pub struct EngineConfig {
     /// whether to do work. `None` switches automatic maintenance off
     /// ([`Engine::maintain`] still runs it on demand).
     pub maintenance_every: Option<Duration>,
+    /// Where new data keys come from when a pulled record names a key id
+    /// this device does not hold, or after the network was away
+    /// ([`Engine::refresh_keyring`]). `None`: the cipher's keys are all
+    /// there is (a record under another key stays skipped).
+    pub keyring: Option<Arc<dyn KeyringSource>>,
 }
 
 impl EngineConfig {
@@ -131,25 +139,8 @@ impl EngineConfig {
             page_size: 1000,
             tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
             maintenance_every: Some(Duration::from_secs(600)),
+            keyring: None,
         }
-    }
-}
-
-/// Re-reads the vault's key file when a pulled record names a data key id
-/// this device does not hold (another device rotated the keys). Installed
-/// with [`Engine::set_keyring_refresh`]; the engine calls it at most once per
-/// round, then retries the records it had to skip.
-#[async_trait::async_trait]
-pub trait KeyringRefresh: Send + Sync {
-    /// Loads any new keys into the running cipher; true if there were some.
-    async fn refresh(&self) -> Result<bool>;
-
-    /// The data key id new records are sealed under, if the cipher has key
-    /// ids (the envelope cipher does). When known, a push re-seals queued
-    /// changes sealed under another key before sending them, and refuses
-    /// to send one this device cannot open (see `docs/design.md` §3).
-    fn current_key_id(&self) -> Option<u32> {
-        None
     }
 }
 
@@ -171,14 +162,10 @@ pub(crate) struct Inner {
     sync_lock: tokio::sync::Mutex<()>,
     /// Wakes the background worker after a local save.
     wake: Notify,
-    /// Re-reads the keyring for records under unknown key ids.
-    keyring_refresh: std::sync::RwLock<Option<Arc<dyn KeyringRefresh>>>,
+    /// Where new keys come from, and whether the next push re-reads them.
+    keyring: keyring::Keyring,
     /// Set at open: the first pull retries every skipped record.
     retry_all_skipped: std::sync::atomic::AtomicBool,
-    /// Set when a round fails for the network: the next push that has
-    /// changes to send re-reads the keyring first, since keys may have
-    /// been rotated and retired while this device was away.
-    recheck_keyring: std::sync::atomic::AtomicBool,
     /// When maintenance last ran (mirroring the replica) and the run in
     /// progress.
     maintenance: maintenance::Scheduler,
@@ -193,18 +180,6 @@ impl Inner {
 
     fn max_batch(&self) -> usize {
         self.capabilities.max_batch.max(1)
-    }
-
-    fn keyring_refresh(&self) -> Option<Arc<dyn KeyringRefresh>> {
-        self.keyring_refresh
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The data key id new records are sealed under, if known.
-    fn current_key_id(&self) -> Option<u32> {
-        self.keyring_refresh().and_then(|r| r.current_key_id())
     }
 }
 
@@ -261,30 +236,7 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A handle to an [`Engine`] that does not keep it alive, for what the
-/// engine itself holds (its [`KeyringRefresh`], a token source inside its
-/// storage that writes to its replica), so no cycle keeps the replica open:
-/// [`Engine::downgrade`].
-#[derive(Clone, Debug)]
-pub struct WeakEngine {
-    inner: std::sync::Weak<Inner>,
-}
-
-impl WeakEngine {
-    /// The engine, if it is still open.
-    pub fn upgrade(&self) -> Option<Engine> {
-        self.inner.upgrade().map(|inner| Engine { inner })
-    }
-}
-
 impl Engine {
-    /// A handle that does not keep this engine alive.
-    pub fn downgrade(&self) -> WeakEngine {
-        WeakEngine {
-            inner: Arc::downgrade(&self.inner),
-        }
-    }
-
     /// Opens the engine over `storage` and `replica` with an unlocked
     /// `cipher`, and loads the sidebar from the replica (no network).
     ///
@@ -314,9 +266,8 @@ impl Engine {
             write_lock: Mutex::new(()),
             sync_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
-            keyring_refresh: std::sync::RwLock::new(None),
+            keyring: keyring::Keyring::new(config.keyring.clone()),
             retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
-            recheck_keyring: std::sync::atomic::AtomicBool::new(false),
             maintenance: maintenance::Scheduler::new(mark),
             replica,
             config,
@@ -392,16 +343,6 @@ impl Engine {
     /// A receiver that always holds the latest sync status.
     pub fn watch_status(&self) -> watch::Receiver<SyncStatus> {
         self.inner.notifier.watch_status()
-    }
-
-    /// Installs what re-reads the vault's keyring when a pulled record is
-    /// sealed under a key id this device does not hold.
-    pub fn set_keyring_refresh(&self, refresh: Arc<dyn KeyringRefresh>) {
-        *self
-            .inner
-            .keyring_refresh
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(refresh);
     }
 
     /// Records this device could not open and keeps retrying (see
@@ -673,9 +614,7 @@ impl Engine {
             }
             (Err(e), _) | (Ok(()), Err(e)) => {
                 if e.is_retriable() {
-                    inner
-                        .recheck_keyring
-                        .store(true, std::sync::atomic::Ordering::Release);
+                    inner.keyring.recheck_later();
                 }
                 inner.notifier.finish_round(Some(&e));
                 Err(e)

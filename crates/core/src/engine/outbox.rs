@@ -10,6 +10,7 @@
 //! confirms.
 
 use super::apply::{fetch, Publish, Wanted};
+use super::retry::{backoff, now_millis};
 use super::status::{Event, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
@@ -18,23 +19,6 @@ use crate::storage::{Part, PutPrecondition, SealedRecord};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Longest wait between retries of one outbox entry.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-
-pub(super) fn now_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Delay before retry number `attempts` (1 s, 2 s, 4 s … capped).
-pub(super) fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(1)
-        .saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16)))
-        .min(MAX_BACKOFF)
-}
 
 fn precondition(entry: &OutboxEntry) -> PutPrecondition {
     entry
@@ -90,7 +74,7 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
         after = Some(last.chat);
         if first {
             first = false;
-            recheck_keyring(inner).await?;
+            super::keyring::recheck_before_push(inner).await?;
         }
         let due = restage(inner, due, &mut refused).await?;
         conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
@@ -106,28 +90,6 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
     refused.map_or(Ok(()), Err)
 }
 
-/// Back from the network being away with changes to push: re-read the
-/// keyring first (keys may have been rotated and retired meanwhile, and the
-/// changes must be sealed under a key the other devices still hold).
-async fn recheck_keyring(inner: &Arc<Inner>) -> Result<()> {
-    use std::sync::atomic::Ordering;
-    if !inner.recheck_keyring.swap(false, Ordering::AcqRel) {
-        return Ok(());
-    }
-    match super::pull::refresh_keyring(inner).await {
-        Ok(_) => Ok(()),
-        // Still away: the push finds out itself; re-read next time.
-        Err(e) if e.is_retriable() => {
-            inner.recheck_keyring.store(true, Ordering::Release);
-            Ok(())
-        }
-        Err(e) => {
-            inner.recheck_keyring.store(true, Ordering::Release);
-            Err(e)
-        }
-    }
-}
-
 /// Re-seals the entries of `due` sealed under an older key before they are
 /// pushed; entries that do not open on this device are kept queued with
 /// backoff and reported, never pushed.
@@ -136,7 +98,7 @@ async fn restage(
     due: Vec<(OutboxEntry, SealedRecord)>,
     refused: &mut Option<Error>,
 ) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
-    let current = inner.current_key_id();
+    let current = inner.keyring.current_key_id();
     let restaged = blocking(inner, move |inner| inner.restage_due(due, current)).await?;
     if restaged.refused.is_empty() {
         return Ok(restaged.push);

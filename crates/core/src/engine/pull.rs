@@ -2,6 +2,8 @@
 //! with the cursor → notify.
 
 use super::apply::{fetch, Publish, Wanted};
+use super::keyring::reread_for_unknown_key;
+use super::retry::{backoff, now_millis};
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
 use crate::ids::ChatId;
@@ -280,7 +282,7 @@ async fn pull_pages(
         return Ok(());
     }
     keyring_read = true;
-    if refresh_keyring(inner).await? {
+    if reread_for_unknown_key(inner).await? {
         retry_skipped(inner, report, true, &mut keyring_read).await?;
         // The report lists what is still skipped, not what the retry opened.
         let still: Vec<ChatId> = blocking(inner, |inner| {
@@ -297,23 +299,6 @@ async fn pull_pages(
     Ok(())
 }
 
-/// Asks the installed [`KeyringRefresh`](super::KeyringRefresh) to re-read
-/// the vault's keys; false when none is installed or nothing new came.
-pub(super) async fn refresh_keyring(inner: &Arc<Inner>) -> Result<bool> {
-    let refresh = inner.keyring_refresh();
-    match refresh {
-        Some(refresh) => {
-            let found = refresh.refresh().await?;
-            tracing::info!(
-                found,
-                "re-read the vault's keyring for a record under an unknown key id"
-            );
-            Ok(found)
-        }
-        None => Ok(false),
-    }
-}
-
 /// Fetches and applies again the records this device skipped: those whose
 /// backoff is over, or all of them with `force`. What opens now is merged
 /// and forgotten; what still fails is kept with a longer backoff.
@@ -328,7 +313,7 @@ async fn retry_skipped(
     force: bool,
     keyring_read: &mut bool,
 ) -> Result<()> {
-    let now = super::outbox::now_millis();
+    let now = now_millis();
     let entries = blocking(inner, |inner| inner.replica.skipped()).await?;
     let due: Vec<SkippedEntry> = entries
         .into_iter()
@@ -339,7 +324,7 @@ async fn retry_skipped(
     }
     if !*keyring_read && due.iter().any(|e| e.reason == SkipReason::UnknownKeyId) {
         *keyring_read = true;
-        if refresh_keyring(inner).await? {
+        if reread_for_unknown_key(inner).await? {
             tracing::debug!("keyring re-read before retrying skipped records");
         }
     }
@@ -436,7 +421,7 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         }
-        let now = super::outbox::now_millis();
+        let now = now_millis();
         // Only records not already known to fail are reported again.
         let mut fresh = Vec::new();
         for s in skipped {
@@ -445,8 +430,7 @@ impl Inner {
                 Some(prior) if prior.version == s.version => prior.attempts.saturating_add(1),
                 _ => 1,
             };
-            let delay =
-                u64::try_from(super::outbox::backoff(attempts).as_millis()).unwrap_or(u64::MAX);
+            let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
             write.put_skipped(&SkippedEntry {
                 chat: s.chat,
                 version: s.version,

@@ -39,17 +39,18 @@ mod unlock;
 
 pub use unlock::{open_key_file_with_identity, unlock_vault, Opened};
 
-use crate::engine::{Engine, KeyringRefresh, WeakEngine};
+use crate::engine::{KeyringSource, KeyringUpdate};
 use crate::envelope::{
     new_passphrase_slot, now_millis, parse_recipient, EnvelopeCipher, KeyFileView, KeyTrust,
     Protection, ProtectionKind, Unlock,
 };
+use crate::replica::Replica;
 use crate::storage::{DynStorage, PutPrecondition};
 use crate::{Error, Result};
 use age::secrecy::{ExposeSecret, SecretString};
 use age::x25519;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// A recovery key, as [`VaultKeys::create_recovery_key`] returns it once:
 /// an age X25519 identity (`AGE-SECRET-KEY-1…`). Write it down; it unlocks
@@ -127,15 +128,17 @@ struct Settings {
 /// Key management for one open vault: see the [module docs](self).
 ///
 /// Holds the running cipher (which adopts every change this device makes or
-/// reads), the secret this session unlocked with, and the storage. It is
-/// also the engine's [`KeyringRefresh`]: a record under an unknown key id
-/// makes it re-read the key file.
+/// reads), the secret this session unlocked with, the storage and the
+/// replica (which keeps a copy of every key file this device writes). It is
+/// also the engine's [`KeyringSource`]: a record under an unknown key id
+/// makes the engine re-read the key file through it
+/// ([`Engine::refresh_keyring`](crate::engine::Engine::refresh_keyring)).
 pub struct VaultKeys {
     storage: DynStorage,
     cipher: Arc<EnvelopeCipher>,
     unlock: Mutex<Unlock>,
     work_factor: Option<u8>,
-    engine: OnceLock<WeakEngine>,
+    replica: Replica,
 }
 
 impl fmt::Debug for VaultKeys {
@@ -149,14 +152,21 @@ impl fmt::Debug for VaultKeys {
 
 impl VaultKeys {
     /// Key management over `storage` for `cipher`, unlocked with `unlock`
-    /// (used to open the server's key file before each change).
-    pub fn new(storage: DynStorage, cipher: Arc<EnvelopeCipher>, unlock: Unlock) -> Self {
+    /// (used to open the server's key file before each change); `replica`
+    /// keeps a copy of every key file this device writes (the copy unlocks
+    /// offline and is what a reopen checks the server's file against).
+    pub fn new(
+        storage: DynStorage,
+        cipher: Arc<EnvelopeCipher>,
+        unlock: Unlock,
+        replica: Replica,
+    ) -> Self {
         Self {
             storage,
             cipher,
             unlock: Mutex::new(unlock),
             work_factor: None,
-            engine: OnceLock::new(),
+            replica,
         }
     }
 
@@ -166,14 +176,6 @@ impl VaultKeys {
     pub fn with_work_factor(mut self, work_factor: Option<u8>) -> Self {
         self.work_factor = work_factor;
         self
-    }
-
-    /// Keeps the replica of `engine` holding a copy of every key file this
-    /// device writes or re-reads (the copy unlocks offline and is what a
-    /// reopen checks the server's file against). Set once; later calls are
-    /// ignored. Holds the engine weakly: the engine holds these keys.
-    pub fn keep_copy_in(&self, engine: &Engine) {
-        let _ = self.engine.set(engine.downgrade());
     }
 
     /// The running cipher.
@@ -187,7 +189,7 @@ impl VaultKeys {
     }
 
     /// What unlocks the vault, as of the key file this device last read or
-    /// wrote (no I/O; [`refresh`](Self::refresh) first for the server's
+    /// wrote (no I/O; [`Engine::refresh_keyring`](crate::engine::Engine::refresh_keyring) first for the server's
     /// latest). Empty for a key file written before chatvault kept the list
     /// (the first key change writes it).
     pub fn protections(&self) -> Vec<Protection> {
@@ -195,36 +197,36 @@ impl VaultKeys {
     }
 
     /// Re-reads the server's key file and adopts what changed (new data
-    /// keys, the current key, the protections list), keeping the replica's
-    /// copy in step. True if anything changed.
+    /// keys, the current key, the protections list) into the running
+    /// cipher. Returns the file read when anything changed; the replica's
+    /// copy is not replaced yet: [`Engine::refresh_keyring`](crate::engine::Engine::refresh_keyring)
+    /// first re-seals queued changes under the new current key, then keeps
+    /// the copy (what a restart unlocks with, which may drop a retired key).
     ///
     /// Errors: [`Error::WrongKey`] when this session's secret no longer
     /// opens the key file (this device was removed, or the passphrase was
     /// changed on another device: open the vault again with the new one);
     /// [`Error::Tampered`] for a rolled-back or substituted key file;
     /// network errors as the storage reports them.
-    pub async fn refresh(&self) -> Result<bool> {
+    pub async fn reread(&self) -> Result<Option<KeyringUpdate>> {
         let Some(blob) = self.storage.get_keyring().await? else {
-            return Ok(false);
+            return Ok(None);
         };
         let unlock = self.lock_unlock().clone();
-        let bytes = blob.bytes.to_vec();
+        let key_file = blob.bytes.to_vec();
         let opened = {
-            let bytes = bytes.clone();
+            let bytes = key_file.clone();
             blocking(move || EnvelopeCipher::from_key_file(&bytes, &unlock)).await
         };
         let newer = opened.map_err(explain_wrong_key)?;
-        let changed = self.cipher.adopt_keys(&newer)?;
-        if changed {
-            // Queued changes move to the current key while the running
-            // cipher still holds the old one, before the replica's copy of
-            // the key file (what a restart unlocks) may drop it.
-            if let Some(engine) = self.engine.get().and_then(WeakEngine::upgrade) {
-                engine.restage_outbox(self.cipher.current_key_id()).await?;
-            }
-            self.keep_copy(bytes, &newer).await?;
+        if !self.cipher.adopt_keys(&newer)? {
+            return Ok(None);
         }
-        Ok(changed)
+        Ok(Some(KeyringUpdate {
+            current_key_id: self.cipher.current_key_id(),
+            key_file,
+            trust: KeyTrust::of(&newer),
+        }))
     }
 
     /// Adds a device: its age X25519 recipient (`age1…`, as `age-keygen -y`
@@ -487,18 +489,16 @@ impl VaultKeys {
     /// Keeps `key_file` (from which `opened` was opened) as the replica's
     /// copy, with what this device now trusts of it.
     async fn keep_copy(&self, key_file: Vec<u8>, opened: &EnvelopeCipher) -> Result<()> {
-        let Some(engine) = self.engine.get().and_then(WeakEngine::upgrade) else {
-            return Ok(());
-        };
         let trust = KeyTrust::of(opened);
-        blocking(move || unlock::keep_trusted_copy(engine.replica(), &key_file, &trust)).await
+        let replica = self.replica.clone();
+        blocking(move || replica.set_key_file(&key_file, &trust)).await
     }
 }
 
 #[async_trait::async_trait]
-impl KeyringRefresh for VaultKeys {
-    async fn refresh(&self) -> Result<bool> {
-        VaultKeys::refresh(self).await
+impl KeyringSource for VaultKeys {
+    async fn reread(&self) -> Result<Option<KeyringUpdate>> {
+        VaultKeys::reread(self).await
     }
 
     fn current_key_id(&self) -> Option<u32> {

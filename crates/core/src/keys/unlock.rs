@@ -2,7 +2,7 @@
 //! copy when the backend is away), checked against what this device
 //! trusts (`docs/design.md` §3.3), with the replica's copy kept in step;
 //! or a new vault's key file when the backend holds none. The one place
-//! the facade, a re-read ([`VaultKeys::refresh`](super::VaultKeys::refresh))
+//! the facade, a re-read ([`VaultKeys::reread`](super::VaultKeys::reread))
 //! and key changes keep the trusted copy.
 
 use super::blocking;
@@ -55,7 +55,7 @@ pub async fn open_key_file_with_identity(key_file: Vec<u8>, unlock: Unlock) -> R
 /// network errors when the backend is away and the replica holds no copy.
 pub async fn unlock_vault(
     storage: &DynStorage,
-    replica: &Arc<Replica>,
+    replica: &Replica,
     unlock: Unlock,
     work_factor: Option<u8>,
     known: Option<(Vec<u8>, Opened)>,
@@ -162,7 +162,7 @@ pub async fn unlock_vault(
 /// (the identity that opened the server's file) is tried first; `unlock`
 /// (the secret given) only if that does not open the copy.
 async fn check_against_local_copy(
-    replica: &Arc<Replica>,
+    replica: &Replica,
     cipher: &EnvelopeCipher,
     key_file: &[u8],
     (fast, unlock): (&Unlock, &Unlock),
@@ -246,7 +246,7 @@ fn hold_keys_of_queued_changes(
 /// Keeps a copy of the key file in the replica, unless the replica belongs to
 /// another vault (then opening fails, before anything is overwritten).
 async fn keep_key_file(
-    replica: &Arc<Replica>,
+    replica: &Replica,
     cipher: &EnvelopeCipher,
     key_file: Vec<u8>,
 ) -> Result<()> {
@@ -262,20 +262,5 @@ async fn keep_key_file(
     }
     let trust = KeyTrust::of(cipher);
     let replica = replica.clone();
-    blocking(move || keep_trusted_copy(&replica, &key_file, &trust)).await
-}
-
-/// Makes `key_file`, with `trust` ([`KeyTrust::of`] the cipher opened from
-/// it), the replica's trusted copy, unless it already is.
-pub(crate) fn keep_trusted_copy(
-    replica: &Replica,
-    key_file: &[u8],
-    trust: &KeyTrust,
-) -> Result<()> {
-    if replica.key_file()?.as_deref() == Some(key_file)
-        && replica.key_trust()?.as_ref() == Some(trust)
-    {
-        return Ok(());
-    }
-    replica.set_key_file(key_file, trust)
+    blocking(move || replica.set_key_file(&key_file, &trust)).await
 }

@@ -89,6 +89,7 @@ use crate::{Error, Result};
 use encoding::{decode_body, decode_outbox, decode_summary};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Format version of replica files written by this build.
 pub const REPLICA_FORMAT: u32 = 1;
@@ -157,9 +158,14 @@ pub struct LocalState {
 
 /// This device's crash-safe copy of a vault: sealed records, outbox, cursor.
 /// See the [module docs](self) for the durability contract.
+///
+/// A cheap handle: clones share one open file (the engine, the key
+/// management and a session store each hold one), which closes when the
+/// last clone is dropped.
+#[derive(Clone)]
 pub struct Replica {
-    db: Database,
-    path: PathBuf,
+    db: Arc<Database>,
+    path: Arc<Path>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -231,7 +237,10 @@ impl Replica {
     }
 
     fn init(db: Database, path: PathBuf) -> Result<Self> {
-        let replica = Self { db, path };
+        let replica = Self {
+            db: Arc::new(db),
+            path: path.into(),
+        };
         let format = replica.meta_value(META_FORMAT)?;
         match format {
             Some(bytes) => {
@@ -376,8 +385,14 @@ impl Replica {
     /// ([`KeyTrust::of`] the cipher opened from it), replacing any earlier
     /// ones. Durable when it returns. Check a new key file with
     /// [`KeyTrust::admits`] before keeping it: this is what a replayed or
-    /// forged file is caught against.
+    /// forged file is caught against. Writes nothing when the replica
+    /// already holds both.
     pub fn set_key_file(&self, key_file: &[u8], trust: &KeyTrust) -> Result<()> {
+        if self.key_file()?.as_deref() == Some(key_file)
+            && self.key_trust()?.as_ref() == Some(trust)
+        {
+            return Ok(());
+        }
         let mut write = self.write()?;
         write.set_key_file(key_file, trust)?;
         write.commit()
