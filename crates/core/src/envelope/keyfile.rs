@@ -32,7 +32,7 @@
 //! rules of key changes are in `docs/design.md` §3.
 
 use super::export::{self, check_passphrase, check_work_factor};
-use super::{DataKey, EnvelopeCipher, Keyring, DATA_KEY_LEN, KEY_TAG_LEN};
+use super::{DataKey, Keyring, DATA_KEY_LEN, KEY_TAG_LEN};
 use crate::ids::VaultId;
 use crate::{Error, Result};
 use age::secrecy::{ExposeSecret, SecretString};
@@ -224,175 +224,137 @@ impl Protection {
     }
 }
 
-impl EnvelopeCipher {
-    /// Encrypts the keyring into a key file protected by exactly
-    /// `protection`, for [`Storage::put_keyring`](crate::Storage::put_keyring).
-    /// The keyring's list of [protections](Self::protections) becomes the
-    /// passphrase (if any) and the recipients, labelled `device 1`,
-    /// `device 2`, …; a passphrase gets a fresh passphrase identity. The
-    /// file carries key file version one above
-    /// [`keyring_version`](Self::keyring_version), which becomes this
-    /// keyring's version: every key file written is newer than the last, so
-    /// a server replaying an older one is caught by
-    /// [`check_successor`](Self::check_successor).
-    ///
-    /// To change one protection and keep the others (add a device, change the
-    /// passphrase), use [`VaultKeys`](crate::keys::VaultKeys).
-    ///
-    /// Errors: [`Error::InvalidInput`] when `protection` has neither a
-    /// passphrase nor a recipient, has an empty passphrase, or a work factor
-    /// outside 1..=22.
-    pub fn to_key_file(&self, protection: &KeyProtection) -> Result<Vec<u8>> {
-        protection.validate()?;
-        let added_ms = now_ms();
-        let mut protections = Vec::with_capacity(protection.recipients.len() + 1);
-        let mut passphrase_slot = None;
-        if let Some(passphrase) = &protection.passphrase {
-            let (slot, recipient) = new_passphrase_slot(passphrase, protection.work_factor)?;
-            protections.push(Protection {
-                kind: ProtectionKind::Passphrase,
-                label: "passphrase".to_string(),
-                recipient: recipient.to_string(),
-                added_ms,
-            });
-            passphrase_slot = Some(slot);
-        }
-        for (i, recipient) in protection.recipients.iter().enumerate() {
-            protections.push(Protection {
-                kind: ProtectionKind::Device,
-                label: format!("device {}", i + 1),
-                recipient: recipient.to_string(),
-                added_ms,
-            });
-        }
-        self.seal_key_file(protections, passphrase_slot.as_deref())
+/// The protections list and passphrase slot for exactly `protection`: the
+/// passphrase (a fresh passphrase identity under a new scrypt slot) if any,
+/// then the recipients, labelled `device 1`, `device 2`, ….
+///
+/// Errors: [`Error::InvalidInput`] when `protection` has neither a
+/// passphrase nor a recipient, has an empty passphrase, or a work factor
+/// outside 1..=22.
+pub(crate) fn protections_for(
+    protection: &KeyProtection,
+) -> Result<(Vec<Protection>, Option<Vec<u8>>)> {
+    protection.validate()?;
+    let added_ms = now_ms();
+    let mut protections = Vec::with_capacity(protection.recipients.len() + 1);
+    let mut passphrase_slot = None;
+    if let Some(passphrase) = &protection.passphrase {
+        let (slot, recipient) = new_passphrase_slot(passphrase, protection.work_factor)?;
+        protections.push(Protection {
+            kind: ProtectionKind::Passphrase,
+            label: "passphrase".to_string(),
+            recipient: recipient.to_string(),
+            added_ms,
+        });
+        passphrase_slot = Some(slot);
     }
-
-    /// Writes the key file for `protections`: the keyring (with the
-    /// protections list and version + 1) in an X25519 slot encrypted to every
-    /// protection's recipient, plus `passphrase_slot` (the scrypt-sealed
-    /// passphrase identity, kept byte for byte) when the list holds the
-    /// passphrase. The keyring's version and list change only on success.
-    pub(crate) fn seal_key_file(
-        &self,
-        protections: Vec<Protection>,
-        passphrase_slot: Option<&[u8]>,
-    ) -> Result<Vec<u8>> {
-        check_protections(&protections)?;
-        let has_passphrase = protections
-            .iter()
-            .any(|p| p.kind == ProtectionKind::Passphrase);
-        if has_passphrase != passphrase_slot.is_some() {
-            return Err(Error::invalid(
-                "the passphrase protection and the passphrase slot must come together",
-            ));
-        }
-        let recipients = protections
-            .iter()
-            .map(|p| parse_recipient(&p.recipient))
-            .collect::<Result<Vec<_>>>()?;
-        let (plaintext, version) = {
-            let ring = self.read();
-            let version = ring.version.saturating_add(1);
-            (encode_keyring(&ring, version, &protections), version)
-        };
-        let keyring_slot = export::encrypt_to_recipients(&plaintext, &recipients)?;
-        let mut slots: Vec<(u8, &[u8])> = Vec::with_capacity(2);
-        if let Some(slot) = passphrase_slot {
-            slots.push((SLOT_PASSPHRASE_IDENTITY, slot));
-        }
-        slots.push((SLOT_X25519, &keyring_slot));
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.push(KEY_FILE_FORMAT);
-        out.push(u8::try_from(slots.len()).map_err(|_| Error::invalid("too many key file slots"))?);
-        for (kind, file) in slots {
-            let len = u32::try_from(file.len())
-                .map_err(|_| Error::invalid("key file slot larger than 4 GiB"))?;
-            out.push(kind);
-            out.extend_from_slice(&len.to_be_bytes());
-            out.extend_from_slice(file);
-        }
-        let mut ring = self.write();
-        ring.version = ring.version.max(version);
-        ring.protections = protections;
-        Ok(out)
+    for (i, recipient) in protection.recipients.iter().enumerate() {
+        protections.push(Protection {
+            kind: ProtectionKind::Device,
+            label: format!("device {}", i + 1),
+            recipient: recipient.to_string(),
+            added_ms,
+        });
     }
+    Ok((protections, passphrase_slot))
+}
 
-    /// Decrypts a key file (from [`Storage::get_keyring`](crate::Storage::get_keyring))
-    /// and returns the vault's cipher.
-    ///
-    /// Errors: [`Error::WrongKey`] when the passphrase or identity does not
-    /// open it (or the file has no slot of that kind);
-    /// [`Error::UnsupportedFormat`] for a key file or keyring written by a
-    /// newer chatvault; [`Error::Corrupt`] or [`Error::Tampered`] for a
-    /// garbled or modified file.
-    pub fn from_key_file(bytes: &[u8], unlock: &Unlock) -> Result<Self> {
-        Self::from_key_file_with_identity(bytes, unlock).map(|(cipher, _)| cipher)
+/// Encodes the key file of `ring` as version `version` for `protections`:
+/// the keyring (with the list and the version) in an X25519 slot encrypted
+/// to every protection's recipient, plus `passphrase_slot` (the
+/// scrypt-sealed passphrase identity, kept byte for byte) when the list
+/// holds the passphrase.
+///
+/// Errors: [`Error::InvalidInput`] for an invalid list, a passphrase
+/// protection without its slot or the reverse, a malformed recipient.
+pub(crate) fn seal(
+    ring: &Keyring,
+    version: u64,
+    protections: &[Protection],
+    passphrase_slot: Option<&[u8]>,
+) -> Result<Vec<u8>> {
+    check_protections(protections)?;
+    let has_passphrase = protections
+        .iter()
+        .any(|p| p.kind == ProtectionKind::Passphrase);
+    if has_passphrase != passphrase_slot.is_some() {
+        return Err(Error::invalid(
+            "the passphrase protection and the passphrase slot must come together",
+        ));
     }
+    let recipients = protections
+        .iter()
+        .map(|p| parse_recipient(&p.recipient))
+        .collect::<Result<Vec<_>>>()?;
+    let plaintext = encode_keyring(ring, version, protections);
+    let keyring_slot = export::encrypt_to_recipients(&plaintext, &recipients)?;
+    let mut slots: Vec<(u8, &[u8])> = Vec::with_capacity(2);
+    if let Some(slot) = passphrase_slot {
+        slots.push((SLOT_PASSPHRASE_IDENTITY, slot));
+    }
+    slots.push((SLOT_X25519, &keyring_slot));
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC);
+    out.push(KEY_FILE_FORMAT);
+    out.push(u8::try_from(slots.len()).map_err(|_| Error::invalid("too many key file slots"))?);
+    for (kind, file) in slots {
+        let len = u32::try_from(file.len())
+            .map_err(|_| Error::invalid("key file slot larger than 4 GiB"))?;
+        out.push(kind);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(file);
+    }
+    Ok(out)
+}
 
-    /// [`from_key_file`](Self::from_key_file), also returning the age X25519
-    /// identity that opened the key file's X25519 slot: for a passphrase,
-    /// the *passphrase identity* its scrypt slot holds; for an identity,
-    /// that identity. `None` for a format-1 key file opened with a
-    /// passphrase (it has no passphrase identity).
-    ///
-    /// `Unlock::Identity` with the passphrase identity opens the same key
-    /// file without scrypt, so a process that keeps it (in memory: it is
-    /// as secret as the passphrase) can reopen the vault in microseconds.
-    /// It stops opening the key file when the passphrase is changed (a new
-    /// passphrase identity) or removed.
-    ///
-    /// Errors: those of [`from_key_file`](Self::from_key_file).
-    pub fn from_key_file_with_identity(
-        bytes: &[u8],
-        unlock: &Unlock,
-    ) -> Result<(Self, Option<x25519::Identity>)> {
-        let container = KeyFileView::parse(bytes)?;
-        let identity = match unlock {
-            Unlock::Identity(identity) => identity.clone(),
-            Unlock::Passphrase(passphrase) if container.format == 1 => {
-                return open_legacy_passphrase_slots(&container, passphrase)
-                    .map(|cipher| (cipher, None))
-            }
-            Unlock::Passphrase(passphrase) => {
-                let slot = container.passphrase_slot.ok_or_else(|| Error::WrongKey {
-                    message: "the key file has no passphrase slot".to_string(),
-                })?;
-                open_passphrase_slot(slot, passphrase)?
-            }
-        };
-        let mut candidates = container
-            .slots
-            .iter()
-            .filter(|(k, _)| *k == SLOT_X25519)
-            .peekable();
-        if candidates.peek().is_none() {
-            return Err(Error::WrongKey {
-                message: "the key file has no X25519 slot".to_string(),
-            });
+/// Decrypts a key file with `unlock`: the keyring, and the age X25519
+/// identity that opened its X25519 slot (`None` for a format-1 file opened
+/// with a passphrase).
+///
+/// Errors: [`Error::WrongKey`] when `unlock` does not open it (or the file
+/// has no slot of that kind); [`Error::UnsupportedFormat`] for a newer
+/// format; [`Error::Corrupt`] or [`Error::Tampered`] for a garbled file.
+pub(crate) fn open(bytes: &[u8], unlock: &Unlock) -> Result<(Keyring, Option<x25519::Identity>)> {
+    let container = KeyFileView::parse(bytes)?;
+    let identity = match unlock {
+        Unlock::Identity(identity) => identity.clone(),
+        Unlock::Passphrase(passphrase) if container.format == 1 => {
+            return open_legacy_passphrase_slots(&container, passphrase).map(|ring| (ring, None))
         }
-        let mut last_error = None;
-        for (_, file) in candidates {
-            match export::decrypt(file, &identity, "key file X25519 slot") {
-                Ok(plaintext) => {
-                    let cipher = decode_keyring(&plaintext).map(Self::from_keyring)?;
-                    return Ok((cipher, Some(identity)));
-                }
-                Err(e) => last_error = Some(e),
-            }
+        Unlock::Passphrase(passphrase) => {
+            let slot = container.passphrase_slot.ok_or_else(|| Error::WrongKey {
+                message: "the key file has no passphrase slot".to_string(),
+            })?;
+            open_passphrase_slot(slot, passphrase)?
         }
-        Err(last_error.unwrap_or_else(|| Error::WrongKey {
+    };
+    let mut candidates = container
+        .slots
+        .iter()
+        .filter(|(k, _)| *k == SLOT_X25519)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Err(Error::WrongKey {
             message: "the key file has no X25519 slot".to_string(),
-        }))
+        });
     }
+    let mut last_error = None;
+    for (_, file) in candidates {
+        match export::decrypt(file, &identity, "key file X25519 slot") {
+            Ok(plaintext) => return Ok((decode_keyring(&plaintext)?, Some(identity))),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::WrongKey {
+        message: "the key file has no X25519 slot".to_string(),
+    }))
 }
 
 /// Format 1 key files: the passphrase slot holds the keyring itself.
 fn open_legacy_passphrase_slots(
     container: &KeyFileView<'_>,
     passphrase: &SecretString,
-) -> Result<EnvelopeCipher> {
+) -> Result<Keyring> {
     let mut candidates = container
         .slots
         .iter()
@@ -407,7 +369,7 @@ fn open_legacy_passphrase_slots(
     let mut last_error = None;
     for (_, file) in candidates {
         match export::decrypt(file, &identity, "key file passphrase slot") {
-            Ok(plaintext) => return decode_keyring(&plaintext).map(EnvelopeCipher::from_keyring),
+            Ok(plaintext) => return decode_keyring(&plaintext),
             Err(e) => last_error = Some(e),
         }
     }
@@ -818,6 +780,7 @@ fn be_u32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::EnvelopeCipher;
     use proptest::prelude::*;
 
     fn sample_protections() -> Vec<Protection> {

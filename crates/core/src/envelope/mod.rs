@@ -65,6 +65,7 @@
 
 mod export;
 mod keyfile;
+mod keyring;
 mod padding;
 mod trust;
 
@@ -73,6 +74,7 @@ pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFi
 pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
 };
+pub(crate) use keyring::{key_tag, DataKey, Keyring, KEY_TAG_LEN};
 pub use padding::Padding;
 pub use trust::KeyTrust;
 
@@ -80,14 +82,11 @@ use crate::cipher::{Aad, Cipher};
 use crate::ids::VaultId;
 use crate::storage::Part;
 use crate::{Error, Result};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
-use rand::rngs::OsRng;
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{Tag, XNonce};
 use rand::RngCore;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use zeroize::Zeroizing;
 
 /// Newest format version of sealed blobs, written by this build whenever
 /// [`Padding`] is on: format 2 seals the plaintext padded (§2 of
@@ -105,69 +104,6 @@ pub const DATA_KEY_LEN: usize = 32;
 
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
-
-/// One data key: its bytes (kept to write the key file) and the AEAD keyed
-/// with them (kept so no key schedule runs per record). Both zeroize on drop.
-pub(crate) struct DataKey {
-    bytes: Zeroizing<[u8; DATA_KEY_LEN]>,
-    aead: XChaCha20Poly1305,
-}
-
-impl DataKey {
-    pub(crate) fn from_bytes(bytes: Zeroizing<[u8; DATA_KEY_LEN]>) -> Self {
-        let aead = XChaCha20Poly1305::new(Key::from_slice(bytes.as_slice()));
-        Self { bytes, aead }
-    }
-
-    fn random() -> Self {
-        let mut bytes = Zeroizing::new([0u8; DATA_KEY_LEN]);
-        OsRng.fill_bytes(bytes.as_mut_slice());
-        Self::from_bytes(bytes)
-    }
-
-    pub(crate) fn bytes(&self) -> &[u8; DATA_KEY_LEN] {
-        &self.bytes
-    }
-}
-
-/// A vault's data keys. Invariant: `keys` holds `current`.
-pub(crate) struct Keyring {
-    pub(crate) vault: VaultId,
-    /// Version of the key file this keyring was last read from or adopted
-    /// (0 for a new keyring and for key files written before versions
-    /// existed); the next key file written carries `version + 1`.
-    pub(crate) version: u64,
-    pub(crate) current: u32,
-    pub(crate) keys: BTreeMap<u32, DataKey>,
-    /// Who the key file is encrypted to (empty for keyrings read from key
-    /// files written before the list existed).
-    pub(crate) protections: Vec<Protection>,
-    /// Retired key ids and a MAC of each retired key ([`key_tag`]): a device
-    /// that holds only retired keys can still tell that a keyring follows
-    /// its own (the MAC needs the key), without the key being kept.
-    pub(crate) retired: BTreeMap<u32, [u8; KEY_TAG_LEN]>,
-}
-
-/// Length of a retired key's tag.
-pub(crate) const KEY_TAG_LEN: usize = 16;
-
-/// A Poly1305 tag over a fixed label, the vault and the key id under a
-/// fixed nonce, keyed by the data key: a MAC, so it does not leak the key.
-pub(crate) fn key_tag(vault: VaultId, id: u32, key: &DataKey) -> [u8; KEY_TAG_LEN] {
-    let mut empty = [0u8; 0];
-    let nonce = XNonce::from_slice(&[0u8; NONCE_LEN]);
-    let mut label = b"chatvault keyring fingerprint v1".to_vec();
-    label.extend_from_slice(vault.as_bytes());
-    label.extend_from_slice(&id.to_be_bytes());
-    let mut out = [0u8; KEY_TAG_LEN];
-    if let Ok(tag) = key
-        .aead
-        .encrypt_in_place_detached(nonce, &label, &mut empty)
-    {
-        out.copy_from_slice(&tag);
-    }
-    out
-}
 
 /// The default [`Cipher`]: a vault's keyring of data keys, sealing with
 /// XChaCha20-Poly1305. See the [module docs](self) for formats and errors.
@@ -196,16 +132,7 @@ impl EnvelopeCipher {
     /// A new keyring for `vault` holding one fresh random data key (key id 1),
     /// drawn from the operating system's random number generator.
     pub fn generate(vault: VaultId) -> Self {
-        let mut keys = BTreeMap::new();
-        keys.insert(1, DataKey::random());
-        Self::from_keyring(Keyring {
-            vault,
-            version: 0,
-            current: 1,
-            keys,
-            protections: Vec::new(),
-            retired: BTreeMap::new(),
-        })
+        Self::from_keyring(Keyring::generate(vault))
     }
 
     pub(crate) fn from_keyring(keyring: Keyring) -> Self {
@@ -264,24 +191,14 @@ impl EnvelopeCipher {
 
     /// Every key id in the keyring, ascending (the current one included).
     pub fn key_ids(&self) -> Vec<u32> {
-        self.read().keys.keys().copied().collect()
+        self.read().key_ids()
     }
 
     /// Adds a fresh random data key, makes it current and returns its id
     /// (one more than the largest id so far). Old keys stay, so blobs sealed
     /// under them still open. Store the key file again afterwards.
     pub fn rotate(&self) -> u32 {
-        let mut ring = self.write();
-        let next = ring
-            .keys
-            .keys()
-            .next_back()
-            .and_then(|max| max.checked_add(1))
-            .or_else(|| (1..=u32::MAX).find(|id| !ring.keys.contains_key(id)))
-            .unwrap_or(0);
-        ring.keys.insert(next, DataKey::random());
-        ring.current = next;
-        next
+        self.write().rotate()
     }
 
     /// Drops key `key_id` once no blob needs it any more; blobs sealed under
@@ -291,20 +208,7 @@ impl EnvelopeCipher {
     /// Errors: [`Error::InvalidInput`] for the current key (rotate first),
     /// [`Error::UnknownKeyId`] if the keyring does not hold `key_id`.
     pub fn retire(&self, key_id: u32) -> Result<()> {
-        let mut ring = self.write();
-        if key_id == ring.current {
-            return Err(Error::invalid(format!(
-                "key {key_id} is the current data key; rotate to a new key before retiring it"
-            )));
-        }
-        match ring.keys.remove(&key_id) {
-            Some(key) => {
-                let tag = key_tag(ring.vault, key_id, &key);
-                ring.retired.insert(key_id, tag);
-                Ok(())
-            }
-            None => Err(Error::UnknownKeyId { key_id }),
-        }
+        self.write().retire(key_id)
     }
 
     /// Takes the keys of `newer` (the same vault's keyring as re-read from
@@ -320,32 +224,8 @@ impl EnvelopeCipher {
         if std::ptr::eq(self, newer) {
             return Ok(false);
         }
-        self.check_successor(newer)?;
         let theirs = newer.read();
-        let mut ring = self.write();
-        let mut changed = false;
-        for (id, key) in &theirs.keys {
-            if !ring.keys.contains_key(id) {
-                let bytes = Zeroizing::new(*key.bytes());
-                ring.keys.insert(*id, DataKey::from_bytes(bytes));
-                changed = true;
-            }
-        }
-        if ring.current != theirs.current {
-            ring.current = theirs.current;
-            changed = true;
-        }
-        for (id, tag) in &theirs.retired {
-            ring.retired.entry(*id).or_insert(*tag);
-        }
-        if theirs.version >= ring.version {
-            if ring.protections != theirs.protections {
-                ring.protections = theirs.protections.clone();
-                changed = true;
-            }
-            ring.version = theirs.version;
-        }
-        Ok(changed)
+        self.write().adopt(&theirs)
     }
 
     /// Takes back, to open records only, the keys `key_ids` that this
@@ -360,25 +240,7 @@ impl EnvelopeCipher {
             return Vec::new();
         }
         let theirs = older.read();
-        let mut ring = self.write();
-        if theirs.vault != ring.vault {
-            return Vec::new();
-        }
-        let mut held = Vec::new();
-        for id in key_ids {
-            if ring.keys.contains_key(id) {
-                continue;
-            }
-            let (Some(tag), Some(key)) = (ring.retired.get(id), theirs.keys.get(id)) else {
-                continue;
-            };
-            if key_tag(ring.vault, *id, key) == *tag {
-                let bytes = Zeroizing::new(*key.bytes());
-                ring.keys.insert(*id, DataKey::from_bytes(bytes));
-                held.push(*id);
-            }
-        }
-        held
+        self.write().hold_retired_from(&theirs, key_ids)
     }
 
     /// Checks that `newer` (a keyring read from the server after this one)
@@ -410,18 +272,81 @@ impl EnvelopeCipher {
     /// keyring. The oldest key stays the same across rotations until it is
     /// retired.
     pub fn fingerprint(&self) -> String {
-        let ring = self.read();
-        let Some((id, key)) = ring.keys.iter().next() else {
-            return String::new();
+        self.read().fingerprint()
+    }
+
+    /// Encrypts the keyring into a key file protected by exactly
+    /// `protection`, for [`Storage::put_keyring`](crate::Storage::put_keyring).
+    /// The keyring's list of [protections](Self::protections) becomes the
+    /// passphrase (if any) and the recipients, labelled `device 1`,
+    /// `device 2`, …; a passphrase gets a fresh passphrase identity. The
+    /// file carries key file version one above
+    /// [`keyring_version`](Self::keyring_version), which becomes this
+    /// keyring's version: every key file written is newer than the last, so
+    /// a server replaying an older one is caught by
+    /// [`check_successor`](Self::check_successor).
+    ///
+    /// To change one protection and keep the others (add a device, change the
+    /// passphrase), use [`VaultKeys`](crate::keys::VaultKeys).
+    ///
+    /// Errors: [`Error::InvalidInput`] when `protection` has neither a
+    /// passphrase nor a recipient, has an empty passphrase, or a work factor
+    /// outside 1..=22.
+    pub fn to_key_file(&self, protection: &KeyProtection) -> Result<Vec<u8>> {
+        let (protections, passphrase_slot) = keyfile::protections_for(protection)?;
+        self.seal_key_file(protections, passphrase_slot.as_deref())
+    }
+
+    /// Writes the key file for `protections` (see `keyfile::seal`) at the
+    /// keyring's version + 1. The keyring's version and list change only on
+    /// success.
+    pub(crate) fn seal_key_file(
+        &self,
+        protections: Vec<Protection>,
+        passphrase_slot: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
+        let (file, version) = {
+            let ring = self.read();
+            let version = ring.version.saturating_add(1);
+            let file = keyfile::seal(&ring, version, &protections, passphrase_slot)?;
+            (file, version)
         };
-        key_tag(ring.vault, *id, key)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .chunks(2)
-            .map(|pair| pair.concat())
-            .collect::<Vec<_>>()
-            .join("-")
+        let mut ring = self.write();
+        ring.version = ring.version.max(version);
+        ring.protections = protections;
+        Ok(file)
+    }
+
+    /// Decrypts a key file (from [`Storage::get_keyring`](crate::Storage::get_keyring))
+    /// and returns the vault's cipher.
+    ///
+    /// Errors: [`Error::WrongKey`] when the passphrase or identity does not
+    /// open it (or the file has no slot of that kind);
+    /// [`Error::UnsupportedFormat`] for a key file or keyring written by a
+    /// newer chatvault; [`Error::Corrupt`] or [`Error::Tampered`] for a
+    /// garbled or modified file.
+    pub fn from_key_file(bytes: &[u8], unlock: &Unlock) -> Result<Self> {
+        Self::from_key_file_with_identity(bytes, unlock).map(|(cipher, _)| cipher)
+    }
+
+    /// [`from_key_file`](Self::from_key_file), also returning the age X25519
+    /// identity that opened the key file's X25519 slot: for a passphrase,
+    /// the *passphrase identity* its scrypt slot holds; for an identity,
+    /// that identity. `None` for a format-1 key file opened with a
+    /// passphrase (it has no passphrase identity).
+    ///
+    /// `Unlock::Identity` with the passphrase identity opens the same key
+    /// file without scrypt, so a process that keeps it (in memory: it is
+    /// as secret as the passphrase) can reopen the vault in microseconds.
+    /// It stops opening the key file when the passphrase is changed (a new
+    /// passphrase identity) or removed.
+    ///
+    /// Errors: those of [`from_key_file`](Self::from_key_file).
+    pub fn from_key_file_with_identity(
+        bytes: &[u8],
+        unlock: &Unlock,
+    ) -> Result<(Self, Option<age::x25519::Identity>)> {
+        keyfile::open(bytes, unlock).map(|(ring, identity)| (Self::from_keyring(ring), identity))
     }
 
     /// The key id a sealed blob names in its header, without opening it:
@@ -605,6 +530,7 @@ mod tests {
     use super::*;
     use crate::envelope::{KeyProtection, Unlock};
     use crate::ids::ChatId;
+    use std::collections::BTreeMap;
 
     #[test]
     fn sealing_for_another_vault_is_refused() {

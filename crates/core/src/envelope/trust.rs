@@ -51,7 +51,7 @@ impl KeyTrust {
         Self::of_keyring(&cipher.read())
     }
 
-    pub(super) fn of_keyring(ring: &Keyring) -> Self {
+    pub(crate) fn of_keyring(ring: &Keyring) -> Self {
         let held = ring
             .keys
             .iter()
@@ -97,7 +97,11 @@ impl KeyTrust {
     /// Errors: [`Error::InvalidInput`] for another vault's keyring;
     /// [`Error::Tampered`] for everything else, saying which rule failed.
     pub fn admits(&self, newer: &EnvelopeCipher) -> Result<()> {
-        let theirs = newer.read();
+        self.admits_keyring(&newer.read())
+    }
+
+    /// [`admits`](Self::admits) for a keyring value.
+    pub(crate) fn admits_keyring(&self, theirs: &Keyring) -> Result<()> {
         if theirs.vault != self.vault {
             return Err(Error::invalid(format!(
                 "the server's key file belongs to vault {}, not to vault {} this device is part \
@@ -142,7 +146,7 @@ impl KeyTrust {
                 )));
             }
         }
-        if theirs.version == self.version && Self::of_keyring(&theirs) != *self {
+        if theirs.version == self.version && Self::of_keyring(theirs) != *self {
             return Err(refuse(format!(
                 "it differs from the key file of the same version {} this device trusts",
                 self.version
