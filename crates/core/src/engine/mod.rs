@@ -90,6 +90,54 @@ pub type BodyFilter = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 /// snapshot and opens together (memory holds one batch of sealed bodies).
 const LOCAL_BATCH: usize = 2048;
 
+/// What one sync round does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Round {
+    /// Pull the server's changes.
+    pull: bool,
+    /// Push the outbox.
+    push: bool,
+    /// Push entries still in their backoff too, and retry every skipped
+    /// record (a manual round, or back from offline).
+    force: bool,
+}
+
+impl Round {
+    /// [`Engine::sync_now`]: pull and push, forced.
+    const SYNC_NOW: Round = Round {
+        pull: true,
+        push: true,
+        force: true,
+    };
+    /// [`Engine::pull`]: forced.
+    const PULL: Round = Round {
+        pull: true,
+        push: false,
+        force: true,
+    };
+    /// [`Engine::push`]: forced.
+    const PUSH: Round = Round {
+        pull: false,
+        push: true,
+        force: true,
+    };
+    /// A background round: pull and push, forced only when `recovering`
+    /// from a failed round.
+    pub(crate) fn background(recovering: bool) -> Round {
+        Round {
+            pull: true,
+            push: true,
+            force: recovering,
+        }
+    }
+    /// The push a local save wakes: due entries only.
+    pub(crate) const AFTER_SAVE: Round = Round {
+        pull: false,
+        push: true,
+        force: false,
+    };
+}
+
 /// Settings of an [`Engine`].
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -532,31 +580,22 @@ impl Engine {
     /// in its own task and returns without waiting for it; a process about
     /// to exit bounds it with [`Engine::settle_maintenance`].
     pub async fn sync_now(&self) -> Result<SyncReport> {
-        self.round(true, true).await
+        self.round(Round::SYNC_NOW).await
     }
 
     /// Pulls every change without pushing.
     pub async fn pull(&self) -> Result<SyncReport> {
-        self.round(true, false).await
+        self.round(Round::PULL).await
     }
 
     /// Pushes the outbox without pulling.
     pub async fn push(&self) -> Result<SyncReport> {
-        self.round(false, true).await
+        self.round(Round::PUSH).await
     }
 
-    async fn round(&self, pull: bool, push: bool) -> Result<SyncReport> {
-        self.round_with(pull, push, true).await
-    }
-
-    /// One round; `force` pushes entries still in their backoff too, and
-    /// retries every skipped record.
-    pub(crate) async fn round_with(
-        &self,
-        pull: bool,
-        push: bool,
-        force: bool,
-    ) -> Result<SyncReport> {
+    /// One round of `what`.
+    pub(crate) async fn round(&self, what: Round) -> Result<SyncReport> {
+        let Round { pull, push, force } = what;
         use tracing::field::Empty;
         use tracing::Instrument;
         let inner = &self.inner;

@@ -1,7 +1,7 @@
 //! Background sync: a task that runs rounds when the transport says so and
 //! pushes after local saves.
 
-use super::Engine;
+use super::{Engine, Round};
 use crate::transport::{Polling, PullOutcome, Transport};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker
             // Back from offline: changes queued meanwhile wait out no
             // per-entry backoff, since it was the network that failed them.
             let recovering = outcome == PullOutcome::Failed;
-            outcome = match engine.round_with(true, true, recovering).await {
+            outcome = match engine.round(Round::background(recovering)).await {
                 // A successful round also starts the backend's maintenance
                 // when it is due (`maintenance.rs`).
                 Ok(_) => PullOutcome::Ok,
@@ -70,7 +70,7 @@ pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker
                     _ = stopped.changed() => return,
                     () = &mut next_pull => break,
                     () = engine.inner.wake.notified() => {
-                        if let Err(e) = engine.round_with(false, true, false).await {
+                        if let Err(e) = engine.round(Round::AFTER_SAVE).await {
                             tracing::debug!(error = %e, "push after a local save failed; will retry");
                         }
                     }
