@@ -95,7 +95,10 @@ impl Engine {
         };
         self.restage_outbox(update.current_key_id).await?;
         blocking(&self.inner, move |inner| {
-            inner.replica.set_key_file(&update.key_file, &update.trust)
+            inner
+                .local
+                .replica
+                .set_key_file(&update.key_file, &update.trust)
         })
         .await?;
         Ok(true)

@@ -238,7 +238,7 @@ impl Engine {
     async fn record_mark(&self, mark: MaintenanceMark) {
         *lock(&self.inner.maintenance.mark) = Some(mark);
         let written = blocking(&self.inner, move |inner| {
-            let mut write = inner.replica.write()?;
+            let mut write = inner.local.replica.write()?;
             write.set_maintenance(&mark)?;
             write.commit()
         })

@@ -47,8 +47,9 @@
 //! [`Storage`]: crate::Storage
 //! [`Storage::changes`]: crate::Storage::changes
 
-mod apply;
+mod fetch;
 mod keyring;
+mod local;
 mod maintenance;
 mod outbox;
 mod pull;
@@ -75,12 +76,13 @@ use crate::replica::{Replica, SkippedEntry};
 use crate::storage::{Capabilities, DynStorage, MaintenanceReport, Part};
 use crate::transport::Transport;
 use crate::{Error, Result};
+use local::{Limits, LocalStore};
 use sealing::Sealer;
 use state::State;
 use status::Notifier;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
 /// A filter on a chat's opened, not yet decoded body, for
 /// [`Engine::all_chats_where`]: true keeps the chat.
@@ -196,20 +198,14 @@ impl EngineConfig {
 pub(crate) struct Inner {
     storage: DynStorage,
     capabilities: Capabilities,
-    replica: Replica,
-    sealer: Sealer,
-    clock: Clock,
+    /// This device's copy and everything under the write lock.
+    local: LocalStore,
     config: EngineConfig,
-    state: State,
-    notifier: Notifier,
-    /// Serialises local commits and pull applications: each reads the
-    /// current state, merges and commits, and the in-memory view follows
-    /// the replica in commit order.
-    write_lock: Mutex<()>,
+    /// Sync status and events (shared with the local store, which announces
+    /// committed changes).
+    notifier: Arc<Notifier>,
     /// One push or pull at a time.
     sync_lock: tokio::sync::Mutex<()>,
-    /// Wakes the background worker after a local save.
-    wake: Notify,
     /// Where new keys come from, and whether the next push re-reads them.
     keyring: keyring::Keyring,
     /// Set at open: the first pull retries every skipped record.
@@ -220,12 +216,6 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
-    fn lock_writes(&self) -> MutexGuard<'_, ()> {
-        // The guarded data is the replica, which is transactional: a panic
-        // mid-write aborted its transaction, so the lock is safe to reuse.
-        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn max_batch(&self) -> usize {
         self.capabilities.max_batch.max(1)
     }
@@ -278,7 +268,7 @@ impl std::fmt::Debug for Engine {
         f.debug_struct("Engine")
             .field("vault", &self.inner.config.vault)
             .field("device", &self.inner.config.device)
-            .field("replica", &self.inner.replica)
+            .field("replica", &self.inner.local.replica)
             .field("storage", &self.inner.storage)
             .finish_non_exhaustive()
     }
@@ -304,25 +294,34 @@ impl Engine {
             tracing::warn!(error = %e, "the replica's maintenance mark does not read; ignored");
             None
         });
+        let notifier = Arc::new(Notifier::new());
+        let local = LocalStore::new(
+            replica,
+            Sealer::new(cipher, config.vault),
+            Clock::new(config.device),
+            State::new(config.cache_bytes, chats),
+            notifier.clone(),
+            Limits {
+                max_record_bytes: capabilities.max_record_bytes,
+                concurrent_writers: capabilities.concurrent_writers,
+                tombstone_horizon: config.tombstone_horizon,
+            },
+        );
         let inner = Arc::new(Inner {
             storage,
             capabilities,
-            sealer: Sealer::new(cipher, config.vault),
-            clock: Clock::new(config.device),
-            state: State::new(config.cache_bytes, chats),
-            notifier: Notifier::new(),
-            write_lock: Mutex::new(()),
+            local,
+            notifier,
             sync_lock: tokio::sync::Mutex::new(()),
-            wake: Notify::new(),
             keyring: keyring::Keyring::new(config.keyring.clone()),
             retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
             maintenance: maintenance::Scheduler::new(mark),
-            replica,
             config,
         });
         blocking(&inner, |inner| {
-            inner.check_identity()?;
-            inner.load_sidebar_from_replica()
+            let local = &inner.local;
+            local.check_identity(inner.config.vault, inner.config.device)?;
+            local.load_sidebar()
         })
         .await?;
         Ok(Self { inner })
@@ -340,7 +339,7 @@ impl Engine {
 
     /// This device's clock: stamps for edits made through [`Engine::update`].
     pub fn clock(&self) -> &Clock {
-        &self.inner.clock
+        &self.inner.local.clock
     }
 
     /// The backend.
@@ -350,32 +349,36 @@ impl Engine {
 
     /// The local replica.
     pub fn replica(&self) -> &Replica {
-        &self.inner.replica
+        &self.inner.local.replica
     }
 
     /// Live chats' summaries, most recently active first. In memory; no I/O.
     pub fn sidebar(&self) -> Vec<ChatSummary> {
-        self.inner.state.sidebar()
+        self.inner.local.state.sidebar()
     }
 
     /// Number of live chats in the sidebar.
     pub fn chat_count(&self) -> usize {
-        self.inner.state.len()
+        self.inner.local.state.len()
     }
 
     /// The summary of `chat`, if it is live.
     pub fn summary(&self, chat: ChatId) -> Option<ChatSummary> {
-        self.inner.state.summary(chat)
+        self.inner.local.state.summary(chat)
     }
 
     /// The full chat if it is loaded in memory (see [`Engine::load_full_chat`]).
     pub fn chat(&self, chat: ChatId) -> Option<Arc<Chat>> {
-        self.inner.state.cached(chat).filter(|c| !c.is_deleted())
+        self.inner
+            .local
+            .state
+            .cached(chat)
+            .filter(|c| !c.is_deleted())
     }
 
     /// Bytes held by the full-chat cache.
     pub fn cached_bytes(&self) -> u64 {
-        self.inner.state.cached_bytes()
+        self.inner.local.state.cached_bytes()
     }
 
     /// Subscribes to change and status events.
@@ -396,12 +399,12 @@ impl Engine {
     /// Records this device could not open and keeps retrying (see
     /// [`SyncStatus::Incomplete`]).
     pub fn skipped(&self) -> Result<Vec<SkippedEntry>> {
-        self.inner.replica.skipped()
+        self.inner.local.replica.skipped()
     }
 
     /// Number of chats with local changes the server has not confirmed.
     pub fn pending(&self) -> Result<u64> {
-        self.inner.replica.outbox_len()
+        self.inner.local.replica.outbox_len()
     }
 
     /// Loads `chat` in full: from memory, else from the replica, else from
@@ -471,7 +474,7 @@ impl Engine {
         // Bodies this device lacks come in batched gets up front; loading
         // them one by one below would cost a request per chat.
         let ids: Vec<ChatId> = sidebar.iter().map(|s| s.id).collect();
-        let locals = blocking(inner, move |inner| inner.replica.local_states(&ids)).await?;
+        let locals = blocking(inner, move |inner| inner.local.replica.local_states(&ids)).await?;
         let versions: std::collections::HashMap<ChatId, u64> = locals
             .iter()
             .filter_map(|l| l.header.map(|h| (l.chat, h.version)))
@@ -481,24 +484,24 @@ impl Engine {
             .filter(|l| l.header.is_some_and(|h| !h.deleted) && !l.has_body)
             .map(|l| l.chat)
             .collect();
-        let wanted: Vec<apply::Wanted> = missing
+        let wanted: Vec<fetch::Wanted> = missing
             .iter()
-            .map(|&chat| apply::Wanted {
+            .map(|&chat| fetch::Wanted {
                 chat,
                 version: versions.get(&chat).copied().unwrap_or(0),
             })
             .collect();
-        let apply::Fetched {
+        let fetch::Fetched {
             records,
             mut unreadable,
             ..
-        } = apply::fetch(inner, &wanted, Part::Full).await?;
+        } = fetch::fetch(inner, &wanted, Part::Full).await?;
         let stored = blocking(inner, move |inner| {
             Ok(records
                 .into_iter()
                 .filter_map(|record| {
                     let (chat, version) = (record.chat, record.version);
-                    match inner.store_fetched(record) {
+                    match inner.local.store_fetched(record) {
                         Ok(()) => None,
                         Err(error) => Some((chat, version, error)),
                     }
@@ -530,7 +533,7 @@ impl Engine {
             let batch = batch.to_vec();
             let keep = keep.clone();
             let (batch, loaded) = blocking(inner, move |inner| {
-                let loaded = inner.load_local_bodies(&batch, keep.as_ref())?;
+                let loaded = save::load_local_bodies(&inner.local, &batch, keep.as_ref())?;
                 Ok((batch, loaded))
             })
             .await?;
@@ -640,7 +643,10 @@ impl Engine {
             result = outbox::push(inner, &mut report, force).await;
         }
         let pending = blocking(inner, |inner| {
-            Ok((inner.replica.outbox_len()?, inner.replica.skipped()?.len()))
+            Ok((
+                inner.local.replica.outbox_len()?,
+                inner.local.replica.skipped()?.len(),
+            ))
         })
         .await;
         match (result, pending) {
@@ -677,53 +683,5 @@ impl Engine {
     pub fn start_polling(&self, interval: Duration) -> SyncWorker {
         let push = self.inner.storage.push();
         self.start(Arc::new(worker::PushOrPoll::new(push, interval)))
-    }
-}
-
-impl Inner {
-    fn check_identity(&self) -> Result<()> {
-        match self.replica.identity()? {
-            Some((vault, _)) if vault != self.config.vault => Err(Error::invalid(format!(
-                "the replica {} belongs to vault {vault}, not to vault {}; use another replica path",
-                self.replica.path().display(),
-                self.config.vault
-            ))),
-            Some((_, device)) if device == self.config.device => Ok(()),
-            _ => {
-                let mut write = self.replica.write()?;
-                write.set_identity(self.config.vault, self.config.device)?;
-                write.commit()
-            }
-        }
-    }
-
-    fn load_sidebar_from_replica(&self) -> Result<()> {
-        /// Summaries decrypted per step: bounds the transient memory of a
-        /// cold start, whatever the vault's size.
-        const BATCH: usize = 4096;
-        self.replica.scan_summaries(BATCH, |batch| {
-            let live: Vec<_> = batch.into_iter().filter(|s| !s.deleted).collect();
-            let opened = sealing::par_map(live, |s| {
-                (s.chat, self.sealer.open_summary(s.chat, s.version, &s.sealed))
-            });
-            let mut summaries = Vec::with_capacity(opened.len());
-            for (chat, result) in opened {
-                match result {
-                    Ok(summary) => {
-                        self.clock.observe(summary.last_activity);
-                        summaries.push(summary);
-                    }
-                    Err(e) => {
-                        tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
-                        self.notifier.emit(Event::RecordSkipped {
-                            chat,
-                            reason: e.to_string(),
-                        });
-                    }
-                }
-            }
-            self.state.fill(summaries);
-            Ok(())
-        })
     }
 }

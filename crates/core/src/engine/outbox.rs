@@ -9,7 +9,10 @@
 //! with our own record; the engine recognises it byte for byte and simply
 //! confirms.
 
-use super::apply::{fetch, Publish, Wanted};
+use super::fetch::{fetch, Wanted};
+use super::local::LocalStore;
+use super::local::Publish;
+use super::reseal::restage_due;
 use super::retry::{backoff, now_millis};
 use super::status::{Event, SyncReport};
 use super::{blocking, Inner};
@@ -67,7 +70,10 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
     let mut after = None;
     let mut first = true;
     loop {
-        let due = blocking(inner, move |inner| inner.replica.due(now, after, limit)).await?;
+        let due = blocking(inner, move |inner| {
+            inner.local.replica.due(now, after, limit)
+        })
+        .await?;
         let Some((last, _)) = due.last() else {
             break;
         };
@@ -84,7 +90,10 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
             break;
         }
         let chats = resolve(inner, std::mem::take(&mut conflicts), report, &mut refused).await?;
-        let retry = blocking(inner, move |inner| inner.replica.pending_records(&chats)).await?;
+        let retry = blocking(inner, move |inner| {
+            inner.local.replica.pending_records(&chats)
+        })
+        .await?;
         conflicts = push_batch(inner, retry, report, &mut refused).await?;
     }
     refused.map_or(Ok(()), Err)
@@ -99,7 +108,7 @@ async fn restage(
     refused: &mut Option<Error>,
 ) -> Result<Vec<(OutboxEntry, SealedRecord)>> {
     let current = inner.keyring.current_key_id();
-    let restaged = blocking(inner, move |inner| inner.restage_due(due, current)).await?;
+    let restaged = blocking(inner, move |inner| restage_due(&inner.local, due, current)).await?;
     if restaged.refused.is_empty() {
         return Ok(restaged.push);
     }
@@ -115,8 +124,8 @@ async fn restage(
         failed.push(entry);
         refused.get_or_insert(error);
     }
-    blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
-    inner.announce_refused(rejected);
+    blocking(inner, move |inner| record_push(&inner.local, &[], &failed)).await?;
+    announce_refused(&inner.local, rejected);
     Ok(restaged.push)
 }
 
@@ -157,8 +166,11 @@ async fn push_batch(
             }
         }
         report.pushed += confirmed.len();
-        blocking(inner, move |inner| inner.record_push(&confirmed, &failed)).await?;
-        inner.announce_refused(rejected);
+        blocking(inner, move |inner| {
+            record_push(&inner.local, &confirmed, &failed)
+        })
+        .await?;
+        announce_refused(&inner.local, rejected);
         if let Some(e) = offline {
             return Err(e);
         }
@@ -230,7 +242,7 @@ async fn resolve_all(
                 let chat = entry.chat;
                 let result = match unreadable.remove(&chat) {
                     Some(error) => Err(error),
-                    None => inner.resolve_conflict(&ours, theirs.remove(&chat)),
+                    None => resolve_conflict(&inner.local, &ours, theirs.remove(&chat)),
                 };
                 (entry, result)
             })
@@ -264,106 +276,112 @@ async fn resolve_all(
     }
     if !failed.is_empty() {
         tracing::Span::current().record("failed", failed.len());
-        blocking(inner, move |inner| inner.record_push(&[], &failed)).await?;
+        blocking(inner, move |inner| record_push(&inner.local, &[], &failed)).await?;
     }
-    inner.announce_refused(rejected);
+    announce_refused(&inner.local, rejected);
     Ok(resolved)
 }
 
-impl Inner {
-    /// Tells subscribers which chats' pushes were refused, one event per
-    /// distinct reason.
-    fn announce_refused(&self, refused: Vec<(ChatId, String)>) {
-        let mut by_reason: Vec<(String, Vec<ChatId>)> = Vec::new();
-        for (chat, reason) in refused {
-            match by_reason.iter_mut().find(|(r, _)| *r == reason) {
-                Some((_, chats)) => chats.push(chat),
-                None => by_reason.push((reason, vec![chat])),
-            }
-        }
-        for (reason, chats) in by_reason {
-            self.notifier.emit(Event::PushRefused { chats, reason });
+/// Tells subscribers which chats' pushes were refused, one event per
+/// distinct reason.
+fn announce_refused(local: &LocalStore, refused: Vec<(ChatId, String)>) {
+    let mut by_reason: Vec<(String, Vec<ChatId>)> = Vec::new();
+    for (chat, reason) in refused {
+        match by_reason.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, chats)) => chats.push(chat),
+            None => by_reason.push((reason, vec![chat])),
         }
     }
-
-    /// Confirms pushed versions and schedules retries, in one transaction.
-    fn record_push(&self, confirmed: &[(ChatId, u64)], failed: &[OutboxEntry]) -> Result<()> {
-        if confirmed.is_empty() && failed.is_empty() {
-            return Ok(());
-        }
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        for &(chat, version) in confirmed {
-            write.mark_pushed(chat, version)?;
-        }
-        let now = now_millis();
-        for entry in failed {
-            let attempts = entry.attempts.saturating_add(1);
-            let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
-            write.reschedule(entry.chat, attempts, now.saturating_add(delay))?;
-        }
-        write.commit()
+    for (reason, chats) in by_reason {
+        local.events.emit(Event::PushRefused { chats, reason });
     }
+}
 
-    /// Our push of `ours` lost to the server's record `theirs`: fold the
-    /// server's state into the local one so the next push can win.
-    fn resolve_conflict(&self, ours: &SealedRecord, theirs: Option<SealedRecord>) -> Result<()> {
-        let chat = ours.chat;
-        let opened = match &theirs {
-            Some(t) if t.version == ours.version && t.summary == ours.summary => None,
-            Some(t) => Some(self.sealer.open(t.clone())?),
-            None => None,
-        };
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        if write.pending(chat)?.is_none() {
-            return Ok(());
-        }
-        let Some(theirs) = theirs else {
-            // The precondition failed yet the server holds nothing: whatever
-            // we built on is gone, so push as a new chat.
-            write.rebase(chat, None)?;
-            return write.commit();
-        };
-        let Some(remote) = opened else {
-            // Our own earlier push, replayed after a crash: it landed.
-            write.mark_pushed(chat, ours.version)?;
-            return write.commit();
-        };
-        self.clock.observe(remote.summary.last_activity);
-        let header = write.header(chat)?;
-        let version = theirs.version;
-        if theirs.deleted {
-            write.put_remote(&remote.sealed)?;
-            write.commit()?;
-            self.publish(Publish {
-                summary: remote.summary,
-                version,
-                full: remote.chat.map(Arc::new),
-            });
-            return Ok(());
-        }
-        let remote_chat = remote.chat.map(Arc::new).ok_or_else(|| {
-            Error::corrupt(
-                format!("record of chat {chat} version {version}"),
-                "the server returned no body for a full get",
-            )
-        })?;
-        let state = self
-            .fold_remote(
-                &mut write,
-                header,
-                &remote.sealed,
-                remote.summary,
-                remote_chat,
-            )?
-            .ok_or_else(|| {
-                Error::local_message(format!(
-                    "chat {chat} is queued for push but its body is missing"
-                ))
-            })?;
+/// Confirms pushed versions and schedules retries, in one transaction.
+fn record_push(
+    local: &LocalStore,
+    confirmed: &[(ChatId, u64)],
+    failed: &[OutboxEntry],
+) -> Result<()> {
+    if confirmed.is_empty() && failed.is_empty() {
+        return Ok(());
+    }
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    for &(chat, version) in confirmed {
+        write.mark_pushed(chat, version)?;
+    }
+    let now = now_millis();
+    for entry in failed {
+        let attempts = entry.attempts.saturating_add(1);
+        let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
+        write.reschedule(entry.chat, attempts, now.saturating_add(delay))?;
+    }
+    write.commit()
+}
+
+/// Our push of `ours` lost to the server's record `theirs`: fold the
+/// server's state into the local one so the next push can win.
+fn resolve_conflict(
+    local: &LocalStore,
+    ours: &SealedRecord,
+    theirs: Option<SealedRecord>,
+) -> Result<()> {
+    let chat = ours.chat;
+    let opened = match &theirs {
+        Some(t) if t.version == ours.version && t.summary == ours.summary => None,
+        Some(t) => Some(local.sealer.open(t.clone())?),
+        None => None,
+    };
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    if write.pending(chat)?.is_none() {
+        return Ok(());
+    }
+    let Some(theirs) = theirs else {
+        // The precondition failed yet the server holds nothing: whatever
+        // we built on is gone, so push as a new chat.
+        write.rebase(chat, None)?;
+        return write.commit();
+    };
+    let Some(remote) = opened else {
+        // Our own earlier push, replayed after a crash: it landed.
+        write.mark_pushed(chat, ours.version)?;
+        return write.commit();
+    };
+    local.clock.observe(remote.summary.last_activity);
+    let header = write.header(chat)?;
+    let version = theirs.version;
+    if theirs.deleted {
+        write.put_remote(&remote.sealed)?;
         write.commit()?;
-        self.publish(state);
-        Ok(())
+        local.publish(Publish {
+            summary: remote.summary,
+            version,
+            full: remote.chat.map(Arc::new),
+        });
+        return Ok(());
     }
+    let remote_chat = remote.chat.map(Arc::new).ok_or_else(|| {
+        Error::corrupt(
+            format!("record of chat {chat} version {version}"),
+            "the server returned no body for a full get",
+        )
+    })?;
+    let state = local
+        .fold_remote(
+            &mut write,
+            header,
+            &remote.sealed,
+            remote.summary,
+            remote_chat,
+        )?
+        .ok_or_else(|| {
+            Error::local_message(format!(
+                "chat {chat} is queued for push but its body is missing"
+            ))
+        })?;
+    write.commit()?;
+    local.publish(state);
+    Ok(())
 }

@@ -1,8 +1,10 @@
 //! The pull flow: change feed → fetch → open off the runtime → merge → store
 //! with the cursor → notify.
 
-use super::apply::{fetch, Publish, Wanted};
+use super::fetch::{fetch, Wanted};
 use super::keyring::reread_for_unknown_key;
+use super::local::LocalStore;
+use super::local::Publish;
 use super::retry::{backoff, now_millis};
 use super::status::{Event, SkippedRecord, SyncReport};
 use super::{blocking, Inner};
@@ -145,7 +147,7 @@ async fn pull_pages(
     let mut keyring_read = false;
     retry_skipped(inner, report, after_open || force, &mut keyring_read).await?;
     let skipped_before = report.skipped.len();
-    let mut cursor = blocking(inner, |inner| inner.replica.cursor()).await?;
+    let mut cursor = blocking(inner, |inner| inner.local.replica.cursor()).await?;
     loop {
         let page = inner
             .storage
@@ -172,9 +174,9 @@ async fn pull_pages(
         let versions: HashMap<ChatId, u64> = changes.iter().map(|c| (c.chat, c.version)).collect();
         let needs = blocking(inner, move |inner| {
             let ids: Vec<ChatId> = changes.iter().map(|c| c.chat).collect();
-            let locals = inner.replica.local_states(&ids)?;
+            let locals = inner.local.replica.local_states(&ids)?;
             let held = if concurrent {
-                inner.replica.records(&ids, false)?
+                inner.local.replica.records(&ids, false)?
             } else {
                 vec![None; ids.len()]
             };
@@ -261,7 +263,7 @@ async fn pull_pages(
         let next = page.cursor.clone();
         if !records.is_empty() || !unreadable.is_empty() || next != cursor {
             let applied = blocking(inner, move |inner| {
-                inner.apply_pulled(records, Some(&next), unreadable)
+                apply_pulled(&inner.local, records, Some(&next), unreadable)
             })
             .await?;
             report.pulled += applied.pulled;
@@ -287,6 +289,7 @@ async fn pull_pages(
         // The report lists what is still skipped, not what the retry opened.
         let still: Vec<ChatId> = blocking(inner, |inner| {
             Ok(inner
+                .local
                 .replica
                 .skipped()?
                 .into_iter()
@@ -314,7 +317,7 @@ async fn retry_skipped(
     keyring_read: &mut bool,
 ) -> Result<()> {
     let now = now_millis();
-    let entries = blocking(inner, |inner| inner.replica.skipped()).await?;
+    let entries = blocking(inner, |inner| inner.local.replica.skipped()).await?;
     let due: Vec<SkippedEntry> = entries
         .into_iter()
         .filter(|e| force || e.not_before <= now)
@@ -329,7 +332,7 @@ async fn retry_skipped(
         }
     }
     let ids: Vec<ChatId> = due.iter().map(|e| e.chat).collect();
-    let locals = blocking(inner, move |inner| inner.replica.local_states(&ids)).await?;
+    let locals = blocking(inner, move |inner| inner.local.replica.local_states(&ids)).await?;
     let (mut fulls, mut summaries) = (Vec::new(), Vec::new());
     for (entry, local) in due.iter().zip(&locals) {
         let wanted = Wanted {
@@ -352,7 +355,7 @@ async fn retry_skipped(
         unreadable.extend(fetched.unreadable);
     }
     let applied = blocking(inner, move |inner| {
-        inner.apply_pulled(records, None, unreadable)
+        apply_pulled(&inner.local, records, None, unreadable)
     })
     .await?;
     report.pulled += applied.pulled;
@@ -365,104 +368,102 @@ pub(super) struct Applied {
     skipped: Vec<SkippedRecord>,
 }
 
-impl Inner {
-    /// Opens `records`, merges them into local state and stores them together
-    /// with `cursor` (if it moves) in one transaction. Records that do not
-    /// open, and `unreadable` ones the backend could not even decode, are
-    /// kept in the replica's skipped table in the same transaction, so the
-    /// cursor moving past them forgets nothing.
-    pub(super) fn apply_pulled(
-        &self,
-        records: Vec<SealedRecord>,
-        cursor: Option<&Cursor>,
-        unreadable: Vec<SkippedRecord>,
-    ) -> Result<Applied> {
-        // What each record's parts name as their key: a skipped record keeps
-        // it, so no key it needs is retired while it waits.
-        // Concurrent versions of one chat are merged oldest first, so the
-        // last merge is based on the newest version seen.
-        let mut records = records;
-        if self.capabilities.concurrent_writers {
-            records.sort_by_key(|r| (r.chat, r.version));
-        }
-        let key_ids: HashMap<(ChatId, u64), Vec<u32>> = records
-            .iter()
-            .map(|r| ((r.chat, r.version), self.sealer.record_key_ids(r)))
-            .collect();
-        let opened = self.sealer.open_all(records);
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        let mut published: Vec<Publish> = Vec::new();
-        let mut skipped = unreadable;
-        for (chat, version, result) in opened {
-            let record = match result {
-                Ok(record) => record,
-                Err(error) => {
-                    skipped.push(SkippedRecord {
-                        chat,
-                        version,
-                        error,
-                    });
-                    continue;
-                }
-            };
-            write.resolve_skipped(chat, version)?;
-            match self.fold_pulled(&mut write, record) {
-                Ok(Some(state)) => published.push(state),
-                Ok(None) => {}
-                // Merged with this device's pending edits the chat outgrows
-                // the backend's limit: kept and retried like a record that
-                // does not open, reported for this chat alone.
-                Err(error @ Error::TooLarge { .. }) => skipped.push(SkippedRecord {
+/// Opens `records`, merges them into local state and stores them together
+/// with `cursor` (if it moves) in one transaction. Records that do not
+/// open, and `unreadable` ones the backend could not even decode, are
+/// kept in the replica's skipped table in the same transaction, so the
+/// cursor moving past them forgets nothing.
+pub(super) fn apply_pulled(
+    local: &LocalStore,
+    records: Vec<SealedRecord>,
+    cursor: Option<&Cursor>,
+    unreadable: Vec<SkippedRecord>,
+) -> Result<Applied> {
+    // What each record's parts name as their key: a skipped record keeps
+    // it, so no key it needs is retired while it waits.
+    // Concurrent versions of one chat are merged oldest first, so the
+    // last merge is based on the newest version seen.
+    let mut records = records;
+    if local.concurrent_writers() {
+        records.sort_by_key(|r| (r.chat, r.version));
+    }
+    let key_ids: HashMap<(ChatId, u64), Vec<u32>> = records
+        .iter()
+        .map(|r| ((r.chat, r.version), local.sealer.record_key_ids(r)))
+        .collect();
+    let opened = local.sealer.open_all(records);
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    let mut published: Vec<Publish> = Vec::new();
+    let mut skipped = unreadable;
+    for (chat, version, result) in opened {
+        let record = match result {
+            Ok(record) => record,
+            Err(error) => {
+                skipped.push(SkippedRecord {
                     chat,
                     version,
                     error,
-                }),
-                Err(e) => return Err(e),
+                });
+                continue;
             }
+        };
+        write.resolve_skipped(chat, version)?;
+        match local.fold_pulled(&mut write, record) {
+            Ok(Some(state)) => published.push(state),
+            Ok(None) => {}
+            // Merged with this device's pending edits the chat outgrows
+            // the backend's limit: kept and retried like a record that
+            // does not open, reported for this chat alone.
+            Err(error @ Error::TooLarge { .. }) => skipped.push(SkippedRecord {
+                chat,
+                version,
+                error,
+            }),
+            Err(e) => return Err(e),
         }
-        let now = now_millis();
-        // Only records not already known to fail are reported again.
-        let mut fresh = Vec::new();
-        for s in skipped {
-            let attempts = match write.skipped(s.chat)? {
-                Some(prior) if prior.version > s.version => continue,
-                Some(prior) if prior.version == s.version => prior.attempts.saturating_add(1),
-                _ => 1,
-            };
-            let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
-            write.put_skipped(&SkippedEntry {
-                chat: s.chat,
-                version: s.version,
-                reason: SkipReason::of(&s.error),
-                message: s.error.to_string(),
-                attempts,
-                not_before: now.saturating_add(delay),
-                key_ids: key_ids
-                    .get(&(s.chat, s.version))
-                    .cloned()
-                    .unwrap_or_default(),
-            })?;
-            if attempts == 1 {
-                tracing::warn!(chat = %s.chat, version = s.version, error = %s.error, "skipping a record that does not open; it is kept and retried");
-                fresh.push(s);
-            }
-        }
-        let skipped = fresh;
-        if let Some(cursor) = cursor {
-            write.set_cursor(cursor)?;
-        }
-        write.commit()?;
-        let pulled = published.len();
-        for state in published {
-            self.publish(state);
-        }
-        for s in &skipped {
-            self.notifier.emit(Event::RecordSkipped {
-                chat: s.chat,
-                reason: s.error.to_string(),
-            });
-        }
-        Ok(Applied { pulled, skipped })
     }
+    let now = now_millis();
+    // Only records not already known to fail are reported again.
+    let mut fresh = Vec::new();
+    for s in skipped {
+        let attempts = match write.skipped(s.chat)? {
+            Some(prior) if prior.version > s.version => continue,
+            Some(prior) if prior.version == s.version => prior.attempts.saturating_add(1),
+            _ => 1,
+        };
+        let delay = u64::try_from(backoff(attempts).as_millis()).unwrap_or(u64::MAX);
+        write.put_skipped(&SkippedEntry {
+            chat: s.chat,
+            version: s.version,
+            reason: SkipReason::of(&s.error),
+            message: s.error.to_string(),
+            attempts,
+            not_before: now.saturating_add(delay),
+            key_ids: key_ids
+                .get(&(s.chat, s.version))
+                .cloned()
+                .unwrap_or_default(),
+        })?;
+        if attempts == 1 {
+            tracing::warn!(chat = %s.chat, version = s.version, error = %s.error, "skipping a record that does not open; it is kept and retried");
+            fresh.push(s);
+        }
+    }
+    let skipped = fresh;
+    if let Some(cursor) = cursor {
+        write.set_cursor(cursor)?;
+    }
+    write.commit()?;
+    let pulled = published.len();
+    for state in published {
+        local.publish(state);
+    }
+    for s in &skipped {
+        local.events.emit(Event::RecordSkipped {
+            chat: s.chat,
+            reason: s.error.to_string(),
+        });
+    }
+    Ok(Applied { pulled, skipped })
 }

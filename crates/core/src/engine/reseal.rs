@@ -15,10 +15,10 @@
 //! under the current key before sending it, and refuses to send one this
 //! device cannot open itself.
 
-use super::apply::Current;
+use super::local::{Current, LocalStore};
 use super::save::Edit;
 use super::status::Event;
-use super::{blocking, opens_later, Engine, Inner};
+use super::{blocking, opens_later, Engine};
 use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
 use crate::storage::SealedRecord;
@@ -48,7 +48,7 @@ pub struct ResealReport {
     pub refused: Vec<(ChatId, String)>,
 }
 
-/// What [`Inner::reseal_batch`] did.
+/// What [`reseal_batch`] did.
 #[derive(Default)]
 struct BatchResealed {
     /// Chats re-sealed in the batch's transaction.
@@ -90,10 +90,11 @@ impl Engine {
                     ),
                 )
             };
-            let summaries = inner.replica.summaries()?;
+            let summaries = inner.local.replica.summaries()?;
             let mut live = Vec::new();
             for summary in summaries {
                 let id = inner
+                    .local
                     .sealer
                     .key_id(&summary.sealed)
                     .map_err(|e| unparsed(summary.chat, "summary", e))?;
@@ -102,10 +103,11 @@ impl Engine {
                     live.push(summary.chat);
                 }
             }
-            for (chat, record) in live.iter().zip(inner.replica.records(&live, true)?) {
+            for (chat, record) in live.iter().zip(inner.local.replica.records(&live, true)?) {
                 if let Some(body) = record.as_ref().and_then(|r| r.body.as_deref()) {
                     ids.extend(
                         inner
+                            .local
                             .sealer
                             .key_id(body)
                             .map_err(|e| unparsed(*chat, "body", e))?,
@@ -131,7 +133,7 @@ impl Engine {
         let (stale, tombstones, total) = blocking(&self.inner, move |inner| {
             let mut stale = Vec::new();
             let mut tombstones = BTreeSet::new();
-            let summaries = inner.replica.summaries()?;
+            let summaries = inner.local.replica.summaries()?;
             let total = summaries.len();
             // A live chat whose summary is current may still hold its body
             // under an older key (sealed by a build that sealed the parts
@@ -142,7 +144,7 @@ impl Engine {
             // looked.
             let mut current_live = Vec::new();
             for summary in summaries {
-                match inner.sealer.key_id(&summary.sealed) {
+                match inner.local.sealer.key_id(&summary.sealed) {
                     Ok(Some(id)) if id != current_key => {
                         if summary.deleted {
                             tombstones.insert(summary.chat);
@@ -156,8 +158,8 @@ impl Engine {
             if stale.len() >= batch.max(1) {
                 return Ok((stale, tombstones, total));
             }
-            let bodies = inner.replica.body_key_ids(&current_live, |sealed| {
-                inner.sealer.key_id(sealed).ok().flatten()
+            let bodies = inner.local.replica.body_key_ids(&current_live, |sealed| {
+                inner.local.sealer.key_id(sealed).ok().flatten()
             })?;
             for (chat, body_key) in current_live.into_iter().zip(bodies) {
                 if body_key.is_some_and(|id| id != current_key) {
@@ -215,12 +217,12 @@ impl Engine {
     /// is no longer held here) stays queued as it is: the push refuses it.
     pub async fn restage_outbox(&self, current_key: u32) -> Result<usize> {
         let entries = blocking(&self.inner, |inner| {
-            inner.replica.due(None, None, usize::MAX)
+            inner.local.replica.due(None, None, usize::MAX)
         })
         .await?;
         let stale: Vec<ChatId> = entries
             .iter()
-            .filter(|(_, record)| self.inner.sealer.is_stale(record, current_key))
+            .filter(|(_, record)| self.inner.local.sealer.is_stale(record, current_key))
             .map(|(entry, _)| entry.chat)
             .collect();
         Ok(self.reseal_chats(stale, current_key).await?.count)
@@ -235,7 +237,7 @@ impl Engine {
             return Ok(Resealed::default());
         }
         let batch = blocking(&self.inner, move |inner| {
-            inner.reseal_batch(&chats, current_key)
+            reseal_batch(&inner.local, &chats, current_key)
         })
         .await?;
         let mut out = Resealed {
@@ -271,134 +273,133 @@ impl Engine {
     }
 }
 
-impl Inner {
-    /// Re-seals `chats` still stale under `current_key` in one transaction.
-    /// In-memory state follows without change events: the content is the
-    /// same.
-    fn reseal_batch(&self, chats: &[ChatId], current_key: u32) -> Result<BatchResealed> {
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        let mut out = BatchResealed::default();
-        let mut staged_all = Vec::new();
-        for &chat in chats {
-            let header = write.header(chat)?;
-            if header.is_none() {
-                continue;
-            }
-            let Some(record) = write.record(chat, true)? else {
-                continue;
-            };
-            // A pull or a save since the scan may have re-sealed it already.
-            if !self.sealer.is_stale(&record, current_key) {
-                continue;
-            }
-            let current = match self.current(chat, header, || Ok(Some(record)), true) {
-                Ok(current) => current,
-                Err(e) if opens_later(&e) => {
-                    out.unopenable.push((chat, e));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            match current {
-                Some(Current::Full(stored)) => {
-                    match self.stage_local(&mut write, header, (*stored).clone()) {
-                        Ok(staged) => {
-                            staged_all.push(staged);
-                            out.resealed += 1;
-                        }
-                        // Re-padded (or sealed by a newer format) it no longer
-                        // fits: this chat stays as it is, the batch goes on.
-                        Err(e @ Error::TooLarge { .. }) => out.unopenable.push((chat, e)),
-                        Err(e) => return Err(e),
-                    }
-                }
-                None | Some(Current::Summary(_)) => out.needs_body.push(chat),
-                Some(Current::Missing) => {}
-            }
+/// Re-seals `chats` still stale under `current_key` in one transaction.
+/// In-memory state follows without change events: the content is the
+/// same.
+fn reseal_batch(local: &LocalStore, chats: &[ChatId], current_key: u32) -> Result<BatchResealed> {
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    let mut out = BatchResealed::default();
+    let mut staged_all = Vec::new();
+    for &chat in chats {
+        let header = write.header(chat)?;
+        if header.is_none() {
+            continue;
         }
-        if staged_all.is_empty() {
-            return Ok(out);
-        }
-        write.commit()?;
-        for staged in staged_all {
-            let publish = staged.publish();
-            self.state
-                .apply(publish.summary, publish.version, publish.full);
-        }
-        self.wake.notify_one();
-        Ok(out)
-    }
-
-    /// The outbox entries of `due` this device can push as they are, after
-    /// re-sealing those under a key other than the current one (when the
-    /// keyring tells which that is); entries that do not open here are
-    /// returned apart with the error, never pushed: nobody might open them.
-    pub(super) fn restage_due(
-        &self,
-        due: Vec<(OutboxEntry, SealedRecord)>,
-        current_key: Option<u32>,
-    ) -> Result<Restaged> {
-        let Some(current_key) = current_key else {
-            return Ok(Restaged {
-                push: due,
-                refused: Vec::new(),
-            });
+        let Some(record) = write.record(chat, true)? else {
+            continue;
         };
-        let stale: Vec<ChatId> = due
-            .iter()
-            .filter(|(_, record)| self.sealer.is_stale(record, current_key))
-            .map(|(entry, _)| entry.chat)
-            .collect();
-        if stale.is_empty() {
-            return Ok(Restaged {
-                push: due,
-                refused: Vec::new(),
-            });
+        // A pull or a save since the scan may have re-sealed it already.
+        if !local.sealer.is_stale(&record, current_key) {
+            continue;
         }
-        let batch = self.reseal_batch(&stale, current_key)?;
-        let too_large: HashMap<ChatId, (usize, usize)> = batch
-            .unopenable
-            .into_iter()
-            .filter_map(|(chat, e)| match e {
-                Error::TooLarge { size, limit } => Some((chat, (size, limit))),
-                _ => None,
-            })
-            .collect();
-        if batch.resealed > 0 {
-            tracing::info!(
-                resealed = batch.resealed,
-                key = current_key,
-                "queued changes re-sealed under the current data key before pushing"
-            );
-        }
-        let mut refused: Vec<(OutboxEntry, Error)> = Vec::new();
-        let chats: Vec<ChatId> = due.iter().map(|(entry, _)| entry.chat).collect();
-        let mut push = Vec::with_capacity(due.len());
-        for (entry, record) in self.replica.pending_records(&chats)? {
-            if !self.sealer.is_stale(&record, current_key) {
-                push.push((entry, record));
+        let current = match local.current(chat, header, || Ok(Some(record)), true) {
+            Ok(current) => current,
+            Err(e) if opens_later(&e) => {
+                out.unopenable.push((chat, e));
                 continue;
             }
-            if let Some(&(size, limit)) = too_large.get(&entry.chat) {
-                refused.push((entry, Error::TooLarge { size, limit }));
-                continue;
+            Err(e) => return Err(e),
+        };
+        match current {
+            Some(Current::Full(stored)) => {
+                match local.stage_local(&mut write, header, (*stored).clone()) {
+                    Ok(staged) => {
+                        staged_all.push(staged);
+                        out.resealed += 1;
+                    }
+                    // Re-padded (or sealed by a newer format) it no longer
+                    // fits: this chat stays as it is, the batch goes on.
+                    Err(e @ Error::TooLarge { .. }) => out.unopenable.push((chat, e)),
+                    Err(e) => return Err(e),
+                }
             }
-            // Still stale: it does not open here (or needs a body we lack,
-            // which a pending local state never does). Opening tells which.
-            match self
-                .sealer
-                .open_summary(record.chat, record.version, &record.summary)
-            {
-                Ok(_) => push.push((entry, record)),
-                Err(error) => refused.push((entry, error)),
-            }
+            None | Some(Current::Summary(_)) => out.needs_body.push(chat),
+            Some(Current::Missing) => {}
         }
-        Ok(Restaged { push, refused })
     }
+    if staged_all.is_empty() {
+        return Ok(out);
+    }
+    write.commit()?;
+    for staged in staged_all {
+        let publish = staged.publish();
+        local
+            .state
+            .apply(publish.summary, publish.version, publish.full);
+    }
+    local.committed.notify_one();
+    Ok(out)
 }
 
-/// What [`Inner::restage_due`] left to push and what it refused.
+/// The outbox entries of `due` this device can push as they are, after
+/// re-sealing those under a key other than the current one (when the
+/// keyring tells which that is); entries that do not open here are
+/// returned apart with the error, never pushed: nobody might open them.
+pub(super) fn restage_due(
+    local: &LocalStore,
+    due: Vec<(OutboxEntry, SealedRecord)>,
+    current_key: Option<u32>,
+) -> Result<Restaged> {
+    let Some(current_key) = current_key else {
+        return Ok(Restaged {
+            push: due,
+            refused: Vec::new(),
+        });
+    };
+    let stale: Vec<ChatId> = due
+        .iter()
+        .filter(|(_, record)| local.sealer.is_stale(record, current_key))
+        .map(|(entry, _)| entry.chat)
+        .collect();
+    if stale.is_empty() {
+        return Ok(Restaged {
+            push: due,
+            refused: Vec::new(),
+        });
+    }
+    let batch = reseal_batch(local, &stale, current_key)?;
+    let too_large: HashMap<ChatId, (usize, usize)> = batch
+        .unopenable
+        .into_iter()
+        .filter_map(|(chat, e)| match e {
+            Error::TooLarge { size, limit } => Some((chat, (size, limit))),
+            _ => None,
+        })
+        .collect();
+    if batch.resealed > 0 {
+        tracing::info!(
+            resealed = batch.resealed,
+            key = current_key,
+            "queued changes re-sealed under the current data key before pushing"
+        );
+    }
+    let mut refused: Vec<(OutboxEntry, Error)> = Vec::new();
+    let chats: Vec<ChatId> = due.iter().map(|(entry, _)| entry.chat).collect();
+    let mut push = Vec::with_capacity(due.len());
+    for (entry, record) in local.replica.pending_records(&chats)? {
+        if !local.sealer.is_stale(&record, current_key) {
+            push.push((entry, record));
+            continue;
+        }
+        if let Some(&(size, limit)) = too_large.get(&entry.chat) {
+            refused.push((entry, Error::TooLarge { size, limit }));
+            continue;
+        }
+        // Still stale: it does not open here (or needs a body we lack,
+        // which a pending local state never does). Opening tells which.
+        match local
+            .sealer
+            .open_summary(record.chat, record.version, &record.summary)
+        {
+            Ok(_) => push.push((entry, record)),
+            Err(error) => refused.push((entry, error)),
+        }
+    }
+    Ok(Restaged { push, refused })
+}
+
+/// What [`restage_due`] left to push and what it refused.
 pub(super) struct Restaged {
     /// Entries to push, with their (possibly re-sealed) records.
     pub push: Vec<(OutboxEntry, SealedRecord)>,

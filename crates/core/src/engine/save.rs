@@ -1,12 +1,13 @@
 //! Local changes and on-demand loading.
 //!
-//! Every local change runs [`Inner::commit_local`] on a blocking thread under
+//! Every local change runs [`commit_local`] on a blocking thread under
 //! the write lock: read the current state (cache, else the replica), apply
 //! the edit, seal the result as the next version, and store the record with
 //! its outbox entry in one replica transaction. Only then does memory change
 //! and do listeners hear of it.
 
-use super::apply::{fetch_body, Current};
+use super::fetch::fetch_body;
+use super::local::{Current, LocalStore};
 use super::{blocking, Inner};
 use crate::chat::Chat;
 use crate::hlc::Clock;
@@ -45,7 +46,7 @@ pub(super) struct Committed<T> {
     pub(super) state: Option<Arc<Chat>>,
 }
 
-/// What [`Inner::commit_local`] did.
+/// What [`commit_local`] did.
 enum Commit<T, F> {
     /// The edit ran (and committed, if it changed anything).
     Done(Committed<T>),
@@ -54,7 +55,7 @@ enum Commit<T, F> {
     NeedsBody(F),
 }
 
-/// What [`Inner::commit_batch`] did: the saved states by chat, and the chats
+/// What [`commit_batch`] did: the saved states by chat, and the chats
 /// it could not merge without first fetching their bodies.
 struct BatchCommitted {
     saved: HashMap<ChatId, Arc<Chat>>,
@@ -95,157 +96,160 @@ enum LocalBody {
     NotLocal,
 }
 
-impl Inner {
-    /// Applies `edit` to `chat` and commits the result with its outbox entry;
-    /// returns the edit's value and the chat's state afterwards (`None` if
-    /// only its summary is held). Hands `edit` back unused if it needs the
-    /// body and this device does not hold it.
-    fn commit_local<T, F>(&self, chat: ChatId, needs_body: bool, edit: F) -> Result<Commit<T, F>>
-    where
-        F: FnOnce(Current, &Clock) -> Result<Edit<T>>,
-    {
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        let header = write.header(chat)?;
-        let current = self.current(chat, header, || write.record(chat, true), needs_body)?;
-        let Some(current) = current else {
-            return Ok(Commit::NeedsBody(edit));
-        };
-        let before = match &current {
-            Current::Full(state) => Some(state.clone()),
-            _ => None,
-        };
-        let Edit { next, out } = edit(current, &self.clock)?;
-        // Dropping the transaction unused aborts it: nothing changed.
-        let Some(next) = next else {
-            return Ok(Commit::Done(Committed { out, state: before }));
-        };
-        let staged = self.stage_local(&mut write, header, next)?;
-        write.commit()?;
-        self.publish(staged.publish());
-        self.wake.notify_one();
-        Ok(Commit::Done(Committed {
-            out,
-            state: Some(staged.chat),
-        }))
-    }
+/// Applies `edit` to `chat` and commits the result with its outbox entry;
+/// returns the edit's value and the chat's state afterwards (`None` if
+/// only its summary is held). Hands `edit` back unused if it needs the
+/// body and this device does not hold it.
+fn commit_local<T, F>(
+    local: &LocalStore,
+    chat: ChatId,
+    needs_body: bool,
+    edit: F,
+) -> Result<Commit<T, F>>
+where
+    F: FnOnce(Current, &Clock) -> Result<Edit<T>>,
+{
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    let header = write.header(chat)?;
+    let current = local.current(chat, header, || write.record(chat, true), needs_body)?;
+    let Some(current) = current else {
+        return Ok(Commit::NeedsBody(edit));
+    };
+    let before = match &current {
+        Current::Full(state) => Some(state.clone()),
+        _ => None,
+    };
+    let Edit { next, out } = edit(current, &local.clock)?;
+    // Dropping the transaction unused aborts it: nothing changed.
+    let Some(next) = next else {
+        return Ok(Commit::Done(Committed { out, state: before }));
+    };
+    let staged = local.stage_local(&mut write, header, next)?;
+    write.commit()?;
+    local.publish(staged.publish());
+    local.committed.notify_one();
+    Ok(Commit::Done(Committed {
+        out,
+        state: Some(staged.chat),
+    }))
+}
 
-    /// Merges every chat of `chats` into its stored state and commits all
-    /// of them, with their outbox entries, in one transaction: all or
-    /// nothing. Chats whose body this device does not hold (only their
-    /// summary) are handed back to be saved one by one after fetching it.
-    fn commit_batch(&self, chats: Vec<Chat>) -> Result<BatchCommitted> {
-        let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
-        let mut saved = HashMap::with_capacity(chats.len());
-        let mut needs_body = Vec::new();
-        let mut published = Vec::new();
-        for chat in chats {
-            let id = chat.id;
-            let header = write.header(id)?;
-            let next = match self.current(id, header, || write.record(id, true), true)? {
-                None | Some(Current::Summary(_)) => {
-                    needs_body.push(chat);
+/// Merges every chat of `chats` into its stored state and commits all
+/// of them, with their outbox entries, in one transaction: all or
+/// nothing. Chats whose body this device does not hold (only their
+/// summary) are handed back to be saved one by one after fetching it.
+fn commit_batch(local: &LocalStore, chats: Vec<Chat>) -> Result<BatchCommitted> {
+    let _writes = local.lock_writes();
+    let mut write = local.replica.write()?;
+    let mut saved = HashMap::with_capacity(chats.len());
+    let mut needs_body = Vec::new();
+    let mut published = Vec::new();
+    for chat in chats {
+        let id = chat.id;
+        let header = write.header(id)?;
+        let next = match local.current(id, header, || write.record(id, true), true)? {
+            None | Some(Current::Summary(_)) => {
+                needs_body.push(chat);
+                continue;
+            }
+            Some(Current::Missing) => chat,
+            Some(Current::Full(stored)) => {
+                let merged = Chat::merged(&stored, &chat);
+                if merged == *stored {
+                    saved.insert(id, stored);
                     continue;
                 }
-                Some(Current::Missing) => chat,
-                Some(Current::Full(stored)) => {
-                    let merged = Chat::merged(&stored, &chat);
-                    if merged == *stored {
-                        saved.insert(id, stored);
-                        continue;
-                    }
-                    merged
-                }
-            };
-            let staged = self.stage_local(&mut write, header, next)?;
-            published.push(staged.publish());
-            saved.insert(id, staged.chat);
-        }
-        write.commit()?;
-        let woke = !published.is_empty();
-        for state in published {
-            self.publish(state);
-        }
-        if woke {
-            self.wake.notify_one();
-        }
-        Ok(BatchCommitted { saved, needs_body })
-    }
-
-    /// Reads `chat`'s body from the replica and caches it.
-    fn load_local_body(&self, chat: ChatId) -> Result<LocalBody> {
-        let Some(record) = self.replica.record(chat, true)? else {
-            return Ok(LocalBody::Missing);
+                merged
+            }
         };
-        if record.deleted {
-            return Ok(LocalBody::Deleted);
-        }
-        let Some(body) = &record.body else {
-            return Ok(LocalBody::NotLocal);
-        };
-        let loaded = Arc::new(self.sealer.open_body(chat, record.version, body)?);
-        let _writes = self.lock_writes();
-        // Cache only if no commit replaced the record meanwhile.
-        if self.replica.header(chat)?.map(|h| h.version) == Some(record.version) {
-            self.state.cache(record.version, loaded.clone());
-        }
-        Ok(LocalBody::Loaded(loaded))
+        let staged = local.stage_local(&mut write, header, next)?;
+        published.push(staged.publish());
+        saved.insert(id, staged.chat);
     }
+    write.commit()?;
+    let woke = !published.is_empty();
+    for state in published {
+        local.publish(state);
+    }
+    if woke {
+        local.committed.notify_one();
+    }
+    Ok(BatchCommitted { saved, needs_body })
+}
 
-    /// Reads the bodies of `chats` from the replica in one snapshot and opens
-    /// them on every core (for [`Engine::all_chats_where`](super::Engine::all_chats_where)),
-    /// in the order given. A body whose plaintext `keep` rejects is not
-    /// decoded. What it opens is not cached: a bulk read would only evict
-    /// the chats in use.
-    pub(super) fn load_local_bodies(&self, chats: &[ChatId], keep: &Keep) -> Result<Vec<BulkLoad>> {
-        let mut out = Vec::with_capacity(chats.len());
-        let mut uncached = Vec::new();
-        for (i, &chat) in chats.iter().enumerate() {
-            match self.state.cached(chat) {
-                Some(cached) if cached.is_deleted() => {
-                    out.push(BulkLoad::Loaded(Err(deleted(chat))))
-                }
-                Some(cached) => out.push(BulkLoad::Loaded(Ok(cached))),
-                None => {
-                    out.push(BulkLoad::NotLocal);
-                    uncached.push((i, chat));
+/// Reads `chat`'s body from the replica and caches it.
+fn load_local_body(local: &LocalStore, chat: ChatId) -> Result<LocalBody> {
+    let Some(record) = local.replica.record(chat, true)? else {
+        return Ok(LocalBody::Missing);
+    };
+    if record.deleted {
+        return Ok(LocalBody::Deleted);
+    }
+    let Some(body) = &record.body else {
+        return Ok(LocalBody::NotLocal);
+    };
+    let loaded = Arc::new(local.sealer.open_body(chat, record.version, body)?);
+    let _writes = local.lock_writes();
+    // Cache only if no commit replaced the record meanwhile.
+    if local.replica.header(chat)?.map(|h| h.version) == Some(record.version) {
+        local.state.cache(record.version, loaded.clone());
+    }
+    Ok(LocalBody::Loaded(loaded))
+}
+
+/// Reads the bodies of `chats` from the replica in one snapshot and opens
+/// them on every core (for [`Engine::all_chats_where`](super::Engine::all_chats_where)),
+/// in the order given. A body whose plaintext `keep` rejects is not
+/// decoded. What it opens is not cached: a bulk read would only evict
+/// the chats in use.
+pub(super) fn load_local_bodies(
+    local: &LocalStore,
+    chats: &[ChatId],
+    keep: &Keep,
+) -> Result<Vec<BulkLoad>> {
+    let mut out = Vec::with_capacity(chats.len());
+    let mut uncached = Vec::new();
+    for (i, &chat) in chats.iter().enumerate() {
+        match local.state.cached(chat) {
+            Some(cached) if cached.is_deleted() => out.push(BulkLoad::Loaded(Err(deleted(chat)))),
+            Some(cached) => out.push(BulkLoad::Loaded(Ok(cached))),
+            None => {
+                out.push(BulkLoad::NotLocal);
+                uncached.push((i, chat));
+            }
+        }
+    }
+    let ids: Vec<ChatId> = uncached.iter().map(|&(_, chat)| chat).collect();
+    let records = local.replica.records(&ids, true)?;
+    let mut to_open = Vec::with_capacity(records.len());
+    for ((i, chat), record) in uncached.into_iter().zip(records) {
+        match record {
+            None => out[i] = BulkLoad::Loaded(Err(not_found(chat))),
+            Some(record) if record.deleted => out[i] = BulkLoad::Loaded(Err(deleted(chat))),
+            Some(record) => {
+                if let Some(body) = record.body {
+                    to_open.push((i, chat, record.version, body));
                 }
             }
         }
-        let ids: Vec<ChatId> = uncached.iter().map(|&(_, chat)| chat).collect();
-        let records = self.replica.records(&ids, true)?;
-        let mut to_open = Vec::with_capacity(records.len());
-        for ((i, chat), record) in uncached.into_iter().zip(records) {
-            match record {
-                None => out[i] = BulkLoad::Loaded(Err(not_found(chat))),
-                Some(record) if record.deleted => out[i] = BulkLoad::Loaded(Err(deleted(chat))),
-                Some(record) => {
-                    if let Some(body) = record.body {
-                        to_open.push((i, chat, record.version, body));
-                    }
-                }
-            }
-        }
-        let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
-            let load = match self.sealer.open_body_plain(chat, version, &body) {
-                Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
-                Ok(plain) => {
-                    BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(Arc::new))
-                }
-                Err(e) => BulkLoad::Loaded(Err(e)),
-            };
-            (i, load)
-        });
-        for (i, load) in opened {
-            out[i] = load;
-        }
-        Ok(out)
     }
+    let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
+        let load = match local.sealer.open_body_plain(chat, version, &body) {
+            Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
+            Ok(plain) => BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(Arc::new)),
+            Err(e) => BulkLoad::Loaded(Err(e)),
+        };
+        (i, load)
+    });
+    for (i, load) in opened {
+        out[i] = load;
+    }
+    Ok(out)
 }
 
 pub(super) async fn load_full_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<Arc<Chat>> {
-    if let Some(cached) = inner.state.cached(chat) {
+    if let Some(cached) = inner.local.state.cached(chat) {
         return if cached.is_deleted() {
             Err(deleted(chat))
         } else {
@@ -253,7 +257,7 @@ pub(super) async fn load_full_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<A
         };
     }
     for _ in 0..BODY_ATTEMPTS {
-        match blocking(inner, move |inner| inner.load_local_body(chat)).await? {
+        match blocking(inner, move |inner| load_local_body(&inner.local, chat)).await? {
             LocalBody::Loaded(loaded) => return Ok(loaded),
             LocalBody::Missing => return Err(not_found(chat)),
             LocalBody::Deleted => return Err(deleted(chat)),
@@ -285,7 +289,7 @@ where
     let mut edit = edit;
     for _ in 0..BODY_ATTEMPTS {
         match blocking(inner, move |inner| {
-            inner.commit_local(chat, needs_body, edit)
+            commit_local(&inner.local, chat, needs_body, edit)
         })
         .await?
         {
@@ -300,7 +304,7 @@ where
 }
 
 pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat>> {
-    inner.clock.observe(chat.last_activity());
+    inner.local.clock.observe(chat.last_activity());
     let id = chat.id;
     let committed = run_edit(inner, id, true, move |current, _| match current {
         Current::Missing => Ok(Edit::to(Some(chat), ())),
@@ -319,13 +323,13 @@ pub(super) async fn save_chat(inner: &Arc<Inner>, chat: Chat) -> Result<Arc<Chat
 /// fetched. Returns the merged states in the order given.
 pub(super) async fn save_chats(inner: &Arc<Inner>, chats: Vec<Chat>) -> Result<Vec<Arc<Chat>>> {
     for chat in &chats {
-        inner.clock.observe(chat.last_activity());
+        inner.local.clock.observe(chat.last_activity());
     }
     let order: Vec<ChatId> = chats.iter().map(|c| c.id).collect();
     let BatchCommitted {
         mut saved,
         needs_body,
-    } = blocking(inner, move |inner| inner.commit_batch(chats)).await?;
+    } = blocking(inner, move |inner| commit_batch(&inner.local, chats)).await?;
     for chat in needs_body {
         let id = chat.id;
         saved.insert(id, save_chat(inner, chat).await?);

@@ -69,7 +69,7 @@ pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker
                 tokio::select! {
                     _ = stopped.changed() => return,
                     () = &mut next_pull => break,
-                    () = engine.inner.wake.notified() => {
+                    () = engine.inner.local.committed.notified() => {
                         if let Err(e) = engine.round(Round::AFTER_SAVE).await {
                             tracing::debug!(error = %e, "push after a local save failed; will retry");
                         }

@@ -1,30 +1,37 @@
-//! The apply layer: the few functions every path that changes local state
-//! goes through. Save, pull, push (conflict resolution) and `all_chats` are
-//! leaves over it:
+//! [`LocalStore`]: this device's side of the engine, everything under the
+//! write lock: the replica, the in-memory sidebar and cache, the sealer
+//! and the clock. Save, pull, push (conflict resolution) and `all_chats`
+//! are leaves over its apply layer:
 //!
-//! - [`Inner::current`]: a chat's current state inside a replica write;
-//! - [`Inner::stage_local`]: seal a new local state as the next version and
-//!   queue it for push;
-//! - [`Inner::fold_remote`] and [`Inner::fold_pulled`]: merge a server record
-//!   into the local state;
-//! - [`Inner::store_fetched`]: keep a record fetched on demand;
-//! - [`Inner::publish`]: show a committed state to memory and subscribers;
-//! - [`fetch`]: one batched fetch that tolerates undecodable records.
+//! - [`LocalStore::current`]: a chat's current state inside a replica write;
+//! - [`LocalStore::stage_local`]: seal a new local state as the next version
+//!   and queue it for push;
+//! - [`LocalStore::fold_remote`] and [`LocalStore::fold_pulled`]: merge a
+//!   server record into the local state;
+//! - [`LocalStore::store_fetched`]: keep a record fetched on demand;
+//! - [`LocalStore::publish`]: show a committed state to memory and
+//!   subscribers;
+//! - [`LocalStore::commit_local`] and [`LocalStore::commit_batch`]: a local
+//!   change, read-edit-seal-commit in one transaction.
 //!
 //! Every function that writes takes the open [`ReplicaWrite`]; the caller
 //! commits it and only then publishes, so memory never runs ahead of the
-//! replica (docs/design.md §8).
+//! replica (docs/design.md §8). No network here: fetching is `fetch.rs`.
 
 use super::sealing::OpenedRecord;
-use super::status::{Event, SkippedRecord};
-use super::{blocking, Inner};
+use super::sealing::Sealer;
+use super::state::State;
+use super::status::{Event, Notifier};
 use crate::chat::{Chat, ChatSummary};
+use crate::hlc::Clock;
 use crate::hlc::Hlc;
-use crate::ids::{ChatId, DeviceId};
+use crate::ids::{ChatId, DeviceId, VaultId};
+use crate::replica::Replica;
 use crate::replica::{RecordHeader, ReplicaWrite};
-use crate::storage::{Part, SealedRecord};
+use crate::storage::SealedRecord;
 use crate::{Error, Result};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Notify;
 
 /// A chat's current state as a local change sees it.
 pub(super) enum Current {
@@ -62,102 +69,6 @@ impl Staged {
     }
 }
 
-/// What [`fetch`] brought: the records the backend returned, and the chats
-/// whose record it could not even decode.
-#[derive(Default)]
-pub(super) struct Fetched {
-    pub records: Vec<SealedRecord>,
-    pub unreadable: Vec<SkippedRecord>,
-    /// Requests made.
-    pub requests: u64,
-}
-
-/// A chat to fetch, with the version expected (reported if it is
-/// unreadable; 0 when unknown).
-#[derive(Clone, Copy)]
-pub(super) struct Wanted {
-    pub chat: ChatId,
-    pub version: u64,
-}
-
-/// Gets `wanted` in batches. A batch the backend cannot decode
-/// ([`Error::Corrupt`]) is retried id by id, so one damaged record lands in
-/// [`Fetched::unreadable`] and the others still arrive. Any other failure
-/// fails the fetch.
-pub(super) async fn fetch(inner: &Arc<Inner>, wanted: &[Wanted], part: Part) -> Result<Fetched> {
-    let mut out = Fetched {
-        records: Vec::with_capacity(wanted.len()),
-        ..Fetched::default()
-    };
-    for chunk in wanted.chunks(inner.max_batch()) {
-        let ids: Vec<ChatId> = chunk.iter().map(|w| w.chat).collect();
-        out.requests += 1;
-        match inner.storage.get(&ids, part).await {
-            Ok(records) => out.records.extend(records),
-            Err(Error::Corrupt { .. }) => {
-                for w in chunk {
-                    out.requests += 1;
-                    match inner.storage.get(&[w.chat], part).await {
-                        Ok(records) => out.records.extend(records),
-                        Err(error @ Error::Corrupt { .. }) => {
-                            out.unreadable.push(SkippedRecord {
-                                chat: w.chat,
-                                version: w.version,
-                                error,
-                            });
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(out)
-}
-
-/// Fetches `chat` in full from the server and keeps it locally.
-///
-/// With concurrent writers the server may hold one current record per
-/// writer: the one whose summary is held here (else the newest) is stored,
-/// then the others are merged into it.
-pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let fetched = match inner.storage.get(&[chat], Part::Full).await {
-        // With concurrent writers in a copied folder, a record that does not
-        // read is usually a file still on its way from another device.
-        Err(Error::Corrupt { what, reason }) if inner.capabilities.concurrent_writers => {
-            return Err(Error::InTransit {
-                what: format!("{what} ({reason})"),
-            })
-        }
-        other => other?,
-    };
-    let mut records: Vec<SealedRecord> = fetched.into_iter().filter(|r| r.chat == chat).collect();
-    let held = blocking(inner, move |inner| inner.replica.record(chat, false)).await?;
-    let first = records
-        .iter()
-        .position(|r| held.as_ref().is_some_and(|h| h.summary == r.summary))
-        .or_else(|| {
-            records
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, r)| r.version)
-                .map(|(i, _)| i)
-        })
-        .ok_or_else(|| Error::NotFound {
-            what: format!("chat {chat} on the server"),
-        })?;
-    let record = records.swap_remove(first);
-    blocking(inner, move |inner| {
-        inner.store_fetched(record)?;
-        if !records.is_empty() {
-            inner.apply_pulled(records, None, Vec::new())?;
-        }
-        Ok(())
-    })
-    .await
-}
-
 /// The version a new local state of `chat` is sealed as: above both the
 /// stored version and `at_least`.
 fn next_version(chat: ChatId, header: Option<RecordHeader>, at_least: u64) -> Result<u64> {
@@ -168,7 +79,126 @@ fn next_version(chat: ChatId, header: Option<RecordHeader>, at_least: u64) -> Re
         .ok_or_else(|| Error::invalid(format!("chat {chat} has reached the last version")))
 }
 
-impl Inner {
+/// What the backend accepts and how old tombstones may get, as the local
+/// store needs them.
+pub(super) struct Limits {
+    /// [`Capabilities::max_record_bytes`](crate::Capabilities): a record
+    /// over it never enters the outbox.
+    pub(super) max_record_bytes: usize,
+    /// [`Capabilities::concurrent_writers`](crate::Capabilities): merge
+    /// every record that is not the one held here (docs/design.md §8.3).
+    pub(super) concurrent_writers: bool,
+    /// [`EngineConfig::tombstone_horizon`](super::EngineConfig::tombstone_horizon).
+    pub(super) tombstone_horizon: Option<std::time::Duration>,
+}
+
+/// This device's copy of the vault and the in-memory view that follows it:
+/// see the [module docs](self).
+pub(super) struct LocalStore {
+    /// The crash-safe copy: records, outbox, cursor, skipped records.
+    pub(super) replica: Replica,
+    /// The sidebar and the cache of full chats, following the replica in
+    /// commit order.
+    pub(super) state: State,
+    /// Seals and opens records of this vault.
+    pub(super) sealer: Sealer,
+    /// This device's clock.
+    pub(super) clock: Clock,
+    /// Where committed changes are announced.
+    pub(super) events: Arc<Notifier>,
+    /// Woken after every local commit (the background push waits on it).
+    pub(super) committed: Notify,
+    limits: Limits,
+    /// Serialises local commits and pull applications: each reads the
+    /// current state, merges and commits, and the in-memory view follows
+    /// the replica in commit order.
+    write_lock: Mutex<()>,
+}
+
+impl LocalStore {
+    /// A local store over `replica`; the sidebar is empty until
+    /// [`load_sidebar`](Self::load_sidebar).
+    pub(super) fn new(
+        replica: Replica,
+        sealer: Sealer,
+        clock: Clock,
+        state: State,
+        events: Arc<Notifier>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            replica,
+            state,
+            sealer,
+            clock,
+            events,
+            committed: Notify::new(),
+            limits,
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    /// True on a backend with concurrent writers: records of one chat are
+    /// merged whatever their versions (docs/design.md §8.3).
+    pub(super) fn concurrent_writers(&self) -> bool {
+        self.limits.concurrent_writers
+    }
+
+    /// Takes the write lock: one local commit or pull application at a time.
+    pub(super) fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is the replica, which is transactional: a panic
+        // mid-write aborted its transaction, so the lock is safe to reuse.
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `vault` and `device` in a new replica; fails with
+    /// [`Error::InvalidInput`] if the replica belongs to another vault.
+    pub(super) fn check_identity(&self, vault: VaultId, device: DeviceId) -> Result<()> {
+        match self.replica.identity()? {
+            Some((held, _)) if held != vault => Err(Error::invalid(format!(
+                "the replica {} belongs to vault {held}, not to vault {vault}; use another replica path",
+                self.replica.path().display(),
+            ))),
+            Some((_, held)) if held == device => Ok(()),
+            _ => {
+                let mut write = self.replica.write()?;
+                write.set_identity(vault, device)?;
+                write.commit()
+            }
+        }
+    }
+
+    /// Fills the sidebar from the replica's summaries (no network).
+    pub(super) fn load_sidebar(&self) -> Result<()> {
+        /// Summaries decrypted per step: bounds the transient memory of a
+        /// cold start, whatever the vault's size.
+        const BATCH: usize = 4096;
+        self.replica.scan_summaries(BATCH, |batch| {
+            let live: Vec<_> = batch.into_iter().filter(|s| !s.deleted).collect();
+            let opened = super::sealing::par_map(live, |s| {
+                (s.chat, self.sealer.open_summary(s.chat, s.version, &s.sealed))
+            });
+            let mut summaries = Vec::with_capacity(opened.len());
+            for (chat, result) in opened {
+                match result {
+                    Ok(summary) => {
+                        self.clock.observe(summary.last_activity);
+                        summaries.push(summary);
+                    }
+                    Err(e) => {
+                        tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
+                        self.events.emit(Event::RecordSkipped {
+                            chat,
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+            self.state.fill(summaries);
+            Ok(())
+        })
+    }
+
     /// The current state of `chat` inside write transaction `header`'s view.
     /// `None` when `needs_body` and only the summary is held.
     pub(super) fn current(
@@ -306,7 +336,7 @@ impl Inner {
         let pending = write.pending(chat)?;
         self.clock.observe(summary.last_activity);
         let remote = remote.map(Arc::new);
-        if self.capabilities.concurrent_writers {
+        if self.limits.concurrent_writers {
             return self.fold_concurrent(write, sealed, summary, remote);
         }
 
@@ -336,7 +366,7 @@ impl Inner {
         self.fold_remote(write, header, &sealed, summary, remote)
     }
 
-    /// [`Inner::fold_pulled`] on a backend with concurrent writers
+    /// [`LocalStore::fold_pulled`] on a backend with concurrent writers
     /// ([`Capabilities::concurrent_writers`](crate::Capabilities)), where a
     /// record's version does not tell whether this device's state already
     /// holds it: two devices may each have committed version 7 of a chat,
@@ -494,15 +524,15 @@ impl Inner {
     pub(super) fn publish(&self, state: Publish) {
         let id = state.summary.id;
         if self.state.apply(state.summary, state.version, state.full) {
-            self.notifier.emit(Event::ChatDeleted(id));
+            self.events.emit(Event::ChatDeleted(id));
         } else {
-            self.notifier.emit(Event::ChatUpserted(id));
+            self.events.emit(Event::ChatUpserted(id));
         }
     }
 
     /// Fails with [`Error::TooLarge`] if the backend would refuse `record`.
     pub(super) fn check_size(&self, record: &SealedRecord) -> Result<()> {
-        let limit = self.capabilities.max_record_bytes;
+        let limit = self.limits.max_record_bytes;
         if record.size() > limit {
             return Err(Error::TooLarge {
                 size: record.size(),
@@ -514,7 +544,7 @@ impl Inner {
 
     /// The stamp before which message tombstones are dropped, if any.
     fn tombstone_horizon(&self) -> Option<Hlc> {
-        let horizon = self.config.tombstone_horizon?;
+        let horizon = self.limits.tombstone_horizon?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?;
