@@ -38,6 +38,12 @@
 //! [`DeviceLogStorage::migrate_from_shared_log`] moves a shared-log vault
 //! into it.
 //!
+//! # One type for either layout
+//!
+//! [`ObjectStoreVault`] holds a vault in either [`VaultLayout`] and an
+//! optional push transport ([`PushSource`]): the `fs` and `s3` builders
+//! configure one and return it.
+//!
 //! # Costs
 //!
 //! - **Idle poll** (`changes` at the head): one LIST after the cursor,
@@ -140,6 +146,7 @@ mod migrate;
 mod read;
 mod records;
 mod snapshot;
+mod vault;
 
 pub use compaction::{CompactOptions, CompactReport};
 pub use devices::{DeviceLogStorage, WriterId, DEVICES_DIR};
@@ -148,6 +155,7 @@ pub use maintenance::MaintenancePolicy;
 pub use migrate::{
     is_marker, key_file_marker, log_marker, MigrationReport, MARKER_FORMAT, MIGRATED_VAULT,
 };
+pub use vault::{ObjectStoreVault, PushSource, VaultLayout};
 
 use crate::index::Index;
 use crate::layout::{ForeignFiles, Layout};
