@@ -2,9 +2,10 @@
 //! the push transport its backend configures. It is what the `fs` and `s3`
 //! builders return; the one place that dispatches between the layouts.
 
-use crate::compaction::{CompactOptions, CompactReport};
+use crate::compaction::CompactReport;
 use crate::devices::DeviceLogStorage;
-use crate::ObjectStoreStorage;
+use crate::options::CompactOptions;
+use crate::storage::ObjectStoreStorage;
 use chatvault_core::layer::LayeredStorage;
 use chatvault_core::{Capabilities, Result, Storage, Transport};
 use object_store::path::Path;
@@ -59,18 +60,10 @@ enum Layout {
 /// assert_eq!(vault.folder_layout(), VaultLayout::SharedLog);
 /// assert!(!vault.capabilities().push);
 /// ```
+#[derive(Debug)]
 pub struct ObjectStoreVault {
     layout: Layout,
     push: Option<Box<dyn PushSource>>,
-}
-
-impl fmt::Debug for ObjectStoreVault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectStoreVault")
-            .field("layout", &self.layout)
-            .field("push", &self.push)
-            .finish()
-    }
 }
 
 impl ObjectStoreVault {
