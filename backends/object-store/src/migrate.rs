@@ -12,7 +12,7 @@ use object_store::ObjectStore;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-/// What [`DeviceLogStorage::migrate_from_shared_log`] did.
+/// What [`DeviceLogStorage::migrate_from_shared_log`](crate::DeviceLogStorage::migrate_from_shared_log) did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MigrationReport {
     /// Records copied into this device's log (records already there from an
