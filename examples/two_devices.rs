@@ -21,7 +21,7 @@ struct Device {
 
 impl Device {
     async fn open(name: &'static str, server: &Path, dir: &Path) -> chatvault::Result<Self> {
-        let client = chatvault_fs::FsStorage::open(server)?;
+        let client = chatvault_fs::open(server)?;
         let network = FaultyStorage::new(Arc::new(client));
         let storage: DynStorage = network.clone();
         let vault = ChatVault::builder()

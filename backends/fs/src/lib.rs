@@ -1,19 +1,20 @@
 //! chatvault-fs: a vault in a local folder, the default backend.
 //!
-//! [`FsStorage`] is the record layout of `chatvault-object-store` (per
-//! device, [`chatvault_object_store::DeviceLogStorage`], or one shared log,
-//! [`ObjectStoreStorage`]; read its docs for the commit point, costs and
-//! compaction) over `object_store`'s `LocalFileSystem`, plus fsync and a
-//! push transport from filesystem notifications.
+//! [`FsStorageBuilder`] configures the record layout of
+//! `chatvault-object-store` (per device, [`DeviceLogStorage`], or one
+//! shared log, [`ObjectStoreStorage`]; read its docs for the commit point,
+//! costs and compaction) over `object_store`'s `LocalFileSystem` with fsync
+//! ([`FsStorageBuilder::fsync`]), and a push transport from filesystem
+//! notifications ([`FolderPush`]), and returns it as an [`FsStorage`]
+//! ([`ObjectStoreVault`]). This crate adds no [`Storage`](chatvault_core::Storage) of its own.
 //!
 //! ```
 //! use chatvault_core::{ChatId, Cursor, PutPrecondition, SealedRecord, Storage};
-//! use chatvault_fs::FsStorage;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> chatvault_core::Result<()> {
 //! # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
-//! let vault = FsStorage::open(dir.path())?;
+//! let vault = chatvault_fs::open(dir.path())?;
 //! let chat = ChatId::new();
 //! let record = SealedRecord { chat, version: 1, deleted: false, summary: "s".into(), body: Some("b".into()) };
 //! vault.put(record, PutPrecondition::Absent).await?;
@@ -29,7 +30,7 @@
 //! writes, a hard link for create-if-absent, which the kernel refuses if the
 //! name exists. So readers never see a half-written object, and of two
 //! processes creating the same log slot exactly one succeeds (in the shared
-//! log, [`Capabilities::atomic_preconditions`] is then true; in the
+//! log, [`Capabilities::atomic_preconditions`](chatvault_core::Capabilities::atomic_preconditions) is then true; in the
 //! per-device layout it protects two processes of one device), on local
 //! disks and on network file systems with working `link(2)` (NFSv3+, SMB
 //! with Unix extensions).
@@ -76,7 +77,7 @@
 //!
 //! An idle poll is one read of the `dev/` directory and one of each device's
 //! `log/` (shared log: one read of `log/`; no file is opened or stat'ed);
-//! each listing grows with its log's length, which [`Storage::maintain`]
+//! each listing grows with its log's length, which [`Storage::maintain`](chatvault_core::Storage::maintain)
 //! (compaction of this device's own log, scheduled by the engine; see
 //! `docs/design.md` §5.2) keeps bounded. Files whose names are not valid
 //! UTF-8 are skipped with a warning (`LocalFileSystem`'s own listing would
@@ -84,7 +85,7 @@
 //!
 //! # Push
 //!
-//! [`Storage::push`] returns an [`FsPush`]: it wakes the sync engine when
+//! [`Storage::push`](chatvault_core::Storage::push) returns an [`FsPush`] (made by [`FolderPush`]): it wakes the sync engine when
 //! anything appears under `dev/` (shared log: in `log/`), and polls every
 //! [`FsStorageBuilder::poll_interval`] (default 5 s) as a safety net.
 
@@ -92,22 +93,51 @@ mod durable;
 mod listing;
 mod watch;
 
-pub use watch::FsPush;
-
-use chatvault_core::layer::LayeredStorage;
-use chatvault_core::{Capabilities, Error, Result, Storage, Transport};
 pub use chatvault_object_store::MigrationReport;
+/// How a folder vault lays out its files (`docs/design.md` §5 and §5.4): a
+/// new folder gets [`FolderLayout::PerDevice`]; folders created by releases
+/// before it use [`FolderLayout::SharedLog`], and keep it when opened.
+pub use chatvault_object_store::VaultLayout as FolderLayout;
 pub use chatvault_object_store::WriterId;
+pub use watch::{FolderPush, FsPush};
+
+use chatvault_core::{Error, Result};
 use chatvault_object_store::{
-    is_marker, CompactOptions, CompactReport, DeviceLogStorage, ObjectStoreOptions,
-    ObjectStoreStorage, DEVICES_DIR, MIGRATED_VAULT,
+    is_marker, DeviceLogStorage, ObjectStoreOptions, ObjectStoreStorage, ObjectStoreVault,
+    DEVICES_DIR, MIGRATED_VAULT,
 };
 use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-use watch::LogWatcher;
+
+/// A vault in a local folder: the object-store layout
+/// ([`ObjectStoreVault`]) that [`FsStorageBuilder::open`] configures, with
+/// the folder's push transport ([`FolderPush`]). See the [crate docs](crate).
+pub type FsStorage = ObjectStoreVault;
+
+/// Opens (creating if needed) the vault in `dir` with default options.
+pub fn open(dir: impl AsRef<Path>) -> Result<FsStorage> {
+    FsStorageBuilder::new(dir).open()
+}
+
+/// Opens the vault a `file:///absolute/path` URL names.
+///
+/// ```
+/// # fn main() -> chatvault_core::Result<()> {
+/// # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
+/// let url = format!("file://{}", dir.path().display());
+/// let vault = chatvault_fs::open_url(&url)?;
+/// assert_eq!(chatvault_fs::FsStorageBuilder::from_url(&url)?.dir(), dir.path());
+/// assert!(chatvault_fs::open_url("s3://bucket/x").is_err());
+/// # let _ = vault;
+/// # Ok(())
+/// # }
+/// ```
+pub fn open_url(url: &str) -> Result<FsStorage> {
+    FsStorageBuilder::from_url(url)?.open()
+}
 
 /// Options for opening an [`FsStorage`].
 ///
@@ -115,7 +145,7 @@ use watch::LogWatcher;
 /// # fn main() -> chatvault_core::Result<()> {
 /// # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
 /// use std::time::Duration;
-/// let vault = chatvault_fs::FsStorage::builder(dir.path())
+/// let vault = chatvault_fs::FsStorageBuilder::new(dir.path())
 ///     .poll_interval(Duration::from_secs(30))
 ///     .open()?;
 /// # Ok(())
@@ -131,22 +161,6 @@ pub struct FsStorageBuilder {
     layout: Option<FolderLayout>,
     writer: Option<WriterId>,
     follow: Option<WriterId>,
-}
-
-/// How a folder vault lays out its files (`docs/design.md` §5 and §5.4).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum FolderLayout {
-    /// One log per device under `dev/<writer>/`: no two devices ever create
-    /// or change the same file, so a file-sync service that gives each
-    /// device its own copy of the folder (Syncthing, Dropbox, a NAS client)
-    /// never has two versions of one file to choose between. The default
-    /// for a new folder.
-    PerDevice,
-    /// One shared log at the folder's root, committed by create-if-absent:
-    /// for one file system that every writer sees at once (a local disk,
-    /// NFS). Folders created by releases before the per-device layout use
-    /// it, and keep it when opened.
-    SharedLog,
 }
 
 /// Wraps the folder's object store (see [`FsStorageBuilder::layer`]).
@@ -165,6 +179,35 @@ impl std::fmt::Debug for FsStorageBuilder {
 }
 
 impl FsStorageBuilder {
+    /// A builder for the vault in `dir`.
+    pub fn new(dir: impl AsRef<Path>) -> Self {
+        Self {
+            dir: dir.as_ref().to_path_buf(),
+            options: ObjectStoreOptions::default(),
+            poll_interval: Duration::from_secs(5),
+            fsync: true,
+            layer: None,
+            layout: None,
+            writer: None,
+            follow: None,
+        }
+    }
+
+    /// A builder for the folder a `file:///absolute/path` URL names
+    /// (`?vault=<id>` sets [`FsStorageBuilder::follow_vault`]).
+    pub fn from_url(url: &str) -> Result<Self> {
+        let mut builder = Self::new(path_from_url(url)?);
+        if let Some(vault) = vault_from_url(url)? {
+            builder = builder.follow_vault(vault);
+        }
+        Ok(builder)
+    }
+
+    /// The vault's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Layout options (record size limit, batch size…).
     pub fn options(mut self, options: ObjectStoreOptions) -> Self {
         self.options = options;
@@ -303,9 +346,9 @@ impl FsStorageBuilder {
             (None, None) => FolderLayout::PerDevice,
         };
         let prefix = object_store::path::Path::default();
-        let inner = match layout {
+        let vault = match layout {
             FolderLayout::SharedLog => {
-                FolderInner::Shared(ObjectStoreStorage::new(store, prefix, self.options))
+                ObjectStoreVault::shared_log(ObjectStoreStorage::new(store, prefix, self.options))
             }
             FolderLayout::PerDevice => {
                 let writer = self.writer.unwrap_or_else(WriterId::random);
@@ -313,15 +356,10 @@ impl FsStorageBuilder {
                 if let Some(vault) = self.follow {
                     devices = devices.follow_vault(vault);
                 }
-                FolderInner::Devices(devices)
+                ObjectStoreVault::per_device(devices)
             }
         };
-        Ok(FsStorage {
-            dir: self.dir,
-            inner,
-            poll_interval: self.poll_interval,
-            watcher: OnceLock::new(),
-        })
+        Ok(vault.with_push(FolderPush::new(&self.dir, layout, self.poll_interval)))
     }
 }
 
@@ -372,115 +410,6 @@ fn folder_error(dir: &Path, e: std::io::Error) -> Error {
     }
 }
 
-/// The layout a folder vault was opened with.
-enum FolderInner {
-    Shared(ObjectStoreStorage),
-    Devices(DeviceLogStorage),
-}
-
-/// A vault in a local folder. See the [crate docs](crate).
-pub struct FsStorage {
-    dir: PathBuf,
-    inner: FolderInner,
-    poll_interval: Duration,
-    watcher: OnceLock<Arc<LogWatcher>>,
-}
-
-impl std::fmt::Debug for FsStorage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsStorage")
-            .field("dir", &self.dir)
-            .field("poll_interval", &self.poll_interval)
-            .finish_non_exhaustive()
-    }
-}
-
-impl FsStorage {
-    /// Opens (creating if needed) the vault in `dir` with default options.
-    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
-        Self::builder(dir).open()
-    }
-
-    /// Opens the vault a `file:///absolute/path` URL names.
-    ///
-    /// ```
-    /// # fn main() -> chatvault_core::Result<()> {
-    /// # let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::invalid(e.to_string()))?;
-    /// let url = format!("file://{}", dir.path().display());
-    /// let vault = chatvault_fs::FsStorage::open_url(&url)?;
-    /// assert_eq!(vault.dir(), dir.path());
-    /// assert!(chatvault_fs::FsStorage::open_url("s3://bucket/x").is_err());
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn open_url(url: &str) -> Result<Self> {
-        Self::builder_url(url)?.open()
-    }
-
-    /// A builder for the folder a `file:///absolute/path` URL names.
-    pub fn builder_url(url: &str) -> Result<FsStorageBuilder> {
-        let mut builder = Self::builder(path_from_url(url)?);
-        if let Some(vault) = vault_from_url(url)? {
-            builder = builder.follow_vault(vault);
-        }
-        Ok(builder)
-    }
-
-    /// A builder for the vault in `dir`.
-    pub fn builder(dir: impl AsRef<Path>) -> FsStorageBuilder {
-        FsStorageBuilder {
-            dir: dir.as_ref().to_path_buf(),
-            options: ObjectStoreOptions::default(),
-            poll_interval: Duration::from_secs(5),
-            fsync: true,
-            layer: None,
-            layout: None,
-            writer: None,
-            follow: None,
-        }
-    }
-
-    /// The vault's folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The shared log underneath, for what [`Storage`] does not cover;
-    /// `None` in the per-device layout (see [`FsStorage::devices`]).
-    pub fn layout(&self) -> Option<&ObjectStoreStorage> {
-        match &self.inner {
-            FolderInner::Shared(storage) => Some(storage),
-            FolderInner::Devices(_) => None,
-        }
-    }
-
-    /// The layout this vault uses.
-    pub fn folder_layout(&self) -> FolderLayout {
-        match &self.inner {
-            FolderInner::Shared(_) => FolderLayout::SharedLog,
-            FolderInner::Devices(_) => FolderLayout::PerDevice,
-        }
-    }
-
-    /// The per-device vault, when the folder uses that layout.
-    pub fn devices(&self) -> Option<&DeviceLogStorage> {
-        match &self.inner {
-            FolderInner::Shared(_) => None,
-            FolderInner::Devices(storage) => Some(storage),
-        }
-    }
-
-    /// Compacts the log this handle writes (in the per-device layout, this
-    /// device's own); see
-    /// [`ObjectStoreStorage::compact`].
-    pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
-        match &self.inner {
-            FolderInner::Shared(storage) => storage.compact(options).await,
-            FolderInner::Devices(storage) => storage.own().await?.compact(options).await,
-        }
-    }
-}
-
 /// The vault a `file://` URL's `?vault=<16 hex digits>` asks to follow.
 fn vault_from_url(url: &str) -> Result<Option<WriterId>> {
     let parsed =
@@ -517,30 +446,6 @@ fn path_from_url(url: &str) -> Result<PathBuf> {
     parsed
         .to_file_path()
         .map_err(|()| Error::invalid(format!("{url:?} does not name a local folder")))
-}
-
-impl LayeredStorage for FsStorage {
-    fn inner(&self) -> &dyn Storage {
-        match &self.inner {
-            FolderInner::Shared(storage) => storage,
-            FolderInner::Devices(storage) => storage,
-        }
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            push: true,
-            ..LayeredStorage::inner(self).capabilities()
-        }
-    }
-
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        let watcher = self.watcher.get_or_init(|| match self.folder_layout() {
-            FolderLayout::SharedLog => LogWatcher::start(&self.dir.join("log"), false),
-            FolderLayout::PerDevice => LogWatcher::start(&self.dir.join(DEVICES_DIR), true),
-        });
-        Some(Arc::new(watcher.transport(self.poll_interval)))
-    }
 }
 
 #[cfg(test)]

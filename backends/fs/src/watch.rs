@@ -2,20 +2,61 @@
 //! per-device layout, everything under `dev/`), with
 //! polling as the safety net.
 //!
-//! One watcher per [`FsStorage`](crate::FsStorage) feeds every transport it
-//! hands out. A transport wakes when anything appears in `log/` (a local
+//! [`FolderPush`] is the push source the builder gives a folder vault: one
+//! watcher, started on first use, feeds every transport it hands out. A transport wakes when anything appears in `log/` (a local
 //! writer, another process, a file-sync tool renaming a file into place) or
 //! when its polling interval elapses, whichever comes first. Notifications
 //! can be lost (a full kernel queue, a network file system that sends none);
 //! the interval bounds the delay then.
 
+use crate::FolderLayout;
 use async_trait::async_trait;
 use chatvault_core::{Polling, PullOutcome, Transport};
+use chatvault_object_store::{PushSource, DEVICES_DIR};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// The push transports of a folder vault: [`FsPush`]es fed by one watcher
+/// of the folder's `log/` (per-device layout: everything under `dev/`),
+/// started when the first transport is asked for.
+#[derive(Debug)]
+pub struct FolderPush {
+    /// The directory to watch.
+    dir: PathBuf,
+    /// Whether to watch below it too (the per-device layout).
+    recursive: bool,
+    poll_interval: Duration,
+    watcher: OnceLock<Arc<LogWatcher>>,
+}
+
+impl FolderPush {
+    /// The push source of the vault in `folder`, laid out as `layout`,
+    /// polling every `poll_interval` when no notification arrives.
+    pub fn new(folder: &Path, layout: FolderLayout, poll_interval: Duration) -> Self {
+        let (dir, recursive) = match layout {
+            FolderLayout::SharedLog => (folder.join("log"), false),
+            FolderLayout::PerDevice => (folder.join(DEVICES_DIR), true),
+        };
+        Self {
+            dir,
+            recursive,
+            poll_interval,
+            watcher: OnceLock::new(),
+        }
+    }
+}
+
+impl PushSource for FolderPush {
+    fn transport(&self) -> Arc<dyn Transport> {
+        let watcher = self
+            .watcher
+            .get_or_init(|| LogWatcher::start(&self.dir, self.recursive));
+        Arc::new(watcher.transport(self.poll_interval))
+    }
+}
 
 /// The folder watcher shared by a storage's transports.
 pub(crate) struct LogWatcher {
@@ -23,6 +64,12 @@ pub(crate) struct LogWatcher {
     /// Kept alive for as long as a transport may wait on it; `None` if the
     /// platform refused a watch (then transports only poll).
     _watcher: Mutex<Option<RecommendedWatcher>>,
+}
+
+impl std::fmt::Debug for LogWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWatcher").finish_non_exhaustive()
+    }
 }
 
 impl LogWatcher {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_conformance::{Suite, TestBackend};
 use chatvault_core::{ChatId, DynStorage, Error, MaintenanceBudget, Result};
-use chatvault_fs::{FolderLayout, FsStorage};
+use chatvault_fs::{FolderLayout, FsStorageBuilder};
 use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ impl Folder {
     }
 
     fn builder(&self, vault: &str) -> chatvault_fs::FsStorageBuilder {
-        FsStorage::builder(self.dir(vault)).layout(self.layout)
+        FsStorageBuilder::new(self.dir(vault)).layout(self.layout)
     }
 
     /// The folders that hold a shared-log vault each: the vault itself, or
@@ -95,7 +95,7 @@ impl TestBackend for Folder {
         };
         let mut removed = 0;
         for dir in logs {
-            let storage = FsStorage::builder(dir)
+            let storage = FsStorageBuilder::new(dir)
                 .layout(FolderLayout::SharedLog)
                 .options(short_horizon())
                 .open()

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use chatvault_core::{
     ChatId, Cursor, Error, Part, PullOutcome, PutPrecondition, SealedRecord, Storage,
 };
-use chatvault_fs::{FolderLayout, FsStorage};
+use chatvault_fs::{FolderLayout, FsStorage, FsStorageBuilder};
 use chatvault_object_store::{CompactOptions, ObjectStoreOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A handle on the shared-log layout of `dir`.
 fn shared(dir: &std::path::Path) -> FsStorage {
-    FsStorage::builder(dir)
+    FsStorageBuilder::new(dir)
         .layout(FolderLayout::SharedLog)
         .open()
         .unwrap()
@@ -69,7 +69,7 @@ async fn commits_are_shared_between_handles_and_survive_reopening() {
         "{err:?}"
     );
     drop((a, b));
-    let reopened = FsStorage::open_url(&format!("file://{}", dir.path().display())).unwrap();
+    let reopened = chatvault_fs::open_url(&format!("file://{}", dir.path().display())).unwrap();
     assert_eq!(
         reopened.get(&[chat], Part::Full).await.unwrap(),
         vec![record(chat, 2)]
@@ -85,8 +85,8 @@ async fn commits_are_shared_between_handles_and_survive_reopening() {
 async fn per_device_handles_see_each_other_and_get_returns_each_devices_record() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (
-        FsStorage::open(dir.path()).unwrap(),
-        FsStorage::open(dir.path()).unwrap(),
+        chatvault_fs::open(dir.path()).unwrap(),
+        chatvault_fs::open(dir.path()).unwrap(),
     );
     assert_eq!(a.folder_layout(), FolderLayout::PerDevice);
     let caps = a.capabilities();
@@ -123,7 +123,7 @@ async fn per_device_handles_see_each_other_and_get_returns_each_devices_record()
         "one vault: {dirs:?}"
     );
     drop((a, b));
-    let reopened = FsStorage::open_url(&format!("file://{}", dir.path().display())).unwrap();
+    let reopened = chatvault_fs::open_url(&format!("file://{}", dir.path().display())).unwrap();
     let mut got = reopened.get(&[chat], Part::Full).await.unwrap();
     got.sort_by_key(|r| r.version);
     assert_eq!(got, vec![record(chat, 1), record(chat, 2)]);
@@ -162,13 +162,13 @@ async fn racing_creates_from_separate_handles_commit_exactly_once() {
 async fn push_wakes_on_a_commit_from_another_handle() {
     let dir = tempfile::tempdir().unwrap();
     // With an hour between polls, only a notification can wake it in time.
-    let reader = FsStorage::builder(dir.path())
+    let reader = FsStorageBuilder::new(dir.path())
         .poll_interval(Duration::from_secs(3600))
         .open()
         .unwrap();
     assert!(reader.capabilities().push);
     let push = reader.push().expect("fs offers push");
-    let writer = FsStorage::open(dir.path()).unwrap();
+    let writer = chatvault_fs::open(dir.path()).unwrap();
     let chat = ChatId::new();
     writer
         .put(record(chat, 1), PutPrecondition::Absent)
@@ -183,7 +183,7 @@ async fn push_wakes_on_a_commit_from_another_handle() {
 #[tokio::test(start_paused = true)]
 async fn push_still_polls_when_no_notification_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = FsStorage::builder(dir.path())
+    let storage = FsStorageBuilder::new(dir.path())
         .poll_interval(Duration::from_secs(5))
         .open()
         .unwrap();
@@ -248,7 +248,7 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
     // Nothing is in flight: a handle with a 1 ms claim delay may compact
     // with a 2 ms horizon once that has passed.
     std::thread::sleep(Duration::from_millis(5));
-    FsStorage::builder(dir.path())
+    FsStorageBuilder::new(dir.path())
         .layout(FolderLayout::SharedLog)
         .options(ObjectStoreOptions::default().with_max_claim_delay(Duration::from_millis(1)))
         .open()
@@ -270,7 +270,7 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
 #[tokio::test]
 async fn leftovers_in_the_per_device_layout_never_fail_a_pull() {
     let dir = tempfile::tempdir().unwrap();
-    let storage = FsStorage::open(dir.path()).unwrap();
+    let storage = chatvault_fs::open(dir.path()).unwrap();
     let first = ChatId::new();
     storage
         .put(record(first, 1), PutPrecondition::Absent)
@@ -309,7 +309,7 @@ async fn leftovers_in_the_per_device_layout_never_fail_a_pull() {
         .put(record(second, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    let fresh = FsStorage::open(dir.path()).unwrap();
+    let fresh = chatvault_fs::open(dir.path()).unwrap();
     let mut changes = all_changes(&fresh).await;
     changes.sort();
     let mut want = vec![(first, 1), (second, 1)];
@@ -324,7 +324,7 @@ async fn leftovers_in_the_per_device_layout_never_fail_a_pull() {
 #[tokio::test]
 async fn a_folder_shared_by_a_sync_tool_reports_non_atomic_preconditions() {
     let dir = tempfile::tempdir().unwrap();
-    let by_tool = FsStorage::builder(dir.path())
+    let by_tool = FsStorageBuilder::new(dir.path())
         .layout(FolderLayout::SharedLog)
         .shared_by_sync_tool(true)
         .open()
@@ -339,7 +339,7 @@ async fn a_path_that_is_a_file_is_invalid_input() {
     let file = dir.path().join("not-a-folder");
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(
-        FsStorage::open(&file),
+        chatvault_fs::open(&file),
         Err(Error::InvalidInput { .. })
     ));
 }
@@ -348,7 +348,7 @@ async fn a_path_that_is_a_file_is_invalid_input() {
 async fn maintenance_compacts_a_folder_vault_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let claim_delay = Duration::from_millis(50);
-    let storage = FsStorage::builder(dir.path())
+    let storage = FsStorageBuilder::new(dir.path())
         .layout(FolderLayout::SharedLog)
         .options(
             ObjectStoreOptions::default()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use chatvault_core::{
     ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage, StorageExt,
 };
-use chatvault_fs::{FolderLayout, FsStorage, WriterId};
+use chatvault_fs::{FolderLayout, FsStorageBuilder, WriterId};
 use chatvault_object_store::{
     HookedStore, ObjectStoreOptions, ObjectStoreStorage, StoreHook, StoreOp, MIGRATED_VAULT,
 };
@@ -59,7 +59,7 @@ fn record(chat: ChatId, version: u64, deleted: bool) -> SealedRecord {
 /// A shared-log vault: a key file at version 2 and `chats` chats, some
 /// edited, one deleted. Returns each chat's current record.
 async fn shared_vault(dir: &std::path::Path, chats: usize) -> Vec<SealedRecord> {
-    let storage = FsStorage::builder(dir)
+    let storage = FsStorageBuilder::new(dir)
         .layout(FolderLayout::SharedLog)
         .open()
         .unwrap();
@@ -112,7 +112,7 @@ async fn migrate(
     dir: &std::path::Path,
     fail_at: usize,
 ) -> chatvault_core::Result<chatvault_fs::MigrationReport> {
-    FsStorage::builder(dir)
+    FsStorageBuilder::new(dir)
         .writer(WriterId(7))
         .layer(move |inner| {
             let cut = CutAt {
@@ -128,7 +128,7 @@ async fn migrate(
 /// What a new device of this release reads from the folder: every chat's
 /// records (sorted) and the key file.
 async fn read_back(dir: &std::path::Path, chats: &[ChatId]) -> (Vec<SealedRecord>, Bytes, u64) {
-    let storage = FsStorage::open(dir).unwrap();
+    let storage = chatvault_fs::open(dir).unwrap();
     assert_eq!(storage.folder_layout(), FolderLayout::PerDevice);
     let mut records = storage.get(chats, Part::Full).await.unwrap();
     records.sort_by_key(|r| (r.chat, r.version));

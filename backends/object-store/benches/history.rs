@@ -23,11 +23,11 @@ use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
 use chatvault_core::{
     ChatId, Cursor, MaintenanceBudget, Part, PutPrecondition, SealedRecord, Storage,
 };
-use chatvault_fs::FsStorage;
+use chatvault_fs::FsStorageBuilder;
 use chatvault_object_store::{
     CompactOptions, MaintenancePolicy, ObjectStoreOptions, ObjectStoreStorage,
 };
-use chatvault_s3::S3Storage;
+
 use chatvault_test_services::s3::S3Fixture;
 use futures::TryStreamExt;
 use object_store::memory::InMemory;
@@ -67,7 +67,7 @@ struct Fs {
 
 impl Backend for Fs {
     fn open(&self, counter: RequestCounter) -> Arc<dyn Storage> {
-        let storage = FsStorage::builder(self.dir.path())
+        let storage = FsStorageBuilder::new(self.dir.path())
             .options(options())
             .fsync(false)
             .layer(move |store| Arc::new(CountingObjectStore::new(store, counter.clone())))
@@ -85,19 +85,13 @@ impl Backend for Fs {
 
 struct S3 {
     store: Arc<dyn ObjectStore>,
-    bucket: String,
     prefix: String,
 }
 
 impl Backend for S3 {
     fn open(&self, counter: RequestCounter) -> Arc<dyn Storage> {
         let store = Arc::new(CountingObjectStore::new(Arc::clone(&self.store), counter));
-        Arc::new(S3Storage::from_store(
-            store,
-            self.bucket.clone(),
-            self.prefix.clone(),
-            options(),
-        ))
+        Arc::new(chatvault_s3::from_store(store, &self.prefix, options()))
     }
 
     fn raw(&self) -> (Arc<dyn ObjectStore>, Path) {
@@ -383,7 +377,6 @@ fn main() {
                             .expect("S3 client");
                         let backend = S3 {
                             store: Arc::new(store),
-                            bucket: location.bucket,
                             prefix: location.prefix,
                         };
                         rows.push((edits, run(&backend, edits).await));

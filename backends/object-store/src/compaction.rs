@@ -1,54 +1,26 @@
-//! Compaction: a snapshot of every chat at the head, then deletion of what
+//! [`Compactor`]: compaction, a snapshot of every chat at the head, then deletion of what
 //! it makes unnecessary, only of objects older than the horizon. The steps,
 //! the safety argument (`min_age > max_claim_delay`) and the crash analysis
 //! are in `docs/design.md` §5.2 and §5.3.
 
-use crate::entry::Precondition;
+use crate::entry::{EntryItem, Position, Precondition};
 use crate::error::map_store_error;
-use crate::index::{Index, Position};
+use crate::index::Index;
 use crate::layout::WriteId;
+use crate::log::Log;
+use crate::objects::Objects;
+use crate::options::CompactOptions;
 use crate::snapshot::{encode_snapshot, Snapshot, SnapshotChat};
-use crate::ObjectStoreStorage;
 use chatvault_core::{ChatId, Error, Result};
-use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, PutMode, PutOptions};
+use object_store::ObjectMeta;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Compactions started over before giving up when other devices compact
 /// at the same time.
 const COMPACT_ATTEMPTS: usize = 4;
-
-/// How [`ObjectStoreStorage::compact`] chooses what to delete.
-#[derive(Clone, Debug)]
-pub struct CompactOptions {
-    min_age: Duration,
-}
-
-impl Default for CompactOptions {
-    fn default() -> Self {
-        Self {
-            min_age: Duration::from_secs(3600),
-        }
-    }
-}
-
-impl CompactOptions {
-    /// Only objects last modified longer ago than this are deleted (log
-    /// entries, superseded blobs, old keyring versions). It must exceed
-    /// [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay)
-    /// ([`ObjectStoreStorage::compact`] refuses otherwise), with room for
-    /// the clock skew between devices and the store, or a put in flight may
-    /// lose its blob (`docs/design.md` §5.2). Readers whose cursor is older than the
-    /// oldest kept log entry resync from the snapshot, so a longer horizon
-    /// also spares devices that were offline for a while a resync.
-    /// Default one hour.
-    pub fn with_min_age(mut self, min_age: Duration) -> Self {
-        self.min_age = min_age;
-        self
-    }
-}
 
 /// What a compaction did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,19 +41,38 @@ pub struct CompactReport {
 /// The rule compaction's safety rests on (see `docs/design.md` §5.2):
 /// everything it deletes must be older than anything a writer may still
 /// commit or rely on.
-fn check_horizon(compact: &CompactOptions, options: &crate::ObjectStoreOptions) -> Result<()> {
-    if compact.min_age > options.max_claim_delay {
+fn check_horizon(compact: &CompactOptions, max_claim_delay: Duration) -> Result<()> {
+    if compact.min_age > max_claim_delay {
         return Ok(());
     }
     Err(Error::invalid(format!(
         "compaction horizon {:?} must exceed the claim delay {:?} (CompactOptions::with_min_age \
          vs ObjectStoreOptions::with_max_claim_delay), or it may delete a put that is committing; \
          raise the horizon or lower the claim delay",
-        compact.min_age, options.max_claim_delay
+        compact.min_age, max_claim_delay
     )))
 }
 
-impl ObjectStoreStorage {
+/// Compacts one vault's log: writes snapshots, deletes what they cover.
+#[derive(Debug)]
+pub(crate) struct Compactor {
+    objects: Arc<Objects>,
+    log: Arc<Log>,
+    /// See [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay).
+    max_claim_delay: Duration,
+}
+
+impl Compactor {
+    /// Compacts `log`, whose objects are `objects`, for handles that wait
+    /// up to `max_claim_delay` to claim a slot.
+    pub(crate) fn new(objects: Arc<Objects>, log: Arc<Log>, max_claim_delay: Duration) -> Self {
+        Self {
+            objects,
+            log,
+            max_claim_delay,
+        }
+    }
+
     /// Writes a snapshot at the head of the log, then deletes log entries
     /// (all but the newest), older snapshots, blobs no current record references, and superseded
     /// keyring versions, all only if older than
@@ -96,8 +87,8 @@ impl ObjectStoreStorage {
     /// handle's [`ObjectStoreOptions::with_max_claim_delay`](crate::ObjectStoreOptions::with_max_claim_delay):
     /// with a shorter horizon, compaction could delete the blobs of a put
     /// that is about to commit, or a log slot a writer still takes for free.
-    pub async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
-        check_horizon(&options, &self.options)?;
+    pub(crate) async fn compact(&self, options: CompactOptions) -> Result<CompactReport> {
+        check_horizon(&options, self.max_claim_delay)?;
         // Another device compacting at the same time may delete entries
         // this one listed: start again from its newer snapshot.
         for _ in 0..COMPACT_ATTEMPTS {
@@ -120,7 +111,7 @@ impl ObjectStoreStorage {
         let cutoff_ms = now_ms.saturating_sub(min_age_ms);
         let old = |meta: &ObjectMeta| meta.last_modified.timestamp_millis() <= cutoff_ms;
 
-        let base = self.latest_snapshot().await?;
+        let base = self.log.latest_snapshot().await?;
         let base_seq = base.as_ref().map(|s| s.seq);
         let (mut index, mut chats) = match base {
             Some(snapshot) => (
@@ -133,7 +124,7 @@ impl ObjectStoreStorage {
             ),
             None => (Index::genesis(), HashMap::new()),
         };
-        let log = self.list_numbered(self.layout.log_dir(), 0).await?;
+        let log = self.objects.list_numbered(self.log.dir(), 0).await?;
         let tail: Vec<u64> = log
             .iter()
             .map(|(seq, _)| *seq)
@@ -143,7 +134,7 @@ impl ObjectStoreStorage {
             .map(|(_, seq)| seq)
             .collect();
         for chunk in tail.chunks(512) {
-            let Some(fetched) = self.fetch_entries_if_present(chunk).await? else {
+            let Some(fetched) = self.log.fetch_entries_if_present(chunk).await? else {
                 return Ok(None);
             };
             for (seq, entry) in fetched {
@@ -151,11 +142,8 @@ impl ObjectStoreStorage {
                 let Some(entry) = entry else { continue };
                 for (idx, (item, valid)) in entry.items.into_iter().zip(validity).enumerate() {
                     if valid {
-                        let at = Position {
-                            seq,
-                            idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                        };
-                        let item = crate::entry::EntryItem {
+                        let at = Position::of(seq, idx);
+                        let item = EntryItem {
                             pre: Precondition::None,
                             ..item
                         };
@@ -195,14 +183,10 @@ impl ObjectStoreStorage {
                 invalid: index.invalid_from(validity_from).collect(),
                 chats,
             };
-            let path = self.layout.snapshot(head);
+            let path = self.objects.layout().snapshot(head);
             match self
-                .store
-                .put_opts(
-                    &path,
-                    encode_snapshot(&snapshot)?.into(),
-                    PutOptions::from(PutMode::Create),
-                )
+                .objects
+                .create(&path, encode_snapshot(&snapshot)?)
                 .await
             {
                 Ok(_) => {}
@@ -214,80 +198,46 @@ impl ObjectStoreStorage {
         }
 
         report.log_entries_deleted = self
+            .objects
             .delete_all(deletable.into_iter().map(|(_, p)| p))
             .await?;
 
-        let snapshots = self.list_numbered(self.layout.snap_dir(), 0).await?;
+        let snapshots = self
+            .objects
+            .list_numbered(self.objects.layout().snap_dir(), 0)
+            .await?;
         let superseded = snapshots
             .into_iter()
             .filter(|(seq, _)| *seq < head)
             .map(|(_, meta)| meta.location);
-        report.snapshots_deleted = self.delete_all(superseded).await?;
+        report.snapshots_deleted = self.objects.delete_all(superseded).await?;
 
         let keep: HashSet<(ChatId, u64, WriteId)> = chats
             .values()
             .map(|c| (c.item.chat, c.item.version, c.item.write))
             .collect();
-        let mut blobs = Vec::new();
-        let mut seen = HashSet::new();
-        let mut listing = self.store.list(Some(self.layout.rec_dir()));
-        while let Some(item) = listing.next().await {
-            let meta = match item {
-                Ok(meta) if !seen.insert(meta.location.clone()) => {
-                    return Err(crate::log::no_progress(
-                        self.layout.rec_dir(),
-                        &meta.location,
-                    ));
-                }
-                Ok(meta) => meta,
-                Err(object_store::Error::InvalidPath { .. }) => continue,
-                Err(e) => return Err(map_store_error(e, "listing record blobs")),
-            };
-            match self.layout.parse_blob(&meta.location) {
-                Some(key) if !keep.contains(&key) && old(&meta) => blobs.push(meta.location),
-                Some(_) => {}
-                None => self.foreign.report(&meta.location),
-            }
-        }
-        report.blobs_deleted = self.delete_all(blobs.into_iter()).await?;
+        let blobs = self
+            .objects
+            .list_blobs()
+            .await?
+            .into_iter()
+            .filter(|(key, meta)| !keep.contains(key) && old(meta))
+            .map(|(_, meta)| meta.location);
+        report.blobs_deleted = self.objects.delete_all(blobs).await?;
 
-        let mut keyrings = self.list_numbered(self.layout.keyring_dir(), 0).await?;
+        let mut keyrings = self
+            .objects
+            .list_numbered(self.objects.layout().keyring_dir(), 0)
+            .await?;
         keyrings.pop();
         let superseded = keyrings
             .into_iter()
             .filter(|(_, meta)| old(meta))
             .map(|(_, meta)| meta.location);
-        report.keyring_versions_deleted = self.delete_all(superseded).await?;
+        report.keyring_versions_deleted = self.objects.delete_all(superseded).await?;
 
-        {
-            let mut state = self.state.lock().await;
-            state.resync = None;
-            state.snapshot_seq = state.snapshot_seq.max(head);
-        }
+        self.log.compacted(head).await;
         tracing::info!(?report, "compacted the vault");
         Ok(Some(report))
-    }
-
-    /// Deletes `paths` concurrently; objects already gone count as deleted
-    /// by someone else and are not counted.
-    async fn delete_all(&self, paths: impl Iterator<Item = Path>) -> Result<usize> {
-        let results: Vec<Result<bool>> = futures::stream::iter(paths)
-            .map(|path| async move {
-                match self.store.delete(&path).await {
-                    Ok(()) => Ok(true),
-                    Err(object_store::Error::NotFound { .. }) => Ok(false),
-                    Err(e) => Err(map_store_error(e, &format!("deleting {path}"))),
-                }
-            })
-            .buffer_unordered(self.options.concurrency)
-            .collect()
-            .await;
-        let mut deleted = 0;
-        for result in results {
-            if result? {
-                deleted += 1;
-            }
-        }
-        Ok(deleted)
     }
 }

@@ -25,7 +25,10 @@
 
 use crate::entry::Precondition;
 use crate::layout::ForeignFiles;
-use crate::{ObjectStoreOptions, ObjectStoreStorage};
+use crate::markers::write_markers;
+use crate::migrate::{Migration, MigrationReport};
+use crate::options::ObjectStoreOptions;
+use crate::storage::ObjectStoreStorage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
@@ -42,6 +45,10 @@ use std::sync::Arc;
 /// The directory under a vault's prefix that holds one directory per
 /// writing device.
 pub const DEVICES_DIR: &str = "dev";
+
+/// The vault id of a per-device vault migrated from a shared log: every
+/// device that migrates the same folder lands in the same vault.
+pub const MIGRATED_VAULT: WriterId = WriterId(0);
 
 /// Names one writing device of a [`DeviceLogStorage`] vault: the directory
 /// `dev/<16 hex digits>` only that device creates files in. Keep it with
@@ -221,17 +228,39 @@ impl DeviceLogStorage {
         self
     }
 
-    /// The vault this handle was asked to follow, if any.
-    pub(crate) fn wanted_vault(&self) -> Option<WriterId> {
-        self.wanted
-    }
-
-    pub(crate) fn store_handle(&self) -> Arc<dyn ObjectStore> {
-        Arc::clone(&self.store)
-    }
-
-    pub(crate) fn options_handle(&self) -> ObjectStoreOptions {
-        self.options.clone()
+    /// Moves the shared-log vault under this handle's prefix to the
+    /// per-device layout: copies the key file and every chat's current
+    /// record, unchanged (still sealed, same versions), into this device's
+    /// log, then seals the shared log with the marker in its next slot, so
+    /// releases before the per-device layout stop with `UnsupportedFormat`
+    /// and nothing is committed there again. A change committed to the
+    /// shared log while this runs takes the slot first; it is copied and
+    /// sealing is tried again.
+    ///
+    /// Crash-safe and idempotent: every step creates objects only, a run
+    /// that stopped anywhere is finished by running it again, and the old
+    /// files stay where they were (delete `log/`, `rec/`, `snap/` and
+    /// `keyring/` once every device runs this release). The handle must
+    /// follow [`MIGRATED_VAULT`] ([`DeviceLogStorage::follow_vault`]), so
+    /// that devices migrating the same folder at once land in one vault.
+    ///
+    /// Errors: `InvalidInput` for a handle following another vault or a
+    /// folder with no shared-log vault; store errors as they come.
+    pub async fn migrate_from_shared_log(&self) -> Result<MigrationReport> {
+        if self.wanted != Some(MIGRATED_VAULT) {
+            return Err(Error::invalid(
+                "a migration must follow the migrated vault (follow_vault(MIGRATED_VAULT))",
+            ));
+        }
+        let migration = Migration::new(
+            Arc::clone(&self.store),
+            self.prefix.clone(),
+            self.options.clone(),
+        );
+        if let Some(report) = migration.moved_already().await? {
+            return Ok(report);
+        }
+        migration.run(&*self.own().await?).await
     }
 
     /// The prefix the vault lives under.
@@ -417,7 +446,7 @@ impl DeviceLogStorage {
                     dir.path.clone(),
                     self.options.clone().with_copied(true),
                 );
-                if let Ok(ids) = log.live_chats().await {
+                if let Ok(ids) = log.log().live_chats().await {
                     chats.extend(ids);
                 }
                 if let Some(at) = self.joined_at(&dir.path).await {
@@ -481,7 +510,7 @@ impl DeviceLogStorage {
         let devices = self.devices().await?;
         let mut merged = vec![None; chats.len()];
         for (_, storage) in devices {
-            let versions = storage.current_versions(chats).await?;
+            let versions = storage.log().current_versions(chats).await?;
             for (slot, version) in merged.iter_mut().zip(versions) {
                 *slot = (*slot).max(version);
             }
@@ -667,11 +696,11 @@ impl Storage for DeviceLogStorage {
             });
         }
         let own = self.own().await?;
-        own.create_keyring_version(bytes, version).await?;
+        own.key_file().create_version(bytes, version).await?;
         if current.is_none() && self.followed_vault().await? == Some(self.writer) {
             // A new vault: releases before this layout must not take the
             // folder for an empty one (and create a vault of their own).
-            crate::migrate::write_markers(&*self.store, &self.prefix).await?;
+            write_markers(&*self.store, &self.prefix).await?;
         }
         Ok(version)
     }

@@ -39,6 +39,23 @@ pub(crate) const MAX_INLINE_SUMMARY: usize = 1 << 20;
 /// a chat id, three numbers, a write id and a precondition, with margin.
 pub(crate) const ITEM_OVERHEAD: usize = 512;
 
+/// Where an item sits in the log: entry `seq`, item `idx` within it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub(crate) struct Position {
+    pub(crate) seq: u64,
+    pub(crate) idx: u32,
+}
+
+impl Position {
+    /// Item `idx` of entry `seq`.
+    pub(crate) fn of(seq: u64, idx: usize) -> Self {
+        Self {
+            seq,
+            idx: u32::try_from(idx).unwrap_or(u32::MAX),
+        }
+    }
+}
+
 /// One commit: one or more records, each with the precondition it was
 /// written under, so every reader can replay its validity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The change feed: `changes(cursor, limit)`.
+//! [`Feed`]: the change feed, `changes(cursor, limit)`.
 //!
 //! The cursor names a position in the log: every item before it was
 //! reported. A call lists the log after `min(cursor, head)` (one request; at
@@ -7,10 +7,10 @@
 //! points into a compacted part of the log is served from the snapshot
 //! instead (see the crate docs).
 
-use crate::index::Position;
-use crate::log::Fetched;
+use crate::entry::Position;
+use crate::log::{Log, LogState};
+use crate::recent::Fetched;
 use crate::snapshot::Snapshot;
-use crate::{ObjectStoreStorage, State};
 use chatvault_core::{Change, ChangePage, Cursor, Error, Result};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -73,22 +73,36 @@ impl FeedPosition {
     }
 }
 
-impl ObjectStoreStorage {
-    pub(crate) async fn changes_page(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
+/// Reports the valid items of a [`Log`] after a cursor.
+#[derive(Debug)]
+pub(crate) struct Feed {
+    log: Arc<Log>,
+    /// Entries fetched at once.
+    concurrency: usize,
+}
+
+impl Feed {
+    /// The feed of `log`, fetching up to `concurrency` entries at once.
+    pub(crate) fn new(log: Arc<Log>, concurrency: usize) -> Self {
+        Self { log, concurrency }
+    }
+
+    /// `changes(since, limit)`.
+    pub(crate) async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {
         let limit = limit.max(1);
         let mut pos = FeedPosition::parse(since)?;
-        let mut state = self.state.lock().await;
-        self.ensure_loaded(&mut state).await?;
+        let mut state = self.log.lock().await;
+        self.log.ensure_loaded(&mut state).await?;
 
-        let floor = (pos.0.seq - 1).min(state.index.head());
+        let floor = (pos.0.seq - 1).min(state.index().head());
         let listed_at = Instant::now();
-        let mut listed = self.list_log(floor).await?;
+        let mut listed = self.log.list_log(floor).await?;
         let window = pos.0.seq..=pos.0.seq.saturating_add(limit as u64);
-        let caught = self.catch_up(&mut state, &listed, Some(window)).await?;
+        let caught = self.log.catch_up(&mut state, &listed, Some(window)).await?;
         if !caught.stalled {
-            state.at_head_since = Some(listed_at);
+            state.mark_at_head(listed_at);
         }
-        let head = state.index.head();
+        let head = state.index().head();
 
         let beyond_head = pos.0.seq > head + 1 || (pos.0.seq == head + 1 && pos.0.idx > 0);
         if beyond_head && !caught.stalled {
@@ -98,20 +112,20 @@ impl ObjectStoreStorage {
                 "cursor is past the end of the log (was the vault recreated?); restarting the feed"
             );
             pos = FeedPosition::START;
-            listed = self.list_log(0).await?;
+            listed = self.log.list_log(0).await?;
         }
 
         let waiting = caught.stalled.then(|| {
             format!(
                 "{} has entries after slot {head} whose predecessor is missing or not whole yet",
-                self.layout.log_dir()
+                self.log.dir()
             )
         });
         let missing = pos.0.seq <= head && listed.binary_search(&pos.0.seq).is_err();
-        let mut page = if pos.0.seq < state.index.validity_from() || missing {
+        let mut page = if pos.0.seq < state.index().validity_from() || missing {
             self.resync_page(&mut state, pos, limit, &listed).await?
         } else {
-            state.resync = None;
+            state.set_resync(None);
             self.log_page(&state, pos, limit, caught.fetched).await?
         };
         page.waiting = waiting;
@@ -121,12 +135,12 @@ impl ObjectStoreStorage {
     /// Reports valid items from `pos` on, reading entries up to the head.
     async fn log_page(
         &self,
-        state: &State,
+        state: &LogState,
         pos: FeedPosition,
         limit: usize,
         mut fetched: BTreeMap<u64, Fetched>,
     ) -> Result<ChangePage> {
-        let head = state.index.head();
+        let head = state.index().head();
         if pos.0.seq > head {
             return Ok(ChangePage {
                 changes: Vec::new(),
@@ -141,7 +155,7 @@ impl ObjectStoreStorage {
         // the entry of one batch put may fill a page alone), so a page of
         // large entries reads little more than the entries it reports.
         let last = head.min(pos.0.seq.saturating_add(limit as u64 - 1));
-        let concurrency = self.options.concurrency as u64;
+        let concurrency = self.concurrency as u64;
         let mut changes = Vec::new();
         let mut next = FeedPosition::at_slot(last + 1);
         let (mut entries_read, mut items_read) = (0u64, 0u64);
@@ -156,7 +170,7 @@ impl ObjectStoreStorage {
             let round = seq..=seq + (wanted.clamp(1, concurrency).min(last - seq + 1) - 1);
             seq = round.end() + 1;
             for seq in round.clone() {
-                if let (false, Some(entry)) = (fetched.contains_key(&seq), state.recent.get(seq)) {
+                if let (false, Some(entry)) = (fetched.contains_key(&seq), state.recent(seq)) {
                     fetched.insert(seq, entry.clone());
                 }
             }
@@ -164,7 +178,7 @@ impl ObjectStoreStorage {
                 .clone()
                 .filter(|seq| !fetched.contains_key(seq))
                 .collect();
-            fetched.extend(self.fetch_entries(&missing).await?);
+            fetched.extend(self.log.fetch_entries(&missing).await?);
             for seq in round {
                 entries_read += 1;
                 let Some(entry) = fetched.remove(&seq).flatten() else {
@@ -172,11 +186,8 @@ impl ObjectStoreStorage {
                 };
                 items_read += entry.items.len() as u64;
                 for (idx, item) in entry.items.iter().enumerate() {
-                    let at = Position {
-                        seq,
-                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                    };
-                    if at < pos.0 || !state.index.is_valid(at) {
+                    let at = Position::of(seq, idx);
+                    if at < pos.0 || !state.index().is_valid(at) {
                         continue;
                     }
                     changes.push(Change {
@@ -210,28 +221,28 @@ impl ObjectStoreStorage {
     /// the position, in log order; then the log after the snapshot.
     async fn resync_page(
         &self,
-        state: &mut State,
+        state: &mut LogState,
         pos: FeedPosition,
         limit: usize,
         listed: &[u64],
     ) -> Result<ChangePage> {
         // The snapshot must reach the reader's position, and the log must go
         // on right after it (compaction only deletes slots it covers).
-        let head = state.index.head();
+        let head = state.index().head();
         let covers = |s: &Snapshot| {
             s.seq + 1 >= pos.0.seq && (s.seq >= head || listed.binary_search(&(s.seq + 1)).is_ok())
         };
-        let snapshot = match state.resync.clone() {
+        let snapshot = match state.resync() {
             Some(s) if covers(&s) => s,
-            _ => match self.latest_snapshot().await? {
+            _ => match self.log.latest_snapshot().await? {
                 Some(s) if covers(&s) => {
                     let s = Arc::new(s);
-                    state.resync = Some(Arc::clone(&s));
+                    state.set_resync(Some(Arc::clone(&s)));
                     s
                 }
                 _ => {
                     return Err(Error::corrupt(
-                        format!("change log of {}", self.store),
+                        format!("change log of {}", self.log.store()),
                         format!(
                             "log slot {} is gone and no snapshot covers it; restart the feed from \
                              Cursor::start()",
@@ -261,7 +272,7 @@ impl ObjectStoreStorage {
         };
         let has_more = next.0.seq <= snapshot.seq || snapshot.seq < head;
         if next.0.seq > snapshot.seq {
-            state.resync = None;
+            state.set_resync(None);
         }
         Ok(ChangePage {
             changes,

@@ -8,10 +8,9 @@
 //! (`just fuzz-long`).
 
 use crate::entry::{
-    decode_blob, decode_entry, encode_blob, encode_entry, EntryItem, LogEntry, Precondition,
-    MAX_ENTRY_ITEMS, MAX_INLINE_SUMMARY,
+    decode_blob, decode_entry, encode_blob, encode_entry, EntryItem, LogEntry, Position,
+    Precondition, MAX_ENTRY_ITEMS, MAX_INLINE_SUMMARY,
 };
-use crate::index::Position;
 use crate::layout::WriteId;
 use crate::snapshot::{
     decode_snapshot, encode_snapshot, encode_snapshot_json, Snapshot, SnapshotChat,

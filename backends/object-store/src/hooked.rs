@@ -18,9 +18,10 @@ use object_store::{
     GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A kind of request to an [`ObjectStore`], as a [`StoreHook`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +82,26 @@ pub trait StoreHook: Send + Sync + fmt::Debug + 'static {
         Ok(())
     }
 
+    /// Called first for each request but listings (whose streams are made
+    /// without waiting): a hook that holds requests back, as a slow server
+    /// does, waits here. Dropping the request while it waits cancels it.
+    async fn wait(&self, op: StoreOp, location: Option<&Path>) {
+        let _ = (op, location);
+    }
+
+    /// Decides each request after [`wait`](Self::wait): `Err` fails it
+    /// without the inner store seeing it, `Ok(None)` sends it, and
+    /// `Ok(Some(error))` sends it and answers `error` whatever the store
+    /// answered (the request took effect and its response was lost). By
+    /// default what [`before`](Self::before) says.
+    fn decide(
+        &self,
+        op: StoreOp,
+        location: Option<&Path>,
+    ) -> object_store::Result<Option<object_store::Error>> {
+        self.before(op, location).map(|()| None)
+    }
+
     /// Called when a request that passed [`before`](Self::before) has
     /// returned, whether it succeeded or not, with the payload bytes it
     /// sent and received: a put's payload; a get's range as the response
@@ -107,6 +128,22 @@ pub trait StoreHook: Send + Sync + fmt::Debug + 'static {
     ) -> Option<BoxStream<'static, object_store::Result<ObjectMeta>>> {
         let _ = (prefix, offset);
         None
+    }
+
+    /// A successful `get_opts` response, to watch or change its body as it
+    /// is read; by default unchanged.
+    fn get_result(&self, location: &Path, result: GetResult) -> GetResult {
+        let _ = location;
+        result
+    }
+
+    /// The listing `list` and `list_with_offset` return (the inner store's,
+    /// or [`list`](Self::list)'s), to filter or watch; by default unchanged.
+    fn listed(
+        &self,
+        listing: BoxStream<'static, object_store::Result<ObjectMeta>>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        listing
     }
 
     /// How the wrapped store displays; by default as the inner store.
@@ -139,8 +176,8 @@ impl<H: StoreHook> HookedStore<H> {
         &self.hook
     }
 
-    /// Runs `request` between the hook's `before` and `after`, `received`
-    /// measuring what a successful result received.
+    /// Runs `request` between the hook's `wait` and `decide` and its
+    /// `after`, `received` measuring what a successful result received.
     async fn call<T>(
         &self,
         op: StoreOp,
@@ -149,11 +186,15 @@ impl<H: StoreHook> HookedStore<H> {
         request: impl std::future::Future<Output = object_store::Result<T>>,
         received: impl FnOnce(&T) -> u64,
     ) -> object_store::Result<T> {
-        self.hook.before(op, location)?;
+        self.hook.wait(op, location).await;
+        let answer = self.hook.decide(op, location)?;
         let result = request.await;
         self.hook
             .after(op, sent, result.as_ref().map_or(0, received));
-        result
+        match answer {
+            Some(error) => Err(error),
+            None => result,
+        }
     }
 
     fn listing(
@@ -161,9 +202,10 @@ impl<H: StoreHook> HookedStore<H> {
         prefix: Option<&Path>,
         offset: Option<&Path>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        if let Err(e) = self.hook.before(StoreOp::List, prefix) {
-            return futures::stream::once(async { Err(e) }).boxed();
-        }
+        let answer = match self.hook.decide(StoreOp::List, prefix) {
+            Ok(answer) => answer,
+            Err(e) => return futures::stream::once(async { Err(e) }).boxed(),
+        };
         let stream = self
             .hook
             .list(prefix, offset)
@@ -172,7 +214,10 @@ impl<H: StoreHook> HookedStore<H> {
                 None => self.inner.list(prefix),
             });
         self.hook.after(StoreOp::List, 0, 0);
-        stream
+        match answer {
+            Some(error) => futures::stream::once(async { Err(error) }).boxed(),
+            None => self.hook.listed(stream),
+        }
     }
 }
 
@@ -222,14 +267,16 @@ impl<H: StoreHook> ObjectStore for HookedStore<H> {
         let head = options.head;
         let op = if head { StoreOp::Head } else { StoreOp::Get };
         let get = self.inner.get_opts(location, options);
-        self.call(op, Some(location), 0, get, |r| {
-            if head {
-                0
-            } else {
-                r.range.end.saturating_sub(r.range.start)
-            }
-        })
-        .await
+        let result = self
+            .call(op, Some(location), 0, get, |r| {
+                if head {
+                    0
+                } else {
+                    r.range.end.saturating_sub(r.range.start)
+                }
+            })
+            .await?;
+        Ok(self.hook.get_result(location, result))
     }
 
     async fn get_range(&self, location: &Path, range: Range<u64>) -> object_store::Result<Bytes> {
@@ -267,16 +314,34 @@ impl<H: StoreHook> ObjectStore for HookedStore<H> {
         locations: BoxStream<'a, object_store::Result<Path>>,
     ) -> BoxStream<'a, object_store::Result<Path>> {
         let hook = &self.hook;
+        // Deletions the hook sends and then answers with an error of its own.
+        let answers: Arc<Mutex<HashMap<Path, object_store::Error>>> = Arc::default();
+        let noted = Arc::clone(&answers);
         let locations = locations
-            .map(move |location| {
-                let location = location?;
-                hook.before(StoreOp::Delete, Some(&location))?;
-                Ok(location)
+            .then(move |location| {
+                let noted = Arc::clone(&noted);
+                async move {
+                    let location = location?;
+                    hook.wait(StoreOp::Delete, Some(&location)).await;
+                    if let Some(error) = hook.decide(StoreOp::Delete, Some(&location))? {
+                        if let Ok(mut noted) = noted.lock() {
+                            noted.insert(location.clone(), error);
+                        }
+                    }
+                    Ok(location)
+                }
             })
             .boxed();
         self.inner
             .delete_stream(locations)
-            .inspect(move |_| hook.after(StoreOp::Delete, 0, 0))
+            .map(move |deleted| {
+                hook.after(StoreOp::Delete, 0, 0);
+                let location = deleted?;
+                match answers.lock().ok().and_then(|mut a| a.remove(&location)) {
+                    Some(error) => Err(error),
+                    None => Ok(location),
+                }
+            })
             .boxed()
     }
 

@@ -13,20 +13,12 @@
 //! summaries is what lets `get(ids, Part::Summary)` answer a sidebar from one
 //! LIST instead of one ranged GET per chat.
 
-use crate::entry::{EntryItem, LogEntry, Precondition};
+use crate::entry::{EntryItem, LogEntry, Position, Precondition};
 use crate::layout::WriteId;
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use chatvault_core::ChatId;
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
-
-/// Where an item sits in the log: entry `seq`, item `idx` within it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) struct Position {
-    pub(crate) seq: u64,
-    pub(crate) idx: u32,
-}
 
 /// A chat's current record, as far as the log says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,10 +143,7 @@ impl Index {
         };
         let mut validity = Vec::with_capacity(entry.items.len());
         for (idx, item) in entry.items.iter().enumerate() {
-            let at = Position {
-                seq,
-                idx: u32::try_from(idx).unwrap_or(u32::MAX),
-            };
+            let at = Position::of(seq, idx);
             let valid = self.check(&item.chat, item.version, item.pre).is_ok();
             if valid {
                 self.chats.insert(item.chat, Current::of(item, at));

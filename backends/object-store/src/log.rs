@@ -1,85 +1,125 @@
-//! Reading the log: listing slots, fetching entries, rebuilding and advancing
-//! a handle's index.
+//! [`Log`]: the change log of one vault as a handle knows it: listing its
+//! slots, fetching entries, and the handle's replayed state
+//! ([`LogState`]: the index, the snapshot a resyncing reader is served
+//! from, when the index was last at the head), rebuilt from the newest
+//! snapshot and advanced by replaying new slots.
 
-use crate::entry::{decode_entry, LogEntry, MAX_ENTRY_BYTES};
-use crate::error::map_store_error;
+use crate::entry::decode_entry;
+use crate::entry::MAX_ENTRY_BYTES;
 use crate::index::Index;
-use crate::layout::Layout;
-use crate::snapshot::{read_snapshot_stream, Snapshot, MAX_SNAPSHOT_BYTES};
-use crate::{ObjectStoreStorage, State};
-use chatvault_core::{Error, Result};
+use crate::objects::Objects;
+use crate::options::ObjectStoreOptions;
+use crate::recent::{Fetched, RecentEntries};
+use crate::snapshot::Snapshot;
+use chatvault_core::{ChatId, Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
-use object_store::ObjectMeta;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 /// Entries fetched per round while replaying a long tail.
 const REPLAY_CHUNK: usize = 512;
 
-/// A log entry as read: `None` if it could not be decoded (see
-/// [`ObjectStoreStorage::fetch_entry`]).
-pub(crate) type Fetched = Option<LogEntry>;
-
-/// Entries this handle replayed last, so the feed does not fetch them
-/// again: a new device replays the log after the snapshot into its index,
-/// then reports the same entries. Bounded by count and by inline bytes.
-#[derive(Debug, Default)]
-pub(crate) struct RecentEntries {
-    entries: BTreeMap<u64, Fetched>,
-    bytes: usize,
+/// What one handle knows about the log, shared by its tasks (behind
+/// [`Log::lock`]).
+#[derive(Debug)]
+pub(crate) struct LogState {
+    /// False until the index was rebuilt from the store once.
+    loaded: bool,
+    index: Index,
+    /// The snapshot a resyncing reader is being served from; dropped once no
+    /// reader needs it.
+    resync: Option<Arc<Snapshot>>,
+    /// When the index was last known to be at the head of the log (no slot
+    /// after it existed); see [`Log::at_head_recently`]. A tokio instant,
+    /// so tests can let hours pass.
+    at_head_since: Option<Instant>,
+    /// The newest snapshot this handle knows of (0: none).
+    snapshot_seq: u64,
+    /// The entries it replayed last, for the feed to reuse.
+    recent: RecentEntries,
 }
 
-/// Most entries [`RecentEntries`] keeps.
-const RECENT_ENTRIES: usize = 1024;
-/// Most inline-summary bytes [`RecentEntries`] keeps.
-const RECENT_BYTES: usize = 8 << 20;
-
-impl RecentEntries {
-    fn weight(entry: &Fetched) -> usize {
-        entry.as_ref().map_or(0, |e| {
-            e.items
-                .iter()
-                .map(|i| 128 + i.summary.as_ref().map_or(0, |s| s.len()))
-                .sum()
-        })
-    }
-
-    pub(crate) fn remember(&mut self, seq: u64, entry: &Fetched) {
-        self.bytes += Self::weight(entry);
-        if let Some(old) = self.entries.insert(seq, entry.clone()) {
-            self.bytes = self.bytes.saturating_sub(Self::weight(&old));
-        }
-        while self.entries.len() > RECENT_ENTRIES || self.bytes > RECENT_BYTES {
-            let Some((_, old)) = self.entries.pop_first() else {
-                break;
-            };
-            self.bytes = self.bytes.saturating_sub(Self::weight(&old));
+impl LogState {
+    fn new() -> Self {
+        Self {
+            loaded: false,
+            index: Index::genesis(),
+            resync: None,
+            at_head_since: None,
+            snapshot_seq: 0,
+            recent: RecentEntries::default(),
         }
     }
 
-    pub(crate) fn get(&self, seq: u64) -> Option<&Fetched> {
-        self.entries.get(&seq)
+    /// The log replayed up to its head.
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
     }
 
-    /// Forgets everything (the index restarted from a snapshot).
-    pub(crate) fn clear(&mut self) {
-        self.entries.clear();
-        self.bytes = 0;
+    /// Replays this handle's own entry, just created at slot `seq` (the
+    /// head + 1); the validity of each item.
+    pub(crate) fn apply_own(&mut self, seq: u64, entry: &crate::entry::LogEntry) -> Vec<bool> {
+        self.index.apply(seq, Some(entry))
+    }
+
+    /// The snapshot a resyncing reader is served from.
+    pub(crate) fn resync(&self) -> Option<Arc<Snapshot>> {
+        self.resync.clone()
+    }
+
+    /// Keeps (or, `None`, drops) the snapshot resyncing readers are served
+    /// from.
+    pub(crate) fn set_resync(&mut self, snapshot: Option<Arc<Snapshot>>) {
+        self.resync = snapshot;
+    }
+
+    /// The entry of slot `seq` if it was replayed lately.
+    pub(crate) fn recent(&self, seq: u64) -> Option<&Fetched> {
+        self.recent.get(seq)
+    }
+
+    /// The index was at the head of the log at `at`.
+    pub(crate) fn mark_at_head(&mut self, at: Instant) {
+        self.at_head_since = Some(at);
+    }
+
+    /// When the index was last known to be at the head of the log.
+    pub(crate) fn at_head_since(&self) -> Option<Instant> {
+        self.at_head_since
+    }
+
+    /// The newest snapshot this handle knows of (0: none).
+    pub(crate) fn snapshot_seq(&self) -> u64 {
+        self.snapshot_seq
+    }
+
+    /// A snapshot at `seq` exists (the known one only moves up).
+    pub(crate) fn note_snapshot(&mut self, seq: u64) {
+        self.snapshot_seq = self.snapshot_seq.max(seq);
+    }
+
+    /// Restarts the index from `snapshot`.
+    fn restart_from(&mut self, snapshot: Snapshot) {
+        self.index = Index::from_snapshot(&snapshot);
+        self.snapshot_seq = self.snapshot_seq.max(snapshot.seq);
+        self.resync = Some(Arc::new(snapshot));
     }
 }
 
-/// The error for a listing that repeats itself.
-pub(crate) fn no_progress(dir: &Path, location: &Path) -> Error {
-    Error::Unavailable {
-        message: format!(
-            "the store's listing of {dir} returned {location} twice: its paging makes no \
-             progress; retry later"
-        ),
-        source: None,
-    }
+/// The change log of one vault and what this handle replayed of it.
+#[derive(Debug)]
+pub(crate) struct Log {
+    objects: Arc<Objects>,
+    /// See [`ObjectStoreOptions::with_copied`].
+    copied: bool,
+    concurrency: usize,
+    max_claim_delay: Duration,
+    state: Mutex<LogState>,
 }
 
 /// What a catch-up did.
@@ -91,47 +131,41 @@ pub(crate) struct CatchUp {
     pub(crate) stalled: bool,
 }
 
-impl ObjectStoreStorage {
-    /// Numbered objects directly inside `dir` after `after`, ascending.
-    /// Foreign objects are reported and skipped.
-    pub(crate) async fn list_numbered(
-        &self,
-        dir: &Path,
-        after: u64,
-    ) -> Result<Vec<(u64, ObjectMeta)>> {
-        let offset = Layout::numbered_path(dir, after);
-        let mut stream = self.store.list_with_offset(Some(dir), &offset);
-        let mut found = Vec::new();
-        let mut seen = HashSet::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                // A listing that repeats a name is a paging loop making no
-                // progress (a server handing back the same continuation):
-                // stop rather than list forever.
-                Ok(meta) if !seen.insert(meta.location.clone()) => {
-                    return Err(no_progress(dir, &meta.location));
-                }
-                Ok(meta) => match Layout::numbered_child(dir, &meta.location) {
-                    Some(n) if n > after => found.push((n, meta)),
-                    Some(_) => {}
-                    None => self.foreign.report(&meta.location),
-                },
-                // A local file whose name is not a valid object path (control
-                // characters, not UTF-8): foreign by definition.
-                Err(object_store::Error::InvalidPath { source }) => {
-                    tracing::warn!(dir = %dir, error = %source, "ignoring an object with an invalid name");
-                }
-                Err(e) => return Err(map_store_error(e, &format!("listing {dir}"))),
-            }
+impl Log {
+    /// The log under `objects`, nothing replayed yet.
+    pub(crate) fn new(objects: Arc<Objects>, options: &ObjectStoreOptions) -> Self {
+        Self {
+            objects,
+            copied: options.copied,
+            concurrency: options.concurrency,
+            max_claim_delay: options.max_claim_delay,
+            state: Mutex::new(LogState::new()),
         }
-        found.sort_by_key(|(n, _)| *n);
-        found.dedup_by_key(|(n, _)| *n);
-        Ok(found)
+    }
+
+    /// This handle's state, locked.
+    pub(crate) async fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().await
+    }
+
+    /// The store the log is read from (counted).
+    pub(crate) fn store(&self) -> &Arc<dyn object_store::ObjectStore> {
+        self.objects.store()
+    }
+
+    /// The directory of the log's slots.
+    pub(crate) fn dir(&self) -> &Path {
+        self.objects.layout().log_dir()
+    }
+
+    /// The path of slot `seq`.
+    pub(crate) fn slot(&self, seq: u64) -> Path {
+        self.objects.layout().log_entry(seq)
     }
 
     /// Log slots after `after`, ascending.
     pub(crate) async fn list_log(&self, after: u64) -> Result<Vec<u64>> {
-        let listed = self.list_numbered(self.layout.log_dir(), after).await?;
+        let listed = self.objects.list_numbered(self.dir(), after).await?;
         Ok(listed.into_iter().map(|(n, _)| n).collect())
     }
 
@@ -144,18 +178,18 @@ impl ObjectStoreStorage {
             None => Err(Error::Unavailable {
                 message: format!(
                     "log entry {} vanished while being read (compaction running?); retry",
-                    self.layout.log_entry(seq)
+                    self.slot(seq)
                 ),
                 source: None,
             }),
         }
     }
 
-    /// [`ObjectStoreStorage::fetch_entry`], with `None` for a slot that is
+    /// [`Log::fetch_entry`], with `None` for a slot that is
     /// gone (deleted by compaction since it was listed).
     pub(crate) async fn fetch_entry_if_present(&self, seq: u64) -> Result<Option<Fetched>> {
-        let path = self.layout.log_entry(seq);
-        let bytes = match self.read_capped(&path, MAX_ENTRY_BYTES).await {
+        let path = self.slot(seq);
+        let bytes = match self.objects.read_capped(&path, MAX_ENTRY_BYTES).await {
             Ok(bytes) => Ok(bytes),
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(e) => Err(e),
@@ -174,19 +208,19 @@ impl ObjectStoreStorage {
     pub(crate) async fn fetch_entries(&self, seqs: &[u64]) -> Result<Vec<(u64, Fetched)>> {
         futures::stream::iter(seqs.iter().copied())
             .map(|seq| async move { self.fetch_entry(seq).await.map(|entry| (seq, entry)) })
-            .buffered(self.options.concurrency)
+            .buffered(self.concurrency)
             .try_collect()
             .await
     }
 
-    /// [`ObjectStoreStorage::fetch_entries`], `None` if any slot is gone.
+    /// [`Log::fetch_entries`], `None` if any slot is gone.
     pub(crate) async fn fetch_entries_if_present(
         &self,
         seqs: &[u64],
     ) -> Result<Option<Vec<(u64, Fetched)>>> {
         let fetched: Vec<Option<Fetched>> = futures::stream::iter(seqs.iter().copied())
             .map(|seq| async move { self.fetch_entry_if_present(seq).await })
-            .buffered(self.options.concurrency)
+            .buffered(self.concurrency)
             .try_collect()
             .await?;
         Ok(seqs
@@ -197,45 +231,19 @@ impl ObjectStoreStorage {
             .collect())
     }
 
-    /// The newest snapshot that decodes, if any. Damaged snapshots are
-    /// skipped for older ones.
+    /// The newest snapshot that decodes, if any (see [`Snapshot::latest`]).
     pub(crate) async fn latest_snapshot(&self) -> Result<Option<Snapshot>> {
-        let listed = self.list_numbered(self.layout.snap_dir(), 0).await?;
-        for (seq, meta) in listed.into_iter().rev() {
-            let decoded = match self
-                .open_capped(&meta.location, None, MAX_SNAPSHOT_BYTES)
-                .await
-            {
-                Ok(stream) => read_snapshot_stream(stream, meta.location.as_ref()).await,
-                Err(Error::NotFound { .. }) => continue,
-                Err(e) => Err(e),
-            };
-            match decoded {
-                Ok(snapshot) if snapshot.seq == seq => return Ok(Some(snapshot)),
-                Ok(_) => {
-                    tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot")
-                }
-                Err(e @ Error::Corrupt { .. }) => {
-                    tracing::warn!(error = %e, "skipping a damaged snapshot")
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        Snapshot::latest(&self.objects).await
     }
 
     /// Rebuilds the index on a handle's first use: the latest snapshot, or
     /// the start of the log if there is none.
-    pub(crate) async fn ensure_loaded(&self, state: &mut State) -> Result<()> {
+    pub(crate) async fn ensure_loaded(&self, state: &mut LogState) -> Result<()> {
         if state.loaded {
             return Ok(());
         }
         match self.latest_snapshot().await? {
-            Some(snapshot) => {
-                state.index = Index::from_snapshot(&snapshot);
-                state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
-                state.resync = Some(Arc::new(snapshot));
-            }
+            Some(snapshot) => state.restart_from(snapshot),
             None => state.index = Index::genesis(),
         }
         state.loaded = true;
@@ -252,7 +260,7 @@ impl ObjectStoreStorage {
     /// there and the next call retries.
     pub(crate) async fn catch_up(
         &self,
-        state: &mut State,
+        state: &mut LogState,
         listed: &[u64],
         keep: Option<RangeInclusive<u64>>,
     ) -> Result<CatchUp> {
@@ -268,10 +276,8 @@ impl ObjectStoreStorage {
                     Some(snapshot)
                         if snapshot.seq + 1 >= first && snapshot.seq > state.index.head() =>
                     {
-                        state.index = Index::from_snapshot(&snapshot);
+                        state.restart_from(snapshot);
                         state.recent.clear();
-                        state.snapshot_seq = state.snapshot_seq.max(snapshot.seq);
-                        state.resync = Some(Arc::new(snapshot));
                         start = after_head(&state.index);
                     }
                     _ => {
@@ -301,7 +307,7 @@ impl ObjectStoreStorage {
         }
         'replay: for chunk in pending[..contiguous].chunks(REPLAY_CHUNK) {
             for (seq, entry) in self.fetch_entries(chunk).await? {
-                if entry.is_none() && self.options.copied {
+                if entry.is_none() && self.copied {
                     tracing::info!(
                         slot = seq,
                         "a log entry does not decode yet (still being copied?); waiting for it"
@@ -322,7 +328,7 @@ impl ObjectStoreStorage {
     /// Lists after the head and replays what is new.
     pub(crate) async fn refresh(
         &self,
-        state: &mut State,
+        state: &mut LogState,
         keep: Option<RangeInclusive<u64>>,
     ) -> Result<CatchUp> {
         self.ensure_loaded(state).await?;
@@ -348,32 +354,77 @@ impl ObjectStoreStorage {
     /// `head + 1` may have been created and compacted: a LIST (which shows
     /// the newest slot compaction keeps, and so the gap) must come first, or
     /// a read would miss commits and a put would re-create a deleted slot.
-    pub(crate) fn at_head_recently(&self, state: &State) -> bool {
+    pub(crate) fn at_head_recently(&self, state: &LogState) -> bool {
         state
             .at_head_since
-            .is_some_and(|since| since.elapsed() < self.options.max_claim_delay)
+            .is_some_and(|since| since.elapsed() < self.max_claim_delay)
     }
 
     /// Brings the index up to the head of the log before a read: one HEAD of
-    /// the next slot when [`ObjectStoreStorage::at_head_recently`] makes that
+    /// the next slot when [`Log::at_head_recently`] makes that
     /// proof enough (cheaper than a LIST everywhere, and O(1) on servers
     /// whose LIST walks the bucket), else a LIST and replay as
-    /// [`ObjectStoreStorage::refresh`] does. A hole in the log (a file-sync
+    /// [`Log::refresh`] does. A hole in the log (a file-sync
     /// tool delivering slots out of order) stops both at the same place.
-    pub(crate) async fn refresh_for_read(&self, state: &mut State) -> Result<()> {
+    pub(crate) async fn refresh_for_read(&self, state: &mut LogState) -> Result<()> {
         self.ensure_loaded(state).await?;
         if self.at_head_recently(state) {
             let checked_at = Instant::now();
-            let next = self.layout.log_entry(state.index.head() + 1);
-            match self.store.head(&next).await {
+            let next = self.slot(state.index.head() + 1);
+            match self.objects.store().head(&next).await {
                 Err(object_store::Error::NotFound { .. }) => {
                     state.at_head_since = Some(checked_at);
                     return Ok(());
                 }
                 Ok(_) => {}
-                Err(e) => return Err(map_store_error(e, &format!("checking for {next}"))),
+                Err(e) => {
+                    return Err(crate::error::map_store_error(
+                        e,
+                        &format!("checking for {next}"),
+                    ))
+                }
             }
         }
         self.refresh(state, None).await.map(|_| ())
+    }
+
+    /// The first bytes of slot `seq`, enough to recognise a marker.
+    pub(crate) async fn read_marker(&self, seq: u64) -> Result<bytes::Bytes> {
+        self.objects.read_capped(&self.slot(seq), 4096).await
+    }
+
+    /// The current version of each of `chats` (`None`: no record), after
+    /// bringing the index up to the head of the log as a read does.
+    pub(crate) async fn current_versions(&self, chats: &[ChatId]) -> Result<Vec<Option<u64>>> {
+        let mut state = self.lock().await;
+        self.refresh_for_read(&mut state).await?;
+        Ok(chats.iter().map(|chat| state.index.version(chat)).collect())
+    }
+
+    /// The chats whose current record is not a tombstone.
+    pub(crate) async fn live_chats(&self) -> Result<Vec<ChatId>> {
+        let mut state = self.lock().await;
+        self.refresh_for_read(&mut state).await?;
+        Ok(state
+            .index
+            .chats()
+            .filter(|(_, current)| !current.deleted)
+            .map(|(chat, _)| *chat)
+            .collect())
+    }
+
+    /// The head of the log after listing what is new.
+    pub(crate) async fn head_after_refresh(&self) -> Result<u64> {
+        let mut state = self.lock().await;
+        self.refresh(&mut state, None).await?;
+        Ok(state.index.head())
+    }
+
+    /// A compaction wrote (or found) the snapshot of slot `seq`: resyncing
+    /// readers are served from it from now on.
+    pub(crate) async fn compacted(&self, seq: u64) {
+        let mut state = self.lock().await;
+        state.resync = None;
+        state.note_snapshot(seq);
     }
 }

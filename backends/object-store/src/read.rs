@@ -1,17 +1,15 @@
-//! Reading server content with a cap: every object is read with a limit
-//! the format sets (a log entry, a snapshot, a record blob, a key file), so a
-//! damaged or hostile store cannot make a device download or hold more than
-//! a well-formed vault ever needs. See `docs/design.md` §5.
+//! [`CappedStream`]: an object read in chunks with a cap. Every object is
+//! read with a limit the format sets (a log entry, a snapshot, a record
+//! blob, a key file), so a damaged or hostile store cannot make a device
+//! download or hold more than a well-formed vault ever needs. See
+//! `docs/design.md` §5; [`Objects::open_capped`](crate::objects::Objects::open_capped)
+//! opens one.
 
 use crate::error::map_store_error;
-use crate::ObjectStoreStorage;
 use bytes::{Bytes, BytesMut};
 use chatvault_core::{Error, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use object_store::path::Path;
-use object_store::{GetOptions, GetRange};
-use std::ops::Range;
 
 /// An object opened for reading in chunks, with its size checked against
 /// a cap up front and again as the chunks arrive.
@@ -23,6 +21,25 @@ pub(crate) struct CappedStream {
 }
 
 impl CappedStream {
+    /// The chunks of `what`, whose response announced `size` bytes; refused
+    /// as `Corrupt` when that is over `cap`.
+    pub(crate) fn new(
+        what: String,
+        size: u64,
+        cap: u64,
+        chunks: BoxStream<'static, object_store::Result<Bytes>>,
+    ) -> Result<Self> {
+        if size > cap {
+            return Err(over_cap(&what, size, cap));
+        }
+        Ok(Self {
+            what,
+            cap,
+            read: 0,
+            chunks,
+        })
+    }
+
     /// The next chunk, `None` at the end of the object.
     pub(crate) async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
         match self.chunks.next().await {
@@ -60,46 +77,4 @@ fn over_cap(what: &str, size: u64, cap: u64) -> Error {
         what,
         format!("{size} bytes, more than the {cap} the format allows; not read"),
     )
-}
-
-impl ObjectStoreStorage {
-    /// Opens `path` (or a range of it) for reading in chunks, refusing it
-    /// as `Corrupt` if it is (or turns out to be) larger than `cap` bytes.
-    /// A missing object is `NotFound`.
-    pub(crate) async fn open_capped(
-        &self,
-        path: &Path,
-        range: Option<Range<u64>>,
-        cap: u64,
-    ) -> Result<CappedStream> {
-        let what = path.to_string();
-        let options = GetOptions {
-            range: range.clone().map(GetRange::Bounded),
-            ..GetOptions::default()
-        };
-        let result = self
-            .store
-            .get_opts(path, options)
-            .await
-            .map_err(|e| map_store_error(e, &format!("reading {what}")))?;
-        let size = match range {
-            Some(range) => range.end.saturating_sub(range.start).min(result.meta.size),
-            None => result.meta.size,
-        };
-        if size > cap {
-            return Err(over_cap(&what, size, cap));
-        }
-        Ok(CappedStream {
-            what,
-            cap,
-            read: 0,
-            chunks: result.into_stream(),
-        })
-    }
-
-    /// Reads `path` whole, at most `cap` bytes (see
-    /// [`ObjectStoreStorage::open_capped`]).
-    pub(crate) async fn read_capped(&self, path: &Path, cap: u64) -> Result<Bytes> {
-        self.open_capped(path, None, cap).await?.collect().await
-    }
 }

@@ -1,17 +1,22 @@
-//! Reading and writing records: `get`, `put`, `put_batch`.
+//! [`Records`]: reading and writing records (`get`, `put`, `put_batch`):
+//! a put writes its [`Blobs`], then claims the next log slot with one
+//! entry (the commit point, `docs/design.md` §5.1); a get resolves each
+//! chat in the [`Log`]'s index and reads what the index does not hold.
 
+use crate::blobs::Blobs;
 use crate::entry::{
-    decode_blob, encode_blob, encode_entry, inline_cost, EntryItem, LogEntry, Precondition,
+    encode_blob, encode_entry, inline_cost, EntryItem, LogEntry, Position, Precondition,
     HEADER_LEN, ITEM_OVERHEAD, MAX_ENTRY_BYTES, MAX_INLINE_SUMMARY,
 };
 use crate::error::{is_taken, map_store_error};
-use crate::index::{Current, Position};
+use crate::index::Current;
 use crate::layout::WriteId;
-use crate::{ObjectStoreStorage, State};
+use crate::log::{Log, LogState};
+use crate::options::ObjectStoreOptions;
 use chatvault_core::{ChatId, Error, Part, PutPrecondition, Result, SealedRecord};
-use futures::StreamExt;
 use object_store::{PutMode, PutOptions};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -28,25 +33,28 @@ struct Pending {
     write: WriteId,
 }
 
-impl ObjectStoreStorage {
-    /// The current version of each of `chats` (`None`: no record), after
-    /// bringing the index up to the head of the log as a read does.
-    pub(crate) async fn current_versions(&self, chats: &[ChatId]) -> Result<Vec<Option<u64>>> {
-        let mut state = self.state.lock().await;
-        self.refresh_for_read(&mut state).await?;
-        Ok(chats.iter().map(|chat| state.index.version(chat)).collect())
-    }
+/// The records of a vault: its log and its blobs.
+#[derive(Debug)]
+pub(crate) struct Records {
+    log: Arc<Log>,
+    blobs: Blobs,
+    max_record_bytes: usize,
+    max_batch: usize,
+    max_inline_summary: usize,
+    max_claim_delay: Duration,
+}
 
-    /// The chats whose current record is not a tombstone.
-    pub(crate) async fn live_chats(&self) -> Result<Vec<ChatId>> {
-        let mut state = self.state.lock().await;
-        self.refresh_for_read(&mut state).await?;
-        Ok(state
-            .index
-            .chats()
-            .filter(|(_, current)| !current.deleted)
-            .map(|(chat, _)| *chat)
-            .collect())
+impl Records {
+    /// Records committed to `log`, their bytes in `blobs`.
+    pub(crate) fn new(log: Arc<Log>, blobs: Blobs, options: &ObjectStoreOptions) -> Self {
+        Self {
+            log,
+            blobs,
+            max_record_bytes: options.max_record_bytes,
+            max_batch: options.max_batch,
+            max_inline_summary: options.max_inline_summary,
+            max_claim_delay: options.max_claim_delay,
+        }
     }
 
     /// `get`: resolves each chat's current record from the index while,
@@ -55,28 +63,24 @@ impl ObjectStoreStorage {
     /// the log entry carried inline is served from the index; other records
     /// are read from their blobs (started with the cached index, alongside
     /// the LIST), and chats that turn out to have changed are read again.
-    pub(crate) async fn get_records(
-        &self,
-        chats: &[ChatId],
-        part: Part,
-    ) -> Result<Vec<SealedRecord>> {
+    pub(crate) async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
         let mut ids = chats.to_vec();
         ids.sort_unstable();
         ids.dedup();
         let first: Vec<(ChatId, Current)> = {
-            let mut state = self.state.lock().await;
-            self.ensure_loaded(&mut state).await?;
+            let mut state = self.log.lock().await;
+            self.log.ensure_loaded(&mut state).await?;
             resolve(&state, &ids)
                 .into_iter()
                 .filter(|(chat, current)| inline_record(*chat, current, part).is_none())
                 .collect()
         };
         let refresh = async {
-            let mut state = self.state.lock().await;
-            self.refresh_for_read(&mut state).await?;
+            let mut state = self.log.lock().await;
+            self.log.refresh_for_read(&mut state).await?;
             Ok::<_, Error>(resolve(&state, &ids))
         };
-        let (latest, first_try) = futures::join!(refresh, self.fetch_records(&first, part));
+        let (latest, first_try) = futures::join!(refresh, self.blobs.fetch(&first, part));
         let latest = latest?;
 
         let mut first_try: HashMap<ChatId, (Current, Result<SealedRecord>)> = first
@@ -96,106 +100,22 @@ impl ObjectStoreStorage {
                 _ => again.push((chat, current)),
             }
         }
-        for result in self.fetch_records(&again, part).await {
+        for result in self.blobs.fetch(&again, part).await {
             records.push(result?);
         }
         Ok(records)
     }
 
-    /// Fetches the blobs of `resolved`, one result per entry, in order.
-    async fn fetch_records(
-        &self,
-        resolved: &[(ChatId, Current)],
-        part: Part,
-    ) -> Vec<Result<SealedRecord>> {
-        futures::stream::iter(resolved.iter().cloned())
-            .map(|(chat, current)| async move { self.fetch_record(chat, &current, part).await })
-            .buffered(self.options.concurrency)
-            .collect()
-            .await
-    }
-
-    async fn fetch_record(
-        &self,
-        chat: ChatId,
-        current: &Current,
-        part: Part,
-    ) -> Result<SealedRecord> {
-        let path = self.layout.blob(chat, current.version, current.write);
-        let what = format!("chat {chat} version {} ({path})", current.version);
-        let full = part == Part::Full && current.body_len.is_some();
-        // The log entry says how long the blob is; a record longer than this
-        // handle accepts is refused before anything is read, and no read
-        // goes past what the entry promised.
-        let summary_end = (HEADER_LEN as u64).checked_add(current.summary_len);
-        let blob_len = summary_end.and_then(|end| end.checked_add(current.body_len.unwrap_or(0)));
-        let record_len = current
-            .summary_len
-            .checked_add(current.body_len.unwrap_or(0));
-        let (Some(summary_end), Some(blob_len), Some(record_len)) =
-            (summary_end, blob_len, record_len)
-        else {
-            return Err(Error::corrupt(what, "record length out of range"));
-        };
-        if record_len > self.options.max_record_bytes as u64 {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "the log names a record of {record_len} bytes, over this device's limit of {} \
-                     (ObjectStoreOptions::with_max_record_bytes); not read",
-                    self.options.max_record_bytes
-                ),
-            ));
-        }
-        let whole = async { self.read_capped(&path, blob_len).await };
-        let bytes = if full {
-            whole.await
-        } else {
-            let ranged = async {
-                self.open_capped(&path, Some(0..summary_end), summary_end)
-                    .await?
-                    .collect()
-                    .await
-            };
-            match ranged.await {
-                // An empty or short object makes some stores refuse the
-                // range; reading it whole lets the decoder say what is wrong.
-                Err(e) if !matches!(e, Error::NotFound { .. }) => whole.await,
-                other => other,
-            }
-        };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(Error::NotFound { .. }) => {
-                return Err(Error::corrupt(what, "the record's blob is missing"));
-            }
-            Err(Error::Corrupt { reason, .. }) => return Err(Error::corrupt(what, reason)),
-            Err(e) => return Err(e),
-        };
-        let (summary, body) =
-            decode_blob(bytes, current.summary_len, current.body_len, full, &what)?;
-        Ok(SealedRecord {
-            chat,
-            version: current.version,
-            deleted: current.deleted,
-            summary,
-            body: if part == Part::Full { body } else { None },
-        })
-    }
-
     /// `put` and `put_batch`: blobs first, then one log entry per
     /// `max_batch` records.
-    pub(crate) async fn put_records(
-        &self,
-        batch: Vec<(SealedRecord, PutPrecondition)>,
-    ) -> Vec<Result<()>> {
+    pub(crate) async fn put(&self, batch: Vec<(SealedRecord, PutPrecondition)>) -> Vec<Result<()>> {
         let mut results: Vec<Option<Result<()>>> = (0..batch.len()).map(|_| None).collect();
         let mut pending = Vec::with_capacity(batch.len());
         for (slot, (record, pre)) in batch.into_iter().enumerate() {
-            if record.size() > self.options.max_record_bytes {
+            if record.size() > self.max_record_bytes {
                 results[slot] = Some(Err(Error::TooLarge {
                     size: record.size(),
-                    limit: self.options.max_record_bytes,
+                    limit: self.max_record_bytes,
                 }));
             } else if record.deleted && record.body.is_some() {
                 results[slot] = Some(Err(Error::invalid(format!(
@@ -213,7 +133,7 @@ impl ObjectStoreStorage {
         }
         let mut pending = pending.into_iter().peekable();
         while pending.peek().is_some() {
-            let chunk: Vec<Pending> = pending.by_ref().take(self.options.max_batch).collect();
+            let chunk: Vec<Pending> = pending.by_ref().take(self.max_batch).collect();
             for (slot, result) in self.commit(chunk).await {
                 results[slot] = Some(result);
             }
@@ -243,23 +163,14 @@ impl ObjectStoreStorage {
         let blobs: Vec<_> = admitted
             .iter()
             .map(|p| {
-                let path = self.layout.blob(p.record.chat, p.record.version, p.write);
+                let path = self.blobs.path(p.record.chat, p.record.version, p.write);
                 (
                     path,
                     encode_blob(&p.record.summary, p.record.body.as_deref()),
                 )
             })
             .collect();
-        let uploads = futures::stream::iter(blobs)
-            .map(|(path, blob)| async move {
-                self.store
-                    .put(&path, blob.into())
-                    .await
-                    .map_err(|e| map_store_error(e, &format!("writing {path}")))
-            })
-            .buffered(self.options.concurrency)
-            .collect::<Vec<_>>()
-            .await;
+        let uploads = self.blobs.put_all(blobs).await;
         let mut uploaded = Vec::with_capacity(admitted.len());
         for (p, result) in admitted.into_iter().zip(uploads) {
             match result {
@@ -271,7 +182,7 @@ impl ObjectStoreStorage {
             return done;
         }
 
-        let mut state = self.state.lock().await;
+        let mut state = self.log.lock().await;
         match self.claim(&mut state, uploaded, started).await {
             Ok(claimed) => done.extend(claimed),
             Err((left, e)) => return fail_all(left, &e, done),
@@ -286,14 +197,14 @@ impl ObjectStoreStorage {
         chunk: Vec<Pending>,
         done: &mut Vec<(usize, Result<()>)>,
     ) -> Result<Vec<Pending>, (Vec<Pending>, Error)> {
-        let mut state = self.state.lock().await;
-        if let Err(e) = self.ensure_loaded(&mut state).await {
+        let mut state = self.log.lock().await;
+        if let Err(e) = self.log.ensure_loaded(&mut state).await {
             return Err((chunk, e));
         }
         // A conflict may come from a stale index; and an index not known to
         // be at the head recently must be brought there before `claim`.
-        if !self.at_head_recently(&state) || !conflicts(&state, &chunk).is_empty() {
-            if let Err(e) = self.refresh(&mut state, None).await {
+        if !self.log.at_head_recently(&state) || !conflicts(&state, &chunk).is_empty() {
+            if let Err(e) = self.log.refresh(&mut state, None).await {
                 return Err((chunk, e));
             }
         }
@@ -314,13 +225,13 @@ impl ObjectStoreStorage {
     /// every reader will) confirms that.
     async fn claim(
         &self,
-        state: &mut State,
+        state: &mut LogState,
         mut items: Vec<Pending>,
         blobs_started: Instant,
     ) -> Result<Vec<(usize, Result<()>)>, (Vec<Pending>, Error)> {
         let mut done = Vec::new();
         let mut stuck = 0u32;
-        let blobs_deadline = blobs_started + self.options.max_claim_delay;
+        let blobs_deadline = blobs_started + self.max_claim_delay;
         loop {
             if Instant::now() >= blobs_deadline {
                 let e = Error::Unavailable {
@@ -333,8 +244,8 @@ impl ObjectStoreStorage {
             // Slot `head + 1` is only known to be free (never created, not
             // created and compacted away) while the index was at the head
             // recently; blob uploads may have taken long since `precheck`.
-            if !self.at_head_recently(state) {
-                if let Err(e) = self.refresh(state, None).await {
+            if !self.log.at_head_recently(state) {
+                if let Err(e) = self.log.refresh(state, None).await {
                     return Err((items, e));
                 }
             }
@@ -351,24 +262,25 @@ impl ObjectStoreStorage {
                 Ok(bytes) => bytes,
                 Err(e) => return Err((items, e)),
             };
-            let Some(seq) = state.index.head().checked_add(1) else {
-                return Err((items, log_full(state.index.head())));
+            let Some(seq) = state.index().head().checked_add(1) else {
+                return Err((items, log_full(state.index().head())));
             };
-            let path = self.layout.log_entry(seq);
+            let path = self.log.slot(seq);
             // The create must land while both promises hold: the blobs are
             // younger than the claim delay (compaction spares them), and the
             // index was at the head within the claim delay (slot `seq` was
             // never created and compacted away). `object_store` retries a
             // failed request for minutes, so the wait is cut at the earlier
             // deadline and the outcome looked up like any ambiguous failure.
-            let deadline = match state.at_head_since {
-                Some(since) if self.at_head_recently(state) => {
-                    blobs_deadline.min(since + self.options.max_claim_delay)
+            let deadline = match state.at_head_since() {
+                Some(since) if self.log.at_head_recently(state) => {
+                    blobs_deadline.min(since + self.max_claim_delay)
                 }
                 _ => blobs_deadline,
             };
             let create =
-                self.store
+                self.log
+                    .store()
                     .put_opts(&path, bytes.into(), PutOptions::from(PutMode::Create));
             let created = match tokio::time::timeout_at(deadline, create).await {
                 Ok(result) => result.map_err(Some),
@@ -376,7 +288,7 @@ impl ObjectStoreStorage {
             };
             match created {
                 Ok(_) => {
-                    let validity = state.index.apply(seq, Some(&entry));
+                    let validity = state.apply_own(seq, &entry);
                     done.extend(self.outcomes(state, items, &validity));
                     return Ok(done);
                 }
@@ -384,7 +296,7 @@ impl ObjectStoreStorage {
                     // `object_store` retries a create whose response was
                     // lost (a 5xx after the write landed); the retry then
                     // finds the slot taken by this very entry.
-                    let before = state.index.head();
+                    let before = state.index().head();
                     match self.own_commit(state, seq, &items).await {
                         Ok(Some(validity)) => {
                             done.extend(self.outcomes(state, items, &validity));
@@ -393,7 +305,7 @@ impl ObjectStoreStorage {
                         Ok(None) => {}
                         Err(e) => return Err((items, e)),
                     }
-                    if state.index.head() > before {
+                    if state.index().head() > before {
                         stuck = 0;
                         continue;
                     }
@@ -440,11 +352,11 @@ impl ObjectStoreStorage {
     /// it holds another writer's entry or could not be read.
     async fn own_commit(
         &self,
-        state: &mut State,
+        state: &mut LogState,
         seq: u64,
         items: &[Pending],
     ) -> Result<Option<Vec<bool>>> {
-        let caught = self.refresh(state, Some(seq..=seq)).await?;
+        let caught = self.log.refresh(state, Some(seq..=seq)).await?;
         let Some(Some(entry)) = caught.fetched.get(&seq) else {
             return Ok(None);
         };
@@ -459,12 +371,7 @@ impl ObjectStoreStorage {
         }
         Ok(Some(
             (0..items.len())
-                .map(|idx| {
-                    state.index.is_valid(Position {
-                        seq,
-                        idx: u32::try_from(idx).unwrap_or(u32::MAX),
-                    })
-                })
+                .map(|idx| state.index().is_valid(Position::of(seq, idx)))
                 .collect(),
         ))
     }
@@ -473,7 +380,7 @@ impl ObjectStoreStorage {
     /// carried inline, in order, while the entry stays within the format's
     /// size limit; the rest are read from their blobs.
     fn entry_of(&self, items: &[Pending]) -> LogEntry {
-        let limit = self.options.max_inline_summary.min(MAX_INLINE_SUMMARY);
+        let limit = self.max_inline_summary.min(MAX_INLINE_SUMMARY);
         let mut budget = (MAX_ENTRY_BYTES as usize)
             .saturating_sub(HEADER_LEN)
             .saturating_sub(items.len().saturating_mul(ITEM_OVERHEAD));
@@ -503,7 +410,7 @@ impl ObjectStoreStorage {
 
     fn outcomes(
         &self,
-        state: &State,
+        state: &LogState,
         items: Vec<Pending>,
         validity: &[bool],
     ) -> Vec<(usize, Result<()>)> {
@@ -514,7 +421,7 @@ impl ObjectStoreStorage {
                 let result = if valid {
                     Ok(())
                 } else {
-                    let current = state.index.version(&p.record.chat);
+                    let current = state.index().version(&p.record.chat);
                     Err(conflict(p.record.chat, current))
                 };
                 (p.slot, result)
@@ -526,7 +433,7 @@ impl ObjectStoreStorage {
 /// The records of `items` (by index, ascending) whose precondition fails
 /// against the index, each with the version it found. Earlier records of the
 /// same batch count, as they will when the entry is replayed.
-fn conflicts(state: &State, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
+fn conflicts(state: &LogState, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
     let mut staged: HashMap<ChatId, u64> = HashMap::new();
     let mut losers = Vec::new();
     for (i, p) in items.iter().enumerate() {
@@ -534,7 +441,7 @@ fn conflicts(state: &State, items: &[Pending]) -> Vec<(usize, Option<u64>)> {
         let current = staged
             .get(&chat)
             .copied()
-            .or_else(|| state.index.version(&chat));
+            .or_else(|| state.index().version(&chat));
         if p.pre.admits(current, p.record.version) {
             staged.insert(chat, p.record.version);
         } else {
@@ -556,11 +463,11 @@ fn conflict(chat: ChatId, current: Option<u64>) -> Error {
     Error::Conflict { chat, current }
 }
 
-fn resolve(state: &State, ids: &[ChatId]) -> Vec<(ChatId, Current)> {
+fn resolve(state: &LogState, ids: &[ChatId]) -> Vec<(ChatId, Current)> {
     ids.iter()
         .filter_map(|&chat| {
             state
-                .index
+                .index()
                 .current(&chat)
                 .map(|current| (chat, current.clone()))
         })

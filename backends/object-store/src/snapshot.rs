@@ -1,4 +1,5 @@
-//! Compaction snapshots: every chat's current record at one log slot.
+//! [`Snapshot`]: every chat's current record at one log slot, as compaction
+//! writes it; its two formats, and finding the newest one.
 //!
 //! `snap/<seq>` holds, for each chat, its latest valid item as of slot `seq`
 //! (with the inline summary, so a reader resyncing from it needs no other
@@ -14,9 +15,11 @@
 //!   summaries, about summary + 60 bytes per chat, decoded chunk by chunk as
 //!   it downloads.
 
-use crate::entry::{check_header, EntryItem, Precondition, HEADER_LEN, MAX_INLINE_SUMMARY};
-use crate::index::Position;
+use crate::entry::{
+    check_header, EntryItem, Position, Precondition, HEADER_LEN, MAX_INLINE_SUMMARY,
+};
 use crate::layout::WriteId;
+use crate::objects::Objects;
 use crate::read::CappedStream;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use chatvault_core::{ChatId, Error, Result};
@@ -30,7 +33,7 @@ const SNAPSHOT_JSON: u8 = 1;
 const SNAPSHOT_BINARY: u8 = 2;
 /// Largest snapshot a reader accepts: about 2.5 million chats with
 /// 200-byte summaries, far above any one user's vault.
-pub(crate) const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
+const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 /// Chats or invalid positions preallocated for before they arrive (a
 /// count read from the store is not trusted for allocation).
 const PREALLOCATE: usize = 1 << 16;
@@ -47,6 +50,37 @@ pub(crate) struct Snapshot {
     pub(crate) invalid: Vec<Position>,
     /// Sorted by position, the order a resyncing reader reports them in.
     pub(crate) chats: Vec<SnapshotChat>,
+}
+
+impl Snapshot {
+    /// The newest snapshot in `objects` that decodes, if any. Damaged
+    /// snapshots are skipped for older ones.
+    pub(crate) async fn latest(objects: &Objects) -> Result<Option<Self>> {
+        let listed = objects
+            .list_numbered(objects.layout().snap_dir(), 0)
+            .await?;
+        for (seq, meta) in listed.into_iter().rev() {
+            let decoded = match objects
+                .open_capped(&meta.location, None, MAX_SNAPSHOT_BYTES)
+                .await
+            {
+                Ok(stream) => read_snapshot_stream(stream, meta.location.as_ref()).await,
+                Err(Error::NotFound { .. }) => continue,
+                Err(e) => Err(e),
+            };
+            match decoded {
+                Ok(snapshot) if snapshot.seq == seq => return Ok(Some(snapshot)),
+                Ok(_) => {
+                    tracing::warn!(snapshot = %meta.location, "skipping a snapshot whose content names another slot")
+                }
+                Err(e @ Error::Corrupt { .. }) => {
+                    tracing::warn!(error = %e, "skipping a damaged snapshot")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// One chat's current record and where in the log it was committed.
@@ -136,7 +170,7 @@ pub(crate) fn decode_snapshot(bytes: &[u8], what: &str) -> Result<Snapshot> {
 
 /// Reads a snapshot as it downloads: format 2 is decoded chunk by chunk,
 /// format 1 (JSON) collected first.
-pub(crate) async fn read_snapshot_stream(stream: CappedStream, what: &str) -> Result<Snapshot> {
+async fn read_snapshot_stream(stream: CappedStream, what: &str) -> Result<Snapshot> {
     let mut reader = ChunkReader::from_stream(stream, what);
     read_snapshot(&mut reader).await
 }

@@ -7,8 +7,8 @@ use chatvault_core::StorageExt;
 use chatvault_core::{Change, ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_object_store::CompactOptions;
 use common::{
-    age_past_horizon, compact_now, drain, horizon, memory, quick_options, quick_vault, record,
-    tombstone, vault, FaultMode, Instrumented,
+    age_past_horizon, compact_now, drain, horizon, instrumented, memory, quick_options,
+    quick_vault, record, tombstone, vault, FaultMode,
 };
 use futures::TryStreamExt;
 use object_store::path::Path;
@@ -179,7 +179,7 @@ async fn a_reader_between_kept_entries_continues_from_the_log() {
 #[tokio::test]
 async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(store.clone());
     let chat = ChatId::new();
     writer
@@ -187,12 +187,12 @@ async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
         .await
         .unwrap();
     // Warm put: the blob lands, then the writer dies before claiming a slot.
-    store.fail_request(2, FaultMode::Dead);
+    store.hook().fail_request(2, FaultMode::Dead);
     assert!(writer
         .put(record(chat, 2), PutPrecondition::Version(1))
         .await
         .is_err());
-    store.heal();
+    store.hook().heal();
     assert_eq!(names(&inner, "rec").await.len(), 2);
 
     let young = vault(inner.clone())
@@ -411,7 +411,7 @@ async fn assert_acknowledged_puts_survive(
 #[tokio::test]
 async fn compaction_spares_the_first_blob_of_a_put_whose_last_blob_was_slow() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = Arc::new(quick_vault(store.clone()));
     writer
         .put(record(ChatId::new(), 1), PutPrecondition::Absent)
@@ -419,7 +419,7 @@ async fn compaction_spares_the_first_blob_of_a_put_whose_last_blob_was_slow() {
         .unwrap();
     let (a, b) = (record(ChatId::new(), 1), record(ChatId::new(), 1));
     // The batch's blobs upload together: `a` lands at once, `b` hangs.
-    let held = store.hold_next_put(&format!("rec/{}", b.chat));
+    let held = store.hook().hold_next_put(&format!("rec/{}", b.chat));
     let put = tokio::spawn({
         let (writer, batch) = (
             Arc::clone(&writer),
@@ -442,7 +442,7 @@ async fn compaction_spares_the_first_blob_of_a_put_whose_last_blob_was_slow() {
 #[tokio::test]
 async fn compaction_spares_the_blob_of_a_put_whose_commit_request_is_slow() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = Arc::new(quick_vault(store.clone()));
     writer
         .put(record(ChatId::new(), 1), PutPrecondition::Absent)
@@ -451,7 +451,7 @@ async fn compaction_spares_the_blob_of_a_put_whose_commit_request_is_slow() {
     let slow = record(ChatId::new(), 1);
     // The slot create hangs, as one `object_store` retries after 5xx for
     // minutes would.
-    let held = store.hold_next_put("/log/");
+    let held = store.hook().hold_next_put("/log/");
     let put = tokio::spawn({
         let (writer, slow) = (Arc::clone(&writer), slow.clone());
         async move { writer.put(slow, PutPrecondition::Absent).await }
@@ -467,7 +467,7 @@ async fn compaction_spares_the_blob_of_a_put_whose_commit_request_is_slow() {
 #[tokio::test]
 async fn a_writer_whose_commit_is_slow_never_recreates_a_compacted_slot() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = Arc::new(quick_vault(store.clone()));
     writer
         .put(record(ChatId::new(), 1), PutPrecondition::Absent)
@@ -476,7 +476,7 @@ async fn a_writer_whose_commit_is_slow_never_recreates_a_compacted_slot() {
     // The writer's index is at the head (slot 1): it trusts slot 2 is free
     // and sends its create, which hangs.
     let slow = record(ChatId::new(), 1);
-    let held = store.hold_next_put("/log/");
+    let held = store.hook().hold_next_put("/log/");
     let put = tokio::spawn({
         let (writer, slow) = (Arc::clone(&writer), slow.clone());
         async move { writer.put(slow, PutPrecondition::Absent).await }

@@ -4,7 +4,7 @@
 mod common;
 
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, SealedRecord, Storage};
-use common::{drain, memory, record, vault, FaultMode, Instrumented};
+use common::{drain, instrumented, memory, record, vault, FaultMode};
 
 /// What every reader must see after the put: exactly the old record, or
 /// exactly the new one, with nothing half-written.
@@ -82,15 +82,15 @@ async fn fail_each_request_of_a_put(mode: FaultMode, warm: bool) {
             .unwrap();
         let (_, head) = drain(&setup, &Cursor::start(), 10).await;
 
-        let store = Instrumented::new(inner.clone());
+        let store = instrumented(inner.clone());
         let writer = vault(store.clone());
         if warm {
             writer.changes(&head, 10).await.unwrap();
         }
-        store.fail_request(n, mode);
+        store.hook().fail_request(n, mode);
         let result = writer.put(after.clone(), PutPrecondition::Version(1)).await;
-        let reached = store.requests() >= n;
-        store.heal();
+        let reached = store.hook().requests() >= n;
+        store.hook().heal();
         let label = format!("{mode:?}, warm {warm}, request {n}");
         if !reached {
             assert!(result.is_ok(), "{label}: {result:?}");
@@ -160,7 +160,7 @@ async fn a_writer_dying_at_any_request_leaves_all_or_nothing() {
 #[tokio::test]
 async fn a_lost_commit_response_is_recognised_as_success() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(store.clone());
     let chat = ChatId::new();
     writer
@@ -168,12 +168,12 @@ async fn a_lost_commit_response_is_recognised_as_success() {
         .await
         .unwrap();
     // Warm put: blob PUT, then the slot create, whose response is lost.
-    store.fail_request(2, FaultMode::AppliedThenLost);
+    store.hook().fail_request(2, FaultMode::AppliedThenLost);
     writer
         .put(record(chat, 2), PutPrecondition::Version(1))
         .await
         .unwrap();
-    store.heal();
+    store.hook().heal();
     assert_eq!(
         vault(inner).get(&[chat], Part::Full).await.unwrap(),
         vec![record(chat, 2)]
@@ -183,7 +183,7 @@ async fn a_lost_commit_response_is_recognised_as_success() {
 #[tokio::test]
 async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(store.clone());
     let chat = ChatId::new();
     writer
@@ -192,12 +192,12 @@ async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
         .unwrap();
     // Warm put: blob PUT, then the slot create, which lands; its response is
     // lost and `object_store`'s retry answers 412.
-    store.fail_request(2, FaultMode::AppliedThenTaken);
+    store.hook().fail_request(2, FaultMode::AppliedThenTaken);
     writer
         .put(record(chat, 2), PutPrecondition::Version(1))
         .await
         .expect("the writer's own commit is a success");
-    store.heal();
+    store.hook().heal();
     let (feed, _) = drain(&vault(inner.clone()), &Cursor::start(), 10).await;
     assert_eq!(
         feed.iter().map(|c| c.version).collect::<Vec<_>>(),
@@ -207,14 +207,14 @@ async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
 
     // A batch: every record of the entry is reported as committed.
     let (a, b) = (ChatId::new(), ChatId::new());
-    store.fail_request(3, FaultMode::AppliedThenTaken);
+    store.hook().fail_request(3, FaultMode::AppliedThenTaken);
     let results = writer
         .put_batch(vec![
             (record(a, 1), PutPrecondition::Absent),
             (record(b, 1), PutPrecondition::Absent),
         ])
         .await;
-    store.heal();
+    store.hook().heal();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(
         vault(inner).get(&[a, b], Part::Full).await.unwrap().len(),
@@ -225,19 +225,19 @@ async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
 #[tokio::test]
 async fn a_retried_keyring_write_that_finds_its_own_version_is_success() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(store.clone());
     writer
         .put_keyring("v1".into(), PutPrecondition::Absent)
         .await
         .unwrap();
     // LIST, then the create, which lands and is answered 412 on retry.
-    store.fail_request(2, FaultMode::AppliedThenTaken);
+    store.hook().fail_request(2, FaultMode::AppliedThenTaken);
     let version = writer
         .put_keyring("v2".into(), PutPrecondition::Version(1))
         .await
         .expect("the writer's own keyring version is a success");
-    store.heal();
+    store.hook().heal();
     assert_eq!(version, 2);
     let stored = vault(inner).get_keyring().await.unwrap().unwrap();
     assert_eq!((stored.version, stored.bytes.as_ref()), (2, &b"v2"[..]));

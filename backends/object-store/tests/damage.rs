@@ -5,7 +5,7 @@ mod common;
 
 use chatvault_core::{ChatId, Cursor, Error, Part, PutPrecondition, Storage};
 use chatvault_object_store::{CompactOptions, ObjectStoreOptions, ObjectStoreStorage};
-use common::{drain, memory, record, vault, Instrumented};
+use common::{drain, instrumented, memory, record, vault};
 use object_store::path::Path;
 use object_store::ObjectStore;
 use std::sync::Arc;
@@ -195,7 +195,7 @@ async fn foreign_files_are_ignored_everywhere() {
     ] {
         raw_put(&store, path, b"not chatvault's").await;
     }
-    let counted = Instrumented::new(store.clone());
+    let counted = instrumented(store.clone());
     let storage = vault(counted.clone());
     let chat = ChatId::new();
     storage
@@ -213,7 +213,7 @@ async fn foreign_files_are_ignored_everywhere() {
         vec![record(chat, 1)]
     );
     assert_eq!(storage.get_keyring().await.unwrap().unwrap().version, 1);
-    counted.reset();
+    counted.hook().reset();
     assert!(storage
         .changes(&cursor, 10)
         .await
@@ -221,7 +221,7 @@ async fn foreign_files_are_ignored_everywhere() {
         .changes
         .is_empty());
     assert_eq!(
-        counted.requests(),
+        counted.hook().requests(),
         1,
         "foreign files do not make an idle poll cost more"
     );
@@ -290,7 +290,7 @@ async fn a_hole_in_the_log_stalls_the_feed_until_it_fills() {
 #[tokio::test(start_paused = true)]
 async fn a_writer_gives_up_retriably_when_a_taken_slot_never_shows_in_listings() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(store.clone());
     let chat = ChatId::new();
     writer
@@ -302,13 +302,13 @@ async fn a_writer_gives_up_retriably_when_a_taken_slot_never_shows_in_listings()
         .put(record(ChatId::new(), 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    store.hide_from_listings(Path::from(slot(2)));
+    store.hook().hide_from_listings(Path::from(slot(2)));
     let err = writer
         .put(record(chat, 2), PutPrecondition::Version(1))
         .await
         .unwrap_err();
     assert!(err.is_retriable(), "{err:?}");
-    store.heal();
+    store.hook().heal();
     let (feed, _) = drain(&vault(inner), &Cursor::start(), 10).await;
     assert_eq!(feed.len(), 2, "the abandoned put left nothing visible");
 }
@@ -375,7 +375,7 @@ async fn objects_numbered_past_the_largest_slot_are_foreign_and_overflow_nothing
 #[tokio::test]
 async fn a_log_entry_larger_than_the_format_allows_is_skipped_unread() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(inner.clone());
     let before = ChatId::new();
     writer
@@ -401,7 +401,7 @@ async fn a_log_entry_larger_than_the_format_allows_is_skipped_unread() {
         .unwrap();
 
     let reader = vault(store.clone());
-    store.reset();
+    store.hook().reset();
     let (feed, _) = drain(&reader, &Cursor::start(), 10).await;
     assert_eq!(
         feed.iter().map(|c| c.chat).collect::<Vec<_>>(),
@@ -409,16 +409,16 @@ async fn a_log_entry_larger_than_the_format_allows_is_skipped_unread() {
         "the oversized entry counts as undecodable, for every reader alike"
     );
     assert!(
-        store.bytes_read() < 1 << 20,
+        store.hook().bytes_read() < 1 << 20,
         "the oversized entry was not downloaded ({} bytes read)",
-        store.bytes_read()
+        store.hook().bytes_read()
     );
 }
 
 #[tokio::test]
 async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refused_unread() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let writer = vault(inner.clone());
     let (big, padded) = (ChatId::new(), ChatId::new());
     let mut large = record(big, 1);
@@ -449,7 +449,7 @@ async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refu
         Path::from("users/alice"),
         ObjectStoreOptions::default().with_max_record_bytes(16 << 10),
     );
-    store.reset();
+    store.hook().reset();
     let refused = small.get(&[big], Part::Full).await;
     assert!(
         matches!(&refused, Err(Error::Corrupt { reason, .. }) if reason.contains("limit")),
@@ -461,9 +461,9 @@ async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refu
         "{padded_read:?}"
     );
     assert!(
-        store.bytes_read() < 1 << 20,
+        store.hook().bytes_read() < 1 << 20,
         "neither blob was downloaded ({} bytes read)",
-        store.bytes_read()
+        store.hook().bytes_read()
     );
     // Within the limit, records read as ever.
     assert_eq!(
@@ -475,12 +475,12 @@ async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refu
 #[tokio::test]
 async fn a_listing_that_repeats_itself_stops_with_a_retriable_error() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     vault(inner.clone())
         .put(record(ChatId::new(), 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    store.repeat_listings(true);
+    store.hook().repeat_listings(true);
     let reader = vault(store.clone());
     let polled = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -489,7 +489,7 @@ async fn a_listing_that_repeats_itself_stops_with_a_retriable_error() {
     .await
     .expect("a repeating listing must not page forever");
     assert!(matches!(&polled, Err(e) if e.is_retriable()), "{polled:?}");
-    store.repeat_listings(false);
+    store.hook().repeat_listings(false);
     assert_eq!(
         reader
             .changes(&Cursor::start(), 10)

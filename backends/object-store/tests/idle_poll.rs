@@ -4,7 +4,7 @@ mod common;
 
 use chatvault_core::{ChatId, Cursor, Part, PutPrecondition, SealedRecord, Storage};
 use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
-use common::{drain, memory, record, vault, Instrumented};
+use common::{drain, instrumented, memory, record, vault};
 use object_store::path::Path;
 
 #[tokio::test]
@@ -17,19 +17,19 @@ async fn an_idle_poll_over_ten_thousand_records_is_one_request() {
             .await
             .unwrap();
     }
-    let counted = Instrumented::new(inner.clone());
+    let counted = instrumented(inner.clone());
     let reader = vault(counted.clone());
     let (feed, head) = drain(&reader, &Cursor::start(), 1000).await;
     assert_eq!(feed.len(), 10_000);
 
-    counted.reset();
+    counted.hook().reset();
     let idle = reader.changes(&head, 1000).await.unwrap();
     println!(
         "idle poll at 10k records: {} request(s)",
-        counted.requests()
+        counted.hook().requests()
     );
     assert!(idle.changes.is_empty());
-    assert_eq!(counted.requests(), 1);
+    assert_eq!(counted.hook().requests(), 1);
 
     // k new commits: one LIST plus the k entries; then the bodies, with one
     // HEAD of the next log slot (the reader just saw the head, so that
@@ -41,16 +41,25 @@ async fn an_idle_poll_over_ten_thousand_records_is_one_request() {
             .await
             .unwrap();
     }
-    counted.reset();
+    counted.hook().reset();
     let page = reader.changes(&head, 1000).await.unwrap();
-    println!("poll with 5 changes: {} request(s)", counted.requests());
+    println!(
+        "poll with 5 changes: {} request(s)",
+        counted.hook().requests()
+    );
     assert_eq!(page.changes.len(), 5);
-    assert_eq!(counted.requests(), 1 + 5);
-    counted.reset();
+    assert_eq!(counted.hook().requests(), 1 + 5);
+    counted.hook().reset();
     let records = reader.get(&changed, Part::Full).await.unwrap();
-    println!("get of 5 changed chats: {} request(s)", counted.requests());
+    println!(
+        "get of 5 changed chats: {} request(s)",
+        counted.hook().requests()
+    );
     assert_eq!(records.len(), 5);
-    assert_eq!((counted.requests(), counted.lists()), (1 + 5, 0));
+    assert_eq!(
+        (counted.hook().requests(), counted.hook().lists()),
+        (1 + 5, 0)
+    );
 }
 
 #[tokio::test]
@@ -65,7 +74,7 @@ async fn a_sidebar_get_of_inline_summaries_is_one_request_and_reads_no_blob() {
     for result in writer.put_batch(batch).await {
         result.unwrap();
     }
-    let counted = Instrumented::new(inner.clone());
+    let counted = instrumented(inner.clone());
     let reader = vault(counted.clone());
     // The first call also rebuilds the index: LIST snap/, LIST log/, GET the
     // entry. Later ones check for newer commits with a HEAD of the next slot.
@@ -74,9 +83,12 @@ async fn a_sidebar_get_of_inline_summaries_is_one_request_and_reads_no_blob() {
         1
     );
 
-    counted.reset();
+    counted.hook().reset();
     let mut summaries = reader.get(&chats, Part::Summary).await.unwrap();
-    println!("sidebar get of 50 chats: {} request(s)", counted.requests());
+    println!(
+        "sidebar get of 50 chats: {} request(s)",
+        counted.hook().requests()
+    );
     summaries.sort_by_key(|r| r.chat);
     let mut expected: Vec<_> = chats
         .iter()
@@ -87,7 +99,7 @@ async fn a_sidebar_get_of_inline_summaries_is_one_request_and_reads_no_blob() {
         .collect();
     expected.sort_by_key(|r| r.chat);
     assert_eq!(summaries, expected);
-    assert_eq!((counted.requests(), counted.lists()), (1, 0));
+    assert_eq!((counted.hook().requests(), counted.hook().lists()), (1, 0));
 
     // Summaries over the inline limit are only in the blobs: read ranged,
     // after the HEAD finds a new slot and a LIST and GET replay it.
@@ -101,11 +113,14 @@ async fn a_sidebar_get_of_inline_summaries_is_one_request_and_reads_no_blob() {
         .put(record(big, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    counted.reset();
+    counted.hook().reset();
     let got = reader.get(&[big], Part::Summary).await.unwrap();
     assert_eq!(got[0].summary, record(big, 1).summary);
     assert_eq!(got[0].body, None);
-    assert_eq!((counted.requests(), counted.lists()), (1 + 1 + 1 + 1, 1));
+    assert_eq!(
+        (counted.hook().requests(), counted.hook().lists()),
+        (1 + 1 + 1 + 1, 1)
+    );
 }
 
 #[tokio::test]
@@ -120,7 +135,7 @@ async fn a_feed_page_of_batch_entries_reads_only_the_entries_it_reports() {
             result.unwrap();
         }
     }
-    let counted = Instrumented::new(inner.clone());
+    let counted = instrumented(inner.clone());
     let reader = vault(counted.clone());
     let (all, _) = drain(&reader, &Cursor::start(), 1000).await;
     assert_eq!(all.len(), 1000);
@@ -128,11 +143,11 @@ async fn a_feed_page_of_batch_entries_reads_only_the_entries_it_reports() {
     // The reader's index is at the head: the page lists the log once and
     // reads at most the two 50-record entries that fill it, not all twenty
     // (none when the handle still holds the entries it replayed).
-    counted.reset();
+    counted.hook().reset();
     let page = reader.changes(&Cursor::start(), 100).await.unwrap();
     println!(
         "page of 100 over 50-record entries: {} request(s)",
-        counted.requests()
+        counted.hook().requests()
     );
     assert_eq!(page.changes.len(), 100);
     assert!(page.has_more);
@@ -140,8 +155,12 @@ async fn a_feed_page_of_batch_entries_reads_only_the_entries_it_reports() {
         page.changes.iter().map(|c| c.chat).collect::<Vec<_>>(),
         all[..100].iter().map(|c| c.chat).collect::<Vec<_>>()
     );
-    assert!(counted.requests() <= 1 + 2, "{}", counted.requests());
-    assert_eq!(counted.lists(), 1);
+    assert!(
+        counted.hook().requests() <= 1 + 2,
+        "{}",
+        counted.hook().requests()
+    );
+    assert_eq!(counted.hook().lists(), 1);
 }
 
 #[tokio::test]
@@ -161,17 +180,17 @@ async fn a_new_device_reads_each_entry_after_the_snapshot_once() {
             .await
             .unwrap();
     }
-    let counted = Instrumented::new(inner.clone());
+    let counted = instrumented(inner.clone());
     let (feed, _) = drain(&vault(counted.clone()), &Cursor::start(), 1000).await;
     assert_eq!(feed.len(), 30);
     // The snapshot (a LIST and a GET), the LISTs of each page, and the 20
     // entries after the snapshot, each read once.
-    let gets = counted.requests() - counted.lists();
+    let gets = counted.hook().requests() - counted.hook().lists();
     assert_eq!(
         gets,
         1 + 20,
         "{} requests, {} lists",
-        counted.requests(),
-        counted.lists()
+        counted.hook().requests(),
+        counted.hook().lists()
     );
 }

@@ -9,7 +9,7 @@ use chatvault_core::{
 use chatvault_object_store::{
     CompactOptions, MaintenancePolicy, ObjectStoreOptions, ObjectStoreStorage,
 };
-use common::{drain, memory, record, Instrumented};
+use common::{drain, instrumented, memory, record};
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -60,27 +60,27 @@ async fn put_new(storage: &dyn Storage, n: usize) {
 #[tokio::test]
 async fn maintenance_compacts_once_enough_was_committed_since_the_snapshot() {
     let inner = memory();
-    let store = Instrumented::new(inner.clone());
+    let store = instrumented(inner.clone());
     let vault = device(store.clone(), policy(10, Duration::ZERO));
     put_new(&vault, 5).await;
-    store.reset();
+    store.hook().reset();
     let idle = vault.maintain(DUE).await.unwrap();
     assert!(!idle.ran);
     assert_eq!(
-        (idle.requests, store.requests()),
+        (idle.requests, store.hook().requests()),
         (0, 0),
         "deciding that nothing is due costs no request"
     );
 
     put_new(&vault, 20).await;
     tokio::time::sleep(2 * CLAIM_DELAY + Duration::from_millis(50)).await;
-    store.reset();
+    store.hook().reset();
     let ran = vault.maintain(DUE).await.unwrap();
     assert!(ran.ran);
     assert_eq!(ran.removed_entries, 24, "all but the newest entry");
     assert_eq!(
         ran.requests,
-        store.requests(),
+        store.hook().requests(),
         "the report counts its requests"
     );
     assert_eq!(count(&inner, "snap").await, 1);

@@ -1,6 +1,7 @@
-//! [`S3StorageBuilder`]: bucket, prefix, endpoint and credentials.
+//! [`S3StorageBuilder`]: bucket, prefix, endpoint and credentials; it
+//! builds an [`S3Storage`].
 
-use crate::S3Storage;
+use crate::{from_store, S3Storage};
 use chatvault_core::{Error, Result};
 use chatvault_object_store::ObjectStoreOptions;
 use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut};
@@ -193,8 +194,18 @@ impl S3StorageBuilder {
         Ok(self)
     }
 
+    /// The bucket set so far, if any.
+    pub fn bucket(&self) -> Option<&str> {
+        self.bucket.as_deref()
+    }
+
+    /// The vault's key prefix set so far.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The configured `object_store` client, for callers that wrap it before
-    /// handing it to [`S3Storage::from_store`].
+    /// handing it to [`from_store`](crate::from_store).
     pub fn build_store(&self) -> Result<AmazonS3> {
         let bucket = self
             .bucket
@@ -210,13 +221,7 @@ impl S3StorageBuilder {
     /// Builds the storage. Nothing is sent until the first call.
     pub fn build(self) -> Result<S3Storage> {
         let store = self.build_store()?;
-        let bucket = self.bucket.unwrap_or_default();
-        Ok(S3Storage::from_store(
-            Arc::new(store),
-            bucket,
-            self.prefix,
-            self.options,
-        ))
+        Ok(from_store(Arc::new(store), &self.prefix, self.options))
     }
 }
 
@@ -227,13 +232,14 @@ mod tests {
 
     #[test]
     fn url_sets_bucket_prefix_and_endpoint() {
-        let storage = S3StorageBuilder::new()
+        let builder = S3StorageBuilder::new()
             .with_credentials("k", "s")
             .with_url("s3://chats/users/alice/?endpoint=http://127.0.0.1:9000&region=eu-west-1")
-            .and_then(S3StorageBuilder::build)
             .expect("valid URL");
-        assert_eq!(storage.bucket(), "chats");
-        assert_eq!(storage.prefix(), "users/alice");
+        assert_eq!(builder.bucket(), Some("chats"));
+        assert_eq!(builder.prefix(), "users/alice");
+        let storage = builder.build().expect("valid settings");
+        assert_eq!(storage.prefix().as_ref(), "users/alice");
     }
 
     #[test]

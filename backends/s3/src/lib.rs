@@ -1,25 +1,27 @@
 //! chatvault backend for S3 and S3-compatible stores (MinIO, Cloudflare R2,
 //! Supabase Storage, Ceph, Garage…).
 //!
-//! [`S3Storage`] is chatvault's shared-log record layout
-//! ([`chatvault_object_store`]) over `object_store`'s S3 client: the commit
+//! [`S3StorageBuilder`] configures chatvault's shared-log record layout
+//! ([`chatvault_object_store`]) over `object_store`'s S3 client and returns
+//! it as an [`S3Storage`] ([`ObjectStoreVault`]); this crate adds no
+//! [`Storage`](chatvault_core::Storage) of its own. The commit
 //! point of every put is creating the next log object with
 //! `If-None-Match: *`, so the bucket needs conditional writes (AWS S3 since
 //! 2024, MinIO, R2). One vault lives under one key prefix: give each user
 //! their own (`users/<user id>`).
 //!
 //! ```no_run
-//! use chatvault_s3::S3Storage;
+//! use chatvault_s3::S3StorageBuilder;
 //!
 //! # fn demo() -> chatvault_core::Result<()> {
 //! // Credentials and region from the usual AWS_* environment variables.
-//! let vault = S3Storage::builder()
+//! let vault = S3StorageBuilder::from_env()
 //!     .with_bucket("chat-backups")
 //!     .with_prefix("users/3f1c…")
 //!     .build()?;
 //!
 //! // A local MinIO: custom endpoint, path-style requests, plain HTTP.
-//! let local = S3Storage::builder()
+//! let local = S3StorageBuilder::from_env()
 //!     .with_endpoint("http://127.0.0.1:9000")
 //!     .with_credentials("minioadmin", "minioadmin")
 //!     .with_bucket("chats")
@@ -27,7 +29,7 @@
 //!     .build()?;
 //!
 //! // Or from a URL, as `ChatVault::open_url` does.
-//! let from_url = S3Storage::from_url("s3://chat-backups/users/alice?endpoint=http://127.0.0.1:9000")?;
+//! let from_url = chatvault_s3::open_url("s3://chat-backups/users/alice?endpoint=http://127.0.0.1:9000")?;
 //! # Ok(()) }
 //! ```
 //!
@@ -54,83 +56,34 @@ pub use chatvault_object_store::{
 };
 pub use object_store::aws::S3ConditionalPut;
 
-use chatvault_core::layer::LayeredStorage;
-use chatvault_core::{Result, Storage};
+pub use chatvault_object_store::ObjectStoreVault;
+
+use chatvault_core::Result;
 use chatvault_object_store::ObjectStoreStorage;
 use object_store::path::Path;
 use object_store::ObjectStore;
-use std::fmt;
 use std::sync::Arc;
 
-/// One vault in an S3 bucket, under one key prefix.
-pub struct S3Storage {
-    inner: ObjectStoreStorage,
-    bucket: String,
-    prefix: String,
+/// One vault in an S3 bucket, under one key prefix: the shared-log layout
+/// ([`ObjectStoreVault`]) that [`S3StorageBuilder::build`] configures.
+pub type S3Storage = ObjectStoreVault;
+
+/// Opens `s3://bucket/prefix`, with credentials and region from the
+/// `AWS_*` environment. Query parameters `endpoint`, `region` and
+/// `allow_http` (`true`/`false`) override the environment, e.g.
+/// `s3://chats/users/alice?endpoint=http://127.0.0.1:9000`.
+pub fn open_url(url: &str) -> Result<S3Storage> {
+    S3StorageBuilder::from_env().with_url(url)?.build()
 }
 
-impl fmt::Debug for S3Storage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("S3Storage")
-            .field("bucket", &self.bucket)
-            .field("prefix", &self.prefix)
-            .field("layout", &self.inner)
-            .finish()
-    }
-}
-
-impl S3Storage {
-    /// A builder seeded from the `AWS_*` environment
-    /// ([`S3StorageBuilder::from_env`]).
-    pub fn builder() -> S3StorageBuilder {
-        S3StorageBuilder::from_env()
-    }
-
-    /// Opens `s3://bucket/prefix`, with credentials and region from the
-    /// `AWS_*` environment. Query parameters `endpoint`, `region` and
-    /// `allow_http` (`true`/`false`) override the environment, e.g.
-    /// `s3://chats/users/alice?endpoint=http://127.0.0.1:9000`.
-    pub fn from_url(url: &str) -> Result<Self> {
-        S3StorageBuilder::from_env().with_url(url)?.build()
-    }
-
-    /// The layout over an already configured store (e.g. an `AmazonS3`
-    /// wrapped in a counting or throttling layer). `bucket` is only used in
-    /// messages.
-    pub fn from_store(
-        store: Arc<dyn ObjectStore>,
-        bucket: impl Into<String>,
-        prefix: impl Into<String>,
-        options: ObjectStoreOptions,
-    ) -> Self {
-        let prefix = prefix.into();
-        Self {
-            inner: ObjectStoreStorage::new(store, Path::from(prefix.as_str()), options),
-            bucket: bucket.into(),
-            prefix,
-        }
-    }
-
-    /// The bucket this vault lives in.
-    pub fn bucket(&self) -> &str {
-        &self.bucket
-    }
-
-    /// The vault's key prefix inside the bucket.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    /// The layout underneath: compaction and layout options live there.
-    pub fn layout(&self) -> &ObjectStoreStorage {
-        &self.inner
-    }
-}
-
-/// Every call goes to the object-store layout underneath: S3 adds no
-/// behaviour of its own, only the client.
-impl LayeredStorage for S3Storage {
-    fn inner(&self) -> &dyn Storage {
-        &self.inner
-    }
+/// The layout over an already configured store (e.g. an `AmazonS3`
+/// wrapped in a counting or throttling layer, see
+/// [`S3StorageBuilder::build_store`]), under `prefix`.
+pub fn from_store(
+    store: Arc<dyn ObjectStore>,
+    prefix: &str,
+    options: ObjectStoreOptions,
+) -> S3Storage {
+    let prefix = Path::from(prefix);
+    ObjectStoreVault::shared_log(ObjectStoreStorage::new(store, prefix, options))
 }

@@ -121,7 +121,7 @@ fn record(chat: ChatId, version: u64) -> SealedRecord {
     }
 }
 
-/// `S3Storage::from_url("s3://bucket/prefix?endpoint=…")` opens the same
+/// `chatvault_s3::open_url("s3://bucket/prefix?endpoint=…")` opens the same
 /// vault as the builder with that bucket and prefix.
 async fn from_url_opens_the_vault_the_builder_wrote(backend: &dyn TestBackend) -> Outcome {
     let vault = "from_url_opens_the_vault_the_builder_wrote";

@@ -38,7 +38,7 @@ mod common;
 use chatvault::core::Clock;
 use chatvault::{ChatId, ChatVault, DeviceId, Role};
 use chatvault_conformance::layers::{CountingObjectStore, RequestCounter};
-use chatvault_fs::{FsStorage, WriterId};
+use chatvault_fs::{FsStorageBuilder, WriterId};
 use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 use chatvault_test_services::syncthing::SyncthingCluster;
 use std::path::{Path, PathBuf};
@@ -112,7 +112,7 @@ async fn open_counted(
     counter: &RequestCounter,
 ) -> ChatVault {
     let counter = counter.clone();
-    let storage = FsStorage::builder(folder)
+    let storage = FsStorageBuilder::new(folder)
         .writer(WriterId(device))
         .fsync(false)
         .options(

@@ -76,7 +76,6 @@ enum Backend {
     Folder(PathBuf),
     S3 {
         store: Arc<dyn ObjectStore>,
-        bucket: String,
         prefix: String,
     },
 }
@@ -85,21 +84,16 @@ impl Backend {
     fn open(&self, counter: RequestCounter) -> DynStorage {
         match self {
             Self::Folder(dir) => Arc::new(
-                chatvault_fs::FsStorage::builder(dir)
+                chatvault_fs::FsStorageBuilder::new(dir)
                     .options(options())
                     .fsync(false)
                     .layer(move |store| Arc::new(CountingObjectStore::new(store, counter.clone())))
                     .open()
                     .expect("open the folder vault"),
             ),
-            Self::S3 {
-                store,
-                bucket,
-                prefix,
-            } => Arc::new(chatvault_s3::S3Storage::from_store(
+            Self::S3 { store, prefix } => Arc::new(chatvault_s3::from_store(
                 Arc::new(CountingObjectStore::new(Arc::clone(store), counter)),
-                bucket.clone(),
-                prefix.clone(),
+                prefix,
                 options(),
             )),
         }
@@ -360,7 +354,6 @@ fn main() {
                                     .expect("S3 client");
                                 let backend = Backend::S3 {
                                     store: Arc::new(store),
-                                    bucket: location.bucket,
                                     prefix: location.prefix,
                                 };
                                 let dir = tempfile::tempdir().expect("temp dir");

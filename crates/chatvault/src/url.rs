@@ -68,7 +68,7 @@ async fn open_fs(url: &str, device: DeviceId) -> Result<DynStorage> {
     let url = url.to_string();
     // Creating the folder is file-system work: keep it off the runtime.
     let storage = crate::task::blocking(move || {
-        chatvault_fs::FsStorage::builder_url(&url)?
+        chatvault_fs::FsStorageBuilder::from_url(&url)?
             .writer(chatvault_fs::WriterId(device.0))
             .open()
     })
@@ -83,7 +83,7 @@ async fn open_fs(url: &str, _device: DeviceId) -> Result<DynStorage> {
 
 #[cfg(feature = "s3")]
 async fn open_s3(url: &str) -> Result<DynStorage> {
-    let storage = chatvault_s3::S3Storage::from_url(url)?;
+    let storage = chatvault_s3::open_url(url)?;
     Ok(std::sync::Arc::new(storage))
 }
 
@@ -120,7 +120,7 @@ pub async fn migrate_folder(url: &str, device: DeviceId) -> Result<chatvault_fs:
             "only folder vaults (file://) have a layout to move, not {url:?}"
         )));
     }
-    chatvault_fs::FsStorage::builder_url(url)?
+    chatvault_fs::FsStorageBuilder::from_url(url)?
         .writer(chatvault_fs::WriterId(device.0))
         .migrate_to_per_device()
         .await

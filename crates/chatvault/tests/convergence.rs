@@ -65,9 +65,8 @@ impl Ledger {
 
 async fn simulate(seed: u64, ops_per_device: usize) -> Result<(Ledger, ChaosStats, u64), String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let server: DynStorage = Arc::new(
-        chatvault_fs::FsStorage::open(dir.path().join("server")).map_err(|e| e.to_string())?,
-    );
+    let server: DynStorage =
+        Arc::new(chatvault_fs::open(dir.path().join("server")).map_err(|e| e.to_string())?);
     let chaos = ChaosLayer::new(ChaosConfig::stormy(seed));
     chaos.set_enabled(false);
     let mut devices = Vec::new();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn folder(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
 }
 
 async fn open(dir: &Path, name: &str) -> ChatVault {

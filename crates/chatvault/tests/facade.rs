@@ -11,7 +11,7 @@ use std::sync::Arc;
 const PASSPHRASE: &str = "facade tests";
 
 fn folder(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
 }
 
 async fn open(

@@ -436,14 +436,14 @@ async fn a_rival_vault_created_on_an_unsynced_copy_is_detected_and_explained() {
 /// keep every chat and the queued change, and moving again changes nothing.
 #[tokio::test]
 async fn a_shared_log_folder_moves_to_the_per_device_layout_and_older_releases_stop() {
-    use chatvault_fs::{FolderLayout, FsStorage};
+    use chatvault_fs::{FolderLayout, FsStorageBuilder};
     use std::sync::Arc;
     let root = tempfile::tempdir().unwrap();
     let folder = root.path().join("vault");
     let url = format!("file://{}", folder.display());
     let shared = |folder: &Path| -> chatvault::DynStorage {
         Arc::new(
-            FsStorage::builder(folder)
+            FsStorageBuilder::new(folder)
                 .layout(FolderLayout::SharedLog)
                 .open()
                 .unwrap(),
@@ -543,7 +543,7 @@ async fn a_shared_log_folder_moves_to_the_per_device_layout_and_older_releases_s
 /// nothing and are removed again.
 #[tokio::test]
 async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless() {
-    use chatvault_fs::{FsStorage, WriterId};
+    use chatvault_fs::{FsStorageBuilder, WriterId};
     use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
     use std::sync::Arc;
     use std::time::Duration;
@@ -557,7 +557,7 @@ async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless()
     let open_as = |i: u64| {
         let folder = root.path().join(format!("copy-{i}"));
         std::fs::create_dir_all(&folder).unwrap();
-        let storage = FsStorage::builder(&folder)
+        let storage = FsStorageBuilder::new(&folder)
             .writer(WriterId(i))
             .options(options.clone())
             .fsync(false)

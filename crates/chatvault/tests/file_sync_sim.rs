@@ -28,7 +28,7 @@ mod folders;
 
 use chatvault::{ChatId, ChatVault, DeviceId, MessageId, Role};
 use chatvault_conformance::layers::SeededRng;
-use chatvault_fs::{FsStorage, WriterId};
+use chatvault_fs::{FsStorageBuilder, WriterId};
 use chatvault_object_store::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 use chatvault_test_services::copier::{Copier, Event, Faults, Service, CLOCK_START};
 use std::collections::{BTreeMap, BTreeSet};
@@ -54,7 +54,7 @@ const CLAIM_DELAY: Duration = Duration::from_millis(500);
 /// of the run delete files while the copier still copies (and resurrects)
 /// them; fsync off (a throwaway vault).
 async fn open(folder: &Path, replica: &Path, device: u64) -> Result<ChatVault, String> {
-    let storage = FsStorage::builder(folder)
+    let storage = FsStorageBuilder::new(folder)
         .writer(WriterId(device))
         .fsync(false)
         .options(

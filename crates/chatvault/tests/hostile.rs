@@ -63,9 +63,9 @@ const BACKENDS: [Backend; 2] = [Backend::Folder, Backend::InMemory];
 
 fn backend(kind: Backend, dir: &Path) -> DynStorage {
     match kind {
-        Backend::Folder => Arc::new(
-            chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"),
-        ),
+        Backend::Folder => {
+            Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
+        }
         Backend::InMemory => Arc::new(ObjectStoreStorage::new(
             Arc::new(object_store::memory::InMemory::new()),
             object_store::path::Path::from("vault"),

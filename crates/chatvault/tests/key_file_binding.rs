@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn folder(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
 }
 
 async fn open(storage: DynStorage, replica: &Path) -> chatvault::Result<ChatVault> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 fn folder(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
 }
 
 fn builder(storage: DynStorage, dir: &Path) -> chatvault::ChatVaultBuilder {

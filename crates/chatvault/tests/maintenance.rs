@@ -41,7 +41,7 @@ fn folder(dir: &Path) -> DynStorage {
     // The shared log: one log that any device compacts (in the per-device
     // layout each device compacts its own, tested in file_sync.rs).
     Arc::new(
-        chatvault_fs::FsStorage::builder(dir.join("server"))
+        chatvault_fs::FsStorageBuilder::new(dir.join("server"))
             .layout(chatvault_fs::FolderLayout::SharedLog)
             .options(options)
             .fsync(false)

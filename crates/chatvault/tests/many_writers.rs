@@ -144,7 +144,7 @@ async fn fifty_writers_on_a_folder_lose_and_skip_nothing() {
     let server = dir.path().join("server");
     many_writers(
         "the local folder",
-        || Arc::new(chatvault_fs::FsStorage::open(&server).expect("open the folder")),
+        || Arc::new(chatvault_fs::open(&server).expect("open the folder")),
         dir.path(),
     )
     .await;

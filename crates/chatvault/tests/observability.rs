@@ -101,7 +101,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
 
 async fn device(server: &Path, replica: &Path) -> ChatVault {
     let storage: DynStorage =
-        Arc::new(chatvault_fs::FsStorage::open(server).expect("open the folder backend"));
+        Arc::new(chatvault_fs::open(server).expect("open the folder backend"));
     ChatVault::builder()
         .storage(storage)
         .replica_path(replica)

@@ -232,9 +232,8 @@ async fn trial(seed: u64, template: &Path, expected: &Expected) -> Result<usize,
     }
 
     // Every record on the server, live or tombstone, is under key 2.
-    let storage: DynStorage = Arc::new(
-        chatvault_fs::FsStorage::open(dir.path().join("server")).map_err(|e| e.to_string())?,
-    );
+    let storage: DynStorage =
+        Arc::new(chatvault_fs::open(dir.path().join("server")).map_err(|e| e.to_string())?);
     let ids: Vec<ChatId> = expected.keys().copied().collect();
     for chunk in ids.chunks(50) {
         let records = storage

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn folder(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("open the folder backend"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
 }
 
 async fn open(storage: DynStorage, replica: &Path) -> ChatVault {

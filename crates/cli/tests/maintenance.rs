@@ -166,7 +166,7 @@ fn migrate_folder_moves_a_shared_log_vault_and_later_commands_use_it() {
     let setup = Setup::new();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let chat = runtime.block_on(async {
-        let storage = chatvault_fs::FsStorage::builder(setup.path("server"))
+        let storage = chatvault_fs::FsStorageBuilder::new(setup.path("server"))
             .layout(chatvault_fs::FolderLayout::SharedLog)
             .open()
             .expect("a shared-log folder");

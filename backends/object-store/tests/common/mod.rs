@@ -1,20 +1,19 @@
-//! Test wrappers around a real `ObjectStore` (`InMemory`): one counts
-//! requests, and can make the Nth request fail in one of three ways.
+//! Test helpers around a real `ObjectStore` (`InMemory`): a hook that
+//! counts requests and can make the Nth request fail in one of four ways.
 
 #![allow(dead_code)]
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{ChatId, SealedRecord};
-use chatvault_object_store::{ObjectStoreOptions, ObjectStoreStorage};
+use chatvault_object_store::{
+    HookedStore, ObjectStoreOptions, ObjectStoreStorage, StoreHook, StoreOp,
+};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{GetResult, ObjectMeta, ObjectStore};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,9 +46,18 @@ enum Decision {
     ApplyThenTaken,
 }
 
-/// Counts requests to the wrapped store and injects faults.
-pub struct Instrumented {
-    inner: Arc<dyn ObjectStore>,
+/// A store that counts requests to the wrapped one and injects faults: a
+/// [`HookedStore`] with the [`Faults`] hook (reached with `hook()`).
+pub type Instrumented = HookedStore<Faults>;
+
+/// Wraps `inner` in an [`Instrumented`] store.
+pub fn instrumented(inner: Arc<dyn ObjectStore>) -> Arc<Instrumented> {
+    Arc::new(HookedStore::new(inner, Faults::default()))
+}
+
+/// Counts requests and injects faults (see [`Instrumented`]).
+#[derive(Default)]
+pub struct Faults {
     requests: AtomicU64,
     lists: AtomicU64,
     fault: Mutex<Option<Fault>>,
@@ -59,7 +67,7 @@ pub struct Instrumented {
     repeat_listings: std::sync::atomic::AtomicBool,
 }
 
-/// A put held back by [`Instrumented::hold_next_put`]: a slow request.
+/// A put held back by [`Faults::hold_next_put`]: a slow request.
 #[derive(Clone)]
 pub struct Held {
     pattern: String,
@@ -79,32 +87,13 @@ impl Held {
     }
 }
 
-impl fmt::Debug for Instrumented {
+impl fmt::Debug for Faults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Instrumented({})", self.inner)
+        f.debug_struct("Faults").finish_non_exhaustive()
     }
 }
 
-impl fmt::Display for Instrumented {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-impl Instrumented {
-    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            requests: AtomicU64::new(0),
-            lists: AtomicU64::new(0),
-            fault: Mutex::new(None),
-            hidden: Arc::new(Mutex::new(Vec::new())),
-            hold: Mutex::new(None),
-            bytes_read: Arc::new(AtomicU64::new(0)),
-            repeat_listings: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
+impl Faults {
     /// Requests since the last reset.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
@@ -189,25 +178,11 @@ impl Instrumented {
         held
     }
 
-    async fn wait_if_held(&self, location: &Path) {
-        let held = {
-            let mut hold = self.hold.lock().unwrap();
-            match hold.as_ref() {
-                Some(h) if location.as_ref().contains(&h.pattern) => hold.take(),
-                _ => None,
-            }
-        };
-        if let Some(held) = held {
-            held.arrived.notify_one();
-            let _permit = held.release.acquire().await;
-        }
-    }
-
     pub fn heal(&self) {
         *self.fault.lock().unwrap() = None;
     }
 
-    fn decide(&self) -> Decision {
+    fn decision(&self) -> Decision {
         let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
         match *self.fault.lock().unwrap() {
             Some(Fault { at, mode }) if n == at => match mode {
@@ -232,121 +207,73 @@ fn injected() -> object_store::Error {
 }
 
 #[async_trait]
-impl ObjectStore for Instrumented {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> object_store::Result<PutResult> {
-        self.wait_if_held(location).await;
-        match self.decide() {
-            Decision::Pass => self.inner.put_opts(location, payload, opts).await,
-            Decision::Fail => Err(injected()),
-            Decision::ApplyThenFail => {
-                let _ = self.inner.put_opts(location, payload, opts).await;
-                Err(injected())
+impl StoreHook for Faults {
+    async fn wait(&self, op: StoreOp, location: Option<&Path>) {
+        let Some(location) = location.filter(|_| op == StoreOp::Put) else {
+            return;
+        };
+        let held = {
+            let mut hold = self.hold.lock().unwrap();
+            match hold.as_ref() {
+                Some(h) if location.as_ref().contains(&h.pattern) => hold.take(),
+                _ => None,
             }
-            Decision::ApplyThenTaken => {
-                let _ = self.inner.put_opts(location, payload, opts).await;
-                Err(object_store::Error::Precondition {
-                    path: location.to_string(),
+        };
+        if let Some(held) = held {
+            held.arrived.notify_one();
+            let _permit = held.release.acquire().await;
+        }
+    }
+
+    /// Puts and deletes may take effect and then fail; other requests fail
+    /// unsent.
+    fn decide(
+        &self,
+        op: StoreOp,
+        location: Option<&Path>,
+    ) -> object_store::Result<Option<object_store::Error>> {
+        if op == StoreOp::List {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+        }
+        match (self.decision(), op) {
+            (Decision::Pass, _) => Ok(None),
+            (Decision::ApplyThenFail, StoreOp::Put | StoreOp::Delete)
+            | (Decision::ApplyThenTaken, StoreOp::Delete) => Ok(Some(injected())),
+            (Decision::ApplyThenTaken, StoreOp::Put) => {
+                Ok(Some(object_store::Error::Precondition {
+                    path: location.map(|l| l.to_string()).unwrap_or_default(),
                     source: "injected: the retry of a create that landed".into(),
-                })
-            }
-        }
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        match self.decide() {
-            Decision::Pass => self.inner.put_multipart_opts(location, opts).await,
-            _ => Err(injected()),
-        }
-    }
-
-    async fn get_opts(
-        &self,
-        location: &Path,
-        options: GetOptions,
-    ) -> object_store::Result<GetResult> {
-        match self.decide() {
-            Decision::Pass => {
-                let mut result = self.inner.get_opts(location, options).await?;
-                if let object_store::GetResultPayload::Stream(stream) = result.payload {
-                    let counter = Arc::clone(&self.bytes_read);
-                    result.payload = object_store::GetResultPayload::Stream(
-                        stream
-                            .inspect(move |chunk| {
-                                if let Ok(chunk) = chunk {
-                                    counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
-                                }
-                            })
-                            .boxed(),
-                    );
-                }
-                Ok(result)
+                }))
             }
             _ => Err(injected()),
         }
     }
 
-    async fn delete(&self, location: &Path) -> object_store::Result<()> {
-        match self.decide() {
-            Decision::Pass => self.inner.delete(location).await,
-            Decision::Fail => Err(injected()),
-            Decision::ApplyThenFail | Decision::ApplyThenTaken => {
-                let _ = self.inner.delete(location).await;
-                Err(injected())
-            }
+    fn get_result(&self, _: &Path, mut result: GetResult) -> GetResult {
+        if let object_store::GetResultPayload::Stream(stream) = result.payload {
+            let counter = Arc::clone(&self.bytes_read);
+            result.payload = object_store::GetResultPayload::Stream(
+                stream
+                    .inspect(move |chunk| {
+                        if let Ok(chunk) = chunk {
+                            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                        }
+                    })
+                    .boxed(),
+            );
         }
+        result
     }
 
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        match self.decide() {
-            Decision::Pass => self.maybe_repeating(self.visible(self.inner.list(prefix))),
-            _ => futures::stream::once(async { Err(injected()) }).boxed(),
-        }
-    }
-
-    fn list_with_offset(
+    fn listed(
         &self,
-        prefix: Option<&Path>,
-        offset: &Path,
+        listing: BoxStream<'static, object_store::Result<ObjectMeta>>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        match self.decide() {
-            Decision::Pass => {
-                self.maybe_repeating(self.visible(self.inner.list_with_offset(prefix, offset)))
-            }
-            _ => futures::stream::once(async { Err(injected()) }).boxed(),
-        }
+        self.maybe_repeating(self.visible(listing))
     }
 
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.lists.fetch_add(1, Ordering::SeqCst);
-        match self.decide() {
-            Decision::Pass => self.inner.list_with_delimiter(prefix).await,
-            _ => Err(injected()),
-        }
-    }
-
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        match self.decide() {
-            Decision::Pass => self.inner.copy(from, to).await,
-            _ => Err(injected()),
-        }
-    }
-
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        match self.decide() {
-            Decision::Pass => self.inner.copy_if_not_exists(from, to).await,
-            _ => Err(injected()),
-        }
+    fn fmt_store(&self, inner: &dyn ObjectStore, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Instrumented({inner})")
     }
 }
 

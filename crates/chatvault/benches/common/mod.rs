@@ -109,7 +109,7 @@ pub fn unlock(key_file: &[u8]) -> Arc<EnvelopeCipher> {
 
 /// An empty folder backend: cold start never touches it.
 pub fn storage(dir: &Path) -> DynStorage {
-    Arc::new(chatvault_fs::FsStorage::open(dir.join("server")).expect("folder"))
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("folder"))
 }
 
 /// Cold start: open the replica and the engine, which loads the sidebar.

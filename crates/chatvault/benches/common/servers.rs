@@ -317,7 +317,7 @@ impl Server {
             Self::Folder { root } => {
                 let dir: PathBuf = root.path().join(name);
                 let (c, t, l) = (counter.clone(), trips.clone(), listed.clone());
-                let reader = chatvault_fs::FsStorage::builder(&dir)
+                let reader = chatvault_fs::FsStorageBuilder::new(&dir)
                     .layer(move |store| {
                         let tracked = Arc::new(TrackedStore::new(store, t.clone(), l.clone()));
                         Arc::new(CountingObjectStore::new(tracked, c.clone()))
@@ -327,7 +327,7 @@ impl Server {
                 // vault uses (fsync included), captured from the layer hook.
                 let captured: Arc<Mutex<Option<Arc<dyn ObjectStore>>>> = Arc::default();
                 let slot = captured.clone();
-                let writer = chatvault_fs::FsStorage::builder(&dir)
+                let writer = chatvault_fs::FsStorageBuilder::new(&dir)
                     .fsync(durable_writer)
                     .layer(move |store| {
                         *slot.lock().expect("slot") = Some(store.clone());
@@ -367,18 +367,10 @@ impl Server {
                     .with_atomic_create(fixture.atomic_conditional_put);
                 let counted = client(Some(CountingHttpConnector::new(counter.clone())))?;
                 let tracked = TrackedStore::new(Arc::new(counted), trips.clone(), listed.clone());
-                let reader = chatvault_s3::S3Storage::from_store(
-                    Arc::new(tracked),
-                    location.bucket.clone(),
-                    location.prefix.clone(),
-                    options.clone(),
-                );
-                let writer = chatvault_s3::S3Storage::from_store(
-                    Arc::new(client(None)?),
-                    location.bucket.clone(),
-                    location.prefix.clone(),
-                    options,
-                );
+                let reader =
+                    chatvault_s3::from_store(Arc::new(tracked), &location.prefix, options.clone());
+                let writer =
+                    chatvault_s3::from_store(Arc::new(client(None)?), &location.prefix, options);
                 let raw_counter = RequestCounter::new();
                 let raw = client(Some(CountingHttpConnector::new(raw_counter.clone())))?;
                 Ok(Vault::new(
