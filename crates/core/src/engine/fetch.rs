@@ -1,9 +1,7 @@
-//! Fetching records the engine needs now: one batched fetch that tolerates
-//! undecodable records, and a chat's body on demand.
-
-use super::pull::apply_pulled;
+//! One batched fetch of records that tolerates undecodable ones: a batch
+//! the backend cannot decode is retried record by record.
 use super::status::SkippedRecord;
-use super::{blocking, Inner};
+use super::Inner;
 use crate::ids::ChatId;
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
@@ -61,46 +59,4 @@ pub(super) async fn fetch(inner: &Arc<Inner>, wanted: &[Wanted], part: Part) -> 
         }
     }
     Ok(out)
-}
-
-/// Fetches `chat` in full from the server and keeps it locally.
-///
-/// With concurrent writers the server may hold one current record per
-/// writer: the one whose summary is held here (else the newest) is stored,
-/// then the others are merged into it.
-pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let fetched = match inner.storage.get(&[chat], Part::Full).await {
-        // With concurrent writers in a copied folder, a record that does not
-        // read is usually a file still on its way from another device.
-        Err(Error::Corrupt { what, reason }) if inner.capabilities.concurrent_writers => {
-            return Err(Error::InTransit {
-                what: format!("{what} ({reason})"),
-            })
-        }
-        other => other?,
-    };
-    let mut records: Vec<SealedRecord> = fetched.into_iter().filter(|r| r.chat == chat).collect();
-    let held = blocking(inner, move |inner| inner.local.replica.record(chat, false)).await?;
-    let first = records
-        .iter()
-        .position(|r| held.as_ref().is_some_and(|h| h.summary == r.summary))
-        .or_else(|| {
-            records
-                .iter()
-                .enumerate()
-                .max_by_key(|(_, r)| r.version)
-                .map(|(i, _)| i)
-        })
-        .ok_or_else(|| Error::NotFound {
-            what: format!("chat {chat} on the server"),
-        })?;
-    let record = records.swap_remove(first);
-    blocking(inner, move |inner| {
-        inner.local.store_fetched(record)?;
-        if !records.is_empty() {
-            apply_pulled(&inner.local, records, None, Vec::new())?;
-        }
-        Ok(())
-    })
-    .await
 }

@@ -6,12 +6,13 @@
 //! its outbox entry in one replica transaction. Only then does memory change
 //! and do listeners hear of it.
 
-use super::fetch::fetch_body;
 use super::local::{Current, LocalStore};
+use super::pull::apply_pulled;
 use super::{blocking, Inner};
 use crate::chat::Chat;
 use crate::hlc::Clock;
 use crate::ids::ChatId;
+use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -246,6 +247,48 @@ pub(super) fn load_local_bodies(
         out[i] = load;
     }
     Ok(out)
+}
+
+/// Fetches `chat` in full from the server and keeps it locally.
+///
+/// With concurrent writers the server may hold one current record per
+/// writer: the one whose summary is held here (else the newest) is stored,
+/// then the others are merged into it.
+pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
+    let fetched = match inner.storage.get(&[chat], Part::Full).await {
+        // With concurrent writers in a copied folder, a record that does not
+        // read is usually a file still on its way from another device.
+        Err(Error::Corrupt { what, reason }) if inner.capabilities.concurrent_writers => {
+            return Err(Error::InTransit {
+                what: format!("{what} ({reason})"),
+            })
+        }
+        other => other?,
+    };
+    let mut records: Vec<SealedRecord> = fetched.into_iter().filter(|r| r.chat == chat).collect();
+    let held = blocking(inner, move |inner| inner.local.replica.record(chat, false)).await?;
+    let first = records
+        .iter()
+        .position(|r| held.as_ref().is_some_and(|h| h.summary == r.summary))
+        .or_else(|| {
+            records
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, r)| r.version)
+                .map(|(i, _)| i)
+        })
+        .ok_or_else(|| Error::NotFound {
+            what: format!("chat {chat} on the server"),
+        })?;
+    let record = records.swap_remove(first);
+    blocking(inner, move |inner| {
+        inner.local.store_fetched(record)?;
+        if !records.is_empty() {
+            apply_pulled(&inner.local, records, None, Vec::new())?;
+        }
+        Ok(())
+    })
+    .await
 }
 
 pub(super) async fn load_full_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<Arc<Chat>> {
