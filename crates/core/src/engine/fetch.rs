@@ -1,5 +1,6 @@
 //! One batched fetch of records that tolerates undecodable ones: a batch
 //! the backend cannot decode is retried record by record.
+
 use super::status::SkippedRecord;
 use super::Inner;
 use crate::ids::ChatId;
