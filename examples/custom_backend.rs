@@ -172,7 +172,7 @@ impl RedbStorage {
 impl Storage for RedbStorage {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            push: false,
+            notifications: false,
             max_batch: 1000,
             max_record_bytes: MAX_RECORD_BYTES,
             atomic_preconditions: true,
@@ -399,7 +399,7 @@ fn decode_record(chat: ChatId, bytes: &[u8], part: Part) -> Result<SealedRecord>
         version,
         deleted,
         summary: Bytes::copy_from_slice(summary),
-        body: if part == Part::Full { body } else { None },
+        body: if part == Part::Body { body } else { None },
     })
 }
 

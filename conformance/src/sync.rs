@@ -588,7 +588,7 @@ pub async fn a_record_that_fails_to_open_is_reported_and_the_rest_still_sync(
     // that stores garbage: neither may stop the sync.
     let raw = backend.open(name).await?;
     let valid = raw
-        .get(&[good.id], Part::Full)
+        .get(&[good.id], Part::Body)
         .await?
         .pop()
         .ok_or_else(|| Failure("the good chat is not on the server".into()))?;

@@ -93,11 +93,11 @@ async fn fail_op_fails_only_that_operation() {
         .put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    let read = faulty.get(&[chat], Part::Full).await;
+    let read = faulty.get(&[chat], Part::Body).await;
     assert!(matches!(&read, Err(Error::Unavailable { .. })), "{read:?}");
     faulty.heal();
     assert_eq!(
-        faulty.get(&[chat], Part::Full).await.unwrap(),
+        faulty.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)]
     );
 }
@@ -111,7 +111,7 @@ async fn lost_response_commits_but_reports_a_retriable_error() {
     let result = faulty.put(record(chat, 1), PutPrecondition::Absent).await;
     assert!(matches!(&result, Err(e) if e.is_retriable()), "{result:?}");
     assert_eq!(
-        faulty.get(&[chat], Part::Full).await.unwrap(),
+        faulty.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)],
         "the server committed although the caller saw an error"
     );
@@ -137,7 +137,7 @@ async fn counting_storage_counts_calls_and_sealed_bytes() {
         .put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    counting.get(&[chat], Part::Full).await.unwrap();
+    counting.get(&[chat], Part::Body).await.unwrap();
     counting.changes(&Cursor::start(), 10).await.unwrap();
     counting.changes(&Cursor::start(), 10).await.unwrap();
     assert_eq!(counting.calls(Op::Put), 1);
@@ -171,7 +171,7 @@ async fn counting_layer_counts_every_storage_it_wraps_into_one_counter() {
         .put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
-    phone.get(&[chat], Part::Full).await.unwrap();
+    phone.get(&[chat], Part::Body).await.unwrap();
     assert_eq!(layer.calls(Op::Put), 2);
     assert_eq!(
         requests.get("put").bytes_sent,
@@ -220,7 +220,7 @@ async fn fault_layer_arms_faults_on_every_storage_it_wraps() {
         matches!(&lost, Err(e) if e.is_retriable()),
         "a lost response reads as a retriable failure: {lost:?}"
     );
-    let stored = inner.get(&[chat], Part::Full).await.unwrap();
+    let stored = inner.get(&[chat], Part::Body).await.unwrap();
     assert_eq!(
         stored.len(),
         1,

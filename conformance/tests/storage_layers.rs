@@ -202,8 +202,8 @@ async fn tracing_layer_counts_calls_errors_and_forwards_maintain() {
         .put(record(chat, 1, b"a"), PutPrecondition::Absent)
         .await
         .unwrap();
-    assert!(storage.get(&[chat], Part::Full).await.is_err());
-    storage.get(&[chat], Part::Full).await.unwrap();
+    assert!(storage.get(&[chat], Part::Body).await.is_err());
+    storage.get(&[chat], Part::Body).await.unwrap();
     storage
         .maintain(MaintenanceBudget { force: true })
         .await
@@ -271,7 +271,7 @@ async fn chaos_lost_responses_commit_and_rejections_do_not() {
         .await
         .unwrap_err();
     assert!(err.is_retriable(), "{err}");
-    assert_eq!(inner.get(&[chat], Part::Full).await.unwrap().len(), 1);
+    assert_eq!(inner.get(&[chat], Part::Body).await.unwrap().len(), 1);
 
     let mut config = ChaosConfig::calm(1);
     config.rejected = 1.0;
@@ -282,7 +282,7 @@ async fn chaos_lost_responses_commit_and_rejections_do_not() {
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Rejected { .. }), "{err}");
-    assert!(inner.get(&[other], Part::Full).await.unwrap().is_empty());
+    assert!(inner.get(&[other], Part::Body).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -351,7 +351,7 @@ async fn chaos_timeouts_hang_then_fail_retriably_and_commit_nothing() {
     );
     assert!(err.is_retriable(), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
-    assert!(inner.get(&[chat], Part::Full).await.unwrap().is_empty());
+    assert!(inner.get(&[chat], Part::Body).await.unwrap().is_empty());
     assert_eq!(chaos.stats().timeouts, 1);
 }
 
@@ -408,7 +408,7 @@ async fn chaos_fails_a_whole_batch_retriably_or_not_and_commits_none_of_it() {
             let err = result.as_ref().unwrap_err();
             assert_eq!(err.is_retriable(), retriable, "{field}: {err}");
         }
-        assert!(inner.get(&chats, Part::Full).await.unwrap().is_empty());
+        assert!(inner.get(&chats, Part::Body).await.unwrap().is_empty());
     }
 }
 

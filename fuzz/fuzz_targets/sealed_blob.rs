@@ -13,7 +13,7 @@ fn fixture() -> &'static (EnvelopeCipher, Aad) {
         let aad = Aad {
             vault: cipher.vault(),
             chat: ChatId::new(),
-            part: Part::Full,
+            part: Part::Body,
             version: 1,
         };
         (cipher, aad)

@@ -4,8 +4,8 @@
 //! `chatvault-object-store` (per device, [`DeviceLogStorage`], or one
 //! shared log, [`ObjectStoreStorage`]; read its docs for the commit point,
 //! costs and compaction) over `object_store`'s `LocalFileSystem` with fsync
-//! ([`FsStorageBuilder::fsync`]), and a push transport from filesystem
-//! notifications ([`FolderPush`]), and returns it as an [`FsStorage`]
+//! ([`FsStorageBuilder::fsync`]), and a notification transport from filesystem
+//! notifications ([`FolderNotifications`]), and returns it as an [`FsStorage`]
 //! ([`ObjectStoreVault`]). This crate adds no [`Storage`](chatvault_core::Storage) of its own.
 //!
 //! ```
@@ -85,7 +85,7 @@
 //!
 //! # Push
 //!
-//! [`Storage::push`](chatvault_core::Storage::push) returns an [`FsPush`] (made by [`FolderPush`]): it wakes the sync engine when
+//! [`Storage::notifications`](chatvault_core::Storage::notifications) returns an [`FsNotifications`] (made by [`FolderNotifications`]): it wakes the sync engine when
 //! anything appears under `dev/` (shared log: in `log/`), and polls every
 //! [`FsStorageBuilder::poll_interval`] (default 5 s) as a safety net.
 
@@ -99,7 +99,7 @@ pub use chatvault_object_store::MigrationReport;
 /// before it use [`FolderLayout::SharedLog`], and keep it when opened.
 pub use chatvault_object_store::VaultLayout as FolderLayout;
 pub use chatvault_object_store::WriterId;
-pub use watch::{FolderPush, FsPush};
+pub use watch::{FolderNotifications, FsNotifications};
 
 use chatvault_core::{Error, Result};
 use chatvault_object_store::{
@@ -114,7 +114,7 @@ use std::time::Duration;
 
 /// A vault in a local folder: the object-store layout
 /// ([`ObjectStoreVault`]) that [`FsStorageBuilder::open`] configures, with
-/// the folder's push transport ([`FolderPush`]). See the [crate docs](crate).
+/// the folder's notification transport ([`FolderNotifications`]). See the [crate docs](crate).
 pub type FsStorage = ObjectStoreVault;
 
 /// Opens (creating if needed) the vault in `dir` with default options.
@@ -214,7 +214,7 @@ impl FsStorageBuilder {
         self
     }
 
-    /// How often the push transport polls when no notification arrives.
+    /// How often the notification transport polls when no notification arrives.
     /// Default 5 seconds.
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
@@ -359,7 +359,11 @@ impl FsStorageBuilder {
                 ObjectStoreVault::per_device(devices)
             }
         };
-        Ok(vault.with_push(FolderPush::new(&self.dir, layout, self.poll_interval)))
+        Ok(vault.with_push(FolderNotifications::new(
+            &self.dir,
+            layout,
+            self.poll_interval,
+        )))
     }
 }
 

@@ -2,7 +2,7 @@
 //! per-device layout, everything under `dev/`), with
 //! polling as the safety net.
 //!
-//! [`FolderPush`] is the push source the builder gives a folder vault: one
+//! [`FolderNotifications`] is the push source the builder gives a folder vault: one
 //! watcher, started on first use, feeds every transport it hands out. A transport wakes when anything appears in `log/` (a local
 //! writer, another process, a file-sync tool renaming a file into place) or
 //! when its polling interval elapses, whichever comes first. Notifications
@@ -12,18 +12,18 @@
 use crate::FolderLayout;
 use async_trait::async_trait;
 use chatvault_core::{Polling, PullOutcome, Transport};
-use chatvault_object_store::{PushSource, DEVICES_DIR};
+use chatvault_object_store::{NotificationSource, DEVICES_DIR};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The push transports of a folder vault: [`FsPush`]es fed by one watcher
+/// The notification transports of a folder vault: [`FsNotifications`] fed by one watcher
 /// of the folder's `log/` (per-device layout: everything under `dev/`),
 /// started when the first transport is asked for.
 #[derive(Debug)]
-pub struct FolderPush {
+pub struct FolderNotifications {
     /// The directory to watch.
     dir: PathBuf,
     /// Whether to watch below it too (the per-device layout).
@@ -32,7 +32,7 @@ pub struct FolderPush {
     watcher: OnceLock<Arc<LogWatcher>>,
 }
 
-impl FolderPush {
+impl FolderNotifications {
     /// The push source of the vault in `folder`, laid out as `layout`,
     /// polling every `poll_interval` when no notification arrives.
     pub fn new(folder: &Path, layout: FolderLayout, poll_interval: Duration) -> Self {
@@ -49,7 +49,7 @@ impl FolderPush {
     }
 }
 
-impl PushSource for FolderPush {
+impl NotificationSource for FolderNotifications {
     fn transport(&self) -> Arc<dyn Transport> {
         let watcher = self
             .watcher
@@ -112,8 +112,8 @@ impl LogWatcher {
         })
     }
 
-    pub(crate) fn transport(self: &Arc<Self>, interval: Duration) -> FsPush {
-        FsPush {
+    pub(crate) fn transport(self: &Arc<Self>, interval: Duration) -> FsNotifications {
+        FsNotifications {
             changes: tokio::sync::Mutex::new(self.changes.subscribe()),
             polling: Polling::new(interval),
             _watcher: Arc::clone(self),
@@ -123,22 +123,22 @@ impl LogWatcher {
 
 /// A [`Transport`] that wakes on filesystem notifications or, at the latest,
 /// after its polling interval (with jitter and backoff while pulls fail).
-pub struct FsPush {
+pub struct FsNotifications {
     changes: tokio::sync::Mutex<watch::Receiver<u64>>,
     polling: Polling,
     _watcher: Arc<LogWatcher>,
 }
 
-impl std::fmt::Debug for FsPush {
+impl std::fmt::Debug for FsNotifications {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FsPush")
+        f.debug_struct("FsNotifications")
             .field("polling", &self.polling)
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
-impl Transport for FsPush {
+impl Transport for FsNotifications {
     async fn wait(&self, previous: PullOutcome) {
         let notified = async {
             let mut changes = self.changes.lock().await;

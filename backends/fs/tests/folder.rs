@@ -71,7 +71,7 @@ async fn commits_are_shared_between_handles_and_survive_reopening() {
     drop((a, b));
     let reopened = chatvault_fs::open_url(&format!("file://{}", dir.path().display())).unwrap();
     assert_eq!(
-        reopened.get(&[chat], Part::Full).await.unwrap(),
+        reopened.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 2)]
     );
     assert_eq!(all_changes(&reopened).await, vec![(chat, 1), (chat, 2)]);
@@ -124,7 +124,7 @@ async fn per_device_handles_see_each_other_and_get_returns_each_devices_record()
     );
     drop((a, b));
     let reopened = chatvault_fs::open_url(&format!("file://{}", dir.path().display())).unwrap();
-    let mut got = reopened.get(&[chat], Part::Full).await.unwrap();
+    let mut got = reopened.get(&[chat], Part::Body).await.unwrap();
     got.sort_by_key(|r| r.version);
     assert_eq!(got, vec![record(chat, 1), record(chat, 2)]);
     let mut changes = all_changes(&reopened).await;
@@ -166,8 +166,10 @@ async fn push_wakes_on_a_commit_from_another_handle() {
         .poll_interval(Duration::from_secs(3600))
         .open()
         .unwrap();
-    assert!(reader.capabilities().push);
-    let push = reader.push().expect("fs offers push");
+    assert!(reader.capabilities().notifications);
+    let push = reader
+        .notifications()
+        .expect("fs offers change notifications");
     let writer = chatvault_fs::open(dir.path()).unwrap();
     let chat = ChatId::new();
     writer
@@ -187,7 +189,7 @@ async fn push_still_polls_when_no_notification_comes() {
         .poll_interval(Duration::from_secs(5))
         .open()
         .unwrap();
-    let push = storage.push().unwrap();
+    let push = storage.notifications().unwrap();
     let started = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(60), push.wait(PullOutcome::Ok))
         .await
@@ -240,7 +242,7 @@ async fn leftovers_of_file_sync_tools_never_fail_a_pull() {
         .unwrap();
     let fresh = shared(dir.path());
     assert_eq!(all_changes(&fresh).await, vec![(first, 1), (second, 1)]);
-    let mut got = fresh.get(&[first, second], Part::Full).await.unwrap();
+    let mut got = fresh.get(&[first, second], Part::Body).await.unwrap();
     got.sort_by_key(|r| r.chat);
     let mut want = vec![record(first, 1), record(second, 1)];
     want.sort_by_key(|r| r.chat);
@@ -316,7 +318,7 @@ async fn leftovers_in_the_per_device_layout_never_fail_a_pull() {
     want.sort();
     assert_eq!(changes, want);
     assert_eq!(
-        fresh.get(&[first, second], Part::Full).await.unwrap().len(),
+        fresh.get(&[first, second], Part::Body).await.unwrap().len(),
         2
     );
 }
@@ -381,5 +383,5 @@ async fn maintenance_compacts_a_folder_vault_when_asked() {
     );
     let fresh = shared(dir.path());
     assert_eq!(all_changes(&fresh).await.len(), 5);
-    assert_eq!(fresh.get(&chats, Part::Full).await.unwrap().len(), 5);
+    assert_eq!(fresh.get(&chats, Part::Body).await.unwrap().len(), 5);
 }

@@ -130,7 +130,7 @@ async fn migrate(
 async fn read_back(dir: &std::path::Path, chats: &[ChatId]) -> (Vec<SealedRecord>, Bytes, u64) {
     let storage = chatvault_fs::open(dir).unwrap();
     assert_eq!(storage.folder_layout(), FolderLayout::PerDevice);
-    let mut records = storage.get(chats, Part::Full).await.unwrap();
+    let mut records = storage.get(chats, Part::Body).await.unwrap();
     records.sort_by_key(|r| (r.chat, r.version));
     let key = storage.get_keyring().await.unwrap().unwrap();
     let mut cursor = Cursor::start();

@@ -172,7 +172,7 @@ async fn run(backend: &dyn Backend, edits: usize) -> Figures {
                 // own record, which counts as done, as the engine treats it.
                 Err(e @ chatvault_core::Error::Conflict { .. }) if retried => {
                     let stored = writer
-                        .get(&[chats[i]], Part::Full)
+                        .get(&[chats[i]], Part::Body)
                         .await
                         .expect("get after a conflict");
                     assert!(

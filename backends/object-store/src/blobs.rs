@@ -69,14 +69,14 @@ impl Blobs {
     }
 
     /// Reads the blob of `chat`'s `current` record: its summary, and its
-    /// body for [`Part::Full`].
+    /// body for [`Part::Body`].
     async fn fetch_one(&self, chat: ChatId, current: &Current, part: Part) -> Result<SealedRecord> {
         let path = self
             .objects
             .layout()
             .blob(chat, current.version, current.write);
         let what = format!("chat {chat} version {} ({path})", current.version);
-        let full = part == Part::Full && current.body_len.is_some();
+        let full = part == Part::Body && current.body_len.is_some();
         // The log entry says how long the blob is; a record longer than this
         // handle accepts is refused before anything is read, and no read
         // goes past what the entry promised.
@@ -133,7 +133,7 @@ impl Blobs {
             version: current.version,
             deleted: current.deleted,
             summary,
-            body: if part == Part::Full { body } else { None },
+            body: if part == Part::Body { body } else { None },
         })
     }
 }

@@ -536,7 +536,7 @@ fn format_millis(millis: u128) -> String {
 impl Storage for DeviceLogStorage {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            push: false,
+            notifications: false,
             max_batch: self.options.max_batch,
             max_record_bytes: self.options.max_record_bytes,
             // Preconditions are checked against what this device has seen

@@ -41,7 +41,7 @@
 //! # One type for either layout
 //!
 //! [`ObjectStoreVault`] holds a vault in either [`VaultLayout`] and an
-//! optional push transport ([`PushSource`]): the `fs` and `s3` builders
+//! optional notification transport ([`NotificationSource`]): the `fs` and `s3` builders
 //! configure one and return it.
 //!
 //! # Costs
@@ -59,7 +59,7 @@
 //!   per record blob it needs: none for
 //!   [`Part::Summary`](chatvault_core::Part::Summary) when the summaries
 //!   were inlined (the index keeps them), a ranged GET per chat otherwise,
-//!   a whole-blob GET per chat for [`Part::Full`](chatvault_core::Part::Full).
+//!   a whole-blob GET per chat for [`Part::Body`](chatvault_core::Part::Body).
 //! - **Put**: two requests when this handle saw the head of the log within
 //!   the claim delay (blob PUT, slot create), else a LIST first; losing a
 //!   race adds a LIST and the GETs of the entries it missed.
@@ -87,7 +87,7 @@
 //! - A record blob that is missing, truncated or garbled fails
 //!   [`get`](chatvault_core::Storage::get) with
 //!   [`Error::Corrupt`](chatvault_core::Error::Corrupt) whose `what` is
-//!   `"chat <uuid> …"` when the call reads it: always for `Part::Full`, for
+//!   `"chat <uuid> …"` when the call reads it: always for `Part::Body`, for
 //!   `Part::Summary` only if the summary was too large to inline (an inline
 //!   summary is served from the log entry, which is the commit); the call
 //!   fails as a whole, so a caller fetching a batch
@@ -140,7 +140,7 @@
 //!
 //! let page = vault.changes(&Cursor::start(), 100).await?;
 //! assert_eq!(page.changes[0].chat, chat);
-//! assert_eq!(vault.get(&[chat], Part::Full).await?, vec![record]);
+//! assert_eq!(vault.get(&[chat], Part::Body).await?, vec![record]);
 //! // Nothing new: one LIST request.
 //! assert!(vault.changes(&page.cursor, 100).await?.changes.is_empty());
 //! # Ok(())
@@ -183,7 +183,7 @@ pub use markers::{is_marker, key_file_marker, log_marker, MARKER_FORMAT};
 pub use migrate::MigrationReport;
 pub use options::{CompactOptions, MaintenancePolicy, ObjectStoreOptions};
 pub use storage::ObjectStoreStorage;
-pub use vault::{ObjectStoreVault, PushSource, VaultLayout};
+pub use vault::{NotificationSource, ObjectStoreVault, VaultLayout};
 
 /// Measurements for benchmarks; not part of the supported API.
 #[doc(hidden)]

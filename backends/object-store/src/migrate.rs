@@ -97,7 +97,7 @@ impl Migration {
                 Err(e) => return Err(e),
             };
             for batch in chats.chunks(own.options().max_batch.max(1)) {
-                let records = shared.get(batch, Part::Full).await?;
+                let records = shared.get(batch, Part::Body).await?;
                 let puts = records
                     .into_iter()
                     .map(|record| (record, PutPrecondition::None))

@@ -40,7 +40,7 @@ use std::sync::Arc;
 ///   `Corrupt` only if log entries a reader still needs were removed without
 ///   a snapshot covering them (restart that reader from `Cursor::start()`).
 /// - `get` fails as a whole with `Corrupt { what: "chat <uuid> …" }` if one
-///   blob it reads (every blob for `Part::Full`, only those of summaries too
+///   blob it reads (every blob for `Part::Body`, only those of summaries too
 ///   large to inline for `Part::Summary`) is missing, torn or garbled; fetch
 ///   the other ids again without it (or one by one) and they load.
 /// - `put` fails with `Conflict { current }` when its precondition does not
@@ -153,7 +153,7 @@ impl ObjectStoreStorage {
 impl Storage for ObjectStoreStorage {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            push: false,
+            notifications: false,
             max_batch: self.options.max_batch,
             max_record_bytes: self.options.max_record_bytes,
             atomic_preconditions: self.options.atomic_create,

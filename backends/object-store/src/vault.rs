@@ -1,5 +1,5 @@
 //! [`ObjectStoreVault`]: a vault on an object store in either layout, plus
-//! the push transport its backend configures. It is what the `fs` and `s3`
+//! the notification transport its backend configures. It is what the `fs` and `s3`
 //! builders return; the one place that dispatches between the layouts.
 
 use crate::compaction::CompactReport;
@@ -28,10 +28,10 @@ pub enum VaultLayout {
     SharedLog,
 }
 
-/// Makes the push transport of an [`ObjectStoreVault`]
-/// ([`Storage::push`]): set by a backend whose store can say when objects
+/// Makes the notification transport of an [`ObjectStoreVault`]
+/// ([`Storage::notifications`]): set by a backend whose store can say when objects
 /// appear (a folder's file-system notifications).
-pub trait PushSource: Send + Sync + fmt::Debug {
+pub trait NotificationSource: Send + Sync + fmt::Debug {
     /// A transport that wakes the sync engine when the vault may have
     /// changed.
     fn transport(&self) -> Arc<dyn Transport>;
@@ -45,9 +45,9 @@ enum Layout {
 }
 
 /// A vault on an object store in either [`VaultLayout`], with an optional
-/// push transport. The `fs` and `s3` backends configure one; every
+/// notification transport. The `fs` and `s3` backends configure one; every
 /// [`Storage`] call goes to the layout's storage, and only
-/// [`Storage::capabilities`] and [`Storage::push`] add the transport.
+/// [`Storage::capabilities`] and [`Storage::notifications`] add the transport.
 ///
 /// ```
 /// use chatvault_core::Storage;
@@ -58,12 +58,12 @@ enum Layout {
 /// let log = ObjectStoreStorage::new(Arc::new(InMemory::new()), Path::from("alice"), ObjectStoreOptions::default());
 /// let vault = ObjectStoreVault::shared_log(log);
 /// assert_eq!(vault.folder_layout(), VaultLayout::SharedLog);
-/// assert!(!vault.capabilities().push);
+/// assert!(!vault.capabilities().notifications);
 /// ```
 #[derive(Debug)]
 pub struct ObjectStoreVault {
     layout: Layout,
-    push: Option<Box<dyn PushSource>>,
+    notifications: Option<Box<dyn NotificationSource>>,
 }
 
 impl ObjectStoreVault {
@@ -71,7 +71,7 @@ impl ObjectStoreVault {
     pub fn shared_log(storage: ObjectStoreStorage) -> Self {
         Self {
             layout: Layout::SharedLog(storage),
-            push: None,
+            notifications: None,
         }
     }
 
@@ -79,14 +79,14 @@ impl ObjectStoreVault {
     pub fn per_device(storage: DeviceLogStorage) -> Self {
         Self {
             layout: Layout::PerDevice(storage),
-            push: None,
+            notifications: None,
         }
     }
 
     /// Pushes with transports from `source`; the vault's capabilities then
-    /// report `push`.
-    pub fn with_push(mut self, source: impl PushSource + 'static) -> Self {
-        self.push = Some(Box::new(source));
+    /// report `notifications`.
+    pub fn with_push(mut self, source: impl NotificationSource + 'static) -> Self {
+        self.notifications = Some(Box::new(source));
         self
     }
 
@@ -143,12 +143,12 @@ impl LayeredStorage for ObjectStoreVault {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            push: self.push.is_some(),
+            notifications: self.notifications.is_some(),
             ..self.inner().capabilities()
         }
     }
 
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.push.as_ref().map(|source| source.transport())
+    fn notifications(&self) -> Option<Arc<dyn Transport>> {
+        self.notifications.as_ref().map(|source| source.transport())
     }
 }

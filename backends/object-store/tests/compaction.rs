@@ -111,7 +111,7 @@ async fn an_old_cursor_resyncs_from_the_snapshot_and_loses_nothing() {
 
     // Current records survive compaction, in every part.
     let reader = vault(store.clone());
-    let mut got = reader.get(&chats[..9], Part::Full).await.unwrap();
+    let mut got = reader.get(&chats[..9], Part::Body).await.unwrap();
     got.sort_by_key(|r| r.chat);
     let mut want: Vec<_> = chats[..9]
         .iter()
@@ -120,7 +120,7 @@ async fn an_old_cursor_resyncs_from_the_snapshot_and_loses_nothing() {
     want.sort_by_key(|r| r.chat);
     assert_eq!(got, want);
     assert_eq!(
-        reader.get(&[chats[9]], Part::Full).await.unwrap(),
+        reader.get(&[chats[9]], Part::Body).await.unwrap(),
         vec![{
             let mut t = tombstone(chats[9], 4);
             t.summary = "gone".into();
@@ -207,7 +207,7 @@ async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
     assert_eq!(old.blobs_deleted, 1);
     assert_eq!(names(&inner, "rec").await.len(), 1);
     assert_eq!(
-        vault(inner).get(&[chat], Part::Full).await.unwrap(),
+        vault(inner).get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)]
     );
 }
@@ -339,7 +339,7 @@ async fn a_handle_that_slept_through_compaction_misses_no_commit_and_reuses_no_s
     // Longer than the claim delay: the handles no longer trust their index.
     tokio::time::advance(Duration::from_secs(3600)).await;
 
-    let mut got = sleeper.get(&[a, b], Part::Full).await.unwrap();
+    let mut got = sleeper.get(&[a, b], Part::Body).await.unwrap();
     got.sort_by_key(|r| r.chat != a);
     assert_eq!(got, vec![record(a, 2), record(b, 1)]);
     let (missed, _) = drain(&reader, &cursor, 100).await;
@@ -398,7 +398,7 @@ async fn assert_acknowledged_puts_survive(
                     "an acknowledged put is in the feed"
                 );
                 assert_eq!(
-                    fresh.get(&[record.chat], Part::Full).await.unwrap(),
+                    fresh.get(&[record.chat], Part::Body).await.unwrap(),
                     vec![record.clone()],
                     "an acknowledged put reads back whole"
                 );

@@ -61,7 +61,7 @@ async fn version_precondition_must_name_the_stored_version() {
         "{err:?}"
     );
     assert_eq!(
-        storage.get(&[chat], Part::Full).await.unwrap(),
+        storage.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 2)]
     );
 }
@@ -152,7 +152,7 @@ async fn tombstones_are_reported_by_changes_and_get() {
     assert_eq!(changes.len(), 2);
     assert!(changes[1].deleted && changes[1].version == 2);
     assert_eq!(changes[1].summary.as_deref(), Some(&b"gone"[..]));
-    let got = storage.get(&[chat], Part::Full).await.unwrap();
+    let got = storage.get(&[chat], Part::Body).await.unwrap();
     assert_eq!(
         (got[0].deleted, got[0].version, got[0].body.clone()),
         (true, 2, None)
@@ -345,7 +345,7 @@ async fn vaults_under_different_prefixes_do_not_see_each_other() {
         .unwrap()
         .changes
         .is_empty());
-    assert!(bob.get(&[chat], Part::Full).await.unwrap().is_empty());
+    assert!(bob.get(&[chat], Part::Body).await.unwrap().is_empty());
     bob.put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
@@ -379,6 +379,6 @@ async fn a_cursor_past_the_end_restarts_the_feed() {
 #[tokio::test]
 async fn capabilities_describe_the_layout() {
     let caps = vault(memory()).capabilities();
-    assert!(caps.inline_summaries && caps.atomic_preconditions && !caps.push);
+    assert!(caps.inline_summaries && caps.atomic_preconditions && !caps.notifications);
     assert_eq!(caps.max_record_bytes, 16 << 20);
 }

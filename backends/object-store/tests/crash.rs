@@ -25,7 +25,7 @@ async fn assert_all_or_nothing(
         .map(|c| c.version)
         .collect();
     let got = fresh
-        .get(&[before.chat], Part::Full)
+        .get(&[before.chat], Part::Body)
         .await
         .expect("get after crash");
     let (tail, _) = drain(old_reader, old_cursor, 10).await;
@@ -175,7 +175,7 @@ async fn a_lost_commit_response_is_recognised_as_success() {
         .unwrap();
     store.hook().heal();
     assert_eq!(
-        vault(inner).get(&[chat], Part::Full).await.unwrap(),
+        vault(inner).get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 2)]
     );
 }
@@ -217,7 +217,7 @@ async fn a_retried_commit_that_finds_its_own_slot_is_success_not_conflict() {
     store.hook().heal();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(
-        vault(inner).get(&[a, b], Part::Full).await.unwrap().len(),
+        vault(inner).get(&[a, b], Part::Body).await.unwrap().len(),
         2
     );
 }

@@ -37,7 +37,7 @@ async fn an_undecodable_log_entry_is_skipped_and_the_rest_syncs() {
         vec![chats[0], chats[2]]
     );
     assert!(reader
-        .get(&[chats[1]], Part::Full)
+        .get(&[chats[1]], Part::Body)
         .await
         .unwrap()
         .is_empty());
@@ -145,7 +145,7 @@ async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_s
     }
 
     let reader = vault(store.clone());
-    for (chat, part) in [(bad, Part::Full), (bad_summary, Part::Summary)] {
+    for (chat, part) in [(bad, Part::Body), (bad_summary, Part::Summary)] {
         let err = reader.get(&[good, chat], part).await.unwrap_err();
         match err {
             Error::Corrupt { what, .. } => {
@@ -159,7 +159,7 @@ async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_s
     let sidebar = reader.get(&[bad], Part::Summary).await.unwrap();
     assert_eq!(sidebar[0].summary, record(bad, 1).summary);
     assert_eq!(
-        reader.get(&[good], Part::Full).await.unwrap(),
+        reader.get(&[good], Part::Body).await.unwrap(),
         vec![record(good, 1)]
     );
     assert_eq!(
@@ -170,7 +170,7 @@ async fn a_corrupt_blob_fails_get_with_corrupt_naming_the_chat_and_other_chats_s
 
     store.delete(&blob).await.unwrap();
     assert!(matches!(
-        reader.get(&[bad], Part::Full).await,
+        reader.get(&[bad], Part::Body).await,
         Err(Error::Corrupt { .. })
     ));
     raw_put(&store, summary_blob.as_ref(), b"").await;
@@ -209,7 +209,7 @@ async fn foreign_files_are_ignored_everywhere() {
     let (feed, cursor) = drain(&storage, &Cursor::start(), 10).await;
     assert_eq!(feed.iter().map(|c| c.chat).collect::<Vec<_>>(), vec![chat]);
     assert_eq!(
-        storage.get(&[chat], Part::Full).await.unwrap(),
+        storage.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)]
     );
     assert_eq!(storage.get_keyring().await.unwrap().unwrap().version, 1);
@@ -234,7 +234,7 @@ async fn foreign_files_are_ignored_everywhere() {
         "compaction leaves foreign files alone"
     );
     assert_eq!(
-        vault(store).get(&[chat], Part::Full).await.unwrap(),
+        vault(store).get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)]
     );
 }
@@ -342,7 +342,7 @@ async fn objects_numbered_past_the_largest_slot_are_foreign_and_overflow_nothing
 
     let fresh = vault(store.clone());
     assert_eq!(
-        fresh.get(&[chat], Part::Full).await.unwrap(),
+        fresh.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1)]
     );
     let (feed, _) = drain(&fresh, &Cursor::start(), 10).await;
@@ -450,12 +450,12 @@ async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refu
         ObjectStoreOptions::default().with_max_record_bytes(16 << 10),
     );
     store.hook().reset();
-    let refused = small.get(&[big], Part::Full).await;
+    let refused = small.get(&[big], Part::Body).await;
     assert!(
         matches!(&refused, Err(Error::Corrupt { reason, .. }) if reason.contains("limit")),
         "{refused:?}"
     );
-    let padded_read = vault(store.clone()).get(&[padded], Part::Full).await;
+    let padded_read = vault(store.clone()).get(&[padded], Part::Body).await;
     assert!(
         matches!(&padded_read, Err(Error::Corrupt { what, .. }) if what.contains(&padded.to_string())),
         "{padded_read:?}"
@@ -467,7 +467,7 @@ async fn a_record_over_the_readers_limit_or_a_blob_longer_than_its_entry_is_refu
     );
     // Within the limit, records read as ever.
     assert_eq!(
-        vault(inner).get(&[big], Part::Full).await.unwrap(),
+        vault(inner).get(&[big], Part::Body).await.unwrap(),
         vec![large]
     );
 }

@@ -139,7 +139,7 @@ async fn from_url_opens_the_vault_the_builder_wrote(backend: &dyn TestBackend) -
         .with_atomic_conditional_put(fixture.atomic_conditional_put)
         .with_url(&url)?
         .build()?;
-    let records = reader.get(&[chat], Part::Full).await?;
+    let records = reader.get(&[chat], Part::Body).await?;
     ensure!(
         records == vec![record(chat, 1)],
         "read through {url}: {records:?}"
@@ -170,7 +170,7 @@ async fn wrong_secret_fails_unauthorized(backend: &dyn TestBackend) -> Outcome {
         .build()?;
     let outcomes = [
         ("changes", storage.changes(&Cursor::start(), 10).await.err()),
-        ("get", storage.get(&[chat], Part::Full).await.err()),
+        ("get", storage.get(&[chat], Part::Body).await.err()),
         (
             "put",
             storage

@@ -273,7 +273,7 @@ fn parse_cursor(cursor: &Cursor) -> Result<FeedCursor> {
 impl Storage for SupabaseStorage {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            push: false,
+            notifications: false,
             max_batch: MAX_BATCH,
             max_record_bytes: self.record_limit(),
             atomic_preconditions: true,
@@ -352,7 +352,7 @@ impl Storage for SupabaseStorage {
     }
 
     async fn get(&self, chats: &[ChatId], part: Part) -> Result<Vec<SealedRecord>> {
-        let with_bodies = part == Part::Full;
+        let with_bodies = part == Part::Body;
         let mut seen = HashSet::new();
         let wanted: Vec<Uuid> = chats
             .iter()

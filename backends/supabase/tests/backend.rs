@@ -54,7 +54,7 @@ async fn a_user_can_neither_read_nor_write_another_users_records(
         .unwrap();
 
     // Through the storage API, Bob's vault is empty.
-    assert!(bob.get(&[chat], Part::Full).await.unwrap().is_empty());
+    assert!(bob.get(&[chat], Part::Body).await.unwrap().is_empty());
     assert!(bob
         .changes(&Cursor::start(), 100)
         .await
@@ -109,7 +109,7 @@ async fn a_user_can_neither_read_nor_write_another_users_records(
     bob.put(record(chat, 7, "bob"), PutPrecondition::None)
         .await
         .unwrap();
-    let alices = alice.get(&[chat], Part::Full).await.unwrap();
+    let alices = alice.get(&[chat], Part::Body).await.unwrap();
     assert_eq!(alices, vec![record(chat, 1, "alice")]);
     let admin = fixture.postgres.connect().await.unwrap();
     let rows = admin
@@ -142,7 +142,7 @@ async fn a_user_can_neither_read_nor_write_another_users_records(
         .build()
         .unwrap();
     assert!(matches!(
-        forger.get(&[chat], Part::Full).await,
+        forger.get(&[chat], Part::Body).await,
         Err(Error::Unauthorized { .. })
     ));
 }
@@ -225,7 +225,7 @@ async fn an_expired_token_is_refreshed_once_and_the_request_retried(
     );
     // The refreshed token keeps working without further refreshes.
     assert_eq!(
-        storage.get(&[chat], Part::Full).await.unwrap(),
+        storage.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 1, "a")]
     );
     assert_eq!(tokens.refreshes(), 1);
@@ -908,7 +908,7 @@ async fn table_endpoints_refuse_writes_and_show_only_own_rows(fixture: &'static 
     .await;
     assert_eq!((status, keyrings), (200, json!([{ "version": 1 }])));
     assert_eq!(
-        alice.get(&[chat], Part::Full).await.unwrap(),
+        alice.get(&[chat], Part::Body).await.unwrap(),
         vec![record(chat, 3, "alice")]
     );
 

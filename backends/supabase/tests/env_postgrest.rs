@@ -72,7 +72,7 @@ async fn the_fixture_takes_postgres_and_postgrest_from_the_environment(
         .await
         .unwrap();
     assert_eq!(
-        storage.get(&[chat], Part::Full).await.unwrap(),
+        storage.get(&[chat], Part::Body).await.unwrap(),
         vec![record]
     );
 

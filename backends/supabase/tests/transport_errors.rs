@@ -193,7 +193,7 @@ async fn well_formed_json_of_the_wrong_shape_is_corrupt() {
     })
     .await;
     let error = storage(&url)
-        .get(&[ChatId::new()], Part::Full)
+        .get(&[ChatId::new()], Part::Body)
         .await
         .unwrap_err();
     assert!(matches!(error, Error::Corrupt { .. }), "{error:?}");
@@ -324,7 +324,7 @@ async fn a_unique_violation_is_a_conflict_on_the_chat_and_a_bad_argument_is_reje
         body: r#"{"code":"22P02","message":"invalid input syntax for type uuid","details":null,"hint":null}"#,
     })
     .await;
-    match storage(&url).get(&[ChatId::new()], Part::Full).await {
+    match storage(&url).get(&[ChatId::new()], Part::Body).await {
         Err(Error::Rejected { code, .. }) => assert_eq!(code, "22P02"),
         other => panic!("expected Rejected, got {other:?}"),
     }

@@ -212,8 +212,8 @@ impl HostileStorage {
                     }
                 }
                 Tamper::MoveBody { from, .. } => {
-                    if let Some(o) = self.inner.get(&[*from], Part::Full).await?.pop() {
-                        if part == Part::Full {
+                    if let Some(o) = self.inner.get(&[*from], Part::Body).await?.pop() {
+                        if part == Part::Body {
                             record.body = o.body;
                         }
                     }

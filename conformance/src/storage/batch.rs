@@ -63,7 +63,7 @@ pub async fn put_batch_returns_one_result_per_record_in_order(
     )?;
     ensure!(next().is_ok(), "entry 2 (fresh chat, Absent) failed");
     expect_conflict(next(), None, None, "entry 3 (missing chat, Version(1))")?;
-    let mut read = storage.get(&[a, taken, b], Part::Full).await?;
+    let mut read = storage.get(&[a, taken, b], Part::Body).await?;
     read.sort_by_key(|r| r.chat);
     let mut expected = vec![
         record(a, 1, "batch"),

@@ -79,7 +79,7 @@ async fn race_one_winner(
         }
     }
     ensure_eq!(
-        get_one(reader, chat, Part::Full).await?,
+        get_one(reader, chat, Part::Body).await?,
         Some(record(chat, version, &format!("racer{winner}"))),
         "stored record"
     );

@@ -32,8 +32,8 @@ pub async fn capabilities_are_usable(backend: &dyn TestBackend) -> Outcome {
         caps.max_record_bytes
     );
     ensure!(
-        !caps.push || storage.push().is_some(),
-        "capabilities().push is true but push() returns None"
+        !caps.notifications || storage.notifications().is_some(),
+        "capabilities().notifications is true but notifications() returns None"
     );
     Ok(Verdict::Passed)
 }
@@ -57,7 +57,7 @@ pub async fn empty_vault_has_no_changes_records_or_keyring(backend: &dyn TestBac
         again.changes
     );
     let records = storage
-        .get(&[ChatId::new(), ChatId::new()], Part::Full)
+        .get(&[ChatId::new(), ChatId::new()], Part::Body)
         .await?;
     ensure!(
         records.is_empty(),
@@ -80,13 +80,13 @@ pub async fn put_then_get_returns_summary_and_body(backend: &dyn TestBackend) ->
     storage
         .put(written.clone(), PutPrecondition::Absent)
         .await?;
-    let read = get_one(&storage, chat, Part::Full).await?;
+    let read = get_one(&storage, chat, Part::Body).await?;
     ensure_eq!(read, Some(written.clone()), "get(Full) after put");
     // A second client (another device) sees the same record.
     let other = backend
         .open("put_then_get_returns_summary_and_body")
         .await?;
-    let read = get_one(&other, chat, Part::Full).await?;
+    let read = get_one(&other, chat, Part::Body).await?;
     ensure_eq!(read, Some(written), "get(Full) from another client");
     Ok(Verdict::Passed)
 }
@@ -120,7 +120,7 @@ pub async fn get_leaves_out_missing_ids(backend: &dyn TestBackend) -> Outcome {
         .put(record(b, 2, "b"), PutPrecondition::Absent)
         .await?;
     let mut read = storage
-        .get(&[ChatId::new(), b, ChatId::new(), a], Part::Full)
+        .get(&[ChatId::new(), b, ChatId::new(), a], Part::Body)
         .await?;
     read.sort_by_key(|r| r.chat);
     let mut expected = vec![record(a, 1, "a"), record(b, 2, "b")];
@@ -146,7 +146,7 @@ pub async fn empty_body_round_trips_as_empty_not_absent(backend: &dyn TestBacken
         .put(written.clone(), PutPrecondition::Absent)
         .await?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(written),
         "get(Full) of a record with an empty body"
     );
@@ -167,7 +167,7 @@ pub async fn large_versions_round_trip_exactly(backend: &dyn TestBackend) -> Out
         .put(record(chat, last, "a"), PutPrecondition::Version(first))
         .await?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, last, "a")),
         "get after a put at version i64::MAX"
     );

@@ -21,7 +21,7 @@ pub async fn vaults_are_isolated(backend: &dyn TestBackend) -> Outcome {
         .put(record(chat, 5, "alice"), PutPrecondition::Absent)
         .await?;
     ensure!(
-        get_one(&bob, chat, Part::Full).await?.is_none(),
+        get_one(&bob, chat, Part::Body).await?.is_none(),
         "bob reads alice's record"
     );
     let (bob_changes, _) = drain(&bob, &Cursor::start(), 100).await?;
@@ -29,12 +29,12 @@ pub async fn vaults_are_isolated(backend: &dyn TestBackend) -> Outcome {
     bob.put(record(chat, 1, "bob"), PutPrecondition::Absent)
         .await?;
     ensure_eq!(
-        get_one(&alice, chat, Part::Full).await?,
+        get_one(&alice, chat, Part::Body).await?,
         Some(record(chat, 5, "alice")),
         "alice's record after bob wrote the same chat id"
     );
     ensure_eq!(
-        get_one(&bob, chat, Part::Full).await?,
+        get_one(&bob, chat, Part::Body).await?,
         Some(record(chat, 1, "bob")),
         "bob's record"
     );

@@ -39,7 +39,7 @@ pub async fn put_absent_commits_when_no_record_exists(backend: &dyn TestBackend)
         .put(record(chat, 1, "a"), PutPrecondition::Absent)
         .await?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 1, "a")),
         "record after put(Absent)"
     );
@@ -61,7 +61,7 @@ pub async fn put_absent_conflicts_when_record_exists(backend: &dyn TestBackend) 
         .await;
     expect_conflict(result, Some(chat), Some(4), "second put(Absent)")?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 4, "a")),
         "record after the conflicting put"
     );
@@ -95,7 +95,7 @@ pub async fn put_absent_conflicts_when_tombstone_exists(backend: &dyn TestBacken
         .put(record(chat, 3, "b"), PutPrecondition::Absent)
         .await;
     expect_conflict(result, Some(chat), Some(2), "put(Absent) over a tombstone")?;
-    let read = get_one(&storage, chat, Part::Full).await?;
+    let read = get_one(&storage, chat, Part::Body).await?;
     ensure!(
         read.as_ref().is_some_and(|r| r.deleted && r.version == 2),
         "record after the conflicting put: {read:?}"
@@ -119,7 +119,7 @@ pub async fn put_version_commits_when_stored_version_matches(backend: &dyn TestB
         .put(record(chat, 10, "c"), PutPrecondition::Version(2))
         .await?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 10, "c")),
         "record after two matching put(Version)"
     );
@@ -151,7 +151,7 @@ pub async fn put_version_conflicts_with_current_version_when_stale(
         "put(Version(1)) over version 2",
     )?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 2, "a")),
         "record after the stale put"
     );
@@ -177,7 +177,7 @@ pub async fn put_version_conflicts_with_none_when_record_missing(
         "put(Version(1)) on a missing chat",
     )?;
     ensure!(
-        get_one(&storage, chat, Part::Full).await?.is_none(),
+        get_one(&storage, chat, Part::Body).await?.is_none(),
         "a record appeared after the failed put"
     );
     Ok(Verdict::Passed)
@@ -193,7 +193,7 @@ pub async fn put_none_commits_greater_versions(backend: &dyn TestBackend) -> Out
             .await?;
     }
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 100, "a")),
         "record after put(None) at 1, 2, 5, 100"
     );
@@ -232,7 +232,7 @@ pub async fn put_rejects_versions_not_greater_than_stored(backend: &dyn TestBack
         .await;
     expect_conflict(tomb, Some(chat), Some(5), "delete at a lower version")?;
     ensure_eq!(
-        get_one(&storage, chat, Part::Full).await?,
+        get_one(&storage, chat, Part::Body).await?,
         Some(record(chat, 5, "a")),
         "record after the rejected puts"
     );
@@ -282,7 +282,7 @@ pub async fn put_over_max_record_bytes_fails_too_large(backend: &dyn TestBackend
         get_one(&storage, too_big, Part::Summary).await?.is_none(),
         "the rejected record was stored"
     );
-    let stored = get_one(&storage, fits, Part::Full).await?;
+    let stored = get_one(&storage, fits, Part::Body).await?;
     ensure_eq!(
         stored.map(|r| r.size()),
         Some(limit),

@@ -173,7 +173,7 @@ impl ChatVaultBuilder {
     }
 
     /// Starts background sync right after opening, polling every `interval`
-    /// (or woken by the backend's push notifications, with polling as a
+    /// (or woken by the backend's change notifications, with polling as a
     /// safety net). Without it, sync runs on [`ChatVault::sync_now`] and
     /// after [`ChatVault::start_sync`].
     pub fn poll_interval(mut self, interval: Duration) -> Self {

@@ -52,7 +52,7 @@
 //!   the server copy) and queued for push. Offline is normal: the queue
 //!   survives restarts.
 //! - **Sync.** [`start_sync`](ChatVault::start_sync) polls (5 s is the
-//!   usual interval; push notifications wake it early where the backend
+//!   usual interval; change notifications wake it early where the backend
 //!   has them); [`sync_now`](ChatVault::sync_now) syncs once. Chats are
 //!   CRDTs: edits of one chat on several devices merge without losing a
 //!   message, deletions win, and every device converges.

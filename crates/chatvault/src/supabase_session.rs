@@ -43,7 +43,7 @@ fn session_aad(cipher: &EnvelopeCipher) -> Aad {
     Aad {
         vault: cipher.vault(),
         chat: ChatId::from_bytes(*b"supabase-session"),
-        part: Part::Full,
+        part: Part::Body,
         version: 0,
     }
 }

@@ -327,7 +327,7 @@ impl ChatVault {
     }
 
     /// Syncs in the background, polling every `interval` (5 s is the usual
-    /// choice), woken early by the backend's push notifications if it has
+    /// choice), woken early by the backend's change notifications if it has
     /// them and by local saves. Replaces a sync already running. Must be
     /// called within a Tokio runtime ([`Error::InvalidInput`] otherwise).
     pub fn start_sync(&self, interval: Duration) -> Result<()> {

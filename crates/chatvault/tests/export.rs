@@ -42,7 +42,7 @@ async fn an_export_skips_a_chat_whose_body_does_not_open_and_names_it() {
     // version: the sidebar shows the chat, its body does not open.
     let server = folder(dir.path());
     let stored = server
-        .get(&[damaged.id], Part::Full)
+        .get(&[damaged.id], Part::Body)
         .await
         .expect("get")
         .pop()

@@ -698,7 +698,7 @@ async fn resealing_after_a_rotation_resumes_after_a_restart_then_the_old_key_is_
     assert_eq!(laptop.pending_changes().expect("pending"), 0, "pushed");
     for id in &ids {
         let sealed = storage
-            .get(&[*id], chatvault::core::Part::Full)
+            .get(&[*id], chatvault::core::Part::Body)
             .await
             .expect("get")
             .remove(0);
@@ -789,7 +789,7 @@ async fn resealing_reports_its_progress_per_batch_up_to_the_total() {
 async fn server_records_are_under(storage: &DynStorage, ids: &[chatvault::ChatId], key: u32) {
     for id in ids {
         for record in storage
-            .get(&[*id], chatvault::core::Part::Full)
+            .get(&[*id], chatvault::core::Part::Body)
             .await
             .expect("get")
         {
@@ -1293,7 +1293,7 @@ async fn put_next_version(
     }
     let body = (!deleted).then(|| {
         body_cipher
-            .seal(&aad(Part::Full), &encode_chat(&state).expect("encode"))
+            .seal(&aad(Part::Body), &encode_chat(&state).expect("encode"))
             .expect("seal")
             .into()
     });

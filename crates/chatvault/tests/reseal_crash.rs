@@ -237,7 +237,7 @@ async fn trial(seed: u64, template: &Path, expected: &Expected) -> Result<usize,
     let ids: Vec<ChatId> = expected.keys().copied().collect();
     for chunk in ids.chunks(50) {
         let records = storage
-            .get(chunk, Part::Full)
+            .get(chunk, Part::Body)
             .await
             .map_err(|e| e.to_string())?;
         if records.len() != chunk.len() {

@@ -266,7 +266,7 @@ async fn check_records(
     let mut server: BTreeMap<ChatId, Vec<SealedRecord>> = BTreeMap::new();
     let mut server_records = 0;
     for chunk in ids.chunks(PAGE) {
-        for record in storage.get(chunk, Part::Full).await? {
+        for record in storage.get(chunk, Part::Body).await? {
             server_records += 1;
             server.entry(record.chat).or_default().push(record);
         }

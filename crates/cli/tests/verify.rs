@@ -258,7 +258,7 @@ fn put_inconsistent_record(world: &World, body_of: Option<chatvault::ChatId>, de
                 .into(),
             body: (!deleted).then(|| {
                 cipher
-                    .seal(&aad(Part::Full), &encode_chat(&state).expect("encode"))
+                    .seal(&aad(Part::Body), &encode_chat(&state).expect("encode"))
                     .expect("seal")
                     .into()
             }),

@@ -63,7 +63,7 @@ fn seal_open(c: &mut Criterion) {
     let aad = Aad {
         vault: cipher.vault(),
         chat: ChatId::new(),
-        part: Part::Full,
+        part: Part::Body,
         version: 1,
     };
     let identity = x25519::Identity::generate();

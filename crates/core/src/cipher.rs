@@ -33,7 +33,7 @@ impl Aad {
         out.extend_from_slice(self.chat.as_bytes());
         out.push(match self.part {
             Part::Summary => 0,
-            Part::Full => 1,
+            Part::Body => 1,
         });
         out.extend_from_slice(&self.version.to_be_bytes());
         out

@@ -14,13 +14,16 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
 
-/// Which parts of a record [`Storage::get`] returns.
+/// A record's two sealed parts: what [`Storage::get`] returns, and the
+/// part an [`Aad`](crate::Aad) binds a blob to.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Part {
-    /// The sealed summary only (sidebar: title, last activity, count, star).
+    /// The summary (sidebar: title, last activity, count, star). Asked of
+    /// [`Storage::get`]: the summary only.
     Summary,
-    /// The sealed summary and the sealed body (all messages).
-    Full,
+    /// The body (all messages). Asked of [`Storage::get`]: the summary and
+    /// the body.
+    Body,
 }
 
 /// One chat's record as the server stores it: metadata in the clear, the
@@ -173,8 +176,9 @@ pub struct KeyringBlob {
 /// What a backend can do; the engine and the conformance suite adapt to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Capabilities {
-    /// The backend offers a push [`Transport`] ([`Storage::push`]).
-    pub push: bool,
+    /// The backend tells when it changed: a [`Transport`] that wakes the
+    /// engine ([`Storage::notifications`]), so sync need not wait for a poll.
+    pub notifications: bool,
     /// Most ids one [`Storage::get`] and most records one
     /// [`Storage::put_batch`] should carry.
     pub max_batch: usize,
@@ -305,9 +309,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(MaintenanceReport::default())
     }
 
-    /// A push transport that wakes the engine when this backend changes, if
-    /// the backend has one ([`Capabilities::push`]).
-    fn push(&self) -> Option<Arc<dyn Transport>> {
+    /// A notification transport that wakes the engine when this backend changes, if
+    /// the backend has one ([`Capabilities::notifications`]).
+    fn notifications(&self) -> Option<Arc<dyn Transport>> {
         None
     }
 }

@@ -20,7 +20,7 @@ fn aad_for(cipher: &EnvelopeCipher) -> Aad {
     Aad {
         vault: cipher.vault(),
         chat: ChatId::new(),
-        part: Part::Full,
+        part: Part::Body,
         version: 7,
     }
 }

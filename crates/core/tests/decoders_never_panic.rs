@@ -88,7 +88,7 @@ fn fixtures() -> &'static Fixtures {
         let aad = Aad {
             vault: cipher.vault(),
             chat: chat.id,
-            part: Part::Full,
+            part: Part::Body,
             version: 3,
         };
         let plaintext = encode_chat(&chat).expect("encode");

@@ -1,6 +1,6 @@
 //! Builds replicas for the engine benches directly (one transaction per
 //! batch), sealing records exactly as the engine does: summary bound to
-//! `Part::Summary`, body to `Part::Full`, both at the record's version.
+//! `Part::Summary`, body to `Part::Body`, both at the record's version.
 //! Each bench uses part of it.
 
 #![allow(dead_code)]
@@ -57,7 +57,7 @@ pub fn seal(cipher: &EnvelopeCipher, chat: &Chat, version: u64) -> SealedRecord 
             .seal(&aad(Part::Summary), &summary)
             .expect("seal")
             .into(),
-        body: Some(cipher.seal(&aad(Part::Full), &body).expect("seal").into()),
+        body: Some(cipher.seal(&aad(Part::Body), &body).expect("seal").into()),
     }
 }
 

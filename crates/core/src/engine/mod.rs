@@ -495,7 +495,7 @@ impl Engine {
             records,
             mut unreadable,
             ..
-        } = fetch::fetch(inner, &wanted, Part::Full).await?;
+        } = fetch::fetch(inner, &wanted, Part::Body).await?;
         let stored = blocking(inner, move |inner| {
             Ok(records
                 .into_iter()
@@ -676,12 +676,12 @@ impl Engine {
     }
 
     /// Starts syncing in the background with the default transport: the
-    /// backend's push notifications if it has them ([`Storage::push`]), raced
+    /// backend's change notifications if it has them ([`Storage::notifications`]), raced
     /// with polling every `interval` (jittered, backing off while pulls fail).
     ///
-    /// [`Storage::push`]: crate::Storage::push
+    /// [`Storage::notifications`]: crate::Storage::notifications
     pub fn start_polling(&self, interval: Duration) -> SyncWorker {
-        let push = self.inner.storage.push();
+        let push = self.inner.storage.notifications();
         self.start(Arc::new(worker::PushOrPoll::new(push, interval)))
     }
 }

@@ -216,7 +216,7 @@ async fn resolve_all(
         .collect();
     // A server record the backend cannot decode fails only its own chat's
     // resolution; read as absent it would be overwritten as a new chat.
-    let fetched = fetch(inner, &wanted, Part::Full).await?;
+    let fetched = fetch(inner, &wanted, Part::Body).await?;
     report.requests += fetched.requests;
     report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();
     // With concurrent writers a chat may come back once per writer: the

@@ -252,7 +252,7 @@ async fn pull_pages(
                 .collect()
         };
         let mut unreadable = Vec::new();
-        for (ids, part) in [(fulls, Part::Full), (summaries, Part::Summary)] {
+        for (ids, part) in [(fulls, Part::Body), (summaries, Part::Summary)] {
             let fetched = fetch(inner, &wanted(ids), part).await?;
             report.requests += fetched.requests;
             records.extend(fetched.records);
@@ -347,7 +347,7 @@ async fn retry_skipped(
     }
     let mut records = Vec::new();
     let mut unreadable = Vec::new();
-    for (wanted, part) in [(fulls, Part::Full), (summaries, Part::Summary)] {
+    for (wanted, part) in [(fulls, Part::Body), (summaries, Part::Summary)] {
         let fetched = fetch(inner, &wanted, part).await?;
         report.requests += fetched.requests;
         report.bytes_pulled += fetched.records.iter().map(|r| r.size() as u64).sum::<u64>();

@@ -255,7 +255,7 @@ pub(super) fn load_local_bodies(
 /// writer: the one whose summary is held here (else the newest) is stored,
 /// then the others are merged into it.
 pub(super) async fn fetch_body(inner: &Arc<Inner>, chat: ChatId) -> Result<()> {
-    let fetched = match inner.storage.get(&[chat], Part::Full).await {
+    let fetched = match inner.storage.get(&[chat], Part::Body).await {
         // With concurrent writers in a copied folder, a record that does not
         // read is usually a file still on its way from another device.
         Err(Error::Corrupt { what, reason }) if inner.capabilities.concurrent_writers => {

@@ -1,7 +1,7 @@
 //! Turning chats into sealed records and back.
 //!
 //! Each part is bound to `Aad { vault, chat, part, version }`: the summary
-//! with [`Part::Summary`], the body with [`Part::Full`]. Opening also checks
+//! with [`Part::Summary`], the body with [`Part::Body`]. Opening also checks
 //! that the decoded chat is the one the record claims to be.
 
 use crate::chat::{Chat, ChatSummary};
@@ -78,7 +78,7 @@ impl Sealer {
             summary.as_slice(),
         )];
         if let Some(body) = &body {
-            parts.push((self.aad(chat.id, Part::Full, version), body.as_slice()));
+            parts.push((self.aad(chat.id, Part::Body, version), body.as_slice()));
         }
         let mut sealed = self.cipher.seal_parts(&parts)?.into_iter();
         let summary = sealed.next().ok_or_else(|| {
@@ -167,7 +167,7 @@ impl Sealer {
         sealed: &[u8],
     ) -> Result<Vec<u8>> {
         self.cipher
-            .open(&self.aad(chat, Part::Full, version), sealed)
+            .open(&self.aad(chat, Part::Body, version), sealed)
     }
 
     /// Decodes an opened body and checks it is `chat`'s.

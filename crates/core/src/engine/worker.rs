@@ -84,7 +84,7 @@ pub(super) fn start(engine: Engine, transport: Arc<dyn Transport>) -> SyncWorker
     }
 }
 
-/// The engine's default transport: the backend's push notifications when it
+/// The engine's default transport: the backend's change notifications when it
 /// has them, always raced with polling every `interval` as a safety net
 /// (a lost notification delays a change by at most one interval).
 pub(super) struct PushOrPoll {

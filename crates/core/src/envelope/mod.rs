@@ -363,7 +363,7 @@ impl EnvelopeCipher {
 fn describe(aad: &Aad) -> String {
     let part = match aad.part {
         Part::Summary => "summary",
-        Part::Full => "body",
+        Part::Body => "body",
     };
     format!("chat {} {part} version {}", aad.chat, aad.version)
 }
@@ -538,7 +538,7 @@ mod tests {
         let aad = Aad {
             vault: VaultId::new(),
             chat: ChatId::new(),
-            part: Part::Full,
+            part: Part::Body,
             version: 1,
         };
         assert!(matches!(

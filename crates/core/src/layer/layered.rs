@@ -70,7 +70,7 @@ impl fmt::Display for Op {
 /// only some of its behaviour. Every method forwards to the inner storage
 /// by default, including those whose [`Storage`] default would otherwise
 /// bypass it ([`put_batch`](Storage::put_batch),
-/// [`maintain`](Storage::maintain), [`push`](Storage::push)); a layer
+/// [`maintain`](Storage::maintain), [`notifications`](Storage::notifications)); a layer
 /// overrides what it changes and nothing else, and every `LayeredStorage`
 /// is a [`Storage`] through a blanket implementation.
 ///
@@ -93,7 +93,7 @@ impl fmt::Display for Op {
 ///     }
 ///
 ///     fn capabilities(&self) -> chatvault_core::Capabilities {
-///         chatvault_core::Capabilities { push: false, ..self.0.capabilities() }
+///         chatvault_core::Capabilities { notifications: false, ..self.0.capabilities() }
 ///     }
 /// }
 /// ```
@@ -142,9 +142,9 @@ pub trait LayeredStorage: Send + Sync + fmt::Debug {
         self.inner().maintain(budget).await
     }
 
-    /// [`Storage::push`]; forwards by default.
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        self.inner().push()
+    /// [`Storage::notifications`]; forwards by default.
+    fn notifications(&self) -> Option<Arc<dyn Transport>> {
+        self.inner().notifications()
     }
 }
 
@@ -182,7 +182,7 @@ impl<T: LayeredStorage> Storage for T {
         LayeredStorage::maintain(self, budget).await
     }
 
-    fn push(&self) -> Option<Arc<dyn Transport>> {
-        LayeredStorage::push(self)
+    fn notifications(&self) -> Option<Arc<dyn Transport>> {
+        LayeredStorage::notifications(self)
     }
 }

@@ -144,7 +144,7 @@ impl RetryStorage {
                 if retried && current == Some(record.version) =>
             {
                 let part = if record.body.is_some() {
-                    Part::Full
+                    Part::Body
                 } else {
                     Part::Summary
                 };
