@@ -1,7 +1,7 @@
 //! Chat and summary encodings as they come out of a blob: a value that
 //! re-encodes and decodes the same, or a typed error.
 #![no_main]
-use chatvault_core::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
+use chatvault_core::raw::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
 use chatvault_core::Error;
 use libfuzzer_sys::fuzz_target;
 

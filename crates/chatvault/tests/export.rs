@@ -1,8 +1,8 @@
 //! An export never fails whole because one chat is damaged on the server: it
 //! holds every chat that opens and names the ones that do not.
 
-use chatvault::core::codec::encode_summary;
 use chatvault::core::envelope::ExportTarget;
+use chatvault::core::raw::codec::encode_summary;
 use chatvault::core::{Aad, Cipher, Part, PutPrecondition, SealedRecord};
 use chatvault::{ChatVault, DynStorage, Role};
 use std::io::Read;

@@ -1265,7 +1265,7 @@ async fn put_next_version(
     deleted: bool,
     damage: bool,
 ) {
-    use chatvault::core::codec::{encode_chat, encode_summary};
+    use chatvault::core::raw::codec::{encode_chat, encode_summary};
     use chatvault::core::{Aad, Cipher, Part, SealedRecord};
     let state = laptop.load_full_chat(chat).await.expect("open");
     let version = laptop

@@ -441,7 +441,7 @@ mod tests {
             } else {
                 all.iter().cycle().skip(from % all.len()).take(3).collect()
             };
-            let encoded = chatvault::core::codec::encode_chat(&chat).expect("encode");
+            let encoded = chatvault::core::raw::codec::encode_chat(&chat).expect("encode");
             if !find(&[std::sync::Arc::new(chat)], &needle).is_empty() {
                 prop_assert!(prefilter(&needle)(&encoded));
             }

@@ -10,8 +10,8 @@
 
 use crate::output::out;
 use crate::settings::{self, Location};
-use chatvault::core::engine::open_record;
 use chatvault::core::envelope::{EnvelopeCipher, Unlock};
+use chatvault::core::raw::open_record;
 use chatvault::core::storage::{Cursor, Part, SealedRecord};
 use chatvault::core::{Cipher, Replica};
 use chatvault::{Chat, ChatId, ChatSummary, DynStorage, Error, Result};

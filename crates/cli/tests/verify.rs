@@ -218,7 +218,7 @@ fn verify_with_a_wrong_passphrase_is_a_key_error_not_an_integrity_one() {
 /// sealed with the vault's key whose `body_of` chat is another chat, or
 /// whose deleted flag says `deleted`: records the engine refuses.
 fn put_inconsistent_record(world: &World, body_of: Option<chatvault::ChatId>, deleted: bool) {
-    use chatvault::core::codec::{encode_chat, encode_summary};
+    use chatvault::core::raw::codec::{encode_chat, encode_summary};
     use chatvault::core::storage::{Part, PutPrecondition, SealedRecord};
     use chatvault::core::{Aad, Cipher};
     let key_file = std::fs::read(world.key_files().pop().expect("key file")).expect("read");

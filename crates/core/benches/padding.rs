@@ -7,8 +7,8 @@
 //!
 //! `cargo bench -p chatvault-core --bench padding [-- --chats N]`
 
-use chatvault_core::codec::{encode_chat, encode_summary};
 use chatvault_core::envelope::{EnvelopeCipher, Padding};
+use chatvault_core::raw::codec::{encode_chat, encode_summary};
 use chatvault_core::{Aad, Chat, ChatId, Cipher, Clock, DeviceId, Part, Role, VaultId};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -8,10 +8,11 @@
 //!   envelope cipher (an age-encrypted key file plus XChaCha20-Poly1305);
 //! - [`keys`]: key management (devices, passphrase, recovery key, rotation);
 //! - [`engine`]: the sync engine (save, push, pull, in-memory sidebar);
-//! - [`replica`]: this device's crash-safe copy of the vault and its outbox;
+//! - [`Replica`]: this device's crash-safe copy of the vault and its outbox;
 //! - [`transport`]: when the sync engine pulls (polling, or a backend's push);
-//! - [`codec`]: versioned encodings of what gets sealed;
-//! - [`layer`]: behaviour stacked around any storage (retries, tracing).
+//! - [`layer`]: behaviour stacked around any storage (retries, tracing);
+//! - [`raw`]: beneath the engine (encodings, the replica's record types,
+//!   opening one sealed record), for tests and tools.
 //!
 //! # Features
 //!
@@ -47,7 +48,7 @@
 
 pub mod chat;
 pub mod cipher;
-pub mod codec;
+mod codec;
 #[cfg(feature = "engine")]
 pub mod engine;
 #[cfg(feature = "envelope")]
@@ -60,8 +61,9 @@ pub mod ids;
 #[cfg(feature = "engine")]
 pub mod keys;
 pub mod layer;
+pub mod raw;
 #[cfg(feature = "engine")]
-pub mod replica;
+mod replica;
 pub mod storage;
 pub mod transport;
 

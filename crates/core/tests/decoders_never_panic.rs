@@ -8,8 +8,8 @@
 //! which this workspace does not require.
 
 use age::x25519;
-use chatvault_core::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
 use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
+use chatvault_core::raw::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
 use chatvault_core::{Aad, Chat, ChatId, Cipher, Clock, DeviceId, Part, Role, VaultId};
 use proptest::prelude::*;
 use std::sync::OnceLock;

@@ -6,9 +6,9 @@
 #![allow(dead_code)]
 
 use age::secrecy::SecretString;
-use chatvault::core::codec::{encode_chat, encode_summary};
 use chatvault::core::engine::{Engine, EngineConfig};
 use chatvault::core::envelope::{EnvelopeCipher, KeyProtection, KeyTrust, Unlock};
+use chatvault::core::raw::codec::{encode_chat, encode_summary};
 use chatvault::core::{Aad, Cipher, Clock, Part, Replica, SealedRecord};
 use chatvault::{Chat, ChatId, DeviceId, DynStorage, Role, VaultId};
 use std::path::Path;

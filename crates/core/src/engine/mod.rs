@@ -56,7 +56,7 @@ mod pull;
 mod reseal;
 mod retry;
 mod save;
-mod sealing;
+pub(crate) mod sealing;
 mod state;
 mod status;
 mod worker;
@@ -64,7 +64,6 @@ mod worker;
 pub use keyring::{KeyringSource, KeyringUpdate};
 pub use maintenance::{SettledMaintenance, DEFAULT_MAINTENANCE_BUDGET};
 pub use reseal::ResealReport;
-pub use sealing::{open_record, OpenedRecord};
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 
@@ -463,7 +462,7 @@ impl Engine {
     /// [`all_chats`](Self::all_chats) for a search: a chat whose body,
     /// read from the replica and opened, `keep` rejects is left out before
     /// it is decoded (decoding is most of the cost). `keep` sees the body's
-    /// encoding ([`codec`](crate::codec)): a format byte, then UTF-8 JSON
+    /// encoding ([`codec`](crate::raw::codec)): a format byte, then UTF-8 JSON
     /// in which every string of the chat (title, message text) appears
     /// verbatim unless it holds `"`, `\` or a control character. Chats
     /// already decoded in memory or fetched from the server are returned

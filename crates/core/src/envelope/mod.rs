@@ -30,7 +30,7 @@
 //!
 //! # Secrets
 //!
-//! Data keys live in [`Zeroizing`] buffers and in AEAD instances that zeroize
+//! Data keys live in [`Zeroizing`](zeroize::Zeroizing) buffers and in AEAD instances that zeroize
 //! themselves on drop; the plaintext keyring is encoded into a zeroizing
 //! buffer. `Debug` output shows key ids, never keys.
 //!

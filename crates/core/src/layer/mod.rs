@@ -1,4 +1,4 @@
-//! Layers: behaviour stacked around any [`Storage`] without the backend
+//! Layers: behaviour stacked around any [`Storage`](crate::Storage) without the backend
 //! knowing, in the spirit of OpenDAL's layers.
 //!
 //! A [`StorageLayer`] turns one storage into another that forwards every call

@@ -1,76 +1,5 @@
-//! The local replica: this device's crash-safe copy of the vault.
-//!
-//! A [`Replica`] is one [redb](https://docs.rs/redb) file holding
-//!
-//! - every chat's record **exactly as sealed for the server** (summary and,
-//!   when this device has loaded it, body), so the replica is encrypted at
-//!   rest with the vault's cipher and reading it needs the unlocked keyring;
-//! - the **outbox**: one entry per chat whose local state the server has not
-//!   confirmed yet, naming the version to push and the server version it was
-//!   built on (so pending saves of one chat collapse to its latest state);
-//! - the **pull cursor**: how far this device has read the change feed;
-//! - the **skipped records**: pulled records that did not open (a newer
-//!   format, a key id not yet held, damage), retried until they do, so the
-//!   cursor moving past them forgets nothing;
-//! - metadata: the replica format version, the vault and device ids, a
-//!   copy of the vault's key file (sealed with age, as on the server) so the
-//!   vault can be unlocked offline, and when this device last ran the
-//!   backend's maintenance ([`MaintenanceMark`]).
-//!
-//! # Durability contract
-//!
-//! Every change goes through one write transaction (written only by the sync
-//! engine, inside this crate), committed with redb's immediate durability:
-//! **when the commit returns `Ok`, the change is on disk** (fsync'd) and survives a crash or power loss; if
-//! the process dies before that, none of the transaction is visible after
-//! restart. In terms of the sync engine:
-//!
-//! - **A local save is durable when the save call returns.** Its sealed
-//!   record and its outbox entry commit in the same transaction: after a
-//!   crash there is either both (and the push is replayed) or neither (the
-//!   save never returned `Ok`).
-//! - **Pulled records and the cursor that covers them commit together.** A
-//!   crash mid-pull re-reads the same page after restart; applying it twice
-//!   changes nothing.
-//! - **An outbox entry is removed only after the server confirmed the push**,
-//!   in a later transaction. A crash between the two replays the push; the
-//!   engine recognises its own record on the server (or merges, which is
-//!   idempotent), so nothing is lost or duplicated.
-//! - **A failed write changes nothing.** A full disk or an I/O error aborts
-//!   the transaction and surfaces as [`Error::Local`]; the file keeps its
-//!   last committed state. After an I/O error redb refuses further writes
-//!   through the same handle, so reopen the replica (restart the app) once
-//!   space is freed.
-//!
-//! A file that is not a chatvault replica, or is corrupt, fails to open with
-//! [`Error::Local`]; one written by a newer chatvault fails with
-//! [`Error::UnsupportedFormat`]. Neither is ever silently reset: the replica
-//! may hold changes the server has not seen.
-//!
-//! ```
-//! use chatvault_core::replica::Replica;
-//! use chatvault_core::{ChatId, Cursor, SealedRecord};
-//!
-//! # fn main() -> chatvault_core::Result<()> {
-//! let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::local("tempdir", e))?;
-//! let replica = Replica::open(dir.path().join("replica.redb"))?;
-//! let record = SealedRecord {
-//!     chat: ChatId::new(),
-//!     version: 1,
-//!     deleted: false,
-//!     summary: b"sealed summary".to_vec().into(),
-//!     body: Some(b"sealed body".to_vec().into()),
-//! };
-//! // Records as the server holds them, e.g. from a restored backup:
-//! assert_eq!(replica.store_server_records(&[record.clone()])?, 1);
-//! assert_eq!(replica.header(record.chat)?.map(|h| h.version), Some(1));
-//! // Storing the same version again changes nothing.
-//! assert_eq!(replica.store_server_records(&[record])?, 0);
-//! assert!(replica.outbox()?.is_empty());
-//! assert_eq!(replica.cursor()?, Cursor::start());
-//! # Ok(())
-//! # }
-//! ```
+//! The local replica: this device's crash-safe copy of the vault
+//! ([`Replica`], whose docs hold the durability contract).
 
 mod encoding;
 mod maintenance;
@@ -156,8 +85,77 @@ pub struct LocalState {
     pub has_body: bool,
 }
 
-/// This device's crash-safe copy of a vault: sealed records, outbox, cursor.
-/// See the [module docs](self) for the durability contract.
+/// This device's crash-safe copy of a vault: one [redb](https://docs.rs/redb) file holding
+///
+/// - every chat's record **exactly as sealed for the server** (summary and,
+///   when this device has loaded it, body), so the replica is encrypted at
+///   rest with the vault's cipher and reading it needs the unlocked keyring;
+/// - the **outbox**: one entry per chat whose local state the server has not
+///   confirmed yet, naming the version to push and the server version it was
+///   built on (so pending saves of one chat collapse to its latest state);
+/// - the **pull cursor**: how far this device has read the change feed;
+/// - the **skipped records**: pulled records that did not open (a newer
+///   format, a key id not yet held, damage), retried until they do, so the
+///   cursor moving past them forgets nothing;
+/// - metadata: the replica format version, the vault and device ids, a
+///   copy of the vault's key file (sealed with age, as on the server) so the
+///   vault can be unlocked offline, and when this device last ran the
+///   backend's maintenance ([`MaintenanceMark`]).
+///
+/// # Durability contract
+///
+/// Every change goes through one write transaction (written only by the sync
+/// engine, inside this crate), committed with redb's immediate durability:
+/// **when the commit returns `Ok`, the change is on disk** (fsync'd) and survives a crash or power loss; if
+/// the process dies before that, none of the transaction is visible after
+/// restart. In terms of the sync engine:
+///
+/// - **A local save is durable when the save call returns.** Its sealed
+///   record and its outbox entry commit in the same transaction: after a
+///   crash there is either both (and the push is replayed) or neither (the
+///   save never returned `Ok`).
+/// - **Pulled records and the cursor that covers them commit together.** A
+///   crash mid-pull re-reads the same page after restart; applying it twice
+///   changes nothing.
+/// - **An outbox entry is removed only after the server confirmed the push**,
+///   in a later transaction. A crash between the two replays the push; the
+///   engine recognises its own record on the server (or merges, which is
+///   idempotent), so nothing is lost or duplicated.
+/// - **A failed write changes nothing.** A full disk or an I/O error aborts
+///   the transaction and surfaces as [`Error::Local`]; the file keeps its
+///   last committed state. After an I/O error redb refuses further writes
+///   through the same handle, so reopen the replica (restart the app) once
+///   space is freed.
+///
+/// A file that is not a chatvault replica, or is corrupt, fails to open with
+/// [`Error::Local`]; one written by a newer chatvault fails with
+/// [`Error::UnsupportedFormat`]. Neither is ever silently reset: the replica
+/// may hold changes the server has not seen.
+///
+/// ```
+/// use chatvault_core::Replica;
+/// use chatvault_core::{ChatId, Cursor, SealedRecord};
+///
+/// # fn main() -> chatvault_core::Result<()> {
+/// let dir = tempfile::tempdir().map_err(|e| chatvault_core::Error::local("tempdir", e))?;
+/// let replica = Replica::open(dir.path().join("replica.redb"))?;
+/// let record = SealedRecord {
+///     chat: ChatId::new(),
+///     version: 1,
+///     deleted: false,
+///     summary: b"sealed summary".to_vec().into(),
+///     body: Some(b"sealed body".to_vec().into()),
+/// };
+/// // Records as the server holds them, e.g. from a restored backup:
+/// assert_eq!(replica.store_server_records(&[record.clone()])?, 1);
+/// assert_eq!(replica.header(record.chat)?.map(|h| h.version), Some(1));
+/// // Storing the same version again changes nothing.
+/// assert_eq!(replica.store_server_records(&[record])?, 0);
+/// assert!(replica.outbox()?.is_empty());
+/// assert_eq!(replica.cursor()?, Cursor::start());
+/// # Ok(())
+/// # }
+/// ```
 ///
 /// A cheap handle: clones share one open file (the engine, the key
 /// management and a session store each hold one), which closes when the
