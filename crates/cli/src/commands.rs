@@ -223,7 +223,11 @@ impl Session {
             Command::Ls { json, full_ids } => {
                 self.pull().await?;
                 if json {
-                    let chats: Vec<_> = vault.sidebar().iter().map(crate::json::summary).collect();
+                    let chats: Vec<_> = vault
+                        .sidebar()
+                        .iter()
+                        .map(chatvault::export::summary)
+                        .collect();
                     output::json(&chats)?;
                 } else {
                     output::sidebar(&vault.sidebar(), full_ids);
@@ -233,7 +237,7 @@ impl Session {
                 self.pull().await?;
                 let chat = vault.load_full_chat(self.chat_id(&chat)?).await?;
                 if json {
-                    output::json(&crate::json::chat(&chat))?;
+                    output::json(&chatvault::export::chat(&chat))?;
                 } else {
                     output::chat(&chat, at.unwrap_or(1));
                 }

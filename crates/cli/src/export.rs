@@ -66,25 +66,21 @@ pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Pat
     Ok(())
 }
 
-/// Writes every chat as chatvault JSON ([`crate::json`]) to `output`, or
-/// to standard output.
+/// Writes every chat as chatvault JSON ([`ChatVault::export_json`]) to
+/// `output`, or to standard output.
 pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
-    let all = vault.engine().all_chats().await?;
-    for skipped in &all.unreadable {
+    let export = vault.export_json().await?;
+    for skipped in &export.skipped {
         eprintln!(
             "warning: chat {} left out of the export: {}",
             skipped.chat, skipped.error
         );
     }
-    let export = crate::json::export(all.chats.iter().map(AsRef::as_ref));
-    let mut json = serde_json::to_vec_pretty(&export)
-        .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
-    json.push(b'\n');
     match output {
-        Some(path) => write_private(path, &json)?,
-        None => crate::output::raw(&json),
+        Some(path) => write_private(path, &export.bytes)?,
+        None => crate::output::raw(&export.bytes),
     }
-    eprintln!("exported {} chats", export.chats.len());
+    eprintln!("exported {} chats", export.chats);
     Ok(())
 }
 

@@ -10,7 +10,6 @@ mod exit;
 mod export;
 mod ids;
 mod import;
-mod json;
 mod keys;
 mod login;
 mod output;

@@ -4,7 +4,7 @@
 //! the title, or message number N (what `show CHAT --at N` jumps to), with
 //! its role and time.
 
-use crate::json::time;
+use chatvault::export::time;
 use chatvault::core::engine::BodyFilter;
 use chatvault::{Chat, ChatVault, Result, Role};
 use std::io::Write;

@@ -1,6 +1,8 @@
-//! `import`: bring in history from elsewhere, one source format per module:
-//! a ChatGPT data export ([`chatgpt`]), a Claude export ([`claude`]) and
-//! chatvault's own JSON export ([`crate::json`]).
+//! Bringing chats in: from another app's export, one source format per
+//! module (a ChatGPT data export, [`chatgpt`]; a Claude export,
+//! [`claude`]; chatvault's own export files, [`json`]), read by [`read`],
+//! and merged into a vault without duplicates by
+//! [`ChatVault::import_chats`](crate::ChatVault::import_chats).
 //!
 //! Every format is read and checked in full before the first chat is saved,
 //! so a bad file leaves the vault untouched; the error names the
@@ -11,22 +13,22 @@
 //!
 //! Nothing with words in it is dropped. What is not plain text is kept in
 //! the message under a stable marker, a fenced block whose info string
-//! names what it holds (see [`fenced`]): ```` ```thinking ````, ```` ```tool_use NAME ````
+//! names what it holds (see `fenced`): ```` ```thinking ````, ```` ```tool_use NAME ````
 //! (the tool's input), ```` ```tool_result NAME ```` (its output) and
 //! ```` ```attachment FILE ```` (the text the model was given from a file).
-//! What an importer leaves out on purpose is counted in [`Skipped`] and
-//! printed in the summary line.
+//! What an importer leaves out on purpose is counted in [`Skipped`].
 
-mod chatgpt;
-mod claude;
+pub mod chatgpt;
+pub mod claude;
 #[cfg(test)]
 mod fuzz;
+pub mod json;
+mod merge;
 
-use crate::json;
-use crate::output::out;
-use chatvault::core::{Hlc, Lww};
-use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, ImportOptions, MessageId, Result, Role};
-use indicatif::{ProgressBar, ProgressStyle};
+pub use merge::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
+
+use crate::{Chat, ChatId, DeviceId, Error, MessageId, Result, Role};
+use chatvault_core::{Hlc, Lww};
 use serde::de::DeserializeOwned;
 use std::io::Read;
 use std::path::Path;
@@ -41,7 +43,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_52b3_8f2e_4b8e_9a57_2d0c_51f3_a9e
 const IMPORT_DEVICE: DeviceId = DeviceId(0);
 
 /// A conversation as a source describes it, before it becomes a [`Chat`].
-pub struct Conversation {
+pub(crate) struct Conversation {
     /// The chat id (derived, or chatvault's own).
     pub id: ChatId,
     /// The title.
@@ -57,7 +59,7 @@ pub struct Conversation {
 }
 
 /// A message as a source describes it.
-pub struct ImportedMessage {
+pub(crate) struct ImportedMessage {
     /// The message id (derived, or chatvault's own).
     pub id: MessageId,
     /// Who wrote it.
@@ -71,7 +73,7 @@ pub struct ImportedMessage {
 impl Conversation {
     /// The chat, stamped from the original times: messages in their
     /// original order even if the source's clock went backwards.
-    pub fn into_chat(self) -> Chat {
+    pub(crate) fn into_chat(self) -> Chat {
         let stamp = |millis| Hlc::new(millis, 0, IMPORT_DEVICE);
         let mut chat = Chat::new(self.id, self.title.clone(), stamp(self.created));
         let updated = stamp(self.updated.max(self.created));
@@ -152,7 +154,7 @@ impl Skipped {
 /// more than the longest run of backticks in `body`, so the block always
 /// closes where it should; line breaks and backticks in `info` become
 /// spaces and quotes.
-pub fn fenced(info: &str, body: &str) -> String {
+pub(crate) fn fenced(info: &str, body: &str) -> String {
     let mut longest = 0;
     let mut run = 0;
     for c in body.chars() {
@@ -184,7 +186,7 @@ const TITLE_CHARS: usize = 60;
 /// blank one), the start of the first user message outside fenced blocks,
 /// cut at a word boundary after at most [`TITLE_CHARS`] characters with
 /// `…`; `(untitled)` when there is no such text either.
-pub fn title_or_first_words(title: Option<String>, messages: &[ImportedMessage]) -> String {
+pub(crate) fn title_or_first_words(title: Option<String>, messages: &[ImportedMessage]) -> String {
     if let Some(title) = title.filter(|t| !t.trim().is_empty()) {
         return title;
     }
@@ -235,7 +237,7 @@ fn outside_fences(text: &str) -> Vec<&str> {
 }
 
 /// A chat id derived from a source's conversation id.
-pub fn chat_id(source: &str, conversation: &str) -> ChatId {
+pub(crate) fn chat_id(source: &str, conversation: &str) -> ChatId {
     ChatId(Uuid::new_v5(
         &NAMESPACE,
         format!("{source}\u{0}{conversation}").as_bytes(),
@@ -243,7 +245,7 @@ pub fn chat_id(source: &str, conversation: &str) -> ChatId {
 }
 
 /// A message id derived from a source's conversation and message ids.
-pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId {
+pub(crate) fn message_id(source: &str, conversation: &str, message: &str) -> MessageId {
     MessageId(Uuid::new_v5(
         &NAMESPACE,
         format!("{source}\u{0}{conversation}\u{0}{message}").as_bytes(),
@@ -252,14 +254,14 @@ pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId 
 
 /// What names a conversation in errors: the few fields that say which it
 /// is, read on their own (everything else is skipped unread).
-pub trait Naming: DeserializeOwned {
+pub(crate) trait Naming: DeserializeOwned {
     /// `#n (id, "title")`, as far as the fields are there.
     fn name(&self, n: usize) -> String;
 }
 
 /// Where a list of conversations is in a file.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum ListAt {
+pub(crate) enum ListAt {
     /// The file is the list (ChatGPT, Claude).
     Top,
     /// At the key `chats` of the top-level object (chatvault's formats).
@@ -298,7 +300,7 @@ fn list<T: DeserializeOwned>(
 /// takes ten and more times the file's size in memory). A bad conversation
 /// is named by its position and its [`Naming`] fields, with the path of
 /// the bad field.
-pub fn parse_list<T: DeserializeOwned, N: Naming>(
+pub(crate) fn parse_list<T: DeserializeOwned, N: Naming>(
     file: &Path,
     json: &[u8],
     at: ListAt,
@@ -336,7 +338,7 @@ pub fn parse_list<T: DeserializeOwned, N: Naming>(
 }
 
 /// The error for a bad field of a conversation.
-pub fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
+pub(crate) fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
     Error::invalid(format!(
         "{}: conversation {conversation}, field `{field}`: {what}; nothing was imported \
          (fix or remove that conversation and import again)",
@@ -345,12 +347,12 @@ pub fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
 }
 
 /// Unix milliseconds from fractional seconds (ChatGPT's times).
-pub fn seconds_to_millis(seconds: f64) -> Option<u64> {
+pub(crate) fn seconds_to_millis(seconds: f64) -> Option<u64> {
     (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1000.0).round() as u64)
 }
 
 /// Unix milliseconds from an RFC 3339 time.
-pub fn rfc3339_millis(text: &str) -> Option<u64> {
+pub(crate) fn rfc3339_millis(text: &str) -> Option<u64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
@@ -359,22 +361,26 @@ pub fn rfc3339_millis(text: &str) -> Option<u64> {
 /// The most `conversations.json` bytes read out of an export zip: far above
 /// any real export, and a bound on what a small, highly compressed zip can
 /// make this process allocate.
-const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
+pub const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
 
-/// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, or a
-/// JSON file) and returns its chats, checked in full, with what was left
-/// out on purpose.
+/// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, a
+/// ChatGPT or Claude `conversations.json`, or a chatvault export file) and
+/// returns its chats, checked in full, with what was left out on purpose;
+/// give them to [`ChatVault::import_chats`](crate::ChatVault::import_chats).
+///
+/// Errors: [`Error::InvalidInput`] saying what is wrong with the file
+/// (naming the conversation and field) or that it cannot be read.
 pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
     let bytes = std::fs::read(file)
         .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
     read_bytes(file, bytes, MAX_UNZIPPED_BYTES)
 }
 
-/// [`read`] on the bytes of `file`; a zip's `conversations.json` may
+/// [`read`] on the bytes of `file` (which errors name); a zip's `conversations.json` may
 /// unpack to at most `max_unzipped` bytes. Every failure is
 /// [`Error::InvalidInput`]; an age-encrypted file is refused saying to
 /// decrypt it first.
-fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
+pub fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
     if bytes.starts_with(b"age-encryption.org/v1")
         || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
     {
@@ -406,15 +412,11 @@ fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Cha
         })?,
         _ => return Err(not_json()),
     };
-    let (chats, skipped) = match conversations {
-        Some(Source::ChatGpt) => chatgpt::read(file, &json)?,
-        Some(Source::Claude) => (claude::read(file, &json)?, Skipped::default()),
-        None => (Vec::new(), Skipped::default()),
-    };
-    Ok((
-        chats.into_iter().map(Conversation::into_chat).collect(),
-        skipped,
-    ))
+    match conversations {
+        Some(Source::ChatGpt) => chatgpt::read(file, &json),
+        Some(Source::Claude) => Ok((claude::read(file, &json)?, Skipped::default())),
+        None => Ok((Vec::new(), Skipped::default())),
+    }
 }
 
 /// The error for an age-encrypted file (a chatvault export, or any other):
@@ -523,41 +525,6 @@ fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>
     Ok(json)
 }
 
-/// Imports every chat of `file` through the batched save path; deletions
-/// in it (a chatvault export's deleted chats and messages) only with
-/// `apply_deletions`.
-pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
-    let (chats, skipped) = read(file)?;
-    let messages: usize = chats.iter().map(Chat::message_count).sum();
-    let progress = ProgressBar::new(chats.len() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
-            .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
-    );
-    let options = ImportOptions { apply_deletions };
-    let report = vault
-        .import_chats_with(chats, options, |done| progress.inc(done as u64))
-        .await?;
-    progress.finish_and_clear();
-    if report.deletions_ignored > 0 {
-        eprintln!(
-            "note: {} deleted chat(s) or message(s) in the file were not applied \
-             (--apply-deletions applies them)",
-            report.deletions_ignored
-        );
-    }
-    let left_out = skipped
-        .describe()
-        .map_or_else(String::new, |text| format!("; {text}"));
-    out!(
-        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}{left_out}",
-        report.added,
-        report.updated,
-        report.unchanged
-    );
-    Ok(())
-}
-
 #[cfg(all(test, target_os = "linux"))]
 mod memory {
     use super::{read_bytes, MAX_UNZIPPED_BYTES};
@@ -596,8 +563,8 @@ mod memory {
     #[test]
     fn an_export_is_read_without_expanding_it_tenfold_in_memory() {
         for fixture in [
-            &include_bytes!("../../tests/fixtures/chatgpt-conversations.json")[..],
-            &include_bytes!("../../tests/fixtures/claude-conversations.json")[..],
+            &include_bytes!("../../../cli/tests/fixtures/chatgpt-conversations.json")[..],
+            &include_bytes!("../../../cli/tests/fixtures/claude-conversations.json")[..],
         ] {
             let json = padded(fixture, 8_000_000);
             let size = json.len() as u64;
@@ -617,7 +584,7 @@ mod memory {
 #[cfg(test)]
 mod tests {
     use super::{fenced, title_or_first_words, ImportedMessage};
-    use chatvault::{MessageId, Role};
+    use crate::{MessageId, Role};
     use uuid::Uuid;
 
     fn user(content: &str) -> ImportedMessage {
