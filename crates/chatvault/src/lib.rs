@@ -81,6 +81,7 @@ mod keys;
 mod supabase_session;
 mod url;
 mod vault;
+pub mod verify;
 
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
