@@ -77,6 +77,7 @@ mod builder;
 pub mod export;
 pub mod import;
 mod keys;
+pub mod search;
 #[cfg(feature = "supabase")]
 mod supabase_session;
 mod url;
