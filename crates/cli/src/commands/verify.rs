@@ -6,7 +6,7 @@ use crate::settings::{self, Location};
 use chatvault::{Error, Result};
 
 /// Runs the check; `Err` (exit code 5) if anything is wrong.
-pub async fn run(location: &Location) -> Result<()> {
+pub async fn exec(location: &Location) -> Result<()> {
     settings::check_credentials(&location.server)?;
     let unlock = settings::unlock(location)?;
     let storage = chatvault::open_url(&location.server).await?;

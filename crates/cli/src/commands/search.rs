@@ -1,8 +1,25 @@
 //! `search`: prints what [`ChatVault::search`] finds, one hit a line.
 
+use super::Session;
 use chatvault::export::time;
 use chatvault::{ChatVault, Result};
 use std::io::Write;
+
+/// `search`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The text to look for
+    text: String,
+    /// Print whole chat ids instead of short ones
+    #[arg(long, short = 'l')]
+    full_ids: bool,
+}
+
+/// Pulls, then prints every hit.
+pub async fn exec(session: &Session, args: &Args) -> Result<()> {
+    session.pull().await?;
+    run(&session.vault, &args.text, args.full_ids).await
+}
 
 /// Prints every hit: chat id, time, title, where (the title, or message
 /// number and role) and snippet. Chat ids are short ones
@@ -10,7 +27,7 @@ use std::io::Write;
 ///
 /// Errors: [`chatvault::Error::NotFound`] when nothing matched (exit 1, as
 /// `grep` does); replica and output errors.
-pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
+async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
     let found = vault.search(text).await?;
     for skipped in &found.unreadable {
         eprintln!(
