@@ -14,7 +14,7 @@
 //! (only their names, kept as `[file: NAME]`). A conversation without a
 //! title is titled from its first message ([`title_or_first_words`]).
 
-use super::{
+use super::parse::{
     bad, chat_id, fenced, message_id, parse_list, seconds_to_millis, title_or_first_words,
     Conversation, ImportedMessage, ListAt, Naming, Skipped,
 };

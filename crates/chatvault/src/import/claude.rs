@@ -10,7 +10,7 @@
 //! without a name is titled from its first message
 //! ([`title_or_first_words`]).
 
-use super::{
+use super::parse::{
     bad, chat_id, fenced, message_id, parse_list, rfc3339_millis, title_or_first_words,
     Conversation, ImportedMessage, ListAt, Naming,
 };

@@ -3,7 +3,7 @@
 //! export ([`EXPORT_FORMAT`], e.g. after `age -d`), whose whole chat states
 //! are merged as they are.
 
-use super::{parse_list, Conversation, ImportedMessage, ListAt, Naming};
+use super::parse::{parse_list, Conversation, ImportedMessage, ListAt, Naming};
 use crate::export::{JsonChat, JSON_FORMAT};
 use crate::{Chat, Error, Result, EXPORT_FORMAT};
 use serde::Deserialize;
@@ -43,8 +43,8 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
         .map(|(n, chat)| {
             let name = format!("#{n} ({})", chat.id);
             let millis = |field: &str, text: &str| {
-                super::rfc3339_millis(text)
-                    .ok_or_else(|| super::bad(file, &name, field, "not an RFC 3339 time"))
+                super::parse::rfc3339_millis(text)
+                    .ok_or_else(|| super::parse::bad(file, &name, field, "not an RFC 3339 time"))
             };
             let mut messages = Vec::with_capacity(chat.messages.len());
             for (i, m) in chat.messages.into_iter().enumerate() {
