@@ -74,13 +74,16 @@
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
 mod builder;
-mod import;
+pub mod export;
+pub mod import;
 mod keys;
+pub mod search;
 #[cfg(feature = "supabase")]
 mod supabase_session;
 mod task;
 mod url;
 mod vault;
+pub mod verify;
 
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
@@ -96,10 +99,11 @@ pub mod supabase {
     pub use crate::supabase_session::{EMAIL_VAR, PASSWORD_VAR};
     pub use chatvault_supabase::{Session, SessionStore, SignOutScope, SupabaseAuth};
 }
-pub use vault::{ChatVault, EXPORT_FORMAT};
+pub use export::EXPORT_FORMAT;
+pub use vault::ChatVault;
 
 pub use chatvault_core::engine::{
-    Event, ResealReport, SettledMaintenance, SkippedRecord, SyncReport, SyncStatus,
+    AllChats, Event, ResealReport, SettledMaintenance, SkippedRecord, SyncReport, SyncStatus,
     DEFAULT_MAINTENANCE_BUDGET,
 };
 pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};

@@ -1,16 +1,11 @@
 //! [`ChatVault`]: what an application holds.
 
-use crate::task::blocking;
 use chatvault_core::engine::{Engine, Event, SyncReport, SyncStatus, SyncWorker};
-use chatvault_core::envelope::{export_age, EnvelopeCipher, ExportTarget};
+use chatvault_core::envelope::EnvelopeCipher;
 use chatvault_core::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role};
-use serde::Serialize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
-
-/// Format name of [`ChatVault::export_age`]'s plaintext.
-pub const EXPORT_FORMAT: &str = "chatvault-export/1";
 
 /// One user's chats: local-first, end-to-end encrypted, synced.
 ///
@@ -40,22 +35,6 @@ impl std::fmt::Debug for ChatVault {
             .field("engine", &self.engine)
             .finish_non_exhaustive()
     }
-}
-
-#[derive(Serialize)]
-struct Export<'a> {
-    format: &'static str,
-    vault: String,
-    chats: Vec<&'a Chat>,
-    /// Chats left out because their record does not open.
-    skipped: Vec<SkippedInExport>,
-}
-
-#[derive(Serialize)]
-struct SkippedInExport {
-    chat: String,
-    version: u64,
-    reason: String,
 }
 
 impl ChatVault {
@@ -353,38 +332,6 @@ impl ChatVault {
     /// True while background sync runs.
     pub fn is_syncing(&self) -> bool {
         self.worker().as_ref().is_some_and(SyncWorker::is_running)
-    }
-
-    /// Exports every live chat as a standard age file (decrypt it with the
-    /// `age` or `rage` tools): JSON `{"format": "chatvault-export/1",
-    /// "vault": …, "chats": [...], "skipped": [{"chat", "version", "reason"}]}`.
-    /// Loads chat bodies from the server as needed; a chat whose record does
-    /// not open is named under `skipped` instead of failing the export.
-    pub async fn export_age(&self, to: &ExportTarget) -> Result<Vec<u8>> {
-        let all = self.engine.all_chats().await?;
-        let vault = self.vault_id().to_string();
-        let to = to.clone();
-        // Encoding every chat and encrypting the result are CPU-bound.
-        blocking(move || {
-            let export = Export {
-                format: EXPORT_FORMAT,
-                vault,
-                chats: all.chats.iter().map(Arc::as_ref).collect(),
-                skipped: all
-                    .unreadable
-                    .iter()
-                    .map(|s| SkippedInExport {
-                        chat: s.chat.to_string(),
-                        version: s.version,
-                        reason: s.error.to_string(),
-                    })
-                    .collect(),
-            };
-            let json = serde_json::to_vec(&export)
-                .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
-            export_age(&json, &to)
-        })
-        .await
     }
 
     /// Stops background sync, gives housekeeping a sync started at most

@@ -7,21 +7,15 @@ mod agent;
 mod commands;
 mod config;
 mod exit;
-mod export;
 mod ids;
-mod import;
-mod json;
-mod keys;
-mod login;
 mod output;
-mod search;
 mod settings;
 mod unlock;
-mod verify;
-mod watch;
 
-use chatvault::Role;
-use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
+use chatvault::Result;
+use clap::{Parser, Subcommand};
+use commands::keys::KeysCommand;
+use commands::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -72,7 +66,7 @@ Exit codes:
   6  local: this device's files (replica, config) cannot be used";
 
 /// End-to-end encrypted chat storage that syncs every device.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "chatvault", version, after_help = UNLOCK_HELP)]
 struct Cli {
     /// Where the vault lives: file:///folder, s3://bucket/prefix or
@@ -142,91 +136,36 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+/// The commands: one module of [`commands`] each, with its arguments and
+/// its `exec`.
+#[derive(Clone, Debug, Subcommand)]
 enum Command {
     /// Create (or open) the vault at URL and remember it for later commands
-    Init {
-        /// file:///folder, s3://bucket/prefix or supabase+https://project.supabase.co
-        url: String,
-        /// Stands in for the global --server, hidden here: `init` takes the
-        /// URL as its argument (the same URL twice is accepted)
-        #[arg(long, hide = true, value_name = "URL")]
-        server: Option<String>,
-        /// Create a new vault if the URL holds none, without asking (scripts;
-        /// at a terminal `init` asks first)
-        #[arg(long)]
-        create: bool,
-    },
+    Init(init::Args),
     /// List chats (short id, starred, messages, last activity, title), newest
     /// first. The short id is the first 8 hex digits of the chat's id (more
     /// where two chats share them): any command taking a chat accepts it
-    Ls {
-        /// One JSON array of chats instead of lines
-        #[arg(long)]
-        json: bool,
-        /// Print whole chat ids instead of short ones
-        #[arg(long, short = 'l')]
-        full_ids: bool,
-    },
+    Ls(ls::Args),
     /// Print a chat's messages in order, with their original times
-    Show {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-        /// The chat as chatvault JSON (the export schema) instead of text
-        #[arg(long)]
-        json: bool,
-        /// Start at message number N (1-based, as `search` numbers its hits)
-        #[arg(long, value_name = "N", conflicts_with = "json")]
-        at: Option<usize>,
-    },
+    Show(show::Args),
     /// Create a chat and print its id
-    New {
-        /// Its title
-        title: String,
-    },
+    New(new::Args),
     /// Append a message to a chat and print its id
-    Add {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-        /// Who wrote it
-        #[arg(long, value_enum, default_value_t = CliRole::User)]
-        role: CliRole,
-        /// The message text
-        text: String,
-    },
+    Add(add::Args),
     /// Rename a chat
-    Rename {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-        /// The new title
-        title: String,
-    },
+    Rename(rename::Args),
     /// Star a chat
-    Star {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-    },
+    Star(star::Args),
     /// Unstar a chat
-    Unstar {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-    },
+    Unstar(star::Args),
     /// Delete a chat on every device
-    Rm {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-    },
+    Rm(rm::Args),
     /// Delete one message of a chat on every device
-    RmMessage {
-        /// The chat: its id, a unique prefix of it (4+ hex digits) or its exact title
-        chat: String,
-        /// The message's id (see `show`), or a unique prefix of it (4+ hex digits)
-        message: String,
-    },
+    RmMessage(rm_message::Args),
     /// Sync once: pull every change, push every queued one
     Sync,
     /// Sync in the background and print events until Ctrl-C
-    Watch(WatchArgs),
+    Watch(watch::Args),
     /// Compact the vault now, whatever the backend's thresholds, and print
     /// what was removed (syncs run this by themselves when it is due)
     Maintain,
@@ -236,26 +175,13 @@ enum Command {
     /// releases stop at a moved folder with an error asking to upgrade)
     MigrateFolder,
     /// Write every chat as a standard age file (decrypt with `age -d`) or plain JSON
-    Export(ExportArgs),
+    Export(export::Args),
     /// Import a ChatGPT export (zip or conversations.json), a Claude export
     /// (conversations.json or zip) or a chatvault JSON export; importing the
     /// same file again adds nothing
-    Import {
-        /// The export file
-        file: PathBuf,
-        /// Also apply the deletions a chatvault export carries (deleted
-        /// chats and messages); without it an import never deletes anything
-        #[arg(long)]
-        apply_deletions: bool,
-    },
+    Import(import::Args),
     /// Find chats whose title or messages contain TEXT (case-insensitive)
-    Search {
-        /// The text to look for
-        text: String,
-        /// Print whole chat ids instead of short ones
-        #[arg(long, short = 'l')]
-        full_ids: bool,
-    },
+    Search(search::Args),
     /// Check that the vault's key file opens and is this device's copy or a
     /// valid successor (not damaged, replaced or rolled back), and that every
     /// record on the server and on this device opens and both agree; exits 5
@@ -266,95 +192,70 @@ enum Command {
     /// Manage what unlocks the vault: list, add-device, remove-device, passwd,
     /// recovery, rotate, reseal, retire, device-key (see `chatvault keys --help`)
     #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    Keys(KeysCommand),
     /// Sign in to a Supabase vault (email and password; the session is kept
     /// sealed in this device's replica and refreshes itself)
-    Login(login::LoginArgs),
+    Login(login::Args),
     /// Sign out of a Supabase vault: revoke the session and remove it
-    Logout(login::LogoutArgs),
+    Logout(logout::Args),
     /// Forget every cached unlock and stop the agent: the next command asks
     /// for the passphrase again
     Lock,
     /// Run the unlock agent on SOCKET (started by the commands themselves)
     #[command(hide = true)]
-    Agent {
-        /// The Unix socket to listen on
-        #[arg(long)]
-        socket: PathBuf,
-    },
+    Agent(commands::agent::Args),
     /// Print a shell completion script (e.g. `chatvault completions bash > …`)
-    Completions {
-        /// The shell
-        shell: clap_complete::Shell,
-    },
+    Completions(completions::Args),
 }
 
-#[derive(Debug, Args)]
-struct WatchArgs {
-    /// Seconds between polls
-    #[arg(long, default_value_t = 5)]
-    interval: u64,
-    /// Stop after this many seconds (for scripts)
-    #[arg(long = "for", value_name = "SECONDS")]
-    duration: Option<u64>,
-    /// Stop after this many chat events (upserted or deleted)
-    #[arg(long, value_name = "N")]
-    count: Option<u64>,
-}
-
-/// What `export` writes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-enum ExportFormat {
-    /// A standard age file of every chat (needs --passphrase-env or --recipient)
-    #[default]
-    Age,
-    /// Plain chatvault JSON (unencrypted: handle with care)
-    Json,
-}
-
-#[derive(Debug, Args)]
-#[group(skip)]
-#[command(group = ArgGroup::new("to").args(["passphrase_env", "recipient"]).multiple(true))]
-struct ExportArgs {
-    /// age: encrypted to a passphrase or recipients; json: plain chatvault JSON
-    #[arg(long, value_enum, default_value_t = ExportFormat::Age)]
-    format: ExportFormat,
-    /// Encrypt to the passphrase held in this environment variable
-    #[arg(long, value_name = "VAR")]
-    passphrase_env: Option<String>,
-    /// Encrypt to this age recipient (age1…); repeat for several
-    #[arg(long, value_name = "AGE1…")]
-    recipient: Vec<String>,
-    /// Write here instead of standard output
-    #[arg(short, long, visible_alias = "out", value_name = "FILE")]
-    output: Option<PathBuf>,
-    /// Overwrite the --output file if it exists
-    #[arg(long, short)]
-    force: bool,
-}
-
-/// The message roles, as command-line values.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CliRole {
-    User,
-    Assistant,
-    System,
-    Tool,
-}
-
-impl From<CliRole> for Role {
-    fn from(role: CliRole) -> Role {
-        match role {
-            CliRole::User => Role::User,
-            CliRole::Assistant => Role::Assistant,
-            CliRole::System => Role::System,
-            CliRole::Tool => Role::Tool,
+/// Runs one command line: the one dispatch. Each command says what it
+/// needs: nothing (completions, lock, device-key), where the vault is
+/// (verify, login, logout) or the open vault ([`commands::with_vault`]:
+/// opened, synced as the command asks, housekeeping settled, closed).
+async fn run(cli: Cli) -> Result<()> {
+    let location = || settings::location(&cli, None);
+    // `on_vault!(s => expr)`: `expr` run on the open vault `s`.
+    macro_rules! on_vault {
+        ($session:ident => $exec:expr) => {
+            with_vault(&cli, location()?, async |$session| $exec.await).await
+        };
+    }
+    match &cli.command {
+        Command::Completions(args) => completions::exec(args),
+        Command::Lock => lock::exec().await,
+        // Run by `main` before any runtime starts.
+        Command::Agent(_) => Ok(()),
+        Command::Keys(KeysCommand::DeviceKey { file }) => keys::write_device_key(file),
+        Command::Init(args) => init::exec(&cli, args).await,
+        // Checks the key file itself, so it must not open the vault first.
+        Command::Verify => verify::exec(&location()?).await,
+        Command::Login(args) => login::exec(&cli, &location()?, args).await,
+        Command::Logout(args) => logout::exec(&cli, &location()?, args).await,
+        Command::Ls(args) => on_vault!(s => ls::exec(s, args)),
+        Command::Show(args) => on_vault!(s => show::exec(s, args)),
+        Command::New(args) => on_vault!(s => new::exec(s, args)),
+        Command::Add(args) => on_vault!(s => add::exec(s, args)),
+        Command::Rename(args) => on_vault!(s => rename::exec(s, args)),
+        Command::Star(args) => on_vault!(s => star::exec(s, args, true)),
+        Command::Unstar(args) => on_vault!(s => star::exec(s, args, false)),
+        Command::Rm(args) => on_vault!(s => rm::exec(s, args)),
+        Command::RmMessage(args) => on_vault!(s => rm_message::exec(s, args)),
+        Command::Sync => on_vault!(s => sync::exec(s)),
+        Command::Watch(args) => on_vault!(s => watch::exec(s, args)),
+        Command::Maintain => on_vault!(s => maintain::exec(s)),
+        Command::MigrateFolder => on_vault!(s => migrate_folder::exec(s)),
+        Command::Export(args) => on_vault!(s => export::exec(s, args)),
+        Command::Import(args) => on_vault!(s => import::exec(s, args)),
+        Command::Search(args) => on_vault!(s => search::exec(s, args)),
+        Command::Status => on_vault!(s => status::exec(s)),
+        Command::Keys(command) => {
+            on_vault!(s => keys::exec(s, command, cli.allow_weak_passphrase))
         }
     }
 }
 
 /// A non-negative number of seconds, fractions allowed.
-fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+fn parse_seconds(text: &str) -> std::result::Result<std::time::Duration, String> {
     let seconds: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of seconds"))?;
@@ -364,12 +265,9 @@ fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Agent { socket } = &cli.command {
+    if let Command::Agent(args) = &cli.command {
         // Its own small runtime, no tracing: it has no terminal.
-        return match agent::server::run(socket) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(_) => ExitCode::from(exit::LOCAL),
-        };
+        return commands::agent::exec(args);
     }
     exit::init_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -382,7 +280,7 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::LOCAL);
         }
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::error(&e);

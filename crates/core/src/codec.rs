@@ -64,6 +64,20 @@ pub fn decode_chat(bytes: &[u8]) -> Result<Chat> {
     decode("chat body", CHAT_FORMAT, bytes)
 }
 
+/// The JSON text of an encoded chat body, for filters that look at bodies
+/// before decoding them (a search prefilter given to
+/// `Engine::all_chats_where`): every title and message text of the chat
+/// appears in it as JSON writes strings, verbatim except `"`, `\` and
+/// control characters, which are escaped. `None` when `encoded` is not a
+/// body of a format this version decodes; such a body must be kept, so
+/// that decoding reports what is wrong with it.
+pub fn body_json(encoded: &[u8]) -> Option<&[u8]> {
+    match encoded.split_first() {
+        Some((&format, json)) if (1..=CHAT_FORMAT).contains(&format) => Some(json),
+        _ => None,
+    }
+}
+
 /// Encodes a summary (the record's summary part).
 pub fn encode_summary(summary: &ChatSummary) -> Result<Vec<u8>> {
     encode(SUMMARY_FORMAT, summary)
@@ -81,6 +95,22 @@ mod tests {
     use crate::hlc::Hlc;
     use crate::ids::{ChatId, DeviceId, MessageId};
     use proptest::prelude::*;
+
+    #[test]
+    fn body_json_is_the_json_of_a_known_body_format_only() {
+        let chat = Chat::new(
+            ChatId::new(),
+            "a \"quoted\" title",
+            Hlc::new(1, 0, DeviceId(1)),
+        );
+        let encoded = encode_chat(&chat).expect("encode");
+        let json = body_json(&encoded).expect("a known format");
+        let value: serde_json::Value = serde_json::from_slice(json).expect("JSON");
+        assert_eq!(value["id"], serde_json::json!(chat.id));
+        assert_eq!(body_json(&[]), None);
+        assert_eq!(body_json(&[0, b'{', b'}']), None);
+        assert_eq!(body_json(&[CHAT_FORMAT + 1, b'{', b'}']), None);
+    }
 
     #[test]
     fn chat_round_trips() {

@@ -1,21 +1,23 @@
-//! `verify`: checks the vault's key file, then opens every record on the
+//! [`verify`]: checks a vault's key file, then opens every record on the
 //! server and in this device's replica and reports each one that fails
 //! authentication, cannot be decoded, or differs between the two.
 //!
-//! It does not open the vault the way the other commands do: it creates
-//! no vault, pulls nothing and writes nothing to the replica, and a key
-//! file that opening would refuse (damaged, replaced, rolled back) is
-//! reported as a problem while the records are still checked with the key
-//! file this device trusts.
+//! It does not open the vault the way [`ChatVault`](crate::ChatVault)
+//! does: it creates no vault, pulls nothing and writes nothing to the
+//! replica, and a key file that opening would refuse (damaged, replaced,
+//! rolled back) is reported as a problem while the records are still
+//! checked with the key file this device trusts. Records are opened with
+//! the engine's own opener ([`open_record`]), so verify accepts exactly
+//! what a device accepts.
 
-use crate::output::out;
-use crate::settings::{self, Location};
-use chatvault::core::envelope::{EnvelopeCipher, Unlock};
-use chatvault::core::raw::open_record;
-use chatvault::core::storage::{Cursor, Part, SealedRecord};
-use chatvault::core::{Cipher, Replica};
-use chatvault::{Chat, ChatId, ChatSummary, DynStorage, Error, Result};
+use crate::task::blocking;
+use crate::{Chat, ChatId, ChatSummary, DynStorage, Error, Result};
+use chatvault_core::envelope::{EnvelopeCipher, Unlock};
+use chatvault_core::raw::open_record;
+use chatvault_core::storage::{Cursor, Part, SealedRecord};
+use chatvault_core::{Cipher, Replica};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 /// How many changes one page of the server's feed asks for.
@@ -24,61 +26,93 @@ const PAGE: usize = 1000;
 /// A record opened: its summary and (if it carries one) its body.
 type Opened = (ChatSummary, Option<Chat>);
 
-/// What was found wrong, printed as it is found.
-#[derive(Default)]
-struct Problems(usize);
+/// One line of a [`VerifyReport`], in the order it was found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Finding {
+    /// Something checked and in order, or worth knowing (a file still on
+    /// its way in a copied folder).
+    Note(String),
+    /// Something wrong: a record or key file that does not open, is not
+    /// what the engine would accept, or differs between server and replica.
+    Problem(String),
+}
 
-impl Problems {
-    fn report(&mut self, line: String) {
-        self.0 += 1;
-        // Problems quote errors, whose text may come from the server.
-        out!("{}", crate::output::terminal(&line));
+impl Finding {
+    /// The line's text. It may quote errors whose text comes from the
+    /// server: strip control characters before printing it on a terminal.
+    pub fn text(&self) -> &str {
+        match self {
+            Finding::Note(text) | Finding::Problem(text) => text,
+        }
     }
 }
 
-/// Runs the check; `Err` (exit code 5) if anything is wrong.
-pub async fn run(location: &Location) -> Result<()> {
-    settings::check_credentials(&location.server)?;
-    let unlock = settings::unlock(location)?;
-    let storage = chatvault::open_url(&location.server).await?;
-    // A device that never opened this vault has no replica: check the
-    // server alone rather than create an empty replica file.
-    let replica = if location.replica.exists() {
-        let path = location.replica.clone();
+/// What [`verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Every note and problem, in the order found: the key file first,
+    /// then the server's records, then the replica's.
+    pub findings: Vec<Finding>,
+    /// Records checked on the server (every writer's current record of
+    /// each chat the change feed names).
+    pub server_records: usize,
+    /// Records checked in this device's replica (0 without one).
+    pub replica_records: usize,
+}
+
+impl VerifyReport {
+    /// How many problems were found.
+    pub fn problems(&self) -> usize {
+        self.findings
+            .iter()
+            .filter(|f| matches!(f, Finding::Problem(_)))
+            .count()
+    }
+
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems() == 0
+    }
+
+    fn note(&mut self, line: String) {
+        self.findings.push(Finding::Note(line));
+    }
+
+    fn report(&mut self, line: String) {
+        self.findings.push(Finding::Problem(line));
+    }
+}
+
+/// Checks the vault on `storage` without opening it: its key file opens
+/// with `unlock` and is this device's copy (kept in the replica file at
+/// `replica`, when it exists) or a valid successor of it; every record on
+/// the server and in the replica opens as the engine opens it
+/// ([`open_record`]: authenticated, bound to its vault, chat, part and
+/// version, its body describing its chat, its deleted flag agreeing with
+/// its summary); and a replica record holds what the server's lone record
+/// of the same version holds. What is wrong is a [`Finding::Problem`] in
+/// the report, not an error.
+///
+/// A replica path that does not exist (a device that never opened this
+/// vault) is not created: the server is checked alone.
+///
+/// Errors (nothing checked): [`Error::WrongKey`] when `unlock` opens no key
+/// file; [`Error::NotFound`] when the server holds no vault; the storage's
+/// and the replica's errors.
+pub async fn verify(storage: &DynStorage, replica: &Path, unlock: &Unlock) -> Result<VerifyReport> {
+    let replica = if replica.exists() {
+        let path = replica.to_path_buf();
         Some(blocking(move || Replica::open(path)).await?)
     } else {
         None
     };
-    let mut problems = Problems::default();
-    let cipher = check_key_file(&storage, replica.as_ref(), &unlock, &mut problems).await?;
+    let mut report = VerifyReport::default();
+    let cipher = check_key_file(storage, replica.as_ref(), unlock, &mut report).await?;
     let (server, local) =
-        check_records(&storage, replica.as_ref(), Arc::new(cipher), &mut problems).await?;
-    out!(
-        "checked the key file, {server} server records and {local} replica records: {}",
-        if problems.0 == 0 {
-            "all open and agree".to_string()
-        } else {
-            format!("{} problem(s)", problems.0)
-        }
-    );
-    if problems.0 > 0 {
-        return Err(Error::corrupt(
-            format!("{} problem(s)", problems.0),
-            "see the lines above; restore the damaged copy (e.g. `sync` from a good device) \
-             or report it",
-        ));
-    }
-    Ok(())
-}
-
-/// Runs `f` on a blocking thread (scrypt, replica I/O).
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Local {
-            message: format!("a background task failed: {e}"),
-            source: None,
-        })?
+        check_records(storage, replica.as_ref(), Arc::new(cipher), &mut report).await?;
+    report.server_records = server;
+    report.replica_records = local;
+    Ok(report)
 }
 
 /// Opens a key file with `unlock` (scrypt: off the runtime).
@@ -106,7 +140,7 @@ async fn check_key_file(
     storage: &DynStorage,
     replica: Option<&Replica>,
     unlock: &Unlock,
-    problems: &mut Problems,
+    report: &mut VerifyReport,
 ) -> Result<EnvelopeCipher> {
     let server = storage.get_keyring().await?.map(|blob| blob.bytes.to_vec());
     let local = match replica {
@@ -125,7 +159,7 @@ async fn check_key_file(
         }
         (None, Some(local)) => {
             let trusted = open_key_file(local, unlock).await?;
-            problems.report(format!(
+            report.report(format!(
                 "key file  server: missing; this device holds {}",
                 describe(&trusted)
             ));
@@ -133,19 +167,19 @@ async fn check_key_file(
         }
         (Some(server), None) => {
             let cipher = open_key_file(server, unlock).await?;
-            out!(
+            report.note(format!(
                 "key file  {}: opens (this device holds no copy to compare it with; \
                  compare the fingerprint with another device)",
                 describe(&cipher)
-            );
+            ));
             cipher
         }
         (Some(server), Some(local)) if server == local => {
             let cipher = open_key_file(server, unlock).await?;
-            out!(
+            report.note(format!(
                 "key file  {}: opens, the same as this device's copy",
                 describe(&cipher)
-            );
+            ));
             cipher
         }
         (Some(server), Some(local)) => {
@@ -154,16 +188,16 @@ async fn check_key_file(
             match (trusted, theirs) {
                 (Ok(trusted), Ok(theirs)) => match trusted.check_successor(&theirs) {
                     Ok(()) => {
-                        out!(
+                        report.note(format!(
                             "key file  {}: opens, a valid successor of this device's copy \
                              (version {})",
                             describe(&theirs),
                             trusted.keyring_version()
-                        );
+                        ));
                         theirs
                     }
                     Err(e) => {
-                        problems.report(format!(
+                        report.report(format!(
                             "key file  server {}: {e}; this device holds {}",
                             describe(&theirs),
                             describe(&trusted)
@@ -172,7 +206,7 @@ async fn check_key_file(
                     }
                 },
                 (Ok(trusted), Err(e)) => {
-                    problems.report(format!(
+                    report.report(format!(
                         "key file  server: does not open with the secret that opens this \
                          device's copy ({}): damaged or replaced: {e}",
                         describe(&trusted)
@@ -188,25 +222,25 @@ async fn check_key_file(
                         None => None,
                     };
                     match trust.map(|trust| trust.admits(&theirs)) {
-                        Some(Ok(())) => out!(
+                        Some(Ok(())) => report.note(format!(
                             "key file  {}: opens, a valid successor of what this device trusts \
                              (its older copy does not open with this secret: changed on another \
                              device?)",
                             describe(&theirs)
-                        ),
+                        )),
                         Some(Err(e)) => {
-                            problems.report(format!("key file  server {}: {e}", describe(&theirs)))
+                            report.report(format!("key file  server {}: {e}", describe(&theirs)))
                         }
-                        None => out!(
+                        None => report.note(format!(
                             "key file  {}: opens; this device's older copy does not open with \
                              this secret (changed on another device?), so it was not compared",
                             describe(&theirs)
-                        ),
+                        )),
                     }
                     theirs
                 }
                 (Err(e), Ok(theirs)) => {
-                    problems.report(format!("key file  replica copy: {e}"));
+                    report.report(format!("key file  replica copy: {e}"));
                     theirs
                 }
                 (Err(_), Err(e)) => return Err(e),
@@ -215,7 +249,7 @@ async fn check_key_file(
     };
     if let Some((vault, _)) = identity {
         if vault != cipher.vault() {
-            problems.report(format!(
+            report.report(format!(
                 "key file  it belongs to vault {}, but this device's replica to vault {vault}",
                 cipher.vault()
             ));
@@ -230,7 +264,7 @@ async fn check_records(
     storage: &DynStorage,
     replica: Option<&Replica>,
     cipher: Arc<EnvelopeCipher>,
-    problems: &mut Problems,
+    report: &mut VerifyReport,
 ) -> Result<(usize, usize)> {
     let vault_id = cipher.vault();
     let cipher: Arc<dyn Cipher> = cipher;
@@ -247,10 +281,10 @@ async fn check_records(
         let page = storage.changes(&cursor, PAGE).await?;
         page.check_progress(&cursor)?;
         if let Some(waiting) = &page.waiting {
-            out!(
+            report.note(format!(
                 "waiting: {} (files still on their way are checked once they arrive)",
-                crate::output::terminal(waiting)
-            );
+                waiting
+            ));
         }
         for change in &page.changes {
             latest.insert(change.chat, change.version);
@@ -280,7 +314,7 @@ async fn check_records(
                     .entry(*chat)
                     .or_default()
                     .push((record.version, opened)),
-                Err(e) => problems.report(format!(
+                Err(e) => report.report(format!(
                     "server  chat {chat} version {}: {e}",
                     record.version
                 )),
@@ -288,7 +322,7 @@ async fn check_records(
         }
     }
     for chat in ids.iter().filter(|id| !server.contains_key(id)) {
-        problems.report(format!(
+        report.report(format!(
             "server  chat {chat}: named by the change feed but missing"
         ));
     }
@@ -304,7 +338,7 @@ async fn check_records(
             let local = match open(&record) {
                 Ok(opened) => opened,
                 Err(e) => {
-                    problems.report(format!(
+                    report.report(format!(
                         "replica chat {} version {}: {e}",
                         record.chat, record.version
                     ));
@@ -325,7 +359,7 @@ async fn check_records(
                 let differs = local.0 != theirs.0
                     || matches!((&local.1, &theirs.1), (Some(a), Some(b)) if a != b);
                 if differs {
-                    problems.report(format!(
+                    report.report(format!(
                         "differs chat {} version {}: the replica and the server hold different \
                          content",
                         record.chat, record.version

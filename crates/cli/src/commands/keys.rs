@@ -2,6 +2,7 @@
 //! is one new key file on the server, written only if no other device
 //! changed it in between (else re-read and tried once more).
 
+use super::Session;
 use crate::output::out;
 use chatvault::{ChatVault, Error, Event, Protection, Result};
 use clap::Subcommand;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 /// The `keys` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand)]
 pub enum KeysCommand {
     /// List what unlocks the vault: the passphrase, each device's age key, the
     /// recovery key (kind, id, label, age recipient, when added)
@@ -127,11 +128,15 @@ pub fn write_device_key(file: &Path) -> Result<()> {
 
 /// Runs one `keys` subcommand on the open vault; `allow_weak_passphrase`
 /// lets `passwd` accept a passphrase the strength estimate calls weak.
-pub async fn run(
-    vault: &ChatVault,
-    command: KeysCommand,
+pub async fn exec(
+    session: &Session,
+    command: &KeysCommand,
     allow_weak_passphrase: bool,
 ) -> Result<()> {
+    run(&session.vault, command.clone(), allow_weak_passphrase).await
+}
+
+async fn run(vault: &ChatVault, command: KeysCommand, allow_weak_passphrase: bool) -> Result<()> {
     match command {
         KeysCommand::List => {
             for p in vault.list_protections().await? {

@@ -1,31 +1,22 @@
-//! `chatvault login` / `logout`: a Supabase session for a
-//! `supabase+https://` vault. `login` signs in with email and password and
-//! the library keeps the session sealed in this device's replica, so later
-//! commands sync with no password and no token (it refreshes itself);
-//! `logout` revokes it on the server and removes it.
+//! `chatvault login`: a Supabase session for a `supabase+https://` vault.
+//! `login` signs in with email and password and the library keeps the
+//! session sealed in this device's replica, so later commands sync with no
+//! password and no token (it refreshes itself); `logout` revokes it on the
+//! server and removes it.
 
 use crate::settings::Location;
 use crate::Cli;
 use chatvault::{Error, Result};
-use clap::Args;
 
-/// `login`'s options.
-#[derive(Debug, Args)]
-pub struct LoginArgs {
+/// `login`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
     /// The account's email [default: CHATVAULT_SUPABASE_EMAIL]
     #[arg(long)]
     email: Option<String>,
 }
 
-/// `logout`'s options.
-#[derive(Debug, Args)]
-pub struct LogoutArgs {
-    /// End every session of the account, on every device (default: this one)
-    #[arg(long)]
-    everywhere: bool,
-}
-
-fn supabase_only(location: &Location) -> Result<()> {
+pub(super) fn supabase_only(location: &Location) -> Result<()> {
     if location.server.starts_with("supabase+") {
         Ok(())
     } else {
@@ -40,7 +31,7 @@ fn supabase_only(location: &Location) -> Result<()> {
 /// signed in. The password comes from CHATVAULT_SUPABASE_PASSWORD, else one
 /// line of standard input (read before the vault passphrase).
 #[cfg(feature = "supabase")]
-pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<()> {
+pub async fn exec(cli: &Cli, location: &Location, args: &Args) -> Result<()> {
     use chatvault::supabase::{EMAIL_VAR, PASSWORD_VAR};
     use std::io::BufRead;
     use zeroize::Zeroizing;
@@ -94,52 +85,9 @@ pub async fn login(cli: &Cli, location: &Location, args: &LoginArgs) -> Result<(
     synced
 }
 
-/// Revokes the stored session and removes it. A session the server
-/// already ended is reported, not an error.
-#[cfg(feature = "supabase")]
-pub async fn logout(_: &Cli, location: &Location, args: &LogoutArgs) -> Result<()> {
-    use chatvault::supabase::SignOutScope;
-    supabase_only(location)?;
-    let vault = match crate::settings::builder(location)?.open().await {
-        Ok(vault) => vault,
-        Err(Error::Unauthorized { message }) => {
-            crate::output::out!("not signed in to {} ({message})", location.server);
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let scope = if args.everywhere {
-        SignOutScope::Global
-    } else {
-        SignOutScope::Local
-    };
-    let result = vault.sign_out(scope).await;
-    vault.close().await;
-    result?;
-    crate::output::out!(
-        "signed out of {}{}",
-        location.server,
-        if args.everywhere {
-            " on every device"
-        } else {
-            ""
-        }
-    );
-    Ok(())
-}
-
 /// Without the `supabase` feature there is nothing to sign in to.
 #[cfg(not(feature = "supabase"))]
-pub async fn login(_: &Cli, location: &Location, _: &LoginArgs) -> Result<()> {
-    supabase_only(location)?;
-    Err(Error::invalid(
-        "this chatvault was built without Supabase support (Cargo feature `supabase`)",
-    ))
-}
-
-/// Without the `supabase` feature there is nothing to sign out of.
-#[cfg(not(feature = "supabase"))]
-pub async fn logout(_: &Cli, location: &Location, _: &LogoutArgs) -> Result<()> {
+pub async fn exec(_: &Cli, location: &Location, _: &Args) -> Result<()> {
     supabase_only(location)?;
     Err(Error::invalid(
         "this chatvault was built without Supabase support (Cargo feature `supabase`)",

@@ -1,5 +1,5 @@
-//! [`ChatVault::import_chats`]: bringing many whole chats in at once (an
-//! import from another app or from an export), without duplicates.
+//! [`ChatVault::import_chats`]: merging many whole chats into a vault at
+//! once (an import from another app or from an export), without duplicates.
 
 use crate::ChatVault;
 use chatvault_core::{Chat, Error, Result};

@@ -10,11 +10,11 @@
 //! without a name is titled from its first message
 //! ([`title_or_first_words`]).
 
-use super::{
+use super::parse::{
     bad, chat_id, fenced, message_id, parse_list, rfc3339_millis, title_or_first_words,
     Conversation, ImportedMessage, ListAt, Naming,
 };
-use chatvault::{Result, Role};
+use crate::{Chat, Result, Role};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -66,9 +66,13 @@ struct File {
     extracted_content: Option<String>,
 }
 
-/// Reads every conversation of the list `json`, in full, before anything
+/// Reads every conversation of a Claude export's `conversations.json`
+/// (`json`, read from `file`, which errors name), in full, before anything
 /// is saved.
-pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
+///
+/// Errors: [`Error::InvalidInput`](crate::Error::InvalidInput) naming the
+/// conversation and the field that is wrong.
+pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
     parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
         .enumerate()
@@ -78,7 +82,7 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Conversation>> {
                 name: export.name.clone(),
             }
             .name(n);
-            conversation(file, &name, export)
+            conversation(file, &name, export).map(Conversation::into_chat)
         })
         .collect()
 }

@@ -1,34 +1,11 @@
-//! `import`: bring in history from elsewhere, one source format per module:
-//! a ChatGPT data export ([`chatgpt`]), a Claude export ([`claude`]) and
-//! chatvault's own JSON export ([`crate::json`]).
-//!
-//! Every format is read and checked in full before the first chat is saved,
-//! so a bad file leaves the vault untouched; the error names the
-//! conversation and the field. Chat and message ids are derived from the
-//! source's own ids (UUIDv5), so importing the same file again adds nothing.
-//! Original times are kept: each message's `written` time, and creation
-//! stamps derived from them so the original order holds.
-//!
-//! Nothing with words in it is dropped. What is not plain text is kept in
-//! the message under a stable marker, a fenced block whose info string
-//! names what it holds (see [`fenced`]): ```` ```thinking ````, ```` ```tool_use NAME ````
-//! (the tool's input), ```` ```tool_result NAME ```` (its output) and
-//! ```` ```attachment FILE ```` (the text the model was given from a file).
-//! What an importer leaves out on purpose is counted in [`Skipped`] and
-//! printed in the summary line.
+//! What the importers share: a conversation as a source describes it and
+//! how it becomes a chat, derived ids, the fenced-block marker, titles from
+//! first words, and typed parsing of a list of conversations with errors
+//! that name the conversation and the field.
 
-mod chatgpt;
-mod claude;
-#[cfg(test)]
-mod fuzz;
-
-use crate::json;
-use crate::output::out;
-use chatvault::core::{Hlc, Lww};
-use chatvault::{Chat, ChatId, ChatVault, DeviceId, Error, ImportOptions, MessageId, Result, Role};
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::{Chat, ChatId, DeviceId, Error, MessageId, Result, Role};
+use chatvault_core::{Hlc, Lww};
 use serde::de::DeserializeOwned;
-use std::io::Read;
 use std::path::Path;
 use uuid::Uuid;
 
@@ -41,7 +18,7 @@ const NAMESPACE: Uuid = Uuid::from_u128(0x6c1f_52b3_8f2e_4b8e_9a57_2d0c_51f3_a9e
 const IMPORT_DEVICE: DeviceId = DeviceId(0);
 
 /// A conversation as a source describes it, before it becomes a [`Chat`].
-pub struct Conversation {
+pub(crate) struct Conversation {
     /// The chat id (derived, or chatvault's own).
     pub id: ChatId,
     /// The title.
@@ -57,7 +34,7 @@ pub struct Conversation {
 }
 
 /// A message as a source describes it.
-pub struct ImportedMessage {
+pub(crate) struct ImportedMessage {
     /// The message id (derived, or chatvault's own).
     pub id: MessageId,
     /// Who wrote it.
@@ -71,7 +48,7 @@ pub struct ImportedMessage {
 impl Conversation {
     /// The chat, stamped from the original times: messages in their
     /// original order even if the source's clock went backwards.
-    pub fn into_chat(self) -> Chat {
+    pub(crate) fn into_chat(self) -> Chat {
         let stamp = |millis| Hlc::new(millis, 0, IMPORT_DEVICE);
         let mut chat = Chat::new(self.id, self.title.clone(), stamp(self.created));
         let updated = stamp(self.updated.max(self.created));
@@ -152,7 +129,7 @@ impl Skipped {
 /// more than the longest run of backticks in `body`, so the block always
 /// closes where it should; line breaks and backticks in `info` become
 /// spaces and quotes.
-pub fn fenced(info: &str, body: &str) -> String {
+pub(crate) fn fenced(info: &str, body: &str) -> String {
     let mut longest = 0;
     let mut run = 0;
     for c in body.chars() {
@@ -184,7 +161,7 @@ const TITLE_CHARS: usize = 60;
 /// blank one), the start of the first user message outside fenced blocks,
 /// cut at a word boundary after at most [`TITLE_CHARS`] characters with
 /// `…`; `(untitled)` when there is no such text either.
-pub fn title_or_first_words(title: Option<String>, messages: &[ImportedMessage]) -> String {
+pub(crate) fn title_or_first_words(title: Option<String>, messages: &[ImportedMessage]) -> String {
     if let Some(title) = title.filter(|t| !t.trim().is_empty()) {
         return title;
     }
@@ -235,7 +212,7 @@ fn outside_fences(text: &str) -> Vec<&str> {
 }
 
 /// A chat id derived from a source's conversation id.
-pub fn chat_id(source: &str, conversation: &str) -> ChatId {
+pub(crate) fn chat_id(source: &str, conversation: &str) -> ChatId {
     ChatId(Uuid::new_v5(
         &NAMESPACE,
         format!("{source}\u{0}{conversation}").as_bytes(),
@@ -243,7 +220,7 @@ pub fn chat_id(source: &str, conversation: &str) -> ChatId {
 }
 
 /// A message id derived from a source's conversation and message ids.
-pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId {
+pub(crate) fn message_id(source: &str, conversation: &str, message: &str) -> MessageId {
     MessageId(Uuid::new_v5(
         &NAMESPACE,
         format!("{source}\u{0}{conversation}\u{0}{message}").as_bytes(),
@@ -252,14 +229,14 @@ pub fn message_id(source: &str, conversation: &str, message: &str) -> MessageId 
 
 /// What names a conversation in errors: the few fields that say which it
 /// is, read on their own (everything else is skipped unread).
-pub trait Naming: DeserializeOwned {
+pub(crate) trait Naming: DeserializeOwned {
     /// `#n (id, "title")`, as far as the fields are there.
     fn name(&self, n: usize) -> String;
 }
 
 /// Where a list of conversations is in a file.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum ListAt {
+pub(crate) enum ListAt {
     /// The file is the list (ChatGPT, Claude).
     Top,
     /// At the key `chats` of the top-level object (chatvault's formats).
@@ -298,7 +275,7 @@ fn list<T: DeserializeOwned>(
 /// takes ten and more times the file's size in memory). A bad conversation
 /// is named by its position and its [`Naming`] fields, with the path of
 /// the bad field.
-pub fn parse_list<T: DeserializeOwned, N: Naming>(
+pub(crate) fn parse_list<T: DeserializeOwned, N: Naming>(
     file: &Path,
     json: &[u8],
     at: ListAt,
@@ -336,7 +313,7 @@ pub fn parse_list<T: DeserializeOwned, N: Naming>(
 }
 
 /// The error for a bad field of a conversation.
-pub fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
+pub(crate) fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
     Error::invalid(format!(
         "{}: conversation {conversation}, field `{field}`: {what}; nothing was imported \
          (fix or remove that conversation and import again)",
@@ -345,279 +322,21 @@ pub fn bad(file: &Path, conversation: &str, field: &str, what: &str) -> Error {
 }
 
 /// Unix milliseconds from fractional seconds (ChatGPT's times).
-pub fn seconds_to_millis(seconds: f64) -> Option<u64> {
+pub(crate) fn seconds_to_millis(seconds: f64) -> Option<u64> {
     (seconds.is_finite() && seconds >= 0.0).then(|| (seconds * 1000.0).round() as u64)
 }
 
 /// Unix milliseconds from an RFC 3339 time.
-pub fn rfc3339_millis(text: &str) -> Option<u64> {
+pub(crate) fn rfc3339_millis(text: &str) -> Option<u64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .and_then(|t| u64::try_from(t.timestamp_millis()).ok())
 }
 
-/// The most `conversations.json` bytes read out of an export zip: far above
-/// any real export, and a bound on what a small, highly compressed zip can
-/// make this process allocate.
-const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
-
-/// Reads `file` (a zip as a ChatGPT or Claude export is downloaded, or a
-/// JSON file) and returns its chats, checked in full, with what was left
-/// out on purpose.
-pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
-    read_bytes(file, bytes, MAX_UNZIPPED_BYTES)
-}
-
-/// [`read`] on the bytes of `file`; a zip's `conversations.json` may
-/// unpack to at most `max_unzipped` bytes. Every failure is
-/// [`Error::InvalidInput`]; an age-encrypted file is refused saying to
-/// decrypt it first.
-fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
-    if bytes.starts_with(b"age-encryption.org/v1")
-        || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
-    {
-        return Err(age_encrypted(file));
-    }
-    let json = if bytes.starts_with(b"PK\x03\x04") {
-        conversations_from_zip(file, &bytes, max_unzipped)?
-    } else {
-        bytes
-    };
-    let not_json = || {
-        Error::invalid(format!(
-            "{} is not JSON: pass a ChatGPT or Claude export (zip or conversations.json) \
-             or a chatvault JSON export",
-            file.display()
-        ))
-    };
-    let first = json
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .ok_or_else(not_json)?;
-    let conversations = match first {
-        b'{' => return Ok((json::read(file, &json)?, Skipped::default())),
-        b'[' => Source::of_first(&json).map_err(|e| {
-            Error::invalid(format!(
-                "{}: not an export this version knows ({e})",
-                file.display()
-            ))
-        })?,
-        _ => return Err(not_json()),
-    };
-    let (chats, skipped) = match conversations {
-        Some(Source::ChatGpt) => chatgpt::read(file, &json)?,
-        Some(Source::Claude) => (claude::read(file, &json)?, Skipped::default()),
-        None => (Vec::new(), Skipped::default()),
-    };
-    Ok((
-        chats.into_iter().map(Conversation::into_chat).collect(),
-        skipped,
-    ))
-}
-
-/// The error for an age-encrypted file (a chatvault export, or any other):
-/// the command to decrypt it, naming the file.
-fn age_encrypted(file: &Path) -> Error {
-    let name = file.file_name().map_or_else(
-        || file.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let stem = file.file_stem().map_or_else(
-        || "backup".to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
-    Error::invalid(format!(
-        "{} is age-encrypted: decrypt it first (`age -d {name} > {stem}.json`) and import \
-         the JSON file",
-        file.display()
-    ))
-}
-
-/// Which app wrote a list of conversations, told by its first one.
-enum Source {
-    ChatGpt,
-    Claude,
-}
-
-impl Source {
-    /// The source of the list `json` (`None` when empty), reading only the
-    /// first conversation's keys.
-    fn of_first(json: &[u8]) -> std::result::Result<Option<Source>, String> {
-        #[derive(serde::Deserialize)]
-        struct Probe {
-            mapping: Option<serde::de::IgnoredAny>,
-            chat_messages: Option<serde::de::IgnoredAny>,
-        }
-        struct First;
-        impl<'de> serde::de::Visitor<'de> for First {
-            type Value = Option<Probe>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a list of conversations")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Option<Probe>, A::Error> {
-                let first = seq.next_element::<Probe>()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(first)
-            }
-        }
-        use serde::Deserializer as _;
-        let first = serde_json::Deserializer::from_slice(json)
-            .deserialize_seq(First)
-            .map_err(|e| e.to_string())?;
-        match first {
-            None => Ok(None),
-            Some(Probe {
-                mapping: Some(_), ..
-            }) => Ok(Some(Source::ChatGpt)),
-            Some(Probe {
-                chat_messages: Some(_),
-                ..
-            }) => Ok(Some(Source::Claude)),
-            Some(_) => Err(
-                "conversation 0 has neither `mapping` (ChatGPT) nor `chat_messages` (Claude)"
-                    .into(),
-            ),
-        }
-    }
-}
-
-/// The `conversations.json` inside an export zip, if it unpacks to at most
-/// `max` bytes.
-fn conversations_from_zip(file: &Path, bytes: &[u8], max: u64) -> Result<Vec<u8>> {
-    let not_an_export = |e: &dyn std::fmt::Display| {
-        Error::invalid(format!("{}: not a readable zip: {e}", file.display()))
-    };
-    let mut archive =
-        zip::ZipArchive::new(std::io::Cursor::new(bytes)).map_err(|e| not_an_export(&e))?;
-    let name = archive
-        .file_names()
-        .filter_map(std::result::Result::ok)
-        .filter(|name| name.rsplit('/').next() == Some("conversations.json"))
-        .min_by_key(|name| name.len())
-        .map(|name| name.to_string())
-        .ok_or_else(|| {
-            Error::invalid(format!(
-                "{} holds no conversations.json: is it a ChatGPT or Claude data export?",
-                file.display()
-            ))
-        })?;
-    let entry = archive.by_name(&name).map_err(|e| not_an_export(&e))?;
-    // The size the zip declares is not trusted: read up to the bound.
-    let mut json = Vec::new();
-    entry
-        .take(max.saturating_add(1))
-        .read_to_end(&mut json)
-        .map_err(|e| not_an_export(&e))?;
-    if json.len() as u64 > max {
-        return Err(Error::invalid(format!(
-            "{}: {name} unpacks to more than {max} bytes; unzip it and import the JSON file \
-             in parts",
-            file.display()
-        )));
-    }
-    Ok(json)
-}
-
-/// Imports every chat of `file` through the batched save path; deletions
-/// in it (a chatvault export's deleted chats and messages) only with
-/// `apply_deletions`.
-pub async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
-    let (chats, skipped) = read(file)?;
-    let messages: usize = chats.iter().map(Chat::message_count).sum();
-    let progress = ProgressBar::new(chats.len() as u64);
-    progress.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
-            .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
-    );
-    let options = ImportOptions { apply_deletions };
-    let report = vault
-        .import_chats_with(chats, options, |done| progress.inc(done as u64))
-        .await?;
-    progress.finish_and_clear();
-    if report.deletions_ignored > 0 {
-        eprintln!(
-            "note: {} deleted chat(s) or message(s) in the file were not applied \
-             (--apply-deletions applies them)",
-            report.deletions_ignored
-        );
-    }
-    let left_out = skipped
-        .describe()
-        .map_or_else(String::new, |text| format!("; {text}"));
-    out!(
-        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}{left_out}",
-        report.added,
-        report.updated,
-        report.unchanged
-    );
-    Ok(())
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod memory {
-    use super::{read_bytes, MAX_UNZIPPED_BYTES};
-    use std::path::Path;
-
-    /// This process's peak resident memory (VmHWM), in bytes, after
-    /// resetting it when `reset`.
-    fn peak_rss(reset: bool) -> u64 {
-        if reset {
-            std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak");
-        }
-        let status = std::fs::read_to_string("/proc/self/status").expect("status");
-        let line = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .expect("VmHWM");
-        let kb: u64 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .expect("kB");
-        kb * 1024
-    }
-
-    /// An export whose first conversation carries `values` small numbers
-    /// in a field the importer ignores, written for each `kind`.
-    fn padded(fixture: &[u8], values: usize) -> Vec<u8> {
-        let mut conversations: serde_json::Value =
-            serde_json::from_slice(fixture).expect("fixture");
-        conversations[0]["padding"] = serde_json::Value::from("PADDING");
-        let text = conversations.to_string();
-        let numbers = format!("[{}0]", "0,".repeat(values));
-        text.replacen("\"PADDING\"", &numbers, 1).into_bytes()
-    }
-
-    #[test]
-    fn an_export_is_read_without_expanding_it_tenfold_in_memory() {
-        for fixture in [
-            &include_bytes!("../../tests/fixtures/chatgpt-conversations.json")[..],
-            &include_bytes!("../../tests/fixtures/claude-conversations.json")[..],
-        ] {
-            let json = padded(fixture, 8_000_000);
-            let size = json.len() as u64;
-            let before = peak_rss(true);
-            let (chats, _) = read_bytes(Path::new("padded.json"), json, MAX_UNZIPPED_BYTES)
-                .expect("the padded export imports");
-            let grown = peak_rss(false).saturating_sub(before);
-            assert!(!chats.is_empty());
-            assert!(
-                grown < size,
-                "reading a {size}-byte export took {grown} more bytes at its peak"
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::{fenced, title_or_first_words, ImportedMessage};
-    use chatvault::{MessageId, Role};
+    use crate::{MessageId, Role};
     use uuid::Uuid;
 
     fn user(content: &str) -> ImportedMessage {

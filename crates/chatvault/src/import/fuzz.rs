@@ -7,14 +7,14 @@
 //! CI runs proptest's default case count; `PROPTEST_CASES` raises it.
 
 use super::{read_bytes, MAX_UNZIPPED_BYTES};
-use chatvault::{Chat, Error};
+use crate::{Chat, Error};
 use proptest::prelude::*;
 use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
-const CHATGPT: &[u8] = include_bytes!("../../tests/fixtures/chatgpt-conversations.json");
-const CLAUDE: &[u8] = include_bytes!("../../tests/fixtures/claude-conversations.json");
+const CHATGPT: &[u8] = include_bytes!("../../../cli/tests/fixtures/chatgpt-conversations.json");
+const CLAUDE: &[u8] = include_bytes!("../../../cli/tests/fixtures/claude-conversations.json");
 
 fn file() -> &'static Path {
     Path::new("fuzz.json")
@@ -26,7 +26,7 @@ fn valid() -> &'static [Vec<u8>; 3] {
     static VALID: OnceLock<[Vec<u8>; 3]> = OnceLock::new();
     VALID.get_or_init(|| {
         let (chats, _) = read_bytes(file(), CHATGPT.to_vec(), MAX_UNZIPPED_BYTES).expect("fixture");
-        let export = crate::json::export(chats.iter());
+        let export = crate::export::export(chats.iter());
         let own = serde_json::to_vec_pretty(&export).expect("export");
         [CHATGPT.to_vec(), CLAUDE.to_vec(), own]
     })

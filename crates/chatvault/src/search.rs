@@ -1,13 +1,12 @@
-//! `search`: substring search over titles and messages of every chat in
-//! this device's decrypted replica, folding case and diacritics (`krakow`
-//! finds "Kraków", `RESEAUX` finds "réseaux"). Each hit says where it is:
-//! the title, or message number N (what `show CHAT --at N` jumps to), with
-//! its role and time.
+//! Search ([`ChatVault::search`]): substring search over titles and
+//! messages of every chat, folding case and diacritics (`krakow` finds
+//! "Kraków", `RESEAUX` finds "réseaux"). Each hit says where it is: the
+//! title, or message number N (what `chatvault show CHAT --at N` jumps
+//! to), with its role and time.
 
-use crate::json::time;
-use chatvault::core::engine::BodyFilter;
-use chatvault::{Chat, ChatVault, Result, Role};
-use std::io::Write;
+use crate::{Chat, ChatId, ChatVault, Result, Role, SkippedRecord};
+use chatvault_core::engine::BodyFilter;
+use chatvault_core::raw::codec::body_json;
 
 /// Characters of context on each side of a match.
 const CONTEXT: usize = 30;
@@ -16,7 +15,7 @@ const CONTEXT: usize = 30;
 #[derive(Debug, PartialEq, Eq)]
 pub struct Hit {
     /// Which chat.
-    pub chat: chatvault::ChatId,
+    pub chat: ChatId,
     /// Its title.
     pub title: String,
     /// The matching message's number in the chat (1-based, as `show --at`
@@ -29,7 +28,8 @@ pub struct Hit {
     pub snippet: String,
 }
 
-/// Every chat (title first, then its messages in order) containing `text`.
+/// Every match of `text` in `chats`: per chat its title first, then its
+/// messages in order. An empty `text` matches nothing.
 pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
     let mut matcher = Matcher::new(text);
     let mut hits = Vec::new();
@@ -184,12 +184,14 @@ fn excerpt(text: &str, at: usize, len: usize) -> String {
     out
 }
 
-/// A filter on each chat's encoded body (JSON, in which a title or message
-/// appears verbatim unless it holds `"`, `\` or a control character): a
-/// chat whose folded encoding lacks the folded query has no hit and is
-/// never decoded. Folding maps those characters to themselves and nothing
-/// else to them, so for a query without them the filter drops no hit; a
-/// query with them is checked on every chat.
+/// A filter on each chat's encoded body, read through the codec's
+/// [`body_json`] (JSON, in which a title or message appears verbatim
+/// unless it holds `"`, `\` or a control character): a chat whose folded
+/// encoding lacks the folded query has no hit and is never decoded.
+/// Folding maps those characters to themselves and nothing else to them,
+/// so for a query without them the filter drops no hit; a query with them
+/// is checked on every chat, and so is a body the codec does not know
+/// (decoding reports what is wrong with it).
 fn prefilter(text: &str) -> BodyFilter {
     let escaped = |c: char| c == '"' || c == '\\' || c < ' ';
     if text.is_empty() {
@@ -202,7 +204,9 @@ fn prefilter(text: &str) -> BodyFilter {
     let ascii = folded.is_ascii();
     let finder = memchr::memmem::Finder::new(folded.as_bytes()).into_owned();
     std::sync::Arc::new(move |encoded: &[u8]| {
-        let json = encoded.get(1..).unwrap_or_default();
+        let Some(json) = body_json(encoded) else {
+            return true;
+        };
         if ascii && !has_fold_to_ascii(json) {
             // No UTF-8 check needed: ASCII bytes never occur inside a
             // multi-byte char.
@@ -220,54 +224,30 @@ fn prefilter(text: &str) -> BodyFilter {
     })
 }
 
-/// Prints every hit: chat id, time, title, where (the title, or message
-/// number and role) and snippet. Chat ids are short ones
-/// ([`crate::ids::short`]), unless `full_ids`.
-///
-/// Errors: [`chatvault::Error::NotFound`] when nothing matched (exit 1, as
-/// `grep` does); replica and output errors.
-pub async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
-    let all = vault.engine().all_chats_where(prefilter(text)).await?;
-    for skipped in &all.unreadable {
-        eprintln!(
-            "warning: chat {} not searched: {}",
-            skipped.chat, skipped.error
-        );
-    }
-    let len = if full_ids {
-        32
-    } else {
-        crate::ids::short_len(vault.sidebar().iter().map(|c| &c.id))
-    };
-    let hits = find(&all.chats, text);
-    if hits.is_empty() {
-        return Err(chatvault::Error::NotFound {
-            what: format!("no matches for {:?}", crate::output::terminal(text)),
-        });
-    }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let written = hits.iter().try_for_each(|hit| {
-        let place = match &hit.message {
-            Some((number, role)) => format!("#{number} {}", crate::output::role(role)),
-            None => "title".to_string(),
-        };
-        writeln!(
-            out,
-            "{}  {}  {}  {place}: {}",
-            crate::ids::short(&hit.chat, len),
-            time(hit.at),
-            crate::output::terminal(&hit.title),
-            crate::output::terminal(&hit.snippet)
-        )
-    });
-    match written.and_then(|()| out.flush()) {
-        Ok(()) => Ok(()),
-        // A reader that stopped early (`| head`) is not a failure.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(crate::output::file_error(
-            "cannot write the results to standard output",
-            e,
-        )),
+/// What [`ChatVault::search`] found.
+#[derive(Debug)]
+pub struct SearchResults {
+    /// Every match, per chat (most recently active first) its title first,
+    /// then its messages in order.
+    pub hits: Vec<Hit>,
+    /// Chats that were not searched because their record does not open,
+    /// with why.
+    pub unreadable: Vec<SkippedRecord>,
+}
+
+impl ChatVault {
+    /// Finds `text` in the title and messages of every live chat, folding
+    /// case and diacritics ([`find`]). Chats this device lacks in full are
+    /// fetched from the server in batches; a chat whose encoded body cannot
+    /// hold the text is never decoded. An empty `text` finds nothing.
+    ///
+    /// Errors: those of [`all_chats`](Self::all_chats).
+    pub async fn search(&self, text: &str) -> Result<SearchResults> {
+        let all = self.engine().all_chats_where(prefilter(text)).await?;
+        Ok(SearchResults {
+            hits: find(&all.chats, text),
+            unreadable: all.unreadable,
+        })
     }
 }
 
@@ -374,8 +354,8 @@ mod tests {
 
     #[test]
     fn find_reports_titles_and_messages_with_their_times() {
-        use chatvault::core::hlc::Hlc;
-        use chatvault::{ChatId, DeviceId, Role};
+        use crate::{ChatId, DeviceId, Role};
+        use chatvault_core::hlc::Hlc;
         let mut chat = Chat::new(
             ChatId::new(),
             "Trip to München",
@@ -427,8 +407,8 @@ mod tests {
             needle in text(),
             from in 0usize..120,
         ) {
-            use chatvault::core::hlc::Hlc;
-            use chatvault::{ChatId, DeviceId, Role};
+            use chatvault_core::hlc::Hlc;
+            use crate::{ChatId, DeviceId, Role};
             let mut chat = Chat::new(ChatId::new(), title, Hlc::new(1, 0, DeviceId(1)));
             for (n, m) in messages.iter().enumerate() {
                 chat.add_message(Role::User, m.clone(), Hlc::new(2 + n as u64, 0, DeviceId(1)));
@@ -441,7 +421,7 @@ mod tests {
             } else {
                 all.iter().cycle().skip(from % all.len()).take(3).collect()
             };
-            let encoded = chatvault::core::raw::codec::encode_chat(&chat).expect("encode");
+            let encoded = chatvault_core::raw::codec::encode_chat(&chat).expect("encode");
             if !find(&[std::sync::Arc::new(chat)], &needle).is_empty() {
                 prop_assert!(prefilter(&needle)(&encoded));
             }

@@ -14,11 +14,11 @@
 //! (only their names, kept as `[file: NAME]`). A conversation without a
 //! title is titled from its first message ([`title_or_first_words`]).
 
-use super::{
+use super::parse::{
     bad, chat_id, fenced, message_id, parse_list, seconds_to_millis, title_or_first_words,
     Conversation, ImportedMessage, ListAt, Naming, Skipped,
 };
-use chatvault::{Result, Role};
+use crate::{Chat, Result, Role};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -89,9 +89,13 @@ struct Attachment {
     name: Option<String>,
 }
 
-/// Reads every conversation of the list `json`, in full, before anything
+/// Reads every conversation of a ChatGPT export's `conversations.json`
+/// (`json`, read from `file`, which errors name), in full, before anything
 /// is saved; with what was left out on purpose.
-pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Conversation>, Skipped)> {
+///
+/// Errors: [`Error::InvalidInput`](crate::Error::InvalidInput) naming the
+/// conversation and the field that is wrong.
+pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Chat>, Skipped)> {
     let mut skipped = Skipped::default();
     let conversations = parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
@@ -105,7 +109,7 @@ pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Conversation>, Skipped)> {
             .name(n);
             let (conversation, left_out) = conversation(file, &name, export)?;
             skipped.add(left_out);
-            Ok(conversation)
+            Ok(conversation.into_chat())
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((conversations, skipped))

@@ -3,13 +3,32 @@
 //! when it changes (synced, offline, an error), not at every poll: each
 //! round passes through `syncing`, which is left out.
 
-use crate::{output, WatchArgs};
+use super::Session;
+use crate::output;
 use chatvault::{ChatId, ChatVault, Event, Result, SyncStatus};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
+/// `watch`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// Seconds between polls
+    #[arg(long, default_value_t = 5)]
+    interval: u64,
+    /// Stop after this many seconds (for scripts)
+    #[arg(long = "for", value_name = "SECONDS")]
+    duration: Option<u64>,
+    /// Stop after this many chat events (upserted or deleted)
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
 /// Watches until stopped, then stops background sync after its round.
-pub async fn run(vault: &ChatVault, args: WatchArgs) -> Result<()> {
+pub async fn exec(session: &Session, args: &Args) -> Result<()> {
+    run(&session.vault, args).await
+}
+
+async fn run(vault: &ChatVault, args: &Args) -> Result<()> {
     // Subscribed before sync starts, so the first round's events show.
     let mut events = vault.changes();
     vault.start_sync(Duration::from_secs(args.interval.max(1)))?;

@@ -1,15 +1,72 @@
 //! `export`: every chat as a standard age file, to a passphrase or to age
 //! recipients, written to a file or to standard output.
 
-use crate::{settings, ExportArgs};
+use super::Session;
+use crate::settings;
 use age::secrecy::SecretString;
 use chatvault::{ChatVault, Error, ExportTarget, Result};
+use clap::{ArgGroup, ValueEnum};
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What `export` writes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    /// A standard age file of every chat (needs --passphrase-env or --recipient)
+    #[default]
+    Age,
+    /// Plain chatvault JSON (unencrypted: handle with care)
+    Json,
+}
+
+/// `export`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+#[group(skip)]
+#[command(group = ArgGroup::new("to").args(["passphrase_env", "recipient"]).multiple(true))]
+pub struct Args {
+    /// age: encrypted to a passphrase or recipients; json: plain chatvault JSON
+    #[arg(long, value_enum, default_value_t = ExportFormat::Age)]
+    format: ExportFormat,
+    /// Encrypt to the passphrase held in this environment variable
+    #[arg(long, value_name = "VAR")]
+    passphrase_env: Option<String>,
+    /// Encrypt to this age recipient (age1…); repeat for several
+    #[arg(long, value_name = "AGE1…")]
+    recipient: Vec<String>,
+    /// Write here instead of standard output
+    #[arg(short, long, visible_alias = "out", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Overwrite the --output file if it exists
+    #[arg(long, short)]
+    force: bool,
+}
+
+/// Checks the arguments, pulls, and writes the export.
+pub async fn exec(session: &Session, args: &Args) -> Result<()> {
+    // Bad arguments fail before any network round trip.
+    check_output(args)?;
+    match args.format {
+        ExportFormat::Age => {
+            let target = target(args)?;
+            session.pull().await?;
+            write(&session.vault, &target, args.output.as_deref()).await
+        }
+        ExportFormat::Json => {
+            if args.passphrase_env.is_some() || !args.recipient.is_empty() {
+                return Err(Error::invalid(
+                    "--format json is plain text: drop --passphrase-env and \
+                     --recipient, or use --format age",
+                ));
+            }
+            session.pull().await?;
+            write_json(&session.vault, args.output.as_deref()).await
+        }
+    }
+}
 
 /// Refuses to overwrite an existing `--output` file without `--force`,
 /// before any work is done.
-pub fn check_output(args: &ExportArgs) -> Result<()> {
+fn check_output(args: &Args) -> Result<()> {
     match &args.output {
         Some(path) if !args.force && path.symlink_metadata().is_ok() => {
             Err(Error::invalid(format!(
@@ -22,7 +79,7 @@ pub fn check_output(args: &ExportArgs) -> Result<()> {
 }
 
 /// Whom the export is encrypted to, checked before any work is done.
-pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
+fn target(args: &Args) -> Result<ExportTarget> {
     if args.passphrase_env.is_none() && args.recipient.is_empty() {
         return Err(Error::invalid(
             "an age export needs --passphrase-env VAR or --recipient AGE1… (or use --format json)",
@@ -56,7 +113,7 @@ pub fn target(args: &ExportArgs) -> Result<ExportTarget> {
 }
 
 /// Exports the vault to `output`, or to standard output.
-pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Path>) -> Result<()> {
+async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Path>) -> Result<()> {
     let file = vault.export_age(target).await?;
     match output {
         Some(path) => write_private(path, &file)?,
@@ -66,25 +123,21 @@ pub async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Pat
     Ok(())
 }
 
-/// Writes every chat as chatvault JSON ([`crate::json`]) to `output`, or
-/// to standard output.
-pub async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
-    let all = vault.engine().all_chats().await?;
-    for skipped in &all.unreadable {
+/// Writes every chat as chatvault JSON ([`ChatVault::export_json`]) to
+/// `output`, or to standard output.
+async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
+    let export = vault.export_json().await?;
+    for skipped in &export.skipped {
         eprintln!(
             "warning: chat {} left out of the export: {}",
             skipped.chat, skipped.error
         );
     }
-    let export = crate::json::export(all.chats.iter().map(AsRef::as_ref));
-    let mut json = serde_json::to_vec_pretty(&export)
-        .map_err(|e| Error::invalid(format!("cannot encode the export: {e}")))?;
-    json.push(b'\n');
     match output {
-        Some(path) => write_private(path, &json)?,
-        None => crate::output::raw(&json),
+        Some(path) => write_private(path, &export.bytes)?,
+        None => crate::output::raw(&export.bytes),
     }
-    eprintln!("exported {} chats", export.chats.len());
+    eprintln!("exported {} chats", export.chats);
     Ok(())
 }
 

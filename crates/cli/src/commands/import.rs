@@ -1,0 +1,60 @@
+//! `import`: reads an export file with [`chatvault::import::read`] and
+//! merges its chats into the vault, with a progress bar and a summary line.
+
+use super::Session;
+use crate::output::out;
+use chatvault::{Chat, ChatVault, Error, ImportOptions, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+
+/// `import`'s arguments.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Args {
+    /// The export file
+    file: PathBuf,
+    /// Also apply the deletions a chatvault export carries (deleted
+    /// chats and messages); without it an import never deletes anything
+    #[arg(long)]
+    apply_deletions: bool,
+}
+
+/// Imports the file, then pushes what it added.
+pub async fn exec(session: &Session, args: &Args) -> Result<()> {
+    run(&session.vault, &args.file, args.apply_deletions).await?;
+    session.push().await
+}
+
+/// Imports every chat of `file` through the batched save path; deletions
+/// in it (a chatvault export's deleted chats and messages) only with
+/// `apply_deletions`.
+async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
+    let (chats, skipped) = chatvault::import::read(file)?;
+    let messages: usize = chats.iter().map(Chat::message_count).sum();
+    let progress = ProgressBar::new(chats.len() as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")
+            .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
+    );
+    let options = ImportOptions { apply_deletions };
+    let report = vault
+        .import_chats_with(chats, options, |done| progress.inc(done as u64))
+        .await?;
+    progress.finish_and_clear();
+    if report.deletions_ignored > 0 {
+        eprintln!(
+            "note: {} deleted chat(s) or message(s) in the file were not applied \
+             (--apply-deletions applies them)",
+            report.deletions_ignored
+        );
+    }
+    let left_out = skipped
+        .describe()
+        .map_or_else(String::new, |text| format!("; {text}"));
+    out!(
+        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}{left_out}",
+        report.added,
+        report.updated,
+        report.unchanged
+    );
+    Ok(())
+}
