@@ -3,7 +3,7 @@
 //! title; message ids as a full id or a unique prefix; and the short ids
 //! `ls` and `search` print.
 
-use crate::output::terminal;
+use crate::terminal::terminal;
 use chatvault::{Chat, ChatId, ChatSummary, Error, MessageId, Result};
 
 /// The fewest hex digits accepted as an id prefix.

@@ -10,6 +10,7 @@ mod exit;
 mod ids;
 mod output;
 mod settings;
+mod terminal;
 mod unlock;
 
 use chatvault::Result;
