@@ -13,6 +13,7 @@
 use crate::task::blocking;
 use crate::{Chat, ChatId, ChatSummary, DynStorage, Error, Result};
 use chatvault_core::envelope::{EnvelopeCipher, Unlock};
+use chatvault_core::keys::{check_key_file_trust, TrustedBy};
 use chatvault_core::raw::open_record;
 use chatvault_core::storage::{Cursor, Part, SealedRecord};
 use chatvault_core::{Cipher, Replica};
@@ -132,7 +133,7 @@ fn describe(cipher: &EnvelopeCipher) -> String {
 /// Checks the server's key file: it opens with the given secret, and it is
 /// this device's copy (kept in the replica) or a valid successor of it: no
 /// rollback to an older version, no substituted keyring
-/// ([`EnvelopeCipher::check_successor`]). Returns the key file to open
+/// (core's one trust rule, [`check_key_file_trust`]). Returns the key file to open
 /// records with: the server's if it passed, else this device's copy. Fails
 /// (without a report) only when no key file opens at all: the secret is
 /// wrong, or there is no vault.
@@ -185,26 +186,32 @@ async fn check_key_file(
         (Some(server), Some(local)) => {
             let trusted = open_key_file(local, unlock).await;
             let theirs = open_key_file(server, unlock).await;
+            let trust = match replica {
+                Some(replica) => replica.key_trust()?,
+                None => None,
+            };
             match (trusted, theirs) {
-                (Ok(trusted), Ok(theirs)) => match trusted.check_successor(&theirs) {
-                    Ok(()) => {
-                        report.note(format!(
-                            "key file  {}: opens, a valid successor of this device's copy \
-                             (version {})",
-                            describe(&theirs),
-                            trusted.keyring_version()
-                        ));
-                        theirs
+                (Ok(trusted), Ok(theirs)) => {
+                    match check_key_file_trust(trust.as_ref(), Some(&trusted), &theirs) {
+                        Ok(_) => {
+                            report.note(format!(
+                                "key file  {}: opens, a valid successor of this device's copy \
+                                 (version {})",
+                                describe(&theirs),
+                                trusted.keyring_version()
+                            ));
+                            theirs
+                        }
+                        Err(e) => {
+                            report.report(format!(
+                                "key file  server {}: {e}; this device holds {}",
+                                describe(&theirs),
+                                describe(&trusted)
+                            ));
+                            trusted
+                        }
                     }
-                    Err(e) => {
-                        report.report(format!(
-                            "key file  server {}: {e}; this device holds {}",
-                            describe(&theirs),
-                            describe(&trusted)
-                        ));
-                        trusted
-                    }
-                },
+                }
                 (Ok(trusted), Err(e)) => {
                     report.report(format!(
                         "key file  server: does not open with the secret that opens this \
@@ -217,25 +224,21 @@ async fn check_key_file(
                     // The passphrase was changed on another device: the old
                     // copy does not open, but what this device trusts of it
                     // (key ids and tags) is compared all the same.
-                    let trust = match replica {
-                        Some(replica) => replica.key_trust()?,
-                        None => None,
-                    };
-                    match trust.map(|trust| trust.admits(&theirs)) {
-                        Some(Ok(())) => report.note(format!(
+                    match check_key_file_trust(trust.as_ref(), None, &theirs) {
+                        Ok(TrustedBy::Nothing) => report.note(format!(
+                            "key file  {}: opens; this device's older copy does not open with \
+                             this secret (changed on another device?), so it was not compared",
+                            describe(&theirs)
+                        )),
+                        Ok(_) => report.note(format!(
                             "key file  {}: opens, a valid successor of what this device trusts \
                              (its older copy does not open with this secret: changed on another \
                              device?)",
                             describe(&theirs)
                         )),
-                        Some(Err(e)) => {
+                        Err(e) => {
                             report.report(format!("key file  server {}: {e}", describe(&theirs)))
                         }
-                        None => report.note(format!(
-                            "key file  {}: opens; this device's older copy does not open with \
-                             this secret (changed on another device?), so it was not compared",
-                            describe(&theirs)
-                        )),
                     }
                     theirs
                 }

@@ -37,7 +37,9 @@
 
 mod unlock;
 
-pub use unlock::{open_key_file_with_identity, unlock_vault, Opened};
+pub use unlock::{
+    check_key_file_trust, open_key_file_with_identity, unlock_vault, Opened, TrustedBy,
+};
 
 use crate::engine::{KeyringSource, KeyringUpdate};
 use crate::envelope::{

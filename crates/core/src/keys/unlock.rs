@@ -169,8 +169,8 @@ async fn check_against_local_copy(
     keys_needed: bool,
 ) -> Result<Option<EnvelopeCipher>> {
     let trust = replica.key_trust()?;
-    if let Some(trust) = &trust {
-        trust.admits(cipher)?;
+    if trust.is_some() {
+        check_key_file_trust(trust.as_ref(), None, cipher)?;
         if !keys_needed {
             // Checked without the copy, and no queued change needs a key
             // from it: no second key file to open.
@@ -191,18 +191,52 @@ async fn check_against_local_copy(
     };
     match opened {
         Ok(trusted) => {
-            if trust.is_none() {
-                trusted.check_successor(cipher)?;
-            }
+            check_key_file_trust(trust.as_ref(), Some(&trusted), cipher)?;
             Ok(Some(trusted))
         }
         Err(Error::WrongKey { .. }) => {
-            if trust.is_none() {
+            if check_key_file_trust(trust.as_ref(), None, cipher)? == TrustedBy::Nothing {
                 tracing::warn!("the replica's key file copy does not open with this secret and the replica keeps no record of what it trusted (written by an older release); the server's key file is taken as it is");
             }
             Ok(None)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// What a server's key file was checked against by
+/// [`check_key_file_trust`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrustedBy {
+    /// The replica's record of what this device trusts ([`KeyTrust`]).
+    Record,
+    /// The replica's copy of the key file, opened (a replica of an older
+    /// release keeps no trust record).
+    Copy,
+    /// Nothing: no trust record, and no copy that opens with this secret.
+    Nothing,
+}
+
+/// The one trust rule for a key file read from the server
+/// (`docs/design.md` §3.3), used by opening a vault ([`unlock_vault`]) and
+/// by `chatvault::verify`; a re-read adopts through the same successor rule
+/// against the running keyring. The replica's trust record must admit
+/// `server`; a replica without one compares the copy's keyring (`copy`,
+/// when it opened) by [`EnvelopeCipher::check_successor`]; with neither
+/// nothing is compared.
+///
+/// Errors: those of [`KeyTrust::admits`]: [`Error::InvalidInput`] for
+/// another vault's key file, [`Error::Tampered`] for a rollback or a
+/// substitution.
+pub fn check_key_file_trust(
+    trust: Option<&KeyTrust>,
+    copy: Option<&EnvelopeCipher>,
+    server: &EnvelopeCipher,
+) -> Result<TrustedBy> {
+    match (trust, copy) {
+        (Some(trust), _) => trust.admits(server).map(|()| TrustedBy::Record),
+        (None, Some(copy)) => copy.check_successor(server).map(|()| TrustedBy::Copy),
+        (None, None) => Ok(TrustedBy::Nothing),
     }
 }
 
