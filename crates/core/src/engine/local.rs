@@ -304,18 +304,34 @@ impl LocalStore {
                 full: Some(remote),
             }));
         }
-        let next = next_version(chat, header, version)?;
+        self.queue_merge(write, header, version, Arc::new(merged))
+            .map(Some)
+    }
+
+    /// Seals `merged` (a merge of this device's state with the server's) as
+    /// the next version above `base`, the newest server version it builds
+    /// on, and queues it on top of `base`.
+    ///
+    /// Errors: [`Error::TooLarge`] when the merge outgrew what the backend
+    /// accepts: it must not enter the outbox, where it would fail every
+    /// push; nothing is written and the caller reports it for this chat
+    /// alone.
+    fn queue_merge(
+        &self,
+        write: &mut ReplicaWrite,
+        header: Option<RecordHeader>,
+        base: u64,
+        merged: Arc<Chat>,
+    ) -> Result<Publish> {
+        let next = next_version(merged.id, header, base)?;
         let record = self.sealer.seal(&merged, next)?;
-        // Merged with the server's state the chat may outgrow what the
-        // backend accepts: it must not enter the outbox, where it would fail
-        // every push. The caller reports it for this chat alone.
         self.check_size(&record)?;
-        write.put_local(&record, Some(version))?;
-        Ok(Some(Publish {
+        write.put_local(&record, Some(base))?;
+        Ok(Publish {
             summary: merged.summary(),
             version: next,
-            full: Some(Arc::new(merged)),
-        }))
+            full: Some(merged),
+        })
     }
 
     /// Folds one opened record from the change feed into `write`. Returns
@@ -439,14 +455,7 @@ impl LocalStore {
             // summary: the merge is that tombstone, whatever the body held.
             if let (Some(tombstone), false) = (remote.filter(|_| sealed.deleted), held.deleted) {
                 let base = version.max(held.version);
-                let next = next_version(chat, header, base)?;
-                let record = self.sealer.seal(&tombstone, next)?;
-                write.put_local(&record, Some(base))?;
-                return Ok(Some(Publish {
-                    summary: tombstone.summary(),
-                    version: next,
-                    full: Some(tombstone),
-                }));
+                return self.queue_merge(write, header, base, tombstone).map(Some);
             }
             return Ok(None);
         };
@@ -470,15 +479,8 @@ impl LocalStore {
             None => held.version,
         };
         let base = version.max(on_server);
-        let next = next_version(chat, header, base)?;
-        let record = self.sealer.seal(&merged, next)?;
-        self.check_size(&record)?;
-        write.put_local(&record, Some(base))?;
-        Ok(Some(Publish {
-            summary: merged.summary(),
-            version: next,
-            full: Some(Arc::new(merged)),
-        }))
+        self.queue_merge(write, header, base, Arc::new(merged))
+            .map(Some)
     }
 
     /// Stores a record fetched on demand: its body if it matches the local
