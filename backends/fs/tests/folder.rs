@@ -43,11 +43,13 @@ async fn all_changes(storage: &FsStorage) -> Vec<(ChatId, u64)> {
     }
 }
 
-#[tokio::test]
-async fn commits_are_shared_between_handles_and_survive_reopening() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = (shared(dir.path()), shared(dir.path()));
-    let chat = ChatId::new();
+/// `a` creates `chat`, `b` commits version 2 on top, and `a`'s stale put
+/// of version 2 then fails with a conflict naming version 2.
+async fn a_commit_of_b_makes_a_stale_put_of_a_conflict(
+    a: &impl Storage,
+    b: &impl Storage,
+    chat: ChatId,
+) {
     a.put(record(chat, 1), PutPrecondition::Absent)
         .await
         .unwrap();
@@ -68,6 +70,14 @@ async fn commits_are_shared_between_handles_and_survive_reopening() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn commits_are_shared_between_handles_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (shared(dir.path()), shared(dir.path()));
+    let chat = ChatId::new();
+    a_commit_of_b_makes_a_stale_put_of_a_conflict(&a, &b, chat).await;
     drop((a, b));
     let reopened = chatvault_fs::open_url(&format!("file://{}", dir.path().display())).unwrap();
     assert_eq!(
@@ -92,26 +102,7 @@ async fn per_device_handles_see_each_other_and_get_returns_each_devices_record()
     let caps = a.capabilities();
     assert!(caps.concurrent_writers && !caps.atomic_preconditions);
     let chat = ChatId::new();
-    a.put(record(chat, 1), PutPrecondition::Absent)
-        .await
-        .unwrap();
-    b.put(record(chat, 2), PutPrecondition::Version(1))
-        .await
-        .unwrap();
-    let err = a
-        .put(record(chat, 2), PutPrecondition::Version(1))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Conflict {
-                current: Some(2),
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    a_commit_of_b_makes_a_stale_put_of_a_conflict(&a, &b, chat).await;
     let dirs: Vec<String> = std::fs::read_dir(dir.path().join("dev"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
