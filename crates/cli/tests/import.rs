@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 const PASSPHRASE: &str = "correct horse battery staple";
 const CHATGPT: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/chatgpt-conversations.json"
+    "/../chatvault/tests/fixtures/chatgpt-conversations.json"
 );
 const CLAUDE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/claude-conversations.json"
+    "/../chatvault/tests/fixtures/claude-conversations.json"
 );
 
 /// A temporary folder with servers and one config + data directory per

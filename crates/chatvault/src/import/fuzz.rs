@@ -13,8 +13,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::OnceLock;
 
-const CHATGPT: &[u8] = include_bytes!("../../../cli/tests/fixtures/chatgpt-conversations.json");
-const CLAUDE: &[u8] = include_bytes!("../../../cli/tests/fixtures/claude-conversations.json");
+const CHATGPT: &[u8] = include_bytes!("../../tests/fixtures/chatgpt-conversations.json");
+const CLAUDE: &[u8] = include_bytes!("../../tests/fixtures/claude-conversations.json");
 
 fn file() -> &'static Path {
     Path::new("fuzz.json")

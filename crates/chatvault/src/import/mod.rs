@@ -238,8 +238,8 @@ mod memory {
     #[test]
     fn an_export_is_read_without_expanding_it_tenfold_in_memory() {
         for fixture in [
-            &include_bytes!("../../../cli/tests/fixtures/chatgpt-conversations.json")[..],
-            &include_bytes!("../../../cli/tests/fixtures/claude-conversations.json")[..],
+            &include_bytes!("../../tests/fixtures/chatgpt-conversations.json")[..],
+            &include_bytes!("../../tests/fixtures/claude-conversations.json")[..],
         ] {
             let json = padded(fixture, 8_000_000);
             let size = json.len() as u64;
