@@ -7,11 +7,13 @@
 //! being misread.
 //!
 //! Chat bodies: format 1 is the original JSON; format 2 adds the optional
-//! per-message original time (`messages.*.written`). A chat is written as
-//! format 1 unless a message carries an original time, so chats that have
-//! none stay readable by releases that predate format 2, and releases that
-//! predate it refuse (rather than silently drop, then re-save without) an
-//! original time. The history lives in `docs/design.md` §4.
+//! per-message original time (`messages.*.written`); format 3 adds
+//! branches (`messages.*.parent`, `messages.*.alternative_of` and the
+//! chat's `selected` register). A chat is written in the oldest format
+//! that holds everything it carries, so chats without branches or original
+//! times stay readable by older releases, and releases that predate a
+//! format refuse (rather than silently drop, then re-save without) what it
+//! adds. The history lives in `docs/design.md` §4.
 
 use crate::chat::{Chat, ChatSummary};
 use crate::{Error, Result};
@@ -19,8 +21,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Newest format version of encoded chats (record bodies).
-pub const CHAT_FORMAT: u8 = 2;
-/// The chat format written when no message carries an original time.
+pub const CHAT_FORMAT: u8 = 3;
+/// The chat format written for a chat with original times but no branches.
+pub const CHAT_FORMAT_WITHOUT_BRANCHES: u8 = 2;
+/// The chat format written when no message carries an original time and
+/// the chat has no branches.
 pub const CHAT_FORMAT_WITHOUT_ORIGINAL_TIMES: u8 = 1;
 /// Format version of encoded summaries.
 pub const SUMMARY_FORMAT: u8 = 1;
@@ -51,8 +56,10 @@ fn decode<T: DeserializeOwned>(what: &str, supported: u8, bytes: &[u8]) -> Resul
 
 /// Encodes a chat (the record body).
 pub fn encode_chat(chat: &Chat) -> Result<Vec<u8>> {
-    let format = if chat.messages.values().any(|m| m.written.is_some()) {
+    let format = if chat.is_branched() {
         CHAT_FORMAT
+    } else if chat.messages.values().any(|m| m.written.is_some()) {
+        CHAT_FORMAT_WITHOUT_BRANCHES
     } else {
         CHAT_FORMAT_WITHOUT_ORIGINAL_TIMES
     };
@@ -129,7 +136,7 @@ mod tests {
     fn newer_format_is_refused_with_a_typed_error() {
         let err = decode_chat(&[CHAT_FORMAT + 1, b'{', b'}']).unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedFormat { found: 3, .. }),
+            matches!(err, Error::UnsupportedFormat { found: 4, .. }),
             "{err}"
         );
     }
@@ -163,6 +170,32 @@ mod tests {
         assert_eq!(message.written, None);
         assert_eq!(message.written_millis(), 2);
         assert_eq!(encode_chat(&chat).expect("encode"), bytes);
+    }
+
+    #[test]
+    fn a_branched_chat_is_format_3_and_a_format_2_reader_refuses_it_by_number() {
+        let device = DeviceId(1);
+        let mut chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, device));
+        let answer = chat.add_message(Role::Assistant, "first", Hlc::new(2, 0, device));
+        assert_eq!(encode_chat(&chat).expect("encode")[0], 1);
+        chat.add_alternative(answer, "regenerated", Hlc::new(3, 0, device));
+        let bytes = encode_chat(&chat).expect("encode");
+        assert_eq!(bytes[0], CHAT_FORMAT);
+        assert_eq!(decode_chat(&bytes).expect("decode"), chat);
+        // What a release that reads up to format 2 does with it.
+        let err = decode::<Chat>("chat body", CHAT_FORMAT_WITHOUT_BRANCHES, &bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnsupportedFormat {
+                    found: 3,
+                    supported: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("format version 3"), "{err}");
     }
 
     #[test]

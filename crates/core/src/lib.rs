@@ -67,7 +67,9 @@ mod replica;
 pub mod storage;
 pub mod transport;
 
-pub use chat::{Chat, ChatSummary, Lww, Message, MessageBody, Role};
+pub use chat::{
+    Chat, ChatSummary, Lww, Message, MessageBody, NewMessage, PathEntry, Role, TreeEntry,
+};
 pub use cipher::{Aad, Cipher};
 #[cfg(feature = "engine")]
 pub use engine::{Engine, EngineConfig, Event, SyncReport, SyncStatus};

@@ -3,9 +3,11 @@
 //!
 //! Every state shares one chat id and a small pool of message ids, so random
 //! operations collide often: concurrent edits, deletions racing edits, the
-//! same message added on two devices, the chat deleted while others write.
+//! same message added on two devices, the chat deleted while others write,
+//! and branches: alternatives, replies to any message and selections, so
+//! that trees (and hand-built cycles) form and merge.
 
-use chatvault_core::{Chat, ChatId, Clock, DeviceId, Hlc, Lww, MessageId, Role};
+use chatvault_core::{Chat, ChatId, Clock, DeviceId, Hlc, Lww, MessageId, NewMessage, Role};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +54,23 @@ enum Op {
     DeleteMessage {
         slot: u8,
     },
+    /// Writes message `slot` as an alternative of message `of` (regenerate,
+    /// edit and resend) and selects it.
+    Alternative {
+        slot: u8,
+        of: u8,
+        text: u8,
+    },
+    /// Writes message `slot` following message `parent`.
+    Reply {
+        slot: u8,
+        parent: u8,
+        text: u8,
+    },
+    /// Selects the branch of message `slot`.
+    Select {
+        slot: u8,
+    },
     Rename {
         title: u8,
     },
@@ -77,7 +96,12 @@ fn op(allow_delete_chat: bool) -> impl Strategy<Value = Op> {
         3 => (slot.clone(), any::<u8>(), any::<u8>())
             .prop_map(|(slot, text, written)| Op::Import { slot, text, written }),
         6 => (slot.clone(), any::<u8>()).prop_map(|(slot, text)| Op::Edit { slot, text }),
-        4 => slot.prop_map(|slot| Op::DeleteMessage { slot }),
+        4 => slot.clone().prop_map(|slot| Op::DeleteMessage { slot }),
+        3 => (slot.clone(), slot.clone(), any::<u8>())
+            .prop_map(|(slot, of, text)| Op::Alternative { slot, of, text }),
+        3 => (slot.clone(), slot.clone(), any::<u8>())
+            .prop_map(|(slot, parent, text)| Op::Reply { slot, parent, text }),
+        2 => slot.prop_map(|slot| Op::Select { slot }),
         3 => any::<u8>().prop_map(|title| Op::Rename { title }),
         3 => any::<bool>().prop_map(Op::Star),
         u32::from(allow_delete_chat) => Just(Op::DeleteChat),
@@ -190,6 +214,32 @@ fn apply(chat: &mut Chat, op: &Op, at: Hlc) {
         }
         Op::DeleteMessage { slot } => {
             chat.delete_message(message_id(*slot), at);
+        }
+        Op::Alternative { slot, of, text } => {
+            let of = message_id(*of);
+            let parent = chat.messages.get(&of).and_then(|m| m.parent);
+            chat.insert(NewMessage {
+                id: message_id(*slot),
+                role: Role::Assistant,
+                content: format!("alternative {text}"),
+                created: at,
+                written: None,
+                parent,
+                alternative_of: Some(of),
+            });
+            chat.select(message_id(*slot), at);
+        }
+        Op::Reply { slot, parent, text } => chat.insert(NewMessage {
+            id: message_id(*slot),
+            role: Role::User,
+            content: format!("reply {text}"),
+            created: at,
+            written: None,
+            parent: Some(message_id(*parent)),
+            alternative_of: None,
+        }),
+        Op::Select { slot } => {
+            chat.select(message_id(*slot), at);
         }
         Op::Rename { title } => chat.rename(format!("title {title}"), at),
         Op::Star(starred) => chat.star(*starred, at),
@@ -387,11 +437,59 @@ proptest! {
             let expected: Vec<&str> = replicas[0].messages().iter().map(|m| m.content()).collect();
             prop_assert_eq!(contents, expected);
         }
-        // Strictly increasing: every pair of messages is ordered, no ties.
-        prop_assert!(reference.windows(2).all(|w| w[0] < w[1]), "{:?}", reference);
-        // Every live message is shown exactly once.
-        let live = replicas[0].messages.values().filter(|m| !m.is_deleted()).count();
-        prop_assert_eq!(reference.len(), live);
+        let merged = &replicas[0];
+        // Every live message of every branch is in the tree exactly once,
+        // the current path is part of it, and nothing shows twice.
+        let mut live: Vec<MessageId> = merged.messages.values().filter(|m| !m.is_deleted()).map(|m| m.id).collect();
+        live.sort();
+        let mut in_tree: Vec<MessageId> = merged.tree().iter().map(|e| e.message.id).collect();
+        in_tree.sort();
+        prop_assert_eq!(&in_tree, &live);
+        let mut on_path: Vec<MessageId> = reference.iter().map(|(_, id)| *id).collect();
+        on_path.sort();
+        let shown = on_path.len();
+        on_path.dedup();
+        prop_assert_eq!(on_path.len(), shown);
+        prop_assert!(on_path.iter().all(|id| live.contains(id)));
+        let flagged: Vec<MessageId> = merged.tree().iter().filter(|e| e.on_path).map(|e| e.message.id).collect();
+        prop_assert_eq!(flagged.len(), shown);
+        for entry in merged.path() {
+            prop_assert!(entry.position >= 1 && entry.position <= entry.alternatives);
+            prop_assert_eq!(merged.alternatives(entry.message.id).len(), entry.alternatives);
+        }
+        if !merged.is_branched() {
+            // A flat chat: strictly increasing, every pair ordered, no
+            // ties, and every live message shown.
+            prop_assert!(reference.windows(2).all(|w| w[0] < w[1]), "{:?}", reference);
+            prop_assert_eq!(reference.len(), live.len());
+        }
+    }
+
+    #[test]
+    fn devices_appending_to_one_branch_offline_keep_every_message_on_the_path(
+        base_steps in steps(20),
+        texts_a in proptest::collection::vec("[a-z]{1,8}", 0..10),
+        texts_b in proptest::collection::vec("[a-z]{1,8}", 0..10),
+    ) {
+        let mut world = World::new();
+        world.run(&base_steps);
+        let base = world.states[0].clone();
+        prop_assume!(!base.is_deleted());
+        let (mut a, mut b) = (base.clone(), base.clone());
+        let before: Vec<MessageId> = base.messages().iter().map(|m| m.id).collect();
+        let mut written = Vec::new();
+        for text in &texts_a {
+            written.push(a.add_message(Role::User, format!("a:{text}"), world.clocks[0].tick()));
+        }
+        for text in &texts_b {
+            written.push(b.add_message(Role::User, format!("b:{text}"), world.clocks[1].tick()));
+        }
+        let merged = Chat::merged(&a, &b);
+        prop_assert_eq!(&merged, &Chat::merged(&b, &a));
+        let shown: Vec<MessageId> = merged.messages().iter().map(|m| m.id).collect();
+        for id in written.iter().chain(&before) {
+            prop_assert!(shown.contains(id), "{id:?} left the current path");
+        }
     }
 
     #[test]
@@ -420,7 +518,17 @@ proptest! {
         prop_assert_eq!(gc.title(), converged.title());
         prop_assert_eq!(gc.is_starred(), converged.is_starred());
         prop_assert_eq!(gc.is_deleted(), converged.is_deleted());
-        prop_assert!(gc.messages.values().all(|m| m.deleted.is_none_or(|d| d >= horizon)));
+        // Old tombstones go, unless another message follows or replaces
+        // them (they place it).
+        let placing = |id: &MessageId| {
+            gc.messages
+                .values()
+                .any(|m| m.parent == Some(*id) || m.alternative_of == Some(*id))
+        };
+        prop_assert!(gc
+            .messages
+            .values()
+            .all(|m| m.deleted.is_none_or(|d| d >= horizon) || placing(&m.id)));
         // A late duplicate of the pre-collection state is harmless once the
         // replica collects again.
         let mut redelivered = Chat::merged(gc, &converged);

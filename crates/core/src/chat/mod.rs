@@ -22,15 +22,31 @@
 //!   device that had not yet seen the deletion, even one stamped later, does
 //!   not bring the message or chat back (remove-wins). Deleted content is
 //!   dropped from the state at once; only ids and stamps remain.
+//! - **Branches.** A message may name the message it follows (`parent`) and
+//!   the message it was written to replace (`alternative_of`: regenerate,
+//!   edit and resend). Both are fixed at creation. Alternatives share a
+//!   place; the chat's **selection** register (last-writer-wins like the
+//!   title) names the message whose branch is shown. The current path,
+//!   [`Chat::messages`], is a function of the state alone (the rules are in
+//!   the `tree` module and `docs/design.md` §4.2): concurrent appends to the
+//!   same message are all shown, only an explicit alternative hides a
+//!   branch, and every branch stays reachable through [`Chat::tree`] and
+//!   [`Chat::alternatives`]. A chat without branches is the flat list of
+//!   earlier releases, stored in the same format.
 //! - **Garbage collection**: [`Chat::collect_garbage`] drops message
-//!   tombstones older than a horizon. A replica offline for longer than the
+//!   tombstones older than a horizon (a tombstone another message follows or
+//!   replaces is kept: it places that message). A replica offline for longer than the
 //!   horizon could resurrect such a message, so pick a horizon longer than
 //!   any device stays offline (the engine's default is 90 days).
+
+mod tree;
 
 use crate::hlc::Hlc;
 use crate::ids::{ChatId, MessageId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use tree::Tree;
+pub use tree::{PathEntry, TreeEntry};
 
 /// Who wrote a message.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -94,6 +110,36 @@ pub struct Message {
     /// creation stamp is that time). Encoded since chat format 2.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<u64>,
+    /// The message this one follows (was written after). `None`: it follows
+    /// the previous message without a parent in (creation stamp, id) order,
+    /// as every message did before chat format 3. Fixed at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<MessageId>,
+    /// The message this one was written to replace (a regenerated answer,
+    /// an edited and resent question): it is an alternative in that
+    /// message's place. Fixed at creation. Encoded since chat format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_of: Option<MessageId>,
+}
+
+/// A message to put into a chat verbatim with [`Chat::insert`]: how an
+/// importer keeps a source's ids, times and tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The message's id.
+    pub id: MessageId,
+    /// Who wrote it.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+    /// Its creation stamp.
+    pub created: Hlc,
+    /// Its original time elsewhere, in Unix milliseconds, if imported.
+    pub written: Option<u64>,
+    /// The message it follows ([`Message::parent`]).
+    pub parent: Option<MessageId>,
+    /// The message it replaces ([`Message::alternative_of`]).
+    pub alternative_of: Option<MessageId>,
 }
 
 /// A message's role and content: edited together as one register.
@@ -127,8 +173,19 @@ impl Message {
         self.written.unwrap_or(self.created.millis)
     }
 
+    /// True if the message has a place in a tree (chat format 3).
+    pub fn is_placed(&self) -> bool {
+        self.parent.is_some() || self.alternative_of.is_some()
+    }
+
     fn merge(&mut self, other: &Message) {
-        self.created = self.created.min(other.created);
+        // Creation and place are fixed: the earliest creation keeps its
+        // place (the same for every copy written through the API).
+        let ours = (self.created, self.parent, self.alternative_of);
+        let theirs = (other.created, other.parent, other.alternative_of);
+        if theirs < ours {
+            (self.created, self.parent, self.alternative_of) = theirs;
+        }
         self.body.merge(&other.body);
         self.deleted = self.deleted.max(other.deleted);
         // Earliest known original time; a state without one knows nothing.
@@ -164,6 +221,19 @@ pub struct Chat {
     /// Set once the chat is deleted (a tombstone; content is dropped).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<Hlc>,
+    /// The selection register: the message whose branch the current path
+    /// shows, last-writer-wins. Unset (`None` at [`Hlc::ZERO`]) in a chat
+    /// nobody branched. Encoded since chat format 3.
+    #[serde(default = "no_selection", skip_serializing_if = "is_no_selection")]
+    pub selected: Lww<Option<MessageId>>,
+}
+
+fn no_selection() -> Lww<Option<MessageId>> {
+    Lww::new(None, Hlc::ZERO)
+}
+
+fn is_no_selection(selected: &Lww<Option<MessageId>>) -> bool {
+    *selected == no_selection()
 }
 
 impl Chat {
@@ -176,6 +246,7 @@ impl Chat {
             starred: Lww::new(false, at),
             messages: BTreeMap::new(),
             deleted: None,
+            selected: no_selection(),
         }
     }
 
@@ -188,6 +259,7 @@ impl Chat {
             starred: Lww::new(false, Hlc::ZERO),
             messages: BTreeMap::new(),
             deleted: Some(deleted),
+            selected: no_selection(),
         }
     }
 
@@ -206,21 +278,78 @@ impl Chat {
         self.starred.value
     }
 
-    /// Live messages in display order: (creation stamp, id).
+    /// True if any message has a place in a tree or a branch was selected:
+    /// the chat needs chat format 3. A chat nobody branched is a flat list.
+    pub fn is_branched(&self) -> bool {
+        !is_no_selection(&self.selected) || self.messages.values().any(Message::is_placed)
+    }
+
+    /// The current path: the live messages shown, in display order. For a
+    /// chat without branches, every live message in (creation stamp, id)
+    /// order.
     pub fn messages(&self) -> Vec<&Message> {
+        if !self.is_branched() {
+            return self.all_messages();
+        }
+        Tree::new(self)
+            .path()
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+
+    /// The current path with each message's place among its alternatives
+    /// ("2 of 3"), as an app shows it.
+    pub fn path(&self) -> Vec<PathEntry<'_>> {
+        if !self.is_branched() {
+            return self
+                .all_messages()
+                .into_iter()
+                .map(|message| PathEntry {
+                    message,
+                    position: 1,
+                    alternatives: 1,
+                })
+                .collect();
+        }
+        Tree::new(self).path()
+    }
+
+    /// Every live message of every branch in display order, nested by
+    /// branch: a tree view.
+    pub fn tree(&self) -> Vec<TreeEntry<'_>> {
+        Tree::new(self).entries()
+    }
+
+    /// Every live message of every branch, in (creation stamp, id) order.
+    pub fn all_messages(&self) -> Vec<&Message> {
         let mut live: Vec<&Message> = self.messages.values().filter(|m| !m.is_deleted()).collect();
         live.sort_by_key(|m| (m.created, m.id));
         live
     }
 
-    /// Number of live messages.
+    /// The live alternatives in `message`'s place, oldest first: the
+    /// message itself and every regenerated or edited version of it. Empty
+    /// if there is no such message.
+    pub fn alternatives(&self, message: MessageId) -> Vec<&Message> {
+        Tree::new(self).alternatives(message)
+    }
+
+    /// Number of live messages on the current path.
     pub fn message_count(&self) -> usize {
-        self.messages.values().filter(|m| !m.is_deleted()).count()
+        if !self.is_branched() {
+            return self.messages.values().filter(|m| !m.is_deleted()).count();
+        }
+        Tree::new(self).path().len()
     }
 
     /// The latest stamp anywhere in the chat: its last activity.
     pub fn last_activity(&self) -> Hlc {
-        let mut latest = self.created.max(self.title.at).max(self.starred.at);
+        let mut latest = self
+            .created
+            .max(self.title.at)
+            .max(self.starred.at)
+            .max(self.selected.at);
         if let Some(d) = self.deleted {
             latest = latest.max(d);
         }
@@ -247,15 +376,103 @@ impl Chat {
         }
     }
 
-    /// Adds a message created at `at` and returns its id. Does nothing to a
-    /// deleted chat (the id is still returned, the message is not kept).
+    /// Appends a message created at `at` after the last message of the
+    /// current path and returns its id. Does nothing to a deleted chat (the
+    /// id is still returned, the message is not kept).
     pub fn add_message(&mut self, role: Role, content: impl Into<String>, at: Hlc) -> MessageId {
         let id = MessageId::new();
         self.insert_message(id, role, content, at);
         id
     }
 
-    /// Adds (or, if the id exists, edits) message `id` at `at`.
+    /// Writes a new alternative of `of` created at `at` (regenerate an
+    /// answer, edit and resend a question): a message with `of`'s role in
+    /// `of`'s place, selected so that the current path shows it (and no
+    /// longer what followed `of`; that branch stays reachable). Returns its
+    /// id, or `None` if `of` is not a live message of a live chat.
+    pub fn add_alternative(
+        &mut self,
+        of: MessageId,
+        content: impl Into<String>,
+        at: Hlc,
+    ) -> Option<MessageId> {
+        if self.is_deleted() {
+            return None;
+        }
+        let role = match self.messages.get(&of) {
+            Some(m) if !m.is_deleted() => m.role().clone(),
+            _ => return None,
+        };
+        let (original, parent) = Tree::new(self).place_of(of)?;
+        let id = MessageId::new();
+        self.insert(NewMessage {
+            id,
+            role,
+            content: content.into(),
+            created: at,
+            written: None,
+            parent,
+            alternative_of: Some(original),
+        });
+        self.selected.set(Some(id), at);
+        Some(id)
+    }
+
+    /// Selects the branch that contains `message` at `at`: the current path
+    /// goes through it (below it, each place shows its most recently
+    /// written alternative). Returns false if there is no such live message.
+    pub fn select(&mut self, message: MessageId, at: Hlc) -> bool {
+        match self.messages.get(&message) {
+            Some(m) if !m.is_deleted() && !self.is_deleted() => {
+                self.selected.set(Some(message), at);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Puts `message` into the chat verbatim, with the place it names (or,
+    /// if the id exists, merges it into that message). Does nothing to a
+    /// deleted chat.
+    pub fn insert(&mut self, message: NewMessage) {
+        if self.is_deleted() {
+            return;
+        }
+        let incoming = Message {
+            id: message.id,
+            created: message.created,
+            body: Lww::new(
+                MessageBody {
+                    role: message.role,
+                    content: message.content,
+                },
+                message.created,
+            ),
+            deleted: None,
+            written: message.written,
+            parent: message.parent,
+            alternative_of: message.alternative_of,
+        };
+        match self.messages.get_mut(&message.id) {
+            Some(existing) => existing.merge(&incoming),
+            None => {
+                self.messages.insert(message.id, incoming);
+            }
+        }
+    }
+
+    /// The id of the last message of the current path, which a new message
+    /// follows in a branched chat (`None` in a chat without branches: there
+    /// a new message joins the flat chain).
+    fn append_parent(&self) -> Option<MessageId> {
+        if !self.is_branched() {
+            return None;
+        }
+        Tree::new(self).path().last().map(|e| e.message.id)
+    }
+
+    /// Adds (or, if the id exists, edits) message `id` at `at`; a new
+    /// message is appended after the last message of the current path.
     pub fn insert_message(
         &mut self,
         id: MessageId,
@@ -268,7 +485,8 @@ impl Chat {
 
     /// Adds (or, if the id exists, merges into) message `id`, stamped `at`
     /// and originally written at `written` (Unix milliseconds) elsewhere:
-    /// how an importer keeps a message's original time.
+    /// how an importer keeps a message's original time. A new message is
+    /// appended after the last message of the current path.
     pub fn insert_written_message(
         &mut self,
         id: MessageId,
@@ -277,28 +495,21 @@ impl Chat {
         at: Hlc,
         written: Option<u64>,
     ) {
-        if self.is_deleted() {
-            return;
-        }
-        let incoming = Message {
-            id,
-            created: at,
-            body: Lww::new(
-                MessageBody {
-                    role,
-                    content: content.into(),
-                },
-                at,
-            ),
-            deleted: None,
-            written,
+        let parent = if self.messages.contains_key(&id) {
+            self.messages.get(&id).and_then(|m| m.parent)
+        } else {
+            self.append_parent()
         };
-        match self.messages.get_mut(&id) {
-            Some(existing) => existing.merge(&incoming),
-            None => {
-                self.messages.insert(id, incoming);
-            }
-        }
+        let alternative_of = self.messages.get(&id).and_then(|m| m.alternative_of);
+        self.insert(NewMessage {
+            id,
+            role,
+            content: content.into(),
+            created: at,
+            written,
+            parent,
+            alternative_of,
+        });
     }
 
     /// Replaces the content of message `id` at `at`. Returns false if there
@@ -351,6 +562,7 @@ impl Chat {
         }
         self.title.merge(&other.title);
         self.starred.merge(&other.starred);
+        self.selected.merge(&other.selected);
         for (id, theirs) in &other.messages {
             match self.messages.get_mut(id) {
                 Some(ours) => ours.merge(theirs),
@@ -368,10 +580,29 @@ impl Chat {
         out
     }
 
-    /// Drops message tombstones deleted before `horizon`.
+    /// Drops message tombstones deleted before `horizon`, except those a
+    /// kept message follows or replaces, directly or through other such
+    /// tombstones (they keep that message in its place).
     pub fn collect_garbage(&mut self, horizon: Hlc) {
-        self.messages
-            .retain(|_, m| m.deleted.is_none_or(|deleted| deleted >= horizon));
+        let expired = |m: &Message| m.deleted.is_some_and(|deleted| deleted < horizon);
+        let mut kept: BTreeSet<MessageId> = self
+            .messages
+            .values()
+            .filter(|m| !expired(m))
+            .map(|m| m.id)
+            .collect();
+        let mut naming: Vec<MessageId> = kept.iter().copied().collect();
+        while let Some(id) = naming.pop() {
+            let Some(message) = self.messages.get(&id) else {
+                continue;
+            };
+            for named in message.parent.into_iter().chain(message.alternative_of) {
+                if self.messages.contains_key(&named) && kept.insert(named) {
+                    naming.push(named);
+                }
+            }
+        }
+        self.messages.retain(|id, _| kept.contains(id));
     }
 
     /// The sidebar summary of this chat.
@@ -391,6 +622,7 @@ impl Chat {
         if self.deleted.is_some() {
             self.title = Lww::new(String::new(), Hlc::ZERO);
             self.starred = Lww::new(false, Hlc::ZERO);
+            self.selected = no_selection();
             self.messages.clear();
         }
     }
@@ -407,7 +639,7 @@ pub struct ChatSummary {
     pub created: Hlc,
     /// The latest stamp anywhere in the chat.
     pub last_activity: Hlc,
-    /// Number of live messages.
+    /// Number of live messages on the current path.
     pub message_count: u32,
     /// Whether the chat is starred.
     pub starred: bool,
