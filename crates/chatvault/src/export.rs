@@ -30,9 +30,21 @@
 //! Times are UTC, RFC 3339 with milliseconds. `role` is one of user,
 //! assistant, system, tool. Only live chats and messages are written, in
 //! display order. `updated` is the latest change of title or star.
+//!
+//! A chat with branches (regenerated answers, edited prompts) carries its
+//! tree: `messages` is still the current path, `branches` holds the live
+//! messages off it (in tree order), every message names the message it
+//! follows (`parent`) and the one it replaces (`alternative_of`) where it
+//! has them, and `selected` names the last message of the current path. A
+//! document with such a chat is [`JSON_FORMAT_BRANCHES`]
+//! (`chatvault-json/2`), and an age export with one
+//! [`EXPORT_FORMAT_BRANCHES`] (`chatvault-export/2`), so that releases
+//! from before branches refuse them by name instead of dropping the tree.
 
 use crate::task::blocking;
-use crate::{Chat, ChatId, ChatSummary, ChatVault, Error, MessageId, Result, Role, SkippedRecord};
+use crate::{
+    Chat, ChatId, ChatSummary, ChatVault, Error, Message, MessageId, Result, Role, SkippedRecord,
+};
 use chatvault_core::engine::AllChats;
 use chatvault_core::envelope::{export_age, ExportTarget};
 use serde::{Deserialize, Serialize};
@@ -41,9 +53,17 @@ use std::sync::Arc;
 /// The format name of chatvault's plain JSON.
 pub const JSON_FORMAT: &str = "chatvault-json/1";
 
+/// The format name of chatvault's plain JSON when a chat in it has
+/// branches.
+pub const JSON_FORMAT_BRANCHES: &str = "chatvault-json/2";
+
 /// The format name of [`ChatVault::export_age`]'s plaintext: whole chat
 /// states.
 pub const EXPORT_FORMAT: &str = "chatvault-export/1";
+
+/// The format name of [`ChatVault::export_age`]'s plaintext when a chat in
+/// it has branches.
+pub const EXPORT_FORMAT_BRANCHES: &str = "chatvault-export/2";
 
 /// An export document, of either format: `chats` are [`JsonChat`]s under
 /// [`JSON_FORMAT`], whole [`Chat`] states under [`EXPORT_FORMAT`].
@@ -89,8 +109,15 @@ pub struct JsonChat {
     pub created: String,
     /// The latest change of its title or star ([`time`]).
     pub updated: String,
-    /// Its live messages, in display order.
+    /// Its current path: the live messages shown, in display order.
     pub messages: Vec<JsonMessage>,
+    /// The live messages off the current path (other branches), in tree
+    /// order: a message after the one it follows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<JsonMessage>,
+    /// The last message of the current path, for a chat with branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<MessageId>,
 }
 
 /// One message of a [`JsonChat`].
@@ -105,6 +132,13 @@ pub struct JsonMessage {
     pub content: String,
     /// When it was written ([`time`]).
     pub created: String,
+    /// The message it follows, in a chat with branches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<MessageId>,
+    /// The message it is an alternative of (a regenerated answer, an
+    /// edited prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_of: Option<MessageId>,
 }
 
 /// A sidebar entry in plain JSON (one element of `chatvault ls --json`).
@@ -127,24 +161,38 @@ pub fn time(millis: u64) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// `chat` in plain JSON: its live messages in display order.
+/// `chat` in plain JSON: its current path in display order, and its other
+/// branches if it has any.
 pub fn chat(chat: &Chat) -> JsonChat {
+    let message = |m: &Message| JsonMessage {
+        id: m.id,
+        role: m.role().clone(),
+        content: m.content().to_string(),
+        created: time(m.written_millis()),
+        parent: m.parent,
+        alternative_of: m.alternative_of,
+    };
+    let path = chat.messages();
+    let (branches, selected) = if chat.is_branched() {
+        let branches = chat
+            .tree()
+            .into_iter()
+            .filter(|e| !e.on_path)
+            .map(|e| message(e.message))
+            .collect();
+        (branches, path.last().map(|m| m.id))
+    } else {
+        (Vec::new(), None)
+    };
     JsonChat {
         id: chat.id,
         title: chat.title().to_string(),
         starred: chat.is_starred(),
         created: time(chat.created.millis),
         updated: time(chat.title.at.max(chat.starred.at).millis),
-        messages: chat
-            .messages()
-            .into_iter()
-            .map(|m| JsonMessage {
-                id: m.id,
-                role: m.role().clone(),
-                content: m.content().to_string(),
-                created: time(m.written_millis()),
-            })
-            .collect(),
+        messages: path.into_iter().map(message).collect(),
+        branches,
+        selected,
     }
 }
 
@@ -160,12 +208,20 @@ pub fn summary(summary: &ChatSummary) -> JsonSummary {
     }
 }
 
-/// `chats` as one plain JSON export document.
+/// `chats` as one plain JSON export document ([`JSON_FORMAT`], or
+/// [`JSON_FORMAT_BRANCHES`] if a chat has branches).
 pub fn export<'a>(chats: impl IntoIterator<Item = &'a Chat>) -> Export {
+    let chats: Vec<JsonChat> = chats.into_iter().map(chat).collect();
+    let branched = chats.iter().any(|c| c.selected.is_some());
     Export {
-        format: JSON_FORMAT.into(),
+        format: if branched {
+            JSON_FORMAT_BRANCHES
+        } else {
+            JSON_FORMAT
+        }
+        .into(),
         vault: None,
-        chats: chats.into_iter().map(chat).collect(),
+        chats,
         skipped: None,
     }
 }
@@ -221,7 +277,8 @@ impl ChatVault {
 
     /// Exports every live chat as a standard age file (decrypt it with the
     /// `age` or `rage` tools) whose plaintext is an [`EXPORT_FORMAT`]
-    /// document: `{"format": "chatvault-export/1", "vault": …,
+    /// document (`chatvault-export/2` if a chat has branches):
+    /// `{"format": "chatvault-export/1", "vault": …,
     /// "chats": [...], "skipped": [{"chat", "version", "reason"}]}`. Loads
     /// chat bodies from the server as needed; a chat whose record does not
     /// open is named under `skipped` instead of failing the export.
@@ -234,8 +291,14 @@ impl ChatVault {
         let to = to.clone();
         // Encoding every chat and encrypting the result are CPU-bound.
         blocking(move || {
+            let branched = all.chats.iter().any(|c| c.is_branched());
             let export = Export {
-                format: EXPORT_FORMAT.into(),
+                format: if branched {
+                    EXPORT_FORMAT_BRANCHES
+                } else {
+                    EXPORT_FORMAT
+                }
+                .into(),
                 vault: Some(vault),
                 chats: all.chats.iter().map(Arc::as_ref).collect::<Vec<&Chat>>(),
                 skipped: Some(

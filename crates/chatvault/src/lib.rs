@@ -73,6 +73,7 @@
 //! [`ChatVaultBuilder::storage_url`]) picks one from a URL; any other
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
+mod branches;
 mod builder;
 pub mod export;
 pub mod import;
@@ -85,6 +86,7 @@ mod url;
 mod vault;
 pub mod verify;
 
+pub use branches::Alternatives;
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
 #[cfg(feature = "fs")]
@@ -99,7 +101,7 @@ pub mod supabase {
     pub use crate::supabase_session::{EMAIL_VAR, PASSWORD_VAR};
     pub use chatvault_supabase::{Session, SessionStore, SignOutScope, SupabaseAuth};
 }
-pub use export::EXPORT_FORMAT;
+pub use export::{EXPORT_FORMAT, EXPORT_FORMAT_BRANCHES};
 pub use vault::ChatVault;
 
 pub use chatvault_core::engine::{
@@ -109,8 +111,8 @@ pub use chatvault_core::engine::{
 pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{
-    Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId, Result, Role,
-    Storage, VaultId,
+    Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId, PathEntry, Result,
+    Role, Storage, TreeEntry, VaultId,
 };
 
 /// The core crate, for backends and advanced use (the engine, the replica,

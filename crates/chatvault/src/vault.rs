@@ -346,7 +346,8 @@ impl ChatVault {
     }
 }
 
-fn message_not_found(chat: ChatId, message: MessageId) -> Error {
+/// The error for a message `chat` does not hold (alive).
+pub(crate) fn message_not_found(chat: ChatId, message: MessageId) -> Error {
     Error::NotFound {
         what: format!("message {message} in chat {chat}"),
     }

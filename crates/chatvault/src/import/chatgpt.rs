@@ -1,11 +1,12 @@
 //! ChatGPT data export (`conversations.json`, alone or in the downloaded
 //! zip): a list of conversations, each a tree of nodes in `mapping`
-//! (`parent`/`children`). The branch shown in ChatGPT is the path from the
-//! root to `current_node`; other branches (regenerated answers, edited
-//! prompts) are left out. Hidden scaffolding
+//! (`parent`/`children`). Every branch is kept: the children of a message
+//! are alternatives of one another (regenerated answers, edited prompts),
+//! the oldest the original, and the branch of `current_node` is the one
+//! shown. Hidden scaffolding
 //! (`metadata.is_visually_hidden_from_conversation`) and empty system
-//! messages are skipped, and counted with the messages on other branches
-//! ([`Skipped`]). Text parts are kept; code the assistant sent to a tool
+//! messages are skipped and counted ([`Skipped`]); what hung under them
+//! moves up to their nearest shown ancestor. Text parts are kept; code the assistant sent to a tool
 //! and the tool's output are kept in marked fenced blocks
 //! (```` ```tool_use RECIPIENT ````, ```` ```tool_result TOOL ````), a
 //! reasoning model's thoughts in ```` ```thinking ```` ([`fenced`]); other
@@ -15,8 +16,8 @@
 //! title is titled from its first message ([`title_or_first_words`]).
 
 use super::parse::{
-    bad, chat_id, fenced, message_id, parse_list, seconds_to_millis, title_or_first_words,
-    Conversation, ImportedMessage, ListAt, Naming, Skipped,
+    bad, chat_id, fenced, message_id, parse_list, place_branches, seconds_to_millis,
+    title_or_first_words, tree_order, Conversation, ImportedMessage, ListAt, Naming, Skipped,
 };
 use crate::{Chat, Result, Role};
 use serde::Deserialize;
@@ -162,44 +163,26 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
         .current_node
         .ok_or_else(|| bad(file, name, "current_node", "missing"))?;
 
-    // From current_node up to the root, then reversed: the shown branch.
-    let mut branch = Vec::new();
-    let mut next = Some(current);
-    while let Some(id) = next {
-        if branch.len() > export.mapping.len() {
-            return Err(bad(file, name, "mapping", "the parent links form a cycle"));
-        }
-        let node = export.mapping.get(&id).ok_or_else(|| {
+    let current = export
+        .mapping
+        .contains_key(&current)
+        .then_some(current)
+        .ok_or_else(|| {
             bad(
                 file,
                 name,
-                &format!("mapping.{id}"),
-                "named as a parent or current_node but missing",
+                "current_node",
+                "names a node that is not in mapping",
             )
         })?;
-        next = node.parent.clone();
-        branch.push((id, node));
-    }
-    branch.reverse();
 
+    // Every node with a message worth showing, in a fixed order.
     let mut skipped = Skipped::default();
-    let shown: std::collections::HashSet<&str> = branch.iter().map(|(id, _)| id.as_str()).collect();
-    for (id, node) in &export.mapping {
-        if let (false, Some(message)) = (shown.contains(id.as_str()), &node.message) {
-            if message.metadata.is_visually_hidden_from_conversation {
-                skipped.hidden += 1;
-            } else if text(message).trim().is_empty() {
-                skipped.empty += 1;
-            } else {
-                skipped.other_branches += 1;
-            }
-        }
-    }
-
-    let mut messages = Vec::new();
-    let mut last_time = created;
-    for (node_id, node) in &branch {
-        let Some(message) = &node.message else {
+    let mut node_ids: Vec<&String> = export.mapping.keys().collect();
+    node_ids.sort();
+    let mut visible: HashMap<&str, (Role, String, Option<u64>)> = HashMap::new();
+    for node_id in node_ids {
+        let Some(message) = export.mapping.get(node_id).and_then(|n| n.message.as_ref()) else {
             continue;
         };
         if message.metadata.is_visually_hidden_from_conversation {
@@ -228,19 +211,84 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
             continue;
         }
         let written = match message.create_time {
-            Some(seconds) => seconds_to_millis(seconds)
-                .ok_or_else(|| bad(file, name, &field("create_time"), "not a time"))?,
-            None => last_time,
+            Some(seconds) => Some(
+                seconds_to_millis(seconds)
+                    .ok_or_else(|| bad(file, name, &field("create_time"), "not a time"))?,
+            ),
+            None => None,
         };
-        last_time = written;
-        let id = message.id.as_deref().unwrap_or(node_id);
-        messages.push(ImportedMessage {
-            id: message_id(SOURCE, &source_id, id),
-            role,
-            content,
-            written,
-        });
+        visible.insert(node_id, (role, content, written));
     }
+
+    // Each shown node hangs under its nearest shown ancestor (hidden
+    // scaffolding between them drops out), and takes that ancestor's time
+    // when it has none of its own.
+    let up = |node_id: &str| -> Result<(Option<&str>, u64)> {
+        let mut steps = 0;
+        let mut time = None;
+        let mut parent_of = export
+            .mapping
+            .get(node_id)
+            .and_then(|n| n.parent.as_deref());
+        while let Some(parent) = parent_of {
+            steps += 1;
+            if steps > export.mapping.len() {
+                return Err(bad(file, name, "mapping", "the parent links form a cycle"));
+            }
+            let node = export.mapping.get(parent).ok_or_else(|| {
+                bad(
+                    file,
+                    name,
+                    &format!("mapping.{parent}"),
+                    "named as a parent but missing",
+                )
+            })?;
+            if let Some((_, _, written)) = visible.get(parent) {
+                return Ok((Some(parent), written.or(time).unwrap_or(created)));
+            }
+            time = time.or_else(|| {
+                node.message
+                    .as_ref()
+                    .and_then(|m| m.create_time)
+                    .and_then(seconds_to_millis)
+            });
+            parent_of = node.parent.as_deref();
+        }
+        Ok((None, time.unwrap_or(created)))
+    };
+    let derived = |node_id: &str| {
+        let message = export.mapping.get(node_id).and_then(|n| n.message.as_ref());
+        let id = message.and_then(|m| m.id.as_deref()).unwrap_or(node_id);
+        message_id(SOURCE, &source_id, id)
+    };
+    let mut messages = Vec::with_capacity(visible.len());
+    for (node_id, (role, content, written)) in &visible {
+        let (parent, inherited) = up(node_id)?;
+        let mut message = ImportedMessage::flat(
+            derived(node_id),
+            role.clone(),
+            content.clone(),
+            written.unwrap_or(inherited),
+        );
+        message.parent = parent.map(derived);
+        messages.push(message);
+    }
+    // A fixed order before sorting into the tree, whatever the map's.
+    messages.sort_by_key(|m| (m.written, m.id));
+    let mut messages = tree_order(messages)
+        .ok_or_else(|| bad(file, name, "mapping", "the parent links form a cycle"))?;
+    let selected = if place_branches(&mut messages) {
+        // The branch ChatGPT shows: current_node, or its nearest shown
+        // ancestor.
+        let shown = if visible.contains_key(current.as_str()) {
+            Some(current.as_str())
+        } else {
+            up(&current)?.0
+        };
+        shown.map(derived)
+    } else {
+        None
+    };
     let title = title_or_first_words(export.title, &messages);
     Ok((
         Conversation {
@@ -250,6 +298,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
             created,
             updated,
             messages,
+            selected,
         },
         skipped,
     ))

@@ -8,11 +8,14 @@
 //! image, a file without extracted text or an unknown block without text
 //! becomes a short placeholder naming what was there. A conversation
 //! without a name is titled from its first message
-//! ([`title_or_first_words`]).
+//! ([`title_or_first_words`]). Where every message names its
+//! `parent_message_uuid`, the tree is kept: siblings are alternatives
+//! (retries, edited prompts), the branch of `current_leaf_message_uuid`
+//! (else of the newest message) is the one shown.
 
 use super::parse::{
-    bad, chat_id, fenced, message_id, parse_list, rfc3339_millis, title_or_first_words,
-    Conversation, ImportedMessage, ListAt, Naming,
+    bad, chat_id, fenced, message_id, parse_list, place_branches, rfc3339_millis,
+    title_or_first_words, tree_order, Conversation, ImportedMessage, ListAt, Naming,
 };
 use crate::{Chat, Result, Role};
 use serde::Deserialize;
@@ -28,11 +31,19 @@ struct Export {
     created_at: String,
     updated_at: Option<String>,
     chat_messages: Vec<Message>,
+    /// The last message of the branch Claude shows, in exports that have
+    /// branches.
+    #[serde(default)]
+    current_leaf_message_uuid: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct Message {
     uuid: String,
+    /// The message this one answers or follows; siblings are retries and
+    /// edits. Absent in older exports (a flat list).
+    #[serde(default)]
+    parent_message_uuid: Option<String>,
     sender: String,
     #[serde(default)]
     text: Option<String>,
@@ -131,12 +142,41 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
         };
         let written = rfc3339_millis(&message.created_at)
             .ok_or_else(|| bad(file, name, &field("created_at"), "not an RFC 3339 time"))?;
-        messages.push(ImportedMessage {
-            id: message_id(SOURCE, &export.uuid, &message.uuid),
+        let mut imported = ImportedMessage::flat(
+            message_id(SOURCE, &export.uuid, &message.uuid),
             role,
-            content: text(message),
+            text(message),
             written,
-        });
+        );
+        imported.parent = message
+            .parent_message_uuid
+            .as_deref()
+            .map(|parent| message_id(SOURCE, &export.uuid, parent));
+        messages.push(imported);
+    }
+    // A tree where every message names its parent (the root's names a
+    // uuid that is not a message); a flat list in older exports.
+    let mut selected = None;
+    if export
+        .chat_messages
+        .iter()
+        .all(|m| m.parent_message_uuid.is_some())
+    {
+        messages = tree_order(messages)
+            .ok_or_else(|| bad(file, name, "chat_messages", "the parent links form a cycle"))?;
+        if place_branches(&mut messages) {
+            let known = |id| messages.iter().any(|m| m.id == id);
+            selected = export
+                .current_leaf_message_uuid
+                .as_deref()
+                .map(|leaf| message_id(SOURCE, &export.uuid, leaf))
+                .filter(|&id| known(id))
+                .or_else(|| messages.iter().max_by_key(|m| m.written).map(|m| m.id));
+        }
+    } else {
+        for message in &mut messages {
+            message.parent = None;
+        }
     }
     Ok(Conversation {
         id: chat_id(SOURCE, &export.uuid),
@@ -145,6 +185,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<Conversation>
         created,
         updated,
         messages,
+        selected,
     })
 }
 

@@ -4,7 +4,7 @@
 //! are merged as they are.
 
 use super::parse::{parse_list, Conversation, ImportedMessage, ListAt, Naming};
-use crate::export::{JsonChat, JSON_FORMAT};
+use crate::export::{JsonChat, EXPORT_FORMAT_BRANCHES, JSON_FORMAT, JSON_FORMAT_BRANCHES};
 use crate::{Chat, Error, Result, EXPORT_FORMAT};
 use serde::Deserialize;
 use std::path::Path;
@@ -26,14 +26,15 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
         .map_err(|e| Error::invalid(format!("{} is not a JSON export: {e}", file.display())))?
         .format
         .unwrap_or_default();
-    if format == EXPORT_FORMAT {
+    if format == EXPORT_FORMAT || format == EXPORT_FORMAT_BRANCHES {
         // The plaintext of an age export: whole chat states, merged as
         // they are.
         return parse_list::<Chat, Names>(file, json, ListAt::Chats);
     }
-    if format != JSON_FORMAT {
+    if format != JSON_FORMAT && format != JSON_FORMAT_BRANCHES {
         return Err(Error::invalid(format!(
-            "{}: format {format:?} is not one this version reads ({JSON_FORMAT} or {EXPORT_FORMAT})",
+            "{}: format {format:?} is not one this version reads ({JSON_FORMAT}, \
+             {JSON_FORMAT_BRANCHES}, {EXPORT_FORMAT} or {EXPORT_FORMAT_BRANCHES})",
             file.display()
         )));
     }
@@ -46,14 +47,20 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
                 super::parse::rfc3339_millis(text)
                     .ok_or_else(|| super::parse::bad(file, &name, field, "not an RFC 3339 time"))
             };
-            let mut messages = Vec::with_capacity(chat.messages.len());
-            for (i, m) in chat.messages.into_iter().enumerate() {
-                messages.push(ImportedMessage {
-                    id: m.id,
-                    role: m.role,
-                    content: m.content,
-                    written: millis(&format!("messages[{i}].created"), &m.created)?,
-                });
+            let mut messages = Vec::with_capacity(chat.messages.len() + chat.branches.len());
+            // The current path, then the other branches: a message after
+            // the one it follows.
+            for (list, items) in [("messages", chat.messages), ("branches", chat.branches)] {
+                for (i, m) in items.into_iter().enumerate() {
+                    messages.push(ImportedMessage {
+                        id: m.id,
+                        role: m.role,
+                        content: m.content,
+                        written: millis(&format!("{list}[{i}].created"), &m.created)?,
+                        parent: m.parent,
+                        alternative_of: m.alternative_of,
+                    });
+                }
             }
             Ok(Conversation {
                 id: chat.id,
@@ -62,6 +69,7 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
                 created: millis("created", &chat.created)?,
                 updated: millis("updated", &chat.updated)?,
                 messages,
+                selected: chat.selected,
             }
             .into_chat())
         })

@@ -4,8 +4,9 @@
 //! that name the conversation and the field.
 
 use crate::{Chat, ChatId, DeviceId, Error, MessageId, Result, Role};
-use chatvault_core::{Hlc, Lww};
+use chatvault_core::{Hlc, Lww, NewMessage};
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::path::Path;
 use uuid::Uuid;
 
@@ -29,8 +30,11 @@ pub(crate) struct Conversation {
     pub created: u64,
     /// Last update of title or star, Unix milliseconds.
     pub updated: u64,
-    /// The messages in order.
+    /// The messages in order: a parent before its children.
     pub messages: Vec<ImportedMessage>,
+    /// The message whose branch the source shows (ChatGPT's
+    /// `current_node`), for a conversation with branches.
+    pub selected: Option<MessageId>,
 }
 
 /// A message as a source describes it.
@@ -43,28 +47,150 @@ pub(crate) struct ImportedMessage {
     pub content: String,
     /// When it was written, Unix milliseconds.
     pub written: u64,
+    /// The message it follows in the source's tree (`None`: a root, or a
+    /// source without a tree).
+    pub parent: Option<MessageId>,
+    /// The message it is an alternative of (see [`place_branches`]).
+    pub alternative_of: Option<MessageId>,
+}
+
+impl ImportedMessage {
+    /// A message of a source without a tree.
+    pub(crate) fn flat(id: MessageId, role: Role, content: String, written: u64) -> Self {
+        Self {
+            id,
+            role,
+            content,
+            written,
+            parent: None,
+            alternative_of: None,
+        }
+    }
+}
+
+/// A source's messages (each naming its parent; `None` or an id not among
+/// them: a root) in tree order: a parent before its children, siblings
+/// oldest first (by original time, then by their order in `messages`).
+/// `None` if the parent links form a cycle.
+pub(crate) fn tree_order(messages: Vec<ImportedMessage>) -> Option<Vec<ImportedMessage>> {
+    let count = messages.len();
+    let index: HashMap<MessageId, usize> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id, i))
+        .collect();
+    let mut roots = Vec::new();
+    let mut children: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, message) in messages.iter().enumerate() {
+        match message.parent.and_then(|p| index.get(&p)) {
+            Some(&parent) if parent != i => children.entry(parent).or_default().push(i),
+            _ => roots.push(i),
+        }
+    }
+    let by_time = |list: &mut Vec<usize>| list.sort_by_key(|&i| (messages[i].written, i));
+    by_time(&mut roots);
+    children.values_mut().for_each(by_time);
+    let mut order = Vec::with_capacity(count);
+    let mut stack: Vec<usize> = roots.into_iter().rev().collect();
+    while let Some(i) = stack.pop() {
+        order.push(i);
+        if let Some(list) = children.get(&i) {
+            stack.extend(list.iter().rev());
+        }
+    }
+    if order.len() != count {
+        return None;
+    }
+    let mut slots: Vec<Option<ImportedMessage>> = messages.into_iter().map(Some).collect();
+    let ordered: Vec<ImportedMessage> = order.into_iter().filter_map(|i| slots[i].take()).collect();
+    // A parent that is not among the messages makes its child a root.
+    let known: std::collections::HashSet<MessageId> = ordered.iter().map(|m| m.id).collect();
+    Some(
+        ordered
+            .into_iter()
+            .map(|mut m| {
+                m.parent = m.parent.filter(|p| known.contains(p) && *p != m.id);
+                m
+            })
+            .collect(),
+    )
+}
+
+/// Turns a source's tree into chatvault's places: the oldest child of each
+/// message (and the oldest root) is the original, every later sibling an
+/// alternative of it (a regenerated answer, an edited prompt), as the
+/// source apps show them. `messages` must list a parent before its
+/// children and siblings oldest first. A tree without a single branch
+/// becomes a flat list (no places: the chat stays readable by releases
+/// before branches). Returns whether there was a branch.
+pub(crate) fn place_branches(messages: &mut [ImportedMessage]) -> bool {
+    let mut first_child: HashMap<Option<MessageId>, MessageId> = HashMap::new();
+    let mut branched = false;
+    for message in messages.iter_mut() {
+        match first_child.get(&message.parent) {
+            Some(&original) => {
+                message.alternative_of = Some(original);
+                branched = true;
+            }
+            None => {
+                first_child.insert(message.parent, message.id);
+            }
+        }
+    }
+    if !branched {
+        for message in messages.iter_mut() {
+            message.parent = None;
+            message.alternative_of = None;
+        }
+    }
+    branched
 }
 
 impl Conversation {
     /// The chat, stamped from the original times: messages in their
-    /// original order even if the source's clock went backwards.
+    /// original order even if the source's clock went backwards. A message
+    /// is stamped after the message it follows (its parent, else the one
+    /// before it in the list), so a message on the shown branch gets the
+    /// same stamp whether the source had branches or not, and a re-import
+    /// of a chat imported before branches existed places its messages.
     pub(crate) fn into_chat(self) -> Chat {
         let stamp = |millis| Hlc::new(millis, 0, IMPORT_DEVICE);
         let mut chat = Chat::new(self.id, self.title.clone(), stamp(self.created));
         let updated = stamp(self.updated.max(self.created));
         chat.title = Lww::new(self.title, updated);
         chat.starred = Lww::new(self.starred, updated);
-        let mut previous = 0;
-        for (position, message) in self.messages.into_iter().enumerate() {
-            previous = message.written.max(previous);
-            let counter = u32::try_from(position + 1).unwrap_or(u32::MAX);
-            chat.insert_written_message(
-                message.id,
-                message.role,
-                message.content,
-                Hlc::new(previous, counter, IMPORT_DEVICE),
-                Some(message.written),
-            );
+        // Per message: its stamp, and the stamp of what it follows.
+        let mut placed: HashMap<MessageId, ((u64, u32), (u64, u32))> = HashMap::new();
+        let mut chain = (0, 0);
+        let mut latest = self.updated.max(self.created);
+        for message in self.messages {
+            let original = message.alternative_of.and_then(|o| placed.get(&o));
+            let parent = message.parent.and_then(|p| placed.get(&p));
+            let after = match (original, parent) {
+                (Some(&(_, after)), _) => after,
+                (None, Some(&(at, _))) => at,
+                (None, None) => chain,
+            };
+            let at = (message.written.max(after.0), after.1.saturating_add(1));
+            placed.insert(message.id, (at, after));
+            if message.parent.is_none() && message.alternative_of.is_none() {
+                chain = at;
+            }
+            latest = latest.max(at.0);
+            chat.insert(NewMessage {
+                id: message.id,
+                role: message.role,
+                content: message.content,
+                created: Hlc::new(at.0, at.1, IMPORT_DEVICE),
+                written: Some(message.written),
+                parent: message.parent,
+                alternative_of: message.alternative_of,
+            });
+        }
+        if let Some(selected) = self.selected {
+            // After every imported message, so that the source's choice
+            // is what the current path shows.
+            chat.selected = Lww::new(Some(selected), Hlc::new(latest, u32::MAX, IMPORT_DEVICE));
         }
         chat
     }
@@ -80,9 +206,6 @@ pub struct Skipped {
     /// Messages with nothing in them (empty system prompts, empty tool-call
     /// shells).
     pub empty: usize,
-    /// Messages off the branch the source shows (ChatGPT's edited prompts
-    /// and regenerated answers).
-    pub other_branches: usize,
 }
 
 impl Skipped {
@@ -90,7 +213,6 @@ impl Skipped {
     pub fn add(&mut self, other: Skipped) {
         self.hidden += other.hidden;
         self.empty += other.empty;
-        self.other_branches += other.other_branches;
     }
 
     /// `left out on purpose: …` naming each nonzero count, or `None` when
@@ -110,13 +232,6 @@ impl Skipped {
                 "{} empty message{}",
                 self.empty,
                 plural(self.empty)
-            ));
-        }
-        if self.other_branches > 0 {
-            parts.push(format!(
-                "{} message{} on other branches (edited prompts, regenerated answers)",
-                self.other_branches,
-                plural(self.other_branches)
             ));
         }
         (!parts.is_empty()).then(|| format!("left out on purpose: {}", parts.join(", ")))
@@ -340,12 +455,7 @@ mod tests {
     use uuid::Uuid;
 
     fn user(content: &str) -> ImportedMessage {
-        ImportedMessage {
-            id: MessageId(Uuid::nil()),
-            role: Role::User,
-            content: content.into(),
-            written: 0,
-        }
+        ImportedMessage::flat(MessageId(Uuid::nil()), Role::User, content.into(), 0)
     }
 
     #[test]

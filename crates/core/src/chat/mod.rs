@@ -180,10 +180,21 @@ impl Message {
 
     fn merge(&mut self, other: &Message) {
         // Creation and place are fixed: the earliest creation keeps its
-        // place (the same for every copy written through the API).
-        let ours = (self.created, self.parent, self.alternative_of);
-        let theirs = (other.created, other.parent, other.alternative_of);
-        if theirs < ours {
+        // place (the same for every copy written through the API). At the
+        // same creation a known place wins over none: an importer that
+        // re-reads a source with its tree places the messages an earlier
+        // release imported flat.
+        let place = |m: &Message| {
+            (
+                m.created,
+                m.parent.is_none(),
+                m.parent,
+                m.alternative_of.is_none(),
+                m.alternative_of,
+            )
+        };
+        if place(other) < place(self) {
+            let theirs = (other.created, other.parent, other.alternative_of);
             (self.created, self.parent, self.alternative_of) = theirs;
         }
         self.body.merge(&other.body);
