@@ -71,8 +71,8 @@ pub fn resolve(text: &str, chats: &[ChatSummary]) -> Result<ChatId> {
     }
 }
 
-/// The message of `chat` that `text` names: its full id, or a unique
-/// prefix of it (at least [`MIN_PREFIX`] hex digits).
+/// The message of `chat` that `text` names, on any branch: its full id,
+/// or a unique prefix of it (at least [`MIN_PREFIX`] hex digits).
 ///
 /// Errors: [`Error::InvalidInput`] (exit 2) when none matches, or when
 /// several do (after listing them on standard error).
@@ -82,7 +82,7 @@ pub fn resolve_message(text: &str, chat: &Chat) -> Result<MessageId> {
     }
     let matches: Vec<_> = match as_prefix(text) {
         Some(prefix) if prefix.len() >= MIN_PREFIX => chat
-            .messages()
+            .all_messages()
             .into_iter()
             .filter(|m| m.id.0.simple().to_string().starts_with(&prefix))
             .collect(),
@@ -91,8 +91,8 @@ pub fn resolve_message(text: &str, chat: &Chat) -> Result<MessageId> {
     match matches.as_slice() {
         [one] => Ok(one.id),
         [] => Err(Error::invalid(format!(
-            "no message {:?} in this chat: give a message id from `chatvault show`, or a unique \
-             prefix of one (at least {MIN_PREFIX} hex digits)",
+            "no message {:?} in this chat: give a message id from `chatvault show --all`, or a \
+             unique prefix of one (at least {MIN_PREFIX} hex digits)",
             terminal(text)
         ))),
         several => {

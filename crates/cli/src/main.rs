@@ -147,7 +147,8 @@ enum Command {
     /// first. The short id is the first 8 hex digits of the chat's id (more
     /// where two chats share them): any command taking a chat accepts it
     Ls(ls::Args),
-    /// Print a chat's messages in order, with their original times
+    /// Print a chat's messages in order (the branch shown; --all for every
+    /// branch), with their original times
     Show(show::Args),
     /// Create a chat and print its id
     New(new::Args),
@@ -163,6 +164,9 @@ enum Command {
     Rm(rm::Args),
     /// Delete one message of a chat on every device
     RmMessage(rm_message::Args),
+    /// Show the branch of a chat that goes through a message (one of the
+    /// alternatives `show` marks [2/3]) on every device
+    Select(select::Args),
     /// Sync once: pull every change, push every queued one
     Sync,
     /// Sync in the background and print events until Ctrl-C
@@ -241,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Unstar(args) => on_vault!(s => star::exec(s, args, false)),
         Command::Rm(args) => on_vault!(s => rm::exec(s, args)),
         Command::RmMessage(args) => on_vault!(s => rm_message::exec(s, args)),
+        Command::Select(args) => on_vault!(s => select::exec(s, args)),
         Command::Sync => on_vault!(s => sync::exec(s)),
         Command::Watch(args) => on_vault!(s => watch::exec(s, args)),
         Command::Maintain => on_vault!(s => maintain::exec(s)),

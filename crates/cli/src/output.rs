@@ -121,28 +121,64 @@ pub fn sidebar(chats: &[ChatSummary], full_ids: bool) {
     }
 }
 
-/// The title, then each message from number `from` (1-based) on: a header
-/// line and its text, indented.
+/// The title, then each message of the current path from number `from`
+/// (1-based) on: a header line (marked `[2/3]` where the message has
+/// alternatives) and its text, indented.
 pub fn chat(chat: &Chat, from: usize) {
     let star = if chat.is_starred() { "  [starred]" } else { "" };
     out!("{}{star}", terminal(chat.title()));
-    let messages = chat.messages();
+    let path = chat.path();
     if from > 1 {
         out!(
             "\n({} earlier message(s) not shown)",
-            (from - 1).min(messages.len())
+            (from - 1).min(path.len())
         );
     }
-    for message in messages.into_iter().skip(from.saturating_sub(1)) {
-        out!(
-            "\n{}  {:<9}  {}",
-            message.id,
-            role(message.role()),
-            time(message.written_millis())
+    for entry in path.into_iter().skip(from.saturating_sub(1)) {
+        message(
+            entry.message,
+            "",
+            alternatives(entry.position, entry.alternatives),
         );
-        for line in message.content().lines() {
-            out!("    {}", terminal(line));
+    }
+}
+
+/// The title, then every live message of every branch: alternatives
+/// indented under their place, the messages of the current path marked
+/// `*`.
+pub fn tree(chat: &Chat) {
+    let star = if chat.is_starred() { "  [starred]" } else { "" };
+    out!("{}{star}", terminal(chat.title()));
+    for entry in chat.tree() {
+        let indent = "  ".repeat(entry.depth);
+        let mut marker = alternatives(entry.position, entry.alternatives);
+        if entry.on_path {
+            marker.push_str("  *");
         }
+        message(entry.message, &indent, marker);
+    }
+}
+
+/// `  [2/3]` for a message with alternatives, else nothing.
+fn alternatives(position: usize, count: usize) -> String {
+    if count > 1 {
+        format!("  [{position}/{count}]")
+    } else {
+        String::new()
+    }
+}
+
+/// One message: its header line (id, role, time, `marker`) and its text,
+/// both after `indent`.
+fn message(message: &chatvault::Message, indent: &str, marker: String) {
+    out!(
+        "\n{indent}{}  {:<9}  {}{marker}",
+        message.id,
+        role(message.role()),
+        time(message.written_millis())
+    );
+    for line in message.content().lines() {
+        out!("{indent}    {}", terminal(line));
     }
 }
 

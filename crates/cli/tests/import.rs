@@ -270,7 +270,13 @@ fn a_json_export_imported_into_a_fresh_vault_exports_the_same() {
         std::fs::read_to_string(second).expect("second export")
     );
     let export: Value = serde_json::from_str(&first).expect("JSON");
-    assert_eq!(export["format"], "chatvault-json/1");
+    // The ChatGPT chat has branches, so the document says it carries them.
+    assert_eq!(export["format"], "chatvault-json/2");
+    assert!(export["chats"]
+        .as_array()
+        .expect("chats")
+        .iter()
+        .any(|c| c["branches"].as_array().is_some_and(|b| b.len() == 2)));
     assert_eq!(
         world.json("a", &["show", "--json", &own]),
         world.json("b", &["show", "--json", &own])
@@ -641,14 +647,71 @@ fn the_import_summary_counts_what_was_left_out_on_purpose() {
     world.ok("a", &["init", "--create", &world.server("server")]);
     let out = world.ok("a", &["import", CHATGPT]);
     assert!(
-        out.contains(
-            "left out on purpose: 2 hidden messages, 1 empty message, \
-             2 messages on other branches (edited prompts, regenerated answers)"
-        ),
+        out.contains("left out on purpose: 2 hidden messages, 1 empty message"),
         "{out}"
     );
+    assert!(!out.contains("branches"), "{out}");
     let claude = world.ok("a", &["import", CLAUDE]);
     assert!(!claude.contains("left out"), "{claude}");
+}
+
+#[test]
+fn show_marks_alternatives_show_all_prints_every_branch_and_select_switches() {
+    let world = World::new();
+    world.ok("laptop", &["init", "--create", &world.server("server")]);
+    world.ok("laptop", &["import", CHATGPT]);
+    let ls = world.json("laptop", &["ls", "--json"]);
+    let id = chat_titled(&ls, "Trip to München")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+
+    // The branch ChatGPT showed, its first question marked as one of two.
+    let shown = world.ok("laptop", &["show", &id]);
+    let header = shown
+        .lines()
+        .find(|l| l.contains("user"))
+        .expect("a user message");
+    assert!(header.ends_with("[2/2]"), "{shown}");
+    assert!(!shown.contains("edited away"), "{shown}");
+
+    // Every branch, the edited-away question and its answer indented.
+    let all = world.ok("laptop", &["show", "--all", &id]);
+    for text in [
+        "First draft of the question (edited away)",
+        "Answer on the abandoned branch",
+        "Etwa 312 km",
+    ] {
+        assert!(all.contains(text), "{text:?} missing: {all}");
+    }
+    assert!(
+        all.lines()
+            .any(|l| l.starts_with("  ") && l.contains("[1/2]") && !l.ends_with('*')),
+        "{all}"
+    );
+
+    // The JSON carries the tree; select the other branch by a prefix.
+    let json = world.json("laptop", &["show", "--json", &id]);
+    let branches = json["branches"].as_array().expect("branches");
+    let draft = branches
+        .iter()
+        .find(|m| m["content"] == "First draft of the question (edited away)")
+        .expect("the edited-away question");
+    let draft_id = draft["id"].as_str().expect("id").replace('-', "");
+    let out = world.ok("laptop", &["select", &id, &draft_id[..8]]);
+    assert!(out.contains("Answer on the abandoned branch"), "{out}");
+    let shown = world.ok("laptop", &["show", &id]);
+    assert!(
+        shown.contains("edited away") && !shown.contains("Etwa 312 km"),
+        "{shown}"
+    );
+    let ls = world.json("laptop", &["ls", "--json"]);
+    assert_eq!(chat_titled(&ls, "Trip to München")["messages"], 2);
+
+    // Another device sees the same selection.
+    world.ok("phone", &["init", "--create", &world.server("server")]);
+    let on_phone = world.ok("phone", &["show", &id]);
+    assert!(on_phone.contains("edited away"), "{on_phone}");
 }
 
 #[test]

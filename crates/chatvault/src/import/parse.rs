@@ -159,8 +159,10 @@ impl Conversation {
         let updated = stamp(self.updated.max(self.created));
         chat.title = Lww::new(self.title, updated);
         chat.starred = Lww::new(self.starred, updated);
-        // Per message: its stamp, and the stamp of what it follows.
-        let mut placed: HashMap<MessageId, ((u64, u32), (u64, u32))> = HashMap::new();
+        // Per message: its stamp (time, counter), and the stamp of what it
+        // follows.
+        type Stamp = (u64, u32);
+        let mut placed: HashMap<MessageId, (Stamp, Stamp)> = HashMap::new();
         let mut chain = (0, 0);
         let mut latest = self.updated.max(self.created);
         for message in self.messages {

@@ -3,7 +3,7 @@
 
 use super::Session;
 use crate::output::out;
-use chatvault::{Chat, ChatVault, Error, ImportOptions, Result};
+use chatvault::{ChatVault, Error, ImportOptions, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
 
@@ -29,7 +29,8 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
 /// `apply_deletions`.
 async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
     let (chats, skipped) = chatvault::import::read(file)?;
-    let messages: usize = chats.iter().map(Chat::message_count).sum();
+    // Every branch's messages, not only the ones each chat shows.
+    let messages: usize = chats.iter().map(|c| c.all_messages().len()).sum();
     let progress = ProgressBar::new(chats.len() as u64);
     progress.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} chats, {per_sec}, {eta} left")

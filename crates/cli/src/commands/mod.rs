@@ -24,6 +24,7 @@ pub mod rename;
 pub mod rm;
 pub mod rm_message;
 pub mod search;
+pub mod select;
 pub mod show;
 pub mod star;
 pub mod status;

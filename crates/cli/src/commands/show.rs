@@ -1,4 +1,6 @@
-//! `show CHAT`: a chat's messages in order.
+//! `show CHAT`: a chat's messages in order: the branch shown, with
+//! messages that have alternatives marked `[2/3]`, or every branch
+//! (`--all`).
 
 use super::Session;
 use crate::output;
@@ -13,8 +15,12 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Start at message number N (1-based, as `search` numbers its hits)
-    #[arg(long, value_name = "N", conflicts_with = "json")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["json", "all"])]
     at: Option<usize>,
+    /// Every branch as a tree: alternatives (regenerated answers, edited
+    /// questions) indented under their place, the branch shown marked `*`
+    #[arg(long, conflicts_with = "json")]
+    all: bool,
 }
 
 /// Pulls, then prints the chat as text or as plain JSON.
@@ -26,6 +32,9 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
         .await?;
     if args.json {
         output::json(&chatvault::export::chat(&chat))
+    } else if args.all {
+        output::tree(&chat);
+        Ok(())
     } else {
         output::chat(&chat, args.at.unwrap_or(1));
         Ok(())
