@@ -13,7 +13,7 @@
 //! 4. It lists what the "server" folder holds, and checks that no title or
 //!    message appears in it in plain text.
 
-use chatvault::{ChatSummary, ChatVault, Role};
+use chatvault::{ChatVault, Role, Sidebar};
 use std::path::{Path, PathBuf};
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -23,7 +23,7 @@ const PASSPHRASE: &str = "correct horse battery staple";
 /// a debug build stays quick.
 const WORK_FACTOR: u8 = 12;
 
-fn print_sidebar(device: &str, sidebar: &[ChatSummary]) {
+fn print_sidebar(device: &str, sidebar: &Sidebar) {
     println!("   {device} sidebar:");
     for chat in sidebar {
         println!(

@@ -212,7 +212,7 @@ fn sorted_texts(chat: &Chat) -> Vec<String> {
 /// Fails unless every device shows the same sidebar and the same chats.
 async fn ensure_converged(devices: &[&Device]) -> Result<BTreeMap<ChatId, Arc<Chat>>, Failure> {
     let first = everything(devices[0]).await?;
-    let first_sidebar: Vec<ChatSummary> = devices[0].vault.sidebar();
+    let first_sidebar: Vec<ChatSummary> = devices[0].vault.sidebar().to_vec();
     for (i, device) in devices.iter().enumerate().skip(1) {
         let theirs = everything(device).await?;
         ensure_eq!(

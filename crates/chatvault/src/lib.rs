@@ -105,8 +105,8 @@ pub use export::{EXPORT_FORMAT, EXPORT_FORMAT_BRANCHES};
 pub use vault::ChatVault;
 
 pub use chatvault_core::engine::{
-    AllChats, Event, ResealReport, SettledMaintenance, SkippedRecord, SyncReport, SyncStatus,
-    DEFAULT_MAINTENANCE_BUDGET,
+    AllChats, Event, ResealReport, SettledMaintenance, Sidebar, SkippedRecord, SyncReport,
+    SyncStatus, DEFAULT_MAINTENANCE_BUDGET,
 };
 pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};

@@ -1,8 +1,8 @@
 //! [`ChatVault`]: what an application holds.
 
-use chatvault_core::engine::{Engine, Event, SyncReport, SyncStatus, SyncWorker};
+use chatvault_core::engine::{Engine, Event, Sidebar, SyncReport, SyncStatus, SyncWorker};
 use chatvault_core::envelope::EnvelopeCipher;
-use chatvault_core::{Chat, ChatId, ChatSummary, Error, MessageId, Result, Role};
+use chatvault_core::{Chat, ChatId, Error, MessageId, Result, Role};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
@@ -141,7 +141,7 @@ impl ChatVault {
 
     /// Brings the sidebar up to date with the server (one pull; offline is
     /// not an error, the replica's sidebar is returned) and returns it.
-    pub async fn load_sidebar(&self) -> Result<Vec<ChatSummary>> {
+    pub async fn load_sidebar(&self) -> Result<Sidebar> {
         match self.engine.pull().await {
             Ok(_) => {}
             Err(e) if e.is_retriable() => {}
@@ -152,8 +152,9 @@ impl ChatVault {
 
     /// Live chats' summaries (title, last activity, message count, star),
     /// most recently active first. In memory, no I/O; available offline from
-    /// the moment the vault is open.
-    pub fn sidebar(&self) -> Vec<ChatSummary> {
+    /// the moment the vault is open. A shared snapshot: cheap to call as
+    /// often as a UI redraws (it is rebuilt only after a chat changed).
+    pub fn sidebar(&self) -> Sidebar {
         self.engine.sidebar()
     }
 

@@ -5,6 +5,7 @@
 
 use crate::terminal::terminal;
 use chatvault::{Chat, ChatId, ChatSummary, Error, MessageId, Result};
+use std::sync::Arc;
 
 /// The fewest hex digits accepted as an id prefix.
 pub const MIN_PREFIX: usize = 4;
@@ -34,11 +35,11 @@ fn as_prefix(text: &str) -> Option<String> {
 ///
 /// Errors: [`Error::InvalidInput`] (exit 2) when none matches, or when
 /// several do (after listing them on standard error).
-pub fn resolve(text: &str, chats: &[ChatSummary]) -> Result<ChatId> {
+pub fn resolve(text: &str, chats: &[Arc<ChatSummary>]) -> Result<ChatId> {
     if let Ok(id) = text.parse::<ChatId>() {
         return Ok(id);
     }
-    let by_prefix: Vec<&ChatSummary> = match as_prefix(text) {
+    let by_prefix: Vec<&Arc<ChatSummary>> = match as_prefix(text) {
         Some(prefix) if prefix.len() >= MIN_PREFIX => chats
             .iter()
             .filter(|c| digits(&c.id).starts_with(&prefix))

@@ -5,6 +5,7 @@ pub use crate::terminal::terminal;
 use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
 use std::error::Error as _;
 use std::io::Write;
+use std::sync::Arc;
 
 /// Prints one line on standard output, like `println!`, through [`line`]: a
 /// closed pipe (`chatvault ls | head -2`) ends the process quietly with exit 0.
@@ -103,7 +104,7 @@ pub fn json(value: &impl serde::Serialize) -> chatvault::Result<()> {
 
 /// One line per chat: id (short, see [`crate::ids::short`], unless
 /// `full_ids`), star, message count, last activity, title.
-pub fn sidebar(chats: &[ChatSummary], full_ids: bool) {
+pub fn sidebar(chats: &[Arc<ChatSummary>], full_ids: bool) {
     let len = if full_ids {
         32
     } else {

@@ -282,7 +282,7 @@ async fn reseal(vault: &ChatVault, quiet: bool) -> Result<()> {
     let titles: std::collections::HashMap<_, _> = vault
         .sidebar()
         .into_iter()
-        .map(|s| (s.id, s.title))
+        .map(|s| (s.id, s.title.clone()))
         .collect();
     for (chat, why) in &refused {
         let title = titles

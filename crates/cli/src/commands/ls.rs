@@ -23,7 +23,7 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
         let chats: Vec<_> = vault
             .sidebar()
             .iter()
-            .map(chatvault::export::summary)
+            .map(|s| chatvault::export::summary(s))
             .collect();
         output::json(&chats)
     } else {

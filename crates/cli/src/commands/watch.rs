@@ -80,5 +80,5 @@ fn title(vault: &ChatVault, chat: ChatId) -> Option<String> {
         .sidebar()
         .into_iter()
         .find(|c| c.id == chat)
-        .map(|c| c.title)
+        .map(|c| c.title.clone())
 }

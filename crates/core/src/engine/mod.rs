@@ -56,6 +56,7 @@ mod pull;
 mod reseal;
 mod retry;
 mod save;
+mod sidebar;
 pub(crate) mod sealing;
 mod state;
 mod status;
@@ -64,6 +65,7 @@ mod worker;
 pub use keyring::{KeyringSource, KeyringUpdate};
 pub use maintenance::{SettledMaintenance, DEFAULT_MAINTENANCE_BUDGET};
 pub use reseal::ResealReport;
+pub use sidebar::{IntoIter as SidebarIntoIter, Sidebar};
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 
@@ -351,8 +353,9 @@ impl Engine {
         &self.inner.local.replica
     }
 
-    /// Live chats' summaries, most recently active first. In memory; no I/O.
-    pub fn sidebar(&self) -> Vec<ChatSummary> {
+    /// Live chats' summaries, most recently active first. In memory; no
+    /// I/O; a shared snapshot, rebuilt only after a chat changed.
+    pub fn sidebar(&self) -> Sidebar {
         self.inner.local.state.sidebar()
     }
 
