@@ -56,6 +56,12 @@
 //!   has them); [`sync_now`](ChatVault::sync_now) syncs once. Chats are
 //!   CRDTs: edits of one chat on several devices merge without losing a
 //!   message, deletions win, and every device converges.
+//! - **Branches.** [`regenerate`](ChatVault::regenerate) keeps the old
+//!   answer beside the new one, [`edit_and_resend`](ChatVault::edit_and_resend)
+//!   starts a branch at an edited question; [`alternatives`](ChatVault::alternatives)
+//!   gives "2 of 3", [`select_branch`](ChatVault::select_branch) switches.
+//!   A chat's [`messages`](Chat::messages) are the branch shown; branches
+//!   written on several devices merge like everything else.
 //! - **Notifications.** [`changes`](ChatVault::changes) delivers
 //!   [`Event`]s: a chat upserted or deleted, the [`SyncStatus`] (Offline,
 //!   Syncing, Synced, Error), a record that could not be opened.
