@@ -1,10 +1,11 @@
 //! Search ([`ChatVault::search`]): substring search over titles and
 //! messages of every chat, folding case and diacritics (`krakow` finds
 //! "Kraków", `RESEAUX` finds "réseaux"). Each hit says where it is: the
-//! title, or message number N (what `chatvault show CHAT --at N` jumps
-//! to), with its role and time.
+//! title, message number N of the branch shown (what `chatvault show CHAT
+//! --at N` jumps to), or a message on another branch (by id: what
+//! `chatvault select` switches to), with its role and time.
 
-use crate::{Chat, ChatId, ChatVault, Result, Role, SkippedRecord};
+use crate::{Chat, ChatId, ChatVault, MessageId, Result, Role, SkippedRecord};
 use chatvault_core::engine::BodyFilter;
 use chatvault_core::raw::codec::body_json;
 
@@ -18,9 +19,13 @@ pub struct Hit {
     pub chat: ChatId,
     /// Its title.
     pub title: String,
-    /// The matching message's number in the chat (1-based, as `show --at`
-    /// takes it) and role; `None` for a match in the title.
+    /// The matching message's number in the branch shown (1-based, as
+    /// `show --at` takes it) and role; `None` for a match in the title or
+    /// on another branch.
     pub message: Option<(usize, Role)>,
+    /// A matching message on a branch not shown (a regenerated answer, an
+    /// edited question): its id and role.
+    pub other_branch: Option<(MessageId, Role)>,
     /// When the matching message was written (the chat's creation for a
     /// title match), Unix milliseconds.
     pub at: u64,
@@ -28,8 +33,9 @@ pub struct Hit {
     pub snippet: String,
 }
 
-/// Every match of `text` in `chats`: per chat its title first, then its
-/// messages in order. An empty `text` matches nothing.
+/// Every match of `text` in `chats`: per chat its title first, then the
+/// messages of the branch shown in order, then those of its other branches
+/// (in tree order). An empty `text` matches nothing.
 pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
     let mut matcher = Matcher::new(text);
     let mut hits = Vec::new();
@@ -40,6 +46,7 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
                 chat: chat.id,
                 title: chat.title().to_string(),
                 message: None,
+                other_branch: None,
                 at: chat.created.millis,
                 snippet,
             });
@@ -50,9 +57,25 @@ pub fn find(chats: &[impl AsRef<Chat>], text: &str) -> Vec<Hit> {
                     chat: chat.id,
                     title: chat.title().to_string(),
                     message: Some((index + 1, message.role().clone())),
+                    other_branch: None,
                     at: message.written_millis(),
                     snippet,
                 });
+            }
+        }
+        if chat.is_branched() {
+            for entry in chat.tree().into_iter().filter(|e| !e.on_path) {
+                let message = entry.message;
+                if let Some(snippet) = matcher.snippet(message.content()) {
+                    hits.push(Hit {
+                        chat: chat.id,
+                        title: chat.title().to_string(),
+                        message: None,
+                        other_branch: Some((message.id, message.role().clone())),
+                        at: message.written_millis(),
+                        snippet,
+                    });
+                }
             }
         }
     }
@@ -380,6 +403,24 @@ mod tests {
         assert_eq!(hits[1].snippet, "where in MÜNCHEN?");
         assert_eq!(hits[0].message, None);
         assert_eq!(hits[1].message, Some((1, Role::User)));
+    }
+
+    #[test]
+    fn find_reports_a_match_on_another_branch_by_id() {
+        use crate::{ChatId, DeviceId, Role};
+        use chatvault_core::hlc::Hlc;
+        let mut chat = Chat::new(ChatId::new(), "t", Hlc::new(10, 0, DeviceId(1)));
+        chat.add_message(Role::User, "q", Hlc::new(20, 0, DeviceId(1)));
+        let old = chat.add_message(Role::Assistant, "old lisbon", Hlc::new(30, 0, DeviceId(1)));
+        chat.add_alternative(old, "new porto", Hlc::new(40, 0, DeviceId(1)));
+        let chats = [std::sync::Arc::new(chat)];
+        let hits = find(&chats, "lisbon");
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].message, None);
+        assert_eq!(hits[0].other_branch, Some((old, Role::Assistant)));
+        let shown = find(&chats, "porto");
+        assert_eq!(shown[0].message, Some((2, Role::Assistant)));
+        assert_eq!(shown[0].other_branch, None);
     }
 
     fn text() -> impl Strategy<Value = String> {

@@ -48,9 +48,12 @@ async fn run(vault: &ChatVault, text: &str, full_ids: bool) -> Result<()> {
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let written = hits.iter().try_for_each(|hit| {
-        let place = match &hit.message {
-            Some((number, role)) => format!("#{number} {}", crate::output::role(role)),
-            None => "title".to_string(),
+        let place = match (&hit.message, &hit.other_branch) {
+            (Some((number, role)), _) => format!("#{number} {}", crate::output::role(role)),
+            (None, Some((id, role))) => {
+                format!("branch {} {}", id.0.simple(), crate::output::role(role))
+            }
+            (None, None) => "title".to_string(),
         };
         writeln!(
             out,
