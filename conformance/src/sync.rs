@@ -56,6 +56,7 @@ pub fn contracts() -> Vec<Contract> {
     vec![
         contract!("sync", offline_edits_on_three_devices_converge),
         contract!("sync", concurrent_edits_of_one_chat_keep_every_message),
+        contract!("sync", branches_written_offline_on_two_devices_converge),
         contract!("sync", deletes_propagate_and_do_not_resurrect),
         contract!(
             "sync",
@@ -351,6 +352,53 @@ pub async fn concurrent_edits_of_one_chat_keep_every_message(backend: &dyn TestB
         expected,
         "messages after merging"
     );
+    Ok(Verdict::Passed)
+}
+
+/// Two devices regenerate the same answer while offline from each other
+/// (chat body format 3): after sync both hold all three answers, the same
+/// tree and the same branch shown.
+pub async fn branches_written_offline_on_two_devices_converge(
+    backend: &dyn TestBackend,
+) -> Outcome {
+    let name = "sync_branches_written_offline_on_two_devices_converge";
+    let dir = scratch()?;
+    let a = Device::open(backend, name, dir.path(), "a").await?;
+    let chat = a.vault.new_chat("Branches").await?;
+    a.vault.add_message(chat.id, Role::User, "question").await?;
+    let answer = a
+        .vault
+        .add_message(chat.id, Role::Assistant, "first answer")
+        .await?;
+    a.vault.sync_now().await?;
+    let b = Device::open(backend, name, dir.path(), "b").await?;
+    b.vault.load_sidebar().await?;
+    b.vault.load_full_chat(chat.id).await?;
+
+    a.vault.regenerate(chat.id, answer, "from a").await?;
+    b.vault.regenerate(chat.id, answer, "from b").await?;
+    b.vault
+        .add_message(chat.id, Role::User, "b follows up")
+        .await?;
+    settle(&[&a, &b]).await?;
+    let chats = ensure_converged(&[&a, &b]).await?;
+    let merged = &chats[&chat.id];
+    let mut answers: Vec<&str> = merged
+        .alternatives(answer)
+        .iter()
+        .map(|m| m.content())
+        .collect();
+    answers.sort_unstable();
+    ensure_eq!(
+        answers,
+        vec!["first answer", "from a", "from b"],
+        "alternatives after merging"
+    );
+    ensure_eq!(merged.tree().len(), 5, "messages in the tree");
+    for device in [&a, &b] {
+        let shown = texts(&*device.vault.load_full_chat(chat.id).await?);
+        ensure_eq!(shown, texts(merged), "the branch shown");
+    }
     Ok(Verdict::Passed)
 }
 
