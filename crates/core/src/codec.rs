@@ -230,7 +230,20 @@ mod tests {
                 for (n, text, at, written, deleted) in messages {
                     let id = MessageId::from_bytes([n; 16]);
                     let at = Hlc::new(at, 0, device);
-                    chat.insert_written_message(id, Role::Tool, text, at, written);
+                    // Some messages get a place in a tree (format 3).
+                    let place = |k: u8| (n % k == 0).then(|| MessageId::from_bytes([n / 2; 16]));
+                    chat.insert(crate::chat::NewMessage {
+                        id,
+                        role: Role::Tool,
+                        content: text,
+                        created: at,
+                        written,
+                        parent: place(3),
+                        alternative_of: place(5),
+                    });
+                    if n % 7 == 0 {
+                        chat.select(id, at);
+                    }
                     if deleted {
                         chat.delete_message(id, at);
                     }
