@@ -340,7 +340,10 @@ async fn a_path_that_is_a_file_is_invalid_input() {
 #[tokio::test]
 async fn maintenance_compacts_a_folder_vault_when_asked() {
     let dir = tempfile::tempdir().unwrap();
-    let claim_delay = Duration::from_millis(50);
+    // Short, so the test is quick, but with room for a put's fsyncs on a
+    // loaded machine: at 50 ms a busy CI disk made a put give up
+    // (`Unavailable`, "too busy to commit").
+    let claim_delay = Duration::from_millis(400);
     let storage = FsStorageBuilder::new(dir.path())
         .layout(FolderLayout::SharedLog)
         .options(
