@@ -279,6 +279,7 @@ impl Storage for SupabaseStorage {
             atomic_preconditions: true,
             inline_summaries: true,
             concurrent_writers: false,
+            blobs: false,
         }
     }
 
