@@ -120,8 +120,10 @@ impl EnvelopeCipher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{KeyProtection, Unlock};
+    use crate::envelope::{DataKey, KeyProtection, Keyring, Unlock};
     use crate::Error;
+    use std::collections::BTreeMap;
+    use zeroize::Zeroizing;
 
     #[test]
     fn blob_ids_are_keyed_by_the_vault_and_stable_across_a_key_file() {
@@ -170,11 +172,26 @@ mod tests {
             cipher.open_blob(&id, &sealed[..10]),
             Err(Error::Corrupt { .. })
         ));
-        // Another vault's keyring holding the very same data key still
-        // refuses it: the vault id is bound.
-        let moved = EnvelopeCipher::generate(VaultId::new());
-        assert!(cipher
-            .open_blob(&id, &moved.seal_blob(&id, b"chunk").expect("seal"))
-            .is_err());
+        // A keyring of another vault holding the very same data key and
+        // blob secret still refuses it: the vault id is bound.
+        let ring = cipher.read();
+        let twin = EnvelopeCipher::from_keyring(Keyring {
+            vault: VaultId::new(),
+            version: 0,
+            current: 1,
+            keys: BTreeMap::from([(
+                1,
+                DataKey::from_bytes(Zeroizing::new(*ring.keys[&1].bytes())),
+            )]),
+            protections: Vec::new(),
+            retired: BTreeMap::new(),
+            blob_secret: ring.blob_secret.clone(),
+        });
+        drop(ring);
+        assert_eq!(twin.blob_id(b"chunk"), id, "same secret, same id");
+        assert!(matches!(
+            twin.open_blob(&id, &sealed),
+            Err(Error::Tampered { .. })
+        ));
     }
 }
