@@ -178,6 +178,9 @@ impl Storage for RedbStorage {
             atomic_preconditions: true,
             inline_summaries: true,
             concurrent_writers: false,
+            // No blob storage: records sync, attachments report
+            // `Error::Unsupported` (and the suite skips the blob contracts).
+            blobs: false,
         }
     }
 

@@ -70,6 +70,8 @@ pub enum Needs {
     AtomicPreconditions,
     /// [`Capabilities::inline_summaries`]: the feed carries summaries.
     InlineSummaries,
+    /// [`Capabilities::blobs`]: the backend stores sealed blobs.
+    Blobs,
 }
 
 impl Needs {
@@ -82,6 +84,9 @@ impl Needs {
                 .then(|| "capabilities().atomic_preconditions is false".to_owned()),
             Needs::InlineSummaries => (!capabilities.inline_summaries)
                 .then(|| "capabilities().inline_summaries is false".to_owned()),
+            Needs::Blobs => {
+                (!capabilities.blobs).then(|| "capabilities().blobs is false".to_owned())
+            }
         }
     }
 }

@@ -105,8 +105,8 @@ fn contracts_needing_a_missing_capability_are_reported_skipped() {
         .collect();
     assert_eq!(
         gated.len(),
-        4,
-        "three concurrency contracts and inline summaries: {gated:?}"
+        12,
+        "three concurrency contracts, inline summaries and eight blob contracts: {gated:?}"
     );
 
     let concurrency = Suite::new(ModestBackend::new())
@@ -121,6 +121,44 @@ fn contracts_needing_a_missing_capability_are_reported_skipped() {
         .conclude(&args("storage::changes_inline_summaries"));
     assert_eq!(inline.num_ignored, 1, "{inline:?}");
     assert_eq!(inline.num_passed, 0, "{inline:?}");
+
+    let blobs = Suite::new(ModestBackend::new())
+        .with_storage_contracts()
+        .conclude(&args("blob"));
+    assert_eq!(blobs.num_ignored, 8, "{blobs:?}");
+    assert_eq!(blobs.num_passed, 0, "{blobs:?}");
+    assert_eq!(blobs.num_failed, 0, "{blobs:?}");
+}
+
+#[tokio::test]
+async fn a_backend_without_blobs_answers_unsupported_and_still_stores_records() {
+    let storage = ModestBackend::new()
+        .open("without_blobs")
+        .await
+        .expect("open");
+    assert!(!storage.capabilities().blobs);
+    let id = chatvault_core::BlobId([1; 32]);
+    for result in [
+        storage.put_blob(id, bytes::Bytes::new()).await.map(|_| ()),
+        storage.get_blob(id).await.map(|_| ()),
+        storage.list_blobs(None, 10).await.map(|_| ()),
+        storage.delete_blob(id).await,
+    ] {
+        match result {
+            Err(error @ chatvault_core::Error::Unsupported { .. }) => {
+                assert!(error.to_string().contains("blobs"), "{error}");
+            }
+            other => panic!("expected Unsupported, got {other:?}"),
+        }
+    }
+    let chat = ChatId::new();
+    storage
+        .put(
+            chatvault_conformance::storage::record(chat, 1, "a"),
+            PutPrecondition::Absent,
+        )
+        .await
+        .expect("records still work");
 }
 
 #[test]

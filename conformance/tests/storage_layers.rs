@@ -12,7 +12,8 @@ use chatvault_conformance::layers::{
 use chatvault_core::layer::{LayerExt, RetryLayer, StorageLayer, TracingLayer};
 use chatvault_core::StorageExt;
 use chatvault_core::{
-    ChatId, Cursor, DynStorage, Error, MaintenanceBudget, Part, PutPrecondition, SealedRecord,
+    BlobId, ChatId, Cursor, DynStorage, Error, MaintenanceBudget, Part, PutPrecondition,
+    SealedRecord,
 };
 use custom_backend::RedbStorage;
 use std::sync::Arc;
@@ -218,6 +219,52 @@ async fn tracing_layer_counts_calls_errors_and_forwards_maintain() {
         1,
         "maintain reached the backend"
     );
+}
+
+/// Every layer (retry, tracing, chaos, and the suite's counting and fault
+/// layers) hands each blob operation to the backend: none falls back to the
+/// `Storage` default, which would answer `Unsupported`.
+#[tokio::test]
+async fn every_layer_forwards_the_blob_operations() {
+    let backend: DynStorage = Arc::new(chatvault_object_store::ObjectStoreStorage::new(
+        Arc::new(object_store::memory::InMemory::new()),
+        object_store::path::Path::from("vault"),
+        chatvault_object_store::ObjectStoreOptions::default(),
+    ));
+    let counting = Arc::new(CountingStorage::new(backend));
+    let faulty = FaultyStorage::new(counting.clone());
+    faulty.fail_nth(Op::PutBlob, 1, Fault::Unavailable);
+    let tracing = TracingLayer::new();
+    let metrics = tracing.metrics();
+    let chaos = ChaosLayer::new(ChaosConfig::calm(7));
+    let inner: DynStorage = faulty.clone();
+    let storage = inner.layer(quick_retry()).layer(chaos).layer(tracing);
+    assert!(storage.capabilities().blobs);
+    let id = BlobId([9; 32]);
+    storage
+        .put_blob(id, Bytes::from_static(b"sealed"))
+        .await
+        .expect("put_blob, retried once");
+    assert_eq!(
+        storage.get_blob(id).await.expect("get_blob"),
+        Some(Bytes::from_static(b"sealed"))
+    );
+    assert_eq!(
+        storage.list_blobs(None, 10).await.expect("list_blobs").ids,
+        vec![id]
+    );
+    storage.delete_blob(id).await.expect("delete_blob");
+    assert_eq!(storage.get_blob(id).await.expect("get_blob"), None);
+    assert_eq!(faulty.calls(Op::PutBlob), 2, "the retry layer retried");
+    for (op, calls) in [
+        (Op::PutBlob, 1),
+        (Op::GetBlob, 2),
+        (Op::ListBlobs, 1),
+        (Op::DeleteBlob, 1),
+    ] {
+        assert_eq!(counting.calls(op), calls, "{op} reached the backend");
+        assert_eq!(metrics.get(op.name()).calls, calls, "{op} traced");
+    }
 }
 
 /// Runs a fixed script of calls through a chaos layer and writes down each

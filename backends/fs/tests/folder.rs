@@ -379,3 +379,56 @@ async fn maintenance_compacts_a_folder_vault_when_asked() {
     assert_eq!(all_changes(&fresh).await.len(), 5);
     assert_eq!(fresh.get(&chats, Part::Body).await.unwrap().len(), 5);
 }
+
+/// Sealed blobs live in one `blob/` directory at the folder's root, shared
+/// by every device of the per-device layout (and the same one the shared
+/// log uses). A file-sync conflict copy of a blob (two devices stored one
+/// id before the folder synced) and staging leftovers are not blob names:
+/// they are ignored, and the blob that kept its name is read.
+#[tokio::test]
+async fn blobs_are_shared_by_devices_and_conflict_copies_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone = FsStorageBuilder::new(dir.path())
+        .layout(FolderLayout::PerDevice)
+        .open()
+        .unwrap();
+    let laptop = FsStorageBuilder::new(dir.path())
+        .layout(FolderLayout::PerDevice)
+        .open()
+        .unwrap();
+    let id = chatvault_core::BlobId([0xab; 32]);
+    phone
+        .put_blob(id, Bytes::from_static(b"sealed by the phone"))
+        .await
+        .unwrap();
+    laptop
+        .put_blob(id, Bytes::from_static(b"sealed by the laptop"))
+        .await
+        .unwrap();
+    let fan = dir.path().join("blob").join("ab");
+    let name = id.to_hex();
+    assert!(fan.join(&name).is_file(), "blob/<2 hex>/<id> at the root");
+    std::fs::write(
+        fan.join(format!("{name}.sync-conflict-20240101-120000-ABCDEFG")),
+        b"sealed by the laptop",
+    )
+    .unwrap();
+    std::fs::write(fan.join(format!("{name} (laptop's conflicted copy)")), b"x").unwrap();
+    std::fs::write(fan.join(format!("{name}#7")), b"x").unwrap();
+    for device in [&phone, &laptop] {
+        assert_eq!(
+            device.get_blob(id).await.unwrap(),
+            Some(Bytes::from_static(b"sealed by the phone")),
+            "the first write wins"
+        );
+        let page = device.list_blobs(None, 10).await.unwrap();
+        assert_eq!(page.ids, vec![id]);
+        assert!(!page.has_more);
+    }
+    // The shared-log layout of the same folder sees the same blobs.
+    let migrated_view = shared(dir.path());
+    assert_eq!(
+        migrated_view.list_blobs(None, 10).await.unwrap().ids,
+        vec![id]
+    );
+}

@@ -8,7 +8,17 @@
 //! <prefix>/dev/<vault>.<writer>/rec/<chat>/<ver>-<w>   its record blobs
 //! <prefix>/dev/<vault>.<writer>/snap/<seq>             its compaction snapshots
 //! <prefix>/dev/<vault>.<writer>/keyring/<version>      key files it wrote
+//! <prefix>/blob/<2 hex>/<64 hex>                       sealed blobs, shared by every device
 //! ```
+//!
+//! Sealed blobs are immutable and named by their content's keyed hash, so
+//! every device writes them to one shared `blob/` directory (the same one
+//! the shared-log layout uses: migrating moves nothing). Two devices that
+//! store one id before the folder synced wrote two sealings of the same
+//! plaintext; the file-sync service keeps one and may leave the other as a
+//! conflict copy (`….sync-conflict-…`), which is not a blob name: it is
+//! ignored like any foreign file, and the blob that stayed opens to the
+//! same plaintext.
 //!
 //! `<vault>` and `<writer>` are 16 hex digits: the writer is the device,
 //! the vault the writer that created the vault, so two vaults created in
@@ -27,13 +37,15 @@ use crate::entry::Precondition;
 use crate::layout::ForeignFiles;
 use crate::markers::write_markers;
 use crate::migrate::{Migration, MigrationReport};
+use crate::objects::Objects;
 use crate::options::ObjectStoreOptions;
+use crate::sealed_blobs::SealedBlobs;
 use crate::storage::ObjectStoreStorage;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
+    BlobId, BlobPage, Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob,
+    MaintenanceBudget, MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
@@ -110,6 +122,8 @@ pub struct DeviceLogStorage {
     peers: tokio::sync::Mutex<BTreeMap<WriterId, Arc<ObjectStoreStorage>>>,
     rivals_reported: std::sync::atomic::AtomicBool,
     foreign: ForeignFiles,
+    /// The folder's shared `blob/` directory.
+    sealed_blobs: SealedBlobs,
 }
 
 impl fmt::Debug for DeviceLogStorage {
@@ -206,8 +220,17 @@ impl DeviceLogStorage {
         options: ObjectStoreOptions,
         writer: WriterId,
     ) -> Self {
+        let sealed_blobs = SealedBlobs::new(
+            Arc::new(Objects::new(
+                Arc::clone(&store),
+                &prefix,
+                options.concurrency,
+            )),
+            options.max_record_bytes,
+        );
         Self {
             store,
+            sealed_blobs,
             devices_dir: prefix.child(DEVICES_DIR),
             prefix,
             options,
@@ -544,7 +567,24 @@ impl Storage for DeviceLogStorage {
             atomic_preconditions: false,
             inline_summaries: true,
             concurrent_writers: true,
+            blobs: true,
         }
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.sealed_blobs.put(id, sealed).await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.sealed_blobs.get(id).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.sealed_blobs.list(after, limit).await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.sealed_blobs.delete(id).await
     }
 
     async fn changes(&self, since: &Cursor, limit: usize) -> Result<ChangePage> {

@@ -6,6 +6,7 @@
 //! <prefix>/rec/<chat>/<version, 20 digits>-<write> immutable record blobs
 //! <prefix>/snap/<seq, 20 digits>                  compaction snapshots
 //! <prefix>/keyring/<version, 20 digits>           the vault's key file, one object per version
+//! <prefix>/blob/<first 2 hex>/<64 hex>            sealed blobs, named by their BlobId
 //! ```
 //!
 //! Zero-padded numbers make lexicographic order equal numeric order, which is
@@ -13,12 +14,16 @@
 //! not parse (a stray `log/notes.txt`, a Syncthing `.syncthing.*.tmp`, a
 //! `*.sync-conflict-*` copy) is foreign: reported once and otherwise ignored.
 
-use chatvault_core::ChatId;
+use chatvault_core::{BlobId, ChatId};
 use object_store::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Mutex;
+
+/// The directory of sealed blobs under a vault's prefix (in the per-device
+/// layout: under the folder's prefix, shared by every device).
+pub(crate) const BLOB_DIR: &str = "blob";
 
 /// Digits of every sequence or version number in an object name.
 const WIDTH: usize = 20;
@@ -78,6 +83,7 @@ pub(crate) struct Layout {
     rec: Path,
     snap: Path,
     keyring: Path,
+    blob: Path,
 }
 
 impl Layout {
@@ -87,6 +93,7 @@ impl Layout {
             rec: prefix.child("rec"),
             snap: prefix.child("snap"),
             keyring: prefix.child("keyring"),
+            blob: prefix.child(BLOB_DIR),
         }
     }
 
@@ -104,6 +111,33 @@ impl Layout {
 
     pub(crate) fn keyring_dir(&self) -> &Path {
         &self.keyring
+    }
+
+    pub(crate) fn sealed_blob_dir(&self) -> &Path {
+        &self.blob
+    }
+
+    /// `blob/<first 2 hex digits>/<64 hex digits>`: the fan-out directory
+    /// keeps folders small, and because it is the id's own first digits the
+    /// names sort exactly like the ids.
+    pub(crate) fn sealed_blob(&self, id: &BlobId) -> Path {
+        let hex = id.to_hex();
+        self.blob.child(&hex[..2]).child(hex.as_str())
+    }
+
+    /// The id a `blob/` object name encodes; `None` for anything else (a
+    /// staging file, a file-sync conflict copy, a misplaced name).
+    pub(crate) fn parse_sealed_blob(&self, location: &Path) -> Option<BlobId> {
+        let mut parts = location.prefix_match(&self.blob)?;
+        let fan = parts.next()?;
+        let name = parts.next()?;
+        if parts.next().is_some() || name.as_ref().get(..2) != Some(fan.as_ref()) {
+            return None;
+        }
+        let id: BlobId = name.as_ref().parse().ok()?;
+        // Upper-case digits parse too, but are not the name this layout
+        // writes for the id.
+        (id.to_hex() == name.as_ref()).then_some(id)
     }
 
     /// Log slot `seq`; slot 0 never exists and serves as the listing offset
@@ -236,6 +270,36 @@ mod tests {
                 Layout::numbered_child(layout.log_dir(), &Path::from(name)),
                 None,
                 "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn sealed_blob_names_round_trip_and_sort_like_ids() {
+        let layout = Layout::new(&Path::from("users/a"));
+        let low = BlobId([0x0f; 32]);
+        let high = BlobId([0xa0; 32]);
+        let (low_path, high_path) = (layout.sealed_blob(&low), layout.sealed_blob(&high));
+        assert_eq!(
+            low_path.as_ref(),
+            format!("users/a/blob/0f/{}", low.to_hex())
+        );
+        assert_eq!(layout.parse_sealed_blob(&low_path), Some(low));
+        assert!(low_path.as_ref() < high_path.as_ref());
+        for foreign in [
+            format!(
+                "users/a/blob/0f/{}.sync-conflict-20240101-120000-ABCDEFG",
+                low.to_hex()
+            ),
+            format!("users/a/blob/0f/{}#1", low.to_hex()),
+            format!("users/a/blob/aa/{}", low.to_hex()),
+            format!("users/a/blob/0F/{}", low.to_hex().to_uppercase()),
+            format!("users/a/blob/{}", low.to_hex()),
+        ] {
+            assert_eq!(
+                layout.parse_sealed_blob(&Path::from(foreign.as_str())),
+                None,
+                "{foreign}"
             );
         }
     }

@@ -18,6 +18,7 @@
 //! log/<seq, 20 digits>              change log; slot N+1 is written after N exists
 //! snap/<seq, 20 digits>             compaction snapshot: every chat at slot seq
 //! keyring/<version, 20 digits>      the vault's key file, one object per version
+//! blob/<2 hex>/<64 hex>             sealed blobs (attachment chunks), by BlobId
 //! ```
 //!
 //! A put writes its blobs, then creates the next free log slot with
@@ -112,8 +113,9 @@
 //!   state (`index.rs`'s `Index`, rebuilt from `snapshot.rs`'s `Snapshot`;
 //!   `recent.rs` keeps the entries replayed last);
 //! - `feed.rs`, `Feed`: `changes`; `records.rs`, `Records`: `get`, `put`
-//!   (blobs through `blobs.rs`'s `Blobs`, then the slot claim);
-//!   `keyring.rs`, `KeyFile`: the key file;
+//!   (blobs through `record_objects.rs`'s `RecordObjects`, then the slot claim);
+//!   `keyring.rs`, `KeyFile`: the key file; `sealed_blobs.rs`,
+//!   `SealedBlobs`: the content-addressed sealed blobs (`blob/`);
 //! - `compaction.rs`, `Compactor`, and `maintenance.rs`, `Maintainer`:
 //!   `compact` and `maintain`; their settings are in `options.rs`;
 //! - `devices.rs`, [`DeviceLogStorage`]: the per-device layout over several
@@ -147,7 +149,6 @@
 //! # }
 //! ```
 
-mod blobs;
 mod compaction;
 mod counted;
 mod devices;
@@ -171,7 +172,9 @@ mod objects;
 mod options;
 mod read;
 mod recent;
+mod record_objects;
 mod records;
+mod sealed_blobs;
 mod snapshot;
 mod storage;
 mod vault;

@@ -53,6 +53,11 @@ impl Objects {
         &self.store
     }
 
+    /// Reports a name that is not part of the layout (once per name).
+    pub(crate) fn report_foreign(&self, location: &Path) {
+        self.foreign.report(location);
+    }
+
     /// The caller's store, without the counter.
     pub(crate) fn raw(&self) -> &Arc<dyn ObjectStore> {
         &self.raw

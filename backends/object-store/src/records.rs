@@ -1,9 +1,8 @@
 //! [`Records`]: reading and writing records (`get`, `put`, `put_batch`):
-//! a put writes its [`Blobs`], then claims the next log slot with one
+//! a put writes its [`RecordObjects`], then claims the next log slot with one
 //! entry (the commit point, `docs/design.md` §5.1); a get resolves each
 //! chat in the [`Log`]'s index and reads what the index does not hold.
 
-use crate::blobs::Blobs;
 use crate::entry::{
     encode_blob, encode_entry, inline_cost, EntryItem, LogEntry, Position, Precondition,
     HEADER_LEN, ITEM_OVERHEAD, MAX_ENTRY_BYTES, MAX_INLINE_SUMMARY,
@@ -13,6 +12,7 @@ use crate::index::Current;
 use crate::layout::WriteId;
 use crate::log::{Log, LogState};
 use crate::options::ObjectStoreOptions;
+use crate::record_objects::RecordObjects;
 use chatvault_core::{ChatId, Error, Part, PutPrecondition, Result, SealedRecord};
 use object_store::{PutMode, PutOptions};
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ struct Pending {
 #[derive(Debug)]
 pub(crate) struct Records {
     log: Arc<Log>,
-    blobs: Blobs,
+    blobs: RecordObjects,
     max_record_bytes: usize,
     max_batch: usize,
     max_inline_summary: usize,
@@ -46,7 +46,7 @@ pub(crate) struct Records {
 
 impl Records {
     /// Records committed to `log`, their bytes in `blobs`.
-    pub(crate) fn new(log: Arc<Log>, blobs: Blobs, options: &ObjectStoreOptions) -> Self {
+    pub(crate) fn new(log: Arc<Log>, blobs: RecordObjects, options: &ObjectStoreOptions) -> Self {
         Self {
             log,
             blobs,
@@ -155,7 +155,7 @@ impl Records {
             return done;
         }
 
-        // Blobs first: once a slot names them they must exist. Their age is
+        // Record objects first: once a slot names them they must exist. Their age is
         // bounded from before the first of them is written: that one is the
         // oldest, and compaction may delete it once it is older than its
         // horizon unless a slot names it by then.

@@ -1,10 +1,9 @@
 //! [`ObjectStoreStorage`]: one shared-log vault, composed of its
 //! components (the [`Log`] and its [`Feed`], the [`Records`] with their
-//! [`Blobs`], the [`KeyFile`], the [`Maintainer`] and its [`Compactor`],
+//! [`RecordObjects`], the [`KeyFile`], the [`SealedBlobs`], the [`Maintainer`] and its [`Compactor`],
 //! all over the vault's [`Objects`]); its [`Storage`] impl hands each call
 //! to the component that owns it.
 
-use crate::blobs::Blobs;
 use crate::compaction::{CompactReport, Compactor};
 use crate::feed::Feed;
 use crate::keyring::KeyFile;
@@ -12,12 +11,14 @@ use crate::log::Log;
 use crate::maintenance::Maintainer;
 use crate::objects::Objects;
 use crate::options::{CompactOptions, ObjectStoreOptions};
+use crate::record_objects::RecordObjects;
 use crate::records::Records;
+use crate::sealed_blobs::SealedBlobs;
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
-    Part, PutPrecondition, Result, SealedRecord, Storage,
+    BlobId, BlobPage, Capabilities, ChangePage, ChatId, Cursor, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use object_store::path::Path;
 use object_store::ObjectStore;
@@ -61,6 +62,7 @@ pub struct ObjectStoreStorage {
     feed: Feed,
     records: Records,
     key_file: KeyFile,
+    sealed_blobs: SealedBlobs,
     maintainer: Maintainer,
 }
 
@@ -81,7 +83,7 @@ impl ObjectStoreStorage {
     pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, options: ObjectStoreOptions) -> Self {
         let objects = Arc::new(Objects::new(store, &prefix, options.concurrency));
         let log = Arc::new(Log::new(Arc::clone(&objects), &options));
-        let blobs = Blobs::new(Arc::clone(&objects), &options);
+        let blobs = RecordObjects::new(Arc::clone(&objects), &options);
         let compactor = Compactor::new(
             Arc::clone(&objects),
             Arc::clone(&log),
@@ -91,6 +93,7 @@ impl ObjectStoreStorage {
             feed: Feed::new(Arc::clone(&log), options.concurrency),
             records: Records::new(Arc::clone(&log), blobs, &options),
             key_file: KeyFile::new(Arc::clone(&objects), options.max_record_bytes),
+            sealed_blobs: SealedBlobs::new(Arc::clone(&objects), options.max_record_bytes),
             maintainer: Maintainer::new(
                 Arc::clone(&objects),
                 Arc::clone(&log),
@@ -159,6 +162,7 @@ impl Storage for ObjectStoreStorage {
             atomic_preconditions: self.options.atomic_create,
             inline_summaries: true,
             concurrent_writers: false,
+            blobs: true,
         }
     }
 
@@ -185,6 +189,22 @@ impl Storage for ObjectStoreStorage {
 
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64> {
         self.key_file.write(bytes, precondition).await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.sealed_blobs.put(id, sealed).await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.sealed_blobs.get(id).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.sealed_blobs.list(after, limit).await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.sealed_blobs.delete(id).await
     }
 
     /// Compacts when [`ObjectStoreOptions::with_maintenance`] says it is

@@ -93,6 +93,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261207000000_chatvault_feed_restore_stamp.sql",
         include_str!("../supabase/migrations/20261207000000_chatvault_feed_restore_stamp.sql"),
     ),
+    (
+        "20261208000000_chatvault_blobs.sql",
+        include_str!("../supabase/migrations/20261208000000_chatvault_blobs.sql"),
+    ),
 ];
 
 /// The chat id a key file conflict reports: key files belong to no chat.

@@ -1,12 +1,15 @@
 //! [`SupabaseStorage`]: the [`Storage`] contract over the chatvault RPCs.
 
 use crate::client::{RpcClient, TransferStats};
-use crate::wire::{self, check_bigint, GetPage, PullPage, PushItem, PushResult, WireKeyring};
+use crate::wire::{
+    self, check_bigint, BlobDeleteResult, BlobListPage, BlobPutResult, GetPage, PullPage, PushItem,
+    PushResult, WireBlob, WireKeyring,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::{
-    Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
+    BlobId, BlobPage, Capabilities, Change, ChangePage, ChatId, Cursor, Error, KeyringBlob,
+    MaintenanceBudget, MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -279,6 +282,7 @@ impl Storage for SupabaseStorage {
             atomic_preconditions: true,
             inline_summaries: true,
             concurrent_writers: false,
+            blobs: true,
         }
     }
 
@@ -455,6 +459,106 @@ impl Storage for SupabaseStorage {
                 })
             })
             .collect()
+    }
+
+    /// `chatvault_blob_put`: one request; a blob over the record limit fails
+    /// with `TooLarge` before it is sent.
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        let limit = self.record_limit();
+        if sealed.len() > limit {
+            return Err(Error::TooLarge {
+                size: sealed.len(),
+                limit,
+            });
+        }
+        let result: BlobPutResult = self
+            .rpc
+            .call(
+                "chatvault_blob_put",
+                &json!({ "id": id.to_hex(), "blob": wire::encode(&sealed) }),
+                None,
+            )
+            .await?;
+        tracing::debug!(blob = %id, stored = result.stored, "put_blob (stored: false means it was there)");
+        Ok(())
+    }
+
+    /// `chatvault_blob_get`: one request; an answer longer than the record
+    /// limit allows is refused as `Corrupt` before it is decoded.
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        let blob: Option<WireBlob> = self
+            .rpc
+            .call("chatvault_blob_get", &json!({ "id": id.to_hex() }), None)
+            .await?;
+        let Some(blob) = blob else {
+            return Ok(None);
+        };
+        let what = format!("blob {id} from chatvault_blob_get");
+        if blob.bytes.len() > self.max_record_bytes.div_ceil(3).saturating_mul(4) {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "larger than the {} bytes a blob can have",
+                    self.max_record_bytes
+                ),
+            ));
+        }
+        wire::decode(&blob.bytes, &what).map(Some)
+    }
+
+    /// `chatvault_blob_list`: one request per page (at most 1,000 ids, as
+    /// the SQL caps it).
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        let limit = limit.clamp(1, MAX_PULL);
+        let page: BlobListPage = self
+            .rpc
+            .call(
+                "chatvault_blob_list",
+                &json!({ "after_id": after.map(|id| id.to_hex()), "lim": limit }),
+                None,
+            )
+            .await?;
+        let what = "response of chatvault_blob_list";
+        if page.ids.len() > limit {
+            return Err(Error::corrupt(
+                what,
+                format!("{} ids for a limit of {limit}", page.ids.len()),
+            ));
+        }
+        let mut ids = Vec::with_capacity(page.ids.len());
+        for text in &page.ids {
+            let id: BlobId = text
+                .parse()
+                .map_err(|_| Error::corrupt(what, format!("not a blob id: {text:?}")))?;
+            let previous = ids.last().copied().or(after);
+            if previous.is_some_and(|previous| id <= previous) {
+                return Err(Error::corrupt(
+                    what,
+                    format!("id {id} is not after {previous:?}: the page is out of order"),
+                ));
+            }
+            ids.push(id);
+        }
+        if page.more && ids.is_empty() {
+            return Err(Error::corrupt(
+                what,
+                "an empty page that claims more ids (it would be asked for forever)",
+            ));
+        }
+        Ok(BlobPage {
+            ids,
+            has_more: page.more,
+        })
+    }
+
+    /// `chatvault_blob_delete`: one request; a missing blob is no error.
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        let result: BlobDeleteResult = self
+            .rpc
+            .call("chatvault_blob_delete", &json!({ "id": id.to_hex() }), None)
+            .await?;
+        tracing::debug!(blob = %id, deleted = result.deleted, "delete_blob (deleted: false means it was gone)");
+        Ok(())
     }
 
     async fn get_keyring(&self) -> Result<Option<KeyringBlob>> {

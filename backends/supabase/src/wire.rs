@@ -132,6 +132,35 @@ pub(crate) struct WireKeyring {
     pub bytes: String,
 }
 
+/// `chatvault_blob_put`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlobPutResult {
+    /// True when this call stored the blob, false when it was there.
+    pub stored: bool,
+}
+
+/// `chatvault_blob_get`'s answer (JSON null when the blob is missing).
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireBlob {
+    pub bytes: String,
+}
+
+/// `chatvault_blob_list`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlobListPage {
+    /// Blob ids, hex, ascending.
+    pub ids: Vec<String>,
+    /// True if more ids follow the last.
+    pub more: bool,
+}
+
+/// `chatvault_blob_delete`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlobDeleteResult {
+    /// True when this call removed the blob.
+    pub deleted: bool,
+}
+
 /// `chatvault_maintain`'s answer.
 #[derive(Debug, Deserialize)]
 pub(crate) struct MaintainResult {

@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
         trial!(an_oversize_record_the_server_refuses_fails_alone_in_its_chunk),
         trial!(a_cursor_ahead_of_a_restored_head_restarts_the_feed),
         trial!(table_endpoints_refuse_writes_and_show_only_own_rows),
+        trial!(blobs_are_bounded_on_the_server_and_the_table_refuses_writes),
     ])
 }
 
@@ -939,4 +940,103 @@ async fn table_endpoints_refuse_writes_and_show_only_own_rows(fixture: &'static 
         (status, rows),
         (200, json!([{ "chat": chat.0, "version": 3 }]))
     );
+}
+
+/// Blobs: a client configured above the server's limit is stopped by the
+/// SQL (`TooLarge` with the server's numbers, nothing stored); the table
+/// endpoint refuses every write, so a blob can be neither changed nor
+/// removed outside the RPCs, and shows each user only their own rows.
+async fn blobs_are_bounded_on_the_server_and_the_table_refuses_writes(
+    fixture: &'static SupabaseFixture,
+) {
+    use chatvault_core::BlobId;
+    use reqwest::Method;
+    let (alice_id, bob_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let alice = client(fixture, alice_id);
+    let id = BlobId([0x42; 32]);
+    alice
+        .put_blob(id, Bytes::from_static(b"sealed"))
+        .await
+        .unwrap();
+
+    let loose = builder(fixture)
+        .token_source(StaticToken::new(fixture.user_token(alice_id, 3600)))
+        .max_record_bytes(MAX_RECORD_BYTES * 2)
+        .build()
+        .unwrap();
+    let over = BlobId([0x43; 32]);
+    match loose
+        .put_blob(over, Bytes::from(vec![1u8; MAX_RECORD_BYTES + 1]))
+        .await
+    {
+        Err(Error::TooLarge { size, limit }) => {
+            assert_eq!((size, limit), (MAX_RECORD_BYTES + 1, MAX_RECORD_BYTES))
+        }
+        other => panic!("expected TooLarge from the server, got {other:?}"),
+    }
+    assert_eq!(loose.transfer_stats().requests, 1);
+    assert_eq!(alice.get_blob(over).await.unwrap(), None, "nothing stored");
+
+    // A malformed id is refused by the SQL, not stored under some name.
+    let token = fixture.user_token(alice_id, 3600);
+    let (status, answer) = rpc(
+        fixture,
+        Some(&token),
+        "chatvault_blob_put",
+        json!({ "id": "not hex", "blob": "AA==" }),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("22023")),
+        "{answer}"
+    );
+
+    let me = format!("owner=eq.{alice_id}");
+    let hex = format!("\\x{}", id.to_hex());
+    let writes = [
+        (
+            Method::PATCH,
+            format!("chatvault_blobs?{me}"),
+            Some(json!({ "bytes": "\\x00" })),
+        ),
+        (Method::DELETE, format!("chatvault_blobs?{me}"), None),
+        (
+            Method::POST,
+            "chatvault_blobs".into(),
+            Some(json!({ "owner": alice_id, "id": hex, "bytes": "\\x00" })),
+        ),
+    ];
+    for (method, path, body) in writes {
+        let (status, answer) = table(fixture, &token, method.clone(), &path, body).await;
+        assert_eq!(
+            (status, answer["code"].as_str()),
+            (403, Some("42501")),
+            "{method} {path} was not refused: {answer}"
+        );
+    }
+    assert_eq!(
+        alice.get_blob(id).await.unwrap(),
+        Some(Bytes::from_static(b"sealed")),
+        "the blob is unchanged"
+    );
+    let (status, rows) = table(
+        fixture,
+        &token,
+        Method::GET,
+        "chatvault_blobs?select=owner",
+        None,
+    )
+    .await;
+    assert_eq!((status, rows), (200, json!([{ "owner": alice_id }])));
+    let bob = fixture.user_token(bob_id, 3600);
+    let (status, rows) = table(
+        fixture,
+        &bob,
+        Method::GET,
+        &format!("chatvault_blobs?{me}"),
+        None,
+    )
+    .await;
+    assert_eq!((status, rows), (200, json!([])), "bob reads alice's blobs");
 }

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::layer::{LayeredStorage, StorageLayer};
 use chatvault_core::{
-    ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
-    Part, PutPrecondition, Result, SealedRecord, Storage,
+    BlobId, BlobPage, ChangePage, ChatId, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -225,5 +225,34 @@ impl LayeredStorage for CountingStorage {
         let _trip = self.trip();
         self.counter.record(Op::Maintain.name(), 0, 0);
         self.inner.maintain(budget).await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        let _trip = self.trip();
+        self.counter
+            .record(Op::PutBlob.name(), sealed.len() as u64, 0);
+        self.inner.put_blob(id, sealed).await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        let _trip = self.trip();
+        let blob = self.inner.get_blob(id).await;
+        let received = blob
+            .as_ref()
+            .map_or(0, |b| b.as_ref().map_or(0, |b| b.len() as u64));
+        self.counter.record(Op::GetBlob.name(), 0, received);
+        blob
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        let _trip = self.trip();
+        self.counter.record(Op::ListBlobs.name(), 0, 0);
+        self.inner.list_blobs(after, limit).await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        let _trip = self.trip();
+        self.counter.record(Op::DeleteBlob.name(), 0, 0);
+        self.inner.delete_blob(id).await
     }
 }

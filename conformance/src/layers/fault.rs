@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chatvault_core::layer::{LayeredStorage, StorageLayer};
 use chatvault_core::{
-    ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob, MaintenanceBudget,
-    MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
+    BlobId, BlobPage, ChangePage, ChatId, Cursor, DynStorage, Error, KeyringBlob,
+    MaintenanceBudget, MaintenanceReport, Part, PutPrecondition, Result, SealedRecord, Storage,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -299,5 +299,23 @@ impl LayeredStorage for FaultyStorage {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         self.guard(Op::Maintain, self.inner.maintain(budget)).await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.guard(Op::PutBlob, self.inner.put_blob(id, sealed))
+            .await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.guard(Op::GetBlob, self.inner.get_blob(id)).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.guard(Op::ListBlobs, self.inner.list_blobs(after, limit))
+            .await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.guard(Op::DeleteBlob, self.inner.delete_blob(id)).await
     }
 }

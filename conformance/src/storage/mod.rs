@@ -1,7 +1,8 @@
 //! The Storage contract, one `pub async fn` per behaviour, one module per
 //! operation: [`get`], [`put`], [`batch`], [`delete`], [`feed`]
 //! (`changes`), [`isolation`], [`keyring`], [`volume`], [`concurrency`],
-//! [`corruption`]. They depend on `chatvault-core` alone.
+//! [`corruption`], [`blobs`]. They depend on `chatvault-core` alone (with
+//! its envelope cipher, which the blob corruption contract seals with).
 //!
 //! Each function opens its own vaults (named after itself) through a
 //! [`TestBackend`](crate::TestBackend), so contracts run in any order and in parallel. A
@@ -12,7 +13,7 @@
 //! they need ([`Needs`](crate::Needs), the way OpenDAL's behavior tests gate on
 //! `Capability`): the whole [`concurrency`] group needs
 //! `atomic_preconditions`, [`feed::changes_inline_summaries_match_stored_summaries`]
-//! needs `inline_summaries`. The runner reads the backend's
+//! needs `inline_summaries`, the whole [`blobs`] group needs `blobs`. The runner reads the backend's
 //! [`Capabilities`](chatvault_core::Capabilities) once and reports a
 //! contract whose capability is missing as skipped, with the reason, never
 //! as passed. Contracts that need a [`TestBackend`](crate::TestBackend) hook the backend does
@@ -37,6 +38,7 @@ use std::sync::Arc;
 pub const LARGE_VAULT_RECORDS: usize = 10_000;
 
 pub mod batch;
+pub mod blobs;
 pub mod concurrency;
 pub mod corruption;
 pub mod delete;
@@ -63,6 +65,7 @@ pub fn contracts() -> Vec<Contract> {
         volume::contracts(),
         concurrency::contracts(),
         corruption::contracts(),
+        blobs::contracts(),
     ]
     .concat()
 }

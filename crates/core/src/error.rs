@@ -150,6 +150,17 @@ pub enum Error {
         vaults: Vec<String>,
     },
 
+    /// The storage backend does not offer this operation (a custom backend
+    /// without blob storage: [`Capabilities::blobs`](crate::Capabilities::blobs)
+    /// is false). Records still work; for attachments use a backend that
+    /// stores blobs (folder, S3, Supabase) or implement the blob methods of
+    /// [`Storage`](crate::Storage).
+    #[error("this storage backend does not support {what}; records still sync, but attachments need a backend whose capabilities report blobs (folder, S3, Supabase) or an implementation of the Storage blob methods")]
+    Unsupported {
+        /// The operation that is missing.
+        what: String,
+    },
+
     /// The caller passed something invalid (an empty passphrase, a bad URL).
     #[error("invalid input: {message}")]
     InvalidInput {
@@ -190,6 +201,11 @@ impl Error {
             what: what.into(),
             reason: reason.into(),
         }
+    }
+
+    /// Shorthand for [`Error::Unsupported`].
+    pub fn unsupported(what: impl Into<String>) -> Self {
+        Error::Unsupported { what: what.into() }
     }
 
     /// Shorthand for [`Error::InvalidInput`].

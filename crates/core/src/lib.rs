@@ -75,11 +75,11 @@ pub use cipher::{Aad, Cipher};
 pub use engine::{Engine, EngineConfig, Event, SyncReport, SyncStatus};
 pub use error::{BoxError, Error, Result};
 pub use hlc::{Clock, Hlc};
-pub use ids::{ChatId, DeviceId, MessageId, VaultId};
+pub use ids::{BlobId, ChatId, DeviceId, MessageId, VaultId};
 #[cfg(feature = "engine")]
 pub use replica::Replica;
 pub use storage::{
-    Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    BlobPage, Capabilities, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
     MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage, StorageExt,
 };
 pub use transport::{Polling, PullOutcome, Transport};

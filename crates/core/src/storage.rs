@@ -5,7 +5,7 @@
 //! The contract below is what `chatvault-conformance` tests, so a backend
 //! that passes the suite works with the sync engine.
 
-use crate::ids::ChatId;
+use crate::ids::{BlobId, ChatId};
 use crate::transport::Transport;
 use crate::Result;
 use async_trait::async_trait;
@@ -198,6 +198,22 @@ pub struct Capabilities {
     /// writer), and the engine merges every record it receives that is not
     /// already part of its state instead of trusting version order.
     pub concurrent_writers: bool,
+    /// The backend stores sealed blobs ([`Storage::put_blob`] and the other
+    /// blob operations): immutable, content-addressed, each at most
+    /// [`max_record_bytes`](Self::max_record_bytes). Without it those
+    /// operations fail with [`Error::Unsupported`](crate::Error::Unsupported)
+    /// and the conformance suite skips the blob contracts.
+    pub blobs: bool,
+}
+
+/// A page of [`Storage::list_blobs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlobPage {
+    /// Stored blob ids in ascending order, all after the `after` asked for.
+    pub ids: Vec<BlobId>,
+    /// True if more ids may follow the last one: ask again with
+    /// `after: ids.last()`.
+    pub has_more: bool,
 }
 
 /// What [`Storage::maintain`] may do in one call.
@@ -255,6 +271,19 @@ pub struct MaintenanceReport {
 ///   them all.
 /// - **`get_keyring` / `put_keyring`** store the vault's key file with the
 ///   same precondition rules (`Version` compares the keyring version).
+/// - **Blobs** (only with [`Capabilities::blobs`]; the defaults fail with
+///   [`Error::Unsupported`]): immutable sealed blobs named by a
+///   content-derived [`BlobId`]. `put_blob` is idempotent and **the first
+///   write wins**: putting an id that is already stored succeeds and leaves
+///   the stored bytes as they are (two sealings of one plaintext differ,
+///   since each draws a fresh nonce, and either opens to the same
+///   plaintext). A blob over [`Capabilities::max_record_bytes`] fails with
+///   [`Error::TooLarge`]. `get_blob` of a missing id is `Ok(None)`.
+///   `list_blobs(after, limit)` pages through the stored ids in ascending
+///   order, at most `limit` (at least 1) per page, never skipping or
+///   repeating a blob stored before the listing started. `delete_blob`
+///   removes a blob (garbage collection only); deleting a missing id
+///   succeeds.
 /// - Errors are typed: [`Error::Unavailable`] for anything retriable,
 ///   [`Error::Unauthorized`], [`Error::Conflict`], [`Error::TooLarge`],
 ///   [`Error::Rejected`], [`Error::Corrupt`] for data the backend itself
@@ -266,6 +295,7 @@ pub struct MaintenanceReport {
 /// [`Error::Unauthorized`]: crate::Error::Unauthorized
 /// [`Error::Rejected`]: crate::Error::Rejected
 /// [`Error::Corrupt`]: crate::Error::Corrupt
+/// [`Error::Unsupported`]: crate::Error::Unsupported
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug {
     /// What this backend can do.
@@ -296,6 +326,37 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Stores the vault's key file; returns the new keyring version.
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64>;
+
+    /// Stores the sealed blob `sealed` under `id` unless a blob with that id
+    /// is already stored (first write wins; either way `Ok`). The default
+    /// fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        let _ = (id, sealed);
+        Err(crate::Error::unsupported("storing blobs (put_blob)"))
+    }
+
+    /// The sealed blob stored under `id`, `None` if there is none. The
+    /// default fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        let _ = id;
+        Err(crate::Error::unsupported("reading blobs (get_blob)"))
+    }
+
+    /// Up to `limit` stored blob ids after `after` (from the first with
+    /// `None`), ascending. The default fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        let _ = (after, limit);
+        Err(crate::Error::unsupported("listing blobs (list_blobs)"))
+    }
+
+    /// Removes the blob `id`, for garbage collection only; a missing id is
+    /// not an error. The default fails with
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        let _ = id;
+        Err(crate::Error::unsupported("deleting blobs (delete_blob)"))
+    }
 
     /// Housekeeping the backend wants run now and then, such as compacting
     /// its change log so idle polls and new devices stay cheap however long

@@ -6,7 +6,7 @@ use age::secrecy::SecretString;
 use age::x25519;
 use chatvault_core::envelope::{
     export_age, EnvelopeCipher, ExportTarget, KeyProtection, Padding, Unlock, BLOB_FORMAT,
-    BLOB_FORMAT_UNPADDED, BLOB_OVERHEAD,
+    BLOB_FORMAT_UNPADDED, BLOB_OVERHEAD, KEYRING_FORMAT,
 };
 use chatvault_core::{Aad, ChatId, Cipher, Error, Part, VaultId};
 use proptest::prelude::*;
@@ -507,7 +507,7 @@ fn key_file_from_a_newer_format_is_unsupported() {
 #[test]
 fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let device = x25519::Identity::generate();
-    let mut newer_keyring = vec![4u8];
+    let mut newer_keyring = vec![KEYRING_FORMAT + 1];
     newer_keyring.extend_from_slice(&[0u8; 60]);
     let slot = export_age(
         &newer_keyring,
@@ -517,7 +517,7 @@ fn keyring_from_a_newer_format_inside_a_valid_slot_is_unsupported() {
     let file = key_file_with_one_slot(2, &slot);
     let result = EnvelopeCipher::from_key_file(&file, &Unlock::Identity(device));
     assert!(
-        matches!(result, Err(Error::UnsupportedFormat { found: 4, .. })),
+        matches!(result, Err(Error::UnsupportedFormat { found, .. }) if found == u32::from(KEYRING_FORMAT) + 1),
         "{result:?}"
     );
 }
@@ -564,7 +564,7 @@ fn key_file_slots_are_standard_age_files() {
     let by_passphrase = age_decrypt(&slots[1].1, &passphrase_identity);
     let by_device = age_decrypt(&slots[1].1, &device);
     assert_eq!(by_passphrase, by_device);
-    assert_eq!(by_passphrase[0], 3, "keyring format version");
+    assert_eq!(by_passphrase[0], KEYRING_FORMAT, "keyring format version");
     assert_eq!(&by_passphrase[1..17], cipher.vault().as_bytes());
     assert_eq!(
         &by_passphrase[17..25],

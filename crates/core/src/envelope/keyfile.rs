@@ -18,11 +18,12 @@
 //! "CVKF" | format (1 byte, = 2) | slot count (1 byte)
 //!   then per slot: kind (1 byte) | length (4 bytes, big-endian) | age file
 //!
-//! keyring: format (1, = 3) | vault id (16) | key file version (8, BE)
+//! keyring: format (1, = 4) | vault id (16) | key file version (8, BE)
 //!   | current key id (4, BE) | key count (4, BE) | per key: key id (4, BE) | key (32)
 //!   | protection count (2, BE) | per protection: kind (1) | added ms (8, BE)
 //!   | label length (1) | label | recipient length (1) | recipient
 //!   | retired count (2, BE) | per retired key: key id (4, BE) | tag (16)
+//!   | blob secret (32)
 //! ```
 //!
 //! The key file version grows by one with every key file written; a device
@@ -32,7 +33,7 @@
 //! rules of key changes are in `docs/design.md` §3.
 
 use super::export::{self, check_passphrase, check_work_factor};
-use super::{DataKey, Keyring, DATA_KEY_LEN, KEY_TAG_LEN};
+use super::{DataKey, Keyring, BLOB_SECRET_LEN, DATA_KEY_LEN, KEY_TAG_LEN};
 use crate::ids::VaultId;
 use crate::{Error, Result};
 use age::secrecy::{ExposeSecret, SecretString};
@@ -44,7 +45,7 @@ use zeroize::Zeroizing;
 /// Format version of key files (the slot container) written by this build.
 pub const KEY_FILE_FORMAT: u8 = 2;
 /// Format version of the plaintext keyring inside the X25519 slot.
-pub const KEYRING_FORMAT: u8 = 3;
+pub const KEYRING_FORMAT: u8 = 4;
 
 const MAGIC: &[u8; 4] = b"CVKF";
 /// Format 1 only: an age scrypt file of the keyring.
@@ -616,6 +617,9 @@ fn encode_keyring(ring: &Keyring, version: u64, protections: &[Protection]) -> Z
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(tag);
     }
+    // Format 4: the blob secret, stored or (for a keyring read from an
+    // older format) derived, so it never changes again once written.
+    out.extend_from_slice(ring.blob_secret().as_slice());
     out
 }
 
@@ -689,11 +693,21 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
             format!("the current key id {current} is not in the keyring"),
         ));
     }
-    let (protections, retired) = match format {
-        1 | 2 => (Vec::new(), BTreeMap::new()),
+    let (protections, retired, blob_secret) = match format {
+        1 | 2 => (Vec::new(), BTreeMap::new(), None),
+        3 => {
+            let (protections, rest) = decode_protections(tail)?;
+            (protections, decode_retired(rest)?, None)
+        }
         _ => {
             let (protections, rest) = decode_protections(tail)?;
-            (protections, decode_retired(rest)?)
+            let split = rest.len().checked_sub(BLOB_SECRET_LEN).ok_or_else(|| {
+                Error::corrupt(WHAT, "the blob secret of a format-4 keyring is missing")
+            })?;
+            let (rest, secret) = rest.split_at(split);
+            let mut blob_secret = Zeroizing::new([0u8; BLOB_SECRET_LEN]);
+            blob_secret.copy_from_slice(secret);
+            (protections, decode_retired(rest)?, Some(blob_secret))
         }
     };
     Ok(Keyring {
@@ -703,6 +717,7 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
         keys,
         protections,
         retired,
+        blob_secret,
     })
 }
 
@@ -815,7 +830,43 @@ mod tests {
         encoded[0] = KEYRING_FORMAT + 1;
         assert!(matches!(
             decode_keyring(&encoded),
-            Err(Error::UnsupportedFormat { found: 4, .. })
+            Err(Error::UnsupportedFormat { found, .. }) if found == u32::from(KEYRING_FORMAT) + 1
+        ));
+    }
+
+    #[test]
+    fn the_blob_secret_survives_a_key_file_and_is_derived_for_older_keyrings() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let secret = cipher.read().blob_secret();
+        let encoded = encode_keyring(&cipher.read(), 1, &sample_protections());
+        let decoded = decode_keyring(&encoded).expect("format 4 decodes");
+        assert_eq!(decoded.blob_secret.as_deref(), Some(&*secret));
+
+        // The same keyring as a format-3 build wrote it: no stored secret.
+        let mut v3 = encoded[..encoded.len() - BLOB_SECRET_LEN].to_vec();
+        v3[0] = 3;
+        let old = decode_keyring(&v3).expect("format 3 decodes");
+        assert!(old.blob_secret.is_none());
+        let derived = old.blob_secret();
+        assert_eq!(
+            derived,
+            decode_keyring(&v3).expect("again").blob_secret(),
+            "deterministic"
+        );
+        assert_ne!(derived, secret);
+        // Written again by this build, the derived secret is stored as is.
+        let rewritten = decode_keyring(&encode_keyring(&old, 2, &sample_protections()))
+            .expect("format 4 decodes");
+        assert_eq!(rewritten.blob_secret.as_deref(), Some(&*derived));
+        // Adopting a successor that stores a secret takes it; one already
+        // stored is kept.
+        let mut adopting = decode_keyring(&v3).expect("format 3 decodes");
+        adopting.adopt(&rewritten).expect("adopt");
+        assert_eq!(adopting.blob_secret.as_deref(), Some(&*derived));
+        // A format-4 keyring cut short of its secret is corrupt.
+        assert!(matches!(
+            decode_keyring(&encoded[..encoded.len() - 1]),
+            Err(Error::Corrupt { .. })
         ));
     }
 

@@ -11,8 +11,10 @@ use crate::ids::VaultId;
 use crate::{Error, Result};
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
 use rand::rngs::OsRng;
 use rand::RngCore;
+use sha2::Sha256;
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
@@ -56,7 +58,18 @@ pub(crate) struct Keyring {
     /// that holds only retired keys can still tell that a keyring follows
     /// its own (the MAC needs the key), without the key being kept.
     pub(crate) retired: BTreeMap<u32, [u8; KEY_TAG_LEN]>,
+    /// The secret blob ids are keyed with (`docs/design.md` §10.2), as
+    /// stored in a format-4 keyring; `None` for a keyring read from an older
+    /// format, whose secret [`blob_secret`](Self::blob_secret) derives.
+    pub(crate) blob_secret: Option<Zeroizing<[u8; BLOB_SECRET_LEN]>>,
 }
+
+/// Length of the blob secret.
+pub(crate) const BLOB_SECRET_LEN: usize = 32;
+
+/// The label the blob secret of a keyring older than format 4 is derived
+/// under (domain separation from every other use of the data key).
+const BLOB_SECRET_LABEL: &[u8] = b"chatvault/blob-secret/1";
 
 /// Length of a retired key's tag.
 pub(crate) const KEY_TAG_LEN: usize = 16;
@@ -85,6 +98,8 @@ impl Keyring {
     pub(crate) fn generate(vault: VaultId) -> Self {
         let mut keys = BTreeMap::new();
         keys.insert(1, DataKey::random());
+        let mut blob_secret = Zeroizing::new([0u8; BLOB_SECRET_LEN]);
+        OsRng.fill_bytes(blob_secret.as_mut_slice());
         Self {
             vault,
             version: 0,
@@ -92,7 +107,32 @@ impl Keyring {
             keys,
             protections: Vec::new(),
             retired: BTreeMap::new(),
+            blob_secret: Some(blob_secret),
         }
+    }
+
+    /// The secret blob ids are keyed with: the stored one (format 4), else
+    /// one derived from the data key with the lowest id held, HMAC-SHA256
+    /// keyed by that key over a fixed label and the vault id. Every device
+    /// reading the same older keyring derives the same secret, and the first
+    /// key file a format-4 build writes stores it, after which it never
+    /// changes (builds before format 4 cannot read, so cannot rewrite, that
+    /// key file).
+    pub(crate) fn blob_secret(&self) -> Zeroizing<[u8; BLOB_SECRET_LEN]> {
+        if let Some(stored) = &self.blob_secret {
+            return stored.clone();
+        }
+        let mut out = Zeroizing::new([0u8; BLOB_SECRET_LEN]);
+        if let Some(key) = self.keys.values().next() {
+            // HMAC takes keys of any length: this never fails.
+            let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(key.bytes()) else {
+                return out;
+            };
+            mac.update(BLOB_SECRET_LABEL);
+            mac.update(self.vault.as_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        out
     }
 
     /// Every key id held, ascending (the current one included).
@@ -158,6 +198,11 @@ impl Keyring {
         }
         for (id, tag) in &theirs.retired {
             self.retired.entry(*id).or_insert(*tag);
+        }
+        // A blob secret, once stored, never changes: keep ours if we hold
+        // one, else take the one the successor stores.
+        if self.blob_secret.is_none() {
+            self.blob_secret.clone_from(&theirs.blob_secret);
         }
         if theirs.version >= self.version {
             if self.protections != theirs.protections {

@@ -63,18 +63,20 @@
 //! # }
 //! ```
 
+mod blob;
 mod export;
 mod keyfile;
 mod keyring;
 mod padding;
 mod trust;
 
+pub use blob::BlobHasher;
 pub use export::{export_age, ExportTarget};
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
 pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
 };
-pub(crate) use keyring::{key_tag, DataKey, Keyring, KEY_TAG_LEN};
+pub(crate) use keyring::{key_tag, DataKey, Keyring, BLOB_SECRET_LEN, KEY_TAG_LEN};
 pub use padding::Padding;
 pub use trust::KeyTrust;
 
@@ -368,12 +370,14 @@ fn describe(aad: &Aad) -> String {
     format!("chat {} {part} version {}", aad.chat, aad.version)
 }
 
-/// The AEAD's associated data: the record's [`Aad`], the key id and, from
+/// The AEAD's associated data: what the blob is bound to (a record's
+/// [`Aad::to_bytes`], or a blob's `blob::blob_aad`), the key id and, from
 /// format 2 on, the format byte, so relabelling a padded blob as unpadded
 /// (which would hand out the padding) fails authentication. Format 1 blobs
 /// keep the associated data they were sealed with.
-fn aead_aad(aad: &Aad, key_id: u32, format: u8) -> Vec<u8> {
-    let mut bytes = aad.to_bytes();
+fn aead_aad(bound: &[u8], key_id: u32, format: u8) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(bound.len() + 5);
+    bytes.extend_from_slice(bound);
     bytes.extend_from_slice(&key_id.to_be_bytes());
     if format != BLOB_FORMAT_UNPADDED {
         bytes.push(format);
@@ -435,6 +439,12 @@ impl EnvelopeCipher {
                 aad.vault, ring.vault
             )));
         }
+        self.seal_bound(ring, &aad.to_bytes(), plaintext)
+    }
+
+    /// Seals `plaintext` under the current key of `ring`, bound to `bound`
+    /// (the encoded associated data, before the key id and format byte).
+    fn seal_bound(&self, ring: &Keyring, bound: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let key_id = ring.current;
         let key = ring
             .keys
@@ -460,12 +470,48 @@ impl EnvelopeCipher {
             .aead
             .encrypt_in_place_detached(
                 XNonce::from_slice(&nonce),
-                &aead_aad(aad, key_id, format),
+                &aead_aad(bound, key_id, format),
                 &mut out[BLOB_HEADER_LEN..],
             )
             .map_err(|_| Error::invalid("plaintext too large for XChaCha20-Poly1305"))?;
         out.extend_from_slice(&tag);
         Ok(out)
+    }
+
+    /// Verifies and decrypts `sealed`, which must have been sealed bound to
+    /// `bound`; `what` names it in errors (called on failure only).
+    fn open_bound(
+        &self,
+        bound: &[u8],
+        sealed: &[u8],
+        what: impl Fn() -> String,
+    ) -> Result<Vec<u8>> {
+        let Header {
+            format,
+            key_id,
+            nonce,
+            body,
+        } = parse_header(sealed, &what)?;
+        let ring = self.read();
+        let key = ring
+            .keys
+            .get(&key_id)
+            .ok_or(Error::UnknownKeyId { key_id })?;
+        let (ciphertext, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut plaintext = ciphertext.to_vec();
+        key.aead
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                &aead_aad(bound, key_id, format),
+                &mut plaintext,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| Error::Tampered { what: what() })?;
+        if format == BLOB_FORMAT_UNPADDED {
+            Ok(plaintext)
+        } else {
+            padding::unpad(plaintext, what)
+        }
     }
 }
 
@@ -494,34 +540,7 @@ impl Cipher for EnvelopeCipher {
     }
 
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {
-        let Header {
-            format,
-            key_id,
-            nonce,
-            body,
-        } = parse_header(sealed, || describe(aad))?;
-        let ring = self.read();
-        let key = ring
-            .keys
-            .get(&key_id)
-            .ok_or(Error::UnknownKeyId { key_id })?;
-        let (ciphertext, tag) = body.split_at(body.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
-        key.aead
-            .decrypt_in_place_detached(
-                XNonce::from_slice(nonce),
-                &aead_aad(aad, key_id, format),
-                &mut plaintext,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| Error::Tampered {
-                what: describe(aad),
-            })?;
-        if format == BLOB_FORMAT_UNPADDED {
-            Ok(plaintext)
-        } else {
-            padding::unpad(plaintext, || describe(aad))
-        }
+        self.open_bound(&aad.to_bytes(), sealed, || describe(aad))
     }
 }
 
@@ -573,6 +592,7 @@ mod tests {
             keys: BTreeMap::from([(5, DataKey::random())]),
             protections: Vec::new(),
             retired: BTreeMap::from([(1, [0u8; KEY_TAG_LEN])]),
+            blob_secret: None,
         });
         let fresh = EnvelopeCipher::generate(old.vault());
         assert!(matches!(

@@ -2,10 +2,10 @@
 //! staging and game days.
 
 use super::{lock, LayeredStorage, Op, StorageLayer};
-use crate::ids::ChatId;
+use crate::ids::{BlobId, ChatId};
 use crate::storage::{
-    Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
-    Part, PutPrecondition, SealedRecord, Storage,
+    BlobPage, Change, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget,
+    MaintenanceReport, Part, PutPrecondition, SealedRecord, Storage,
 };
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -434,6 +434,25 @@ impl LayeredStorage for ChaosStorage {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         self.run(Op::Maintain, false, self.inner.maintain(budget))
+            .await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.run(Op::PutBlob, true, self.inner.put_blob(id, sealed))
+            .await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.run(Op::GetBlob, false, self.inner.get_blob(id)).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.run(Op::ListBlobs, false, self.inner.list_blobs(after, limit))
+            .await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.run(Op::DeleteBlob, true, self.inner.delete_blob(id))
             .await
     }
 }

@@ -3,10 +3,10 @@
 //! `LayeredAccessor` and tracing-subscriber's `Layered`; and [`Op`], the
 //! names of the [`Storage`] operations that layers count, trace and fault.
 
-use crate::ids::ChatId;
+use crate::ids::{BlobId, ChatId};
 use crate::storage::{
-    Capabilities, ChangePage, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport, Part,
-    PutPrecondition, SealedRecord, Storage,
+    BlobPage, Capabilities, ChangePage, Cursor, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, SealedRecord, Storage,
 };
 use crate::transport::Transport;
 use crate::Result;
@@ -32,11 +32,19 @@ pub enum Op {
     PutKeyring,
     /// [`Storage::maintain`].
     Maintain,
+    /// [`Storage::put_blob`].
+    PutBlob,
+    /// [`Storage::get_blob`].
+    GetBlob,
+    /// [`Storage::list_blobs`].
+    ListBlobs,
+    /// [`Storage::delete_blob`].
+    DeleteBlob,
 }
 
 impl Op {
     /// Every operation, in trait order.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 11] = [
         Op::Changes,
         Op::Get,
         Op::Put,
@@ -44,6 +52,10 @@ impl Op {
         Op::GetKeyring,
         Op::PutKeyring,
         Op::Maintain,
+        Op::PutBlob,
+        Op::GetBlob,
+        Op::ListBlobs,
+        Op::DeleteBlob,
     ];
 
     /// The method's name (`"put_batch"`), as metrics and logs show it.
@@ -56,6 +68,10 @@ impl Op {
             Op::GetKeyring => "get_keyring",
             Op::PutKeyring => "put_keyring",
             Op::Maintain => "maintain",
+            Op::PutBlob => "put_blob",
+            Op::GetBlob => "get_blob",
+            Op::ListBlobs => "list_blobs",
+            Op::DeleteBlob => "delete_blob",
         }
     }
 }
@@ -70,7 +86,8 @@ impl fmt::Display for Op {
 /// only some of its behaviour. Every method forwards to the inner storage
 /// by default, including those whose [`Storage`] default would otherwise
 /// bypass it ([`put_batch`](Storage::put_batch),
-/// [`maintain`](Storage::maintain), [`notifications`](Storage::notifications)); a layer
+/// [`maintain`](Storage::maintain), [`notifications`](Storage::notifications),
+/// the blob operations); a layer
 /// overrides what it changes and nothing else, and every `LayeredStorage`
 /// is a [`Storage`] through a blanket implementation.
 ///
@@ -142,6 +159,26 @@ pub trait LayeredStorage: Send + Sync + fmt::Debug {
         self.inner().maintain(budget).await
     }
 
+    /// [`Storage::put_blob`]; forwards by default.
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.inner().put_blob(id, sealed).await
+    }
+
+    /// [`Storage::get_blob`]; forwards by default.
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.inner().get_blob(id).await
+    }
+
+    /// [`Storage::list_blobs`]; forwards by default.
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.inner().list_blobs(after, limit).await
+    }
+
+    /// [`Storage::delete_blob`]; forwards by default.
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.inner().delete_blob(id).await
+    }
+
     /// [`Storage::notifications`]; forwards by default.
     fn notifications(&self) -> Option<Arc<dyn Transport>> {
         self.inner().notifications()
@@ -180,6 +217,22 @@ impl<T: LayeredStorage> Storage for T {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         LayeredStorage::maintain(self, budget).await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        LayeredStorage::put_blob(self, id, sealed).await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        LayeredStorage::get_blob(self, id).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        LayeredStorage::list_blobs(self, after, limit).await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        LayeredStorage::delete_blob(self, id).await
     }
 
     fn notifications(&self) -> Option<Arc<dyn Transport>> {

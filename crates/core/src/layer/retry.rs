@@ -1,10 +1,10 @@
 //! [`RetryLayer`]: retries with backoff, and resolves the ambiguous
 //! conflict of a retried write by reading it back.
 
-use crate::ids::ChatId;
+use crate::ids::{BlobId, ChatId};
 use crate::storage::{
-    ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport, Part,
-    PutPrecondition, SealedRecord, Storage,
+    BlobPage, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, SealedRecord, Storage,
 };
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -37,6 +37,10 @@ use super::{LayeredStorage, Op, StorageLayer};
 /// (read back and compare). Only a conflict that follows a retriable failure
 /// of the same call is resolved like this; a first-attempt conflict is
 /// returned as is.
+///
+/// Blob operations are retried like reads: `put_blob` and `delete_blob` are
+/// idempotent (a retried put of a blob that landed finds it stored and
+/// succeeds), so no read-back is needed.
 #[derive(Clone, Debug)]
 pub struct RetryLayer {
     max_attempts: u32,
@@ -272,6 +276,28 @@ impl LayeredStorage for RetryStorage {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         self.retry(Op::Maintain, || self.inner.maintain(budget))
+            .await
+            .0
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.retry(Op::PutBlob, || self.inner.put_blob(id, sealed.clone()))
+            .await
+            .0
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.retry(Op::GetBlob, || self.inner.get_blob(id)).await.0
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.retry(Op::ListBlobs, || self.inner.list_blobs(after, limit))
+            .await
+            .0
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.retry(Op::DeleteBlob, || self.inner.delete_blob(id))
             .await
             .0
     }

@@ -1,9 +1,9 @@
 //! [`TracingLayer`]: a span per storage call and per-operation figures.
 
-use crate::ids::ChatId;
+use crate::ids::{BlobId, ChatId};
 use crate::storage::{
-    ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport, Part,
-    PutPrecondition, SealedRecord, Storage,
+    BlobPage, ChangePage, Cursor, DynStorage, KeyringBlob, MaintenanceBudget, MaintenanceReport,
+    Part, PutPrecondition, SealedRecord, Storage,
 };
 use crate::{Error, Result};
 use async_trait::async_trait;
@@ -62,7 +62,8 @@ impl StorageMetrics {
     }
 
     /// Figures of one operation by name (`changes`, `get`, `put`,
-    /// `put_batch`, `delete`, `get_keyring`, `put_keyring`, `maintain`);
+    /// `put_batch`, `get_keyring`, `put_keyring`, `maintain`, `put_blob`,
+    /// `get_blob`, `list_blobs`, `delete_blob`: [`Op::name`]);
     /// zero if it never ran.
     pub fn get(&self, op: &str) -> CallStats {
         self.lock().get(op).copied().unwrap_or_default()
@@ -191,6 +192,25 @@ impl LayeredStorage for TracingStorage {
 
     async fn maintain(&self, budget: MaintenanceBudget) -> Result<MaintenanceReport> {
         self.traced(Op::Maintain, 1, self.inner.maintain(budget))
+            .await
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
+        self.traced(Op::PutBlob, 1, self.inner.put_blob(id, sealed))
+            .await
+    }
+
+    async fn get_blob(&self, id: BlobId) -> Result<Option<Bytes>> {
+        self.traced(Op::GetBlob, 1, self.inner.get_blob(id)).await
+    }
+
+    async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
+        self.traced(Op::ListBlobs, limit, self.inner.list_blobs(after, limit))
+            .await
+    }
+
+    async fn delete_blob(&self, id: BlobId) -> Result<()> {
+        self.traced(Op::DeleteBlob, 1, self.inner.delete_blob(id))
             .await
     }
 }

@@ -1,4 +1,4 @@
-//! [`Blobs`]: the record blobs of a vault (`rec/<chat>/<version>-<write>`):
+//! [`RecordObjects`]: the record blobs of a vault (`rec/<chat>/<version>-<write>`):
 //! written before the log entry that names them, read with the lengths the
 //! entry promised.
 
@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// The record blobs under a vault's prefix.
 #[derive(Debug)]
-pub(crate) struct Blobs {
+pub(crate) struct RecordObjects {
     objects: Arc<Objects>,
     /// Records larger than this are refused unread.
     max_record_bytes: usize,
@@ -24,7 +24,7 @@ pub(crate) struct Blobs {
     concurrency: usize,
 }
 
-impl Blobs {
+impl RecordObjects {
     /// The blobs in `objects`, read and written as `options` say.
     pub(crate) fn new(objects: Arc<Objects>, options: &ObjectStoreOptions) -> Self {
         Self {
