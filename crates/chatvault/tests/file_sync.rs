@@ -548,11 +548,16 @@ async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless()
     use std::sync::Arc;
     use std::time::Duration;
     let root = tempfile::tempdir().unwrap();
+    // Short, so the test is quick, but with room for a put on a loaded
+    // machine (at 20 ms a busy CI machine made a sync give up with
+    // "too busy to commit").
+    let claim_delay = Duration::from_millis(200);
+    let min_age = 2 * claim_delay;
     let options = ObjectStoreOptions::default()
-        .with_max_claim_delay(Duration::from_millis(20))
+        .with_max_claim_delay(claim_delay)
         .with_maintenance(
             MaintenancePolicy::default()
-                .with_compact(CompactOptions::default().with_min_age(Duration::from_millis(50))),
+                .with_compact(CompactOptions::default().with_min_age(min_age)),
         );
     let open_as = |i: u64| {
         let folder = root.path().join(format!("copy-{i}"));
@@ -606,7 +611,7 @@ async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless()
         .keys()
         .filter(|p| p.to_string_lossy().contains(".0000000000000002/"))
         .count();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(min_age + claim_delay).await;
     let report = a.vault.maintain(true).await.unwrap();
     assert!(report.ran && report.removed_entries >= 29, "{report:?}");
     assert_eq!(a_log(&a.folder), 1, "only the newest entry stays");
@@ -636,7 +641,7 @@ async fn each_device_compacts_its_own_log_and_resurrected_entries_are_harmless()
     let fresh = open_as(3).await;
     fresh.vault.sync_now().await.unwrap();
     assert_eq!(view(&fresh.vault).await, state);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(min_age + claim_delay).await;
     a.vault.maintain(true).await.unwrap();
     assert!(
         a_log(&a.folder) <= 2,
