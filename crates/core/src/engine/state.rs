@@ -70,7 +70,9 @@ impl State {
     }
 
     pub(crate) fn summary(&self, chat: ChatId) -> Option<ChatSummary> {
-        self.sidebar.get(&chat).map(|s| ChatSummary::clone(s.value()))
+        self.sidebar
+            .get(&chat)
+            .map(|s| ChatSummary::clone(s.value()))
     }
 
     /// The cached full chat, whatever its version.
