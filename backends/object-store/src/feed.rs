@@ -73,6 +73,14 @@ impl FeedPosition {
     }
 }
 
+/// True if `listed` (ascending, no repeats) holds every slot of
+/// `from..=to`.
+fn slots_present(listed: &[u64], from: u64, to: u64) -> bool {
+    let start = listed.partition_point(|&seq| seq < from);
+    let end = listed.partition_point(|&seq| seq <= to);
+    (end - start) as u64 == to - from + 1
+}
+
 /// Reports the valid items of a [`Log`] after a cursor.
 #[derive(Debug)]
 pub(crate) struct Feed {
@@ -121,12 +129,44 @@ impl Feed {
                 self.log.dir()
             )
         });
-        let missing = pos.0.seq <= head && listed.binary_search(&pos.0.seq).is_err();
-        let mut page = if pos.0.seq < state.index().validity_from() || missing {
-            self.resync_page(&mut state, pos, limit, &listed).await?
+        // The log is read from `pos` only if every slot from there to the
+        // head is still there. Compaction deletes a prefix of the log, but
+        // the prefix may come back in part: a file-sync service re-creates
+        // entries it had not seen deleted (`docs/design.md` §5.4), and a
+        // compaction that stopped halfway deletes in no particular order. A
+        // hole below the head is served from the snapshot that covers it
+        // (found gone on every read otherwise, the feed would never pass
+        // it). Where the slot at `pos` itself is gone, or validity is not
+        // known there, only a snapshot can serve the reader. Where a slot
+        // further on is gone and no snapshot covering it has arrived yet (a
+        // peer's copy that got the deletions first), the log is read: the
+        // read fails at the hole, to be retried, until the snapshot comes.
+        let gone = pos.0.seq <= head && listed.binary_search(&pos.0.seq).is_err();
+        let needs_snapshot = pos.0.seq < state.index().validity_from() || gone;
+        let hole = pos.0.seq <= head && !slots_present(&listed, pos.0.seq, head);
+        let snapshot = if needs_snapshot || hole {
+            match self.covering_snapshot(&mut state, pos, &listed).await? {
+                None if needs_snapshot => {
+                    return Err(Error::corrupt(
+                        format!("change log of {}", self.log.store()),
+                        format!(
+                            "log slot {} is gone and no snapshot covers it; restart the feed from \
+                             Cursor::start()",
+                            pos.0.seq
+                        ),
+                    ))
+                }
+                found => found,
+            }
         } else {
-            state.set_resync(None);
-            self.log_page(&state, pos, limit, caught.fetched).await?
+            None
+        };
+        let mut page = match snapshot {
+            Some(snapshot) => Self::resync_page(&mut state, &snapshot, pos, limit),
+            None => {
+                state.set_resync(None);
+                self.log_page(&state, pos, limit, caught.fetched).await?
+            }
         };
         page.waiting = waiting;
         Ok(page)
@@ -216,42 +256,43 @@ impl Feed {
         })
     }
 
-    /// Serves a reader whose position is in the compacted part of the log:
-    /// every chat whose latest record (as of the snapshot) is at or after
-    /// the position, in log order; then the log after the snapshot.
-    async fn resync_page(
+    /// The snapshot a reader at `pos` can be served from: it reaches the
+    /// position, and the log goes on right after it (compaction only
+    /// deletes slots it covers). `None` if there is none (yet).
+    async fn covering_snapshot(
         &self,
         state: &mut LogState,
         pos: FeedPosition,
-        limit: usize,
         listed: &[u64],
-    ) -> Result<ChangePage> {
-        // The snapshot must reach the reader's position, and the log must go
-        // on right after it (compaction only deletes slots it covers).
+    ) -> Result<Option<Arc<Snapshot>>> {
         let head = state.index().head();
         let covers = |s: &Snapshot| {
             s.seq + 1 >= pos.0.seq && (s.seq >= head || listed.binary_search(&(s.seq + 1)).is_ok())
         };
-        let snapshot = match state.resync() {
-            Some(s) if covers(&s) => s,
-            _ => match self.log.latest_snapshot().await? {
-                Some(s) if covers(&s) => {
-                    let s = Arc::new(s);
-                    state.set_resync(Some(Arc::clone(&s)));
-                    s
-                }
-                _ => {
-                    return Err(Error::corrupt(
-                        format!("change log of {}", self.log.store()),
-                        format!(
-                            "log slot {} is gone and no snapshot covers it; restart the feed from \
-                             Cursor::start()",
-                            pos.0.seq
-                        ),
-                    ))
-                }
-            },
-        };
+        if let Some(s) = state.resync().filter(|s| covers(s)) {
+            return Ok(Some(s));
+        }
+        match self.log.latest_snapshot().await? {
+            Some(s) if covers(&s) => {
+                let s = Arc::new(s);
+                state.set_resync(Some(Arc::clone(&s)));
+                Ok(Some(s))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Serves a reader whose position is in the compacted part of the log
+    /// (or before a hole in it) from `snapshot`: every chat whose latest
+    /// record (as of the snapshot) is at or after the position, in log
+    /// order; then the log after the snapshot.
+    fn resync_page(
+        state: &mut LogState,
+        snapshot: &Snapshot,
+        pos: FeedPosition,
+        limit: usize,
+    ) -> ChangePage {
+        let head = state.index().head();
         tracing::debug!(snapshot = snapshot.seq, cursor = ?pos, "serving a reader from the compaction snapshot");
         let start = snapshot.chats.partition_point(|c| c.at < pos.0);
         let remaining = &snapshot.chats[start..];
@@ -274,12 +315,12 @@ impl Feed {
         if next.0.seq > snapshot.seq {
             state.set_resync(None);
         }
-        Ok(ChangePage {
+        ChangePage {
             changes,
             cursor: next.to_cursor(),
             has_more,
             waiting: None,
-        })
+        }
     }
 }
 

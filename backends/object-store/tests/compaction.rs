@@ -176,6 +176,47 @@ async fn a_reader_between_kept_entries_continues_from_the_log() {
     assert_eq!(feed.len(), 6);
 }
 
+/// A file-sync service re-creates a log entry that compaction deleted (a
+/// device that had not seen the delete sends it again). The snapshot was
+/// written before any entry was old enough to delete (so it knows validity
+/// from slot 1) and a later compaction at the same head deleted the entries:
+/// a new reader finds slot 1 but not slot 2. It must not read the log from
+/// slot 1 (slot 2 "vanished" on every attempt, so it could never sync) but
+/// resync from the snapshot, and report every chat.
+#[tokio::test]
+async fn a_resurrected_entry_below_the_snapshot_does_not_stop_a_new_reader() {
+    let store = memory();
+    let writer = vault(store.clone());
+    let chats: Vec<ChatId> = (0..4).map(|_| ChatId::new()).collect();
+    for &chat in &chats {
+        writer
+            .put(record(chat, 1), PutPrecondition::Absent)
+            .await
+            .unwrap();
+    }
+    let slot = |seq: u64| Path::from(format!("users/alice/log/{seq:020}"));
+    let first = store.get(&slot(1)).await.unwrap().bytes().await.unwrap();
+    // Nothing is old enough to delete: a snapshot of slot 4 that knows
+    // validity from slot 1.
+    let young = vault(store.clone())
+        .compact(CompactOptions::default())
+        .await
+        .unwrap();
+    assert_eq!((young.snapshot_seq, young.log_entries_deleted), (4, 0));
+    // Later, at the same head: no new snapshot, slots 1 to 3 deleted.
+    let old = compact_now(&store).await;
+    assert_eq!((old.snapshot_seq, old.log_entries_deleted), (4, 3));
+    // The copy service brings slot 1 back.
+    store.put(&slot(1), first.into()).await.unwrap();
+
+    for limit in [1, 2, 100] {
+        let (feed, _) = drain(&vault(store.clone()), &Cursor::start(), limit).await;
+        let reported: HashMap<ChatId, (u64, bool)> = latest(&feed);
+        assert_eq!(reported.len(), chats.len(), "page size {limit}");
+        assert!(chats.iter().all(|c| reported[c] == (1, false)));
+    }
+}
+
 #[tokio::test]
 async fn orphan_blobs_of_dead_writers_are_removed_after_the_horizon() {
     let inner = memory();
