@@ -521,9 +521,11 @@ proptest! {
         // Old tombstones go, unless another message follows or replaces
         // them (they place it).
         let placing = |id: &MessageId| {
-            gc.messages
-                .values()
-                .any(|m| m.parent == Some(*id) || m.alternative_of == Some(*id))
+            gc.selected.value == Some(*id)
+                || gc
+                    .messages
+                    .values()
+                    .any(|m| m.parent == Some(*id) || m.alternative_of == Some(*id))
         };
         prop_assert!(gc
             .messages
@@ -594,4 +596,121 @@ fn a_deleted_chat_converges_to_the_same_tombstone_whatever_was_written_concurren
     assert_eq!(merged.title(), "");
     assert!(!merged.is_starred());
     assert!(merged.messages.is_empty());
+}
+
+/// Found by CI: the selection named a deleted message whose line placed the
+/// current path among two alternatives; collecting that tombstone moved the
+/// path to the other alternative.
+#[test]
+fn collecting_garbage_keeps_a_deleted_selected_message_and_the_path_it_places() {
+    let mut world = World::new();
+    world.run(&[
+        Step::Local {
+            device: 2,
+            wall: 22,
+            op: Op::Add {
+                slot: 1,
+                role: 0,
+                text: 0,
+            },
+        },
+        Step::Local {
+            device: 1,
+            wall: 14,
+            op: Op::Alternative {
+                slot: 3,
+                of: 2,
+                text: 0,
+            },
+        },
+        Step::Local {
+            device: 0,
+            wall: 0,
+            op: Op::Import {
+                slot: 2,
+                text: 0,
+                written: 0,
+            },
+        },
+        Step::Sync { from: 2, to: 1 },
+        Step::Local {
+            device: 1,
+            wall: 0,
+            op: Op::DeleteMessage { slot: 1 },
+        },
+        Step::Local {
+            device: 2,
+            wall: 0,
+            op: Op::Select { slot: 1 },
+        },
+    ]);
+    let converged = fold(&world.states);
+    let mut collected = converged.clone();
+    collected.collect_garbage(Hlc::new(23, 0, DeviceId(0)));
+    assert_eq!(collected.selected.value, Some(message_id(1)));
+    assert!(collected.messages.contains_key(&message_id(1)));
+    assert_eq!(order_key(&collected), order_key(&converged));
+    assert_eq!(
+        order_key(&converged)
+            .iter()
+            .map(|(_, id)| *id)
+            .collect::<Vec<_>>(),
+        vec![message_id(2)]
+    );
+}
+
+/// Found by the same property: a deleted parentless message in a chain that
+/// also held an explicit reply decided where its chain continuation sat
+/// among the replies; collecting it moved a live message. Tombstones that
+/// place nothing are now ignored by the tree, collected or not.
+#[test]
+fn collecting_a_chain_tombstone_does_not_move_the_messages_after_it() {
+    let local = |device, wall, op| Step::Local { device, wall, op };
+    let mut world = World::new();
+    world.run(&[
+        local(
+            0,
+            0,
+            Op::Reply {
+                slot: 0,
+                parent: 2,
+                text: 0,
+            },
+        ),
+        local(
+            2,
+            0,
+            Op::Add {
+                slot: 4,
+                role: 0,
+                text: 0,
+            },
+        ),
+        local(0, 0, Op::Select { slot: 0 }),
+        local(2, 0, Op::DeleteMessage { slot: 4 }),
+        local(
+            0,
+            0,
+            Op::Add {
+                slot: 3,
+                role: 0,
+                text: 0,
+            },
+        ),
+        local(
+            1,
+            1,
+            Op::Add {
+                slot: 1,
+                role: 0,
+                text: 0,
+            },
+        ),
+    ]);
+    let converged = fold(&world.states);
+    let mut collected = converged.clone();
+    collected.collect_garbage(Hlc::new(1, 0, DeviceId(0)));
+    assert!(!collected.messages.contains_key(&message_id(4)));
+    assert_eq!(order_key(&collected), order_key(&converged));
+    assert_eq!(order_key(&converged).len(), 3);
 }

@@ -35,7 +35,8 @@
 //!   earlier releases, stored in the same format.
 //! - **Garbage collection**: [`Chat::collect_garbage`] drops message
 //!   tombstones older than a horizon (a tombstone another message follows or
-//!   replaces is kept: it places that message). A replica offline for longer than the
+//!   replaces is kept: it places that message; so is the selected one: it
+//!   places the current path). A replica offline for longer than the
 //!   horizon could resurrect such a message, so pick a horizon longer than
 //!   any device stays offline (the engine's default is 90 days).
 
@@ -591,17 +592,34 @@ impl Chat {
         out
     }
 
-    /// Drops message tombstones deleted before `horizon`, except those a
-    /// kept message follows or replaces, directly or through other such
-    /// tombstones (they keep that message in its place).
+    /// Drops message tombstones deleted before `horizon`, except the
+    /// selected message and those a kept message follows or replaces,
+    /// directly or through other such tombstones (they keep the current
+    /// path and every message in its place).
     pub fn collect_garbage(&mut self, horizon: Hlc) {
-        let expired = |m: &Message| m.deleted.is_some_and(|deleted| deleted < horizon);
+        let kept = self.placing(|m| m.deleted.is_none_or(|deleted| deleted >= horizon));
+        self.messages.retain(|id, _| kept.contains(id));
+    }
+
+    /// The messages `keep` accepts, the selected message, and every message
+    /// these follow or replace, directly or through others: the set that
+    /// places them. The tree ignores tombstones outside the set for live
+    /// messages, so garbage collection (which keeps this set for unexpired
+    /// messages) never changes what anyone sees.
+    pub(crate) fn placing(&self, keep: impl Fn(&Message) -> bool) -> BTreeSet<MessageId> {
         let mut kept: BTreeSet<MessageId> = self
             .messages
             .values()
-            .filter(|m| !expired(m))
+            .filter(|m| keep(m))
             .map(|m| m.id)
             .collect();
+        if let Some(selected) = self
+            .selected
+            .value
+            .filter(|id| self.messages.contains_key(id))
+        {
+            kept.insert(selected);
+        }
         let mut naming: Vec<MessageId> = kept.iter().copied().collect();
         while let Some(id) = naming.pop() {
             let Some(message) = self.messages.get(&id) else {
@@ -613,7 +631,7 @@ impl Chat {
                 }
             }
         }
-        self.messages.retain(|id, _| kept.contains(id));
+        kept
     }
 
     /// The sidebar summary of this chat.

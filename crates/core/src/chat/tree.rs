@@ -20,6 +20,10 @@
 //!   selected message and everything above it, a message's creation stamp
 //!   for itself and everything above it. Alternatives whose whole branch is
 //!   deleted are never chosen while another is live.
+//! - A tombstone counts only while it places something: the selected
+//!   message, or one a live message follows or replaces (directly or
+//!   through other tombstones). Any other tombstone is ignored, as if
+//!   already collected, so garbage collection never moves a message.
 //! - Hand-built or damaged states stay deterministic: a parent or original
 //!   that is missing is ignored (the message joins the chain), and cycles
 //!   are broken at a fixed place.
@@ -60,7 +64,8 @@ pub struct TreeEntry<'a> {
 
 /// The computed shape of one chat state.
 pub(crate) struct Tree<'a> {
-    /// Every message, tombstones included, in (creation stamp, id) order.
+    /// Every live message and every tombstone that places one (see
+    /// [`Chat::placing`]), in (creation stamp, id) order.
     nodes: Vec<&'a Message>,
     index: HashMap<MessageId, usize>,
     /// The original of each node's place (itself for an original).
@@ -87,7 +92,12 @@ enum Frame {
 impl<'a> Tree<'a> {
     /// The shape of `chat`.
     pub(crate) fn new(chat: &'a Chat) -> Self {
-        let mut nodes: Vec<&Message> = chat.messages.values().collect();
+        let placing = chat.placing(|m| !m.is_deleted());
+        let mut nodes: Vec<&Message> = chat
+            .messages
+            .values()
+            .filter(|m| placing.contains(&m.id))
+            .collect();
         nodes.sort_by_key(|m| (m.created, m.id));
         let n = nodes.len();
         let index: HashMap<MessageId, usize> =
