@@ -32,6 +32,7 @@ pub struct ChatVaultBuilder {
     device: Option<DeviceId>,
     sync_every: Option<Duration>,
     cache_bytes: Option<u64>,
+    attachment_cache_bytes: Option<u64>,
     work_factor: Option<u8>,
     maintenance: Option<Option<Duration>>,
     padding: Padding,
@@ -86,6 +87,7 @@ impl ChatVaultBuilder {
             device: None,
             sync_every: None,
             cache_bytes: None,
+            attachment_cache_bytes: None,
             work_factor: None,
             maintenance: None,
             padding: Padding::default(),
@@ -184,6 +186,15 @@ impl ChatVaultBuilder {
     /// Byte bound of the in-memory cache of full chats (default 32 MiB).
     pub fn cache_bytes(mut self, bytes: u64) -> Self {
         self.cache_bytes = Some(bytes);
+        self
+    }
+
+    /// Byte budget of the attachment cache: fetched attachment chunks kept
+    /// on this device (in `<replica file>.blobs` beside the replica),
+    /// least recently used evicted first (default 512 MiB). Attachments
+    /// still waiting for upload are never evicted and do not count.
+    pub fn attachment_cache_bytes(mut self, bytes: u64) -> Self {
+        self.attachment_cache_bytes = Some(bytes);
         self
     }
 
@@ -292,6 +303,9 @@ impl ChatVaultBuilder {
         }
         if let Some(every) = self.maintenance {
             config.maintenance_every = every;
+        }
+        if let Some(bytes) = self.attachment_cache_bytes {
+            config.attachment_cache_bytes = bytes;
         }
         config.keyring = Some(keys.clone());
         let engine = Engine::open(storage, replica, cipher.clone(), config).await?;

@@ -79,6 +79,7 @@
 //! [`ChatVaultBuilder::storage_url`]) picks one from a URL; any other
 //! [`Storage`] implementation goes in through [`ChatVaultBuilder::storage`].
 
+mod attachments;
 mod branches;
 mod builder;
 pub mod export;
@@ -92,6 +93,7 @@ mod url;
 mod vault;
 pub mod verify;
 
+pub use attachments::media_type_of;
 pub use branches::Alternatives;
 pub use builder::ChatVaultBuilder;
 pub use import::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
@@ -117,8 +119,8 @@ pub use chatvault_core::engine::{
 pub use chatvault_core::envelope::{ExportTarget, Padding, Protection, ProtectionKind};
 pub use chatvault_core::keys::{RecoveryKey, Removed};
 pub use chatvault_core::{
-    Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId, PathEntry, Result,
-    Role, Storage, TreeEntry, VaultId,
+    Attachment, Chat, ChatId, ChatSummary, DeviceId, DynStorage, Error, Message, MessageId,
+    PathEntry, Result, Role, Storage, TreeEntry, VaultId,
 };
 
 /// The core crate, for backends and advanced use (the engine, the replica,

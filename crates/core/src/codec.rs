@@ -21,7 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Newest format version of encoded chats (record bodies).
-pub const CHAT_FORMAT: u8 = 3;
+pub const CHAT_FORMAT: u8 = 4;
+/// The chat format written for a chat whose messages carry no attachment
+/// but that has a branch (`parent`, `alternative_of`, `selected`).
+pub const CHAT_FORMAT_WITHOUT_ATTACHMENTS: u8 = 3;
 /// The chat format written for a chat with original times but no branches.
 pub const CHAT_FORMAT_WITHOUT_BRANCHES: u8 = 2;
 /// The chat format written when no message carries an original time and
@@ -56,8 +59,10 @@ fn decode<T: DeserializeOwned>(what: &str, supported: u8, bytes: &[u8]) -> Resul
 
 /// Encodes a chat (the record body).
 pub fn encode_chat(chat: &Chat) -> Result<Vec<u8>> {
-    let format = if chat.is_branched() {
+    let format = if chat.has_attachments() {
         CHAT_FORMAT
+    } else if chat.is_branched() {
+        CHAT_FORMAT_WITHOUT_ATTACHMENTS
     } else if chat.messages.values().any(|m| m.written.is_some()) {
         CHAT_FORMAT_WITHOUT_BRANCHES
     } else {
@@ -136,7 +141,7 @@ mod tests {
     fn newer_format_is_refused_with_a_typed_error() {
         let err = decode_chat(&[CHAT_FORMAT + 1, b'{', b'}']).unwrap_err();
         assert!(
-            matches!(err, Error::UnsupportedFormat { found: 4, .. }),
+            matches!(err, Error::UnsupportedFormat { found, .. } if found == u32::from(CHAT_FORMAT) + 1),
             "{err}"
         );
     }
@@ -180,7 +185,7 @@ mod tests {
         assert_eq!(encode_chat(&chat).expect("encode")[0], 1);
         chat.add_alternative(answer, "regenerated", Hlc::new(3, 0, device));
         let bytes = encode_chat(&chat).expect("encode");
-        assert_eq!(bytes[0], CHAT_FORMAT);
+        assert_eq!(bytes[0], CHAT_FORMAT_WITHOUT_ATTACHMENTS);
         assert_eq!(decode_chat(&bytes).expect("decode"), chat);
         // What a release that reads up to format 2 does with it.
         let err = decode::<Chat>("chat body", CHAT_FORMAT_WITHOUT_BRANCHES, &bytes).unwrap_err();
@@ -196,6 +201,52 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("format version 3"), "{err}");
+    }
+
+    #[test]
+    fn a_chat_with_an_attachment_is_format_4_and_a_format_3_reader_refuses_it_by_number() {
+        let device = DeviceId(1);
+        let mut chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, device));
+        chat.add_message(Role::User, "text only", Hlc::new(2, 0, device));
+        assert_eq!(encode_chat(&chat).expect("encode")[0], 1);
+        let attachment = crate::chat::Attachment {
+            id: crate::ids::BlobId([3; 32]),
+            name: "plan.pdf".to_string(),
+            media_type: "application/pdf".to_string(),
+            size: 12_345,
+        };
+        let id = chat.add_message_with_attachments(
+            Role::User,
+            "see the plan",
+            vec![attachment.clone()],
+            Hlc::new(3, 0, device),
+        );
+        let bytes = encode_chat(&chat).expect("encode");
+        assert_eq!(bytes[0], CHAT_FORMAT);
+        let decoded = decode_chat(&bytes).expect("decode");
+        assert_eq!(decoded, chat);
+        assert_eq!(decoded.attachments(), vec![(id, &attachment)]);
+        // Editing the text keeps the attachment.
+        chat.edit_message(id, "see the new plan", Hlc::new(4, 0, device));
+        assert_eq!(chat.messages[&id].attachments(), [attachment]);
+        // What a release that reads up to format 3 does with it: refuses,
+        // by number, rather than dropping the attachment and re-saving.
+        let err = decode::<Chat>("chat body", CHAT_FORMAT_WITHOUT_ATTACHMENTS, &bytes).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnsupportedFormat {
+                    found: 4,
+                    supported: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // Deleting the message drops its attachment from the state.
+        chat.delete_message(id, Hlc::new(5, 0, device));
+        assert!(!chat.has_attachments());
+        assert!(chat.attachments().is_empty());
     }
 
     #[test]
@@ -240,6 +291,16 @@ mod tests {
                         written,
                         parent: place(3),
                         alternative_of: place(5),
+                        // Some carry an attachment (format 4).
+                        attachments: (n % 4 == 1)
+                            .then(|| crate::chat::Attachment {
+                                id: crate::ids::BlobId([n; 32]),
+                                name: format!("f{n}.png"),
+                                media_type: "image/png".to_string(),
+                                size: u64::from(n),
+                            })
+                            .into_iter()
+                            .collect(),
                     });
                     if n % 7 == 0 {
                         chat.select(id, at);

@@ -1,5 +1,7 @@
 //! chatvault-core: the pieces every chatvault backend and application share.
 //!
+//! - [`attachments`]: files in chats as chunked, sealed, content-addressed
+//!   blobs, staged for upload and cached on this device;
 //! - [`chat`]: the chat model, a CRDT whose [`Chat::merge`] lets devices
 //!   converge whatever order they sync in;
 //! - [`hlc`]: hybrid logical clocks that order edits across devices;
@@ -46,6 +48,8 @@
 //! assert_eq!(a.message_count(), 2);
 //! ```
 
+#[cfg(feature = "engine")]
+pub mod attachments;
 pub mod chat;
 pub mod cipher;
 mod codec;
@@ -68,7 +72,8 @@ pub mod storage;
 pub mod transport;
 
 pub use chat::{
-    Chat, ChatSummary, Lww, Message, MessageBody, NewMessage, PathEntry, Role, TreeEntry,
+    Attachment, Chat, ChatSummary, Lww, Message, MessageBody, NewMessage, PathEntry, Role,
+    TreeEntry,
 };
 pub use cipher::{Aad, Cipher};
 #[cfg(feature = "engine")]

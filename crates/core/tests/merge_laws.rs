@@ -7,7 +7,9 @@
 //! and branches: alternatives, replies to any message and selections, so
 //! that trees (and hand-built cycles) form and merge.
 
-use chatvault_core::{Chat, ChatId, Clock, DeviceId, Hlc, Lww, MessageId, NewMessage, Role};
+use chatvault_core::{
+    Attachment, BlobId, Chat, ChatId, Clock, DeviceId, Hlc, Lww, MessageId, NewMessage, Role,
+};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,20 @@ use std::sync::Arc;
 
 const DEVICES: usize = 3;
 const MESSAGE_POOL: u8 = 6;
+
+/// Odd texts carry an attachment (even ones none), so attachments travel
+/// through every law and two replies with one slot may differ in them.
+fn attachments(text: u8) -> Vec<Attachment> {
+    if text.is_multiple_of(2) {
+        return Vec::new();
+    }
+    vec![Attachment {
+        id: BlobId([text; 32]),
+        name: format!("file {text}.png"),
+        media_type: "image/png".to_string(),
+        size: u64::from(text) * 1000,
+    }]
+}
 
 fn chat_id() -> ChatId {
     ChatId::from_bytes([7; 16])
@@ -226,6 +242,7 @@ fn apply(chat: &mut Chat, op: &Op, at: Hlc) {
                 written: None,
                 parent,
                 alternative_of: Some(of),
+                attachments: Vec::new(),
             });
             chat.select(message_id(*slot), at);
         }
@@ -237,6 +254,7 @@ fn apply(chat: &mut Chat, op: &Op, at: Hlc) {
             written: None,
             parent: Some(message_id(*parent)),
             alternative_of: None,
+            attachments: attachments(*text),
         }),
         Op::Select { slot } => {
             chat.select(message_id(*slot), at);

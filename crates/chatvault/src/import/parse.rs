@@ -187,6 +187,7 @@ impl Conversation {
                 written: Some(message.written),
                 parent: message.parent,
                 alternative_of: message.alternative_of,
+                attachments: Vec::new(),
             });
         }
         if let Some(selected) = self.selected {

@@ -43,7 +43,7 @@
 mod tree;
 
 use crate::hlc::Hlc;
-use crate::ids::{ChatId, MessageId};
+use crate::ids::{BlobId, ChatId, MessageId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use tree::Tree;
@@ -141,15 +141,38 @@ pub struct NewMessage {
     pub parent: Option<MessageId>,
     /// The message it replaces ([`Message::alternative_of`]).
     pub alternative_of: Option<MessageId>,
+    /// The files it carries ([`MessageBody::attachments`]).
+    pub attachments: Vec<Attachment>,
 }
 
-/// A message's role and content: edited together as one register.
+/// A message's role, content and attachments: edited together as one
+/// register.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct MessageBody {
     /// Who wrote it.
     pub role: Role,
     /// The text.
     pub content: String,
+    /// Files the message carries (references to sealed blobs). Encoded
+    /// since chat format 4, and only when there are some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file a message carries: a reference to its sealed manifest blob
+/// (which lists the file's chunks), plus what an app shows before the
+/// bytes are fetched. The bytes themselves never enter the chat record.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The manifest blob's id (a keyed hash of the manifest, so identical
+    /// files are one attachment).
+    pub id: BlobId,
+    /// The file's name as the user gave it (no path).
+    pub name: String,
+    /// Its media type, e.g. `image/png`.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 impl Message {
@@ -161,6 +184,11 @@ impl Message {
     /// The message's text (empty for a deleted message).
     pub fn content(&self) -> &str {
         &self.body.value.content
+    }
+
+    /// The files the message carries (none for a deleted message).
+    pub fn attachments(&self) -> &[Attachment] {
+        &self.body.value.attachments
     }
 
     /// True if the message was deleted.
@@ -211,6 +239,7 @@ impl Message {
     fn normalize(&mut self) {
         if self.deleted.is_some() {
             self.body.value.content.clear();
+            self.body.value.attachments.clear();
             self.body.value.role = Role::User;
             self.written = None;
         }
@@ -425,6 +454,7 @@ impl Chat {
             written: None,
             parent,
             alternative_of: Some(original),
+            attachments: Vec::new(),
         });
         self.selected.set(Some(id), at);
         Some(id)
@@ -457,6 +487,7 @@ impl Chat {
                 MessageBody {
                     role: message.role,
                     content: message.content,
+                    attachments: message.attachments,
                 },
                 message.created,
             ),
@@ -521,7 +552,51 @@ impl Chat {
             written,
             parent,
             alternative_of,
+            attachments: Vec::new(),
         });
+    }
+
+    /// Appends a new message carrying `attachments` (uploaded first, e.g.
+    /// with `ChatVault::attach`) after the last message of the current
+    /// path, created at `at`. Returns its id.
+    pub fn add_message_with_attachments(
+        &mut self,
+        role: Role,
+        content: impl Into<String>,
+        attachments: Vec<Attachment>,
+        at: Hlc,
+    ) -> MessageId {
+        let id = MessageId::new();
+        let parent = self.append_parent();
+        self.insert(NewMessage {
+            id,
+            role,
+            content: content.into(),
+            created: at,
+            written: None,
+            parent,
+            alternative_of: None,
+            attachments,
+        });
+        id
+    }
+
+    /// Every attachment of a live message of any branch, with the message
+    /// carrying it, in (creation stamp, message id) order.
+    pub fn attachments(&self) -> Vec<(MessageId, &Attachment)> {
+        let mut messages: Vec<&Message> =
+            self.messages.values().filter(|m| !m.is_deleted()).collect();
+        messages.sort_by_key(|m| (m.created, m.id));
+        messages
+            .into_iter()
+            .flat_map(|m| m.attachments().iter().map(move |a| (m.id, a)))
+            .collect()
+    }
+
+    /// True if a message (live or not) carries an attachment: the chat
+    /// needs chat format 4.
+    pub fn has_attachments(&self) -> bool {
+        self.messages.values().any(|m| !m.attachments().is_empty())
     }
 
     /// Replaces the content of message `id` at `at`. Returns false if there
@@ -529,14 +604,11 @@ impl Chat {
     pub fn edit_message(&mut self, id: MessageId, content: impl Into<String>, at: Hlc) -> bool {
         match self.messages.get_mut(&id) {
             Some(m) if !m.is_deleted() => {
-                let role = m.role().clone();
-                m.body.set(
-                    MessageBody {
-                        role,
-                        content: content.into(),
-                    },
-                    at,
-                );
+                let body = MessageBody {
+                    content: content.into(),
+                    ..m.body.value.clone()
+                };
+                m.body.set(body, at);
                 true
             }
             _ => false,

@@ -559,6 +559,7 @@ mod tests {
             written: None,
             parent: parent.map(|p| ids[p]),
             alternative_of: of.map(|o| ids[o]),
+            attachments: Vec::new(),
         };
         chat.insert(place(0, Some(1), None));
         chat.insert(place(1, Some(0), None));

@@ -69,6 +69,7 @@ pub use sidebar::{IntoIter as SidebarIntoIter, Sidebar};
 pub use status::{Event, SkippedRecord, SyncReport, SyncStatus};
 pub use worker::SyncWorker;
 
+use crate::attachments::BlobDir;
 use crate::chat::{Chat, ChatSummary};
 use crate::cipher::Cipher;
 use crate::hlc::Clock;
@@ -175,12 +176,16 @@ pub struct EngineConfig {
     /// ([`Engine::refresh_keyring`]). `None`: the cipher's keys are all
     /// there is (a record under another key stays skipped).
     pub keyring: Option<Arc<dyn KeyringSource>>,
+    /// Byte budget of the attachment cache (fetched blobs kept in the
+    /// blob directory beside the replica); blobs waiting for upload do not
+    /// count.
+    pub attachment_cache_bytes: u64,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
     /// rounds, pages of 1,000 changes, a 90-day tombstone horizon,
-    /// maintenance asked for every 10 minutes.
+    /// maintenance asked for every 10 minutes, a 512 MiB attachment cache.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -191,6 +196,7 @@ impl EngineConfig {
             tombstone_horizon: Some(Duration::from_secs(90 * 24 * 3600)),
             maintenance_every: Some(Duration::from_secs(600)),
             keyring: None,
+            attachment_cache_bytes: 512 << 20,
         }
     }
 }
@@ -214,12 +220,26 @@ pub(crate) struct Inner {
     /// When maintenance last ran (mirroring the replica) and the run in
     /// progress.
     maintenance: maintenance::Scheduler,
+    /// This device's sealed blobs: attachments staged for upload (a push
+    /// sends them before any record that waits for them) and the cache.
+    blobs: Arc<BlobDir>,
 }
 
 impl Inner {
     fn max_batch(&self) -> usize {
         self.capabilities.max_batch.max(1)
     }
+}
+
+/// The blob directory of the replica at `replica`: `<file name>.blobs`
+/// beside it.
+fn blob_dir_of(replica: &std::path::Path) -> std::path::PathBuf {
+    let mut name = replica
+        .file_name()
+        .map(ToOwned::to_owned)
+        .unwrap_or_default();
+    name.push(".blobs");
+    replica.with_file_name(name)
 }
 
 /// Runs `f` on a blocking thread: decryption, parsing, merging and replica
@@ -295,6 +315,10 @@ impl Engine {
             tracing::warn!(error = %e, "the replica's maintenance mark does not read; ignored");
             None
         });
+        let blobs = Arc::new(BlobDir::new(
+            blob_dir_of(replica.path()),
+            config.attachment_cache_bytes,
+        ));
         let notifier = Arc::new(Notifier::new());
         let local = LocalStore::new(
             replica,
@@ -317,6 +341,7 @@ impl Engine {
             keyring: keyring::Keyring::new(config.keyring.clone()),
             retry_all_skipped: std::sync::atomic::AtomicBool::new(true),
             maintenance: maintenance::Scheduler::new(mark),
+            blobs,
             config,
         });
         blocking(&inner, |inner| {
@@ -326,6 +351,12 @@ impl Engine {
         })
         .await?;
         Ok(Self { inner })
+    }
+
+    /// This device's blob directory (attachments staged for upload, and
+    /// the attachment cache): `<replica file>.blobs` beside the replica.
+    pub fn blob_dir(&self) -> Arc<BlobDir> {
+        self.inner.blobs.clone()
     }
 
     /// The vault this engine syncs.

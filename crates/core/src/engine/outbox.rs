@@ -20,7 +20,7 @@ use crate::ids::ChatId;
 use crate::replica::OutboxEntry;
 use crate::storage::{Part, PutPrecondition, SealedRecord};
 use crate::{Error, Result};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 fn precondition(entry: &OutboxEntry) -> PutPrecondition {
@@ -62,6 +62,7 @@ pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: boo
 
 async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
     let mut refused: Option<Error> = None;
+    let waiting = upload_attachments(inner, report, &mut refused).await?;
     let now = (!force).then(now_millis);
     let limit = inner.max_batch().saturating_mul(8);
     // First the whole outbox, page by page; then only chats whose push lost
@@ -82,6 +83,10 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
             first = false;
             super::keyring::recheck_before_push(inner).await?;
         }
+        let due: Vec<_> = due
+            .into_iter()
+            .filter(|(entry, _)| !waiting.contains(&entry.chat))
+            .collect();
         let due = restage(inner, due, &mut refused).await?;
         conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
     }
@@ -97,6 +102,33 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
         conflicts = push_batch(inner, retry, report, &mut refused).await?;
     }
     refused.map_or(Ok(()), Err)
+}
+
+/// Uploads the attachments staged on this device before any record is
+/// pushed (a record that names a blob never reaches the server before the
+/// blob). Returns the chats whose records must wait: those holding an
+/// attachment the server refused for good, reported as refused; the
+/// others go on. A retriable failure stops the push.
+async fn upload_attachments(
+    inner: &Arc<Inner>,
+    report: &mut SyncReport,
+    refused: &mut Option<Error>,
+) -> Result<HashSet<ChatId>> {
+    let uploaded = inner.blobs.upload(&inner.storage).await?;
+    report.requests += uploaded.blobs as u64;
+    report.bytes_pushed += uploaded.bytes;
+    let mut waiting = HashSet::new();
+    let mut rejected = Vec::new();
+    for (chat, reason) in uploaded.waiting {
+        if waiting.insert(chat) {
+            rejected.push((chat, reason));
+        }
+    }
+    if let Some(e) = uploaded.refused {
+        refused.get_or_insert(e);
+    }
+    announce_refused(&inner.local, rejected);
+    Ok(waiting)
 }
 
 /// Re-seals the entries of `due` sealed under an older key before they are

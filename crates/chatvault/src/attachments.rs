@@ -1,0 +1,173 @@
+//! Attachments on [`ChatVault`]: attach a file to a chat (streamed, sealed,
+//! chunked, deduplicated; works offline), send a message that carries it,
+//! and read it back on any device (fetched lazily, verified, cached within
+//! a budget). The format and the upload order live in
+//! `chatvault_core::attachments` and `docs/design.md` §10.3.
+
+use crate::ChatVault;
+use chatvault_core::attachments::Attachments;
+use chatvault_core::{Attachment, ChatId, Error, MessageId, Result, Role};
+use std::path::Path;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl ChatVault {
+    fn attachment_store(&self) -> Attachments {
+        Attachments::new(
+            self.cipher().clone(),
+            self.engine().storage().clone(),
+            self.engine().blob_dir(),
+        )
+    }
+
+    /// Attaches the bytes `file` yields to `chat`: they are read to the end
+    /// one chunk (about 1 MB) at a time, sealed and staged on this device,
+    /// and the next sync uploads them before any change of `chat` (so a
+    /// device that sees the message can always fetch the bytes). Returns
+    /// the reference to put on a message with
+    /// [`add_message_with_attachments`](Self::add_message_with_attachments).
+    /// Works offline. [`Error::Unsupported`] if the backend stores no blobs.
+    pub async fn attach<R: AsyncRead + Unpin>(
+        &self,
+        chat: ChatId,
+        file: R,
+        name: impl Into<String>,
+        media_type: impl Into<String>,
+    ) -> Result<Attachment> {
+        self.attachment_store()
+            .attach(chat, file, name, media_type)
+            .await
+    }
+
+    /// Attaches the file at `path` to `chat` (see [`attach`](Self::attach)),
+    /// named after the file, with a media type guessed from its extension
+    /// (`application/octet-stream` when unknown).
+    pub async fn attach_file(&self, chat: ChatId, path: impl AsRef<Path>) -> Result<Attachment> {
+        let path = path.as_ref();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Error::invalid(format!("{} names no file", path.display())))?
+            .to_string();
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::local(format!("cannot open {}", path.display()), e))?;
+        let media_type = media_type_of(&name);
+        self.attach(chat, file, name, media_type).await
+    }
+
+    /// Appends a message carrying `attachments` (from [`attach`](Self::attach))
+    /// to `chat` and returns its id.
+    pub async fn add_message_with_attachments(
+        &self,
+        chat: ChatId,
+        role: Role,
+        content: impl Into<String>,
+        attachments: Vec<Attachment>,
+    ) -> Result<MessageId> {
+        // An attachment staged for another chat: this chat's changes wait
+        // for its upload too.
+        let dir = self.engine().blob_dir();
+        for attachment in &attachments {
+            dir.also_hold(&attachment.id, chat)?;
+        }
+        let content = content.into();
+        self.engine()
+            .update(chat, move |c, clock| {
+                Ok(c.add_message_with_attachments(role, content, attachments, clock.tick()))
+            })
+            .await
+    }
+
+    /// Every attachment of a live message of `chat` (any branch), with the
+    /// message carrying it. No bytes are fetched.
+    pub async fn attachments(&self, chat: ChatId) -> Result<Vec<(MessageId, Attachment)>> {
+        let full = self.load_full_chat(chat).await?;
+        Ok(full
+            .attachments()
+            .into_iter()
+            .map(|(message, attachment)| (message, attachment.clone()))
+            .collect())
+    }
+
+    /// Writes the bytes of `attachment` to `out`, one chunk at a time,
+    /// fetching what this device does not hold and verifying every chunk;
+    /// returns the bytes written. [`Error::NotFound`] when a blob is not on
+    /// the server (yet), [`Error::Tampered`] or [`Error::Corrupt`] when one
+    /// was altered, [`Error::Unavailable`] when the server is unreachable.
+    pub async fn read_attachment<W: AsyncWrite + Unpin>(
+        &self,
+        attachment: &Attachment,
+        out: W,
+    ) -> Result<u64> {
+        self.attachment_store().read(attachment, out).await
+    }
+
+    /// The bytes of `attachment` in memory (for small files; stream large
+    /// ones with [`read_attachment`](Self::read_attachment) or
+    /// [`save_attachment`](Self::save_attachment)).
+    pub async fn attachment_bytes(&self, attachment: &Attachment) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_attachment(attachment, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Writes `attachment` to the file `path`: to a temporary file beside
+    /// it first, renamed into place once every chunk verified, so `path`
+    /// never holds a partial or unverified file.
+    pub async fn save_attachment(
+        &self,
+        attachment: &Attachment,
+        path: impl AsRef<Path>,
+    ) -> Result<u64> {
+        let path = path.as_ref();
+        let mut tmp_name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
+        tmp_name.push(".chatvault-partial");
+        let tmp = path.with_file_name(tmp_name);
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::local(format!("cannot create {}", tmp.display()), e))?;
+        let written = match self.read_attachment(attachment, file).await {
+            Ok(written) => written,
+            Err(e) => {
+                // Best effort: the partial file is only wasted space.
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        tokio::fs::rename(&tmp, path)
+            .await
+            .map_err(|e| Error::local(format!("cannot move the file to {}", path.display()), e))?;
+        Ok(written)
+    }
+}
+
+/// A media type for a file name's extension; `application/octet-stream`
+/// for anything not listed.
+pub fn media_type_of(name: &str) -> &'static str {
+    let extension = name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "svg" => "image/svg+xml",
+        "heic" => "image/heic",
+        "pdf" => "application/pdf",
+        "txt" | "log" => "text/plain",
+        "md" => "text/markdown",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "json" => "application/json",
+        "zip" => "application/zip",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "mp4" => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}

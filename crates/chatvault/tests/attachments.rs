@@ -1,0 +1,385 @@
+//! Attachments through the facade, on the folder backend: attached on one
+//! device and read back on another, stored once, never visible on the
+//! server before their bytes, resumed after a network loss without
+//! re-sending what landed, refused uploads holding only their own chat,
+//! tampering detected, the cache kept within its budget, and a backend
+//! without blobs failing with a typed error.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chatvault::core::layer::{LayeredStorage, Op};
+use chatvault::core::{BlobId, Capabilities};
+use chatvault::{ChatVault, DynStorage, Error, Event, Role, Storage};
+use chatvault_conformance::layers::{Fault, FaultyStorage};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const PASSPHRASE: &str = "attachment tests";
+
+fn folder(dir: &Path) -> DynStorage {
+    Arc::new(chatvault_fs::open(dir.join("server")).expect("open the folder backend"))
+}
+
+async fn open_on(dir: &Path, device: &str, storage: DynStorage) -> ChatVault {
+    ChatVault::builder()
+        .storage(storage)
+        .replica_path(dir.join(format!("{device}.redb")))
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .auto_maintenance(None)
+        .open()
+        .await
+        .expect("open the vault")
+}
+
+/// `len` bytes that neither repeat nor compress.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+async fn stored_blobs(storage: &DynStorage) -> Vec<BlobId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = storage.list_blobs(after, 100).await.expect("list blobs");
+        all.extend(page.ids.iter().copied());
+        if page.ids.is_empty() || !page.has_more {
+            return all;
+        }
+        after = page.ids.last().copied();
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_file_attached_on_one_device_reads_back_on_another_and_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop.new_chat("Plans").await.expect("new chat").id;
+
+    // Three chunks (1,000,000 + 1,000,000 + 500,000 bytes).
+    let photo = noise(2_500_000, 1);
+    let attachment = laptop
+        .attach(chat, &photo[..], "photo.jpg", "image/jpeg")
+        .await
+        .expect("attach");
+    assert_eq!(attachment.size, 2_500_000);
+    assert_eq!(attachment.name, "photo.jpg");
+    // The same bytes again are the same attachment.
+    let again = laptop
+        .attach(chat, &photo[..], "copy.jpg", "image/jpeg")
+        .await
+        .expect("attach again");
+    assert_eq!(again.id, attachment.id);
+    // A file made of one chunk twice stores that chunk once.
+    let block = noise(1_000_000, 2);
+    let doubled = [block.clone(), block].concat();
+    let twice = laptop
+        .attach(chat, &doubled[..], "twice.bin", "application/octet-stream")
+        .await
+        .expect("attach the doubled file");
+    let message = laptop
+        .add_message_with_attachments(
+            chat,
+            Role::User,
+            "the photo and the file",
+            vec![attachment.clone(), twice.clone()],
+        )
+        .await
+        .expect("send");
+    // Nothing is on the server until the next sync.
+    assert!(stored_blobs(&server).await.is_empty());
+    laptop.sync_now().await.expect("sync the laptop");
+    // 3 chunks + manifest, then 1 chunk + manifest.
+    assert_eq!(stored_blobs(&server).await.len(), 6);
+
+    let phone = open_on(dir.path(), "phone", server.clone()).await;
+    phone.sync_now().await.expect("sync the phone");
+    let listed = phone.attachments(chat).await.expect("list");
+    assert_eq!(
+        listed,
+        vec![(message, attachment.clone()), (message, twice.clone())]
+    );
+    assert_eq!(
+        phone.attachment_bytes(&attachment).await.expect("read"),
+        photo
+    );
+    let saved = dir.path().join("twice.bin");
+    assert_eq!(
+        phone.save_attachment(&twice, &saved).await.expect("save"),
+        2_000_000
+    );
+    assert_eq!(std::fs::read(&saved).expect("read the saved file"), doubled);
+    // The phone keeps what it fetched: a second read needs no server.
+    let offline = FaultyStorage::new(server.clone());
+    offline.fail_all(Fault::Unavailable);
+    drop(phone);
+    let phone = open_on(dir.path(), "phone", offline.clone()).await;
+    assert_eq!(
+        phone
+            .attachment_bytes(&attachment)
+            .await
+            .expect("read from the cache"),
+        photo
+    );
+    assert_eq!(offline.calls(Op::GetBlob), 0);
+}
+
+#[tokio::test]
+async fn a_message_never_reaches_the_server_before_its_attachment_and_uploads_resume() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let link = FaultyStorage::new(server.clone());
+    let laptop = open_on(dir.path(), "laptop", link.clone()).await;
+    let chat = laptop.new_chat("Scan").await.expect("new chat").id;
+    let other = laptop.new_chat("Other").await.expect("new chat").id;
+    laptop
+        .add_message(other, Role::User, "plain text")
+        .await
+        .expect("write");
+
+    // Offline: attaching still works (staged on this device).
+    link.fail_all(Fault::Unavailable);
+    let scan = noise(3_200_000, 3);
+    let attachment = laptop
+        .attach(chat, &scan[..], "scan.pdf", "application/pdf")
+        .await
+        .expect("attach offline");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "my scan", vec![attachment.clone()])
+        .await
+        .expect("send offline");
+    link.heal();
+
+    // The second blob's upload fails: the first chunk landed, no record did.
+    link.fail_nth(Op::PutBlob, 2, Fault::Unavailable);
+    let err = laptop.sync_now().await.expect_err("the upload fails");
+    assert!(err.is_retriable(), "{err}");
+    assert_eq!(stored_blobs(&server).await.len(), 1);
+    let phone = open_on(dir.path(), "phone", server.clone()).await;
+    phone.sync_now().await.expect("sync the phone");
+    assert!(phone.sidebar().is_empty(), "a record went before its blobs");
+
+    // Back online: the rest goes (4 chunks + manifest = 5 blobs, the one
+    // that landed is not sent again), then the records.
+    laptop.sync_now().await.expect("sync the laptop");
+    assert_eq!(link.calls(Op::PutBlob), 6);
+    assert_eq!(stored_blobs(&server).await.len(), 5);
+    phone.sync_now().await.expect("sync the phone");
+    assert_eq!(phone.sidebar().len(), 2);
+    assert_eq!(
+        phone.attachment_bytes(&attachment).await.expect("read"),
+        scan
+    );
+}
+
+/// Refuses every blob upload for good, as a server over its quota would.
+#[derive(Debug)]
+struct RefuseBlobs(DynStorage);
+
+#[async_trait]
+impl LayeredStorage for RefuseBlobs {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
+    }
+
+    async fn put_blob(&self, _id: BlobId, _sealed: Bytes) -> chatvault::Result<()> {
+        Err(Error::Rejected {
+            code: "403".to_string(),
+            message: "blob quota exceeded".to_string(),
+        })
+    }
+}
+
+/// Stores records only, as a custom backend without the blob methods.
+#[derive(Debug)]
+struct NoBlobs(DynStorage);
+
+#[async_trait]
+impl LayeredStorage for NoBlobs {
+    fn inner(&self) -> &dyn Storage {
+        &*self.0
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            blobs: false,
+            ..self.0.capabilities()
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_attachment_the_server_refuses_holds_only_its_own_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", Arc::new(RefuseBlobs(server.clone()))).await;
+    let mut events = laptop.changes();
+    let held = laptop.new_chat("Held").await.expect("new chat").id;
+    let free = laptop.new_chat("Free").await.expect("new chat").id;
+    let attachment = laptop
+        .attach(held, &b"receipt"[..], "receipt.txt", "text/plain")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(held, Role::User, "receipt", vec![attachment])
+        .await
+        .expect("send");
+    laptop
+        .add_message(free, Role::User, "unrelated")
+        .await
+        .expect("write");
+    let err = laptop
+        .sync_now()
+        .await
+        .expect_err("the refusal is reported");
+    assert!(matches!(err, Error::Rejected { .. }), "{err}");
+    let mut reported = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let Event::PushRefused { chats, reason } = event {
+            assert!(reason.contains("blob quota exceeded"), "{reason}");
+            reported.extend(chats);
+        }
+    }
+    assert_eq!(reported, vec![held]);
+
+    let phone = open_on(dir.path(), "phone", server).await;
+    phone.sync_now().await.expect("sync the phone");
+    let titles: Vec<String> = phone.sidebar().iter().map(|s| s.title.clone()).collect();
+    assert_eq!(titles, vec!["Free".to_string()]);
+}
+
+#[tokio::test]
+async fn a_backend_without_blobs_refuses_attachments_with_a_typed_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let laptop = open_on(dir.path(), "laptop", Arc::new(NoBlobs(folder(dir.path())))).await;
+    let chat = laptop.new_chat("Text only").await.expect("new chat").id;
+    let err = laptop
+        .attach(chat, &b"bytes"[..], "a.txt", "text/plain")
+        .await
+        .expect_err("no blobs");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+    // Text still syncs.
+    laptop
+        .add_message(chat, Role::User, "still fine")
+        .await
+        .expect("write");
+    laptop.sync_now().await.expect("sync");
+}
+
+#[tokio::test]
+async fn a_tampered_chunk_is_refused_and_never_written_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop.new_chat("Secret").await.expect("new chat").id;
+    let data = noise(1_500_000, 4);
+    let attachment = laptop
+        .attach(chat, &data[..], "secret.bin", "application/octet-stream")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
+        .await
+        .expect("send");
+    laptop.sync_now().await.expect("sync");
+
+    // Flip one byte of every stored chunk except the manifest.
+    let stored = files_under(&dir.path().join("server"));
+    let manifest = attachment.id.to_string();
+    let mut flipped = 0;
+    for path in stored {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.len() == 64 && name != manifest && path.to_string_lossy().contains("blob") {
+            let mut bytes = std::fs::read(&path).expect("read a blob");
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 1;
+            std::fs::write(&path, bytes).expect("tamper");
+            flipped += 1;
+        }
+    }
+    assert_eq!(flipped, 2);
+
+    let phone = open_on(dir.path(), "phone", server).await;
+    phone.sync_now().await.expect("sync the phone");
+    let target = dir.path().join("secret.bin");
+    let err = phone
+        .save_attachment(&attachment, &target)
+        .await
+        .expect_err("tampered");
+    assert!(matches!(err, Error::Tampered { .. }), "{err}");
+    assert!(!target.exists(), "an unverified file was written out");
+}
+
+#[tokio::test]
+async fn the_attachment_cache_stays_within_its_budget() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop.new_chat("Big").await.expect("new chat").id;
+    let data = noise(4_500_000, 5);
+    let attachment = laptop
+        .attach(chat, &data[..], "big.bin", "application/octet-stream")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
+        .await
+        .expect("send");
+    laptop.sync_now().await.expect("sync");
+
+    let budget = 2_500_000;
+    let phone = ChatVault::builder()
+        .storage(server)
+        .replica_path(dir.path().join("phone.redb"))
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .attachment_cache_bytes(budget)
+        .open()
+        .await
+        .expect("open the phone");
+    phone.sync_now().await.expect("sync the phone");
+    for _ in 0..2 {
+        assert_eq!(
+            phone.attachment_bytes(&attachment).await.expect("read"),
+            data
+        );
+        let cached = phone
+            .engine()
+            .blob_dir()
+            .bytes()
+            .expect("measure the cache");
+        assert!(
+            cached <= budget,
+            "{cached} bytes cached over a {budget} budget"
+        );
+        assert!(cached > 0, "nothing was cached");
+    }
+}

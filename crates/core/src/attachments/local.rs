@@ -1,0 +1,319 @@
+//! This device's directory of sealed blobs: the staging area for uploads
+//! (with markers saying what has not reached the server yet) and the
+//! download cache, kept within a byte budget.
+//!
+//! Layout, beside the replica file (`docs/design.md` §10.3):
+//!
+//! - `sealed/<64hex>`: a sealed blob (chunk or manifest), exactly as the
+//!   server stores it;
+//! - `pending/<64hex>`: an empty marker: that sealed blob is not known to
+//!   be on the server yet (never evicted while the marker exists);
+//! - `outgoing/<64hex>`: per staged attachment (named by its manifest),
+//!   the blobs to upload in order (chunks, then the manifest) and the
+//!   chats whose records must wait for them.
+//!
+//! Every file is written to a temporary name, synced and renamed, so a
+//! crash leaves either the old state or the new one.
+
+use crate::ids::{BlobId, ChatId};
+use crate::storage::DynStorage;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// An attachment staged for upload: what `outgoing/<manifest>` holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Outgoing {
+    /// The chats whose records wait until every blob below is on the server.
+    chats: BTreeSet<ChatId>,
+    /// The blobs to upload, in order: every chunk, then the manifest.
+    blobs: Vec<BlobId>,
+}
+
+/// What one round of uploads did.
+#[derive(Debug, Default)]
+pub struct Uploaded {
+    /// Blobs sent.
+    pub blobs: usize,
+    /// Their sealed bytes.
+    pub bytes: u64,
+    /// Chats whose records must not be pushed yet: an attachment of theirs
+    /// was refused by the server for good, with the reason.
+    pub waiting: Vec<(ChatId, String)>,
+    /// The first refusal behind [`waiting`](Self::waiting).
+    pub refused: Option<Error>,
+}
+
+/// This device's sealed-blob directory (see the module docs).
+#[derive(Debug)]
+pub struct BlobDir {
+    root: PathBuf,
+    budget: u64,
+}
+
+fn local(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::local(format!("{what} {}", path.display()), e)
+}
+
+impl BlobDir {
+    /// The directory at `root` (created when first written), whose cached
+    /// blobs are evicted oldest-used first beyond `budget` bytes. Blobs
+    /// waiting for upload are never evicted and do not count against it.
+    pub fn new(root: impl Into<PathBuf>, budget: u64) -> Self {
+        Self {
+            root: root.into(),
+            budget,
+        }
+    }
+
+    /// The directory's path.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn file(&self, kind: &str, id: &BlobId) -> PathBuf {
+        self.root.join(kind).join(id.to_string())
+    }
+
+    fn write_atomic(&self, kind: &str, id: &BlobId, bytes: &[u8]) -> Result<()> {
+        let dir = self.root.join(kind);
+        std::fs::create_dir_all(&dir).map_err(|e| local("cannot create", &dir, e))?;
+        let path = dir.join(id.to_string());
+        let tmp = dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|e| {
+            // Best effort: a leftover temporary file is only wasted space.
+            let _ = std::fs::remove_file(&tmp);
+            local("cannot write", &path, e)
+        })
+    }
+
+    /// True if the sealed blob `id` is here.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.file("sealed", id).is_file()
+    }
+
+    /// The sealed blob `id`, if it is here (and marks it used, for the
+    /// eviction order).
+    pub fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>> {
+        let path = self.file("sealed", id);
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                // Only the eviction order depends on it.
+                if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                    let _ = file.set_modified(SystemTime::now());
+                }
+                Ok(Some(bytes))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(local("cannot read", &path, e)),
+        }
+    }
+
+    /// Keeps the sealed blob `id` fetched from the server, as a cache entry.
+    pub fn cache(&self, id: &BlobId, sealed: &[u8]) -> Result<()> {
+        self.write_atomic("sealed", id, sealed)
+    }
+
+    /// Stages the sealed blob `id` for upload: the pending marker first,
+    /// then the blob, so a blob that is here but not on the server always
+    /// carries its marker. A blob already here (the same content attached
+    /// before) is left as it is.
+    pub fn stage(&self, id: &BlobId, sealed: &[u8]) -> Result<()> {
+        if self.contains(id) {
+            return Ok(());
+        }
+        self.write_atomic("pending", id, &[])?;
+        self.write_atomic("sealed", id, sealed)
+    }
+
+    /// Records that `chat`'s records wait for the staged attachment whose
+    /// manifest is `manifest` and whose blobs are `blobs` (chunks, then the
+    /// manifest). Written after every blob is staged; adds `chat` if the
+    /// attachment is already waiting for other chats.
+    pub fn hold(&self, manifest: &BlobId, blobs: Vec<BlobId>, chat: ChatId) -> Result<()> {
+        let mut outgoing = self.outgoing(manifest)?.unwrap_or_default();
+        if !blobs.iter().any(|id| self.file("pending", id).is_file()) {
+            // Everything is on the server already: nothing to wait for.
+            return Ok(());
+        }
+        outgoing.blobs = blobs;
+        outgoing.chats.insert(chat);
+        let json = serde_json::to_vec(&outgoing)
+            .map_err(|e| Error::local("cannot encode an upload marker", e))?;
+        self.write_atomic("outgoing", manifest, &json)
+    }
+
+    /// Adds `chat` to the chats waiting for the staged attachment
+    /// `manifest`, if it is still waiting for upload (a message in another
+    /// chat than the one it was attached to carries it).
+    pub fn also_hold(&self, manifest: &BlobId, chat: ChatId) -> Result<()> {
+        match self.outgoing(manifest)? {
+            Some(mut outgoing) if !outgoing.chats.contains(&chat) => {
+                outgoing.chats.insert(chat);
+                let json = serde_json::to_vec(&outgoing)
+                    .map_err(|e| Error::local("cannot encode an upload marker", e))?;
+                self.write_atomic("outgoing", manifest, &json)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn outgoing(&self, manifest: &BlobId) -> Result<Option<Outgoing>> {
+        let path = self.file("outgoing", manifest);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Error::local(
+                    format!("the upload marker {} does not read", path.display()),
+                    e,
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(local("cannot read", &path, e)),
+        }
+    }
+
+    fn ids(&self, kind: &str) -> Result<Vec<BlobId>> {
+        let dir = self.root.join(kind);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(local("cannot list", &dir, e)),
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| local("cannot list", &dir, e))?;
+            if let Some(id) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The chats whose records wait for a staged attachment.
+    pub fn waiting_chats(&self) -> Result<BTreeSet<ChatId>> {
+        let mut chats = BTreeSet::new();
+        for manifest in self.ids("outgoing")? {
+            if let Some(outgoing) = self.outgoing(&manifest)? {
+                chats.extend(outgoing.chats);
+            }
+        }
+        Ok(chats)
+    }
+
+    /// Uploads every staged attachment, each blob at most once more after
+    /// a crash (a blob's marker goes only once the server has it). A
+    /// retriable failure (the network, a busy server) stops the round and
+    /// is returned: nothing waiting for it may be pushed. An attachment
+    /// whose upload is refused for good stays staged and its chats are
+    /// reported in [`Uploaded::waiting`], while the others go on.
+    pub async fn upload(&self, storage: &DynStorage) -> Result<Uploaded> {
+        let mut report = Uploaded::default();
+        for manifest in self.ids("outgoing")? {
+            let Some(outgoing) = self.outgoing(&manifest)? else {
+                continue;
+            };
+            match self.upload_one(storage, &outgoing, &mut report).await {
+                Ok(()) => {
+                    let path = self.file("outgoing", &manifest);
+                    std::fs::remove_file(&path).map_err(|e| local("cannot remove", &path, e))?;
+                }
+                Err(e) if e.is_retriable() => return Err(e),
+                Err(e) => {
+                    let reason = format!("attachment {manifest} cannot be uploaded: {e}");
+                    tracing::warn!(%manifest, error = %e, "attachment upload refused; its chats wait");
+                    report
+                        .waiting
+                        .extend(outgoing.chats.iter().map(|c| (*c, reason.clone())));
+                    report.refused.get_or_insert(e);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    async fn upload_one(
+        &self,
+        storage: &DynStorage,
+        outgoing: &Outgoing,
+        report: &mut Uploaded,
+    ) -> Result<()> {
+        for id in &outgoing.blobs {
+            let marker = self.file("pending", id);
+            if !marker.is_file() {
+                continue;
+            }
+            let sealed = self.get(id)?.ok_or_else(|| {
+                Error::local(
+                    format!(
+                        "staged blob {id} is missing from {}; attach the file again",
+                        self.root.display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                )
+            })?;
+            let len = sealed.len() as u64;
+            storage.put_blob(*id, sealed.into()).await?;
+            report.blobs += 1;
+            report.bytes += len;
+            std::fs::remove_file(&marker).map_err(|e| local("cannot remove", &marker, e))?;
+        }
+        Ok(())
+    }
+
+    /// Evicts cached blobs, least recently used first, until the cached
+    /// ones fit the budget. Returns the bytes freed.
+    pub fn evict(&self) -> Result<u64> {
+        let pending: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
+        let mut cached = Vec::new();
+        let mut total = 0u64;
+        for id in self.ids("sealed")? {
+            if pending.contains(&id) {
+                continue;
+            }
+            let path = self.file("sealed", &id);
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            total += meta.len();
+            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            cached.push((used, meta.len(), path));
+        }
+        cached.sort();
+        let mut freed = 0;
+        for (_, len, path) in cached {
+            if total <= self.budget {
+                break;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total -= len;
+                    freed += len;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(local("cannot evict", &path, e)),
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Bytes of sealed blobs here (cached and staged).
+    pub fn bytes(&self) -> Result<u64> {
+        let mut total = 0;
+        for id in self.ids("sealed")? {
+            if let Ok(meta) = std::fs::metadata(self.file("sealed", &id)) {
+                total += meta.len();
+            }
+        }
+        Ok(total)
+    }
+}

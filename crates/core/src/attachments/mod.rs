@@ -1,0 +1,276 @@
+//! Attachments: files carried by messages, stored as sealed,
+//! content-addressed blobs (`docs/design.md` §10.3).
+//!
+//! A file is cut into fixed chunks of [`CHUNK_BYTES`]; each chunk is a blob
+//! named by the keyed hash of its plaintext ([`BlobId`]), so identical
+//! chunks, within a file or across files, are stored once. A sealed
+//! *manifest* blob lists the chunks; its id is the
+//! [`Attachment::id`](crate::Attachment) a message carries. Uploads are
+//! staged in this device's [`BlobDir`] and sent by the engine's push before
+//! any record that waits for them, so a record that names a blob never
+//! reaches the server before the blob. Reads fetch lazily, verify every
+//! chunk, and keep what they fetched in the same directory within a byte
+//! budget.
+//!
+//! Fixed rather than content-defined chunks: attachments are whole files
+//! that are attached again unchanged, not edited in place, so fixed
+//! boundaries already store a re-attached file once; they need no
+//! dependency, every device computes the same ones, and a resumed upload
+//! knows every chunk's extent without re-reading the file.
+
+mod local;
+
+pub use local::{BlobDir, Uploaded};
+
+use crate::chat::Attachment;
+use crate::envelope::EnvelopeCipher;
+use crate::ids::{BlobId, ChatId};
+use crate::storage::DynStorage;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Plaintext bytes per chunk (the last chunk of a file may be shorter).
+/// Chosen so that a sealed chunk, padded under any [`Padding`](crate::envelope::Padding),
+/// stays at about 1 MiB, well inside every backend's record limit (the
+/// smallest, Supabase's, is 2 MiB).
+pub const CHUNK_BYTES: usize = 1_000_000;
+
+/// Format version of encoded manifests.
+pub const MANIFEST_FORMAT: u8 = 1;
+
+/// What a manifest blob holds: the file's size and its chunks in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    size: u64,
+    chunks: Vec<(BlobId, u32)>,
+}
+
+impl Manifest {
+    fn encode(&self) -> Result<Vec<u8>> {
+        let mut out = vec![MANIFEST_FORMAT];
+        serde_json::to_writer(&mut out, self)
+            .map_err(|e| Error::local("cannot encode an attachment manifest", e))?;
+        Ok(out)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let what = "attachment manifest";
+        match bytes.split_first() {
+            None => Err(Error::corrupt(what, "empty encoding")),
+            Some((&MANIFEST_FORMAT, json)) => serde_json::from_slice(json)
+                .map_err(|e| Error::corrupt(what, format!("malformed JSON: {e}"))),
+            Some((&0, _)) => Err(Error::corrupt(what, "format version 0 is not valid")),
+            Some((&found, _)) => Err(Error::UnsupportedFormat {
+                what: what.to_string(),
+                found: u32::from(found),
+                supported: u32::from(MANIFEST_FORMAT),
+            }),
+        }
+    }
+}
+
+/// Attaching and reading files: the sealing cipher, the storage and this
+/// device's blob directory together.
+#[derive(Clone, Debug)]
+pub struct Attachments {
+    cipher: Arc<EnvelopeCipher>,
+    storage: DynStorage,
+    dir: Arc<BlobDir>,
+}
+
+impl Attachments {
+    /// Attachments sealed by `cipher`, stored on `storage`, staged and
+    /// cached in `dir`.
+    pub fn new(cipher: Arc<EnvelopeCipher>, storage: DynStorage, dir: Arc<BlobDir>) -> Self {
+        Self {
+            cipher,
+            storage,
+            dir,
+        }
+    }
+
+    fn check_backend(&self) -> Result<()> {
+        let caps = self.storage.capabilities();
+        if !caps.blobs {
+            return Err(Error::unsupported("attachments (blob storage)"));
+        }
+        let sealed = self.cipher.padding().padded_len(CHUNK_BYTES) + crate::envelope::BLOB_OVERHEAD;
+        if sealed > caps.max_record_bytes {
+            return Err(Error::TooLarge {
+                size: sealed,
+                limit: caps.max_record_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Seals `bytes` as a blob, checks it against its id, and stages it.
+    fn stage(&self, id: &BlobId, plaintext: &[u8]) -> Result<()> {
+        if self.dir.contains(id) {
+            return Ok(());
+        }
+        let sealed = self.cipher.seal_blob(id, plaintext)?;
+        self.dir.stage(id, &sealed)
+    }
+
+    /// Reads `file` to its end in chunks, seals and stages each chunk and
+    /// then the manifest, and records that `chat`'s records wait for them:
+    /// the engine's next push uploads them before any record of `chat`.
+    /// Holds one chunk in memory at a time, whatever the file's size.
+    /// Works offline. [`Error::Unsupported`] on a backend without blobs.
+    pub async fn attach<R: AsyncRead + Unpin>(
+        &self,
+        chat: ChatId,
+        mut file: R,
+        name: impl Into<String>,
+        media_type: impl Into<String>,
+    ) -> Result<Attachment> {
+        self.check_backend()?;
+        let mut chunks = Vec::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        loop {
+            let mut filled = 0;
+            while filled < CHUNK_BYTES {
+                let read = file
+                    .read(&mut buf[filled..])
+                    .await
+                    .map_err(|e| Error::local("cannot read the file to attach", e))?;
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            if filled == 0 && !chunks.is_empty() {
+                break;
+            }
+            let chunk = buf[..filled].to_vec();
+            let this = self.clone();
+            let id = tokio::task::spawn_blocking(move || {
+                let id = this.cipher.blob_id(&chunk);
+                this.stage(&id, &chunk).map(|()| id)
+            })
+            .await
+            .map_err(|e| Error::local("the attachment task failed", e))??;
+            // `filled` is at most CHUNK_BYTES, which fits u32.
+            chunks.push((id, u32::try_from(filled).unwrap_or(u32::MAX)));
+            size += filled as u64;
+            if filled < CHUNK_BYTES {
+                break;
+            }
+        }
+        let manifest = Manifest { size, chunks }.encode()?;
+        let manifest_id = self.cipher.blob_id(&manifest);
+        self.stage(&manifest_id, &manifest)?;
+        let mut blobs: Vec<BlobId> = Manifest::decode(&manifest)?
+            .chunks
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
+        blobs.push(manifest_id);
+        self.dir.hold(&manifest_id, blobs, chat)?;
+        Ok(Attachment {
+            id: manifest_id,
+            name: name.into(),
+            media_type: media_type.into(),
+            size,
+        })
+    }
+
+    /// The plaintext of blob `id`: from this device's directory, else
+    /// fetched (and cached). Verified twice: the seal binds it to the vault
+    /// and `id`, and its keyed hash must be `id`.
+    async fn blob(&self, id: BlobId) -> Result<Vec<u8>> {
+        let (sealed, fetched) = match self.dir.get(&id)? {
+            Some(sealed) => (sealed, false),
+            None => {
+                let sealed = self
+                    .storage
+                    .get_blob(id)
+                    .await?
+                    .ok_or_else(|| Error::NotFound {
+                        what: format!(
+                            "blob {id} of an attachment (not on the server: the device that \
+                         attached it has not uploaded it yet, or it was collected)"
+                        ),
+                    })?;
+                (sealed.to_vec(), true)
+            }
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let plain = this.cipher.open_blob(&id, &sealed)?;
+            if this.cipher.blob_id(&plain) != id {
+                return Err(Error::Tampered {
+                    what: format!("blob {id}: its content does not hash to its id"),
+                });
+            }
+            if fetched {
+                this.dir.cache(&id, &sealed)?;
+            }
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| Error::local("the attachment task failed", e))?
+    }
+
+    /// Writes the bytes of `attachment` to `out`, chunk by chunk (one in
+    /// memory at a time), fetching what this device does not hold and
+    /// verifying each chunk. Returns the bytes written.
+    /// [`Error::NotFound`] if a blob is not on the server,
+    /// [`Error::Tampered`] or [`Error::Corrupt`] if one was altered.
+    pub async fn read<W: AsyncWrite + Unpin>(
+        &self,
+        attachment: &Attachment,
+        mut out: W,
+    ) -> Result<u64> {
+        let manifest = Manifest::decode(&self.blob(attachment.id).await?)?;
+        if manifest.size != attachment.size {
+            return Err(Error::corrupt(
+                format!("attachment {}", attachment.name),
+                format!(
+                    "the manifest says {} bytes, the message {}",
+                    manifest.size, attachment.size
+                ),
+            ));
+        }
+        let mut written = 0u64;
+        for (id, len) in &manifest.chunks {
+            let chunk = self.blob(*id).await?;
+            if chunk.len() != *len as usize {
+                return Err(Error::corrupt(
+                    format!("attachment {}", attachment.name),
+                    format!("chunk {id} holds {} bytes, not {len}", chunk.len()),
+                ));
+            }
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| Error::local("cannot write the attachment out", e))?;
+            written += chunk.len() as u64;
+        }
+        out.flush()
+            .await
+            .map_err(|e| Error::local("cannot write the attachment out", e))?;
+        if written != manifest.size {
+            return Err(Error::corrupt(
+                format!("attachment {}", attachment.name),
+                format!(
+                    "its chunks hold {written} bytes, the manifest says {}",
+                    manifest.size
+                ),
+            ));
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.evict())
+            .await
+            .map_err(|e| Error::local("the attachment task failed", e))??;
+        Ok(written)
+    }
+
+    /// This device's blob directory.
+    pub fn dir(&self) -> &BlobDir {
+        &self.dir
+    }
+}
