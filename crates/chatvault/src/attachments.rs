@@ -19,6 +19,12 @@ impl ChatVault {
         )
     }
 
+    /// The data key ids attachment blobs are sealed under (see
+    /// [`Attachments::key_ids_in_use`]).
+    pub(crate) async fn attachment_key_ids(&self) -> Result<std::collections::BTreeSet<u32>> {
+        self.attachment_store().key_ids_in_use().await
+    }
+
     /// Attaches the bytes `file` yields to `chat`: they are read to the end
     /// one chunk (about 1 MB) at a time, sealed and staged on this device,
     /// and the next sync uploads them before any change of `chat` (so a

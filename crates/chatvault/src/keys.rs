@@ -113,7 +113,9 @@ impl ChatVault {
     /// Retires every data key that no record references any more: syncs
     /// first (so this device knows every record on the server and has
     /// pushed its own), then retires the keys, other than the current one,
-    /// that no record in the replica is sealed under. Returns the retired
+    /// that no record in the replica and no stored attachment blob is
+    /// sealed under (reading every blob's header: blobs this device does
+    /// not hold are fetched once). Returns the retired
     /// ids (empty: nothing to retire). A device that was away meanwhile
     /// accepts the new key file by the retired keys' tags and re-seals the
     /// changes it queued under a retired key before pushing them
@@ -132,7 +134,10 @@ impl ChatVault {
                 "{pending} change(s) are still queued on this device; sync before retiring keys"
             )));
         }
-        let referenced = self.engine().referenced_key_ids().await?;
+        let mut referenced = self.engine().referenced_key_ids().await?;
+        // Attachment chunks cannot be re-sealed in place (their ids are
+        // content hashes, written once), so the keys they are under stay.
+        referenced.extend(self.attachment_key_ids().await?);
         let current = self.cipher().current_key_id();
         let unused: Vec<u32> = self
             .cipher()

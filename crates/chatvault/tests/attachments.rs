@@ -383,3 +383,45 @@ async fn the_attachment_cache_stays_within_its_budget() {
         assert!(cached > 0, "nothing was cached");
     }
 }
+
+#[tokio::test]
+async fn a_key_that_seals_an_attachment_is_not_retired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop
+        .new_chat("Before the rotation")
+        .await
+        .expect("new chat")
+        .id;
+    let data = noise(1_200_000, 6);
+    let attachment = laptop
+        .attach(chat, &data[..], "old.bin", "application/octet-stream")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
+        .await
+        .expect("send");
+    laptop.sync_now().await.expect("sync");
+
+    assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
+    loop {
+        if laptop.reseal_stale(100).await.expect("reseal").remaining == 0 {
+            break;
+        }
+    }
+    // Every record is under key 2 now, but the chunks stay under key 1.
+    assert_eq!(
+        laptop.retire_unused_keys().await.expect("retire"),
+        Vec::<u32>::new()
+    );
+    assert_eq!(laptop.cipher().key_ids(), vec![1, 2]);
+
+    let phone = open_on(dir.path(), "phone", server).await;
+    phone.sync_now().await.expect("sync the phone");
+    assert_eq!(
+        phone.attachment_bytes(&attachment).await.expect("read"),
+        data
+    );
+}

@@ -199,6 +199,11 @@ impl BlobDir {
         Ok(ids)
     }
 
+    /// The blobs staged here and not yet known to be on the server.
+    pub fn staged(&self) -> Result<Vec<BlobId>> {
+        self.ids("pending")
+    }
+
     /// The chats whose records wait for a staged attachment.
     pub fn waiting_chats(&self) -> Result<BTreeSet<ChatId>> {
         let mut chats = BTreeSet::new();

@@ -28,6 +28,7 @@ use crate::ids::{BlobId, ChatId};
 use crate::storage::DynStorage;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -267,6 +268,49 @@ impl Attachments {
             .await
             .map_err(|e| Error::local("the attachment task failed", e))??;
         Ok(written)
+    }
+
+    /// The data key ids the stored blobs (every blob on the server, and
+    /// those staged here for upload) are sealed under, read from their
+    /// headers: a key in this set must not be retired, or the attachment
+    /// chunks sealed under it would no longer open anywhere. Fetches every
+    /// blob this device does not hold (once; retiring keys is rare).
+    /// [`Error::Corrupt`] when a blob's header does not say its key.
+    pub async fn key_ids_in_use(&self) -> Result<BTreeSet<u32>> {
+        let mut ids = BTreeSet::new();
+        if !self.storage.capabilities().blobs {
+            return Ok(ids);
+        }
+        let mut blobs: BTreeSet<BlobId> = self.dir.staged()?.into_iter().collect();
+        let mut after = None;
+        loop {
+            let page = self.storage.list_blobs(after, 1000).await?;
+            after = page.ids.last().copied();
+            blobs.extend(page.ids);
+            if !page.has_more || after.is_none() {
+                break;
+            }
+        }
+        for id in blobs {
+            let sealed = match self.dir.get(&id)? {
+                Some(sealed) => sealed,
+                None => match self.storage.get_blob(id).await? {
+                    Some(sealed) => sealed.to_vec(),
+                    None => continue,
+                },
+            };
+            let key = EnvelopeCipher::sealed_key_id(&sealed).map_err(|e| {
+                Error::corrupt(
+                    format!("stored blob {id}"),
+                    format!(
+                        "its header does not say which data key sealed it ({e}), so no key \
+                         can be judged unused"
+                    ),
+                )
+            })?;
+            ids.insert(key);
+        }
+        Ok(ids)
     }
 
     /// This device's blob directory.
