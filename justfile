@@ -70,6 +70,11 @@ bench-file-sync *args:
 bench-scale *args:
     cargo bench -p chatvault --bench scale -- {{args}}
 
+# The attachment benchmark: attach, upload and read back one large file on
+# the local folder, beside `std::fs::copy`, with peak RSS after each step.
+bench-attachments mib="1024":
+    cargo bench -p chatvault --bench attachments -- --mib {{mib}}
+
 # 50 concurrent writers on one vault, 10 saves each (CI runs 4 each); prints saves/s.
 many-writers writes="10":
     CHATVAULT_WRITES={{writes}} cargo test -p chatvault --test many_writers -- --nocapture --test-threads=1

@@ -425,3 +425,94 @@ async fn a_key_that_seals_an_attachment_is_not_retired() {
         data
     );
 }
+
+fn bytes_under(dir: &Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+#[tokio::test]
+async fn one_file_in_ten_chats_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let data = noise(5_000_000, 7);
+    for i in 0..10 {
+        let chat = laptop
+            .new_chat(format!("chat {i}"))
+            .await
+            .expect("new chat")
+            .id;
+        let attachment = laptop
+            .attach(chat, &data[..], "report.pdf", "application/pdf")
+            .await
+            .expect("attach");
+        laptop
+            .add_message_with_attachments(chat, Role::User, "the report", vec![attachment])
+            .await
+            .expect("send");
+    }
+    laptop.sync_now().await.expect("sync");
+    assert_eq!(
+        stored_blobs(&server).await.len(),
+        6,
+        "5 chunks and one manifest"
+    );
+    let blob_bytes: u64 = files_under(&dir.path().join("server"))
+        .iter()
+        .filter(|p| p.to_string_lossy().contains("/blob/"))
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    let limit = data.len() as u64 * 105 / 100;
+    assert!(
+        blob_bytes <= limit,
+        "{blob_bytes} blob bytes stored for one {}-byte file in ten chats",
+        data.len()
+    );
+    assert!(bytes_under(&dir.path().join("server")) > blob_bytes);
+}
+
+#[tokio::test]
+async fn a_new_device_syncs_a_chat_with_a_hundred_images_without_fetching_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop.new_chat("Photos").await.expect("new chat").id;
+    let mut attachments = Vec::new();
+    for i in 0..100 {
+        let image = noise(2_000 + i * 10, i as u64 + 100);
+        attachments.push(
+            laptop
+                .attach(chat, &image[..], format!("img{i}.png"), "image/png")
+                .await
+                .expect("attach"),
+        );
+    }
+    for (i, group) in attachments.chunks(10).enumerate() {
+        laptop
+            .add_message_with_attachments(chat, Role::User, format!("batch {i}"), group.to_vec())
+            .await
+            .expect("send");
+    }
+    laptop.sync_now().await.expect("sync");
+
+    let counted = FaultyStorage::new(server);
+    let phone = open_on(dir.path(), "phone", counted.clone()).await;
+    phone.sync_now().await.expect("sync the phone");
+    let full = phone.load_full_chat(chat).await.expect("load");
+    assert_eq!(full.messages().len(), 10);
+    assert_eq!(phone.attachments(chat).await.expect("list").len(), 100);
+    assert_eq!(phone.sidebar()[0].message_count, 10);
+    assert_eq!(counted.calls(Op::GetBlob), 0, "the text waited for bytes");
+    assert_eq!(counted.calls(Op::ListBlobs), 0);
+    // Reading one image fetches only its blobs (one chunk and a manifest).
+    phone
+        .attachment_bytes(&attachments[42])
+        .await
+        .expect("read");
+    assert_eq!(counted.calls(Op::GetBlob), 2);
+}
