@@ -72,8 +72,8 @@ bench-scale *args:
 
 # The attachment benchmark: attach, upload and read back one large file on
 # the local folder, beside `std::fs::copy`, with peak RSS after each step.
-bench-attachments mib="1024":
-    cargo bench -p chatvault --bench attachments -- --mib {{mib}}
+bench-attachments mib="256" backends="fs,s3":
+    cargo bench -p chatvault --bench attachments -- --mib {{mib}} --backends {{backends}}
 
 # 50 concurrent writers on one vault, 10 saves each (CI runs 4 each); prints saves/s.
 many-writers writes="10":

@@ -129,10 +129,17 @@ impl ChatVault {
         let mut tmp_name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
         tmp_name.push(".chatvault-partial");
         let tmp = path.with_file_name(tmp_name);
-        let file = tokio::fs::File::create(&tmp)
+        let mut file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| Error::local(format!("cannot create {}", tmp.display()), e))?;
-        let written = match self.read_attachment(attachment, file).await {
+        let read = async {
+            let written = self.read_attachment(attachment, &mut file).await?;
+            file.sync_all()
+                .await
+                .map_err(|e| Error::local(format!("cannot write {}", tmp.display()), e))?;
+            Ok::<u64, Error>(written)
+        };
+        let written = match read.await {
             Ok(written) => written,
             Err(e) => {
                 // Best effort: the partial file is only wasted space.

@@ -178,20 +178,32 @@ async fn a_message_never_reaches_the_server_before_its_attachment_and_uploads_re
         .expect("send offline");
     link.heal();
 
-    // The second blob's upload fails: the first chunk landed, no record did.
-    link.fail_nth(Op::PutBlob, 2, Fault::Unavailable);
+    // The manifest's upload (the fifth blob, after the four chunks) fails:
+    // the chunks landed, no record did.
+    let staged = laptop.engine().blob_dir().staged().expect("staged");
+    assert_eq!(staged.len(), 5, "4 chunks and the manifest wait");
+    link.fail_nth(Op::PutBlob, 5, Fault::Unavailable);
     let err = laptop.sync_now().await.expect_err("the upload fails");
     assert!(err.is_retriable(), "{err}");
-    assert_eq!(stored_blobs(&server).await.len(), 1);
+    assert_eq!(stored_blobs(&server).await.len(), 4);
     let phone = open_on(dir.path(), "phone", server.clone()).await;
     phone.sync_now().await.expect("sync the phone");
     assert!(phone.sidebar().is_empty(), "a record went before its blobs");
 
-    // Back online: the rest goes (4 chunks + manifest = 5 blobs, the one
-    // that landed is not sent again), then the records.
+    // Back online: only the blobs still marked go (what landed and was
+    // confirmed is not sent again), then the records.
+    let left = laptop.engine().blob_dir().staged().expect("staged").len() as u64;
+    assert_eq!(left, 1, "only the manifest is left");
+    let before = link.calls(Op::PutBlob);
     laptop.sync_now().await.expect("sync the laptop");
-    assert_eq!(link.calls(Op::PutBlob), 6);
+    assert_eq!(link.calls(Op::PutBlob) - before, left);
     assert_eq!(stored_blobs(&server).await.len(), 5);
+    assert!(laptop
+        .engine()
+        .blob_dir()
+        .staged()
+        .expect("staged")
+        .is_empty());
     phone.sync_now().await.expect("sync the phone");
     assert_eq!(phone.sidebar().len(), 2);
     assert_eq!(
@@ -515,4 +527,122 @@ async fn a_new_device_syncs_a_chat_with_a_hundred_images_without_fetching_one() 
         .await
         .expect("read");
     assert_eq!(counted.calls(Op::GetBlob), 2);
+}
+
+/// A ChatGPT export zip: the project's `conversations.json` fixture (a
+/// message with `file-service://file-abc`, also listed in its
+/// `metadata.attachments`) and that image's file.
+fn chatgpt_zip(path: &Path, image: &[u8]) {
+    use std::io::Write;
+    let json = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chatgpt-conversations.json"),
+    )
+    .expect("the fixture");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("create the zip"));
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("conversations.json", options)
+        .expect("entry");
+    zip.write_all(&json).expect("write");
+    zip.start_file("file-abc-map.png", options).expect("entry");
+    zip.write_all(image).expect("write");
+    zip.finish().expect("finish the zip");
+}
+
+#[tokio::test]
+async fn a_chatgpt_export_zip_imports_its_images_and_another_device_gets_the_same_bytes() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let image = noise(1_300_000, 8);
+    let export = dir.path().join("chatgpt-export.zip");
+    chatgpt_zip(&export, &image);
+
+    let (report, _, attached) = laptop
+        .import_file(&export, chatvault::ImportOptions::default())
+        .await
+        .expect("import");
+    assert_eq!(attached, 1);
+    assert!(report.added > 0);
+    // Importing again adds nothing.
+    let (again, _, _) = laptop
+        .import_file(&export, chatvault::ImportOptions::default())
+        .await
+        .expect("import again");
+    assert_eq!((again.added, again.updated), (0, 0));
+    laptop.sync_now().await.expect("sync");
+
+    let phone = open_on(dir.path(), "phone", server).await;
+    phone.sync_now().await.expect("sync the phone");
+    let chat = phone
+        .sidebar()
+        .iter()
+        .find(|s| s.title.contains("München"))
+        .map(|s| s.id)
+        .expect("the imported chat");
+    let listed = phone.attachments(chat).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    let (message, attachment) = &listed[0];
+    assert_eq!(attachment.name, "map.png");
+    assert_eq!(attachment.media_type, "image/png");
+    let full = phone.load_full_chat(chat).await.expect("load");
+    let text = full.messages[message].content();
+    assert!(
+        !text.contains("[image]") && !text.contains("[file:"),
+        "{text}"
+    );
+    assert!(text.contains("München"), "{text}");
+    let saved = dir.path().join("map.png");
+    phone
+        .save_attachment(attachment, &saved)
+        .await
+        .expect("save");
+    let got = Sha256::digest(std::fs::read(&saved).expect("read"));
+    assert_eq!(got, Sha256::digest(&image));
+
+    // The same export read without its files keeps the placeholders.
+    let (chats, _) = chatvault::import::read(&export).expect("read");
+    let placeholder = chats
+        .iter()
+        .flat_map(|c| c.all_messages())
+        .any(|m| m.content().contains("[image]"));
+    assert!(placeholder);
+}
+
+#[tokio::test]
+async fn a_torn_cache_entry_is_fetched_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = open_on(dir.path(), "laptop", server.clone()).await;
+    let chat = laptop.new_chat("Cached").await.expect("new chat").id;
+    let data = noise(1_100_000, 9);
+    let attachment = laptop
+        .attach(chat, &data[..], "c.bin", "application/octet-stream")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
+        .await
+        .expect("send");
+    laptop.sync_now().await.expect("sync");
+    let phone = open_on(dir.path(), "phone", server).await;
+    phone.sync_now().await.expect("sync the phone");
+    assert_eq!(
+        phone.attachment_bytes(&attachment).await.expect("read"),
+        data
+    );
+    // A crash while the cache wrote left entries empty or torn.
+    let cache = phone.engine().blob_dir().path().join("sealed");
+    let entries = files_under(&cache);
+    assert_eq!(entries.len(), 3, "two chunks and the manifest are cached");
+    std::fs::write(&entries[0], b"").expect("empty one");
+    let torn = std::fs::read(&entries[1]).expect("read one");
+    std::fs::write(&entries[1], &torn[..torn.len() / 2]).expect("tear one");
+    assert_eq!(
+        phone
+            .attachment_bytes(&attachment)
+            .await
+            .expect("read again"),
+        data
+    );
 }

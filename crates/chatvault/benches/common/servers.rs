@@ -603,6 +603,67 @@ impl Vault {
     }
 }
 
+#[allow(dead_code)] // The attachment bench's; the scale bench does not use it.
+impl Vault {
+    /// The raw baseline of an attachment round trip on an object store:
+    /// the file at `file` read in `piece`-byte pieces, each put as one
+    /// object, one request at a time (as the attachment upload sends);
+    /// then each got back and written to `out`. Returns (upload, download)
+    /// wall times; `None` on Supabase (no raw blob path without the
+    /// backend).
+    pub async fn raw_file_round_trip(
+        &self,
+        file: &std::path::Path,
+        piece: usize,
+        out: &std::path::Path,
+    ) -> Result<Option<(Duration, Duration)>> {
+        use std::io::{Read, Write};
+        let VaultKind::Objects { raw, prefix, .. } = &self.kind else {
+            return Ok(None);
+        };
+        let io = |e: std::io::Error| chatvault::core::Error::local("raw baseline file", e);
+        let store = |e: object_store::Error| chatvault::core::Error::unavailable("raw baseline", e);
+        let start = Instant::now();
+        let mut input = std::fs::File::open(file).map_err(io)?;
+        let mut buf = vec![0u8; piece];
+        let mut pieces = 0usize;
+        loop {
+            let mut filled = 0;
+            while filled < piece {
+                let n = input.read(&mut buf[filled..]).map_err(io)?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
+                break;
+            }
+            let location = prefix.child("rawfile").child(pieces.to_string());
+            raw.put(&location, Bytes::copy_from_slice(&buf[..filled]).into())
+                .await
+                .map_err(store)?;
+            pieces += 1;
+        }
+        let upload = start.elapsed();
+        let start = Instant::now();
+        let mut output = std::fs::File::create(out).map_err(io)?;
+        for i in 0..pieces {
+            let location = prefix.child("rawfile").child(i.to_string());
+            let bytes = raw
+                .get(&location)
+                .await
+                .map_err(store)?
+                .bytes()
+                .await
+                .map_err(store)?;
+            output.write_all(&bytes).map_err(io)?;
+        }
+        output.sync_all().map_err(io)?;
+        Ok(Some((upload, start.elapsed())))
+    }
+}
+
 /// Requests, bytes sent and bytes received in `counter`.
 pub fn totals(counter: &RequestCounter) -> (u64, u64, u64) {
     let snapshot = counter.snapshot();

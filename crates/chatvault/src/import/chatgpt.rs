@@ -15,10 +15,13 @@
 //! (only their names, kept as `[file: NAME]`). A conversation without a
 //! title is titled from its first message ([`title_or_first_words`]).
 
+use super::files::{ExportFile, FileIndex};
 use super::parse::{
     bad, chat_id, fenced, message_id, parse_list, place_branches, seconds_to_millis,
-    title_or_first_words, tree_order, Conversation, ImportedMessage, ListAt, Naming, Skipped,
+    title_or_first_words, tree_order, Conversation, FoundFile, ImportedMessage, ListAt, Naming,
+    Skipped,
 };
+use crate::attachments::media_type_of;
 use crate::{Chat, Result, Role};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -87,7 +90,11 @@ struct Metadata {
 
 #[derive(Deserialize)]
 struct Attachment {
+    #[serde(default)]
+    id: AnyStr,
     name: Option<String>,
+    #[serde(default)]
+    mime_type: AnyStr,
 }
 
 /// Reads every conversation of a ChatGPT export's `conversations.json`
@@ -97,6 +104,18 @@ struct Attachment {
 /// Errors: [`Error::InvalidInput`](crate::Error::InvalidInput) naming the
 /// conversation and the field that is wrong.
 pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Chat>, Skipped)> {
+    read_with(file, json, &FileIndex::default()).map(|(chats, skipped, _)| (chats, skipped))
+}
+
+/// [`read`], finding the files the messages name in `files` (the export
+/// zip's entries): a file found there is returned to attach instead of its
+/// placeholder in the text.
+pub(crate) fn read_with(
+    file: &Path,
+    json: &[u8],
+    files: &FileIndex,
+) -> Result<(Vec<Chat>, Skipped, Vec<ExportFile>)> {
+    let mut found = Vec::new();
     let mut skipped = Skipped::default();
     let conversations = parse_list::<Export, Names>(file, json, ListAt::Top)?
         .into_iter()
@@ -108,12 +127,23 @@ pub fn read(file: &Path, json: &[u8]) -> Result<(Vec<Chat>, Skipped)> {
                 id: export.id.clone(),
             }
             .name(n);
-            let (conversation, left_out) = conversation(file, &name, export)?;
+            let (mut conversation, left_out) = conversation(file, &name, export, files)?;
             skipped.add(left_out);
+            for message in &mut conversation.messages {
+                for file in std::mem::take(&mut message.files) {
+                    found.push(ExportFile {
+                        chat: conversation.id,
+                        message: message.id,
+                        entry: file.entry,
+                        name: file.name,
+                        media_type: file.media_type,
+                    });
+                }
+            }
             Ok(conversation.into_chat())
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((conversations, skipped))
+    Ok((conversations, skipped, found))
 }
 
 /// The fields that name a conversation in errors.
@@ -142,7 +172,15 @@ impl Naming for Names {
     }
 }
 
-fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation, Skipped)> {
+/// A node worth showing: its role, text, own time (if any) and files.
+type Shown = (Role, String, Option<u64>, Vec<FoundFile>);
+
+fn conversation(
+    file: &Path,
+    name: &str,
+    export: Export,
+    files: &FileIndex,
+) -> Result<(Conversation, Skipped)> {
     let source_id = export.conversation_id.or(export.id).ok_or_else(|| {
         bad(
             file,
@@ -180,7 +218,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
     let mut skipped = Skipped::default();
     let mut node_ids: Vec<&String> = export.mapping.keys().collect();
     node_ids.sort();
-    let mut visible: HashMap<&str, (Role, String, Option<u64>)> = HashMap::new();
+    let mut visible: HashMap<&str, Shown> = HashMap::new();
     for node_id in node_ids {
         let Some(message) = export.mapping.get(node_id).and_then(|n| n.message.as_ref()) else {
             continue;
@@ -204,8 +242,8 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
                 ))
             }
         };
-        let content = text(message);
-        if content.trim().is_empty() {
+        let (content, found) = text(message, files);
+        if content.trim().is_empty() && found.is_empty() {
             // Empty system prompts and empty tool-call shells are scaffolding.
             skipped.empty += 1;
             continue;
@@ -217,7 +255,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
             ),
             None => None,
         };
-        visible.insert(node_id, (role, content, written));
+        visible.insert(node_id, (role, content, written, found));
     }
 
     // Each shown node hangs under its nearest shown ancestor (hidden
@@ -243,7 +281,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
                     "named as a parent but missing",
                 )
             })?;
-            if let Some((_, _, written)) = visible.get(parent) {
+            if let Some((_, _, written, _)) = visible.get(parent) {
                 return Ok((Some(parent), written.or(time).unwrap_or(created)));
             }
             time = time.or_else(|| {
@@ -262,7 +300,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
         message_id(SOURCE, &source_id, id)
     };
     let mut messages = Vec::with_capacity(visible.len());
-    for (node_id, (role, content, written)) in &visible {
+    for (node_id, (role, content, written, found)) in &visible {
         let (parent, inherited) = up(node_id)?;
         let mut message = ImportedMessage::flat(
             derived(node_id),
@@ -271,6 +309,7 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
             written.unwrap_or(inherited),
         );
         message.parent = parent.map(derived);
+        message.files = found.clone();
         messages.push(message);
     }
     // A fixed order before sorting into the tree, whatever the map's.
@@ -305,17 +344,43 @@ fn conversation(file: &Path, name: &str, export: Export) -> Result<(Conversation
 }
 
 /// A message's text: text parts as they are, tool calls, tool output and
-/// thoughts in marked fenced blocks, placeholders for the rest.
-fn text(message: &Message) -> String {
+/// thoughts in marked fenced blocks, placeholders for the rest; and the
+/// files of the message found in `files` (no placeholder for those).
+fn text(message: &Message, files: &FileIndex) -> (String, Vec<FoundFile>) {
     let mut pieces: Vec<String> = Vec::new();
+    let mut found: Vec<FoundFile> = Vec::new();
+    let find = |found: &mut Vec<FoundFile>,
+                pointer: Option<&str>,
+                name: Option<&str>,
+                media_type: Option<&str>| {
+        let (entry, original) = files.find(pointer?)?;
+        if found.iter().any(|f| f.entry == entry) {
+            return Some(());
+        }
+        let name = name.map_or(original, str::to_string);
+        let media_type =
+            media_type.map_or_else(|| media_type_of(&name).to_string(), str::to_string);
+        found.push(FoundFile {
+            entry: entry.to_string(),
+            name,
+            media_type,
+        });
+        Some(())
+    };
     if let Some(content) = &message.content {
         match content.content_type.as_str() {
             "text" | "multimodal_text" => {
                 for part in &content.parts {
                     match part {
                         Part::Text(text) => pieces.push(text.clone()),
-                        Part::Object { content_type, text } => {
-                            pieces.push(placeholder(content_type.as_deref(), text.as_deref()))
+                        Part::Object {
+                            content_type,
+                            text,
+                            asset_pointer,
+                        } => {
+                            if find(&mut found, asset_pointer.as_deref(), None, None).is_none() {
+                                pieces.push(placeholder(content_type.as_deref(), text.as_deref()))
+                            }
                         }
                         Part::Null => {}
                         Part::Other(text) => pieces.push(text.clone()),
@@ -350,13 +415,14 @@ fn text(message: &Message) -> String {
         }
     }
     for attachment in &message.metadata.attachments {
-        pieces.push(format!(
-            "[file: {}]",
-            attachment.name.as_deref().unwrap_or("unnamed")
-        ));
+        let name = attachment.name.as_deref();
+        let media_type = attachment.mime_type.0.as_deref();
+        if find(&mut found, attachment.id.0.as_deref(), name, media_type).is_none() {
+            pieces.push(format!("[file: {}]", name.unwrap_or("unnamed")));
+        }
     }
     pieces.retain(|p| !p.is_empty());
-    pieces.join("\n")
+    (pieces.join("\n"), found)
 }
 
 /// The text of a `thoughts` list: each thought's `summary` and `content`,
@@ -406,6 +472,7 @@ enum Part {
     Object {
         content_type: Option<String>,
         text: Option<String>,
+        asset_pointer: Option<String>,
     },
     Null,
     Other(String),
@@ -460,17 +527,22 @@ impl<'de> Deserialize<'de> for Part {
                 self,
                 mut map: A,
             ) -> std::result::Result<Part, A::Error> {
-                let (mut content_type, mut text) = (None, None);
+                let (mut content_type, mut text, mut asset_pointer) = (None, None, None);
                 while let Some(key) = map.next_key::<String>()? {
                     match key.as_str() {
                         "content_type" => content_type = map.next_value::<AnyStr>()?.0,
                         "text" => text = map.next_value::<AnyStr>()?.0,
+                        "asset_pointer" => asset_pointer = map.next_value::<AnyStr>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(Part::Object { content_type, text })
+                Ok(Part::Object {
+                    content_type,
+                    text,
+                    asset_pointer,
+                })
             }
         }
         deserializer.deserialize_any(PartVisitor)

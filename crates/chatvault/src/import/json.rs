@@ -59,6 +59,7 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
                         written: millis(&format!("{list}[{i}].created"), &m.created)?,
                         parent: m.parent,
                         alternative_of: m.alternative_of,
+                        files: Vec::new(),
                     });
                 }
             }

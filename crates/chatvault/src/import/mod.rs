@@ -20,12 +20,14 @@
 
 pub mod chatgpt;
 pub mod claude;
+mod files;
 #[cfg(test)]
 mod fuzz;
 pub mod json;
 mod merge;
 mod parse;
 
+pub use files::{ExportFile, ExportFiles, MAX_EXPORT_FILE_BYTES};
 pub use merge::{ImportOptions, ImportReport, IMPORT_BATCH, IMPORT_MAX_AHEAD_MILLIS};
 pub use parse::Skipped;
 
@@ -56,15 +58,49 @@ pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
 /// [`Error::InvalidInput`]; an age-encrypted file is refused saying to
 /// decrypt it first.
 pub fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec<Chat>, Skipped)> {
+    read_parts(file, bytes, max_unzipped, false).map(|(chats, skipped, _)| (chats, skipped))
+}
+
+/// [`read`], also finding the files a ChatGPT export zip holds for its
+/// messages (uploaded images and files, generated images): those come back
+/// in [`ExportFiles`] instead of as placeholders in the text. Attach them
+/// with [`ChatVault::attach_export_files`](crate::ChatVault::attach_export_files),
+/// then import the chats; or use
+/// [`ChatVault::import_file`](crate::ChatVault::import_file), which does all
+/// three. A file that is not in the zip (or a `conversations.json` read on
+/// its own) keeps its placeholder.
+pub fn read_with_files(file: &Path) -> Result<(Vec<Chat>, Skipped, ExportFiles)> {
+    let bytes = std::fs::read(file)
+        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
+    read_parts(file, bytes, MAX_UNZIPPED_BYTES, true)
+}
+
+fn read_parts(
+    file: &Path,
+    bytes: Vec<u8>,
+    max_unzipped: u64,
+    with_files: bool,
+) -> Result<(Vec<Chat>, Skipped, ExportFiles)> {
     if bytes.starts_with(b"age-encryption.org/v1")
         || bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
     {
         return Err(age_encrypted(file));
     }
-    let json = if bytes.starts_with(b"PK\x03\x04") {
-        conversations_from_zip(file, &bytes, max_unzipped)?
+    let mut files = ExportFiles {
+        path: file.to_path_buf(),
+        ..ExportFiles::default()
+    };
+    let (json, index) = if bytes.starts_with(b"PK\x03\x04") {
+        let json = conversations_from_zip(file, &bytes, max_unzipped)?;
+        let index = if with_files {
+            files::FileIndex::of_zip(&bytes)
+        } else {
+            files::FileIndex::default()
+        };
+        files.zip = bytes;
+        (json, index)
     } else {
-        bytes
+        (bytes, files::FileIndex::default())
     };
     let not_json = || {
         Error::invalid(format!(
@@ -78,7 +114,7 @@ pub fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec
         .find(|b| !b.is_ascii_whitespace())
         .ok_or_else(not_json)?;
     let conversations = match first {
-        b'{' => return Ok((json::read(file, &json)?, Skipped::default())),
+        b'{' => return Ok((json::read(file, &json)?, Skipped::default(), files)),
         b'[' => Source::of_first(&json).map_err(|e| {
             Error::invalid(format!(
                 "{}: not an export this version knows ({e})",
@@ -88,9 +124,13 @@ pub fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec
         _ => return Err(not_json()),
     };
     match conversations {
-        Some(Source::ChatGpt) => chatgpt::read(file, &json),
-        Some(Source::Claude) => Ok((claude::read(file, &json)?, Skipped::default())),
-        None => Ok((Vec::new(), Skipped::default())),
+        Some(Source::ChatGpt) => {
+            let (chats, skipped, found) = chatgpt::read_with(file, &json, &index)?;
+            files.files = found;
+            Ok((chats, skipped, files))
+        }
+        Some(Source::Claude) => Ok((claude::read(file, &json)?, Skipped::default(), files)),
+        None => Ok((Vec::new(), Skipped::default(), files)),
     }
 }
 

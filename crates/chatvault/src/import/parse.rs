@@ -52,6 +52,19 @@ pub(crate) struct ImportedMessage {
     pub parent: Option<MessageId>,
     /// The message it is an alternative of (see [`place_branches`]).
     pub alternative_of: Option<MessageId>,
+    /// Files of the export that the message carried, to attach.
+    pub files: Vec<FoundFile>,
+}
+
+/// A file an export holds for a message.
+#[derive(Clone, Debug)]
+pub(crate) struct FoundFile {
+    /// Its entry in the export zip.
+    pub entry: String,
+    /// Its name as the user knew it.
+    pub name: String,
+    /// Its media type.
+    pub media_type: String,
 }
 
 impl ImportedMessage {
@@ -64,6 +77,7 @@ impl ImportedMessage {
             written,
             parent: None,
             alternative_of: None,
+            files: Vec::new(),
         }
     }
 }

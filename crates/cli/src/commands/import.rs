@@ -1,5 +1,6 @@
-//! `import`: reads an export file with [`chatvault::import::read`] and
-//! merges its chats into the vault, with a progress bar and a summary line.
+//! `import`: reads an export file with [`chatvault::import::read_with_files`],
+//! attaches the images and files a ChatGPT export zip holds, and merges its
+//! chats into the vault, with progress bars and a summary line.
 
 use super::Session;
 use crate::output::out;
@@ -28,7 +29,23 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
 /// in it (a chatvault export's deleted chats and messages) only with
 /// `apply_deletions`.
 async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
-    let (chats, skipped) = chatvault::import::read(file)?;
+    let (mut chats, skipped, files) = chatvault::import::read_with_files(file)?;
+    let attached = if files.files.is_empty() {
+        0
+    } else {
+        // The images and files the export holds, attached before the
+        // chats are saved (sealed and staged; the push uploads them first).
+        let progress = ProgressBar::new(files.files.len() as u64);
+        progress.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} files, {binary_bytes_per_sec}")
+                .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
+        );
+        let attached = vault
+            .attach_export_files(&mut chats, &files, |_| progress.inc(1))
+            .await?;
+        progress.finish_and_clear();
+        attached
+    };
     // Every branch's messages, not only the ones each chat shows.
     let messages: usize = chats.iter().map(|c| c.all_messages().len()).sum();
     let progress = ProgressBar::new(chats.len() as u64);
@@ -51,8 +68,13 @@ async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()
     let left_out = skipped
         .describe()
         .map_or_else(String::new, |text| format!("; {text}"));
+    let files = if attached > 0 {
+        format!(", {attached} files attached")
+    } else {
+        String::new()
+    };
     out!(
-        "imported {} new chats ({messages} messages in the file), updated {}, unchanged {}{left_out}",
+        "imported {} new chats ({messages} messages in the file{files}), updated {}, unchanged {}{left_out}",
         report.added,
         report.updated,
         report.unchanged

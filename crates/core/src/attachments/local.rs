@@ -54,6 +54,9 @@ pub struct BlobDir {
     budget: u64,
 }
 
+/// Blob uploads one attachment keeps in flight.
+const UPLOADS_IN_FLIGHT: usize = 4;
+
 fn local(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::local(format!("{what} {}", path.display()), e)
 }
@@ -79,6 +82,12 @@ impl BlobDir {
     }
 
     fn write_atomic(&self, kind: &str, id: &BlobId, bytes: &[u8]) -> Result<()> {
+        self.write_file(kind, id, bytes, true)
+    }
+
+    /// Writes `bytes` to `<kind>/<id>` through a temporary file renamed
+    /// into place, synced first when `durable`.
+    fn write_file(&self, kind: &str, id: &BlobId, bytes: &[u8], durable: bool) -> Result<()> {
         let dir = self.root.join(kind);
         std::fs::create_dir_all(&dir).map_err(|e| local("cannot create", &dir, e))?;
         let path = dir.join(id.to_string());
@@ -86,7 +95,9 @@ impl BlobDir {
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;
-            file.sync_all()?;
+            if durable {
+                file.sync_all()?;
+            }
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|e| {
@@ -118,9 +129,26 @@ impl BlobDir {
         }
     }
 
-    /// Keeps the sealed blob `id` fetched from the server, as a cache entry.
+    /// Keeps the sealed blob `id` fetched from the server, as a cache
+    /// entry. Not synced: after a crash an entry may be empty or torn,
+    /// which [`forget`](Self::forget) handles (the reader refetches).
     pub fn cache(&self, id: &BlobId, sealed: &[u8]) -> Result<()> {
-        self.write_atomic("sealed", id, sealed)
+        self.write_file("sealed", id, sealed, false)
+    }
+
+    /// Drops the cached copy of `id` if it does not open (a torn cache
+    /// entry); returns false, keeping it, if it is staged for upload (then
+    /// it is this device's only copy, and the damage is reported).
+    pub fn forget(&self, id: &BlobId) -> Result<bool> {
+        if self.file("pending", id).is_file() {
+            return Ok(false);
+        }
+        let path = self.file("sealed", id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(local("cannot remove", &path, e)),
+        }
     }
 
     /// Stages the sealed blob `id` for upload: the pending marker first,
@@ -252,27 +280,58 @@ impl BlobDir {
         outgoing: &Outgoing,
         report: &mut Uploaded,
     ) -> Result<()> {
-        for id in &outgoing.blobs {
-            let marker = self.file("pending", id);
-            if !marker.is_file() {
-                continue;
-            }
-            let sealed = self.get(id)?.ok_or_else(|| {
-                Error::local(
-                    format!(
-                        "staged blob {id} is missing from {}; attach the file again",
-                        self.root.display()
-                    ),
-                    std::io::Error::from(std::io::ErrorKind::NotFound),
-                )
-            })?;
-            let len = sealed.len() as u64;
-            storage.put_blob(*id, sealed.into()).await?;
+        use futures::{StreamExt, TryStreamExt};
+        let Some((manifest, chunks)) = outgoing.blobs.split_last() else {
+            return Ok(());
+        };
+        // Chunks a few at a time, then the manifest: a reader that finds
+        // the manifest finds every chunk.
+        // A chunk repeated in the file is sent once.
+        let mut seen = BTreeSet::new();
+        let unique: Vec<BlobId> = chunks
+            .iter()
+            .copied()
+            .filter(|id| seen.insert(*id))
+            .collect();
+        let sent: Vec<u64> = futures::stream::iter(unique)
+            .map(|id| self.upload_blob(storage, id))
+            .buffer_unordered(UPLOADS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let last = self.upload_blob(storage, *manifest).await?;
+        for len in sent.into_iter().chain([last]).filter(|len| *len > 0) {
             report.blobs += 1;
             report.bytes += len;
-            std::fs::remove_file(&marker).map_err(|e| local("cannot remove", &marker, e))?;
         }
         Ok(())
+    }
+
+    /// Puts the staged blob `id` unless the server is known to hold it;
+    /// returns the bytes sent (0: nothing to send). The marker goes only
+    /// once the put returned.
+    async fn upload_blob(&self, storage: &DynStorage, id: BlobId) -> Result<u64> {
+        let marker = self.file("pending", &id);
+        if !marker.is_file() {
+            return Ok(0);
+        }
+        let sealed = self.get(&id)?.ok_or_else(|| {
+            Error::local(
+                format!(
+                    "staged blob {id} is missing from {}; attach the file again",
+                    self.root.display()
+                ),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })?;
+        let len = sealed.len() as u64;
+        storage.put_blob(id, sealed.into()).await?;
+        match std::fs::remove_file(&marker) {
+            Ok(()) => Ok(len),
+            // Another upload of the same blob (two attachments sharing a
+            // chunk) confirmed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(len),
+            Err(e) => Err(local("cannot remove", &marker, e)),
+        }
     }
 
     /// Evicts cached blobs, least recently used first, until the cached

@@ -38,6 +38,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// smallest, Supabase's, is 2 MiB).
 pub const CHUNK_BYTES: usize = 1_000_000;
 
+/// Chunks one read keeps in flight (fetched and opened ahead of the one
+/// being written): memory stays a few chunks whatever the file's size.
+const DOWNLOADS_IN_FLIGHT: usize = 4;
+
 /// Format version of encoded manifests.
 pub const MANIFEST_FORMAT: u8 = 1;
 
@@ -184,22 +188,34 @@ impl Attachments {
     /// fetched (and cached). Verified twice: the seal binds it to the vault
     /// and `id`, and its keyed hash must be `id`.
     async fn blob(&self, id: BlobId) -> Result<Vec<u8>> {
-        let (sealed, fetched) = match self.dir.get(&id)? {
-            Some(sealed) => (sealed, false),
-            None => {
-                let sealed = self
-                    .storage
-                    .get_blob(id)
-                    .await?
-                    .ok_or_else(|| Error::NotFound {
-                        what: format!(
-                            "blob {id} of an attachment (not on the server: the device that \
-                         attached it has not uploaded it yet, or it was collected)"
-                        ),
-                    })?;
-                (sealed.to_vec(), true)
+        if let Some(sealed) = self.dir.get(&id)? {
+            match self.open(id, sealed, false).await {
+                Ok(plain) => return Ok(plain),
+                // A torn cache entry (cached blobs are not synced): fetch
+                // it again. A staged blob is this device's only copy: the
+                // error stands.
+                Err(e) if !self.dir.forget(&id)? => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "cached blob does not open; fetching it again")
+                }
             }
-        };
+        }
+        let sealed = self
+            .storage
+            .get_blob(id)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: format!(
+                    "blob {id} of an attachment (not on the server: the device that \
+                 attached it has not uploaded it yet, or it was collected)"
+                ),
+            })?;
+        self.open(id, sealed.to_vec(), true).await
+    }
+
+    /// Opens and verifies the sealed blob `id` on a blocking thread; keeps
+    /// it in the cache once verified when `fetched`.
+    async fn open(&self, id: BlobId, sealed: Vec<u8>, fetched: bool) -> Result<Vec<u8>> {
         let this = self.clone();
         tokio::task::spawn_blocking(move || {
             let plain = this.cipher.open_blob(&id, &sealed)?;
@@ -237,9 +253,15 @@ impl Attachments {
                 ),
             ));
         }
+        use futures::StreamExt;
         let mut written = 0u64;
-        for (id, len) in &manifest.chunks {
-            let chunk = self.blob(*id).await?;
+        // A few chunks fetched and opened ahead, written in order.
+        let mut chunks = futures::stream::iter(manifest.chunks.iter().copied())
+            .map(|(id, len)| async move { self.blob(id).await.map(|chunk| (id, len, chunk)) })
+            .buffered(DOWNLOADS_IN_FLIGHT);
+        while let Some(next) = chunks.next().await {
+            let (id, len, chunk) = next?;
+            let (id, len) = (&id, &len);
             if chunk.len() != *len as usize {
                 return Err(Error::corrupt(
                     format!("attachment {}", attachment.name),
