@@ -62,7 +62,10 @@ impl ChatVault {
     }
 
     /// Appends a message carrying `attachments` (from [`attach`](Self::attach))
-    /// to `chat` and returns its id.
+    /// to `chat` and returns its id. Each attachment is checked first: its
+    /// manifest must be staged or cached here or on the server, and open
+    /// under this vault ([`Error::NotFound`] otherwise, e.g. a reference
+    /// from another vault), so no message names bytes no device can fetch.
     pub async fn add_message_with_attachments(
         &self,
         chat: ChatId,
@@ -70,11 +73,12 @@ impl ChatVault {
         content: impl Into<String>,
         attachments: Vec<Attachment>,
     ) -> Result<MessageId> {
-        // An attachment staged for another chat: this chat's changes wait
-        // for its upload too.
-        let dir = self.engine().blob_dir();
+        // Only attachments of this vault; one staged for another chat
+        // makes this chat's changes wait for its upload too.
+        let store = self.attachment_store();
         for attachment in &attachments {
-            dir.also_hold(&attachment.id, chat)?;
+            store.check(attachment).await?;
+            store.dir().also_hold(&attachment.id, chat)?;
         }
         let content = content.into();
         self.engine()

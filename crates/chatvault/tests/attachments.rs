@@ -646,3 +646,48 @@ async fn a_torn_cache_entry_is_fetched_again() {
         data
     );
 }
+
+#[tokio::test]
+async fn a_reference_from_another_vault_is_refused_before_a_message_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mine = open_on(dir.path(), "mine", folder(dir.path())).await;
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let theirs = open_on(other_dir.path(), "theirs", folder(other_dir.path())).await;
+    let chat = mine.new_chat("Mine").await.expect("new chat").id;
+    let their_chat = theirs.new_chat("Theirs").await.expect("new chat").id;
+    let foreign = theirs
+        .attach(their_chat, &b"not yours"[..], "x.txt", "text/plain")
+        .await
+        .expect("attach");
+    theirs.sync_now().await.expect("sync");
+    let err = mine
+        .add_message_with_attachments(chat, Role::User, "stolen", vec![foreign])
+        .await
+        .expect_err("another vault's attachment");
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    // A size that disagrees with the manifest is refused too.
+    let own = mine
+        .attach(chat, &b"mine"[..], "m.txt", "text/plain")
+        .await
+        .expect("attach");
+    let wrong = chatvault::Attachment {
+        size: 5,
+        ..own.clone()
+    };
+    let err = mine
+        .add_message_with_attachments(chat, Role::User, "", vec![wrong])
+        .await
+        .expect_err("wrong size");
+    assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    mine.add_message_with_attachments(chat, Role::User, "", vec![own])
+        .await
+        .expect("its own attachment");
+    assert_eq!(
+        mine.load_full_chat(chat)
+            .await
+            .expect("load")
+            .messages()
+            .len(),
+        1
+    );
+}

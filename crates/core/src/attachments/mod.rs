@@ -233,6 +233,26 @@ impl Attachments {
         .map_err(|e| Error::local("the attachment task failed", e))?
     }
 
+    /// Checks that `attachment` belongs to this vault and is complete
+    /// before a message names it: its manifest is staged or cached here,
+    /// or fetched (it is small), opens under this vault, hashes to its id
+    /// and gives the same size. [`Error::NotFound`] for an attachment this
+    /// vault does not hold (attach the file first), [`Error::Corrupt`] for
+    /// a reference whose size disagrees with its manifest.
+    pub async fn check(&self, attachment: &Attachment) -> Result<()> {
+        let manifest = Manifest::decode(&self.blob(attachment.id).await?)?;
+        if manifest.size != attachment.size {
+            return Err(Error::corrupt(
+                format!("attachment {}", attachment.name),
+                format!(
+                    "the manifest says {} bytes, the reference {}",
+                    manifest.size, attachment.size
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the bytes of `attachment` to `out`, chunk by chunk (one in
     /// memory at a time), fetching what this device does not hold and
     /// verifying each chunk. Returns the bytes written.
