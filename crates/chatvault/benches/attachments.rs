@@ -14,10 +14,11 @@
 //!   every chunk) plus the `sync_now` that sends the blobs and the record,
 //!   vs the raw baseline: the file read in 1,000,000-byte pieces, each put
 //!   as one object through the same object store (fsync included on the
-//!   folder), one request at a time as the upload sends them.
+//!   folder), four requests in flight as the upload sends them.
 //! - **download**: `save_attachment` on a second device (fetch, open,
-//!   verify, write, fsync) vs getting the raw pieces back and writing them
-//!   to a file (fsync included).
+//!   verify, write, fsync; four chunks in flight) vs getting the raw pieces
+//!   back, four in flight, and writing them to a file in order (fsync
+//!   included).
 //! - **attach again**: the same file once more: hashed, nothing stored.
 //! - **peak RSS**: `VmHWM` of this process after each step, beside the
 //!   file size (the first backend's rows show the attachment code alone).
@@ -32,6 +33,10 @@ use servers::Server;
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Requests the raw baseline keeps in flight: as many as the attachment
+/// upload and read do.
+const IN_FLIGHT: usize = 4;
 
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -160,7 +165,7 @@ async fn run(server: &Server, dir: &Path, file: &Path, mib: u64) {
     println!("| open two vaults | | | | {:.0} MiB |", peak_rss_mib());
 
     let raw = vault
-        .raw_file_round_trip(file, CHUNK_BYTES, &work.join("raw.bin"))
+        .raw_file_round_trip(file, CHUNK_BYTES, IN_FLIGHT, &work.join("raw.bin"))
         .await
         .expect("raw baseline");
 

@@ -607,14 +607,16 @@ impl Vault {
 impl Vault {
     /// The raw baseline of an attachment round trip on an object store:
     /// the file at `file` read in `piece`-byte pieces, each put as one
-    /// object, one request at a time (as the attachment upload sends);
-    /// then each got back and written to `out`. Returns (upload, download)
-    /// wall times; `None` on Supabase (no raw blob path without the
-    /// backend).
+    /// object through the same store, `in_flight` requests at a time (as
+    /// the attachment upload sends); then got back with as many in flight
+    /// and written to `out` in order (synced, as `save_attachment` does).
+    /// Returns (upload, download) wall times; `None` on Supabase (no raw
+    /// blob path without the backend).
     pub async fn raw_file_round_trip(
         &self,
         file: &std::path::Path,
         piece: usize,
+        in_flight: usize,
         out: &std::path::Path,
     ) -> Result<Option<(Duration, Duration)>> {
         use std::io::{Read, Write};
@@ -623,41 +625,52 @@ impl Vault {
         };
         let io = |e: std::io::Error| chatvault::core::Error::local("raw baseline file", e);
         let store = |e: object_store::Error| chatvault::core::Error::unavailable("raw baseline", e);
+        let location = |i: usize| prefix.child("rawfile").child(i.to_string());
         let start = Instant::now();
         let mut input = std::fs::File::open(file).map_err(io)?;
-        let mut buf = vec![0u8; piece];
         let mut pieces = 0usize;
-        loop {
+        let reads = std::iter::from_fn(|| {
+            let mut buf = vec![0u8; piece];
             let mut filled = 0;
             while filled < piece {
-                let n = input.read(&mut buf[filled..]).map_err(io)?;
-                if n == 0 {
-                    break;
+                match input.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) => return Some(Err(io(e))),
                 }
-                filled += n;
             }
             if filled == 0 {
-                break;
+                return None;
             }
-            let location = prefix.child("rawfile").child(pieces.to_string());
-            raw.put(&location, Bytes::copy_from_slice(&buf[..filled]).into())
-                .await
-                .map_err(store)?;
+            buf.truncate(filled);
             pieces += 1;
-        }
+            Some(Ok((pieces - 1, buf)))
+        });
+        futures::stream::iter(reads)
+            .map(|read| {
+                let raw = raw.clone();
+                async move {
+                    let (i, buf) = read?;
+                    raw.put(&location(i), Bytes::from(buf).into())
+                        .await
+                        .map_err(store)
+                }
+            })
+            .buffer_unordered(in_flight)
+            .try_collect::<Vec<_>>()
+            .await?;
         let upload = start.elapsed();
         let start = Instant::now();
         let mut output = std::fs::File::create(out).map_err(io)?;
-        for i in 0..pieces {
-            let location = prefix.child("rawfile").child(i.to_string());
-            let bytes = raw
-                .get(&location)
-                .await
-                .map_err(store)?
-                .bytes()
-                .await
-                .map_err(store)?;
-            output.write_all(&bytes).map_err(io)?;
+        let mut gets = futures::stream::iter(0..pieces)
+            .map(|i| {
+                let raw = raw.clone();
+                let at = location(i);
+                async move { raw.get(&at).await?.bytes().await }
+            })
+            .buffered(in_flight);
+        while let Some(bytes) = gets.next().await {
+            output.write_all(&bytes.map_err(store)?).map_err(io)?;
         }
         output.sync_all().map_err(io)?;
         Ok(Some((upload, start.elapsed())))
