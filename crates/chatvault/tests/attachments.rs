@@ -776,3 +776,50 @@ async fn a_file_attached_while_a_push_uploads_waits_for_the_next_upload() {
     assert_eq!(attachments.len(), 2);
     assert_eq!(phone.attachment_bytes(&second).await.expect("read"), late);
 }
+
+// The same file attached to several chats at once: every attach succeeds
+// and every chat waits for the upload. Before the fix, the tasks staging
+// one blob shared one temporary file name (one attach failed with
+// NotFound when another renamed it away, or a torn blob could be staged),
+// and the upload marker was read, changed and written back without a
+// lock, so concurrent attaches dropped each other's chat from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_file_attached_to_chats_at_once_holds_every_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = Arc::new(open_on(dir.path(), "laptop", server).await);
+    let mut chats = Vec::new();
+    for i in 0..16 {
+        chats.push(
+            laptop
+                .new_chat(format!("chat {i}"))
+                .await
+                .expect("new chat")
+                .id,
+        );
+    }
+    let file = Arc::new(noise(3_000, 4));
+    let attaches = chats.iter().map(|&chat| {
+        let laptop = laptop.clone();
+        let file = file.clone();
+        tokio::spawn(async move {
+            laptop
+                .attach(chat, &file[..], "same.bin", "application/octet-stream")
+                .await
+        })
+    });
+    for attached in futures::future::join_all(attaches).await {
+        attached.expect("the task").expect("attach");
+    }
+    let waiting = laptop
+        .engine()
+        .blob_dir()
+        .waiting_chats()
+        .expect("waiting chats");
+    for chat in &chats {
+        assert!(
+            waiting.contains(chat),
+            "{chat} does not wait for the upload"
+        );
+    }
+}
