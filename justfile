@@ -40,6 +40,12 @@ conformance *args:
 crash-trials trials="200":
     CHATVAULT_CRASH_TRIALS={{trials}} cargo test -p chatvault --test crash_trials -- --nocapture
 
+# Attachment crash trials: SIGKILL a child attaching files (0 to 3.5 MB),
+# sending them and syncing, at random points, 100 times on the local folder
+# (CI runs 12). Replay one with CHATVAULT_ATTACH_CRASH_SEED.
+attachment-crash-trials trials="100":
+    CHATVAULT_ATTACH_CRASH_TRIALS={{trials}} cargo test -p chatvault --test attachment_crash_trials -- --nocapture
+
 # Re-seal crash trials: SIGKILL a child re-sealing 120 chats after a key
 # rotation at seeded points, 50 times (CI runs 5). Replay with CHATVAULT_RESEAL_SEED.
 reseal-trials trials="50":

@@ -691,3 +691,135 @@ async fn a_reference_from_another_vault_is_refused_before_a_message_names_it() {
         1
     );
 }
+
+/// Holds every blob upload until the test lets it go, saying when the
+/// first one began.
+#[derive(Debug)]
+struct GatedBlobs {
+    inner: DynStorage,
+    entered: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl LayeredStorage for GatedBlobs {
+    fn inner(&self) -> &dyn Storage {
+        &*self.inner
+    }
+
+    async fn put_blob(&self, id: BlobId, sealed: Bytes) -> chatvault::Result<()> {
+        self.entered.notify_one();
+        self.release
+            .acquire()
+            .await
+            .expect("the gate stays open")
+            .forget();
+        self.inner.put_blob(id, sealed).await
+    }
+}
+
+// Found while writing the attachment crash trials: a push listed the staged
+// attachments when it began, so a message whose file was attached while
+// that upload ran went out with the push's records, before its blobs.
+#[tokio::test]
+async fn a_file_attached_while_a_push_uploads_waits_for_the_next_upload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated = Arc::new(GatedBlobs {
+        inner: server.clone(),
+        entered: entered.clone(),
+        release: release.clone(),
+    });
+    let laptop = Arc::new(open_on(dir.path(), "laptop", gated).await);
+    let chat = laptop.new_chat("Photos").await.expect("new chat").id;
+    let first = laptop
+        .attach(chat, &noise(1_000, 1)[..], "first.jpg", "image/jpeg")
+        .await
+        .expect("attach");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "first", vec![first])
+        .await
+        .expect("send");
+    let syncing = laptop.clone();
+    let sync = tokio::spawn(async move { syncing.sync_now().await });
+    entered.notified().await;
+
+    // The push is uploading the first file: attach and send a second one.
+    let late = noise(2_000, 2);
+    let second = laptop
+        .attach(chat, &late[..], "second.jpg", "image/jpeg")
+        .await
+        .expect("attach during the upload");
+    laptop
+        .add_message_with_attachments(chat, Role::User, "second", vec![second.clone()])
+        .await
+        .expect("send during the upload");
+    release.add_permits(1_000);
+    sync.await.expect("the sync task").expect("sync");
+
+    // Whatever that push sent, every attachment another device sees reads.
+    let phone = open_on(dir.path(), "phone", server.clone()).await;
+    phone.sync_now().await.expect("sync the phone");
+    for (message, attachment) in phone.attachments(chat).await.unwrap_or_default() {
+        phone
+            .attachment_bytes(&attachment)
+            .await
+            .unwrap_or_else(|e| panic!("message {message} is on the server before its file: {e}"));
+    }
+    // The next push sends the second file, then the message.
+    laptop.sync_now().await.expect("sync again");
+    assert_eq!(laptop.pending_changes().expect("pending"), 0);
+    phone.sync_now().await.expect("sync the phone again");
+    let attachments = phone.attachments(chat).await.expect("attachments");
+    assert_eq!(attachments.len(), 2);
+    assert_eq!(phone.attachment_bytes(&second).await.expect("read"), late);
+}
+
+// The same file attached to several chats at once: every attach succeeds
+// and every chat waits for the upload. Before the fix, the tasks staging
+// one blob shared one temporary file name (one attach failed with
+// NotFound when another renamed it away, or a torn blob could be staged),
+// and the upload marker was read, changed and written back without a
+// lock, so concurrent attaches dropped each other's chat from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_same_file_attached_to_chats_at_once_holds_every_chat() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = folder(dir.path());
+    let laptop = Arc::new(open_on(dir.path(), "laptop", server).await);
+    let mut chats = Vec::new();
+    for i in 0..16 {
+        chats.push(
+            laptop
+                .new_chat(format!("chat {i}"))
+                .await
+                .expect("new chat")
+                .id,
+        );
+    }
+    let file = Arc::new(noise(3_000, 4));
+    let attaches = chats.iter().map(|&chat| {
+        let laptop = laptop.clone();
+        let file = file.clone();
+        tokio::spawn(async move {
+            laptop
+                .attach(chat, &file[..], "same.bin", "application/octet-stream")
+                .await
+        })
+    });
+    for attached in futures::future::join_all(attaches).await {
+        attached.expect("the task").expect("attach");
+    }
+    let waiting = laptop
+        .engine()
+        .blob_dir()
+        .waiting_chats()
+        .expect("waiting chats");
+    for chat in &chats {
+        assert!(
+            waiting.contains(chat),
+            "{chat} does not wait for the upload"
+        );
+    }
+}

@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 /// An attachment staged for upload: what `outgoing/<manifest>` holds.
@@ -52,6 +54,9 @@ pub struct Uploaded {
 pub struct BlobDir {
     root: PathBuf,
     budget: u64,
+    /// Held while an `outgoing/` entry is read, changed and written back,
+    /// so two attaches of one file do not drop each other's chat.
+    outgoing_lock: Mutex<()>,
 }
 
 /// Blob uploads one attachment keeps in flight.
@@ -69,7 +74,15 @@ impl BlobDir {
         Self {
             root: root.into(),
             budget,
+            outgoing_lock: Mutex::new(()),
         }
+    }
+
+    fn lock_outgoing(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: a panic elsewhere leaves nothing half-updated.
+        self.outgoing_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The directory's path.
@@ -91,7 +104,12 @@ impl BlobDir {
         let dir = self.root.join(kind);
         std::fs::create_dir_all(&dir).map_err(|e| local("cannot create", &dir, e))?;
         let path = dir.join(id.to_string());
-        let tmp = dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        // Unique per write, not only per process: two tasks staging the
+        // same blob (one file attached to two chats at once, or two empty
+        // files) must not write, truncate and rename one temporary file.
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{id}.{}.{n}.tmp", std::process::id()));
         let write = || -> std::io::Result<()> {
             let mut file = std::fs::File::create(&tmp)?;
             file.write_all(bytes)?;
@@ -168,6 +186,7 @@ impl BlobDir {
     /// manifest). Written after every blob is staged; adds `chat` if the
     /// attachment is already waiting for other chats.
     pub fn hold(&self, manifest: &BlobId, blobs: Vec<BlobId>, chat: ChatId) -> Result<()> {
+        let _outgoing = self.lock_outgoing();
         let mut outgoing = self.outgoing(manifest)?.unwrap_or_default();
         if !blobs.iter().any(|id| self.file("pending", id).is_file()) {
             // Everything is on the server already: nothing to wait for.
@@ -184,6 +203,7 @@ impl BlobDir {
     /// `manifest`, if it is still waiting for upload (a message in another
     /// chat than the one it was attached to carries it).
     pub fn also_hold(&self, manifest: &BlobId, chat: ChatId) -> Result<()> {
+        let _outgoing = self.lock_outgoing();
         match self.outgoing(manifest)? {
             Some(mut outgoing) if !outgoing.chats.contains(&chat) => {
                 outgoing.chats.insert(chat);

@@ -83,9 +83,13 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
             first = false;
             super::keyring::recheck_before_push(inner).await?;
         }
+        // Read after the page: a record in it was saved after its
+        // attachment was staged, so a file attached while this push was
+        // uploading holds its chat here until the next push uploads it.
+        let staged = inner.blobs.waiting_chats()?;
         let due: Vec<_> = due
             .into_iter()
-            .filter(|(entry, _)| !waiting.contains(&entry.chat))
+            .filter(|(entry, _)| !waiting.contains(&entry.chat) && !staged.contains(&entry.chat))
             .collect();
         let due = restage(inner, due, &mut refused).await?;
         conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
@@ -99,6 +103,12 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
             inner.local.replica.pending_records(&chats)
         })
         .await?;
+        // A merged chat may have been given an attachment meanwhile.
+        let staged = inner.blobs.waiting_chats()?;
+        let retry = retry
+            .into_iter()
+            .filter(|(entry, _)| !staged.contains(&entry.chat))
+            .collect();
         conflicts = push_batch(inner, retry, report, &mut refused).await?;
     }
     refused.map_or(Ok(()), Err)
