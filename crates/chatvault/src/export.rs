@@ -40,13 +40,24 @@
 //! (`chatvault-json/2`), and an age export with one
 //! [`EXPORT_FORMAT_BRANCHES`] (`chatvault-export/2`), so that releases
 //! from before branches refuse them by name instead of dropping the tree.
+//!
+//! A message that carries files names them under `attachments`:
+//! `[{"id": "<64 hex>", "name": "…", "media_type": "…", "size": …}]`, the
+//! references a device fetches and verifies the bytes by (the bytes
+//! themselves are in no export). A document with such a message is
+//! [`JSON_FORMAT_ATTACHMENTS`] (`chatvault-json/3`), and an age export
+//! with one [`EXPORT_FORMAT_ATTACHMENTS`] (`chatvault-export/3`), whether
+//! or not a chat in it has branches, so that releases from before
+//! attachments refuse them by name instead of dropping the references.
 
 use crate::task::blocking;
 use crate::{
-    Chat, ChatId, ChatSummary, ChatVault, Error, Message, MessageId, Result, Role, SkippedRecord,
+    Attachment, Chat, ChatId, ChatSummary, ChatVault, Error, Message, MessageId, Result, Role,
+    SkippedRecord,
 };
 use chatvault_core::engine::AllChats;
 use chatvault_core::envelope::{export_age, ExportTarget};
+use chatvault_core::BlobId;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -57,6 +68,10 @@ pub const JSON_FORMAT: &str = "chatvault-json/1";
 /// branches.
 pub const JSON_FORMAT_BRANCHES: &str = "chatvault-json/2";
 
+/// The format name of chatvault's plain JSON when a message in it carries
+/// attachments (references only; a chat in it may also have branches).
+pub const JSON_FORMAT_ATTACHMENTS: &str = "chatvault-json/3";
+
 /// The format name of [`ChatVault::export_age`]'s plaintext: whole chat
 /// states.
 pub const EXPORT_FORMAT: &str = "chatvault-export/1";
@@ -64,6 +79,11 @@ pub const EXPORT_FORMAT: &str = "chatvault-export/1";
 /// The format name of [`ChatVault::export_age`]'s plaintext when a chat in
 /// it has branches.
 pub const EXPORT_FORMAT_BRANCHES: &str = "chatvault-export/2";
+
+/// The format name of [`ChatVault::export_age`]'s plaintext when a message
+/// in it carries attachments (the references, in the body encoding of
+/// chat format 4; not the bytes).
+pub const EXPORT_FORMAT_ATTACHMENTS: &str = "chatvault-export/3";
 
 /// An export document, of either format: `chats` are [`JsonChat`]s under
 /// [`JSON_FORMAT`], whole [`Chat`] states under [`EXPORT_FORMAT`].
@@ -139,6 +159,48 @@ pub struct JsonMessage {
     /// edited prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alternative_of: Option<MessageId>,
+    /// The files it carries: references to their sealed bytes in the
+    /// vault (the bytes are not in the export).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<JsonAttachment>,
+}
+
+/// A file a [`JsonMessage`] carries: the reference an
+/// [`Attachment`] holds. Its bytes stay in the vault; a device of the
+/// vault reads them by `id` (`chatvault save-attachment`).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonAttachment {
+    /// The manifest blob's id, 64 hex digits.
+    pub id: BlobId,
+    /// The file's name.
+    pub name: String,
+    /// Its media type, e.g. `image/png`.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl From<&Attachment> for JsonAttachment {
+    fn from(attachment: &Attachment) -> Self {
+        Self {
+            id: attachment.id,
+            name: attachment.name.clone(),
+            media_type: attachment.media_type.clone(),
+            size: attachment.size,
+        }
+    }
+}
+
+impl From<JsonAttachment> for Attachment {
+    fn from(attachment: JsonAttachment) -> Self {
+        Self {
+            id: attachment.id,
+            name: attachment.name,
+            media_type: attachment.media_type,
+            size: attachment.size,
+        }
+    }
 }
 
 /// A sidebar entry in plain JSON (one element of `chatvault ls --json`).
@@ -171,6 +233,7 @@ pub fn chat(chat: &Chat) -> JsonChat {
         created: time(m.written_millis()),
         parent: m.parent,
         alternative_of: m.alternative_of,
+        attachments: m.attachments().iter().map(JsonAttachment::from).collect(),
     };
     let path = chat.messages();
     let (branches, selected) = if chat.is_branched() {
@@ -208,13 +271,20 @@ pub fn summary(summary: &ChatSummary) -> JsonSummary {
     }
 }
 
-/// `chats` as one plain JSON export document ([`JSON_FORMAT`], or
-/// [`JSON_FORMAT_BRANCHES`] if a chat has branches).
+/// `chats` as one plain JSON export document ([`JSON_FORMAT`];
+/// [`JSON_FORMAT_BRANCHES`] if a chat has branches;
+/// [`JSON_FORMAT_ATTACHMENTS`] if a message carries attachments).
 pub fn export<'a>(chats: impl IntoIterator<Item = &'a Chat>) -> Export {
     let chats: Vec<JsonChat> = chats.into_iter().map(chat).collect();
     let branched = chats.iter().any(|c| c.selected.is_some());
+    let attached = chats
+        .iter()
+        .flat_map(|c| c.messages.iter().chain(&c.branches))
+        .any(|m| !m.attachments.is_empty());
     Export {
-        format: if branched {
+        format: if attached {
+            JSON_FORMAT_ATTACHMENTS
+        } else if branched {
             JSON_FORMAT_BRANCHES
         } else {
             JSON_FORMAT
@@ -277,7 +347,9 @@ impl ChatVault {
 
     /// Exports every live chat as a standard age file (decrypt it with the
     /// `age` or `rage` tools) whose plaintext is an [`EXPORT_FORMAT`]
-    /// document (`chatvault-export/2` if a chat has branches):
+    /// document (`chatvault-export/2` if a chat has branches,
+    /// `chatvault-export/3` if a message carries attachments: their
+    /// references, not their bytes):
     /// `{"format": "chatvault-export/1", "vault": …,
     /// "chats": [...], "skipped": [{"chat", "version", "reason"}]}`. Loads
     /// chat bodies from the server as needed; a chat whose record does not
@@ -292,8 +364,11 @@ impl ChatVault {
         // Encoding every chat and encrypting the result are CPU-bound.
         blocking(move || {
             let branched = all.chats.iter().any(|c| c.is_branched());
+            let attached = all.chats.iter().any(|c| c.has_attachments());
             let export = Export {
-                format: if branched {
+                format: if attached {
+                    EXPORT_FORMAT_ATTACHMENTS
+                } else if branched {
                     EXPORT_FORMAT_BRANCHES
                 } else {
                     EXPORT_FORMAT

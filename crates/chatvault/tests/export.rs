@@ -106,3 +106,54 @@ async fn an_export_skips_a_chat_whose_body_does_not_open_and_names_it() {
         "{skipped:?}"
     );
 }
+
+#[tokio::test]
+async fn a_json_export_carries_attachment_references_and_reading_it_keeps_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = open(dir.path(), "a").await;
+    let chat = a.new_chat("With a file").await.expect("save");
+    a.add_message(chat.id, Role::User, "no file here")
+        .await
+        .expect("add");
+    let attachment = a
+        .attach(
+            chat.id,
+            &b"%PDF-1.7 ..."[..],
+            "report.pdf",
+            "application/pdf",
+        )
+        .await
+        .expect("attach");
+    let message = a
+        .add_message_with_attachments(chat.id, Role::User, "the report", vec![attachment.clone()])
+        .await
+        .expect("add");
+
+    let export = a.export_json().await.expect("export");
+    let document: serde_json::Value = serde_json::from_slice(&export.bytes).expect("JSON");
+    assert_eq!(
+        document["format"],
+        chatvault::export::JSON_FORMAT_ATTACHMENTS
+    );
+    let messages = document["chats"][0]["messages"]
+        .as_array()
+        .expect("messages");
+    assert!(messages[0].get("attachments").is_none(), "{messages:?}");
+    assert_eq!(messages[1]["id"], message.to_string());
+    assert_eq!(
+        messages[1]["attachments"],
+        serde_json::json!([{
+            "id": attachment.id.to_hex(),
+            "name": "report.pdf",
+            "media_type": "application/pdf",
+            "size": 12,
+        }])
+    );
+
+    // Read back, the message still carries the reference.
+    let chats = chatvault::import::json::read(Path::new("export.json"), &export.bytes)
+        .expect("read the export");
+    let read = chats[0].messages();
+    assert_eq!(read[1].attachments(), [attachment]);
+    assert!(read[0].attachments().is_empty());
+}

@@ -1,10 +1,10 @@
 //! Chat ids as people type them: a full id, a unique prefix of one (at
 //! least [`MIN_PREFIX`] hex digits, hyphens optional), or a chat's exact
-//! title; message ids as a full id or a unique prefix; and the short ids
-//! `ls` and `search` print.
+//! title; message ids as a full id or a unique prefix; attachments by
+//! name or blob id prefix; and the short ids `ls` and `search` print.
 
 use crate::terminal::terminal;
-use chatvault::{Chat, ChatId, ChatSummary, Error, MessageId, Result};
+use chatvault::{Attachment, Chat, ChatId, ChatSummary, Error, MessageId, Result};
 use std::sync::Arc;
 
 /// The fewest hex digits accepted as an id prefix.
@@ -111,10 +111,79 @@ pub fn resolve_message(text: &str, chat: &Chat) -> Result<MessageId> {
     }
 }
 
+/// The attachment `text` names among `listed` (a chat's attachments with
+/// the messages carrying them): the one file named exactly `text`, else
+/// the one whose blob id starts with `text` (at least [`MIN_PREFIX`] hex
+/// digits). The same file attached to several messages is one file.
+///
+/// Errors: [`Error::InvalidInput`] (exit 2) when none matches, or when
+/// several different files do (after listing them on standard error).
+pub fn resolve_attachment<'a>(
+    text: &str,
+    listed: &'a [(MessageId, Attachment)],
+) -> Result<&'a Attachment> {
+    let mut files: Vec<&Attachment> = Vec::new();
+    for (_, attachment) in listed {
+        if !files.iter().any(|f| f.id == attachment.id) {
+            files.push(attachment);
+        }
+    }
+    let by_name: Vec<&Attachment> = files.iter().copied().filter(|f| f.name == text).collect();
+    let matches = if by_name.is_empty() {
+        match as_prefix(text) {
+            Some(prefix) if prefix.len() >= MIN_PREFIX => files
+                .into_iter()
+                .filter(|f| f.id.to_hex().starts_with(&prefix))
+                .collect(),
+            _ => Vec::new(),
+        }
+    } else {
+        by_name
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::invalid(format!(
+            "no attachment {:?} in this chat: give a file name or a unique prefix of a blob id \
+             (at least {MIN_PREFIX} hex digits), as `chatvault attachments` lists them",
+            terminal(text)
+        ))),
+        several => {
+            for file in several {
+                eprintln!(
+                    "  {}  {}",
+                    &file.id.to_hex()[..crate::commands::attachments::SHORT_BLOB],
+                    crate::output::attachment_line(file)
+                );
+            }
+            Err(Error::invalid(format!(
+                "{:?} matches {} different files (listed above): give a prefix of the blob id \
+                 instead",
+                terminal(text),
+                several.len()
+            )))
+        }
+    }
+}
+
 /// The number of hex digits (at least [`SHORT`]) that tells every one of
 /// `ids` apart.
 pub fn short_len<'a>(ids: impl IntoIterator<Item = &'a ChatId>) -> usize {
-    let mut all: Vec<String> = ids.into_iter().map(digits).collect();
+    distinct_len(ids.into_iter().map(digits).collect())
+}
+
+/// [`short_len`] for message ids (which, made in the same second, share
+/// their first 8 hex digits).
+pub fn short_message_len<'a>(ids: impl IntoIterator<Item = &'a MessageId>) -> usize {
+    distinct_len(
+        ids.into_iter()
+            .map(|id| id.0.simple().to_string())
+            .collect(),
+    )
+}
+
+/// The number of leading hex digits (at least [`SHORT`], at most 32) that
+/// tells every one of `all` apart.
+fn distinct_len(mut all: Vec<String>) -> usize {
     all.sort_unstable();
     all.windows(2)
         .map(|pair| {
@@ -130,7 +199,7 @@ pub fn short_len<'a>(ids: impl IntoIterator<Item = &'a ChatId>) -> usize {
 }
 
 /// `id` cut to its first `len` hex digits (with the hyphens among them).
-pub fn short(id: &ChatId, len: usize) -> String {
+pub fn short(id: &impl std::fmt::Display, len: usize) -> String {
     let full = id.to_string();
     let mut seen = 0;
     let end = full

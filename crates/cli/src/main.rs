@@ -154,6 +154,14 @@ enum Command {
     New(new::Args),
     /// Append a message to a chat and print its id
     Add(add::Args),
+    /// Attach files to a chat: send one message carrying them (uploaded by
+    /// the sync before the message) and print its id and the files
+    Attach(attach::Args),
+    /// List the files a chat's messages carry (message id, size, media type,
+    /// blob id, name); their bytes stay on the server until saved
+    Attachments(attachments::Args),
+    /// Write a file a chat's message carries (fetched and verified) to disk
+    SaveAttachment(save_attachment::Args),
     /// Rename a chat
     Rename(rename::Args),
     /// Star a chat
@@ -240,6 +248,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Show(args) => on_vault!(s => show::exec(s, args)),
         Command::New(args) => on_vault!(s => new::exec(s, args)),
         Command::Add(args) => on_vault!(s => add::exec(s, args)),
+        Command::Attach(args) => on_vault!(s => attach::exec(s, args)),
+        Command::Attachments(args) => on_vault!(s => attachments::exec(s, args)),
+        Command::SaveAttachment(args) => on_vault!(s => save_attachment::exec(s, args)),
         Command::Rename(args) => on_vault!(s => rename::exec(s, args)),
         Command::Star(args) => on_vault!(s => star::exec(s, args, true)),
         Command::Unstar(args) => on_vault!(s => star::exec(s, args, false)),

@@ -2,7 +2,7 @@
 //! message, easy to cut and grep); warnings and errors go to stderr.
 
 pub use crate::terminal::terminal;
-use chatvault::{Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
+use chatvault::{Attachment, Chat, ChatSummary, Error, Event, Role, SyncReport, SyncStatus};
 use std::error::Error as _;
 use std::io::Write;
 use std::sync::Arc;
@@ -181,6 +181,37 @@ fn message(message: &chatvault::Message, indent: &str, marker: String) {
     for line in message.content().lines() {
         out!("{indent}    {}", terminal(line));
     }
+    for attachment in message.attachments() {
+        out!("{indent}    {}", attachment_line(attachment));
+    }
+}
+
+/// `[attachment] NAME (MEDIA TYPE, SIZE)`, terminal-safe (names come from
+/// other devices).
+pub fn attachment_line(attachment: &Attachment) -> String {
+    terminal(&format!(
+        "[attachment] {} ({}, {})",
+        attachment.name,
+        attachment.media_type,
+        size(attachment.size)
+    ))
+    .into_owned()
+}
+
+/// A byte count for people: `512 B`, `2.4 MB`, `1.0 GB` (powers of 1000).
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    // Display only: f64 is exact enough.
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = 0;
+    while value >= 999.95 && unit + 1 < UNITS.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 /// What a sync round did.
@@ -257,4 +288,19 @@ fn time(millis: u64) -> String {
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size;
+
+    #[test]
+    fn sizes_read_as_people_write_them() {
+        assert_eq!(size(0), "0 B");
+        assert_eq!(size(999), "999 B");
+        assert_eq!(size(1000), "1.0 kB");
+        assert_eq!(size(2_400_000), "2.4 MB");
+        assert_eq!(size(999_999), "1.0 MB");
+        assert_eq!(size(3_000_000_000_000_000), "3000.0 TB");
+    }
 }

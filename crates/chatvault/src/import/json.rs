@@ -1,10 +1,14 @@
 //! Reads chatvault's own export files back: the plain JSON
 //! ([`JSON_FORMAT`], see [`crate::export`]) and the plaintext of an age
 //! export ([`EXPORT_FORMAT`], e.g. after `age -d`), whose whole chat states
-//! are merged as they are.
+//! are merged as they are. Attachment references are kept (the bytes are
+//! in no export: they open on the devices of the vault that holds them).
 
 use super::parse::{parse_list, Conversation, ImportedMessage, ListAt, Naming};
-use crate::export::{JsonChat, EXPORT_FORMAT_BRANCHES, JSON_FORMAT, JSON_FORMAT_BRANCHES};
+use crate::export::{
+    JsonChat, EXPORT_FORMAT_ATTACHMENTS, EXPORT_FORMAT_BRANCHES, JSON_FORMAT,
+    JSON_FORMAT_ATTACHMENTS, JSON_FORMAT_BRANCHES,
+};
 use crate::{Chat, Error, Result, EXPORT_FORMAT};
 use serde::Deserialize;
 use std::path::Path;
@@ -26,15 +30,22 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
         .map_err(|e| Error::invalid(format!("{} is not a JSON export: {e}", file.display())))?
         .format
         .unwrap_or_default();
-    if format == EXPORT_FORMAT || format == EXPORT_FORMAT_BRANCHES {
+    if [
+        EXPORT_FORMAT,
+        EXPORT_FORMAT_BRANCHES,
+        EXPORT_FORMAT_ATTACHMENTS,
+    ]
+    .contains(&format.as_str())
+    {
         // The plaintext of an age export: whole chat states, merged as
         // they are.
         return parse_list::<Chat, Names>(file, json, ListAt::Chats);
     }
-    if format != JSON_FORMAT && format != JSON_FORMAT_BRANCHES {
+    if ![JSON_FORMAT, JSON_FORMAT_BRANCHES, JSON_FORMAT_ATTACHMENTS].contains(&format.as_str()) {
         return Err(Error::invalid(format!(
             "{}: format {format:?} is not one this version reads ({JSON_FORMAT}, \
-             {JSON_FORMAT_BRANCHES}, {EXPORT_FORMAT} or {EXPORT_FORMAT_BRANCHES})",
+             {JSON_FORMAT_BRANCHES}, {JSON_FORMAT_ATTACHMENTS}, {EXPORT_FORMAT}, \
+             {EXPORT_FORMAT_BRANCHES} or {EXPORT_FORMAT_ATTACHMENTS})",
             file.display()
         )));
     }
@@ -60,6 +71,7 @@ pub fn read(file: &Path, json: &[u8]) -> Result<Vec<Chat>> {
                         parent: m.parent,
                         alternative_of: m.alternative_of,
                         files: Vec::new(),
+                        attachments: m.attachments.into_iter().map(Into::into).collect(),
                     });
                 }
             }

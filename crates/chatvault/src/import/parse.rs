@@ -3,7 +3,7 @@
 //! first words, and typed parsing of a list of conversations with errors
 //! that name the conversation and the field.
 
-use crate::{Chat, ChatId, DeviceId, Error, MessageId, Result, Role};
+use crate::{Attachment, Chat, ChatId, DeviceId, Error, MessageId, Result, Role};
 use chatvault_core::{Hlc, Lww, NewMessage};
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -54,6 +54,9 @@ pub(crate) struct ImportedMessage {
     pub alternative_of: Option<MessageId>,
     /// Files of the export that the message carried, to attach.
     pub files: Vec<FoundFile>,
+    /// The files it carries (chatvault's own JSON only: references to
+    /// sealed bytes in the vault).
+    pub attachments: Vec<Attachment>,
 }
 
 /// A file an export holds for a message.
@@ -78,6 +81,7 @@ impl ImportedMessage {
             parent: None,
             alternative_of: None,
             files: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 }
@@ -201,7 +205,7 @@ impl Conversation {
                 written: Some(message.written),
                 parent: message.parent,
                 alternative_of: message.alternative_of,
-                attachments: Vec::new(),
+                attachments: message.attachments,
             });
         }
         if let Some(selected) = self.selected {

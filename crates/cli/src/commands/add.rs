@@ -19,7 +19,7 @@ pub struct Args {
 
 /// The message roles, as command-line values.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum CliRole {
+pub enum CliRole {
     User,
     Assistant,
     System,

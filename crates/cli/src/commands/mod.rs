@@ -8,6 +8,8 @@
 
 pub mod add;
 pub mod agent;
+pub mod attach;
+pub mod attachments;
 pub mod completions;
 pub mod export;
 pub mod import;
@@ -23,6 +25,7 @@ pub mod new;
 pub mod rename;
 pub mod rm;
 pub mod rm_message;
+pub mod save_attachment;
 pub mod search;
 pub mod select;
 pub mod show;
