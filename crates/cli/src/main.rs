@@ -161,6 +161,8 @@ enum Command {
     /// blob id, name); their bytes stay on the server until saved
     Attachments(attachments::Args),
     /// Write a file a chat's message carries (fetched and verified) to disk
+    /// (also `get CHAT ATTACHMENT -o FILE`)
+    #[command(visible_alias = "get")]
     SaveAttachment(save_attachment::Args),
     /// Rename a chat
     Rename(rename::Args),

@@ -322,3 +322,61 @@ fn exports_carry_the_references_and_a_json_reimport_keeps_them() {
         "{plaintext}"
     );
 }
+
+/// A ChatGPT export zip with an image: `import` attaches it, `sync` uploads
+/// it, and `get` on another device writes the same bytes (by SHA-256).
+#[test]
+fn an_imported_chatgpt_zip_brings_its_image_and_get_returns_the_same_bytes() {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let setup = Setup::new();
+    let image = noise(1_700_000, 11);
+    let json = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../chatvault/tests/fixtures/chatgpt-conversations.json"),
+    )
+    .expect("the fixture");
+    let export = setup.path("chatgpt-export.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&export).expect("create the zip"));
+    let options = zip::write::SimpleFileOptions::default();
+    zip.start_file("conversations.json", options)
+        .expect("entry");
+    zip.write_all(&json).expect("write");
+    zip.start_file("file-abc-map.png", options).expect("entry");
+    zip.write_all(&image).expect("write");
+    zip.finish().expect("finish the zip");
+
+    let out = setup.ok("a.redb", &["import", export.to_str().expect("utf-8 path")]);
+    assert!(out.contains("1 files attached"), "{out}");
+    setup.ok("a.redb", &["sync"]);
+
+    let chat = setup
+        .ok("b.redb", &["ls", "--json"])
+        .parse::<Value>()
+        .expect("ls --json")
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c["title"].as_str().is_some_and(|t| t.contains("München")))
+        .and_then(|c| c["id"].as_str())
+        .expect("the imported chat")
+        .to_string();
+    let listed = setup.ok("b.redb", &["attachments", &chat]);
+    assert!(
+        listed.contains("map.png") && listed.contains("image/png"),
+        "{listed}"
+    );
+    let target = setup.path("got.png");
+    setup.ok(
+        "b.redb",
+        &[
+            "get",
+            &chat,
+            "map.png",
+            "-o",
+            target.to_str().expect("utf-8 path"),
+        ],
+    );
+    let got = std::fs::read(&target).expect("read what get wrote");
+    assert_eq!(Sha256::digest(&got), Sha256::digest(&image));
+}
