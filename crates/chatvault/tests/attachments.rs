@@ -77,6 +77,26 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Attaches `data` as `name` to `chat` on `vault`, sends a message carrying
+/// it and syncs; returns the attachment.
+async fn send_file(
+    vault: &ChatVault,
+    chat: chatvault::ChatId,
+    data: &[u8],
+    name: &str,
+) -> chatvault::Attachment {
+    let attachment = vault
+        .attach(chat, data, name, chatvault::media_type_of(name))
+        .await
+        .expect("attach");
+    vault
+        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
+        .await
+        .expect("send");
+    vault.sync_now().await.expect("sync");
+    attachment
+}
+
 #[tokio::test]
 async fn a_file_attached_on_one_device_reads_back_on_another_and_is_stored_once() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -313,15 +333,7 @@ async fn a_tampered_chunk_is_refused_and_never_written_out() {
     let laptop = open_on(dir.path(), "laptop", server.clone()).await;
     let chat = laptop.new_chat("Secret").await.expect("new chat").id;
     let data = noise(1_500_000, 4);
-    let attachment = laptop
-        .attach(chat, &data[..], "secret.bin", "application/octet-stream")
-        .await
-        .expect("attach");
-    laptop
-        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
-        .await
-        .expect("send");
-    laptop.sync_now().await.expect("sync");
+    let attachment = send_file(&laptop, chat, &data, "secret.bin").await;
 
     // Flip one byte of every stored chunk except the manifest.
     let stored = files_under(&dir.path().join("server"));
@@ -357,15 +369,7 @@ async fn the_attachment_cache_stays_within_its_budget() {
     let laptop = open_on(dir.path(), "laptop", server.clone()).await;
     let chat = laptop.new_chat("Big").await.expect("new chat").id;
     let data = noise(4_500_000, 5);
-    let attachment = laptop
-        .attach(chat, &data[..], "big.bin", "application/octet-stream")
-        .await
-        .expect("attach");
-    laptop
-        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
-        .await
-        .expect("send");
-    laptop.sync_now().await.expect("sync");
+    let attachment = send_file(&laptop, chat, &data, "big.bin").await;
 
     let budget = 2_500_000;
     let phone = ChatVault::builder()
@@ -407,15 +411,7 @@ async fn a_key_that_seals_an_attachment_is_not_retired() {
         .expect("new chat")
         .id;
     let data = noise(1_200_000, 6);
-    let attachment = laptop
-        .attach(chat, &data[..], "old.bin", "application/octet-stream")
-        .await
-        .expect("attach");
-    laptop
-        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
-        .await
-        .expect("send");
-    laptop.sync_now().await.expect("sync");
+    let attachment = send_file(&laptop, chat, &data, "old.bin").await;
 
     assert_eq!(laptop.rotate_key().await.expect("rotate"), 2);
     loop {
@@ -616,15 +612,7 @@ async fn a_torn_cache_entry_is_fetched_again() {
     let laptop = open_on(dir.path(), "laptop", server.clone()).await;
     let chat = laptop.new_chat("Cached").await.expect("new chat").id;
     let data = noise(1_100_000, 9);
-    let attachment = laptop
-        .attach(chat, &data[..], "c.bin", "application/octet-stream")
-        .await
-        .expect("attach");
-    laptop
-        .add_message_with_attachments(chat, Role::User, "", vec![attachment.clone()])
-        .await
-        .expect("send");
-    laptop.sync_now().await.expect("sync");
+    let attachment = send_file(&laptop, chat, &data, "c.bin").await;
     let phone = open_on(dir.path(), "phone", server).await;
     phone.sync_now().await.expect("sync the phone");
     assert_eq!(
