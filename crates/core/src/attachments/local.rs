@@ -2,7 +2,7 @@
 //! (with markers saying what has not reached the server yet) and the
 //! download cache, kept within a byte budget.
 //!
-//! Layout, beside the replica file (`docs/design.md` §10.3):
+//! Layout, beside the replica file (`docs/design.md` §10.6):
 //!
 //! - `sealed/<64hex>`: a sealed blob (chunk or manifest), exactly as the
 //!   server stores it;
@@ -12,8 +12,12 @@
 //!   the blobs to upload in order (chunks, then the manifest) and the
 //!   chats whose records must wait for them.
 //!
-//! Every file is written to a temporary name, synced and renamed, so a
-//! crash leaves either the old state or the new one.
+//! Staged blobs are written unsynced to temporary names, then committed
+//! together (markers and their directory synced, then each blob synced
+//! and renamed, then its directory synced) before the `outgoing` entry is
+//! written, synced and renamed; cached blobs are not synced (a torn one is
+//! fetched again). A crash leaves either the old state or the new one, or
+//! temporary files and markers that name nothing.
 
 use crate::ids::{BlobId, ChatId};
 use crate::storage::DynStorage;
@@ -61,6 +65,22 @@ pub struct BlobDir {
 
 /// Blob uploads one attachment keeps in flight.
 const UPLOADS_IN_FLIGHT: usize = 4;
+
+/// A blob [`BlobDir::stage`] wrote to a temporary file, for
+/// [`BlobDir::commit_staged`].
+#[derive(Debug)]
+pub struct Staged {
+    id: BlobId,
+    tmp: PathBuf,
+}
+
+/// Syncs directory `dir`, so the names created, renamed or removed in it
+/// last.
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| local("cannot sync", dir, e))
+}
 
 fn local(what: &str, path: &Path, e: std::io::Error) -> Error {
     Error::local(format!("{what} {}", path.display()), e)
@@ -169,16 +189,64 @@ impl BlobDir {
         }
     }
 
-    /// Stages the sealed blob `id` for upload: the pending marker first,
-    /// then the blob, so a blob that is here but not on the server always
-    /// carries its marker. A blob already here (the same content attached
-    /// before) is left as it is.
-    pub fn stage(&self, id: &BlobId, sealed: &[u8]) -> Result<()> {
+    /// Writes the sealed blob `id` to a temporary file, unsynced, for
+    /// [`commit_staged`](Self::commit_staged) to put in place; `None` if the
+    /// blob is here already (the same content attached, or fetched, before).
+    pub fn stage(&self, id: &BlobId, sealed: &[u8]) -> Result<Option<Staged>> {
         if self.contains(id) {
+            return Ok(None);
+        }
+        let dir = self.root.join("sealed");
+        std::fs::create_dir_all(&dir).map_err(|e| local("cannot create", &dir, e))?;
+        static STAGED: AtomicU64 = AtomicU64::new(0);
+        let n = STAGED.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{id}.{}.{n}.staged", std::process::id()));
+        let write = || -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(sealed)
+        };
+        write().map_err(|e| {
+            // Best effort: a leftover temporary file is only wasted space.
+            let _ = std::fs::remove_file(&tmp);
+            local("cannot write", &tmp, e)
+        })?;
+        Ok(Some(Staged { id: *id, tmp }))
+    }
+
+    /// Puts the blobs [`stage`](Self::stage) wrote in place, durably, with
+    /// one synced directory per step instead of two syncs per blob: first
+    /// every pending marker (and the `pending/` directory synced), then
+    /// every blob synced and renamed into `sealed/` (and that directory
+    /// synced). So a blob under its final name always carries a durable
+    /// marker until it is uploaded, and is always whole; a crash before
+    /// this ends leaves only temporary files and markers without blobs,
+    /// which name nothing.
+    pub fn commit_staged(&self, staged: Vec<Staged>) -> Result<()> {
+        if staged.is_empty() {
             return Ok(());
         }
-        self.write_atomic("pending", id, &[])?;
-        self.write_atomic("sealed", id, sealed)
+        let pending = self.root.join("pending");
+        std::fs::create_dir_all(&pending).map_err(|e| local("cannot create", &pending, e))?;
+        for blob in &staged {
+            let marker = self.file("pending", &blob.id);
+            std::fs::File::create(&marker).map_err(|e| local("cannot write", &marker, e))?;
+        }
+        sync_dir(&pending)?;
+        for blob in staged {
+            let path = self.file("sealed", &blob.id);
+            let commit = || -> std::io::Result<()> {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&blob.tmp)?
+                    .sync_all()?;
+                std::fs::rename(&blob.tmp, &path)
+            };
+            commit().map_err(|e| {
+                let _ = std::fs::remove_file(&blob.tmp);
+                local("cannot write", &path, e)
+            })?;
+        }
+        sync_dir(&self.root.join("sealed"))
     }
 
     /// Records that `chat`'s records wait for the staged attachment whose
@@ -196,7 +264,8 @@ impl BlobDir {
         outgoing.chats.insert(chat);
         let json = serde_json::to_vec(&outgoing)
             .map_err(|e| Error::local("cannot encode an upload marker", e))?;
-        self.write_atomic("outgoing", manifest, &json)
+        self.write_atomic("outgoing", manifest, &json)?;
+        sync_dir(&self.root.join("outgoing"))
     }
 
     /// Adds `chat` to the chats waiting for the staged attachment

@@ -1,5 +1,5 @@
 //! Attachments: files carried by messages, stored as sealed,
-//! content-addressed blobs (`docs/design.md` §10.3).
+//! content-addressed blobs (`docs/design.md` §10.6).
 //!
 //! A file is cut into fixed chunks of [`CHUNK_BYTES`]; each chunk is a blob
 //! named by the keyed hash of its plaintext ([`BlobId`]), so identical
@@ -20,7 +20,7 @@
 
 mod local;
 
-pub use local::{BlobDir, Uploaded};
+pub use local::{BlobDir, Staged, Uploaded};
 
 use crate::chat::Attachment;
 use crate::envelope::EnvelopeCipher;
@@ -111,10 +111,11 @@ impl Attachments {
         Ok(())
     }
 
-    /// Seals `bytes` as a blob, checks it against its id, and stages it.
-    fn stage(&self, id: &BlobId, plaintext: &[u8]) -> Result<()> {
+    /// Seals `plaintext` as the blob `id` and writes it for staging (see
+    /// [`BlobDir::stage`]); `None` if the blob is here already.
+    fn stage(&self, id: &BlobId, plaintext: &[u8]) -> Result<Option<Staged>> {
         if self.dir.contains(id) {
-            return Ok(());
+            return Ok(None);
         }
         let sealed = self.cipher.seal_blob(id, plaintext)?;
         self.dir.stage(id, &sealed)
@@ -134,6 +135,7 @@ impl Attachments {
     ) -> Result<Attachment> {
         self.check_backend()?;
         let mut chunks = Vec::new();
+        let mut staged = Vec::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK_BYTES];
         loop {
@@ -153,12 +155,13 @@ impl Attachments {
             }
             let chunk = buf[..filled].to_vec();
             let this = self.clone();
-            let id = tokio::task::spawn_blocking(move || {
+            let (id, written) = tokio::task::spawn_blocking(move || {
                 let id = this.cipher.blob_id(&chunk);
-                this.stage(&id, &chunk).map(|()| id)
+                this.stage(&id, &chunk).map(|staged| (id, staged))
             })
             .await
             .map_err(|e| Error::local("the attachment task failed", e))??;
+            staged.extend(written);
             // `filled` is at most CHUNK_BYTES, which fits u32.
             chunks.push((id, u32::try_from(filled).unwrap_or(u32::MAX)));
             size += filled as u64;
@@ -168,7 +171,12 @@ impl Attachments {
         }
         let manifest = Manifest { size, chunks }.encode()?;
         let manifest_id = self.cipher.blob_id(&manifest);
-        self.stage(&manifest_id, &manifest)?;
+        staged.extend(self.stage(&manifest_id, &manifest)?);
+        // Durable before the upload marker names them.
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || dir.commit_staged(staged))
+            .await
+            .map_err(|e| Error::local("the attachment task failed", e))??;
         let mut blobs: Vec<BlobId> = Manifest::decode(&manifest)?
             .chunks
             .iter()
