@@ -63,6 +63,9 @@ pub struct BlobDir {
     outgoing_lock: Mutex<()>,
 }
 
+/// Threads that sync staged blobs at once.
+const SYNC_THREADS: usize = 4;
+
 /// Blob uploads one attachment keeps in flight.
 const UPLOADS_IN_FLIGHT: usize = 4;
 
@@ -232,7 +235,9 @@ impl BlobDir {
             std::fs::File::create(&marker).map_err(|e| local("cannot write", &marker, e))?;
         }
         sync_dir(&pending)?;
-        for blob in staged {
+        // The syncs overlap on a few threads; each blob is renamed once it
+        // is synced.
+        let commit = |blob: &Staged| -> Result<()> {
             let path = self.file("sealed", &blob.id);
             let commit = || -> std::io::Result<()> {
                 std::fs::File::options()
@@ -244,8 +249,23 @@ impl BlobDir {
             commit().map_err(|e| {
                 let _ = std::fs::remove_file(&blob.tmp);
                 local("cannot write", &path, e)
-            })?;
-        }
+            })
+        };
+        let per_thread = staged.len().div_ceil(SYNC_THREADS);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = staged
+                .chunks(per_thread)
+                .map(|part| scope.spawn(move || part.iter().try_for_each(commit)))
+                .collect();
+            workers.into_iter().try_for_each(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(Error::local(
+                        "a staging thread panicked",
+                        std::io::Error::other("panic"),
+                    ))
+                })
+            })
+        })?;
         sync_dir(&self.root.join("sealed"))
     }
 

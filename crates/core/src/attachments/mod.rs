@@ -38,6 +38,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// smallest, Supabase's, is 2 MiB).
 pub const CHUNK_BYTES: usize = 1_000_000;
 
+/// Chunks one attach keeps being hashed, sealed and written while it
+/// reads the next (memory: this many chunks and their sealed copies).
+const SEALS_IN_FLIGHT: usize = 3;
+
 /// Chunks one read keeps in flight (fetched and opened ahead of the one
 /// being written): memory stays a few chunks whatever the file's size.
 const DOWNLOADS_IN_FLIGHT: usize = 4;
@@ -135,6 +139,7 @@ impl Attachments {
     ) -> Result<Attachment> {
         self.check_backend()?;
         let mut chunks = Vec::new();
+        let mut sealing = std::collections::VecDeque::new();
         let mut staged = Vec::new();
         let mut size = 0u64;
         let mut buf = vec![0u8; CHUNK_BYTES];
@@ -150,24 +155,38 @@ impl Attachments {
                 }
                 filled += read;
             }
-            if filled == 0 && !chunks.is_empty() {
+            if filled == 0 && size > 0 {
                 break;
             }
             let chunk = buf[..filled].to_vec();
             let this = self.clone();
-            let (id, written) = tokio::task::spawn_blocking(move || {
+            // Hashed, sealed and written while the next chunk is read.
+            sealing.push_back(tokio::task::spawn_blocking(move || {
                 let id = this.cipher.blob_id(&chunk);
-                this.stage(&id, &chunk).map(|staged| (id, staged))
-            })
-            .await
-            .map_err(|e| Error::local("the attachment task failed", e))??;
-            staged.extend(written);
-            // `filled` is at most CHUNK_BYTES, which fits u32.
-            chunks.push((id, u32::try_from(filled).unwrap_or(u32::MAX)));
+                // `len` is at most CHUNK_BYTES, which fits u32.
+                let len = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+                this.stage(&id, &chunk).map(|staged| (id, len, staged))
+            }));
+            if sealing.len() >= SEALS_IN_FLIGHT {
+                if let Some(next) = sealing.pop_front() {
+                    let (id, len, written) = next
+                        .await
+                        .map_err(|e| Error::local("the attachment task failed", e))??;
+                    staged.extend(written);
+                    chunks.push((id, len));
+                }
+            }
             size += filled as u64;
             if filled < CHUNK_BYTES {
                 break;
             }
+        }
+        for next in sealing {
+            let (id, len, written) = next
+                .await
+                .map_err(|e| Error::local("the attachment task failed", e))??;
+            staged.extend(written);
+            chunks.push((id, len));
         }
         let manifest = Manifest { size, chunks }.encode()?;
         let manifest_id = self.cipher.blob_id(&manifest);
