@@ -418,11 +418,12 @@ async fn blobs_are_shared_by_devices_and_conflict_copies_are_ignored() {
     for device in [&phone, &laptop] {
         assert_eq!(
             device.get_blob(id).await.unwrap(),
-            Some(Bytes::from_static(b"sealed by the phone")),
-            "the first write wins"
+            Some(Bytes::from_static(b"sealed by the laptop")),
+            "a put replaces the stored sealing (it touches the blob), and both devices read the one in the folder"
         );
         let page = device.list_blobs(None, 10).await.unwrap();
         assert_eq!(page.ids, vec![id]);
+        assert_eq!(page.touched_ms.len(), 1, "the touched time is listed");
         assert!(!page.has_more);
     }
     // The shared-log layout of the same folder sees the same blobs.

@@ -5,16 +5,16 @@
 //! which a log entry names.
 //!
 //! A blob is immutable and named by its id, so nothing here needs the log:
-//! a put is one create-if-absent (a name already taken means the blob is
-//! there: the first write wins), a get one GET, a delete one DELETE, a list
-//! one LIST from an offset.
+//! a put is one PUT (overwriting a stored sealing of the same plaintext, so
+//! the object's last-modified time is the blob's touched time: §10.6), a
+//! get one GET, a delete one DELETE, a list one LIST from an offset.
 
-use crate::error::{is_taken, map_store_error};
+use crate::error::map_store_error;
 use crate::objects::Objects;
 use bytes::Bytes;
 use chatvault_core::{BlobId, BlobPage, Error, Result};
 use futures::StreamExt;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The sealed blobs under one prefix.
@@ -31,7 +31,9 @@ impl SealedBlobs {
         Self { objects, max_bytes }
     }
 
-    /// `Storage::put_blob`: creates the blob unless its name is taken.
+    /// `Storage::put_blob`: writes the blob, replacing a stored sealing of
+    /// the same plaintext, which touches it (stores keep no other
+    /// modification time that a client can set).
     pub(crate) async fn put(&self, id: BlobId, sealed: Bytes) -> Result<()> {
         if sealed.len() > self.max_bytes {
             return Err(Error::TooLarge {
@@ -40,12 +42,11 @@ impl SealedBlobs {
             });
         }
         let path = self.objects.layout().sealed_blob(&id);
-        match self.objects.create(&path, sealed).await {
+        // A PUT is atomic on every store (local files: a temporary file
+        // renamed), so a reader sees one whole sealing or the other, and
+        // any sealing of the same plaintext opens alike.
+        match self.objects.store().put(&path, sealed.into()).await {
             Ok(_) => Ok(()),
-            // Stored already (by this device earlier, by another, or by
-            // `object_store`'s own retry of this request): the first write
-            // wins, and any sealing of the same plaintext opens alike.
-            Err(e) if is_taken(&e) => Ok(()),
             Err(e) => Err(map_store_error(e, &format!("writing blob {path}"))),
         }
     }
@@ -77,12 +78,16 @@ impl SealedBlobs {
                 .list_with_offset(Some(dir), &layout.sealed_blob(after)),
             None => self.objects.store().list(Some(dir)),
         };
-        let mut ids = BTreeSet::new();
+        let mut ids = BTreeMap::new();
         while let Some(item) = listing.next().await {
             match item {
                 Ok(meta) => match layout.parse_sealed_blob(&meta.location) {
                     Some(id) if after.is_none_or(|after| id > after) => {
-                        ids.insert(id);
+                        // A time before 1970 is no time a put set: such a
+                        // blob is never old enough to collect.
+                        let touched = u64::try_from(meta.last_modified.timestamp_millis())
+                            .unwrap_or(u64::MAX);
+                        ids.insert(id, touched);
                     }
                     Some(_) => {}
                     None => self.objects.report_foreign(&meta.location),
@@ -94,8 +99,10 @@ impl SealedBlobs {
             }
         }
         let has_more = ids.len() > limit;
+        let (ids, touched_ms) = ids.into_iter().take(limit).unzip();
         Ok(BlobPage {
-            ids: ids.into_iter().take(limit).collect(),
+            ids,
+            touched_ms,
             has_more,
         })
     }

@@ -97,6 +97,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "20261208000000_chatvault_blobs.sql",
         include_str!("../supabase/migrations/20261208000000_chatvault_blobs.sql"),
     ),
+    (
+        "20261209000000_chatvault_blob_touch.sql",
+        include_str!("../supabase/migrations/20261209000000_chatvault_blob_touch.sql"),
+    ),
 ];
 
 /// The chat id a key file conflict reports: key files belong to no chat.

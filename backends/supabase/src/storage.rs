@@ -545,8 +545,25 @@ impl Storage for SupabaseStorage {
                 "an empty page that claims more ids (it would be asked for forever)",
             ));
         }
+        let touched_ms = match page.touched {
+            // A server without the touch migration: no blob of it is ever
+            // collected.
+            None => Vec::new(),
+            Some(touched) if touched.len() == ids.len() => touched
+                .into_iter()
+                // A time before 1970 is none a put set: never collected.
+                .map(|ms| u64::try_from(ms).unwrap_or(u64::MAX))
+                .collect(),
+            Some(touched) => {
+                return Err(Error::corrupt(
+                    what,
+                    format!("{} touched times for {} ids", touched.len(), ids.len()),
+                ))
+            }
+        };
         Ok(BlobPage {
             ids,
+            touched_ms,
             has_more: page.more,
         })
     }

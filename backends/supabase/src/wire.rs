@@ -150,6 +150,10 @@ pub(crate) struct WireBlob {
 pub(crate) struct BlobListPage {
     /// Blob ids, hex, ascending.
     pub ids: Vec<String>,
+    /// Each id's touched time (ms since the epoch); missing from a server
+    /// without the `chatvault_blob_touch` migration.
+    #[serde(default)]
+    pub touched: Option<Vec<i64>>,
     /// True if more ids follow the last.
     pub more: bool,
 }

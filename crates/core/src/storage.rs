@@ -211,6 +211,11 @@ pub struct Capabilities {
 pub struct BlobPage {
     /// Stored blob ids in ascending order, all after the `after` asked for.
     pub ids: Vec<BlobId>,
+    /// When each blob of [`ids`](Self::ids) was last put (milliseconds
+    /// since the Unix epoch, by the server's clock), one per id; empty if
+    /// the backend cannot tell, and then garbage collection deletes none of
+    /// its blobs (`docs/design.md` §10.6).
+    pub touched_ms: Vec<u64>,
     /// True if more ids may follow the last one: ask again with
     /// `after: ids.last()`.
     pub has_more: bool,
@@ -273,11 +278,13 @@ pub struct MaintenanceReport {
 ///   same precondition rules (`Version` compares the keyring version).
 /// - **Blobs** (only with [`Capabilities::blobs`]; the defaults fail with
 ///   [`Error::Unsupported`]): immutable sealed blobs named by a
-///   content-derived [`BlobId`]. `put_blob` is idempotent and **the first
-///   write wins**: putting an id that is already stored succeeds and leaves
-///   the stored bytes as they are (two sealings of one plaintext differ,
-///   since each draws a fresh nonce, and either opens to the same
-///   plaintext). A blob over [`Capabilities::max_record_bytes`] fails with
+///   content-derived [`BlobId`]. `put_blob` is idempotent: putting an id
+///   that is already stored succeeds and leaves either sealing stored (two
+///   sealings of one plaintext differ, since each draws a fresh nonce, and
+///   either opens to the same plaintext); every put, new or not, **touches**
+///   the blob: its touched time becomes the time of the put, which
+///   `list_blobs` reports in [`BlobPage::touched_ms`] (garbage collection
+///   deletes only blobs untouched for its grace period). A blob over [`Capabilities::max_record_bytes`] fails with
 ///   [`Error::TooLarge`]. `get_blob` of a missing id is `Ok(None)`.
 ///   `list_blobs(after, limit)` pages through the stored ids in ascending
 ///   order, at most `limit` (at least 1) per page, never skipping or
@@ -327,9 +334,9 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Stores the vault's key file; returns the new keyring version.
     async fn put_keyring(&self, bytes: Bytes, precondition: PutPrecondition) -> Result<u64>;
 
-    /// Stores the sealed blob `sealed` under `id` unless a blob with that id
-    /// is already stored (first write wins; either way `Ok`). The default
-    /// fails with [`Error::Unsupported`](crate::Error::Unsupported).
+    /// Stores the sealed blob `sealed` under `id`; if a blob with that id is
+    /// stored, either sealing may stay, and either way the blob's touched
+    /// time becomes now (see [`BlobPage::touched_ms`]). The default fails with [`Error::Unsupported`](crate::Error::Unsupported).
     async fn put_blob(&self, id: BlobId, sealed: Bytes) -> Result<()> {
         let _ = (id, sealed);
         Err(crate::Error::unsupported("storing blobs (put_blob)"))
