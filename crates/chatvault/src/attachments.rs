@@ -66,6 +66,10 @@ impl ChatVault {
     /// manifest must be staged or cached here or on the server, and open
     /// under this vault ([`Error::NotFound`] otherwise, e.g. a reference
     /// from another vault), so no message names bytes no device can fetch.
+    /// An attachment last uploaded more than half the garbage-collection
+    /// grace period ago (a file attached again long after) is put again by
+    /// the next sync before the message, so no collector can have deleted
+    /// it (`docs/design.md` §10.6).
     pub async fn add_message_with_attachments(
         &self,
         chat: ChatId,
@@ -77,8 +81,7 @@ impl ChatVault {
         // makes this chat's changes wait for its upload too.
         let store = self.attachment_store();
         for attachment in &attachments {
-            store.check(attachment).await?;
-            store.dir().also_hold(&attachment.id, chat)?;
+            store.hold_for(attachment, chat).await?;
         }
         let content = content.into();
         self.engine()
@@ -86,6 +89,25 @@ impl ChatVault {
                 Ok(c.add_message_with_attachments(role, content, attachments, clock.tick()))
             })
             .await
+    }
+
+    /// Deletes the attachment blobs no chat names any more (a deleted
+    /// message's, a file attached and never sent) once no put renewed them
+    /// for the grace period ([`ChatVaultBuilder::blob_grace`](crate::ChatVaultBuilder::blob_grace),
+    /// 7 days by default): pulls everything, reads every chat (fetching
+    /// bodies this device lacks) and the manifests they name, and deletes
+    /// the rest. Safe to run on any device at any time: a device offline
+    /// with a message naming a blob puts it again before that message is
+    /// pushed (`docs/design.md` §10.6). Deletes nothing, and says why in
+    /// [`BlobCollection::stopped`], when a record does not open on this
+    /// device. `chatvault maintain` runs it.
+    ///
+    /// Errors: the server's (run it again later), and a manifest that does
+    /// not open ([`Error::Corrupt`], [`Error::Tampered`]).
+    ///
+    /// [`BlobCollection::stopped`]: crate::BlobCollection::stopped
+    pub async fn collect_attachments(&self) -> Result<crate::BlobCollection> {
+        self.attachment_store().collect_garbage(self.engine()).await
     }
 
     /// Every attachment of a live message of `chat` (any branch), with the

@@ -33,6 +33,7 @@ pub struct ChatVaultBuilder {
     sync_every: Option<Duration>,
     cache_bytes: Option<u64>,
     attachment_cache_bytes: Option<u64>,
+    blob_grace: Option<Duration>,
     work_factor: Option<u8>,
     maintenance: Option<Option<Duration>>,
     padding: Padding,
@@ -88,6 +89,7 @@ impl ChatVaultBuilder {
             sync_every: None,
             cache_bytes: None,
             attachment_cache_bytes: None,
+            blob_grace: None,
             work_factor: None,
             maintenance: None,
             padding: Padding::default(),
@@ -195,6 +197,17 @@ impl ChatVaultBuilder {
     /// still waiting for upload are never evicted and do not count.
     pub fn attachment_cache_bytes(mut self, bytes: u64) -> Self {
         self.attachment_cache_bytes = Some(bytes);
+        self
+    }
+
+    /// Grace period of attachment garbage collection
+    /// ([`ChatVault::collect_attachments`]): a blob that no chat names and
+    /// no put renewed for this long may be deleted (default 7 days). Every
+    /// device of a vault must use the same one: a shorter one on a
+    /// collecting device could delete a blob another device is about to
+    /// name.
+    pub fn blob_grace(mut self, grace: Duration) -> Self {
+        self.blob_grace = Some(grace);
         self
     }
 
@@ -306,6 +319,9 @@ impl ChatVaultBuilder {
         }
         if let Some(bytes) = self.attachment_cache_bytes {
             config.attachment_cache_bytes = bytes;
+        }
+        if let Some(grace) = self.blob_grace {
+            config.blob_grace = grace;
         }
         config.keyring = Some(keys.clone());
         let engine = Engine::open(storage, replica, cipher.clone(), config).await?;

@@ -112,6 +112,7 @@ pub mod supabase {
 pub use export::{EXPORT_FORMAT, EXPORT_FORMAT_ATTACHMENTS, EXPORT_FORMAT_BRANCHES};
 pub use vault::ChatVault;
 
+pub use chatvault_core::attachments::BlobCollection;
 pub use chatvault_core::engine::{
     AllChats, Event, ResealReport, SettledMaintenance, Sidebar, SkippedRecord, SyncReport,
     SyncStatus, DEFAULT_MAINTENANCE_BUDGET,

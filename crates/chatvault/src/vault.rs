@@ -43,6 +43,9 @@ impl ChatVault {
         cipher: Arc<EnvelopeCipher>,
         keys: Arc<chatvault_core::keys::VaultKeys>,
     ) -> Self {
+        // Cached blobs are checked with this vault's keys before a late
+        // push puts them again.
+        chatvault_core::attachments::Attachments::verify_with(&cipher, &engine.blob_dir());
         Self {
             engine,
             cipher,

@@ -811,3 +811,129 @@ async fn the_same_file_attached_to_chats_at_once_holds_every_chat() {
         );
     }
 }
+
+/// `open_on` with garbage collection's grace period set to `grace`.
+async fn open_with_grace(
+    dir: &Path,
+    device: &str,
+    storage: DynStorage,
+    grace: std::time::Duration,
+) -> ChatVault {
+    ChatVault::builder()
+        .storage(storage)
+        .replica_path(dir.join(format!("{device}.redb")))
+        .passphrase(PASSPHRASE)
+        .scrypt_work_factor(4)
+        .auto_maintenance(None)
+        .blob_grace(grace)
+        .open()
+        .await
+        .expect("open the vault")
+}
+
+#[tokio::test]
+async fn collection_deletes_unnamed_blobs_after_the_grace_period_and_keeps_named_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = std::time::Duration::from_secs(5);
+    let storage = folder(dir.path());
+    let phone = open_with_grace(dir.path(), "phone", storage.clone(), grace).await;
+    let chat = phone.new_chat("files").await.unwrap().id;
+    let kept = send_file(&phone, chat, &noise(1_500_000, 1), "kept.bin").await;
+    let deleted = send_file(&phone, chat, &noise(1_500_000, 2), "deleted.bin").await;
+    // Attached, never sent.
+    let _never_sent = phone
+        .attach(
+            chat,
+            &noise(900_000, 3)[..],
+            "draft.bin",
+            "application/octet-stream",
+        )
+        .await
+        .unwrap();
+    let loaded = phone.load_full_chat(chat).await.unwrap();
+    let carrying = loaded
+        .attachments()
+        .into_iter()
+        .find(|(_, a)| a.id == deleted.id)
+        .map(|(m, _)| m)
+        .unwrap();
+    phone.delete_message(chat, carrying).await.unwrap();
+    phone.sync_now().await.unwrap();
+    let before = stored_blobs(&storage).await;
+    // kept: 2 chunks + manifest; deleted: 2 + 1; never sent: 1 + 1.
+    assert_eq!(before.len(), 8, "every blob was uploaded");
+
+    // Within the grace period nothing goes, named or not.
+    let laptop = open_with_grace(dir.path(), "laptop", storage.clone(), grace).await;
+    let early = laptop.collect_attachments().await.unwrap();
+    assert_eq!(early.deleted, 0, "{early:?}");
+    assert_eq!(stored_blobs(&storage).await.len(), 8);
+
+    tokio::time::sleep(grace + std::time::Duration::from_millis(500)).await;
+    let run = laptop.collect_attachments().await.unwrap();
+    assert_eq!(run.stopped, None);
+    assert_eq!(run.listed, 8);
+    assert_eq!(run.candidates, 8, "all eight are past the grace period");
+    assert_eq!(run.referenced, 3, "the sent file's chunks and manifest");
+    assert_eq!(run.deleted, 5, "the deleted message's file and the draft");
+    assert_eq!(stored_blobs(&storage).await.len(), 3);
+    // The named file still reads, on a device that never held it.
+    let tablet = open_with_grace(dir.path(), "tablet", storage.clone(), grace).await;
+    tablet.sync_now().await.unwrap();
+    assert_eq!(
+        tablet.attachment_bytes(&kept).await.unwrap(),
+        noise(1_500_000, 1)
+    );
+    let gone = tablet.attachment_bytes(&deleted).await.unwrap_err();
+    assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
+    // A second run finds nothing more.
+    let again = laptop.collect_attachments().await.unwrap();
+    assert_eq!((again.candidates, again.deleted), (3, 0), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_message_naming_an_old_attachment_puts_it_again_before_it_is_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let grace = std::time::Duration::from_secs(2);
+    let storage = folder(dir.path());
+    let phone = open_with_grace(dir.path(), "phone", storage.clone(), grace).await;
+    let chat = phone.new_chat("files").await.unwrap().id;
+    let data = noise(1_200_000, 7);
+    let file = send_file(&phone, chat, &data, "photo.jpg").await;
+    // The only message naming it goes: the blobs are garbage for now.
+    let carrying = phone.load_full_chat(chat).await.unwrap().attachments()[0].0;
+    phone.delete_message(chat, carrying).await.unwrap();
+    phone.sync_now().await.unwrap();
+
+    // Past half the grace period the phone names it again, offline: the
+    // lease of its last put ran out, so the record must wait for a new put.
+    tokio::time::sleep(grace / 2 + std::time::Duration::from_millis(300)).await;
+    let other = phone.new_chat("forwarded").await.unwrap().id;
+    phone
+        .add_message_with_attachments(other, Role::User, "again", vec![file.clone()])
+        .await
+        .unwrap();
+
+    // Meanwhile another device collects: nothing names the blobs on the
+    // server, and they are past the grace period.
+    tokio::time::sleep(grace / 2 + std::time::Duration::from_millis(300)).await;
+    let laptop = open_with_grace(dir.path(), "laptop", storage.clone(), grace).await;
+    let run = laptop.collect_attachments().await.unwrap();
+    assert_eq!(
+        run.deleted, 3,
+        "the collector deleted the unnamed blobs: {run:?}"
+    );
+    assert!(stored_blobs(&storage).await.is_empty());
+
+    // The phone's push puts them back from its own copy before the record.
+    phone.sync_now().await.unwrap();
+    assert_eq!(stored_blobs(&storage).await.len(), 3, "put again");
+    laptop.sync_now().await.unwrap();
+    let named = laptop.attachments(other).await.unwrap();
+    assert_eq!(named.len(), 1);
+    assert_eq!(laptop.attachment_bytes(&named[0].1).await.unwrap(), data);
+    // And now that a chat names them, a collection keeps them.
+    tokio::time::sleep(grace + std::time::Duration::from_millis(300)).await;
+    let run = laptop.collect_attachments().await.unwrap();
+    assert_eq!((run.referenced, run.deleted), (3, 0), "{run:?}");
+}

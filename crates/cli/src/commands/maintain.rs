@@ -1,10 +1,12 @@
-//! `maintain`: compact the vault now.
+//! `maintain`: compact the vault now, and collect unnamed attachment
+//! blobs.
 
 use super::Session;
 use crate::output::out;
 use chatvault::Result;
 
-/// Compacts whatever the backend's thresholds and prints what was removed.
+/// Compacts whatever the backend's thresholds, collects attachment blobs
+/// no chat names, and prints what was removed.
 pub async fn exec(session: &Session) -> Result<()> {
     let report = session.vault.maintain(true).await?;
     if report.ran {
@@ -16,6 +18,19 @@ pub async fn exec(session: &Session) -> Result<()> {
         );
     } else {
         out!("nothing to compact on this backend");
+    }
+    if session.vault.engine().storage().capabilities().blobs {
+        let blobs = session.vault.collect_attachments().await?;
+        out!(
+            "attachments: {} blobs stored, {} past the grace period, {} still named, {} deleted",
+            blobs.listed,
+            blobs.candidates,
+            blobs.referenced,
+            blobs.deleted
+        );
+        if let Some(why) = blobs.stopped {
+            out!("attachments: {why}");
+        }
     }
     Ok(())
 }

@@ -6,11 +6,15 @@
 //!
 //! - `sealed/<64hex>`: a sealed blob (chunk or manifest), exactly as the
 //!   server stores it;
-//! - `pending/<64hex>`: an empty marker: that sealed blob is not known to
-//!   be on the server yet (never evicted while the marker exists);
-//! - `outgoing/<64hex>`: per staged attachment (named by its manifest),
-//!   the blobs to upload in order (chunks, then the manifest) and the
-//!   chats whose records must wait for them.
+//! - `pending/<64hex>`: a marker: that sealed blob must be put (again)
+//!   before the records that wait for it (never evicted while the marker
+//!   exists). Empty: staged here, synced, trusted as it is; `r`: a
+//!   re-touch of a blob that may be only a cached (unsynced) copy, checked
+//!   before it is put, else fetched from the server and put back;
+//! - `outgoing/<64hex>`: per attachment a message here names (named by its
+//!   manifest), the blobs to put in order (chunks, then the manifest), the
+//!   chats whose records wait for them, and when they were last put: the
+//!   lease that garbage collection's safety rests on (§10.6).
 //!
 //! Staged blobs are written unsynced to temporary names, then committed
 //! together (markers and their directory synced, then each blob synced
@@ -27,16 +31,39 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime};
 
-/// An attachment staged for upload: what `outgoing/<manifest>` holds.
+/// An attachment a message on this device names: what
+/// `outgoing/<manifest>` holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Outgoing {
-    /// The chats whose records wait until every blob below is on the server.
+    /// The chats whose records wait until every blob below is on the server
+    /// and was put within half the grace period.
     chats: BTreeSet<ChatId>,
     /// The blobs to upload, in order: every chunk, then the manifest.
     blobs: Vec<BlobId>,
+    /// When every blob was last put (ms since the epoch); `None` until the
+    /// first upload ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    put_ms: Option<u64>,
+}
+
+/// Checks that sealed bytes open as the blob they are named by (set by the
+/// layer that holds the vault's keys: [`BlobDir::set_verifier`]).
+pub type BlobVerifier = Arc<dyn Fn(&BlobId, &[u8]) -> bool + Send + Sync>;
+
+/// The default grace period of garbage collection: a blob no put renewed
+/// for this long may be deleted when no record names it.
+pub const DEFAULT_BLOB_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The content of a re-touch marker (see the module docs).
+const RETOUCH: &[u8] = b"r";
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What one round of uploads did.
@@ -54,13 +81,29 @@ pub struct Uploaded {
 }
 
 /// This device's sealed-blob directory (see the module docs).
-#[derive(Debug)]
 pub struct BlobDir {
     root: PathBuf,
     budget: u64,
+    /// Garbage collection's grace period: an attachment is put again
+    /// before a record naming it is pushed more than half of it after its
+    /// last put.
+    grace: Duration,
+    /// Checks a cached copy before it is put again.
+    verifier: OnceLock<BlobVerifier>,
     /// Held while an `outgoing/` entry is read, changed and written back,
     /// so two attaches of one file do not drop each other's chat.
     outgoing_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for BlobDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobDir")
+            .field("root", &self.root)
+            .field("budget", &self.budget)
+            .field("grace", &self.grace)
+            .field("verifier", &self.verifier.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Threads that sync staged blobs at once.
@@ -97,8 +140,37 @@ impl BlobDir {
         Self {
             root: root.into(),
             budget,
+            grace: DEFAULT_BLOB_GRACE,
+            verifier: OnceLock::new(),
             outgoing_lock: Mutex::new(()),
         }
+    }
+
+    /// The same directory with garbage collection's grace period `grace`
+    /// (default [`DEFAULT_BLOB_GRACE`]): every device of a vault must use
+    /// the same one.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The grace period of garbage collection.
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Sets how a cached copy is checked before it is put again (once; a
+    /// later call is ignored). Without it such a copy is never trusted:
+    /// the server's copy is put back instead.
+    pub fn set_verifier(&self, verifier: BlobVerifier) {
+        let _ = self.verifier.set(verifier);
+    }
+
+    /// Half the grace period, in milliseconds: how long after its last put
+    /// an attachment may still be named by a pushed record.
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.grace.as_millis() / 2).unwrap_or(u64::MAX)
     }
 
     fn lock_outgoing(&self) -> MutexGuard<'_, ()> {
@@ -269,39 +341,99 @@ impl BlobDir {
         sync_dir(&self.root.join("sealed"))
     }
 
-    /// Records that `chat`'s records wait for the staged attachment whose
-    /// manifest is `manifest` and whose blobs are `blobs` (chunks, then the
-    /// manifest). Written after every blob is staged; adds `chat` if the
-    /// attachment is already waiting for other chats.
+    /// Records that `chat`'s records wait for the attachment whose manifest
+    /// is `manifest` and whose blobs are `blobs` (chunks, then the
+    /// manifest): staged here by [`attach`](super::Attachments::attach), or
+    /// an attachment a new message names again. If no entry holds it yet,
+    /// every blob not already marked gets a re-touch marker, so the next
+    /// push puts it again (renewing its touched time, or restoring it if a
+    /// collector deleted it) before the record: §10.6's rule 2.
     pub fn hold(&self, manifest: &BlobId, blobs: Vec<BlobId>, chat: ChatId) -> Result<()> {
         let _outgoing = self.lock_outgoing();
-        let mut outgoing = self.outgoing(manifest)?.unwrap_or_default();
-        if !blobs.iter().any(|id| self.file("pending", id).is_file()) {
-            // Everything is on the server already: nothing to wait for.
+        let existing = self.outgoing(manifest)?;
+        let fresh = existing
+            .as_ref()
+            .and_then(|o| o.put_ms)
+            .is_some_and(|put| now_ms().saturating_sub(put) <= self.lease_ms());
+        let mut outgoing = existing.unwrap_or_default();
+        if existing_is_current(&outgoing, &blobs, chat) {
             return Ok(());
+        }
+        if !fresh {
+            self.mark_retouch(&blobs)?;
         }
         outgoing.blobs = blobs;
         outgoing.chats.insert(chat);
-        let json = serde_json::to_vec(&outgoing)
+        self.write_outgoing(manifest, &outgoing)
+    }
+
+    /// Writes re-touch markers for the blobs in `blobs` that have none,
+    /// durably.
+    fn mark_retouch(&self, blobs: &[BlobId]) -> Result<()> {
+        let pending = self.root.join("pending");
+        std::fs::create_dir_all(&pending).map_err(|e| local("cannot create", &pending, e))?;
+        let mut wrote = false;
+        for id in blobs {
+            let marker = self.file("pending", id);
+            if marker.is_file() {
+                continue;
+            }
+            std::fs::write(&marker, RETOUCH).map_err(|e| local("cannot write", &marker, e))?;
+            wrote = true;
+        }
+        if wrote {
+            sync_dir(&pending)?;
+        }
+        Ok(())
+    }
+
+    fn write_outgoing(&self, manifest: &BlobId, outgoing: &Outgoing) -> Result<()> {
+        let json = serde_json::to_vec(outgoing)
             .map_err(|e| Error::local("cannot encode an upload marker", e))?;
         self.write_atomic("outgoing", manifest, &json)?;
         sync_dir(&self.root.join("outgoing"))
     }
 
-    /// Adds `chat` to the chats waiting for the staged attachment
-    /// `manifest`, if it is still waiting for upload (a message in another
-    /// chat than the one it was attached to carries it).
-    pub fn also_hold(&self, manifest: &BlobId, chat: ChatId) -> Result<()> {
+    /// After a push: drops from every attachment put since the chats
+    /// whose records no longer wait (`still_pending` says which chats
+    /// still have changes queued), and removes the entries that hold no
+    /// chat and whose lease ran out. An entry stays while its lease runs,
+    /// so a message naming the attachment soon after needs no new upload.
+    pub fn settle(&self, still_pending: &dyn Fn(ChatId) -> bool) -> Result<()> {
         let _outgoing = self.lock_outgoing();
-        match self.outgoing(manifest)? {
-            Some(mut outgoing) if !outgoing.chats.contains(&chat) => {
-                outgoing.chats.insert(chat);
-                let json = serde_json::to_vec(&outgoing)
-                    .map_err(|e| Error::local("cannot encode an upload marker", e))?;
-                self.write_atomic("outgoing", manifest, &json)
+        let now = now_ms();
+        for manifest in self.ids("outgoing")? {
+            let Some(mut outgoing) = self.outgoing(&manifest)? else {
+                continue;
+            };
+            let Some(put) = outgoing.put_ms else {
+                continue;
+            };
+            let before = outgoing.chats.len();
+            outgoing.chats.retain(|chat| still_pending(*chat));
+            if outgoing.chats.is_empty() && now.saturating_sub(put) > self.lease_ms() {
+                let path = self.file("outgoing", &manifest);
+                std::fs::remove_file(&path).map_err(|e| local("cannot remove", &path, e))?;
+            } else if outgoing.chats.len() != before {
+                self.write_outgoing(&manifest, &outgoing)?;
             }
-            _ => Ok(()),
         }
+        Ok(())
+    }
+
+    /// Every blob staged here or waited for by a message not yet pushed: a
+    /// collector on this device never deletes them.
+    pub fn held_blobs(&self) -> Result<BTreeSet<BlobId>> {
+        let mut blobs: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
+        for manifest in self.ids("outgoing")? {
+            if let Some(outgoing) = self.outgoing(&manifest)? {
+                if !outgoing.chats.is_empty() {
+                    blobs.extend(outgoing.blobs);
+                    blobs.insert(manifest);
+                }
+            }
+        }
+        Ok(blobs)
     }
 
     fn outgoing(&self, manifest: &BlobId) -> Result<Option<Outgoing>> {
@@ -341,15 +473,26 @@ impl BlobDir {
         self.ids("pending")
     }
 
-    /// The chats whose records wait for a staged attachment.
+    /// The chats whose records wait for an attachment: not uploaded yet,
+    /// or last put more than half the grace period ago (put again first).
     pub fn waiting_chats(&self) -> Result<BTreeSet<ChatId>> {
         let mut chats = BTreeSet::new();
+        let now = now_ms();
         for manifest in self.ids("outgoing")? {
             if let Some(outgoing) = self.outgoing(&manifest)? {
-                chats.extend(outgoing.chats);
+                if !self.is_fresh(&outgoing, now) {
+                    chats.extend(outgoing.chats);
+                }
             }
         }
         Ok(chats)
+    }
+
+    /// True if every blob of `outgoing` was put within the lease.
+    fn is_fresh(&self, outgoing: &Outgoing, now: u64) -> bool {
+        outgoing
+            .put_ms
+            .is_some_and(|put| now.saturating_sub(put) <= self.lease_ms())
     }
 
     /// Uploads every staged attachment, each blob at most once more after
@@ -364,12 +507,38 @@ impl BlobDir {
             let Some(outgoing) = self.outgoing(&manifest)? else {
                 continue;
             };
+            let started = now_ms();
+            if self.is_fresh(&outgoing, started) {
+                continue;
+            }
+            if outgoing.put_ms.is_some() {
+                if outgoing.chats.is_empty() {
+                    // A lease that ran out with no message waiting.
+                    continue;
+                }
+                // Records still wait, and the lease ran out: put it again.
+                self.mark_retouch(&outgoing.blobs)?;
+            }
             match self.upload_one(storage, &outgoing, &mut report).await {
                 Ok(()) => {
+                    let _outgoing = self.lock_outgoing();
+                    // Chats added meanwhile keep their place.
+                    let mut current = self.outgoing(&manifest)?.unwrap_or(outgoing);
+                    // The lease runs from the first put: the earliest a
+                    // blob of this round may have been touched.
+                    current.put_ms = Some(started);
+                    self.write_outgoing(&manifest, &current)?;
+                }
+                Err(e) if e.is_retriable() => return Err(e),
+                Err(Error::NotFound { what }) => {
+                    // Named again long after its upload, and gone from the
+                    // server and from here: its bytes are lost whatever
+                    // this device does, and holding the chats back would
+                    // only stop their text too. Readers get `NotFound`.
+                    tracing::warn!(%manifest, %what, "an attachment named again is gone; its messages go without it");
                     let path = self.file("outgoing", &manifest);
                     std::fs::remove_file(&path).map_err(|e| local("cannot remove", &path, e))?;
                 }
-                Err(e) if e.is_retriable() => return Err(e),
                 Err(e) => {
                     let reason = format!("attachment {manifest} cannot be uploaded: {e}");
                     tracing::warn!(%manifest, error = %e, "attachment upload refused; its chats wait");
@@ -420,18 +589,39 @@ impl BlobDir {
     /// once the put returned.
     async fn upload_blob(&self, storage: &DynStorage, id: BlobId) -> Result<u64> {
         let marker = self.file("pending", &id);
-        if !marker.is_file() {
-            return Ok(0);
-        }
-        let sealed = self.get(&id)?.ok_or_else(|| {
-            Error::local(
-                format!(
-                    "staged blob {id} is missing from {}; attach the file again",
-                    self.root.display()
-                ),
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            )
-        })?;
+        let retouch = match std::fs::read(&marker) {
+            Ok(content) => content == RETOUCH,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(local("cannot read", &marker, e)),
+        };
+        let local_copy = self.get(&id)?;
+        let sealed = match local_copy {
+            Some(sealed) if !retouch => sealed,
+            // A cached copy is put again only if it opens as `id` (it may
+            // be torn: the cache is not synced); else the server's copy
+            // goes back, which touches it.
+            Some(sealed) if self.verifier.get().is_some_and(|v| v(&id, &sealed)) => sealed,
+            _ if retouch => match storage.get_blob(id).await? {
+                Some(sealed) => sealed.to_vec(),
+                None => {
+                    return Err(Error::NotFound {
+                        what: format!(
+                            "blob {id} of an attachment: neither this device nor the server \
+                             holds it any more; attach the file again"
+                        ),
+                    })
+                }
+            },
+            _ => {
+                return Err(Error::local(
+                    format!(
+                        "staged blob {id} is missing from {}; attach the file again",
+                        self.root.display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::NotFound),
+                ))
+            }
+        };
         let len = sealed.len() as u64;
         storage.put_blob(id, sealed.into()).await?;
         match std::fs::remove_file(&marker) {
@@ -446,7 +636,16 @@ impl BlobDir {
     /// Evicts cached blobs, least recently used first, until the cached
     /// ones fit the budget. Returns the bytes freed.
     pub fn evict(&self) -> Result<u64> {
-        let pending: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
+        let mut pending: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
+        // The blobs of an attachment a message waits for: a late push puts
+        // them again from here.
+        for manifest in self.ids("outgoing")? {
+            if let Some(outgoing) = self.outgoing(&manifest)? {
+                if !outgoing.chats.is_empty() {
+                    pending.extend(outgoing.blobs);
+                }
+            }
+        }
         let mut cached = Vec::new();
         let mut total = 0u64;
         for id in self.ids("sealed")? {
@@ -489,4 +688,10 @@ impl BlobDir {
         }
         Ok(total)
     }
+}
+
+/// True if `outgoing` already holds `chat` for these `blobs` and was put
+/// within no lease check's concern (nothing to write).
+fn existing_is_current(outgoing: &Outgoing, blobs: &[BlobId], chat: ChatId) -> bool {
+    outgoing.blobs == blobs && outgoing.chats.contains(&chat)
 }

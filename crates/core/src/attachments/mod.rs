@@ -18,9 +18,11 @@
 //! dependency, every device computes the same ones, and a resumed upload
 //! knows every chunk's extent without re-reading the file.
 
+mod collect;
 mod local;
 
-pub use local::{BlobDir, Staged, Uploaded};
+pub use collect::{BlobCollection, COLLECT_DEADLINE};
+pub use local::{BlobDir, BlobVerifier, Staged, Uploaded, DEFAULT_BLOB_GRACE};
 
 use crate::chat::Attachment;
 use crate::envelope::EnvelopeCipher;
@@ -92,12 +94,25 @@ pub struct Attachments {
 impl Attachments {
     /// Attachments sealed by `cipher`, stored on `storage`, staged and
     /// cached in `dir`.
+    /// Also gives `dir` its verifier ([`verify_with`](Self::verify_with)).
     pub fn new(cipher: Arc<EnvelopeCipher>, storage: DynStorage, dir: Arc<BlobDir>) -> Self {
+        Self::verify_with(&cipher, &dir);
         Self {
             cipher,
             storage,
             dir,
         }
+    }
+
+    /// Gives `dir` the check a cached copy passes before it is put again:
+    /// it opens under `cipher` and hashes to its id.
+    pub fn verify_with(cipher: &Arc<EnvelopeCipher>, dir: &BlobDir) {
+        let cipher = cipher.clone();
+        dir.set_verifier(Arc::new(move |id: &BlobId, sealed: &[u8]| {
+            cipher
+                .open_blob(id, sealed)
+                .is_ok_and(|plain| cipher.blob_id(&plain) == *id)
+        }));
     }
 
     fn check_backend(&self) -> Result<()> {
@@ -260,13 +275,11 @@ impl Attachments {
         .map_err(|e| Error::local("the attachment task failed", e))?
     }
 
-    /// Checks that `attachment` belongs to this vault and is complete
-    /// before a message names it: its manifest is staged or cached here,
-    /// or fetched (it is small), opens under this vault, hashes to its id
-    /// and gives the same size. [`Error::NotFound`] for an attachment this
-    /// vault does not hold (attach the file first), [`Error::Corrupt`] for
-    /// a reference whose size disagrees with its manifest.
-    pub async fn check(&self, attachment: &Attachment) -> Result<()> {
+    /// The manifest of `attachment`: staged or cached here, or fetched
+    /// (it is small), opened under this vault and hashed to its id, and
+    /// checked against the reference's size ([`Error::Corrupt`] if they
+    /// disagree).
+    async fn manifest(&self, attachment: &Attachment) -> Result<Manifest> {
         let manifest = Manifest::decode(&self.blob(attachment.id).await?)?;
         if manifest.size != attachment.size {
             return Err(Error::corrupt(
@@ -277,11 +290,43 @@ impl Attachments {
                 ),
             ));
         }
-        Ok(())
+        Ok(manifest)
     }
 
-    /// Writes the bytes of `attachment` to `out`, chunk by chunk (one in
-    /// memory at a time), fetching what this device does not hold and
+    /// Checks that `attachment` belongs to this vault and is complete
+    /// before a message in `chat` names it (see [`manifest`](Self::manifest)),
+    /// and makes `chat`'s records wait until its blobs were put within half
+    /// the grace period of garbage collection ([`BlobDir::hold`]: a file
+    /// attached long ago is put again first). [`Error::NotFound`] for an
+    /// attachment this vault does not hold (attach the file first),
+    /// [`Error::Corrupt`] for a reference whose size disagrees with its
+    /// manifest.
+    pub async fn hold_for(&self, attachment: &Attachment, chat: ChatId) -> Result<()> {
+        let manifest = self.manifest(attachment).await?;
+        let mut blobs: Vec<BlobId> = manifest.chunks.iter().map(|(id, _)| *id).collect();
+        blobs.push(attachment.id);
+        self.dir.hold(&attachment.id, blobs, chat)
+    }
+
+    /// The ids of the chunks the manifest `id` lists, for garbage
+    /// collection. `Ok(None)` when the manifest is on neither this device
+    /// nor the server.
+    pub async fn chunks_of(&self, id: BlobId) -> Result<Option<Vec<BlobId>>> {
+        match self.blob(id).await {
+            Ok(manifest) => Ok(Some(
+                Manifest::decode(&manifest)?
+                    .chunks
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect(),
+            )),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the bytes of `attachment` to `out`, chunk by chunk (a few in
+    /// flight, written in order), fetching what this device does not hold and
     /// verifying each chunk. Returns the bytes written.
     /// [`Error::NotFound`] if a blob is not on the server,
     /// [`Error::Tampered`] or [`Error::Corrupt`] if one was altered.
@@ -290,16 +335,7 @@ impl Attachments {
         attachment: &Attachment,
         mut out: W,
     ) -> Result<u64> {
-        let manifest = Manifest::decode(&self.blob(attachment.id).await?)?;
-        if manifest.size != attachment.size {
-            return Err(Error::corrupt(
-                format!("attachment {}", attachment.name),
-                format!(
-                    "the manifest says {} bytes, the message {}",
-                    manifest.size, attachment.size
-                ),
-            ));
-        }
+        let manifest = self.manifest(attachment).await?;
         use futures::StreamExt;
         let mut written = 0u64;
         // A few chunks fetched and opened ahead, written in order.

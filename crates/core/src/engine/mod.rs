@@ -180,12 +180,20 @@ pub struct EngineConfig {
     /// blob directory beside the replica); blobs waiting for upload do not
     /// count.
     pub attachment_cache_bytes: u64,
+    /// Garbage collection's grace period for blobs: a blob no put renewed
+    /// for this long, and no chat names, may be deleted; an attachment is
+    /// put again before a record naming it is pushed more than half of it
+    /// after its last put. Every device of a vault must use the same one
+    /// (default [`DEFAULT_BLOB_GRACE`](crate::attachments::DEFAULT_BLOB_GRACE),
+    /// 7 days).
+    pub blob_grace: Duration,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
     /// rounds, pages of 1,000 changes, a 90-day tombstone horizon,
-    /// maintenance asked for every 10 minutes, a 512 MiB attachment cache.
+    /// maintenance asked for every 10 minutes, a 512 MiB attachment cache,
+    /// a 7-day grace period for unnamed blobs.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -197,6 +205,7 @@ impl EngineConfig {
             maintenance_every: Some(Duration::from_secs(600)),
             keyring: None,
             attachment_cache_bytes: 512 << 20,
+            blob_grace: crate::attachments::DEFAULT_BLOB_GRACE,
         }
     }
 }
@@ -315,10 +324,10 @@ impl Engine {
             tracing::warn!(error = %e, "the replica's maintenance mark does not read; ignored");
             None
         });
-        let blobs = Arc::new(BlobDir::new(
-            blob_dir_of(replica.path()),
-            config.attachment_cache_bytes,
-        ));
+        let blobs = Arc::new(
+            BlobDir::new(blob_dir_of(replica.path()), config.attachment_cache_bytes)
+                .with_grace(config.blob_grace),
+        );
         let notifier = Arc::new(Notifier::new());
         let local = LocalStore::new(
             replica,

@@ -62,7 +62,7 @@ pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: boo
 
 async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -> Result<()> {
     let mut refused: Option<Error> = None;
-    let waiting = upload_attachments(inner, report, &mut refused).await?;
+    upload_attachments(inner, report, &mut refused).await?;
     let now = (!force).then(now_millis);
     let limit = inner.max_batch().saturating_mul(8);
     // First the whole outbox, page by page; then only chats whose push lost
@@ -85,11 +85,12 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
         }
         // Read after the page: a record in it was saved after its
         // attachment was staged, so a file attached while this push was
-        // uploading holds its chat here until the next push uploads it.
+        // uploading holds its chat here until the next push uploads it (an
+        // attachment refused for good holds its chats the same way).
         let staged = inner.blobs.waiting_chats()?;
         let due: Vec<_> = due
             .into_iter()
-            .filter(|(entry, _)| !waiting.contains(&entry.chat) && !staged.contains(&entry.chat))
+            .filter(|(entry, _)| !staged.contains(&entry.chat))
             .collect();
         let due = restage(inner, due, &mut refused).await?;
         conflicts.extend(push_batch(inner, due, report, &mut refused).await?);
@@ -111,34 +112,44 @@ async fn push_outbox(inner: &Arc<Inner>, report: &mut SyncReport, force: bool) -
             .collect();
         conflicts = push_batch(inner, retry, report, &mut refused).await?;
     }
+    // Attachments whose chats have nothing queued any more stop holding
+    // them (their leases run on for a message naming them soon after).
+    blocking(inner, |inner| {
+        inner.blobs.settle(&|chat| {
+            // A replica that does not answer keeps the chat held: safe.
+            !matches!(inner.local.replica.pending(chat), Ok(None))
+        })
+    })
+    .await?;
     refused.map_or(Ok(()), Err)
 }
 
 /// Uploads the attachments staged on this device before any record is
 /// pushed (a record that names a blob never reaches the server before the
-/// blob). Returns the chats whose records must wait: those holding an
-/// attachment the server refused for good, reported as refused; the
-/// others go on. A retriable failure stops the push.
+/// blob). The chats holding an attachment the server refused for good are
+/// reported as refused, and wait ([`BlobDir::waiting_chats`] still names
+/// them); the others go on. A retriable failure stops the push.
+///
+/// [`BlobDir::waiting_chats`]: crate::attachments::BlobDir::waiting_chats
 async fn upload_attachments(
     inner: &Arc<Inner>,
     report: &mut SyncReport,
     refused: &mut Option<Error>,
-) -> Result<HashSet<ChatId>> {
+) -> Result<()> {
     let uploaded = inner.blobs.upload(&inner.storage).await?;
     report.requests += uploaded.blobs as u64;
     report.bytes_pushed += uploaded.bytes;
-    let mut waiting = HashSet::new();
-    let mut rejected = Vec::new();
-    for (chat, reason) in uploaded.waiting {
-        if waiting.insert(chat) {
-            rejected.push((chat, reason));
-        }
-    }
+    let mut seen = HashSet::new();
+    let rejected: Vec<(ChatId, String)> = uploaded
+        .waiting
+        .into_iter()
+        .filter(|(chat, _)| seen.insert(*chat))
+        .collect();
     if let Some(e) = uploaded.refused {
         refused.get_or_insert(e);
     }
     announce_refused(&inner.local, rejected);
-    Ok(waiting)
+    Ok(())
 }
 
 /// Re-seals the entries of `due` sealed under an older key before they are
