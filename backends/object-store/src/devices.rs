@@ -583,6 +583,10 @@ impl Storage for DeviceLogStorage {
         self.sealed_blobs.list(after, limit).await
     }
 
+    async fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        self.sealed_blobs.missing(ids).await
+    }
+
     async fn delete_blob(&self, id: BlobId) -> Result<()> {
         self.sealed_blobs.delete(id).await
     }

@@ -17,6 +17,9 @@ use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// HEAD requests `missing` keeps in flight.
+const HEADS_IN_FLIGHT: usize = 8;
+
 /// The sealed blobs under one prefix.
 #[derive(Debug)]
 pub(crate) struct SealedBlobs {
@@ -105,6 +108,26 @@ impl SealedBlobs {
             touched_ms,
             has_more,
         })
+    }
+
+    /// `Storage::missing_blobs`: one HEAD per id, a few at a time.
+    pub(crate) async fn missing(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        let layout = self.objects.layout();
+        let answers: Vec<Option<BlobId>> = futures::stream::iter(ids.iter().copied())
+            .map(|id| async move {
+                let path = layout.sealed_blob(&id);
+                match self.objects.store().head(&path).await {
+                    Ok(_) => Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Some(id)),
+                    Err(e) => Err(map_store_error(e, &format!("checking blob {path}"))),
+                }
+            })
+            .buffer_unordered(HEADS_IN_FLIGHT)
+            .collect::<Vec<Result<Option<BlobId>>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_>>()?;
+        Ok(answers.into_iter().flatten().collect())
     }
 
     /// `Storage::delete_blob`: a missing blob is already deleted.

@@ -2,8 +2,8 @@
 
 use crate::client::{RpcClient, TransferStats};
 use crate::wire::{
-    self, check_bigint, BlobDeleteResult, BlobListPage, BlobPutResult, GetPage, PullPage, PushItem,
-    PushResult, WireBlob, WireKeyring,
+    self, check_bigint, BlobDeleteResult, BlobListPage, BlobMissing, BlobPutResult, GetPage,
+    PullPage, PushItem, PushResult, WireBlob, WireKeyring,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -566,6 +566,35 @@ impl Storage for SupabaseStorage {
             touched_ms,
             has_more: page.more,
         })
+    }
+
+    /// `chatvault_blob_missing`: one request per 1,000 ids. An answer naming
+    /// an id not asked for is `Corrupt`.
+    async fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        let mut missing = Vec::new();
+        for part in ids.chunks(MAX_PULL) {
+            let hex: Vec<String> = part.iter().map(BlobId::to_hex).collect();
+            let answer: BlobMissing = self
+                .rpc
+                .call("chatvault_blob_missing", &json!({ "ids": hex }), None)
+                .await?;
+            for text in answer.missing {
+                let id: BlobId = text.parse().map_err(|_| {
+                    Error::corrupt(
+                        "response of chatvault_blob_missing",
+                        format!("not a blob id: {text:?}"),
+                    )
+                })?;
+                if !part.contains(&id) {
+                    return Err(Error::corrupt(
+                        "response of chatvault_blob_missing",
+                        format!("{id} was not asked for"),
+                    ));
+                }
+                missing.push(id);
+            }
+        }
+        Ok(missing)
     }
 
     /// `chatvault_blob_delete`: one request; a missing blob is no error.

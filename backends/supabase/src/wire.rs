@@ -158,6 +158,13 @@ pub(crate) struct BlobListPage {
     pub more: bool,
 }
 
+/// `chatvault_blob_missing`'s answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlobMissing {
+    /// The ids asked for that are not stored, hex.
+    pub missing: Vec<String>,
+}
+
 /// `chatvault_blob_delete`'s answer.
 #[derive(Debug, Deserialize)]
 pub(crate) struct BlobDeleteResult {

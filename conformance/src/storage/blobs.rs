@@ -27,6 +27,7 @@ pub fn contracts() -> Vec<Contract> {
             blob_list_pages_in_id_order_without_skips_or_repeats
         ),
         contract!("storage", blob_delete_then_get_is_none),
+        contract!("storage", blob_missing_names_exactly_the_absent_ids),
         contract!("storage", blobs_are_isolated_between_vaults),
         contract!(
             "storage",
@@ -285,6 +286,55 @@ pub async fn blob_list_pages_in_id_order_without_skips_or_repeats(
     ensure!(
         page.ids.is_empty() && !page.has_more,
         "after the last id: {page:?}"
+    );
+    Ok(Verdict::Passed)
+}
+
+/// `missing_blobs` names, of the ids asked for, exactly those not stored:
+/// none of a vault's own and every one never put or deleted (an id asked
+/// for twice may be named twice); another vault's blobs count as missing.
+pub async fn blob_missing_names_exactly_the_absent_ids(backend: &dyn TestBackend) -> Outcome {
+    let vault = "blob_missing_names_exactly_the_absent_ids";
+    let storage = backend.open(vault).await?;
+    if let Some(skipped) = without_blobs(&storage) {
+        return Ok(skipped);
+    }
+    let stored: Vec<BlobId> = (0..5).map(blob_id).collect();
+    for id in &stored {
+        storage.put_blob(*id, blob_bytes(id, "a")).await?;
+    }
+    ensure_eq!(
+        storage.missing_blobs(&stored).await?,
+        Vec::<BlobId>::new(),
+        "every id asked for is stored"
+    );
+    storage.delete_blob(stored[2]).await?;
+    let elsewhere = backend.open(&format!("{vault}-other")).await?;
+    elsewhere
+        .put_blob(blob_id(9), blob_bytes(&blob_id(9), "b"))
+        .await?;
+    let asked = [
+        stored[0],
+        blob_id(7),
+        stored[2],
+        stored[4],
+        blob_id(9),
+        blob_id(7),
+    ];
+    let mut missing = storage.missing_blobs(&asked).await?;
+    missing.sort();
+    missing.dedup();
+    let mut expected = vec![blob_id(7), stored[2], blob_id(9)];
+    expected.sort();
+    ensure_eq!(
+        missing,
+        expected,
+        "a blob never put, a deleted one and another vault's are missing"
+    );
+    ensure_eq!(
+        storage.missing_blobs(&[]).await?,
+        Vec::<BlobId>::new(),
+        "asking for nothing"
     );
     Ok(Verdict::Passed)
 }

@@ -288,7 +288,8 @@ pub struct MaintenanceReport {
 ///   [`Error::TooLarge`]. `get_blob` of a missing id is `Ok(None)`.
 ///   `list_blobs(after, limit)` pages through the stored ids in ascending
 ///   order, at most `limit` (at least 1) per page, never skipping or
-///   repeating a blob stored before the listing started. `delete_blob`
+///   repeating a blob stored before the listing started. `missing_blobs`
+///   names, of the ids asked for, exactly those not stored. `delete_blob`
 ///   removes a blob (garbage collection only); deleting a missing id
 ///   succeeds.
 /// - Errors are typed: [`Error::Unavailable`] for anything retriable,
@@ -355,6 +356,21 @@ pub trait Storage: Send + Sync + fmt::Debug {
     async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
         let _ = (after, limit);
         Err(crate::Error::unsupported("listing blobs (list_blobs)"))
+    }
+
+    /// Of `ids`, those the backend does not store, in any order: how a
+    /// device checks, after pushing a record, that no collector deleted a
+    /// blob the record names (`docs/design.md` §10.6). The default asks
+    /// [`get_blob`](Self::get_blob) for each id (correct, but it downloads
+    /// every blob): a backend should answer from metadata.
+    async fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        let mut missing = Vec::new();
+        for id in ids {
+            if self.get_blob(*id).await?.is_none() {
+                missing.push(*id);
+            }
+        }
+        Ok(missing)
     }
 
     /// Removes the blob `id`, for garbage collection only; a missing id is

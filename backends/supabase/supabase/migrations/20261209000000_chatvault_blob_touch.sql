@@ -71,3 +71,25 @@ as $$
       '[]'::jsonb),
     'more', (select count(*) from page) > (select n from wanted))
 $$;
+
+-- Of the blob ids `ids` (hex, at most 1,000), those this user does not
+-- store: {"missing": [hex…]}. How a device checks, after pushing a record,
+-- that no collector deleted a blob the record names.
+create function public.chatvault_blob_missing(ids text[])
+returns jsonb
+language sql stable security definer set search_path = ''
+as $$
+  select jsonb_build_object('missing', coalesce(jsonb_agg(wanted.hex order by wanted.hex), '[]'::jsonb))
+  from (
+    select distinct w.hex
+    from unnest(coalesce(ids, '{}'::text[])) with ordinality as w(hex, n)
+    where w.n <= 1000
+  ) wanted
+  where not exists (
+    select 1 from public.chatvault_blobs b
+    where b.owner = (select auth.uid()) and b.id = public.chatvault_blob_id(wanted.hex)
+  )
+$$;
+
+revoke all on function public.chatvault_blob_missing(text[]) from public, anon, authenticated;
+grant execute on function public.chatvault_blob_missing(text[]) to authenticated;

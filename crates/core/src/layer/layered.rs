@@ -174,6 +174,11 @@ pub trait LayeredStorage: Send + Sync + fmt::Debug {
         self.inner().list_blobs(after, limit).await
     }
 
+    /// [`Storage::missing_blobs`]; forwards by default.
+    async fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        self.inner().missing_blobs(ids).await
+    }
+
     /// [`Storage::delete_blob`]; forwards by default.
     async fn delete_blob(&self, id: BlobId) -> Result<()> {
         self.inner().delete_blob(id).await
@@ -229,6 +234,10 @@ impl<T: LayeredStorage> Storage for T {
 
     async fn list_blobs(&self, after: Option<BlobId>, limit: usize) -> Result<BlobPage> {
         LayeredStorage::list_blobs(self, after, limit).await
+    }
+
+    async fn missing_blobs(&self, ids: &[BlobId]) -> Result<Vec<BlobId>> {
+        LayeredStorage::missing_blobs(self, ids).await
     }
 
     async fn delete_blob(&self, id: BlobId) -> Result<()> {
