@@ -937,3 +937,42 @@ async fn a_message_naming_an_old_attachment_puts_it_again_before_it_is_pushed() 
     let run = laptop.collect_attachments().await.unwrap();
     assert_eq!((run.referenced, run.deleted), (3, 0), "{run:?}");
 }
+
+#[tokio::test]
+async fn blobs_a_collector_deletes_just_after_their_put_are_put_back_by_the_check_after_the_push() {
+    let dir = tempfile::tempdir().unwrap();
+    // The check is due a quarter of it after the put: 2 s.
+    let grace = std::time::Duration::from_secs(8);
+    let storage = folder(dir.path());
+    let phone = open_with_grace(dir.path(), "phone", storage.clone(), grace).await;
+    let chat = phone.new_chat("files").await.unwrap().id;
+    let data = noise(1_100_000, 11);
+    let file = send_file(&phone, chat, &data, "scan.pdf").await;
+    // A collector that listed just before the put deletes the blobs in the
+    // instant after it: the record naming them is already on the server.
+    let stored = stored_blobs(&storage).await;
+    assert_eq!(stored.len(), 3);
+    for id in &stored {
+        storage.delete_blob(*id).await.unwrap();
+    }
+    // Before the check is due, a sync leaves things be.
+    phone.sync_now().await.unwrap();
+    assert!(stored_blobs(&storage).await.is_empty());
+    tokio::time::sleep(chatvault::core::attachments::verify_after(grace)).await;
+    phone.sync_now().await.unwrap();
+    assert_eq!(
+        stored_blobs(&storage).await,
+        stored,
+        "put back from the phone's copy"
+    );
+    let laptop = open_with_grace(dir.path(), "laptop", storage.clone(), grace).await;
+    laptop.sync_now().await.unwrap();
+    assert_eq!(laptop.attachment_bytes(&file).await.unwrap(), data);
+    // Checked once: deleting them again is not noticed by this device.
+    for id in &stored {
+        storage.delete_blob(*id).await.unwrap();
+    }
+    tokio::time::sleep(chatvault::core::attachments::verify_after(grace)).await;
+    phone.sync_now().await.unwrap();
+    assert!(stored_blobs(&storage).await.is_empty());
+}

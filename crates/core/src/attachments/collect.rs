@@ -3,18 +3,14 @@
 //! renewed for the grace period. The server cannot do it: references sit
 //! in sealed bodies.
 
+use super::local::collect_deadline;
 use super::Attachments;
 use crate::engine::Engine;
 use crate::ids::BlobId;
 use crate::{Error, Result};
 use futures::{StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant, SystemTime};
-
-/// How long after its second listing a collection may still delete: past
-/// it the run stops (the next one starts over), which bounds how stale a
-/// listing a deletion acts on.
-pub const COLLECT_DEADLINE: Duration = Duration::from_secs(600);
+use std::time::{Instant, SystemTime};
 
 /// Deletions in flight at once.
 const DELETES_IN_FLIGHT: usize = 8;
@@ -72,7 +68,9 @@ impl Attachments {
     ///    open here (a newer format, a key this device lacks) stops the run
     ///    with nothing deleted, since it may name blobs;
     /// 3. lists again and deletes each unnamed candidate whose touched time
-    ///    has not moved, stopping [`COLLECT_DEADLINE`] after that listing.
+    ///    has not moved, stopping [`collect_deadline`] after that listing
+    ///    (a device that pushed a record naming a blob checks it is still
+    ///    there twice as long after its put, and puts it back if not).
     ///
     /// Errors: the server's (nothing more is deleted; run it again later),
     /// and [`Error::Corrupt`] / [`Error::Tampered`] for a manifest that
@@ -158,13 +156,14 @@ impl Attachments {
             return Ok(report);
         };
         let listed_again = Instant::now();
+        let deadline = collect_deadline(self.dir.grace());
         let doomed: Vec<BlobId> = unnamed
             .into_iter()
             .filter(|id| relisted.get(id).is_some_and(|touched| *touched < cutoff))
             .collect();
         let deleted = futures::stream::iter(doomed)
             .map(|id| async move {
-                if listed_again.elapsed() > COLLECT_DEADLINE {
+                if listed_again.elapsed() > deadline {
                     return Ok(false);
                 }
                 self.storage.delete_blob(id).await?;
@@ -180,8 +179,8 @@ impl Attachments {
         report.deleted = deleted.iter().filter(|d| **d).count();
         if report.deleted < deleted.len() {
             report.stopped = Some(format!(
-                "stopped {} s after the second listing, {} candidate(s) left for the next run",
-                COLLECT_DEADLINE.as_secs(),
+                "stopped {:?} after the second listing, {} candidate(s) left for the next run",
+                deadline,
                 deleted.len() - report.deleted
             ));
         }

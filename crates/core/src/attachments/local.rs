@@ -47,6 +47,27 @@ struct Outgoing {
     /// first upload ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     put_ms: Option<u64>,
+    /// A record naming it was pushed since the last put, and no check has
+    /// yet confirmed, [`verify_after`] later, that every blob is still on
+    /// the server (a collector that listed before the put may have deleted
+    /// one just after it; §10.6).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    unverified: bool,
+}
+
+/// How long after its second listing a collection may still delete (past
+/// it the run stops; the next starts over): an eighth of the grace period,
+/// at most 10 minutes.
+pub fn collect_deadline(grace: Duration) -> Duration {
+    (grace / 8).min(Duration::from_secs(600))
+}
+
+/// How long after its last put a device checks that the blobs of an
+/// attachment a pushed record names are still on the server: twice
+/// [`collect_deadline`], so any collector that listed before the put has
+/// stopped deleting by then.
+pub fn verify_after(grace: Duration) -> Duration {
+    collect_deadline(grace) * 2
 }
 
 /// Checks that sealed bytes open as the blob they are named by (set by the
@@ -396,9 +417,11 @@ impl BlobDir {
 
     /// After a push: drops from every attachment put since the chats
     /// whose records no longer wait (`still_pending` says which chats
-    /// still have changes queued), and removes the entries that hold no
-    /// chat and whose lease ran out. An entry stays while its lease runs,
-    /// so a message naming the attachment soon after needs no new upload.
+    /// still have changes queued; the entry is then checked on the server
+    /// [`verify_after`] its put), and removes the entries that hold no
+    /// chat, were checked, and whose lease ran out. An entry stays while
+    /// its lease runs, so a message naming the attachment soon after needs
+    /// no new upload.
     pub fn settle(&self, still_pending: &dyn Fn(ChatId) -> bool) -> Result<()> {
         let _outgoing = self.lock_outgoing();
         let now = now_ms();
@@ -411,7 +434,14 @@ impl BlobDir {
             };
             let before = outgoing.chats.len();
             outgoing.chats.retain(|chat| still_pending(*chat));
-            if outgoing.chats.is_empty() && now.saturating_sub(put) > self.lease_ms() {
+            if outgoing.chats.len() != before {
+                // A record naming it may have been pushed: check later.
+                outgoing.unverified = true;
+            }
+            if outgoing.chats.is_empty()
+                && !outgoing.unverified
+                && now.saturating_sub(put) > self.lease_ms()
+            {
                 let path = self.file("outgoing", &manifest);
                 std::fs::remove_file(&path).map_err(|e| local("cannot remove", &path, e))?;
             } else if outgoing.chats.len() != before {
@@ -508,6 +538,11 @@ impl BlobDir {
                 continue;
             };
             let started = now_ms();
+            if outgoing.unverified && outgoing.chats.is_empty() {
+                self.verify(storage, &manifest, &outgoing, &mut report)
+                    .await?;
+                continue;
+            }
             if self.is_fresh(&outgoing, started) {
                 continue;
             }
@@ -550,6 +585,43 @@ impl BlobDir {
             }
         }
         Ok(report)
+    }
+
+    /// Checks, once [`verify_after`] the last put, that every blob of the
+    /// attachment `manifest` (whose records were pushed) is still on the
+    /// server; puts back from this device's copy any a collector deleted
+    /// in the instant after that put. Retriable failures are returned;
+    /// a blob gone everywhere is reported and given up.
+    async fn verify(
+        &self,
+        storage: &DynStorage,
+        manifest: &BlobId,
+        outgoing: &Outgoing,
+        report: &mut Uploaded,
+    ) -> Result<()> {
+        let wait = u64::try_from(verify_after(self.grace).as_millis()).unwrap_or(u64::MAX);
+        let put = outgoing.put_ms.unwrap_or(0);
+        if now_ms().saturating_sub(put) < wait {
+            return Ok(());
+        }
+        let missing = storage.missing_blobs(&outgoing.blobs).await?;
+        if !missing.is_empty() {
+            tracing::warn!(%manifest, missing = missing.len(), "blobs a pushed record names were collected just after their put; putting them back");
+            self.mark_retouch(&missing)?;
+            match self.upload_one(storage, outgoing, report).await {
+                Ok(()) => {}
+                Err(e) if e.is_retriable() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(%manifest, error = %e, "cannot put back the blobs of an attachment a pushed record names");
+                }
+            }
+        }
+        let _outgoing = self.lock_outgoing();
+        if let Some(mut current) = self.outgoing(manifest)? {
+            current.unverified = false;
+            self.write_outgoing(manifest, &current)?;
+        }
+        Ok(())
     }
 
     async fn upload_one(
@@ -641,7 +713,7 @@ impl BlobDir {
         // them again from here.
         for manifest in self.ids("outgoing")? {
             if let Some(outgoing) = self.outgoing(&manifest)? {
-                if !outgoing.chats.is_empty() {
+                if !outgoing.chats.is_empty() || outgoing.unverified {
                     pending.extend(outgoing.blobs);
                 }
             }

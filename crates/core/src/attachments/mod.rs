@@ -21,8 +21,10 @@
 mod collect;
 mod local;
 
-pub use collect::{BlobCollection, COLLECT_DEADLINE};
-pub use local::{BlobDir, BlobVerifier, Staged, Uploaded, DEFAULT_BLOB_GRACE};
+pub use collect::BlobCollection;
+pub use local::{
+    collect_deadline, verify_after, BlobDir, BlobVerifier, Staged, Uploaded, DEFAULT_BLOB_GRACE,
+};
 
 use crate::chat::Attachment;
 use crate::envelope::EnvelopeCipher;
