@@ -44,7 +44,13 @@ crash-trials trials="200":
 # sending them and syncing, at random points, 100 times on the local folder
 # (CI runs 12). Replay one with CHATVAULT_ATTACH_CRASH_SEED.
 attachment-crash-trials trials="100":
-    CHATVAULT_ATTACH_CRASH_TRIALS={{trials}} cargo test -p chatvault --test attachment_crash_trials -- --nocapture
+    CHATVAULT_ATTACH_CRASH_TRIALS={{trials}} cargo test -p chatvault --test attachment_crash_trials attachments_that_returned -- --nocapture
+
+# Blob collection crash trials: SIGKILL a child collecting attachment blobs
+# at random points while another device names an unnamed file again, 50
+# times (CI runs 4). Replay with CHATVAULT_GC_CRASH_SEED.
+gc-crash-trials trials="50":
+    CHATVAULT_GC_CRASH_TRIALS={{trials}} cargo test -p chatvault --test attachment_crash_trials blob_collections -- --nocapture
 
 # Re-seal crash trials: SIGKILL a child re-sealing 120 chats after a key
 # rotation at seeded points, 50 times (CI runs 5). Replay with CHATVAULT_RESEAL_SEED.
