@@ -976,3 +976,41 @@ async fn blobs_a_collector_deletes_just_after_their_put_are_put_back_by_the_chec
     phone.sync_now().await.unwrap();
     assert!(stored_blobs(&storage).await.is_empty());
 }
+
+#[tokio::test]
+async fn reopening_removes_what_a_killed_attach_left_half_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = folder(dir.path());
+    let phone = open_on(dir.path(), "phone", storage.clone()).await;
+    let chat = phone.new_chat("files").await.unwrap().id;
+    let file = send_file(&phone, chat, &noise(300_000, 5), "kept.bin").await;
+    let blobs = phone.engine().blob_dir().path().to_path_buf();
+    phone.close().await;
+    // A process killed inside staging: temporary files, and a marker whose
+    // blob never got its final name.
+    let orphan = BlobId([0x5a; 32]);
+    let leftovers = [
+        blobs
+            .join("sealed")
+            .join(format!(".{orphan}.4242.0.staged")),
+        blobs.join("sealed").join(format!(".{orphan}.4242.1.tmp")),
+        blobs.join("outgoing").join(format!(".{orphan}.4242.2.tmp")),
+        blobs.join("pending").join(orphan.to_string()),
+    ];
+    for path in &leftovers {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"").unwrap();
+    }
+    // A re-touch marker for a blob only the server holds is not an orphan.
+    let retouch = blobs.join("pending").join(BlobId([0x6b; 32]).to_string());
+    std::fs::write(&retouch, b"r").unwrap();
+    let phone = open_on(dir.path(), "phone", storage).await;
+    for path in &leftovers {
+        assert!(!path.exists(), "{} is left", path.display());
+    }
+    assert!(retouch.exists(), "a re-touch marker stays");
+    assert_eq!(
+        phone.attachment_bytes(&file).await.unwrap(),
+        noise(300_000, 5)
+    );
+}

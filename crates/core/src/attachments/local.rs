@@ -498,6 +498,40 @@ impl BlobDir {
         Ok(ids)
     }
 
+    /// Removes what a process killed while staging left behind: temporary
+    /// files (`.<id>.<pid>.<n>.tmp` / `.staged`) and empty pending markers
+    /// whose blob never reached its final name. Call it only while no
+    /// other process uses this directory (the replica beside it is open
+    /// here, which its lock guarantees). Re-touch markers stay: their copy
+    /// may legitimately be on the server only. Returns how many files went.
+    pub fn remove_orphans(&self) -> Result<usize> {
+        let mut removed = 0;
+        for kind in ["sealed", "outgoing"] {
+            let dir = self.root.join(kind);
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if name.starts_with('.') && (name.ends_with(".tmp") || name.ends_with(".staged")) {
+                    let path = entry.path();
+                    std::fs::remove_file(&path).map_err(|e| local("cannot remove", &path, e))?;
+                    removed += 1;
+                }
+            }
+        }
+        for id in self.ids("pending")? {
+            let marker = self.file("pending", &id);
+            let empty = std::fs::metadata(&marker).is_ok_and(|m| m.len() == 0);
+            if empty && !self.contains(&id) {
+                std::fs::remove_file(&marker).map_err(|e| local("cannot remove", &marker, e))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// The blobs staged here and not yet known to be on the server.
     pub fn staged(&self) -> Result<Vec<BlobId>> {
         self.ids("pending")

@@ -328,6 +328,15 @@ impl Engine {
             BlobDir::new(blob_dir_of(replica.path()), config.attachment_cache_bytes)
                 .with_grace(config.blob_grace),
         );
+        // The replica's lock makes this process the directory's only user:
+        // whatever a killed one left half-staged names nothing.
+        match blobs.remove_orphans() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(files = n, "removed what an interrupted attach left behind"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot clean the blob directory; it stays as it is")
+            }
+        }
         let notifier = Arc::new(Notifier::new());
         let local = LocalStore::new(
             replica,
