@@ -206,3 +206,25 @@ fn migrate_folder_moves_a_shared_log_vault_and_later_commands_use_it() {
         "{again}"
     );
 }
+
+#[test]
+fn maintain_also_reports_the_attachment_blobs_it_collected() {
+    let setup = Setup::new();
+    // Two chunks (1,000,000 and 500,000 bytes) and a manifest.
+    std::fs::write(setup.path("photo.jpg"), vec![7u8; 1_500_000]).expect("write the photo");
+    let chat = setup.ok("writer.redb", &["new", "Trip"]).trim().to_string();
+    let photo = setup.path("photo.jpg");
+    setup.ok(
+        "writer.redb",
+        &["attach", &chat, photo.to_str().expect("path")],
+    );
+    setup.ok("writer.redb", &["sync"]);
+    let out = setup.ok("writer.redb", &["maintain"]);
+    // Everything is younger than the 7-day grace period: nothing goes.
+    assert!(
+        out.contains(
+            "attachments: 3 blobs stored, 0 past the grace period, 0 still named, 0 deleted"
+        ),
+        "{out}"
+    );
+}
