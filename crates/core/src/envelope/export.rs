@@ -63,6 +63,47 @@ pub fn export_age(plaintext: &[u8], to: &ExportTarget) -> Result<Vec<u8>> {
     }
 }
 
+/// A writer that encrypts what is written to it into a standard age file
+/// on `out`, as [`export_age`] does in memory: for exports too large to
+/// hold whole. Call `finish` on it once everything is written (a file
+/// without it is truncated and does not decrypt).
+///
+/// Errors: those of [`export_age`].
+pub fn export_age_writer<W: Write>(
+    to: &ExportTarget,
+    out: W,
+) -> Result<age::stream::StreamWriter<W>> {
+    match to {
+        ExportTarget::Passphrase {
+            passphrase,
+            work_factor,
+        } => {
+            check_passphrase(passphrase)?;
+            check_work_factor(*work_factor)?;
+            let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
+            if let Some(n) = work_factor {
+                recipient.set_work_factor(*n);
+            }
+            encrypting(out, std::iter::once(&recipient as &dyn age::Recipient))
+        }
+        ExportTarget::Recipients(recipients) => {
+            if recipients.is_empty() {
+                return Err(Error::invalid("no age recipients given"));
+            }
+            encrypting(out, recipients.iter().map(|r| r as &dyn age::Recipient))
+        }
+    }
+}
+
+fn encrypting<'a, W: Write>(
+    out: W,
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+) -> Result<age::stream::StreamWriter<W>> {
+    let failed = |e: &dyn std::fmt::Display| Error::invalid(format!("age encryption failed: {e}"));
+    let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| failed(&e))?;
+    encryptor.wrap_output(out).map_err(|e| failed(&e))
+}
+
 /// Checks a work factor before age sees it (age panics outside 1..64).
 pub(crate) fn check_work_factor(work_factor: Option<u8>) -> Result<()> {
     match work_factor {
