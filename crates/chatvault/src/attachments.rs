@@ -88,6 +88,12 @@ impl ChatVault {
             .await
     }
 
+    /// Records that `chat`'s changes wait for the upload of the staged
+    /// attachment `id` too (one staged for another chat).
+    pub(crate) fn hold_attachment(&self, id: &chatvault_core::BlobId, chat: ChatId) -> Result<()> {
+        self.attachment_store().dir().also_hold(id, chat)
+    }
+
     /// Every attachment of a live message of `chat` (any branch), with the
     /// message carrying it. No bytes are fetched.
     pub async fn attachments(&self, chat: ChatId) -> Result<Vec<(MessageId, Attachment)>> {
