@@ -1,15 +1,15 @@
 //! chatvault's export schema, owned here so that every application (and
 //! the `chatvault` CLI) writes and reads the same documents; documented in
 //! `docs/design.md` §4.1. An export is one [`Export`] document:
-//! `{"format", "vault"?, "chats", "skipped"?}`, whose `format` says how
-//! its chats are written:
+//! `{"format", "vault"?, "chats", "skipped"?}` (and `files`, below),
+//! whose `format` says how its chats are written:
 //!
 //! - [`JSON_FORMAT`] (`chatvault-json/1`), plain JSON for people and other
 //!   programs: what `chatvault export --format json`, `show --json` and
 //!   `ls --json` print ([`ChatVault::export_json`]), and what
 //!   [`import::json`](crate::import::json) reads back (exactly: exporting,
 //!   importing into a fresh vault and exporting again gives the same
-//!   file);
+//!   file, but for the ids of attachments, which are the new vault's);
 //! - [`EXPORT_FORMAT`] (`chatvault-export/1`), whole chat states (every
 //!   stamp and deletion, so an import merges them as they are), with the
 //!   vault's id and the chats left out: the plaintext of
@@ -43,12 +43,40 @@
 //!
 //! A message that carries files names them under `attachments`:
 //! `[{"id": "<64 hex>", "name": "…", "media_type": "…", "size": …}]`, the
-//! references a device fetches and verifies the bytes by (the bytes
-//! themselves are in no export). A document with such a message is
-//! [`JSON_FORMAT_ATTACHMENTS`] (`chatvault-json/3`), and an age export
-//! with one [`EXPORT_FORMAT_ATTACHMENTS`] (`chatvault-export/3`), whether
-//! or not a chat in it has branches, so that releases from before
-//! attachments refuse them by name instead of dropping the references.
+//! references a device of the vault fetches and verifies the bytes by. A
+//! document with such a message is [`JSON_FORMAT_ATTACHMENTS`]
+//! (`chatvault-json/3`), and an age export with one
+//! [`EXPORT_FORMAT_ATTACHMENTS`] (`chatvault-export/3`), whether or not a
+//! chat in it has branches, so that releases from before attachments
+//! refuse them by name instead of dropping the references.
+//!
+//! By default an export also carries the files' bytes, so that it is a
+//! complete backup: [`JSON_FORMAT_FILES`] (`chatvault-json/4`) and
+//! [`EXPORT_FORMAT_FILES`] (`chatvault-export/4`) add, after `chats`, every
+//! file a message names, once per attachment id:
+//!
+//! ```json
+//! "files": [{"id": "<64 hex>", "name": "photo.jpg", "media_type": "image/jpeg",
+//!            "size": 2400000, "data": ["<base64>", "<base64>", "<base64>"]}]
+//! ```
+//!
+//! `id` is the id the messages' references use (the exporting vault's),
+//! and `data` the file in standard base64 (with padding), one string per
+//! [`FILE_DATA_CHUNK`] (1 MiB) of it, whose decodings concatenated are the
+//! file (`[]` when empty); `data` comes after the other fields. Both sides
+//! stream: [`ChatVault::write_export_json`] and
+//! [`ChatVault::write_export_age`] write to a [`std::io::Write`] one chunk
+//! at a time (read with [`ChatVault::read_attachment`], encoded, and for
+//! age encrypted as it goes), and an import parses one `data` string at a
+//! time, so a 1 GiB attachment is never in memory whole, nor its base64;
+//! a list of strings rather than one is what lets an ordinary streaming
+//! JSON parser do that. [`import::json`](crate::import::json) checks every
+//! file (base64, exactly `size` bytes) while it reads the chats, and
+//! [`ChatVault::attach_export_files`] attaches them under the importing
+//! vault's keys and rewrites the references to its ids (ids are keyed per
+//! vault). Exporting a `/4` file's import again gives the same bytes but
+//! for those ids. [`ExportOptions`] leaves the bytes out (`/3`), for the
+//! text alone.
 
 use crate::task::blocking;
 use crate::{
@@ -98,7 +126,9 @@ pub const EXPORT_FORMAT_FILES: &str = "chatvault-export/4";
 pub const FILE_DATA_CHUNK: usize = 1 << 20;
 
 /// An export document, of either format: `chats` are [`JsonChat`]s under
-/// [`JSON_FORMAT`], whole [`Chat`] states under [`EXPORT_FORMAT`].
+/// [`JSON_FORMAT`], whole [`Chat`] states under [`EXPORT_FORMAT`]. The
+/// `files` of the `/4` formats are not a field: they are written and read
+/// as streams (see the [module docs](self)).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Export<C = JsonChat> {
@@ -172,14 +202,15 @@ pub struct JsonMessage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alternative_of: Option<MessageId>,
     /// The files it carries: references to their sealed bytes in the
-    /// vault (the bytes are not in the export).
+    /// vault (the bytes, if the export carries them, are under `files`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<JsonAttachment>,
 }
 
 /// A file a [`JsonMessage`] carries: the reference an
-/// [`Attachment`] holds. Its bytes stay in the vault; a device of the
-/// vault reads them by `id` (`chatvault save-attachment`).
+/// [`Attachment`] holds. Its bytes are in the vault, where a device of the
+/// vault reads them by `id` (`chatvault save-attachment`), and in an
+/// export that carries `files`.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JsonAttachment {
