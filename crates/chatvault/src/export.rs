@@ -689,9 +689,8 @@ impl ChatVault {
         use base64::Engine as _;
         use tokio::io::AsyncReadExt as _;
         let stopped = || Error::invalid("the export's writer stopped");
-        let send = |text: Vec<u8>| async move {
-            tx.send(Piece::Text(text)).await.map_err(|_| stopped())
-        };
+        let send =
+            |text: Vec<u8>| async move { tx.send(Piece::Text(text)).await.map_err(|_| stopped()) };
         if files.is_empty() {
             let mut head = head;
             if pretty {
@@ -765,6 +764,11 @@ impl ChatVault {
             };
             tokio::try_join!(read, encode)?;
         }
-        send(if pretty { b"\n  ]\n}\n".to_vec() } else { b"]}".to_vec() }).await
+        send(if pretty {
+            b"\n  ]\n}\n".to_vec()
+        } else {
+            b"]}".to_vec()
+        })
+        .await
     }
 }

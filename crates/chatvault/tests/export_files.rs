@@ -103,7 +103,10 @@ async fn vault_with_files(dir: &Path) -> (ChatVault, BTreeMap<String, Vec<u8>>) 
         .add_message_with_attachments(second, Role::User, "again", vec![note_again])
         .await
         .expect("send");
-    vault.add_message(second, Role::Assistant, "thanks").await.expect("add");
+    vault
+        .add_message(second, Role::Assistant, "thanks")
+        .await
+        .expect("add");
     vault.sync_now().await.expect("sync");
     let digests = digests(&vault).await;
     assert_eq!(digests.len(), 3);
@@ -158,8 +161,8 @@ async fn a_json_export_carries_each_file_once_and_restores_it_into_a_vault_with_
     assert_eq!((again.added, again.updated), (0, 0));
 
     // Exporting again gives the same bytes, but for the ids.
-    let mut round = String::from_utf8(target.export_json().await.expect("export").bytes)
-        .expect("UTF-8");
+    let mut round =
+        String::from_utf8(target.export_json().await.expect("export").bytes).expect("UTF-8");
     for (name, id) in &new {
         round = round.replace(id.as_str(), &old[name]);
     }
@@ -234,10 +237,17 @@ async fn a_damaged_file_in_an_export_is_a_typed_error_and_nothing_is_attached() 
     let text = String::from_utf8(bytes).expect("UTF-8");
     let note = base64::engine::general_purpose::STANDARD.encode(b"a small note, sent twice");
     let damaged = [
-        ("bad base64", text.replace(&note, "not base64!"), "is not base64"),
+        (
+            "bad base64",
+            text.replace(&note, "not base64!"),
+            "is not base64",
+        ),
         (
             "a size too large",
-            text.replace("\"size\": 24,\n      \"data\"", "\"size\": 25,\n      \"data\""),
+            text.replace(
+                "\"size\": 24,\n      \"data\"",
+                "\"size\": 25,\n      \"data\"",
+            ),
             "holds 24 bytes, its size says 25",
         ),
         (

@@ -345,7 +345,10 @@ fn an_export_carries_the_bytes_and_another_vault_gets_them_back() {
     let run = setup.run("a.redb", &["export", "--format", "json", "-o", path]);
     let said = String::from_utf8_lossy(&run.stderr).to_string();
     succeeded(run);
-    assert!(said.contains("exported 1 chats and 2 attachments"), "{said}");
+    assert!(
+        said.contains("exported 1 chats and 2 attachments"),
+        "{said}"
+    );
     let export: Value =
         serde_json::from_slice(&std::fs::read(&file).expect("the export")).expect("JSON");
     assert_eq!(export["format"], "chatvault-json/4");

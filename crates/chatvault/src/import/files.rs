@@ -248,7 +248,9 @@ impl crate::ChatVault {
             let reader = std::io::BufReader::with_capacity(1 << 16, file);
             let stopped = |_| "the import stopped".to_string();
             super::json::scan(&path, reader, false, &mut |event| match event {
-                Event::Start(file) => tx.blocking_send(Piece::Start(file.clone())).map_err(stopped),
+                Event::Start(file) => tx
+                    .blocking_send(Piece::Start(file.clone()))
+                    .map_err(stopped),
                 Event::Bytes(bytes) => tx.blocking_send(Piece::Bytes(bytes)).map_err(stopped),
                 Event::End => tx.blocking_send(Piece::End).map_err(stopped),
             })
@@ -276,7 +278,12 @@ impl crate::ChatVault {
                     continue;
                 };
                 let attachment = self
-                    .attach(holders[0], &mut reader, file.name.clone(), file.media_type.clone())
+                    .attach(
+                        holders[0],
+                        &mut reader,
+                        file.name.clone(),
+                        file.media_type.clone(),
+                    )
                     .await?;
                 if !reader.ended || attachment.size != file.size {
                     return Err(Error::corrupt(

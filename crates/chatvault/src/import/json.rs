@@ -322,7 +322,10 @@ pub(crate) fn read_from<R: std::io::Read>(
     {
         // The plaintext of an age export: whole chat states, merged as
         // they are.
-        return Ok((parse_list::<Chat, Names>(file, &json, ListAt::Chats)?, files));
+        return Ok((
+            parse_list::<Chat, Names>(file, &json, ListAt::Chats)?,
+            files,
+        ));
     }
     if ![
         JSON_FORMAT,

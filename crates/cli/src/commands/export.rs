@@ -151,7 +151,12 @@ async fn write(vault: &ChatVault, target: Option<&ExportTarget>, args: &Args) ->
                 let _ = std::fs::remove_file(&tmp);
             }
             let exported = exported?;
-            (exported.chats, exported.files, exported.file_bytes, exported.skipped)
+            (
+                exported.chats,
+                exported.files,
+                exported.file_bytes,
+                exported.skipped,
+            )
         }
         None => summary(export_to(vault, target, crate::output::Stdout, options, report).await?),
     };
@@ -183,11 +188,7 @@ async fn export_to<W: Write + Send + 'static>(
     progress: impl FnMut(u64, u64),
 ) -> Result<Exported<W>> {
     match target {
-        Some(target) => {
-            vault
-                .write_export_age(target, out, options, progress)
-                .await
-        }
+        Some(target) => vault.write_export_age(target, out, options, progress).await,
         None => vault.write_export_json(out, options, progress).await,
     }
 }
