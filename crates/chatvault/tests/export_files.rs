@@ -288,3 +288,46 @@ async fn a_damaged_file_in_an_export_is_a_typed_error_and_nothing_is_attached() 
     }
     assert!(target.sidebar().is_empty(), "nothing was imported");
 }
+
+/// A backend that stores no blobs.
+#[derive(Debug)]
+struct NoBlobs(chatvault::DynStorage);
+
+#[async_trait::async_trait]
+impl chatvault::core::layer::LayeredStorage for NoBlobs {
+    fn inner(&self) -> &dyn chatvault::Storage {
+        &*self.0
+    }
+
+    fn capabilities(&self) -> chatvault::core::Capabilities {
+        chatvault::core::Capabilities {
+            blobs: false,
+            ..self.0.capabilities()
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_export_with_files_into_a_vault_without_blobs_says_why_and_saves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (source, _) = vault_with_files(dir.path()).await;
+    let path = dir.path().join("export.json");
+    std::fs::write(&path, source.export_json().await.expect("export").bytes).expect("write");
+    let target = ChatVault::builder()
+        .storage(Arc::new(NoBlobs(Arc::new(
+            chatvault_fs::open(dir.path().join("no-blobs")).expect("open the backend"),
+        ))))
+        .replica_path(dir.path().join("no-blobs.redb"))
+        .passphrase("text only")
+        .scrypt_work_factor(4)
+        .auto_maintenance(None)
+        .open()
+        .await
+        .expect("open the vault");
+    let error = target
+        .import_file(&path, ImportOptions::default())
+        .await
+        .expect_err("no blobs");
+    assert!(matches!(error, Error::Unsupported { .. }), "{error}");
+    assert!(target.sidebar().is_empty());
+}

@@ -242,11 +242,17 @@ impl crate::ChatVault {
             }
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Piece>(4);
+        // Set when the reading thread stops because attaching stopped.
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped_here = stopped.clone();
         let parser = tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&path)
                 .map_err(|e| Error::invalid(format!("cannot read {}: {e}", path.display())))?;
             let reader = std::io::BufReader::with_capacity(1 << 16, file);
-            let stopped = |_| "the import stopped".to_string();
+            let stopped = |_| {
+                stopped_here.store(true, std::sync::atomic::Ordering::SeqCst);
+                "the import stopped".to_string()
+            };
             super::json::scan(&path, reader, false, &mut |event| match event {
                 Event::Start(file) => tx
                     .blocking_send(Piece::Start(file.clone()))
@@ -307,10 +313,13 @@ impl crate::ChatVault {
         let parsed = parser
             .await
             .map_err(|e| Error::local("the import task failed", e))?;
-        // The reading thread's error explains a stream that stopped.
+        let stopped = stopped.load(std::sync::atomic::Ordering::SeqCst);
         let attached = match (attached, parsed) {
             (Ok(attached), Ok(())) => attached,
-            (Err(_), Err(e)) | (Ok(_), Err(e)) => return Err(e),
+            // Attaching failed, and the reading thread stopped for it.
+            (Err(e), Err(_)) if stopped => return Err(e),
+            // The reading thread's error explains a stream that ended.
+            (_, Err(e)) => return Err(e),
             (Err(e), Ok(())) => return Err(e),
         };
         for chat in chats.iter_mut() {
