@@ -179,7 +179,8 @@ async fn write(vault: &ChatVault, target: Option<&ExportTarget>, args: &Args) ->
     Ok(())
 }
 
-/// [`ChatVault::write_export_age`] or [`ChatVault::write_export_json`].
+/// [`ChatVault::write_export_age`] or [`ChatVault::write_export_json`]; a
+/// file that cannot be fetched is named with the way out.
 async fn export_to<W: Write + Send + 'static>(
     vault: &ChatVault,
     target: Option<&ExportTarget>,
@@ -187,10 +188,20 @@ async fn export_to<W: Write + Send + 'static>(
     options: ExportOptions,
     progress: impl FnMut(u64, u64),
 ) -> Result<Exported<W>> {
-    match target {
+    let exported = match target {
         Some(target) => vault.write_export_age(target, out, options, progress).await,
         None => vault.write_export_json(out, options, progress).await,
-    }
+    };
+    exported.map_err(|e| match e {
+        // A file this device cannot fetch: the way to export the rest.
+        Error::NotFound { what } => Error::NotFound {
+            what: format!(
+                "{what}; sync the device that attached it, or pass --no-attachments to export \
+                 without the files' bytes"
+            ),
+        },
+        e => e,
+    })
 }
 
 /// The temporary file an export to `path` is written to first.
