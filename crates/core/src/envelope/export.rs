@@ -207,3 +207,24 @@ fn decrypt_error(e: age::DecryptError, what: &str) -> Error {
         other => Error::corrupt(what, other.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{decrypt, export_age_writer, ExportTarget};
+    use std::io::Write;
+
+    #[test]
+    fn a_streamed_export_decrypts_to_what_was_written() {
+        let key = age::x25519::Identity::generate();
+        let target = ExportTarget::Recipients(vec![key.to_public()]);
+        let mut writer = export_age_writer(&target, Vec::new()).expect("a writer");
+        for part in [&b"my "[..], b"chats", &[7u8; 100_000]] {
+            writer.write_all(part).expect("write");
+        }
+        let file = writer.finish().expect("finish");
+        let plaintext = decrypt(&file, &key, "the export").expect("decrypts");
+        assert_eq!(&plaintext[..8], b"my chats");
+        assert_eq!(plaintext.len(), 100_008);
+        assert!(export_age_writer(&ExportTarget::Recipients(Vec::new()), Vec::new()).is_err());
+    }
+}
