@@ -8,7 +8,9 @@ use crate::ChatVault;
 use chatvault_core::attachments::Attachments;
 use chatvault_core::{Attachment, ChatId, Error, MessageId, Result, Role};
 use std::path::Path;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 impl ChatVault {
     fn attachment_store(&self) -> Attachments {
@@ -48,6 +50,18 @@ impl ChatVault {
     /// named after the file, with a media type guessed from its extension
     /// (`application/octet-stream` when unknown).
     pub async fn attach_file(&self, chat: ChatId, path: impl AsRef<Path>) -> Result<Attachment> {
+        self.attach_file_with(chat, path, |_, _| {}).await
+    }
+
+    /// [`attach_file`](Self::attach_file), calling `progress` with the
+    /// bytes read so far and the file's size as it is read (for a
+    /// progress bar).
+    pub async fn attach_file_with(
+        &self,
+        chat: ChatId,
+        path: impl AsRef<Path>,
+        progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<Attachment> {
         let path = path.as_ref();
         let name = path
             .file_name()
@@ -57,7 +71,13 @@ impl ChatVault {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(|e| Error::local(format!("cannot open {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::local(format!("cannot read {}", path.display()), e))?
+            .len();
         let media_type = media_type_of(&name);
+        let file = Counting::new(file, size, progress);
         self.attach(chat, file, name, media_type).await
     }
 
@@ -110,6 +130,17 @@ impl ChatVault {
         self.attachment_store().collect_garbage(self.engine()).await
     }
 
+    /// Records that `chat`'s changes wait for the blobs of `attachment`
+    /// too (one attached to another chat): see
+    /// [`Attachments::hold_for`].
+    pub(crate) async fn hold_attachment(
+        &self,
+        attachment: &Attachment,
+        chat: ChatId,
+    ) -> Result<()> {
+        self.attachment_store().hold_for(attachment, chat).await
+    }
+
     /// Every attachment of a live message of `chat` (any branch), with the
     /// message carrying it. No bytes are fetched.
     pub async fn attachments(&self, chat: ChatId) -> Result<Vec<(MessageId, Attachment)>> {
@@ -151,16 +182,30 @@ impl ChatVault {
         attachment: &Attachment,
         path: impl AsRef<Path>,
     ) -> Result<u64> {
+        self.save_attachment_with(attachment, path, |_, _| {}).await
+    }
+
+    /// [`save_attachment`](Self::save_attachment), calling `progress` with
+    /// the bytes written so far and the attachment's size as they are
+    /// written (for a progress bar).
+    pub async fn save_attachment_with(
+        &self,
+        attachment: &Attachment,
+        path: impl AsRef<Path>,
+        progress: impl FnMut(u64, u64) + Send,
+    ) -> Result<u64> {
         let path = path.as_ref();
         let mut tmp_name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
         tmp_name.push(".chatvault-partial");
         let tmp = path.with_file_name(tmp_name);
-        let mut file = tokio::fs::File::create(&tmp)
+        let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(|e| Error::local(format!("cannot create {}", tmp.display()), e))?;
+        let mut file = Counting::new(file, attachment.size, progress);
         let read = async {
             let written = self.read_attachment(attachment, &mut file).await?;
-            file.sync_all()
+            file.inner
+                .sync_all()
                 .await
                 .map_err(|e| Error::local(format!("cannot write {}", tmp.display()), e))?;
             Ok::<u64, Error>(written)
@@ -177,6 +222,72 @@ impl ChatVault {
             .await
             .map_err(|e| Error::local(format!("cannot move the file to {}", path.display()), e))?;
         Ok(written)
+    }
+}
+
+/// A reader or writer that reports the bytes through it so far, and a
+/// total, to a progress callback.
+struct Counting<'a, T> {
+    inner: T,
+    done: u64,
+    total: u64,
+    progress: Box<dyn FnMut(u64, u64) + Send + 'a>,
+}
+
+impl<'a, T> Counting<'a, T> {
+    fn new(inner: T, total: u64, progress: impl FnMut(u64, u64) + Send + 'a) -> Self {
+        Self {
+            inner,
+            done: 0,
+            total,
+            progress: Box::new(progress),
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        if n > 0 {
+            self.done += n as u64;
+            (self.progress)(self.done, self.total.max(self.done));
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counting<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.count(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counting<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            this.count(n);
+        }
+        polled
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -109,7 +109,10 @@ pub mod supabase {
     pub use crate::supabase_session::{EMAIL_VAR, PASSWORD_VAR};
     pub use chatvault_supabase::{Session, SessionStore, SignOutScope, SupabaseAuth};
 }
-pub use export::{EXPORT_FORMAT, EXPORT_FORMAT_ATTACHMENTS, EXPORT_FORMAT_BRANCHES};
+pub use export::{
+    ExportOptions, Exported, EXPORT_FORMAT, EXPORT_FORMAT_ATTACHMENTS, EXPORT_FORMAT_BRANCHES,
+    EXPORT_FORMAT_FILES,
+};
 pub use vault::ChatVault;
 
 pub use chatvault_core::attachments::BlobCollection;

@@ -129,12 +129,26 @@ async fn a_json_export_carries_attachment_references_and_reading_it_keeps_them()
         .await
         .expect("add");
 
-    let export = a.export_json().await.expect("export");
+    // Without the bytes: the references alone.
+    let export = a
+        .write_export_json(
+            Vec::new(),
+            chatvault::ExportOptions { attachments: false },
+            |_, _| {},
+        )
+        .await
+        .expect("export");
+    let export = chatvault::export::JsonExportFile {
+        bytes: export.out,
+        chats: export.chats,
+        skipped: export.skipped,
+    };
     let document: serde_json::Value = serde_json::from_slice(&export.bytes).expect("JSON");
     assert_eq!(
         document["format"],
         chatvault::export::JSON_FORMAT_ATTACHMENTS
     );
+    assert!(document.get("files").is_none());
     let messages = document["chats"][0]["messages"]
         .as_array()
         .expect("messages");

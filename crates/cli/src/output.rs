@@ -42,6 +42,55 @@ pub fn raw(bytes: &[u8]) {
     }
 }
 
+/// Standard output as a writer for data streamed to it (an export), ending
+/// the process as [`line`] does when a write fails.
+pub struct Stdout;
+
+impl Write for Stdout {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        std::io::stdout()
+            .lock()
+            .write(bytes)
+            .map_err(|e| stdout_failed(&e))
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        std::io::stdout()
+            .lock()
+            .write_all(bytes)
+            .map_err(|e| stdout_failed(&e))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stdout()
+            .lock()
+            .flush()
+            .map_err(|e| stdout_failed(&e))
+    }
+}
+
+/// A progress bar on standard error for `total` bytes (uploads, downloads,
+/// exports), hidden when standard error is not a terminal.
+///
+/// Errors: [`Error::InvalidInput`] if the bar's template does not parse (a
+/// bug).
+pub fn bytes_progress(total: u64) -> Result<indicatif::ProgressBar, Error> {
+    use std::io::IsTerminal as _;
+    let bar = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, \
+             {eta} left",
+        )
+        .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
+    );
+    Ok(bar)
+}
+
 /// The end of a process whose standard output cannot be written.
 fn stdout_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {

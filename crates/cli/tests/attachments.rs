@@ -1,7 +1,8 @@
 //! Attachments through the real `chatvault` binary on a folder server, one
 //! replica file per simulated device: `attach` on one device, `attachments`,
-//! `show` and `save-attachment` on another, and the references in the
-//! exports (JSON and age) and through a re-import.
+//! `show` and `save-attachment` on another, the references in the exports
+//! (JSON and age, `--no-attachments`) and through a re-import, and the
+//! bytes in the exports, restored into another vault.
 
 mod common;
 use common::{failed_with, succeeded, Setup, PASSPHRASE};
@@ -219,7 +220,10 @@ fn exports_carry_the_references_and_a_json_reimport_keeps_them() {
     let (chat, message, photo) = chat_with_files(&setup);
 
     // Plain JSON: the message names its files, and the format says so.
-    let json = setup.ok("a.redb", &["export", "--format", "json"]);
+    let json = setup.ok(
+        "a.redb",
+        &["export", "--format", "json", "--no-attachments"],
+    );
     let export: Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(export["format"], "chatvault-json/3");
     let exported = &export["chats"][0]["messages"][0];
@@ -275,7 +279,7 @@ fn exports_carry_the_references_and_a_json_reimport_keeps_them() {
         "other-server",
         "d.redb",
         setup.dir.path(),
-        &["export", "--format", "json"],
+        &["export", "--format", "json", "--no-attachments"],
     ));
     assert_eq!(again, json);
     let listed = succeeded(setup.run_in(
@@ -299,7 +303,12 @@ fn exports_carry_the_references_and_a_json_reimport_keeps_them() {
     let key = age::x25519::Identity::generate();
     let out = setup.run(
         "a.redb",
-        &["export", "--recipient", &key.to_public().to_string()],
+        &[
+            "export",
+            "--recipient",
+            &key.to_public().to_string(),
+            "--no-attachments",
+        ],
     );
     assert!(
         out.status.success(),
@@ -321,6 +330,78 @@ fn exports_carry_the_references_and_a_json_reimport_keeps_them() {
         plaintext.contains("\"media_type\":\"image/jpeg\""),
         "{plaintext}"
     );
+}
+
+/// `export` (JSON to a file, and age to standard output) carries the
+/// files' bytes: imported into another vault, `get` there writes the same
+/// bytes (by SHA-256), and importing again adds nothing.
+#[test]
+fn an_export_carries_the_bytes_and_another_vault_gets_them_back() {
+    use sha2::{Digest, Sha256};
+    let setup = Setup::new();
+    let (chat, _, photo) = chat_with_files(&setup);
+    let file = setup.path("backup.json");
+    let path = file.to_str().expect("path");
+    let run = setup.run("a.redb", &["export", "--format", "json", "-o", path]);
+    let said = String::from_utf8_lossy(&run.stderr).to_string();
+    succeeded(run);
+    assert!(
+        said.contains("exported 1 chats and 2 attachments"),
+        "{said}"
+    );
+    let export: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the export")).expect("JSON");
+    assert_eq!(export["format"], "chatvault-json/4");
+    assert_eq!(export["files"].as_array().map(Vec::len), Some(2));
+
+    // The age export, decrypted, is a backup of the same.
+    let key = age::x25519::Identity::generate();
+    let out = setup.run(
+        "a.redb",
+        &["export", "--recipient", &key.to_public().to_string()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut plaintext = Vec::new();
+    age::Decryptor::new(&out.stdout[..])
+        .expect("an age file")
+        .decrypt(std::iter::once(&key as &dyn age::Identity))
+        .expect("decrypts")
+        .read_to_end(&mut plaintext)
+        .expect("read");
+    let backup = setup.path("backup-age.json");
+    std::fs::write(&backup, &plaintext).expect("write the plaintext");
+
+    for (server, export) in [("json-server", &file), ("age-server", &backup)] {
+        let export = export.to_str().expect("path");
+        let run = |device: &str, args: &[&str]| {
+            let device = format!("{server}-{device}");
+            succeeded(setup.run_in(server, &device, setup.dir.path(), args))
+        };
+        let out = run("d.redb", &["import", export]);
+        assert!(out.contains("2 files attached"), "{server}: {out}");
+        let out = run("d.redb", &["import", export]);
+        assert!(out.contains("imported 0 new chats"), "{server}: {out}");
+        assert!(out.contains("updated 0"), "{server}: {out}");
+        run("d.redb", &["sync"]);
+        // Another device of that vault fetches the bytes from its server.
+        let target = setup.path(&format!("{server}.jpg"));
+        run(
+            "e.redb",
+            &[
+                "get",
+                &chat,
+                "photo.jpg",
+                "-o",
+                target.to_str().expect("path"),
+            ],
+        );
+        let got = std::fs::read(&target).expect("read what get wrote");
+        assert_eq!(Sha256::digest(&got), Sha256::digest(&photo), "{server}");
+    }
 }
 
 /// A ChatGPT export zip with an image: `import` attaches it, `sync` uploads

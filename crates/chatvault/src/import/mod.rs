@@ -48,9 +48,33 @@ pub const MAX_UNZIPPED_BYTES: u64 = 4 << 30;
 /// Errors: [`Error::InvalidInput`] saying what is wrong with the file
 /// (naming the conversation and field) or that it cannot be read.
 pub fn read(file: &Path) -> Result<(Vec<Chat>, Skipped)> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
-    read_bytes(file, bytes, MAX_UNZIPPED_BYTES)
+    read_path(file, false).map(|(chats, skipped, _)| (chats, skipped))
+}
+
+/// Reads `file`: a chatvault export (a JSON object) streamed from the
+/// file, so the bytes of the files it carries are never in memory whole;
+/// anything else read whole, by [`read_parts`].
+fn read_path(file: &Path, with_files: bool) -> Result<(Vec<Chat>, Skipped, ExportFiles)> {
+    use std::io::BufRead as _;
+    let cannot_read =
+        |e: std::io::Error| Error::invalid(format!("cannot read {}: {e}", file.display()));
+    let mut reader =
+        std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(file).map_err(cannot_read)?);
+    let head = reader.fill_buf().map_err(cannot_read)?;
+    let is_object = !head.starts_with(b"age-encryption.org/v1")
+        && head.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !is_object {
+        drop(reader);
+        let bytes = std::fs::read(file).map_err(cannot_read)?;
+        return read_parts(file, bytes, MAX_UNZIPPED_BYTES, with_files);
+    }
+    let (chats, embedded) = json::read_from(file, reader)?;
+    let files = ExportFiles {
+        path: file.to_path_buf(),
+        embedded: if with_files { embedded } else { Vec::new() },
+        ..ExportFiles::default()
+    };
+    Ok((chats, Skipped::default(), files))
 }
 
 /// [`read`] on the bytes of `file` (which errors name); a zip's `conversations.json` may
@@ -62,17 +86,16 @@ pub fn read_bytes(file: &Path, bytes: Vec<u8>, max_unzipped: u64) -> Result<(Vec
 }
 
 /// [`read`], also finding the files a ChatGPT export zip holds for its
-/// messages (uploaded images and files, generated images): those come back
-/// in [`ExportFiles`] instead of as placeholders in the text. Attach them
+/// messages (uploaded images and files, generated images), and the files
+/// a chatvault export carries (checked, but left in the file): those come
+/// back in [`ExportFiles`] instead of as placeholders in the text. Attach them
 /// with [`ChatVault::attach_export_files`](crate::ChatVault::attach_export_files),
 /// then import the chats; or use
 /// [`ChatVault::import_file`](crate::ChatVault::import_file), which does all
 /// three. A file that is not in the zip (or a `conversations.json` read on
 /// its own) keeps its placeholder.
 pub fn read_with_files(file: &Path) -> Result<(Vec<Chat>, Skipped, ExportFiles)> {
-    let bytes = std::fs::read(file)
-        .map_err(|e| Error::invalid(format!("cannot read {}: {e}", file.display())))?;
-    read_parts(file, bytes, MAX_UNZIPPED_BYTES, true)
+    read_path(file, true)
 }
 
 fn read_parts(

@@ -38,7 +38,21 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
     let vault = &session.vault;
     let mut attachments = Vec::with_capacity(args.files.len());
     for file in &args.files {
-        attachments.push(vault.attach_file(chat, file).await?);
+        // Bytes read and sealed, per file (hidden unless stderr is a
+        // terminal).
+        let progress = output::bytes_progress(0)?;
+        progress.set_message(
+            crate::terminal::terminal(&file.file_name().unwrap_or_default().to_string_lossy())
+                .into_owned(),
+        );
+        let attachment = vault
+            .attach_file_with(chat, file, |done, total| {
+                progress.set_length(total);
+                progress.set_position(done);
+            })
+            .await;
+        progress.finish_and_clear();
+        attachments.push(attachment?);
     }
     let id = vault
         .add_message_with_attachments(

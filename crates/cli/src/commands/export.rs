@@ -1,10 +1,11 @@
 //! `export`: every chat as a standard age file, to a passphrase or to age
-//! recipients, written to a file or to standard output.
+//! recipients, or as plain JSON, with the bytes of every attachment
+//! (unless `--no-attachments`), streamed to a file or to standard output.
 
 use super::Session;
 use crate::settings;
 use age::secrecy::SecretString;
-use chatvault::{ChatVault, Error, ExportTarget, Result};
+use chatvault::{ChatVault, Error, ExportOptions, ExportTarget, Exported, Result};
 use clap::{ArgGroup, ValueEnum};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +40,10 @@ pub struct Args {
     /// Overwrite the --output file if it exists
     #[arg(long, short)]
     force: bool,
+    /// Leave the attachments' bytes out (the messages keep their
+    /// references, which open only on this vault's devices)
+    #[arg(long)]
+    no_attachments: bool,
 }
 
 /// Checks the arguments, pulls, and writes the export.
@@ -49,7 +54,7 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
         ExportFormat::Age => {
             let target = target(args)?;
             session.pull().await?;
-            write(&session.vault, &target, args.output.as_deref()).await
+            write(&session.vault, Some(&target), args).await
         }
         ExportFormat::Json => {
             if args.passphrase_env.is_some() || !args.recipient.is_empty() {
@@ -59,7 +64,7 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
                 ));
             }
             session.pull().await?;
-            write_json(&session.vault, args.output.as_deref()).await
+            write(&session.vault, None, args).await
         }
     }
 }
@@ -112,42 +117,107 @@ fn target(args: &Args) -> Result<ExportTarget> {
     Ok(ExportTarget::Recipients(recipients))
 }
 
-/// Exports the vault to `output`, or to standard output.
-async fn write(vault: &ChatVault, target: &ExportTarget, output: Option<&Path>) -> Result<()> {
-    let file = vault.export_age(target).await?;
-    match output {
-        Some(path) => write_private(path, &file)?,
-        None => crate::output::raw(&file),
-    }
-    eprintln!("exported {} chats", vault.sidebar().len());
-    Ok(())
-}
-
-/// Writes every chat as chatvault JSON ([`ChatVault::export_json`]) to
-/// `output`, or to standard output.
-async fn write_json(vault: &ChatVault, output: Option<&Path>) -> Result<()> {
-    let export = vault.export_json().await?;
-    for skipped in &export.skipped {
+/// Exports the vault as an age file to `target`, or as plain JSON when
+/// `None`, streamed to `--output` (through a temporary file beside it,
+/// renamed into place once complete) or to standard output, with a
+/// progress bar while the attachments' bytes are written.
+async fn write(vault: &ChatVault, target: Option<&ExportTarget>, args: &Args) -> Result<()> {
+    let options = ExportOptions {
+        attachments: !args.no_attachments,
+    };
+    let progress = crate::output::bytes_progress(0)?;
+    progress.set_message("attachments");
+    let report = |done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    };
+    let summary = |e: Exported<_>| (e.chats, e.files, e.file_bytes, e.skipped);
+    let (chats, files, file_bytes, skipped) = match &args.output {
+        Some(path) => {
+            let tmp = partial(path);
+            let file = create_private(&tmp)?;
+            let written = export_to(vault, target, file, options, report).await;
+            let exported = written.and_then(|exported| {
+                exported.out.sync_all().map_err(|e| {
+                    crate::output::file_error(format!("cannot write {}", tmp.display()), e)
+                })?;
+                std::fs::rename(&tmp, path).map_err(|e| {
+                    crate::output::file_error(format!("cannot write {}", path.display()), e)
+                })?;
+                Ok(exported)
+            });
+            if exported.is_err() {
+                // Best effort: the partial file is only wasted space.
+                let _ = std::fs::remove_file(&tmp);
+            }
+            let exported = exported?;
+            (
+                exported.chats,
+                exported.files,
+                exported.file_bytes,
+                exported.skipped,
+            )
+        }
+        None => summary(export_to(vault, target, crate::output::Stdout, options, report).await?),
+    };
+    progress.finish_and_clear();
+    for skipped in &skipped {
         eprintln!(
             "warning: chat {} left out of the export: {}",
             skipped.chat, skipped.error
         );
     }
-    match output {
-        Some(path) => write_private(path, &export.bytes)?,
-        None => crate::output::raw(&export.bytes),
-    }
-    eprintln!("exported {} chats", export.chats);
+    let files = if files > 0 {
+        format!(
+            " and {files} attachments ({})",
+            crate::output::size(file_bytes)
+        )
+    } else {
+        String::new()
+    };
+    eprintln!("exported {chats} chats{files}");
     Ok(())
 }
 
-/// Writes an export to `path` readable by this user only (mode 0600,
-/// whatever the umask, also when the file existed with a wider mode): a
-/// JSON export is every chat in plaintext.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// [`ChatVault::write_export_age`] or [`ChatVault::write_export_json`]; a
+/// file that cannot be fetched is named with the way out.
+async fn export_to<W: Write + Send + 'static>(
+    vault: &ChatVault,
+    target: Option<&ExportTarget>,
+    out: W,
+    options: ExportOptions,
+    progress: impl FnMut(u64, u64),
+) -> Result<Exported<W>> {
+    let exported = match target {
+        Some(target) => vault.write_export_age(target, out, options, progress).await,
+        None => vault.write_export_json(out, options, progress).await,
+    };
+    exported.map_err(|e| match e {
+        // A file this device cannot fetch: the way to export the rest.
+        Error::NotFound { what } => Error::NotFound {
+            what: format!(
+                "{what}; sync the device that attached it, or pass --no-attachments to export \
+                 without the files' bytes"
+            ),
+        },
+        e => e,
+    })
+}
+
+/// The temporary file an export to `path` is written to first.
+fn partial(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(ToOwned::to_owned).unwrap_or_default();
+    name.push(".chatvault-partial");
+    path.with_file_name(name)
+}
+
+/// Creates the file `path` readable by this user only (mode 0600, whatever
+/// the umask, also when the file existed with a wider mode): a JSON export
+/// is every chat in plaintext.
+fn create_private(path: &Path) -> Result<std::fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let failed = |e| crate::output::file_error(format!("cannot write {}", path.display()), e);
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
@@ -156,7 +226,5 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(failed)?;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(failed)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(failed)
+    Ok(file)
 }

@@ -1,6 +1,7 @@
 //! `import`: reads an export file with [`chatvault::import::read_with_files`],
-//! attaches the images and files a ChatGPT export zip holds, and merges its
-//! chats into the vault, with progress bars and a summary line.
+//! attaches the images and files a ChatGPT export zip holds or a chatvault
+//! export carries, and merges its chats into the vault, with progress bars
+//! and a summary line.
 
 use super::Session;
 use crate::output::out;
@@ -30,21 +31,19 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
 /// `apply_deletions`.
 async fn run(vault: &ChatVault, file: &Path, apply_deletions: bool) -> Result<()> {
     let (mut chats, skipped, files) = chatvault::import::read_with_files(file)?;
-    let attached = if files.files.is_empty() {
+    let attached = if files.is_empty() {
         0
     } else {
-        // The images and files the export holds, attached before the
-        // chats are saved (sealed and staged; the push uploads them first).
-        let progress = ProgressBar::new(files.files.len() as u64);
-        progress.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} files, {binary_bytes_per_sec}")
-                .map_err(|e| Error::invalid(format!("progress template: {e}")))?,
-        );
+        // The images and files the export holds (a ChatGPT zip's, or
+        // those a chatvault export carries), attached before the chats
+        // are saved (sealed and staged; the push uploads them first).
+        let progress = crate::output::bytes_progress(files.total_bytes())?;
+        progress.set_message(format!("{} files", files.len()));
         let attached = vault
-            .attach_export_files(&mut chats, &files, |_| progress.inc(1))
-            .await?;
+            .attach_export_files(&mut chats, &files, |bytes| progress.inc(bytes))
+            .await;
         progress.finish_and_clear();
-        attached
+        attached?
     };
     // Every branch's messages, not only the ones each chat shows.
     let messages: usize = chats.iter().map(|c| c.all_messages().len()).sum();

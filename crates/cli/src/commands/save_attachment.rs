@@ -41,7 +41,19 @@ pub async fn exec(session: &Session, args: &Args) -> Result<()> {
             path.display()
         )));
     }
-    let written = session.vault.save_attachment(attachment, &path).await?;
+    // Bytes fetched, verified and written (hidden unless stderr is a
+    // terminal).
+    let progress = output::bytes_progress(attachment.size)?;
+    progress.set_message(crate::terminal::terminal(&attachment.name).into_owned());
+    let written = session
+        .vault
+        .save_attachment_with(attachment, &path, |done, total| {
+            progress.set_length(total);
+            progress.set_position(done);
+        })
+        .await;
+    progress.finish_and_clear();
+    let written = written?;
     eprintln!(
         "saved {} ({}) to {}",
         crate::terminal::terminal(&attachment.name),

@@ -63,6 +63,47 @@ pub fn export_age(plaintext: &[u8], to: &ExportTarget) -> Result<Vec<u8>> {
     }
 }
 
+/// A writer that encrypts what is written to it into a standard age file
+/// on `out`, as [`export_age`] does in memory: for exports too large to
+/// hold whole. Call `finish` on it once everything is written (a file
+/// without it is truncated and does not decrypt).
+///
+/// Errors: those of [`export_age`].
+pub fn export_age_writer<W: Write>(
+    to: &ExportTarget,
+    out: W,
+) -> Result<age::stream::StreamWriter<W>> {
+    match to {
+        ExportTarget::Passphrase {
+            passphrase,
+            work_factor,
+        } => {
+            check_passphrase(passphrase)?;
+            check_work_factor(*work_factor)?;
+            let mut recipient = age::scrypt::Recipient::new(passphrase.clone());
+            if let Some(n) = work_factor {
+                recipient.set_work_factor(*n);
+            }
+            encrypting(out, std::iter::once(&recipient as &dyn age::Recipient))
+        }
+        ExportTarget::Recipients(recipients) => {
+            if recipients.is_empty() {
+                return Err(Error::invalid("no age recipients given"));
+            }
+            encrypting(out, recipients.iter().map(|r| r as &dyn age::Recipient))
+        }
+    }
+}
+
+fn encrypting<'a, W: Write>(
+    out: W,
+    recipients: impl Iterator<Item = &'a dyn age::Recipient>,
+) -> Result<age::stream::StreamWriter<W>> {
+    let failed = |e: &dyn std::fmt::Display| Error::invalid(format!("age encryption failed: {e}"));
+    let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| failed(&e))?;
+    encryptor.wrap_output(out).map_err(|e| failed(&e))
+}
+
 /// Checks a work factor before age sees it (age panics outside 1..64).
 pub(crate) fn check_work_factor(work_factor: Option<u8>) -> Result<()> {
     match work_factor {
@@ -164,5 +205,26 @@ fn decrypt_error(e: age::DecryptError, what: &str) -> Error {
             ),
         ),
         other => Error::corrupt(what, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{decrypt, export_age_writer, ExportTarget};
+    use std::io::Write;
+
+    #[test]
+    fn a_streamed_export_decrypts_to_what_was_written() {
+        let key = age::x25519::Identity::generate();
+        let target = ExportTarget::Recipients(vec![key.to_public()]);
+        let mut writer = export_age_writer(&target, Vec::new()).expect("a writer");
+        for part in [&b"my "[..], b"chats", &[7u8; 100_000]] {
+            writer.write_all(part).expect("write");
+        }
+        let file = writer.finish().expect("finish");
+        let plaintext = decrypt(&file, &key, "the export").expect("decrypts");
+        assert_eq!(&plaintext[..8], b"my chats");
+        assert_eq!(plaintext.len(), 100_008);
+        assert!(export_age_writer(&ExportTarget::Recipients(Vec::new()), Vec::new()).is_err());
     }
 }

@@ -71,7 +71,7 @@ mod padding;
 mod trust;
 
 pub use blob::BlobHasher;
-pub use export::{export_age, ExportTarget};
+pub use export::{export_age, export_age_writer, ExportTarget};
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
 pub use keyfile::{
     KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
