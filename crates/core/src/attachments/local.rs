@@ -425,10 +425,7 @@ impl BlobDir {
     pub fn settle(&self, still_pending: &dyn Fn(ChatId) -> bool) -> Result<()> {
         let _outgoing = self.lock_outgoing();
         let now = now_ms();
-        for manifest in self.ids("outgoing")? {
-            let Some(mut outgoing) = self.outgoing(&manifest)? else {
-                continue;
-            };
+        for (manifest, mut outgoing) in self.entries()? {
             let Some(put) = outgoing.put_ms else {
                 continue;
             };
@@ -455,12 +452,10 @@ impl BlobDir {
     /// collector on this device never deletes them.
     pub fn held_blobs(&self) -> Result<BTreeSet<BlobId>> {
         let mut blobs: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
-        for manifest in self.ids("outgoing")? {
-            if let Some(outgoing) = self.outgoing(&manifest)? {
-                if !outgoing.chats.is_empty() {
-                    blobs.extend(outgoing.blobs);
-                    blobs.insert(manifest);
-                }
+        for (manifest, outgoing) in self.entries()? {
+            if !outgoing.chats.is_empty() {
+                blobs.extend(outgoing.blobs);
+                blobs.insert(manifest);
             }
         }
         Ok(blobs)
@@ -478,6 +473,17 @@ impl BlobDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(local("cannot read", &path, e)),
         }
+    }
+
+    /// Every `outgoing/` entry, by manifest.
+    fn entries(&self) -> Result<Vec<(BlobId, Outgoing)>> {
+        let mut entries = Vec::new();
+        for manifest in self.ids("outgoing")? {
+            if let Some(outgoing) = self.outgoing(&manifest)? {
+                entries.push((manifest, outgoing));
+            }
+        }
+        Ok(entries)
     }
 
     fn ids(&self, kind: &str) -> Result<Vec<BlobId>> {
@@ -542,11 +548,9 @@ impl BlobDir {
     pub fn waiting_chats(&self) -> Result<BTreeSet<ChatId>> {
         let mut chats = BTreeSet::new();
         let now = now_ms();
-        for manifest in self.ids("outgoing")? {
-            if let Some(outgoing) = self.outgoing(&manifest)? {
-                if !self.is_fresh(&outgoing, now) {
-                    chats.extend(outgoing.chats);
-                }
+        for (_, outgoing) in self.entries()? {
+            if !self.is_fresh(&outgoing, now) {
+                chats.extend(outgoing.chats);
             }
         }
         Ok(chats)
@@ -567,10 +571,7 @@ impl BlobDir {
     /// reported in [`Uploaded::waiting`], while the others go on.
     pub async fn upload(&self, storage: &DynStorage) -> Result<Uploaded> {
         let mut report = Uploaded::default();
-        for manifest in self.ids("outgoing")? {
-            let Some(outgoing) = self.outgoing(&manifest)? else {
-                continue;
-            };
+        for (manifest, outgoing) in self.entries()? {
             let started = now_ms();
             if outgoing.unverified && outgoing.chats.is_empty() {
                 self.verify(storage, &manifest, &outgoing, &mut report)
@@ -745,11 +746,9 @@ impl BlobDir {
         let mut pending: BTreeSet<BlobId> = self.ids("pending")?.into_iter().collect();
         // The blobs of an attachment a message waits for: a late push puts
         // them again from here.
-        for manifest in self.ids("outgoing")? {
-            if let Some(outgoing) = self.outgoing(&manifest)? {
-                if !outgoing.chats.is_empty() || outgoing.unverified {
-                    pending.extend(outgoing.blobs);
-                }
+        for (_, outgoing) in self.entries()? {
+            if !outgoing.chats.is_empty() || outgoing.unverified {
+                pending.extend(outgoing.blobs);
             }
         }
         let mut cached = Vec::new();
@@ -796,8 +795,8 @@ impl BlobDir {
     }
 }
 
-/// True if `outgoing` already holds `chat` for these `blobs` and was put
-/// within no lease check's concern (nothing to write).
+/// True if `outgoing` already holds `chat` for these `blobs`: nothing to
+/// write (whether its lease ran out is the push's concern).
 fn existing_is_current(outgoing: &Outgoing, blobs: &[BlobId], chat: ChatId) -> bool {
     outgoing.blobs == blobs && outgoing.chats.contains(&chat)
 }
