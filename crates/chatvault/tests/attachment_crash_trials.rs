@@ -43,6 +43,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const CHILD_DIR: &str = "CHATVAULT_ATTACH_CRASH_TRIAL_DIR";
 const CHILD_SEED: &str = "CHATVAULT_ATTACH_CRASH_TRIAL_SEED";
 const TEST: &str = "attachments_that_returned_survive_random_kills_and_never_trail_their_records";
@@ -553,22 +555,11 @@ async fn attachments_that_returned_survive_random_kills_and_never_trail_their_re
     if child_part().await {
         return;
     }
-    let seeds: Vec<u64> = match std::env::var("CHATVAULT_ATTACH_CRASH_SEED") {
-        Ok(seed) => vec![seed
-            .parse()
-            .expect("CHATVAULT_ATTACH_CRASH_SEED is a number")],
-        Err(_) => {
-            let trials: u64 = std::env::var("CHATVAULT_ATTACH_CRASH_TRIALS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(12);
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = SeededRng::new(base);
-            (0..trials).map(|_| rng.next_u64()).collect()
-        }
-    };
+    let seeds: Vec<u64> = common::trial_seeds(
+        "CHATVAULT_ATTACH_CRASH_SEED",
+        "CHATVAULT_ATTACH_CRASH_TRIALS",
+        12,
+    );
     let started = Instant::now();
     let mut acknowledged = 0;
     let mut watched = 0;
@@ -817,20 +808,8 @@ async fn blob_collections_killed_at_random_points_never_lose_a_named_attachment(
         collect_until_killed(Path::new(&dir)).await;
         return;
     }
-    let seeds: Vec<u64> = match std::env::var("CHATVAULT_GC_CRASH_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CHATVAULT_GC_CRASH_SEED is a number")],
-        Err(_) => {
-            let trials: u64 = std::env::var("CHATVAULT_GC_CRASH_TRIALS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(4);
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = SeededRng::new(base);
-            (0..trials).map(|_| rng.next_u64()).collect()
-        }
-    };
+    let seeds: Vec<u64> =
+        common::trial_seeds("CHATVAULT_GC_CRASH_SEED", "CHATVAULT_GC_CRASH_TRIALS", 4);
     let started = Instant::now();
     let mut named = 0;
     let mut failures = Vec::new();

@@ -14,6 +14,9 @@ use chatvault_conformance::layers::{Fault, FaultyStorage};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod common;
+use common::noise;
+
 const PASSPHRASE: &str = "attachment tests";
 
 fn folder(dir: &Path) -> DynStorage {
@@ -30,19 +33,6 @@ async fn open_on(dir: &Path, device: &str, storage: DynStorage) -> ChatVault {
         .open()
         .await
         .expect("open the vault")
-}
-
-/// `len` bytes that neither repeat nor compress.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 async fn stored_blobs(storage: &DynStorage) -> Vec<BlobId> {

@@ -24,6 +24,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const CHILD_DIR: &str = "CHATVAULT_CRASH_TRIAL_DIR";
 const CHILD_SEED: &str = "CHATVAULT_CRASH_TRIAL_SEED";
 /// In the child: the S3 location to use, as [`Server::to_env`] writes it.
@@ -306,20 +308,11 @@ where
     F: Fn(u64) -> Fut,
     Fut: std::future::Future<Output = Server>,
 {
-    let seeds: Vec<u64> = match std::env::var("CHATVAULT_CRASH_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CHATVAULT_CRASH_SEED is a number")],
-        Err(_) => {
-            let trials: u64 = std::env::var("CHATVAULT_CRASH_TRIALS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(default_trials);
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = SeededRng::new(base);
-            (0..trials).map(|_| rng.next_u64()).collect()
-        }
-    };
+    let seeds: Vec<u64> = common::trial_seeds(
+        "CHATVAULT_CRASH_SEED",
+        "CHATVAULT_CRASH_TRIALS",
+        default_trials,
+    );
     let started = Instant::now();
     let mut saves = 0;
     let mut failures = Vec::new();

@@ -14,6 +14,9 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+mod common;
+use common::noise;
+
 async fn open(dir: &Path, name: &str, passphrase: &str) -> ChatVault {
     ChatVault::builder()
         .storage(Arc::new(
@@ -26,19 +29,6 @@ async fn open(dir: &Path, name: &str, passphrase: &str) -> ChatVault {
         .open()
         .await
         .expect("open the vault")
-}
-
-/// `len` bytes that neither repeat nor compress.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 /// The SHA-256 of every attachment of every chat, by file name.

@@ -21,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 const CHILD_DIR: &str = "CHATVAULT_RESEAL_TRIAL_DIR";
 const CHILD_BATCH: &str = "CHATVAULT_RESEAL_TRIAL_BATCH";
 const TEST: &str = "a_reseal_killed_mid_way_resumes_and_the_old_key_retires";
@@ -334,20 +336,8 @@ async fn a_reseal_killed_mid_way_resumes_and_the_old_key_retires() {
         reseal_until_killed(Path::new(&dir), batch.parse().expect("batch")).await;
         return;
     }
-    let seeds: Vec<u64> = match std::env::var("CHATVAULT_RESEAL_SEED") {
-        Ok(seed) => vec![seed.parse().expect("CHATVAULT_RESEAL_SEED is a number")],
-        Err(_) => {
-            let trials: u64 = std::env::var("CHATVAULT_RESEAL_TRIALS")
-                .ok()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(5);
-            let base = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64);
-            let mut rng = SeededRng::new(base);
-            (0..trials).map(|_| rng.next_u64()).collect()
-        }
-    };
+    let seeds: Vec<u64> =
+        common::trial_seeds("CHATVAULT_RESEAL_SEED", "CHATVAULT_RESEAL_TRIALS", 5);
     let started = Instant::now();
     // One seeded vault (rotated, not re-sealed), copied for every trial.
     let template = tempfile::tempdir().expect("tempdir");
