@@ -22,13 +22,22 @@
 //! - **attach again**: the same file once more: hashed, nothing stored.
 //! - **peak RSS**: `VmHWM` of this process after each step, beside the
 //!   file size (the first backend's rows show the attachment code alone).
+//! - **one file in ten chats**: a `--dedup-mib` file (50 by default)
+//!   attached to ten chats in a fresh vault: the sealed bytes the server
+//!   holds afterwards vs the file's size.
+//! - **100 images**: a chat with 100 image messages (30 kB each) synced by
+//!   a new device: blob requests during the sync (goal: none), and reading
+//!   one image afterwards.
 
 #[path = "common/servers.rs"]
 #[allow(dead_code)]
 mod servers;
 
 use chatvault::core::attachments::CHUNK_BYTES;
+use chatvault::core::layer::Op;
+use chatvault::core::BlobId;
 use chatvault::{ChatVault, DynStorage, Role};
+use chatvault_conformance::layers::FaultyStorage;
 use servers::Server;
 use std::io::Write;
 use std::path::Path;
@@ -117,6 +126,9 @@ fn main() {
     let mib: u64 = flag(&args, "--mib")
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
+    let dedup_mib: u64 = flag(&args, "--dedup-mib")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let backends: Vec<String> = flag(&args, "--backends")
         .unwrap_or("fs,s3")
         .split(',')
@@ -144,6 +156,8 @@ fn main() {
                 other => panic!("unknown backend {other}: use fs or s3"),
             };
             run(&server, dir.path(), &file, mib).await;
+            stored_once(&server, dir.path(), dedup_mib).await;
+            hundred_images(&server, dir.path()).await;
         }
     });
 }
@@ -211,4 +225,121 @@ async fn run(server: &Server, dir: &Path, file: &Path, mib: u64) {
     );
     assert_eq!(written, mib << 20);
     println!();
+}
+
+/// Every blob id in `storage`.
+async fn blob_ids(storage: &DynStorage) -> Vec<BlobId> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = storage.list_blobs(after, 1000).await.expect("list blobs");
+        after = page.ids.last().copied();
+        all.extend(page.ids);
+        if !page.has_more || after.is_none() {
+            return all;
+        }
+    }
+}
+
+/// One `mib` MiB file attached to ten chats: the sealed bytes stored vs
+/// the file's size.
+async fn stored_once(server: &Server, dir: &Path, mib: u64) {
+    let work = dir.join(format!("{}-dedup", server.name().replace(' ', "-")));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let file = work.join("same.bin");
+    // Other bytes than the large file's, so nothing dedupes against it.
+    let mut bytes = vec![0u8; (mib << 20) as usize];
+    let mut x: u64 = 0xD1B5_4A32_D192_ED03;
+    for b in bytes.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    std::fs::write(&file, &bytes).expect("write the file");
+    drop(bytes);
+    let vault = server.vault("dedup", true).await.expect("a vault");
+    let laptop = open(&work, "laptop", vault.writer.clone()).await;
+    for i in 0..10 {
+        let chat = laptop.new_chat(format!("chat {i}")).await.expect("chat").id;
+        let attachment = laptop.attach_file(chat, &file).await.expect("attach");
+        laptop
+            .add_message_with_attachments(chat, Role::User, "the same file", vec![attachment])
+            .await
+            .expect("send");
+    }
+    laptop.sync_now().await.expect("sync");
+    let mut stored = 0u64;
+    let ids = blob_ids(&vault.writer).await;
+    for id in &ids {
+        stored += vault
+            .writer
+            .get_blob(*id)
+            .await
+            .expect("get a blob")
+            .map_or(0, |b| b.len() as u64);
+    }
+    let file_bytes = mib << 20;
+    println!(
+        "One {mib} MiB file attached to ten chats: the server holds {} blobs, {:.2} MiB, \
+         = {:.3} × the file ({:.2} MiB) (goal ≤ 1.05 ×).\n",
+        ids.len(),
+        stored as f64 / f64::from(1 << 20),
+        stored as f64 / file_bytes as f64,
+        file_bytes as f64 / f64::from(1 << 20),
+    );
+}
+
+/// A chat of 100 image messages, synced by a new device: blob requests
+/// during the sync, then reading one image.
+async fn hundred_images(server: &Server, dir: &Path) {
+    let work = dir.join(format!("{}-images", server.name().replace(' ', "-")));
+    std::fs::create_dir_all(&work).expect("work dir");
+    let vault = server.vault("images", true).await.expect("a vault");
+    let laptop = open(&work, "laptop", vault.writer.clone()).await;
+    let chat = laptop.new_chat("holiday").await.expect("chat").id;
+    let mut first = None;
+    for i in 0..100u32 {
+        let image: Vec<u8> = (0..30_000u32)
+            .map(|j| (j.wrapping_mul(2_654_435_761) ^ i.wrapping_mul(40_503)) as u8)
+            .collect();
+        let attachment = laptop
+            .attach(chat, &image[..], format!("IMG_{i:04}.jpg"), "image/jpeg")
+            .await
+            .expect("attach");
+        first.get_or_insert(attachment.clone());
+        laptop
+            .add_message_with_attachments(chat, Role::User, format!("photo {i}"), vec![attachment])
+            .await
+            .expect("send");
+    }
+    laptop.sync_now().await.expect("sync");
+    let counted = FaultyStorage::new(vault.reader.clone());
+    let tablet = open(&work, "tablet", counted.clone() as DynStorage).await;
+    let started = Instant::now();
+    tablet.sync_now().await.expect("sync the new device");
+    let synced = started.elapsed();
+    let messages = tablet
+        .load_full_chat(chat)
+        .await
+        .expect("chat")
+        .messages()
+        .len();
+    let blob_calls =
+        |c: &FaultyStorage| c.calls(Op::GetBlob) + c.calls(Op::ListBlobs) + c.calls(Op::PutBlob);
+    let during_sync = blob_calls(&counted);
+    let started = Instant::now();
+    let first = first.expect("an image");
+    tablet
+        .attachment_bytes(&first)
+        .await
+        .expect("read one image");
+    println!(
+        "A chat with 100 image messages on a new device: {messages} messages after a sync of \
+         {:.0} ms with {during_sync} blob requests (goal: none); reading one image then took \
+         {} blob requests and {:.1} ms.\n",
+        synced.as_secs_f64() * 1e3,
+        blob_calls(&counted) - during_sync,
+        started.elapsed().as_secs_f64() * 1e3,
+    );
 }
