@@ -19,10 +19,12 @@ echo "bench-smoke: scale bench ran and printed its tables"
 
 # The attachment bench at a small size: it must run to the end and print a
 # table per backend (it asserts the bytes read back, no time).
-cargo bench -p chatvault --bench attachments -- --mib 8 --backends fs,s3 | tee "$out"
+cargo bench -p chatvault --bench attachments -- --mib 8 --dedup-mib 8 --backends fs,s3 | tee "$out"
 for table in "### local folder" "### S3"; do
     grep -qF "$table" "$out" || { echo "bench-smoke: no attachment table for ${table#\#\#\# }" >&2; exit 1; }
 done
 grep -q '^| download (`save_attachment`)' "$out" || { echo "bench-smoke: the attachment table has no rows" >&2; exit 1; }
+grep -q 'attached to ten chats: the server holds' "$out" || { echo "bench-smoke: no deduplication figure" >&2; exit 1; }
+grep -q 'with 0 blob requests' "$out" || { echo "bench-smoke: a new device fetched blobs while syncing 100 images" >&2; exit 1; }
 if grep -q '^NOT RUN' "$out"; then echo "bench-smoke: a backend did not run the attachment bench" >&2; exit 1; fi
 echo "bench-smoke: attachment bench ran and printed its tables"
