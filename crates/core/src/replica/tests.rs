@@ -362,3 +362,53 @@ fn identity_and_key_file_round_trip() {
     );
     assert_eq!(replica.key_trust().expect("trust"), Some(trust));
 }
+
+#[test]
+fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_else_does() {
+    let (_dir, path) = temp_replica();
+    let replica = Replica::open(&path).expect("open");
+    let chat = ChatId::new();
+    assert_eq!(replica.sidebar_generation().expect("generation"), 0);
+    let tally = Arc::new(AtomicU64::new(0));
+
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write
+        .put_local(&record(chat, 1, b"body"), None)
+        .expect("put");
+    write.commit().expect("commit");
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+
+    // A snapshot, a body, the outbox and the cursor leave it alone.
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write.set_sidebar_snapshot(1, b"sealed").expect("snapshot");
+    assert!(write.put_body(chat, 1, b"other body").expect("body"));
+    write.mark_pushed(chat, 1).expect("pushed");
+    write.set_cursor(&Cursor("c".into())).expect("cursor");
+    write.commit().expect("commit");
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    assert_eq!(
+        replica.sidebar_snapshot().expect("snapshot"),
+        (1, Some((1, b"sealed".to_vec())))
+    );
+
+    // A write dropped before its commit bumps nothing.
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write.put_remote(&record(chat, 2, b"body")).expect("put");
+    drop(write);
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+
+    // A record stored from outside the engine bumps it, uncounted: the
+    // snapshot of generation 1 is stale from then on.
+    assert_eq!(
+        replica
+            .store_server_records(&[record(chat, 3, b"b")])
+            .expect("store"),
+        1
+    );
+    assert_eq!(replica.sidebar_generation().expect("generation"), 2);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    assert_ne!(snapshot.map(|(g, _)| g), Some(generation));
+}
