@@ -27,7 +27,7 @@ use crate::hlc::Clock;
 use crate::hlc::Hlc;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::replica::Replica;
-use crate::replica::{RecordHeader, ReplicaWrite};
+use crate::replica::{RecordHeader, ReplicaWrite, StoredSnapshot};
 use crate::storage::SealedRecord;
 use crate::{Error, Result};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -184,11 +184,19 @@ impl LocalStore {
         self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens, decodes and shows the sidebar snapshot `sealed` of
-    /// `generation`.
-    fn load_snapshot(&self, generation: u64, sealed: &[u8]) -> Result<()> {
+    /// Opens and decodes the sidebar snapshot `sealed` of `generation`,
+    /// checks it reflects the summaries whose digest is `digest`, and shows
+    /// it.
+    fn load_snapshot(&self, generation: u64, sealed: &[u8], digest: &[u8; 32]) -> Result<()> {
         let plain = self.sealer.open_snapshot(generation, sealed)?;
-        let summaries = super::snapshot::decode(&plain)?;
+        let (reflects, summaries) = super::snapshot::decode(&plain)?;
+        if &reflects != digest {
+            return Err(Error::corrupt(
+                "sidebar snapshot",
+                "it does not reflect the stored summaries (a writer that does not keep \
+                 the sidebar generation, such as an older chatvault, changed them)",
+            ));
+        }
         for summary in &summaries {
             self.clock.observe(summary.last_activity);
         }
@@ -216,8 +224,6 @@ impl LocalStore {
             return Ok(false);
         }
         let sidebar = self.state.sidebar();
-        let plain = super::snapshot::encode(sidebar.iter().map(|s| &**s))?;
-        let sealed = self.sealer.seal_snapshot(generation, &plain)?;
         let mut write = self.replica.write()?;
         let found = write.sidebar_generation()?;
         if found != generation {
@@ -229,6 +235,9 @@ impl LocalStore {
             mark.base = None;
             return Ok(false);
         }
+        let digest = write.summaries_digest()?;
+        let plain = super::snapshot::encode(&digest, sidebar.iter().map(|s| &**s))?;
+        let sealed = self.sealer.seal_snapshot(generation, &plain)?;
         write.set_sidebar_snapshot(generation, &sealed)?;
         write.commit()?;
         mark.written = Some(generation);
@@ -286,23 +295,25 @@ impl LocalStore {
         let (generation, stored) = self.replica.sidebar_snapshot()?;
         let base = generation.wrapping_sub(self.tally.load(Ordering::Acquire));
         match stored {
-            Some((at, sealed)) if at == generation => {
-                match self.load_snapshot(generation, &sealed) {
-                    Ok(()) => {
-                        *self.mark() = SnapshotMark {
-                            base: Some(base),
-                            written: Some(generation),
-                            at: Instant::now(),
-                        };
-                        return Ok(());
-                    }
-                    Err(e) => tracing::warn!(
-                        error = %e,
-                        "the replica's sidebar snapshot does not open; reading every summary instead"
-                    ),
+            Some(StoredSnapshot {
+                sealed,
+                digest: Some(digest),
+                ..
+            }) => match self.load_snapshot(generation, &sealed, &digest) {
+                Ok(()) => {
+                    *self.mark() = SnapshotMark {
+                        base: Some(base),
+                        written: Some(generation),
+                        at: Instant::now(),
+                    };
+                    return Ok(());
                 }
-            }
-            Some((at, _)) => tracing::debug!(
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the replica's sidebar snapshot does not open; reading every summary instead"
+                ),
+            },
+            Some(StoredSnapshot { generation: at, .. }) => tracing::debug!(
                 snapshot = at,
                 generation,
                 "the sidebar snapshot is stale; reading every summary"

@@ -9,12 +9,17 @@
 //! Layout (all integers big-endian):
 //!
 //! ```text
-//! format u8 (1) ‖ count u32 ‖ count × entry
+//! format u8 (1) ‖ digest [32] ‖ count u32 ‖ count × entry
 //! entry = id [16] ‖ created hlc ‖ last_activity hlc ‖ message_count u32 ‖
 //!         flags u8 (bit 0: starred, bit 1: deleted hlc follows) ‖
 //!         [deleted hlc] ‖ title_len u32 ‖ title (UTF-8)
 //! hlc   = millis u64 ‖ counter u32 ‖ device u64
 //! ```
+//!
+//! `digest` is the replica's digest of its stored summaries' ids, versions
+//! and tombstone flags when the snapshot was written
+//! (`replica::write::summaries_digest`): sealed inside, so an old snapshot
+//! cannot be passed off as reflecting newer records.
 //!
 //! Decoding checks every length against the bytes left and refuses
 //! trailing bytes, unknown flags and unknown formats: any input is either
@@ -40,14 +45,19 @@ fn put_hlc(out: &mut Vec<u8>, hlc: &Hlc) {
     out.extend_from_slice(&hlc.device.0.to_be_bytes());
 }
 
-/// Encodes `summaries` as one snapshot plaintext.
+/// The digest of the replica's summaries a snapshot reflects.
+pub(crate) type Digest = [u8; 32];
+
+/// Encodes `summaries` as one snapshot plaintext reflecting `digest`.
 pub(crate) fn encode<'a>(
+    digest: &Digest,
     summaries: impl ExactSizeIterator<Item = &'a ChatSummary>,
 ) -> Result<Vec<u8>> {
     let count = u32::try_from(summaries.len())
         .map_err(|_| Error::invalid("too many chats for one sidebar snapshot"))?;
-    let mut out = Vec::with_capacity(5 + summaries.len() * (MIN_ENTRY + 32));
+    let mut out = Vec::with_capacity(37 + summaries.len() * (MIN_ENTRY + 32));
     out.push(SNAPSHOT_FORMAT);
+    out.extend_from_slice(digest);
     out.extend_from_slice(&count.to_be_bytes());
     for s in summaries {
         out.extend_from_slice(s.id.as_bytes());
@@ -116,7 +126,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes a snapshot plaintext. Errors: [`Error::UnsupportedFormat`] for
 /// another format byte, [`Error::Corrupt`] for anything malformed.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<ChatSummary>> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
     let mut r = Reader { bytes };
     let format = r.u8()?;
     if format != SNAPSHOT_FORMAT {
@@ -126,6 +136,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<ChatSummary>> {
             supported: u32::from(SNAPSHOT_FORMAT),
         });
     }
+    let digest = r.array::<32>()?;
     let count = usize::try_from(r.u32()?).map_err(|_| malformed("count out of range"))?;
     if count > r.bytes.len() / MIN_ENTRY {
         return Err(malformed(format!(
@@ -168,7 +179,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<ChatSummary>> {
             r.bytes.len()
         )));
     }
-    Ok(out)
+    Ok((digest, out))
 }
 
 #[cfg(test)]
@@ -207,17 +218,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn snapshots_round_trip(summaries in proptest::collection::vec(summary(), 0..20)) {
-            let bytes = encode(summaries.iter())?;
-            prop_assert_eq!(decode(&bytes)?, summaries);
+        fn snapshots_round_trip(
+            digest in any::<[u8; 32]>(),
+            summaries in proptest::collection::vec(summary(), 0..20),
+        ) {
+            let bytes = encode(&digest, summaries.iter())?;
+            prop_assert_eq!(decode(&bytes)?, (digest, summaries));
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             // Either an error or (rarely) a well-formed snapshot that
             // encodes back to the same bytes.
-            if let Ok(summaries) = decode(&bytes) {
-                prop_assert_eq!(encode(summaries.iter())?, bytes);
+            if let Ok((digest, summaries)) = decode(&bytes) {
+                prop_assert_eq!(encode(&digest, summaries.iter())?, bytes);
             }
         }
 
@@ -226,7 +240,9 @@ mod tests {
             rest in proptest::collection::vec(any::<u8>(), 1..512),
         ) {
             // A count that does not match the bytes that follow is refused.
-            let mut bytes = vec![SNAPSHOT_FORMAT, 0xff, 0xff, 0xff, 0xff];
+            let mut bytes = vec![SNAPSHOT_FORMAT];
+            bytes.extend([0; 32]);
+            bytes.extend([0xff, 0xff, 0xff, 0xff]);
             bytes.extend(rest);
             prop_assert!(decode(&bytes).is_err());
         }
@@ -237,7 +253,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             extra in any::<u8>(),
         ) {
-            let bytes = encode(summaries.iter())?;
+            let bytes = encode(&[7; 32], summaries.iter())?;
             let cut = cut.index(bytes.len());
             prop_assert!(decode(&bytes[..cut]).is_err());
             let mut longer = bytes.clone();
@@ -248,7 +264,7 @@ mod tests {
 
     #[test]
     fn another_format_byte_is_unsupported() {
-        let mut bytes = encode(std::iter::empty()).expect("encode");
+        let mut bytes = encode(&[0; 32], std::iter::empty()).expect("encode");
         bytes[0] = 2;
         assert!(matches!(
             decode(&bytes),

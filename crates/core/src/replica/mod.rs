@@ -78,6 +78,18 @@ impl std::fmt::Debug for StoredSummary {
     }
 }
 
+/// The sealed sidebar snapshot as the replica holds it
+/// ([`Replica::sidebar_snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredSnapshot {
+    /// The sidebar generation it reflects.
+    pub(crate) generation: u64,
+    /// The sealed snapshot.
+    pub(crate) sealed: Vec<u8>,
+    /// The digest of the summaries now stored, when `generation` is current.
+    pub(crate) digest: Option<[u8; 32]>,
+}
+
 /// What the replica holds of one chat.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct LocalState {
@@ -468,18 +480,35 @@ impl Replica {
         write::read_generation(&txn)
     }
 
-    /// The current sidebar generation and the stored sidebar snapshot (its
-    /// generation and sealed bytes, if one is kept), read in one snapshot
-    /// of the replica.
-    pub(crate) fn sidebar_snapshot(&self) -> Result<(u64, Option<(u64, Vec<u8>)>)> {
+    /// The current sidebar generation and the stored sidebar snapshot, if
+    /// one is kept, read in one snapshot of the replica; the summaries'
+    /// digest is computed only when the snapshot's generation is current.
+    pub(crate) fn sidebar_snapshot(&self) -> Result<(u64, Option<StoredSnapshot>)> {
         let txn = self.read()?;
         let generation = write::read_generation(&txn)?;
         let stored = write::read_meta(&txn, META_SIDEBAR_SNAPSHOT)?;
-        let snapshot = stored.and_then(|bytes| {
+        let Some((at, sealed)) = stored.and_then(|bytes| {
             let (head, sealed) = bytes.split_first_chunk::<8>()?;
             Some((u64::from_be_bytes(*head), sealed.to_vec()))
-        });
-        Ok((generation, snapshot))
+        }) else {
+            return Ok((generation, None));
+        };
+        let digest = if at == generation {
+            let table = txn
+                .open_table(SUMMARIES)
+                .map_err(|e| local_error("cannot read the replica summaries", e))?;
+            Some(write::summaries_digest(&table)?)
+        } else {
+            None
+        };
+        Ok((
+            generation,
+            Some(StoredSnapshot {
+                generation: at,
+                sealed,
+                digest,
+            }),
+        ))
     }
 
     /// When this device last ran the backend's maintenance, if it ever did

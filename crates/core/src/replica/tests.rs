@@ -387,10 +387,11 @@ fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_
     write.set_cursor(&Cursor("c".into())).expect("cursor");
     write.commit().expect("commit");
     assert_eq!(replica.sidebar_generation().expect("generation"), 1);
-    assert_eq!(
-        replica.sidebar_snapshot().expect("snapshot"),
-        (1, Some((1, b"sealed".to_vec())))
-    );
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let snapshot = snapshot.expect("kept");
+    assert_eq!((generation, snapshot.generation), (1, 1));
+    assert_eq!(snapshot.sealed, b"sealed");
+    let digest = snapshot.digest.expect("current, so digested");
 
     // A write dropped before its commit bumps nothing.
     let mut write = replica.write_counted(tally.clone()).expect("write");
@@ -410,5 +411,29 @@ fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_
     assert_eq!(replica.sidebar_generation().expect("generation"), 2);
     assert_eq!(tally.load(Ordering::SeqCst), 1);
     let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
-    assert_ne!(snapshot.map(|(g, _)| g), Some(generation));
+    let snapshot = snapshot.expect("kept");
+    assert_ne!(snapshot.generation, generation);
+    assert_eq!(snapshot.digest, None, "stale: not digested");
+
+    // An older chatvault writes a summary without bumping the generation:
+    // the digest tells.
+    let mut write = replica.write().expect("write");
+    write.set_sidebar_snapshot(2, b"sealed").expect("snapshot");
+    write.commit().expect("commit");
+    let (_, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let before = snapshot.and_then(|s| s.digest).expect("current");
+    assert_ne!(before, digest);
+    let txn = replica.db.begin_write().expect("raw write");
+    txn.open_table(SUMMARIES)
+        .expect("table")
+        .insert(
+            chat.as_bytes(),
+            encoding::encode_summary(4, false, b"older build").as_slice(),
+        )
+        .expect("insert");
+    txn.commit().expect("commit");
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let snapshot = snapshot.expect("kept");
+    assert_eq!((generation, snapshot.generation), (2, 2), "not bumped");
+    assert_ne!(snapshot.digest, Some(before), "but the digest moved");
 }

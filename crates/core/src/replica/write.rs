@@ -108,6 +108,33 @@ pub(crate) fn read_generation(txn: &impl Meta) -> Result<u64> {
     }
 }
 
+/// SHA-256 over every stored summary's chat id, version and tombstone flag
+/// (`id [16] ‖ version u64 BE ‖ flags u8`, in chat id order), read from
+/// `table`: what a sidebar snapshot is checked against, so a writer that
+/// does not bump the sidebar generation (an older chatvault) still makes
+/// the snapshot stale. Reads the keys and the first 9 bytes of each value,
+/// never the sealed summaries.
+pub(crate) fn summaries_digest(
+    table: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
+) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let iter = table
+        .iter()
+        .map_err(|e| local_error("cannot read the replica summaries", e))?;
+    for item in iter {
+        let (key, value) = item.map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let key = key.value();
+        let value = value.value();
+        let header = value
+            .get(..9)
+            .ok_or_else(|| super::encoding::corrupt(ChatId::from_bytes(*key), "summary"))?;
+        hash.update(key);
+        hash.update(header);
+    }
+    Ok(hash.finalize().into())
+}
+
 /// Metadata reads shared by read and write transactions.
 pub(crate) trait Meta {
     fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>>;
@@ -216,6 +243,15 @@ impl ReplicaWrite {
     /// which happens at commit).
     pub(crate) fn sidebar_generation(&self) -> Result<u64> {
         read_generation(&self.txn)
+    }
+
+    /// [`summaries_digest`] of the summaries as of this transaction.
+    pub(crate) fn summaries_digest(&self) -> Result<[u8; 32]> {
+        let table = self
+            .txn
+            .open_table(SUMMARIES)
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        summaries_digest(&table)
     }
 
     /// Keeps `sealed`, the sealed sidebar snapshot reflecting sidebar
