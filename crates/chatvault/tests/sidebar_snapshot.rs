@@ -65,7 +65,10 @@ impl Cipher for Watched {
                 return Err(chatvault::Error::invalid("killed before the snapshot"));
             }
             if self.garbage_snapshots.load(Ordering::SeqCst) {
-                return self.inner.seal(aad, b"\x01\xff\xff\xff\xffnot a snapshot");
+                // Every entry decodes, then one byte too many.
+                let mut damaged = plaintext.to_vec();
+                damaged.push(0);
+                return self.inner.seal(aad, &damaged);
             }
         }
         self.inner.seal(aad, plaintext)
@@ -298,7 +301,7 @@ async fn a_snapshot_that_does_not_decode_or_open_falls_back_to_the_scan() {
     save(&first, "one").await;
     save(&first, "two").await;
     let expected = first.sidebar().to_vec();
-    // Sealed properly, but what it holds is no snapshot.
+    // Sealed properly, but what it holds is damaged after the last entry.
     s.cipher.garbage_snapshots.store(true, Ordering::SeqCst);
     assert!(first.write_sidebar_snapshot().await.expect("written"));
     assert!(!first.write_sidebar_snapshot().await.expect("nothing new"));

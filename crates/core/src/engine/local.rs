@@ -187,21 +187,34 @@ impl LocalStore {
     /// Opens and decodes the sidebar snapshot `sealed` of `generation`,
     /// checks it reflects the summaries whose digest is `digest`, and shows
     /// it.
-    fn load_snapshot(&self, generation: u64, sealed: &[u8], digest: &[u8; 32]) -> Result<()> {
-        let plain = self.sealer.open_snapshot(generation, sealed)?;
-        let (reflects, summaries) = super::snapshot::decode(&plain)?;
-        if &reflects != digest {
-            return Err(Error::corrupt(
-                "sidebar snapshot",
-                "it does not reflect the stored summaries (a writer that does not keep \
-                 the sidebar generation, such as an older chatvault, changed them)",
-            ));
+    fn load_snapshot(&self, generation: u64, sealed: Vec<u8>, digest: &[u8; 32]) -> Result<()> {
+        let plain = self.sealer.open_snapshot(generation, &sealed)?;
+        drop(sealed);
+        let decoded = super::snapshot::decode_with(
+            &plain,
+            |reflects| {
+                if reflects == digest {
+                    Ok(())
+                } else {
+                    Err(Error::corrupt(
+                        "sidebar snapshot",
+                        "it does not reflect the stored summaries (a writer that does not \
+                         keep the sidebar generation, such as an older chatvault, changed them)",
+                    ))
+                }
+            },
+            |summary| {
+                self.clock.observe(summary.last_activity);
+                self.state.fill_one(summary);
+            },
+        );
+        match decoded {
+            // Drops any ordered snapshot taken meanwhile.
+            Ok(()) => self.state.fill(std::iter::empty()),
+            // Whatever was decoded before the damage goes: the scan refills.
+            Err(_) => self.state.clear(),
         }
-        for summary in &summaries {
-            self.clock.observe(summary.last_activity);
-        }
-        self.state.fill(summaries);
-        Ok(())
+        decoded
     }
 
     /// Writes the sealed sidebar snapshot if the sidebar changed since the
@@ -299,7 +312,7 @@ impl LocalStore {
                 sealed,
                 digest: Some(digest),
                 ..
-            }) => match self.load_snapshot(generation, &sealed, &digest) {
+            }) => match self.load_snapshot(generation, sealed, &digest) {
                 Ok(()) => {
                     *self.mark() = SnapshotMark {
                         base: Some(base),

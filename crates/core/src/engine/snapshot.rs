@@ -124,9 +124,34 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a snapshot plaintext. Errors: [`Error::UnsupportedFormat`] for
+/// Decodes a snapshot plaintext: its digest and its summaries. Errors: [`Error::UnsupportedFormat`] for
 /// another format byte, [`Error::Corrupt`] for anything malformed.
+#[cfg(test)]
 pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
+    let mut digest = [0; 32];
+    let mut out = Vec::new();
+    decode_with(
+        bytes,
+        |d| {
+            digest = *d;
+            Ok(())
+        },
+        |s| out.push(s),
+    )?;
+    Ok((digest, out))
+}
+
+/// Decodes a snapshot plaintext entry by entry, without collecting it
+/// (the caller keeps each summary where it belongs, so a cold start holds
+/// the plaintext and the sidebar, not a third copy): `check` sees the
+/// digest before any entry, and may refuse it; `f` then receives each
+/// summary in order. On an error part of the entries may have been given
+/// to `f`. Errors as for [`decode`].
+pub(crate) fn decode_with(
+    bytes: &[u8],
+    check: impl FnOnce(&Digest) -> Result<()>,
+    mut f: impl FnMut(ChatSummary),
+) -> Result<()> {
     let mut r = Reader { bytes };
     let format = r.u8()?;
     if format != SNAPSHOT_FORMAT {
@@ -136,7 +161,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
             supported: u32::from(SNAPSHOT_FORMAT),
         });
     }
-    let digest = r.array::<32>()?;
+    check(&r.array::<32>()?)?;
     let count = usize::try_from(r.u32()?).map_err(|_| malformed("count out of range"))?;
     if count > r.bytes.len() / MIN_ENTRY {
         return Err(malformed(format!(
@@ -144,7 +169,6 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
             r.bytes.len()
         )));
     }
-    let mut out = Vec::with_capacity(count);
     for _ in 0..count {
         let id = ChatId::from_bytes(r.array()?);
         let created = r.hlc()?;
@@ -163,7 +187,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
         let title = std::str::from_utf8(r.take(title_len)?)
             .map_err(|_| malformed(format!("the title of chat {id} is not UTF-8")))?
             .to_owned();
-        out.push(ChatSummary {
+        f(ChatSummary {
             id,
             title,
             created,
@@ -179,7 +203,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
             r.bytes.len()
         )));
     }
-    Ok((digest, out))
+    Ok(())
 }
 
 #[cfg(test)]
