@@ -27,11 +27,34 @@ use crate::hlc::Clock;
 use crate::hlc::Hlc;
 use crate::ids::{ChatId, DeviceId, VaultId};
 use crate::replica::Replica;
-use crate::replica::{RecordHeader, ReplicaWrite};
+use crate::replica::{RecordHeader, ReplicaWrite, StoredSnapshot};
 use crate::storage::SealedRecord;
 use crate::{Error, Result};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// How long after the last sidebar snapshot (or the load) a sync round
+/// that changed the sidebar writes a new one. Closing the engine writes
+/// one whenever the sidebar changed.
+pub(super) const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// What the local store knows of the sidebar snapshot in the replica.
+#[derive(Debug)]
+struct SnapshotMark {
+    /// The sidebar generation the in-memory sidebar reflected at load,
+    /// minus the tally then: the generation it reflects now is this plus
+    /// the tally. `None` once memory may differ from what a scan would show
+    /// (a summary did not open at load; another writer changed a summary):
+    /// no snapshot is written then.
+    base: Option<u64>,
+    /// The generation of the snapshot the replica holds, if it is known to
+    /// be one this store loaded or wrote.
+    written: Option<u64>,
+    /// When it was loaded or written.
+    at: Instant,
+}
 
 /// A chat's current state as a local change sees it.
 pub(super) enum Current {
@@ -113,6 +136,11 @@ pub(super) struct LocalStore {
     /// current state, merges and commits, and the in-memory view follows
     /// the replica in commit order.
     write_lock: Mutex<()>,
+    /// Commits through [`write`](Self::write) that bumped the sidebar
+    /// generation.
+    tally: Arc<AtomicU64>,
+    /// The sidebar snapshot's bookkeeping.
+    snapshot: Mutex<SnapshotMark>,
 }
 
 impl LocalStore {
@@ -135,7 +163,105 @@ impl LocalStore {
             committed: Notify::new(),
             limits,
             write_lock: Mutex::new(()),
+            tally: Arc::new(AtomicU64::new(0)),
+            snapshot: Mutex::new(SnapshotMark {
+                base: None,
+                written: None,
+                at: Instant::now(),
+            }),
         }
+    }
+
+    /// Starts a replica write whose sidebar generation bump (if it changes
+    /// a summary) is counted as this store's: every engine write that may
+    /// change a summary goes through here, under the write lock, and
+    /// publishes to memory before releasing it.
+    pub(super) fn write(&self) -> Result<ReplicaWrite> {
+        self.replica.write_counted(self.tally.clone())
+    }
+
+    fn mark(&self) -> MutexGuard<'_, SnapshotMark> {
+        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Opens and decodes the sidebar snapshot `sealed` of `generation`,
+    /// checks it reflects the summaries whose digest is `digest`, and shows
+    /// it.
+    fn load_snapshot(&self, generation: u64, sealed: Vec<u8>, digest: &[u8; 32]) -> Result<()> {
+        let plain = self.sealer.open_snapshot(generation, &sealed)?;
+        drop(sealed);
+        let decoded = super::snapshot::decode_with(
+            &plain,
+            |reflects| {
+                if reflects == digest {
+                    Ok(())
+                } else {
+                    Err(Error::corrupt(
+                        "sidebar snapshot",
+                        "it does not reflect the stored summaries (a writer that does not \
+                         keep the sidebar generation, such as an older chatvault, changed them)",
+                    ))
+                }
+            },
+            |summary| {
+                self.clock.observe(summary.last_activity);
+                self.state.fill_one(summary);
+            },
+        );
+        match decoded {
+            // Drops any ordered snapshot taken meanwhile.
+            Ok(()) => self.state.fill(std::iter::empty()),
+            // Whatever was decoded before the damage goes: the scan refills.
+            Err(_) => self.state.clear(),
+        }
+        decoded
+    }
+
+    /// Writes the sealed sidebar snapshot if the sidebar changed since the
+    /// replica's one and at least `min_age` passed since that one was
+    /// loaded or written. Returns true if one was written.
+    ///
+    /// Under the write lock, the in-memory sidebar mirrors the replica at
+    /// generation `base + tally`; the snapshot is committed only if the
+    /// replica is still at that generation, checked inside the writing
+    /// transaction, so a snapshot never claims a generation it does not
+    /// reflect.
+    pub(super) fn write_snapshot(&self, min_age: Duration) -> Result<bool> {
+        let _writes = self.lock_writes();
+        let mut mark = self.mark();
+        let Some(base) = mark.base else {
+            return Ok(false);
+        };
+        let generation = base.wrapping_add(self.tally.load(Ordering::Acquire));
+        if mark.written == Some(generation) || mark.at.elapsed() < min_age {
+            return Ok(false);
+        }
+        let sidebar = self.state.sidebar();
+        let mut write = self.replica.write()?;
+        let found = write.sidebar_generation()?;
+        if found != generation {
+            tracing::debug!(
+                found,
+                expected = generation,
+                "the replica's summaries changed outside the engine; no sidebar snapshot this session"
+            );
+            mark.base = None;
+            return Ok(false);
+        }
+        let digest = write.summaries_digest()?;
+        let plain = super::snapshot::encode(&digest, sidebar.iter().map(|s| &**s))?;
+        let sealed = self.sealer.seal_snapshot(generation, &plain)?;
+        write.set_sidebar_snapshot(generation, &sealed)?;
+        write.commit()?;
+        mark.written = Some(generation);
+        mark.at = Instant::now();
+        tracing::debug!(
+            generation,
+            chats = sidebar.len(),
+            bytes = sealed.len(),
+            "sidebar snapshot written"
+        );
+        Ok(true)
     }
 
     /// True on a backend with concurrent writers: records of one chat are
@@ -168,11 +294,46 @@ impl LocalStore {
         }
     }
 
-    /// Fills the sidebar from the replica's summaries (no network).
+    /// Fills the sidebar from the replica (no network): from its sealed
+    /// sidebar snapshot when that reflects the current sidebar generation
+    /// and opens, else by opening every stored summary.
     pub(super) fn load_sidebar(&self) -> Result<()> {
         /// Summaries decrypted per step: bounds the transient memory of a
         /// cold start, whatever the vault's size.
         const BATCH: usize = 4096;
+        let _writes = self.lock_writes();
+        // Read before the scan: a summary another writer commits meanwhile
+        // makes the replica's generation differ from the one recorded here,
+        // never the reverse.
+        let (generation, stored) = self.replica.sidebar_snapshot()?;
+        let base = generation.wrapping_sub(self.tally.load(Ordering::Acquire));
+        match stored {
+            Some(StoredSnapshot {
+                sealed,
+                digest: Some(digest),
+                ..
+            }) => match self.load_snapshot(generation, sealed, &digest) {
+                Ok(()) => {
+                    *self.mark() = SnapshotMark {
+                        base: Some(base),
+                        written: Some(generation),
+                        at: Instant::now(),
+                    };
+                    return Ok(());
+                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "the replica's sidebar snapshot does not open; reading every summary instead"
+                ),
+            },
+            Some(StoredSnapshot { generation: at, .. }) => tracing::debug!(
+                snapshot = at,
+                generation,
+                "the sidebar snapshot is stale; reading every summary"
+            ),
+            None => {}
+        }
+        let mut complete = true;
         self.replica.scan_summaries(BATCH, |batch| {
             let live: Vec<_> = batch.into_iter().filter(|s| !s.deleted).collect();
             let opened = super::sealing::par_map(live, |s| {
@@ -186,6 +347,7 @@ impl LocalStore {
                         summaries.push(summary);
                     }
                     Err(e) => {
+                        complete = false;
                         tracing::warn!(%chat, error = %e, "a chat in the replica does not open; left out of the sidebar");
                         self.events.emit(Event::RecordSkipped {
                             chat,
@@ -196,7 +358,13 @@ impl LocalStore {
             }
             self.state.fill(summaries);
             Ok(())
-        })
+        })?;
+        *self.mark() = SnapshotMark {
+            base: complete.then_some(base),
+            written: None,
+            at: Instant::now(),
+        };
+        Ok(())
     }
 
     /// The current state of `chat` inside write transaction `header`'s view.
@@ -491,7 +659,7 @@ impl LocalStore {
         let chat = opened.sealed.chat;
         let version = opened.sealed.version;
         let _writes = self.lock_writes();
-        let mut write = self.replica.write()?;
+        let mut write = self.write()?;
         let header = write.header(chat)?;
         let pending = write.pending(chat)?;
         let full = opened.chat.map(Arc::new);

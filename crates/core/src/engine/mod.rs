@@ -58,6 +58,7 @@ mod retry;
 mod save;
 pub(crate) mod sealing;
 mod sidebar;
+mod snapshot;
 mod state;
 mod status;
 mod worker;
@@ -237,6 +238,17 @@ pub(crate) struct Inner {
 impl Inner {
     fn max_batch(&self) -> usize {
         self.capabilities.max_batch.max(1)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle of the engine is gone: keep the sidebar as a sealed
+    /// snapshot for the next cold start if it changed since the replica's
+    /// one. A failure only costs the next start its speed.
+    fn drop(&mut self) {
+        if let Err(e) = self.local.write_snapshot(Duration::ZERO) {
+            tracing::warn!(error = %e, "cannot write the sidebar snapshot; the next start reads every summary");
+        }
     }
 }
 
@@ -671,6 +683,7 @@ impl Engine {
             .await;
         if let Ok(r) = &report {
             self.maintain_when_due().await;
+            self.snapshot_when_due().await;
             span.record("pulled", r.pulled);
             span.record("pushed", r.pushed);
             span.record("conflicts_resolved", r.conflicts_resolved);
@@ -679,6 +692,33 @@ impl Engine {
             span.record("requests", r.requests);
         }
         report
+    }
+
+    /// Writes the sidebar snapshot if the sidebar changed and the last one
+    /// is older than [`local::SNAPSHOT_EVERY`], so a process that is killed
+    /// rather than closed still leaves a recent one (used at the next start
+    /// if nothing changed after it). A failure is logged.
+    async fn snapshot_when_due(&self) {
+        let written = blocking(&self.inner, |inner| {
+            inner.local.write_snapshot(local::SNAPSHOT_EVERY)
+        })
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot write the sidebar snapshot; the next start reads every summary");
+        }
+    }
+
+    /// Writes the sidebar snapshot now if the sidebar changed since the
+    /// replica's one (the engine also does so when its last handle is
+    /// dropped, and after a sync round at most once a minute). Returns
+    /// true if one was written. Errors: [`Error::Local`] if the replica
+    /// write failed; the next start then reads every summary, which is
+    /// slower but correct.
+    pub async fn write_sidebar_snapshot(&self) -> Result<bool> {
+        blocking(&self.inner, |inner| {
+            inner.local.write_snapshot(Duration::ZERO)
+        })
+        .await
     }
 
     /// One round, under the sync lock.

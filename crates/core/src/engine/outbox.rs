@@ -360,7 +360,7 @@ fn record_push(
         return Ok(());
     }
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     for &(chat, version) in confirmed {
         write.mark_pushed(chat, version)?;
     }
@@ -387,7 +387,7 @@ fn resolve_conflict(
         None => None,
     };
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     if write.pending(chat)?.is_none() {
         return Ok(());
     }

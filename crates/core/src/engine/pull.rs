@@ -393,7 +393,7 @@ pub(super) fn apply_pulled(
         .collect();
     let opened = local.sealer.open_all(records);
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     let mut published: Vec<Publish> = Vec::new();
     let mut skipped = unreadable;
     for (chat, version, result) in opened {

@@ -278,7 +278,7 @@ impl Engine {
 /// same.
 fn reseal_batch(local: &LocalStore, chats: &[ChatId], current_key: u32) -> Result<BatchResealed> {
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     let mut out = BatchResealed::default();
     let mut staged_all = Vec::new();
     for &chat in chats {

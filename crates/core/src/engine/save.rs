@@ -111,7 +111,7 @@ where
     F: FnOnce(Current, &Clock) -> Result<Edit<T>>,
 {
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     let header = write.header(chat)?;
     let current = local.current(chat, header, || write.record(chat, true), needs_body)?;
     let Some(current) = current else {
@@ -142,7 +142,7 @@ where
 /// summary) are handed back to be saved one by one after fetching it.
 fn commit_batch(local: &LocalStore, chats: Vec<Chat>) -> Result<BatchCommitted> {
     let _writes = local.lock_writes();
-    let mut write = local.replica.write()?;
+    let mut write = local.write()?;
     let mut saved = HashMap::with_capacity(chats.len());
     let mut needs_body = Vec::new();
     let mut published = Vec::new();

@@ -182,6 +182,29 @@ impl Sealer {
         Ok(decoded)
     }
 
+    /// The binding of the sidebar snapshot reflecting sidebar generation
+    /// `generation`: this vault, a reserved chat id (16 ASCII bytes, not a
+    /// UUIDv7, so no chat has it), the summary part and the generation as
+    /// the version. A record's summary cannot pass for a snapshot, nor a
+    /// snapshot of one generation (or vault) for another.
+    fn snapshot_aad(&self, generation: u64) -> Aad {
+        self.aad(
+            ChatId::from_bytes(*b"sidebar-snapshot"),
+            Part::Summary,
+            generation,
+        )
+    }
+
+    /// Seals the sidebar snapshot plaintext `plain` of `generation`.
+    pub(crate) fn seal_snapshot(&self, generation: u64, plain: &[u8]) -> Result<Vec<u8>> {
+        self.cipher.seal(&self.snapshot_aad(generation), plain)
+    }
+
+    /// Opens a sidebar snapshot sealed for `generation`.
+    pub(crate) fn open_snapshot(&self, generation: u64, sealed: &[u8]) -> Result<Vec<u8>> {
+        self.cipher.open(&self.snapshot_aad(generation), sealed)
+    }
+
     /// Opens a whole record. A tombstone's state is rebuilt from its summary.
     pub(crate) fn open(&self, sealed: SealedRecord) -> Result<OpenedRecord> {
         let summary = self.open_summary(sealed.chat, sealed.version, &sealed.summary)?;
@@ -254,6 +277,31 @@ mod tests {
     use crate::hlc::Hlc;
     use crate::ids::DeviceId;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_sidebar_snapshot_opens_only_for_its_vault_generation_and_key() {
+        let cipher = Arc::new(EnvelopeCipher::generate(VaultId::new()));
+        let sealer = Sealer::new(cipher.clone(), cipher.vault());
+        let sealed = sealer.seal_snapshot(7, b"plain").expect("seal");
+        assert_eq!(sealer.open_snapshot(7, &sealed).expect("open"), b"plain");
+        assert!(
+            sealer.open_snapshot(8, &sealed).is_err(),
+            "another generation"
+        );
+        let elsewhere = Sealer::new(cipher.clone(), VaultId::new());
+        assert!(
+            elsewhere.open_snapshot(7, &sealed).is_err(),
+            "another vault"
+        );
+        let stranger = Arc::new(EnvelopeCipher::generate(cipher.vault()));
+        let stranger = Sealer::new(stranger, cipher.vault());
+        assert!(stranger.open_snapshot(7, &sealed).is_err(), "another key");
+        // Nor does a record's summary pass for a snapshot, or the reverse.
+        let chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, DeviceId(1)));
+        let record = sealer.seal(&chat, 7).expect("seal");
+        assert!(sealer.open_snapshot(7, &record.summary).is_err());
+        assert!(sealer.open_summary(chat.id, 7, &sealed).is_err());
+    }
 
     #[test]
     fn both_parts_of_a_record_are_sealed_under_one_key_while_the_keyring_rotates() {

@@ -98,6 +98,22 @@ impl State {
         self.changed();
     }
 
+    /// Loads one sidebar entry at startup (a tombstone is left out). The
+    /// caller is [`fill`](Self::fill)ing the state from nothing, so no
+    /// ordered snapshot exists yet to drop.
+    pub(crate) fn fill_one(&self, summary: ChatSummary) {
+        if summary.deleted.is_none() {
+            self.sidebar.insert(summary.id, Arc::new(summary));
+        }
+    }
+
+    /// Forgets every sidebar entry (a startup source that turned out
+    /// damaged halfway).
+    pub(crate) fn clear(&self) {
+        self.sidebar.clear();
+        self.changed();
+    }
+
     /// Records a new committed state of a chat. `full` is the whole chat if
     /// known; otherwise a cached older version is dropped. Returns true if
     /// the chat is now deleted.

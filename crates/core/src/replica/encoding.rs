@@ -41,7 +41,7 @@ pub struct OutboxEntry {
     pub not_before: u64,
 }
 
-fn corrupt(chat: ChatId, table: &str) -> Error {
+pub(crate) fn corrupt(chat: ChatId, table: &str) -> Error {
     Error::local_message(format!(
         "the replica's {table} entry for chat {chat} is truncated or malformed"
     ))

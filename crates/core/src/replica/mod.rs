@@ -47,6 +47,12 @@ pub(crate) const META_KEY_TRUST: &str = "key_trust";
 pub(crate) const META_MAINTENANCE: &str = "maintenance";
 /// Prefix of the metadata keys [`Replica::sealed_value`] reads.
 pub(crate) const META_SEALED: &str = "sealed/";
+/// The sidebar generation: `u64 BE`, bumped by every commit that changes
+/// a stored summary (absent: 0). See [`Replica::sidebar_generation`].
+pub(crate) const META_SIDEBAR_GENERATION: &str = "sidebar_generation";
+/// The sealed sidebar snapshot: `generation u64 BE ‖ sealed snapshot`,
+/// written by the sync engine (docs/design.md §8).
+pub(crate) const META_SIDEBAR_SNAPSHOT: &str = "sidebar_snapshot";
 
 /// A record's sealed summary as stored in the replica, for the sidebar.
 #[derive(Clone, PartialEq, Eq)]
@@ -70,6 +76,18 @@ impl std::fmt::Debug for StoredSummary {
             .field("sealed_len", &self.sealed.len())
             .finish()
     }
+}
+
+/// The sealed sidebar snapshot as the replica holds it
+/// ([`Replica::sidebar_snapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StoredSnapshot {
+    /// The sidebar generation it reflects.
+    pub(crate) generation: u64,
+    /// The sealed snapshot.
+    pub(crate) sealed: Vec<u8>,
+    /// The digest of the summaries now stored, when `generation` is current.
+    pub(crate) digest: Option<[u8; 32]>,
 }
 
 /// What the replica holds of one chat.
@@ -317,7 +335,21 @@ impl Replica {
             .db
             .begin_write()
             .map_err(|e| local_error("cannot start a replica write", e))?;
-        Ok(ReplicaWrite::new(txn))
+        Ok(ReplicaWrite::new(txn, None))
+    }
+
+    /// A write transaction that, when it commits a change to the summaries
+    /// (and so bumps the sidebar generation), also adds one to `tally`: how
+    /// the sync engine knows which generations its own commits made.
+    pub(crate) fn write_counted(
+        &self,
+        tally: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Result<ReplicaWrite> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| local_error("cannot start a replica write", e))?;
+        Ok(ReplicaWrite::new(txn, Some(tally)))
     }
 
     fn read(&self) -> Result<redb::ReadTransaction> {
@@ -437,6 +469,46 @@ impl Replica {
         let mut write = self.write()?;
         write.set_sealed_value(name, value)?;
         write.commit()
+    }
+
+    /// The sidebar generation: a counter every commit that changes a stored
+    /// summary (a save, a delete, a pulled or re-sealed record) bumps in
+    /// the same transaction. A sidebar snapshot records the generation it
+    /// reflects and is used only while the two are equal.
+    pub fn sidebar_generation(&self) -> Result<u64> {
+        let txn = self.read()?;
+        write::read_generation(&txn)
+    }
+
+    /// The current sidebar generation and the stored sidebar snapshot, if
+    /// one is kept, read in one snapshot of the replica; the summaries'
+    /// digest is computed only when the snapshot's generation is current.
+    pub(crate) fn sidebar_snapshot(&self) -> Result<(u64, Option<StoredSnapshot>)> {
+        let txn = self.read()?;
+        let generation = write::read_generation(&txn)?;
+        let stored = write::read_meta(&txn, META_SIDEBAR_SNAPSHOT)?;
+        let Some((at, sealed)) = stored.and_then(|bytes| {
+            let (head, sealed) = bytes.split_first_chunk::<8>()?;
+            Some((u64::from_be_bytes(*head), sealed.to_vec()))
+        }) else {
+            return Ok((generation, None));
+        };
+        let digest = if at == generation {
+            let table = txn
+                .open_table(SUMMARIES)
+                .map_err(|e| local_error("cannot read the replica summaries", e))?;
+            Some(write::summaries_digest(&table)?)
+        } else {
+            None
+        };
+        Ok((
+            generation,
+            Some(StoredSnapshot {
+                generation: at,
+                sealed,
+                digest,
+            }),
+        ))
     }
 
     /// When this device last ran the backend's maintenance, if it ever did

@@ -362,3 +362,78 @@ fn identity_and_key_file_round_trip() {
     );
     assert_eq!(replica.key_trust().expect("trust"), Some(trust));
 }
+
+#[test]
+fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_else_does() {
+    let (_dir, path) = temp_replica();
+    let replica = Replica::open(&path).expect("open");
+    let chat = ChatId::new();
+    assert_eq!(replica.sidebar_generation().expect("generation"), 0);
+    let tally = Arc::new(AtomicU64::new(0));
+
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write
+        .put_local(&record(chat, 1, b"body"), None)
+        .expect("put");
+    write.commit().expect("commit");
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+
+    // A snapshot, a body, the outbox and the cursor leave it alone.
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write.set_sidebar_snapshot(1, b"sealed").expect("snapshot");
+    assert!(write.put_body(chat, 1, b"other body").expect("body"));
+    write.mark_pushed(chat, 1).expect("pushed");
+    write.set_cursor(&Cursor("c".into())).expect("cursor");
+    write.commit().expect("commit");
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let snapshot = snapshot.expect("kept");
+    assert_eq!((generation, snapshot.generation), (1, 1));
+    assert_eq!(snapshot.sealed, b"sealed");
+    let digest = snapshot.digest.expect("current, so digested");
+
+    // A write dropped before its commit bumps nothing.
+    let mut write = replica.write_counted(tally.clone()).expect("write");
+    write.put_remote(&record(chat, 2, b"body")).expect("put");
+    drop(write);
+    assert_eq!(replica.sidebar_generation().expect("generation"), 1);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+
+    // A record stored from outside the engine bumps it, uncounted: the
+    // snapshot of generation 1 is stale from then on.
+    assert_eq!(
+        replica
+            .store_server_records(&[record(chat, 3, b"b")])
+            .expect("store"),
+        1
+    );
+    assert_eq!(replica.sidebar_generation().expect("generation"), 2);
+    assert_eq!(tally.load(Ordering::SeqCst), 1);
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let snapshot = snapshot.expect("kept");
+    assert_ne!(snapshot.generation, generation);
+    assert_eq!(snapshot.digest, None, "stale: not digested");
+
+    // An older chatvault writes a summary without bumping the generation:
+    // the digest tells.
+    let mut write = replica.write().expect("write");
+    write.set_sidebar_snapshot(2, b"sealed").expect("snapshot");
+    write.commit().expect("commit");
+    let (_, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let before = snapshot.and_then(|s| s.digest).expect("current");
+    assert_ne!(before, digest);
+    let txn = replica.db.begin_write().expect("raw write");
+    txn.open_table(SUMMARIES)
+        .expect("table")
+        .insert(
+            chat.as_bytes(),
+            encoding::encode_summary(4, false, b"older build").as_slice(),
+        )
+        .expect("insert");
+    txn.commit().expect("commit");
+    let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    let snapshot = snapshot.expect("kept");
+    assert_eq!((generation, snapshot.generation), (2, 2), "not bumped");
+    assert_ne!(snapshot.digest, Some(before), "but the digest moved");
+}

@@ -8,7 +8,8 @@ use super::maintenance::MaintenanceMark;
 use super::skipped::{self, SkippedEntry};
 use super::{
     local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_KEY_TRUST,
-    META_MAINTENANCE, META_SEALED, META_VAULT, OUTBOX, SKIPPED, SUMMARIES,
+    META_MAINTENANCE, META_SEALED, META_SIDEBAR_GENERATION, META_SIDEBAR_SNAPSHOT, META_VAULT,
+    OUTBOX, SKIPPED, SUMMARIES,
 };
 use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
@@ -16,12 +17,19 @@ use crate::storage::{Cursor, SealedRecord};
 use crate::Result;
 use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// One atomic change to the [`Replica`](super::Replica): everything done
 /// through it becomes durable together when [`commit`](Self::commit) returns,
 /// or not at all (dropping it aborts).
 pub struct ReplicaWrite {
     txn: WriteTransaction,
+    /// True once a summary was written: the commit bumps the sidebar
+    /// generation.
+    summaries_changed: bool,
+    /// Counts this transaction's generation bump once it commits.
+    tally: Option<Arc<AtomicU64>>,
 }
 
 impl std::fmt::Debug for ReplicaWrite {
@@ -79,6 +87,87 @@ macro_rules! impl_tables {
 impl_tables!(redb::ReadTransaction);
 impl_tables!(WriteTransaction);
 
+/// A metadata value as of `txn`; `None` when absent (or the table is).
+pub(crate) fn read_meta<T: Meta>(txn: &T, key: &str) -> Result<Option<Vec<u8>>> {
+    txn.meta_value(key)
+}
+
+/// The sidebar generation as of `txn` (absent: 0).
+pub(crate) fn read_generation(txn: &impl Meta) -> Result<u64> {
+    match txn.meta_value(META_SIDEBAR_GENERATION)? {
+        None => Ok(0),
+        Some(bytes) => <[u8; 8]>::try_from(bytes.as_slice())
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                crate::Error::local_message(
+                    "the replica's sidebar generation is malformed; \
+                     the replica file is damaged"
+                        .to_string(),
+                )
+            }),
+    }
+}
+
+/// SHA-256 over every stored summary's chat id, version and tombstone flag
+/// (`id [16] ‖ version u64 BE ‖ flags u8`, in chat id order), read from
+/// `table`: what a sidebar snapshot is checked against, so a writer that
+/// does not bump the sidebar generation (an older chatvault) still makes
+/// the snapshot stale. Reads the keys and the first 9 bytes of each value,
+/// never the sealed summaries.
+pub(crate) fn summaries_digest(
+    table: &impl ReadableTable<&'static [u8; 16], &'static [u8]>,
+) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let iter = table
+        .iter()
+        .map_err(|e| local_error("cannot read the replica summaries", e))?;
+    for item in iter {
+        let (key, value) = item.map_err(|e| local_error("cannot read the replica summaries", e))?;
+        let key = key.value();
+        let value = value.value();
+        let header = value
+            .get(..9)
+            .ok_or_else(|| super::encoding::corrupt(ChatId::from_bytes(*key), "summary"))?;
+        hash.update(key);
+        hash.update(header);
+    }
+    Ok(hash.finalize().into())
+}
+
+/// Metadata reads shared by read and write transactions.
+pub(crate) trait Meta {
+    fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>>;
+}
+
+impl Meta for redb::ReadTransaction {
+    fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let meta = match self.open_table(META) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(local_error("cannot read the replica metadata", e)),
+        };
+        let value = meta
+            .get(key)
+            .map_err(|e| local_error("cannot read the replica metadata", e))?
+            .map(|v| v.value().to_vec());
+        Ok(value)
+    }
+}
+
+impl Meta for WriteTransaction {
+    fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let meta = self
+            .open_table(META)
+            .map_err(|e| local_error("cannot read the replica metadata", e))?;
+        let value = meta
+            .get(key)
+            .map_err(|e| local_error("cannot read the replica metadata", e))?
+            .map(|v| v.value().to_vec());
+        Ok(value)
+    }
+}
+
 pub(crate) fn read_header(txn: &impl Tables, chat: ChatId) -> Result<Option<RecordHeader>> {
     txn.summary_value(chat)?
         .map(|v| decode_summary(chat, &v).map(|(header, _)| header))
@@ -121,17 +210,58 @@ pub(crate) fn read_record(
 }
 
 impl ReplicaWrite {
-    pub(crate) fn new(mut txn: WriteTransaction) -> Self {
+    pub(crate) fn new(mut txn: WriteTransaction, tally: Option<Arc<AtomicU64>>) -> Self {
         txn.set_durability(redb::Durability::Immediate);
-        Self { txn }
+        Self {
+            txn,
+            summaries_changed: false,
+            tally,
+        }
     }
 
     /// Commits everything written through this transaction; durable when
-    /// this returns `Ok`. On error nothing of it is visible.
-    pub fn commit(self) -> Result<()> {
+    /// this returns `Ok`. On error nothing of it is visible. A transaction
+    /// that wrote a summary bumps the sidebar generation as part of it, so
+    /// any sidebar snapshot taken before is stale from the same commit on.
+    pub fn commit(mut self) -> Result<()> {
+        if self.summaries_changed {
+            let next = read_generation(&self.txn)?.wrapping_add(1);
+            self.set_meta(META_SIDEBAR_GENERATION, &next.to_be_bytes())?;
+        }
         self.txn
             .commit()
-            .map_err(|e| local_error("cannot commit to the replica", e))
+            .map_err(|e| local_error("cannot commit to the replica", e))?;
+        if self.summaries_changed {
+            if let Some(tally) = &self.tally {
+                tally.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// The sidebar generation as of this transaction (before its own bump,
+    /// which happens at commit).
+    pub(crate) fn sidebar_generation(&self) -> Result<u64> {
+        read_generation(&self.txn)
+    }
+
+    /// [`summaries_digest`] of the summaries as of this transaction.
+    pub(crate) fn summaries_digest(&self) -> Result<[u8; 32]> {
+        let table = self
+            .txn
+            .open_table(SUMMARIES)
+            .map_err(|e| local_error("cannot read the replica summaries", e))?;
+        summaries_digest(&table)
+    }
+
+    /// Keeps `sealed`, the sealed sidebar snapshot reflecting sidebar
+    /// generation `generation`, replacing any earlier one. Does not bump
+    /// the generation.
+    pub(crate) fn set_sidebar_snapshot(&mut self, generation: u64, sealed: &[u8]) -> Result<()> {
+        let mut value = Vec::with_capacity(8 + sealed.len());
+        value.extend_from_slice(&generation.to_be_bytes());
+        value.extend_from_slice(sealed);
+        self.set_meta(META_SIDEBAR_SNAPSHOT, &value)
     }
 
     /// The version and tombstone flag stored for `chat`, as of this
@@ -151,6 +281,7 @@ impl ReplicaWrite {
     }
 
     fn store(&mut self, record: &SealedRecord) -> Result<()> {
+        self.summaries_changed = true;
         let key = record.chat.as_bytes();
         {
             let mut summaries = self
