@@ -824,7 +824,9 @@ async fn open_with_grace(
 #[tokio::test]
 async fn collection_deletes_unnamed_blobs_after_the_grace_period_and_keeps_named_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let grace = std::time::Duration::from_secs(5);
+    // Long enough that the early run below sees nothing past it on a slow
+    // machine.
+    let grace = std::time::Duration::from_secs(10);
     let storage = folder(dir.path());
     let phone = open_with_grace(dir.path(), "phone", storage.clone(), grace).await;
     let chat = phone.new_chat("files").await.unwrap().id;
@@ -931,8 +933,9 @@ async fn a_message_naming_an_old_attachment_puts_it_again_before_it_is_pushed() 
 #[tokio::test]
 async fn blobs_a_collector_deletes_just_after_their_put_are_put_back_by_the_check_after_the_push() {
     let dir = tempfile::tempdir().unwrap();
-    // The check is due a quarter of it after the put: 2 s.
-    let grace = std::time::Duration::from_secs(8);
+    // The check is due a quarter of it after the put: 5 s, so the sync
+    // right after the deletion comes before it even on a slow machine.
+    let grace = std::time::Duration::from_secs(20);
     let storage = folder(dir.path());
     let phone = open_with_grace(dir.path(), "phone", storage.clone(), grace).await;
     let chat = phone.new_chat("files").await.unwrap().id;
