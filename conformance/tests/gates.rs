@@ -105,8 +105,8 @@ fn contracts_needing_a_missing_capability_are_reported_skipped() {
         .collect();
     assert_eq!(
         gated.len(),
-        12,
-        "three concurrency contracts, inline summaries and eight blob contracts: {gated:?}"
+        14,
+        "three concurrency contracts, inline summaries and ten blob contracts: {gated:?}"
     );
 
     let concurrency = Suite::new(ModestBackend::new())
@@ -125,7 +125,7 @@ fn contracts_needing_a_missing_capability_are_reported_skipped() {
     let blobs = Suite::new(ModestBackend::new())
         .with_storage_contracts()
         .conclude(&args("blob"));
-    assert_eq!(blobs.num_ignored, 8, "{blobs:?}");
+    assert_eq!(blobs.num_ignored, 10, "{blobs:?}");
     assert_eq!(blobs.num_passed, 0, "{blobs:?}");
     assert_eq!(blobs.num_failed, 0, "{blobs:?}");
 }
