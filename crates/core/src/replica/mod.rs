@@ -359,17 +359,7 @@ impl Replica {
     }
 
     fn meta_value(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let txn = self.read()?;
-        let meta = match txn.open_table(META) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(local_error("cannot read the replica metadata", e)),
-        };
-        let value = meta
-            .get(key)
-            .map_err(|e| local_error("cannot read the replica metadata", e))?
-            .map(|v| v.value().to_vec());
-        Ok(value)
+        write::Meta::meta_value(&self.read()?, key)
     }
 
     /// The vault and device this replica belongs to, once recorded.
