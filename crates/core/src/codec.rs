@@ -30,8 +30,34 @@ pub const CHAT_FORMAT_WITHOUT_BRANCHES: u8 = 2;
 /// The chat format written when no message carries an original time and
 /// the chat has no branches.
 pub const CHAT_FORMAT_WITHOUT_ORIGINAL_TIMES: u8 = 1;
-/// Format version of encoded summaries.
-pub const SUMMARY_FORMAT: u8 = 1;
+/// Newest format version of encoded summaries: 2, the binary encoding
+/// (`docs/design.md` §4), written once the vault's format floor is 2.
+pub const SUMMARY_FORMAT: u8 = 2;
+/// The summary format every release reads: JSON, written while the vault's
+/// format floor is 1.
+pub const SUMMARY_FORMAT_JSON: u8 = 1;
+
+/// Newest *vault format* this build reads and writes. A vault's format
+/// floor, recorded in its authenticated key file (`docs/design.md` §3.6),
+/// is the vault format every device writes; a release that reads only
+/// older vault formats refuses the vault instead of misreading it.
+///
+/// | vault format | devices write |
+/// |---|---|
+/// | 1 | chat formats 1–4, JSON summaries (format 1) |
+/// | 2 | + binary summaries (summary format 2) |
+pub const VAULT_FORMAT: u8 = 2;
+
+/// The newest summary format a device reading vault formats up to
+/// `vault_format` reads, and the one it writes at format floor
+/// `vault_format`.
+pub fn summary_format_of(vault_format: u8) -> u8 {
+    if vault_format >= 2 {
+        SUMMARY_FORMAT
+    } else {
+        SUMMARY_FORMAT_JSON
+    }
+}
 
 fn encode<T: Serialize>(format: u8, value: &T) -> Result<Vec<u8>> {
     let mut out = vec![format];
@@ -90,14 +116,42 @@ pub fn body_json(encoded: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// Encodes a summary (the record's summary part).
+/// Encodes a summary (the record's summary part) in the format every
+/// release reads (JSON, format 1).
 pub fn encode_summary(summary: &ChatSummary) -> Result<Vec<u8>> {
-    encode(SUMMARY_FORMAT, summary)
+    encode(SUMMARY_FORMAT_JSON, summary)
 }
 
-/// Decodes a summary.
+/// Encodes a summary in the format a vault at format floor `floor` writes:
+/// binary (format 2) from floor 2, else JSON.
+pub fn encode_summary_at(summary: &ChatSummary, floor: u8) -> Result<Vec<u8>> {
+    if summary_format_of(floor) == SUMMARY_FORMAT_JSON {
+        return encode_summary(summary);
+    }
+    let mut out = Vec::with_capacity(1 + crate::binary::MIN_SUMMARY_LEN + summary.title.len());
+    out.push(SUMMARY_FORMAT);
+    crate::binary::put_summary(&mut out, summary)?;
+    Ok(out)
+}
+
+/// Decodes a summary of any format this build reads.
 pub fn decode_summary(bytes: &[u8]) -> Result<ChatSummary> {
-    decode("chat summary", SUMMARY_FORMAT, bytes)
+    decode_summary_up_to(bytes, SUMMARY_FORMAT)
+}
+
+/// Decodes a summary as a release reading summary formats up to
+/// `supported` does: a newer one is [`Error::UnsupportedFormat`].
+pub fn decode_summary_up_to(bytes: &[u8], supported: u8) -> Result<ChatSummary> {
+    const WHAT: &str = "chat summary";
+    match bytes.split_first() {
+        Some((&2, rest)) if supported >= 2 => {
+            let mut reader = crate::binary::Reader::new(WHAT, rest);
+            let summary = reader.summary()?;
+            reader.finish()?;
+            Ok(summary)
+        }
+        _ => decode(WHAT, supported, bytes),
+    }
 }
 
 #[cfg(test)]
@@ -107,6 +161,31 @@ mod tests {
     use crate::hlc::Hlc;
     use crate::ids::{ChatId, DeviceId, MessageId};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_release_reading_json_summaries_only_refuses_binary_ones_by_format() {
+        let chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, DeviceId(1)));
+        let binary = encode_summary_at(&chat.summary(), 2).expect("encode");
+        assert!(matches!(
+            decode_summary_up_to(&binary, SUMMARY_FORMAT_JSON),
+            Err(Error::UnsupportedFormat {
+                found: 2,
+                supported: 1,
+                ..
+            })
+        ));
+        let json = encode_summary_at(&chat.summary(), 1).expect("encode");
+        assert_eq!(
+            decode_summary_up_to(&json, SUMMARY_FORMAT_JSON).expect("JSON reads"),
+            chat.summary()
+        );
+        let mut newer = binary;
+        newer[0] = SUMMARY_FORMAT + 1;
+        assert!(matches!(
+            decode_summary(&newer),
+            Err(Error::UnsupportedFormat { .. })
+        ));
+    }
 
     #[test]
     fn body_json_is_the_json_of_a_known_body_format_only() {
@@ -318,7 +397,26 @@ mod tests {
         fn chats_round_trip_through_the_encoding(chat in any_chat()) {
             prop_assert_eq!(decode_chat(&encode_chat(&chat).expect("encode")).expect("decode"), chat.clone());
             let summary = chat.summary();
-            prop_assert_eq!(decode_summary(&encode_summary(&summary).expect("encode")).expect("decode"), summary);
+            prop_assert_eq!(decode_summary(&encode_summary(&summary).expect("encode")).expect("decode"), summary.clone());
+            for floor in 1..=VAULT_FORMAT {
+                let encoded = encode_summary_at(&summary, floor).expect("encode");
+                prop_assert_eq!(encoded[0], summary_format_of(floor));
+                prop_assert_eq!(decode_summary(&encoded).expect("decode"), summary.clone());
+            }
+        }
+
+        #[test]
+        fn truncated_or_extended_binary_summaries_are_errors(
+            chat in any_chat(),
+            cut in any::<prop::sample::Index>(),
+            extra in any::<u8>(),
+        ) {
+            let encoded = encode_summary_at(&chat.summary(), 2).expect("encode");
+            let cut = cut.index(encoded.len());
+            prop_assert!(decode_summary(&encoded[..cut]).is_err());
+            let mut longer = encoded.clone();
+            longer.push(extra);
+            prop_assert!(decode_summary(&longer).is_err());
         }
 
         #[test]

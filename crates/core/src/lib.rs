@@ -50,6 +50,7 @@
 
 #[cfg(feature = "engine")]
 pub mod attachments;
+mod binary;
 pub mod chat;
 pub mod cipher;
 mod codec;

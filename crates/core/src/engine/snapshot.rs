@@ -3,17 +3,10 @@
 //! opens one blob instead of one sealed summary per chat (docs/design.md
 //! §8, "Sidebar snapshot").
 //!
-//! The encoding is hand-written rather than serde-based: it holds seven
-//! fixed fields per summary, a general binary format crate would be a new
-//! dependency for that, and JSON is what made the per-record open slow.
-//! Layout (all integers big-endian):
+//! Layout (integers big-endian; `summary` as in `crate::binary`):
 //!
 //! ```text
-//! format u8 (1) ‖ digest [32] ‖ count u32 ‖ count × entry
-//! entry = id [16] ‖ created hlc ‖ last_activity hlc ‖ message_count u32 ‖
-//!         flags u8 (bit 0: starred, bit 1: deleted hlc follows) ‖
-//!         [deleted hlc] ‖ title_len u32 ‖ title (UTF-8)
-//! hlc   = millis u64 ‖ counter u32 ‖ device u64
+//! format u8 (1) ‖ digest [32] ‖ count u32 ‖ count × summary
 //! ```
 //!
 //! `digest` is the replica's digest of its stored summaries' ids, versions
@@ -25,25 +18,12 @@
 //! trailing bytes, unknown flags and unknown formats: any input is either
 //! a snapshot or an error, never a panic.
 
+use crate::binary::{put_summary, Reader, MIN_SUMMARY_LEN};
 use crate::chat::ChatSummary;
-use crate::hlc::Hlc;
-use crate::ids::{ChatId, DeviceId};
 use crate::{Error, Result};
 
 /// Format byte of the snapshots this build writes and reads.
 pub(crate) const SNAPSHOT_FORMAT: u8 = 1;
-
-const FLAG_STARRED: u8 = 1;
-const FLAG_DELETED: u8 = 2;
-const HLC_LEN: usize = 8 + 4 + 8;
-/// The smallest entry: id, two stamps, count, flags, empty title.
-const MIN_ENTRY: usize = 16 + 2 * HLC_LEN + 4 + 1 + 4;
-
-fn put_hlc(out: &mut Vec<u8>, hlc: &Hlc) {
-    out.extend_from_slice(&hlc.millis.to_be_bytes());
-    out.extend_from_slice(&hlc.counter.to_be_bytes());
-    out.extend_from_slice(&hlc.device.0.to_be_bytes());
-}
 
 /// The digest of the replica's summaries a snapshot reflects.
 pub(crate) type Digest = [u8; 32];
@@ -55,73 +35,14 @@ pub(crate) fn encode<'a>(
 ) -> Result<Vec<u8>> {
     let count = u32::try_from(summaries.len())
         .map_err(|_| Error::invalid("too many chats for one sidebar snapshot"))?;
-    let mut out = Vec::with_capacity(37 + summaries.len() * (MIN_ENTRY + 32));
+    let mut out = Vec::with_capacity(37 + summaries.len() * (MIN_SUMMARY_LEN + 32));
     out.push(SNAPSHOT_FORMAT);
     out.extend_from_slice(digest);
     out.extend_from_slice(&count.to_be_bytes());
     for s in summaries {
-        out.extend_from_slice(s.id.as_bytes());
-        put_hlc(&mut out, &s.created);
-        put_hlc(&mut out, &s.last_activity);
-        out.extend_from_slice(&s.message_count.to_be_bytes());
-        let mut flags = 0;
-        if s.starred {
-            flags |= FLAG_STARRED;
-        }
-        if s.deleted.is_some() {
-            flags |= FLAG_DELETED;
-        }
-        out.push(flags);
-        if let Some(deleted) = &s.deleted {
-            put_hlc(&mut out, deleted);
-        }
-        let title_len = u32::try_from(s.title.len())
-            .map_err(|_| Error::invalid(format!("the title of chat {} is too long", s.id)))?;
-        out.extend_from_slice(&title_len.to_be_bytes());
-        out.extend_from_slice(s.title.as_bytes());
+        put_summary(&mut out, s)?;
     }
     Ok(out)
-}
-
-fn malformed(why: impl Into<String>) -> Error {
-    Error::corrupt("sidebar snapshot", why)
-}
-
-/// Reads the snapshot plaintext front to back.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.bytes.len() < n {
-            return Err(malformed("truncated"));
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let bytes = self.take(N)?;
-        <[u8; N]>::try_from(bytes).map_err(|_| malformed("truncated"))
-    }
-
-    fn u8(&mut self) -> Result<u8> {
-        Ok(self.array::<1>()?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_be_bytes(self.array()?))
-    }
-
-    fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_be_bytes(self.array()?))
-    }
-
-    fn hlc(&mut self) -> Result<Hlc> {
-        Ok(Hlc::new(self.u64()?, self.u32()?, DeviceId(self.u64()?)))
-    }
 }
 
 /// Decodes a snapshot plaintext: its digest and its summaries. Errors: [`Error::UnsupportedFormat`] for
@@ -152,7 +73,7 @@ pub(crate) fn decode_with(
     check: impl FnOnce(&Digest) -> Result<()>,
     mut f: impl FnMut(ChatSummary),
 ) -> Result<()> {
-    let mut r = Reader { bytes };
+    let mut r = Reader::new("sidebar snapshot", bytes);
     let format = r.u8()?;
     if format != SNAPSHOT_FORMAT {
         return Err(Error::UnsupportedFormat {
@@ -162,53 +83,24 @@ pub(crate) fn decode_with(
         });
     }
     check(&r.array::<32>()?)?;
-    let count = usize::try_from(r.u32()?).map_err(|_| malformed("count out of range"))?;
-    if count > r.bytes.len() / MIN_ENTRY {
-        return Err(malformed(format!(
+    let count = usize::try_from(r.u32()?).map_err(|_| r.malformed("count out of range"))?;
+    if count > r.bytes.len() / MIN_SUMMARY_LEN {
+        return Err(r.malformed(format!(
             "{count} entries cannot fit in {} bytes",
             r.bytes.len()
         )));
     }
     for _ in 0..count {
-        let id = ChatId::from_bytes(r.array()?);
-        let created = r.hlc()?;
-        let last_activity = r.hlc()?;
-        let message_count = r.u32()?;
-        let flags = r.u8()?;
-        if flags & !(FLAG_STARRED | FLAG_DELETED) != 0 {
-            return Err(malformed(format!("unknown flags {flags:#04x}")));
-        }
-        let deleted = if flags & FLAG_DELETED != 0 {
-            Some(r.hlc()?)
-        } else {
-            None
-        };
-        let title_len = usize::try_from(r.u32()?).map_err(|_| malformed("title too long"))?;
-        let title = std::str::from_utf8(r.take(title_len)?)
-            .map_err(|_| malformed(format!("the title of chat {id} is not UTF-8")))?
-            .to_owned();
-        f(ChatSummary {
-            id,
-            title,
-            created,
-            last_activity,
-            message_count,
-            starred: flags & FLAG_STARRED != 0,
-            deleted,
-        });
+        f(r.summary()?);
     }
-    if !r.bytes.is_empty() {
-        return Err(malformed(format!(
-            "{} bytes after the last entry",
-            r.bytes.len()
-        )));
-    }
-    Ok(())
+    r.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hlc::Hlc;
+    use crate::ids::{ChatId, DeviceId};
     use proptest::prelude::*;
 
     fn hlc() -> impl Strategy<Value = Hlc> {
