@@ -66,6 +66,15 @@ pub trait Cipher: Send + Sync {
         Ok(None)
     }
 
+    /// The vault's format floor (`docs/design.md` §3.6): the vault format
+    /// ([`VAULT_FORMAT`](crate::raw::codec::VAULT_FORMAT) and older) every
+    /// device of the vault reads, so the one records are written in. The
+    /// envelope cipher reads it from the authenticated key file; the
+    /// default, 1, is the format every release reads.
+    fn format_floor(&self) -> u8 {
+        1
+    }
+
     /// Seals the parts of one record together: a cipher whose keys change
     /// while it is in use (the envelope cipher adopts rotations) seals them
     /// all under one key, so a record never has its summary under one key

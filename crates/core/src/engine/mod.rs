@@ -188,6 +188,13 @@ pub struct EngineConfig {
     /// (default [`DEFAULT_BLOB_GRACE`](crate::attachments::DEFAULT_BLOB_GRACE),
     /// 7 days).
     pub blob_grace: Duration,
+    /// The newest vault format this device reads and writes
+    /// ([`VAULT_FORMAT`](crate::raw::codec::VAULT_FORMAT), the default).
+    /// A lower value makes the engine behave as a release that knows no
+    /// newer format: it refuses a vault whose format floor is higher and
+    /// skips records in newer formats. Only a mixed-fleet test needs it,
+    /// as the stand-in for a device that was not upgraded.
+    pub max_vault_format: u8,
 }
 
 impl EngineConfig {
@@ -207,6 +214,7 @@ impl EngineConfig {
             keyring: None,
             attachment_cache_bytes: 512 << 20,
             blob_grace: crate::attachments::DEFAULT_BLOB_GRACE,
+            max_vault_format: crate::codec::VAULT_FORMAT,
         }
     }
 }
@@ -321,13 +329,18 @@ impl Engine {
     /// `cipher`, and loads the sidebar from the replica (no network).
     ///
     /// Records the vault and device in a new replica; fails with
-    /// [`Error::InvalidInput`] if the replica belongs to another vault.
+    /// [`Error::InvalidInput`] if the replica belongs to another vault, and
+    /// with [`Error::UnsupportedFormat`] (naming the vault format needed)
+    /// if the vault's format floor is above what this device reads
+    /// (`docs/design.md` §3.6).
     pub async fn open(
         storage: DynStorage,
         replica: Replica,
         cipher: Arc<dyn Cipher>,
         config: EngineConfig,
     ) -> Result<Self> {
+        let sealer = Sealer::reading_up_to(cipher, config.vault, config.max_vault_format);
+        sealer.check_format_floor()?;
         let capabilities = storage.capabilities();
         let chats = usize::try_from(replica.record_count()?).unwrap_or(0);
         // Only scheduling depends on it: a mark that does not read is
@@ -352,7 +365,7 @@ impl Engine {
         let notifier = Arc::new(Notifier::new());
         let local = LocalStore::new(
             replica,
-            Sealer::new(cipher, config.vault),
+            sealer,
             Clock::new(config.device),
             State::new(config.cache_bytes, chats),
             notifier.clone(),

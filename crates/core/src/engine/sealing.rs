@@ -6,7 +6,10 @@
 
 use crate::chat::{Chat, ChatSummary};
 use crate::cipher::{Aad, Cipher};
-use crate::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
+use crate::codec::{
+    decode_chat, decode_summary_up_to, encode_chat, encode_summary_at, summary_format_of,
+    VAULT_FORMAT,
+};
 use crate::ids::{ChatId, VaultId};
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
@@ -46,11 +49,41 @@ pub fn open_record(
 pub(crate) struct Sealer {
     cipher: Arc<dyn Cipher>,
     vault: VaultId,
+    /// The newest vault format this device reads and writes
+    /// ([`VAULT_FORMAT`] but for a device standing in for an older
+    /// release in a mixed-fleet test).
+    max_format: u8,
 }
 
 impl Sealer {
     pub(crate) fn new(cipher: Arc<dyn Cipher>, vault: VaultId) -> Self {
-        Self { cipher, vault }
+        Self::reading_up_to(cipher, vault, VAULT_FORMAT)
+    }
+
+    /// A sealer that reads and writes vault formats up to `max_format`
+    /// only, as a release that knows no newer one.
+    pub(crate) fn reading_up_to(cipher: Arc<dyn Cipher>, vault: VaultId, max_format: u8) -> Self {
+        Self {
+            cipher,
+            vault,
+            max_format: max_format.clamp(1, VAULT_FORMAT),
+        }
+    }
+
+    /// Checks that this device reads the vault format its key file says
+    /// every device writes (the format floor, `docs/design.md` §3.6).
+    ///
+    /// Errors: [`Error::UnsupportedFormat`] naming the vault format needed.
+    pub(crate) fn check_format_floor(&self) -> Result<u8> {
+        let floor = self.cipher.format_floor();
+        if floor > self.max_format {
+            return Err(Error::UnsupportedFormat {
+                what: "vault".to_string(),
+                found: u32::from(floor),
+                supported: u32::from(self.max_format),
+            });
+        }
+        Ok(floor)
     }
 
     fn aad(&self, chat: ChatId, part: Part, version: u64) -> Aad {
@@ -66,8 +99,13 @@ impl Sealer {
     /// chat is deleted (a tombstone carries only its sealed summary). Both
     /// parts are sealed together ([`Cipher::seal_parts`]): a key adopted
     /// meanwhile never leaves them under different keys.
+    ///
+    /// The summary is written in the format of the vault's format floor.
+    /// Errors: [`Error::UnsupportedFormat`] when the floor is above what
+    /// this device writes (it never writes a vault it cannot read).
     pub(crate) fn seal(&self, chat: &Chat, version: u64) -> Result<SealedRecord> {
-        let summary = encode_summary(&chat.summary())?;
+        let floor = self.check_format_floor()?;
+        let summary = encode_summary_at(&chat.summary(), floor)?;
         let body = if chat.is_deleted() {
             None
         } else {
@@ -144,7 +182,7 @@ impl Sealer {
         let plain = self
             .cipher
             .open(&self.aad(chat, Part::Summary, version), sealed)?;
-        let summary = decode_summary(&plain)?;
+        let summary = decode_summary_up_to(&plain, summary_format_of(self.max_format))?;
         if summary.id != chat {
             return Err(Error::corrupt(
                 format!("summary of chat {chat}"),

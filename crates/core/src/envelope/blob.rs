@@ -186,6 +186,7 @@ mod tests {
             protections: Vec::new(),
             retired: BTreeMap::new(),
             blob_secret: ring.blob_secret.clone(),
+            format_floor: ring.format_floor,
         });
         drop(ring);
         assert_eq!(twin.blob_id(b"chunk"), id, "same secret, same id");

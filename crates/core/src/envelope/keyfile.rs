@@ -34,6 +34,7 @@
 
 use super::export::{self, check_passphrase, check_work_factor};
 use super::{DataKey, Keyring, BLOB_SECRET_LEN, DATA_KEY_LEN, KEY_TAG_LEN};
+use crate::codec::VAULT_FORMAT;
 use crate::ids::VaultId;
 use crate::{Error, Result};
 use age::secrecy::{ExposeSecret, SecretString};
@@ -44,8 +45,12 @@ use zeroize::Zeroizing;
 
 /// Format version of key files (the slot container) written by this build.
 pub const KEY_FILE_FORMAT: u8 = 2;
-/// Format version of the plaintext keyring inside the X25519 slot.
-pub const KEYRING_FORMAT: u8 = 4;
+/// Newest format version of the plaintext keyring inside the X25519 slot
+/// (written only once the format floor was raised; see `KEYRING_FORMAT_WITHOUT_FLOOR`).
+pub const KEYRING_FORMAT: u8 = 5;
+/// The keyring format written while the vault's format floor is 1: what
+/// releases before format floors read.
+const KEYRING_FORMAT_WITHOUT_FLOOR: u8 = 4;
 
 const MAGIC: &[u8; 4] = b"CVKF";
 /// Format 1 only: an age scrypt file of the keyring.
@@ -583,7 +588,13 @@ fn encode_keyring(ring: &Keyring, version: u64, protections: &[Protection]) -> Z
     let mut out = Zeroizing::new(Vec::with_capacity(
         KEYRING_HEADER_LEN + ring.keys.len() * KEY_ENTRY_LEN + 2 + protections.len() * 100,
     ));
-    out.push(KEYRING_FORMAT);
+    // Format 5 only once the floor was raised: until then every release
+    // since format 4 reads (and may rewrite) the key file.
+    out.push(if ring.format_floor > 1 {
+        KEYRING_FORMAT
+    } else {
+        KEYRING_FORMAT_WITHOUT_FLOOR
+    });
     out.extend_from_slice(ring.vault.as_bytes());
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&ring.current.to_be_bytes());
@@ -620,6 +631,10 @@ fn encode_keyring(ring: &Keyring, version: u64, protections: &[Protection]) -> Z
     // Format 4: the blob secret, stored or (for a keyring read from an
     // older format) derived, so it never changes again once written.
     out.extend_from_slice(ring.blob_secret().as_slice());
+    // Format 5: the format floor.
+    if ring.format_floor > 1 {
+        out.push(ring.format_floor);
+    }
     out
 }
 
@@ -693,6 +708,15 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
             format!("the current key id {current} is not in the keyring"),
         ));
     }
+    let (tail, format_floor) = match format {
+        5 => {
+            let (&floor, tail) = tail.split_last().ok_or_else(|| {
+                Error::corrupt(WHAT, "the format floor of a format-5 keyring is missing")
+            })?;
+            (tail, check_format_floor(floor)?)
+        }
+        _ => (tail, 1),
+    };
     let (protections, retired, blob_secret) = match format {
         1 | 2 => (Vec::new(), BTreeMap::new(), None),
         3 => {
@@ -702,7 +726,10 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
         _ => {
             let (protections, rest) = decode_protections(tail)?;
             let split = rest.len().checked_sub(BLOB_SECRET_LEN).ok_or_else(|| {
-                Error::corrupt(WHAT, "the blob secret of a format-4 keyring is missing")
+                Error::corrupt(
+                    WHAT,
+                    "the blob secret of a format-4 or 5 keyring is missing",
+                )
             })?;
             let (rest, secret) = rest.split_at(split);
             let mut blob_secret = Zeroizing::new([0u8; BLOB_SECRET_LEN]);
@@ -718,7 +745,30 @@ fn decode_keyring(bytes: &[u8]) -> Result<Keyring> {
         protections,
         retired,
         blob_secret,
+        format_floor,
     })
+}
+
+/// Checks a keyring's format floor: 2 up to the newest vault format this
+/// build reads (a floor of 1 is written as keyring format 4).
+///
+/// Errors: [`Error::UnsupportedFormat`] naming the vault format a newer
+/// release raised the floor to; [`Error::Corrupt`] below 2.
+fn check_format_floor(floor: u8) -> Result<u8> {
+    if floor < 2 {
+        return Err(Error::corrupt(
+            "keyring",
+            format!("a format-5 keyring with format floor {floor} (floors start at 2)"),
+        ));
+    }
+    if floor > VAULT_FORMAT {
+        return Err(Error::UnsupportedFormat {
+            what: "vault".to_string(),
+            found: u32::from(floor),
+            supported: u32::from(VAULT_FORMAT),
+        });
+    }
+    Ok(floor)
 }
 
 fn decode_retired(bytes: &[u8]) -> Result<BTreeMap<u32, [u8; KEY_TAG_LEN]>> {
@@ -832,6 +882,68 @@ mod tests {
             decode_keyring(&encoded),
             Err(Error::UnsupportedFormat { found, .. }) if found == u32::from(KEYRING_FORMAT) + 1
         ));
+    }
+
+    #[test]
+    fn the_format_floor_is_written_as_format_5_only_once_raised() {
+        let cipher = EnvelopeCipher::generate(VaultId::new());
+        let before = encode_keyring(&cipher.read(), 1, &sample_protections());
+        assert_eq!(
+            before[0], 4,
+            "floor 1: the format releases before floors read"
+        );
+        assert_eq!(decode_keyring(&before).expect("decode").format_floor, 1);
+
+        assert!(cipher.raise_format_floor(VAULT_FORMAT).expect("raise"));
+        assert!(!cipher.raise_format_floor(1).expect("lower is no change"));
+        let after = encode_keyring(&cipher.read(), 2, &sample_protections());
+        assert_eq!(after[0], 5);
+        assert_eq!(after.len(), before.len() + 1);
+        let decoded = decode_keyring(&after).expect("decode");
+        assert_eq!(decoded.format_floor, VAULT_FORMAT);
+        assert_eq!(decoded.blob_secret, cipher.read().blob_secret);
+
+        // A floor above what this build reads names the vault format.
+        let mut newer = after.to_vec();
+        *newer.last_mut().expect("floor byte") = VAULT_FORMAT + 1;
+        assert!(matches!(
+            decode_keyring(&newer),
+            Err(Error::UnsupportedFormat { ref what, found, supported })
+                if what == "vault" && found == u32::from(VAULT_FORMAT) + 1
+                    && supported == u32::from(VAULT_FORMAT)
+        ));
+        // Format 5 never carries a floor below 2.
+        let mut low = after.to_vec();
+        *low.last_mut().expect("floor byte") = 1;
+        assert!(matches!(decode_keyring(&low), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            cipher.raise_format_floor(VAULT_FORMAT + 1),
+            Err(Error::UnsupportedFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn adopting_a_successor_raises_the_floor_and_never_lowers_it() {
+        let ours = EnvelopeCipher::generate(VaultId::new());
+        let mut theirs_ring =
+            decode_keyring(&encode_keyring(&ours.read(), 2, &sample_protections())).expect("copy");
+        theirs_ring.format_floor = VAULT_FORMAT;
+        let theirs = EnvelopeCipher::from_keyring(theirs_ring);
+        assert!(
+            ours.adopt_keys(&theirs).expect("adopt"),
+            "a raised floor is a change"
+        );
+        assert_eq!(ours.format_floor(), VAULT_FORMAT);
+        let mut older_ring =
+            decode_keyring(&encode_keyring(&ours.read(), 3, &sample_protections())).expect("copy");
+        older_ring.format_floor = 1;
+        let older = EnvelopeCipher::from_keyring(older_ring);
+        ours.adopt_keys(&older).expect("adopt");
+        assert_eq!(
+            ours.format_floor(),
+            VAULT_FORMAT,
+            "the floor never goes down"
+        );
     }
 
     #[test]

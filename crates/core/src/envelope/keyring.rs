@@ -62,6 +62,10 @@ pub(crate) struct Keyring {
     /// stored in a format-4 keyring; `None` for a keyring read from an older
     /// format, whose secret [`blob_secret`](Self::blob_secret) derives.
     pub(crate) blob_secret: Option<Zeroizing<[u8; BLOB_SECRET_LEN]>>,
+    /// The vault's format floor (`docs/design.md` §3.6): the oldest vault
+    /// format every device must read, so the one devices write. 1 for every
+    /// keyring read from a format before 5. It only rises.
+    pub(crate) format_floor: u8,
 }
 
 /// Length of the blob secret.
@@ -108,6 +112,7 @@ impl Keyring {
             protections: Vec::new(),
             retired: BTreeMap::new(),
             blob_secret: Some(blob_secret),
+            format_floor: 1,
         }
     }
 
@@ -203,6 +208,10 @@ impl Keyring {
         // one, else take the one the successor stores.
         if self.blob_secret.is_none() {
             self.blob_secret.clone_from(&theirs.blob_secret);
+        }
+        if theirs.format_floor > self.format_floor {
+            self.format_floor = theirs.format_floor;
+            changed = true;
         }
         if theirs.version >= self.version {
             if self.protections != theirs.protections {

@@ -213,6 +213,35 @@ impl EnvelopeCipher {
         self.write().retire(key_id)
     }
 
+    /// The vault's format floor as this keyring holds it
+    /// (`docs/design.md` §3.6): 1 until a device raised it.
+    pub fn format_floor(&self) -> u8 {
+        self.read().format_floor
+    }
+
+    /// Raises the vault's format floor to `floor` (`docs/design.md` §3.6);
+    /// a floor at or below the current one changes nothing. Returns true if
+    /// it rose. Store the key file again afterwards.
+    ///
+    /// Errors: [`Error::UnsupportedFormat`] for a floor above the newest
+    /// vault format this build writes
+    /// ([`VAULT_FORMAT`](crate::raw::codec::VAULT_FORMAT)).
+    pub fn raise_format_floor(&self, floor: u8) -> Result<bool> {
+        if floor > crate::codec::VAULT_FORMAT {
+            return Err(Error::UnsupportedFormat {
+                what: "vault".to_string(),
+                found: u32::from(floor),
+                supported: u32::from(crate::codec::VAULT_FORMAT),
+            });
+        }
+        let mut ring = self.write();
+        if floor <= ring.format_floor {
+            return Ok(false);
+        }
+        ring.format_floor = floor;
+        Ok(true)
+    }
+
     /// Takes the keys of `newer` (the same vault's keyring as re-read from
     /// its key file after another device rotated) that this keyring lacks,
     /// and its current key id. Keys this keyring already holds are kept as
@@ -542,6 +571,10 @@ impl Cipher for EnvelopeCipher {
     fn open(&self, aad: &Aad, sealed: &[u8]) -> Result<Vec<u8>> {
         self.open_bound(&aad.to_bytes(), sealed, || describe(aad))
     }
+
+    fn format_floor(&self) -> u8 {
+        EnvelopeCipher::format_floor(self)
+    }
 }
 
 #[cfg(test)]
@@ -593,6 +626,7 @@ mod tests {
             protections: Vec::new(),
             retired: BTreeMap::from([(1, [0u8; KEY_TAG_LEN])]),
             blob_secret: None,
+            format_floor: 1,
         });
         let fresh = EnvelopeCipher::generate(old.vault());
         assert!(matches!(

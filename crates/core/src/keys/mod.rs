@@ -412,6 +412,27 @@ impl VaultKeys {
         .await
     }
 
+    /// Raises the vault's format floor to `floor` (`docs/design.md` §3.6):
+    /// from then on every device writes vault format `floor`, and releases
+    /// that read only older formats refuse the vault
+    /// ([`Error::UnsupportedFormat`] naming the format) instead of
+    /// misreading or overwriting what newer devices wrote. The floor never
+    /// goes down. Returns false, writing nothing, if it already is at least
+    /// `floor`.
+    ///
+    /// Errors: [`Error::UnsupportedFormat`] for a floor above
+    /// [`VAULT_FORMAT`](crate::raw::codec::VAULT_FORMAT); those of every
+    /// key change.
+    pub async fn raise_format_floor(&self, floor: u8) -> Result<bool> {
+        if self.cipher.format_floor() >= floor {
+            return Ok(false);
+        }
+        self.change(Arc::new(move |draft: &mut Draft, _: &Settings| {
+            draft.cipher.raise_format_floor(floor)
+        }))
+        .await
+    }
+
     /// Retires the data keys `key_ids` (never the current one): records
     /// sealed under them stop opening everywhere, so call this only once no
     /// record references them (see `ChatVault::retire_unused_keys`, which
