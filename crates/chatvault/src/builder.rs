@@ -34,6 +34,7 @@ pub struct ChatVaultBuilder {
     cache_bytes: Option<u64>,
     attachment_cache_bytes: Option<u64>,
     blob_grace: Option<Duration>,
+    max_vault_format: Option<u8>,
     work_factor: Option<u8>,
     maintenance: Option<Option<Duration>>,
     padding: Padding,
@@ -90,6 +91,7 @@ impl ChatVaultBuilder {
             cache_bytes: None,
             attachment_cache_bytes: None,
             blob_grace: None,
+            max_vault_format: None,
             work_factor: None,
             maintenance: None,
             padding: Padding::default(),
@@ -211,6 +213,16 @@ impl ChatVaultBuilder {
         self
     }
 
+    /// Makes this device behave as a release that reads and writes vault
+    /// formats up to `format` only (`docs/design.md` §3.6): it refuses a
+    /// vault whose format floor is higher and skips records written in
+    /// newer formats. For testing a mixed fleet (a device that was not
+    /// upgraded beside one that was); an application never needs it.
+    pub fn max_vault_format(mut self, format: u8) -> Self {
+        self.max_vault_format = Some(format);
+        self
+    }
+
     /// How often a successful sync ([`ChatVault::sync_now`] or background
     /// sync) starts the backend's housekeeping (compacting the object-store
     /// change log so idle polls and new devices stay cheap however long the
@@ -322,6 +334,9 @@ impl ChatVaultBuilder {
         }
         if let Some(grace) = self.blob_grace {
             config.blob_grace = grace;
+        }
+        if let Some(format) = self.max_vault_format {
+            config.max_vault_format = format;
         }
         config.keyring = Some(keys.clone());
         let engine = Engine::open(storage, replica, cipher.clone(), config).await?;

@@ -86,6 +86,29 @@ impl ChatVault {
         self.keys.rotate().await
     }
 
+    /// The vault's format floor (`docs/design.md` §3.6): the vault format
+    /// every device writes, 1 until [`upgrade_format`](Self::upgrade_format)
+    /// raised it.
+    pub fn format_floor(&self) -> u8 {
+        self.cipher().format_floor()
+    }
+
+    /// Moves the vault to the newest vault format this release writes
+    /// ([`VAULT_FORMAT`](chatvault_core::raw::codec::VAULT_FORMAT)): one
+    /// key-file change raising the format floor. Every device writes the
+    /// new format from its next key re-read (this one at once); a device
+    /// on a release that does not read it refuses to open the vault with
+    /// [`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) naming
+    /// the vault format it needs, and one already running skips the new
+    /// records (reported, retried) and never overwrites them. Upgrade
+    /// every device first. Returns false if the vault already was at that
+    /// format. Records written earlier keep their format and stay readable.
+    pub async fn upgrade_format(&self) -> Result<bool> {
+        self.keys
+            .raise_format_floor(chatvault_core::raw::codec::VAULT_FORMAT)
+            .await
+    }
+
     /// Re-seals up to `batch` records (chats, and tombstones of deleted
     /// chats) still sealed under an older data key (after
     /// [`rotate_key`](Self::rotate_key) or a removal), through the normal

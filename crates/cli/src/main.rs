@@ -205,7 +205,7 @@ enum Command {
     /// Show queued changes and the sync status (after a sync)
     Status,
     /// Manage what unlocks the vault: list, add-device, remove-device, passwd,
-    /// recovery, rotate, reseal, retire, device-key (see `chatvault keys --help`)
+    /// recovery, rotate, reseal, retire, upgrade, device-key (see `chatvault keys --help`)
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Sign in to a Supabase vault (email and password; the session is kept

@@ -68,6 +68,7 @@ fn keys_help_documents_every_command() {
         "rotate",
         "reseal",
         "retire",
+        "upgrade",
         "device-key",
     ] {
         let line = help
@@ -79,6 +80,33 @@ fn keys_help_documents_every_command() {
             "{command} has no description: {line}"
         );
     }
+}
+
+#[test]
+fn keys_upgrade_raises_the_vault_format_once_and_list_shows_it() {
+    let setup = Setup::new();
+    let chat = setup.ok("laptop.redb", PASSPHRASE, &["new", "Before"]);
+    let listed = setup.ok("laptop.redb", PASSPHRASE, &["keys", "list"]);
+    assert!(listed.contains("vault format 1"), "{listed}");
+    let out = setup
+        .command("laptop.redb", Some(PASSPHRASE), &["keys", "upgrade"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(succeeded(out).trim(), "2");
+    assert!(stderr.contains("format 2 now"), "{stderr}");
+    let again = setup
+        .command("laptop.redb", Some(PASSPHRASE), &["keys", "upgrade"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&again.stderr).to_string();
+    assert_eq!(succeeded(again).trim(), "2");
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    // Another device opens the upgraded vault and reads the chat.
+    let listed = setup.ok("phone.redb", PASSPHRASE, &["keys", "list"]);
+    assert!(listed.contains("vault format 2"), "{listed}");
+    let shown = setup.ok("phone.redb", PASSPHRASE, &["show", chat.trim()]);
+    assert!(shown.starts_with("Before"), "{shown}");
 }
 
 #[test]

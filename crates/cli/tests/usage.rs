@@ -240,6 +240,7 @@ fn init_help_offers_the_url_once_and_keys_help_names_every_subcommand() {
         "rotate",
         "reseal",
         "retire",
+        "upgrade",
         "device-key",
     ] {
         assert!(keys.contains(sub), "{sub} missing from: {keys}");

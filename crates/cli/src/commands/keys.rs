@@ -72,6 +72,12 @@ pub enum KeysCommand {
     /// rotation: a device with changes queued under an old key would push
     /// records nobody can open
     Retire,
+    /// Move the vault to the newest format this release writes (raise its
+    /// format floor). Upgrade chatvault on every device first: a device on
+    /// an older release then refuses the vault, naming the version it
+    /// needs, rather than misread it. Records already written stay as they
+    /// are; the floor never goes down
+    Upgrade,
     /// Write a new age identity for this device to FILE (mode 0600; missing
     /// folders are created, mode 0700) and print its recipient, for `keys
     /// add-device` on a device that already unlocks the vault. Needs no vault
@@ -149,10 +155,11 @@ async fn run(vault: &ChatVault, command: KeysCommand, allow_weak_passphrase: boo
                 );
             }
             out!(
-                "data key {} (keys held: {:?}); fingerprint {}",
+                "data key {} (keys held: {:?}); fingerprint {}; vault format {}",
                 vault.cipher().current_key_id(),
                 vault.cipher().key_ids(),
-                vault.cipher().fingerprint()
+                vault.cipher().fingerprint(),
+                vault.format_floor()
             );
         }
         KeysCommand::AddDevice { recipient, label } => {
@@ -210,6 +217,22 @@ async fn run(vault: &ChatVault, command: KeysCommand, allow_weak_passphrase: boo
             }
             for id in retired {
                 out!("{id}");
+            }
+        }
+        KeysCommand::Upgrade => {
+            let raised = vault.upgrade_format().await?;
+            out!("{}", vault.format_floor());
+            if raised {
+                eprintln!(
+                    "the vault is at format {} now: every device writes it from its next key \
+                     re-read; releases that do not read it refuse the vault",
+                    vault.format_floor()
+                );
+            } else {
+                eprintln!(
+                    "the vault already is at format {}; nothing changed",
+                    vault.format_floor()
+                );
             }
         }
         KeysCommand::DeviceKey { file } => write_device_key(&file)?,
