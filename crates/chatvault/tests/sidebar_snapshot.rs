@@ -14,7 +14,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-const SNAPSHOT: &[u8; 16] = b"sidebar-snapshot";
+/// The reserved chat id prefix the chunks of a snapshot are bound to.
+const SNAPSHOT: &[u8; 12] = b"sidebar-snap";
+
+fn is_snapshot(aad: &Aad) -> bool {
+    aad.chat.as_bytes().starts_with(SNAPSHOT)
+}
 
 fn in_memory() -> DynStorage {
     Arc::new(ObjectStoreStorage::new(
@@ -60,7 +65,7 @@ impl Watched {
 
 impl Cipher for Watched {
     fn seal(&self, aad: &Aad, plaintext: &[u8]) -> chatvault::Result<Vec<u8>> {
-        if aad.chat.as_bytes() == SNAPSHOT {
+        if is_snapshot(aad) {
             if self.no_snapshot_writes.load(Ordering::SeqCst) {
                 return Err(chatvault::Error::invalid("killed before the snapshot"));
             }
@@ -75,7 +80,7 @@ impl Cipher for Watched {
     }
 
     fn open(&self, aad: &Aad, sealed: &[u8]) -> chatvault::Result<Vec<u8>> {
-        if aad.chat.as_bytes() == SNAPSHOT {
+        if is_snapshot(aad) {
             self.snapshot_opens.fetch_add(1, Ordering::SeqCst);
             if self.no_snapshot_opens.load(Ordering::SeqCst) {
                 return Err(chatvault::Error::Tampered {
@@ -148,6 +153,38 @@ impl Setup {
         )
         .await
     }
+}
+
+#[tokio::test]
+async fn a_snapshot_of_several_chunks_opens_chunk_by_chunk_and_shows_every_chat() {
+    // Chunks hold 4,096 summaries: two chunks, the second one short.
+    const CHATS: usize = 4096 + 10;
+    let s = Setup::new();
+    let first = s.open().await;
+    let chats: Vec<Chat> = (0..CHATS)
+        .map(|i| Chat::new(ChatId::new(), format!("chat {i}"), first.clock().tick()))
+        .collect();
+    first.save_chats(chats).await.expect("save");
+    let expected = first.sidebar().to_vec();
+    assert_eq!(expected.len(), CHATS);
+    drop(first);
+
+    s.cipher.opens();
+    let second = s.open().await;
+    assert_eq!(s.cipher.opens(), (2, 0), "two chunk opens, no summary open");
+    assert_eq!(second.sidebar(), expected);
+    // Fewer chats: the snapshot shrinks to one chunk, and still reads.
+    for summary in expected.iter().take(11) {
+        second.delete_chat(summary.id).await.expect("delete");
+    }
+    assert!(second.write_sidebar_snapshot().await.expect("write"));
+    let fewer = second.sidebar().to_vec();
+    assert_eq!(fewer.len(), 4095);
+    drop(second);
+    s.cipher.opens();
+    let third = s.open().await;
+    assert_eq!(s.cipher.opens(), (1, 0));
+    assert_eq!(third.sidebar(), fewer);
 }
 
 #[tokio::test]

@@ -184,30 +184,51 @@ impl LocalStore {
         self.snapshot.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Opens and decodes the sidebar snapshot `sealed` of `generation`,
-    /// checks it reflects the summaries whose digest is `digest`, and shows
-    /// it.
-    fn load_snapshot(&self, generation: u64, sealed: Vec<u8>, digest: &[u8; 32]) -> Result<()> {
-        let plain = self.sealer.open_snapshot(generation, &sealed)?;
-        drop(sealed);
-        let decoded = super::snapshot::decode_with(
-            &plain,
-            |reflects| {
-                if reflects == digest {
-                    Ok(())
-                } else {
-                    Err(Error::corrupt(
-                        "sidebar snapshot",
-                        "it does not reflect the stored summaries (a writer that does not \
-                         keep the sidebar generation, such as an older chatvault, changed them)",
-                    ))
-                }
-            },
-            |summary| {
-                self.clock.observe(summary.last_activity);
-                self.state.fill_one(summary);
-            },
-        );
+    /// Opens and decodes the sidebar snapshot of `generation`, kept in
+    /// `chunks` sealed chunks, one chunk at a time, checks every chunk
+    /// reflects the summaries whose digest is `digest` and sits where it is
+    /// read, and shows it.
+    fn load_snapshot(&self, generation: u64, chunks: u32, digest: &[u8; 32]) -> Result<()> {
+        let decoded = (|| {
+            if chunks == 0 {
+                return Err(Error::corrupt("sidebar snapshot", "it has no chunks"));
+            }
+            for index in 0..chunks {
+                let sealed = self.replica.sidebar_snapshot_chunk(index)?.ok_or_else(|| {
+                    Error::corrupt("sidebar snapshot", format!("chunk {index} is missing"))
+                })?;
+                let plain = self.sealer.open_snapshot(generation, index, &sealed)?;
+                drop(sealed);
+                super::snapshot::decode_with(
+                    &plain,
+                    |reflects, place| {
+                        if reflects != digest {
+                            Err(Error::corrupt(
+                                "sidebar snapshot",
+                                "it does not reflect the stored summaries (a writer that does \
+                                 not keep the sidebar generation, such as an older chatvault, \
+                                 changed them)",
+                            ))
+                        } else if place != (super::snapshot::Place { index, chunks }) {
+                            Err(Error::corrupt(
+                                "sidebar snapshot",
+                                format!(
+                                    "chunk {index} of {chunks} says it is chunk {} of {}",
+                                    place.index, place.chunks
+                                ),
+                            ))
+                        } else {
+                            Ok(())
+                        }
+                    },
+                    |summary| {
+                        self.clock.observe(summary.last_activity);
+                        self.state.fill_one(summary);
+                    },
+                )?;
+            }
+            Ok(())
+        })();
         match decoded {
             // Drops any ordered snapshot taken meanwhile.
             Ok(()) => self.state.fill(std::iter::empty()),
@@ -249,16 +270,31 @@ impl LocalStore {
             return Ok(false);
         }
         let digest = write.summaries_digest()?;
-        let plain = super::snapshot::encode(&digest, sidebar.iter().map(|s| &**s))?;
-        let sealed = self.sealer.seal_snapshot(generation, &plain)?;
-        write.set_sidebar_snapshot(generation, &sealed)?;
+        // One chunk encoded and sealed at a time: never the whole plaintext.
+        let parts: Vec<&[Arc<ChatSummary>]> = if sidebar.is_empty() {
+            vec![&[]]
+        } else {
+            sidebar.chunks(super::snapshot::CHUNK).collect()
+        };
+        let chunks = u32::try_from(parts.len())
+            .map_err(|_| Error::invalid("too many chats for one sidebar snapshot"))?;
+        let mut bytes = 0;
+        let sealed = (0..chunks).zip(parts).map(|(index, part)| {
+            let place = super::snapshot::Place { index, chunks };
+            let plain = super::snapshot::encode(&digest, place, part.iter().map(|s| &**s))?;
+            let sealed = self.sealer.seal_snapshot(generation, index, &plain)?;
+            bytes += sealed.len();
+            Ok(sealed)
+        });
+        write.set_sidebar_snapshot(generation, sealed)?;
         write.commit()?;
         mark.written = Some(generation);
         mark.at = Instant::now();
         tracing::debug!(
             generation,
             chats = sidebar.len(),
-            bytes = sealed.len(),
+            chunks,
+            bytes,
             "sidebar snapshot written"
         );
         Ok(true)
@@ -309,10 +345,10 @@ impl LocalStore {
         let base = generation.wrapping_sub(self.tally.load(Ordering::Acquire));
         match stored {
             Some(StoredSnapshot {
-                sealed,
+                chunks,
                 digest: Some(digest),
                 ..
-            }) => match self.load_snapshot(generation, sealed, &digest) {
+            }) => match self.load_snapshot(generation, chunks, &digest) {
                 Ok(()) => {
                     *self.mark() = SnapshotMark {
                         base: Some(base),

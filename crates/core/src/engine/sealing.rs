@@ -220,27 +220,40 @@ impl Sealer {
         Ok(decoded)
     }
 
-    /// The binding of the sidebar snapshot reflecting sidebar generation
-    /// `generation`: this vault, a reserved chat id (16 ASCII bytes, not a
-    /// UUIDv7, so no chat has it), the summary part and the generation as
-    /// the version. A record's summary cannot pass for a snapshot, nor a
-    /// snapshot of one generation (or vault) for another.
-    fn snapshot_aad(&self, generation: u64) -> Aad {
-        self.aad(
-            ChatId::from_bytes(*b"sidebar-snapshot"),
-            Part::Summary,
-            generation,
-        )
+    /// The binding of chunk `index` of the sidebar snapshot reflecting
+    /// sidebar generation `generation`: this vault, a reserved chat id
+    /// (`sidebar-snap` in ASCII, then the index: not a UUIDv7, so no chat
+    /// has it), the summary part and the generation as the version. A
+    /// record's summary cannot pass for a snapshot chunk, nor a chunk of
+    /// one generation, place (or vault) for another.
+    fn snapshot_aad(&self, generation: u64, index: u32) -> Aad {
+        let mut id = [0u8; 16];
+        id[..12].copy_from_slice(b"sidebar-snap");
+        id[12..].copy_from_slice(&index.to_be_bytes());
+        self.aad(ChatId::from_bytes(id), Part::Summary, generation)
     }
 
-    /// Seals the sidebar snapshot plaintext `plain` of `generation`.
-    pub(crate) fn seal_snapshot(&self, generation: u64, plain: &[u8]) -> Result<Vec<u8>> {
-        self.cipher.seal(&self.snapshot_aad(generation), plain)
+    /// Seals chunk `index` (plaintext `plain`) of the sidebar snapshot of
+    /// `generation`.
+    pub(crate) fn seal_snapshot(
+        &self,
+        generation: u64,
+        index: u32,
+        plain: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.cipher
+            .seal(&self.snapshot_aad(generation, index), plain)
     }
 
-    /// Opens a sidebar snapshot sealed for `generation`.
-    pub(crate) fn open_snapshot(&self, generation: u64, sealed: &[u8]) -> Result<Vec<u8>> {
-        self.cipher.open(&self.snapshot_aad(generation), sealed)
+    /// Opens chunk `index` of a sidebar snapshot sealed for `generation`.
+    pub(crate) fn open_snapshot(
+        &self,
+        generation: u64,
+        index: u32,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>> {
+        self.cipher
+            .open(&self.snapshot_aad(generation, index), sealed)
     }
 
     /// Opens a whole record. A tombstone's state is rebuilt from its summary.
@@ -320,24 +333,31 @@ mod tests {
     fn a_sidebar_snapshot_opens_only_for_its_vault_generation_and_key() {
         let cipher = Arc::new(EnvelopeCipher::generate(VaultId::new()));
         let sealer = Sealer::new(cipher.clone(), cipher.vault());
-        let sealed = sealer.seal_snapshot(7, b"plain").expect("seal");
-        assert_eq!(sealer.open_snapshot(7, &sealed).expect("open"), b"plain");
+        let sealed = sealer.seal_snapshot(7, 0, b"plain").expect("seal");
+        assert_eq!(sealer.open_snapshot(7, 0, &sealed).expect("open"), b"plain");
         assert!(
-            sealer.open_snapshot(8, &sealed).is_err(),
+            sealer.open_snapshot(7, 1, &sealed).is_err(),
+            "another chunk"
+        );
+        assert!(
+            sealer.open_snapshot(8, 0, &sealed).is_err(),
             "another generation"
         );
         let elsewhere = Sealer::new(cipher.clone(), VaultId::new());
         assert!(
-            elsewhere.open_snapshot(7, &sealed).is_err(),
+            elsewhere.open_snapshot(7, 0, &sealed).is_err(),
             "another vault"
         );
         let stranger = Arc::new(EnvelopeCipher::generate(cipher.vault()));
         let stranger = Sealer::new(stranger, cipher.vault());
-        assert!(stranger.open_snapshot(7, &sealed).is_err(), "another key");
+        assert!(
+            stranger.open_snapshot(7, 0, &sealed).is_err(),
+            "another key"
+        );
         // Nor does a record's summary pass for a snapshot, or the reverse.
         let chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, DeviceId(1)));
         let record = sealer.seal(&chat, 7).expect("seal");
-        assert!(sealer.open_snapshot(7, &record.summary).is_err());
+        assert!(sealer.open_snapshot(7, 0, &record.summary).is_err());
         assert!(sealer.open_summary(chat.id, 7, &sealed).is_err());
     }
 

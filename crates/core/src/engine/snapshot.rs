@@ -3,11 +3,20 @@
 //! opens one blob instead of one sealed summary per chat (docs/design.md
 //! §8, "Sidebar snapshot").
 //!
-//! Layout (integers big-endian; `summary` as in `crate::binary`):
+//! The snapshot is kept in chunks of at most [`CHUNK`] summaries, each
+//! sealed on its own (bound to the vault, the generation and its index), so
+//! that neither writing nor a cold start ever holds the whole plaintext: a
+//! start opens and decodes one chunk at a time straight into the sidebar.
+//! Layout of a chunk's plaintext (integers big-endian; `summary` as in
+//! `crate::binary`):
 //!
 //! ```text
-//! format u8 (1) ‖ digest [32] ‖ count u32 ‖ count × summary
+//! format u8 (2) ‖ digest [32] ‖ index u32 ‖ chunks u32 ‖ count u32 ‖ count × summary
 //! ```
+//!
+//! Every chunk names its index and the number of chunks, sealed inside, so
+//! chunks cannot be dropped, repeated, reordered or mixed across
+//! snapshots without the decoder noticing.
 //!
 //! `digest` is the replica's digest of its stored summaries' ids, versions
 //! and tombstone flags when the snapshot was written
@@ -22,22 +31,42 @@ use crate::binary::{put_summary, Reader, MIN_SUMMARY_LEN};
 use crate::chat::ChatSummary;
 use crate::{Error, Result};
 
-/// Format byte of the snapshots this build writes and reads.
-pub(crate) const SNAPSHOT_FORMAT: u8 = 1;
+/// Format byte of the snapshot chunks this build writes and reads (format
+/// 1, one unchunked snapshot, was written by the first release of it and
+/// is never read: its key is removed at the next write).
+pub(crate) const SNAPSHOT_FORMAT: u8 = 2;
+
+/// Most summaries per sealed chunk: bounds what a cold start holds beside
+/// the sidebar (~0.5 MB of plaintext) while keeping one AEAD per thousands
+/// of summaries.
+pub(crate) const CHUNK: usize = 4096;
+
+/// Where a chunk sits in its snapshot.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Place {
+    /// Its index, from 0.
+    pub(crate) index: u32,
+    /// How many chunks the snapshot has.
+    pub(crate) chunks: u32,
+}
 
 /// The digest of the replica's summaries a snapshot reflects.
 pub(crate) type Digest = [u8; 32];
 
-/// Encodes `summaries` as one snapshot plaintext reflecting `digest`.
+/// Encodes `summaries` as the plaintext of chunk `place` of a snapshot
+/// reflecting `digest`.
 pub(crate) fn encode<'a>(
     digest: &Digest,
+    place: Place,
     summaries: impl ExactSizeIterator<Item = &'a ChatSummary>,
 ) -> Result<Vec<u8>> {
     let count = u32::try_from(summaries.len())
-        .map_err(|_| Error::invalid("too many chats for one sidebar snapshot"))?;
-    let mut out = Vec::with_capacity(37 + summaries.len() * (MIN_SUMMARY_LEN + 32));
+        .map_err(|_| Error::invalid("too many chats for one sidebar snapshot chunk"))?;
+    let mut out = Vec::with_capacity(45 + summaries.len() * (MIN_SUMMARY_LEN + 32));
     out.push(SNAPSHOT_FORMAT);
     out.extend_from_slice(digest);
+    out.extend_from_slice(&place.index.to_be_bytes());
+    out.extend_from_slice(&place.chunks.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     for s in summaries {
         put_summary(&mut out, s)?;
@@ -45,32 +74,39 @@ pub(crate) fn encode<'a>(
     Ok(out)
 }
 
-/// Decodes a snapshot plaintext: its digest and its summaries. Errors: [`Error::UnsupportedFormat`] for
-/// another format byte, [`Error::Corrupt`] for anything malformed.
+/// Decodes a chunk's plaintext: its digest, place and summaries. Errors:
+/// [`Error::UnsupportedFormat`] for another format byte,
+/// [`Error::Corrupt`] for anything malformed.
 #[cfg(test)]
-pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Vec<ChatSummary>)> {
-    let mut digest = [0; 32];
+pub(crate) fn decode(bytes: &[u8]) -> Result<(Digest, Place, Vec<ChatSummary>)> {
+    let mut head = (
+        [0; 32],
+        Place {
+            index: 0,
+            chunks: 0,
+        },
+    );
     let mut out = Vec::new();
     decode_with(
         bytes,
-        |d| {
-            digest = *d;
+        |d, p| {
+            head = (*d, p);
             Ok(())
         },
         |s| out.push(s),
     )?;
-    Ok((digest, out))
+    Ok((head.0, head.1, out))
 }
 
-/// Decodes a snapshot plaintext entry by entry, without collecting it
+/// Decodes a chunk's plaintext entry by entry, without collecting it
 /// (the caller keeps each summary where it belongs, so a cold start holds
-/// the plaintext and the sidebar, not a third copy): `check` sees the
-/// digest before any entry, and may refuse it; `f` then receives each
-/// summary in order. On an error part of the entries may have been given
-/// to `f`. Errors as for [`decode`].
+/// one chunk and the sidebar, not a third copy): `check` sees the digest
+/// and the chunk's place before any entry, and may refuse them; `f` then
+/// receives each summary in order. On an error part of the entries may
+/// have been given to `f`. Errors as for [`decode`].
 pub(crate) fn decode_with(
     bytes: &[u8],
-    check: impl FnOnce(&Digest) -> Result<()>,
+    check: impl FnOnce(&Digest, Place) -> Result<()>,
     mut f: impl FnMut(ChatSummary),
 ) -> Result<()> {
     let mut r = Reader::new("sidebar snapshot", bytes);
@@ -82,7 +118,15 @@ pub(crate) fn decode_with(
             supported: u32::from(SNAPSHOT_FORMAT),
         });
     }
-    check(&r.array::<32>()?)?;
+    let digest = r.array::<32>()?;
+    let place = Place {
+        index: r.u32()?,
+        chunks: r.u32()?,
+    };
+    if place.index >= place.chunks {
+        return Err(r.malformed(format!("chunk {} of {} chunks", place.index, place.chunks)));
+    }
+    check(&digest, place)?;
     let count = usize::try_from(r.u32()?).map_err(|_| r.malformed("count out of range"))?;
     if count > r.bytes.len() / MIN_SUMMARY_LEN {
         return Err(r.malformed(format!(
@@ -136,18 +180,20 @@ mod tests {
         #[test]
         fn snapshots_round_trip(
             digest in any::<[u8; 32]>(),
+            (index, chunks) in (1u32..5).prop_flat_map(|n| (0..n, Just(n))),
             summaries in proptest::collection::vec(summary(), 0..20),
         ) {
-            let bytes = encode(&digest, summaries.iter())?;
-            prop_assert_eq!(decode(&bytes)?, (digest, summaries));
+            let place = Place { index, chunks };
+            let bytes = encode(&digest, place, summaries.iter())?;
+            prop_assert_eq!(decode(&bytes)?, (digest, place, summaries));
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             // Either an error or (rarely) a well-formed snapshot that
             // encodes back to the same bytes.
-            if let Ok((digest, summaries)) = decode(&bytes) {
-                prop_assert_eq!(encode(&digest, summaries.iter())?, bytes);
+            if let Ok((digest, place, summaries)) = decode(&bytes) {
+                prop_assert_eq!(encode(&digest, place, summaries.iter())?, bytes);
             }
         }
 
@@ -158,6 +204,7 @@ mod tests {
             // A count that does not match the bytes that follow is refused.
             let mut bytes = vec![SNAPSHOT_FORMAT];
             bytes.extend([0; 32]);
+            bytes.extend([0, 0, 0, 0, 0, 0, 0, 1]);
             bytes.extend([0xff, 0xff, 0xff, 0xff]);
             bytes.extend(rest);
             prop_assert!(decode(&bytes).is_err());
@@ -169,7 +216,7 @@ mod tests {
             cut in any::<prop::sample::Index>(),
             extra in any::<u8>(),
         ) {
-            let bytes = encode(&[7; 32], summaries.iter())?;
+            let bytes = encode(&[7; 32], Place { index: 0, chunks: 1 }, summaries.iter())?;
             let cut = cut.index(bytes.len());
             prop_assert!(decode(&bytes[..cut]).is_err());
             let mut longer = bytes.clone();
@@ -180,12 +227,30 @@ mod tests {
 
     #[test]
     fn another_format_byte_is_unsupported() {
-        let mut bytes = encode(&[0; 32], std::iter::empty()).expect("encode");
-        bytes[0] = 2;
+        let place = Place {
+            index: 0,
+            chunks: 1,
+        };
+        let mut bytes = encode(&[0; 32], place, std::iter::empty()).expect("encode");
+        bytes[0] = 1;
         assert!(matches!(
             decode(&bytes),
-            Err(Error::UnsupportedFormat { found: 2, .. })
+            Err(Error::UnsupportedFormat { found: 1, .. })
         ));
         assert!(decode(&[]).is_err());
+    }
+
+    #[test]
+    fn a_chunk_placed_outside_its_snapshot_is_corrupt() {
+        let bytes = encode(
+            &[0; 32],
+            Place {
+                index: 2,
+                chunks: 2,
+            },
+            std::iter::empty(),
+        )
+        .expect("encode");
+        assert!(matches!(decode(&bytes), Err(Error::Corrupt { .. })));
     }
 }

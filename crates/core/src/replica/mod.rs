@@ -50,9 +50,19 @@ pub(crate) const META_SEALED: &str = "sealed/";
 /// The sidebar generation: `u64 BE`, bumped by every commit that changes
 /// a stored summary (absent: 0). See [`Replica::sidebar_generation`].
 pub(crate) const META_SIDEBAR_GENERATION: &str = "sidebar_generation";
-/// The sealed sidebar snapshot: `generation u64 BE ‖ sealed snapshot`,
-/// written by the sync engine (docs/design.md §8).
-pub(crate) const META_SIDEBAR_SNAPSHOT: &str = "sidebar_snapshot";
+/// The sealed sidebar snapshot as the first release of it kept it, in one
+/// value (`generation u64 BE ‖ sealed snapshot`): removed when a chunked
+/// one is written, never read.
+pub(crate) const META_SIDEBAR_SNAPSHOT_WHOLE: &str = "sidebar_snapshot";
+/// The head of the sealed sidebar snapshot, kept in chunks: `generation
+/// u64 BE ‖ chunk count u32 BE`; chunk `i` is the value of
+/// `sidebar_snapshot/chunk/<i>` (docs/design.md §8).
+pub(crate) const META_SIDEBAR_SNAPSHOT: &str = "sidebar_snapshot/head";
+
+/// The metadata key of sealed sidebar snapshot chunk `index`.
+pub(crate) fn snapshot_chunk_key(index: u32) -> String {
+    format!("sidebar_snapshot/chunk/{index}")
+}
 
 /// A record's sealed summary as stored in the replica, for the sidebar.
 #[derive(Clone, PartialEq, Eq)]
@@ -84,8 +94,8 @@ impl std::fmt::Debug for StoredSummary {
 pub(crate) struct StoredSnapshot {
     /// The sidebar generation it reflects.
     pub(crate) generation: u64,
-    /// The sealed snapshot.
-    pub(crate) sealed: Vec<u8>,
+    /// How many sealed chunks it has ([`Replica::sidebar_snapshot_chunk`]).
+    pub(crate) chunks: u32,
     /// The digest of the summaries now stored, when `generation` is current.
     pub(crate) digest: Option<[u8; 32]>,
 }
@@ -477,9 +487,13 @@ impl Replica {
         let txn = self.read()?;
         let generation = write::read_generation(&txn)?;
         let stored = write::read_meta(&txn, META_SIDEBAR_SNAPSHOT)?;
-        let Some((at, sealed)) = stored.and_then(|bytes| {
-            let (head, sealed) = bytes.split_first_chunk::<8>()?;
-            Some((u64::from_be_bytes(*head), sealed.to_vec()))
+        let Some((at, chunks)) = stored.and_then(|bytes| {
+            let head = <[u8; 12]>::try_from(bytes.as_slice()).ok()?;
+            let (at, chunks) = head.split_at(8);
+            Some((
+                u64::from_be_bytes(at.try_into().ok()?),
+                u32::from_be_bytes(chunks.try_into().ok()?),
+            ))
         }) else {
             return Ok((generation, None));
         };
@@ -495,10 +509,17 @@ impl Replica {
             generation,
             Some(StoredSnapshot {
                 generation: at,
-                sealed,
+                chunks,
                 digest,
             }),
         ))
+    }
+
+    /// Sealed chunk `index` of the stored sidebar snapshot, if kept. Read
+    /// one at a time, so a cold start holds one chunk, not the snapshot.
+    pub(crate) fn sidebar_snapshot_chunk(&self, index: u32) -> Result<Option<Vec<u8>>> {
+        let txn = self.read()?;
+        write::read_meta(&txn, &snapshot_chunk_key(index))
     }
 
     /// When this device last ran the backend's maintenance, if it ever did

@@ -379,9 +379,19 @@ fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_
     assert_eq!(replica.sidebar_generation().expect("generation"), 1);
     assert_eq!(tally.load(Ordering::SeqCst), 1);
 
+    // A snapshot kept whole by the first release of it.
+    let txn = replica.db.begin_write().expect("raw write");
+    txn.open_table(META)
+        .expect("table")
+        .insert(META_SIDEBAR_SNAPSHOT_WHOLE, b"legacy".as_slice())
+        .expect("insert");
+    txn.commit().expect("commit");
+
     // A snapshot, a body, the outbox and the cursor leave it alone.
     let mut write = replica.write_counted(tally.clone()).expect("write");
-    write.set_sidebar_snapshot(1, b"sealed").expect("snapshot");
+    write
+        .set_sidebar_snapshot(1, [Ok(b"one".to_vec()), Ok(b"two".to_vec())].into_iter())
+        .expect("snapshot");
     assert!(write.put_body(chat, 1, b"other body").expect("body"));
     write.mark_pushed(chat, 1).expect("pushed");
     write.set_cursor(&Cursor("c".into())).expect("cursor");
@@ -390,7 +400,18 @@ fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_
     let (generation, snapshot) = replica.sidebar_snapshot().expect("snapshot");
     let snapshot = snapshot.expect("kept");
     assert_eq!((generation, snapshot.generation), (1, 1));
-    assert_eq!(snapshot.sealed, b"sealed");
+    assert_eq!(snapshot.chunks, 2);
+    assert_eq!(
+        replica
+            .meta_value(META_SIDEBAR_SNAPSHOT_WHOLE)
+            .expect("meta"),
+        None,
+        "the whole snapshot of the first release is removed"
+    );
+    assert_eq!(
+        replica.sidebar_snapshot_chunk(1).expect("chunk").as_deref(),
+        Some(&b"two"[..])
+    );
     let digest = snapshot.digest.expect("current, so digested");
 
     // A write dropped before its commit bumps nothing.
@@ -418,9 +439,17 @@ fn every_commit_that_changes_a_summary_bumps_the_sidebar_generation_and_nothing_
     // An older chatvault writes a summary without bumping the generation:
     // the digest tells.
     let mut write = replica.write().expect("write");
-    write.set_sidebar_snapshot(2, b"sealed").expect("snapshot");
+    write
+        .set_sidebar_snapshot(2, [Ok(b"only".to_vec())].into_iter())
+        .expect("snapshot");
     write.commit().expect("commit");
     let (_, snapshot) = replica.sidebar_snapshot().expect("snapshot");
+    assert_eq!(snapshot.as_ref().map(|s| s.chunks), Some(1));
+    assert_eq!(
+        replica.sidebar_snapshot_chunk(1).expect("chunk"),
+        None,
+        "a shorter snapshot removes the chunks it no longer has"
+    );
     let before = snapshot.and_then(|s| s.digest).expect("current");
     assert_ne!(before, digest);
     let txn = replica.db.begin_write().expect("raw write");

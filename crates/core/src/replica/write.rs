@@ -7,9 +7,9 @@ use super::encoding::{
 use super::maintenance::MaintenanceMark;
 use super::skipped::{self, SkippedEntry};
 use super::{
-    local_error, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE, META_KEY_TRUST,
-    META_MAINTENANCE, META_SEALED, META_SIDEBAR_GENERATION, META_SIDEBAR_SNAPSHOT, META_VAULT,
-    OUTBOX, SKIPPED, SUMMARIES,
+    local_error, snapshot_chunk_key, BODIES, META, META_CURSOR, META_DEVICE, META_KEY_FILE,
+    META_KEY_TRUST, META_MAINTENANCE, META_SEALED, META_SIDEBAR_GENERATION, META_SIDEBAR_SNAPSHOT,
+    META_SIDEBAR_SNAPSHOT_WHOLE, META_VAULT, OUTBOX, SKIPPED, SUMMARIES,
 };
 use crate::envelope::KeyTrust;
 use crate::ids::{ChatId, DeviceId, VaultId};
@@ -254,14 +254,31 @@ impl ReplicaWrite {
         summaries_digest(&table)
     }
 
-    /// Keeps `sealed`, the sealed sidebar snapshot reflecting sidebar
-    /// generation `generation`, replacing any earlier one. Does not bump
-    /// the generation.
-    pub(crate) fn set_sidebar_snapshot(&mut self, generation: u64, sealed: &[u8]) -> Result<()> {
-        let mut value = Vec::with_capacity(8 + sealed.len());
-        value.extend_from_slice(&generation.to_be_bytes());
-        value.extend_from_slice(sealed);
-        self.set_meta(META_SIDEBAR_SNAPSHOT, &value)
+    /// Keeps `chunks`, the sealed chunks of the sidebar snapshot
+    /// reflecting sidebar generation `generation`, replacing any earlier
+    /// snapshot (its extra chunks and a snapshot kept whole by an earlier
+    /// release are removed). Does not bump the generation.
+    pub(crate) fn set_sidebar_snapshot(
+        &mut self,
+        generation: u64,
+        chunks: impl ExactSizeIterator<Item = Result<Vec<u8>>>,
+    ) -> Result<()> {
+        let count = u32::try_from(chunks.len())
+            .map_err(|_| crate::Error::invalid("too many sidebar snapshot chunks"))?;
+        let before = read_meta(&self.txn, META_SIDEBAR_SNAPSHOT)?
+            .and_then(|head| head.get(8..12).and_then(|c| c.try_into().ok()))
+            .map_or(0, u32::from_be_bytes);
+        for (index, sealed) in (0..count).zip(chunks) {
+            self.set_meta(&snapshot_chunk_key(index), &sealed?)?;
+        }
+        for index in count..before {
+            self.remove_meta(&snapshot_chunk_key(index))?;
+        }
+        self.remove_meta(META_SIDEBAR_SNAPSHOT_WHOLE)?;
+        let mut head = Vec::with_capacity(12);
+        head.extend_from_slice(&generation.to_be_bytes());
+        head.extend_from_slice(&count.to_be_bytes());
+        self.set_meta(META_SIDEBAR_SNAPSHOT, &head)
     }
 
     /// The version and tombstone flag stored for `chat`, as of this
@@ -460,6 +477,16 @@ impl ReplicaWrite {
             }
             _ => Ok(false),
         }
+    }
+
+    fn remove_meta(&mut self, key: &str) -> Result<()> {
+        let mut meta = self
+            .txn
+            .open_table(META)
+            .map_err(|e| local_error("cannot write the replica metadata", e))?;
+        meta.remove(key)
+            .map_err(|e| local_error("cannot write the replica metadata", e))?;
+        Ok(())
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<()> {
