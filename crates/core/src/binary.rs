@@ -26,7 +26,8 @@ const HLC_LEN: usize = 8 + 4 + 8;
 /// The smallest encoded summary: id, two stamps, count, flags, empty title.
 pub(crate) const MIN_SUMMARY_LEN: usize = 16 + 2 * HLC_LEN + 4 + 1 + 4;
 
-fn put_hlc(out: &mut Vec<u8>, hlc: &Hlc) {
+/// Appends `hlc` (20 bytes).
+pub(crate) fn put_hlc(out: &mut Vec<u8>, hlc: &Hlc) {
     out.extend_from_slice(&hlc.millis.to_be_bytes());
     out.extend_from_slice(&hlc.counter.to_be_bytes());
     out.extend_from_slice(&hlc.device.0.to_be_bytes());
@@ -102,11 +103,13 @@ impl<'a> Reader<'a> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    /// The next big-endian u64.
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn hlc(&mut self) -> Result<Hlc> {
+    /// The next HLC.
+    pub(crate) fn hlc(&mut self) -> Result<Hlc> {
         Ok(Hlc::new(self.u64()?, self.u32()?, DeviceId(self.u64()?)))
     }
 

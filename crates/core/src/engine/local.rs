@@ -141,6 +141,8 @@ pub(super) struct LocalStore {
     tally: Arc<AtomicU64>,
     /// The sidebar snapshot's bookkeeping.
     snapshot: Mutex<SnapshotMark>,
+    /// Streamed appends not yet folded into a version (`journal.rs`).
+    pub(super) journal: super::journal::Journal,
 }
 
 impl LocalStore {
@@ -154,7 +156,9 @@ impl LocalStore {
         events: Arc<Notifier>,
         limits: Limits,
     ) -> Self {
+        let journal = super::journal::Journal::new(replica.path());
         Self {
+            journal,
             replica,
             state,
             sealer,
@@ -253,6 +257,10 @@ impl LocalStore {
         let Some(base) = mark.base else {
             return Ok(false);
         };
+        // Memory shows streamed appends the replica's summaries lack.
+        if !self.journal.is_empty() {
+            return Ok(false);
+        }
         let generation = base.wrapping_add(self.tally.load(Ordering::Acquire));
         if mark.written == Some(generation) || mark.at.elapsed() < min_age {
             return Ok(false);
@@ -433,11 +441,11 @@ impl LocalStore {
             )))));
         }
         match &record.body {
-            Some(body) => Ok(Some(Current::Full(Arc::new(self.sealer.open_body(
-                chat,
-                record.version,
-                body,
-            )?)))),
+            Some(body) => {
+                let mut state = self.sealer.open_body(chat, record.version, body)?;
+                self.journal.apply_to(chat, record.version, &mut state);
+                Ok(Some(Current::Full(Arc::new(state))))
+            }
             None if needs_body => Ok(None),
             None => Ok(Some(Current::Summary(self.sealer.open_summary(
                 chat,

@@ -48,6 +48,7 @@
 //! [`Storage::changes`]: crate::Storage::changes
 
 mod fetch;
+mod journal;
 mod keyring;
 mod local;
 mod maintenance;
@@ -74,7 +75,7 @@ use crate::attachments::BlobDir;
 use crate::chat::{Chat, ChatSummary};
 use crate::cipher::Cipher;
 use crate::hlc::Clock;
-use crate::ids::{ChatId, DeviceId, VaultId};
+use crate::ids::{ChatId, DeviceId, MessageId, VaultId};
 use crate::replica::{Replica, SkippedEntry};
 use crate::storage::{Capabilities, DynStorage, MaintenanceReport, Part};
 use crate::transport::Transport;
@@ -195,13 +196,22 @@ pub struct EngineConfig {
     /// skips records in newer formats. Only a mixed-fleet test needs it,
     /// as the stand-in for a device that was not upgraded.
     pub max_vault_format: u8,
+    /// How long streamed appends ([`Engine::append_to_message`]) may stay
+    /// in the stream journal before a background push round folds them
+    /// into a new version of their chat (sealed in full and pushed). An
+    /// explicit [`Engine::sync_now`] or [`Engine::push`], another edit of
+    /// the chat, [`Engine::flush_streams`] and closing the engine fold at
+    /// once. Longer means fewer whole-chat seals during a stream, shorter
+    /// means other devices see a stream sooner.
+    pub stream_fold_after: Duration,
 }
 
 impl EngineConfig {
     /// Defaults for `vault` on `device`: a 32 MiB chat cache, 5 conflict
     /// rounds, pages of 1,000 changes, a 90-day tombstone horizon,
     /// maintenance asked for every 10 minutes, a 512 MiB attachment cache,
-    /// a 7-day grace period for unnamed blobs.
+    /// a 7-day grace period for unnamed blobs, streamed appends folded
+    /// after 30 seconds.
     pub fn new(vault: VaultId, device: DeviceId) -> Self {
         Self {
             vault,
@@ -215,6 +225,7 @@ impl EngineConfig {
             attachment_cache_bytes: 512 << 20,
             blob_grace: crate::attachments::DEFAULT_BLOB_GRACE,
             max_vault_format: crate::codec::VAULT_FORMAT,
+            stream_fold_after: Duration::from_secs(30),
         }
     }
 }
@@ -254,6 +265,9 @@ impl Drop for Inner {
     /// snapshot for the next cold start if it changed since the replica's
     /// one. A failure only costs the next start its speed.
     fn drop(&mut self) {
+        if let Err(e) = save::fold_streams(&self.local, Duration::ZERO) {
+            tracing::warn!(error = %e, "cannot fold the streamed appends; the next start does");
+        }
         if let Err(e) = self.local.write_snapshot(Duration::ZERO) {
             tracing::warn!(error = %e, "cannot write the sidebar snapshot; the next start reads every summary");
         }
@@ -390,7 +404,12 @@ impl Engine {
         blocking(&inner, |inner| {
             let local = &inner.local;
             local.check_identity(inner.config.vault, inner.config.device)?;
-            local.load_sidebar()
+            local.load_sidebar()?;
+            // Streamed appends a crash left unfolded: fold them now.
+            for chat in local.journal.recover(&local.sealer)? {
+                save::fold_stream(local, chat)?;
+            }
+            Ok(())
         })
         .await?;
         Ok(Self { inner })
@@ -518,6 +537,40 @@ impl Engine {
         F: FnOnce(&mut Chat, &Clock) -> Result<T> + Send + 'static,
     {
         save::update(&self.inner, chat, edit).await
+    }
+
+    /// Appends `text` to `message` of `chat`: one token of a streamed
+    /// reply. It costs what the token costs: one sealed entry of about the
+    /// text's size appended to the stream journal beside the replica and
+    /// synced, not a new sealed version of the whole chat (docs/design.md
+    /// §8.5). Memory, the sidebar and listeners see it at once; it is
+    /// durable when this returns (a crash keeps every append that
+    /// returned). The journal is folded into one ordinary new version
+    /// (sealed in full, queued for push) by another edit of the chat, by
+    /// an explicit [`sync_now`](Self::sync_now) or [`push`](Self::push), by
+    /// a background push once [`EngineConfig::stream_fold_after`] passed,
+    /// by [`flush_streams`](Self::flush_streams), and when the engine
+    /// closes or reopens after a crash.
+    ///
+    /// Errors: [`Error::NotFound`] for an unknown or deleted chat or
+    /// message; replica and journal write failures.
+    pub async fn append_to_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        text: impl Into<String>,
+    ) -> Result<()> {
+        save::append_to_message(&self.inner, chat, message, text.into()).await
+    }
+
+    /// Folds every chat's streamed appends into a new version now (see
+    /// [`append_to_message`](Self::append_to_message)): call it when a
+    /// stream ends to have the next push send it.
+    pub async fn flush_streams(&self) -> Result<()> {
+        blocking(&self.inner, |inner| {
+            save::fold_streams(&inner.local, Duration::ZERO)
+        })
+        .await
     }
 
     /// Deletes `chat`: a tombstone that wins over edits other devices make

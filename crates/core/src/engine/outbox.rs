@@ -50,9 +50,25 @@ pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: boo
         report.bytes_pushed,
         report.requests,
     );
-    let result = push_outbox(inner, report, force)
-        .instrument(span.clone())
-        .await;
+    // Streamed appends become a version to push: all of them when asked
+    // to push now, those older than the fold delay in the background.
+    let fold_after = if force {
+        std::time::Duration::ZERO
+    } else {
+        inner.config.stream_fold_after
+    };
+    let folded = blocking(inner, move |inner| {
+        super::save::fold_streams(&inner.local, fold_after)
+    })
+    .await;
+    let result = match folded {
+        Ok(()) => {
+            push_outbox(inner, report, force)
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => Err(e),
+    };
     span.record("pushed", report.pushed - before.0);
     span.record("conflicts_resolved", report.conflicts_resolved - before.1);
     span.record("bytes", report.bytes_pushed - before.2);

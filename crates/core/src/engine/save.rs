@@ -6,12 +6,13 @@
 //! its outbox entry in one replica transaction. Only then does memory change
 //! and do listeners hear of it.
 
-use super::local::{Current, LocalStore};
+use super::journal::{self, Append};
+use super::local::{Current, LocalStore, Publish};
 use super::pull::apply_pulled;
 use super::{blocking, Inner};
 use crate::chat::Chat;
 use crate::hlc::Clock;
-use crate::ids::ChatId;
+use crate::ids::{ChatId, MessageId};
 use crate::storage::{Part, SealedRecord};
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -190,7 +191,9 @@ fn load_local_body(local: &LocalStore, chat: ChatId) -> Result<LocalBody> {
     let Some(body) = &record.body else {
         return Ok(LocalBody::NotLocal);
     };
-    let loaded = Arc::new(local.sealer.open_body(chat, record.version, body)?);
+    let mut loaded = local.sealer.open_body(chat, record.version, body)?;
+    local.journal.apply_to(chat, record.version, &mut loaded);
+    let loaded = Arc::new(loaded);
     let _writes = local.lock_writes();
     // Cache only if no commit replaced the record meanwhile.
     if local.replica.header(chat)?.map(|h| h.version) == Some(record.version) {
@@ -238,7 +241,10 @@ pub(super) fn load_local_bodies(
     let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
         let load = match local.sealer.open_body_plain(chat, version, &body) {
             Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
-            Ok(plain) => BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(Arc::new)),
+            Ok(plain) => BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(|mut c| {
+                local.journal.apply_to(chat, version, &mut c);
+                Arc::new(c)
+            })),
             Err(e) => BulkLoad::Loaded(Err(e)),
         };
         (i, load)
@@ -422,4 +428,120 @@ pub(super) async fn delete_chat(inner: &Arc<Inner>, chat: ChatId) -> Result<()> 
     })
     .await
     .map(|_| ())
+}
+
+/// Unfolded streamed text of one chat above which an append folds it at
+/// once (a fold re-seals the chat; below this the journal grows instead).
+const FOLD_BYTES: usize = 256 << 10;
+
+/// What [`append_local`] did.
+enum Appended {
+    /// The append is durable; true if the chat's journal should be folded.
+    Done(bool),
+    /// The chat's body is not held here: fetch it, then append.
+    NeedsBody,
+}
+
+/// Appends `text` to `message` of `chat` through the stream journal: one
+/// sealed entry of about the text's size, not a new sealed version of the
+/// chat (docs/design.md §8.5).
+fn append_local(
+    local: &LocalStore,
+    chat: ChatId,
+    message: MessageId,
+    text: &str,
+) -> Result<Appended> {
+    let _writes = local.lock_writes();
+    let header = local.replica.header(chat)?;
+    let Some(version) = header.map(|h| h.version) else {
+        return Err(not_found(chat));
+    };
+    let state = match local.current(chat, header, || local.replica.record(chat, true), true)? {
+        None | Some(Current::Summary(_)) => return Ok(Appended::NeedsBody),
+        Some(Current::Missing) => return Err(not_found(chat)),
+        Some(Current::Full(state)) if state.is_deleted() => return Err(deleted(chat)),
+        Some(Current::Full(state)) => state,
+    };
+    if state.messages.get(&message).is_none_or(|m| m.is_deleted()) {
+        return Err(Error::NotFound {
+            what: format!("message {message} in chat {chat}"),
+        });
+    }
+    let append = Append {
+        message,
+        stamp: local.clock.tick(),
+        text: text.to_string(),
+    };
+    let mut next = (*state).clone();
+    journal::apply(&mut next, std::slice::from_ref(&append));
+    let (_, unfolded) = local.journal.append(&local.sealer, chat, version, append)?;
+    let next = Arc::new(next);
+    local.publish(Publish {
+        summary: next.summary(),
+        version,
+        full: Some(next),
+    });
+    Ok(Appended::Done(unfolded > FOLD_BYTES))
+}
+
+/// Appends `text` to `message` of `chat` as one streamed token
+/// ([`Engine::append_to_message`](super::Engine::append_to_message)).
+pub(super) async fn append_to_message(
+    inner: &Arc<Inner>,
+    chat: ChatId,
+    message: MessageId,
+    text: String,
+) -> Result<()> {
+    let text = Arc::new(text);
+    for _ in 0..BODY_ATTEMPTS {
+        let token = text.clone();
+        match blocking(inner, move |inner| {
+            append_local(&inner.local, chat, message, &token)
+        })
+        .await?
+        {
+            Appended::Done(fold) => {
+                if fold {
+                    blocking(inner, move |inner| fold_stream(&inner.local, chat)).await?;
+                }
+                return Ok(());
+            }
+            Appended::NeedsBody => fetch_body(inner, chat).await?,
+        }
+    }
+    Err(body_keeps_changing(chat))
+}
+
+/// Folds `chat`'s streamed appends into a new version, sealed and queued
+/// for push like any save, then forgets them. Appends that build on an
+/// older version than the stored one were folded already (the newer
+/// version was made from the journal-applied state) and are only
+/// forgotten.
+pub(super) fn fold_stream(local: &LocalStore, chat: ChatId) -> Result<()> {
+    let stored = local.replica.header(chat)?.map(|h| h.version);
+    if stored.is_some() && stored == local.journal.base(chat) {
+        let committed = commit_local(local, chat, true, |current, _| match current {
+            Current::Full(state) if !state.is_deleted() => Ok(Edit::to(Some((*state).clone()), ())),
+            _ => Ok(Edit::unchanged(())),
+        })?;
+        if matches!(committed, Commit::NeedsBody(_)) {
+            tracing::warn!(%chat, "streamed appends to a chat whose body is not held here are dropped");
+        }
+    }
+    local.journal.forget(chat)
+}
+
+/// Folds the streamed appends of every chat whose first unfolded append is
+/// at least `min_age` old (and forgets stale ones).
+pub(super) fn fold_streams(local: &LocalStore, min_age: std::time::Duration) -> Result<()> {
+    for chat in local.journal.chats(min_age) {
+        fold_stream(local, chat)?;
+    }
+    for chat in local.journal.chats(std::time::Duration::ZERO) {
+        let stored = local.replica.header(chat)?.map(|h| h.version);
+        if stored != local.journal.base(chat) {
+            local.journal.forget(chat)?;
+        }
+    }
+    Ok(())
 }

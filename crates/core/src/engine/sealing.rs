@@ -256,6 +256,22 @@ impl Sealer {
             .open(&self.snapshot_aad(generation, index), sealed)
     }
 
+    /// Seals stream journal entry `seq` of `chat` (`engine::journal`): the
+    /// body part, with `seq | 1 << 63` as the version, which no record
+    /// reaches.
+    pub(crate) fn seal_journal(&self, chat: ChatId, seq: u64, plain: &[u8]) -> Result<Vec<u8>> {
+        let version = seq | super::journal::JOURNAL_BIT;
+        self.cipher
+            .seal(&self.aad(chat, Part::Body, version), plain)
+    }
+
+    /// Opens stream journal entry `seq` of `chat`.
+    pub(crate) fn open_journal(&self, chat: ChatId, seq: u64, sealed: &[u8]) -> Result<Vec<u8>> {
+        let version = seq | super::journal::JOURNAL_BIT;
+        self.cipher
+            .open(&self.aad(chat, Part::Body, version), sealed)
+    }
+
     /// Opens a whole record. A tombstone's state is rebuilt from its summary.
     pub(crate) fn open(&self, sealed: SealedRecord) -> Result<OpenedRecord> {
         let summary = self.open_summary(sealed.chat, sealed.version, &sealed.summary)?;
