@@ -243,6 +243,31 @@ impl ChatVault {
             .await
     }
 
+    /// Appends `text` to message `message` of `chat`: one token of a
+    /// streamed reply (start it with an empty
+    /// [`add_message`](Self::add_message)). Each call costs what the token
+    /// costs: a small sealed entry in the stream journal beside the
+    /// replica, not a re-seal of the whole chat, and is durable when it
+    /// returns. The chat is sealed in full and queued for push once the
+    /// stream is folded: by [`flush_streams`](Self::flush_streams) (call it
+    /// when the reply is complete), [`sync_now`](Self::sync_now), another
+    /// edit of the chat, background sync after 30 seconds, or closing the
+    /// vault. [`Error::NotFound`] if there is no such chat or message.
+    pub async fn append_to_message(
+        &self,
+        chat: ChatId,
+        message: MessageId,
+        text: impl Into<String>,
+    ) -> Result<()> {
+        self.engine.append_to_message(chat, message, text).await
+    }
+
+    /// Folds every streamed reply ([`append_to_message`](Self::append_to_message))
+    /// into a new version of its chat now, queued for the next push.
+    pub async fn flush_streams(&self) -> Result<()> {
+        self.engine.flush_streams().await
+    }
+
     /// Deletes message `message` from `chat` (a tombstone: it stays deleted
     /// on every device). [`Error::NotFound`] if there is no such message.
     pub async fn delete_message(&self, chat: ChatId, message: MessageId) -> Result<()> {
