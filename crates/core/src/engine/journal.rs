@@ -330,12 +330,15 @@ impl Journal {
             .collect()
     }
 
-    /// Forgets `chat`'s appends once a fold stored them in a new version;
-    /// empties the file when no chat has any left (its entries are all
-    /// stale by then: each names an older version).
-    pub(crate) fn forget(&self, chat: ChatId) -> Result<()> {
+    /// Forgets `chat`'s appends that build on version `base`, once a fold
+    /// stored them in a newer version (appends made since build on that
+    /// newer one and stay); empties the file when no chat has any left
+    /// (its entries are all stale by then: each names an older version).
+    pub(crate) fn forget(&self, chat: ChatId, base: u64) -> Result<()> {
         let mut state = self.state();
-        state.pending.remove(&chat);
+        if state.pending.get(&chat).is_some_and(|p| p.base == base) {
+            state.pending.remove(&chat);
+        }
         if state.pending.is_empty() {
             state.file = None;
             match OpenOptions::new().write(true).open(&self.path) {
@@ -422,13 +425,35 @@ mod tests {
         journal.apply_to(chat.id, 5, &mut newer);
         assert_eq!(newer, chat, "stale on another version");
         assert_eq!(journal.base(chat.id), None, "and forgotten");
-        journal.forget(chat.id).expect("forget");
+        journal.forget(chat.id, 4).expect("forget");
         assert_eq!(
             std::fs::metadata(dir.path().join("r.redb.journal"))
                 .expect("file")
                 .len(),
             0,
             "emptied once nothing is unfolded"
+        );
+    }
+
+    #[test]
+    fn a_fold_forgets_only_the_appends_it_folded() {
+        let (dir, sealer, chat, reply) = setup();
+        let journal = Journal::new(&dir.path().join("r.redb"));
+        journal
+            .append(&sealer, chat.id, 4, token(reply, 10, "folded"))
+            .expect("append");
+        // Version 5 was committed from the journal-applied state; an append
+        // made before the fold forgets builds on it.
+        journal
+            .append(&sealer, chat.id, 5, token(reply, 11, "after"))
+            .expect("append");
+        journal.forget(chat.id, 4).expect("forget");
+        assert_eq!(journal.base(chat.id), Some(5), "the later append stays");
+        assert!(
+            std::fs::metadata(dir.path().join("r.redb.journal"))
+                .expect("file")
+                .len()
+                > 0
         );
     }
 

@@ -518,8 +518,11 @@ pub(super) async fn append_to_message(
 /// version was made from the journal-applied state) and are only
 /// forgotten.
 pub(super) fn fold_stream(local: &LocalStore, chat: ChatId) -> Result<()> {
+    let Some(base) = local.journal.base(chat) else {
+        return Ok(());
+    };
     let stored = local.replica.header(chat)?.map(|h| h.version);
-    if stored.is_some() && stored == local.journal.base(chat) {
+    if stored == Some(base) {
         let committed = commit_local(local, chat, true, |current, _| match current {
             Current::Full(state) if !state.is_deleted() => Ok(Edit::to(Some((*state).clone()), ())),
             _ => Ok(Edit::unchanged(())),
@@ -528,7 +531,7 @@ pub(super) fn fold_stream(local: &LocalStore, chat: ChatId) -> Result<()> {
             tracing::warn!(%chat, "streamed appends to a chat whose body is not held here are dropped");
         }
     }
-    local.journal.forget(chat)
+    local.journal.forget(chat, base)
 }
 
 /// Folds the streamed appends of every chat whose first unfolded append is
@@ -539,8 +542,8 @@ pub(super) fn fold_streams(local: &LocalStore, min_age: std::time::Duration) -> 
     }
     for chat in local.journal.chats(std::time::Duration::ZERO) {
         let stored = local.replica.header(chat)?.map(|h| h.version);
-        if stored != local.journal.base(chat) {
-            local.journal.forget(chat)?;
+        if let Some(base) = local.journal.base(chat).filter(|b| Some(*b) != stored) {
+            local.journal.forget(chat, base)?;
         }
     }
     Ok(())
