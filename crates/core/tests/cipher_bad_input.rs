@@ -6,7 +6,7 @@ use age::secrecy::SecretString;
 use age::x25519;
 use chatvault_core::envelope::{
     export_age, EnvelopeCipher, ExportTarget, KeyProtection, Padding, Unlock, BLOB_FORMAT,
-    BLOB_FORMAT_UNPADDED, BLOB_OVERHEAD, KEYRING_FORMAT,
+    BLOB_FORMAT_UNPADDED, BLOB_OVERHEAD, KEYRING_FORMAT, KEYRING_FORMAT_WITHOUT_FLOOR,
 };
 use chatvault_core::{Aad, ChatId, Cipher, Error, Part, VaultId};
 use proptest::prelude::*;
@@ -564,7 +564,10 @@ fn key_file_slots_are_standard_age_files() {
     let by_passphrase = age_decrypt(&slots[1].1, &passphrase_identity);
     let by_device = age_decrypt(&slots[1].1, &device);
     assert_eq!(by_passphrase, by_device);
-    assert_eq!(by_passphrase[0], KEYRING_FORMAT, "keyring format version");
+    assert_eq!(
+        by_passphrase[0], KEYRING_FORMAT_WITHOUT_FLOOR,
+        "keyring format version (format 4 until the format floor is raised)"
+    );
     assert_eq!(&by_passphrase[1..17], cipher.vault().as_bytes());
     assert_eq!(
         &by_passphrase[17..25],

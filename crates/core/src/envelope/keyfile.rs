@@ -50,7 +50,7 @@ pub const KEY_FILE_FORMAT: u8 = 2;
 pub const KEYRING_FORMAT: u8 = 5;
 /// The keyring format written while the vault's format floor is 1: what
 /// releases before format floors read.
-const KEYRING_FORMAT_WITHOUT_FLOOR: u8 = 4;
+pub const KEYRING_FORMAT_WITHOUT_FLOOR: u8 = 4;
 
 const MAGIC: &[u8; 4] = b"CVKF";
 /// Format 1 only: an age scrypt file of the keyring.

@@ -74,7 +74,8 @@ pub use blob::BlobHasher;
 pub use export::{export_age, export_age_writer, ExportTarget};
 pub(crate) use keyfile::{new_passphrase_slot, now_millis, parse_recipient, KeyFileView};
 pub use keyfile::{
-    KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT, KEY_FILE_FORMAT,
+    KeyProtection, Protection, ProtectionKind, Unlock, KEYRING_FORMAT,
+    KEYRING_FORMAT_WITHOUT_FLOOR, KEY_FILE_FORMAT,
 };
 pub(crate) use keyring::{key_tag, DataKey, Keyring, BLOB_SECRET_LEN, KEY_TAG_LEN};
 pub use padding::Padding;
