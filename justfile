@@ -104,3 +104,14 @@ fuzz-nightly seconds="600":
     for target in $(cargo +nightly fuzz list); do \
         cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -rss_limit_mb=4096 || exit 1; \
     done
+
+# Python bindings (crates/ffi): builds the wheel with maturin into a fresh
+# venv, installs it and runs the pytest suite, as CI does. Extra arguments
+# go to pytest, e.g. `just python -k conformance`.
+python *args:
+    bash .ci/python.sh {{args}}
+
+# Kotlin and Swift sources of the bindings: checks that crates/ffi/bindings
+# is current; `just bindings --write` regenerates it after an interface change.
+bindings mode="--check":
+    bash .ci/bindings.sh {{mode}}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The Python bindings (crates/ffi, issue 27): builds the `chatvault` wheel
+# with maturin (a debug build: the tests need no speed), installs it into a
+# fresh virtual environment with pytest, and runs the pytest suite (two
+# devices on one folder, events, errors, import, threads and asyncio, and
+# the Storage conformance suite against Python backends). Needs python3
+# with venv and pip, and the registries (PyPI for maturin and pytest).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+python3 -m venv "$work/venv"
+py="$work/venv/bin/python"
+"$py" -m pip install -q --disable-pip-version-check 'maturin>=1.5,<2' 'pytest>=7'
+(cd crates/ffi && "$work/venv/bin/maturin" build --strip --out "$work/wheels")
+"$py" -m pip install -q --disable-pip-version-check "$work"/wheels/chatvault-*.whl
+# Run from the repository root so that `import chatvault` is the installed
+# wheel, not the source folder crates/ffi/python/chatvault.
+"$py" -m pytest -q crates/ffi/python/tests "$@"
