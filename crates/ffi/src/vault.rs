@@ -24,7 +24,8 @@ pub struct OpenOptions {
     /// vault is created protected by it.
     #[uniffi(default = None)]
     pub passphrase: Option<String>,
-    /// An age X25519 identity (`AGE-SECRET-KEY-1…`) instead of a passphrase.
+    /// An age X25519 identity (`AGE-SECRET-KEY-1…`: a device's, or the
+    /// recovery key) instead of a passphrase.
     #[uniffi(default = None)]
     pub identity: Option<String>,
     /// scrypt work factor (`log2 N`) of a passphrase set by this open; only
@@ -56,17 +57,26 @@ pub(crate) async fn open_on(
     builder: chatvault::ChatVaultBuilder,
     options: OpenOptions,
 ) -> Result<Arc<Vault>, VaultError> {
-    let secret = match (options.passphrase, options.identity) {
-        (Some(secret), None) | (None, Some(secret)) => secret,
+    let builder = builder.replica_path(options.replica_path);
+    let mut builder = match (options.passphrase, options.identity) {
+        (Some(passphrase), None) => builder.passphrase(passphrase),
+        (None, Some(identity)) => {
+            let identity = identity
+                .trim()
+                .parse::<age::x25519::Identity>()
+                .map_err(|_| VaultError::InvalidInput {
+                    message: "invalid input: the identity is not an age X25519 identity \
+                              (AGE-SECRET-KEY-1…)"
+                        .to_owned(),
+                })?;
+            builder.identity(identity)
+        }
         _ => {
             return Err(VaultError::InvalidInput {
                 message: "invalid input: give exactly one of passphrase and identity".to_owned(),
             })
         }
     };
-    let mut builder = builder
-        .replica_path(options.replica_path)
-        .passphrase(secret);
     if let Some(log_n) = options.scrypt_work_factor {
         builder = builder.scrypt_work_factor(log_n);
     }

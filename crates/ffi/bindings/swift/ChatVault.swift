@@ -3887,7 +3887,8 @@ public struct OpenOptions {
      */
     public var passphrase: String?
     /**
-     * An age X25519 identity (`AGE-SECRET-KEY-1…`) instead of a passphrase.
+     * An age X25519 identity (`AGE-SECRET-KEY-1…`: a device's, or the
+     * recovery key) instead of a passphrase.
      */
     public var identity: String?
     /**
@@ -3915,7 +3916,8 @@ public struct OpenOptions {
          * vault is created protected by it.
          */passphrase: String? = nil, 
         /**
-         * An age X25519 identity (`AGE-SECRET-KEY-1…`) instead of a passphrase.
+         * An age X25519 identity (`AGE-SECRET-KEY-1…`: a device's, or the
+         * recovery key) instead of a passphrase.
          */identity: String? = nil, 
         /**
          * scrypt work factor (`log2 N`) of a passphrase set by this open; only

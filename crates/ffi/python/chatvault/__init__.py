@@ -20,3 +20,29 @@ def _message(self: BaseException) -> str:
 _VaultError.__str__ = _message  # type: ignore[method-assign]
 
 from . import conformance  # noqa: E402,F401
+
+
+async def events(vault: "Vault", maxsize: int = 0):  # noqa: F405
+    """The vault's changes as an async iterator, for asyncio code::
+
+        async for event in chatvault.events(vault):
+            if isinstance(event, chatvault.VaultEvent.CHAT_UPSERTED): ...
+
+    Delivered from the library's thread into the running loop; stops
+    (cancelling the subscription) when the iteration is abandoned.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    queue: "asyncio.Queue" = asyncio.Queue(maxsize)
+
+    class _Forward(ChangeListener):  # noqa: F405
+        def on_event(self, event):
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    subscription = vault.subscribe(_Forward())
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        subscription.cancel()

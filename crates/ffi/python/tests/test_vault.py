@@ -271,3 +271,57 @@ def test_threads_and_asyncio_share_a_vault_without_deadlock(folder):
     listener.wait_for(lambda e: isinstance(e, VaultEvent.CHAT_UPSERTED))
     subscription.cancel()
     run(vault.close())
+
+
+def test_events_as_an_async_iterator(folder):
+    async def main():
+        laptop = await open_device(folder, "laptop")
+        phone = await open_device(folder, "phone")
+        phone.start_sync(100)
+        stream = chatvault.events(phone)
+        waiter = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.2)  # the subscription is made at the first step
+        chat = await laptop.new_chat("async")
+        await laptop.sync_now()
+        seen = []
+        while True:
+            event = await asyncio.wait_for(waiter, 20)
+            seen.append(event)
+            if isinstance(event, VaultEvent.CHAT_UPSERTED) and event.chat == chat:
+                break
+            waiter = asyncio.ensure_future(stream.__anext__())
+        await stream.aclose()
+        await phone.stop_sync()
+        await laptop.close()
+        await phone.close()
+
+    run(main())
+
+
+def test_an_identity_opens_the_vault_and_a_malformed_one_is_refused(folder):
+    async def main():
+        laptop = await open_device(folder, "laptop")
+        await laptop.new_chat("kept")
+        await laptop.sync_now()
+        recovery = await laptop.create_recovery_key()
+        phone = await chatvault.open_vault(
+            chatvault.OpenOptions(
+                storage_url=f"file://{folder / 'server'}",
+                replica_path=str(folder / "phone.redb"),
+                identity=recovery,
+            )
+        )
+        await phone.sync_now()
+        assert [s.title for s in phone.sidebar()] == ["kept"]
+        with pytest.raises(VaultError.InvalidInput):
+            await chatvault.open_vault(
+                chatvault.OpenOptions(
+                    storage_url=f"file://{folder / 'server'}",
+                    replica_path=str(folder / "tablet.redb"),
+                    identity="not an identity",
+                )
+            )
+        await laptop.close()
+        await phone.close()
+
+    run(main())

@@ -5271,7 +5271,8 @@ data class OpenOptions (
      */
     var `passphrase`: kotlin.String? = null, 
     /**
-     * An age X25519 identity (`AGE-SECRET-KEY-1…`) instead of a passphrase.
+     * An age X25519 identity (`AGE-SECRET-KEY-1…`: a device's, or the
+     * recovery key) instead of a passphrase.
      */
     var `identity`: kotlin.String? = null, 
     /**
