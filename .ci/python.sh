@@ -9,11 +9,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 -m venv "$work/venv"
-py="$work/venv/bin/python"
+if python3 -m venv "$work/venv" >/dev/null 2>&1; then
+    py="$work/venv/bin/python"
+else
+    # A Python without venv (Debian's without python3-venv): the machine's
+    # own site-packages, which CI owns.
+    echo "python.sh: no venv module; installing into the system Python" >&2
+    py="$(command -v python3)"
+    export PIP_BREAK_SYSTEM_PACKAGES=1
+fi
 "$py" -m pip install -q --disable-pip-version-check 'maturin>=1.5,<2' 'pytest>=7'
-(cd crates/ffi && "$work/venv/bin/maturin" build --strip --out "$work/wheels")
-"$py" -m pip install -q --disable-pip-version-check "$work"/wheels/chatvault-*.whl
+(cd crates/ffi && "$py" -m maturin build --strip --out "$work/wheels")
+"$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/chatvault-*.whl
 # Run from the repository root so that `import chatvault` is the installed
 # wheel, not the source folder crates/ffi/python/chatvault.
 "$py" -m pytest -q crates/ffi/python/tests "$@"
