@@ -80,6 +80,33 @@ pub struct Attachment {
     pub size: u64,
 }
 
+impl From<&chatvault::Attachment> for Attachment {
+    fn from(a: &chatvault::Attachment) -> Self {
+        Self {
+            id: a.id.to_string(),
+            name: a.name.clone(),
+            media_type: a.media_type.clone(),
+            size: a.size,
+        }
+    }
+}
+
+impl TryFrom<Attachment> for chatvault::Attachment {
+    type Error = crate::VaultError;
+
+    fn try_from(a: Attachment) -> Result<Self, Self::Error> {
+        let id = a.id.parse().map_err(|_| crate::VaultError::InvalidInput {
+            message: format!("invalid input: {:?} is not an attachment id", a.id),
+        })?;
+        Ok(Self {
+            id,
+            name: a.name,
+            media_type: a.media_type,
+            size: a.size,
+        })
+    }
+}
+
 /// One message of the branch shown.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct Message {
@@ -105,16 +132,7 @@ impl From<&chatvault::Message> for Message {
             content: message.content().to_owned(),
             written_ms: message.written_millis(),
             alternative_of: message.alternative_of.map(|id| id.to_string()),
-            attachments: message
-                .attachments()
-                .iter()
-                .map(|a| Attachment {
-                    id: a.id.to_string(),
-                    name: a.name.clone(),
-                    media_type: a.media_type.clone(),
-                    size: a.size,
-                })
-                .collect(),
+            attachments: message.attachments().iter().map(Attachment::from).collect(),
         }
     }
 }

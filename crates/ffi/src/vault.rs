@@ -3,8 +3,8 @@
 use crate::error::VaultError;
 use crate::runtime::{parse_chat, parse_message, run};
 use crate::types::{
-    Alternatives, Chat, ChatSummary, ImportReport, Message, Protection, Role, SearchHit, Status,
-    SyncReport, VaultEvent,
+    Alternatives, Attachment, Chat, ChatSummary, ImportReport, Message, Protection, Role,
+    SearchHit, Status, SyncReport, VaultEvent,
 };
 use chatvault::{ChatVault, ExportTarget, ImportOptions};
 use secrecy::SecretString;
@@ -261,6 +261,64 @@ impl Vault {
                 .add_message(parse_chat(&chat)?, role.into(), content)
                 .await?;
             Ok(id.to_string())
+        })
+        .await
+    }
+
+    /// Seals the file at `path` in chunks and stages it for upload (works
+    /// offline); name it in a message with
+    /// [`add_message_with_attachments`](Self::add_message_with_attachments).
+    pub async fn attach_file(&self, chat: String, path: String) -> Result<Attachment, VaultError> {
+        self.with(|v| async move {
+            Ok(Attachment::from(
+                &v.attach_file(parse_chat(&chat)?, &path).await?,
+            ))
+        })
+        .await
+    }
+
+    /// Appends a message carrying `attachments` (from
+    /// [`attach_file`](Self::attach_file)) and returns its id.
+    pub async fn add_message_with_attachments(
+        &self,
+        chat: String,
+        role: Role,
+        content: String,
+        attachments: Vec<Attachment>,
+    ) -> Result<String, VaultError> {
+        self.with(|v| async move {
+            let attachments = attachments
+                .into_iter()
+                .map(chatvault::Attachment::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let id = v
+                .add_message_with_attachments(parse_chat(&chat)?, role.into(), content, attachments)
+                .await?;
+            Ok(id.to_string())
+        })
+        .await
+    }
+
+    /// Writes an attachment's bytes to the file `path` (fetched and
+    /// verified; `path` never holds a partial file) and returns its size.
+    pub async fn save_attachment(
+        &self,
+        attachment: Attachment,
+        path: String,
+    ) -> Result<u64, VaultError> {
+        self.with(|v| async move {
+            let attachment = chatvault::Attachment::try_from(attachment)?;
+            Ok(v.save_attachment(&attachment, &path).await?)
+        })
+        .await
+    }
+
+    /// An attachment's bytes, in memory (for small files; large ones with
+    /// [`save_attachment`](Self::save_attachment)).
+    pub async fn attachment_bytes(&self, attachment: Attachment) -> Result<Vec<u8>, VaultError> {
+        self.with(|v| async move {
+            let attachment = chatvault::Attachment::try_from(attachment)?;
+            Ok(v.attachment_bytes(&attachment).await?)
         })
         .await
     }

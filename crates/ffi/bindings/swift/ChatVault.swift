@@ -1688,9 +1688,28 @@ public protocol VaultProtocol: AnyObject, Sendable {
     func addMessage(chat: String, role: Role, content: String) async throws  -> String
     
     /**
+     * Appends a message carrying `attachments` (from
+     * [`attach_file`](Self::attach_file)) and returns its id.
+     */
+    func addMessageWithAttachments(chat: String, role: Role, content: String, attachments: [Attachment]) async throws  -> String
+    
+    /**
      * The alternatives in a message's place ("2 of 3").
      */
     func alternatives(chat: String, message: String) async throws  -> Alternatives
+    
+    /**
+     * Seals the file at `path` in chunks and stages it for upload (works
+     * offline); name it in a message with
+     * [`add_message_with_attachments`](Self::add_message_with_attachments).
+     */
+    func attachFile(chat: String, path: String) async throws  -> Attachment
+    
+    /**
+     * An attachment's bytes, in memory (for small files; large ones with
+     * [`save_attachment`](Self::save_attachment)).
+     */
+    func attachmentBytes(attachment: Attachment) async throws  -> Data
     
     /**
      * Sets a new passphrase; the old one stops unlocking the vault.
@@ -1808,6 +1827,12 @@ public protocol VaultProtocol: AnyObject, Sendable {
      * Rotates the data key and returns the new key id.
      */
     func rotateKey() async throws  -> UInt32
+    
+    /**
+     * Writes an attachment's bytes to the file `path` (fetched and
+     * verified; `path` never holds a partial file) and returns its size.
+     */
+    func saveAttachment(attachment: Attachment, path: String) async throws  -> UInt64
     
     /**
      * Finds `text` in every live chat's title and messages, ignoring case
@@ -1964,6 +1989,27 @@ open func addMessage(chat: String, role: Role, content: String)async throws  -> 
 }
     
     /**
+     * Appends a message carrying `attachments` (from
+     * [`attach_file`](Self::attach_file)) and returns its id.
+     */
+open func addMessageWithAttachments(chat: String, role: Role, content: String, attachments: [Attachment])async throws  -> String  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(chat),FfiConverterTypeRole_lower(role),FfiConverterString.lower(content),FfiConverterSequenceTypeAttachment.lower(attachments)
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterString.lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
      * The alternatives in a message's place ("2 of 3").
      */
 open func alternatives(chat: String, message: String)async throws  -> Alternatives  {
@@ -1979,6 +2025,49 @@ open func alternatives(chat: String, message: String)async throws  -> Alternativ
             completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeAlternatives_lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * Seals the file at `path` in chunks and stages it for upload (works
+     * offline); name it in a message with
+     * [`add_message_with_attachments`](Self::add_message_with_attachments).
+     */
+open func attachFile(chat: String, path: String)async throws  -> Attachment  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_attach_file(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(chat),FfiConverterString.lower(path)
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeAttachment_lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * An attachment's bytes, in memory (for small files; large ones with
+     * [`save_attachment`](Self::save_attachment)).
+     */
+open func attachmentBytes(attachment: Attachment)async throws  -> Data  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_attachment_bytes(
+                    self.uniffiClonePointer(),
+                    FfiConverterTypeAttachment_lower(attachment)
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_rust_buffer,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterData.lift,
             errorHandler: FfiConverterTypeVaultError_lift
         )
 }
@@ -2381,6 +2470,27 @@ open func rotateKey()async throws  -> UInt32  {
             completeFunc: ffi_chatvault_ffi_rust_future_complete_u32,
             freeFunc: ffi_chatvault_ffi_rust_future_free_u32,
             liftFunc: FfiConverterUInt32.lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * Writes an attachment's bytes to the file `path` (fetched and
+     * verified; `path` never holds a partial file) and returns its size.
+     */
+open func saveAttachment(attachment: Attachment, path: String)async throws  -> UInt64  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_save_attachment(
+                    self.uniffiClonePointer(),
+                    FfiConverterTypeAttachment_lower(attachment),FfiConverterString.lower(path)
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_u64,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_u64,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_u64,
+            liftFunc: FfiConverterUInt64.lift,
             errorHandler: FfiConverterTypeVaultError_lift
         )
 }
@@ -6579,7 +6689,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chatvault_ffi_checksum_method_vault_add_message() != 35247) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chatvault_ffi_checksum_method_vault_add_message_with_attachments() != 12585) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chatvault_ffi_checksum_method_vault_alternatives() != 6754) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_attach_file() != 9678) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_attachment_bytes() != 22472) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_change_passphrase() != 26883) {
@@ -6643,6 +6762,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_rotate_key() != 952) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_save_attachment() != 27475) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_search() != 27280) {

@@ -521,9 +521,24 @@ uint64_t uniffi_chatvault_ffi_fn_method_vault_add_device(void*_Nonnull ptr, Rust
 uint64_t uniffi_chatvault_ffi_fn_method_vault_add_message(void*_Nonnull ptr, RustBuffer chat, RustBuffer role, RustBuffer content
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ADD_MESSAGE_WITH_ATTACHMENTS
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ADD_MESSAGE_WITH_ATTACHMENTS
+uint64_t uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(void*_Nonnull ptr, RustBuffer chat, RustBuffer role, RustBuffer content, RustBuffer attachments
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ALTERNATIVES
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ALTERNATIVES
 uint64_t uniffi_chatvault_ffi_fn_method_vault_alternatives(void*_Nonnull ptr, RustBuffer chat, RustBuffer message
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACH_FILE
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACH_FILE
+uint64_t uniffi_chatvault_ffi_fn_method_vault_attach_file(void*_Nonnull ptr, RustBuffer chat, RustBuffer path
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACHMENT_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACHMENT_BYTES
+uint64_t uniffi_chatvault_ffi_fn_method_vault_attachment_bytes(void*_Nonnull ptr, RustBuffer attachment
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_CHANGE_PASSPHRASE
@@ -629,6 +644,11 @@ uint64_t uniffi_chatvault_ffi_fn_method_vault_rename(void*_Nonnull ptr, RustBuff
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ROTATE_KEY
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ROTATE_KEY
 uint64_t uniffi_chatvault_ffi_fn_method_vault_rotate_key(void*_Nonnull ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_SAVE_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_SAVE_ATTACHMENT
+uint64_t uniffi_chatvault_ffi_fn_method_vault_save_attachment(void*_Nonnull ptr, RustBuffer attachment, RustBuffer path
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_SEARCH
@@ -1113,9 +1133,27 @@ uint16_t uniffi_chatvault_ffi_checksum_method_vault_add_message(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ADD_MESSAGE_WITH_ATTACHMENTS
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ADD_MESSAGE_WITH_ATTACHMENTS
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_add_message_with_attachments(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ALTERNATIVES
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ALTERNATIVES
 uint16_t uniffi_chatvault_ffi_checksum_method_vault_alternatives(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACH_FILE
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACH_FILE
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_attach_file(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACHMENT_BYTES
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACHMENT_BYTES
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_attachment_bytes(void
     
 );
 #endif
@@ -1242,6 +1280,12 @@ uint16_t uniffi_chatvault_ffi_checksum_method_vault_rename(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ROTATE_KEY
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ROTATE_KEY
 uint16_t uniffi_chatvault_ffi_checksum_method_vault_rotate_key(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_SAVE_ATTACHMENT
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_SAVE_ATTACHMENT
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_save_attachment(void
     
 );
 #endif

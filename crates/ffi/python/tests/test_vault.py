@@ -325,3 +325,32 @@ def test_an_identity_opens_the_vault_and_a_malformed_one_is_refused(folder):
         await phone.close()
 
     run(main())
+
+
+def test_an_attachment_travels_to_the_other_device(folder):
+    async def main():
+        laptop = await open_device(folder, "laptop")
+        phone = await open_device(folder, "phone")
+        ticket = folder / "ticket.png"
+        payload = bytes(range(256)) * 5000
+        ticket.write_bytes(payload)
+        chat = await laptop.new_chat("Ticket")
+        attachment = await laptop.attach_file(chat, str(ticket))
+        assert (attachment.name, attachment.media_type, attachment.size) == (
+            "ticket.png",
+            "image/png",
+            len(payload),
+        )
+        await laptop.add_message_with_attachments(chat, Role.USER, "My ticket", [attachment])
+        await laptop.sync_now()
+        await phone.sync_now()
+        message = (await phone.load_chat(chat)).messages[0]
+        assert message.attachments == [attachment]
+        assert await phone.attachment_bytes(message.attachments[0]) == payload
+        saved = folder / "saved.png"
+        assert await phone.save_attachment(message.attachments[0], str(saved)) == len(payload)
+        assert saved.read_bytes() == payload
+        await laptop.close()
+        await phone.close()
+
+    run(main())

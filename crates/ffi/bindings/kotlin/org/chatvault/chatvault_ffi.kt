@@ -955,6 +955,14 @@ internal open class UniffiVTableCallbackInterfaceStorageBackend(
 
 
 
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -1012,7 +1020,13 @@ fun uniffi_chatvault_ffi_checksum_method_vault_add_device(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_add_message(
 ): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_add_message_with_attachments(
+): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_alternatives(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_attach_file(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_attachment_bytes(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_change_passphrase(
 ): Short
@@ -1055,6 +1069,8 @@ fun uniffi_chatvault_ffi_checksum_method_vault_remove_protection(
 fun uniffi_chatvault_ffi_checksum_method_vault_rename(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_rotate_key(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_save_attachment(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_search(
 ): Short
@@ -1186,7 +1202,13 @@ fun uniffi_chatvault_ffi_fn_method_vault_add_device(`ptr`: Pointer,`recipient`: 
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_add_message(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`role`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,
 ): Long
+fun uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`role`: RustBuffer.ByValue,`content`: RustBuffer.ByValue,`attachments`: RustBuffer.ByValue,
+): Long
 fun uniffi_chatvault_ffi_fn_method_vault_alternatives(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_attach_file(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_attachment_bytes(`ptr`: Pointer,`attachment`: RustBuffer.ByValue,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_change_passphrase(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,
 ): Long
@@ -1229,6 +1251,8 @@ fun uniffi_chatvault_ffi_fn_method_vault_remove_protection(`ptr`: Pointer,`which
 fun uniffi_chatvault_ffi_fn_method_vault_rename(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`title`: RustBuffer.ByValue,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_rotate_key(`ptr`: Pointer,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_save_attachment(`ptr`: Pointer,`attachment`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_search(`ptr`: Pointer,`text`: RustBuffer.ByValue,
 ): Long
@@ -1449,7 +1473,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_add_message() != 35247.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_add_message_with_attachments() != 12585.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_alternatives() != 6754.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_attach_file() != 9678.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_attachment_bytes() != 22472.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_change_passphrase() != 26883.toShort()) {
@@ -1513,6 +1546,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_rotate_key() != 952.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_save_attachment() != 27475.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_search() != 27280.toShort()) {
@@ -3556,9 +3592,28 @@ public interface VaultInterface {
     suspend fun `addMessage`(`chat`: kotlin.String, `role`: Role, `content`: kotlin.String): kotlin.String
     
     /**
+     * Appends a message carrying `attachments` (from
+     * [`attach_file`](Self::attach_file)) and returns its id.
+     */
+    suspend fun `addMessageWithAttachments`(`chat`: kotlin.String, `role`: Role, `content`: kotlin.String, `attachments`: List<Attachment>): kotlin.String
+    
+    /**
      * The alternatives in a message's place ("2 of 3").
      */
     suspend fun `alternatives`(`chat`: kotlin.String, `message`: kotlin.String): Alternatives
+    
+    /**
+     * Seals the file at `path` in chunks and stages it for upload (works
+     * offline); name it in a message with
+     * [`add_message_with_attachments`](Self::add_message_with_attachments).
+     */
+    suspend fun `attachFile`(`chat`: kotlin.String, `path`: kotlin.String): Attachment
+    
+    /**
+     * An attachment's bytes, in memory (for small files; large ones with
+     * [`save_attachment`](Self::save_attachment)).
+     */
+    suspend fun `attachmentBytes`(`attachment`: Attachment): kotlin.ByteArray
     
     /**
      * Sets a new passphrase; the old one stops unlocking the vault.
@@ -3676,6 +3731,12 @@ public interface VaultInterface {
      * Rotates the data key and returns the new key id.
      */
     suspend fun `rotateKey`(): kotlin.UInt
+    
+    /**
+     * Writes an attachment's bytes to the file `path` (fetched and
+     * verified; `path` never holds a partial file) and returns its size.
+     */
+    suspend fun `saveAttachment`(`attachment`: Attachment, `path`: kotlin.String): kotlin.ULong
     
     /**
      * Finds `text` in every live chat's title and messages, ignoring case
@@ -3873,6 +3934,31 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
 
     
     /**
+     * Appends a message carrying `attachments` (from
+     * [`attach_file`](Self::attach_file)) and returns its id.
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `addMessageWithAttachments`(`chat`: kotlin.String, `role`: Role, `content`: kotlin.String, `attachments`: List<Attachment>) : kotlin.String {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(
+                thisPtr,
+                FfiConverterString.lower(`chat`),FfiConverterTypeRole.lower(`role`),FfiConverterString.lower(`content`),FfiConverterSequenceTypeAttachment.lower(`attachments`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterString.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
      * The alternatives in a message's place ("2 of 3").
      */
     @Throws(VaultException::class)
@@ -3890,6 +3976,57 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
         { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeAlternatives.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Seals the file at `path` in chunks and stages it for upload (works
+     * offline); name it in a message with
+     * [`add_message_with_attachments`](Self::add_message_with_attachments).
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `attachFile`(`chat`: kotlin.String, `path`: kotlin.String) : Attachment {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_attach_file(
+                thisPtr,
+                FfiConverterString.lower(`chat`),FfiConverterString.lower(`path`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeAttachment.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * An attachment's bytes, in memory (for small files; large ones with
+     * [`save_attachment`](Self::save_attachment)).
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `attachmentBytes`(`attachment`: Attachment) : kotlin.ByteArray {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_attachment_bytes(
+                thisPtr,
+                FfiConverterTypeAttachment.lower(`attachment`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterByteArray.lift(it) },
         // Error FFI converter
         VaultException.ErrorHandler,
     )
@@ -4386,6 +4523,31 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
         { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_u32(future) },
         // lift function
         { FfiConverterUInt.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Writes an attachment's bytes to the file `path` (fetched and
+     * verified; `path` never holds a partial file) and returns its size.
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `saveAttachment`(`attachment`: Attachment, `path`: kotlin.String) : kotlin.ULong {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_save_attachment(
+                thisPtr,
+                FfiConverterTypeAttachment.lower(`attachment`),FfiConverterString.lower(`path`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_u64(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_u64(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_u64(future) },
+        // lift function
+        { FfiConverterULong.lift(it) },
         // Error FFI converter
         VaultException.ErrorHandler,
     )
