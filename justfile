@@ -127,6 +127,6 @@ bench-python chats="10000" adds="10000":
     work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
     python3 -m venv "$work/venv"
     "$work/venv/bin/pip" install -q maturin
-    (cd crates/ffi && "$work/venv/bin/maturin" build --release --strip --out "$work/wheels")
+    (cd crates/ffi && "$work/venv/bin/maturin" build --release --out "$work/wheels")
     "$work/venv/bin/pip" install -q "$work"/wheels/chatvault-*.whl
     "$work/venv/bin/python" crates/ffi/bench.py --rust-bin "$target/release/examples/bench_rust" --chats {{chats}} --adds {{adds}}

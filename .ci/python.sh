@@ -19,7 +19,9 @@ else
     export PIP_BREAK_SYSTEM_PACKAGES=1
 fi
 "$py" -m pip install -q --disable-pip-version-check 'maturin>=1.5,<2' 'pytest>=7'
-(cd crates/ffi && "$py" -m maturin build --strip --out "$work/wheels")
+# No --strip: it strips the UniFFI metadata symbols the Python module is
+# generated from, and the wheel then ships a stale or empty module.
+(cd crates/ffi && "$py" -m maturin build --out "$work/wheels")
 "$py" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$work"/wheels/chatvault-*.whl
 # Run from the repository root so that `import chatvault` is the installed
 # wheel, not the source folder crates/ffi/python/chatvault.
