@@ -48,18 +48,27 @@ pub struct ContractResult {
     pub outcome: ContractOutcome,
 }
 
-/// The names of the Storage contracts, in the order they run.
-#[uniffi::export]
-pub fn conformance_contracts() -> Vec<String> {
-    chatvault_conformance::storage::contracts()
-        .iter()
-        .map(|c| c.name.to_owned())
-        .collect()
+/// Every contract: the Storage contracts (`storage::…`), then the
+/// end-to-end sync contracts (`sync::…`: several devices through the
+/// facade over the backend).
+fn all_contracts() -> Vec<chatvault_conformance::Contract> {
+    let mut contracts = chatvault_conformance::storage::contracts();
+    contracts.extend(chatvault_conformance::sync::contracts());
+    contracts
 }
 
-/// Runs the Storage contracts whose name contains `filter` (all with
-/// `None`) against the backend `factory` opens, one after another, and
-/// returns each one's outcome. Blocks the calling thread until the last
+/// The names of the contracts, in the order they run: the Storage
+/// contracts (`storage::…`), then the end-to-end sync contracts
+/// (`sync::…`).
+#[uniffi::export]
+pub fn conformance_contracts() -> Vec<String> {
+    all_contracts().iter().map(|c| c.name.to_owned()).collect()
+}
+
+/// Runs the contracts whose name contains `filter` (all with `None`):
+/// the Storage contracts, then the end-to-end sync contracts, against the
+/// backend `factory` opens, one after another, and returns each one's
+/// outcome. Blocks the calling thread until the last
 /// contract is done; each contract may take at most `timeout_secs`
 /// seconds.
 #[uniffi::export]
@@ -70,7 +79,7 @@ pub fn run_conformance(
 ) -> Result<Vec<ContractResult>, VaultError> {
     crate::runtime::block_on(async move {
         let backend: Arc<dyn TestBackend> = Arc::new(Foreign { factory });
-        let contracts: Vec<_> = chatvault_conformance::storage::contracts()
+        let contracts: Vec<_> = all_contracts()
             .into_iter()
             .filter(|c| filter.as_deref().is_none_or(|f| c.name.contains(f)))
             .collect();

@@ -6524,7 +6524,9 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
- * The names of the Storage contracts, in the order they run.
+ * The names of the contracts, in the order they run: the Storage
+ * contracts (`storage::…`), then the end-to-end sync contracts
+ * (`sync::…`).
  */
 public func conformanceContracts() -> [String]  {
     return try!  FfiConverterSequenceString.lift(try! rustCall() {
@@ -6574,9 +6576,10 @@ public func openVaultWithBackend(backend: StorageBackend, options: OpenOptions)a
         )
 }
 /**
- * Runs the Storage contracts whose name contains `filter` (all with
- * `None`) against the backend `factory` opens, one after another, and
- * returns each one's outcome. Blocks the calling thread until the last
+ * Runs the contracts whose name contains `filter` (all with `None`):
+ * the Storage contracts, then the end-to-end sync contracts, against the
+ * backend `factory` opens, one after another, and returns each one's
+ * outcome. Blocks the calling thread until the last
  * contract is done; each contract may take at most `timeout_secs`
  * seconds.
  */
@@ -6626,7 +6629,7 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_chatvault_ffi_checksum_func_conformance_contracts() != 7572) {
+    if (uniffi_chatvault_ffi_checksum_func_conformance_contracts() != 16692) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_func_open_vault() != 56786) {
@@ -6635,7 +6638,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chatvault_ffi_checksum_func_open_vault_with_backend() != 51439) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_chatvault_ffi_checksum_func_run_conformance() != 10457) {
+    if (uniffi_chatvault_ffi_checksum_func_run_conformance() != 19298) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_func_verify_vault() != 56125) {

@@ -19,6 +19,9 @@ def test_the_python_memory_backend_passes_the_conformance_suite():
     assert len(report.passed) >= 40
     names = {r.name for r in report.passed}
     assert "storage::put_absent_conflicts_when_record_exists" in names
+    # The end-to-end sync contracts: devices through the facade over it.
+    assert "sync::offline_edits_on_three_devices_converge" in names
+    assert "sync::a_wrong_passphrase_is_refused_with_wrong_key" in names
 
 
 def test_a_broken_python_backend_gets_named_failures():

@@ -1410,7 +1410,7 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if (lib.uniffi_chatvault_ffi_checksum_func_conformance_contracts() != 7572.toShort()) {
+    if (lib.uniffi_chatvault_ffi_checksum_func_conformance_contracts() != 16692.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_func_open_vault() != 56786.toShort()) {
@@ -1419,7 +1419,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_chatvault_ffi_checksum_func_open_vault_with_backend() != 51439.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if (lib.uniffi_chatvault_ffi_checksum_func_run_conformance() != 10457.toShort()) {
+    if (lib.uniffi_chatvault_ffi_checksum_func_run_conformance() != 19298.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_func_verify_vault() != 56125.toShort()) {
@@ -7681,7 +7681,9 @@ public object FfiConverterSequenceTypeStoredRecord: FfiConverterRustBuffer<List<
 
 
         /**
-         * The names of the Storage contracts, in the order they run.
+         * The names of the contracts, in the order they run: the Storage
+         * contracts (`storage::…`), then the end-to-end sync contracts
+         * (`sync::…`).
          */ fun `conformanceContracts`(): List<kotlin.String> {
             return FfiConverterSequenceString.lift(
     uniffiRustCall() { _status ->
@@ -7736,9 +7738,10 @@ public object FfiConverterSequenceTypeStoredRecord: FfiConverterRustBuffer<List<
     }
 
         /**
-         * Runs the Storage contracts whose name contains `filter` (all with
-         * `None`) against the backend `factory` opens, one after another, and
-         * returns each one's outcome. Blocks the calling thread until the last
+         * Runs the contracts whose name contains `filter` (all with `None`):
+         * the Storage contracts, then the end-to-end sync contracts, against the
+         * backend `factory` opens, one after another, and returns each one's
+         * outcome. Blocks the calling thread until the last
          * contract is done; each contract may take at most `timeout_secs`
          * seconds.
          */
