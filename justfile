@@ -104,3 +104,29 @@ fuzz-nightly seconds="600":
     for target in $(cargo +nightly fuzz list); do \
         cargo +nightly fuzz run -O "$target" -- -max_total_time={{seconds}} -rss_limit_mb=4096 || exit 1; \
     done
+
+# Python bindings (crates/ffi): builds the wheel with maturin into a fresh
+# venv, installs it and runs the pytest suite, as CI does. Extra arguments
+# go to pytest, e.g. `just python -k conformance`.
+python *args:
+    bash .ci/python.sh {{args}}
+
+# Kotlin and Swift sources of the bindings: checks that crates/ffi/bindings
+# is current; `just bindings --write` regenerates it after an interface change.
+bindings mode="--check":
+    bash .ci/bindings.sh {{mode}}
+
+# Bindings bench: open a 10k-chat vault and read the sidebar, 10,000
+# add_message calls, and the RSS of a Python process holding the sidebar,
+# from Python beside Rust in one run (release builds; prints a table).
+bench-python chats="10000" adds="10000":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+    cargo build --release -p chatvault-ffi --example bench_rust
+    work="$(mktemp -d)"; trap 'rm -rf "$work"' EXIT
+    python3 -m venv "$work/venv"
+    "$work/venv/bin/pip" install -q maturin
+    (cd crates/ffi && "$work/venv/bin/maturin" build --release --out "$work/wheels")
+    "$work/venv/bin/pip" install -q "$work"/wheels/chatvault-*.whl
+    "$work/venv/bin/python" crates/ffi/bench.py --rust-bin "$target/release/examples/bench_rust" --chats {{chats}} --adds {{adds}}
