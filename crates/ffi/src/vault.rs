@@ -351,6 +351,31 @@ impl Vault {
         .await
     }
 
+    /// Appends `text` to a message: one token of a streamed reply. Costs
+    /// a small journal entry, not a re-seal of the chat; durable when it
+    /// returns. Call `flush_streams` when the reply is complete.
+    pub async fn append_to_message(
+        &self,
+        chat: String,
+        message: String,
+        text: String,
+    ) -> Result<(), VaultError> {
+        self.with(|v| async move {
+            Ok(
+                v.append_to_message(parse_chat(&chat)?, parse_message(&message)?, text)
+                    .await?,
+            )
+        })
+        .await
+    }
+
+    /// Folds every streamed reply into a new version of its chat now,
+    /// queued for the next push.
+    pub async fn flush_streams(&self) -> Result<(), VaultError> {
+        self.with(|v| async move { Ok(v.flush_streams().await?) })
+            .await
+    }
+
     /// Deletes a message on every device.
     pub async fn delete_message(&self, chat: String, message: String) -> Result<(), VaultError> {
         self.with(|v| async move {
@@ -593,5 +618,18 @@ impl Vault {
     pub async fn rotate_key(&self) -> Result<u32, VaultError> {
         self.with(|v| async move { Ok(v.rotate_key().await?) })
             .await
+    }
+
+    /// Moves the vault to the newest format this release writes (raises
+    /// its format floor; upgrade every device first). False if it already
+    /// was there.
+    pub async fn upgrade_format(&self) -> Result<bool, VaultError> {
+        self.with(|v| async move { Ok(v.upgrade_format().await?) })
+            .await
+    }
+
+    /// The vault format every device writes (1 until upgraded).
+    pub async fn format_floor(&self) -> Result<u8, VaultError> {
+        self.with(|v| async move { Ok(v.format_floor()) }).await
     }
 }

@@ -1699,6 +1699,13 @@ public protocol VaultProtocol: AnyObject, Sendable {
     func alternatives(chat: String, message: String) async throws  -> Alternatives
     
     /**
+     * Appends `text` to a message: one token of a streamed reply. Costs
+     * a small journal entry, not a re-seal of the chat; durable when it
+     * returns. Call `flush_streams` when the reply is complete.
+     */
+    func appendToMessage(chat: String, message: String, text: String) async throws 
+    
+    /**
      * Seals the file at `path` in chunks and stages it for upload (works
      * offline); name it in a message with
      * [`add_message_with_attachments`](Self::add_message_with_attachments).
@@ -1766,6 +1773,17 @@ public protocol VaultProtocol: AnyObject, Sendable {
      * export --format json` writes). Plaintext: store it with care.
      */
     func exportJson() async throws  -> Data
+    
+    /**
+     * Folds every streamed reply into a new version of its chat now,
+     * queued for the next push.
+     */
+    func flushStreams() async throws 
+    
+    /**
+     * The vault format every device writes (1 until upgraded).
+     */
+    func formatFloor() async throws  -> UInt8
     
     /**
      * Imports an export file (ChatGPT, Claude or chatvault JSON, zipped or
@@ -1883,6 +1901,13 @@ public protocol VaultProtocol: AnyObject, Sendable {
      * Syncs once: pulls every change, then pushes every queued one.
      */
     func syncNow() async throws  -> SyncReport
+    
+    /**
+     * Moves the vault to the newest format this release writes (raises
+     * its format floor; upgrade every device first). False if it already
+     * was there.
+     */
+    func upgradeFormat() async throws  -> Bool
     
     /**
      * The vault's id.
@@ -2025,6 +2050,28 @@ open func alternatives(chat: String, message: String)async throws  -> Alternativ
             completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeAlternatives_lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * Appends `text` to a message: one token of a streamed reply. Costs
+     * a small journal entry, not a re-seal of the chat; durable when it
+     * returns. Call `flush_streams` when the reply is complete.
+     */
+open func appendToMessage(chat: String, message: String, text: String)async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_append_to_message(
+                    self.uniffiClonePointer(),
+                    FfiConverterString.lower(chat),FfiConverterString.lower(message),FfiConverterString.lower(text)
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_void,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_void,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_void,
+            liftFunc: { $0 },
             errorHandler: FfiConverterTypeVaultError_lift
         )
 }
@@ -2264,6 +2311,47 @@ open func exportJson()async throws  -> Data  {
             completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterData.lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * Folds every streamed reply into a new version of its chat now,
+     * queued for the next push.
+     */
+open func flushStreams()async throws   {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_flush_streams(
+                    self.uniffiClonePointer()
+                    
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_void,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_void,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_void,
+            liftFunc: { $0 },
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * The vault format every device writes (1 until upgraded).
+     */
+open func formatFloor()async throws  -> UInt8  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_format_floor(
+                    self.uniffiClonePointer()
+                    
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_u8,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_u8,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_u8,
+            liftFunc: FfiConverterUInt8.lift,
             errorHandler: FfiConverterTypeVaultError_lift
         )
 }
@@ -2637,6 +2725,28 @@ open func syncNow()async throws  -> SyncReport  {
             completeFunc: ffi_chatvault_ffi_rust_future_complete_rust_buffer,
             freeFunc: ffi_chatvault_ffi_rust_future_free_rust_buffer,
             liftFunc: FfiConverterTypeSyncReport_lift,
+            errorHandler: FfiConverterTypeVaultError_lift
+        )
+}
+    
+    /**
+     * Moves the vault to the newest format this release writes (raises
+     * its format floor; upgrade every device first). False if it already
+     * was there.
+     */
+open func upgradeFormat()async throws  -> Bool  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_chatvault_ffi_fn_method_vault_upgrade_format(
+                    self.uniffiClonePointer()
+                    
+                )
+            },
+            pollFunc: ffi_chatvault_ffi_rust_future_poll_i8,
+            completeFunc: ffi_chatvault_ffi_rust_future_complete_i8,
+            freeFunc: ffi_chatvault_ffi_rust_future_free_i8,
+            liftFunc: FfiConverterBool.lift,
             errorHandler: FfiConverterTypeVaultError_lift
         )
 }
@@ -6698,6 +6808,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_chatvault_ffi_checksum_method_vault_alternatives() != 6754) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_chatvault_ffi_checksum_method_vault_append_to_message() != 14896) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_chatvault_ffi_checksum_method_vault_attach_file() != 9678) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6732,6 +6845,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_export_json() != 21959) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_flush_streams() != 30405) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_format_floor() != 41534) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_import_file() != 50442) {
@@ -6795,6 +6914,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_sync_now() != 49218) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_chatvault_ffi_checksum_method_vault_upgrade_format() != 17969) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_chatvault_ffi_checksum_method_vault_vault_id() != 1149) {

@@ -531,6 +531,11 @@ uint64_t uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(void*
 uint64_t uniffi_chatvault_ffi_fn_method_vault_alternatives(void*_Nonnull ptr, RustBuffer chat, RustBuffer message
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_APPEND_TO_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_APPEND_TO_MESSAGE
+uint64_t uniffi_chatvault_ffi_fn_method_vault_append_to_message(void*_Nonnull ptr, RustBuffer chat, RustBuffer message, RustBuffer text
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACH_FILE
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_ATTACH_FILE
 uint64_t uniffi_chatvault_ffi_fn_method_vault_attach_file(void*_Nonnull ptr, RustBuffer chat, RustBuffer path
@@ -589,6 +594,16 @@ uint64_t uniffi_chatvault_ffi_fn_method_vault_export_age(void*_Nonnull ptr, Rust
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_EXPORT_JSON
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_EXPORT_JSON
 uint64_t uniffi_chatvault_ffi_fn_method_vault_export_json(void*_Nonnull ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_FLUSH_STREAMS
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_FLUSH_STREAMS
+uint64_t uniffi_chatvault_ffi_fn_method_vault_flush_streams(void*_Nonnull ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_FORMAT_FLOOR
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_FORMAT_FLOOR
+uint64_t uniffi_chatvault_ffi_fn_method_vault_format_floor(void*_Nonnull ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_IMPORT_FILE
@@ -694,6 +709,11 @@ void*_Nonnull uniffi_chatvault_ffi_fn_method_vault_subscribe(void*_Nonnull ptr, 
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_SYNC_NOW
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_SYNC_NOW
 uint64_t uniffi_chatvault_ffi_fn_method_vault_sync_now(void*_Nonnull ptr
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_UPGRADE_FORMAT
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_UPGRADE_FORMAT
+uint64_t uniffi_chatvault_ffi_fn_method_vault_upgrade_format(void*_Nonnull ptr
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_FN_METHOD_VAULT_VAULT_ID
@@ -1145,6 +1165,12 @@ uint16_t uniffi_chatvault_ffi_checksum_method_vault_alternatives(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_APPEND_TO_MESSAGE
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_APPEND_TO_MESSAGE
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_append_to_message(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACH_FILE
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_ATTACH_FILE
 uint16_t uniffi_chatvault_ffi_checksum_method_vault_attach_file(void
@@ -1214,6 +1240,18 @@ uint16_t uniffi_chatvault_ffi_checksum_method_vault_export_age(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_EXPORT_JSON
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_EXPORT_JSON
 uint16_t uniffi_chatvault_ffi_checksum_method_vault_export_json(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_FLUSH_STREAMS
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_FLUSH_STREAMS
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_flush_streams(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_FORMAT_FLOOR
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_FORMAT_FLOOR
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_format_floor(void
     
 );
 #endif
@@ -1340,6 +1378,12 @@ uint16_t uniffi_chatvault_ffi_checksum_method_vault_subscribe(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_SYNC_NOW
 #define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_SYNC_NOW
 uint16_t uniffi_chatvault_ffi_checksum_method_vault_sync_now(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_UPGRADE_FORMAT
+#define UNIFFI_FFIDEF_UNIFFI_CHATVAULT_FFI_CHECKSUM_METHOD_VAULT_UPGRADE_FORMAT
+uint16_t uniffi_chatvault_ffi_checksum_method_vault_upgrade_format(void
     
 );
 #endif

@@ -354,3 +354,29 @@ def test_an_attachment_travels_to_the_other_device(folder):
         await phone.close()
 
     run(main())
+
+
+def test_a_streamed_reply_reaches_the_other_device_after_the_flush(folder):
+    async def main():
+        laptop = await open_device(folder, "laptop")
+        phone = await open_device(folder, "phone")
+        chat = await laptop.new_chat("Streamed")
+        reply = await laptop.add_message(chat, Role.ASSISTANT, "")
+        for token in ["Once ", "upon ", "a ", "time"]:
+            await laptop.append_to_message(chat, reply, token)
+        shown = await laptop.load_chat(chat)
+        assert shown.messages[0].content == "Once upon a time"
+        await laptop.flush_streams()
+        await laptop.sync_now()
+        await phone.sync_now()
+        seen = await phone.load_chat(chat)
+        assert seen.messages[0].content == "Once upon a time"
+        with pytest.raises(VaultError.NotFound):
+            await laptop.append_to_message(chat, "00000000-0000-7000-8000-000000000000", "x")
+        assert await laptop.format_floor() == 1
+        assert await laptop.upgrade_format()
+        assert await laptop.format_floor() == 2
+        await laptop.close()
+        await phone.close()
+
+    run(main())

@@ -963,6 +963,14 @@ internal open class UniffiVTableCallbackInterfaceStorageBackend(
 
 
 
+
+
+
+
+
+
+
+
 // For large crates we prevent `MethodTooLargeException` (see #2340)
 // N.B. the name of the extension is very misleading, since it is 
 // rather `InterfaceTooLargeException`, caused by too many methods 
@@ -1024,6 +1032,8 @@ fun uniffi_chatvault_ffi_checksum_method_vault_add_message_with_attachments(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_alternatives(
 ): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_append_to_message(
+): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_attach_file(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_attachment_bytes(
@@ -1047,6 +1057,10 @@ fun uniffi_chatvault_ffi_checksum_method_vault_edit_message(
 fun uniffi_chatvault_ffi_checksum_method_vault_export_age(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_export_json(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_flush_streams(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_format_floor(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_import_file(
 ): Short
@@ -1089,6 +1103,8 @@ fun uniffi_chatvault_ffi_checksum_method_vault_stop_sync(
 fun uniffi_chatvault_ffi_checksum_method_vault_subscribe(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_sync_now(
+): Short
+fun uniffi_chatvault_ffi_checksum_method_vault_upgrade_format(
 ): Short
 fun uniffi_chatvault_ffi_checksum_method_vault_vault_id(
 ): Short
@@ -1206,6 +1222,8 @@ fun uniffi_chatvault_ffi_fn_method_vault_add_message_with_attachments(`ptr`: Poi
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_alternatives(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,
 ): Long
+fun uniffi_chatvault_ffi_fn_method_vault_append_to_message(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`message`: RustBuffer.ByValue,`text`: RustBuffer.ByValue,
+): Long
 fun uniffi_chatvault_ffi_fn_method_vault_attach_file(`ptr`: Pointer,`chat`: RustBuffer.ByValue,`path`: RustBuffer.ByValue,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_attachment_bytes(`ptr`: Pointer,`attachment`: RustBuffer.ByValue,
@@ -1229,6 +1247,10 @@ fun uniffi_chatvault_ffi_fn_method_vault_edit_message(`ptr`: Pointer,`chat`: Rus
 fun uniffi_chatvault_ffi_fn_method_vault_export_age(`ptr`: Pointer,`passphrase`: RustBuffer.ByValue,`workFactor`: RustBuffer.ByValue,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_export_json(`ptr`: Pointer,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_flush_streams(`ptr`: Pointer,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_format_floor(`ptr`: Pointer,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_import_file(`ptr`: Pointer,`path`: RustBuffer.ByValue,`applyDeletions`: Byte,
 ): Long
@@ -1271,6 +1293,8 @@ fun uniffi_chatvault_ffi_fn_method_vault_stop_sync(`ptr`: Pointer,
 fun uniffi_chatvault_ffi_fn_method_vault_subscribe(`ptr`: Pointer,`listener`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): Pointer
 fun uniffi_chatvault_ffi_fn_method_vault_sync_now(`ptr`: Pointer,
+): Long
+fun uniffi_chatvault_ffi_fn_method_vault_upgrade_format(`ptr`: Pointer,
 ): Long
 fun uniffi_chatvault_ffi_fn_method_vault_vault_id(`ptr`: Pointer,uniffi_out_err: UniffiRustCallStatus, 
 ): RustBuffer.ByValue
@@ -1479,6 +1503,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_alternatives() != 6754.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_append_to_message() != 14896.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_attach_file() != 9678.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1513,6 +1540,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_export_json() != 21959.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_flush_streams() != 30405.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_format_floor() != 41534.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_import_file() != 50442.toShort()) {
@@ -1576,6 +1609,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_sync_now() != 49218.toShort()) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if (lib.uniffi_chatvault_ffi_checksum_method_vault_upgrade_format() != 17969.toShort()) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if (lib.uniffi_chatvault_ffi_checksum_method_vault_vault_id() != 1149.toShort()) {
@@ -3603,6 +3639,13 @@ public interface VaultInterface {
     suspend fun `alternatives`(`chat`: kotlin.String, `message`: kotlin.String): Alternatives
     
     /**
+     * Appends `text` to a message: one token of a streamed reply. Costs
+     * a small journal entry, not a re-seal of the chat; durable when it
+     * returns. Call `flush_streams` when the reply is complete.
+     */
+    suspend fun `appendToMessage`(`chat`: kotlin.String, `message`: kotlin.String, `text`: kotlin.String)
+    
+    /**
      * Seals the file at `path` in chunks and stages it for upload (works
      * offline); name it in a message with
      * [`add_message_with_attachments`](Self::add_message_with_attachments).
@@ -3670,6 +3713,17 @@ public interface VaultInterface {
      * export --format json` writes). Plaintext: store it with care.
      */
     suspend fun `exportJson`(): kotlin.ByteArray
+    
+    /**
+     * Folds every streamed reply into a new version of its chat now,
+     * queued for the next push.
+     */
+    suspend fun `flushStreams`()
+    
+    /**
+     * The vault format every device writes (1 until upgraded).
+     */
+    suspend fun `formatFloor`(): kotlin.UByte
     
     /**
      * Imports an export file (ChatGPT, Claude or chatvault JSON, zipped or
@@ -3787,6 +3841,13 @@ public interface VaultInterface {
      * Syncs once: pulls every change, then pushes every queued one.
      */
     suspend fun `syncNow`(): SyncReport
+    
+    /**
+     * Moves the vault to the newest format this release writes (raises
+     * its format floor; upgrade every device first). False if it already
+     * was there.
+     */
+    suspend fun `upgradeFormat`(): kotlin.Boolean
     
     /**
      * The vault's id.
@@ -3976,6 +4037,33 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
         { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeAlternatives.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Appends `text` to a message: one token of a streamed reply. Costs
+     * a small journal entry, not a re-seal of the chat; durable when it
+     * returns. Call `flush_streams` when the reply is complete.
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `appendToMessage`(`chat`: kotlin.String, `message`: kotlin.String, `text`: kotlin.String) {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_append_to_message(
+                thisPtr,
+                FfiConverterString.lower(`chat`),FfiConverterString.lower(`message`),FfiConverterString.lower(`text`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
         // Error FFI converter
         VaultException.ErrorHandler,
     )
@@ -4269,6 +4357,56 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
         { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterByteArray.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Folds every streamed reply into a new version of its chat now,
+     * queued for the next push.
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `flushStreams`() {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_flush_streams(
+                thisPtr,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_void(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_void(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_void(future) },
+        // lift function
+        { Unit },
+        
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * The vault format every device writes (1 until upgraded).
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `formatFloor`() : kotlin.UByte {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_format_floor(
+                thisPtr,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_u8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_u8(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_u8(future) },
+        // lift function
+        { FfiConverterUByte.lift(it) },
         // Error FFI converter
         VaultException.ErrorHandler,
     )
@@ -4737,6 +4875,32 @@ open class Vault: Disposable, AutoCloseable, VaultInterface
         { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_rust_buffer(future) },
         // lift function
         { FfiConverterTypeSyncReport.lift(it) },
+        // Error FFI converter
+        VaultException.ErrorHandler,
+    )
+    }
+
+    
+    /**
+     * Moves the vault to the newest format this release writes (raises
+     * its format floor; upgrade every device first). False if it already
+     * was there.
+     */
+    @Throws(VaultException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `upgradeFormat`() : kotlin.Boolean {
+        return uniffiRustCallAsync(
+        callWithPointer { thisPtr ->
+            UniffiLib.INSTANCE.uniffi_chatvault_ffi_fn_method_vault_upgrade_format(
+                thisPtr,
+                
+            )
+        },
+        { future, callback, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_poll_i8(future, callback, continuation) },
+        { future, continuation -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_complete_i8(future, continuation) },
+        { future -> UniffiLib.INSTANCE.ffi_chatvault_ffi_rust_future_free_i8(future) },
+        // lift function
+        { FfiConverterBoolean.lift(it) },
         // Error FFI converter
         VaultException.ErrorHandler,
     )
