@@ -57,10 +57,14 @@ pub(super) async fn push(inner: &Arc<Inner>, report: &mut SyncReport, force: boo
     } else {
         inner.config.stream_fold_after
     };
-    let folded = blocking(inner, move |inner| {
-        super::save::fold_streams(&inner.local, fold_after)
-    })
-    .await;
+    let folded = if inner.local.journal.is_empty() {
+        Ok(())
+    } else {
+        blocking(inner, move |inner| {
+            super::save::fold_streams(&inner.local, fold_after)
+        })
+        .await
+    };
     let result = match folded {
         Ok(()) => {
             push_outbox(inner, report, force)
