@@ -16,7 +16,10 @@
 //! `CHATVAULT_SCALE_CHILD='cold|<replica>|<key>|<chat id>|1' valgrind
 //! --tool=callgrind <bench binary>`), `--reseal N` (chats in the re-seal
 //! measurement, default 0: skipped), `--only-reseal` (skip the per-size
-//! tables: `--only-reseal --reseal 10000 --backends fs`).
+//! tables: `--only-reseal --reseal 10000 --backends fs`), `--floor N` (the
+//! vault's format floor, default 1: the seeded records, the key file and
+//! what the reader writes are that vault format, `docs/design.md` §3.6;
+//! `--floor 2` measures binary summaries and bodies).
 //!
 //! Per size and backend: a writer seeds the vault with N small chats plus one
 //! of 1,000 messages (sealed as the engine seals them, pushed in batches),
@@ -74,6 +77,7 @@ struct Options {
     keep: Option<PathBuf>,
     reseal: usize,
     only_reseal: bool,
+    floor: u8,
 }
 
 fn parse_options() -> Options {
@@ -86,6 +90,7 @@ fn parse_options() -> Options {
         keep: None,
         reseal: 0,
         only_reseal: false,
+        floor: 1,
     };
     let numbers = |value: &str| -> Vec<usize> {
         value
@@ -121,6 +126,9 @@ fn parse_options() -> Options {
             "--keep-replicas" => options.keep = Some(PathBuf::from(value())),
             "--reseal" => options.reseal = numbers(&value())[0],
             "--only-reseal" => options.only_reseal = true,
+            "--floor" => {
+                options.floor = u8::try_from(numbers(&value())[0]).expect("a vault format")
+            }
             // cargo bench passes --bench; filters are not used here.
             _ => {}
         }
@@ -334,7 +342,7 @@ async fn measure(server: &Server, chats: usize, options: &Options, run: &str) ->
         .await
         .expect("vault");
     column.local = vault.is_local();
-    let (cipher, key_file) = common::new_vault_key();
+    let (cipher, key_file) = common::new_vault_key_at(options.floor);
     let clock = Clock::new(DeviceId(2));
 
     let start = Instant::now();

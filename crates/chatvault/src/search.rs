@@ -7,7 +7,7 @@
 
 use crate::{Chat, ChatId, ChatVault, MessageId, Result, Role, SkippedRecord};
 use chatvault_core::engine::BodyFilter;
-use chatvault_core::raw::codec::body_json;
+use chatvault_core::raw::codec::body_text;
 
 /// Characters of context on each side of a match.
 const CONTEXT: usize = 30;
@@ -208,41 +208,44 @@ fn excerpt(text: &str, at: usize, len: usize) -> String {
 }
 
 /// A filter on each chat's encoded body, read through the codec's
-/// [`body_json`] (JSON, in which a title or message appears verbatim
-/// unless it holds `"`, `\` or a control character): a chat whose folded
-/// encoding lacks the folded query has no hit and is never decoded.
-/// Folding maps those characters to themselves and nothing else to them,
-/// so for a query without them the filter drops no hit; a query with them
-/// is checked on every chat, and so is a body the codec does not know
-/// (decoding reports what is wrong with it).
+/// [`body_text`] (the JSON of a JSON body, in which a title or message
+/// appears verbatim unless it holds `"`, `\` or a control character; the
+/// verbatim strings of a binary one): a chat whose folded text lacks the
+/// folded query has no hit and is never decoded. Folding maps those
+/// characters to themselves and nothing else to them, so for a query
+/// without them the filter drops no hit; a query with them is checked on
+/// every JSON body, and so is a body the codec does not know (decoding
+/// reports what is wrong with it).
 fn prefilter(text: &str) -> BodyFilter {
     let escaped = |c: char| c == '"' || c == '\\' || c < ' ';
     if text.is_empty() {
         return std::sync::Arc::new(|_: &[u8]| false);
     }
-    if text.chars().any(escaped) {
-        return std::sync::Arc::new(|_: &[u8]| true);
-    }
+    let needs_unescaped = text.chars().any(escaped);
     let folded: String = text.chars().map(fold).collect();
     let ascii = folded.is_ascii();
     let finder = memchr::memmem::Finder::new(folded.as_bytes()).into_owned();
     std::sync::Arc::new(move |encoded: &[u8]| {
-        let Some(json) = body_json(encoded) else {
+        let Some(body) = body_text(encoded) else {
             return true;
         };
-        if ascii && !has_fold_to_ascii(json) {
+        if body.escaped && needs_unescaped {
+            return true;
+        }
+        let haystack = body.bytes;
+        if ascii && !has_fold_to_ascii(haystack) {
             // No UTF-8 check needed: ASCII bytes never occur inside a
             // multi-byte char.
-            let mut buffer = json.to_vec();
+            let mut buffer = haystack.to_vec();
             buffer.make_ascii_lowercase();
             return finder.find(&buffer).is_some();
         }
-        let Ok(json) = std::str::from_utf8(json) else {
+        let Ok(haystack) = std::str::from_utf8(haystack) else {
             // Let decoding report what is wrong with it.
             return true;
         };
-        let mut buffer = String::with_capacity(json.len());
-        fold_into(&mut buffer, json);
+        let mut buffer = String::with_capacity(haystack.len());
+        fold_into(&mut buffer, haystack);
         finder.find(buffer.as_bytes()).is_some()
     })
 }
@@ -463,8 +466,10 @@ mod tests {
                 all.iter().cycle().skip(from % all.len()).take(3).collect()
             };
             let encoded = chatvault_core::raw::codec::encode_chat(&chat).expect("encode");
+            let binary = chatvault_core::raw::codec::encode_chat_at(&chat, 2).expect("encode");
             if !find(&[std::sync::Arc::new(chat)], &needle).is_empty() {
                 prop_assert!(prefilter(&needle)(&encoded));
+                prop_assert!(prefilter(&needle)(&binary), "binary body");
             }
         }
 

@@ -30,13 +30,13 @@ async fn open(
     builder.open().await
 }
 
-/// The format byte of the newest summary of `chat` on the server, opened
-/// with `vault`'s keys.
-async fn summary_format(vault: &ChatVault, chat: ChatId) -> u8 {
+/// The format byte of `part` of the newest record of `chat` on the server,
+/// opened with `vault`'s keys.
+async fn part_format(vault: &ChatVault, chat: ChatId, part: Part) -> u8 {
     let records = vault
         .engine()
         .storage()
-        .get(&[chat], Part::Summary)
+        .get(&[chat], part)
         .await
         .expect("get");
     let record = records
@@ -46,10 +46,24 @@ async fn summary_format(vault: &ChatVault, chat: ChatId) -> u8 {
     let aad = Aad {
         vault: vault.cipher().vault(),
         chat,
-        part: Part::Summary,
+        part,
         version: record.version,
     };
-    vault.cipher().open(&aad, &record.summary).expect("open")[0]
+    let sealed = match part {
+        Part::Summary => &record.summary,
+        Part::Body => record.body.as_ref().expect("a body"),
+    };
+    vault.cipher().open(&aad, sealed).expect("open")[0]
+}
+
+/// The format byte of the newest summary of `chat` on the server.
+async fn summary_format(vault: &ChatVault, chat: ChatId) -> u8 {
+    part_format(vault, chat, Part::Summary).await
+}
+
+/// The format byte of the newest body of `chat` on the server.
+async fn body_format(vault: &ChatVault, chat: ChatId) -> u8 {
+    part_format(vault, chat, Part::Body).await
 }
 
 async fn texts(vault: &ChatVault, chat: ChatId) -> Vec<String> {
@@ -115,6 +129,7 @@ async fn a_mixed_fleet_loses_nothing_before_during_and_after_the_upgrade() {
         1,
         "floor 1 writes JSON summaries"
     );
+    assert_eq!(body_format(&new, shared).await, 1, "and JSON bodies");
 
     // The upgrade: one key-file change raising the floor.
     assert!(new.upgrade_format().await.expect("upgrade"));
@@ -135,6 +150,11 @@ async fn a_mixed_fleet_loses_nothing_before_during_and_after_the_upgrade() {
         summary_format(&new, shared).await,
         2,
         "floor 2 writes binary summaries"
+    );
+    assert_eq!(
+        body_format(&new, shared).await,
+        5,
+        "and binary bodies (chat format 5)"
     );
     let report = old.sync_now().await.expect("the old device's pull");
     let skipped = report
@@ -210,7 +230,55 @@ async fn a_mixed_fleet_loses_nothing_before_during_and_after_the_upgrade() {
     assert_eq!(texts(&upgraded, shared).await, after);
     assert_eq!(texts(&new, shared).await, after, "nothing lost");
     assert_eq!(summary_format(&upgraded, shared).await, 2);
+    assert_eq!(body_format(&upgraded, shared).await, 5);
+    assert_eq!(
+        body_format(&upgraded, own).await,
+        1,
+        "a record keeps its format until it is written again"
+    );
     assert_eq!(upgraded.format_floor(), 2);
+}
+
+#[tokio::test]
+async fn search_finds_and_skips_chats_by_their_binary_bodies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = dir.path().join("server");
+    let writer = open(&server, &dir.path().join("writer.redb"), None)
+        .await
+        .expect("open");
+    assert!(writer.upgrade_format().await.expect("upgrade"));
+    let trip = writer.new_chat("Trip").await.expect("chat").id;
+    writer
+        .add_message(trip, Role::User, "Two nights in Kraków, \"old town\"")
+        .await
+        .expect("add");
+    let other = writer.new_chat("Groceries").await.expect("chat").id;
+    writer
+        .add_message(other, Role::User, "milk and bread")
+        .await
+        .expect("add");
+    writer.sync_now().await.expect("sync");
+    assert_eq!(body_format(&writer, trip).await, 5);
+    // A second device: the bodies it searches come from the server.
+    let reader = open(&server, &dir.path().join("reader.redb"), None)
+        .await
+        .expect("open");
+    reader.sync_now().await.expect("sync");
+    for vault in [&writer, &reader] {
+        for (query, chat) in [
+            ("krakow", trip),
+            ("\"OLD TOWN\"", trip),
+            ("trip", trip),
+            ("BREAD", other),
+        ] {
+            let results = vault.search(query).await.expect("search");
+            assert!(results.unreadable.is_empty());
+            let chats: Vec<ChatId> = results.hits.iter().map(|h| h.chat).collect();
+            assert_eq!(chats, [chat], "{query}");
+        }
+        let none = vault.search("zebra").await.expect("search");
+        assert!(none.hits.is_empty());
+    }
 }
 
 #[tokio::test]

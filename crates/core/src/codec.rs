@@ -1,27 +1,34 @@
 //! Versioned encodings of what gets sealed: chats and summaries.
 //!
 //! Every stored encoding starts with a one-byte format version followed by
-//! JSON, so records written today still open after an upgrade, and a record
-//! written by a newer chatvault fails with
-//! [`Error::UnsupportedFormat`] instead of
+//! JSON or (newer formats) a binary encoding (`crate::binary`), so records
+//! written today still open after an upgrade, and a record written by a
+//! newer chatvault fails with [`Error::UnsupportedFormat`] instead of
 //! being misread.
 //!
 //! Chat bodies: format 1 is the original JSON; format 2 adds the optional
 //! per-message original time (`messages.*.written`); format 3 adds
 //! branches (`messages.*.parent`, `messages.*.alternative_of` and the
-//! chat's `selected` register). A chat is written in the oldest format
+//! chat's `selected` register); format 4 adds attachments. While the
+//! vault's format floor is 1, a chat is written in the oldest of these
 //! that holds everything it carries, so chats without branches or original
 //! times stay readable by older releases, and releases that predate a
 //! format refuse (rather than silently drop, then re-save without) what it
-//! adds. The history lives in `docs/design.md` §4.
+//! adds. From floor 2 every chat is written in format 5, the binary
+//! encoding of the whole chat. The history lives in `docs/design.md` §4.
 
 use crate::chat::{Chat, ChatSummary};
 use crate::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Newest format version of encoded chats (record bodies).
-pub const CHAT_FORMAT: u8 = 4;
+/// Newest format version of encoded chats (record bodies): 5, the binary
+/// encoding (`docs/design.md` §4), written once the vault's format floor
+/// is 2.
+pub const CHAT_FORMAT: u8 = 5;
+/// The newest JSON chat format, written (while the vault's format floor is
+/// 1) for a chat whose messages carry attachments.
+pub const CHAT_FORMAT_JSON: u8 = 4;
 /// The chat format written for a chat whose messages carry no attachment
 /// but that has a branch (`parent`, `alternative_of`, `selected`).
 pub const CHAT_FORMAT_WITHOUT_ATTACHMENTS: u8 = 3;
@@ -45,8 +52,19 @@ pub const SUMMARY_FORMAT_JSON: u8 = 1;
 /// | vault format | devices write |
 /// |---|---|
 /// | 1 | chat formats 1–4, JSON summaries (format 1) |
-/// | 2 | + binary summaries (summary format 2) |
+/// | 2 | + binary summaries (summary format 2) and binary chat bodies (chat format 5) |
 pub const VAULT_FORMAT: u8 = 2;
+
+/// The newest chat format a device reading vault formats up to
+/// `vault_format` reads; from floor 2 it is the one every chat is written
+/// in.
+pub fn chat_format_of(vault_format: u8) -> u8 {
+    if vault_format >= 2 {
+        CHAT_FORMAT
+    } else {
+        CHAT_FORMAT_JSON
+    }
+}
 
 /// The newest summary format a device reading vault formats up to
 /// `vault_format` reads, and the one it writes at format floor
@@ -83,10 +101,12 @@ fn decode<T: DeserializeOwned>(what: &str, supported: u8, bytes: &[u8]) -> Resul
     serde_json::from_slice(json).map_err(|e| Error::corrupt(what, format!("malformed JSON: {e}")))
 }
 
-/// Encodes a chat (the record body).
+/// Encodes a chat (the record body) in the JSON format every release
+/// reading its features reads (formats 1–4, the oldest that holds the
+/// chat): what a vault at format floor 1 writes.
 pub fn encode_chat(chat: &Chat) -> Result<Vec<u8>> {
     let format = if chat.has_attachments() {
-        CHAT_FORMAT
+        CHAT_FORMAT_JSON
     } else if chat.is_branched() {
         CHAT_FORMAT_WITHOUT_ATTACHMENTS
     } else if chat.messages.values().any(|m| m.written.is_some()) {
@@ -97,21 +117,64 @@ pub fn encode_chat(chat: &Chat) -> Result<Vec<u8>> {
     encode(format, chat)
 }
 
-/// Decodes a chat body.
-pub fn decode_chat(bytes: &[u8]) -> Result<Chat> {
-    decode("chat body", CHAT_FORMAT, bytes)
+/// Encodes a chat in the format a vault at format floor `floor` writes:
+/// binary (format 5) from floor 2, else exactly [`encode_chat`].
+///
+/// Errors: [`Error::InvalidInput`] for a value the encoding cannot hold.
+pub fn encode_chat_at(chat: &Chat, floor: u8) -> Result<Vec<u8>> {
+    if chat_format_of(floor) < CHAT_FORMAT {
+        return encode_chat(chat);
+    }
+    let mut out = vec![CHAT_FORMAT];
+    crate::binary::put_chat(&mut out, chat)?;
+    Ok(out)
 }
 
-/// The JSON text of an encoded chat body, for filters that look at bodies
+/// Decodes a chat body of any format this build reads.
+pub fn decode_chat(bytes: &[u8]) -> Result<Chat> {
+    decode_chat_up_to(bytes, CHAT_FORMAT)
+}
+
+/// Decodes a chat body as a release reading chat formats up to `supported`
+/// does: a newer one is [`Error::UnsupportedFormat`].
+pub fn decode_chat_up_to(bytes: &[u8], supported: u8) -> Result<Chat> {
+    const WHAT: &str = "chat body";
+    match bytes.split_first() {
+        Some((&CHAT_FORMAT, rest)) if supported >= CHAT_FORMAT => {
+            crate::binary::Reader::new(WHAT, rest).chat()
+        }
+        _ => decode(WHAT, supported.min(CHAT_FORMAT), bytes),
+    }
+}
+
+/// The text of an encoded chat body, as [`body_text`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyText<'a> {
+    /// Bytes holding every title and message text of the chat (and maybe
+    /// more); UTF-8 unless the body is corrupt.
+    pub bytes: &'a [u8],
+    /// True if strings appear in `bytes` as JSON writes them: verbatim
+    /// except `"`, `\` and control characters, which are escaped. False:
+    /// every string appears verbatim (a binary body's text).
+    pub escaped: bool,
+}
+
+/// The text of an encoded chat body, for filters that look at bodies
 /// before decoding them (a search prefilter given to
-/// `Engine::all_chats_where`): every title and message text of the chat
-/// appears in it as JSON writes strings, verbatim except `"`, `\` and
-/// control characters, which are escaped. `None` when `encoded` is not a
-/// body of a format this version decodes; such a body must be kept, so
-/// that decoding reports what is wrong with it.
-pub fn body_json(encoded: &[u8]) -> Option<&[u8]> {
+/// `Engine::all_chats_where`): the JSON of a JSON body (formats 1–4), the
+/// concatenated strings of a binary one (format 5). `None` when `encoded`
+/// is not a body of a format this version decodes; such a body must be
+/// kept, so that decoding reports what is wrong with it.
+pub fn body_text(encoded: &[u8]) -> Option<BodyText<'_>> {
     match encoded.split_first() {
-        Some((&format, json)) if (1..=CHAT_FORMAT).contains(&format) => Some(json),
+        Some((&CHAT_FORMAT, rest)) => crate::binary::chat_text(rest).map(|bytes| BodyText {
+            bytes,
+            escaped: false,
+        }),
+        Some((&format, json)) if (1..=CHAT_FORMAT_JSON).contains(&format) => Some(BodyText {
+            bytes: json,
+            escaped: true,
+        }),
         _ => None,
     }
 }
@@ -188,19 +251,85 @@ mod tests {
     }
 
     #[test]
-    fn body_json_is_the_json_of_a_known_body_format_only() {
-        let chat = Chat::new(
+    fn body_text_is_the_json_or_the_strings_of_a_known_body_format_only() {
+        let mut chat = Chat::new(
             ChatId::new(),
             "a \"quoted\" title",
             Hlc::new(1, 0, DeviceId(1)),
         );
         let encoded = encode_chat(&chat).expect("encode");
-        let json = body_json(&encoded).expect("a known format");
-        let value: serde_json::Value = serde_json::from_slice(json).expect("JSON");
+        let text = body_text(&encoded).expect("a known format");
+        assert!(text.escaped);
+        let value: serde_json::Value = serde_json::from_slice(text.bytes).expect("JSON");
         assert_eq!(value["id"], serde_json::json!(chat.id));
-        assert_eq!(body_json(&[]), None);
-        assert_eq!(body_json(&[0, b'{', b'}']), None);
-        assert_eq!(body_json(&[CHAT_FORMAT + 1, b'{', b'}']), None);
+        chat.add_message(Role::User, "Kraków\n", Hlc::new(2, 0, DeviceId(1)));
+        let binary = encode_chat_at(&chat, 2).expect("encode");
+        let text = body_text(&binary).expect("a known format");
+        assert!(!text.escaped);
+        assert_eq!(text.bytes, "a \"quoted\" titleKraków\n".as_bytes());
+        assert_eq!(body_text(&[]), None);
+        assert_eq!(body_text(&[0, b'{', b'}']), None);
+        assert_eq!(body_text(&[CHAT_FORMAT, 0, 0, 0, 9, b'x']), None);
+        assert_eq!(body_text(&[CHAT_FORMAT + 1, b'{', b'}']), None);
+    }
+
+    #[test]
+    fn floor_1_writes_the_json_formats_and_floor_2_the_binary_one() {
+        let device = DeviceId(1);
+        let mut chat = Chat::new(ChatId::new(), "t", Hlc::new(1, 0, device));
+        chat.add_message(Role::User, "hi", Hlc::new(2, 0, device));
+        assert_eq!(
+            encode_chat_at(&chat, 1).expect("encode"),
+            encode_chat(&chat).expect("encode")
+        );
+        let binary = encode_chat_at(&chat, 2).expect("encode");
+        assert_eq!(binary[0], CHAT_FORMAT);
+        assert_eq!(decode_chat(&binary).expect("decode"), chat);
+        assert_eq!(chat_format_of(1), CHAT_FORMAT_JSON);
+        assert_eq!(chat_format_of(2), CHAT_FORMAT);
+        // What a release reading vault format 1 (chat formats up to 4)
+        // does with it: refuses, by number.
+        let err = decode_chat_up_to(&binary, chat_format_of(1)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::UnsupportedFormat {
+                    found: 5,
+                    supported: 4,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let json = encode_chat_at(&chat, 1).expect("encode");
+        assert_eq!(
+            decode_chat_up_to(&json, chat_format_of(1)).expect("JSON reads"),
+            chat
+        );
+    }
+
+    #[test]
+    fn unknown_roles_and_flags_in_a_binary_body_are_corrupt() {
+        let device = DeviceId(1);
+        let mut chat = Chat::new(ChatId::new(), "", Hlc::new(1, 0, device));
+        chat.add_message(Role::Tool, "", Hlc::new(2, 0, device));
+        let encoded = encode_chat_at(&chat, 2).expect("encode");
+        // format, text_len, id, created, title_len, title, starred: flags.
+        let chat_flags = 1 + 4 + 16 + 20 + 4 + 20 + 20;
+        let mut bad = encoded.clone();
+        bad[chat_flags] |= 0x80;
+        assert!(matches!(decode_chat(&bad), Err(Error::Corrupt { .. })));
+        // flags, selected, count, then the message: id, created, body: role.
+        let role = chat_flags + 1 + 20 + 4 + 16 + 20 + 20;
+        assert_eq!(encoded[role], 3);
+        let mut bad = encoded.clone();
+        bad[role] = 4;
+        assert!(matches!(decode_chat(&bad), Err(Error::Corrupt { .. })));
+        let message_flags = role + 1 + 4 + 4;
+        assert_eq!(message_flags, encoded.len() - 1);
+        let mut bad = encoded;
+        bad[message_flags] = 0x10;
+        assert!(matches!(decode_chat(&bad), Err(Error::Corrupt { .. })));
     }
 
     #[test]
@@ -301,7 +430,7 @@ mod tests {
             Hlc::new(3, 0, device),
         );
         let bytes = encode_chat(&chat).expect("encode");
-        assert_eq!(bytes[0], CHAT_FORMAT);
+        assert_eq!(bytes[0], CHAT_FORMAT_JSON);
         let decoded = decode_chat(&bytes).expect("decode");
         assert_eq!(decoded, chat);
         assert_eq!(decoded.attachments(), vec![(id, &attachment)]);
@@ -332,7 +461,7 @@ mod tests {
     fn empty_and_malformed_json_are_corrupt() {
         assert!(matches!(decode_chat(&[]), Err(Error::Corrupt { .. })));
         assert!(matches!(
-            decode_chat(&[CHAT_FORMAT, b'{']),
+            decode_chat(&[CHAT_FORMAT_JSON, b'{']),
             Err(Error::Corrupt { .. })
         ));
         assert!(matches!(
@@ -406,6 +535,45 @@ mod tests {
         }
 
         #[test]
+        fn binary_chats_round_trip_deterministically_and_merge_alike(
+            chat in any_chat(),
+            other in any_chat(),
+        ) {
+            let encoded = encode_chat_at(&chat, 2).expect("encode");
+            prop_assert_eq!(encoded[0], CHAT_FORMAT);
+            let decoded = decode_chat(&encoded).expect("decode");
+            prop_assert_eq!(&decoded, &chat);
+            prop_assert_eq!(encode_chat_at(&decoded, 2).expect("encode"), encoded.clone());
+            prop_assert_eq!(encode_chat_at(&chat.clone(), 2).expect("encode"), encoded);
+            // Merging decoded states is merging the states.
+            let mut other = other;
+            other.id = chat.id;
+            let mut merged = chat.clone();
+            merged.merge(&other);
+            let mut decoded_merged = decoded;
+            decoded_merged.merge(
+                &decode_chat(&encode_chat_at(&other, 2).expect("encode")).expect("decode"),
+            );
+            prop_assert_eq!(&decoded_merged, &merged);
+            let remerged = decode_chat(&encode_chat_at(&merged, 2).expect("encode")).expect("decode");
+            prop_assert_eq!(remerged, merged);
+        }
+
+        #[test]
+        fn truncated_or_extended_binary_chats_are_errors(
+            chat in any_chat(),
+            cut in any::<prop::sample::Index>(),
+            extra in any::<u8>(),
+        ) {
+            let encoded = encode_chat_at(&chat, 2).expect("encode");
+            let cut = cut.index(encoded.len());
+            prop_assert!(decode_chat(&encoded[..cut]).is_err());
+            let mut longer = encoded.clone();
+            longer.push(extra);
+            prop_assert!(decode_chat(&longer).is_err());
+        }
+
+        #[test]
         fn truncated_or_extended_binary_summaries_are_errors(
             chat in any_chat(),
             cut in any::<prop::sample::Index>(),
@@ -422,6 +590,10 @@ mod tests {
         #[test]
         fn random_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = decode_chat(&bytes);
+            let mut binary = vec![CHAT_FORMAT];
+            binary.extend_from_slice(&bytes);
+            let _ = decode_chat(&binary);
+            let _ = body_text(&binary);
             let _ = decode_summary(&bytes);
         }
     }

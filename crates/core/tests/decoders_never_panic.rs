@@ -9,7 +9,10 @@
 
 use age::x25519;
 use chatvault_core::envelope::{EnvelopeCipher, KeyProtection, Unlock};
-use chatvault_core::raw::codec::{decode_chat, decode_summary, encode_chat, encode_summary};
+use chatvault_core::raw::codec::{
+    body_text, decode_chat, decode_summary, encode_chat, encode_chat_at, encode_summary,
+    CHAT_FORMAT,
+};
 use chatvault_core::{Aad, Chat, ChatId, Cipher, Clock, DeviceId, Part, Role, VaultId};
 use proptest::prelude::*;
 use std::sync::OnceLock;
@@ -68,6 +71,8 @@ fn mutate(valid: &[u8], mutations: &[Mutation]) -> Vec<u8> {
 
 struct Fixtures {
     chat: Vec<u8>,
+    /// A binary body (chat format 5) with an attachment and a branch.
+    binary_chat: Vec<u8>,
     summary: Vec<u8>,
     cipher: EnvelopeCipher,
     aad: Aad,
@@ -97,7 +102,21 @@ fn fixtures() -> &'static Fixtures {
         let key_file = cipher
             .to_key_file(&KeyProtection::for_recipients([identity.to_public()]))
             .expect("key file");
+        let mut branched = chat.clone();
+        let answer = branched.add_message_with_attachments(
+            Role::User,
+            "see the plan",
+            vec![chatvault_core::Attachment {
+                id: chatvault_core::BlobId([7; 32]),
+                name: "plan.pdf".to_string(),
+                media_type: "application/pdf".to_string(),
+                size: 12_345,
+            }],
+            clock.tick(),
+        );
+        branched.add_alternative(answer, "regenerated", clock.tick());
         Fixtures {
+            binary_chat: encode_chat_at(&branched, 2).expect("encode binary"),
             summary: encode_summary(&chat.summary()).expect("encode summary"),
             chat: plaintext.clone(),
             cipher,
@@ -115,6 +134,10 @@ proptest! {
     fn codec_decoders_never_panic_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let _ = decode_chat(&bytes);
         let _ = decode_summary(&bytes);
+        let mut binary = vec![CHAT_FORMAT];
+        binary.extend_from_slice(&bytes);
+        let _ = decode_chat(&binary);
+        let _ = body_text(&binary);
     }
 
     #[test]
@@ -122,6 +145,14 @@ proptest! {
         let f = fixtures();
         let _ = decode_chat(&mutate(&f.chat, &mutations));
         let _ = decode_summary(&mutate(&f.summary, &mutations));
+        // A binary body decodes only from the bytes it encodes to.
+        let binary = mutate(&f.binary_chat, &mutations);
+        let _ = body_text(&binary);
+        if let Ok(chat) = decode_chat(&binary) {
+            if binary.first() == Some(&CHAT_FORMAT) {
+                prop_assert_eq!(encode_chat_at(&chat, 2).expect("encode"), binary);
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use age::secrecy::SecretString;
 use chatvault::core::engine::{Engine, EngineConfig};
 use chatvault::core::envelope::{EnvelopeCipher, KeyProtection, KeyTrust, Unlock};
-use chatvault::core::raw::codec::{encode_chat, encode_summary};
+use chatvault::core::raw::codec::{encode_chat_at, encode_summary_at};
 use chatvault::core::{Aad, Cipher, Clock, Part, Replica, SealedRecord};
 use chatvault::{Chat, ChatId, DeviceId, DynStorage, Role, VaultId};
 use std::path::Path;
@@ -40,6 +40,8 @@ pub fn sample_chat(clock: &Clock, i: usize, messages: usize, message_len: usize)
     chat
 }
 
+/// Seals `chat` as version `version` in the formats of the cipher's format
+/// floor, as `Sealer::seal` does.
 pub fn seal(cipher: &EnvelopeCipher, chat: &Chat, version: u64) -> SealedRecord {
     let aad = |part| Aad {
         vault: cipher.vault(),
@@ -47,8 +49,9 @@ pub fn seal(cipher: &EnvelopeCipher, chat: &Chat, version: u64) -> SealedRecord 
         part,
         version,
     };
-    let summary = encode_summary(&chat.summary()).expect("encode summary");
-    let body = encode_chat(chat).expect("encode chat");
+    let floor = cipher.format_floor();
+    let summary = encode_summary_at(&chat.summary(), floor).expect("encode summary");
+    let body = encode_chat_at(chat, floor).expect("encode chat");
     SealedRecord {
         chat: chat.id,
         version,
@@ -64,7 +67,16 @@ pub fn seal(cipher: &EnvelopeCipher, chat: &Chat, version: u64) -> SealedRecord 
 /// A new vault's data key and its key file (passphrase [`PASSPHRASE`],
 /// cheapest work factor: unlocking is not what the benches measure).
 pub fn new_vault_key() -> (EnvelopeCipher, Vec<u8>) {
+    new_vault_key_at(1)
+}
+
+/// [`new_vault_key`] of a vault at format floor `floor` (`docs/design.md`
+/// §3.6): what [`seal`] writes with its cipher is that vault format.
+pub fn new_vault_key_at(floor: u8) -> (EnvelopeCipher, Vec<u8>) {
     let cipher = EnvelopeCipher::generate(VaultId::new());
+    cipher
+        .raise_format_floor(floor)
+        .expect("a known vault format");
     let key_file = cipher
         .to_key_file(
             &KeyProtection::for_passphrase(SecretString::from(PASSPHRASE)).with_work_factor(1),

@@ -241,7 +241,7 @@ pub(super) fn load_local_bodies(
     let opened = super::sealing::par_map(to_open, |(i, chat, version, body)| {
         let load = match local.sealer.open_body_plain(chat, version, &body) {
             Ok(plain) if !keep(&plain) => BulkLoad::Excluded,
-            Ok(plain) => BulkLoad::Loaded(super::Sealer::decode_body(chat, &plain).map(|mut c| {
+            Ok(plain) => BulkLoad::Loaded(local.sealer.decode_body(chat, &plain).map(|mut c| {
                 local.journal.apply_to(chat, version, &mut c);
                 Arc::new(c)
             })),

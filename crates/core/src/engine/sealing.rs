@@ -7,8 +7,8 @@
 use crate::chat::{Chat, ChatSummary};
 use crate::cipher::{Aad, Cipher};
 use crate::codec::{
-    decode_chat, decode_summary_up_to, encode_chat, encode_summary_at, summary_format_of,
-    VAULT_FORMAT,
+    chat_format_of, decode_chat_up_to, decode_summary_up_to, encode_chat_at, encode_summary_at,
+    summary_format_of, VAULT_FORMAT,
 };
 use crate::ids::{ChatId, VaultId};
 use crate::storage::{Part, SealedRecord};
@@ -100,7 +100,8 @@ impl Sealer {
     /// parts are sealed together ([`Cipher::seal_parts`]): a key adopted
     /// meanwhile never leaves them under different keys.
     ///
-    /// The summary is written in the format of the vault's format floor.
+    /// The summary and the body are written in the formats of the vault's
+    /// format floor.
     /// Errors: [`Error::UnsupportedFormat`] when the floor is above what
     /// this device writes (it never writes a vault it cannot read).
     pub(crate) fn seal(&self, chat: &Chat, version: u64) -> Result<SealedRecord> {
@@ -109,7 +110,7 @@ impl Sealer {
         let body = if chat.is_deleted() {
             None
         } else {
-            Some(encode_chat(chat)?)
+            Some(encode_chat_at(chat, floor)?)
         };
         let mut parts = vec![(
             self.aad(chat.id, Part::Summary, version),
@@ -194,7 +195,7 @@ impl Sealer {
 
     pub(crate) fn open_body(&self, chat: ChatId, version: u64, sealed: &[u8]) -> Result<Chat> {
         let plain = self.open_body_plain(chat, version, sealed)?;
-        Self::decode_body(chat, &plain)
+        Self::decode_body_up_to(chat, &plain, chat_format_of(self.max_format))
     }
 
     /// A body's authenticated plaintext, not yet decoded.
@@ -208,9 +209,16 @@ impl Sealer {
             .open(&self.aad(chat, Part::Body, version), sealed)
     }
 
-    /// Decodes an opened body and checks it is `chat`'s.
-    pub(crate) fn decode_body(chat: ChatId, plain: &[u8]) -> Result<Chat> {
-        let decoded = decode_chat(plain)?;
+    /// Decodes an opened body of any chat format this device reads (its
+    /// vault format's) and checks it is `chat`'s.
+    pub(crate) fn decode_body(&self, chat: ChatId, plain: &[u8]) -> Result<Chat> {
+        Self::decode_body_up_to(chat, plain, chat_format_of(self.max_format))
+    }
+
+    /// Decodes an opened body as a device reading chat formats up to
+    /// `supported` does, and checks it is `chat`'s.
+    fn decode_body_up_to(chat: ChatId, plain: &[u8], supported: u8) -> Result<Chat> {
+        let decoded = decode_chat_up_to(plain, supported)?;
         if decoded.id != chat {
             return Err(Error::corrupt(
                 format!("body of chat {chat}"),
