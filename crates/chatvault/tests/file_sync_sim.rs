@@ -401,7 +401,13 @@ async fn simulate(seed: u64, ops_per_device: usize) -> Result<String, String> {
     let converged = converge(&devices, &mut copier, "after the run").await?;
     check_acknowledged(&ledger, &converged)?;
 
-    // A fresh device on a fourth copy reads the same.
+    // A fresh device on a fourth copy reads the same, once the service
+    // has copied what the last round wrote (a compaction's new snapshot,
+    // a merge pushed in the last round): before that, copy 0 may rightly
+    // hold an older state.
+    copier
+        .settle(SETTLE_STEPS)
+        .map_err(|e| format!("before the fresh device: the copier did not settle: {e}"))?;
     let fresh_folder = dir.path().join("copy-fresh");
     std::fs::create_dir_all(&fresh_folder).map_err(|e| e.to_string())?;
     for (path, bytes) in copier.files(0).map_err(|e| e.to_string())? {
