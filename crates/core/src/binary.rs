@@ -170,6 +170,51 @@ pub(crate) fn put_chat(out: &mut Vec<u8>, chat: &Chat) -> Result<()> {
     Ok(())
 }
 
+/// Appends a run of messages, as a body chunk holds them (chat format 6,
+/// `chunked`): `text_len u32 ‖ text ‖ message_count u32 ‖ message*`, the
+/// text being every string of the messages in the order they name them.
+/// `messages` must be in (created, id) order; the reader refuses any other.
+///
+/// Errors: [`Error::InvalidInput`] for a text or a count over 4 GiB.
+pub(crate) fn put_messages(out: &mut Vec<u8>, messages: &[&Message]) -> Result<()> {
+    let strings = || {
+        messages.iter().flat_map(|m| {
+            std::iter::once(m.content()).chain(
+                m.attachments()
+                    .iter()
+                    .flat_map(|a| [a.name.as_str(), a.media_type.as_str()]),
+            )
+        })
+    };
+    let text_len: usize = strings().map(str::len).sum();
+    out.reserve(8 + text_len + messages.len() * MIN_MESSAGE_LEN);
+    put_u32_len(out, text_len, || "the text of a body chunk".to_owned())?;
+    for s in strings() {
+        out.extend_from_slice(s.as_bytes());
+    }
+    put_u32_len(out, messages.len(), || {
+        "the message list of a body chunk".to_owned()
+    })?;
+    for m in messages {
+        put_message(out, m)?;
+    }
+    Ok(())
+}
+
+/// The bytes [`put_message`] and the text of [`put_messages`] give `m`.
+pub(crate) fn message_len(m: &Message) -> usize {
+    let attachments = m.attachments();
+    let strings: usize = m.content().len()
+        + attachments
+            .iter()
+            .map(|a| a.name.len() + a.media_type.len())
+            .sum::<usize>();
+    let optional = m.deleted.map_or(0, |_| HLC_LEN)
+        + m.written.map_or(0, |_| 8)
+        + [&m.parent, &m.alternative_of].into_iter().flatten().count() * 16;
+    MIN_MESSAGE_LEN + attachments.len() * ATTACHMENT_LEN + optional + strings
+}
+
 fn put_message(out: &mut Vec<u8>, m: &Message) -> Result<()> {
     out.extend_from_slice(m.id.as_bytes());
     put_hlc(out, &m.created);
@@ -336,6 +381,38 @@ impl<'a> Reader<'a> {
 
     /// The next chat, as [`put_chat`] wrote it; every byte must be used.
     pub(crate) fn chat(&mut self) -> Result<Chat> {
+        let chat = self.chat_then_more()?;
+        self.finish()?;
+        Ok(chat)
+    }
+
+    /// The next run of messages, as [`put_messages`] wrote it, in
+    /// (created, id) order.
+    pub(crate) fn messages(&mut self) -> Result<Vec<Message>> {
+        let text_len = self.len()?;
+        let text = std::str::from_utf8(self.take(text_len)?)
+            .map_err(|_| self.malformed("the text is not UTF-8"))?;
+        let mut text = Text { rest: text };
+        let count = self.count(MIN_MESSAGE_LEN)?;
+        let mut messages = Vec::with_capacity(count);
+        let mut previous: Option<(Hlc, MessageId)> = None;
+        for _ in 0..count {
+            let message = self.message(&mut text)?;
+            let key = (message.created, message.id);
+            if previous.is_some_and(|p| p >= key) {
+                return Err(self.malformed(format!("message {} is out of order", message.id)));
+            }
+            previous = Some(key);
+            messages.push(message);
+        }
+        if !text.rest.is_empty() {
+            return Err(self.malformed("text left over after the last string"));
+        }
+        Ok(messages)
+    }
+
+    /// The next chat, as [`put_chat`] wrote it, with bytes allowed after it.
+    pub(crate) fn chat_then_more(&mut self) -> Result<Chat> {
         let text_len = self.len()?;
         let text = std::str::from_utf8(self.take(text_len)?)
             .map_err(|_| self.malformed("the text is not UTF-8"))?;
@@ -366,7 +443,6 @@ impl<'a> Reader<'a> {
         if !text.rest.is_empty() {
             return Err(self.malformed("text left over after the last string"));
         }
-        self.finish()?;
         Ok(Chat {
             id,
             created,

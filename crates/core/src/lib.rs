@@ -52,6 +52,7 @@
 pub mod attachments;
 mod binary;
 pub mod chat;
+mod chunked;
 pub mod cipher;
 mod codec;
 #[cfg(feature = "engine")]

@@ -5,6 +5,8 @@
 //!
 //! - [`codec`]: the versioned encodings of a chat and its summary, before
 //!   sealing;
+//! - [`chunked`]: chat body format 6, a chat as a head and immutable
+//!   chunks of messages;
 //! - [`replica`]: the record-level types the [`Replica`](crate::Replica)
 //!   hands out (headers, outbox entries, skipped records, the maintenance
 //!   mark);
@@ -14,6 +16,12 @@
 /// The versioned encodings of what gets sealed (`docs/design.md` §4).
 pub mod codec {
     pub use crate::codec::*;
+}
+
+/// Chat body format 6: a chat as a head and content-addressed chunks
+/// (`docs/design.md` §4.3).
+pub mod chunked {
+    pub use crate::chunked::*;
 }
 
 /// The record-level types of this device's replica (`docs/design.md` §7).
