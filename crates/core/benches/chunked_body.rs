@@ -2,7 +2,8 @@
 //! §4.3) against the whole-chat body of format 5, on the same chat in the
 //! same run, sealed by the envelope cipher with its default padding:
 //!
-//! 1. **Bytes.** 1,000 messages of 300 bytes added one by one, then 100
+//! 1. **Bytes.** Ten chats of random message ids (the chunk cuts depend on
+//!    them): 1,000 messages of 300 bytes added one by one, then 100
 //!    more to the 1,000-message chat and one old message edited. Per
 //!    change, what a device uploads (and writes to its replica): the sealed
 //!    summary and body for format 5; the sealed summary, the sealed head and
@@ -11,51 +12,29 @@
 //!    the last record and the blobs it names.
 //! 2. **Open.** A redb database holds the sealed format-5 body and the
 //!    sealed head and blobs. The baseline is the raw read of the format-5
-//!    body (one read transaction, one get, one copy); then opening it whole
+//!    body, the first on a newly opened database as in the scale bench (one
+//!    read transaction, one get, one copy); then opening it whole
 //!    (read, AEAD, decode), opening the chunked chat whole, and opening its
 //!    newest 50 messages (the head and the last chunks only).
 //!
 //! `cargo bench -p chatvault-core --bench chunked_body`
 
+mod common;
+
 use chatvault_core::envelope::EnvelopeCipher;
 use chatvault_core::raw::chunked::{self, Split};
 use chatvault_core::raw::codec::{decode_chat, encode_chat_at, encode_summary_at};
-use chatvault_core::{Aad, BlobId, Chat, ChatId, Cipher, DeviceId, Hlc, MessageId, Part, Role};
+use chatvault_core::{Aad, BlobId, Chat, ChatId, Cipher, DeviceId, Hlc, Part};
+use common::{add, criterion, long_chat, median, timed_each};
 use criterion::{black_box, Criterion};
 use redb::{Database, TableDefinition};
 use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 const MESSAGES: u64 = 1_000;
 const MORE: u64 = 100;
+const TRIALS: usize = 10;
 const NEWEST: usize = 50;
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("bodies");
-
-/// Seconds per operation of every batch criterion ran, per benchmark.
-static MEASURED: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
-
-fn text(i: u64) -> String {
-    let mut text = format!("Message {i}: ");
-    while text.len() < 290 {
-        text.push_str("Let's compare the \"night train\" with flying,\nthen book. ");
-    }
-    text.truncate(300);
-    text
-}
-
-fn add(chat: &mut Chat, i: u64) -> MessageId {
-    let role = if i.is_multiple_of(2) {
-        Role::User
-    } else {
-        Role::Assistant
-    };
-    chat.add_message(
-        role,
-        text(i),
-        Hlc::new(1_700_000_000_001 + i, 0, DeviceId(7)),
-    )
-}
 
 struct Sealer<'a> {
     cipher: &'a EnvelopeCipher,
@@ -146,22 +125,21 @@ impl Server {
     }
 }
 
-fn stats(values: &mut [usize]) -> (usize, usize, usize) {
-    values.sort_unstable();
-    let mean = values.iter().sum::<usize>() / values.len().max(1);
-    (
-        mean,
-        values[values.len() / 2],
-        values.last().copied().unwrap_or(0),
-    )
+/// What one chat of random message ids cost, in both formats.
+struct Trial {
+    chat: Chat,
+    /// Upload per append to the 1,000-message chat: (whole, chunked).
+    appends: Vec<Cost>,
+    edit: Cost,
+    /// Server bytes after the first 1,000 appends: (whole, chunked).
+    before: Cost,
+    compacted: usize,
+    final_whole: usize,
+    final_summary: usize,
 }
 
-fn bytes(cipher: &EnvelopeCipher) -> Chat {
-    let mut chat = Chat::new(
-        ChatId::new(),
-        "Trip plans for the summer",
-        Hlc::new(1_700_000_000_000, 0, DeviceId(7)),
-    );
+fn trial(cipher: &EnvelopeCipher) -> Trial {
+    let mut chat = long_chat(0);
     let s = Sealer {
         cipher,
         chat: chat.id,
@@ -175,16 +153,16 @@ fn bytes(cipher: &EnvelopeCipher) -> Chat {
     }
     let final_whole = s.whole(&chat, version).len();
     let final_summary = s.summary(&chat, version);
-    let before_whole = server.total_whole;
-    let before_chunked = server.total_chunked;
+    let before = Cost {
+        whole: server.total_whole,
+        chunked: server.total_chunked,
+    };
     let compacted = server.compacted(&s, &chat, version);
-    let (mut whole, mut chunked) = (Vec::new(), Vec::new());
+    let mut appends = Vec::new();
     for i in MESSAGES..MESSAGES + MORE {
         add(&mut chat, i);
         version += 1;
-        let cost = server.change(&s, &chat, version);
-        whole.push(cost.whole);
-        chunked.push(cost.chunked);
+        appends.push(server.change(&s, &chat, version));
     }
     let old = chat
         .messages
@@ -195,72 +173,109 @@ fn bytes(cipher: &EnvelopeCipher) -> Chat {
     chat.edit_message(old, "edited", Hlc::new(1_800_000_000_000, 0, DeviceId(7)));
     version += 1;
     let edit = server.change(&s, &chat, version);
-    let (wm, wmed, wmax) = stats(&mut whole);
-    let (cm, cmed, cmax) = stats(&mut chunked);
-    let split = s.split(&chat);
+    Trial {
+        chat,
+        appends,
+        edit,
+        before,
+        compacted,
+        final_whole,
+        final_summary,
+    }
+}
+
+/// Mean, median, 95th percentile and largest of `values`.
+fn stats(mut values: Vec<usize>) -> [usize; 4] {
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q) as usize];
+    [
+        values.iter().sum::<usize>() / values.len().max(1),
+        at(0.5),
+        at(0.95),
+        at(1.0),
+    ]
+}
+
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let values: Vec<f64> = values.collect();
+    values.iter().sum::<f64>() / values.len().max(1) as f64
+}
+
+fn bytes(cipher: &EnvelopeCipher) -> Chat {
+    let trials: Vec<Trial> = (0..TRIALS).map(|_| trial(cipher)).collect();
+    let whole = stats(
+        trials
+            .iter()
+            .flat_map(|t| t.appends.iter().map(|c| c.whole))
+            .collect(),
+    );
+    let chunked = stats(
+        trials
+            .iter()
+            .flat_map(|t| t.appends.iter().map(|c| c.chunked))
+            .collect(),
+    );
+    let last = trials.last().expect("a trial");
+    let split = Sealer {
+        cipher,
+        chat: last.chat.id,
+    }
+    .split(&last.chat);
     let refs = chunked::refs(&split.head).expect("refs");
     println!();
     println!(
-        "Chunked layout of the final chat: {} blobs ({} index nodes named by the head, {} chunks \
-         inline), head {} bytes before sealing",
+        "{TRIALS} chats of random message ids. The last one's layout at {} messages: {} blobs \
+         ({} index nodes named by the head, {} chunk ids inline), head {} bytes before sealing",
+        last.chat.messages.len(),
         split.blobs.len(),
         refs.index.len(),
         refs.chunks.len(),
         split.head.len()
     );
     println!();
-    println!("| bytes (sealed, default padding) | format 5, whole body | format 6, chunked | chunked / whole |");
+    println!(
+        "| bytes (sealed, default padding) | format 5, whole body | format 6, chunked | chunked / whole |"
+    );
     println!("|---|---|---|---|");
+    for (i, label) in ["mean", "median", "95th percentile", "largest"]
+        .iter()
+        .enumerate()
+    {
+        println!(
+            "| upload for one 300-byte message added to the 1,000-message chat (summary + body), {label} of {} | {} | {} | {:.4} |",
+            TRIALS as u64 * MORE,
+            whole[i],
+            chunked[i],
+            chunked[i] as f64 / whole[i] as f64
+        );
+    }
+    let edit = |f: fn(&Cost) -> usize| mean(trials.iter().map(|t| f(&t.edit) as f64));
     println!(
-        "| upload for one 300-byte message added to the 1,000-message chat (summary + body), mean of {MORE} | {wm} | {cm} | {:.3} |",
-        cm as f64 / wm as f64
+        "| upload for editing the oldest message, mean | {:.0} | {:.0} | {:.4} |",
+        edit(|c| c.whole),
+        edit(|c| c.chunked),
+        edit(|c| c.chunked) / edit(|c| c.whole)
+    );
+    let times =
+        |f: fn(&Trial) -> usize| mean(trials.iter().map(|t| f(t) as f64 / t.final_whole as f64));
+    println!(
+        "| server bytes after 1,000 messages added one by one, before compaction, × the final chat (mean) | {:.1}× | {:.2}× | {:.4} |",
+        times(|t| t.before.whole),
+        times(|t| t.before.chunked),
+        times(|t| t.before.chunked) / times(|t| t.before.whole)
     );
     println!(
-        "| the same, median | {wmed} | {cmed} | {:.3} |",
-        cmed as f64 / wmed as f64
+        "| the same after compaction (last record + blobs it names) | {:.2}× | {:.2}× | {:.3} |",
+        times(|t| t.final_whole + t.final_summary),
+        times(|t| t.compacted),
+        times(|t| t.compacted) / times(|t| t.final_whole + t.final_summary)
     );
     println!(
-        "| the same, largest | {wmax} | {cmax} | {:.3} |",
-        cmax as f64 / wmax as f64
+        "| final chat: sealed format-5 body of 1,000 messages (mean) | {:.0} | | |",
+        mean(trials.iter().map(|t| t.final_whole as f64))
     );
-    println!(
-        "| upload for editing the oldest message | {} | {} | {:.3} |",
-        edit.whole,
-        edit.chunked,
-        edit.chunked as f64 / edit.whole as f64
-    );
-    println!(
-        "| server bytes after 1,000 messages added one by one, before compaction | {before_whole} ({:.1}× the final chat) | {before_chunked} ({:.2}× the final chat) | {:.4} |",
-        before_whole as f64 / final_whole as f64,
-        before_chunked as f64 / final_whole as f64,
-        before_chunked as f64 / before_whole as f64
-    );
-    println!(
-        "| the same after compaction (last record + blobs it names) | {} | {compacted} ({:.2}× the final chat) | {:.3} |",
-        final_whole + final_summary,
-        compacted as f64 / final_whole as f64,
-        compacted as f64 / (final_whole + final_summary) as f64
-    );
-    println!("| final chat: sealed format-5 body of 1,000 messages | {final_whole} | | |");
     println!();
-    chat
-}
-
-fn timed(name: &str, iters: u64, f: impl Fn()) -> Duration {
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    let elapsed = start.elapsed();
-    if iters > 0 {
-        MEASURED
-            .lock()
-            .expect("lock")
-            .entry(name.to_string())
-            .or_default()
-            .push(elapsed.as_secs_f64() / iters as f64);
-    }
-    elapsed
+    trials.into_iter().last().expect("a trial").chat
 }
 
 fn get(db: &Database, key: &[u8]) -> Vec<u8> {
@@ -272,7 +287,8 @@ fn get(db: &Database, key: &[u8]) -> Vec<u8> {
 
 fn open(c: &mut Criterion, cipher: &EnvelopeCipher, chat: &Chat) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::create(dir.path().join("bench.redb")).expect("db");
+    let path = dir.path().join("bench.redb");
+    let db = Database::create(&path).expect("db");
     let s = Sealer {
         cipher,
         chat: chat.id,
@@ -297,8 +313,13 @@ fn open(c: &mut Criterion, cipher: &EnvelopeCipher, chat: &Chat) {
         }
     }
     write.commit().expect("commit");
+    drop(db);
+    // Every measured read is the first on a newly opened database, as the
+    // scale bench's raw read of a record is (the OS page cache is warm, the
+    // database's own cache is empty).
+    let fresh = || Database::open(&path).expect("db");
     let aad = s.aad(Part::Body, 1);
-    let open_chunked = |newest: Option<usize>| {
+    let open_chunked = |db: &Database, newest: Option<usize>| {
         let read = db.begin_read().expect("read");
         let table = read.open_table(TABLE).expect("table");
         let head = table.get(&b"head"[..]).expect("get").expect("stored");
@@ -319,23 +340,23 @@ fn open(c: &mut Criterion, cipher: &EnvelopeCipher, chat: &Chat) {
         }
     };
     assert_eq!(
-        &open_chunked(None),
+        &open_chunked(&fresh(), None),
         chat,
         "the chunked chat opens to the chat"
     );
-    assert!(open_chunked(Some(NEWEST)).messages.len() >= NEWEST);
+    assert!(open_chunked(&fresh(), Some(NEWEST)).messages.len() >= NEWEST);
     let mut group = c.benchmark_group("open the 1,101-message chat");
     group.bench_function("raw read", |b| {
         b.iter_custom(|iters| {
-            timed("raw", iters, || {
-                black_box(get(&db, b"whole"));
+            timed_each("raw", iters, fresh, |db| {
+                black_box(get(db, b"whole"));
             })
         })
     });
     group.bench_function("format 5 whole", |b| {
         b.iter_custom(|iters| {
-            timed("whole", iters, || {
-                let sealed = get(&db, b"whole");
+            timed_each("whole", iters, fresh, |db| {
+                let sealed = get(db, b"whole");
                 let plain = cipher.open(&aad, &sealed).expect("open");
                 black_box(decode_chat(&plain).expect("decode"));
             })
@@ -343,39 +364,28 @@ fn open(c: &mut Criterion, cipher: &EnvelopeCipher, chat: &Chat) {
     });
     group.bench_function("format 6 whole", |b| {
         b.iter_custom(|iters| {
-            timed("chunked", iters, || {
-                black_box(open_chunked(None));
+            timed_each("chunked", iters, fresh, |db| {
+                black_box(open_chunked(db, None));
             })
         })
     });
     group.bench_function("format 6 newest 50", |b| {
         b.iter_custom(|iters| {
-            timed("newest", iters, || {
-                black_box(open_chunked(Some(NEWEST)));
+            timed_each("newest", iters, fresh, |db| {
+                black_box(open_chunked(db, Some(NEWEST)));
             })
         })
     });
     group.finish();
 }
 
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let cipher = EnvelopeCipher::generate(chatvault_core::VaultId::new());
     let chat = bytes(&cipher);
-    let mut c = Criterion::default()
-        .configure_from_args()
-        .sample_size(20)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    let mut c = criterion();
     open(&mut c, &cipher, &chat);
     c.final_summary();
-    let all = MEASURED.lock().expect("lock");
-    let Some(raw) = all.get("raw").map(|v| median(v)) else {
+    let Some(raw) = median("raw") else {
         return;
     };
     println!(
@@ -384,7 +394,7 @@ fn main() {
     );
     println!("|---|---|---|");
     println!(
-        "| raw redb read of the sealed format-5 body (baseline) | {:.1} µs | 1.00 |",
+        "| raw read of the sealed format-5 body, first read of a newly opened redb (baseline) | {:.1} µs | 1.00 |",
         raw * 1e6
     );
     for (key, label) in [
@@ -392,8 +402,7 @@ fn main() {
         ("chunked", "format 6: the head and every chunk"),
         ("newest", "format 6: the newest 50 messages"),
     ] {
-        if let Some(v) = all.get(key) {
-            let t = median(v);
+        if let Some(t) = median(key) {
             println!("| {label} | {:.1} µs | {:.2} |", t * 1e6, t / raw);
         }
     }
