@@ -225,11 +225,10 @@ fn bytes(cipher: &EnvelopeCipher) -> Chat {
     println!();
     println!(
         "{TRIALS} chats of random message ids. The last one's layout at {} messages: {} blobs \
-         ({} index nodes named by the head, {} chunk ids inline), head {} bytes before sealing",
+         (ids inline in the head per level, chunks first: {:?}), head {} bytes before sealing",
         last.chat.messages.len(),
         split.blobs.len(),
-        refs.index.len(),
-        refs.chunks.len(),
+        refs.levels.iter().map(Vec::len).collect::<Vec<_>>(),
         split.head.len()
     );
     println!();

@@ -7,16 +7,19 @@
 //! SPREAD == 0` and the chunk holds at least [`MIN_MESSAGES`], or once it
 //! holds [`MAX_MESSAGES`] or [`MAX_CHUNK_BYTES`]. The messages after the
 //! last cut, the *tail*, stay inline in the head. The ids of the closed
-//! chunks are cut the same way (by the chunk id) into *index nodes*; the
-//! ids after the last cut of those stay inline in the head too. So:
+//! chunks are cut the same way (by the chunk id) into level-1 *index
+//! nodes*, their ids into level-2 nodes, and so on until a level closes no
+//! node; the ids after the last cut of every level stay inline in the head
+//! (a tree whose open right edge is the head, so it stays about
+//! `INDEX_SPREAD` ids per level, a few levels for any chat). So:
 //!
 //! ```text
 //! head  = 6 ‖ chat (format 5 layout, holding the tail messages only) ‖
-//!         index_count u32 ‖ index id [32]* ‖ chunk_count u32 ‖ chunk id [32]* ‖
+//!         level_count u8 ‖ (count u32 ‖ id [32]*) per level, the top first ‖
 //!         message_count u32 (of the whole chat)
 //! blob  = BODY_BLOB_FORMAT (1) ‖ kind u8 ‖ chat id [16] ‖ payload
 //! chunk = kind 1, payload = text_len ‖ text ‖ count ‖ message* (format 5 message layout)
-//! index = kind 2, payload = count u32 ‖ chunk id [32]*
+//! node  = kind 2, payload = level u8 (1: names chunks) ‖ count u32 ‖ id [32]*
 //! ```
 //!
 //! Blob ids are the vault's keyed hash of the blob's plaintext (§10.2), so
@@ -50,12 +53,15 @@ pub const MIN_MESSAGES: usize = 2;
 pub const MAX_MESSAGES: usize = 16;
 /// A chunk closes once its messages encode to this many bytes or more.
 pub const MAX_CHUNK_BYTES: usize = 256 * 1024;
-/// A chunk closes its index node when its id is 0 modulo this.
-pub const INDEX_SPREAD: u64 = 16;
-/// The fewest chunk ids an index node closes with (by id).
+/// An id closes its index node when its mixed value is 0 modulo this.
+pub const INDEX_SPREAD: u64 = 8;
+/// The fewest ids an index node closes with (by id).
 pub const INDEX_MIN: usize = 2;
-/// The most chunk ids an index node holds.
+/// The most ids an index node holds.
 pub const INDEX_MAX: usize = 64;
+/// The most index levels (far more than any chat needs: each level holds
+/// at most half as many ids as the one below).
+const MAX_LEVELS: usize = 32;
 
 const KIND_CHUNK: u8 = 1;
 const KIND_INDEX: u8 = 2;
@@ -83,10 +89,11 @@ pub struct Split {
 /// What a head names, read without fetching anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeadRefs {
-    /// The index nodes, oldest first.
-    pub index: Vec<BlobId>,
-    /// The closed chunks after the last index node, oldest first.
-    pub chunks: Vec<BlobId>,
+    /// The ids inline in the head per level, the bottom first: chunk ids
+    /// at 0, the ids of level-`l` index nodes at `l`. The chat's chunks are
+    /// what the top level's ids expand to, then the next level's, down to
+    /// level 0's.
+    pub levels: Vec<Vec<BlobId>>,
     /// The messages of the whole chat.
     pub message_count: u32,
 }
@@ -134,11 +141,11 @@ fn chunk_ends(messages: &[&Message]) -> Vec<usize> {
     ends
 }
 
-/// Where the chunk ids are cut into index nodes (as [`chunk_ends`]).
-fn index_ends(chunks: &[BlobId]) -> Vec<usize> {
+/// Where ids are cut into index nodes (as [`chunk_ends`]).
+fn index_ends(ids: &[BlobId]) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut count = 0;
-    for (i, id) in chunks.iter().enumerate() {
+    for (i, id) in ids.iter().enumerate() {
         count += 1;
         let by_id = count >= INDEX_MIN && halves(id.as_bytes()).is_multiple_of(INDEX_SPREAD);
         if by_id || count >= INDEX_MAX {
@@ -189,22 +196,27 @@ pub fn split(chat: &Chat, id_of: &dyn Fn(&[u8]) -> BlobId) -> Result<Split> {
         });
         start = end;
     }
-    let chunk_ids: Vec<BlobId> = chunks.iter().map(|c| c.id).collect();
-    let cuts = index_ends(&chunk_ids);
-    let mut blobs = Vec::with_capacity(chunks.len() + cuts.len());
-    let mut index_ids = Vec::with_capacity(cuts.len());
-    let mut chunks = chunks.into_iter();
-    let mut from = 0;
-    for &end in &cuts {
-        let mut plaintext = blob_start(KIND_INDEX, chat.id, 4 + 32 * (end - from));
-        put_ids(&mut plaintext, &chunk_ids[from..end])?;
-        let id = id_of(&plaintext);
-        index_ids.push(id);
-        blobs.push(BodyBlob { id, plaintext });
-        blobs.extend(chunks.by_ref().take(end - from));
-        from = end;
+    let mut items: Vec<BlobId> = chunks.iter().map(|c| c.id).collect();
+    let mut blobs = chunks;
+    // The open ids of each level, the bottom first.
+    let mut levels: Vec<Vec<BlobId>> = Vec::new();
+    while !items.is_empty() {
+        let level = u8::try_from(levels.len() + 1)
+            .map_err(|_| Error::invalid(format!("chat {} needs too many index levels", chat.id)))?;
+        let mut nodes = Vec::new();
+        let mut from = 0;
+        for end in index_ends(&items) {
+            let mut plaintext = blob_start(KIND_INDEX, chat.id, 5 + 32 * (end - from));
+            plaintext.push(level);
+            put_ids(&mut plaintext, &items[from..end])?;
+            let id = id_of(&plaintext);
+            nodes.push(id);
+            blobs.push(BodyBlob { id, plaintext });
+            from = end;
+        }
+        levels.push(items.split_off(from));
+        items = nodes;
     }
-    blobs.extend(chunks);
     let tail = Chat {
         messages: messages[start..]
             .iter()
@@ -214,8 +226,15 @@ pub fn split(chat: &Chat, id_of: &dyn Fn(&[u8]) -> BlobId) -> Result<Split> {
     };
     let mut head = vec![CHAT_FORMAT_CHUNKED];
     binary::put_chat(&mut head, &tail)?;
-    put_ids(&mut head, &index_ids)?;
-    put_ids(&mut head, &chunk_ids[from..])?;
+    // Never more than MAX_LEVELS: each level closes at most half as many
+    // nodes as it has ids.
+    head.push(
+        u8::try_from(levels.len())
+            .map_err(|_| Error::invalid(format!("chat {} needs too many index levels", chat.id)))?,
+    );
+    for open in levels.iter().rev() {
+        put_ids(&mut head, open)?;
+    }
     let count = u32::try_from(messages.len())
         .map_err(|_| Error::invalid(format!("chat {} has over 4 billion messages", chat.id)))?;
     head.extend_from_slice(&count.to_be_bytes());
@@ -258,8 +277,14 @@ fn read_head(head: &[u8]) -> Result<Head> {
     }
     let mut reader = Reader::new("chunked chat head", bytes);
     let tail = reader.chat_then_more()?;
-    let index = read_ids(&mut reader)?;
-    let chunks = read_ids(&mut reader)?;
+    let level_count = usize::from(reader.u8()?);
+    if level_count > MAX_LEVELS {
+        return Err(reader.malformed(format!("{level_count} index levels")));
+    }
+    let mut levels = (0..level_count)
+        .map(|_| read_ids(&mut reader))
+        .collect::<Result<Vec<_>>>()?;
+    levels.reverse();
     let message_count = reader.u32()?;
     reader.finish()?;
     if u64::from(message_count) < tail.messages.len() as u64 {
@@ -268,8 +293,7 @@ fn read_head(head: &[u8]) -> Result<Head> {
     Ok(Head {
         tail,
         refs: HeadRefs {
-            index,
-            chunks,
+            levels,
             message_count,
         },
     })
@@ -309,14 +333,19 @@ fn blob_payload<'a>(id: &BlobId, chat: ChatId, kind: u8, plaintext: &'a [u8]) ->
     Ok(&plaintext[BLOB_HEADER_LEN..])
 }
 
-/// The chunk ids of index node `id` of `chat`.
-pub fn index_chunks(id: &BlobId, chat: ChatId, plaintext: &[u8]) -> Result<Vec<BlobId>> {
+/// The ids index node `id` of `chat` names, which must be of `level`
+/// (1: chunk ids; `l`: ids of level `l - 1` nodes).
+pub fn node_ids(id: &BlobId, chat: ChatId, level: u8, plaintext: &[u8]) -> Result<Vec<BlobId>> {
     let payload = blob_payload(id, chat, KIND_INDEX, plaintext)?;
     let mut reader = Reader::new("body index node", payload);
+    let found = reader.u8()?;
+    if found != level {
+        return Err(reader.malformed(format!("{id} is of level {found}, not {level}")));
+    }
     let ids = read_ids(&mut reader)?;
     reader.finish()?;
     if ids.is_empty() {
-        return Err(reader.malformed("an index node names no chunk"));
+        return Err(reader.malformed("an index node names nothing"));
     }
     Ok(ids)
 }
@@ -367,13 +396,34 @@ fn open_runs(chat: ChatId, chunks: &[BlobId], fetch: &Fetch<'_>) -> Result<Vec<V
     })
 }
 
+/// The chunk ids `ids` (of `level`: 0 for chunks, else index nodes)
+/// expand to, oldest first, added to `out`.
+fn expand(
+    chat: ChatId,
+    level: usize,
+    ids: &[BlobId],
+    fetch: &Fetch<'_>,
+    out: &mut Vec<BlobId>,
+) -> Result<()> {
+    if level == 0 {
+        out.extend_from_slice(ids);
+        return Ok(());
+    }
+    let node_level =
+        u8::try_from(level).map_err(|_| Error::corrupt("chunked chat", "too many levels"))?;
+    for id in ids {
+        let below = node_ids(id, chat, node_level, &fetch(id)?)?;
+        expand(chat, level - 1, &below, fetch, out)?;
+    }
+    Ok(())
+}
+
 /// Every chunk id `refs` names, oldest first, fetching its index nodes.
 pub fn all_chunks(chat: ChatId, refs: &HeadRefs, fetch: &Fetch<'_>) -> Result<Vec<BlobId>> {
     let mut out = Vec::new();
-    for id in &refs.index {
-        out.extend(index_chunks(id, chat, &fetch(id)?)?);
+    for (level, ids) in refs.levels.iter().enumerate().rev() {
+        expand(chat, level, ids, fetch, &mut out)?;
     }
-    out.extend_from_slice(&refs.chunks);
     Ok(out)
 }
 
@@ -435,18 +485,27 @@ pub fn assemble(head: &[u8], fetch: &Fetch<'_>) -> Result<Chat> {
 pub fn newest(head: &[u8], n: usize, fetch: &Fetch<'_>) -> Result<Newest> {
     let Head { mut tail, refs } = read_head(head)?;
     let mut earliest = tail.messages.values().map(|m| (m.created, m.id)).min();
-    let mut pending: Vec<BlobId> = refs.chunks.clone();
-    let mut index = refs.index.iter().rev();
+    // Ids still to open, per level, the bottom (chunks) last: the newest
+    // chunk is the last id of the lowest level that has one.
+    let mut stack: Vec<(usize, Vec<BlobId>)> =
+        refs.levels.iter().cloned().enumerate().rev().collect();
     while tail.messages.len() < n {
-        let Some(id) = pending.pop() else {
-            match index.next() {
-                Some(node) => pending = index_chunks(node, tail.id, &fetch(node)?)?,
-                None => break,
-            }
+        let Some((level, ids)) = stack.last_mut() else {
+            break;
+        };
+        let level = *level;
+        let Some(id) = ids.pop() else {
+            stack.pop();
             continue;
         };
-        let run = chunk_messages(&id, tail.id, &fetch(&id)?)?;
-        prepend(&mut tail, &mut earliest, run)?;
+        if level == 0 {
+            let run = chunk_messages(&id, tail.id, &fetch(&id)?)?;
+            prepend(&mut tail, &mut earliest, run)?;
+        } else {
+            let node_level = u8::try_from(level)
+                .map_err(|_| Error::corrupt("chunked chat", "too many levels"))?;
+            stack.push((level - 1, node_ids(&id, tail.id, node_level, &fetch(&id)?)?));
+        }
     }
     Ok(Newest {
         chat: tail,
@@ -568,7 +627,9 @@ mod tests {
             (60..=250).contains(&chunks),
             "{chunks} chunks for 1,000 messages (about 1,000 / {SPREAD} expected)"
         );
-        assert!(!refs.index.is_empty(), "1,000 messages need index nodes");
+        assert!(refs.levels.len() >= 2, "1,000 messages need index nodes");
+        let inline: usize = refs.levels.iter().map(Vec::len).sum();
+        assert!(inline < 40, "{inline} ids inline in the head");
         assert_eq!(refs.message_count, 1_000);
         assert!(
             split.head.len() < 4_096,
@@ -583,7 +644,7 @@ mod tests {
     }
 
     #[test]
-    fn appending_a_message_changes_the_head_and_at_most_one_chunk_and_one_index_node() {
+    fn appending_a_message_changes_the_head_and_at_most_one_chunk_and_one_node_per_level() {
         let mut chat = long_chat(1_000, 300, 2);
         let mut held: HashMap<BlobId, Vec<u8>> = store(&split(&chat, &id_of).expect("split"));
         let mut closed = 0;
@@ -597,9 +658,10 @@ mod tests {
                 .collect();
             let chunks = new.iter().filter(|b| b.plaintext[1] == KIND_CHUNK).count();
             let nodes = new.len() - chunks;
+            let levels = refs(&next.head).expect("refs").levels.len();
             assert!(
-                chunks <= 1 && nodes <= 1,
-                "append {n}: {chunks} new chunks, {nodes} new index nodes"
+                chunks <= 1 && nodes < levels.max(1),
+                "append {n}: {chunks} new chunks, {nodes} new index nodes, {levels} levels"
             );
             closed += chunks;
             held.extend(store(&next));
@@ -612,7 +674,7 @@ mod tests {
     }
 
     #[test]
-    fn editing_an_old_message_changes_only_its_chunk_and_index_node() {
+    fn editing_an_old_message_changes_only_its_chunk_and_the_nodes_above_it() {
         let mut chat = long_chat(1_000, 300, 3);
         let before = split(&chat, &id_of).expect("split");
         let held = store(&before);
@@ -629,10 +691,17 @@ mod tests {
             .iter()
             .filter(|b| !held.contains_key(&b.id))
             .collect();
+        // The chunk and the node above it on each level: one, or two where
+        // the chunk's new id moves a cut of that level.
+        let levels = refs(&after.head).expect("refs").levels.len();
+        assert!(
+            new.len() <= 1 + 2 * (levels - 1),
+            "{} new blobs for one edited message ({levels} levels)",
+            new.len()
+        );
         assert_eq!(
-            new.len(),
-            2,
-            "the edited chunk and its index node, nothing else"
+            new.iter().filter(|b| b.plaintext[1] == KIND_CHUNK).count(),
+            1
         );
     }
 
@@ -720,8 +789,12 @@ mod tests {
         ));
         // A chunk offered as an index node.
         let mut kinds = blobs.clone();
-        let index = refs(&split.head).expect("refs").index;
-        if let Some(node) = index.first() {
+        let node = split
+            .blobs
+            .iter()
+            .find(|b| b.plaintext[1] == KIND_INDEX)
+            .map(|b| b.id);
+        if let Some(node) = node.as_ref() {
             kinds.insert(*node, blobs[&chunk_ids[0]].clone());
             assert!(matches!(
                 assemble(&split.head, &fetcher(&kinds)),
@@ -792,7 +865,7 @@ mod tests {
             let _ = newest(&head, 3, &|_: &BlobId| Ok(bytes.clone()));
             let id = BlobId([1; 32]);
             let _ = chunk_messages(&id, ChatId::from_bytes([0; 16]), &bytes);
-            let _ = index_chunks(&id, ChatId::from_bytes([0; 16]), &bytes);
+            let _ = node_ids(&id, ChatId::from_bytes([0; 16]), 1, &bytes);
         }
     }
 }
