@@ -112,6 +112,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Records one put of a local folder carries by default
+/// ([`Capabilities::max_batch`](chatvault_core::Capabilities::max_batch);
+/// the object-store layout's default of 100 is sized for remote stores).
+/// Each `put_batch` of the engine's push ends in a tail nothing overlaps:
+/// a listing of `dev/`, the log-slot create with its fsyncs, and one
+/// replica commit confirming the batch. On a local folder that tail, not
+/// the size of a request, held a bulk push back (10 tails for 1,000 chats;
+/// BENCHMARKS.md, "Bulk import on the folder"). 500 is Supabase's batch, so
+/// the engine's push page (8 batches) is no larger than on Supabase, and a
+/// log entry of 500 items with inline summaries stays far below the entry
+/// limit of 16 MiB (a writer leaves summaries out rather than exceed it).
+pub const FS_MAX_BATCH: usize = 500;
+
 /// A vault in a local folder: the object-store layout
 /// ([`ObjectStoreVault`]) that [`FsStorageBuilder::open`] configures, with
 /// the folder's notification transport ([`FolderNotifications`]). See the [crate docs](crate).
@@ -183,7 +196,7 @@ impl FsStorageBuilder {
     pub fn new(dir: impl AsRef<Path>) -> Self {
         Self {
             dir: dir.as_ref().to_path_buf(),
-            options: ObjectStoreOptions::default(),
+            options: ObjectStoreOptions::default().with_max_batch(FS_MAX_BATCH),
             poll_interval: Duration::from_secs(5),
             fsync: true,
             layer: None,
@@ -208,7 +221,9 @@ impl FsStorageBuilder {
         &self.dir
     }
 
-    /// Layout options (record size limit, batch size…).
+    /// Layout options (record size limit, batch size…). The builder starts
+    /// from [`ObjectStoreOptions::default`] with a batch of
+    /// [`FS_MAX_BATCH`] records; options given here replace it whole.
     pub fn options(mut self, options: ObjectStoreOptions) -> Self {
         self.options = options;
         self
