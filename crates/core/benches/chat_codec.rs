@@ -7,7 +7,7 @@
 mod common;
 
 use chatvault_core::raw::codec::{decode_chat, encode_chat_at};
-use common::{criterion, long_chat, median, timed};
+use common::{criterion, long_chat, print_json_vs_binary, timed};
 use criterion::{black_box, Criterion};
 
 const MESSAGES: u64 = 1_000;
@@ -44,18 +44,5 @@ fn main() {
     let mut c = criterion();
     codec(&mut c);
     c.final_summary();
-    for op in ["encode", "decode"] {
-        let (Some(json), Some(binary)) = (
-            median(&format!("{op} json")),
-            median(&format!("{op} binary")),
-        ) else {
-            continue;
-        };
-        println!(
-            "{op}: json {:.1} µs, binary {:.1} µs per chat: binary takes {:.2}x the JSON time",
-            json * 1e6,
-            binary * 1e6,
-            binary / json
-        );
-    }
+    print_json_vs_binary("chat", 1e6, "µs");
 }

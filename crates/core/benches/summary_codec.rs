@@ -9,7 +9,7 @@ mod common;
 use chatvault_core::chat::Chat;
 use chatvault_core::raw::codec::{decode_summary, encode_summary_at};
 use chatvault_core::{ChatId, DeviceId, Hlc};
-use common::{criterion, median, timed};
+use common::{criterion, print_json_vs_binary, timed};
 use criterion::{black_box, Criterion};
 
 const COUNT: usize = 10_000;
@@ -68,18 +68,5 @@ fn main() {
     let mut c = criterion();
     codec(&mut c);
     c.final_summary();
-    for op in ["encode", "decode"] {
-        let (Some(json), Some(binary)) = (
-            median(&format!("{op} json")),
-            median(&format!("{op} binary")),
-        ) else {
-            continue;
-        };
-        println!(
-            "{op}: json {:.0} ns, binary {:.0} ns per summary: binary takes {:.2}x the JSON time",
-            json * 1e9,
-            binary * 1e9,
-            binary / json
-        );
-    }
+    print_json_vs_binary("summary", 1e9, "ns");
 }

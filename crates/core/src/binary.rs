@@ -272,6 +272,15 @@ struct Text<'a> {
 }
 
 impl<'a> Text<'a> {
+    /// Refuses text left after the last string.
+    fn finish(&self, reader: &Reader<'_>) -> Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(reader.malformed("text left over after the last string"))
+        }
+    }
+
     fn next(&mut self, reader: &Reader<'_>, len: usize) -> Result<String> {
         match (self.rest.get(..len), self.rest.get(len..)) {
             (Some(head), Some(tail)) => {
@@ -389,34 +398,40 @@ impl<'a> Reader<'a> {
     /// The next run of messages, as [`put_messages`] wrote it, in
     /// (created, id) order.
     pub(crate) fn messages(&mut self) -> Result<Vec<Message>> {
+        let mut text = self.text()?;
+        let messages = self.ordered_messages(&mut text)?;
+        text.finish(self)?;
+        Ok(messages)
+    }
+
+    /// The next text block (`text_len u32 ‖ text`).
+    fn text(&mut self) -> Result<Text<'a>> {
         let text_len = self.len()?;
         let text = std::str::from_utf8(self.take(text_len)?)
             .map_err(|_| self.malformed("the text is not UTF-8"))?;
-        let mut text = Text { rest: text };
+        Ok(Text { rest: text })
+    }
+
+    /// The next `count u32 ‖ message*`, strictly in (created, id) order,
+    /// their strings taken from `text`.
+    fn ordered_messages(&mut self, text: &mut Text<'_>) -> Result<Vec<Message>> {
         let count = self.count(MIN_MESSAGE_LEN)?;
-        let mut messages = Vec::with_capacity(count);
-        let mut previous: Option<(Hlc, MessageId)> = None;
+        let mut messages: Vec<Message> = Vec::with_capacity(count);
         for _ in 0..count {
-            let message = self.message(&mut text)?;
-            let key = (message.created, message.id);
-            if previous.is_some_and(|p| p >= key) {
-                return Err(self.malformed(format!("message {} is out of order", message.id)));
+            let message = self.message(text)?;
+            if let Some(p) = messages.last() {
+                if (p.created, p.id) >= (message.created, message.id) {
+                    return Err(self.malformed(format!("message {} is out of order", message.id)));
+                }
             }
-            previous = Some(key);
             messages.push(message);
-        }
-        if !text.rest.is_empty() {
-            return Err(self.malformed("text left over after the last string"));
         }
         Ok(messages)
     }
 
     /// The next chat, as [`put_chat`] wrote it, with bytes allowed after it.
     pub(crate) fn chat_then_more(&mut self) -> Result<Chat> {
-        let text_len = self.len()?;
-        let text = std::str::from_utf8(self.take(text_len)?)
-            .map_err(|_| self.malformed("the text is not UTF-8"))?;
-        let mut text = Text { rest: text };
+        let mut text = self.text()?;
         let id = ChatId::from_bytes(self.array()?);
         let created = self.hlc()?;
         let title_len = self.len()?;
@@ -426,23 +441,13 @@ impl<'a> Reader<'a> {
         let deleted = self.option(flags & CHAT_DELETED != 0, Self::hlc)?;
         let selected_at = self.hlc()?;
         let selected = self.option(flags & CHAT_SELECTED != 0, Self::message_id)?;
-        let count = self.count(MIN_MESSAGE_LEN)?;
         let mut messages = BTreeMap::new();
-        let mut previous: Option<(Hlc, MessageId)> = None;
-        for _ in 0..count {
-            let message = self.message(&mut text)?;
-            let key = (message.created, message.id);
-            if previous.is_some_and(|p| p >= key) {
-                return Err(self.malformed(format!("message {} is out of order", message.id)));
-            }
-            previous = Some(key);
+        for message in self.ordered_messages(&mut text)? {
             if messages.insert(message.id, message).is_some() {
                 return Err(self.malformed("a message id appears twice"));
             }
         }
-        if !text.rest.is_empty() {
-            return Err(self.malformed("text left over after the last string"));
-        }
+        text.finish(self)?;
         Ok(Chat {
             id,
             created,

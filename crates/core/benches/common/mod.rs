@@ -109,3 +109,23 @@ pub fn long_chat(messages: u64) -> Chat {
     }
     chat
 }
+
+/// Prints, for encode and decode, the medians of `"{op} json"` and
+/// `"{op} binary"` per `unit` (scaled by `scale`, named `scale_name`) and
+/// their ratio.
+pub fn print_json_vs_binary(unit: &str, scale: f64, scale_name: &str) {
+    for op in ["encode", "decode"] {
+        let (Some(json), Some(binary)) = (
+            median(&format!("{op} json")),
+            median(&format!("{op} binary")),
+        ) else {
+            continue;
+        };
+        println!(
+            "{op}: json {:.1} {scale_name}, binary {:.1} {scale_name} per {unit}: binary takes {:.2}x the JSON time",
+            json * scale,
+            binary * scale,
+            binary / json
+        );
+    }
+}
