@@ -63,6 +63,12 @@ impl Sealer<'_> {
         self.cipher.seal(&aad, &plain).expect("seal")
     }
 
+    /// The sealed length of `split`'s head as version `version`'s body.
+    fn head(&self, split: &Split, version: u64) -> usize {
+        let aad = self.aad(Part::Body, version);
+        self.cipher.seal(&aad, &split.head).expect("seal").len()
+    }
+
     fn split(&self, chat: &Chat) -> Split {
         chunked::split(chat, &|bytes: &[u8]| self.cipher.blob_id(bytes)).expect("split")
     }
@@ -88,11 +94,7 @@ impl Server {
         let summary = s.summary(chat, version);
         let whole = summary + s.whole(chat, version).len();
         let split = s.split(chat);
-        let head = s
-            .cipher
-            .seal(&s.aad(Part::Body, version), &split.head)
-            .expect("seal")
-            .len();
+        let head = s.head(&split, version);
         let mut chunked = summary + head;
         for blob in &split.blobs {
             if let std::collections::btree_map::Entry::Vacant(slot) = self.blobs.entry(blob.id) {
@@ -110,11 +112,7 @@ impl Server {
     /// the blobs they name.
     fn compacted(&self, s: &Sealer<'_>, chat: &Chat, version: u64) -> usize {
         let split = s.split(chat);
-        let head = s
-            .cipher
-            .seal(&s.aad(Part::Body, version), &split.head)
-            .expect("seal")
-            .len();
+        let head = s.head(&split, version);
         s.summary(chat, version)
             + head
             + split

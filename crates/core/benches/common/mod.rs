@@ -31,16 +31,7 @@ pub fn timed(name: &str, iters: u64, units: u64, f: impl Fn()) -> Duration {
     for _ in 0..iters {
         f();
     }
-    let elapsed = start.elapsed();
-    if iters > 0 {
-        MEASURED
-            .lock()
-            .expect("lock")
-            .entry(name.to_string())
-            .or_default()
-            .push(elapsed.as_secs_f64() / (iters * units.max(1)) as f64);
-    }
-    elapsed
+    record(name, iters * units.max(1), start.elapsed())
 }
 
 /// Like [`timed`], one unit per call, but each call first runs `setup`
@@ -53,13 +44,19 @@ pub fn timed_each<S>(name: &str, iters: u64, setup: impl Fn() -> S, f: impl Fn(&
         f(&state);
         elapsed += start.elapsed();
     }
-    if iters > 0 {
+    record(name, iters, elapsed)
+}
+
+/// Records `elapsed` over `units` under `name` (nothing for no units) and
+/// hands it back.
+fn record(name: &str, units: u64, elapsed: Duration) -> Duration {
+    if units > 0 {
         MEASURED
             .lock()
             .expect("lock")
             .entry(name.to_string())
             .or_default()
-            .push(elapsed.as_secs_f64() / iters as f64);
+            .push(elapsed.as_secs_f64() / units as f64);
     }
     elapsed
 }
