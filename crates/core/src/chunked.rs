@@ -367,33 +367,19 @@ pub fn chunk_messages(id: &BlobId, chat: ChatId, plaintext: &[u8]) -> Result<Vec
 /// [`assemble`].
 pub type Fetch<'a> = dyn Fn(&BlobId) -> Result<Vec<u8>> + Sync + 'a;
 
-/// Chunks below which [`assemble`] opens them on the calling thread only.
-const PARALLEL_FROM: usize = 16;
+/// Chunks each thread of [`assemble`] opens at least (so a chat of fewer
+/// than twice this many is opened on the calling thread only).
+const PER_THREAD: usize = 8;
 
 /// The messages of `chunks` of `chat`, in order: fetched, opened and
 /// decoded on every core for a long chat (each chunk is sealed and decoded
 /// on its own, which a whole-chat body cannot be).
 fn open_runs(chat: ChatId, chunks: &[BlobId], fetch: &Fetch<'_>) -> Result<Vec<Vec<Message>>> {
-    let run = |id: &BlobId| chunk_messages(id, chat, &fetch(id)?);
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
-    if threads < 2 || chunks.len() < PARALLEL_FROM {
-        return chunks.iter().map(run).collect();
-    }
-    let per = chunks.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts: Vec<_> = chunks
-            .chunks(per)
-            .map(|part| scope.spawn(move || part.iter().map(run).collect::<Result<Vec<_>>>()))
-            .collect();
-        let mut out = Vec::with_capacity(chunks.len());
-        for part in parts {
-            let part = part
-                .join()
-                .map_err(|_| Error::invalid("a thread opening body chunks panicked"))??;
-            out.extend(part);
-        }
-        Ok(out)
+    crate::parallel::par_map(chunks.iter().collect(), PER_THREAD, |id| {
+        chunk_messages(id, chat, &fetch(id)?)
     })
+    .into_iter()
+    .collect()
 }
 
 /// The chunk ids `ids` (of `level`: 0 for chunks, else index nodes)

@@ -67,6 +67,7 @@ pub mod ids;
 #[cfg(feature = "engine")]
 pub mod keys;
 pub mod layer;
+mod parallel;
 pub mod raw;
 #[cfg(feature = "engine")]
 mod replica;
